@@ -1,0 +1,108 @@
+# Switchboard — plain GNU make.
+#
+#   make            build build/release/switchboard
+#   make asan       build the ASan + UBSan variant under build/asan/
+#   make run        set up the local stack (packages, Redis, PostgreSQL, migrations) and run the gateway
+#   make test       same set-up, then the whole suite (unit, fuzz corpora, integration; release and asan)
+#   make bench      same set-up, then the benchmarks (they print figures, they assert nothing)
+#   make fuzz       run every libFuzzer target for FUZZ_SECONDS each
+#
+# Sources are found by wildcard: a new module is a new .c/.h pair in its directory, nothing to register here.
+
+V        ?= release
+BUILD    := build/$(V)
+PKGS     := libwebsockets libuv hiredis libpq
+WERROR   ?= $(if $(CI),-Werror,)
+
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla \
+            -Wimplicit-fallthrough $(WERROR)
+CFLAGS   ?= -O2 -g
+CPPFLAGS += -D_GNU_SOURCE -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+
+ifeq ($(V),asan)
+  CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+  LDFLAGS += -fsanitize=address,undefined
+endif
+
+ALL_CFLAGS := -std=c11 $(CFLAGS) $(WARN)
+
+LIB_SRC  := $(wildcard proto/*.c actors/*.c adapters/*.c shards/*.c gateway/*.c)
+LIB_SRC  := $(filter-out gateway/main.c,$(LIB_SRC))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(wildcard tests/bench/*.c)
+BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_SECONDS ?= 60
+
+.PHONY: all asan units benches fuzzers setup run test bench fuzz clean
+all: $(BUILD)/switchboard
+
+asan:
+	@$(MAKE) --no-print-directory V=asan all units
+
+units: $(UNIT_BIN)
+benches: $(BENCH_BIN)
+
+$(BUILD)/switchboard: $(BUILD)/gateway/main.o $(BUILD)/libsb.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/libsb.a: $(LIB_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/libsb.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libsb.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# libFuzzer targets: clang only, always with ASan + UBSan. They link the library sources directly
+# (compiled with coverage instrumentation), not libsb.a.
+FUZZ_CFLAGS := -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(WARN:-Werror=)
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(wildcard */*.h)
+	@mkdir -p $(@D)
+	clang $(CPPFLAGS) $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS)
+
+fuzzers: $(FUZZ_BIN)
+
+# --- the local stack and the promises of the README -------------------------------------------
+
+setup:
+	@ops/deps.sh
+	@ops/stack.sh up
+	@ops/migrate.sh
+
+run: setup
+	@$(MAKE) --no-print-directory all
+	exec $(BUILD)/switchboard -c ops/dev.conf
+
+test: setup
+	@$(MAKE) --no-print-directory all units benches
+	@$(MAKE) --no-print-directory V=asan all units
+	@$(MAKE) --no-print-directory fuzzers
+	@tests/run.sh
+
+bench: setup
+	@$(MAKE) --no-print-directory all benches
+	@tests/bench/run.sh
+
+fuzz: fuzzers
+	@for f in $(FUZZ_BIN); do \
+	  n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus/$$n tests/fuzz/corpus/$$n || exit 1; \
+	done
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJ:.o=.d) $(BUILD)/gateway/main.d $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)
