@@ -1,0 +1,677 @@
+/* The per-shard actor runtime; see actor.h for the contract.
+ *
+ * Data structures, chosen for the hot path (a same-shard send and its handling):
+ *  - an actor is one allocation: its header followed by the kind's state;
+ *  - the actor table is open addressing with linear probing and backward-shift deletion (no tombstones), keyed by
+ *    id; ids are never reused, so a stale id simply misses;
+ *  - mailboxes and the run queue are intrusive singly-linked FIFOs;
+ *  - timers are a binary min-heap ordered by (due time, id), each timer also linked into its actor's list so
+ *    stopping an actor cancels them. */
+#include "actors/actor.h"
+
+#include "proto/err.h"
+#include "proto/mem.h"
+
+#include <string.h>
+
+enum {
+    A_QUEUED = 1 << 0,    /* on the run queue */
+    A_RUNNING = 1 << 1,   /* a handler of it is on the stack */
+    A_DEAD = 1 << 2,      /* stopped; memory freed once off the run queue */
+    A_STOPPING = 1 << 3,  /* sb_actor_stop() called: stop after the current message */
+    A_SUSPENDED = 1 << 4, /* backing off after repeated failures */
+    A_NEEDS_INIT = 1 << 5 /* init failed at a restart; retried when the backoff ends */
+};
+
+#define FAIL_WINDOW_MS 1000
+#define FAIL_FREE_RESTARTS 3
+#define BACKOFF_MIN_MS 10
+#define BACKOFF_MAX_MS 30000
+
+typedef struct sb_timer {
+    uint64_t when;
+    uint64_t repeat;
+    uint64_t tag;
+    uint64_t id;
+    sb_actor_t *actor;
+    struct sb_timer *next; /* the actor's timers */
+    size_t heap_idx;
+    bool resume;           /* internal: ends a supervision backoff */
+} sb_timer_t;
+
+struct sb_actor {
+    sb_actor_id_t id;
+    const sb_actor_kind_t *kind;
+    sb_rt_t *rt;
+    const void *arg;
+    sb_msg_t *mb_head, *mb_tail;
+    sb_actor_t *rq_next;
+    sb_timer_t *timers;
+    uint64_t last_fail_ms;
+    uint32_t mb_len;
+    uint32_t restarts;
+    uint16_t flags;
+    uint16_t streak;
+    _Alignas(16) unsigned char state[];
+};
+
+struct sb_rt {
+    unsigned shard;
+    sb_rt_port_t port;
+    uint64_t now;
+    uint64_t next_local;
+    uint64_t next_timer_id;
+
+    sb_actor_t **table;
+    size_t cap, count; /* cap is a power of two */
+
+    sb_actor_t *rq_head, *rq_tail;
+    sb_actor_t *current;
+
+    sb_timer_t **heap;
+    size_t heap_len, heap_cap;
+
+    uint64_t mailbox_depth, processed, restarts, dead_letters;
+};
+
+/* ---- actor table ---------------------------------------------------------------------------------------------- */
+
+static inline size_t slot_of(const sb_rt_t *rt, sb_actor_id_t id)
+{
+    return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 17) & (rt->cap - 1);
+}
+
+static sb_actor_t *table_get(const sb_rt_t *rt, sb_actor_id_t id)
+{
+    for (size_t i = slot_of(rt, id);; i = (i + 1) & (rt->cap - 1)) {
+        sb_actor_t *a = rt->table[i];
+        if (!a || a->id == id)
+            return a;
+    }
+}
+
+static void table_put_nogrow(sb_rt_t *rt, sb_actor_t *a)
+{
+    size_t i = slot_of(rt, a->id);
+    while (rt->table[i])
+        i = (i + 1) & (rt->cap - 1);
+    rt->table[i] = a;
+}
+
+static void table_put(sb_rt_t *rt, sb_actor_t *a)
+{
+    if ((rt->count + 1) * 10 > rt->cap * 7) {
+        sb_actor_t **old = rt->table;
+        size_t old_cap = rt->cap;
+        rt->cap *= 2;
+        rt->table = sb_calloc(rt->cap, sizeof *rt->table);
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i])
+                table_put_nogrow(rt, old[i]);
+        free(old);
+    }
+    table_put_nogrow(rt, a);
+    rt->count++;
+}
+
+static void table_del(sb_rt_t *rt, sb_actor_id_t id)
+{
+    size_t mask = rt->cap - 1, i = slot_of(rt, id);
+    while (rt->table[i] && rt->table[i]->id != id)
+        i = (i + 1) & mask;
+    SB_BUG_ON(!rt->table[i]);
+    rt->table[i] = NULL;
+    rt->count--;
+    /* Backward-shift: move later members of the probe run into the hole when their home slot allows it. */
+    for (size_t j = (i + 1) & mask; rt->table[j]; j = (j + 1) & mask) {
+        size_t home = slot_of(rt, rt->table[j]->id);
+        bool movable = (i <= j) ? (home <= i || home > j) : (home <= i && home > j);
+        if (movable) {
+            rt->table[i] = rt->table[j];
+            rt->table[j] = NULL;
+            i = j;
+        }
+    }
+}
+
+/* ---- run queue and mailboxes ---------------------------------------------------------------------------------- */
+
+static void rq_push(sb_rt_t *rt, sb_actor_t *a)
+{
+    bool was_empty = rt->rq_head == NULL;
+    a->flags |= A_QUEUED;
+    a->rq_next = NULL;
+    if (rt->rq_tail)
+        rt->rq_tail->rq_next = a;
+    else
+        rt->rq_head = a;
+    rt->rq_tail = a;
+    if (was_empty && !rt->current && rt->port.wake)
+        rt->port.wake(rt->port.ctx);
+}
+
+static sb_actor_t *rq_pop(sb_rt_t *rt)
+{
+    sb_actor_t *a = rt->rq_head;
+    if (a) {
+        rt->rq_head = a->rq_next;
+        if (!rt->rq_head)
+            rt->rq_tail = NULL;
+        a->flags &= (uint16_t)~A_QUEUED;
+    }
+    return a;
+}
+
+static void mailbox_put(sb_rt_t *rt, sb_actor_t *a, sb_msg_t *msg)
+{
+    msg->next = NULL;
+    if (a->mb_tail)
+        a->mb_tail->next = msg;
+    else
+        a->mb_head = msg;
+    a->mb_tail = msg;
+    a->mb_len++;
+    rt->mailbox_depth++;
+    if (!(a->flags & (A_QUEUED | A_RUNNING | A_SUSPENDED)))
+        rq_push(rt, a);
+}
+
+static sb_msg_t *mailbox_take(sb_rt_t *rt, sb_actor_t *a)
+{
+    sb_msg_t *msg = a->mb_head;
+    a->mb_head = msg->next;
+    if (!a->mb_head)
+        a->mb_tail = NULL;
+    a->mb_len--;
+    rt->mailbox_depth--;
+    return msg;
+}
+
+/* ---- timers --------------------------------------------------------------------------------------------------- */
+
+static inline bool timer_before(const sb_timer_t *x, const sb_timer_t *y)
+{
+    return x->when < y->when || (x->when == y->when && x->id < y->id);
+}
+
+static void heap_set(sb_rt_t *rt, size_t i, sb_timer_t *t)
+{
+    rt->heap[i] = t;
+    t->heap_idx = i;
+}
+
+static void heap_up(sb_rt_t *rt, size_t i)
+{
+    sb_timer_t *t = rt->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!timer_before(t, rt->heap[parent]))
+            break;
+        heap_set(rt, i, rt->heap[parent]);
+        i = parent;
+    }
+    heap_set(rt, i, t);
+}
+
+static void heap_down(sb_rt_t *rt, size_t i)
+{
+    sb_timer_t *t = rt->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= rt->heap_len)
+            break;
+        if (c + 1 < rt->heap_len && timer_before(rt->heap[c + 1], rt->heap[c]))
+            c++;
+        if (!timer_before(rt->heap[c], t))
+            break;
+        heap_set(rt, i, rt->heap[c]);
+        i = c;
+    }
+    heap_set(rt, i, t);
+}
+
+static void heap_insert(sb_rt_t *rt, sb_timer_t *t)
+{
+    if (rt->heap_len == rt->heap_cap) {
+        rt->heap_cap = rt->heap_cap ? rt->heap_cap * 2 : 64;
+        rt->heap = sb_realloc(rt->heap, rt->heap_cap * sizeof *rt->heap);
+    }
+    rt->heap[rt->heap_len] = t;
+    t->heap_idx = rt->heap_len++;
+    heap_up(rt, t->heap_idx);
+}
+
+static void heap_remove(sb_rt_t *rt, sb_timer_t *t)
+{
+    size_t i = t->heap_idx;
+    sb_timer_t *last = rt->heap[--rt->heap_len];
+    if (i == rt->heap_len)
+        return;
+    heap_set(rt, i, last);
+    if (i > 0 && timer_before(last, rt->heap[(i - 1) / 2]))
+        heap_up(rt, i);
+    else
+        heap_down(rt, i);
+}
+
+static sb_timer_t *timer_arm(sb_rt_t *rt, sb_actor_t *a, uint64_t delay, uint64_t repeat, uint64_t tag, bool resume)
+{
+    sb_timer_t *t = sb_malloc(sizeof *t);
+    t->when = rt->now + delay;
+    t->repeat = repeat;
+    t->tag = tag;
+    t->id = ++rt->next_timer_id;
+    t->actor = a;
+    t->resume = resume;
+    t->next = a->timers;
+    a->timers = t;
+    bool earliest = rt->heap_len == 0 || timer_before(t, rt->heap[0]);
+    heap_insert(rt, t);
+    if (earliest && rt->port.wake)
+        rt->port.wake(rt->port.ctx);
+    return t;
+}
+
+static void timer_unlink(sb_actor_t *a, sb_timer_t *t)
+{
+    for (sb_timer_t **pp = &a->timers; *pp; pp = &(*pp)->next) {
+        if (*pp == t) {
+            *pp = t->next;
+            return;
+        }
+    }
+    SB_BUG_ON(1);
+}
+
+static void timers_cancel_all(sb_rt_t *rt, sb_actor_t *a)
+{
+    while (a->timers) {
+        sb_timer_t *t = a->timers;
+        a->timers = t->next;
+        heap_remove(rt, t);
+        free(t);
+    }
+}
+
+/* ---- life cycle ----------------------------------------------------------------------------------------------- */
+
+sb_rt_t *sb_rt_create(unsigned shard, const sb_rt_port_t *port)
+{
+    sb_rt_t *rt = sb_calloc(1, sizeof *rt);
+    SB_BUG_ON(shard >= (1u << SB_ACTOR_SHARD_BITS));
+    rt->shard = shard;
+    if (port)
+        rt->port = *port;
+    rt->cap = 1024;
+    rt->table = sb_calloc(rt->cap, sizeof *rt->table);
+    return rt;
+}
+
+/* Releases everything the actor holds and takes it out of the table. Its memory is freed here unless it is still
+ * on the run queue or running, in which case whoever holds it frees it (it is marked dead). */
+static void actor_finish(sb_rt_t *rt, sb_actor_t *a)
+{
+    timers_cancel_all(rt, a);
+    if (a->kind->stop && !(a->flags & A_NEEDS_INIT))
+        a->kind->stop(a, a->state);
+    while (a->mb_head) {
+        sb_msg_free(mailbox_take(rt, a));
+        rt->dead_letters++;
+    }
+    table_del(rt, a->id);
+    a->flags |= A_DEAD;
+    if (!(a->flags & (A_QUEUED | A_RUNNING)))
+        free(a);
+}
+
+void sb_rt_destroy(sb_rt_t *rt)
+{
+    if (!rt)
+        return;
+    /* Take everyone off the run queue first, so actor_finish() frees them directly. */
+    for (sb_actor_t *a; (a = rq_pop(rt));)
+        if (a->flags & A_DEAD)
+            free(a);
+    for (size_t i = 0; i < rt->cap;) {
+        if (rt->table[i])
+            actor_finish(rt, rt->table[i]); /* backward shift may refill slot i: look again */
+        else
+            i++;
+    }
+    SB_BUG_ON(rt->heap_len != 0);
+    free(rt->heap);
+    free(rt->table);
+    free(rt);
+}
+
+void sb_rt_set_time(sb_rt_t *rt, uint64_t now_ms) { rt->now = now_ms; }
+uint64_t sb_rt_time(const sb_rt_t *rt) { return rt->now; }
+unsigned sb_rt_shard(const sb_rt_t *rt) { return rt->shard; }
+
+int sb_rt_spawn(sb_rt_t *rt, const sb_actor_kind_t *kind, const void *arg, sb_actor_id_t *id)
+{
+    sb_actor_t *a = sb_calloc(1, sizeof *a + kind->state_size);
+    a->id = ((sb_actor_id_t)rt->shard << SB_ACTOR_LOCAL_BITS) | ++rt->next_local;
+    a->kind = kind;
+    a->rt = rt;
+    a->arg = arg;
+    table_put(rt, a);
+    if (kind->init) {
+        sb_actor_t *prev = rt->current;
+        a->flags |= A_RUNNING;
+        rt->current = a;
+        int rc = kind->init(a, a->state, arg);
+        rt->current = prev;
+        a->flags &= (uint16_t)~A_RUNNING;
+        if (rc < 0) {
+            a->flags |= A_NEEDS_INIT; /* init failed: there is nothing for stop() to release */
+            actor_finish(rt, a);
+            return rc;
+        }
+        if (a->flags & A_STOPPING) { /* stopped itself inside init */
+            actor_finish(rt, a);
+            if (id)
+                *id = 0;
+            return 0;
+        }
+        if (a->mb_head && !(a->flags & A_QUEUED))
+            rq_push(rt, a);
+    }
+    if (id)
+        *id = a->id;
+    return 0;
+}
+
+int sb_rt_kill(sb_rt_t *rt, sb_actor_id_t id)
+{
+    sb_actor_t *a = sb_actor_id_shard(id) == rt->shard ? table_get(rt, id) : NULL;
+    if (!a)
+        return SB_ENOENT;
+    if (a->flags & A_RUNNING)
+        a->flags |= A_STOPPING;
+    else
+        actor_finish(rt, a);
+    return 0;
+}
+
+/* ---- messages ------------------------------------------------------------------------------------------------- */
+
+sb_msg_t *sb_msg_new(uint32_t type, size_t len)
+{
+    SB_BUG_ON(len > UINT32_MAX);
+    sb_msg_t *msg = sb_malloc(sizeof *msg + len);
+    msg->next = NULL;
+    msg->to = msg->from = 0;
+    msg->type = type;
+    msg->len = (uint32_t)len;
+    return msg;
+}
+
+void sb_msg_free(sb_msg_t *msg) { free(msg); }
+
+int sb_rt_post(sb_rt_t *rt, sb_actor_id_t from, sb_actor_id_t to, sb_msg_t *msg)
+{
+    unsigned shard = sb_actor_id_shard(to);
+    msg->from = from;
+    msg->to = to;
+    if (shard != rt->shard) {
+        int rc = rt->port.remote_send ? rt->port.remote_send(rt->port.ctx, shard, msg) : SB_ENOENT;
+        if (rc < 0) {
+            sb_msg_free(msg);
+            rt->dead_letters++;
+        }
+        return rc;
+    }
+    sb_actor_t *a = table_get(rt, to);
+    if (!a || (a->flags & A_STOPPING)) {
+        sb_msg_free(msg);
+        rt->dead_letters++;
+        return SB_ENOENT;
+    }
+    mailbox_put(rt, a, msg);
+    return 0;
+}
+
+int sb_rt_send(sb_rt_t *rt, sb_actor_id_t from, sb_actor_id_t to, uint32_t type, const void *data, size_t len)
+{
+    sb_msg_t *msg = sb_msg_new(type, len);
+    if (len)
+        memcpy(msg->data, data, len);
+    return sb_rt_post(rt, from, to, msg);
+}
+
+void sb_rt_deliver(sb_rt_t *rt, sb_msg_t *msg)
+{
+    sb_actor_t *a = table_get(rt, msg->to);
+    if (!a || (a->flags & A_STOPPING)) {
+        sb_msg_free(msg);
+        rt->dead_letters++;
+        return;
+    }
+    mailbox_put(rt, a, msg);
+}
+
+/* ---- running -------------------------------------------------------------------------------------------------- */
+
+static void suspend(sb_rt_t *rt, sb_actor_t *a)
+{
+    unsigned shift = a->streak - FAIL_FREE_RESTARTS - 1;
+    uint64_t ms = shift >= 12 ? BACKOFF_MAX_MS : (uint64_t)BACKOFF_MIN_MS << shift;
+    if (ms > BACKOFF_MAX_MS)
+        ms = BACKOFF_MAX_MS;
+    a->flags |= A_SUSPENDED;
+    timer_arm(rt, a, ms, 0, 0, true);
+}
+
+/* The actor failed (a handler or init returned < 0): restart it from init, backing off if it keeps failing. */
+static void fail(sb_rt_t *rt, sb_actor_t *a)
+{
+    rt->restarts++;
+    a->restarts++;
+    if (a->last_fail_ms && rt->now - a->last_fail_ms < FAIL_WINDOW_MS) {
+        if (a->streak < UINT16_MAX)
+            a->streak++;
+    } else {
+        a->streak = 1;
+    }
+    a->last_fail_ms = rt->now;
+
+    timers_cancel_all(rt, a);
+    if (a->kind->stop && !(a->flags & A_NEEDS_INIT))
+        a->kind->stop(a, a->state);
+    memset(a->state, 0, a->kind->state_size);
+    a->flags &= (uint16_t)~A_NEEDS_INIT;
+    if (a->kind->init && a->kind->init(a, a->state, a->arg) < 0) {
+        a->flags |= A_NEEDS_INIT;
+        if (a->streak <= FAIL_FREE_RESTARTS)
+            a->streak = FAIL_FREE_RESTARTS + 1; /* a failing init always backs off */
+    }
+    if (a->streak > FAIL_FREE_RESTARTS)
+        suspend(rt, a);
+}
+
+static void resume(sb_rt_t *rt, sb_actor_t *a)
+{
+    a->flags &= (uint16_t)~A_SUSPENDED;
+    if (a->flags & A_NEEDS_INIT) {
+        memset(a->state, 0, a->kind->state_size);
+        a->flags &= (uint16_t)~A_NEEDS_INIT;
+        a->flags |= A_RUNNING;
+        rt->current = a;
+        int rc = a->kind->init(a, a->state, a->arg);
+        rt->current = NULL;
+        a->flags &= (uint16_t)~A_RUNNING;
+        if (rc < 0) {
+            a->flags |= A_NEEDS_INIT;
+            rt->restarts++;
+            a->restarts++;
+            if (a->streak < UINT16_MAX)
+                a->streak++;
+            a->last_fail_ms = rt->now;
+            suspend(rt, a);
+            return;
+        }
+    }
+    if (a->mb_head && !(a->flags & A_QUEUED))
+        rq_push(rt, a);
+}
+
+static int dispatch(sb_actor_t *a, sb_msg_t *msg)
+{
+    const sb_actor_kind_t *k = a->kind;
+    sb_actor_handler_fn fn = msg->type < k->nhandlers ? k->handlers[msg->type] : NULL;
+    if (!fn)
+        fn = k->unhandled;
+    if (!fn) {
+        a->rt->dead_letters++;
+        return 0;
+    }
+    return fn(a, a->state, msg);
+}
+
+size_t sb_rt_run(sb_rt_t *rt, size_t max)
+{
+    size_t done = 0;
+    while (done < max && rt->rq_head) {
+        sb_actor_t *a = rq_pop(rt);
+        if (a->flags & A_DEAD) {
+            free(a);
+            continue;
+        }
+        a->flags |= A_RUNNING;
+        rt->current = a;
+        for (unsigned n = 0; n < SB_RT_TURN_BUDGET && done < max && a->mb_head; n++) {
+            sb_msg_t *msg = mailbox_take(rt, a);
+            int rc = dispatch(a, msg);
+            sb_msg_free(msg);
+            done++;
+            if (a->flags & A_STOPPING)
+                break;
+            if (rc < 0) {
+                fail(rt, a);
+                if (a->flags & A_SUSPENDED)
+                    break;
+            }
+        }
+        rt->current = NULL;
+        a->flags &= (uint16_t)~A_RUNNING;
+        if (a->flags & A_STOPPING)
+            actor_finish(rt, a);
+        else if (a->mb_head && !(a->flags & A_SUSPENDED))
+            rq_push(rt, a);
+    }
+    rt->processed += done;
+    return done;
+}
+
+bool sb_rt_has_work(const sb_rt_t *rt) { return rt->rq_head != NULL; }
+
+int64_t sb_rt_next_timer(const sb_rt_t *rt)
+{
+    if (!rt->heap_len)
+        return -1;
+    uint64_t when = rt->heap[0]->when;
+    return when <= rt->now ? 0 : (int64_t)(when - rt->now);
+}
+
+size_t sb_rt_fire_timers(sb_rt_t *rt)
+{
+    size_t fired = 0;
+    while (rt->heap_len && rt->heap[0]->when <= rt->now) {
+        sb_timer_t *t = rt->heap[0];
+        sb_actor_t *a = t->actor;
+        fired++;
+        if (t->resume) {
+            heap_remove(rt, t);
+            timer_unlink(a, t);
+            free(t);
+            resume(rt, a);
+            continue;
+        }
+        sb_msg_t *msg = sb_msg_new(SB_MSG_TIMER, sizeof(uint64_t));
+        memcpy(msg->data, &t->tag, sizeof t->tag);
+        msg->from = msg->to = a->id;
+        if (t->repeat) {
+            t->when += t->repeat;
+            if (t->when <= rt->now)
+                t->when = rt->now + t->repeat; /* fell behind: do not fire a burst */
+            heap_down(rt, 0);
+        } else {
+            heap_remove(rt, t);
+            timer_unlink(a, t);
+            free(t);
+        }
+        mailbox_put(rt, a, msg);
+    }
+    return fired;
+}
+
+void sb_rt_get_stats(const sb_rt_t *rt, sb_rt_stats_t *out)
+{
+    out->actors = rt->count;
+    out->mailbox_depth = rt->mailbox_depth;
+    out->processed = rt->processed;
+    out->restarts = rt->restarts;
+    out->dead_letters = rt->dead_letters;
+    out->timers = rt->heap_len;
+}
+
+static void fill_info(const sb_actor_t *a, sb_actor_info_t *out)
+{
+    out->id = a->id;
+    out->kind = a->kind->name;
+    out->mailbox = a->mb_len;
+    out->restarts = a->restarts;
+    out->suspended = (a->flags & A_SUSPENDED) != 0;
+}
+
+void sb_rt_foreach(const sb_rt_t *rt, bool (*cb)(void *arg, const sb_actor_info_t *info), void *arg)
+{
+    for (size_t i = 0; i < rt->cap; i++) {
+        if (rt->table[i]) {
+            sb_actor_info_t info;
+            fill_info(rt->table[i], &info);
+            if (!cb(arg, &info))
+                return;
+        }
+    }
+}
+
+int sb_rt_actor_info(const sb_rt_t *rt, sb_actor_id_t id, sb_actor_info_t *out)
+{
+    sb_actor_t *a = sb_actor_id_shard(id) == rt->shard ? table_get(rt, id) : NULL;
+    if (!a)
+        return SB_ENOENT;
+    fill_info(a, out);
+    return 0;
+}
+
+/* ---- from inside an actor ------------------------------------------------------------------------------------- */
+
+sb_actor_id_t sb_actor_self(const sb_actor_t *a) { return a->id; }
+sb_rt_t *sb_actor_rt(const sb_actor_t *a) { return a->rt; }
+
+int sb_actor_send(sb_actor_t *a, sb_actor_id_t to, uint32_t type, const void *data, size_t len)
+{
+    return sb_rt_send(a->rt, a->id, to, type, data, len);
+}
+
+void sb_actor_stop(sb_actor_t *a) { a->flags |= A_STOPPING; }
+
+uint64_t sb_actor_timer_start(sb_actor_t *a, uint64_t delay_ms, uint64_t repeat_ms, uint64_t tag)
+{
+    return timer_arm(a->rt, a, delay_ms, repeat_ms, tag, false)->id;
+}
+
+int sb_actor_timer_stop(sb_actor_t *a, uint64_t timer_id)
+{
+    for (sb_timer_t *t = a->timers; t; t = t->next) {
+        if (t->id == timer_id && !t->resume) {
+            timer_unlink(a, t);
+            heap_remove(a->rt, t);
+            free(t);
+            return 0;
+        }
+    }
+    return SB_ENOENT;
+}

@@ -1,0 +1,150 @@
+/* The actor runtime of one shard: actors, mailboxes, the run queue, timers and supervision.
+ *
+ * An actor is an id, a mailbox, a kind (a descriptor table of functions) and private state. The runtime runs one
+ * message of one actor at a time, on the shard's thread only; nothing here is thread-safe, and nothing here does I/O.
+ * The shard drives it: it calls sb_rt_run() with a budget while there is work, sb_rt_fire_timers() when the earliest
+ * timer is due, and sb_rt_deliver() for messages other shards sent. Messages for actors of other shards leave through
+ * the remote_send port the shard provides, so the runtime is tested on its own with a fake port and a fake clock.
+ *
+ * Ids carry their shard in the top 16 bits, so a sender knows where any actor lives without a lookup. Order is kept
+ * per sender→receiver pair: a mailbox is FIFO and the cross-shard queue is FIFO per producing shard.
+ *
+ * Supervision: a handler (or init) that returns a negative code has failed. The message is dropped, the kind's stop()
+ * runs, the state is zeroed and init() runs again with the spawn argument; the actor keeps its id, mailbox and
+ * place. Restarts are counted. A fourth failure within a second of the previous one suspends the actor (its mailbox
+ * keeps filling) for a backoff that doubles per further failure, from 10 ms up to 30 s. */
+#ifndef SB_ACTOR_H
+#define SB_ACTOR_H
+
+#include "actors/mpsc.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef uint64_t sb_actor_id_t; /* 0 is no actor */
+typedef struct sb_actor sb_actor_t;
+typedef struct sb_rt sb_rt_t;
+
+#define SB_ACTOR_SHARD_BITS 16
+#define SB_ACTOR_LOCAL_BITS (64 - SB_ACTOR_SHARD_BITS)
+static inline unsigned sb_actor_id_shard(sb_actor_id_t id) { return (unsigned)(id >> SB_ACTOR_LOCAL_BITS); }
+
+/* Message type 0 is the timer tick: its payload is the uint64_t tag given to sb_actor_timer_start(). Kinds number
+ * their own messages from 1. */
+enum { SB_MSG_TIMER = 0 };
+
+typedef struct sb_msg {
+    sb_mpsc_node_t qnode;  /* cross-shard queue link */
+    struct sb_msg *next;   /* mailbox link */
+    sb_actor_id_t to;
+    sb_actor_id_t from;
+    uint32_t type;
+    uint32_t len;          /* payload bytes */
+    _Alignas(16) unsigned char data[];
+} sb_msg_t;
+
+/* A handler returns 0, or a negative code on failure (which restarts the actor). It borrows msg: the runtime frees
+ * it after the handler returns. */
+typedef int (*sb_actor_handler_fn)(sb_actor_t *a, void *state, sb_msg_t *msg);
+
+typedef struct sb_actor_kind {
+    const char *name;
+    size_t state_size;                     /* zeroed state the runtime allocates with the actor */
+    /* Called at spawn and at every restart. arg is the spawn argument, borrowed: it must outlive the actor. */
+    int (*init)(sb_actor_t *a, void *state, const void *arg);
+    /* handlers[type] handles messages of that type; a type past nhandlers or with a NULL entry goes to
+     * unhandled (if set) or is dropped and counted as a dead letter. */
+    const sb_actor_handler_fn *handlers;
+    size_t nhandlers;
+    sb_actor_handler_fn unhandled;
+    /* Called before a restart and when the actor stops; releases what init and the handlers acquired. */
+    void (*stop)(sb_actor_t *a, void *state);
+} sb_actor_kind_t;
+
+/* The port through which the runtime reaches other shards. remote_send takes ownership of msg when it returns 0;
+ * on error the runtime frees msg. wake is called when the run queue goes from empty to non-empty or the earliest
+ * timer changed, so the shard can schedule a run; it must not call back into the runtime. */
+typedef struct sb_rt_port {
+    void *ctx;
+    int (*remote_send)(void *ctx, unsigned shard, sb_msg_t *msg);
+    void (*wake)(void *ctx);
+} sb_rt_port_t;
+
+typedef struct sb_rt_stats {
+    uint64_t actors;         /* live actors */
+    uint64_t mailbox_depth;  /* messages waiting in all mailboxes */
+    uint64_t processed;      /* messages handled since start */
+    uint64_t restarts;       /* supervisor restarts since start */
+    uint64_t dead_letters;   /* messages dropped: unknown target, no handler, stopped actor */
+    uint64_t timers;         /* armed timers */
+} sb_rt_stats_t;
+
+/* Creates the runtime of shard `shard`. port is copied. Never fails (allocation failure aborts). */
+sb_rt_t *sb_rt_create(unsigned shard, const sb_rt_port_t *port);
+/* Stops every actor (running their stop()), frees every message and the runtime. */
+void sb_rt_destroy(sb_rt_t *rt);
+/* Sets the clock the timers run on (milliseconds, monotonic). The shard sets it each loop iteration. */
+void sb_rt_set_time(sb_rt_t *rt, uint64_t now_ms);
+uint64_t sb_rt_time(const sb_rt_t *rt);
+unsigned sb_rt_shard(const sb_rt_t *rt);
+
+/* Creates an actor of `kind` on this runtime and runs its init(). On success stores the new id in *id (may be NULL)
+ * and returns 0; if init fails the actor is not created and init's code is returned. */
+int sb_rt_spawn(sb_rt_t *rt, const sb_actor_kind_t *kind, const void *arg, sb_actor_id_t *id);
+/* Stops an actor of this runtime: at once if it is not running, else after its current message. Pending messages
+ * are dropped. Returns 0 or SB_ENOENT. */
+int sb_rt_kill(sb_rt_t *rt, sb_actor_id_t id);
+
+/* Allocates a message with len payload bytes (uninitialized). */
+sb_msg_t *sb_msg_new(uint32_t type, size_t len);
+void sb_msg_free(sb_msg_t *msg);
+
+/* Sends msg to actor `to`, on this shard or another. Takes ownership of msg in every case. Returns 0, or
+ * SB_ENOENT when a local target does not exist (the message is dropped and counted), or the remote port's error. */
+int sb_rt_post(sb_rt_t *rt, sb_actor_id_t from, sb_actor_id_t to, sb_msg_t *msg);
+/* Copies len bytes of data into a new message and posts it. */
+int sb_rt_send(sb_rt_t *rt, sb_actor_id_t from, sb_actor_id_t to, uint32_t type, const void *data, size_t len);
+/* Delivers a message that arrived from another shard (msg->to is on this shard). Takes ownership. */
+void sb_rt_deliver(sb_rt_t *rt, sb_msg_t *msg);
+
+/* Handles up to max messages, round-robin over runnable actors, each actor at most SB_RT_TURN_BUDGET in a row.
+ * Returns how many were handled. */
+#define SB_RT_TURN_BUDGET 32
+size_t sb_rt_run(sb_rt_t *rt, size_t max);
+bool sb_rt_has_work(const sb_rt_t *rt);
+/* Milliseconds until the earliest timer is due (0 if overdue), or -1 if no timer is armed. */
+int64_t sb_rt_next_timer(const sb_rt_t *rt);
+/* Fires every timer due at the runtime's current time: each becomes an SB_MSG_TIMER message in its actor's mailbox
+ * (repeating timers are re-armed). Returns the number fired. */
+size_t sb_rt_fire_timers(sb_rt_t *rt);
+
+void sb_rt_get_stats(const sb_rt_t *rt, sb_rt_stats_t *out);
+
+/* One row of an actor listing. */
+typedef struct sb_actor_info {
+    sb_actor_id_t id;
+    const char *kind;       /* the kind's name (static) */
+    uint32_t mailbox;       /* messages waiting */
+    uint32_t restarts;
+    bool suspended;         /* backing off after repeated failures */
+} sb_actor_info_t;
+/* Calls cb for each live actor, in no particular order, until cb returns false. */
+void sb_rt_foreach(const sb_rt_t *rt, bool (*cb)(void *arg, const sb_actor_info_t *info), void *arg);
+/* Fills *out for one actor. Returns 0 or SB_ENOENT. */
+int sb_rt_actor_info(const sb_rt_t *rt, sb_actor_id_t id, sb_actor_info_t *out);
+
+/* --- calls for an actor, from inside its own handlers --- */
+sb_actor_id_t sb_actor_self(const sb_actor_t *a);
+sb_rt_t *sb_actor_rt(const sb_actor_t *a);
+/* Sends from this actor (sb_rt_send with from = self). */
+int sb_actor_send(sb_actor_t *a, sb_actor_id_t to, uint32_t type, const void *data, size_t len);
+/* Stops this actor after the current message. */
+void sb_actor_stop(sb_actor_t *a);
+/* Arms a timer that sends this actor SB_MSG_TIMER with `tag` after delay_ms, then every repeat_ms if non-zero.
+ * Returns its id (> 0). Timers die with the actor and are cancelled by a restart. */
+uint64_t sb_actor_timer_start(sb_actor_t *a, uint64_t delay_ms, uint64_t repeat_ms, uint64_t tag);
+/* Cancels a timer of this actor. Returns 0, or SB_ENOENT if it already fired (one-shot) or never existed. */
+int sb_actor_timer_stop(sb_actor_t *a, uint64_t timer_id);
+
+#endif
