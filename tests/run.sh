@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# tests/run.sh — the whole test suite, as `make test` runs it after building everything:
+#
+#   1. unit tests      build/release/tests/test_* and build/asan/tests/test_*   (TAP)
+#   2. fuzz corpora    build/fuzz/fuzz_X replays every file of tests/fuzz/corpus/fuzz_X/ once
+#                      (one result per target; targets without a corpus dir are skipped)
+#   3. integration     python3 tests/integration/test_*.py, once against build/release/switchboard
+#                      and once against build/asan/switchboard (TAP; needs ops/stack.sh up)
+#
+# Counts the individual TAP results ("ok N" / "not ok N"). A program that exits non-zero without
+# a "not ok", or whose output has no "1..N" plan (it died half-way), counts as one more failure.
+# Output of failing programs is printed in full, of passing ones only a summary line (VERBOSE=1:
+# everything). The last line is always "N passed, N failed"; the exit code is 1 if any failed.
+#
+#   tests/run.sh [FILTER]      only programs whose path contains FILTER
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+
+FILTER=${1:-}
+VERBOSE=${VERBOSE:-0}
+PASSED=0
+FAILED=0
+OUT=$(mktemp)
+trap 'rm -f "$OUT"' EXIT
+
+# Sanitizer settings for everything built with ASan/UBSan. Leak detection stays ON: libwebsockets,
+# libpq and hiredis were checked to free everything on a clean shutdown (lws on a foreign libuv
+# loop needs lws_context_destroy() twice: once, run the loop until its handles are closed, then
+# once more). abort_on_error makes a report end in SIGABRT, i.e. a non-zero exit.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+# run NAME TIMEOUT COMMAND... — run one TAP-speaking program and count its results.
+run() {
+    local name=$1 limit=$2
+    shift 2
+    [ -n "$FILTER" ] && [[ "$name" != *"$FILTER"* ]] && return 0
+    local t0 rc pass fail plan extra=0 secs
+    t0=$(date +%s.%N)
+    # (in a subshell, so that bash's "Aborted" note for a crashed program lands in $OUT too)
+    (timeout -k 5 "$limit" "$@"; exit $?) >"$OUT" 2>&1 </dev/null
+    rc=$?
+    secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    pass=$(grep -cE '^ok [0-9]+' "$OUT")
+    fail=$(grep -cE '^not ok [0-9]+' "$OUT")
+    plan=$(grep -cE '^1\.\.[0-9]+' "$OUT")
+    local why=""
+    if [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then
+        extra=1
+        why=" (exit code $rc$([ "$rc" -eq 124 ] && echo ": timed out after ${limit}s"))"
+    elif [ "$plan" -eq 0 ]; then
+        extra=1
+        why=" (no TAP plan line: died half-way?)"
+    fi
+    PASSED=$((PASSED + pass))
+    FAILED=$((FAILED + fail + extra))
+    if [ $((fail + extra)) -gt 0 ]; then
+        echo "FAIL $name: $pass passed, $((fail + extra)) failed$why, ${secs}s"
+        sed 's/^/    /' "$OUT"
+    else
+        echo "pass $name: $pass passed, ${secs}s"
+        [ "$VERBOSE" = 1 ] && sed 's/^/    /' "$OUT"
+    fi
+    return 0
+}
+
+# run_fuzz NAME TIMEOUT COMMAND... — a libFuzzer corpus replay: one result, exit 0 = pass.
+run_fuzz() {
+    local name=$1 limit=$2
+    shift 2
+    [ -n "$FILTER" ] && [[ "$name" != *"$FILTER"* ]] && return 0
+    (timeout -k 5 "$limit" "$@"; exit $?) >"$OUT" 2>&1 </dev/null
+    local rc=$?
+    if [ "$rc" -eq 0 ]; then
+        PASSED=$((PASSED + 1))
+        echo "pass $name"
+        [ "$VERBOSE" = 1 ] && sed 's/^/    /' "$OUT"
+    else
+        FAILED=$((FAILED + 1))
+        echo "FAIL $name (exit code $rc)"
+        tail -n 200 "$OUT" | sed 's/^/    /'
+    fi
+    return 0
+}
+
+shopt -s nullglob
+
+echo "== unit tests"
+for t in build/release/tests/test_* build/asan/tests/test_*; do
+    [ -x "$t" ] && [ -f "$t" ] || continue
+    run "$t" 300 "$t"
+done
+
+echo "== fuzz corpora"
+for f in build/fuzz/fuzz_*; do
+    [ -x "$f" ] && [ -f "$f" ] || continue
+    n=$(basename "$f")
+    [ -n "$FILTER" ] && [[ "$f" != *"$FILTER"* ]] && continue
+    files=(tests/fuzz/corpus/"$n"/*)
+    if [ ${#files[@]} -eq 0 ]; then
+        echo "skip $f: no tests/fuzz/corpus/$n/"
+        continue
+    fi
+    run_fuzz "$f (${#files[@]} inputs)" 300 "$f" "${files[@]}"
+done
+
+# Integration tests share the local stack (test_readiness stops Redis and PostgreSQL): strictly
+# one after the other.
+echo "== integration tests"
+if ! ops/stack.sh status >/dev/null; then
+    echo "note: the local stack is not up; integration tests need: ops/stack.sh up && ops/migrate.sh"
+fi
+for variant in release asan; do
+    for t in tests/integration/test_*.py; do
+        run "$t [$variant]" 180 \
+            env SB_BIN="build/$variant/switchboard" PYTHONDONTWRITEBYTECODE=1 python3 "$t"
+    done
+done
+
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
