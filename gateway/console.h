@@ -1,0 +1,32 @@
+/* The admin console: a line protocol on a TCP port for people (telnet, nc) and scripts (API.md "Admin console").
+ *
+ * On connect the gateway writes one banner line. Each command is one line; each answer ends with an empty line;
+ * failures start with "ERR ". Until `auth <admin_token>` succeeds only help, auth and quit work. A command ending
+ * in " -j" answers one line of JSON instead of a table. `prompt` toggles an "sb> " prompt.
+ *
+ * It runs on shard 0's loop. Figures of other shards come from their published stats (sb_shard_get_stats) or, for
+ * listings, from sb_shard_exec round trips, so no thread ever touches another's state. A session whose unsent
+ * output passes 1 MiB is closed (a slow reader must not eat memory). */
+#ifndef SB_CONSOLE_H
+#define SB_CONSOLE_H
+
+#include <uv.h>
+
+typedef struct sb_console sb_console_t;
+
+typedef struct sb_console_opts {
+    const char *host;        /* admin_listen */
+    int port;
+    const char *admin_token; /* NULL: every auth fails */
+    const char *node_id;
+    unsigned shard;          /* the shard whose loop it runs on */
+    uint32_t slots;          /* for `actors <tenant>`: the tenant's slot and shard */
+} sb_console_opts_t;
+
+/* Listens on host:port on loop. Strings in opts are copied. Returns 0, or a negative code (bind failed, logged). */
+int sb_console_open(uv_loop_t *loop, const sb_console_opts_t *opts, sb_console_t **out);
+/* Closes the listener and every session; frees itself once its handles have closed. */
+void sb_console_close(sb_console_t *con);
+unsigned sb_console_sessions(const sb_console_t *con);
+
+#endif

@@ -1,0 +1,43 @@
+/* Front-door counters, per shard, readable from any thread.
+ *
+ * A leaf header usable from every layer. Each shard writes only its own row (single writer), so an increment is a
+ * relaxed load and store with no locked instruction; readers (the /metrics page, the console) load relaxed and may
+ * see a figure a few microseconds old, never a torn one. Actor-runtime figures live in the shard
+ * (sb_shard_get_stats); sb_metrics_render() prints both. */
+#ifndef SB_METRICS_H
+#define SB_METRICS_H
+
+#include "proto/str.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+typedef struct sb_metrics {
+    _Atomic uint64_t http_requests;       /* requests answered (any status) */
+    _Atomic uint64_t http_status[6];      /* by class: [1]=1xx .. [5]=5xx */
+    _Atomic int64_t http_connections;     /* open HTTP/WebSocket connections */
+    _Atomic int64_t console_sessions;     /* open admin console sessions */
+    _Atomic uint64_t console_commands;
+    _Alignas(64) char pad_;               /* keep shards' rows on separate cache lines */
+} sb_metrics_t;
+
+#define SB_METRICS_MAX_SHARDS 256
+
+/* The row of shard idx (idx < SB_METRICS_MAX_SHARDS). */
+sb_metrics_t *sb_metrics_shard(unsigned idx);
+
+static inline void sb_metric_add(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n, memory_order_relaxed);
+}
+static inline void sb_gauge_add(_Atomic int64_t *g, int64_t n)
+{
+    atomic_store_explicit(g, atomic_load_explicit(g, memory_order_relaxed) + n, memory_order_relaxed);
+}
+static inline uint64_t sb_metric_get(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
+static inline int64_t sb_gauge_get(_Atomic int64_t *g) { return atomic_load_explicit(g, memory_order_relaxed); }
+
+/* Appends the Prometheus text exposition (format 0.0.4) of every figure of the first `shards` shards. */
+void sb_metrics_render(sb_buf_t *out, unsigned shards);
+
+#endif
