@@ -1,19 +1,25 @@
-/* HTTP server adapter: a libwebsockets context on a shard's libuv loop, listening with SO_REUSEPORT so that the
- * kernel spreads connections over every shard's listener.
+/* HTTP/1.1 server adapter: the gateway's HTTP front door on a shard's libuv loop.
  *
- * It turns lws callbacks into whole requests (method, path, query, body) handed to one handler function, and
- * writes each response (status line, headers and body) with a single write. A handler may answer at once or later
- * (after Redis or PostgreSQL replied): the request stays valid until sb_http_respond*() is called exactly once,
- * even if the client went away in between (then the answer is dropped).
+ * Every shard listens on the same port with SO_REUSEPORT, so the kernel spreads connections over the shards. The
+ * server reads into a per-connection buffer, parses heads with proto/http1 (strict, fuzzed), reads bodies
+ * (Content-Length or chunked), and hands each whole request to one handler function. A handler may answer at once
+ * or later (after Redis or PostgreSQL replied): the request stays valid until sb_http_respond*() is called exactly
+ * once, even if the client went away in between (then the answer is dropped). Pipelined requests are answered in
+ * order; while a handler works the connection stops reading, so a client cannot make us buffer without bound.
  *
- * Limits: header bytes (lws's header buffer; larger requests are refused by lws), body bytes (413 before the body
- * is read when Content-Length says so, or as soon as the body passes the limit), time to receive the headers and
- * the body, and idle keep-alive time. Error answers are JSON {"error":{"code","message"}}. */
+ * Limits, each answered with a JSON error {"error":{"code","message"}} and a closed connection: head size (431),
+ * malformed head (400), unsupported version (505) or transfer coding (501), body size (413, before the body is
+ * read when Content-Length says so), time to receive a head or body (408; a slowloris client is cut off at
+ * header_timeout whatever it trickles), idle keep-alive time (closed silently).
+ *
+ * WebSocket upgrades are not served here: a libwebsockets context lives on the same loop for them, and the inbox
+ * route hands an upgrading connection to it (see the inbound issue). */
 #ifndef SB_HTTP_SERVER_H
 #define SB_HTTP_SERVER_H
 
 #include "proto/str.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <uv.h>
 
@@ -43,27 +49,24 @@ typedef struct sb_http_server_opts {
     void *handler_arg;
 } sb_http_server_opts_t;
 
-/* Creates the lws context on loop and starts listening. Returns 0 and *out, or SB_EUNAVAIL (bind failed: the
- * reason is logged). */
+/* Starts listening on loop. Returns 0 and *out, or a negative code (bind failed: logged). */
 int sb_http_server_create(uv_loop_t *loop, const sb_http_server_opts_t *opts, sb_http_server_t **out);
-/* Stops accepting (closes the listener); answers that follow carry "Connection: close"; keep-alive connections
- * with no request in progress are closed after a short grace. */
+/* Stops accepting (closes the listener) and closes idle keep-alive connections; requests being received or
+ * handled finish, and their answers carry "Connection: close". */
 void sb_http_server_drain(sb_http_server_t *srv);
 /* Connections currently open. */
 unsigned sb_http_server_connections(const sb_http_server_t *srv);
-/* Destroying takes two steps, because lws on a foreign loop finishes closing on later loop iterations:
- * sb_http_server_destroy() closes every connection and the listener; once the loop has run out of handles,
- * sb_http_server_free() completes the context's destruction (the loop must run once more) and frees the server. */
-void sb_http_server_destroy(sb_http_server_t *srv);
-void sb_http_server_free(sb_http_server_t *srv);
+/* Closes the listener and every connection (requests still with a handler are detached); the server frees itself
+ * once its handles have closed. */
+void sb_http_server_close(sb_http_server_t *srv);
 
 sb_http_method_t sb_http_req_method(const sb_http_req_t *req);
-sb_str_t sb_http_req_path(const sb_http_req_t *req);  /* as lws decoded it, without the query */
-sb_str_t sb_http_req_query(const sb_http_req_t *req); /* the arguments joined with '&', or empty */
+sb_str_t sb_http_req_path(const sb_http_req_t *req);   /* raw, not percent-decoded, without the query */
+sb_str_t sb_http_req_query(const sb_http_req_t *req);  /* raw, without '?' */
+sb_str_t sb_http_req_target(const sb_http_req_t *req); /* the request-target byte for byte (signatures need it) */
 sb_str_t sb_http_req_body(const sb_http_req_t *req);
-/* Copies header `name` (lower case, with the colon: "content-type:") into buf as a C string. Only while the
- * handler runs synchronously. Returns its length, or SB_ENOENT, or SB_E2BIG if it does not fit. */
-int sb_http_req_header(sb_http_req_t *req, const char *name, char *buf, size_t len);
+/* Finds a request header by name, case-insensitively. The view is valid until the request is answered. */
+bool sb_http_req_header(const sb_http_req_t *req, const char *name, sb_str_t *out);
 
 /* Answers the request (copies body). Call exactly once per request. */
 void sb_http_respond(sb_http_req_t *req, int status, const char *content_type, const void *body, size_t len);

@@ -3,8 +3,8 @@
  * Reads the configuration (file, then SB_* environment), starts the shard threads with the front doors on each
  * (HTTP on every shard, the admin console on shard 0), and waits for SIGTERM or SIGINT. Then it drains: listeners
  * close, requests in flight finish, idle connections close, and the process exits 0 within drain_timeout plus a
- * small margin. A second signal during the drain is ignored (lws itself may raise one when a drained context
- * empties); if the shards do not end within the bound, the process exits 1. */
+ * small margin. A second signal during the drain is ignored; if the shards do not end within the bound, the
+ * process exits 1. */
 #include "adapters/http_server.h"
 #include "gateway/config.h"
 #include "gateway/console.h"
@@ -15,7 +15,6 @@
 #include "proto/mem.h"
 #include "shards/shard.h"
 
-#include <libwebsockets.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,7 +95,8 @@ static void front_stop(sb_shard_t *s, void *arg)
         return;
     sb_console_close(f->console);
     f->console = NULL;
-    sb_http_server_destroy(f->http);
+    sb_http_server_close(f->http);
+    f->http = NULL;
 }
 
 static void front_finish(sb_shard_t *s, void *arg)
@@ -105,7 +105,6 @@ static void front_finish(sb_shard_t *s, void *arg)
     (void)arg;
     if (!f)
         return;
-    sb_http_server_free(f->http);
     sb_shard_set_user(s, NULL);
     free(f);
 }
@@ -142,14 +141,6 @@ static void on_signal(uv_signal_t *h, int signum)
     uint64_t drain_ms = (uint64_t)cfg.drain_timeout_s * 1000;
     exit_deadline = uv_now(h->loop) + drain_ms + EXIT_MARGIN_MS;
     sb_shards_drain(drain_ms);
-}
-
-static void lws_emit(int level, const char *line)
-{
-    size_t n = strlen(line);
-    while (n && line[n - 1] == '\n')
-        n--;
-    sb_log(level == LLL_ERR ? SB_LOG_ERROR : SB_LOG_WARN, "lws: %.*s", (int)n, line);
 }
 
 static void raise_fd_limit(void)
@@ -207,7 +198,6 @@ int main(int argc, char **argv)
         return 0;
     }
     sb_log_set_level(cfg.log_level);
-    lws_set_log_level(LLL_ERR | LLL_WARN, lws_emit);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
     if (cfg.mode_dev)

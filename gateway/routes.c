@@ -108,8 +108,8 @@ void sb_routes_handle(void *arg, sb_http_req_t *req)
         sb_http_respond_error(req, 404, "not_found", "no such route");
         return;
     }
-    if (m != SB_HTTP_GET) {
-        sb_http_respond_error(req, 405, "method_not_allowed", "this route answers GET only");
+    if (m != SB_HTTP_GET && m != SB_HTTP_HEAD) {
+        sb_http_respond_error(req, 405, "method_not_allowed", "this route answers GET and HEAD only");
         return;
     }
     if (ready)
