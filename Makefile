@@ -11,14 +11,14 @@
 
 V        ?= release
 BUILD    := build/$(V)
-PKGS     := libwebsockets libuv hiredis libpq
+PKGS     := libwebsockets libuv hiredis libpq jansson msgpack
 WERROR   ?= $(if $(CI),-Werror,)
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla \
             -Wimplicit-fallthrough $(WERROR)
 CFLAGS   ?= -O2 -g
 CPPFLAGS += -D_GNU_SOURCE -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmbedcrypto -lpthread -lm  # mbedTLS ships no .pc
 
 ifeq ($(V),asan)
   CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer

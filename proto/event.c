@@ -1,0 +1,64 @@
+/* The normalized event model; see event.h. */
+#include "proto/event.h"
+
+#include "proto/mem.h"
+
+#include <string.h>
+
+static const char *const type_names[] = {
+    [SB_CH_TWILIO_SMS] = "twilio_sms",         [SB_CH_TWILIO_WHATSAPP] = "twilio_whatsapp",
+    [SB_CH_TWILIO_VOICE] = "twilio_voice",     [SB_CH_META_WHATSAPP] = "meta_whatsapp",
+    [SB_CH_META_MESSENGER] = "meta_messenger", [SB_CH_META_INSTAGRAM] = "meta_instagram",
+    [SB_CH_LINKED] = "linked",
+};
+
+const char *sb_channel_type_name(sb_channel_type_t t)
+{
+    return (size_t)t < sizeof type_names / sizeof type_names[0] ? type_names[t] : NULL;
+}
+
+sb_channel_type_t sb_channel_type_parse(const char *name)
+{
+    for (size_t i = 1; i < sizeof type_names / sizeof type_names[0]; i++)
+        if (type_names[i] && strcmp(type_names[i], name) == 0)
+            return (sb_channel_type_t)i;
+    return SB_CH_NONE;
+}
+
+void sb_event_cleanup(sb_event_t *ev)
+{
+    free(ev->account);
+    free(ev->provider_id);
+    free(ev->from);
+    free(ev->to);
+    free(ev->body);
+    free(ev->profile_name);
+    for (size_t i = 0; i < ev->nmedia; i++) {
+        free(ev->media[i].url);
+        free(ev->media[i].id);
+        free(ev->media[i].content_type);
+    }
+    free(ev->status);
+    free(ev->error_code);
+    free(ev->error_message);
+    memset(ev, 0, sizeof *ev);
+}
+
+sb_event_t *sb_event_list_push(sb_event_list_t *l)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 4;
+        l->v = sb_realloc(l->v, l->cap * sizeof *l->v);
+    }
+    sb_event_t *ev = &l->v[l->n++];
+    memset(ev, 0, sizeof *ev);
+    return ev;
+}
+
+void sb_event_list_cleanup(sb_event_list_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        sb_event_cleanup(&l->v[i]);
+    sb_free(l->v);
+    l->n = l->cap = 0;
+}

@@ -1,0 +1,74 @@
+/* The normalized event model: what every provider adapter turns its webhook bytes into.
+ *
+ * Twilio posts forms, Meta posts JSON with three different shapes (WhatsApp Cloud, Messenger, Instagram); past the
+ * adapter, the gateway sees only sb_event_t. An event is either an inbound message or a status change of a message
+ * we sent. Every string is owned by the event (heap, NUL-terminated, valid UTF-8) and freed by sb_event_cleanup;
+ * absent optional fields are NULL. */
+#ifndef SB_EVENT_H
+#define SB_EVENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum sb_channel_type {
+    SB_CH_NONE = 0,
+    SB_CH_TWILIO_SMS,
+    SB_CH_TWILIO_WHATSAPP,
+    SB_CH_TWILIO_VOICE,
+    SB_CH_META_WHATSAPP,
+    SB_CH_META_MESSENGER,
+    SB_CH_META_INSTAGRAM,
+    SB_CH_LINKED
+} sb_channel_type_t;
+
+/* "twilio_sms", ... as in API.md; NULL for SB_CH_NONE. */
+const char *sb_channel_type_name(sb_channel_type_t t);
+/* Parses a name of API.md; SB_CH_NONE if unknown. */
+sb_channel_type_t sb_channel_type_parse(const char *name);
+
+typedef enum sb_event_kind { SB_EV_MESSAGE = 1, SB_EV_STATUS = 2 } sb_event_kind_t;
+
+typedef struct sb_media {
+    char *url;          /* Twilio MediaUrlN; NULL for Meta (media arrive as ids) */
+    char *id;           /* Meta media id; NULL for Twilio */
+    char *content_type; /* MIME type, if given */
+} sb_media_t;
+
+#define SB_EVENT_MAX_MEDIA 10
+
+typedef struct sb_event {
+    sb_event_kind_t kind;
+    sb_channel_type_t channel;  /* as far as the payload tells (Twilio "whatsapp:" prefix, Meta object) */
+    char *account;       /* the receiving account: Twilio To (our number) / phone_number_id / page id / IG id;
+                            for statuses, the sending account (Twilio From / phone_number_id / page id) */
+    char *provider_id;   /* MessageSid / wamid / mid: the deduplication key; for statuses, the message's id */
+    int64_t timestamp;   /* provider time, unix seconds; 0 when not given */
+
+    /* SB_EV_MESSAGE */
+    char *from;          /* the customer's address, without the "whatsapp:" prefix */
+    char *to;            /* our address, without prefix */
+    char *body;          /* text; "" when there is none (media only) */
+    char *profile_name;  /* the customer's profile name, when the provider gives one */
+    sb_media_t media[SB_EVENT_MAX_MEDIA];
+    size_t nmedia;
+
+    /* SB_EV_STATUS */
+    char *status;        /* normalized: "queued", "sent", "delivered", "read", "failed", "undelivered" */
+    char *error_code;    /* provider error code, when failed */
+    char *error_message;
+} sb_event_t;
+
+/* Frees every string of ev and zeroes it. */
+void sb_event_cleanup(sb_event_t *ev);
+
+/* A growable list of events (one Meta POST may carry many). */
+typedef struct sb_event_list {
+    sb_event_t *v;
+    size_t n, cap;
+} sb_event_list_t;
+
+/* Appends a zeroed event and returns it (owned by the list). */
+sb_event_t *sb_event_list_push(sb_event_list_t *l);
+void sb_event_list_cleanup(sb_event_list_t *l);
+
+#endif
