@@ -21,13 +21,13 @@ enum state { DOWN, CONNECTING, UP };
 
 typedef struct query {
     struct query *next;
-    const char *sql;
-    void (*done)(struct query *q, int err, const char *detail);
+    uint64_t seg;          /* the segment (transaction) it was sent in */
+    sb_pg_query_cb cb;
     void *arg;
-    /* for pings */
-    sb_pg_ping_cb cb;
-    uv_timer_t timer;
-    bool answered, in_queue, timer_open;
+    PGresult *res;
+    int err;
+    bool have_result;
+    char detail[256];
 } query_t;
 
 struct sb_pg {
@@ -37,14 +37,17 @@ struct sb_pg {
     int poll_fd;
     int poll_events;
     uv_timer_t timer;
+    uv_prepare_t prepare; /* closes the open segment before the loop blocks */
     char *conninfo;
     enum state state;
     uint64_t backoff_ms;
-    bool closing, logged_down;
-    bool sent; /* the head query has been sent and awaits its results */
-    int head_err;
-    char head_detail[128];
-    query_t *q_head, *q_tail;
+    bool closing, logged_down, ever_up;
+    bool seg_open;        /* queries were sent since the last Sync */
+    uint64_t seg;         /* id of the open (or next) segment */
+    query_t *q_head, *q_tail; /* sent, waiting for their segment's Sync, oldest first */
+    query_t *cur;             /* the oldest query still waiting for its result */
+    int open_handles;
+    sb_pg_stats_t stats;
 };
 
 static void schedule_retry(sb_pg_t *pg);
@@ -92,37 +95,117 @@ static void watch(sb_pg_t *pg, int events)
 
 /* ---- queries -------------------------------------------------------------------------------------------------- */
 
-static void finish_head(sb_pg_t *pg, int err, const char *detail)
+static void query_finish(sb_pg_t *pg, query_t *q)
 {
-    query_t *q = pg->q_head;
-    pg->q_head = q->next;
-    if (!pg->q_head)
-        pg->q_tail = NULL;
-    pg->sent = false;
-    q->in_queue = false;
-    q->done(q, err, detail);
+    pg->stats.queries++;
+    q->cb(q->arg, q->err, q->detail[0] ? q->detail : (q->err ? sb_strerror(q->err) : "ok"), q->res);
+    PQclear(q->res);
+    free(q);
 }
 
+/* Fails every query sent and not yet finished (connection lost or closing). */
 static void fail_all(sb_pg_t *pg, int err, const char *detail)
 {
-    while (pg->q_head)
-        finish_head(pg, err, detail);
+    query_t *q = pg->q_head;
+    pg->q_head = pg->q_tail = pg->cur = NULL;
+    pg->seg_open = false;
+    while (q) {
+        query_t *next = q->next;
+        PQclear(q->res);
+        q->res = NULL;
+        q->err = err;
+        snprintf(q->detail, sizeof q->detail, "%s", detail);
+        query_finish(pg, q);
+        q = next;
+    }
 }
 
-/* Sends the head query if nothing is in flight. */
-static void kick(sb_pg_t *pg)
+/* The Sync of the oldest segment arrived: its transaction committed, or rolled back if a statement failed. */
+static void finish_segment(sb_pg_t *pg)
 {
-    if (pg->state != UP || pg->sent || !pg->q_head)
+    if (!pg->q_head)
         return;
-    if (!PQsendQuery(pg->conn, pg->q_head->sql)) {
-        snprintf(pg->head_detail, sizeof pg->head_detail, "%s", PQerrorMessage(pg->conn));
-        finish_head(pg, SB_EUNAVAIL, pg->head_detail);
-        return;
+    uint64_t seg = pg->q_head->seg;
+    bool failed = false;
+    for (query_t *q = pg->q_head; q && q->seg == seg; q = q->next)
+        failed |= q->err != 0;
+    while (pg->q_head && pg->q_head->seg == seg) {
+        query_t *q = pg->q_head;
+        pg->q_head = q->next;
+        if (!pg->q_head)
+            pg->q_tail = NULL;
+        if (pg->cur == q)
+            pg->cur = q->next;
+        if (!q->have_result && !q->err) { /* cannot happen with a sane server; do not report success */
+            q->err = SB_EUNAVAIL;
+            snprintf(q->detail, sizeof q->detail, "no result before the segment ended");
+        }
+        if (failed && !q->err) {
+            q->err = SB_EAGAIN;
+            snprintf(q->detail, sizeof q->detail, "rolled back with its batch");
+            PQclear(q->res);
+            q->res = NULL;
+        }
+        query_finish(pg, q);
     }
-    pg->sent = true;
-    pg->head_err = 0;
-    pg->head_detail[0] = '\0';
-    watch(pg, PQflush(pg->conn) == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
+}
+
+static void flush(sb_pg_t *pg)
+{
+    int f = PQflush(pg->conn);
+    if (f < 0)
+        return; /* the read side will notice the broken connection */
+    watch(pg, f == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
+}
+
+static void close_segment(sb_pg_t *pg)
+{
+    if (!pg->seg_open)
+        return;
+    pg->seg_open = false;
+    pg->seg++;
+    pg->stats.segments++;
+    if (!PQpipelineSync(pg->conn))
+        sb_log_warn("postgres: cannot send Sync: %s", PQerrorMessage(pg->conn));
+    flush(pg);
+}
+
+static void on_prepare(uv_prepare_t *h)
+{
+    sb_pg_t *pg = h->data;
+    uv_prepare_stop(h);
+    if (pg->state == UP)
+        close_segment(pg);
+}
+
+int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *params, int flags, sb_pg_query_cb cb,
+                void *arg)
+{
+    if (!pg || pg->state != UP || pg->closing)
+        return SB_EUNAVAIL;
+    if (flags & SB_PG_ALONE)
+        close_segment(pg);
+    if (!PQsendQueryParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0)) {
+        sb_log_warn("postgres: cannot send a query: %s", PQerrorMessage(pg->conn));
+        return SB_EINVAL;
+    }
+    query_t *q = sb_calloc(1, sizeof *q);
+    q->seg = pg->seg;
+    q->cb = cb;
+    q->arg = arg;
+    if (pg->q_tail)
+        pg->q_tail->next = q;
+    else
+        pg->q_head = q;
+    pg->q_tail = q;
+    if (!pg->cur)
+        pg->cur = q;
+    pg->seg_open = true;
+    if (flags & SB_PG_ALONE)
+        close_segment(pg);
+    else
+        uv_prepare_start(&pg->prepare, on_prepare);
+    return 0;
 }
 
 static void lost(sb_pg_t *pg, const char *why)
@@ -141,28 +224,51 @@ static void lost(sb_pg_t *pg, const char *why)
     schedule_retry(pg);
 }
 
+/* Takes every result libpq can give without blocking. Each query yields exactly one result (no multi-statement
+ * strings in pipeline mode), the NULLs between them are separators, and a PIPELINE_SYNC result ends a segment. */
 static void read_results(sb_pg_t *pg)
 {
     if (!PQconsumeInput(pg->conn) || PQstatus(pg->conn) == CONNECTION_BAD) {
         lost(pg, PQerrorMessage(pg->conn));
         return;
     }
-    while (pg->sent && !PQisBusy(pg->conn)) {
+    int nulls = 0;
+    while (pg->q_head && !PQisBusy(pg->conn)) {
         PGresult *res = PQgetResult(pg->conn);
-        if (!res) { /* the query is complete */
-            finish_head(pg, pg->head_err, pg->head_err ? pg->head_detail : "ok");
-            kick(pg);
+        if (!res) {
+            if (++nulls > 1)
+                break; /* nothing more for now */
             continue;
         }
+        nulls = 0;
         ExecStatusType st = PQresultStatus(res);
-        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && !pg->head_err) {
-            pg->head_err = SB_EUNAVAIL;
-            snprintf(pg->head_detail, sizeof pg->head_detail, "%s", PQresultErrorMessage(res));
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(res);
+            finish_segment(pg);
+            continue;
         }
-        PQclear(res);
+        query_t *q = pg->cur;
+        if (!q) { /* a result nobody asked for */
+            PQclear(res);
+            continue;
+        }
+        pg->cur = q->next;
+        q->have_result = true;
+        if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+            q->res = res;
+        } else if (st == PGRES_PIPELINE_ABORTED) {
+            q->err = SB_EAGAIN;
+            snprintf(q->detail, sizeof q->detail, "rolled back with its batch");
+            PQclear(res);
+        } else {
+            q->err = SB_EINVAL;
+            snprintf(q->detail, sizeof q->detail, "%s", PQresultErrorMessage(res));
+            size_t n = strlen(q->detail);
+            while (n && (q->detail[n - 1] == '\n' || q->detail[n - 1] == ' '))
+                q->detail[--n] = '\0';
+            q->res = res;
+        }
     }
-    /* Anything the server sends while idle (a termination notice) is consumed above; a closed socket shows as a
-     * bad connection on the next read. */
     PGnotify *n;
     while ((n = PQnotifies(pg->conn)))
         PQfreemem(n);
@@ -181,13 +287,18 @@ static void connect_step(sb_pg_t *pg)
         return;
     case PGRES_POLLING_OK:
         uv_timer_stop(&pg->timer);
-        PQsetnonblocking(pg->conn, 1);
+        if (PQsetnonblocking(pg->conn, 1) != 0 || !PQenterPipelineMode(pg->conn)) {
+            lost(pg, PQerrorMessage(pg->conn));
+            return;
+        }
+        if (pg->ever_up)
+            pg->stats.reconnects++;
+        pg->ever_up = true;
         pg->state = UP;
         pg->backoff_ms = BACKOFF_MIN_MS;
         pg->logged_down = false;
         sb_log_info("postgres: connected");
         watch(pg, UV_READABLE);
-        kick(pg);
         return;
     default:
         if (!pg->logged_down)
@@ -280,15 +391,20 @@ sb_pg_t *sb_pg_create(uv_loop_t *loop, const char *conninfo)
     pg->backoff_ms = BACKOFF_MIN_MS;
     uv_timer_init(loop, &pg->timer);
     pg->timer.data = pg;
+    uv_prepare_init(loop, &pg->prepare);
+    pg->prepare.data = pg;
+    pg->open_handles = 2;
     try_connect(pg);
     return pg;
 }
 
-static void pg_timer_closed(uv_handle_t *h)
+static void pg_handle_closed(uv_handle_t *h)
 {
     sb_pg_t *pg = h->data;
-    free(pg->conninfo);
-    free(pg);
+    if (--pg->open_handles == 0) {
+        free(pg->conninfo);
+        free(pg);
+    }
 }
 
 void sb_pg_close(sb_pg_t *pg)
@@ -301,7 +417,9 @@ void sb_pg_close(sb_pg_t *pg)
     if (pg->conn)
         PQfinish(pg->conn);
     pg->conn = NULL;
-    uv_close((uv_handle_t *)&pg->timer, pg_timer_closed);
+    pg->state = DOWN;
+    uv_close((uv_handle_t *)&pg->timer, pg_handle_closed);
+    uv_close((uv_handle_t *)&pg->prepare, pg_handle_closed);
 }
 
 bool sb_pg_connected(const sb_pg_t *pg)
@@ -309,34 +427,49 @@ bool sb_pg_connected(const sb_pg_t *pg)
     return pg && pg->state == UP;
 }
 
-/* ---- ping ----------------------------------------------------------------------------------------------------- */
-
-static void ping_maybe_free(query_t *q)
+void sb_pg_get_stats(const sb_pg_t *pg, sb_pg_stats_t *out)
 {
-    if (!q->in_queue && !q->timer_open)
-        free(q);
+    *out = pg->stats;
+}
+
+/* ---- ping: a query with a deadline ---------------------------------------------------------------------------- */
+
+typedef struct ping {
+    sb_pg_ping_cb cb;
+    void *arg;
+    uv_timer_t timer;
+    bool answered, query_pending, timer_open;
+} ping_t;
+
+static void ping_maybe_free(ping_t *p)
+{
+    if (!p->query_pending && !p->timer_open)
+        free(p);
 }
 
 static void ping_timer_closed(uv_handle_t *h)
 {
-    query_t *q = h->data;
-    q->timer_open = false;
-    ping_maybe_free(q);
+    ping_t *p = h->data;
+    p->timer_open = false;
+    ping_maybe_free(p);
 }
 
-static void ping_answer(query_t *q, int err, const char *detail)
+static void ping_answer(ping_t *p, int err, const char *detail)
 {
-    if (q->answered)
+    if (p->answered)
         return;
-    q->answered = true;
-    uv_close((uv_handle_t *)&q->timer, ping_timer_closed);
-    q->cb(q->arg, err, detail);
+    p->answered = true;
+    uv_close((uv_handle_t *)&p->timer, ping_timer_closed);
+    p->cb(p->arg, err, detail);
 }
 
-static void ping_done(query_t *q, int err, const char *detail)
+static void ping_done(void *arg, int err, const char *detail, const PGresult *res)
 {
-    ping_answer(q, err, detail);
-    ping_maybe_free(q);
+    ping_t *p = arg;
+    (void)res;
+    p->query_pending = false;
+    ping_answer(p, err, detail);
+    ping_maybe_free(p);
 }
 
 static void ping_timeout(uv_timer_t *t)
@@ -346,22 +479,18 @@ static void ping_timeout(uv_timer_t *t)
 
 int sb_pg_ping(sb_pg_t *pg, uint64_t timeout_ms, sb_pg_ping_cb cb, void *arg)
 {
-    if (!pg || pg->state != UP)
-        return SB_EUNAVAIL;
-    query_t *q = sb_calloc(1, sizeof *q);
-    q->sql = "SELECT 1";
-    q->done = ping_done;
-    q->cb = cb;
-    q->arg = arg;
-    q->in_queue = q->timer_open = true;
-    uv_timer_init(pg->loop, &q->timer);
-    q->timer.data = q;
-    uv_timer_start(&q->timer, ping_timeout, timeout_ms, 0);
-    if (pg->q_tail)
-        pg->q_tail->next = q;
-    else
-        pg->q_head = q;
-    pg->q_tail = q;
-    kick(pg);
+    ping_t *p = sb_calloc(1, sizeof *p);
+    p->cb = cb;
+    p->arg = arg;
+    p->query_pending = true;
+    int rc = sb_pg_query(pg, "SELECT 1", 0, NULL, SB_PG_ALONE, ping_done, p);
+    if (rc < 0) {
+        free(p);
+        return rc;
+    }
+    p->timer_open = true;
+    uv_timer_init(pg->loop, &p->timer);
+    p->timer.data = p;
+    uv_timer_start(&p->timer, ping_timeout, timeout_ms, 0);
     return 0;
 }

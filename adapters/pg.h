@@ -1,14 +1,24 @@
-/* PostgreSQL adapter: one non-blocking libpq connection per shard, driven by the shard's libuv loop.
+/* PostgreSQL adapter: one non-blocking libpq connection per shard, in pipeline mode, driven by the shard's loop.
  *
  * The connection is made with PQconnectStart/PQconnectPoll and its socket watched with a uv_poll_t, so nothing
  * ever blocks the loop. When the server goes away the adapter notices (the socket turns readable and libpq reports
  * the connection bad), fails what was pending, and reconnects with exponential backoff from 100 ms to 5 s.
  *
- * Queries are queued and sent in order, one at a time, with PQsendQuery. This issue needs only a liveness probe
- * (readiness); the ingest path of the next issue moves this to pipeline mode. */
+ * Group commit. Queries are sent at once, in pipeline mode, into the current *segment*; just before the loop
+ * blocks for I/O (a uv_prepare handle) the segment is closed with one Sync and flushed with one write. PostgreSQL
+ * runs the statements between two Syncs as one implicit transaction, committed at the Sync. So every query issued
+ * during one loop turn — typically one per webhook request the turn received — shares one transaction and one
+ * fsync, and durable throughput grows with load instead of being capped by fsyncs. Callbacks run when the Sync's
+ * result arrives, that is after COMMIT: a callback with err == 0 means the statement is durable.
+ *
+ * If one statement of a segment fails, PostgreSQL rolls the whole segment back: the failing query's callback gets
+ * SB_EINVAL (with the server's message and the result, for its SQLSTATE) and every other query of that segment gets
+ * SB_EAGAIN ("rolled back with its batch": run it again, alone if it matters). SB_PG_ALONE gives a query a segment
+ * of its own. A statement must not contain BEGIN/COMMIT: the segment is the transaction. */
 #ifndef SB_PG_H
 #define SB_PG_H
 
+#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -21,10 +31,34 @@ sb_pg_t *sb_pg_create(uv_loop_t *loop, const char *conninfo);
 void sb_pg_close(sb_pg_t *pg);
 bool sb_pg_connected(const sb_pg_t *pg);
 
+/* A query's outcome. err: 0 (committed; res holds the rows), SB_EINVAL (the statement failed: detail is the
+ * server's message, res the error result — PQresultErrorField(res, PG_DIAG_SQLSTATE) tells which), SB_EAGAIN
+ * (rolled back because another statement of its segment failed), SB_EUNAVAIL (connection lost: the outcome is
+ * unknown if it was sent), SB_ECANCELED (adapter closing). res is borrowed for the call only and may be NULL;
+ * detail is valid for the call only and never NULL. */
+typedef void (*sb_pg_query_cb)(void *arg, int err, const char *detail, const PGresult *res);
+
+enum { SB_PG_ALONE = 1 }; /* flags */
+
+/* Sends sql (one statement, $1..$n placeholders) with nparams text parameters (params[i] NULL = SQL NULL); sql and
+ * params are copied before it returns. Returns 0 and then calls cb exactly once; or SB_EUNAVAIL when not connected,
+ * SB_EINVAL when libpq refuses to send it (cb never called). */
+int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *params, int flags, sb_pg_query_cb cb,
+                void *arg);
+
 /* err is 0 when the server answered in time; otherwise an SB_E* code and a short description (valid during the
  * call only). */
 typedef void (*sb_pg_ping_cb)(void *arg, int err, const char *detail);
-/* Runs "SELECT 1". Returns 0 and then calls cb exactly once; or SB_EUNAVAIL when not connected (cb never called). */
+/* Runs "SELECT 1". Returns 0 and then calls cb exactly once (answer, error, or timeout_ms elapsed); or SB_EUNAVAIL
+ * when not connected (cb never called). */
 int sb_pg_ping(sb_pg_t *pg, uint64_t timeout_ms, sb_pg_ping_cb cb, void *arg);
+
+/* Figures for tests and metrics. */
+typedef struct sb_pg_stats {
+    uint64_t queries;   /* queries completed (any outcome) */
+    uint64_t segments;  /* Syncs sent: transactions */
+    uint64_t reconnects;
+} sb_pg_stats_t;
+void sb_pg_get_stats(const sb_pg_t *pg, sb_pg_stats_t *out);
 
 #endif

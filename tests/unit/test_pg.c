@@ -1,0 +1,193 @@
+/* Tests of the PostgreSQL adapter (adapters/pg.c) against the real local stack (ops/stack.sh up; the database is
+ * $SB_TEST_DATABASE_URL or switchboard_test on 127.0.0.1:5440): pipelined queries issued in one loop turn share one
+ * transaction (group commit), a failing statement rolls its whole segment back and says so to every query in it,
+ * SB_PG_ALONE isolates a query, parameters (NULL, UTF-8) travel intact, and a closed adapter cancels. */
+#include "adapters/pg.h"
+#include "proto/err.h"
+#include "tests/tap.h"
+
+#include <stdlib.h>
+
+static uv_loop_t loop;
+static sb_pg_t *pg;
+
+typedef struct outcome {
+    int calls, err;
+    char value[128];
+    char sqlstate[8];
+    char detail[256];
+} outcome_t;
+
+static void on_result(void *arg, int err, const char *detail, const PGresult *res)
+{
+    outcome_t *o = arg;
+    o->calls++;
+    o->err = err;
+    snprintf(o->detail, sizeof o->detail, "%s", detail);
+    if (res && err == 0 && PQntuples(res) > 0 && PQnfields(res) > 0)
+        snprintf(o->value, sizeof o->value, "%s", PQgetisnull(res, 0, 0) ? "(null)" : PQgetvalue(res, 0, 0));
+    if (res && err == SB_EINVAL) {
+        const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        snprintf(o->sqlstate, sizeof o->sqlstate, "%s", st ? st : "");
+    }
+}
+
+/* Runs the loop until every outcome in v[0..n) has been called, or 5 s. */
+static bool wait_all(outcome_t *v, int n)
+{
+    uint64_t deadline = uv_hrtime() + 5000000000ull;
+    for (;;) {
+        int done = 0;
+        for (int i = 0; i < n; i++)
+            done += v[i].calls > 0;
+        if (done == n)
+            return true;
+        if (uv_hrtime() > deadline)
+            return false;
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+}
+
+static int query1(const char *sql, const char *param, int flags, outcome_t *o)
+{
+    const char *params[1] = {param};
+    return sb_pg_query(pg, sql, param ? 1 : 0, param ? params : NULL, flags, on_result, o);
+}
+
+TEST(connect)
+{
+    uint64_t deadline = uv_hrtime() + 5000000000ull;
+    while (!sb_pg_connected(pg) && uv_hrtime() < deadline)
+        uv_run(&loop, UV_RUN_ONCE);
+    ok(sb_pg_connected(pg), "connected to the local stack's PostgreSQL");
+}
+
+TEST(group_commit)
+{
+    enum { N = 200 };
+    static outcome_t o[N];
+    memset(o, 0, sizeof o);
+    sb_pg_stats_t before, after;
+    sb_pg_get_stats(pg, &before);
+    int errors = 0;
+    for (int i = 0; i < N; i++) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", i);
+        errors += query1("SELECT $1::int * 2", v, 0, &o[i]) != 0;
+    }
+    is_int(errors, 0, "200 queries sent in one loop turn");
+    ok(wait_all(o, N), "every callback ran");
+    int wrong = 0;
+    for (int i = 0; i < N; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "%d", i * 2);
+        wrong += o[i].calls != 1 || o[i].err != 0 || strcmp(o[i].value, want) != 0;
+    }
+    is_int(wrong, 0, "each got its own answer, once, without error");
+    sb_pg_get_stats(pg, &after);
+    is_int(after.segments - before.segments, 1, "all 200 shared one transaction (one Sync)");
+    is_int(after.queries - before.queries, N, "queries counted");
+}
+
+TEST(rollback_together)
+{
+    outcome_t setup = {0};
+    query1("CREATE TEMP TABLE IF NOT EXISTS pg_t (id int primary key)", NULL, SB_PG_ALONE, &setup);
+    ok(wait_all(&setup, 1) && setup.err == 0, "temp table created (%s)", setup.detail);
+
+    outcome_t ins = {0}, bad = {0}, after = {0};
+    query1("INSERT INTO pg_t VALUES ($1)", "1", 0, &ins);
+    query1("SELECT 1 / 0", NULL, 0, &bad);
+    query1("SELECT 42", NULL, 0, &after);
+    ok(wait_all(&ins, 1) && wait_all(&bad, 1) && wait_all(&after, 1), "three callbacks");
+    is_int(bad.err, SB_EINVAL, "the failing statement: SB_EINVAL");
+    is_str(bad.sqlstate, "22012", "with its SQLSTATE (division_by_zero)");
+    ok(strstr(bad.detail, "division by zero") != NULL, "and the server's message (%s)", bad.detail);
+    is_int(ins.err, SB_EAGAIN, "the insert before it: rolled back with its batch");
+    is_int(after.err, SB_EAGAIN, "the query after it: aborted with its batch");
+
+    outcome_t count = {0};
+    query1("SELECT count(*) FROM pg_t", NULL, 0, &count);
+    ok(wait_all(&count, 1) && count.err == 0, "the connection works after a failed segment");
+    is_str(count.value, "0", "and the rolled-back insert left nothing behind");
+}
+
+TEST(alone_isolates)
+{
+    outcome_t bad = {0}, ins = {0}, count = {0};
+    query1("SELECT 1 / 0", NULL, SB_PG_ALONE, &bad);
+    query1("INSERT INTO pg_t VALUES ($1)", "2", 0, &ins);
+    ok(wait_all(&bad, 1) && wait_all(&ins, 1), "both callbacks");
+    is_int(bad.err, SB_EINVAL, "the lone failing query fails");
+    is_int(ins.err, 0, "the next segment's insert commits (%s)", ins.detail);
+    query1("SELECT count(*) FROM pg_t WHERE id = 2", NULL, 0, &count);
+    ok(wait_all(&count, 1), "count");
+    is_str(count.value, "1", "the row is there");
+}
+
+TEST(params)
+{
+    outcome_t u = {0}, n = {0};
+    query1("SELECT $1::text", "h\xc3\xa9llo \xf0\x9f\x91\x8b", 0, &u);
+    const char *params[1] = {NULL};
+    sb_pg_query(pg, "SELECT $1::text", 1, params, 0, on_result, &n);
+    ok(wait_all(&u, 1) && wait_all(&n, 1), "callbacks");
+    is_str(u.value, "h\xc3\xa9llo \xf0\x9f\x91\x8b", "UTF-8 parameter round trip");
+    is_str(n.value, "(null)", "NULL parameter");
+}
+
+static int ping_calls, ping_err;
+static void on_ping(void *arg, int err, const char *detail)
+{
+    (void)arg, (void)detail;
+    ping_calls++;
+    ping_err = err;
+}
+
+TEST(ping_and_close)
+{
+    is_int(sb_pg_ping(pg, 1000, on_ping, NULL), 0, "ping sent");
+    uint64_t deadline = uv_hrtime() + 3000000000ull;
+    while (!ping_calls && uv_hrtime() < deadline)
+        uv_run(&loop, UV_RUN_ONCE);
+    ok(ping_calls == 1 && ping_err == 0, "ping answered");
+
+    outcome_t pending = {0};
+    query1("SELECT pg_sleep(0.5)", NULL, 0, &pending);
+    sb_pg_close(pg);
+    is_int(pending.calls, 1, "closing calls the pending query back");
+    is_int(pending.err, SB_ECANCELED, "with SB_ECANCELED");
+    pg = NULL;
+    uv_run(&loop, UV_RUN_DEFAULT); /* let the handles close */
+    is_int(uv_loop_close(&loop), 0, "every handle closed");
+}
+
+TEST(not_connected)
+{
+    uv_loop_t l2;
+    uv_loop_init(&l2);
+    sb_pg_t *down = sb_pg_create(&l2, "host=127.0.0.1 port=1 dbname=x user=x connect_timeout=1");
+    outcome_t o = {0};
+    is_int(sb_pg_query(down, "SELECT 1", 0, NULL, 0, on_result, &o), SB_EUNAVAIL,
+           "query before the connection is up: SB_EUNAVAIL at once");
+    is_int(sb_pg_ping(down, 100, on_ping, NULL), SB_EUNAVAIL, "ping likewise");
+    is_int(o.calls, 0, "and no callback");
+    sb_pg_close(down);
+    uv_run(&l2, UV_RUN_DEFAULT);
+    is_int(uv_loop_close(&l2), 0, "a never-connected adapter closes cleanly");
+}
+
+int main(void)
+{
+    const char *url = getenv("SB_TEST_DATABASE_URL");
+    uv_loop_init(&loop);
+    pg = sb_pg_create(&loop, url ? url : "host=127.0.0.1 port=5440 dbname=switchboard_test user=switchboard");
+    RUN(connect);
+    RUN(group_commit);
+    RUN(rollback_together);
+    RUN(alone_isolates);
+    RUN(params);
+    RUN(ping_and_close);
+    RUN(not_connected);
+    return tap_done();
+}
