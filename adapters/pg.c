@@ -28,6 +28,10 @@ typedef struct query {
     int err;
     bool have_result;
     char detail[256];
+    /* SB_PG_RETRY: what it takes to send it again */
+    char *sql;
+    char **params;
+    int nparams;
 } query_t;
 
 struct sb_pg {
@@ -95,13 +99,24 @@ static void watch(sb_pg_t *pg, int events)
 
 /* ---- queries -------------------------------------------------------------------------------------------------- */
 
+static void query_free(query_t *q)
+{
+    PQclear(q->res);
+    for (int i = 0; i < q->nparams && q->params; i++)
+        free(q->params[i]);
+    free(q->params);
+    free(q->sql);
+    free(q);
+}
+
 static void query_finish(sb_pg_t *pg, query_t *q)
 {
     pg->stats.queries++;
     q->cb(q->arg, q->err, q->detail[0] ? q->detail : (q->err ? sb_strerror(q->err) : "ok"), q->res);
-    PQclear(q->res);
-    free(q);
+    query_free(q);
 }
+
+static int send_query(sb_pg_t *pg, query_t *q, const char *sql, int nparams, const char *const *params, int flags);
 
 /* Fails every query sent and not yet finished (connection lost or closing). */
 static void fail_all(sb_pg_t *pg, int err, const char *detail)
@@ -113,6 +128,7 @@ static void fail_all(sb_pg_t *pg, int err, const char *detail)
         query_t *next = q->next;
         PQclear(q->res);
         q->res = NULL;
+        sb_free(q->sql); /* no retry once the connection is gone */
         q->err = err;
         snprintf(q->detail, sizeof q->detail, "%s", detail);
         query_finish(pg, q);
@@ -146,6 +162,19 @@ static void finish_segment(sb_pg_t *pg)
             PQclear(q->res);
             q->res = NULL;
         }
+        if (q->err == SB_EAGAIN && q->sql && pg->state == UP) { /* SB_PG_RETRY: again, alone */
+            q->next = NULL;
+            q->err = 0;
+            q->have_result = false;
+            q->detail[0] = '\0';
+            PQclear(q->res);
+            q->res = NULL;
+            pg->stats.retries++;
+            if (send_query(pg, q, q->sql, q->nparams, (const char *const *)q->params, SB_PG_ALONE) == 0)
+                continue;
+            q->err = SB_EAGAIN;
+            snprintf(q->detail, sizeof q->detail, "rolled back with its batch; could not send it again");
+        }
         query_finish(pg, q);
     }
 }
@@ -178,21 +207,16 @@ static void on_prepare(uv_prepare_t *h)
         close_segment(pg);
 }
 
-int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *params, int flags, sb_pg_query_cb cb,
-                void *arg)
+/* Sends q's statement and queues q. Returns 0, or SB_EINVAL when libpq refuses (q is not queued). */
+static int send_query(sb_pg_t *pg, query_t *q, const char *sql, int nparams, const char *const *params, int flags)
 {
-    if (!pg || pg->state != UP || pg->closing)
-        return SB_EUNAVAIL;
     if (flags & SB_PG_ALONE)
         close_segment(pg);
     if (!PQsendQueryParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0)) {
         sb_log_warn("postgres: cannot send a query: %s", PQerrorMessage(pg->conn));
         return SB_EINVAL;
     }
-    query_t *q = sb_calloc(1, sizeof *q);
     q->seg = pg->seg;
-    q->cb = cb;
-    q->arg = arg;
     if (pg->q_tail)
         pg->q_tail->next = q;
     else
@@ -206,6 +230,27 @@ int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *pa
     else
         uv_prepare_start(&pg->prepare, on_prepare);
     return 0;
+}
+
+int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *params, int flags, sb_pg_query_cb cb,
+                void *arg)
+{
+    if (!pg || pg->state != UP || pg->closing)
+        return SB_EUNAVAIL;
+    query_t *q = sb_calloc(1, sizeof *q);
+    q->cb = cb;
+    q->arg = arg;
+    if (flags & SB_PG_RETRY) {
+        q->sql = sb_strdup(sql);
+        q->nparams = nparams;
+        q->params = nparams ? sb_calloc((size_t)nparams, sizeof *q->params) : NULL;
+        for (int i = 0; i < nparams; i++)
+            q->params[i] = params[i] ? sb_strdup(params[i]) : NULL;
+    }
+    int rc = send_query(pg, q, sql, nparams, params, flags);
+    if (rc < 0)
+        query_free(q);
+    return rc;
 }
 
 static void lost(sb_pg_t *pg, const char *why)

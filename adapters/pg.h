@@ -38,7 +38,10 @@ bool sb_pg_connected(const sb_pg_t *pg);
  * detail is valid for the call only and never NULL. */
 typedef void (*sb_pg_query_cb)(void *arg, int err, const char *detail, const PGresult *res);
 
-enum { SB_PG_ALONE = 1 }; /* flags */
+/* Flags. SB_PG_ALONE: the query gets a segment (transaction) of its own. SB_PG_RETRY: if the query is rolled back
+ * only because another statement of its segment failed, the adapter sends it again, alone, instead of answering
+ * SB_EAGAIN (safe: a rolled-back statement had no effect); it keeps a copy of sql and params for that. */
+enum { SB_PG_ALONE = 1, SB_PG_RETRY = 2 };
 
 /* Sends sql (one statement, $1..$n placeholders) with nparams text parameters (params[i] NULL = SQL NULL); sql and
  * params are copied before it returns. Returns 0 and then calls cb exactly once; or SB_EUNAVAIL when not connected,
@@ -58,6 +61,7 @@ typedef struct sb_pg_stats {
     uint64_t queries;   /* queries completed (any outcome) */
     uint64_t segments;  /* Syncs sent: transactions */
     uint64_t reconnects;
+    uint64_t retries;   /* SB_PG_RETRY queries sent again after their batch rolled back */
 } sb_pg_stats_t;
 void sb_pg_get_stats(const sb_pg_t *pg, sb_pg_stats_t *out);
 

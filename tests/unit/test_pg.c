@@ -125,6 +125,24 @@ TEST(alone_isolates)
     is_str(count.value, "1", "the row is there");
 }
 
+TEST(retry_alone)
+{
+    outcome_t ins = {0}, bad = {0}, count = {0};
+    sb_pg_stats_t before, after;
+    sb_pg_get_stats(pg, &before);
+    const char *params[1] = {"3"};
+    sb_pg_query(pg, "INSERT INTO pg_t VALUES ($1)", 1, params, SB_PG_RETRY, on_result, &ins);
+    query1("SELECT 1 / 0", NULL, 0, &bad);
+    ok(wait_all(&ins, 1) && wait_all(&bad, 1), "both callbacks");
+    is_int(bad.err, SB_EINVAL, "the failing statement fails");
+    is_int(ins.err, 0, "the SB_PG_RETRY insert rolled back with it was sent again and committed (%s)", ins.detail);
+    sb_pg_get_stats(pg, &after);
+    is_int(after.retries - before.retries, 1, "one retry counted");
+    query1("SELECT count(*) FROM pg_t WHERE id = 3", NULL, 0, &count);
+    ok(wait_all(&count, 1), "count");
+    is_str(count.value, "1", "exactly one row: not lost, not doubled");
+}
+
 TEST(params)
 {
     outcome_t u = {0}, n = {0};
@@ -186,6 +204,7 @@ int main(void)
     RUN(group_commit);
     RUN(rollback_together);
     RUN(alone_isolates);
+    RUN(retry_alone);
     RUN(params);
     RUN(ping_and_close);
     RUN(not_connected);
