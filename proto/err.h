@@ -22,9 +22,11 @@ enum {
     SB_ECANCELED = -ECANCELED,
     SB_ETIMEDOUT = -ETIMEDOUT,
     SB_E2BIG = -E2BIG,
+    SB_EACCES = -EACCES, /* a well-formed credential or signature that does not match */
     SB_EPARSE = -1001,  /* malformed input */
     SB_ECLOSED = -1002, /* the target (shard, actor, connection) is closed or stopping */
-    SB_EUNAVAIL = -1003 /* a backend (Redis, PostgreSQL) is not reachable */
+    SB_EUNAVAIL = -1003, /* a backend (Redis, PostgreSQL) is not reachable */
+    /* -1101 .. -1199: token errors, named in proto/jwt.h (sb_jwt_strerror describes them) */
 };
 
 /* Returns a static, human-readable description of an SB_E* code or -errno. Never NULL. */
