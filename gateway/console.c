@@ -5,6 +5,7 @@
  * as aligned text or as one line of JSON, so the two forms can never disagree. */
 #include "gateway/console.h"
 
+#include "adapters/pg.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/version.h"
@@ -613,6 +614,101 @@ static void cmd_actor(session_t *s, const sb_line_cmd_t *cmd)
     gather_start(s, cmd->json, shard, 1, (sb_actor_id_t)id);
 }
 
+/* ---- listings from PostgreSQL --------------------------------------------------------------------------------- */
+
+typedef struct dbq {
+    session_t *s;
+    bool json;
+    const char *key; /* JSON member holding the rows */
+} dbq_t;
+
+static void dbq_done(void *arg, int err, const char *detail, const PGresult *res)
+{
+    dbq_t *q = arg;
+    session_t *s = q->s;
+    if (s->closing) {
+        /* nothing to say to anyone */
+    } else if (err) {
+        answer_err(s, "database: %s", detail);
+    } else {
+        const char *cols[MAX_COLS];
+        bool num[MAX_COLS];
+        int nc = PQnfields(res) < MAX_COLS ? PQnfields(res) : MAX_COLS;
+        for (int c = 0; c < nc; c++) {
+            cols[c] = PQfname(res, c);
+            num[c] = PQftype(res, c) == 20 || PQftype(res, c) == 23; /* int8, int4 */
+        }
+        table_t t;
+        table_init(&t, nc, cols, num);
+        for (int r = 0; r < PQntuples(res); r++)
+            for (int c = 0; c < nc; c++)
+                table_cell(&t, "%s", PQgetisnull(res, r, c) ? (num[c] ? "null" : "") : PQgetvalue(res, r, c));
+        sb_buf_t b;
+        sb_buf_init(&b);
+        if (q->json) {
+            sb_buf_printf(&b, "{\"%s\":", q->key);
+            render_json_rows(&t, &b);
+            sb_buf_puts(&b, "}\n");
+        } else {
+            render_text(&t, &b);
+            sb_buf_printf(&b, "%d row(s)\n", PQntuples(res));
+        }
+        answer(s, &b);
+        sb_buf_cleanup(&b);
+        table_cleanup(&t);
+    }
+    session_unref(s);
+    free(q);
+}
+
+/* Runs a query on this shard's connection and answers its rows as a table. */
+static void db_listing(session_t *s, bool json, const char *key, const char *sql, int nparams,
+                       const char *const *params)
+{
+    sb_shard_t *shard = sb_shard_self();
+    dbq_t *q = sb_calloc(1, sizeof *q);
+    q->s = s;
+    q->json = json;
+    q->key = key;
+    s->refs++;
+    if (!shard || sb_pg_query(sb_shard_pg(shard), sql, nparams, params, 0, dbq_done, q) < 0) {
+        answer_err(s, "database not reachable");
+        session_unref(s);
+        free(q);
+    }
+}
+
+static void cmd_tenants(session_t *s, const sb_line_cmd_t *cmd)
+{
+    if (cmd->argc != 1) {
+        answer_err(s, "usage: tenants");
+        return;
+    }
+    db_listing(s, cmd->json, "tenants",
+               "SELECT t.id, t.name, count(c.id) AS channels, t.inbox_cursor AS cursor, "
+               "to_char(t.created_at, 'YYYY-MM-DD HH24:MI:SS') AS created_at "
+               "FROM tenants t LEFT JOIN channels c ON c.tenant_id = t.id "
+               "GROUP BY t.id ORDER BY t.id LIMIT 1000",
+               0, NULL);
+}
+
+static void cmd_channels(session_t *s, const sb_line_cmd_t *cmd)
+{
+    long long tid;
+    if (cmd->argc != 2 || sb_str_to_ll(cmd->argv[1], 1, INT64_MAX, &tid) < 0) {
+        answer_err(s, "usage: channels <tenant_id>");
+        return;
+    }
+    char tenant[24];
+    snprintf(tenant, sizeof tenant, "%lld", tid);
+    const char *p[1] = {tenant};
+    db_listing(s, cmd->json, "channels",
+               "SELECT id, type, address, coalesce(meta_app_id, '') AS meta_app_id, "
+               "to_char(created_at, 'YYYY-MM-DD HH24:MI:SS') AS created_at "
+               "FROM channels WHERE tenant_id = $1 ORDER BY id LIMIT 1000",
+               1, p);
+}
+
 static const command_t commands[] = {
     {"help", "", "this list", true, cmd_help},
     {"auth", "<admin_token>", "authenticate this session", true, cmd_auth},
@@ -621,13 +717,15 @@ static const command_t commands[] = {
     {"actors", "[<tenant_id>]", "live actors (of the tenant's shard)", false, cmd_actors},
     {"actor", "<id>", "one actor", false, cmd_actor},
     {"stats", "", "totals: requests by status, actors, messages, restarts", false, cmd_stats},
+    {"tenants", "", "tenants with their channel count and inbox cursor", false, cmd_tenants},
+    {"channels", "<tenant_id>", "a tenant's channels (never their credentials)", false, cmd_channels},
     {"prompt", "", "toggle the interactive sb> prompt", true, cmd_prompt},
     {"quit", "", "close this session", true, cmd_quit},
     {NULL, NULL, NULL, false, NULL},
 };
 
 /* Commands of the contract that later issues deliver: named, so a user learns they are known but not here yet. */
-static const char *const later[] = {"tenants", "channels", "conns", "counters", "slots", "nodes", "drain",
+static const char *const later[] = {"conns", "counters", "slots", "nodes", "drain",
                                     "trace", NULL};
 
 static void on_line(void *arg, sb_str_t line, int err)

@@ -6,6 +6,7 @@
  * small margin. A second signal during the drain is ignored; if the shards do not end within the bound, the
  * process exits 1. */
 #include "adapters/http_server.h"
+#include "gateway/admin.h"
 #include "gateway/config.h"
 #include "gateway/console.h"
 #include "gateway/log.h"
@@ -210,6 +211,7 @@ int main(int argc, char **argv)
     uv_signal_start(&sig_term, on_signal, SIGTERM);
     uv_signal_start(&sig_int, on_signal, SIGINT);
 
+    sb_admin_init(&cfg);
     sb_shards_opts_t so = {
         .count = (unsigned)cfg.shards,
         .redis_host = cfg.redis.host,

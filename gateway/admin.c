@@ -1,0 +1,581 @@
+/* The admin REST API; see admin.h for the routes.
+ *
+ * Each handler validates the whole request before touching the database, then issues one statement (writes that
+ * span two tables are one statement with a CTE, so they are atomic whatever else shares their group-commit
+ * segment) and answers from the callback. SQLSTATEs map to answers: 23503 (foreign key: the tenant does not exist)
+ * → 404, 23505 (unique) → 409. */
+#include "gateway/admin.h"
+
+#include "adapters/crypto.h"
+#include "adapters/pg.h"
+#include "gateway/log.h"
+#include "proto/codec.h"
+#include "proto/err.h"
+#include "proto/event.h"
+#include "proto/mem.h"
+
+#include <jansson.h>
+#include <string.h>
+
+#define MAX_SEGMENTS 8
+#define NAME_MAX_LEN 200
+
+static const sb_config_t *cfg;
+
+void sb_admin_init(const sb_config_t *c)
+{
+    cfg = c;
+}
+
+/* ---- answers -------------------------------------------------------------------------------------------------- */
+
+/* Answers status with the JSON value j (takes ownership of j). */
+static void respond_json(sb_http_req_t *req, int status, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    size_t n = strlen(s);
+    s[n] = '\0';
+    sb_buf_t b;
+    sb_buf_init(&b);
+    sb_buf_append(&b, s, n);
+    sb_buf_puts(&b, "\n");
+    free(s);
+    sb_http_respond(req, status, "application/json", b.p, b.len);
+    sb_buf_cleanup(&b);
+}
+
+/* Answers a failed statement: 404 for a missing tenant, 409 for a duplicate, 503 for the database being away. */
+static void respond_db_error(sb_http_req_t *req, int err, const PGresult *res, const char *what_missing,
+                             const char *what_conflicts)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (err == SB_EINVAL && state && strcmp(state, "23503") == 0)
+        sb_http_respond_error(req, 404, "not_found", what_missing);
+    else if (err == SB_EINVAL && state && strcmp(state, "23505") == 0)
+        sb_http_respond_error(req, 409, "conflict", what_conflicts);
+    else if (err == SB_EINVAL) {
+        sb_log_error("admin: statement failed: %s", state ? state : "?");
+        sb_http_respond_error(req, 500, "internal", "the database refused the statement");
+    } else
+        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; try again");
+}
+
+/* ---- request checks ------------------------------------------------------------------------------------------- */
+
+static bool authorized(sb_http_req_t *req)
+{
+    sb_str_t h;
+    if (!cfg->admin_token) {
+        sb_http_respond_error(req, 401, "unauthorized", "no admin_token is configured: the admin API is closed");
+        return false;
+    }
+    if (!sb_http_req_header(req, "authorization", &h) || !sb_str_has_prefix(h, SB_STR("Bearer ")) ||
+        !sb_codec_ct_eq(sb_str(h.p + 7, h.len - 7), sb_str_cstr(cfg->admin_token))) {
+        sb_http_respond_error(req, 401, "unauthorized", "missing or wrong admin token");
+        return false;
+    }
+    return true;
+}
+
+/* Parses the body as a JSON object. Answers the error itself and returns NULL when it is not one. */
+static json_t *json_body(sb_http_req_t *req)
+{
+    sb_str_t ct;
+    if (!sb_http_req_header(req, "content-type", &ct) || !sb_str_has_prefix(ct, SB_STR("application/json"))) {
+        sb_http_respond_error(req, 415, "unsupported_media_type", "send Content-Type: application/json");
+        return NULL;
+    }
+    sb_str_t body = sb_http_req_body(req);
+    json_error_t e;
+    json_t *j = json_loadb(body.p, body.len, JSON_REJECT_DUPLICATES, &e);
+    if (!j || !json_is_object(j)) {
+        json_decref(j);
+        sb_http_respond_error(req, 400, "bad_request", "the body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* A required string member of 1..max bytes; answers 400 naming it and returns NULL otherwise. */
+static const char *want_string(sb_http_req_t *req, json_t *obj, const char *key, size_t max)
+{
+    json_t *v = json_object_get(obj, key);
+    const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+    size_t n = s ? json_string_length(v) : 0;
+    if (!s || n == 0 || n > max || memchr(s, '\0', n)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "'%s' must be a non-empty string of at most %zu bytes", key, max);
+        sb_http_respond_error(req, 400, "bad_request", msg);
+        return NULL;
+    }
+    return s;
+}
+
+/* Parses a decimal id path segment. */
+static bool parse_id(sb_str_t s, long long *out)
+{
+    return s.len <= 19 && sb_str_to_ll(s, 1, INT64_MAX, out) == 0;
+}
+
+/* The external base URL: public_url, or http:// + the Host header. */
+static void base_url(sb_http_req_t *req, sb_buf_t *out)
+{
+    sb_str_t host;
+    if (cfg->public_url)
+        sb_buf_puts(out, cfg->public_url);
+    else if (sb_http_req_header(req, "host", &host) && host.len)
+        sb_buf_printf(out, "http://%.*s", (int)host.len, host.p);
+    else
+        sb_buf_puts(out, "http://localhost");
+}
+
+/* ---- tenants -------------------------------------------------------------------------------------------------- */
+
+static void tenant_created(void *arg, int err, const char *detail, const PGresult *res)
+{
+    sb_http_req_t *req = arg;
+    (void)detail;
+    if (err || PQntuples(res) != 1) {
+        respond_db_error(req, err, res, "", "");
+        return;
+    }
+    respond_json(req, 201, json_pack("{s:s,s:s}", "id", PQgetvalue(res, 0, 0), "name", PQgetvalue(res, 0, 1)));
+}
+
+static void create_tenant(sb_shard_t *s, sb_http_req_t *req)
+{
+    json_t *j = json_body(req);
+    if (!j)
+        return;
+    const char *name = want_string(req, j, "name", NAME_MAX_LEN);
+    if (name) {
+        const char *p[1] = {name};
+        if (sb_pg_query(sb_shard_pg(s), "INSERT INTO tenants (name) VALUES ($1) RETURNING id, name", 1, p,
+                        SB_PG_RETRY, tenant_created, req) < 0)
+            respond_db_error(req, SB_EUNAVAIL, NULL, "", "");
+    }
+    json_decref(j);
+}
+
+/* Answers {key: [rows as objects]} with the columns of res. */
+static void respond_rows(sb_http_req_t *req, const char *key, const PGresult *res)
+{
+    json_t *rows = json_array();
+    for (int r = 0; r < PQntuples(res); r++) {
+        json_t *o = json_object();
+        for (int c = 0; c < PQnfields(res); c++)
+            json_object_set_new(o, PQfname(res, c),
+                                PQgetisnull(res, r, c) ? json_null() : json_string(PQgetvalue(res, r, c)));
+        json_array_append_new(rows, o);
+    }
+    respond_json(req, 200, json_pack("{s:o}", key, rows));
+}
+
+static void tenants_listed(void *arg, int err, const char *detail, const PGresult *res)
+{
+    (void)detail;
+    if (err)
+        respond_db_error(arg, err, res, "", "");
+    else
+        respond_rows(arg, "tenants", res);
+}
+
+static void list_tenants(sb_shard_t *s, sb_http_req_t *req)
+{
+    if (sb_pg_query(sb_shard_pg(s),
+                    "SELECT id::text AS id, name, created_at::text AS created_at FROM tenants ORDER BY id LIMIT 1000",
+                    0, NULL, 0, tenants_listed, req) < 0)
+        respond_db_error(req, SB_EUNAVAIL, NULL, "", "");
+}
+
+/* ---- API keys ------------------------------------------------------------------------------------------------- */
+
+typedef struct key_op {
+    sb_http_req_t *req;
+    sb_crypto_api_key_t key;
+} key_op_t;
+
+static void key_created(void *arg, int err, const char *detail, const PGresult *res)
+{
+    key_op_t *op = arg;
+    (void)detail;
+    if (err || PQntuples(res) != 1)
+        respond_db_error(op->req, err, res, "no such tenant", "");
+    else
+        respond_json(op->req, 201, json_pack("{s:s,s:s,s:s}", "id", PQgetvalue(res, 0, 0), "key", op->key.key,
+                                             "prefix", op->key.prefix));
+    sb_crypto_wipe(op, sizeof *op);
+    free(op);
+}
+
+static void create_key(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+{
+    key_op_t *op = sb_calloc(1, sizeof *op);
+    op->req = req;
+    if (sb_crypto_key_generate(&op->key) < 0) {
+        free(op);
+        sb_http_respond_error(req, 503, "unavailable", "no randomness available");
+        return;
+    }
+    const char *p[3] = {tenant, op->key.prefix, op->key.hash};
+    if (sb_pg_query(sb_shard_pg(s),
+                    "WITH k AS (INSERT INTO api_keys (tenant_id, prefix, key_hash) VALUES ($1, $2, $3) "
+                    "RETURNING tenant_id, id, key_hash) "
+                    "INSERT INTO api_key_routes (key_hash, tenant_id, key_id) "
+                    "SELECT key_hash, tenant_id, id FROM k RETURNING key_id::text",
+                    3, p, SB_PG_RETRY, key_created, op) < 0) {
+        respond_db_error(req, SB_EUNAVAIL, NULL, "", "");
+        sb_crypto_wipe(op, sizeof *op);
+        free(op);
+    }
+}
+
+/* ---- channels ------------------------------------------------------------------------------------------------- */
+
+static bool is_e164(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 8 || n > 16 || s[0] != '+' || s[1] < '1' || s[1] > '9')
+        return false;
+    for (size_t i = 1; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+static bool is_digits(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+/* Checks the address form of the channel type; answers 400 and returns false otherwise. */
+static bool valid_address(sb_http_req_t *req, sb_channel_type_t t, const char *addr)
+{
+    bool ok;
+    const char *form;
+    switch (t) {
+    case SB_CH_TWILIO_SMS:
+    case SB_CH_TWILIO_WHATSAPP:
+    case SB_CH_TWILIO_VOICE:
+        ok = is_e164(addr);
+        form = "an E.164 number such as +14155550100";
+        break;
+    case SB_CH_META_WHATSAPP:
+    case SB_CH_META_MESSENGER:
+    case SB_CH_META_INSTAGRAM:
+        ok = is_digits(addr, 32);
+        form = "the numeric id Meta gives (phone_number_id, page id or Instagram account id)";
+        break;
+    default:
+        ok = strlen(addr) <= 128;
+        form = "at most 128 bytes";
+        break;
+    }
+    if (!ok) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "'address' must be %s", form);
+        sb_http_respond_error(req, 400, "bad_request", msg);
+    }
+    return ok;
+}
+
+/* The credential members each channel type needs. */
+static bool valid_credentials(sb_http_req_t *req, sb_channel_type_t t, json_t *creds)
+{
+    static const char *const twilio[] = {"account_sid", "auth_token", NULL};
+    static const char *const meta[] = {"access_token", NULL};
+    const char *const *need = t == SB_CH_TWILIO_SMS || t == SB_CH_TWILIO_WHATSAPP || t == SB_CH_TWILIO_VOICE
+                                  ? twilio
+                                  : (t == SB_CH_LINKED ? NULL : meta);
+    if (!json_is_object(creds)) {
+        sb_http_respond_error(req, 400, "bad_request", "'credentials' must be an object");
+        return false;
+    }
+    for (; need && *need; need++) {
+        json_t *v = json_object_get(creds, *need);
+        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 512) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "'credentials.%s' must be a non-empty string", *need);
+            sb_http_respond_error(req, 400, "bad_request", msg);
+            return false;
+        }
+    }
+    return true;
+}
+
+typedef struct channel_op {
+    sb_http_req_t *req;
+    sb_channel_type_t type;
+    char *meta_app_id;
+} channel_op_t;
+
+static void channel_created(void *arg, int err, const char *detail, const PGresult *res)
+{
+    channel_op_t *op = arg;
+    (void)detail;
+    if (err || PQntuples(res) != 1) {
+        respond_db_error(op->req, err, res, "no such tenant (or meta_app_id)",
+                         "a channel with this type and address exists");
+    } else {
+        const char *id = PQgetvalue(res, 0, 0);
+        sb_buf_t url;
+        sb_buf_init(&url);
+        base_url(op->req, &url);
+        json_t *j = json_pack("{s:s,s:s,s:s,s:s}", "id", id, "tenant_id", PQgetvalue(res, 0, 1), "type",
+                              sb_channel_type_name(op->type), "address", PQgetvalue(res, 0, 2));
+        size_t base_len = url.len;
+        if (op->type == SB_CH_TWILIO_VOICE) {
+            sb_buf_printf(&url, "/webhooks/twilio/%s/voice", id);
+            json_object_set_new(j, "webhook_url", json_string(sb_buf_cstr(&url)));
+            url.len = base_len;
+            sb_buf_printf(&url, "/webhooks/twilio/%s/voice/status", id);
+            json_object_set_new(j, "status_callback_url", json_string(sb_buf_cstr(&url)));
+        } else if (op->type == SB_CH_TWILIO_SMS || op->type == SB_CH_TWILIO_WHATSAPP) {
+            sb_buf_printf(&url, "/webhooks/twilio/%s", id);
+            json_object_set_new(j, "webhook_url", json_string(sb_buf_cstr(&url)));
+            url.len = base_len;
+            sb_buf_printf(&url, "/webhooks/twilio/%s/status", id);
+            json_object_set_new(j, "status_callback_url", json_string(sb_buf_cstr(&url)));
+        } else if (op->meta_app_id) {
+            sb_buf_printf(&url, "/webhooks/meta/%s", op->meta_app_id);
+            json_object_set_new(j, "webhook_url", json_string(sb_buf_cstr(&url)));
+        } else {
+            json_object_set_new(j, "webhook_url", json_null());
+        }
+        sb_buf_cleanup(&url);
+        respond_json(op->req, 201, j);
+    }
+    free(op->meta_app_id);
+    free(op);
+}
+
+static void create_channel(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+{
+    json_t *j = json_body(req);
+    if (!j)
+        return;
+    const char *type_s, *addr, *app = NULL;
+    sb_channel_type_t type = SB_CH_NONE;
+    json_t *creds = json_object_get(j, "credentials"), *settings = json_object_get(j, "settings");
+    sb_buf_t sealed;
+    sb_buf_init(&sealed);
+    char *creds_text = NULL, *settings_text = NULL;
+
+    if (!(type_s = want_string(req, j, "type", 32)))
+        goto out;
+    if ((type = sb_channel_type_parse(type_s)) == SB_CH_NONE) {
+        sb_http_respond_error(req, 400, "bad_request",
+                              "'type' must be one of twilio_sms, twilio_whatsapp, twilio_voice, meta_whatsapp, "
+                              "meta_messenger, meta_instagram, linked");
+        goto out;
+    }
+    if (!(addr = want_string(req, j, "address", 128)) || !valid_address(req, type, addr) ||
+        !valid_credentials(req, type, creds))
+        goto out;
+    if (settings && !json_is_object(settings)) {
+        sb_http_respond_error(req, 400, "bad_request", "'settings' must be an object");
+        goto out;
+    }
+    if (json_object_get(j, "meta_app_id") && !(app = want_string(req, j, "meta_app_id", 64)))
+        goto out;
+    if (!cfg->has_master_key) {
+        sb_http_respond_error(req, 503, "unavailable", "no master_key is configured: credentials cannot be stored");
+        goto out;
+    }
+    creds_text = json_dumps(creds, JSON_COMPACT | JSON_SORT_KEYS);
+    settings_text = settings ? json_dumps(settings, JSON_COMPACT) : sb_strdup("{}");
+    char ad[48];
+    snprintf(ad, sizeof ad, "tenant:%s", tenant);
+    if (sb_crypto_seal(cfg->master_key, sb_str_cstr(creds_text), sb_str_cstr(ad), &sealed) < 0) {
+        sb_http_respond_error(req, 503, "unavailable", "credentials could not be sealed");
+        goto out;
+    }
+    channel_op_t *op = sb_calloc(1, sizeof *op);
+    op->req = req;
+    op->type = type;
+    op->meta_app_id = app ? sb_strdup(app) : NULL;
+    const char *p[6] = {tenant, type_s, addr, sb_buf_cstr(&sealed), settings_text, app};
+    if (sb_pg_query(sb_shard_pg(s),
+                    "WITH c AS (INSERT INTO channels (tenant_id, type, address, credentials_sealed, settings, "
+                    "meta_app_id) VALUES ($1, $2, $3, $4, $5::jsonb, $6) RETURNING tenant_id, id, type, address) "
+                    "INSERT INTO channel_routes (channel_id, tenant_id, type, address) "
+                    "SELECT id, tenant_id, type, address FROM c "
+                    "RETURNING channel_id::text, tenant_id::text, address",
+                    6, p, SB_PG_RETRY, channel_created, op) < 0) {
+        free(op->meta_app_id);
+        free(op);
+        respond_db_error(req, SB_EUNAVAIL, NULL, "", "");
+    }
+out:
+    if (creds_text) {
+        sb_crypto_wipe(creds_text, strlen(creds_text));
+        free(creds_text);
+    }
+    free(settings_text);
+    sb_crypto_buf_wipe(&sealed);
+    json_decref(j);
+}
+
+static void channels_listed(void *arg, int err, const char *detail, const PGresult *res)
+{
+    (void)detail;
+    if (err)
+        respond_db_error(arg, err, res, "", "");
+    else
+        respond_rows(arg, "channels", res);
+}
+
+static void list_channels(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+{
+    const char *p[1] = {tenant};
+    if (sb_pg_query(sb_shard_pg(s),
+                    "SELECT id::text AS id, type, address, settings::text AS settings, meta_app_id, "
+                    "created_at::text AS created_at FROM channels WHERE tenant_id = $1 ORDER BY id LIMIT 1000",
+                    1, p, 0, channels_listed, req) < 0)
+        respond_db_error(req, SB_EUNAVAIL, NULL, "", "");
+}
+
+/* ---- Meta apps ------------------------------------------------------------------------------------------------ */
+
+typedef struct app_op {
+    sb_http_req_t *req;
+    char app_id[65];
+} app_op_t;
+
+static void app_created(void *arg, int err, const char *detail, const PGresult *res)
+{
+    app_op_t *op = arg;
+    (void)detail;
+    if (err) {
+        respond_db_error(op->req, err, res, "", "this Meta app is registered already");
+    } else {
+        sb_buf_t url;
+        sb_buf_init(&url);
+        base_url(op->req, &url);
+        sb_buf_printf(&url, "/webhooks/meta/%s", op->app_id);
+        respond_json(op->req, 201, json_pack("{s:s,s:s}", "app_id", op->app_id, "webhook_url", sb_buf_cstr(&url)));
+        sb_buf_cleanup(&url);
+    }
+    free(op);
+}
+
+static void create_meta_app(sb_shard_t *s, sb_http_req_t *req)
+{
+    json_t *j = json_body(req);
+    if (!j)
+        return;
+    sb_buf_t sealed;
+    sb_buf_init(&sealed);
+    const char *app, *secret, *verify;
+    if (!(app = want_string(req, j, "app_id", 64)) || !(secret = want_string(req, j, "app_secret", 256)) ||
+        !(verify = want_string(req, j, "verify_token", 256)))
+        goto out;
+    if (!is_digits(app, 64)) {
+        sb_http_respond_error(req, 400, "bad_request", "'app_id' must be the numeric id of the Meta app");
+        goto out;
+    }
+    if (!cfg->has_master_key) {
+        sb_http_respond_error(req, 503, "unavailable", "no master_key is configured: the app secret cannot be stored");
+        goto out;
+    }
+    char ad[80], verify_hash[SB_CRYPTO_KEY_HASH_LEN + 1];
+    snprintf(ad, sizeof ad, "meta_app:%s", app);
+    if (sb_crypto_seal(cfg->master_key, sb_str_cstr(secret), sb_str_cstr(ad), &sealed) < 0) {
+        sb_http_respond_error(req, 503, "unavailable", "the app secret could not be sealed");
+        goto out;
+    }
+    sb_crypto_key_hash(sb_str_cstr(verify), verify_hash);
+    app_op_t *op = sb_calloc(1, sizeof *op);
+    op->req = req;
+    snprintf(op->app_id, sizeof op->app_id, "%s", app);
+    const char *p[3] = {app, sb_buf_cstr(&sealed), verify_hash};
+    if (sb_pg_query(sb_shard_pg(s),
+                    "INSERT INTO meta_apps (app_id, app_secret_sealed, verify_token_hash) VALUES ($1, $2, $3)", 3,
+                    p, SB_PG_RETRY, app_created, op) < 0) {
+        free(op);
+        respond_db_error(req, SB_EUNAVAIL, NULL, "", "");
+    }
+out:
+    sb_crypto_buf_wipe(&sealed);
+    json_decref(j);
+}
+
+/* ---- routing -------------------------------------------------------------------------------------------------- */
+
+/* Splits "/a/b/c" into segments; returns their number, or -1 if there are more than max or an empty one. */
+static int split_path(sb_str_t path, sb_str_t *seg, int max)
+{
+    int n = 0;
+    size_t i = 0;
+    if (!path.len || path.p[0] != '/')
+        return -1;
+    while (i < path.len) {
+        size_t start = ++i;
+        while (i < path.len && path.p[i] != '/')
+            i++;
+        if (i == start || n == max)
+            return -1;
+        seg[n++] = sb_str(path.p + start, i - start);
+    }
+    return n;
+}
+
+static void method_not_allowed(sb_http_req_t *req)
+{
+    sb_http_respond_error(req, 405, "method_not_allowed", "this route does not take that method");
+}
+
+bool sb_admin_handle(sb_shard_t *s, sb_http_req_t *req)
+{
+    sb_str_t seg[MAX_SEGMENTS];
+    int n = split_path(sb_http_req_path(req), seg, MAX_SEGMENTS);
+    if (n < 3 || !sb_str_eq_cstr(seg[0], "v1") || !sb_str_eq_cstr(seg[1], "admin"))
+        return false;
+    sb_http_method_t m = sb_http_req_method(req);
+    bool get = m == SB_HTTP_GET || m == SB_HTTP_HEAD;
+
+    if (n == 3 && sb_str_eq_cstr(seg[2], "tenants")) {
+        if (m != SB_HTTP_POST && !get)
+            method_not_allowed(req);
+        else if (authorized(req))
+            m == SB_HTTP_POST ? create_tenant(s, req) : list_tenants(s, req);
+        return true;
+    }
+    if (n == 3 && sb_str_eq_cstr(seg[2], "meta-apps")) {
+        if (m != SB_HTTP_POST)
+            method_not_allowed(req);
+        else if (authorized(req))
+            create_meta_app(s, req);
+        return true;
+    }
+    long long tid;
+    if (n == 5 && sb_str_eq_cstr(seg[2], "tenants") &&
+        (sb_str_eq_cstr(seg[4], "keys") || sb_str_eq_cstr(seg[4], "channels"))) {
+        if (!parse_id(seg[3], &tid)) {
+            sb_http_respond_error(req, 404, "not_found", "no such tenant");
+            return true;
+        }
+        char tenant[24];
+        snprintf(tenant, sizeof tenant, "%lld", tid);
+        bool keys = sb_str_eq_cstr(seg[4], "keys");
+        if (m != SB_HTTP_POST && (keys || !get))
+            method_not_allowed(req);
+        else if (!authorized(req))
+            ;
+        else if (keys)
+            create_key(s, req, tenant);
+        else if (m == SB_HTTP_POST)
+            create_channel(s, req, tenant);
+        else
+            list_channels(s, req, tenant);
+        return true;
+    }
+    return false;
+}
