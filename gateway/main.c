@@ -11,6 +11,7 @@
 #include "gateway/console.h"
 #include "gateway/log.h"
 #include "gateway/routes.h"
+#include "gateway/webhooks.h"
 #include "gateway/version.h"
 #include "proto/err.h"
 #include "proto/mem.h"
@@ -98,6 +99,7 @@ static void front_stop(sb_shard_t *s, void *arg)
     f->console = NULL;
     sb_http_server_close(f->http);
     f->http = NULL;
+    sb_webhooks_shard_stop(s);
 }
 
 static void front_finish(sb_shard_t *s, void *arg)
@@ -212,6 +214,7 @@ int main(int argc, char **argv)
     uv_signal_start(&sig_int, on_signal, SIGINT);
 
     sb_admin_init(&cfg);
+    sb_webhooks_init(&cfg);
     sb_shards_opts_t so = {
         .count = (unsigned)cfg.shards,
         .redis_host = cfg.redis.host,

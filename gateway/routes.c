@@ -5,6 +5,7 @@
 #include "adapters/redis.h"
 #include "gateway/admin.h"
 #include "gateway/metrics.h"
+#include "gateway/webhooks.h"
 #include "proto/err.h"
 #include "proto/mem.h"
 #include "shards/shard.h"
@@ -106,6 +107,8 @@ void sb_routes_handle(void *arg, sb_http_req_t *req)
     else if (sb_str_eq_cstr(path, "/readyz"))
         ready = true;
     else if (sb_str_has_prefix(path, SB_STR("/v1/admin/")) && sb_admin_handle(s, req))
+        return;
+    else if (sb_str_has_prefix(path, SB_STR("/webhooks/")) && sb_webhooks_handle(s, req))
         return;
     else {
         sb_http_respond_error(req, 404, "not_found", "no such route");

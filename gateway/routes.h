@@ -4,6 +4,7 @@
  *   GET /readyz    200 {"redis":"ok","postgres":"ok"} when this shard reaches both, else 503 naming the failure
  *   GET /metrics   Prometheus text, every shard's figures
  *   /v1/admin/...  the admin REST API (gateway/admin)
+ *   /webhooks/...  provider webhooks (gateway/webhooks)
  * HEAD is answered wherever GET is. Anything else: 404 not_found, or 405 method_not_allowed on a known path. */
 #ifndef SB_ROUTES_H
 #define SB_ROUTES_H

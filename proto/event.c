@@ -3,6 +3,8 @@
 
 #include "proto/mem.h"
 
+#include <jansson.h>
+
 #include <string.h>
 
 static const char *const type_names[] = {
@@ -61,4 +63,41 @@ void sb_event_list_cleanup(sb_event_list_t *l)
         sb_event_cleanup(&l->v[i]);
     sb_free(l->v);
     l->n = l->cap = 0;
+}
+
+static void put(json_t *o, const char *key, const char *v)
+{
+    if (v)
+        json_object_set_new(o, key, json_string(v));
+}
+
+json_t *sb_event_json(const sb_event_t *ev)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "kind", json_string(ev->kind == SB_EV_STATUS ? "status" : "message"));
+    put(o, "channel", sb_channel_type_name(ev->channel));
+    put(o, "account", ev->account);
+    put(o, "provider_id", ev->provider_id);
+    if (ev->timestamp)
+        json_object_set_new(o, "timestamp", json_integer(ev->timestamp));
+    if (ev->kind == SB_EV_STATUS) {
+        put(o, "status", ev->status);
+        put(o, "error_code", ev->error_code);
+        put(o, "error_message", ev->error_message);
+        return o;
+    }
+    put(o, "from", ev->from);
+    put(o, "to", ev->to);
+    put(o, "body", ev->body ? ev->body : "");
+    put(o, "profile_name", ev->profile_name);
+    json_t *media = json_array();
+    for (size_t i = 0; i < ev->nmedia; i++) {
+        json_t *m = json_object();
+        put(m, "url", ev->media[i].url);
+        put(m, "id", ev->media[i].id);
+        put(m, "content_type", ev->media[i].content_type);
+        json_array_append_new(media, m);
+    }
+    json_object_set_new(o, "media", media);
+    return o;
 }

@@ -61,6 +61,11 @@ typedef struct sb_event {
 /* Frees every string of ev and zeroes it. */
 void sb_event_cleanup(sb_event_t *ev);
 
+/* The event as a JSON object (a new reference, the caller's): kind, channel, account, provider_id, timestamp, and
+ * the members of its kind; absent fields are left out. */
+typedef struct json_t json_t;
+json_t *sb_event_json(const sb_event_t *ev);
+
 /* A growable list of events (one Meta POST may carry many). */
 typedef struct sb_event_list {
     sb_event_t *v;

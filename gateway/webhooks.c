@@ -1,0 +1,327 @@
+/* Provider webhooks; see webhooks.h for the contract.
+ *
+ * A Twilio request is checked in this order, cheapest refusal first: route and method, channel (from a per-shard
+ * cache of channel id → tenant, type and opened auth token, refreshed after CACHE_TTL_MS so a rotated token takes
+ * effect within a minute), content type, form, signature (over public_url or http://Host, plus the request-target
+ * exactly as received), payload. Only then is the receipt written, and only its commit earns the 200. */
+#include "gateway/webhooks.h"
+
+#include "adapters/crypto.h"
+#include "adapters/pg.h"
+#include "adapters/twilio.h"
+#include "gateway/log.h"
+#include "proto/err.h"
+#include "proto/event.h"
+#include "proto/form.h"
+#include "proto/mem.h"
+#include "proto/sig.h"
+
+#include <jansson.h>
+#include <string.h>
+
+#define CACHE_BUCKETS 256
+#define CACHE_TTL_MS 60000
+
+static const sb_config_t *cfg;
+
+void sb_webhooks_init(const sb_config_t *c)
+{
+    cfg = c;
+}
+
+/* ---- the per-shard channel cache ------------------------------------------------------------------------------ */
+
+typedef struct channel {
+    struct channel *next;
+    long long id;
+    char tenant[24];
+    sb_channel_type_t type;
+    char *auth_token;   /* Twilio channels: opened from the sealed credentials */
+    uint64_t expires;
+} channel_t;
+
+typedef struct cache {
+    channel_t *buckets[CACHE_BUCKETS];
+} cache_t;
+
+static cache_t *caches[SB_MAX_SHARDS]; /* each touched only by its own shard's thread */
+
+static void channel_free(channel_t *c)
+{
+    if (c->auth_token) {
+        sb_crypto_wipe(c->auth_token, strlen(c->auth_token));
+        free(c->auth_token);
+    }
+    free(c);
+}
+
+static channel_t **cache_slot(sb_shard_t *s, long long id)
+{
+    unsigned i = sb_shard_index(s);
+    if (!caches[i])
+        caches[i] = sb_calloc(1, sizeof *caches[i]);
+    return &caches[i]->buckets[(unsigned long long)id % CACHE_BUCKETS];
+}
+
+static channel_t *cache_get(sb_shard_t *s, long long id)
+{
+    uint64_t now = uv_now(sb_shard_loop(s));
+    for (channel_t **pp = cache_slot(s, id); *pp; pp = &(*pp)->next) {
+        channel_t *c = *pp;
+        if (c->id != id)
+            continue;
+        if (now < c->expires)
+            return c;
+        *pp = c->next; /* stale: look it up again */
+        channel_free(c);
+        return NULL;
+    }
+    return NULL;
+}
+
+static void cache_put(sb_shard_t *s, channel_t *c)
+{
+    channel_t **slot = cache_slot(s, c->id);
+    c->expires = uv_now(sb_shard_loop(s)) + CACHE_TTL_MS;
+    c->next = *slot;
+    *slot = c;
+}
+
+void sb_webhooks_shard_stop(sb_shard_t *s)
+{
+    unsigned i = sb_shard_index(s);
+    if (!caches[i])
+        return;
+    for (int b = 0; b < CACHE_BUCKETS; b++) {
+        while (caches[i]->buckets[b]) {
+            channel_t *c = caches[i]->buckets[b];
+            caches[i]->buckets[b] = c->next;
+            channel_free(c);
+        }
+    }
+    sb_free(caches[i]);
+}
+
+/* ---- storing the receipt -------------------------------------------------------------------------------------- */
+
+static const char twiml_ok[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
+
+static void receipt_committed(void *arg, int err, const char *detail, const PGresult *res)
+{
+    sb_http_req_t *req = arg;
+    (void)res;
+    if (err) {
+        sb_log_warn("webhook: receipt not committed: %s", detail);
+        sb_http_respond_error(req, 503, "unavailable", "the event could not be stored; retry");
+        return;
+    }
+    sb_http_respond(req, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
+}
+
+static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch, const sb_event_t *ev)
+{
+    char id[24];
+    snprintf(id, sizeof id, "%lld", ch->id);
+    sb_buf_t key;
+    sb_buf_init(&key);
+    if (ev->kind == SB_EV_STATUS)
+        sb_buf_printf(&key, "status:%s:%s", ev->provider_id, ev->status);
+    else
+        sb_buf_printf(&key, "msg:%s", ev->provider_id);
+    json_t *j = sb_event_json(ev);
+    char *event = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    sb_str_t body = sb_http_req_body(req);
+    char *raw = sb_strndup(body.p, body.len);
+    const char *p[5] = {ch->tenant, id, sb_buf_cstr(&key), event, raw};
+    if (sb_pg_query(sb_shard_pg(s),
+                    "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw) "
+                    "VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING",
+                    5, p, SB_PG_RETRY, receipt_committed, req) < 0)
+        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
+    free(raw);
+    free(event);
+    sb_buf_cleanup(&key);
+}
+
+/* ---- Twilio --------------------------------------------------------------------------------------------------- */
+
+enum twilio_route { TW_MESSAGE, TW_STATUS };
+
+static bool is_twilio_messaging(sb_channel_type_t t)
+{
+    return t == SB_CH_TWILIO_SMS || t == SB_CH_TWILIO_WHATSAPP;
+}
+
+/* Everything after the channel is known. */
+static void twilio_proceed(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch, enum twilio_route route)
+{
+    sb_str_t ct, sig, host;
+    char err[160];
+    sb_form_t form;
+    sb_event_t ev;
+    sb_sig_param_t *params = NULL;
+    sb_buf_t url;
+    sb_buf_init(&url);
+    sb_form_init(&form);
+    memset(&ev, 0, sizeof ev);
+
+    if (!sb_http_req_header(req, "content-type", &ct) ||
+        !sb_str_has_prefix(ct, SB_STR("application/x-www-form-urlencoded"))) {
+        sb_http_respond_error(req, 415, "unsupported_media_type",
+                              "Twilio webhooks are application/x-www-form-urlencoded");
+        goto out;
+    }
+    if (sb_form_parse(&form, sb_http_req_body(req)) < 0) {
+        sb_http_respond_error(req, 400, "bad_request", "the body is not a valid form");
+        goto out;
+    }
+    if (!sb_http_req_header(req, "x-twilio-signature", &sig)) {
+        sb_http_respond_error(req, 403, "forbidden", "missing X-Twilio-Signature");
+        goto out;
+    }
+    if (cfg->public_url)
+        sb_buf_puts(&url, cfg->public_url);
+    else if (sb_http_req_header(req, "host", &host) && host.len)
+        sb_buf_printf(&url, "http://%.*s", (int)host.len, host.p);
+    sb_buf_append_str(&url, sb_http_req_target(req));
+    params = sb_calloc(form.n ? form.n : 1, sizeof *params);
+    for (size_t i = 0; i < form.n; i++) {
+        params[i].name = form.pairs[i].name;
+        params[i].value = form.pairs[i].value;
+    }
+    if (sb_sig_twilio_verify(sb_str_cstr(ch->auth_token), sb_str(url.p, url.len), params, form.n, sig) != 0) {
+        sb_log_warn("webhook: bad Twilio signature for channel %lld", ch->id);
+        sb_http_respond_error(req, 403, "forbidden", "X-Twilio-Signature does not match");
+        goto out;
+    }
+    int rc = route == TW_MESSAGE ? sb_twilio_parse_message(&form, &ev, err, sizeof err)
+                                 : sb_twilio_parse_status(&form, &ev, err, sizeof err);
+    if (rc == SB_ENOENT) { /* a state of an inbound message: nothing to record */
+        sb_http_respond(req, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
+        goto out;
+    }
+    if (rc < 0) {
+        sb_http_respond_error(req, 400, "bad_request", err);
+        goto out;
+    }
+    store_receipt(s, req, ch, &ev);
+out:
+    sb_event_cleanup(&ev);
+    free(params);
+    sb_form_cleanup(&form);
+    sb_buf_cleanup(&url);
+}
+
+typedef struct lookup {
+    sb_shard_t *s;
+    sb_http_req_t *req;
+    long long id;
+    enum twilio_route route;
+} lookup_t;
+
+/* Opens the sealed credentials of a channel row and caches it. NULL (answered) on failure. */
+static channel_t *channel_from_row(lookup_t *op, const PGresult *res)
+{
+    channel_t *c = sb_calloc(1, sizeof *c);
+    c->id = op->id;
+    snprintf(c->tenant, sizeof c->tenant, "%s", PQgetvalue(res, 0, 0));
+    c->type = sb_channel_type_parse(PQgetvalue(res, 0, 1));
+    if (!is_twilio_messaging(c->type)) {
+        free(c);
+        sb_http_respond_error(op->req, 404, "not_found", "no Twilio messaging channel with this id");
+        return NULL;
+    }
+    sb_buf_t plain;
+    sb_buf_init(&plain);
+    char ad[48];
+    snprintf(ad, sizeof ad, "tenant:%s", c->tenant);
+    json_t *creds = NULL;
+    if (!cfg->has_master_key ||
+        sb_crypto_open(cfg->master_key, sb_str_cstr(PQgetvalue(res, 0, 2)), sb_str_cstr(ad), &plain) < 0 ||
+        !(creds = json_loadb(plain.p, plain.len, 0, NULL)) || !json_is_string(json_object_get(creds, "auth_token"))) {
+        sb_log_error("webhook: channel %lld: credentials cannot be opened (master_key changed?)", c->id);
+        sb_http_respond_error(op->req, 503, "unavailable", "the channel's credentials cannot be opened");
+        json_decref(creds);
+        sb_crypto_buf_wipe(&plain);
+        free(c);
+        return NULL;
+    }
+    c->auth_token = sb_strdup(json_string_value(json_object_get(creds, "auth_token")));
+    json_decref(creds); /* jansson does not wipe; the plaintext buffer is wiped below */
+    sb_crypto_buf_wipe(&plain);
+    cache_put(op->s, c);
+    return c;
+}
+
+static void channel_loaded(void *arg, int err, const char *detail, const PGresult *res)
+{
+    lookup_t *op = arg;
+    (void)detail;
+    if (err) {
+        sb_http_respond_error(op->req, 503, "unavailable", "the database is not reachable; retry");
+    } else if (PQntuples(res) != 1) {
+        sb_http_respond_error(op->req, 404, "not_found", "no such channel");
+    } else {
+        channel_t *c = cache_get(op->s, op->id); /* another request may have loaded it meanwhile */
+        if (!c)
+            c = channel_from_row(op, res);
+        if (c)
+            twilio_proceed(op->s, op->req, c, op->route);
+    }
+    free(op);
+}
+
+static void twilio(sb_shard_t *s, sb_http_req_t *req, sb_str_t id_s, enum twilio_route route)
+{
+    long long id;
+    if (id_s.len > 19 || sb_str_to_ll(id_s, 1, INT64_MAX, &id) < 0) {
+        sb_http_respond_error(req, 404, "not_found", "no such channel");
+        return;
+    }
+    if (sb_http_req_method(req) != SB_HTTP_POST) {
+        sb_http_respond_error(req, 405, "method_not_allowed", "Twilio webhooks are POST");
+        return;
+    }
+    channel_t *c = cache_get(s, id);
+    if (c) {
+        twilio_proceed(s, req, c, route);
+        return;
+    }
+    lookup_t *op = sb_calloc(1, sizeof *op);
+    op->s = s;
+    op->req = req;
+    op->id = id;
+    op->route = route;
+    char id_text[24];
+    snprintf(id_text, sizeof id_text, "%lld", id);
+    const char *p[1] = {id_text};
+    if (sb_pg_query(sb_shard_pg(s),
+                    "SELECT c.tenant_id::text, c.type, coalesce(c.credentials_sealed, '') FROM channel_routes r "
+                    "JOIN channels c ON c.tenant_id = r.tenant_id AND c.id = r.channel_id WHERE r.channel_id = $1",
+                    1, p, 0, channel_loaded, op) < 0) {
+        free(op);
+        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
+    }
+}
+
+bool sb_webhooks_handle(sb_shard_t *s, sb_http_req_t *req)
+{
+    sb_str_t path = sb_http_req_path(req);
+    static const sb_str_t prefix = {"/webhooks/twilio/", 17};
+    if (!sb_str_has_prefix(path, prefix))
+        return false;
+    sb_str_t rest = sb_str(path.p + prefix.len, path.len - prefix.len);
+    const char *slash = memchr(rest.p, '/', rest.len);
+    if (!slash) {
+        twilio(s, req, rest, TW_MESSAGE);
+        return true;
+    }
+    sb_str_t id = sb_str(rest.p, (size_t)(slash - rest.p));
+    sb_str_t tail = sb_str(slash, rest.len - id.len);
+    if (sb_str_eq_cstr(tail, "/status")) {
+        twilio(s, req, id, TW_STATUS);
+        return true;
+    }
+    return false;
+}

@@ -1,0 +1,30 @@
+/* Provider webhooks (API.md "Webhooks"): verified, parsed, and committed as receipts before the answer.
+ *
+ *   POST /webhooks/twilio/{channel_id}          inbound message   → 200 text/xml <Response/>
+ *   POST /webhooks/twilio/{channel_id}/status   status callback   → 200
+ *
+ * 200 means the receipt is committed to PostgreSQL (group commit with the other requests of the loop turn); a
+ * receipt that cannot be committed gets 503, so the provider retries. A repeated delivery (same MessageSid, or same
+ * MessageSid and status) is recognised by the receipt's dedup key, answered 200 and stored once. Unknown channel:
+ * 404; not a form: 415; malformed: 400; missing or wrong X-Twilio-Signature: 403, nothing stored.
+ *
+ * Receipts are committed with processed_at NULL: routing them to the tenant's session actor and the live inbox is
+ * the next stage (and the sweeper's, for what a crash leaves behind). */
+#ifndef SB_WEBHOOKS_H
+#define SB_WEBHOOKS_H
+
+#include "adapters/http_server.h"
+#include "gateway/config.h"
+#include "shards/shard.h"
+
+#include <stdbool.h>
+
+/* Remembers the configuration (borrowed; must outlive the shards). Call once before the shards start. */
+void sb_webhooks_init(const sb_config_t *cfg);
+/* Handles a request whose path starts with /webhooks/. Answers it (now or later) and returns true, or returns
+ * false when the path is no webhook route. */
+bool sb_webhooks_handle(sb_shard_t *s, sb_http_req_t *req);
+/* Frees the calling shard's channel cache (its stop hook). */
+void sb_webhooks_shard_stop(sb_shard_t *s);
+
+#endif

@@ -1,0 +1,182 @@
+"""tests/integration/test_webhooks.py — Twilio webhooks on the real stack, signed by an independent implementation
+(Python's hmac, following Twilio's published algorithm): a 200 means the receipt is committed, duplicates are
+stored once, status callbacks are receipts of their own, and every bad request is refused with nothing stored.
+Run: SB_BIN=build/release/switchboard python3 tests/integration/test_webhooks.py"""
+
+import base64
+import hashlib
+import hmac
+import json
+import subprocess
+import urllib.parse
+import uuid
+
+import harness as h
+
+MASTER_KEY = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+AUTH_TOKEN = "0123456789abcdef0123456789abcdef"
+
+
+def admin(gw, path, body):
+    headers = {"Authorization": "Bearer " + h.ADMIN_TOKEN, "Content-Type": "application/json"}
+    return h.request(gw.port, "POST", path, headers, json.dumps(body).encode()).json()
+
+
+def sql(query):
+    out = subprocess.run(["psql", h.DATABASE_URL, "-At", "-c", query], capture_output=True, text=True, timeout=10)
+    return out.stdout.strip()
+
+
+def sign(url, params):
+    """X-Twilio-Signature as Twilio computes it: URL + every param sorted by name, name+value, HMAC-SHA1."""
+    data = url + "".join(k + v for k, v in sorted(params))
+    return base64.b64encode(hmac.new(AUTH_TOKEN.encode(), data.encode(), hashlib.sha1).digest()).decode()
+
+
+def post(gw, path, params, signature=None, content_type="application/x-www-form-urlencoded", body=None):
+    host = "127.0.0.1:%d" % gw.port
+    headers = {"Host": host}
+    if content_type:
+        headers["Content-Type"] = content_type
+    if signature is None:
+        signature = sign("http://" + host + path, params)
+    if signature is not False:
+        headers["X-Twilio-Signature"] = signature
+    data = body if body is not None else urllib.parse.urlencode(params).encode()
+    return h.request(gw.port, "POST", path, headers, data)
+
+
+def receipts(cid, key=None):
+    where = "channel_id = %s" % cid + (" AND dedup_key = '%s'" % key if key else "")
+    return sql("SELECT count(*) FROM webhook_receipts WHERE " + where)
+
+
+def setup(gw):
+    t = admin(gw, "/v1/admin/tenants", {"name": "webhooks " + uuid.uuid4().hex[:6]})
+    number = "+1555%07d" % (uuid.uuid4().int % 10 ** 7)
+    sms = admin(gw, "/v1/admin/tenants/%s/channels" % t["id"],
+                {"type": "twilio_sms", "address": number,
+                 "credentials": {"account_sid": "AC" + "1" * 32, "auth_token": AUTH_TOKEN}})
+    wa = admin(gw, "/v1/admin/tenants/%s/channels" % t["id"],
+               {"type": "twilio_whatsapp", "address": "+1666%07d" % (uuid.uuid4().int % 10 ** 7),
+                "credentials": {"account_sid": "AC" + "1" * 32, "auth_token": AUTH_TOKEN}})
+    return t["id"], sms["id"], number, wa["id"], wa["address"]
+
+
+def sms_params(sid, number, body):
+    return [("ToCountry", "US"), ("SmsMessageSid", sid), ("NumMedia", "0"), ("SmsSid", sid),
+            ("SmsStatus", "received"), ("Body", body), ("To", number), ("NumSegments", "1"),
+            ("MessageSid", sid), ("AccountSid", "AC" + "1" * 32), ("From", "+14155550123"), ("ApiVersion", "2010-04-01")]
+
+
+def test_sms(gw, ctx):
+    tid, cid, number, _, _ = ctx
+    sid = "SM" + uuid.uuid4().hex
+    body = "Héllo wörld 👋 — ça va?"
+    path = "/webhooks/twilio/%s" % cid
+    r = post(gw, path, sms_params(sid, number, body))
+    h.ok(r.status == 200 and r.header("content-type") == "text/xml" and b"<Response/>" in r.body,
+         "signed SMS webhook: 200 text/xml <Response/>", r)
+    h.ok(receipts(cid, "msg:" + sid) == "1", "the receipt was committed before the answer")
+    stored = sql("SELECT event->>'body' || '|' || (event->>'from') || '|' || (event->>'to') || '|' || tenant_id "
+                 "FROM webhook_receipts WHERE dedup_key = 'msg:%s'" % sid)
+    h.ok(stored == "%s|+14155550123|%s|%s" % (body, number, tid), "normalized event stored, Unicode intact", stored)
+    h.ok(sql("SELECT processed_at IS NULL FROM webhook_receipts WHERE dedup_key = 'msg:%s'" % sid) == "t",
+         "marked unprocessed, for routing")
+
+    r = post(gw, path, sms_params(sid, number, body))
+    h.ok(r.status == 200, "the same MessageSid again: 200", r)
+    h.ok(receipts(cid, "msg:" + sid) == "1", "and stored once")
+
+
+def test_whatsapp_mms(gw, ctx):
+    _, _, _, wid, waddr = ctx
+    sid = "MM" + uuid.uuid4().hex
+    params = [("MessageSid", sid), ("AccountSid", "AC" + "1" * 32), ("From", "whatsapp:+447700900123"),
+              ("To", "whatsapp:" + waddr), ("Body", "photo 📷"), ("NumMedia", "2"), ("ProfileName", "Zoë"),
+              ("WaId", "447700900123"),
+              ("MediaUrl0", "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/%s/Media/ME1" % sid),
+              ("MediaContentType0", "image/jpeg"),
+              ("MediaUrl1", "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/%s/Media/ME2" % sid),
+              ("MediaContentType1", "image/png")]
+    r = post(gw, "/webhooks/twilio/%s" % wid, params)
+    h.ok(r.status == 200, "signed WhatsApp MMS: 200", r)
+    ev = sql("SELECT event::text FROM webhook_receipts WHERE dedup_key = 'msg:%s'" % sid)
+    e = json.loads(ev) if ev else {}
+    h.ok(e.get("channel") == "twilio_whatsapp" and e.get("from") == "+447700900123" and
+         e.get("profile_name") == "Zoë" and len(e.get("media", [])) == 2 and
+         e["media"][1].get("content_type") == "image/png",
+         "WhatsApp prefix stripped, profile name and both media kept", ev)
+
+
+def test_status(gw, ctx):
+    _, cid, number, _, _ = ctx
+    sid = "SM" + uuid.uuid4().hex
+    path = "/webhooks/twilio/%s/status" % cid
+    for st in ("sent", "delivered", "delivered"):
+        params = [("MessageSid", sid), ("MessageStatus", st), ("AccountSid", "AC" + "1" * 32),
+                  ("From", number), ("To", "+14155550123"), ("ApiVersion", "2010-04-01")]
+        r = post(gw, path, params)
+        h.ok(r.status == 200, "status callback %s: 200" % st, r)
+    h.ok(receipts(cid, "status:%s:sent" % sid) == "1" and receipts(cid, "status:%s:delivered" % sid) == "1",
+         "one receipt per (message, status): the repeated 'delivered' stored once")
+    params = [("MessageSid", sid), ("MessageStatus", "failed"), ("ErrorCode", "30008"), ("From", number),
+              ("To", "+14155550123"), ("AccountSid", "AC" + "1" * 32)]
+    r = post(gw, path, params)
+    err = sql("SELECT event->>'error_code' FROM webhook_receipts WHERE dedup_key = 'status:%s:failed'" % sid)
+    h.ok(r.status == 200 and err == "30008", "a failed status keeps Twilio's error code", err)
+
+
+def test_refusals(gw, ctx):
+    _, cid, number, _, _ = ctx
+    path = "/webhooks/twilio/%s" % cid
+    before = receipts(cid)
+    sid = "SM" + uuid.uuid4().hex
+    p = sms_params(sid, number, "hi")
+    r = post(gw, path, p, signature=False)
+    h.ok(r.status == 403 and h.error_code(r) == "forbidden", "no signature: 403", r)
+    r = post(gw, path, p, signature=sign("http://127.0.0.1:%d%s" % (gw.port, path), p)[:-4] + "AAA=")
+    h.ok(r.status == 403, "wrong signature: 403", r)
+    tampered = [(k, "hacked" if k == "Body" else v) for k, v in p]
+    r = post(gw, path, tampered, signature=sign("http://127.0.0.1:%d%s" % (gw.port, path), p))
+    h.ok(r.status == 403, "a body altered after signing: 403", r)
+    r = post(gw, path, p, signature=sign("http://127.0.0.1:%d/webhooks/twilio/0" % gw.port, p))
+    h.ok(r.status == 403, "signed for another URL: 403", r)
+    h.ok(receipts(cid) == before, "nothing stored for any of them")
+
+    r = post(gw, "/webhooks/twilio/999999999", p)
+    h.ok(r.status == 404 and h.error_code(r) == "not_found", "unknown channel: 404", r)
+    r = post(gw, path, p, content_type="application/json", body=b"{}")
+    h.ok(r.status == 415, "JSON instead of a form: 415", r)
+    r = post(gw, path, [("Body", "x")], body=b"Body=%zz", signature="x")
+    h.ok(r.status == 400, "a malformed form: 400", r)
+    bad = [(k, v) for k, v in p if k != "From"]
+    r = post(gw, path, bad)
+    h.ok(r.status == 400 and b"From" in r.body, "a signed payload missing From: 400 naming it", r)
+    r = h.request(gw.port, "GET", path)
+    h.ok(r.status == 405, "GET on a webhook: 405", r)
+    h.ok(receipts(cid) == before, "still nothing stored")
+
+
+def test_db_down(gw, ctx):
+    _, cid, number, _, _ = ctx
+    sid = "SM" + uuid.uuid4().hex
+    try:
+        h.stack("down", "pg")
+        r = post(gw, "/webhooks/twilio/%s" % cid, sms_params(sid, number, "while down"))
+        h.ok(r is not None and r.status == 503, "PostgreSQL down: 503, so Twilio retries", r)
+    finally:
+        h.stack("up", "pg")
+    h.ok(h.wait_for(lambda: h.get(gw.port, "/readyz").status == 200, 15), "PostgreSQL back")
+    r = post(gw, "/webhooks/twilio/%s" % cid, sms_params(sid, number, "while down"))
+    h.ok(r.status == 200 and receipts(cid, "msg:" + sid) == "1", "the provider's retry is stored", r)
+
+
+def test_file():
+    with h.Gateway(master_key=MASTER_KEY) as gw:
+        ctx = setup(gw)
+        for t in (test_sms, test_whatsapp_mms, test_status, test_refusals, test_db_down):
+            h.subtest(t, gw, ctx)
+
+
+h.main(test_file)
