@@ -7,9 +7,11 @@
 #include "gateway/webhooks.h"
 
 #include "adapters/crypto.h"
+#include "adapters/meta.h"
 #include "adapters/pg.h"
 #include "adapters/twilio.h"
 #include "gateway/log.h"
+#include "proto/codec.h"
 #include "proto/err.h"
 #include "proto/event.h"
 #include "proto/form.h"
@@ -87,9 +89,12 @@ static void cache_put(sb_shard_t *s, channel_t *c)
     *slot = c;
 }
 
+static void apps_free(sb_shard_t *s);
+
 void sb_webhooks_shard_stop(sb_shard_t *s)
 {
     unsigned i = sb_shard_index(s);
+    apps_free(s);
     if (!caches[i])
         return;
     for (int b = 0; b < CACHE_BUCKETS; b++) {
@@ -305,10 +310,240 @@ static void twilio(sb_shard_t *s, sb_http_req_t *req, sb_str_t id_s, enum twilio
     }
 }
 
+
+/* ---- Meta ----------------------------------------------------------------------------------------------------- */
+
+/* Registered Meta apps, cached per shard like channels (there are few: a short list). */
+typedef struct app {
+    struct app *next;
+    char id[65];
+    char *secret;                                  /* opened app secret */
+    char verify_hash[SB_CRYPTO_KEY_HASH_LEN + 1];  /* SHA-256 hex of the verify token */
+    uint64_t expires;
+} app_t;
+
+static app_t *apps[SB_MAX_SHARDS];
+
+static void app_free(app_t *a)
+{
+    sb_crypto_wipe(a->secret, strlen(a->secret));
+    free(a->secret);
+    free(a);
+}
+
+static app_t *app_get(sb_shard_t *s, sb_str_t id)
+{
+    uint64_t now = uv_now(sb_shard_loop(s));
+    for (app_t **pp = &apps[sb_shard_index(s)]; *pp; pp = &(*pp)->next) {
+        app_t *a = *pp;
+        if (!sb_str_eq_cstr(id, a->id))
+            continue;
+        if (now < a->expires)
+            return a;
+        *pp = a->next;
+        app_free(a);
+        return NULL;
+    }
+    return NULL;
+}
+
+static void apps_free(sb_shard_t *s)
+{
+    while (apps[sb_shard_index(s)]) {
+        app_t *a = apps[sb_shard_index(s)];
+        apps[sb_shard_index(s)] = a->next;
+        app_free(a);
+    }
+}
+
+/* GET: the subscription handshake. The verify token is compared by its hash, as stored. */
+static void meta_challenge(sb_http_req_t *req, const app_t *a)
+{
+    sb_form_t q;
+    sb_form_init(&q);
+    const sb_form_pair_t *mode = NULL, *token = NULL, *challenge = NULL;
+    if (sb_form_parse(&q, sb_http_req_query(req)) == 0) {
+        mode = sb_form_find_cstr(&q, "hub.mode");
+        token = sb_form_find_cstr(&q, "hub.verify_token");
+        challenge = sb_form_find_cstr(&q, "hub.challenge");
+    }
+    char given[SB_CRYPTO_KEY_HASH_LEN + 1];
+    sb_crypto_key_hash(token ? token->value : SB_STR(""), given);
+    sb_str_t echo;
+    if (mode && token && challenge &&
+        sb_meta_verify_challenge(mode->value, sb_str_cstr(given), challenge->value, sb_str_cstr(a->verify_hash),
+                                 &echo) == 0)
+        sb_http_respond(req, 200, "text/plain", echo.p, echo.len);
+    else
+        sb_http_respond_error(req, 403, "forbidden", "verification failed");
+    sb_form_cleanup(&q);
+}
+
+typedef struct meta_batch {
+    sb_http_req_t *req;
+    int pending;
+    int failed;
+} meta_batch_t;
+
+static void meta_stored(void *arg, int err, const char *detail, const PGresult *res)
+{
+    meta_batch_t *b = arg;
+    (void)res;
+    if (err) {
+        sb_log_warn("webhook: Meta receipt not committed: %s", detail);
+        b->failed++;
+    }
+    if (--b->pending)
+        return;
+    if (b->failed)
+        sb_http_respond_error(b->req, 503, "unavailable", "the events could not be stored; retry");
+    else
+        sb_http_respond(b->req, 200, "text/plain", "EVENT_RECEIVED", 14);
+    free(b);
+}
+
+/* POST: every event of the body becomes a receipt of the channel its account routes to, in one loop turn's
+ * transaction; events for accounts no channel claims are dropped (Meta would retry them forever otherwise). */
+static void meta_events(sb_shard_t *s, sb_http_req_t *req, const app_t *a)
+{
+    sb_str_t body = sb_http_req_body(req), sig;
+    if (!sb_http_req_header(req, "x-hub-signature-256", &sig) ||
+        sb_sig_meta_verify(sb_str_cstr(a->secret), body, sig) != 0) {
+        sb_log_warn("webhook: bad or missing X-Hub-Signature-256 for Meta app %s", a->id);
+        sb_http_respond_error(req, 403, "forbidden", "X-Hub-Signature-256 missing or wrong");
+        return;
+    }
+    sb_event_list_t events = {0};
+    sb_meta_diag_t diag;
+    memset(&diag, 0, sizeof diag);
+    if (sb_meta_parse(body.p, body.len, &events, &diag) < 0) {
+        sb_http_respond_error(req, 400, "bad_request", diag.error[0] ? diag.error : "not a Meta webhook body");
+        return;
+    }
+    if (events.n == 0) {
+        sb_http_respond(req, 200, "text/plain", "EVENT_RECEIVED", 14);
+        return;
+    }
+    meta_batch_t *b = sb_calloc(1, sizeof *b);
+    b->req = req;
+    b->pending = (int)events.n + 1; /* +1 until every query is sent */
+    char *raw = sb_strndup(body.p, body.len);
+    for (size_t i = 0; i < events.n; i++) {
+        const sb_event_t *ev = &events.v[i];
+        sb_buf_t key;
+        sb_buf_init(&key);
+        if (ev->kind == SB_EV_STATUS)
+            sb_buf_printf(&key, "status:%s:%s", ev->provider_id, ev->status);
+        else
+            sb_buf_printf(&key, "msg:%s", ev->provider_id);
+        json_t *j = sb_event_json(ev);
+        char *event = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        const char *p[5] = {sb_channel_type_name(ev->channel), ev->account, sb_buf_cstr(&key), event, raw};
+        if (sb_pg_query(sb_shard_pg(s),
+                        "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw) "
+                        "SELECT r.tenant_id, r.channel_id, $3, $4::jsonb, $5 FROM channel_routes r "
+                        "WHERE r.type = $1 AND r.address = $2 "
+                        "ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING",
+                        5, p, SB_PG_RETRY, meta_stored, b) < 0)
+            meta_stored(b, SB_EUNAVAIL, "the database is not reachable", NULL);
+        free(event);
+        sb_buf_cleanup(&key);
+    }
+    free(raw);
+    sb_event_list_cleanup(&events);
+    meta_stored(b, 0, "", NULL); /* drop the sending guard */
+}
+
+typedef struct app_lookup {
+    sb_shard_t *s;
+    sb_http_req_t *req;
+    char id[65];
+} app_lookup_t;
+
+static void meta_dispatch(sb_shard_t *s, sb_http_req_t *req, const app_t *a)
+{
+    if (sb_http_req_method(req) == SB_HTTP_GET)
+        meta_challenge(req, a);
+    else
+        meta_events(s, req, a);
+}
+
+static void app_loaded(void *arg, int err, const char *detail, const PGresult *res)
+{
+    app_lookup_t *op = arg;
+    (void)detail;
+    sb_buf_t plain;
+    sb_buf_init(&plain);
+    char ad[80];
+    snprintf(ad, sizeof ad, "meta_app:%s", op->id);
+    app_t *a = NULL;
+    if (err) {
+        sb_http_respond_error(op->req, 503, "unavailable", "the database is not reachable; retry");
+    } else if (PQntuples(res) != 1) {
+        sb_http_respond_error(op->req, 404, "not_found", "no such Meta app");
+    } else if ((a = app_get(op->s, sb_str_cstr(op->id)))) {
+        meta_dispatch(op->s, op->req, a); /* loaded by another request meanwhile */
+    } else if (!cfg->has_master_key ||
+               sb_crypto_open(cfg->master_key, sb_str_cstr(PQgetvalue(res, 0, 0)), sb_str_cstr(ad), &plain) < 0) {
+        sb_log_error("webhook: Meta app %s: secret cannot be opened (master_key changed?)", op->id);
+        sb_http_respond_error(op->req, 503, "unavailable", "the app secret cannot be opened");
+    } else {
+        a = sb_calloc(1, sizeof *a);
+        snprintf(a->id, sizeof a->id, "%s", op->id);
+        a->secret = sb_strndup(plain.p, plain.len);
+        snprintf(a->verify_hash, sizeof a->verify_hash, "%s", PQgetvalue(res, 0, 1));
+        a->expires = uv_now(sb_shard_loop(op->s)) + CACHE_TTL_MS;
+        a->next = apps[sb_shard_index(op->s)];
+        apps[sb_shard_index(op->s)] = a;
+        meta_dispatch(op->s, op->req, a);
+    }
+    sb_crypto_buf_wipe(&plain);
+    free(op);
+}
+
+static void meta(sb_shard_t *s, sb_http_req_t *req, sb_str_t id)
+{
+    sb_http_method_t m = sb_http_req_method(req);
+    bool digits = id.len > 0 && id.len <= 64;
+    for (size_t i = 0; i < id.len && digits; i++)
+        digits = id.p[i] >= '0' && id.p[i] <= '9';
+    if (!digits) {
+        sb_http_respond_error(req, 404, "not_found", "no such Meta app");
+        return;
+    }
+    if (m != SB_HTTP_GET && m != SB_HTTP_POST) {
+        sb_http_respond_error(req, 405, "method_not_allowed", "Meta webhooks are GET (verification) and POST");
+        return;
+    }
+    app_t *a = app_get(s, id);
+    if (a) {
+        meta_dispatch(s, req, a);
+        return;
+    }
+    app_lookup_t *op = sb_calloc(1, sizeof *op);
+    op->s = s;
+    op->req = req;
+    memcpy(op->id, id.p, id.len);
+    const char *p[1] = {op->id};
+    if (sb_pg_query(sb_shard_pg(s), "SELECT app_secret_sealed, verify_token_hash FROM meta_apps WHERE app_id = $1",
+                    1, p, 0, app_loaded, op) < 0) {
+        free(op);
+        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
+    }
+}
+
 bool sb_webhooks_handle(sb_shard_t *s, sb_http_req_t *req)
 {
     sb_str_t path = sb_http_req_path(req);
-    static const sb_str_t prefix = {"/webhooks/twilio/", 17};
+    static const sb_str_t prefix = {"/webhooks/twilio/", 17}, meta_prefix = {"/webhooks/meta/", 15};
+    if (sb_str_has_prefix(path, meta_prefix)) {
+        sb_str_t id = sb_str(path.p + meta_prefix.len, path.len - meta_prefix.len);
+        if (memchr(id.p, '/', id.len))
+            return false;
+        meta(s, req, id);
+        return true;
+    }
     if (!sb_str_has_prefix(path, prefix))
         return false;
     sb_str_t rest = sb_str(path.p + prefix.len, path.len - prefix.len);

@@ -2,11 +2,18 @@
  *
  *   POST /webhooks/twilio/{channel_id}          inbound message   → 200 text/xml <Response/>
  *   POST /webhooks/twilio/{channel_id}/status   status callback   → 200
+ *   GET  /webhooks/meta/{app_id}                 subscription handshake → 200 with hub.challenge, or 403
+ *   POST /webhooks/meta/{app_id}                 WhatsApp Cloud / Messenger / Instagram events → 200
  *
  * 200 means the receipt is committed to PostgreSQL (group commit with the other requests of the loop turn); a
  * receipt that cannot be committed gets 503, so the provider retries. A repeated delivery (same MessageSid, or same
  * MessageSid and status) is recognised by the receipt's dedup key, answered 200 and stored once. Unknown channel:
  * 404; not a form: 415; malformed: 400; missing or wrong X-Twilio-Signature: 403, nothing stored.
+ *
+ * Meta posts all of an app's events to one URL; X-Hub-Signature-256 (HMAC-SHA256 of the raw body with the app
+ * secret) is checked first, then each event is stored on the channel whose type and address (phone_number_id, page
+ * id, Instagram account id) it names. Events for accounts no channel claims are dropped and still answered 200, or
+ * Meta would retry them forever.
  *
  * Receipts are committed with processed_at NULL: routing them to the tenant's session actor and the live inbox is
  * the next stage (and the sweeper's, for what a crash leaves behind). */

@@ -172,10 +172,97 @@ def test_db_down(gw, ctx):
     h.ok(r.status == 200 and receipts(cid, "msg:" + sid) == "1", "the provider's retry is stored", r)
 
 
+APP_SECRET = "meta-app-secret-" + uuid.uuid4().hex
+
+
+def meta_setup(gw, tid):
+    app = str(10 ** 14 + uuid.uuid4().int % 10 ** 14)
+    admin(gw, "/v1/admin/meta-apps", {"app_id": app, "app_secret": APP_SECRET, "verify_token": "verify-me"})
+    pnid = str(10 ** 14 + uuid.uuid4().int % 10 ** 14)
+    page = str(10 ** 14 + uuid.uuid4().int % 10 ** 14)
+    for typ, addr in (("meta_whatsapp", pnid), ("meta_messenger", page)):
+        admin(gw, "/v1/admin/tenants/%s/channels" % tid,
+              {"type": typ, "address": addr, "credentials": {"access_token": "EAAB" + uuid.uuid4().hex},
+               "meta_app_id": app})
+    return app, pnid, page
+
+
+def meta_post(gw, app, payload, secret=APP_SECRET, signature=None):
+    body = json.dumps(payload).encode()
+    sig = signature or "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": sig}
+    return h.request(gw.port, "POST", "/webhooks/meta/" + app, headers, body)
+
+
+def wa_payload(pnid, wamid, text):
+    # Shape from Meta's WhatsApp Cloud API webhook documentation (messages notification).
+    return {"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{
+        "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": pnid},
+            "contacts": [{"profile": {"name": "Zoë"}, "wa_id": "447700900123"}],
+            "messages": [{"from": "447700900123", "id": wamid, "timestamp": "1700000000",
+                          "type": "text", "text": {"body": text}}]}}]}]}
+
+
+def count_key(key):
+    return sql("SELECT count(*) FROM webhook_receipts WHERE dedup_key = '%s'" % key)
+
+
+def test_meta(gw, ctx):
+    tid = ctx[0]
+    app, pnid, page = meta_setup(gw, tid)
+
+    r = h.get(gw.port, "/webhooks/meta/%s?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444"
+              % app)
+    h.ok(r.status == 200 and r.body == b"1158201444", "verification GET with the right token echoes the challenge", r)
+    r = h.get(gw.port, "/webhooks/meta/%s?hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1" % app)
+    h.ok(r.status == 403, "wrong verify token: 403", r)
+    r = h.get(gw.port, "/webhooks/meta/99999?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1")
+    h.ok(r.status == 404, "unknown app: 404", r)
+
+    wamid = "wamid.HBgL" + uuid.uuid4().hex
+    text = "héllo from WhatsApp 🌍"
+    r = meta_post(gw, app, wa_payload(pnid, wamid, text))
+    h.ok(r.status == 200, "signed WhatsApp Cloud message: 200", r)
+    stored = sql("SELECT event->>'body' || '|' || (event->>'profile_name') || '|' || tenant_id FROM webhook_receipts "
+                 "WHERE dedup_key = 'msg:%s'" % wamid)
+    h.ok(stored == "%s|Zoë|%s" % (text, tid), "receipt stored on the channel of its phone_number_id", stored)
+    r = meta_post(gw, app, wa_payload(pnid, wamid, text))
+    h.ok(r.status == 200 and count_key("msg:" + wamid) == "1", "the same wamid again: 200, stored once", r)
+
+    other = "wamid.HBgL" + uuid.uuid4().hex
+    r = meta_post(gw, app, wa_payload(pnid, other, "x"), secret="wrong-secret")
+    h.ok(r.status == 403 and count_key("msg:" + other) == "0", "wrong X-Hub-Signature-256: 403, nothing stored", r)
+    r = meta_post(gw, app, wa_payload(pnid, other, "x"), signature="sha1=abc")
+    h.ok(r.status == 403, "malformed signature header: 403", r)
+    r = meta_post(gw, app, wa_payload("999000999", other, "x"))
+    h.ok(r.status == 200 and count_key("msg:" + other) == "0",
+         "an account no channel claims: 200 (so Meta stops retrying), nothing stored", r)
+    r = meta_post(gw, app, {"entry": []})
+    h.ok(r.status == 400, "not a Meta webhook body: 400", r)
+
+    status = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550783881", "phone_number_id": pnid},
+        "statuses": [{"id": wamid, "status": "delivered", "timestamp": "1700000100",
+                      "recipient_id": "447700900123"}]}}]}]}
+    r = meta_post(gw, app, status)
+    h.ok(r.status == 200 and count_key("status:%s:delivered" % wamid) == "1", "WhatsApp status stored", r)
+
+    mid = "m_" + uuid.uuid4().hex
+    # Shape from Meta's Messenger Platform webhook documentation (messages event).
+    messenger = {"object": "page", "entry": [{"id": page, "time": 1700000000000, "messaging": [{
+        "sender": {"id": "6000000000000001"}, "recipient": {"id": page}, "timestamp": 1700000000123,
+        "message": {"mid": mid, "text": "hi from Messenger"}}]}]}
+    r = meta_post(gw, app, messenger)
+    ch = sql("SELECT event->>'channel' FROM webhook_receipts WHERE dedup_key = 'msg:%s'" % mid)
+    h.ok(r.status == 200 and ch == "meta_messenger", "Messenger message stored on the page's channel", ch)
+
+
 def test_file():
     with h.Gateway(master_key=MASTER_KEY) as gw:
         ctx = setup(gw)
-        for t in (test_sms, test_whatsapp_mms, test_status, test_refusals, test_db_down):
+        for t in (test_sms, test_whatsapp_mms, test_status, test_refusals, test_meta, test_db_down):
             h.subtest(t, gw, ctx)
 
 
