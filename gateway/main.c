@@ -8,6 +8,7 @@
 #include "adapters/http_server.h"
 #include "gateway/admin.h"
 #include "gateway/config.h"
+#include "gateway/inbound.h"
 #include "gateway/console.h"
 #include "gateway/log.h"
 #include "gateway/routes.h"
@@ -56,6 +57,7 @@ static int front_start(sb_shard_t *s, void *arg)
     int rc = sb_http_server_create(sb_shard_loop(s), &ho, &f->http);
     if (rc < 0)
         return rc;
+    sb_inbound_shard_start(s);
     if (sb_shard_index(s) == 0) {
         sb_console_opts_t co = {
             .host = cfg.admin_listen.host,
@@ -100,6 +102,7 @@ static void front_stop(sb_shard_t *s, void *arg)
     sb_http_server_close(f->http);
     f->http = NULL;
     sb_webhooks_shard_stop(s);
+    sb_inbound_shard_stop(s);
 }
 
 static void front_finish(sb_shard_t *s, void *arg)
@@ -215,6 +218,7 @@ int main(int argc, char **argv)
 
     sb_admin_init(&cfg);
     sb_webhooks_init(&cfg);
+    sb_inbound_init(&cfg);
     sb_shards_opts_t so = {
         .count = (unsigned)cfg.shards,
         .redis_host = cfg.redis.host,

@@ -5,6 +5,7 @@
  *   GET /metrics   Prometheus text, every shard's figures
  *   /v1/admin/...  the admin REST API (gateway/admin)
  *   /webhooks/...  provider webhooks (gateway/webhooks)
+ *   /v1/...        the tenant REST API (gateway/api)
  * HEAD is answered wherever GET is. Anything else: 404 not_found, or 405 method_not_allowed on a known path. */
 #ifndef SB_ROUTES_H
 #define SB_ROUTES_H

@@ -10,6 +10,7 @@
 #include "adapters/meta.h"
 #include "adapters/pg.h"
 #include "adapters/twilio.h"
+#include "gateway/inbound.h"
 #include "gateway/log.h"
 #include "proto/codec.h"
 #include "proto/err.h"
@@ -111,16 +112,25 @@ void sb_webhooks_shard_stop(sb_shard_t *s)
 
 static const char twiml_ok[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
 
+/* Hands every receipt a committed INSERT ... RETURNING tenant_id, channel_id, id returned to its session actor
+ * (a duplicate returns no row: it was routed the first time). */
+static void route_rows(const PGresult *res)
+{
+    for (int i = 0; res && i < PQntuples(res); i++)
+        sb_inbound_route(strtoll(PQgetvalue(res, i, 0), NULL, 10), strtoll(PQgetvalue(res, i, 1), NULL, 10),
+                         strtoll(PQgetvalue(res, i, 2), NULL, 10));
+}
+
 static void receipt_committed(void *arg, int err, const char *detail, const PGresult *res)
 {
     sb_http_req_t *req = arg;
-    (void)res;
     if (err) {
         sb_log_warn("webhook: receipt not committed: %s", detail);
         sb_http_respond_error(req, 503, "unavailable", "the event could not be stored; retry");
         return;
     }
     sb_http_respond(req, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
+    route_rows(res);
 }
 
 static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch, const sb_event_t *ev)
@@ -141,7 +151,8 @@ static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch
     const char *p[5] = {ch->tenant, id, sb_buf_cstr(&key), event, raw};
     if (sb_pg_query(sb_shard_pg(s),
                     "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw) "
-                    "VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING",
+                    "VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING "
+                    "RETURNING tenant_id, channel_id, id",
                     5, p, SB_PG_RETRY, receipt_committed, req) < 0)
         sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
     free(raw);
@@ -388,7 +399,8 @@ typedef struct meta_batch {
 static void meta_stored(void *arg, int err, const char *detail, const PGresult *res)
 {
     meta_batch_t *b = arg;
-    (void)res;
+    if (!err)
+        route_rows(res);
     if (err) {
         sb_log_warn("webhook: Meta receipt not committed: %s", detail);
         b->failed++;
@@ -444,7 +456,8 @@ static void meta_events(sb_shard_t *s, sb_http_req_t *req, const app_t *a)
                         "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw) "
                         "SELECT r.tenant_id, r.channel_id, $3, $4::jsonb, $5 FROM channel_routes r "
                         "WHERE r.type = $1 AND r.address = $2 "
-                        "ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING",
+                        "ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING "
+                        "RETURNING tenant_id, channel_id, id",
                         5, p, SB_PG_RETRY, meta_stored, b) < 0)
             meta_stored(b, SB_EUNAVAIL, "the database is not reachable", NULL);
         free(event);

@@ -1,0 +1,47 @@
+/* The session actor: one per tenant channel account, the owner of the order of what happens on it.
+ *
+ * Inbound, it receives the ids of committed webhook receipts and applies them to the conversation state one at a
+ * time, in arrival order, through its port: the port assigns the conversation, the order inside it and the tenant's
+ * inbox cursor, stores the message and its inbox event, and marks the receipt processed — durably, in one
+ * transaction — then reports back. Only then does the actor apply the next receipt, so two events of one channel
+ * never race for a sequence number. A receipt that fails to apply (database away) is left unprocessed: the sweeper
+ * hands it back later, and applying is idempotent (an already processed receipt changes nothing).
+ *
+ * The actor reaches the outside only through sb_session_port_t, so it is tested with a fake. */
+#ifndef SB_SESSION_H
+#define SB_SESSION_H
+
+#include "actors/actor.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum {
+    SB_SESSION_RECEIPT = 1, /* payload: sb_session_receipt_t */
+    SB_SESSION_APPLIED = 2, /* internal: the port finished the current receipt; payload: int err */
+};
+
+typedef struct sb_session_receipt {
+    int64_t receipt_id;
+} sb_session_receipt_t;
+
+/* done(arg, err) must be called exactly once, on the actor's shard thread, when apply returned 0. */
+typedef void (*sb_session_done_fn)(void *arg, int err);
+
+typedef struct sb_session_port {
+    void *ctx;
+    /* Applies receipt receipt_id of (tenant, channel). Returns 0 (done will be called) or a negative code (it will
+     * not; the receipt stays for the sweeper). */
+    int (*apply)(void *ctx, int64_t tenant, int64_t channel, int64_t receipt_id, sb_session_done_fn done,
+                 void *arg);
+} sb_session_port_t;
+
+/* The spawn argument (borrowed by the actor for its whole life). */
+typedef struct sb_session_args {
+    int64_t tenant, channel;
+    const sb_session_port_t *port;
+} sb_session_args_t;
+
+extern const sb_actor_kind_t sb_session_kind;
+
+#endif

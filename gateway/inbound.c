@@ -1,0 +1,255 @@
+/* Routing, applying and sweeping receipts; see inbound.h. */
+#include "gateway/inbound.h"
+
+#include "actors/session.h"
+#include "adapters/pg.h"
+#include "gateway/log.h"
+#include "proto/err.h"
+#include "proto/mem.h"
+#include "shards/placement.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define REGISTRY_BUCKETS 1024
+#define SWEEP_FIRST_MS 1000
+#define SWEEP_EVERY_MS 5000
+
+static const sb_config_t *cfg;
+
+void sb_inbound_init(const sb_config_t *c)
+{
+    cfg = c;
+}
+
+/* ---- the port: one statement applies one receipt -------------------------------------------------------------- */
+
+/* $1 tenant, $2 receipt, $3 channel. Every branch hangs off `r`, which is empty when the receipt was processed
+ * already, so applying twice changes nothing. Messages take the conversation's next seq; every event takes the
+ * tenant's next cursor (the tenant row is updated once, by the number of events). */
+static const char apply_sql[] =
+    "WITH r AS ("
+    "  UPDATE webhook_receipts SET processed_at = now()"
+    "  WHERE tenant_id = $1 AND id = $2 AND processed_at IS NULL RETURNING event),"
+    " ct AS ("
+    "  INSERT INTO contacts AS c (tenant_id, channel_id, address, profile_name)"
+    "  SELECT $1, $3, r.event->>'from', r.event->>'profile_name' FROM r WHERE r.event->>'kind' = 'message'"
+    "  ON CONFLICT (tenant_id, channel_id, address) DO UPDATE"
+    "  SET profile_name = coalesce(EXCLUDED.profile_name, c.profile_name), updated_at = now() RETURNING id),"
+    " cv AS ("
+    "  INSERT INTO conversations AS v (tenant_id, channel_id, contact_id, last_seq, last_message_at)"
+    "  SELECT $1, $3, ct.id, 1, now() FROM ct"
+    "  ON CONFLICT (tenant_id, channel_id, contact_id) DO UPDATE"
+    "  SET last_seq = v.last_seq + 1, last_message_at = now() RETURNING id, last_seq),"
+    " m AS ("
+    "  INSERT INTO messages (tenant_id, conversation_id, channel_id, seq, direction, sender, recipient, body, media,"
+    "                        provider_id, status)"
+    "  SELECT $1, cv.id, $3, cv.last_seq, 'in', r.event->>'from', coalesce(r.event->>'to', ''),"
+    "         coalesce(r.event->>'body', ''), coalesce(r.event->'media', '[]'::jsonb), r.event->>'provider_id',"
+    "         'received'"
+    "  FROM cv, r"
+    "  ON CONFLICT (tenant_id, channel_id, provider_id) DO NOTHING"
+    "  RETURNING id, conversation_id, sender, recipient, body, media, provider_id, created_at),"
+    " su AS ("
+    "  UPDATE messages AS x SET status = r.event->>'status', error_code = r.event->>'error_code',"
+    "         error_message = r.event->>'error_message', updated_at = now()"
+    "  FROM r WHERE r.event->>'kind' = 'status' AND x.tenant_id = $1 AND x.channel_id = $3"
+    "  AND x.provider_id = r.event->>'provider_id'"
+    "  RETURNING x.id, x.status, x.error_code, x.error_message),"
+    " sh AS ("
+    "  INSERT INTO message_status_history (tenant_id, message_id, status, error_code, error_message)"
+    "  SELECT $1, su.id, su.status, su.error_code, su.error_message FROM su),"
+    " ev AS ("
+    "  SELECT 1 AS n, 'message.created' AS type, jsonb_build_object('id', m.id::text, 'conversation_id',"
+    "         m.conversation_id::text, 'channel_id', $3::text, 'direction', 'in', 'from', m.sender, 'to',"
+    "         m.recipient, 'body', m.body, 'media', m.media, 'provider_id', m.provider_id, 'created_at',"
+    "         m.created_at) AS data FROM m"
+    "  UNION ALL"
+    "  SELECT 1, 'message.status', jsonb_strip_nulls(jsonb_build_object('id', su.id::text, 'status', su.status,"
+    "         'error', CASE WHEN su.error_code IS NULL THEN NULL"
+    "                  ELSE jsonb_build_object('code', su.error_code, 'message', su.error_message) END)) FROM su),"
+    " cur AS ("
+    "  UPDATE tenants SET inbox_cursor = inbox_cursor + (SELECT count(*) FROM ev)"
+    "  WHERE id = $1 AND EXISTS (SELECT 1 FROM ev) RETURNING inbox_cursor)"
+    " INSERT INTO inbox_events (tenant_id, cursor, type, data)"
+    " SELECT $1, cur.inbox_cursor - (SELECT count(*) FROM ev) + row_number() OVER (), ev.type, ev.data"
+    " FROM cur, ev RETURNING cursor";
+
+typedef struct apply_op {
+    sb_session_done_fn done;
+    void *arg;
+    int64_t receipt_id;
+} apply_op_t;
+
+static void applied(void *arg, int err, const char *detail, const PGresult *res)
+{
+    apply_op_t *op = arg;
+    (void)res;
+    if (err)
+        sb_log_warn("inbound: receipt %lld not applied (the sweeper will retry): %s", (long long)op->receipt_id,
+                    detail);
+    op->done(op->arg, err);
+    free(op);
+}
+
+static int port_apply(void *ctx, int64_t tenant, int64_t channel, int64_t receipt_id, sb_session_done_fn done,
+                      void *arg)
+{
+    (void)ctx;
+    sb_shard_t *s = sb_shard_self();
+    char t[24], r[24], c[24];
+    snprintf(t, sizeof t, "%lld", (long long)tenant);
+    snprintf(r, sizeof r, "%lld", (long long)receipt_id);
+    snprintf(c, sizeof c, "%lld", (long long)channel);
+    const char *p[3] = {t, r, c};
+    apply_op_t *op = sb_malloc(sizeof *op);
+    op->done = done;
+    op->arg = arg;
+    op->receipt_id = receipt_id;
+    int rc = s ? sb_pg_query(sb_shard_pg(s), apply_sql, 3, p, SB_PG_RETRY, applied, op) : SB_EUNAVAIL;
+    if (rc < 0)
+        free(op);
+    return rc;
+}
+
+static const sb_session_port_t port = {.ctx = NULL, .apply = port_apply};
+
+/* ---- the per-shard registry of session actors ----------------------------------------------------------------- */
+
+typedef struct entry {
+    struct entry *next;
+    sb_session_args_t args; /* the actor borrows it: freed only when the shard stops */
+    sb_actor_id_t id;
+} entry_t;
+
+typedef struct registry {
+    entry_t *buckets[REGISTRY_BUCKETS];
+    uv_timer_t *sweeper;
+} registry_t;
+
+static registry_t *registries[SB_MAX_SHARDS]; /* each touched only by its own shard's thread */
+
+static registry_t *registry_of(sb_shard_t *s)
+{
+    unsigned i = sb_shard_index(s);
+    if (!registries[i])
+        registries[i] = sb_calloc(1, sizeof *registries[i]);
+    return registries[i];
+}
+
+/* The session actor of (tenant, channel) on this shard, spawned on first use (or again if it stopped). */
+static sb_actor_id_t session_of(sb_shard_t *s, int64_t tenant, int64_t channel)
+{
+    registry_t *reg = registry_of(s);
+    uint64_t h = (uint64_t)tenant * 0x9E3779B97F4A7C15ull ^ (uint64_t)channel;
+    entry_t **slot = &reg->buckets[h % REGISTRY_BUCKETS], *e;
+    sb_actor_info_t info;
+    for (e = *slot; e; e = e->next)
+        if (e->args.tenant == tenant && e->args.channel == channel)
+            break;
+    if (e && sb_rt_actor_info(sb_shard_rt(s), e->id, &info) == 0)
+        return e->id;
+    if (!e) {
+        e = sb_calloc(1, sizeof *e);
+        e->args.tenant = tenant;
+        e->args.channel = channel;
+        e->args.port = &port;
+        e->next = *slot;
+        *slot = e;
+    }
+    if (sb_shard_spawn(s, &sb_session_kind, &e->args, &e->id) < 0)
+        e->id = 0;
+    return e->id;
+}
+
+typedef struct route {
+    int64_t tenant, channel, receipt_id;
+} route_t;
+
+static void route_on_owner(sb_shard_t *s, void *arg)
+{
+    route_t *r = arg;
+    sb_actor_id_t id = session_of(s, r->tenant, r->channel);
+    sb_session_receipt_t m = {r->receipt_id};
+    if (!id || sb_rt_send(sb_shard_rt(s), 0, id, SB_SESSION_RECEIPT, &m, sizeof m) < 0)
+        sb_log_warn("inbound: receipt %lld not routed (the sweeper will retry)", (long long)r->receipt_id);
+    free(r);
+}
+
+void sb_inbound_route(int64_t tenant, int64_t channel, int64_t receipt_id)
+{
+    char t[24];
+    int n = snprintf(t, sizeof t, "%lld", (long long)tenant);
+    uint32_t slot = sb_place_slot(sb_str(t, (size_t)n), (uint32_t)cfg->slots);
+    route_t *r = sb_malloc(sizeof *r);
+    r->tenant = tenant;
+    r->channel = channel;
+    r->receipt_id = receipt_id;
+    if (sb_shard_exec(sb_place_shard(slot, sb_shards_count()), route_on_owner, r) < 0) {
+        free(r); /* shutting down: the sweeper picks it up after the restart */
+    }
+}
+
+/* ---- the sweeper ---------------------------------------------------------------------------------------------- */
+
+static void swept(void *arg, int err, const char *detail, const PGresult *res)
+{
+    (void)arg;
+    if (err) {
+        sb_log_debug("inbound: sweep skipped: %s", detail);
+        return;
+    }
+    int n = PQntuples(res);
+    for (int i = 0; i < n; i++)
+        sb_inbound_route(strtoll(PQgetvalue(res, i, 0), NULL, 10), strtoll(PQgetvalue(res, i, 1), NULL, 10),
+                         strtoll(PQgetvalue(res, i, 2), NULL, 10));
+    if (n)
+        sb_log_info("inbound: sweeper re-routed %d unprocessed receipt(s)", n);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    sb_shard_t *s = t->data;
+    if (!sb_pg_connected(sb_shard_pg(s)))
+        return;
+    /* Older than a few seconds: younger ones are most likely on their way through an actor right now. */
+    sb_pg_query(sb_shard_pg(s),
+                "SELECT tenant_id, channel_id, id FROM webhook_receipts WHERE processed_at IS NULL"
+                " AND received_at < now() - interval '3 seconds' ORDER BY received_at LIMIT 1000",
+                0, NULL, 0, swept, NULL);
+}
+
+void sb_inbound_shard_start(sb_shard_t *s)
+{
+    if (sb_shard_index(s) != 0)
+        return;
+    registry_t *reg = registry_of(s);
+    reg->sweeper = sb_malloc(sizeof *reg->sweeper);
+    uv_timer_init(sb_shard_loop(s), reg->sweeper);
+    reg->sweeper->data = s;
+    uv_timer_start(reg->sweeper, on_sweep, SWEEP_FIRST_MS, SWEEP_EVERY_MS);
+}
+
+static void sweeper_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+void sb_inbound_shard_stop(sb_shard_t *s)
+{
+    registry_t *reg = registries[sb_shard_index(s)];
+    if (!reg)
+        return;
+    if (reg->sweeper)
+        uv_close((uv_handle_t *)reg->sweeper, sweeper_closed);
+    /* Actors borrow their entry's args, but a stopped shard runs no handler again (its runner is stopped before this
+     * hook), and an actor's stop() does not read them: the entries can go now. */
+    for (int b = 0; b < REGISTRY_BUCKETS; b++) {
+        while (reg->buckets[b]) {
+            entry_t *e = reg->buckets[b];
+            reg->buckets[b] = e->next;
+            free(e);
+        }
+    }
+    sb_free(registries[sb_shard_index(s)]);
+}

@@ -1,0 +1,134 @@
+/* Unit tests of the session actor (actors/session.c) with a fake port: receipts are applied one at a time, in
+ * arrival order, the next only after the previous completed; a failed or refused apply does not stall the rest;
+ * stopping frees what waits. */
+#include "actors/session.h"
+#include "proto/err.h"
+#include "tests/tap.h"
+
+#include <stdlib.h>
+
+typedef struct fake {
+    int64_t order[64];
+    int n;
+    int in_flight, max_in_flight;
+    sb_session_done_fn done;
+    void *arg;
+    int refuse_id; /* apply returns an error for this receipt */
+} fake_t;
+
+static int fake_apply(void *ctx, int64_t tenant, int64_t channel, int64_t receipt_id, sb_session_done_fn done,
+                      void *arg)
+{
+    fake_t *f = ctx;
+    if (tenant != 7 || channel != 9)
+        return SB_EINVAL;
+    if (receipt_id == f->refuse_id)
+        return SB_EUNAVAIL;
+    f->order[f->n++] = receipt_id;
+    f->in_flight++;
+    if (f->in_flight > f->max_in_flight)
+        f->max_in_flight = f->in_flight;
+    f->done = done;
+    f->arg = arg;
+    return 0;
+}
+
+/* Completes the apply in flight, as the database would later. */
+static void complete(fake_t *f, int err)
+{
+    f->in_flight--;
+    sb_session_done_fn d = f->done;
+    f->done = NULL;
+    d(f->arg, err);
+}
+
+static void run(sb_rt_t *rt)
+{
+    while (sb_rt_has_work(rt))
+        sb_rt_run(rt, 100);
+}
+
+static void send_receipt(sb_rt_t *rt, sb_actor_id_t id, int64_t r)
+{
+    sb_session_receipt_t m = {r};
+    sb_rt_send(rt, 0, id, SB_SESSION_RECEIPT, &m, sizeof m);
+}
+
+TEST(one_at_a_time_in_order)
+{
+    fake_t f = {.refuse_id = -1};
+    sb_session_port_t port = {.ctx = &f, .apply = fake_apply};
+    sb_session_args_t args = {.tenant = 7, .channel = 9, .port = &port};
+    sb_rt_t *rt = sb_rt_create(0, NULL);
+    sb_actor_id_t id;
+    is_int(sb_rt_spawn(rt, &sb_session_kind, &args, &id), 0, "spawn");
+    for (int i = 1; i <= 5; i++)
+        send_receipt(rt, id, i);
+    run(rt);
+    is_int(f.n, 1, "only the first receipt is applied while it is in flight");
+    for (int i = 0; i < 5; i++) {
+        complete(&f, i == 2 ? SB_EUNAVAIL : 0); /* the third fails: the rest must go on */
+        run(rt);
+    }
+    is_int(f.n, 5, "all five applied");
+    int in_order = 1;
+    for (int i = 0; i < f.n; i++)
+        in_order &= f.order[i] == i + 1;
+    ok(in_order, "in arrival order");
+    is_int(f.max_in_flight, 1, "never two at once");
+    sb_rt_destroy(rt);
+}
+
+TEST(refused_does_not_stall)
+{
+    fake_t f = {.refuse_id = 2};
+    sb_session_port_t port = {.ctx = &f, .apply = fake_apply};
+    sb_session_args_t args = {.tenant = 7, .channel = 9, .port = &port};
+    sb_rt_t *rt = sb_rt_create(0, NULL);
+    sb_actor_id_t id;
+    sb_rt_spawn(rt, &sb_session_kind, &args, &id);
+    send_receipt(rt, id, 1);
+    send_receipt(rt, id, 2);
+    send_receipt(rt, id, 3);
+    run(rt);
+    complete(&f, 0);
+    run(rt);
+    is_int(f.n, 2, "a refused apply is skipped (left for the sweeper)");
+    is_int(f.order[1], 3, "and the next one applied");
+    sb_rt_send(rt, 0, id, SB_SESSION_RECEIPT, "x", 1);
+    run(rt);
+    sb_rt_stats_t st;
+    sb_rt_get_stats(rt, &st);
+    is_int(st.restarts, 0, "a malformed message is dropped, not a crash");
+    complete(&f, 0);
+    run(rt);
+    sb_rt_destroy(rt);
+}
+
+TEST(stop_frees_waiting)
+{
+    fake_t f = {.refuse_id = -1};
+    sb_session_port_t port = {.ctx = &f, .apply = fake_apply};
+    sb_session_args_t args = {.tenant = 7, .channel = 9, .port = &port};
+    sb_rt_t *rt = sb_rt_create(0, NULL);
+    sb_actor_id_t id;
+    sb_rt_spawn(rt, &sb_session_kind, &args, &id);
+    for (int i = 1; i <= 10; i++)
+        send_receipt(rt, id, i);
+    run(rt);
+    is_int(sb_rt_kill(rt, id), 0, "kill with nine receipts waiting");
+    complete(&f, 0); /* the apply in flight finishes after the actor is gone */
+    run(rt);
+    sb_rt_stats_t st;
+    sb_rt_get_stats(rt, &st);
+    is_int(st.actors, 0, "actor gone; its completion was a dead letter, no crash");
+    sb_rt_destroy(rt);
+}
+
+int main(void)
+{
+    RUN(one_at_a_time_in_order);
+    RUN(refused_does_not_stall);
+    RUN(stop_frees_waiting);
+    return tap_done();
+}
