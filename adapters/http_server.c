@@ -45,6 +45,7 @@ struct sb_http_req {
     sb_str_t body;
     sb_buf_t chunked_body; /* decoded chunked body */
     sb_buf_t orphan;       /* the input buffer, taken over when the connection closed first */
+    void *user;            /* the handler's */
     bool dispatched, answered;
 };
 
@@ -211,6 +212,8 @@ sb_str_t sb_http_req_path(const sb_http_req_t *req) { return req->head.path; }
 sb_str_t sb_http_req_query(const sb_http_req_t *req) { return req->head.query; }
 sb_str_t sb_http_req_target(const sb_http_req_t *req) { return req->head.target; }
 sb_str_t sb_http_req_body(const sb_http_req_t *req) { return req->body; }
+void *sb_http_req_user(const sb_http_req_t *req) { return req->user; }
+void sb_http_req_set_user(sb_http_req_t *req, void *user) { req->user = user; }
 
 bool sb_http_req_header(const sb_http_req_t *req, const char *name, sb_str_t *out)
 {

@@ -68,6 +68,10 @@ sb_str_t sb_http_req_body(const sb_http_req_t *req);
 /* Finds a request header by name, case-insensitively. The view is valid until the request is answered. */
 bool sb_http_req_header(const sb_http_req_t *req, const char *name, sb_str_t *out);
 
+/* A pointer the handler may keep with the request until it answers (NULL at first). */
+void *sb_http_req_user(const sb_http_req_t *req);
+void sb_http_req_set_user(sb_http_req_t *req, void *user);
+
 /* Answers the request (copies body). Call exactly once per request. */
 void sb_http_respond(sb_http_req_t *req, int status, const char *content_type, const void *body, size_t len);
 /* Answers {"error":{"code":code,"message":message}} with the given status. */

@@ -7,12 +7,33 @@
 
 #include "adapters/crypto.h"
 #include "adapters/pg.h"
+#include "proto/digest.h"
 #include "proto/err.h"
 #include "proto/form.h"
+#include "proto/jwt.h"
 #include "proto/mem.h"
 
+#include <jansson.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#define TOKEN_TTL_DEFAULT 3600
+#define TOKEN_TTL_MAX 86400
+
+static const sb_config_t *cfg;
+static unsigned char jwt_key[SB_DIGEST_SHA256_LEN]; /* HMAC(master_key, purpose): never the master key itself */
+static bool have_jwt_key;
+
+void sb_api_init(const sb_config_t *c)
+{
+    cfg = c;
+    have_jwt_key = c->has_master_key;
+    if (have_jwt_key)
+        sb_digest_hmac_sha256(sb_str((const char *)c->master_key, sizeof c->master_key),
+                              SB_STR("switchboard/inbox-token/v1"), jwt_key);
+}
 
 typedef void (*authed_fn)(sb_shard_t *s, sb_http_req_t *req, const char *tenant);
 
@@ -35,8 +56,9 @@ static void key_looked_up(void *arg, int err, const char *detail, const PGresult
     free(op);
 }
 
-/* Authenticates the request, then calls next with its tenant; or answers 401/503. */
-static void authenticate(sb_shard_t *s, sb_http_req_t *req, authed_fn next)
+/* Authenticates the request, then calls next with its tenant; or answers 401/503. A token (a JWT: it has dots)
+ * is verified here and now; an API key is looked up. */
+static void authenticate(sb_shard_t *s, sb_http_req_t *req, authed_fn next, bool key_only)
 {
     sb_str_t h;
     if (!sb_http_req_header(req, "authorization", &h) || !sb_str_has_prefix(h, SB_STR("Bearer "))) {
@@ -44,6 +66,22 @@ static void authenticate(sb_shard_t *s, sb_http_req_t *req, authed_fn next)
         return;
     }
     sb_str_t key = sb_str(h.p + 7, h.len - 7);
+    if (memchr(key.p, '.', key.len)) {
+        sb_jwt_claims_t claims;
+        int rc = key_only ? SB_EACCES
+                 : !have_jwt_key
+                     ? SB_EUNAVAIL
+                     : sb_jwt_verify(key, sb_str((const char *)jwt_key, sizeof jwt_key), (int64_t)time(NULL), &claims);
+        if (rc == 0)
+            next(s, req, claims.tenant);
+        else if (key_only)
+            sb_http_respond_error(req, 401, "unauthorized", "this call takes an API key, not a token");
+        else if (rc == SB_EUNAVAIL)
+            sb_http_respond_error(req, 401, "unauthorized", "tokens are not available: no master_key configured");
+        else
+            sb_http_respond_error(req, 401, sb_jwt_error_code(rc), sb_jwt_strerror(rc));
+        return;
+    }
     if (!sb_crypto_key_well_formed(key)) {
         sb_http_respond_error(req, 401, "unauthorized", "unknown or revoked API key");
         return;
@@ -147,15 +185,252 @@ out:
     sb_form_cleanup(&q);
 }
 
+/* ---- GET /v1/conversations, /v1/conversations/{id}/messages, /v1/messages/{id} -------------------------------- */
+
+/* Answers {key:[rows]} where the query returned one column of JSON text per row (built by PostgreSQL). */
+static void json_rows(void *arg, int err, const char *detail, const PGresult *res, const char *key)
+{
+    sb_http_req_t *req = arg;
+    (void)detail;
+    if (err) {
+        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
+        return;
+    }
+    sb_buf_t b;
+    sb_buf_init(&b);
+    sb_buf_printf(&b, "{\"%s\":[", key);
+    for (int i = 0; i < PQntuples(res); i++)
+        sb_buf_printf(&b, "%s%s", i ? "," : "", PQgetvalue(res, i, 0));
+    sb_buf_puts(&b, "]}\n");
+    sb_http_respond(req, 200, "application/json", b.p, b.len);
+    sb_buf_cleanup(&b);
+}
+
+static void conversations_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    json_rows(arg, err, detail, res, "conversations");
+}
+
+static void messages_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    json_rows(arg, err, detail, res, "messages");
+}
+
+/* Reads before/limit from the query into text parameters. Answers 400 and returns false when bad. */
+static bool page_params(sb_http_req_t *req, char before[24], char limit[24])
+{
+    sb_form_t q;
+    sb_form_init(&q);
+    long long b = 0, l = 0;
+    bool ok = sb_form_parse(&q, sb_http_req_query(req)) == 0;
+    if (!ok)
+        sb_http_respond_error(req, 400, "bad_request", "malformed query string");
+    ok = ok && query_int(req, &q, "before", 0, INT64_MAX, &b) && query_int(req, &q, "limit", 50, 1000, &l);
+    sb_form_cleanup(&q);
+    snprintf(before, 24, "%lld", b ? b : INT64_MAX);
+    snprintf(limit, 24, "%lld", l ? l : 50);
+    return ok;
+}
+
+static void get_conversations(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+{
+    char before[24], limit[24];
+    if (!page_params(req, before, limit))
+        return;
+    const char *p[3] = {tenant, before, limit};
+    if (sb_pg_query(sb_shard_pg(s),
+                    "SELECT json_build_object('id', v.id::text, 'channel_id', v.channel_id::text, 'contact',"
+                    " json_build_object('id', c.id::text, 'address', c.address, 'profile_name', c.profile_name),"
+                    " 'last_seq', v.last_seq, 'last_message_at', v.last_message_at, 'created_at', v.created_at)::text"
+                    " FROM conversations v JOIN contacts c ON c.tenant_id = v.tenant_id AND c.id = v.contact_id"
+                    " WHERE v.tenant_id = $1 AND v.id < $2 ORDER BY v.id DESC LIMIT $3",
+                    3, p, 0, conversations_read, req) < 0)
+        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
+}
+
+#define MESSAGE_JSON                                                                                               \
+    "json_build_object('id', m.id::text, 'conversation_id', m.conversation_id::text, 'channel_id',"             \
+    " m.channel_id::text, 'seq', m.seq, 'direction', m.direction, 'from', m.sender, 'to', m.recipient, 'body',"   \
+    " m.body, 'media', m.media, 'provider_id', m.provider_id, 'status', m.status, 'error_code', m.error_code,"     \
+    " 'error_message', m.error_message, 'created_at', m.created_at, 'updated_at', m.updated_at"
+
+typedef struct conv_op {
+    sb_shard_t *s;
+    sb_http_req_t *req;
+    char tenant[24], conv[24], before[24], limit[24];
+} conv_op_t;
+
+static void conv_checked(void *arg, int err, const char *detail, const PGresult *res)
+{
+    conv_op_t *op = arg;
+    (void)detail;
+    if (err) {
+        sb_http_respond_error(op->req, 503, "unavailable", "the database is not reachable; retry");
+    } else if (PQntuples(res) != 1) {
+        sb_http_respond_error(op->req, 404, "not_found", "no such conversation");
+    } else {
+        const char *p[4] = {op->tenant, op->conv, op->before, op->limit};
+        if (sb_pg_query(sb_shard_pg(op->s),
+                        "SELECT " MESSAGE_JSON ")::text FROM messages m WHERE m.tenant_id = $1"
+                        " AND m.conversation_id = $2 AND m.seq < $3 ORDER BY m.seq DESC LIMIT $4",
+                        4, p, 0, messages_read, op->req) < 0)
+            sb_http_respond_error(op->req, 503, "unavailable", "the database is not reachable; retry");
+    }
+    free(op);
+}
+
+static void get_conversation_messages(sb_shard_t *s, sb_http_req_t *req, const char *tenant, long long conv)
+{
+    conv_op_t *op = sb_calloc(1, sizeof *op);
+    op->s = s;
+    op->req = req;
+    snprintf(op->tenant, sizeof op->tenant, "%s", tenant);
+    snprintf(op->conv, sizeof op->conv, "%lld", conv);
+    if (!page_params(req, op->before, op->limit)) {
+        free(op);
+        return;
+    }
+    const char *p[2] = {op->tenant, op->conv};
+    if (sb_pg_query(sb_shard_pg(s), "SELECT 1 FROM conversations WHERE tenant_id = $1 AND id = $2", 2, p, 0,
+                    conv_checked, op) < 0) {
+        free(op);
+        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
+    }
+}
+
+static void message_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    sb_http_req_t *req = arg;
+    (void)detail;
+    if (err)
+        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
+    else if (PQntuples(res) != 1)
+        sb_http_respond_error(req, 404, "not_found", "no such message");
+    else
+        sb_http_respond(req, 200, "application/json", PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+}
+
+static void get_message(sb_shard_t *s, sb_http_req_t *req, const char *tenant, long long id)
+{
+    char mid[24];
+    snprintf(mid, sizeof mid, "%lld", id);
+    const char *p[2] = {tenant, mid};
+    if (sb_pg_query(sb_shard_pg(s),
+                    "SELECT (" MESSAGE_JSON ", 'history', coalesce((SELECT json_agg(json_build_object('status',"
+                    " h.status, 'error_code', h.error_code, 'error_message', h.error_message, 'at', h.at)"
+                    " ORDER BY h.at) FROM message_status_history h WHERE h.tenant_id = m.tenant_id"
+                    " AND h.message_id = m.id), '[]'::json)))::text"
+                    " FROM messages m WHERE m.tenant_id = $1 AND m.id = $2",
+                    2, p, 0, message_read, req) < 0)
+        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
+}
+
+/* ---- POST /v1/tokens ------------------------------------------------------------------------------------------ */
+
+static void post_token(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+{
+    (void)s;
+    long long ttl = TOKEN_TTL_DEFAULT;
+    sb_str_t body = sb_http_req_body(req);
+    if (body.len) {
+        json_t *j = json_loadb(body.p, body.len, JSON_REJECT_DUPLICATES, NULL);
+        json_t *t = j ? json_object_get(j, "ttl_s") : NULL;
+        bool ok = json_is_object(j) && (!t || (json_is_integer(t) && json_integer_value(t) >= 1 &&
+                                               json_integer_value(t) <= TOKEN_TTL_MAX));
+        if (ok && t)
+            ttl = json_integer_value(t);
+        json_decref(j);
+        if (!ok) {
+            sb_http_respond_error(req, 400, "bad_request", "the body must be {\"ttl_s\": 1..86400}");
+            return;
+        }
+    }
+    if (!have_jwt_key) {
+        sb_http_respond_error(req, 503, "unavailable", "tokens need a master_key");
+        return;
+    }
+    int64_t now = (int64_t)time(NULL);
+    sb_buf_t tok;
+    sb_buf_init(&tok);
+    if (sb_jwt_issue(sb_str_cstr(tenant), SB_STR(""), now, ttl, sb_str((const char *)jwt_key, sizeof jwt_key),
+                     &tok) < 0) {
+        sb_http_respond_error(req, 500, "internal", "the token could not be signed");
+        sb_buf_cleanup(&tok);
+        return;
+    }
+    sb_buf_t b;
+    sb_buf_init(&b);
+    sb_buf_printf(&b, "{\"token\":\"%s\",\"expires_at\":%lld}\n", sb_buf_cstr(&tok), (long long)(now + ttl));
+    sb_http_respond(req, 201, "application/json", b.p, b.len);
+    sb_buf_cleanup(&b);
+    sb_buf_cleanup(&tok);
+}
+
+/* ---- routing -------------------------------------------------------------------------------------------------- */
+
+/* A route with an id in its path keeps the id in the request's user pointer while authentication runs. */
+static void with_conversation_id(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+{
+    get_conversation_messages(s, req, tenant, (long long)(intptr_t)sb_http_req_user(req));
+}
+
+static void with_message_id(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+{
+    get_message(s, req, tenant, (long long)(intptr_t)sb_http_req_user(req));
+}
+
+static bool path_id(sb_str_t rest, long long *id, sb_str_t *tail)
+{
+    size_t n = 0;
+    while (n < rest.len && rest.p[n] != '/')
+        n++;
+    *tail = sb_str(rest.p + n, rest.len - n);
+    return n > 0 && n <= 19 && sb_str_to_ll(sb_str(rest.p, n), 1, INT64_MAX, id) == 0;
+}
+
 bool sb_api_handle(sb_shard_t *s, sb_http_req_t *req)
 {
-    sb_str_t path = sb_http_req_path(req);
+    sb_str_t path = sb_http_req_path(req), tail;
+    sb_http_method_t m = sb_http_req_method(req);
+    bool get = m == SB_HTTP_GET || m == SB_HTTP_HEAD;
+    long long id;
+
     if (sb_str_eq_cstr(path, "/v1/events")) {
-        if (sb_http_req_method(req) != SB_HTTP_GET)
+        if (!get)
             sb_http_respond_error(req, 405, "method_not_allowed", "this route answers GET");
         else
-            authenticate(s, req, get_events);
+            authenticate(s, req, get_events, false);
         return true;
     }
-    return false;
+    if (sb_str_eq_cstr(path, "/v1/conversations")) {
+        if (!get)
+            sb_http_respond_error(req, 405, "method_not_allowed", "this route answers GET");
+        else
+            authenticate(s, req, get_conversations, false);
+        return true;
+    }
+    if (sb_str_eq_cstr(path, "/v1/tokens")) {
+        if (m != SB_HTTP_POST)
+            sb_http_respond_error(req, 405, "method_not_allowed", "this route answers POST");
+        else
+            authenticate(s, req, post_token, true);
+        return true;
+    }
+    bool conv = sb_str_has_prefix(path, SB_STR("/v1/conversations/"));
+    bool msg = sb_str_has_prefix(path, SB_STR("/v1/messages/"));
+    if (!conv && !msg)
+        return false;
+    size_t skip = conv ? strlen("/v1/conversations/") : strlen("/v1/messages/");
+    if (!path_id(sb_str(path.p + skip, path.len - skip), &id, &tail) ||
+        !(conv ? sb_str_eq_cstr(tail, "/messages") : tail.len == 0)) {
+        sb_http_respond_error(req, 404, "not_found", conv ? "no such conversation" : "no such message");
+        return true;
+    }
+    if (!get) {
+        sb_http_respond_error(req, 405, "method_not_allowed", "this route answers GET");
+        return true;
+    }
+    sb_http_req_set_user(req, (void *)(intptr_t)id);
+    authenticate(s, req, conv ? with_conversation_id : with_message_id, false);
+    return true;
 }

@@ -7,6 +7,7 @@
  * process exits 1. */
 #include "adapters/http_server.h"
 #include "gateway/admin.h"
+#include "gateway/api.h"
 #include "gateway/config.h"
 #include "gateway/inbound.h"
 #include "gateway/console.h"
@@ -219,6 +220,7 @@ int main(int argc, char **argv)
     sb_admin_init(&cfg);
     sb_webhooks_init(&cfg);
     sb_inbound_init(&cfg);
+    sb_api_init(&cfg);
     sb_shards_opts_t so = {
         .count = (unsigned)cfg.shards,
         .redis_host = cfg.redis.host,

@@ -5,6 +5,7 @@ a receipt left unprocessed (a crash between COMMIT and routing) is found by the 
 only its tenant.
 Run: SB_BIN=build/release/switchboard python3 tests/integration/test_inbound.py"""
 
+import base64
 import json
 import time
 import uuid
@@ -88,6 +89,25 @@ def test_flow(gw, out):
          "a status callback becomes message.status for that message", evs)
     hist = sql("SELECT count(*) FROM message_status_history WHERE tenant_id = %s" % tid)
     h.ok(hist == "1", "and is kept in the status history", hist)
+    out.update(conv=d[0]["conversation_id"], msg=d[1]["id"])
+
+    auth = {"Authorization": "Bearer " + key}
+    r = h.request(gw.port, "GET", "/v1/conversations", auth)
+    convs = r.json().get("conversations", []) if r.status == 200 else []
+    h.ok(len(convs) == 1 and convs[0]["id"] == d[0]["conversation_id"] and convs[0]["last_seq"] == 3 and
+         convs[0]["contact"]["address"] == "+14155550123", "GET /v1/conversations: the conversation and its contact",
+         r)
+    r = h.request(gw.port, "GET", "/v1/conversations/%s/messages" % d[0]["conversation_id"], auth)
+    ms = r.json().get("messages", []) if r.status == 200 else []
+    h.ok([m["seq"] for m in ms] == [3, 2, 1] and ms[2]["body"] == bodies[0], "its messages, newest first", r)
+    r = h.request(gw.port, "GET", "/v1/conversations/%s/messages?before=3&limit=1" % d[0]["conversation_id"], auth)
+    h.ok(r.status == 200 and [m["seq"] for m in r.json()["messages"]] == [2], "before=3&limit=1: seq 2", r)
+    r = h.request(gw.port, "GET", "/v1/messages/%s" % d[1]["id"], auth)
+    m = r.json() if r.status == 200 else {}
+    h.ok(m.get("status") == "read" and [x["status"] for x in m.get("history", [])] == ["read"] and
+         m.get("body") == bodies[1], "GET /v1/messages/{id}: the message, its status and history", r)
+    r = h.request(gw.port, "GET", "/v1/messages/999999999", auth)
+    h.ok(r.status == 404 and h.error_code(r) == "not_found", "a missing message: 404", r)
 
 
 def test_isolation_and_auth(gw, first):
@@ -99,10 +119,52 @@ def test_isolation_and_auth(gw, first):
     h.ok(r.status == 401 and h.error_code(r) == "unauthorized", "an unknown key: 401", r)
     r = h.request(gw.port, "GET", "/v1/events")
     h.ok(r.status == 401, "no key: 401", r)
+    other = {"Authorization": "Bearer " + key2}
+    r = h.request(gw.port, "GET", "/v1/conversations/%s/messages" % first.get("conv", "0"), other)
+    h.ok(r.status == 404, "another tenant's conversation id: 404", r)
+    r = h.request(gw.port, "GET", "/v1/messages/%s" % first.get("msg", "0"), other)
+    h.ok(r.status == 404, "another tenant's message id: 404", r)
+    r = h.request(gw.port, "GET", "/v1/conversations", other)
+    h.ok(r.status == 200 and r.json() == {"conversations": []}, "and no conversations of the first tenant", r)
     r = h.request(gw.port, "GET", "/v1/events?after=abc", {"Authorization": "Bearer " + key})
     h.ok(r.status == 400 and b"'after'" in r.body, "after=abc: 400 naming it", r)
     r = h.request(gw.port, "GET", "/v1/events?limit=5000", {"Authorization": "Bearer " + key})
     h.ok(r.status == 400, "limit over 1000: 400", r)
+
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def test_tokens(gw, first):
+    key = first.get("key", "x")
+    tok = lambda body: h.request(gw.port, "POST", "/v1/tokens",
+                                 {"Authorization": "Bearer " + key, "Content-Type": "application/json"},
+                                 json.dumps(body).encode())
+    r = tok({"ttl_s": 600})
+    t = r.json().get("token", "") if r.status == 201 else ""
+    h.ok(r.status == 201 and t.count(".") == 2 and r.json()["expires_at"] > time.time() + 500,
+         "POST /v1/tokens: a JWT and its expiry", r)
+    head = json.loads(base64.urlsafe_b64decode(t.split(".")[0] + "=="))
+    h.ok(head.get("alg") == "HS256", "signed HS256", head)
+    r = events(gw, t)
+    h.ok(r.status == 200 and len(r.json()["events"]) >= 4, "the token reads the tenant's events", r)
+    r = h.request(gw.port, "POST", "/v1/tokens", {"Authorization": "Bearer " + t})
+    h.ok(r.status == 401, "a token cannot mint tokens", r)
+    parts = t.split(".")
+    tampered = parts[0] + "." + b64url(json.dumps({"tenant": "1", "exp": 9999999999}).encode()) + "." + parts[2]
+    r = events(gw, tampered)
+    h.ok(r.status == 401 and h.error_code(r) == "token_bad_signature", "a changed payload: token_bad_signature", r)
+    none = b64url(b'{"alg":"none","typ":"JWT"}') + "." + parts[1] + "."
+    r = events(gw, none)
+    h.ok(r.status == 401 and h.error_code(r) == "token_alg_not_allowed", "alg none: token_alg_not_allowed", r)
+    r = tok({"ttl_s": 0})
+    h.ok(r.status == 400, "ttl_s 0: 400", r)
+    r = tok({"ttl_s": 1})
+    short = r.json().get("token", "")
+    time.sleep(2.1)
+    r = events(gw, short)
+    h.ok(r.status == 401 and h.error_code(r) == "token_expired", "an expired token: token_expired", r)
 
 
 def test_sweeper(gw):
@@ -123,6 +185,7 @@ def test_file():
         first = {}
         h.subtest(test_flow, gw, first)
         h.subtest(test_isolation_and_auth, gw, first)
+        h.subtest(test_tokens, gw, first)
         h.subtest(test_sweeper, gw)
 
 
