@@ -149,19 +149,24 @@ static void table_init(table_t *t, int ncols, const char *const *cols, const boo
     }
 }
 
-static void __attribute__((format(printf, 2, 3))) table_cell(table_t *t, const char *fmt, ...)
+static void __attribute__((format(printf, 2, 0))) table_vcell(table_t *t, const char *fmt, va_list ap)
 {
     sb_buf_t b;
-    va_list ap;
     sb_buf_init(&b);
-    va_start(ap, fmt);
     sb_buf_vprintf(&b, fmt, ap);
-    va_end(ap);
     if (t->ncells == t->cap) {
         t->cap = t->cap ? t->cap * 2 : 32;
         t->cells = sb_realloc(t->cells, t->cap * sizeof *t->cells);
     }
     t->cells[t->ncells++] = b.p ? b.p : sb_strdup("");
+}
+
+static void __attribute__((format(printf, 2, 3))) table_cell(table_t *t, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    table_vcell(t, fmt, ap);
+    va_end(ap);
 }
 
 static void table_cleanup(table_t *t)
@@ -231,15 +236,11 @@ static void kv_init(kv_t *kv)
 
 static void __attribute__((format(printf, 4, 5))) kv_add(kv_t *kv, const char *key, bool num, const char *fmt, ...)
 {
-    sb_buf_t b;
     va_list ap;
-    sb_buf_init(&b);
-    va_start(ap, fmt);
-    sb_buf_vprintf(&b, fmt, ap);
-    va_end(ap);
     table_cell(&kv->t, "%s%s", num ? "#" : "", key); /* '#' marks numbers for the JSON form */
-    table_cell(&kv->t, "%s", b.p ? b.p : "");
-    sb_buf_cleanup(&b);
+    va_start(ap, fmt);
+    table_vcell(&kv->t, fmt, ap);
+    va_end(ap);
 }
 
 static void kv_answer(session_t *s, kv_t *kv, bool json)

@@ -133,19 +133,27 @@ static void receipt_committed(void *arg, int err, const char *detail, const PGre
     route_rows(res);
 }
 
+/* What a receipt row holds of an event: its dedup key (appended to key) and its JSON (returned, to free()). A
+ * message is known by its provider id; a status by the id and the status, since one message has many. */
+static char *receipt_fields(const sb_event_t *ev, sb_buf_t *key)
+{
+    if (ev->kind == SB_EV_STATUS)
+        sb_buf_printf(key, "status:%s:%s", ev->provider_id, ev->status);
+    else
+        sb_buf_printf(key, "msg:%s", ev->provider_id);
+    json_t *j = sb_event_json(ev);
+    char *event = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return event;
+}
+
 static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch, const sb_event_t *ev)
 {
     char id[24];
     snprintf(id, sizeof id, "%lld", ch->id);
     sb_buf_t key;
     sb_buf_init(&key);
-    if (ev->kind == SB_EV_STATUS)
-        sb_buf_printf(&key, "status:%s:%s", ev->provider_id, ev->status);
-    else
-        sb_buf_printf(&key, "msg:%s", ev->provider_id);
-    json_t *j = sb_event_json(ev);
-    char *event = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
+    char *event = receipt_fields(ev, &key);
     sb_str_t body = sb_http_req_body(req);
     char *raw = sb_strndup(body.p, body.len);
     const char *p[5] = {ch->tenant, id, sb_buf_cstr(&key), event, raw};
@@ -444,13 +452,7 @@ static void meta_events(sb_shard_t *s, sb_http_req_t *req, const app_t *a)
         const sb_event_t *ev = &events.v[i];
         sb_buf_t key;
         sb_buf_init(&key);
-        if (ev->kind == SB_EV_STATUS)
-            sb_buf_printf(&key, "status:%s:%s", ev->provider_id, ev->status);
-        else
-            sb_buf_printf(&key, "msg:%s", ev->provider_id);
-        json_t *j = sb_event_json(ev);
-        char *event = json_dumps(j, JSON_COMPACT);
-        json_decref(j);
+        char *event = receipt_fields(ev, &key);
         const char *p[5] = {sb_channel_type_name(ev->channel), ev->account, sb_buf_cstr(&key), event, raw};
         if (sb_pg_query(sb_shard_pg(s),
                         "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw) "
