@@ -66,12 +66,19 @@ $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libsb.a
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# libFuzzer targets: clang only, always with ASan + UBSan. They link the library sources directly
-# (compiled with coverage instrumentation), not libsb.a.
-FUZZ_CFLAGS := -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $(WARN:-Werror=)
-build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(wildcard */*.h)
+# libFuzzer targets: clang only, always with ASan + UBSan. The library is compiled once with coverage
+# instrumentation (fuzzer-no-link) under build/fuzz/obj/, and each target links against those objects.
+FUZZ_CFLAGS  := -std=c11 -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
+                $(filter-out -Werror,$(WARN))
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=build/fuzz/obj/%.o)
+
+build/fuzz/obj/%.o: %.c
 	@mkdir -p $(@D)
-	clang $(CPPFLAGS) $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(LDLIBS)
+	clang $(CPPFLAGS) $(FUZZ_CFLAGS) -MMD -MP -c -o $@ $<
+
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_OBJ)
+	@mkdir -p $(@D)
+	clang $(CPPFLAGS) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB_OBJ) $(LDLIBS)
 
 fuzzers: $(FUZZ_BIN)
 
@@ -105,4 +112,5 @@ fuzz: fuzzers
 clean:
 	rm -rf build
 
--include $(LIB_OBJ:.o=.d) $(BUILD)/gateway/main.d $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d)
+-include $(LIB_OBJ:.o=.d) $(BUILD)/gateway/main.d $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d) \
+         $(FUZZ_LIB_OBJ:.o=.d)
