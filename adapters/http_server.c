@@ -213,6 +213,20 @@ sb_str_t sb_http_req_query(const sb_http_req_t *req) { return req->head.query; }
 sb_str_t sb_http_req_target(const sb_http_req_t *req) { return req->head.target; }
 sb_str_t sb_http_req_body(const sb_http_req_t *req) { return req->body; }
 void *sb_http_req_user(const sb_http_req_t *req) { return req->user; }
+
+bool sb_http_req_base_url(const sb_http_req_t *req, const char *public_url, sb_buf_t *out)
+{
+    const sb_str_t *host;
+    if (public_url) {
+        sb_buf_puts(out, public_url);
+        return true;
+    }
+    if ((host = sb_http1_header(&req->head, "host")) && host->len) {
+        sb_buf_printf(out, "http://%.*s", (int)host->len, host->p);
+        return true;
+    }
+    return false;
+}
 void sb_http_req_set_user(sb_http_req_t *req, void *user) { req->user = user; }
 
 bool sb_http_req_header(const sb_http_req_t *req, const char *name, sb_str_t *out)
@@ -659,9 +673,7 @@ void sb_http_server_drain(sb_http_server_t *srv)
     for (conn_t *c = srv->conns, *next; c; c = next) {
         next = c->next;
         if (c->state == C_HEAD && c->in.len == 0)
-            conn_close(c); /* idle keep-alive: nothing in flight */
-        else
-            c->close_after = c->close_after || c->state == C_LINGER;
+            conn_close(c); /* idle keep-alive: nothing in flight; the others' answers will say close */
     }
 }
 

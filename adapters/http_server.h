@@ -12,8 +12,7 @@
  * read when Content-Length says so), time to receive a head or body (408; a slowloris client is cut off at
  * header_timeout whatever it trickles), idle keep-alive time (closed silently).
  *
- * WebSocket upgrades are not served here: a libwebsockets context lives on the same loop for them, and the inbox
- * route hands an upgrading connection to it (see the inbound issue). */
+ * WebSocket upgrades are not served yet: the live inbox (the inbound issue) brings them. */
 #ifndef SB_HTTP_SERVER_H
 #define SB_HTTP_SERVER_H
 
@@ -67,6 +66,10 @@ sb_str_t sb_http_req_target(const sb_http_req_t *req); /* the request-target byt
 sb_str_t sb_http_req_body(const sb_http_req_t *req);
 /* Finds a request header by name, case-insensitively. The view is valid until the request is answered. */
 bool sb_http_req_header(const sb_http_req_t *req, const char *name, sb_str_t *out);
+
+/* Appends the external base URL of the request to out: public_url when given (not NULL), else "http://" + its
+ * Host header. Returns false, appending nothing, when there is neither. */
+bool sb_http_req_base_url(const sb_http_req_t *req, const char *public_url, sb_buf_t *out);
 
 /* A pointer the handler may keep with the request until it answers (NULL at first). */
 void *sb_http_req_user(const sb_http_req_t *req);

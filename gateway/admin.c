@@ -35,7 +35,6 @@ static void respond_json(sb_http_req_t *req, int status, json_t *j)
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     size_t n = strlen(s);
-    s[n] = '\0';
     sb_buf_t b;
     sb_buf_init(&b);
     sb_buf_append(&b, s, n);
@@ -118,15 +117,10 @@ static bool parse_id(sb_str_t s, long long *out)
     return s.len <= 19 && sb_str_to_ll(s, 1, INT64_MAX, out) == 0;
 }
 
-/* The external base URL: public_url, or http:// + the Host header. */
+/* The external base URL: public_url, or http:// + the Host header, or http://localhost without either. */
 static void base_url(sb_http_req_t *req, sb_buf_t *out)
 {
-    sb_str_t host;
-    if (cfg->public_url)
-        sb_buf_puts(out, cfg->public_url);
-    else if (sb_http_req_header(req, "host", &host) && host.len)
-        sb_buf_printf(out, "http://%.*s", (int)host.len, host.p);
-    else
+    if (!sb_http_req_base_url(req, cfg->public_url, out))
         sb_buf_puts(out, "http://localhost");
 }
 

@@ -9,6 +9,7 @@
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/version.h"
+#include "proto/codec.h"
 #include "proto/err.h"
 #include "proto/line.h"
 #include "proto/mem.h"
@@ -308,16 +309,6 @@ static void cmd_help(session_t *s, const sb_line_cmd_t *cmd)
     table_cleanup(&t);
 }
 
-/* Compares in time that does not depend on where the strings differ. */
-static bool token_eq(sb_str_t a, const char *b)
-{
-    size_t bl = strlen(b);
-    unsigned char diff = (unsigned char)(a.len != bl);
-    for (size_t i = 0; i < a.len; i++)
-        diff |= (unsigned char)(a.p[i] ^ b[i % (bl ? bl : 1)]);
-    return diff == 0 && bl > 0;
-}
-
 static void cmd_auth(session_t *s, const sb_line_cmd_t *cmd)
 {
     if (cmd->argc != 2) {
@@ -328,7 +319,7 @@ static void cmd_auth(session_t *s, const sb_line_cmd_t *cmd)
         answer_err(s, "no admin_token is configured: the console refuses everyone");
         return;
     }
-    if (!token_eq(cmd->argv[1], s->con->opts.admin_token)) {
+    if (!sb_codec_ct_eq(cmd->argv[1], sb_str_cstr(s->con->opts.admin_token))) {
         sb_log_warn("console: failed auth");
         answer_err(s, "bad token");
         return;

@@ -190,6 +190,15 @@ void sb_inbound_route(int64_t tenant, int64_t channel, int64_t receipt_id)
     }
 }
 
+int sb_inbound_route_rows(const PGresult *res)
+{
+    int n = res ? PQntuples(res) : 0;
+    for (int i = 0; i < n; i++)
+        sb_inbound_route(strtoll(PQgetvalue(res, i, 0), NULL, 10), strtoll(PQgetvalue(res, i, 1), NULL, 10),
+                         strtoll(PQgetvalue(res, i, 2), NULL, 10));
+    return n;
+}
+
 /* ---- the sweeper ---------------------------------------------------------------------------------------------- */
 
 static void swept(void *arg, int err, const char *detail, const PGresult *res)
@@ -199,10 +208,7 @@ static void swept(void *arg, int err, const char *detail, const PGresult *res)
         sb_log_debug("inbound: sweep skipped: %s", detail);
         return;
     }
-    int n = PQntuples(res);
-    for (int i = 0; i < n; i++)
-        sb_inbound_route(strtoll(PQgetvalue(res, i, 0), NULL, 10), strtoll(PQgetvalue(res, i, 1), NULL, 10),
-                         strtoll(PQgetvalue(res, i, 2), NULL, 10));
+    int n = sb_inbound_route_rows(res);
     if (n)
         sb_log_info("inbound: sweeper re-routed %d unprocessed receipt(s)", n);
 }

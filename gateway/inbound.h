@@ -14,6 +14,7 @@
 #ifndef SB_INBOUND_H
 #define SB_INBOUND_H
 
+#include "adapters/pg.h"
 #include "gateway/config.h"
 #include "shards/shard.h"
 
@@ -23,6 +24,8 @@
 void sb_inbound_init(const sb_config_t *cfg);
 /* From any shard thread: hands receipt_id of (tenant, channel) to its session actor. */
 void sb_inbound_route(int64_t tenant, int64_t channel, int64_t receipt_id);
+/* Routes every row of res (columns tenant_id, channel_id, receipt id; NULL res is no rows). Returns how many. */
+int sb_inbound_route_rows(const PGresult *res);
 /* On each shard thread at start and stop (the sweeper runs on shard 0). */
 void sb_inbound_shard_start(sb_shard_t *s);
 void sb_inbound_shard_stop(sb_shard_t *s);

@@ -112,15 +112,6 @@ void sb_webhooks_shard_stop(sb_shard_t *s)
 
 static const char twiml_ok[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
 
-/* Hands every receipt a committed INSERT ... RETURNING tenant_id, channel_id, id returned to its session actor
- * (a duplicate returns no row: it was routed the first time). */
-static void route_rows(const PGresult *res)
-{
-    for (int i = 0; res && i < PQntuples(res); i++)
-        sb_inbound_route(strtoll(PQgetvalue(res, i, 0), NULL, 10), strtoll(PQgetvalue(res, i, 1), NULL, 10),
-                         strtoll(PQgetvalue(res, i, 2), NULL, 10));
-}
-
 static void receipt_committed(void *arg, int err, const char *detail, const PGresult *res)
 {
     sb_http_req_t *req = arg;
@@ -130,7 +121,7 @@ static void receipt_committed(void *arg, int err, const char *detail, const PGre
         return;
     }
     sb_http_respond(req, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
-    route_rows(res);
+    sb_inbound_route_rows(res); /* a duplicate returned no row: it was routed the first time */
 }
 
 /* What a receipt row holds of an event: its dedup key (appended to key) and its JSON (returned, to free()). A
@@ -180,7 +171,7 @@ static bool is_twilio_messaging(sb_channel_type_t t)
 /* Everything after the channel is known. */
 static void twilio_proceed(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch, enum twilio_route route)
 {
-    sb_str_t ct, sig, host;
+    sb_str_t ct, sig;
     char err[160];
     sb_form_t form;
     sb_event_t ev;
@@ -204,10 +195,7 @@ static void twilio_proceed(sb_shard_t *s, sb_http_req_t *req, const channel_t *c
         sb_http_respond_error(req, 403, "forbidden", "missing X-Twilio-Signature");
         goto out;
     }
-    if (cfg->public_url)
-        sb_buf_puts(&url, cfg->public_url);
-    else if (sb_http_req_header(req, "host", &host) && host.len)
-        sb_buf_printf(&url, "http://%.*s", (int)host.len, host.p);
+    sb_http_req_base_url(req, cfg->public_url, &url); /* with neither, the signature cannot match */
     sb_buf_append_str(&url, sb_http_req_target(req));
     params = sb_calloc(form.n ? form.n : 1, sizeof *params);
     for (size_t i = 0; i < form.n; i++) {
@@ -408,7 +396,7 @@ static void meta_stored(void *arg, int err, const char *detail, const PGresult *
 {
     meta_batch_t *b = arg;
     if (!err)
-        route_rows(res);
+        sb_inbound_route_rows(res);
     if (err) {
         sb_log_warn("webhook: Meta receipt not committed: %s", detail);
         b->failed++;
