@@ -11,7 +11,8 @@
  *   BODY     reading a Content-Length or chunked body; deadline = header timeout from the head;
  *   HANDLER  a handler holds the request; reading is stopped; no deadline (the handler bounds its own work);
  *   LINGER   answered with "Connection: close": write side shut down, input read and discarded until EOF or a
- *            short deadline, so the peer sees our answer rather than a reset.
+ *            short deadline, so the peer sees our answer rather than a reset;
+ *   STREAM   upgraded (WebSocket): input goes to the stream's owner; no deadline until the owner closes it.
  * Answers are written with uv_try_write from a reused buffer; only what the kernel did not take is copied into a
  * write request. One sweep timer per server enforces every deadline. */
 #include "adapters/http_server.h"
@@ -23,6 +24,7 @@
 #include "proto/mem.h"
 
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -30,12 +32,13 @@
 
 #define SWEEP_MS 200
 #define LINGER_MS 2000
+#define STREAM_LINGER_MS 10000 /* a closed stream's queued frames (and its close frame) may take this long to go */
 #define READ_CHUNK 16384
 #define MAX_BUFFERED (1u << 20) /* unanswered bytes a connection may hold before we stop reading */
 
 typedef struct conn conn_t;
 
-enum conn_state { C_HEAD, C_BODY, C_HANDLER, C_LINGER };
+enum conn_state { C_HEAD, C_BODY, C_HANDLER, C_LINGER, C_STREAM };
 
 struct sb_http_req {
     sb_metrics_t *m;
@@ -62,13 +65,19 @@ struct conn {
     enum conn_state state;
     uint64_t deadline;         /* uv_now() ms; 0 = none */
     unsigned writes;           /* uv_write requests in flight */
-    bool reading, closing, close_after, peer_eof, in_process;
+    size_t queued;             /* bytes in those requests */
+    const sb_http_stream_ops_t *ops; /* C_STREAM: the owner's */
+    void *ops_arg;
+    conn_t *next_kick;         /* on the server's kick list: process() again from the idle handle */
+    bool reading, closing, close_after, peer_eof, in_process, kicked, paused;
 };
 
 struct sb_http_server {
     uv_loop_t *loop;
     uv_tcp_t listener;
     uv_timer_t sweep;
+    uv_idle_t kick;   /* runs process() for connections on the kick list, then stops */
+    conn_t *kicks;
     sb_http_server_opts_t opts;
     sb_metrics_t *m;
     conn_t *conns;
@@ -100,6 +109,7 @@ static const char *reason_of(int status)
     case 409: return "Conflict";
     case 413: return "Payload Too Large";
     case 415: return "Unsupported Media Type";
+    case 426: return "Upgrade Required";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
@@ -136,6 +146,7 @@ static void set_reading(conn_t *c, bool on);
 typedef struct write_req {
     uv_write_t req;
     conn_t *c;
+    size_t len;
     char data[];
 } write_req_t;
 
@@ -165,6 +176,7 @@ static void on_written(uv_write_t *w, int status)
 {
     write_req_t *wr = (write_req_t *)w;
     conn_t *c = wr->c;
+    c->queued -= wr->len;
     free(wr);
     c->writes--;
     if (status < 0 && !c->closing) {
@@ -174,26 +186,34 @@ static void on_written(uv_write_t *w, int status)
     maybe_shutdown(c);
 }
 
-/* Writes p[0..len) (borrowed). Returns 0, or a negative code after which the connection is closing. */
-static int conn_write(conn_t *c, const char *p, size_t len)
+/* Writes bufs[0..nbufs) in order (borrowed). Returns 0, or a negative code after which the connection is closing. */
+static int conn_writev(conn_t *c, const uv_buf_t *bufs, unsigned nbufs)
 {
-    int n = 0;
+    size_t len = 0, n = 0;
+    for (unsigned i = 0; i < nbufs; i++)
+        len += bufs[i].len;
     if (!c->writes) { /* nothing queued: try the kernel directly */
-        uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
-        n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-        if (n == (int)len)
+        int rc = uv_try_write((uv_stream_t *)&c->tcp, bufs, nbufs);
+        if (rc == (int)len)
             return 0;
-        if (n < 0 && n != UV_EAGAIN) {
+        if (rc < 0 && rc != UV_EAGAIN) {
             conn_close(c);
-            return n;
+            return rc;
         }
-        if (n < 0)
-            n = 0;
+        n = rc < 0 ? 0 : (size_t)rc;
     }
-    size_t rest = len - (size_t)n;
+    size_t rest = len - n;
     write_req_t *wr = sb_malloc(sizeof *wr + rest);
-    memcpy(wr->data, p + n, rest);
+    char *w = wr->data;
+    for (unsigned i = 0; i < nbufs; i++) { /* copy what the kernel did not take, skipping the n bytes it did */
+        size_t skip = n < bufs[i].len ? n : bufs[i].len;
+        n -= skip;
+        if (bufs[i].len > skip)
+            memcpy(w, bufs[i].base + skip, bufs[i].len - skip);
+        w += bufs[i].len - skip;
+    }
     wr->c = c;
+    wr->len = rest;
     uv_buf_t b = uv_buf_init(wr->data, (unsigned)rest);
     int rc = uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
     if (rc < 0) {
@@ -202,7 +222,14 @@ static int conn_write(conn_t *c, const char *p, size_t len)
         return rc;
     }
     c->writes++;
+    c->queued += rest;
     return 0;
+}
+
+static int conn_write(conn_t *c, const char *p, size_t len)
+{
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
+    return conn_writev(c, &b, 1);
 }
 
 /* ---- requests ------------------------------------------------------------------------------------------------- */
@@ -426,13 +453,20 @@ static void process(conn_t *c)
             dispatch(c);
             continue;
         }
-        break; /* HANDLER or LINGER: nothing to parse now */
+        if (c->state == C_STREAM && !c->paused && c->in.len) {
+            size_t used = c->ops->on_data(c->ops_arg, (sb_http_stream_t *)c, c->in.p, c->in.len);
+            SB_BUG_ON(used > c->in.len);
+            memmove(c->in.p, c->in.p + used, c->in.len - used);
+            c->in.len -= used;
+        }
+        break; /* HANDLER, LINGER or STREAM: nothing to parse now */
     }
     c->in_process = false;
     if (c->closing)
         return;
     /* Read while there is room and no handler holds a request; a handler's answer resumes reading. */
-    set_reading(c, (c->state == C_HEAD || c->state == C_BODY) && !c->close_after && c->in.len < MAX_BUFFERED);
+    bool want = c->state == C_HEAD || c->state == C_BODY || (c->state == C_STREAM && !c->paused);
+    set_reading(c, want && !c->close_after && c->in.len < MAX_BUFFERED);
     if (c->close_after && !c->req)
         maybe_shutdown(c);
 }
@@ -499,6 +533,14 @@ static void conn_closed(uv_handle_t *h)
 {
     conn_t *c = h->data;
     sb_http_server_t *srv = c->srv;
+    if (c->kicked) {
+        conn_t **pp = &srv->kicks;
+        while (*pp != c)
+            pp = &(*pp)->next_kick;
+        *pp = c->next_kick;
+    }
+    if (c->ops)
+        c->ops->on_close(c->ops_arg, (sb_http_stream_t *)c);
     sb_buf_cleanup(&c->in);
     free(c);
     srv->open_handles--;
@@ -568,7 +610,7 @@ static void on_sweep(uv_timer_t *t)
         next = c->next;
         if (!c->deadline || now < c->deadline || c->closing)
             continue;
-        if (c->state == C_LINGER || (c->state == C_HEAD && c->in.len == 0)) {
+        if (c->state == C_LINGER || c->state == C_STREAM || (c->state == C_HEAD && c->in.len == 0)) {
             conn_close(c);
         } else if (c->state == C_HEAD || c->state == C_BODY) {
             if (!c->req)
@@ -637,7 +679,9 @@ int sb_http_server_create(uv_loop_t *loop, const sb_http_server_opts_t *opts, sb
     srv->listener.data = srv;
     uv_timer_init(loop, &srv->sweep);
     srv->sweep.data = srv;
-    srv->open_handles = 2;
+    uv_idle_init(loop, &srv->kick);
+    srv->kick.data = srv;
+    srv->open_handles = 3;
     int rc = uv_tcp_open(&srv->listener, fd);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection);
@@ -648,6 +692,7 @@ int sb_http_server_create(uv_loop_t *loop, const sb_http_server_opts_t *opts, sb
         srv->closing = true;
         uv_close((uv_handle_t *)&srv->listener, handle_closed);
         uv_close((uv_handle_t *)&srv->sweep, handle_closed);
+        uv_close((uv_handle_t *)&srv->kick, handle_closed);
         return rc;
     }
     srv->listening = true;
@@ -674,6 +719,8 @@ void sb_http_server_drain(sb_http_server_t *srv)
         next = c->next;
         if (c->state == C_HEAD && c->in.len == 0)
             conn_close(c); /* idle keep-alive: nothing in flight; the others' answers will say close */
+        else if (c->state == C_STREAM && !c->close_after && !c->closing)
+            c->ops->on_drain(c->ops_arg, (sb_http_stream_t *)c);
     }
 }
 
@@ -692,4 +739,123 @@ void sb_http_server_close(sb_http_server_t *srv)
         conn_close(srv->conns);
     srv->closing = true;
     uv_close((uv_handle_t *)&srv->sweep, handle_closed);
+    uv_close((uv_handle_t *)&srv->kick, handle_closed);
+}
+
+/* ---- upgraded connections ------------------------------------------------------------------------------------- */
+
+static void on_kick(uv_idle_t *h)
+{
+    sb_http_server_t *srv = h->data;
+    conn_t *c = srv->kicks;
+    srv->kicks = NULL;
+    uv_idle_stop(h);
+    while (c) {
+        conn_t *next = c->next_kick;
+        c->kicked = false;
+        if (!c->closing)
+            process(c);
+        c = next;
+    }
+}
+
+/* Runs process(c) from the next loop turn (never under the caller's stack). */
+static void kick(conn_t *c)
+{
+    if (c->kicked || c->closing)
+        return;
+    c->kicked = true;
+    c->next_kick = c->srv->kicks;
+    c->srv->kicks = c;
+    uv_idle_start(&c->srv->kick, on_kick);
+}
+
+sb_http_stream_t *sb_http_upgrade(sb_http_req_t *req, const char *head, size_t len, const sb_http_stream_ops_t *ops,
+                                  void *arg)
+{
+    SB_BUG_ON(req->answered || req->body.len);
+    conn_t *c = req->conn;
+    if (c && (c->srv->draining || c->close_after || c->peer_eof)) {
+        sb_http_respond_error(req, 503, "draining", "the server is shutting down");
+        return NULL;
+    }
+    req->answered = true;
+    sb_metric_add(&req->m->http_requests, 1);
+    sb_metric_add(&req->m->http_status[1], 1);
+    req_free(req);
+    if (!c)
+        return NULL;
+    c->req = NULL;
+    size_t used = c->head_len + c->body_len;
+    memmove(c->in.p, c->in.p + used, c->in.len - used);
+    c->in.len -= used;
+    c->head_len = c->body_len = c->chunk_pos = 0;
+    c->deadline = 0;
+    if (conn_write(c, head, len) < 0)
+        return NULL;
+    c->state = C_STREAM;
+    c->ops = ops;
+    c->ops_arg = arg;
+    kick(c); /* offer bytes that came with the request, and read */
+    return (sb_http_stream_t *)c;
+}
+
+int sb_http_stream_write(sb_http_stream_t *st, const uv_buf_t *bufs, unsigned n)
+{
+    conn_t *c = (conn_t *)st;
+    if (c->closing || c->close_after)
+        return SB_ECLOSED;
+    return conn_writev(c, bufs, n);
+}
+
+size_t sb_http_stream_queued(const sb_http_stream_t *st)
+{
+    return ((const conn_t *)st)->queued;
+}
+
+void sb_http_stream_set_reading(sb_http_stream_t *st, bool on)
+{
+    conn_t *c = (conn_t *)st;
+    c->paused = !on;
+    if (on)
+        kick(c);
+    else
+        set_reading(c, false);
+}
+
+void sb_http_stream_close(sb_http_stream_t *st)
+{
+    conn_t *c = (conn_t *)st;
+    if (c->closing || c->close_after)
+        return;
+    c->close_after = true;
+    c->deadline = now_ms(c->srv) + STREAM_LINGER_MS; /* a peer that does not read cannot hold us */
+    set_reading(c, false);
+    maybe_shutdown(c);
+}
+
+void sb_http_stream_abort(sb_http_stream_t *st)
+{
+    conn_close((conn_t *)st);
+}
+
+void sb_http_stream_peer(const sb_http_stream_t *st, char *out, size_t len)
+{
+    const conn_t *c = (const conn_t *)st;
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a6->sin6_addr, host, sizeof host);
+            port = ntohs(a6->sin6_port);
+        } else {
+            const struct sockaddr_in *a4 = (const struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a4->sin_addr, host, sizeof host);
+            port = ntohs(a4->sin_port);
+        }
+    }
+    snprintf(out, len, "%s:%d", host, port);
 }

@@ -12,7 +12,10 @@
  * read when Content-Length says so), time to receive a head or body (408; a slowloris client is cut off at
  * header_timeout whatever it trickles), idle keep-alive time (closed silently).
  *
- * WebSocket upgrades are not served yet: the live inbox (the inbound issue) brings them. */
+ * Upgrades (WebSocket): a handler that accepts one answers with sb_http_upgrade(), which writes its 101 head and
+ * turns the connection into a *stream*: from then on the bytes read are handed to the stream's owner, which frames
+ * them itself (gateway/inbox over proto/ws), writes with sb_http_stream_write() and ends with
+ * sb_http_stream_close(). HTTP deadlines no longer apply; the owner keeps its own. */
 #ifndef SB_HTTP_SERVER_H
 #define SB_HTTP_SERVER_H
 
@@ -79,5 +82,44 @@ void sb_http_req_set_user(sb_http_req_t *req, void *user);
 void sb_http_respond(sb_http_req_t *req, int status, const char *content_type, const void *body, size_t len);
 /* Answers {"error":{"code":code,"message":message}} with the given status. */
 void sb_http_respond_error(sb_http_req_t *req, int status, const char *code, const char *message);
+
+/* ---- upgraded connections ------------------------------------------------------------------------------------ */
+
+typedef struct sb_http_stream sb_http_stream_t;
+
+typedef struct sb_http_stream_ops {
+    /* Bytes arrived: p[0..len) is borrowed and may be modified in place (unmasking). Returns how many bytes it
+     * consumed; the rest is kept and offered again, with whatever arrives next, when more arrives or reading
+     * resumes. Called on the shard thread, never re-entered. */
+    size_t (*on_data)(void *arg, sb_http_stream_t *st, char *p, size_t len);
+    /* The server is draining (shutdown): say goodbye and close soon. */
+    void (*on_drain)(void *arg, sb_http_stream_t *st);
+    /* The connection is gone (peer left, write error, or after sb_http_stream_close); called once, last: the
+     * stream handle is invalid afterwards and arg is not used again. Never called from inside the stream calls
+     * below, so an owner may free its state here. */
+    void (*on_close)(void *arg, sb_http_stream_t *st);
+} sb_http_stream_ops_t;
+
+/* Answers req with head[0..len) (borrowed: a complete 101 response head, ending with an empty line) and turns its
+ * connection into a stream served by ops (borrowed, must outlive the stream) with arg. Bytes that followed the
+ * request are offered to on_data from the next loop turn. Returns the stream, or NULL when the connection is
+ * already gone (nothing happens then, and on_close is never called). req is finished either way. Only for a
+ * request with no body that the handler has not answered. */
+sb_http_stream_t *sb_http_upgrade(sb_http_req_t *req, const char *head, size_t len, const sb_http_stream_ops_t *ops,
+                                  void *arg);
+/* Writes the buffers in order (borrowed: what the kernel does not take at once is copied). Returns 0, or a
+ * negative code when the connection is closing (the bytes are dropped). */
+int sb_http_stream_write(sb_http_stream_t *st, const uv_buf_t *bufs, unsigned n);
+/* Bytes accepted by sb_http_stream_write that the kernel has not taken yet: how far behind the peer is. */
+size_t sb_http_stream_queued(const sb_http_stream_t *st);
+/* Stops or resumes reading (and offering kept bytes) for backpressure while the owner waits on something. */
+void sb_http_stream_set_reading(sb_http_stream_t *st, bool on);
+/* Closes gracefully: queued bytes are written, the write side is shut down and input discarded until the peer
+ * closes or a short deadline. Idempotent. on_close follows, from a later loop turn. */
+void sb_http_stream_close(sb_http_stream_t *st);
+/* Closes at once, dropping what is queued (a peer that does not read). on_close follows from a later turn. */
+void sb_http_stream_abort(sb_http_stream_t *st);
+/* The peer's address as text ("1.2.3.4:5678"), for logs. */
+void sb_http_stream_peer(const sb_http_stream_t *st, char *out, size_t len);
 
 #endif
