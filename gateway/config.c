@@ -28,7 +28,8 @@ enum key_kind {
     KIND_HEX_KEY,   /* master_key */
     KIND_NODE_ID,
     KIND_LOG_LEVEL,
-    KIND_MODE
+    KIND_MODE,
+    KIND_ORIGINS    /* char *: "*" or comma-separated scheme://host[:port], stored lower case without blanks */
 };
 
 typedef struct key_def {
@@ -61,6 +62,8 @@ static const key_def_t keys[] = {
     {"max_header_bytes", KIND_INT, F(max_header_bytes), 1024, 65536},
     {"max_body_bytes", KIND_INT, F(max_body_bytes), 1024, 67108864},
     {"drain_timeout", KIND_INT, F(drain_timeout_s), 0, 3600},
+    {"inbox_origins", KIND_ORIGINS, F(inbox_origins), 0, 0},
+    {"inbox_send_buffer", KIND_INT, F(inbox_send_buffer), 4096, 67108864},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -359,6 +362,40 @@ static bool node_id_valid(sb_str_t s)
     return true;
 }
 
+/* inbox_origins: "*", or a comma-separated list of browser origins (scheme://host[:port], no path). Stores the
+ * normalized list (lower case, no blanks) in *out (caller frees) or returns why not. */
+static const char *parse_origins(sb_str_t v, char **out)
+{
+    sb_buf_t b;
+    sb_buf_init(&b);
+    if (sb_str_eq_cstr(v, "*")) {
+        *out = sb_strdup("*");
+        return NULL;
+    }
+    size_t start = 0;
+    for (size_t i = 0; i <= v.len; i++) {
+        if (i < v.len && v.p[i] != ',')
+            continue;
+        sb_str_t item = sb_str_trim(sb_str(v.p + start, i - start)), norm;
+        start = i + 1;
+        const char *scheme_end = item.len ? memchr(item.p, ':', item.len) : NULL;
+        if (!item.len || parse_http_url(item, &norm) || norm.len != item.len || !scheme_end ||
+            memchr(scheme_end + 3, '/', item.len - (size_t)(scheme_end + 3 - item.p))) {
+            sb_buf_cleanup(&b);
+            return "must be * or a comma-separated list of origins like https://app.example.com";
+        }
+        if (b.len)
+            sb_buf_puts(&b, ",");
+        for (size_t k = 0; k < item.len; k++) {
+            char ch = item.p[k];
+            sb_buf_append(&b, &(char){ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch}, 1);
+        }
+    }
+    *out = sb_strndup(b.p, b.len);
+    sb_buf_cleanup(&b);
+    return NULL;
+}
+
 /* Checks v for key k and stores it in c. Returns 0, or SB_EINVAL with the reason in why; c is then unchanged. */
 static int apply(sb_config_t *c, const key_def_t *k, sb_str_t v, char *why, size_t whylen)
 {
@@ -453,6 +490,14 @@ static int apply(sb_config_t *c, const key_def_t *k, sb_str_t v, char *why, size
         }
         break;
     }
+    case KIND_ORIGINS: {
+        char *list = NULL;
+        if ((reason = parse_origins(v, &list)) == NULL) {
+            sb_free(c->inbox_origins);
+            c->inbox_origins = list;
+        }
+        break;
+    }
     case KIND_MODE:
         if (sb_str_eq_cstr(v, "dev"))
             c->mode_dev = 1;
@@ -499,6 +544,7 @@ void sb_config_init(sb_config_t *c)
     c->max_header_bytes = 8192;
     c->max_body_bytes = 1048576;
     c->drain_timeout_s = 10;
+    c->inbox_send_buffer = 1048576;
 }
 
 void sb_config_cleanup(sb_config_t *c)
@@ -510,6 +556,7 @@ void sb_config_cleanup(sb_config_t *c)
     sb_free(c->twilio_api_base);
     sb_free(c->meta_graph_base);
     sb_free(c->node_id);
+    sb_free(c->inbox_origins);
     wipe(c, sizeof *c);
 }
 
@@ -750,7 +797,8 @@ void sb_config_dump(const sb_config_t *c, sb_buf_t *out)
             break;
         case KIND_HTTP_URL:
         case KIND_REDIS_URL:
-        case KIND_NODE_ID: {
+        case KIND_NODE_ID:
+        case KIND_ORIGINS: {
             const char *s = *(char *const *)field;
             sb_buf_printf(out, "%s = %s\n", k->name, s ? s : "(unset)");
             break;

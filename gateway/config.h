@@ -36,6 +36,11 @@
  *   max_header_bytes 8192                1024..65536: a request line plus headers larger than this is refused
  *   max_body_bytes   1048576             1024..67108864: a request body larger than this is refused
  *   drain_timeout    10                  seconds, 0..3600: graceful shutdown waits at most this for connections
+ *   inbox_origins    unset               browser origins allowed to open the live inbox: "*" or a comma-separated
+ *                                        list of scheme://host[:port]; unset = only the gateway's own origin.
+ *                                        Clients that send no Origin (not browsers) are always let through
+ *   inbox_send_buffer 1048576            4096..67108864 bytes a live inbox client may fall behind before it is
+ *                                        closed with 4408 (it then resumes from its cursor)
  *
  * URLs (public_url, twilio_api_base, meta_graph_base) are stored without trailing slashes, so callers append
  * "/path". Hosts in sb_addr_t are stored without IPv6 brackets, ready for getaddrinfo/uv_ip6_addr.
@@ -82,6 +87,8 @@ typedef struct sb_config {
     int max_header_bytes;
     int max_body_bytes;
     int drain_timeout_s;
+    char *inbox_origins; /* NULL = unset */
+    int inbox_send_buffer;
 } sb_config_t;
 
 /* Fills c (caller's storage, previous contents ignored) with the defaults. The strings it allocates belong to c;
