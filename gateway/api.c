@@ -35,6 +35,63 @@ void sb_api_init(const sb_config_t *c)
                               SB_STR("switchboard/inbox-token/v1"), jwt_key);
 }
 
+/* ---- authentication: an API key (looked up) or an inbox token (verified here) ----------------------------------- */
+
+typedef struct cred_op {
+    sb_api_auth_fn cb;
+    void *arg;
+} cred_op_t;
+
+static void key_looked_up(void *arg, int err, const char *detail, const PGresult *res)
+{
+    cred_op_t *op = arg;
+    (void)detail;
+    if (err)
+        op->cb(op->arg, 503, "unavailable", "the database is not reachable; retry", NULL);
+    else if (PQntuples(res) != 1)
+        op->cb(op->arg, 401, "unauthorized", "unknown or revoked API key", NULL);
+    else
+        op->cb(op->arg, 0, NULL, NULL, PQgetvalue(res, 0, 0));
+    free(op);
+}
+
+void sb_api_auth(sb_shard_t *s, sb_str_t cred, bool key_only, sb_api_auth_fn cb, void *arg)
+{
+    if (memchr(cred.p, '.', cred.len)) { /* a JWT: only tokens have dots */
+        sb_jwt_claims_t claims;
+        int rc = key_only ? SB_EACCES
+                 : !have_jwt_key
+                     ? SB_EUNAVAIL
+                     : sb_jwt_verify(cred, sb_str((const char *)jwt_key, sizeof jwt_key), (int64_t)time(NULL), &claims);
+        if (rc == 0)
+            cb(arg, 0, NULL, NULL, claims.tenant);
+        else if (key_only)
+            cb(arg, 401, "unauthorized", "this call takes an API key, not a token", NULL);
+        else if (rc == SB_EUNAVAIL)
+            cb(arg, 401, "unauthorized", "tokens are not available: no master_key configured", NULL);
+        else
+            cb(arg, 401, sb_jwt_error_code(rc), sb_jwt_strerror(rc), NULL);
+        return;
+    }
+    if (!sb_crypto_key_well_formed(cred)) {
+        cb(arg, 401, "unauthorized", "unknown or revoked API key", NULL);
+        return;
+    }
+    char hash[SB_CRYPTO_KEY_HASH_LEN + 1];
+    sb_crypto_key_hash(cred, hash);
+    cred_op_t *op = sb_malloc(sizeof *op);
+    op->cb = cb;
+    op->arg = arg;
+    const char *p[1] = {hash};
+    if (sb_pg_query(sb_shard_pg(s),
+                    "SELECT r.tenant_id::text FROM api_key_routes r JOIN api_keys k"
+                    " ON k.tenant_id = r.tenant_id AND k.id = r.key_id WHERE r.key_hash = $1 AND k.revoked_at IS NULL",
+                    1, p, 0, key_looked_up, op) < 0) {
+        free(op);
+        cb(arg, 503, "unavailable", "the database is not reachable; retry", NULL);
+    }
+}
+
 typedef void (*authed_fn)(sb_shard_t *s, sb_http_req_t *req, const char *tenant);
 
 typedef struct auth_op {
@@ -43,21 +100,17 @@ typedef struct auth_op {
     authed_fn next;
 } auth_op_t;
 
-static void key_looked_up(void *arg, int err, const char *detail, const PGresult *res)
+static void request_authed(void *arg, int status, const char *code, const char *message, const char *tenant)
 {
     auth_op_t *op = arg;
-    (void)detail;
-    if (err)
-        sb_http_respond_error(op->req, 503, "unavailable", "the database is not reachable; retry");
-    else if (PQntuples(res) != 1)
-        sb_http_respond_error(op->req, 401, "unauthorized", "unknown or revoked API key");
+    if (status)
+        sb_http_respond_error(op->req, status, code, message);
     else
-        op->next(op->s, op->req, PQgetvalue(res, 0, 0));
+        op->next(op->s, op->req, tenant);
     free(op);
 }
 
-/* Authenticates the request, then calls next with its tenant; or answers 401/503. A token (a JWT: it has dots)
- * is verified here and now; an API key is looked up. */
+/* Authenticates the request's bearer credential, then calls next with its tenant; or answers 401/503. */
 static void authenticate(sb_shard_t *s, sb_http_req_t *req, authed_fn next, bool key_only)
 {
     sb_str_t h;
@@ -65,41 +118,11 @@ static void authenticate(sb_shard_t *s, sb_http_req_t *req, authed_fn next, bool
         sb_http_respond_error(req, 401, "unauthorized", "send Authorization: Bearer <api key>");
         return;
     }
-    sb_str_t key = sb_str(h.p + 7, h.len - 7);
-    if (memchr(key.p, '.', key.len)) {
-        sb_jwt_claims_t claims;
-        int rc = key_only ? SB_EACCES
-                 : !have_jwt_key
-                     ? SB_EUNAVAIL
-                     : sb_jwt_verify(key, sb_str((const char *)jwt_key, sizeof jwt_key), (int64_t)time(NULL), &claims);
-        if (rc == 0)
-            next(s, req, claims.tenant);
-        else if (key_only)
-            sb_http_respond_error(req, 401, "unauthorized", "this call takes an API key, not a token");
-        else if (rc == SB_EUNAVAIL)
-            sb_http_respond_error(req, 401, "unauthorized", "tokens are not available: no master_key configured");
-        else
-            sb_http_respond_error(req, 401, sb_jwt_error_code(rc), sb_jwt_strerror(rc));
-        return;
-    }
-    if (!sb_crypto_key_well_formed(key)) {
-        sb_http_respond_error(req, 401, "unauthorized", "unknown or revoked API key");
-        return;
-    }
-    char hash[SB_CRYPTO_KEY_HASH_LEN + 1];
-    sb_crypto_key_hash(key, hash);
     auth_op_t *op = sb_malloc(sizeof *op);
     op->s = s;
     op->req = req;
     op->next = next;
-    const char *p[1] = {hash};
-    if (sb_pg_query(sb_shard_pg(s),
-                    "SELECT r.tenant_id::text FROM api_key_routes r JOIN api_keys k"
-                    " ON k.tenant_id = r.tenant_id AND k.id = r.key_id WHERE r.key_hash = $1 AND k.revoked_at IS NULL",
-                    1, p, 0, key_looked_up, op) < 0) {
-        free(op);
-        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
-    }
+    sb_api_auth(s, sb_str(h.p + 7, h.len - 7), key_only, request_authed, op);
 }
 
 /* A non-negative integer query parameter in [0, max], or def when absent. Answers 400 and returns false when bad. */

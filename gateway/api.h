@@ -27,6 +27,13 @@
 /* Remembers the configuration (borrowed) and derives the token signing key. Call once before the shards start. */
 void sb_api_init(const sb_config_t *cfg);
 
+/* Authenticates a credential: an API key (looked up in PostgreSQL, revoked keys refused) or, unless key_only, an
+ * inbox token (a JWT, verified now). Calls cb exactly once, possibly before returning, with status 0 and the
+ * tenant id as decimal text (borrowed for the call), or with 401 / 503 and an error code and message for the
+ * client (never echoing the credential). cred is borrowed for the call only. On a shard thread. */
+typedef void (*sb_api_auth_fn)(void *arg, int status, const char *code, const char *message, const char *tenant);
+void sb_api_auth(sb_shard_t *s, sb_str_t cred, bool key_only, sb_api_auth_fn cb, void *arg);
+
 /* Handles a request whose path starts with /v1/ (not /v1/admin/). Answers it and returns true, or returns false
  * when the path is no tenant route. */
 bool sb_api_handle(sb_shard_t *s, sb_http_req_t *req);
