@@ -18,6 +18,9 @@ typedef struct sb_metrics {
     _Atomic int64_t http_connections;     /* open HTTP/WebSocket connections */
     _Atomic int64_t console_sessions;     /* open admin console sessions */
     _Atomic uint64_t console_commands;
+    _Atomic int64_t inbox_clients;        /* live inbox WebSocket clients */
+    _Atomic uint64_t inbox_events;        /* events written to live inbox clients */
+    _Atomic uint64_t inbox_too_slow;      /* live inbox clients closed with 4408 */
     _Alignas(64) char pad_;               /* keep shards' rows on separate cache lines */
 } sb_metrics_t;
 
