@@ -693,6 +693,27 @@ TEST(dump)
     sb_config_cleanup(&c);
 }
 
+TEST(inbox_keys)
+{
+    sb_config_t c;
+    sb_config_init(&c);
+    ok(c.inbox_origins == NULL, "inbox_origins unset: only the gateway's own origin");
+    is_int(c.inbox_send_buffer, 1048576, "inbox_send_buffer defaults to 1 MiB");
+    is_int(set(&c, "inbox_origins", "*"), 0, "inbox_origins = *");
+    is_str(c.inbox_origins, "*", "* stored");
+    is_int(set(&c, "inbox_origins", " https://App.Example.com , http://localhost:3000"), 0, "a list of two");
+    is_str(c.inbox_origins, "https://app.example.com,http://localhost:3000", "stored lower case without blanks");
+    is_int(set(&c, "inbox_origins", "https://app.example.com/inbox"), SB_EINVAL, "an origin with a path refused");
+    ok(contains(err, "'inbox_origins'"), "message names the key: %s", err);
+    is_int(set(&c, "inbox_origins", "app.example.com"), SB_EINVAL, "an origin without a scheme refused");
+    is_int(set(&c, "inbox_origins", "https://a.example.com,,https://b.example.com"), SB_EINVAL, "an empty item");
+    is_int(set(&c, "inbox_origins", "https://a.example.com, *"), SB_EINVAL, "* only on its own");
+    is_str(c.inbox_origins, "https://app.example.com,http://localhost:3000", "unchanged after refusals");
+    is_int(set(&c, "inbox_send_buffer", "4095"), SB_EINVAL, "inbox_send_buffer below 4096 refused");
+    is_int(set(&c, "inbox_send_buffer", "4096"), 0, "inbox_send_buffer 4096");
+    sb_config_cleanup(&c);
+}
+
 int main(void)
 {
     RUN(defaults);
@@ -703,6 +724,7 @@ int main(void)
     RUN(redis_url);
     RUN(master_key);
     RUN(other_keys);
+    RUN(inbox_keys);
     RUN(quotes_and_control);
     RUN(parse_file_format);
     RUN(parse_long_lines);
