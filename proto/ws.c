@@ -207,7 +207,7 @@ static int control_event(sb_ws_reader_t *r, const uint8_t *p, size_t n, sb_ws_ev
                 return SB_EPARSE;
             if (!sb_utf8_valid((const char *)p + 2, n - 2))
                 return SB_EINVAL;
-            e.reason = view(p + 2, n - 2);
+            e.reason = sb_str((const char *)p + 2, n - 2); /* inside payload, even when empty */
         }
         r->closed = true;
     }

@@ -98,8 +98,9 @@ void sb_ws_reader_cleanup(sb_ws_reader_t *r);
 /* Reads client frames from in[0..len) (borrowed, and modified: masked payload bytes are unmasked in place; in may
  * be NULL when len is 0). Sets *used to the number of bytes consumed and returns:
  *   1          an event, in *ev: a data message, a ping, a pong or a close. *used stops right after the frame that
- *              completed it; feed the remaining in + *used, len - *used next (even when that is 0 bytes long, the
- *              bytes already consumed stay in the reader). After a close event the reader is finished;
+ *              completed it; handle the event, then feed the rest (in + *used, len - *used), until a call returns 0.
+ *              Consumed bytes of unfinished frames are kept in r (or read in place), never needed again. After a
+ *              close event the reader is finished;
  *   0          no event yet: all len bytes were consumed (*used == len), partial frames are kept in r;
  *   SB_EPARSE  protocol error, close with 1002: an unmasked frame, a RSV bit set, an unknown opcode, a control frame
  *              without FIN or with more than 125 bytes, a continuation with no message open or a new data frame
