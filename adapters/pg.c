@@ -22,13 +22,14 @@ enum state { DOWN, CONNECTING, UP };
 typedef struct query {
     struct query *next;
     uint64_t seg;          /* the segment (transaction) it was sent in */
+    int flags;
     sb_pg_query_cb cb;
     void *arg;
     PGresult *res;
     int err;
     bool have_result;
     char detail[256];
-    /* SB_PG_RETRY: what it takes to send it again */
+    /* SB_PG_RETRY, or held back while a segment commits: what it takes to send it (again) */
     char *sql;
     char **params;
     int nparams;
@@ -50,6 +51,8 @@ struct sb_pg {
     uint64_t seg;         /* id of the open (or next) segment */
     query_t *q_head, *q_tail; /* sent, waiting for their segment's Sync, oldest first */
     query_t *cur;             /* the oldest query still waiting for its result */
+    query_t *held_head, *held_tail; /* not sent yet: they wait for the segment in flight to commit */
+    unsigned inflight;        /* segments synced and not yet finished */
     int open_handles;
     sb_pg_stats_t stats;
 };
@@ -118,12 +121,17 @@ static void query_finish(sb_pg_t *pg, query_t *q)
 
 static int send_query(sb_pg_t *pg, query_t *q, const char *sql, int nparams, const char *const *params, int flags);
 
-/* Fails every query sent and not yet finished (connection lost or closing). */
+/* Fails every query sent and not yet finished, and every query held back (connection lost or closing). */
 static void fail_all(sb_pg_t *pg, int err, const char *detail)
 {
     query_t *q = pg->q_head;
-    pg->q_head = pg->q_tail = pg->cur = NULL;
+    if (pg->q_tail)
+        pg->q_tail->next = pg->held_head;
+    else
+        q = pg->held_head;
+    pg->q_head = pg->q_tail = pg->cur = pg->held_head = pg->held_tail = NULL;
     pg->seg_open = false;
+    pg->inflight = 0;
     while (q) {
         query_t *next = q->next;
         PQclear(q->res);
@@ -136,11 +144,18 @@ static void fail_all(sb_pg_t *pg, int err, const char *detail)
     }
 }
 
-/* The Sync of the oldest segment arrived: its transaction committed, or rolled back if a statement failed. */
+static void release_held(sb_pg_t *pg);
+
+/* The Sync of the oldest segment arrived: its transaction committed, or rolled back if a statement failed. Then
+ * what was held back meanwhile goes out, as the next segment. */
 static void finish_segment(sb_pg_t *pg)
 {
-    if (!pg->q_head)
+    if (pg->inflight)
+        pg->inflight--;
+    if (!pg->q_head) {
+        release_held(pg);
         return;
+    }
     uint64_t seg = pg->q_head->seg;
     bool failed = false;
     for (query_t *q = pg->q_head; q && q->seg == seg; q = q->next)
@@ -162,7 +177,7 @@ static void finish_segment(sb_pg_t *pg)
             PQclear(q->res);
             q->res = NULL;
         }
-        if (q->err == SB_EAGAIN && q->sql && pg->state == UP) { /* SB_PG_RETRY: again, alone */
+        if (q->err == SB_EAGAIN && (q->flags & SB_PG_RETRY) && pg->state == UP) { /* again, alone */
             q->next = NULL;
             q->err = 0;
             q->have_result = false;
@@ -177,6 +192,7 @@ static void finish_segment(sb_pg_t *pg)
         }
         query_finish(pg, q);
     }
+    release_held(pg);
 }
 
 static void flush(sb_pg_t *pg)
@@ -193,6 +209,7 @@ static void close_segment(sb_pg_t *pg)
         return;
     pg->seg_open = false;
     pg->seg++;
+    pg->inflight++;
     pg->stats.segments++;
     if (!PQpipelineSync(pg->conn))
         sb_log_warn("postgres: cannot send Sync: %s", PQerrorMessage(pg->conn));
@@ -210,6 +227,7 @@ static void on_prepare(uv_prepare_t *h)
 /* Sends q's statement and queues q. Returns 0, or SB_EINVAL when libpq refuses (q is not queued). */
 static int send_query(sb_pg_t *pg, query_t *q, const char *sql, int nparams, const char *const *params, int flags)
 {
+    q->flags = flags;
     if (flags & SB_PG_ALONE)
         close_segment(pg);
     if (!PQsendQueryParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0)) {
@@ -232,6 +250,40 @@ static int send_query(sb_pg_t *pg, query_t *q, const char *sql, int nparams, con
     return 0;
 }
 
+static void keep_copy(query_t *q, const char *sql, int nparams, const char *const *params)
+{
+    q->sql = sb_strdup(sql);
+    q->nparams = nparams;
+    q->params = nparams ? sb_calloc((size_t)nparams, sizeof *q->params) : NULL;
+    for (int i = 0; i < nparams; i++)
+        q->params[i] = params[i] ? sb_strdup(params[i]) : NULL;
+}
+
+/* The segment in flight finished: sends what was held back, as one segment (or more, for SB_PG_ALONE queries). */
+static void release_held(sb_pg_t *pg)
+{
+    query_t *q = pg->held_head;
+    pg->held_head = pg->held_tail = NULL;
+    while (q) {
+        query_t *next = q->next;
+        q->next = NULL;
+        if (pg->state != UP || send_query(pg, q, q->sql, q->nparams, (const char *const *)q->params, q->flags) < 0) {
+            q->err = pg->state != UP ? SB_EUNAVAIL : SB_EINVAL;
+            snprintf(q->detail, sizeof q->detail, "%s", pg->state != UP ? "connection lost" : "could not send");
+            query_finish(pg, q);
+        } else if (!(q->flags & SB_PG_RETRY)) { /* the copy was only for the wait */
+            for (int i = 0; i < q->nparams; i++)
+                free(q->params[i]);
+            sb_free(q->params);
+            sb_free(q->sql);
+            q->nparams = 0;
+        }
+        q = next;
+    }
+    if (pg->state == UP)
+        close_segment(pg);
+}
+
 int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *params, int flags, sb_pg_query_cb cb,
                 void *arg)
 {
@@ -240,13 +292,21 @@ int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *pa
     query_t *q = sb_calloc(1, sizeof *q);
     q->cb = cb;
     q->arg = arg;
-    if (flags & SB_PG_RETRY) {
-        q->sql = sb_strdup(sql);
-        q->nparams = nparams;
-        q->params = nparams ? sb_calloc((size_t)nparams, sizeof *q->params) : NULL;
-        for (int i = 0; i < nparams; i++)
-            q->params[i] = params[i] ? sb_strdup(params[i]) : NULL;
+    q->flags = flags;
+    if (pg->inflight || pg->held_head) {
+        /* Group commit: a segment is committing. Everything that arrives meanwhile waits and goes out as the next
+         * segment, so one fsync covers all of it instead of one each. */
+        keep_copy(q, sql, nparams, params);
+        if (pg->held_tail)
+            pg->held_tail->next = q;
+        else
+            pg->held_head = q;
+        pg->held_tail = q;
+        pg->stats.held++;
+        return 0;
     }
+    if (flags & SB_PG_RETRY)
+        keep_copy(q, sql, nparams, params);
     int rc = send_query(pg, q, sql, nparams, params, flags);
     if (rc < 0)
         query_free(q);

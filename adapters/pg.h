@@ -4,11 +4,13 @@
  * ever blocks the loop. When the server goes away the adapter notices (the socket turns readable and libpq reports
  * the connection bad), fails what was pending, and reconnects with exponential backoff from 100 ms to 5 s.
  *
- * Group commit. Queries are sent at once, in pipeline mode, into the current *segment*; just before the loop
- * blocks for I/O (a uv_prepare handle) the segment is closed with one Sync and flushed with one write. PostgreSQL
- * runs the statements between two Syncs as one implicit transaction, committed at the Sync. So every query issued
- * during one loop turn — typically one per webhook request the turn received — shares one transaction and one
- * fsync, and durable throughput grows with load instead of being capped by fsyncs. Callbacks run when the Sync's
+ * Group commit. Queries are sent in pipeline mode into the current *segment*; just before the loop blocks for I/O
+ * (a uv_prepare handle) the segment is closed with one Sync and flushed with one write. PostgreSQL runs the
+ * statements between two Syncs as one implicit transaction, committed at the Sync. One segment is in flight at a
+ * time: queries issued while it commits are held back (copied) and go out together as the next segment the moment
+ * its Sync returns. So a turn's queries share a transaction, and under load everything that arrived during one
+ * fsync shares the next: durable throughput grows with load instead of being capped by fsyncs (sending each turn's
+ * segment at once would queue one fsync per turn behind the other at the server). Callbacks run when the Sync's
  * result arrives, that is after COMMIT: a callback with err == 0 means the statement is durable.
  *
  * If one statement of a segment fails, PostgreSQL rolls the whole segment back: the failing query's callback gets
@@ -62,6 +64,7 @@ typedef struct sb_pg_stats {
     uint64_t segments;  /* Syncs sent: transactions */
     uint64_t reconnects;
     uint64_t retries;   /* SB_PG_RETRY queries sent again after their batch rolled back */
+    uint64_t held;      /* queries that waited for the segment in flight to commit */
 } sb_pg_stats_t;
 void sb_pg_get_stats(const sb_pg_t *pg, sb_pg_stats_t *out);
 
