@@ -1,6 +1,6 @@
 /* The session actor; see session.h for the contract.
  *
- * State: the spawn arguments, a FIFO of receipt ids waiting to be applied, and whether one is being applied now.
+ * State: the spawn arguments, a FIFO of receipt ids waiting to be applied, and how many applies are in flight.
  * The port's completion comes back as an SB_SESSION_APPLIED message, so it is handled in the actor's own turn like
  * everything else. */
 #include "actors/session.h"
@@ -18,7 +18,7 @@ typedef struct pending {
 typedef struct session {
     const sb_session_args_t *args;
     pending_t *head, *tail;
-    bool busy;
+    unsigned inflight;
 } session_t;
 
 typedef struct completion {
@@ -36,7 +36,7 @@ static void on_done(void *arg, int err)
 
 static void apply_next(sb_actor_t *a, session_t *s)
 {
-    while (!s->busy && s->head) {
+    while (s->inflight < SB_SESSION_WINDOW && s->head) {
         pending_t *p = s->head;
         s->head = p->next;
         if (!s->head)
@@ -46,7 +46,7 @@ static void apply_next(sb_actor_t *a, session_t *s)
         c->id = sb_actor_self(a);
         const sb_session_port_t *port = s->args->port;
         if (port->apply(port->ctx, s->args->tenant, s->args->channel, p->receipt_id, on_done, c) == 0)
-            s->busy = true;
+            s->inflight++;
         else
             free(c); /* left for the sweeper */
         free(p);
@@ -84,7 +84,8 @@ static int on_applied(sb_actor_t *a, void *state, sb_msg_t *m)
 {
     session_t *s = state;
     (void)m; /* a failure leaves the receipt unprocessed: the sweeper hands it back */
-    s->busy = false;
+    if (s->inflight)
+        s->inflight--;
     apply_next(a, s);
     return 0;
 }

@@ -1,11 +1,14 @@
 /* The session actor: one per tenant channel account, the owner of the order of what happens on it.
  *
- * Inbound, it receives the ids of committed webhook receipts and applies them to the conversation state one at a
- * time, in arrival order, through its port: the port assigns the conversation, the order inside it and the tenant's
- * inbox cursor, stores the message and its inbox event, and marks the receipt processed — durably, in one
- * transaction — then reports back. Only then does the actor apply the next receipt, so two events of one channel
- * never race for a sequence number. A receipt that fails to apply (database away) is left unprocessed: the sweeper
- * hands it back later, and applying is idempotent (an already processed receipt changes nothing).
+ * Inbound, it receives the ids of committed webhook receipts and applies them to the conversation state in arrival
+ * order through its port: the port assigns the conversation, the order inside it and the tenant's inbox cursor,
+ * stores the message and its inbox event, and marks the receipt processed — durably, in one transaction — then
+ * reports back. The port executes applies in the order they were issued (one PostgreSQL connection in pipeline
+ * mode), so the actor keeps up to SB_SESSION_WINDOW of them in flight instead of waiting a commit for each: two
+ * events of one channel still never race for a sequence number, and a busy channel's receipts share group commits
+ * instead of taking one fsync each. A receipt that fails to apply (database away, or rolled back with its batch) is
+ * left unprocessed: the sweeper hands it back later, and applying is idempotent (an already processed receipt
+ * changes nothing).
  *
  * The actor reaches the outside only through sb_session_port_t, so it is tested with a fake. */
 #ifndef SB_SESSION_H
@@ -21,6 +24,8 @@ enum {
     SB_SESSION_APPLIED = 2, /* internal: the port finished the current receipt; payload: int err */
 };
 
+#define SB_SESSION_WINDOW 64 /* applies in flight per actor */
+
 typedef struct sb_session_receipt {
     int64_t receipt_id;
 } sb_session_receipt_t;
@@ -30,8 +35,8 @@ typedef void (*sb_session_done_fn)(void *arg, int err);
 
 typedef struct sb_session_port {
     void *ctx;
-    /* Applies receipt receipt_id of (tenant, channel). Returns 0 (done will be called) or a negative code (it will
-     * not; the receipt stays for the sweeper). */
+    /* Applies receipt receipt_id of (tenant, channel), after every apply issued before it. Returns 0 (done will be
+     * called) or a negative code (it will not; the receipt stays for the sweeper). */
     int (*apply)(void *ctx, int64_t tenant, int64_t channel, int64_t receipt_id, sb_session_done_fn done,
                  void *arg);
 } sb_session_port_t;
