@@ -89,6 +89,34 @@ TEST(group_commit)
     is_int(after.queries - before.queries, N, "queries counted");
 }
 
+/* While a segment commits, later queries are held and go out together as the next one. */
+static outcome_t held_o[3];
+static void held_issue(uv_timer_t *t)
+{
+    (void)t;
+    query1("SELECT 'b'", NULL, 0, &held_o[1]); /* segment A (pg_sleep) is in flight now */
+    query1("SELECT 'c'", NULL, 0, &held_o[2]);
+}
+
+TEST(held_while_committing)
+{
+    memset(held_o, 0, sizeof held_o);
+    sb_pg_stats_t before, after;
+    sb_pg_get_stats(pg, &before);
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    query1("SELECT pg_sleep(0.2), 'a'", NULL, 0, &held_o[0]);
+    uv_timer_start(&t, held_issue, 50, 0); /* a later loop turn, while the first segment runs */
+    ok(wait_all(held_o, 3), "all three answered");
+    sb_pg_get_stats(pg, &after);
+    is_int(after.held - before.held, 2, "the two queries issued during the first commit were held");
+    is_int(after.segments - before.segments, 2, "and went out together: two transactions for three queries");
+    ok(held_o[1].err == 0 && strcmp(held_o[1].value, "b") == 0 && held_o[2].err == 0 &&
+           strcmp(held_o[2].value, "c") == 0, "each held query got its own answer");
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
 TEST(rollback_together)
 {
     outcome_t setup = {0};
@@ -202,6 +230,7 @@ int main(void)
     pg = sb_pg_create(&loop, url ? url : "host=127.0.0.1 port=5440 dbname=switchboard_test user=switchboard");
     RUN(connect);
     RUN(group_commit);
+    RUN(held_while_committing);
     RUN(rollback_together);
     RUN(alone_isolates);
     RUN(retry_alone);
