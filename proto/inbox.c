@@ -292,11 +292,11 @@ static int mp_value(mp_in_t *in, int depth, json_t **out)
 /* Parses a whole MessagePack frame, which must be one map and nothing more, into a new jansson object. */
 static int mp_frame(sb_str_t frame, json_t **out, sb_inbox_err_t *err)
 {
-    mp_in_t in = {(const unsigned char *)frame.p, (const unsigned char *)frame.p + frame.len};
     unsigned c = frame.len ? (unsigned char)frame.p[0] : 0;
-
-    if (!((c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf))
+    if (!((c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf)) /* also an empty frame, whose p may be NULL */
         return fail(err, SB_EPARSE, "frame must be a MessagePack map");
+
+    mp_in_t in = {(const unsigned char *)frame.p, (const unsigned char *)frame.p + frame.len};
     int rc = mp_value(&in, 1, out);
     if (rc != MP_OK)
         return fail(err, SB_EPARSE, "%s", mp_reason[rc]);

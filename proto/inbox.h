@@ -81,8 +81,7 @@ typedef struct sb_inbox_err {
  *     refused like 1.5). A null value is the same as an absent key, for every field. Fields of other ops are
  *     ignored like any other unknown key.
  * Returns 0 and fills *op, or a negative code with *op zeroed (kind SB_INBOX_NONE) and, when err is not NULL, *err
- * filled. Never allocates more than a small multiple of frame.len (declared MessagePack lengths are not trusted);
- * aborts only when out of memory. */
+ * filled. Memory use is proportional to frame.len, whatever lengths a MessagePack frame declares. */
 int sb_inbox_decode(sb_inbox_fmt_t fmt, sb_str_t frame, sb_inbox_op_t *op, sb_inbox_err_t *err);
 
 /* Wipes the token, frees the op's strings and zeroes *op. Harmless on a zeroed or already cleaned-up op. */
