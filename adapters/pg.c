@@ -16,6 +16,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 5000
+#define MAX_PREPARED 64
 
 enum state { DOWN, CONNECTING, UP };
 
@@ -23,6 +24,8 @@ typedef struct query {
     struct query *next;
     uint64_t seg;          /* the segment (transaction) it was sent in */
     int flags;
+    int prepares;          /* internal: the result of preparing statement [prepares - 1]; no callback */
+    bool sql_static;       /* sql is the caller's static string (SB_PG_PREPARED), not a copy */
     sb_pg_query_cb cb;
     void *arg;
     PGresult *res;
@@ -53,6 +56,8 @@ struct sb_pg {
     query_t *cur;             /* the oldest query still waiting for its result */
     query_t *held_head, *held_tail; /* not sent yet: they wait for the segment in flight to commit */
     unsigned inflight;        /* segments synced and not yet finished */
+    const char *prepared[MAX_PREPARED]; /* SB_PG_PREPARED statements of this connection: "s<index>" */
+    int nprepared;
     int open_handles;
     sb_pg_stats_t stats;
 };
@@ -108,18 +113,27 @@ static void query_free(query_t *q)
     for (int i = 0; i < q->nparams && q->params; i++)
         free(q->params[i]);
     free(q->params);
-    free(q->sql);
+    if (!q->sql_static)
+        free(q->sql);
     free(q);
 }
 
 static void query_finish(sb_pg_t *pg, query_t *q)
 {
+    if (q->prepares) { /* a PREPARE that failed (or was aborted with its segment) is made again next time */
+        if (q->err && pg->prepared[q->prepares - 1])
+            pg->prepared[q->prepares - 1] = NULL;
+        query_free(q);
+        return;
+    }
     pg->stats.queries++;
     q->cb(q->arg, q->err, q->detail[0] ? q->detail : (q->err ? sb_strerror(q->err) : "ok"), q->res);
     query_free(q);
 }
 
 static int send_query(sb_pg_t *pg, query_t *q, const char *sql, int nparams, const char *const *params, int flags);
+static void enqueue(sb_pg_t *pg, query_t *q);
+static int prepared_index(sb_pg_t *pg, const char *sql, int nparams);
 
 /* Fails every query sent and not yet finished, and every query held back (connection lost or closing). */
 static void fail_all(sb_pg_t *pg, int err, const char *detail)
@@ -136,7 +150,6 @@ static void fail_all(sb_pg_t *pg, int err, const char *detail)
         query_t *next = q->next;
         PQclear(q->res);
         q->res = NULL;
-        sb_free(q->sql); /* no retry once the connection is gone */
         q->err = err;
         snprintf(q->detail, sizeof q->detail, "%s", detail);
         query_finish(pg, q);
@@ -158,8 +171,19 @@ static void finish_segment(sb_pg_t *pg)
     }
     uint64_t seg = pg->q_head->seg;
     bool failed = false;
-    for (query_t *q = pg->q_head; q && q->seg == seg; q = q->next)
+    for (query_t *q = pg->q_head; q && q->seg == seg; q = q->next) {
         failed |= q->err != 0;
+        if (q->prepares && q->err == SB_EINVAL && q->next && q->next->seg == seg) {
+            /* the statement could not be prepared: that is its user's error (the one right after it), not a
+             * rollback; hand it the server's message and result */
+            query_t *u = q->next;
+            PQclear(u->res);
+            u->res = q->res;
+            q->res = NULL;
+            u->err = SB_EINVAL;
+            memcpy(u->detail, q->detail, sizeof u->detail);
+        }
+    }
     while (pg->q_head && pg->q_head->seg == seg) {
         query_t *q = pg->q_head;
         pg->q_head = q->next;
@@ -230,18 +254,22 @@ static int send_query(sb_pg_t *pg, query_t *q, const char *sql, int nparams, con
     q->flags = flags;
     if (flags & SB_PG_ALONE)
         close_segment(pg);
-    if (!PQsendQueryParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0)) {
+    int sent;
+    if (flags & SB_PG_PREPARED) {
+        char name[16];
+        int idx = prepared_index(pg, sql, nparams);
+        if (idx < 0)
+            return SB_EINVAL;
+        snprintf(name, sizeof name, "s%d", idx);
+        sent = PQsendQueryPrepared(pg->conn, name, nparams, params, NULL, NULL, 0);
+    } else {
+        sent = PQsendQueryParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    }
+    if (!sent) {
         sb_log_warn("postgres: cannot send a query: %s", PQerrorMessage(pg->conn));
         return SB_EINVAL;
     }
-    q->seg = pg->seg;
-    if (pg->q_tail)
-        pg->q_tail->next = q;
-    else
-        pg->q_head = q;
-    pg->q_tail = q;
-    if (!pg->cur)
-        pg->cur = q;
+    enqueue(pg, q);
     pg->seg_open = true;
     if (flags & SB_PG_ALONE)
         close_segment(pg);
@@ -250,9 +278,50 @@ static int send_query(sb_pg_t *pg, query_t *q, const char *sql, int nparams, con
     return 0;
 }
 
+static void enqueue(sb_pg_t *pg, query_t *q)
+{
+    q->seg = pg->seg;
+    if (pg->q_tail)
+        pg->q_tail->next = q;
+    else
+        pg->q_head = q;
+    pg->q_tail = q;
+    if (!pg->cur)
+        pg->cur = q;
+}
+
+/* The index of sql's prepared statement on this connection, preparing it first (into the current segment) if it
+ * is new. Returns -1 when libpq refuses to send the PREPARE, or when the table is full. */
+static int prepared_index(sb_pg_t *pg, const char *sql, int nparams)
+{
+    int free_slot = -1;
+    for (int i = 0; i < pg->nprepared; i++) {
+        if (pg->prepared[i] == sql)
+            return i;
+        if (!pg->prepared[i] && free_slot < 0)
+            free_slot = i;
+    }
+    if (free_slot < 0) {
+        if (pg->nprepared == MAX_PREPARED)
+            return -1;
+        free_slot = pg->nprepared++;
+    }
+    char name[16];
+    snprintf(name, sizeof name, "s%d", free_slot);
+    if (!PQsendPrepare(pg->conn, name, sql, nparams, NULL))
+        return -1;
+    query_t *p = sb_calloc(1, sizeof *p);
+    p->prepares = free_slot + 1;
+    enqueue(pg, p);
+    pg->prepared[free_slot] = sql;
+    pg->stats.prepares++;
+    return free_slot;
+}
+
 static void keep_copy(query_t *q, const char *sql, int nparams, const char *const *params)
 {
-    q->sql = sb_strdup(sql);
+    q->sql_static = q->flags & SB_PG_PREPARED; /* its address names the prepared statement */
+    q->sql = q->sql_static ? (char *)sql : sb_strdup(sql);
     q->nparams = nparams;
     q->params = nparams ? sb_calloc((size_t)nparams, sizeof *q->params) : NULL;
     for (int i = 0; i < nparams; i++)
@@ -275,7 +344,9 @@ static void release_held(sb_pg_t *pg)
             for (int i = 0; i < q->nparams; i++)
                 free(q->params[i]);
             sb_free(q->params);
-            sb_free(q->sql);
+            if (!q->sql_static)
+                free(q->sql);
+            q->sql = NULL;
             q->nparams = 0;
         }
         q = next;
@@ -400,6 +471,8 @@ static void connect_step(sb_pg_t *pg)
             pg->stats.reconnects++;
         pg->ever_up = true;
         pg->state = UP;
+        memset(pg->prepared, 0, sizeof pg->prepared); /* a new session: nothing is prepared on it */
+        pg->nprepared = 0;
         pg->backoff_ms = BACKOFF_MIN_MS;
         pg->logged_down = false;
         sb_log_info("postgres: connected");

@@ -43,7 +43,11 @@ typedef void (*sb_pg_query_cb)(void *arg, int err, const char *detail, const PGr
 /* Flags. SB_PG_ALONE: the query gets a segment (transaction) of its own. SB_PG_RETRY: if the query is rolled back
  * only because another statement of its segment failed, the adapter sends it again, alone, instead of answering
  * SB_EAGAIN (safe: a rolled-back statement had no effect); it keeps a copy of sql and params for that. */
-enum { SB_PG_ALONE = 1, SB_PG_RETRY = 2 };
+enum { SB_PG_ALONE = 1, SB_PG_RETRY = 2, SB_PG_PREPARED = 4 };
+/* SB_PG_PREPARED: sql is a string with static storage duration (a literal or a static array), and its address
+ * names it: the adapter prepares it once per connection (a PREPARE pipelined before its first use) and then only
+ * sends the parameters, so PostgreSQL stops planning it on every call — for the hot statements, planning cost
+ * several times their execution. Up to 64 such statements per connection. */
 
 /* Sends sql (one statement, $1..$n placeholders) with nparams text parameters (params[i] NULL = SQL NULL); sql and
  * params are copied before it returns. Returns 0 and then calls cb exactly once; or SB_EUNAVAIL when not connected,
@@ -65,6 +69,7 @@ typedef struct sb_pg_stats {
     uint64_t reconnects;
     uint64_t retries;   /* SB_PG_RETRY queries sent again after their batch rolled back */
     uint64_t held;      /* queries that waited for the segment in flight to commit */
+    uint64_t prepares;  /* statements prepared (SB_PG_PREPARED, once per connection) */
 } sb_pg_stats_t;
 void sb_pg_get_stats(const sb_pg_t *pg, sb_pg_stats_t *out);
 

@@ -86,7 +86,7 @@ void sb_api_auth(sb_shard_t *s, sb_str_t cred, bool key_only, sb_api_auth_fn cb,
     if (sb_pg_query(sb_shard_pg(s),
                     "SELECT r.tenant_id::text FROM api_key_routes r JOIN api_keys k"
                     " ON k.tenant_id = r.tenant_id AND k.id = r.key_id WHERE r.key_hash = $1 AND k.revoked_at IS NULL",
-                    1, p, 0, key_looked_up, op) < 0) {
+                    1, p, SB_PG_PREPARED, key_looked_up, op) < 0) {
         free(op);
         cb(arg, 503, "unavailable", "the database is not reachable; retry", NULL);
     }

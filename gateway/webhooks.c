@@ -152,7 +152,7 @@ static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch
                     "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw) "
                     "VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING "
                     "RETURNING tenant_id, channel_id, id",
-                    5, p, SB_PG_RETRY, receipt_committed, req) < 0)
+                    5, p, SB_PG_RETRY | SB_PG_PREPARED, receipt_committed, req) < 0)
         sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
     free(raw);
     free(event);
@@ -311,7 +311,7 @@ static void twilio(sb_shard_t *s, sb_http_req_t *req, sb_str_t id_s, enum twilio
     if (sb_pg_query(sb_shard_pg(s),
                     "SELECT c.tenant_id::text, c.type, coalesce(c.credentials_sealed, '') FROM channel_routes r "
                     "JOIN channels c ON c.tenant_id = r.tenant_id AND c.id = r.channel_id WHERE r.channel_id = $1",
-                    1, p, 0, channel_loaded, op) < 0) {
+                    1, p, SB_PG_PREPARED, channel_loaded, op) < 0) {
         free(op);
         sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
     }
@@ -448,7 +448,7 @@ static void meta_events(sb_shard_t *s, sb_http_req_t *req, const app_t *a)
                         "WHERE r.type = $1 AND r.address = $2 "
                         "ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING "
                         "RETURNING tenant_id, channel_id, id",
-                        5, p, SB_PG_RETRY, meta_stored, b) < 0)
+                        5, p, SB_PG_RETRY | SB_PG_PREPARED, meta_stored, b) < 0)
             meta_stored(b, SB_EUNAVAIL, "the database is not reachable", NULL);
         free(event);
         sb_buf_cleanup(&key);

@@ -117,6 +117,37 @@ TEST(held_while_committing)
     uv_run(&loop, UV_RUN_NOWAIT);
 }
 
+static const char prep_sql[] = "SELECT $1::int + 1";
+static const char prep_bad[] = "SELEC $1::int";
+
+TEST(prepared)
+{
+    outcome_t o[6];
+    memset(o, 0, sizeof o);
+    sb_pg_stats_t before, after;
+    sb_pg_get_stats(pg, &before);
+    const char *one[1] = {"1"}, *two[1] = {"2"};
+    sb_pg_query(pg, prep_sql, 1, one, SB_PG_PREPARED, on_result, &o[0]);
+    sb_pg_query(pg, prep_sql, 1, two, SB_PG_PREPARED, on_result, &o[1]);
+    ok(wait_all(o, 2), "two uses of a prepared statement answered");
+    sb_pg_query(pg, prep_sql, 1, two, SB_PG_PREPARED, on_result, &o[2]);
+    ok(wait_all(o, 3), "a third, in a later transaction");
+    ok(o[0].err == 0 && strcmp(o[0].value, "2") == 0 && strcmp(o[1].value, "3") == 0 &&
+           strcmp(o[2].value, "3") == 0, "each with its own parameters");
+    sb_pg_get_stats(pg, &after);
+    is_int(after.prepares - before.prepares, 1, "prepared once per connection");
+
+    sb_pg_query(pg, prep_bad, 1, one, SB_PG_PREPARED, on_result, &o[3]);
+    ok(wait_all(o, 4), "a statement that cannot be prepared answers");
+    ok(o[3].err == SB_EINVAL && strcmp(o[3].sqlstate, "42601") == 0, "with the syntax error (%s)", o[3].sqlstate);
+    sb_pg_query(pg, prep_bad, 1, one, SB_PG_PREPARED, on_result, &o[4]);
+    sb_pg_query(pg, prep_sql, 1, one, SB_PG_PREPARED, on_result, &o[5]);
+    ok(wait_all(o, 6), "and again");
+    sb_pg_get_stats(pg, &before);
+    is_int(before.prepares - after.prepares, 2, "a failed PREPARE is not remembered: it is tried again");
+    ok(o[4].err == SB_EINVAL && o[5].err == SB_EAGAIN, "its batch-mate was rolled back with it (%d)", o[5].err);
+}
+
 TEST(rollback_together)
 {
     outcome_t setup = {0};
@@ -231,6 +262,7 @@ int main(void)
     RUN(connect);
     RUN(group_commit);
     RUN(held_while_committing);
+    RUN(prepared);
     RUN(rollback_together);
     RUN(alone_isolates);
     RUN(retry_alone);
