@@ -3,6 +3,7 @@
 
 #include "actors/session.h"
 #include "adapters/pg.h"
+#include "gateway/live.h"
 #include "gateway/log.h"
 #include "proto/err.h"
 #include "proto/mem.h"
@@ -26,7 +27,10 @@ void sb_inbound_init(const sb_config_t *c)
 
 /* $1 tenant, $2 receipt, $3 channel. Every branch hangs off `r`, which is empty when the receipt was processed
  * already, so applying twice changes nothing. Messages take the conversation's next seq; every event takes the
- * tenant's next cursor (the tenant row is updated once, by the number of events). */
+ * tenant's next cursor (the tenant row is updated once, by the number of events, and its row lock orders the
+ * tenant's events: cursors are dense and commit in order). A new message makes two events, message.created then
+ * conversation.updated (the shape GET /v1/conversations lists); a status makes message.status. Returns the events
+ * (cursor, type, data) for the live inbox. */
 static const char apply_sql[] =
     "WITH r AS ("
     "  UPDATE webhook_receipts SET processed_at = now()"
@@ -35,12 +39,13 @@ static const char apply_sql[] =
     "  INSERT INTO contacts AS c (tenant_id, channel_id, address, profile_name)"
     "  SELECT $1, $3, r.event->>'from', r.event->>'profile_name' FROM r WHERE r.event->>'kind' = 'message'"
     "  ON CONFLICT (tenant_id, channel_id, address) DO UPDATE"
-    "  SET profile_name = coalesce(EXCLUDED.profile_name, c.profile_name), updated_at = now() RETURNING id),"
+    "  SET profile_name = coalesce(EXCLUDED.profile_name, c.profile_name), updated_at = now()"
+    "  RETURNING id, address, profile_name),"
     " cv AS ("
     "  INSERT INTO conversations AS v (tenant_id, channel_id, contact_id, last_seq, last_message_at)"
     "  SELECT $1, $3, ct.id, 1, now() FROM ct"
     "  ON CONFLICT (tenant_id, channel_id, contact_id) DO UPDATE"
-    "  SET last_seq = v.last_seq + 1, last_message_at = now() RETURNING id, last_seq),"
+    "  SET last_seq = v.last_seq + 1, last_message_at = now() RETURNING id, last_seq, last_message_at, created_at),"
     " m AS ("
     "  INSERT INTO messages (tenant_id, conversation_id, channel_id, seq, direction, sender, recipient, body, media,"
     "                        provider_id, status)"
@@ -65,6 +70,11 @@ static const char apply_sql[] =
     "         m.recipient, 'body', m.body, 'media', m.media, 'provider_id', m.provider_id, 'created_at',"
     "         m.created_at) AS data FROM m"
     "  UNION ALL"
+    "  SELECT 2, 'conversation.updated', jsonb_build_object('id', cv.id::text, 'channel_id', $3::text, 'contact',"
+    "         jsonb_build_object('id', ct.id::text, 'address', ct.address, 'profile_name', ct.profile_name),"
+    "         'last_seq', cv.last_seq, 'last_message_at', cv.last_message_at, 'created_at', cv.created_at)"
+    "  FROM cv, ct, m"
+    "  UNION ALL"
     "  SELECT 1, 'message.status', jsonb_strip_nulls(jsonb_build_object('id', su.id::text, 'status', su.status,"
     "         'error', CASE WHEN su.error_code IS NULL THEN NULL"
     "                  ELSE jsonb_build_object('code', su.error_code, 'message', su.error_message) END)) FROM su),"
@@ -72,22 +82,23 @@ static const char apply_sql[] =
     "  UPDATE tenants SET inbox_cursor = inbox_cursor + (SELECT count(*) FROM ev)"
     "  WHERE id = $1 AND EXISTS (SELECT 1 FROM ev) RETURNING inbox_cursor)"
     " INSERT INTO inbox_events (tenant_id, cursor, type, data)"
-    " SELECT $1, cur.inbox_cursor - (SELECT count(*) FROM ev) + row_number() OVER (), ev.type, ev.data"
-    " FROM cur, ev RETURNING cursor";
+    " SELECT $1, cur.inbox_cursor - (SELECT count(*) FROM ev) + row_number() OVER (ORDER BY ev.n), ev.type, ev.data"
+    " FROM cur, ev RETURNING cursor, type, data::text";
 
 typedef struct apply_op {
     sb_session_done_fn done;
     void *arg;
-    int64_t receipt_id;
+    int64_t tenant, receipt_id;
 } apply_op_t;
 
 static void applied(void *arg, int err, const char *detail, const PGresult *res)
 {
     apply_op_t *op = arg;
-    (void)res;
     if (err)
         sb_log_warn("inbound: receipt %lld not applied (the sweeper will retry): %s", (long long)op->receipt_id,
                     detail);
+    else
+        sb_live_publish(op->tenant, res);
     op->done(op->arg, err);
     free(op);
 }
@@ -105,8 +116,9 @@ static int port_apply(void *ctx, int64_t tenant, int64_t channel, int64_t receip
     apply_op_t *op = sb_malloc(sizeof *op);
     op->done = done;
     op->arg = arg;
+    op->tenant = tenant;
     op->receipt_id = receipt_id;
-    int rc = s ? sb_pg_query(sb_shard_pg(s), apply_sql, 3, p, SB_PG_RETRY, applied, op) : SB_EUNAVAIL;
+    int rc = s ? sb_pg_query(sb_shard_pg(s), apply_sql, 3, p, SB_PG_RETRY | SB_PG_PREPARED, applied, op) : SB_EUNAVAIL;
     if (rc < 0)
         free(op);
     return rc;

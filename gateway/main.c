@@ -11,6 +11,7 @@
 #include "gateway/config.h"
 #include "gateway/inbound.h"
 #include "gateway/console.h"
+#include "gateway/live.h"
 #include "gateway/log.h"
 #include "gateway/routes.h"
 #include "gateway/webhooks.h"
@@ -59,6 +60,7 @@ static int front_start(sb_shard_t *s, void *arg)
     if (rc < 0)
         return rc;
     sb_inbound_shard_start(s);
+    sb_live_shard_start(s);
     if (sb_shard_index(s) == 0) {
         sb_console_opts_t co = {
             .host = cfg.admin_listen.host,
@@ -104,6 +106,7 @@ static void front_stop(sb_shard_t *s, void *arg)
     f->http = NULL;
     sb_webhooks_shard_stop(s);
     sb_inbound_shard_stop(s);
+    sb_live_shard_stop(s);
 }
 
 static void front_finish(sb_shard_t *s, void *arg)
@@ -114,6 +117,7 @@ static void front_finish(sb_shard_t *s, void *arg)
         return;
     sb_shard_set_user(s, NULL);
     free(f);
+    sb_live_shard_finish(s);
 }
 
 /* ---- signals and the exit bound ------------------------------------------------------------------------------- */
@@ -221,6 +225,7 @@ int main(int argc, char **argv)
     sb_webhooks_init(&cfg);
     sb_inbound_init(&cfg);
     sb_api_init(&cfg);
+    sb_live_init(&cfg);
     sb_shards_opts_t so = {
         .count = (unsigned)cfg.shards,
         .redis_host = cfg.redis.host,

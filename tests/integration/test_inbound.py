@@ -51,13 +51,19 @@ def test_flow(gw, out):
     for sid, body in zip(sids, bodies):
         r = post(gw, path, sms_params(sid, number, body))
         h.ok(r.status == 200, "webhook %s accepted" % sid[:8], r)
-    evs = wait_events(gw, key, 3)
-    h.ok(len(evs) == 3, "three message.created events reach the tenant's log", evs)
-    if len(evs) < 3:
+    all_evs = wait_events(gw, key, 6)
+    h.ok(len(all_evs) == 6, "three messages make six events in the tenant's log", all_evs)
+    if len(all_evs) < 6:
         return
-    h.ok([e["cursor"] for e in evs] == [1, 2, 3], "cursors 1, 2, 3: strictly increasing from the tenant's first",
-         [e["cursor"] for e in evs])
-    h.ok(all(e["type"] == "message.created" for e in evs), "all message.created")
+    h.ok([e["cursor"] for e in all_evs] == [1, 2, 3, 4, 5, 6],
+         "cursors 1..6: dense and strictly increasing from the tenant's first", [e["cursor"] for e in all_evs])
+    h.ok([e["type"] for e in all_evs] == ["message.created", "conversation.updated"] * 3,
+         "each message.created is followed by conversation.updated", [e["type"] for e in all_evs])
+    evs = [e for e in all_evs if e["type"] == "message.created"]
+    cv = [e["data"] for e in all_evs if e["type"] == "conversation.updated"]
+    h.ok([c["last_seq"] for c in cv] == [1, 2, 3] and all(c["contact"]["address"] == "+14155550123" and
+                                                          c["channel_id"] == cid for c in cv),
+         "conversation.updated carries the conversation's last_seq and contact", cv)
     d = [e["data"] for e in evs]
     h.ok([x["body"] for x in d] == bodies and [x["provider_id"] for x in d] == sids,
          "bodies (Unicode intact) and provider ids, in the order sent", d)
@@ -71,19 +77,19 @@ def test_flow(gw, out):
 
     r = post(gw, path, sms_params(sids[0], number, bodies[0]))
     time.sleep(0.5)
-    h.ok(r.status == 200 and len(wait_events(gw, key, 4, timeout=1)) == 3, "a duplicate webhook adds no event")
+    h.ok(r.status == 200 and len(wait_events(gw, key, 7, timeout=1)) == 6, "a duplicate webhook adds no event")
 
     r = events(gw, key, after=1, limit=1)
     page = r.json()
     h.ok(r.status == 200 and [e["cursor"] for e in page["events"]] == [2] and page["cursor"] == 2,
          "after=1&limit=1: just cursor 2, and cursor 2 to continue from", page)
-    r = events(gw, key, after=3)
-    h.ok(r.json() == {"events": [], "cursor": 3}, "nothing new: an empty page keeps the cursor", r)
+    r = events(gw, key, after=6)
+    h.ok(r.json() == {"events": [], "cursor": 6}, "nothing new: an empty page keeps the cursor", r)
 
     st = [("MessageSid", sids[1]), ("MessageStatus", "read"), ("AccountSid", "AC" + "2" * 32),
           ("From", number), ("To", "+14155550123")]
     r = post(gw, path + "/status", st)
-    evs = wait_events(gw, key, 1, after=3)
+    evs = wait_events(gw, key, 1, after=6)
     h.ok(r.status == 200 and len(evs) == 1 and evs[0]["type"] == "message.status" and
          evs[0]["data"]["status"] == "read" and evs[0]["data"]["id"] == d[1]["id"],
          "a status callback becomes message.status for that message", evs)
@@ -175,8 +181,8 @@ def test_sweeper(gw):
     # A receipt committed but never routed, as a crash between the 200 and the session actor would leave it.
     sql("INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw, received_at) "
         "VALUES (%s, %s, 'msg:%s', '%s', '', now() - interval '1 minute')" % (tid, cid, sid, event))
-    evs = wait_events(gw, key, 1, timeout=12)
-    h.ok(len(evs) == 1 and evs[0]["data"]["body"] == "left behind",
+    evs = wait_events(gw, key, 2, timeout=12)
+    h.ok(len(evs) == 2 and evs[0]["data"]["body"] == "left behind",
          "the sweeper finds the unprocessed receipt and it reaches the log", evs)
 
 
