@@ -11,7 +11,7 @@
 
 V        ?= release
 BUILD    := build/$(V)
-PKGS     := libwebsockets libuv hiredis libpq jansson msgpack
+PKGS     := libwebsockets libuv hiredis libpq jansson msgpack libcurl
 WERROR   ?= $(if $(CI),-Werror,)
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla \
