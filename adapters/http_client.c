@@ -563,6 +563,12 @@ int sb_http_client_request(sb_http_client_t *c, const sb_http_client_req_t *q, s
     curl_easy_setopt(e, CURLOPT_URL, q->url);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075700
+    /* A transfer that ends (timeout, destroy) while its name is still being resolved would otherwise make curl
+     * join the resolver thread, blocking the loop for as long as the DNS server takes. This leaves the thread to
+     * finish and free itself. */
+    curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
+#endif
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, (long)KEEPIDLE_S);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, (long)KEEPINTVL_S);

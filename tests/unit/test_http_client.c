@@ -212,6 +212,20 @@ TEST(get)
     is_str(seen.user_agent, "switchboard/0.1.0", "and our user agent");
 }
 
+TEST(resolve)
+{
+    sb_http_client_t *c;
+    is_int(sb_http_client_create(&loop, NULL, &c), 0, "a client of its own (its connection is another host's)");
+    outcome_t o = {0};
+    char u[128];
+    snprintf(u, sizeof u, "http://localhost:%d/echo", port);
+    sb_http_client_req_t q = {.url = u};
+    is_int(sb_http_client_request(c, &q, on_done, &o), 0, "GET by host name accepted");
+    ok(wait_all(&o, 1), "called back");
+    ok(o.err == 0 && o.status == 200, "localhost resolved (through curl's resolver) and answered (%s)", o.detail);
+    sb_http_client_destroy(c);
+}
+
 TEST(post)
 {
     outcome_t o = {0};
@@ -497,6 +511,7 @@ int main(void)
 {
     RUN(setup);
     RUN(get);
+    RUN(resolve);
     RUN(post);
     RUN(basic_auth);
     RUN(retry_after);
