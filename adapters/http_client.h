@@ -96,8 +96,9 @@ int sb_http_client_create(uv_loop_t *loop, const sb_http_client_opts_t *opts, sb
 
 /* Starts req (borrowed; see sb_http_client_req_t) and returns at once. Returns 0, after which cb(arg, res) will be
  * called exactly once; or, and then cb is never called:
- *   SB_EINVAL   no URL, a URL that is not absolute http(s), a method that is not a token, a header line without
- *               a ':' or with CR, LF or NUL;
+ *   SB_EINVAL   no callback, no URL, a URL that is not absolute http(s), a method that is not a token (letters,
+ *               digits, '-', '_'; at most 32), a header line without a name before its ':' or with CR or LF,
+ *               basic_auth with CR or LF;
  *   SB_ECLOSED  the client is being destroyed;
  *   SB_ENOMEM   curl could not take the request. */
 int sb_http_client_request(sb_http_client_t *c, const sb_http_client_req_t *req, sb_http_client_cb cb, void *arg);
