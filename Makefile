@@ -1,6 +1,6 @@
 # Switchboard — plain GNU make.
 #
-#   make            build build/release/switchboard
+#   make            build build/release/switchboard and build/release/mock-provider (ops/mock_provider.c)
 #   make asan       build the ASan + UBSan variant under build/asan/
 #   make run        set up the local stack (packages, Redis, PostgreSQL, migrations) and run the gateway
 #   make test       same set-up, then the whole suite (unit, fuzz corpora, integration; release and asan)
@@ -11,7 +11,7 @@
 
 V        ?= release
 BUILD    := build/$(V)
-PKGS     := libwebsockets libuv hiredis libpq jansson msgpack
+PKGS     := libwebsockets libuv hiredis libpq jansson msgpack libcurl
 WERROR   ?= $(if $(CI),-Werror,)
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla \
@@ -39,7 +39,7 @@ FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 60
 
 .PHONY: all asan units benches fuzzers setup run test bench fuzz clean
-all: $(BUILD)/switchboard
+all: $(BUILD)/switchboard $(BUILD)/mock-provider
 
 asan:
 	@$(MAKE) --no-print-directory V=asan all units
@@ -48,6 +48,10 @@ units: $(UNIT_BIN)
 benches: $(BENCH_BIN)
 
 $(BUILD)/switchboard: $(BUILD)/gateway/main.o $(BUILD)/libsb.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The mock provider (Twilio + Meta send APIs for offline runs, tests and benchmarks): one file over the library.
+$(BUILD)/mock-provider: $(BUILD)/ops/mock_provider.o $(BUILD)/libsb.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/libsb.a: $(LIB_OBJ)
@@ -113,4 +117,4 @@ clean:
 	rm -rf build
 
 -include $(LIB_OBJ:.o=.d) $(BUILD)/gateway/main.d $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d) \
-         $(FUZZ_LIB_OBJ:.o=.d)
+         $(BUILD)/ops/mock_provider.d $(FUZZ_LIB_OBJ:.o=.d)
