@@ -6,6 +6,14 @@
 #   2. HTTP: GET /healthz on the gateway (shards = 1) against nginx's `return 200` on the same
 #      machine — 3 rounds of `wrk -t1 -c50 -d5s` on each, interleaved and never at the same time;
 #      prints the median requests/s of each and the ratio gateway/nginx.
+#   3. Durable webhooks: pre-signed Twilio inbound SMS (gen_webhooks.py; every request a new
+#      message, so each is verified, committed, routed and applied) driven by wrk at 1, 50 and 200
+#      connections against the same gateway, beside nginx answering the same POST and pgbench's
+#      single-row INSERT transactions (one client); then a paced run at half the 50-connection
+#      peak for its p99. Requests/s and p50/p99 of each.
+#   4. Webhook-to-inbox latency: bench_live with 1,000 live inbox clients (100 tenants x 10)
+#      while webhooks arrive at LIVE_RATE/s (5000) for LIVE_SECONDS (10), on a gateway with
+#      the default number of shards.
 #
 # Needs the local stack (ops/stack.sh up) for the gateway; starts and stops its own nginx and
 # gateway, with temp configs and dirs, and leaves nothing running. WRK_DURATION=5s, ROUNDS=3 and
@@ -122,6 +130,7 @@ shards = 1
 redis_url = redis://127.0.0.1:6390/1
 database_url = host=127.0.0.1 port=5440 dbname=switchboard_test user=switchboard
 log_level = warn
+master_key = 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
 EOF
 # SB_<KEY> variables would override the config file: keep the caller's out.
 unset_sb=()
@@ -145,3 +154,101 @@ gm=$(median "${gw[@]}")
 nm=$(median "${ng[@]}")
 printf '  median : gateway %10s req/s   nginx %10s req/s\n' "$gm" "$nm"
 awk -v g="$gm" -v n="$nm" 'BEGIN { if (n > 0) printf "  ratio gateway/nginx: %.2f\n", g / n; else print "  ratio gateway/nginx: n/a" }'
+
+# --- 3. durable webhooks ------------------------------------------------------------------------
+
+SLICE=${WEBHOOK_SLICE:-60000}   # requests per run; each run uses fresh ones (a repeat is a cheap duplicate)
+echo "== Durable webhooks: pre-signed Twilio SMS (each a new message), gateway (shards = 1) vs nginx return 200"
+echo "   on the same POST vs pgbench single-row INSERT (1 client); wrk -t1 -d$DURATION --latency, $ROUNDS rounds each"
+command -v pgbench >/dev/null || { echo "bench: needs pgbench (postgresql-client)" >&2; exit 1; }
+DB="host=127.0.0.1 port=5440 dbname=switchboard_test user=switchboard"
+ADMIN=(-sf -H "Authorization: Bearer bench-token" -H "Content-Type: application/json")
+jget() { python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
+TOKEN=$(python3 -c 'import uuid; print(uuid.uuid4().hex)')
+NUMBER="+1998$(python3 -c 'import random; print("%07d" % random.randrange(10**7))')"
+TID=$(curl "${ADMIN[@]}" -d '{"name":"bench webhooks"}' "http://127.0.0.1:$GW_PORT/v1/admin/tenants" | jget id)
+CID=$(curl "${ADMIN[@]}" -d "{\"type\":\"twilio_sms\",\"address\":\"$NUMBER\",\"credentials\":{\"account_sid\":\"AC$(printf '0%.0s' $(seq 32))\",\"auth_token\":\"$TOKEN\"}}" \
+    "http://127.0.0.1:$GW_PORT/v1/admin/tenants/$TID/channels" | jget id)
+NSLICES=$((3 * ROUNDS + 1))
+python3 tests/bench/gen_webhooks.py "http://127.0.0.1:$GW_PORT/webhooks/twilio/$CID" "$TOKEN" "$NUMBER" \
+    $((NSLICES * SLICE)) >"$TMP/webhooks.tsv"
+NEXT_SLICE=0
+
+# post_round URL CONNS [DELAY_MS] — one wrk round of the webhook script on a fresh slice; prints
+# "req/s p50 p99" (latencies in ms); notes non-2xx answers and a slice that ran out on stderr.
+post_round() {
+    local first=$((NEXT_SLICE * SLICE + 1)) out
+    NEXT_SLICE=$((NEXT_SLICE + 1))
+    out=$(SB_BENCH_REQS="$TMP/webhooks.tsv" SB_BENCH_FIRST=$first SB_BENCH_LAST=$((first + SLICE - 1)) \
+        SB_BENCH_PATH="/webhooks/twilio/$CID" SB_BENCH_HOST="127.0.0.1:$GW_PORT" SB_BENCH_DELAY_MS="${3:-}" \
+        wrk -t1 -c"$2" -d"$DURATION" --latency -s tests/bench/webhook.lua "$1")
+    grep -E 'Non-2xx|Socket errors' <<<"$out" | sed "s|^ *|  note: $1 c=$2: |" >&2 || true
+    awk -v slice="$SLICE" '
+        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+        / 50%/ { p50 = ms($2) } / 99%/ { p99 = ms($2) }
+        /requests in/ { if ($1 > slice) print "  note: the slice ran out: repeats were duplicates" > "/dev/stderr" }
+        /^Requests\/sec:/ { rps = $2 }
+        END { printf "%s %.2f %.2f\n", rps, p50, p99 }' <<<"$out"
+}
+
+wait_drained() { # until every receipt of the channel is applied (so one run's work does not spill into the next)
+    local _
+    for _ in $(seq 300); do
+        [ "$(psql "$DB" -Atc "SELECT count(*) FROM webhook_receipts WHERE channel_id = $CID AND processed_at IS NULL")" = 0 ] && return 0
+        sleep 0.1
+    done
+    echo "  note: receipts still unapplied after 30 s" >&2
+}
+
+psql "$DB" -qc "DROP TABLE IF EXISTS bench_insert; CREATE TABLE bench_insert (id bigserial PRIMARY KEY, payload text NOT NULL)"
+echo "INSERT INTO bench_insert (payload) VALUES ('a webhook body of about this size, give or take a few bytes');" >"$TMP/insert.sql"
+pgb=()
+for round in $(seq "$ROUNDS"); do
+    t=$(pgbench -n -c1 -j1 -T"${DURATION%s}" -f "$TMP/insert.sql" "$DB" 2>/dev/null | awk '/^tps/ { print $3 }')
+    pgb+=("${t:-0}")
+done
+pm=$(median "${pgb[@]}")
+printf '  pgbench single-row INSERT, 1 client: %s tps (median of %d)\n' "$pm" "$ROUNDS"
+
+for conns in 1 50 200; do
+    gr=(); g50=(); g99=(); nr=(); n50=(); n99=()
+    for round in $(seq "$ROUNDS"); do
+        read -r r a b < <(post_round "http://127.0.0.1:$GW_PORT" "$conns")
+        gr+=("$r"); g50+=("$a"); g99+=("$b")
+        wait_drained
+        read -r r a b < <(post_round "http://127.0.0.1:$NGINX_PORT" "$conns")
+        NEXT_SLICE=$((NEXT_SLICE - 1)) # nginx stores nothing: its slice can be used again
+        nr+=("$r"); n50+=("$a"); n99+=("$b")
+    done
+    gm=$(median "${gr[@]}"); nm=$(median "${nr[@]}")
+    printf '  c=%-3d gateway %9s req/s  p50 %6s ms  p99 %7s ms | nginx %9s req/s  p50 %6s ms  p99 %6s ms\n' \
+        "$conns" "$gm" "$(median "${g50[@]}")" "$(median "${g99[@]}")" "$nm" "$(median "${n50[@]}")" "$(median "${n99[@]}")"
+    awk -v g="$gm" -v n="$nm" -v p="$pm" -v c="$conns" 'BEGIN {
+        printf "        ratios: gateway/nginx %.2f, gateway/pgbench %.1fx\n", (n > 0 ? g / n : 0), (p > 0 ? g / p : 0) }'
+    [ "$conns" = 50 ] && PEAK50=$gm
+done
+# Half the 50-connection peak: each connection pauses so that 50 of them make about that rate.
+HALF=$(awk -v p="$PEAK50" 'BEGIN { printf "%d", p / 2 }')
+if [ "$HALF" -gt 0 ]; then
+    DELAY=$(awk -v h="$HALF" 'BEGIN { d = 50 * 1000 / h; printf "%d", (d < 1 ? 1 : d) }')
+    read -r r a b < <(post_round "http://127.0.0.1:$GW_PORT" 50 "$DELAY")
+    wait_drained
+    printf '  paced at about half the c=50 peak (target %d/s; 50 connections, %d ms between requests): %s req/s, p50 %s ms, p99 %s ms\n' \
+        "$HALF" "$DELAY" "$r" "$a" "$b"
+fi
+psql "$DB" -qc "DROP TABLE IF EXISTS bench_insert"
+
+# --- 4. webhook-to-inbox latency ------------------------------------------------------------------
+
+LIVE_RATE=${LIVE_RATE:-5000}
+LIVE_SECONDS=${LIVE_SECONDS:-10}
+echo "== Webhook-to-inbox latency: 1000 live inbox clients (100 tenants x 10), $LIVE_RATE webhooks/s for ${LIVE_SECONDS}s, gateway with default shards"
+[ -x build/release/bench/bench_live ] || { echo "bench: build/release/bench/bench_live is not built" >&2; exit 1; }
+kill -TERM "$GW_PID" 2>/dev/null || true
+wait "$GW_PID" 2>/dev/null || true
+sed -i '/^shards = /d' "$TMP/switchboard.conf"
+env "${unset_sb[@]}" "$GATEWAY" -c "$TMP/switchboard.conf" >"$TMP/gateway-live.log" 2>&1 &
+GW_PID=$!
+wait_http "http://127.0.0.1:$GW_PORT/healthz" gateway "$TMP/gateway-live.log"
+python3 tests/bench/setup_tenants.py "$GW_PORT" bench-token 100 >"$TMP/tenants.txt"
+build/release/bench/bench_live "$GW_PORT" "$TMP/tenants.txt" 10 "$LIVE_RATE" "$LIVE_SECONDS"

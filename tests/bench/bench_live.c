@@ -1,0 +1,369 @@
+/* bench_live — webhook-to-inbox latency under load: a load generator for the live inbox.
+ *
+ *   bench_live PORT SETUP_FILE CLIENTS_PER_TENANT RATE SECONDS
+ *
+ * SETUP_FILE has one line per tenant: "<api key> <channel id> <channel number> <auth token>" (tests/bench/run.sh
+ * creates them through the admin API). The program opens CLIENTS_PER_TENANT live inbox WebSockets per tenant, waits
+ * until every one is welcomed, then sends signed Twilio inbound-SMS webhooks at RATE per second for SECONDS,
+ * spread over the tenants in turn, pipelined over a few keep-alive connections. Each webhook's Body carries the
+ * monotonic time it was written; each message.created that reaches a client yields one latency sample (receive
+ * time minus that). It prints the sample count and p50/p99/max, and how many webhooks were acknowledged with 200.
+ *
+ * One thread, one libuv loop, our own code for the rest (HMAC-SHA1, base64): nothing here is the gateway's I/O
+ * code, only its pure helpers. Runs beside the gateway on the same cores, so its own cost is part of the figure. */
+#include "proto/codec.h"
+#include "proto/digest.h"
+#include "proto/mem.h"
+#include "proto/str.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#define HTTP_CONNS 16
+#define MAX_TENANTS 4096
+
+typedef struct tenant {
+    char key[128], channel[32], number[32], token[128];
+} tenant_t;
+
+typedef struct wsc {
+    uv_tcp_t tcp;
+    sb_buf_t in;
+    int tenant;
+    int state; /* 0 handshake, 1 waiting welcome, 2 live */
+} wsc_t;
+
+typedef struct httpc {
+    uv_tcp_t tcp;
+    sb_buf_t in;
+    bool up;
+} httpc_t;
+
+static uv_loop_t *loop;
+static int port, ntenants, per_tenant, rate, seconds;
+static tenant_t tenants[MAX_TENANTS];
+static wsc_t *clients;
+static int nclients, welcomed, connected_http;
+static httpc_t http[HTTP_CONNS];
+static uint64_t t_start, sent, acked, not_ok;
+static uint64_t *samples;
+static size_t nsamples, cap_samples;
+static uv_timer_t tick, finish;
+static bool sending;
+
+static void die(const char *what)
+{
+    fprintf(stderr, "bench_live: %s\n", what);
+    exit(1);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    sb_buf_t *in = h->type == UV_TCP && ((uv_tcp_t *)h)->data ? ((uv_tcp_t *)h)->data : NULL;
+    (void)suggested;
+    sb_buf_reserve(in, 65536);
+    *b = uv_buf_init(in->p + in->len, 65536);
+}
+
+static void written(uv_write_t *req, int status)
+{
+    (void)status;
+    free(req);
+}
+
+static void write_copy(uv_stream_t *s, const char *p, size_t n)
+{
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    int w = uv_try_write(s, &b, 1);
+    if (w == (int)n)
+        return;
+    if (w < 0)
+        w = 0;
+    uv_write_t *req = sb_malloc(sizeof *req + n - (size_t)w);
+    char *copy = (char *)(req + 1);
+    memcpy(copy, p + w, n - (size_t)w);
+    b = uv_buf_init(copy, (unsigned)(n - (size_t)w));
+    if (uv_write(req, s, &b, 1, written) < 0)
+        die("write failed");
+}
+
+/* ---- inbox clients -------------------------------------------------------------------------------------------- */
+
+static void record(uint64_t sample)
+{
+    if (nsamples == cap_samples) {
+        cap_samples = cap_samples ? cap_samples * 2 : 1 << 16;
+        samples = sb_realloc(samples, cap_samples * sizeof *samples);
+    }
+    samples[nsamples++] = sample;
+}
+
+/* One server frame's payload: a welcome, or an event whose message.created body holds the send time. */
+static void on_frame(wsc_t *c, const char *p, size_t n)
+{
+    uint64_t now = uv_hrtime();
+    if (c->state == 1) {
+        if (n > 14 && memcmp(p, "{\"op\":\"welcome", 14) == 0) {
+            c->state = 2;
+            welcomed++;
+        } else {
+            die("no welcome (is the API key right?)");
+        }
+        return;
+    }
+    static const char created[] = "\"type\":\"message.created\"", body[] = "\"body\":\"bench ";
+    if (!memmem(p, n, created, sizeof created - 1))
+        return;
+    const char *b = memmem(p, n, body, sizeof body - 1);
+    if (!b)
+        return;
+    record(now - strtoull(b + sizeof body - 1, NULL, 10));
+}
+
+static void ws_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    wsc_t *c = (wsc_t *)s;
+    (void)buf;
+    if (nread < 0)
+        die("an inbox client was disconnected");
+    c->in.len += (size_t)nread;
+    size_t off = 0;
+    if (c->state == 0) {
+        char *end = memmem(c->in.p, c->in.len, "\r\n\r\n", 4);
+        if (!end)
+            return;
+        if (memcmp(c->in.p, "HTTP/1.1 101", 12) != 0)
+            die("handshake refused");
+        off = (size_t)(end + 4 - c->in.p);
+        c->state = 1;
+        char hello[256];
+        int hl = snprintf(hello, sizeof hello, "{\"op\":\"hello\",\"token\":\"%s\"}", tenants[c->tenant].key);
+        unsigned char frame[300];
+        frame[0] = 0x81;
+        frame[1] = (unsigned char)(0x80 | hl);
+        memset(frame + 2, 0, 4); /* mask key 0: masked as the RFC requires, bytes unchanged */
+        memcpy(frame + 6, hello, (size_t)hl);
+        write_copy(s, (char *)frame, (size_t)hl + 6);
+    }
+    for (;;) {
+        size_t avail = c->in.len - off;
+        if (avail < 2)
+            break;
+        const unsigned char *h = (const unsigned char *)c->in.p + off;
+        size_t len = h[1] & 0x7f, hl = 2;
+        if (len == 126) {
+            if (avail < 4)
+                break;
+            len = (size_t)h[2] << 8 | h[3];
+            hl = 4;
+        } else if (len == 127) {
+            if (avail < 10)
+                break;
+            len = 0;
+            for (int i = 2; i < 10; i++)
+                len = len << 8 | h[i];
+            hl = 10;
+        }
+        if (avail < hl + len)
+            break;
+        if ((h[0] & 0x0f) == 1)
+            on_frame(c, (const char *)h + hl, len);
+        off += hl + len;
+    }
+    memmove(c->in.p, c->in.p + off, c->in.len - off);
+    c->in.len -= off;
+}
+
+static void ws_connected(uv_connect_t *req, int status)
+{
+    wsc_t *c = req->data;
+    free(req);
+    if (status < 0)
+        die("cannot connect an inbox client");
+    char head[256];
+    int n = snprintf(head, sizeof head,
+                     "GET /v1/inbox HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                     "Sec-WebSocket-Protocol: switchboard.v1.json\r\n\r\n",
+                     port);
+    write_copy((uv_stream_t *)&c->tcp, head, (size_t)n);
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, ws_read);
+}
+
+/* ---- webhooks ------------------------------------------------------------------------------------------------- */
+
+static void http_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    httpc_t *c = (httpc_t *)s;
+    (void)buf;
+    if (nread < 0)
+        die("a webhook connection was closed");
+    c->in.len += (size_t)nread;
+    /* count whole responses: each is a head with content-length, then that many bytes */
+    size_t off = 0;
+    for (;;) {
+        char *end = memmem(c->in.p + off, c->in.len - off, "\r\n\r\n", 4);
+        if (!end)
+            break;
+        const char *cl = memmem(c->in.p + off, (size_t)(end - c->in.p) - off, "content-length: ", 16);
+        size_t body = cl ? strtoul(cl + 16, NULL, 10) : 0;
+        size_t total = (size_t)(end + 4 - c->in.p) - off + body;
+        if (c->in.len - off < total)
+            break;
+        if (memcmp(c->in.p + off, "HTTP/1.1 200", 12) == 0)
+            acked++;
+        else
+            not_ok++;
+        off += total;
+    }
+    memmove(c->in.p, c->in.p + off, c->in.len - off);
+    c->in.len -= off;
+}
+
+static void http_connected(uv_connect_t *req, int status)
+{
+    httpc_t *c = req->data;
+    free(req);
+    if (status < 0)
+        die("cannot connect a webhook connection");
+    c->up = true;
+    connected_http++;
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, http_read);
+}
+
+/* Writes webhook number i: tenant i mod ntenants, Body "bench <send time ns>", signed like Twilio. */
+static void send_webhook(uint64_t i)
+{
+    const tenant_t *t = &tenants[i % (uint64_t)ntenants];
+    char sid[40], body_text[48], url[160], path[64];
+    snprintf(sid, sizeof sid, "SM%08llx%024llx", (unsigned long long)(t_start & 0xffffffff), (unsigned long long)i);
+    snprintf(body_text, sizeof body_text, "bench %llu", (unsigned long long)uv_hrtime());
+    snprintf(path, sizeof path, "/webhooks/twilio/%s", t->channel);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    /* sorted by name: AccountSid, Body, From, MessageSid, To */
+    static const char account[] = "AC00000000000000000000000000000000";
+    char from[] = "+14155550100";
+    sb_digest_hmac_t mac;
+    sb_digest_hmac_init(&mac, SB_DIGEST_SHA1, sb_str_cstr(t->token));
+    const char *parts[] = {url,  "AccountSid", account, "Body", body_text, "From", from,
+                           "MessageSid", sid, "To", t->number};
+    for (size_t k = 0; k < sizeof parts / sizeof parts[0]; k++)
+        sb_digest_hmac_update(&mac, sb_str_cstr(parts[k]));
+    unsigned char d[SB_DIGEST_SHA1_LEN];
+    sb_digest_hmac_finish(&mac, d);
+    sb_buf_t sig, form, req;
+    sb_buf_init(&sig);
+    sb_buf_init(&form);
+    sb_buf_init(&req);
+    sb_codec_b64_append(&sig, d, sizeof d, SB_B64_STD);
+    /* '+' in the numbers must be sent as %2B; the body's space as '+' */
+    sb_buf_printf(&form, "AccountSid=%s&Body=bench+%s&From=%%2B%s&MessageSid=%s&To=%%2B%s", account,
+                  body_text + 6, from + 1, sid, t->number + 1);
+    sb_buf_printf(&req,
+                  "POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                  "X-Twilio-Signature: %s\r\nContent-Length: %zu\r\n\r\n%s",
+                  path, port, sb_buf_cstr(&sig), form.len, sb_buf_cstr(&form));
+    httpc_t *c = &http[i % HTTP_CONNS];
+    write_copy((uv_stream_t *)&c->tcp, req.p, req.len);
+    sb_buf_cleanup(&sig);
+    sb_buf_cleanup(&form);
+    sb_buf_cleanup(&req);
+}
+
+static void on_finish(uv_timer_t *t)
+{
+    uv_stop(t->loop);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    (void)t;
+    if (!sending) {
+        if (welcomed < nclients || connected_http < HTTP_CONNS)
+            return;
+        fprintf(stderr, "bench_live: %d inbox clients welcomed; sending %d webhooks/s for %d s\n", nclients, rate,
+                seconds);
+        sending = true;
+        t_start = uv_hrtime();
+        uv_timer_start(&finish, on_finish, (uint64_t)seconds * 1000 + 2000, 0);
+    }
+    uint64_t elapsed = uv_hrtime() - t_start;
+    if (elapsed > (uint64_t)seconds * 1000000000ull)
+        return;
+    uint64_t due = elapsed * (uint64_t)rate / 1000000000ull;
+    while (sent < due)
+        send_webhook(sent++);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void start_tcp(uv_tcp_t *tcp, void *data, uv_connect_cb cb)
+{
+    struct sockaddr_in addr;
+    uv_ip4_addr("127.0.0.1", port, &addr);
+    uv_tcp_init(loop, tcp);
+    uv_tcp_nodelay(tcp, 1);
+    uv_connect_t *req = sb_malloc(sizeof *req);
+    req->data = data;
+    if (uv_tcp_connect(req, tcp, (struct sockaddr *)&addr, cb) < 0)
+        die("connect");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 6)
+        die("usage: bench_live PORT SETUP_FILE CLIENTS_PER_TENANT RATE SECONDS");
+    port = atoi(argv[1]);
+    per_tenant = atoi(argv[3]);
+    rate = atoi(argv[4]);
+    seconds = atoi(argv[5]);
+    FILE *f = fopen(argv[2], "r");
+    if (!f)
+        die("cannot read the setup file");
+    while (ntenants < MAX_TENANTS && fscanf(f, "%127s %31s %31s %127s", tenants[ntenants].key,
+                                             tenants[ntenants].channel, tenants[ntenants].number,
+                                             tenants[ntenants].token) == 4)
+        ntenants++;
+    fclose(f);
+    if (!ntenants || per_tenant < 1 || rate < 1 || seconds < 1)
+        die("nothing to do");
+    loop = uv_default_loop();
+    nclients = ntenants * per_tenant;
+    clients = sb_calloc((size_t)nclients, sizeof *clients);
+    for (int i = 0; i < nclients; i++) {
+        clients[i].tenant = i % ntenants;
+        sb_buf_init(&clients[i].in);
+        clients[i].tcp.data = &clients[i].in;
+        start_tcp(&clients[i].tcp, &clients[i], ws_connected);
+        clients[i].tcp.data = &clients[i].in;
+    }
+    for (int i = 0; i < HTTP_CONNS; i++) {
+        sb_buf_init(&http[i].in);
+        start_tcp(&http[i].tcp, &http[i], http_connected);
+        http[i].tcp.data = &http[i].in;
+    }
+    uv_timer_init(loop, &tick);
+    uv_timer_init(loop, &finish);
+    uv_timer_start(&tick, on_tick, 1, 1);
+    uv_run(loop, UV_RUN_DEFAULT);
+
+    qsort(samples, nsamples, sizeof *samples, cmp_u64);
+    double secs = (double)seconds;
+    printf("  webhooks: %llu sent (%.0f/s), %llu acknowledged 200, %llu other\n", (unsigned long long)sent,
+           (double)sent / secs, (unsigned long long)acked, (unsigned long long)not_ok);
+    if (!nsamples) {
+        printf("  webhook-to-inbox: no samples\n");
+        return 1;
+    }
+    printf("  webhook-to-inbox over %d clients: %zu deliveries (expected %llu), p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
+           nclients, nsamples, (unsigned long long)sent * (unsigned long long)per_tenant,
+           (double)samples[nsamples / 2] / 1e6, (double)samples[nsamples * 99 / 100] / 1e6,
+           (double)samples[nsamples - 1] / 1e6);
+    return 0;
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env python3
+"""tests/bench/setup_tenants.py — creates N tenants, each with an API key and a Twilio SMS channel, through the
+admin API of a running gateway, and prints one line per tenant for bench_live: "<key> <channel id> <number> <token>".
+
+    setup_tenants.py PORT ADMIN_TOKEN N > tenants.txt
+"""
+import json
+import sys
+import urllib.request
+import uuid
+
+
+def post(port, admin, path, body):
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=json.dumps(body).encode(),
+                                 headers={"Authorization": "Bearer " + admin, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)
+
+
+def main():
+    port, admin, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    run = uuid.uuid4().int % 10 ** 4
+    for i in range(n):
+        t = post(port, admin, "/v1/admin/tenants", {"name": "bench %d" % i})
+        key = post(port, admin, "/v1/admin/tenants/%s/keys" % t["id"], {})["key"]
+        number = "+1%04d%06d" % (run, i)
+        token = uuid.uuid4().hex
+        ch = post(port, admin, "/v1/admin/tenants/%s/channels" % t["id"],
+                  {"type": "twilio_sms", "address": number,
+                   "credentials": {"account_sid": "AC" + "0" * 32, "auth_token": token}})
+        print(key, ch["id"], number, token)
+
+
+if __name__ == "__main__":
+    main()
