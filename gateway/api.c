@@ -7,6 +7,7 @@
 
 #include "adapters/crypto.h"
 #include "adapters/pg.h"
+#include "gateway/sends.h"
 #include "proto/digest.h"
 #include "proto/err.h"
 #include "proto/form.h"
@@ -389,6 +390,84 @@ static void post_token(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
     sb_buf_cleanup(&tok);
 }
 
+/* ---- POST /v1/messages ---------------------------------------------------------------------------------------- */
+
+static void send_accepted(void *arg, int status, const char *code, const char *message, const char *id, bool created)
+{
+    sb_http_req_t *req = arg;
+    if (status != 202) {
+        sb_http_respond_error(req, status, code, message);
+        return;
+    }
+    char b[96];
+    int n = snprintf(b, sizeof b, "{\"id\":\"%s\",\"status\":\"queued\"}\n", id);
+    sb_http_respond(req, created ? 202 : 200, "application/json", b, (size_t)n);
+}
+
+/* A JSON string field as a view (absent or null: {NULL, 0}); false when present with another type. */
+static bool str_field(json_t *o, const char *name, sb_str_t *out)
+{
+    json_t *v = json_object_get(o, name);
+    *out = sb_str(NULL, 0);
+    if (!v || json_is_null(v))
+        return true;
+    if (!json_is_string(v))
+        return false;
+    *out = sb_str(json_string_value(v), json_string_length(v));
+    return true;
+}
+
+static void post_message(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+{
+    (void)s;
+    sb_str_t body = sb_http_req_body(req), ct;
+    if (!sb_http_req_header(req, "content-type", &ct) || !sb_str_has_prefix(ct, SB_STR("application/json"))) {
+        sb_http_respond_error(req, 415, "unsupported_media_type", "send Content-Type: application/json");
+        return;
+    }
+    json_t *j = json_loadb(body.p, body.len, JSON_REJECT_DUPLICATES, NULL);
+    sb_send_t send = {.tenant = strtoll(tenant, NULL, 10)};
+    const char *bad = NULL;
+    char *template_text = NULL;
+    json_t *ch = json_object_get(j, "channel_id"), *tpl = json_object_get(j, "template");
+    long long channel = 0;
+    if (!json_is_object(j))
+        bad = "the body must be a JSON object";
+    else if (json_is_integer(ch))
+        channel = json_integer_value(ch);
+    else if (json_is_string(ch))
+        sb_str_to_ll(sb_str(json_string_value(ch), json_string_length(ch)), 1, INT64_MAX, &channel);
+    if (!bad && channel < 1)
+        bad = "'channel_id' must be a channel id";
+    else if (!bad && !str_field(j, "to", &send.to))
+        bad = "'to' must be a string";
+    else if (!bad && !str_field(j, "body", &send.body))
+        bad = "'body' must be a string";
+    else if (!bad && !str_field(j, "media_url", &send.media_url))
+        bad = "'media_url' must be a string";
+    else if (!bad && !str_field(j, "idempotency_key", &send.idempotency_key))
+        bad = "'idempotency_key' must be a string";
+    else if (!bad && tpl && !json_is_null(tpl) &&
+             (!json_is_object(tpl) || !json_is_string(json_object_get(tpl, "name"))))
+        bad = "'template' must be an object with a 'name'";
+    if (bad) {
+        sb_http_respond_error(req, 400, "invalid_request", bad);
+        json_decref(j);
+        return;
+    }
+    sb_str_t header_key;
+    if (!send.idempotency_key.p && sb_http_req_header(req, "idempotency-key", &header_key))
+        send.idempotency_key = header_key;
+    if (tpl && json_is_object(tpl)) {
+        template_text = json_dumps(tpl, JSON_COMPACT);
+        send.template_json = sb_str_cstr(template_text);
+    }
+    send.channel = channel;
+    sb_sends_accept(&send, send_accepted, req);
+    free(template_text);
+    json_decref(j);
+}
+
 /* ---- routing -------------------------------------------------------------------------------------------------- */
 
 /* A route with an id in its path keeps the id in the request's user pointer while authentication runs. */
@@ -430,6 +509,13 @@ bool sb_api_handle(sb_shard_t *s, sb_http_req_t *req)
             sb_http_respond_error(req, 405, "method_not_allowed", "this route answers GET");
         else
             authenticate(s, req, get_conversations, false);
+        return true;
+    }
+    if (sb_str_eq_cstr(path, "/v1/messages")) {
+        if (m != SB_HTTP_POST)
+            sb_http_respond_error(req, 405, "method_not_allowed", "this route answers POST");
+        else
+            authenticate(s, req, post_message, false);
         return true;
     }
     if (sb_str_eq_cstr(path, "/v1/tokens")) {

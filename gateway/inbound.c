@@ -188,16 +188,20 @@ static void route_on_owner(sb_shard_t *s, void *arg)
     free(r);
 }
 
-void sb_inbound_route(int64_t tenant, int64_t channel, int64_t receipt_id)
+unsigned sb_inbound_owner(int64_t tenant)
 {
     char t[24];
     int n = snprintf(t, sizeof t, "%lld", (long long)tenant);
-    uint32_t slot = sb_place_slot(sb_str(t, (size_t)n), (uint32_t)cfg->slots);
+    return sb_place_shard(sb_place_slot(sb_str(t, (size_t)n), (uint32_t)cfg->slots), sb_shards_count());
+}
+
+void sb_inbound_route(int64_t tenant, int64_t channel, int64_t receipt_id)
+{
     route_t *r = sb_malloc(sizeof *r);
     r->tenant = tenant;
     r->channel = channel;
     r->receipt_id = receipt_id;
-    if (sb_shard_exec(sb_place_shard(slot, sb_shards_count()), route_on_owner, r) < 0) {
+    if (sb_shard_exec(sb_inbound_owner(tenant), route_on_owner, r) < 0) {
         free(r); /* shutting down: the sweeper picks it up after the restart */
     }
 }

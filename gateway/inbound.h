@@ -22,6 +22,8 @@
 
 /* Remembers the configuration (borrowed). Call once before the shards start. */
 void sb_inbound_init(const sb_config_t *cfg);
+/* The shard that owns tenant's slot: where its actors live and its events are ordered (any thread). */
+unsigned sb_inbound_owner(int64_t tenant);
 /* From any shard thread: hands receipt_id of (tenant, channel) to its session actor. */
 void sb_inbound_route(int64_t tenant, int64_t channel, int64_t receipt_id);
 /* Routes every row of res (columns tenant_id, channel_id, receipt id; NULL res is no rows). Returns how many. */

@@ -15,6 +15,7 @@
 #include "gateway/api.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
+#include "gateway/sends.h"
 #include "proto/err.h"
 #include "proto/inbox.h"
 #include "proto/mem.h"
@@ -432,6 +433,49 @@ static void on_hello(client_t *c, const sb_inbox_op_t *op)
     sb_api_auth(c->hub->shard, op->token, false, authed, h);
 }
 
+/* ---- send ----------------------------------------------------------------------------------------------------- */
+
+typedef struct send_op {
+    client_t *c;
+    char *key; /* the client's idempotency key, echoed in accepted; NULL when it gave none */
+} send_op_t;
+
+static void sent(void *arg, int status, const char *code, const char *message, const char *id, bool created)
+{
+    send_op_t *op = arg;
+    client_t *c = op->c;
+    (void)created;
+    if (c->st && c->state != S_CLOSING) {
+        if (status != 202) {
+            send_error(c, code, message);
+        } else {
+            sb_buf_t *b = &c->hub->out;
+            frame_begin(b);
+            sb_inbox_encode_accepted(c->fmt, op->key ? sb_str_cstr(op->key) : sb_str(NULL, 0), sb_str_cstr(id), b);
+            client_write(c, frame_end(b, data_op(c)));
+        }
+    }
+    free(op->key);
+    free(op);
+    client_unref(c);
+}
+
+/* The inbox's send op: the same acceptance as POST /v1/messages, answered with accepted (or an error frame). */
+static void on_send(client_t *c, const sb_inbox_op_t *op)
+{
+    send_op_t *s = sb_calloc(1, sizeof *s);
+    s->c = c;
+    s->key = op->idempotency_key.p ? sb_strndup(op->idempotency_key.p, op->idempotency_key.len) : NULL;
+    c->refs++;
+    sb_send_t send = {.tenant = c->tenant,
+                      .channel = op->channel_id,
+                      .to = op->to,
+                      .body = op->body,
+                      .media_url = op->media_url,
+                      .idempotency_key = op->idempotency_key};
+    sb_sends_accept(&send, sent, s);
+}
+
 /* ---- frames from the client ----------------------------------------------------------------------------------- */
 
 static void on_message(client_t *c, const sb_ws_event_t *ev)
@@ -462,8 +506,8 @@ static void on_message(client_t *c, const sb_ws_event_t *ev)
         frame_begin(b);
         sb_inbox_encode_pong(c->fmt, b);
         client_write(c, frame_end(b, data_op(c)));
-    } else {
-        send_error(c, "not_implemented", "sending from the inbox is not available in this version");
+    } else if (op.kind == SB_INBOX_SEND) {
+        on_send(c, &op);
     }
     sb_inbox_op_cleanup(&op);
 }
@@ -698,19 +742,24 @@ static void deliver(sb_shard_t *s, void *arg)
 
 void sb_live_publish(int64_t tenant, const PGresult *res)
 {
-    int n = res ? PQntuples(res) : 0;
-    if (n <= 0 || PQnfields(res) < 3)
+    int n = res ? PQntuples(res) : 0, fc = n ? PQfnumber(res, "cursor") : -1, ft = n ? PQfnumber(res, "type") : -1,
+        fd = n ? PQfnumber(res, "data") : -1, events = 0;
+    if (fc < 0 || ft < 0 || fd < 0)
         return;
+    for (int i = 0; i < n; i++)
+        events += !PQgetisnull(res, i, fc);
     unsigned shards = sb_shards_count(), targets = 0;
     for (unsigned i = 0; i < shards; i++)
         targets += atomic_load(&subscribed[i]) > 0;
-    if (!targets)
+    if (!targets || !events)
         return;
-    batch_t *b = sb_malloc(sizeof *b + (size_t)n * sizeof b->ev[0]);
+    batch_t *b = sb_malloc(sizeof *b + (size_t)events * sizeof b->ev[0]);
     b->tenant = tenant;
-    b->n = (size_t)n;
+    b->n = 0;
     for (int i = 0; i < n; i++)
-        b->ev[i] = ev_new(strtoll(PQgetvalue(res, i, 0), NULL, 10), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
+        if (!PQgetisnull(res, i, fc))
+            b->ev[b->n++] = ev_new(strtoll(PQgetvalue(res, i, fc), NULL, 10), PQgetvalue(res, i, ft),
+                                   PQgetvalue(res, i, fd));
     qsort(b->ev, b->n, sizeof b->ev[0], by_cursor);
     atomic_init(&b->refs, (int)targets);
     sb_shard_t *self = sb_shard_self();

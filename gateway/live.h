@@ -4,8 +4,8 @@
  * switchboard.v1.msgpack (binary frames), sends {"op":"hello","token","resume_after"} within 10 s, and gets
  * {"op":"welcome","tenant_id","cursor"} with the tenant's newest cursor, then every event after resume_after (or,
  * without it, after the welcome cursor) in cursor order, each once: first replayed from PostgreSQL in pages, then
- * live. Also {"op":"ping"} → {"op":"pong"}, WebSocket pings are answered, and the inbox `send` op (the outbound
- * issue) answers an error until sends exist.
+ * live. Also {"op":"ping"} → {"op":"pong"}, WebSocket pings are answered, and the `send` op is accepted like
+ * POST /v1/messages (gateway/sends) and answered {"op":"accepted","idempotency_key","id"} or an error frame.
  *
  * No gap, no duplicate, whatever the timing: a client is subscribed on its shard *before* its first replay query,
  * so an event is either in what a query returns or published to it afterwards; live events that arrive while it
@@ -40,8 +40,9 @@
 void sb_live_init(const sb_config_t *cfg);
 /* Handles GET /v1/inbox (the WebSocket handshake). Returns false when the path is not the inbox's. */
 bool sb_live_handle(sb_shard_t *s, sb_http_req_t *req);
-/* On the tenant's shard, after COMMIT: publishes the events in res (columns cursor, type, data as JSON text; rows
- * in any order; NULL is none) to the tenant's live clients on every shard. res is borrowed for the call. */
+/* On the tenant's shard, after COMMIT: publishes the events in res (the columns named cursor, type and data, as
+ * JSON text; rows in any order, rows whose cursor is NULL skipped; NULL res is none) to the tenant's live clients on
+ * every shard. res is borrowed for the call. */
 void sb_live_publish(int64_t tenant, const PGresult *res);
 /* On each shard thread at start and stop. */
 void sb_live_shard_start(sb_shard_t *s);

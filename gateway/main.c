@@ -14,6 +14,7 @@
 #include "gateway/live.h"
 #include "gateway/log.h"
 #include "gateway/routes.h"
+#include "gateway/sends.h"
 #include "gateway/webhooks.h"
 #include "gateway/version.h"
 #include "proto/err.h"
@@ -226,6 +227,7 @@ int main(int argc, char **argv)
     sb_inbound_init(&cfg);
     sb_api_init(&cfg);
     sb_live_init(&cfg);
+    sb_sends_init(&cfg);
     sb_shards_opts_t so = {
         .count = (unsigned)cfg.shards,
         .redis_host = cfg.redis.host,

@@ -1,0 +1,250 @@
+/* Accepting outbound sends; see sends.h.
+ *
+ * The request is checked where it arrived, copied into one job and handed to the tenant's shard, which runs one
+ * statement: it finds an earlier message with the same idempotency key (then nothing else happens), or upserts the
+ * contact and the conversation, stores the message with status queued and its first status history entry, and
+ * takes the tenant's next inbox cursors for message.created and conversation.updated. After COMMIT the events go
+ * to the live inbox and the answer goes back to the shard the request came from. */
+#include "gateway/sends.h"
+
+#include "adapters/pg.h"
+#include "gateway/inbound.h"
+#include "gateway/live.h"
+#include "gateway/log.h"
+#include "proto/err.h"
+#include "proto/line.h"
+#include "proto/mem.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const sb_config_t *cfg;
+
+void sb_sends_init(const sb_config_t *c)
+{
+    cfg = c;
+}
+
+/* ---- checks that need no database ----------------------------------------------------------------------------- */
+
+/* "+" and 8 to 15 digits, the first not 0 (E.164), optionally after "whatsapp:". */
+static bool is_recipient(sb_str_t to)
+{
+    if (sb_str_has_prefix(to, SB_STR("whatsapp:")))
+        to = sb_str(to.p + 9, to.len - 9);
+    if (to.len < 9 || to.len > 16 || to.p[0] != '+' || to.p[1] == '0')
+        return false;
+    for (size_t i = 1; i < to.len; i++)
+        if (to.p[i] < '0' || to.p[i] > '9')
+            return false;
+    return true;
+}
+
+static size_t code_points(sb_str_t s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s.len; i++)
+        n += ((unsigned char)s.p[i] & 0xC0) != 0x80;
+    return n;
+}
+
+static bool is_media_url(sb_str_t u)
+{
+    if (!sb_str_has_prefix(u, SB_STR("https://")) && !sb_str_has_prefix(u, SB_STR("http://")))
+        return false;
+    const char *host = memchr(u.p, ':', u.len) + 3;
+    if (host >= u.p + u.len || *host == '/' || u.len > SB_SENDS_MAX_URL)
+        return false;
+    for (size_t i = 0; i < u.len; i++)
+        if ((unsigned char)u.p[i] <= 0x20 || u.p[i] == 0x7f)
+            return false;
+    return true;
+}
+
+const char *sb_sends_check(const sb_send_t *s, const char **code)
+{
+    *code = "invalid_request";
+    if (!s->to.len || !is_recipient(s->to)) {
+        *code = "invalid_recipient";
+        return "'to' must be an E.164 number such as +14155550100 (or whatsapp:+14155550100)";
+    }
+    if (!s->body.len && !s->media_url.len && !s->template_json.len)
+        return "a message needs 'body', 'media_url' or 'template'";
+    if (s->body.len && !sb_utf8_valid(s->body.p, s->body.len))
+        return "'body' must be valid UTF-8";
+    if (memchr(s->body.p ? s->body.p : "", '\0', s->body.len))
+        return "'body' must not contain NUL characters";
+    if (code_points(s->body) > SB_SENDS_MAX_BODY) {
+        *code = "body_too_long";
+        return "'body' is longer than 4096 characters";
+    }
+    if (s->media_url.len && !is_media_url(s->media_url)) {
+        *code = "invalid_media_url";
+        return "'media_url' must be an absolute http(s) URL without spaces, at most 2048 bytes";
+    }
+    if (s->idempotency_key.p && (s->idempotency_key.len == 0 || s->idempotency_key.len > SB_SENDS_MAX_KEY ||
+                                 !sb_utf8_valid(s->idempotency_key.p, s->idempotency_key.len) ||
+                                 memchr(s->idempotency_key.p, '\0', s->idempotency_key.len)))
+        return "'idempotency_key' must be 1 to 255 bytes of UTF-8 text";
+    return NULL;
+}
+
+/* ---- the job: one send on its way to the tenant's shard and back ---------------------------------------------- */
+
+typedef struct job {
+    unsigned origin;              /* the shard to answer on */
+    sb_sends_fn cb;
+    void *arg;
+    int64_t tenant, channel;
+    char *to, *body, *media, *template_json, *key; /* media: a JSON array; key and template NULL when absent */
+    /* the outcome, carried back */
+    int status;
+    const char *code, *message;
+    char id[24];
+    bool created;
+} job_t;
+
+static void job_free(job_t *j)
+{
+    free(j->to);
+    free(j->body);
+    free(j->media);
+    free(j->template_json);
+    free(j->key);
+    free(j);
+}
+
+static void answer_on_origin(sb_shard_t *s, void *arg)
+{
+    job_t *j = arg;
+    (void)s;
+    j->cb(j->arg, j->status, j->code, j->message, j->id, j->created);
+    job_free(j);
+}
+
+/* Back to the shard the request came from (never freed unanswered: if that shard is gone, so is its client). */
+static void finish(job_t *j, int status, const char *code, const char *message)
+{
+    j->status = status;
+    j->code = code;
+    j->message = message;
+    sb_shard_t *self = sb_shard_self();
+    if (self && sb_shard_index(self) == j->origin)
+        answer_on_origin(self, j);
+    else if (sb_shard_exec(j->origin, answer_on_origin, j) < 0)
+        job_free(j);
+}
+
+/* $1 tenant, $2 channel, $3 to, $4 body, $5 media (JSON array), $6 idempotency key, $7 template (JSON or NULL).
+ * The first row: id (the new message's, or the earlier one with the same key), created (1 or 0), channel_type
+ * (NULL: no such channel of this tenant); then one row per event with cursor, type, data. */
+static const char accept_sql[] =
+    "WITH ch AS ("
+    "  SELECT id, address FROM channels WHERE tenant_id = $1 AND id = $2"
+    "  AND type IN ('twilio_sms', 'twilio_whatsapp', 'meta_whatsapp')),"
+    " dup AS (SELECT id FROM messages WHERE tenant_id = $1 AND idempotency_key = $6),"
+    " ct AS ("
+    "  INSERT INTO contacts AS c (tenant_id, channel_id, address)"
+    "  SELECT $1, ch.id, $3 FROM ch WHERE NOT EXISTS (SELECT 1 FROM dup)"
+    "  ON CONFLICT (tenant_id, channel_id, address) DO UPDATE SET updated_at = now()"
+    "  RETURNING id, address, profile_name),"
+    " cv AS ("
+    "  INSERT INTO conversations AS v (tenant_id, channel_id, contact_id, last_seq, last_message_at)"
+    "  SELECT $1, $2, ct.id, 1, now() FROM ct"
+    "  ON CONFLICT (tenant_id, channel_id, contact_id) DO UPDATE"
+    "  SET last_seq = v.last_seq + 1, last_message_at = now() RETURNING id, last_seq, last_message_at, created_at),"
+    " m AS ("
+    "  INSERT INTO messages (tenant_id, conversation_id, channel_id, seq, direction, sender, recipient, body, media,"
+    "                        status, idempotency_key, template)"
+    "  SELECT $1, cv.id, $2, cv.last_seq, 'out', ch.address, $3, $4, $5::jsonb, 'queued', $6, $7::jsonb FROM cv, ch"
+    "  RETURNING id, conversation_id, sender, recipient, body, media, created_at),"
+    " sh AS (INSERT INTO message_status_history (tenant_id, message_id, status) SELECT $1, m.id, 'queued' FROM m),"
+    " ev AS ("
+    "  SELECT 1 AS n, 'message.created' AS type, jsonb_build_object('id', m.id::text, 'conversation_id',"
+    "         m.conversation_id::text, 'channel_id', $2::text, 'direction', 'out', 'from', m.sender, 'to',"
+    "         m.recipient, 'body', m.body, 'media', m.media, 'provider_id', NULL, 'status', 'queued',"
+    "         'created_at', m.created_at) AS data FROM m"
+    "  UNION ALL"
+    "  SELECT 2, 'conversation.updated', jsonb_build_object('id', cv.id::text, 'channel_id', $2::text, 'contact',"
+    "         jsonb_build_object('id', ct.id::text, 'address', ct.address, 'profile_name', ct.profile_name),"
+    "         'last_seq', cv.last_seq, 'last_message_at', cv.last_message_at, 'created_at', cv.created_at)"
+    "  FROM cv, ct, m),"
+    " cur AS ("
+    "  UPDATE tenants SET inbox_cursor = inbox_cursor + (SELECT count(*) FROM ev)"
+    "  WHERE id = $1 AND EXISTS (SELECT 1 FROM ev) RETURNING inbox_cursor),"
+    " ins AS ("
+    "  INSERT INTO inbox_events (tenant_id, cursor, type, data)"
+    "  SELECT $1, cur.inbox_cursor - (SELECT count(*) FROM ev) + row_number() OVER (ORDER BY ev.n), ev.type, ev.data"
+    "  FROM cur, ev RETURNING cursor, type, data)"
+    " SELECT coalesce((SELECT id FROM m), (SELECT id FROM dup))::text AS id, (SELECT count(*) FROM m) AS created,"
+    "        (SELECT type FROM channels WHERE tenant_id = $1 AND id = $2) AS channel_type,"
+    "        NULL::bigint AS cursor, NULL::text AS type, NULL::text AS data"
+    " UNION ALL SELECT NULL, NULL, NULL, cursor, type, data::text FROM ins";
+
+static void committed(void *arg, int err, const char *detail, const PGresult *res)
+{
+    job_t *j = arg;
+    if (err) {
+        sb_log_warn("sends: tenant %lld: not accepted: %s", (long long)j->tenant, detail);
+        finish(j, 503, "unavailable", "the database is not reachable; retry with the same idempotency_key");
+        return;
+    }
+    if (PQntuples(res) < 1 || PQgetisnull(res, 0, 0)) {
+        if (PQntuples(res) >= 1 && !PQgetisnull(res, 0, 2))
+            finish(j, 400, "unsupported_channel", "this channel type cannot send (twilio_sms, twilio_whatsapp and "
+                                                  "meta_whatsapp can)");
+        else
+            finish(j, 404, "not_found", "no such channel");
+        return;
+    }
+    snprintf(j->id, sizeof j->id, "%s", PQgetvalue(res, 0, 0));
+    j->created = strcmp(PQgetvalue(res, 0, 1), "0") != 0;
+    sb_live_publish(j->tenant, res);
+    finish(j, 202, NULL, NULL);
+}
+
+static void accept_on_owner(sb_shard_t *s, void *arg)
+{
+    job_t *j = arg;
+    char t[24], c[24];
+    snprintf(t, sizeof t, "%lld", (long long)j->tenant);
+    snprintf(c, sizeof c, "%lld", (long long)j->channel);
+    const char *p[7] = {t, c, j->to, j->body, j->media, j->key, j->template_json};
+    if (sb_pg_query(sb_shard_pg(s), accept_sql, 7, p, SB_PG_RETRY | SB_PG_PREPARED, committed, j) < 0)
+        finish(j, 503, "unavailable", "the database is not reachable; retry with the same idempotency_key");
+}
+
+void sb_sends_accept(const sb_send_t *send, sb_sends_fn cb, void *arg)
+{
+    const char *code, *why = sb_sends_check(send, &code);
+    if (why) {
+        cb(arg, 400, code, why, NULL, false);
+        return;
+    }
+    sb_shard_t *self = sb_shard_self();
+    SB_BUG_ON(!self);
+    job_t *j = sb_calloc(1, sizeof *j);
+    j->origin = sb_shard_index(self);
+    j->cb = cb;
+    j->arg = arg;
+    j->tenant = send->tenant;
+    j->channel = send->channel;
+    j->to = sb_strndup(send->to.p, send->to.len);
+    j->body = sb_strndup(send->body.p ? send->body.p : "", send->body.len);
+    if (send->media_url.len) {
+        json_t *a = json_pack("[{s:s%}]", "url", send->media_url.p, send->media_url.len);
+        j->media = json_dumps(a, JSON_COMPACT);
+        json_decref(a);
+    } else {
+        j->media = sb_strdup("[]");
+    }
+    j->template_json = send->template_json.len ? sb_strndup(send->template_json.p, send->template_json.len) : NULL;
+    j->key = send->idempotency_key.p ? sb_strndup(send->idempotency_key.p, send->idempotency_key.len) : NULL;
+    unsigned owner = sb_inbound_owner(send->tenant);
+    if (owner == j->origin)
+        accept_on_owner(self, j);
+    else if (sb_shard_exec(owner, accept_on_owner, j) < 0)
+        finish(j, 503, "unavailable", "the gateway is shutting down; retry with the same idempotency_key");
+}

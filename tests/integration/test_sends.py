@@ -1,0 +1,139 @@
+"""tests/integration/test_sends.py — accepting outbound sends on the real stack: POST /v1/messages and the inbox
+send op commit a queued outbound message (with its status history and message.created / conversation.updated
+events, live), the same idempotency key gives the same id once, and every bad request is refused with nothing
+stored: bad recipient, body, media URL, JSON, content type, unknown or foreign or non-sending channel.
+Run: SB_BIN=build/release/switchboard python3 tests/integration/test_sends.py"""
+
+import json
+import uuid
+
+import harness as h
+from test_live import JSON, MSGPACK, connect, events, setup
+from test_webhooks import MASTER_KEY, admin, sql
+
+
+def send(gw, key, body, content_type="application/json", headers=None):
+    hd = {"Authorization": "Bearer " + key}
+    if content_type:
+        hd["Content-Type"] = content_type
+    hd.update(headers or {})
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return h.request(gw.port, "POST", "/v1/messages", hd, data)
+
+
+def count_out(tenant):
+    return sql("SELECT count(*) FROM messages WHERE tenant_id = %s AND direction = 'out'" % tenant)
+
+
+def test_accept(gw, t):
+    ws = connect(gw, t["key"], MSGPACK)
+    ws.recv_op()
+    key = "order-" + uuid.uuid4().hex
+    r = send(gw, t["key"], {"channel_id": t["channel"], "to": "+14155550199", "body": "Hi 👋 from the API",
+                            "idempotency_key": key})
+    h.ok(r.status == 202 and r.json().get("status") == "queued" and r.json().get("id", "").isdigit(),
+         "POST /v1/messages: 202 with the id and status queued", r)
+    mid = r.json().get("id")
+    ev = events(ws, 2)
+    h.ok(len(ev) == 2 and ev[0]["type"] == "message.created" and ev[0]["data"]["id"] == mid and
+         ev[0]["data"]["direction"] == "out" and ev[0]["data"]["status"] == "queued" and
+         ev[0]["data"]["to"] == "+14155550199" and ev[0]["data"]["from"] == t["number"] and
+         ev[0]["data"]["body"] == "Hi 👋 from the API", "message.created (out, queued) reaches the live inbox", ev)
+    h.ok(len(ev) == 2 and ev[1]["type"] == "conversation.updated" and
+         ev[1]["data"]["contact"]["address"] == "+14155550199", "then conversation.updated", ev)
+    r2 = send(gw, t["key"], {"channel_id": t["channel"], "to": "+14155550199", "body": "Hi 👋 from the API",
+                             "idempotency_key": key})
+    h.ok(r2.status == 200 and r2.json().get("id") == mid, "the same idempotency_key again: the same id", r2)
+    h.ok(count_out(t["tenant"]) == "1", "and one message stored")
+    r3 = send(gw, t["key"], {"channel_id": int(t["channel"]), "to": "+14155550199", "body": "again"},
+              headers={"Idempotency-Key": key})
+    h.ok(r3.status == 200 and r3.json().get("id") == mid, "an Idempotency-Key header works the same", r3)
+    m = h.request(gw.port, "GET", "/v1/messages/%s" % mid, {"Authorization": "Bearer " + t["key"]}).json()
+    h.ok(m.get("status") == "queued" and m.get("direction") == "out" and
+         [x["status"] for x in m.get("history", [])] == ["queued"], "GET /v1/messages/{id}: queued, in history", m)
+    r = send(gw, t["key"], {"channel_id": t["channel"], "to": "+14155550199",
+                            "media_url": "https://example.com/cat.jpg"})
+    h.ok(r.status == 202 and r.json()["id"] != mid, "a media-only message without a key: a new id", r)
+    media = sql("SELECT media::text FROM messages WHERE tenant_id = %s AND id = %s" % (t["tenant"], r.json()["id"]))
+    h.ok(json.loads(media or "[]") == [{"url": "https://example.com/cat.jpg"}], "its media stored", media)
+    seqs = sql("SELECT string_agg(seq::text, ',' ORDER BY seq) FROM messages WHERE tenant_id = %s" % t["tenant"])
+    h.ok(seqs == "1,2", "both in one conversation, seq 1 and 2 (no hole for the repeated key)", seqs)
+    ws.shutdown()
+
+
+def test_refusals(gw, t):
+    before = count_out(t["tenant"])
+    ch = t["channel"]
+    cases = [
+        ({"channel_id": ch, "to": "4155550199", "body": "x"}, 400, "invalid_recipient", "a number without +"),
+        ({"channel_id": ch, "to": "+0155550199", "body": "x"}, 400, "invalid_recipient", "a number starting +0"),
+        ({"channel_id": ch, "to": "+1415555019912345", "body": "x"}, 400, "invalid_recipient", "16 digits"),
+        ({"channel_id": ch, "to": "+14155550199"}, 400, "invalid_request", "no body, media or template"),
+        ({"channel_id": ch, "to": "+14155550199", "body": "é" * 4097}, 400, "body_too_long", "4097 characters"),
+        ({"channel_id": ch, "to": "+14155550199", "media_url": "ftp://x/y"}, 400, "invalid_media_url",
+         "an ftp media URL"),
+        ({"channel_id": ch, "to": "+14155550199", "media_url": "https://x/a b"}, 400, "invalid_media_url",
+         "a media URL with a space"),
+        ({"channel_id": ch, "to": "+14155550199", "body": "x", "idempotency_key": "k" * 256}, 400,
+         "invalid_request", "a 256-byte idempotency key"),
+        ({"channel_id": "abc", "to": "+14155550199", "body": "x"}, 400, "invalid_request", "a channel_id of letters"),
+        ({"channel_id": ch, "to": 14155550199, "body": "x"}, 400, "invalid_request", "a number for 'to'"),
+        ({"channel_id": "999999999", "to": "+14155550199", "body": "x"}, 404, "not_found", "an unknown channel"),
+    ]
+    for body, status, code, what in cases:
+        r = send(gw, t["key"], body)
+        h.ok(r.status == status and h.error_code(r) == code, "%s: %d %s" % (what, status, code), r)
+    r = send(gw, t["key"], b'{"channel_id": 1, "to": ')
+    h.ok(r.status == 400, "broken JSON: 400", r)
+    r = send(gw, t["key"], b'[1,2]')
+    h.ok(r.status == 400, "a JSON array: 400", r)
+    r = send(gw, t["key"], {"channel_id": ch, "to": "+14155550199", "body": "x"}, content_type="text/plain")
+    h.ok(r.status == 415, "text/plain: 415", r)
+    r = h.request(gw.port, "GET", "/v1/messages", {"Authorization": "Bearer " + t["key"]})
+    h.ok(r.status == 405, "GET /v1/messages: 405", r)
+    r = send(gw, "sb_live_" + "B" * 43, {"channel_id": ch, "to": "+14155550199", "body": "x"})
+    h.ok(r.status == 401, "an unknown key: 401", r)
+    other = setup(gw)
+    r = send(gw, other["key"], {"channel_id": ch, "to": "+14155550199", "body": "x"})
+    h.ok(r.status == 404, "another tenant's channel: 404", r)
+    app = admin(gw, "/v1/admin/tenants/%s/channels" % t["tenant"],
+                {"type": "meta_messenger", "address": str(uuid.uuid4().int % 10 ** 15),
+                 "credentials": {"access_token": "EAAB" + uuid.uuid4().hex}})
+    r = send(gw, t["key"], {"channel_id": app.get("id", "0"), "to": "+14155550199", "body": "x"})
+    h.ok(r.status == 400 and h.error_code(r) == "unsupported_channel", "a Messenger channel cannot send yet: 400", r)
+    h.ok(count_out(t["tenant"]) == before, "nothing was stored by any of them")
+
+
+def test_inbox_send(gw, t):
+    for proto in (JSON, MSGPACK):
+        ws = connect(gw, t["key"], proto)
+        ws.recv_op()
+        key = "inbox-" + uuid.uuid4().hex
+        ws.send_op({"op": "send", "channel_id": t["channel"], "to": "+14155550142", "body": "from the inbox",
+                    "idempotency_key": key})
+        got = [ws.recv_op() for _ in range(3)]
+        acc = [m for m in got if m.get("op") == "accepted"]
+        created = [m for m in got if m.get("op") == "event" and m["type"] == "message.created"]
+        h.ok(len(acc) == 1 and acc[0]["idempotency_key"] == key and acc[0]["id"].isdigit(),
+             "%s: send is answered with accepted {idempotency_key, id}" % proto, got)
+        h.ok(len(created) == 1 and acc and created[0]["data"]["id"] == acc[0]["id"],
+             "%s: and its message.created arrives live" % proto, got)
+        ws.send_op({"op": "send", "channel_id": t["channel"], "to": "nope", "body": "x"})
+        m = ws.recv_op()
+        h.ok(m.get("op") == "error" and m.get("code") == "invalid_recipient",
+             "%s: a bad send gets an error frame, the connection stays" % proto, m)
+        ws.send_op({"op": "ping"})
+        h.ok(ws.recv_op() == {"op": "pong"}, "%s: still answering" % proto)
+        ws.shutdown()
+
+
+def test_file():
+    with h.Gateway(master_key=MASTER_KEY) as gw:
+        t = setup(gw)
+        h.subtest(test_accept, gw, t)
+        h.subtest(test_refusals, gw, t)
+        h.subtest(test_inbox_send, gw, setup(gw))
+
+
+if __name__ == "__main__":
+    h.main(test_file)
