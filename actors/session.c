@@ -12,13 +12,16 @@
 
 typedef struct pending {
     struct pending *next;
-    int64_t receipt_id;
+    int64_t receipt_id; /* or, on the outbound queue, the message id */
 } pending_t;
 
 typedef struct session {
     const sb_session_args_t *args;
     pending_t *head, *tail;
     unsigned inflight;
+    pending_t *out_head, *out_tail; /* outbound message ids, in order; the head is being sent or waits to retry */
+    unsigned attempt;               /* of the head */
+    bool sending, waiting;          /* the head is with the port / waits for its retry timer */
 } session_t;
 
 typedef struct completion {
@@ -51,6 +54,98 @@ static void apply_next(sb_actor_t *a, session_t *s)
             free(c); /* left for the sweeper */
         free(p);
     }
+}
+
+/* ---- outbound: one message at a time, in order ----------------------------------------------------------------- */
+
+typedef struct send_completion {
+    sb_rt_t *rt;
+    sb_actor_id_t id;
+} send_completion_t;
+
+static void on_sent(void *arg, const sb_session_outcome_t *o)
+{
+    send_completion_t *c = arg;
+    sb_rt_send(c->rt, 0, c->id, SB_SESSION_SENT, o, sizeof *o);
+    free(c);
+}
+
+static void drop_head(session_t *s)
+{
+    pending_t *p = s->out_head;
+    s->out_head = p->next;
+    if (!s->out_head)
+        s->out_tail = NULL;
+    free(p);
+    s->attempt = 0;
+}
+
+static void send_next(sb_actor_t *a, session_t *s)
+{
+    const sb_session_port_t *port = s->args->port;
+    while (!s->sending && !s->waiting && s->out_head && port->send) {
+        send_completion_t *c = sb_malloc(sizeof *c);
+        c->rt = sb_actor_rt(a);
+        c->id = sb_actor_self(a);
+        s->attempt++;
+        if (port->send(port->ctx, s->args->tenant, s->args->channel, s->out_head->receipt_id, s->attempt, on_sent,
+                       c) == 0) {
+            s->sending = true;
+        } else {
+            free(c); /* left queued in the database: the outbox sweeper hands it back */
+            drop_head(s);
+        }
+    }
+}
+
+static int on_send(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    sb_session_send_t r;
+    if (m->len != sizeof r)
+        return 0;
+    memcpy(&r, m->data, sizeof r);
+    for (pending_t *p = s->out_head; p; p = p->next)
+        if (p->receipt_id == r.message_id)
+            return 0; /* held already (the sweeper found it while it waited here) */
+    pending_t *p = sb_malloc(sizeof *p);
+    p->next = NULL;
+    p->receipt_id = r.message_id;
+    if (s->out_tail)
+        s->out_tail->next = p;
+    else
+        s->out_head = p;
+    s->out_tail = p;
+    send_next(a, s);
+    return 0;
+}
+
+static int on_sent_msg(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    sb_session_outcome_t o;
+    if (m->len != sizeof o || !s->sending)
+        return 0;
+    memcpy(&o, m->data, sizeof o);
+    s->sending = false;
+    if (o.again && s->out_head) {
+        s->waiting = true;
+        sb_actor_timer_start(a, o.retry_ms, 0, (uint64_t)o.message_id);
+        return 0;
+    }
+    if (s->out_head)
+        drop_head(s);
+    send_next(a, s);
+    return 0;
+}
+
+static int on_timer(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    (void)m;
+    s->waiting = false;
+    send_next(a, s);
+    return 0;
 }
 
 static int session_init(sb_actor_t *a, void *state, const void *arg)
@@ -100,11 +195,16 @@ static void session_stop(sb_actor_t *a, void *state)
         free(p);
     }
     s->tail = NULL;
+    while (s->out_head)
+        drop_head(s);
 }
 
 static const sb_actor_handler_fn handlers[] = {
+    [SB_MSG_TIMER] = on_timer,
     [SB_SESSION_RECEIPT] = on_receipt,
     [SB_SESSION_APPLIED] = on_applied,
+    [SB_SESSION_SEND] = on_send,
+    [SB_SESSION_SENT] = on_sent_msg,
 };
 
 const sb_actor_kind_t sb_session_kind = {

@@ -10,6 +10,12 @@
  * left unprocessed: the sweeper hands it back later, and applying is idempotent (an already processed receipt
  * changes nothing).
  *
+ * Outbound, it receives the ids of accepted outbound messages and sends them one at a time, in order, through the
+ * port's send: the port loads the message, takes the counters, asks the provider and stores the outcome. A send
+ * that must be tried again (the provider was busy or down) holds the line: the actor waits the delay the port
+ * gives, then sends the same message again, so a conversation's messages never overtake each other. A message id
+ * the actor already holds is not queued twice.
+ *
  * The actor reaches the outside only through sb_session_port_t, so it is tested with a fake. */
 #ifndef SB_SESSION_H
 #define SB_SESSION_H
@@ -22,7 +28,23 @@
 enum {
     SB_SESSION_RECEIPT = 1, /* payload: sb_session_receipt_t */
     SB_SESSION_APPLIED = 2, /* internal: the port finished the current receipt; payload: int err */
+    SB_SESSION_SEND = 3,    /* payload: sb_session_send_t */
+    SB_SESSION_SENT = 4,    /* internal: the port finished a send; payload: sb_session_outcome_t */
 };
+
+typedef struct sb_session_send {
+    int64_t message_id;
+} sb_session_send_t;
+
+/* What a send came to: done (sent, failed for good, unknown, or nothing to do) or try again after retry_ms. */
+typedef struct sb_session_outcome {
+    int64_t message_id;
+    bool again;
+    uint64_t retry_ms;
+} sb_session_outcome_t;
+
+/* sent(arg, outcome) must be called exactly once, on the actor's shard thread, when send returned 0. */
+typedef void (*sb_session_sent_fn)(void *arg, const sb_session_outcome_t *outcome);
 
 #define SB_SESSION_WINDOW 64 /* applies in flight per actor */
 
@@ -39,6 +61,11 @@ typedef struct sb_session_port {
      * called) or a negative code (it will not; the receipt stays for the sweeper). */
     int (*apply)(void *ctx, int64_t tenant, int64_t channel, int64_t receipt_id, sb_session_done_fn done,
                  void *arg);
+    /* Sends outbound message message_id of (tenant, channel); attempt counts from 1. Returns 0 (sent will be
+     * called) or a negative code (it will not: the message stays queued for the outbox sweeper). May be NULL: the
+     * actor then only applies receipts. */
+    int (*send)(void *ctx, int64_t tenant, int64_t channel, int64_t message_id, unsigned attempt,
+                sb_session_sent_fn sent, void *arg);
 } sb_session_port_t;
 
 /* The spawn argument (borrowed by the actor for its whole life). */

@@ -6,6 +6,7 @@
 #include "tests/tap.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #define MAX_RECEIPTS 256
 
@@ -131,10 +132,93 @@ TEST(stop_frees_waiting)
     sb_rt_destroy(rt);
 }
 
+/* ---- outbound ---- */
+
+typedef struct fake_send {
+    int64_t ids[64];
+    unsigned attempts[64];
+    int n, refuse;
+    sb_session_sent_fn sent;
+    void *arg;
+} fake_send_t;
+
+static fake_send_t fs;
+
+static int fake_send(void *ctx, int64_t tenant, int64_t channel, int64_t message_id, unsigned attempt,
+                     sb_session_sent_fn sent, void *arg)
+{
+    (void)ctx;
+    (void)tenant;
+    (void)channel;
+    if (message_id == fs.refuse)
+        return SB_EUNAVAIL;
+    fs.ids[fs.n] = message_id;
+    fs.attempts[fs.n++] = attempt;
+    fs.sent = sent;
+    fs.arg = arg;
+    return 0;
+}
+
+static void finish_send(int64_t id, bool again, uint64_t retry_ms)
+{
+    sb_session_outcome_t o = {.message_id = id, .again = again, .retry_ms = retry_ms};
+    sb_session_sent_fn f = fs.sent;
+    fs.sent = NULL;
+    f(fs.arg, &o);
+}
+
+static void send_msg(sb_rt_t *rt, sb_actor_id_t id, int64_t m)
+{
+    sb_session_send_t s = {m};
+    sb_rt_send(rt, 0, id, SB_SESSION_SEND, &s, sizeof s);
+}
+
+TEST(sends_in_order_one_at_a_time)
+{
+    memset(&fs, 0, sizeof fs);
+    fs.refuse = 3;
+    fake_t f = {.refuse_id = -1};
+    sb_session_port_t port = {.ctx = &f, .apply = fake_apply, .send = fake_send};
+    sb_session_args_t args = {.tenant = 7, .channel = 9, .port = &port};
+    sb_rt_t *rt = sb_rt_create(0, NULL);
+    sb_rt_set_time(rt, 1000);
+    sb_actor_id_t id;
+    sb_rt_spawn(rt, &sb_session_kind, &args, &id);
+    send_msg(rt, id, 1);
+    send_msg(rt, id, 2);
+    send_msg(rt, id, 2); /* a repeat while it waits: held once */
+    send_msg(rt, id, 3); /* refused by the port: dropped, left to the sweeper */
+    send_msg(rt, id, 4);
+    run(rt);
+    is_int(fs.n, 1, "one send at a time");
+    finish_send(1, true, 500); /* the provider was busy: try again in 500 ms */
+    run(rt);
+    is_int(fs.n, 1, "a retry holds the line: nothing else is sent meanwhile");
+    sb_rt_set_time(rt, 1499);
+    sb_rt_fire_timers(rt);
+    run(rt);
+    is_int(fs.n, 1, "not before the delay");
+    sb_rt_set_time(rt, 1500);
+    sb_rt_fire_timers(rt);
+    run(rt);
+    ok(fs.n == 2 && fs.ids[1] == 1 && fs.attempts[1] == 2, "then the same message again, attempt 2");
+    finish_send(1, false, 0);
+    run(rt);
+    ok(fs.n == 3 && fs.ids[2] == 2 && fs.attempts[2] == 1, "the next message, attempt 1");
+    finish_send(2, false, 0);
+    run(rt);
+    ok(fs.n == 4 && fs.ids[3] == 4, "a repeated id was held once, a refused one skipped");
+    finish_send(4, false, 0);
+    run(rt);
+    is_int(fs.n, 4, "nothing more");
+    sb_rt_destroy(rt);
+}
+
 int main(void)
 {
     RUN(window_in_order);
     RUN(refused_does_not_stall);
     RUN(stop_frees_waiting);
+    RUN(sends_in_order_one_at_a_time);
     return tap_done();
 }
