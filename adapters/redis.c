@@ -10,6 +10,9 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <mbedtls/md.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #pragma GCC diagnostic push
@@ -35,10 +38,24 @@ struct sb_redis {
     uint64_t backoff_ms;
     bool closing;
     bool logged_down; /* log the first failure of a streak only */
+    sb_redis_stats_t stats;
 };
 
 static void schedule_retry(sb_redis_t *r);
 static void on_timer(uv_timer_t *t);
+
+/* SELECT goes out before anything else on a new connection, so every later command runs in the configured db. */
+static void select_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    sb_redis_t *r = ac->data;
+    redisReply *rep = reply;
+    (void)privdata;
+    if (!rep || !r)
+        return;
+    r->stats.replies++;
+    if (rep->type == REDIS_REPLY_ERROR)
+        sb_log_error("redis %s:%d: SELECT %d failed: %.*s", r->host, r->port, r->db, (int)rep->len, rep->str);
+}
 
 static void on_connect(const redisAsyncContext *ac, int status)
 {
@@ -57,9 +74,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
     r->state = UP;
     r->backoff_ms = BACKOFF_MIN_MS;
     r->logged_down = false;
+    r->stats.connects++;
     sb_log_info("redis %s:%d: connected", r->host, r->port);
-    if (r->db)
-        redisAsyncCommand(r->ac, NULL, NULL, "SELECT %d", r->db);
+    if (r->db && redisAsyncCommand(r->ac, select_reply, NULL, "SELECT %d", r->db) == REDIS_OK)
+        r->stats.commands++;
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -199,7 +217,9 @@ static void ping_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     ping_t *p = privdata;
     redisReply *rep = reply;
-    (void)ac;
+    sb_redis_t *r = ac->data;
+    if (rep && r)
+        r->stats.replies++;
     p->reply_pending = false;
     if (!rep)
         ping_finish(p, SB_EUNAVAIL, "connection lost");
@@ -226,9 +246,157 @@ int sb_redis_ping(sb_redis_t *r, uint64_t timeout_ms, sb_redis_ping_cb cb, void 
         free(p);
         return SB_EUNAVAIL;
     }
+    r->stats.commands++;
     p->reply_pending = p->timer_open = true;
     uv_timer_init(r->loop, &p->timer);
     p->timer.data = p;
     uv_timer_start(&p->timer, ping_timeout, timeout_ms, 0);
     return 0;
+}
+
+/* ---- generic commands and scripts ----------------------------------------------------------------------------- */
+
+/* One command in flight. For EVALSHA it also keeps a copy of the arguments, so that a NOSCRIPT answer can be turned
+ * into an EVAL without asking the caller again: argv[0] is the command name, argv[1] the SHA (or the script text on
+ * the resend), the rest point into bytes[]. */
+typedef struct cmd {
+    sb_redis_reply_cb cb;
+    void *arg;
+    const sb_redis_script_t *script; /* EVALSHA not yet resent; NULL otherwise */
+    int argc;
+    const char **argv;
+    size_t *argvlen;
+    _Alignas(size_t) char bytes[];
+} cmd_t;
+
+static void cmd_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+/* The error code for a NULL reply: the adapter is closing (sb_redis_close frees the context) or the link broke. */
+static int lost_code(const redisAsyncContext *ac)
+{
+    const sb_redis_t *r = ac->data;
+    return !r || r->closing || (ac->c.flags & REDIS_FREEING) ? SB_ECANCELED : SB_EUNAVAIL;
+}
+
+static bool is_noscript(const redisReply *rep)
+{
+    return rep && rep->type == REDIS_REPLY_ERROR && rep->len >= 8 && memcmp(rep->str, "NOSCRIPT", 8) == 0;
+}
+
+static void cmd_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    cmd_t *c = privdata;
+    redisReply *rep = reply;
+    sb_redis_t *r = ac->data;
+    if (rep && r)
+        r->stats.replies++;
+    if (c->script && is_noscript(rep) && r && !r->closing && r->ac == ac) {
+        /* The server lost (or never had) the script: the same call as EVAL. Replies come in order, so this one
+         * takes its turn behind whatever was pipelined after the EVALSHA - fine, callers do not rely on ordering
+         * between different calls. */
+        c->argv[0] = "EVAL";
+        c->argvlen[0] = 4;
+        c->argv[1] = c->script->text;
+        c->argvlen[1] = strlen(c->script->text);
+        c->script = NULL;
+        if (redisAsyncCommandArgv(ac, cmd_reply, c, c->argc, c->argv, c->argvlen) == REDIS_OK) {
+            r->stats.commands++;
+            r->stats.noscript++;
+            return;
+        }
+        rep = NULL; /* the context is going down: report it as lost */
+    }
+    if (c->cb)
+        c->cb(c->arg, rep ? 0 : lost_code(ac), rep);
+    else if (rep && rep->type == REDIS_REPLY_ERROR)
+        sb_log_warn("redis %s:%d: %.*s", r ? r->host : "?", r ? r->port : 0, (int)rep->len, rep->str);
+    free(c);
+}
+
+/* Allocates a cmd with room for argc argument slots and `extra` bytes of copied arguments. */
+static cmd_t *cmd_new(int argc, size_t extra, sb_redis_reply_cb cb, void *arg)
+{
+    size_t slots = (size_t)argc * (sizeof(char *) + sizeof(size_t));
+    cmd_t *c = sb_malloc(sizeof *c + slots + extra);
+    c->cb = cb;
+    c->arg = arg;
+    c->script = NULL;
+    c->argc = argc;
+    c->argv = (const char **)(void *)c->bytes;
+    c->argvlen = (size_t *)(void *)(c->bytes + (size_t)argc * sizeof(char *));
+    return c;
+}
+
+static int cmd_send(sb_redis_t *r, cmd_t *c, int argc, const char **argv, const size_t *argvlen)
+{
+    if (redisAsyncCommandArgv(r->ac, cmd_reply, c, argc, argv, argvlen) != REDIS_OK) {
+        free(c);
+        return SB_EUNAVAIL;
+    }
+    r->stats.commands++;
+    return 0;
+}
+
+int sb_redis_command_argv(sb_redis_t *r, int argc, const char **argv, const size_t *argvlen, sb_redis_reply_cb cb,
+                          void *arg)
+{
+    if (!r || r->state != UP || !r->ac)
+        return SB_EUNAVAIL;
+    SB_BUG_ON(argc < 1);
+    /* hiredis formats the arguments into its output buffer at once: nothing of them needs keeping. */
+    return cmd_send(r, cmd_new(0, 0, cb, arg), argc, argv, argvlen);
+}
+
+void sb_redis_script_init(sb_redis_script_t *s, const char *text)
+{
+    unsigned char d[20];
+    const mbedtls_md_info_t *sha1 = mbedtls_md_info_from_type(MBEDTLS_MD_SHA1);
+    SB_BUG_ON(sha1 == NULL || mbedtls_md_get_size(sha1) != sizeof d);
+    int rc = mbedtls_md(sha1, (const unsigned char *)text, strlen(text), d);
+    SB_BUG_ON(rc != 0);
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 20; i++) {
+        s->sha[2 * i] = hex[d[i] >> 4];
+        s->sha[2 * i + 1] = hex[d[i] & 15];
+    }
+    s->sha[40] = '\0';
+    s->text = text;
+}
+
+int sb_redis_evalsha(sb_redis_t *r, const sb_redis_script_t *s, int nkeys, int nargs, const char **keys_and_args,
+                     const size_t *lens, sb_redis_reply_cb cb, void *arg)
+{
+    if (!r || r->state != UP || !r->ac)
+        return SB_EUNAVAIL;
+    SB_BUG_ON(nkeys < 0 || nargs < 0);
+    int n = nkeys + nargs;
+    char numkeys[16];
+    int nk = snprintf(numkeys, sizeof numkeys, "%d", nkeys);
+    size_t extra = (size_t)nk;
+    for (int i = 0; i < n; i++)
+        extra += lens[i];
+    cmd_t *c = cmd_new(3 + n, extra, cb, arg);
+    char *p = (char *)(c->argvlen + c->argc);
+    c->script = s;
+    c->argv[0] = "EVALSHA";
+    c->argvlen[0] = 7;
+    c->argv[1] = s->sha;
+    c->argvlen[1] = 40;
+    memcpy(p, numkeys, (size_t)nk);
+    c->argv[2] = p;
+    c->argvlen[2] = (size_t)nk;
+    p += nk;
+    for (int i = 0; i < n; i++) {
+        if (lens[i])
+            memcpy(p, keys_and_args[i], lens[i]);
+        c->argv[3 + i] = p;
+        c->argvlen[3 + i] = lens[i];
+        p += lens[i];
+    }
+    return cmd_send(r, c, c->argc, c->argv, c->argvlen);
+}
+
+void sb_redis_get_stats(const sb_redis_t *r, sb_redis_stats_t *out)
+{
+    *out = r->stats;
 }

@@ -2,17 +2,26 @@
  *
  * The connection is kept up by itself: when Redis goes away (refused, reset, closed) it reconnects with exponential
  * backoff from 100 ms to 5 s, forever, until sb_redis_close(). Commands issued while disconnected fail at once with
- * SB_EUNAVAIL instead of queueing, so callers (readiness, later the counters) see the truth quickly.
+ * SB_EUNAVAIL instead of queueing, so callers (readiness, the counters) see the truth quickly.
  *
- * This issue needs only PING (readiness); the command API grows with the counters. */
+ * Commands are pipelined: everything issued in one loop turn leaves in one write, and replies come back in order.
+ * PING serves readiness; sb_redis_command_argv is the generic command, and sb_redis_evalsha runs a Lua script by its
+ * SHA1, sending the script itself only when the server does not know it (NOSCRIPT: after a restart or SCRIPT FLUSH).
+ *
+ * The callback rule is libuv's: a function that returns an error never calls its callback; one that returns 0 calls
+ * it exactly once, on the loop's thread - with the reply, or SB_EUNAVAIL if the connection was lost before the reply
+ * came, or SB_ECANCELED if sb_redis_close() came first (then from inside sb_redis_close). There is no per-command
+ * timeout: a connection that breaks fails its commands, one that hangs holds them. */
 #ifndef SB_REDIS_H
 #define SB_REDIS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
 typedef struct sb_redis sb_redis_t;
+struct redisReply; /* hiredis's; only adapters look inside */
 
 /* Starts connecting to host:port (then SELECT db). host is copied. Never fails: connection errors are retried. */
 sb_redis_t *sb_redis_create(uv_loop_t *loop, const char *host, int port, int db);
@@ -26,5 +35,41 @@ typedef void (*sb_redis_ping_cb)(void *arg, int err, const char *detail);
 /* Sends PING. Returns 0 and then calls cb exactly once (answer, error, or timeout_ms elapsed); or returns a
  * negative code (not connected: SB_EUNAVAIL) and never calls cb. */
 int sb_redis_ping(sb_redis_t *r, uint64_t timeout_ms, sb_redis_ping_cb cb, void *arg);
+
+/* err 0: reply is what Redis answered, error replies (REDIS_REPLY_ERROR) included; it is borrowed for the call and
+ * freed when the callback returns. err SB_EUNAVAIL (connection lost) or SB_ECANCELED (closed): reply is NULL. */
+typedef void (*sb_redis_reply_cb)(void *arg, int err, const struct redisReply *reply);
+
+/* Sends the command argv[0..argc) (argvlen[i] bytes each; binary-safe; all borrowed for the call only). Returns 0
+ * and calls cb exactly once; or SB_EUNAVAIL (not connected, or the connection is going down) and never calls cb.
+ * cb may be NULL: the reply is dropped (an error reply is logged). */
+int sb_redis_command_argv(sb_redis_t *r, int argc, const char **argv, const size_t *argvlen, sb_redis_reply_cb cb,
+                          void *arg);
+
+/* A Lua script and its SHA1 (lowercase hex), the name EVALSHA knows it by. */
+typedef struct sb_redis_script {
+    const char *text; /* borrowed: must outlive every call that uses the script (in practice, a static string) */
+    char sha[41];
+} sb_redis_script_t;
+
+/* Sets s->text = text and computes its SHA1. Pure; cannot fail. */
+void sb_redis_script_init(sb_redis_script_t *s, const char *text);
+
+/* EVALSHA s->sha with nkeys keys followed by nargs arguments (keys_and_args[0..nkeys+nargs), lengths in lens; all
+ * borrowed for the call only). If Redis answers NOSCRIPT the same call is sent again as EVAL with the script's text
+ * (which also loads it), and cb sees only that second answer. Returns and calls back as sb_redis_command_argv.
+ * Each sending counts as one command in the stats. */
+int sb_redis_evalsha(sb_redis_t *r, const sb_redis_script_t *s, int nkeys, int nargs, const char **keys_and_args,
+                     const size_t *lens, sb_redis_reply_cb cb, void *arg);
+
+/* What this connection did since it was created (the counters of its one owner thread). */
+typedef struct sb_redis_stats {
+    uint64_t commands; /* commands written to Redis (PING, SELECT, EVAL fallbacks included): round trips, pipelined */
+    uint64_t replies;  /* replies read back */
+    uint64_t noscript; /* EVALSHA answered NOSCRIPT and resent as EVAL */
+    uint64_t connects; /* successful connections (the first one and every reconnection) */
+} sb_redis_stats_t;
+
+void sb_redis_get_stats(const sb_redis_t *r, sb_redis_stats_t *out);
 
 #endif
