@@ -1,0 +1,273 @@
+/* Outbound sends, pure: what a message must look like to be accepted, the provider request that sends it, what the
+ * provider's answer means, and when to try again. No I/O: the caller hands the request to sb_http_client_request
+ * and the response it gets back to sb_outbound_classify.
+ *
+ * One module for both providers (rather than functions in twilio.c and meta.c, which parse inbound webhooks): the
+ * session actor handles "a send" the same way whatever the channel, and the rules that decide between retrying and
+ * failing must be the same for both, so they live side by side.
+ *
+ * Channels: twilio_sms and twilio_whatsapp (Twilio's Messages API: POST {twilio_api_base}/2010-04-01/Accounts/
+ * {AccountSid}/Messages.json, a form, HTTP basic auth AccountSid:AuthToken) and meta_whatsapp (WhatsApp Cloud API:
+ * POST {meta_graph_base}/{phone_number_id}/messages, JSON, "Authorization: Bearer <access token>"). Every other
+ * channel type is refused with -ENOTSUP (error code "unsupported_channel").
+ *
+ * Flow: POST /v1/messages (or the inbox "send") calls sb_outbound_validate before anything is stored and answers 400
+ * with its error; the session actor later calls sb_outbound_build with the channel's decrypted credentials, sends,
+ * and calls sb_outbound_classify on the answer: SENT records the provider id, FAILED records the provider's error,
+ * RETRY waits sb_outbound_backoff_ms and sends again (at most SB_OUTBOUND_MAX_ATTEMPTS in all, then dead letter),
+ * UNKNOWN must not be sent again blindly: the provider may have the message (status "unknown", reconciled).
+ *
+ * Addresses. Recipients are E.164: '+', then 8 to 15 digits, the first not 0. For twilio_whatsapp the recipient may
+ * also be given as "whatsapp:+E164"; the stored form (sb_outbound_valid_t.to) is always the bare number, as every
+ * inbound event carries it (adapters/twilio.h strips the prefix), so replies land in the same conversation; the
+ * request puts "whatsapp:" in front of To and From. Meta gets the number with its '+'.
+ *
+ * Secrets. The credentials in sb_outbound_msg_t are borrowed and never copied anywhere but into the request, whose
+ * cleanup wipes them; nothing here logs, and no error message quotes a credential, a body or an address. */
+#ifndef SB_OUTBOUND_H
+#define SB_OUTBOUND_H
+
+#include "adapters/http_client.h"
+#include "proto/event.h"
+#include "proto/str.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SB_OUTBOUND_TWILIO_API_BASE "https://api.twilio.com"            /* twilio_api_base's default */
+#define SB_OUTBOUND_META_GRAPH_BASE "https://graph.facebook.com/v21.0"  /* meta_graph_base's default */
+
+#define SB_OUTBOUND_MAX_MEDIA 10            /* media URLs per message (Twilio's limit; Meta and Twilio WhatsApp: 1) */
+#define SB_OUTBOUND_TWILIO_MAX_BODY 1600    /* code points in a Twilio body */
+#define SB_OUTBOUND_META_MAX_TEXT 4096      /* code points in a Meta text message */
+#define SB_OUTBOUND_META_MAX_CAPTION 1024   /* code points in a Meta media caption */
+#define SB_OUTBOUND_MAX_URL 2048            /* bytes in a media or status callback URL */
+#define SB_OUTBOUND_MAX_TEMPLATE_NAME 512   /* bytes in a Meta template name */
+#define SB_OUTBOUND_MAX_COMPONENTS 16384    /* bytes of template components (JSON text) */
+#define SB_OUTBOUND_ADDR_MAX 24             /* room for a canonical recipient ("+" and 15 digits) and its NUL */
+
+#define SB_OUTBOUND_MAX_ID 128              /* bytes in a provider message id we accept (Twilio sid 34, wamid ~60) */
+#define SB_OUTBOUND_MAX_CODE 31             /* bytes in an error code */
+#define SB_OUTBOUND_MAX_ERRMSG 255          /* bytes in an error message taken from a provider */
+
+#define SB_OUTBOUND_MAX_ATTEMPTS 6          /* sends of one message in all, the first included */
+#define SB_OUTBOUND_BACKOFF_BASE_MS 1000    /* the ceiling of the first retry's delay */
+#define SB_OUTBOUND_BACKOFF_FACTOR 4        /* ceiling growth per attempt: 1, 4, 16, 64, 256 s, then the cap */
+#define SB_OUTBOUND_BACKOFF_CAP_MS 300000   /* 5 minutes */
+#define SB_OUTBOUND_RETRY_AFTER_MAX_S 3600  /* a longer Retry-After is taken as this */
+
+/* ---- the message -------------------------------------------------------------------------------------------- */
+
+/* One send, as the gateway holds it. Every field is borrowed; absent fields are {NULL, 0}. */
+typedef struct sb_outbound_msg {
+    sb_channel_type_t channel;  /* SB_CH_TWILIO_SMS, SB_CH_TWILIO_WHATSAPP or SB_CH_META_WHATSAPP */
+    sb_str_t address;           /* the channel's own address, the sender: E.164 for Twilio (a "whatsapp:" prefix is
+                                 * accepted and not doubled; "MG" + 32 hex is a Messaging Service and is sent as
+                                 * MessagingServiceSid), phone_number_id for Meta */
+    sb_str_t account_sid;       /* Twilio, decrypted: AccountSid (the basic-auth user and part of the URL) */
+    sb_str_t auth_token;        /* Twilio, decrypted: AuthToken (the basic-auth password) */
+    sb_str_t access_token;      /* Meta, decrypted: the bearer token */
+    sb_str_t to;                /* the recipient, as the client gave it */
+    sb_str_t body;              /* UTF-8 text; empty = none (then media or a template is needed) */
+    const sb_str_t *media;      /* nmedia absolute http(s) URLs */
+    size_t nmedia;
+    sb_str_t media_type;        /* Meta only: "image", "video", "audio", "document" or "sticker"; empty = chosen
+                                 * from the URL's file extension (see sb_outbound_validate) */
+    sb_str_t template_name;     /* Meta template: name; empty = no template */
+    sb_str_t template_language; /* Meta template: language code ("en_US") */
+    sb_str_t template_components; /* Meta template: the "components" array as JSON text; empty = none */
+    sb_str_t status_callback;   /* Twilio: StatusCallback URL (our status webhook); empty = none. Meta: ignored
+                                 * (Meta posts statuses to the app's webhook) */
+} sb_outbound_msg_t;
+
+/* Why a message or a request was refused. Caller's storage. */
+typedef struct sb_outbound_error {
+    const char *code;  /* static snake_case code for the API's {"error":{"code"}}; "" when there is no error */
+    char message[160]; /* one line naming the field ("to: ...", "media_url[2]: ..."); never quotes its value */
+} sb_outbound_error_t;
+
+/* What validation learnt. Caller's storage. */
+typedef struct sb_outbound_valid {
+    char to[SB_OUTBOUND_ADDR_MAX]; /* the recipient to store: bare E.164, "whatsapp:" dropped */
+    const char *type;              /* static: Meta's message type ("text", "image", "video", "audio", "document",
+                                    * "sticker", "template"); for Twilio "text" or "media" */
+    size_t body_chars;             /* code points in body */
+} sb_outbound_valid_t;
+
+/* Checks the client's part of m (channel, to, body, media, media_type, template) for the accept path: everything
+ * that would make the provider refuse the message for its shape. The channel's own part (address, credentials,
+ * status_callback) is not looked at; sb_outbound_build checks it. out and err may be NULL.
+ * Rules:
+ *   - channel one of the three supported;
+ *   - to: E.164 ("+" then 8..15 digits, not starting with 0); twilio_whatsapp also "whatsapp:+E164" (any case of
+ *     the prefix);
+ *   - body: valid UTF-8 without NUL; at most SB_OUTBOUND_TWILIO_MAX_BODY code points (Twilio),
+ *     SB_OUTBOUND_META_MAX_TEXT (Meta text) or SB_OUTBOUND_META_MAX_CAPTION (Meta, as the caption of a media);
+ *   - something to send: a body, a media URL or a template;
+ *   - media: at most SB_OUTBOUND_MAX_MEDIA; exactly one per message on meta_whatsapp and twilio_whatsapp (both
+ *     APIs take a single attachment per WhatsApp message; a message with more is refused rather than split, since one
+ *     accepted message is one provider message with one id); each an absolute URL: "http://" or "https://" (any case),
+ *     a non-empty host, printable ASCII only (no spaces, controls or raw non-ASCII: percent-encode them), at most
+ *     SB_OUTBOUND_MAX_URL bytes;
+ *   - media_type (Meta): empty, or one of image, video, audio, document, sticker. When empty, the URL path's extension
+ *     decides: jpg/jpeg/png -> image, mp4/3gp -> video, aac/amr/mp3/m4a/ogg/opus -> audio, webp -> sticker, anything
+ *     else -> document. Audio and stickers take no caption, so a body with them is refused. Twilio ignores
+ *     media_type (it reads the media's Content-Type) but a non-empty one must still be one of the five;
+ *   - template: Meta only (Twilio's WhatsApp templates are Content API "ContentSid"s, not supported here); name of
+ *     1..SB_OUTBOUND_MAX_TEMPLATE_NAME bytes of [a-z0-9_]; language of 2..15 bytes of letters, '_' and '-';
+ *     components, when given, a JSON array of objects of at most SB_OUTBOUND_MAX_COMPONENTS bytes; no body or media
+ *     beside it (a template carries its own content).
+ * Returns 0 with out filled; or, with err set:
+ *   -ENOTSUP   "unsupported_channel";
+ *   SB_EINVAL  "invalid_recipient", "invalid_body" (not UTF-8, NUL, or a caption where none is allowed),
+ *              "body_too_long", "empty_message", "too_many_media", "invalid_media_url", "invalid_media_type",
+ *              "invalid_template". The first problem found is reported. */
+int sb_outbound_validate(const sb_outbound_msg_t *m, sb_outbound_valid_t *out, sb_outbound_error_t *err);
+
+/* ---- the request -------------------------------------------------------------------------------------------- */
+
+/* Base URLs (borrowed; NULL = the defaults above). Trailing slashes are ignored. */
+typedef struct sb_outbound_endpoints {
+    const char *twilio_api_base;
+    const char *meta_graph_base;
+} sb_outbound_endpoints_t;
+
+/* A built provider request. `http` is ready for sb_http_client_request and points into the members after it, which
+ * this struct owns; sb_http_client_request copies what it needs, so the request may be cleaned up right after it
+ * returns. Fill with sb_outbound_build, free with sb_outbound_request_cleanup. */
+typedef struct sb_outbound_request {
+    sb_http_client_req_t http;
+    char *url;                /* the full URL */
+    char *basic_auth;         /* Twilio: "AccountSid:AuthToken" (secret), else NULL */
+    char *authorization;      /* Meta: "Authorization: Bearer <token>" (secret), else NULL */
+    const char *headers[4];   /* NULL-terminated; Content-Type, Accept, and for Meta the authorization line */
+    sb_buf_t body;            /* the request body: a form (Twilio) or JSON (Meta) */
+} sb_outbound_request_t;
+
+/* Builds the provider request for m into req (caller's storage; its previous contents are ignored). Runs
+ * sb_outbound_validate first, so an invalid message never becomes a request. ep may be NULL (defaults).
+ * Twilio: POST {base}/2010-04-01/Accounts/{AccountSid, percent-encoded}/Messages.json; headers
+ * "Content-Type: application/x-www-form-urlencoded" and "Accept: application/json"; basic_auth "sid:token"; body
+ * To, From (or MessagingServiceSid), Body (when not empty), one MediaUrl per media, StatusCallback (when given), in
+ * that order, encoded as the WHATWG urlencoded serializer does: A-Z a-z 0-9 * - . _ as they are, space as '+',
+ * every other byte (UTF-8 included) as %XX in upper case — so "+14155550100" is "%2B14155550100". No idempotency
+ * header: Twilio's Messages API has none (a resend after UNKNOWN is a second message; see sb_outbound_classify).
+ * Meta: POST {base}/{phone_number_id, percent-encoded}/messages; headers "Content-Type: application/json",
+ * "Accept: application/json", "Authorization: Bearer <token>"; body, compact JSON in this member order:
+ *   {"messaging_product":"whatsapp","recipient_type":"individual","to":"+1...","type":"text",
+ *    "text":{"preview_url":false,"body":...}}
+ *   or "type":"image" (video, audio, document, sticker) with "image":{"link":...[,"caption":...]}
+ *   or "type":"template" with "template":{"name":...,"language":{"code":...}[,"components":[...]]}.
+ * Returns 0 with req filled (the caller must call sb_outbound_request_cleanup); or, with req zeroed and err set:
+ *   what sb_outbound_validate returns; or SB_EINVAL with
+ *   "invalid_config"       a base URL that is not absolute http(s) of printable ASCII without query or fragment;
+ *   "invalid_sender"       address empty, over 64 bytes, not printable ASCII, or holding ':' past "whatsapp:";
+ *   "invalid_credentials"  Twilio: account_sid or auth_token empty, over 512 bytes or not printable ASCII (a ':' in
+ *                          the sid would move the basic-auth split), Meta: access_token empty, over 4096 bytes or
+ *                          not printable ASCII (no spaces);
+ *   "invalid_callback"     status_callback given but not a URL as media URLs must be. */
+int sb_outbound_build(const sb_outbound_msg_t *m, const sb_outbound_endpoints_t *ep, sb_outbound_request_t *req,
+                      sb_outbound_error_t *err);
+
+/* Wipes the secrets and the body of req, frees everything it owns and zeroes it. Safe on a zeroed request. */
+void sb_outbound_request_cleanup(sb_outbound_request_t *req);
+
+/* ---- the answer --------------------------------------------------------------------------------------------- */
+
+typedef enum sb_outbound_outcome {
+    SB_OUTBOUND_SENT = 1, /* the provider took the message; provider_id is its id */
+    SB_OUTBOUND_RETRY,    /* it did not, and a later attempt may succeed: nothing was created at the provider */
+    SB_OUTBOUND_FAILED,   /* it did not, and never will as it stands: a permanent error */
+    SB_OUTBOUND_UNKNOWN   /* the provider may or may not have it: do not resend blindly */
+} sb_outbound_outcome_t;
+
+/* "sent", "retry", "failed", "unknown"; NULL outside the enum. */
+const char *sb_outbound_outcome_name(sb_outbound_outcome_t o);
+
+/* What an answer means. Caller's storage; every string is NUL-terminated valid UTF-8 within its array. */
+typedef struct sb_outbound_result {
+    sb_outbound_outcome_t outcome;
+    int http_status;          /* the response's status, 0 when there was none */
+    int retry_after_s;        /* RETRY with a Retry-After header: its seconds (at most SB_OUTBOUND_RETRY_AFTER_MAX_S);
+                               * else -1 */
+    bool endpoint_fault;      /* the endpoint itself looks unwell (no connection, timeout, reset, garbage, 5xx), as
+                               * opposed to refusing this message or this sender's pace: what a circuit breaker
+                               * counts */
+    const char *provider_status; /* SENT (and FAILED from a 2xx): the answer's status normalized as
+                               * sb_outbound_status_normalize does ("queued", ...), or NULL */
+    char provider_id[SB_OUTBOUND_MAX_ID + 1]; /* SENT: Twilio "sid" / Meta "messages[0].id", 1..SB_OUTBOUND_MAX_ID
+                               * printable ASCII bytes; FAILED from a 2xx: the sid; else "" */
+    char error_code[SB_OUTBOUND_MAX_CODE + 1]; /* not SENT: the provider's code in decimal ("21211", "131026"), or
+                               * ours: "http_<status>", "timeout", "connection_reset", "unavailable", "bad_response",
+                               * "response_too_big", "canceled", "invalid_request", "transport_error"; SENT: "" */
+    char error_message[SB_OUTBOUND_MAX_ERRMSG + 1]; /* not SENT: the provider's message, or the transport's
+                               * description. Meta: error_data.details alone when it repeats the message's title (the
+                               * text after "(#code) "), else message, then ": " and details when they add something.
+                               * At most SB_OUTBOUND_MAX_ERRMSG bytes, cut at a character boundary, controls as
+                               * spaces */
+} sb_outbound_result_t;
+
+/* Classifies the answer res (borrowed, as the http_client callback got it) to a send on channel; fills out (always).
+ * Transport failures (res->err != 0), using res->sent (false when no byte of the request was written):
+ *   SB_ECANCELED                      -> UNKNOWN "canceled": http_client does not say whether a canceled request
+ *                                        was written (its sent is false), so it may have been
+ *   SB_EINVAL (curl refused the URL)  -> FAILED "invalid_request": nothing was sent, and the same request never can
+ *   SB_E2BIG (answer over the limit)  -> UNKNOWN "response_too_big": the provider answered, we cannot read it
+ *   SB_ETIMEDOUT, -ECONNRESET, SB_EUNAVAIL, SB_EPARSE, -EIO, anything else:
+ *                            !sent    -> RETRY   (connect failures and timeouts before the request went out:
+ *                                        nothing reached the provider)
+ *                             sent    -> UNKNOWN (it may have been acted on: "timeout", "connection_reset",
+ *                                        "unavailable", "bad_response", "transport_error")
+ * HTTP answers (res->err == 0):
+ *   2xx   Twilio: a JSON object with a string "sid" -> SENT, provider_status from "status"; a status that normalizes
+ *         to "failed" or "undelivered" -> FAILED with the sid and "error_code"/"error_message" when present.
+ *         Meta: "messages"[0]."id" a string -> SENT, provider_status from "message_status" when present.
+ *         Anything else (not JSON, no id, an id that is empty, too long or not printable ASCII) -> UNKNOWN
+ *         "bad_response": the provider accepted something we cannot name.
+ *   429, 408                          -> RETRY, with Retry-After when present
+ *   5xx                               -> RETRY (endpoint_fault), with Retry-After when present
+ *   other 4xx                         -> FAILED with the provider's code and message — except the codes that
+ *         name a passing condition, which RETRY: Twilio 20429 (too many requests), 21611 (the sender's queue is full),
+ *         63017 (account rate limit); Meta 1 (unknown, possibly temporary), 2 (service temporarily unavailable),
+ *         4 (application rate limit), 80007 (WhatsApp Business Account rate limit), 130429 (throughput limit),
+ *         131056 (pair rate limit). Meta answers its throttling with 400, not 429, hence the list. Meta 131048
+ *         (spam rate limit) is a quality restriction that minutes of backoff do not lift: FAILED.
+ *   3xx                               -> FAILED "http_3xx" (a misconfigured base URL; retrying repeats it)
+ *   any other status                  -> UNKNOWN "http_<status>"
+ * Error bodies: Twilio {"code":21211,"message":...,"more_info":...,"status":400}; Meta {"error":{"message":...,
+ * "type":...,"code":131026,"error_subcode":...,"error_data":{"details":...},"fbtrace_id":...}}. A code may be a JSON
+ * integer or a string of digits. A body that is not of that shape (an HTML page from a proxy) gives
+ * "http_<status>" and "HTTP <status>". Bodies over 1 MiB are not parsed. Other channels: no provider shape is
+ * known, so a 2xx is UNKNOWN and errors keep only the HTTP status. */
+void sb_outbound_classify(sb_channel_type_t channel, const sb_http_client_res_t *res, sb_outbound_result_t *out);
+
+/* Maps a provider's message status (Twilio: MessageStatus or a Messages API "status"; Meta: a statuses[].status
+ * webhook value or a send answer's "message_status") to ours, storing a static string in *out:
+ *   Twilio (both channels)  as sb_twilio_status_normalize: accepted, scheduled, queued -> "queued"; sending, sent ->
+ *                           "sent"; delivered, partially_delivered -> "delivered"; read -> "read"; undelivered ->
+ *                           "undelivered"; failed, canceled -> "failed"; receiving, received -> SB_ENOENT
+ *   Meta                    accepted, held_for_quality_assessment, paused -> "queued"; sent -> "sent"; delivered ->
+ *                           "delivered"; read -> "read"; failed -> "failed"; deleted, warning -> SB_ENOENT (no
+ *                           news about delivery)
+ * Exact, case-sensitive. Returns 0 (*out set), SB_ENOENT, SB_EPARSE (unknown status) or -ENOTSUP (channel). */
+int sb_outbound_status_normalize(sb_channel_type_t channel, sb_str_t status, const char **out);
+
+/* ---- retries ------------------------------------------------------------------------------------------------ */
+
+/* The largest delay before the send that follows attempt number `attempt` (1 = after the first send failed):
+ * min(SB_OUTBOUND_BACKOFF_CAP_MS, SB_OUTBOUND_BACKOFF_BASE_MS * SB_OUTBOUND_BACKOFF_FACTOR^(attempt - 1)).
+ * Non-decreasing in attempt; attempt 0 counts as 1. */
+uint64_t sb_outbound_backoff_ceiling_ms(unsigned attempt);
+
+/* The delay before the send that follows attempt number `attempt`, with full jitter: rnd (a uniformly random 64-bit
+ * value from the caller's source, so tests can fix it) picks a delay in [0, ceiling] (rnd % (ceiling + 1)). When
+ * retry_after_s >= 0 (the provider's Retry-After) and is longer, it wins (capped at SB_OUTBOUND_RETRY_AFTER_MAX_S).
+ * Pure. */
+uint64_t sb_outbound_backoff_ms(unsigned attempt, int retry_after_s, uint64_t rnd);
+
+/* True when a message that has been sent `attempts` times and got RETRY may be sent again (attempts <
+ * SB_OUTBOUND_MAX_ATTEMPTS); false means dead letter. */
+bool sb_outbound_may_retry(unsigned attempts);
+
+#endif
