@@ -4,6 +4,7 @@
 #include "actors/session.h"
 #include "adapters/pg.h"
 #include "gateway/live.h"
+#include "gateway/sender.h"
 #include "gateway/log.h"
 #include "proto/err.h"
 #include "proto/mem.h"
@@ -124,7 +125,7 @@ static int port_apply(void *ctx, int64_t tenant, int64_t channel, int64_t receip
     return rc;
 }
 
-static const sb_session_port_t port = {.ctx = NULL, .apply = port_apply};
+static const sb_session_port_t port = {.ctx = NULL, .apply = port_apply, .send = sb_sender_send};
 
 /* ---- the per-shard registry of session actors ----------------------------------------------------------------- */
 
@@ -204,6 +205,30 @@ void sb_inbound_route(int64_t tenant, int64_t channel, int64_t receipt_id)
     if (sb_shard_exec(sb_inbound_owner(tenant), route_on_owner, r) < 0) {
         free(r); /* shutting down: the sweeper picks it up after the restart */
     }
+}
+
+typedef struct send_route {
+    int64_t tenant, channel, message_id;
+} send_route_t;
+
+static void send_on_owner(sb_shard_t *s, void *arg)
+{
+    send_route_t *r = arg;
+    sb_actor_id_t id = session_of(s, r->tenant, r->channel);
+    sb_session_send_t m = {r->message_id};
+    if (!id || sb_rt_send(sb_shard_rt(s), 0, id, SB_SESSION_SEND, &m, sizeof m) < 0)
+        sb_log_warn("outbound: message %lld not handed over (the sweeper will retry)", (long long)r->message_id);
+    free(r);
+}
+
+void sb_inbound_send(int64_t tenant, int64_t channel, int64_t message_id)
+{
+    send_route_t *r = sb_malloc(sizeof *r);
+    r->tenant = tenant;
+    r->channel = channel;
+    r->message_id = message_id;
+    if (sb_shard_exec(sb_inbound_owner(tenant), send_on_owner, r) < 0)
+        free(r);
 }
 
 int sb_inbound_route_rows(const PGresult *res)

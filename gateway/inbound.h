@@ -26,6 +26,8 @@ void sb_inbound_init(const sb_config_t *cfg);
 unsigned sb_inbound_owner(int64_t tenant);
 /* From any shard thread: hands receipt_id of (tenant, channel) to its session actor. */
 void sb_inbound_route(int64_t tenant, int64_t channel, int64_t receipt_id);
+/* From any shard thread: hands outbound message_id of (tenant, channel) to its session actor to send. */
+void sb_inbound_send(int64_t tenant, int64_t channel, int64_t message_id);
 /* Routes every row of res (columns tenant_id, channel_id, receipt id; NULL res is no rows). Returns how many. */
 int sb_inbound_route_rows(const PGresult *res);
 /* On each shard thread at start and stop (the sweeper runs on shard 0). */

@@ -14,6 +14,7 @@
 #include "gateway/live.h"
 #include "gateway/log.h"
 #include "gateway/routes.h"
+#include "gateway/sender.h"
 #include "gateway/sends.h"
 #include "gateway/webhooks.h"
 #include "gateway/version.h"
@@ -62,6 +63,7 @@ static int front_start(sb_shard_t *s, void *arg)
         return rc;
     sb_inbound_shard_start(s);
     sb_live_shard_start(s);
+    sb_sender_shard_start(s);
     if (sb_shard_index(s) == 0) {
         sb_console_opts_t co = {
             .host = cfg.admin_listen.host,
@@ -84,6 +86,7 @@ static void front_drain(sb_shard_t *s, void *arg)
     (void)arg;
     if (f->http)
         sb_http_server_drain(f->http);
+    sb_sender_shard_drain(s);
     sb_console_close(f->console); /* consoles do not hold a drain open */
     f->console = NULL;
 }
@@ -92,7 +95,7 @@ static unsigned front_connections(sb_shard_t *s, void *arg)
 {
     front_t *f = sb_shard_user(s);
     (void)arg;
-    return sb_http_server_connections(f->http);
+    return sb_http_server_connections(f->http) + sb_sender_inflight(s);
 }
 
 static void front_stop(sb_shard_t *s, void *arg)
@@ -108,6 +111,7 @@ static void front_stop(sb_shard_t *s, void *arg)
     sb_webhooks_shard_stop(s);
     sb_inbound_shard_stop(s);
     sb_live_shard_stop(s);
+    sb_sender_shard_stop(s);
 }
 
 static void front_finish(sb_shard_t *s, void *arg)
@@ -228,6 +232,7 @@ int main(int argc, char **argv)
     sb_api_init(&cfg);
     sb_live_init(&cfg);
     sb_sends_init(&cfg);
+    sb_sender_init(&cfg);
     sb_shards_opts_t so = {
         .count = (unsigned)cfg.shards,
         .redis_host = cfg.redis.host,

@@ -202,6 +202,8 @@ static void committed(void *arg, int err, const char *detail, const PGresult *re
     snprintf(j->id, sizeof j->id, "%s", PQgetvalue(res, 0, 0));
     j->created = strcmp(PQgetvalue(res, 0, 1), "0") != 0;
     sb_live_publish(j->tenant, res);
+    if (j->created)
+        sb_inbound_send(j->tenant, j->channel, strtoll(j->id, NULL, 10));
     finish(j, 202, NULL, NULL);
 }
 

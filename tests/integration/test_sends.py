@@ -49,8 +49,8 @@ def test_accept(gw, t):
               headers={"Idempotency-Key": key})
     h.ok(r3.status == 200 and r3.json().get("id") == mid, "an Idempotency-Key header works the same", r3)
     m = h.request(gw.port, "GET", "/v1/messages/%s" % mid, {"Authorization": "Bearer " + t["key"]}).json()
-    h.ok(m.get("status") == "queued" and m.get("direction") == "out" and
-         [x["status"] for x in m.get("history", [])] == ["queued"], "GET /v1/messages/{id}: queued, in history", m)
+    h.ok(m.get("direction") == "out" and [x["status"] for x in m.get("history", [])][:1] == ["queued"],
+         "GET /v1/messages/{id}: out, queued first in its history", m)
     r = send(gw, t["key"], {"channel_id": t["channel"], "to": "+14155550199",
                             "media_url": "https://example.com/cat.jpg"})
     h.ok(r.status == 202 and r.json()["id"] != mid, "a media-only message without a key: a new id", r)
@@ -111,7 +111,10 @@ def test_inbox_send(gw, t):
         key = "inbox-" + uuid.uuid4().hex
         ws.send_op({"op": "send", "channel_id": t["channel"], "to": "+14155550142", "body": "from the inbox",
                     "idempotency_key": key})
-        got = [ws.recv_op() for _ in range(3)]
+        got = []
+        while len(got) < 10 and not ({"accepted", "message.created"} <=
+                                     {m.get("type", m.get("op")) for m in got}):
+            got.append(ws.recv_op())
         acc = [m for m in got if m.get("op") == "accepted"]
         created = [m for m in got if m.get("op") == "event" and m["type"] == "message.created"]
         h.ok(len(acc) == 1 and acc[0]["idempotency_key"] == key and acc[0]["id"].isdigit(),
@@ -120,15 +123,21 @@ def test_inbox_send(gw, t):
              "%s: and its message.created arrives live" % proto, got)
         ws.send_op({"op": "send", "channel_id": t["channel"], "to": "nope", "body": "x"})
         m = ws.recv_op()
+        while m.get("op") == "event":  # the first message's later events (its sending) may come first
+            m = ws.recv_op()
         h.ok(m.get("op") == "error" and m.get("code") == "invalid_recipient",
              "%s: a bad send gets an error frame, the connection stays" % proto, m)
         ws.send_op({"op": "ping"})
-        h.ok(ws.recv_op() == {"op": "pong"}, "%s: still answering" % proto)
+        m = ws.recv_op()
+        while m.get("op") == "event":
+            m = ws.recv_op()
+        h.ok(m == {"op": "pong"}, "%s: still answering" % proto)
         ws.shutdown()
 
 
 def test_file():
-    with h.Gateway(master_key=MASTER_KEY) as gw:
+    # Sends go to a port nobody listens on: they stay queued or retrying, which is all this file looks at.
+    with h.Gateway(master_key=MASTER_KEY, twilio_api_base="http://127.0.0.1:%d" % h.free_port()) as gw:
         t = setup(gw)
         h.subtest(test_accept, gw, t)
         h.subtest(test_refusals, gw, t)

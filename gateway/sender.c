@@ -1,0 +1,478 @@
+/* Sending outbound messages; see sender.h. */
+#include "gateway/sender.h"
+
+#include "adapters/counters.h"
+#include "adapters/crypto.h"
+#include "adapters/http_client.h"
+#include "adapters/outbound.h"
+#include "adapters/pg.h"
+#include "gateway/inbound.h"
+#include "gateway/live.h"
+#include "gateway/log.h"
+#include "proto/err.h"
+#include "proto/event.h"
+#include "proto/mem.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DB_RETRY_MS 2000     /* the database or Redis did not answer: try the message again after this */
+#define CHANNEL_CACHE 4096   /* per shard: channel id -> what its counters need (type, rate, caps) */
+#define CHANNEL_MAX_INFLIGHT 16
+#define TENANT_MAX_INFLIGHT 256
+#define SWEEP_FIRST_MS 1500
+#define SWEEP_EVERY_MS 5000
+
+static const sb_config_t *cfg;
+static sb_http_client_t *clients[SB_MAX_SHARDS]; /* each used only by its own shard's thread */
+static uv_timer_t *sweeper;                       /* shard 0's */
+static unsigned inflight[SB_MAX_SHARDS];          /* jobs per shard, between the actor's call and its answer */
+static bool draining[SB_MAX_SHARDS];
+
+void sb_sender_init(const sb_config_t *c)
+{
+    cfg = c;
+}
+
+/* ---- one send ------------------------------------------------------------------------------------------------- */
+
+typedef struct job {
+    sb_shard_t *s;
+    int64_t tenant, channel, id;
+    unsigned attempt;
+    sb_session_sent_fn sent;
+    void *arg;
+    sb_channel_type_t type;
+    char tenant_s[24], id_s[24], channel_s[24];
+    sb_counters_lease_t lease; /* held from the grant until the outcome is known */
+    bool leased;
+    sb_counters_limits_t lim;
+    uv_timer_t *wait;          /* while the counters say wait */
+    sb_outbound_request_t req; /* built, waiting for a token */
+} job_t;
+
+static void wait_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void job_done(job_t *j, bool again, uint64_t retry_ms)
+{
+    sb_session_outcome_t o = {.message_id = j->id, .again = again, .retry_ms = retry_ms};
+    inflight[sb_shard_index(j->s)]--;
+    if (j->leased) /* fire and forget: the lease expires anyway */
+        sb_counters_release(sb_shard_redis(j->s), &j->lease, NULL, NULL);
+    j->sent(j->arg, &o);
+    if (j->wait)
+        uv_close((uv_handle_t *)j->wait, wait_closed);
+    sb_outbound_request_cleanup(&j->req);
+    free(j);
+}
+
+/* ---- what the counters need of a channel: its type and limits, cached per shard ------------------------------- */
+
+typedef struct chinfo {
+    int64_t channel; /* 0: empty slot */
+    sb_channel_type_t type;
+    sb_counters_limits_t lim;
+} chinfo_t;
+
+static chinfo_t *caches[SB_MAX_SHARDS];
+
+static chinfo_t *cache_slot(sb_shard_t *s, int64_t channel)
+{
+    unsigned i = sb_shard_index(s);
+    if (!caches[i])
+        caches[i] = sb_calloc(CHANNEL_CACHE, sizeof *caches[i]);
+    return &caches[i][((uint64_t)channel * 0x9E3779B97F4A7C15ull >> 40) % CHANNEL_CACHE];
+}
+
+/* The provider's default rate for the type, unless the channel's settings say "rate_per_second". */
+static void limits_of(chinfo_t *c, sb_channel_type_t type, const char *settings)
+{
+    double rate = type == SB_CH_TWILIO_WHATSAPP ? SB_COUNTERS_RATE_TWILIO_WHATSAPP
+                  : type == SB_CH_META_WHATSAPP ? SB_COUNTERS_RATE_META_WHATSAPP
+                                                : SB_COUNTERS_RATE_TWILIO_LONG_CODE;
+    json_t *j = json_loads(settings, 0, NULL), *r = json_object_get(j, "rate_per_second");
+    if (json_is_number(r) && json_number_value(r) > 0)
+        rate = json_number_value(r);
+    json_decref(j);
+    c->type = type;
+    /* 1% slower than the rate: grants exactly 1/rate apart put rate + 1 sends into a closed one-second window, and
+     * the provider's clock sees them with some jitter besides */
+    c->lim = (sb_counters_limits_t){.interval_us = sb_counters_interval_us(rate / 1.01),
+                                    .burst = SB_COUNTERS_DEFAULT_BURST,
+                                    .channel_max = CHANNEL_MAX_INFLIGHT,
+                                    .tenant_max = TENANT_MAX_INFLIGHT,
+                                    .lease_ms = SB_COUNTERS_DEFAULT_LEASE_MS};
+}
+
+/* $1 tenant, $2 message. queued/retrying -> sending, committed before the provider is asked. */
+static const char claim_sql[] =
+    "UPDATE messages m SET status = 'sending', attempts = m.attempts + 1, updated_at = now()"
+    " FROM channels c"
+    " WHERE m.tenant_id = $1 AND m.id = $2 AND m.direction = 'out' AND m.status IN ('queued', 'retrying')"
+    " AND c.tenant_id = m.tenant_id AND c.id = m.channel_id"
+    " RETURNING m.recipient, m.body, m.media::text, coalesce(m.template::text, ''), c.type, c.address,"
+    " coalesce(c.credentials_sealed, ''), m.attempts";
+
+/* $1 tenant, $2 message, $3 status, $4 provider id, $5 error code, $6 error message, $7 retry delay (ms). Only a
+ * message this send claimed (still sending) changes; its new status goes to the history and the live inbox. */
+static const char finish_sql[] =
+    "WITH m AS ("
+    "  UPDATE messages SET status = $3, provider_id = coalesce(nullif($4, ''), provider_id),"
+    "         error_code = nullif($5, ''), error_message = nullif($6, ''),"
+    "         next_attempt_at = CASE WHEN $3 = 'retrying' THEN now() + $7::bigint * interval '1 millisecond' END,"
+    "         updated_at = now()"
+    "  WHERE tenant_id = $1 AND id = $2 AND status = 'sending' RETURNING id, status, error_code, error_message),"
+    " sh AS (INSERT INTO message_status_history (tenant_id, message_id, status, error_code, error_message)"
+    "        SELECT $1, id, status, error_code, error_message FROM m),"
+    " ev AS (SELECT 'message.status' AS type, jsonb_strip_nulls(jsonb_build_object('id', m.id::text, 'status',"
+    "        m.status, 'error', CASE WHEN m.error_code IS NULL THEN NULL"
+    "        ELSE jsonb_build_object('code', m.error_code, 'message', m.error_message) END)) AS data FROM m),"
+    " cur AS (UPDATE tenants SET inbox_cursor = inbox_cursor + 1 WHERE id = $1 AND EXISTS (SELECT 1 FROM ev)"
+    "         RETURNING inbox_cursor)"
+    " INSERT INTO inbox_events (tenant_id, cursor, type, data) SELECT $1, cur.inbox_cursor, ev.type, ev.data"
+    " FROM cur, ev RETURNING cursor, type, data::text";
+
+typedef struct fin {
+    job_t *j;
+    bool again;
+    uint64_t retry_ms;
+} fin_t;
+
+static void finished(void *arg, int err, const char *detail, const PGresult *res)
+{
+    fin_t *f = arg;
+    if (err)
+        sb_log_warn("sender: message %s: outcome not stored (the sweeper will reconcile it): %s", f->j->id_s,
+                    detail);
+    else
+        sb_live_publish(f->j->tenant, res);
+    job_done(f->j, f->again, f->retry_ms);
+    free(f);
+}
+
+/* Stores the outcome (status, provider id, error) and then tells the actor whether to send again. */
+static void finish(job_t *j, const char *status, const char *provider_id, const char *code, const char *message,
+                   bool again, uint64_t retry_ms)
+{
+    char delay[24];
+    snprintf(delay, sizeof delay, "%llu", (unsigned long long)retry_ms);
+    const char *p[7] = {j->tenant_s, j->id_s, status, provider_id ? provider_id : "", code ? code : "",
+                        message ? message : "", delay};
+    fin_t *f = sb_malloc(sizeof *f);
+    f->j = j;
+    f->again = again;
+    f->retry_ms = retry_ms;
+    if (sb_pg_query(sb_shard_pg(j->s), finish_sql, 7, p, SB_PG_RETRY | SB_PG_PREPARED, finished, f) < 0)
+        finished(f, SB_EUNAVAIL, "not connected", NULL);
+}
+
+static uint64_t random_u64(void)
+{
+    uint64_t r = 0;
+    if (sb_crypto_random(&r, sizeof r) < 0)
+        r = uv_hrtime();
+    return r;
+}
+
+static void answered(void *arg, const sb_http_client_res_t *res)
+{
+    job_t *j = arg;
+    sb_outbound_result_t r;
+    sb_outbound_classify(j->type, res, &r);
+    switch (r.outcome) {
+    case SB_OUTBOUND_SENT:
+        finish(j, "sent", r.provider_id, NULL, NULL, false, 0);
+        break;
+    case SB_OUTBOUND_FAILED:
+        finish(j, "failed", r.provider_id, r.error_code, r.error_message, false, 0);
+        break;
+    case SB_OUTBOUND_RETRY:
+        if (sb_outbound_may_retry(j->attempt)) {
+            uint64_t ms = sb_outbound_backoff_ms(j->attempt, r.retry_after_s, random_u64());
+            finish(j, "retrying", NULL, r.error_code, r.error_message, true, ms);
+        } else {
+            finish(j, "dead", NULL, r.error_code, r.error_message, false, 0);
+        }
+        break;
+    default:
+        finish(j, "unknown", NULL, r.error_code, r.error_message, false, 0);
+        break;
+    }
+}
+
+static void acquire(job_t *j);
+
+/* The claimed row: opens the credentials, builds the provider request, then takes the counters and sends it. */
+static void claimed(void *arg, int err, const char *detail, const PGresult *res)
+{
+    job_t *j = arg;
+    if (err) { /* the database is away: the message is still queued; the actor tries again later */
+        sb_log_warn("sender: message %s: cannot claim it: %s", j->id_s, detail);
+        job_done(j, true, DB_RETRY_MS);
+        return;
+    }
+    if (PQntuples(res) != 1) { /* sent, failed or being sent elsewhere: nothing to do */
+        job_done(j, false, 0);
+        return;
+    }
+    j->attempt = (unsigned)strtoul(PQgetvalue(res, 0, 7), NULL, 10);
+
+    sb_buf_t plain, callback;
+    sb_buf_init(&plain);
+    sb_buf_init(&callback);
+    json_t *creds = NULL, *media = json_loads(PQgetvalue(res, 0, 2), 0, NULL), *tpl = NULL;
+    const char *tpl_text = PQgetvalue(res, 0, 3);
+    char ad[48];
+    snprintf(ad, sizeof ad, "tenant:%s", j->tenant_s);
+    if (!cfg->has_master_key ||
+        sb_crypto_open(cfg->master_key, sb_str_cstr(PQgetvalue(res, 0, 6)), sb_str_cstr(ad), &plain) < 0 ||
+        !(creds = json_loadb(plain.p, plain.len, 0, NULL))) {
+        sb_log_error("sender: channel %lld: credentials cannot be opened (master_key changed?)", (long long)j->channel);
+        sb_crypto_buf_wipe(&plain);
+        json_decref(media);
+        finish(j, "failed", NULL, "credentials_unavailable", "the channel's credentials cannot be opened", false, 0);
+        return;
+    }
+    sb_str_t urls[SB_OUTBOUND_MAX_MEDIA];
+    size_t nurls = 0;
+    for (size_t i = 0; json_is_array(media) && i < json_array_size(media) && nurls < SB_OUTBOUND_MAX_MEDIA; i++) {
+        json_t *u = json_object_get(json_array_get(media, i), "url");
+        if (json_is_string(u))
+            urls[nurls++] = sb_str(json_string_value(u), json_string_length(u));
+    }
+    if (*tpl_text)
+        tpl = json_loads(tpl_text, 0, NULL);
+    json_t *lang = json_object_get(tpl, "language"), *comps = json_object_get(tpl, "components");
+    char *comps_text = comps ? json_dumps(comps, JSON_COMPACT) : NULL;
+    if (cfg->public_url && (j->type == SB_CH_TWILIO_SMS || j->type == SB_CH_TWILIO_WHATSAPP))
+        sb_buf_printf(&callback, "%s/webhooks/twilio/%lld/status", cfg->public_url, (long long)j->channel);
+
+    const char *s;
+    sb_outbound_msg_t m = {
+        .channel = j->type,
+        .address = sb_str_cstr(PQgetvalue(res, 0, 5)),
+        .account_sid = sb_str_cstr((s = json_string_value(json_object_get(creds, "account_sid"))) ? s : ""),
+        .auth_token = sb_str_cstr((s = json_string_value(json_object_get(creds, "auth_token"))) ? s : ""),
+        .access_token = sb_str_cstr((s = json_string_value(json_object_get(creds, "access_token"))) ? s : ""),
+        .to = sb_str_cstr(PQgetvalue(res, 0, 0)),
+        .body = sb_str_cstr(PQgetvalue(res, 0, 1)),
+        .media = urls,
+        .nmedia = nurls,
+        .template_name = sb_str_cstr((s = json_string_value(json_object_get(tpl, "name"))) ? s : ""),
+        .template_language = sb_str_cstr((s = json_is_string(lang) ? json_string_value(lang)
+                                                                   : json_string_value(json_object_get(lang, "code")))
+                                             ? s
+                                             : (tpl ? "en_US" : "")),
+        .template_components = sb_str_cstr(comps_text ? comps_text : ""),
+        .status_callback = sb_str(callback.p ? callback.p : "", callback.len),
+    };
+    sb_outbound_endpoints_t ep = {.twilio_api_base = cfg->twilio_api_base, .meta_graph_base = cfg->meta_graph_base};
+    sb_outbound_error_t berr;
+    int rc = sb_outbound_build(&m, &ep, &j->req, &berr);
+    json_decref(creds); /* jansson does not wipe; the plaintext buffer is wiped below */
+    sb_crypto_buf_wipe(&plain);
+    json_decref(media);
+    json_decref(tpl);
+    free(comps_text);
+    sb_buf_cleanup(&callback);
+    if (rc < 0) { /* the message cannot become a request for this channel: a permanent failure */
+        finish(j, "failed", NULL, berr.code, berr.message, false, 0);
+        return;
+    }
+    acquire(j);
+}
+
+/* ---- the counters: a token of the sender's rate and the in-flight slots, taken last, right before the request -- */
+
+static void on_wait(uv_timer_t *t)
+{
+    acquire(t->data);
+}
+
+static void wait_then_acquire(job_t *j, uint64_t ms)
+{
+    if (!j->wait) {
+        j->wait = sb_malloc(sizeof *j->wait);
+        uv_timer_init(sb_shard_loop(j->s), j->wait);
+        j->wait->data = j;
+    }
+    uv_timer_start(j->wait, on_wait, ms, 0);
+}
+
+/* Granted: the request goes out now. Told to wait: the job waits (holding its claim), then asks again, so the
+ * token is taken as close to the request as possible and the provider sees the pace the counters keep. */
+static void granted(void *arg, int err, const sb_counters_grant_t *g)
+{
+    job_t *j = arg;
+    if (err) { /* limits must hold: without Redis nothing is sent */
+        sb_log_warn("sender: message %s waits: the counters are not reachable", j->id_s);
+        wait_then_acquire(j, DB_RETRY_MS);
+        return;
+    }
+    if (g->verdict != SB_COUNTERS_OK) {
+        wait_then_acquire(j, (uint64_t)(g->wait_us + 999) / 1000);
+        return;
+    }
+    j->lease = g->lease;
+    j->leased = true;
+    int rc = sb_http_client_request(clients[sb_shard_index(j->s)], &j->req.http, answered, j);
+    sb_outbound_request_cleanup(&j->req);
+    if (rc < 0)
+        finish(j, "failed", NULL, "invalid_request", "the provider request could not be made", false, 0);
+}
+
+static void acquire(job_t *j)
+{
+    if (sb_counters_acquire(sb_shard_redis(j->s), j->tenant, j->channel, &j->lim, granted, j) < 0)
+        granted(j, SB_EUNAVAIL, NULL);
+}
+
+static void claim(job_t *j, const chinfo_t *c)
+{
+    j->type = c->type;
+    j->lim = c->lim;
+    const char *p[2] = {j->tenant_s, j->id_s};
+    if (sb_pg_query(sb_shard_pg(j->s), claim_sql, 2, p, SB_PG_PREPARED, claimed, j) < 0)
+        claimed(j, SB_EUNAVAIL, "not connected", NULL);
+}
+
+static void channel_loaded(void *arg, int err, const char *detail, const PGresult *res)
+{
+    job_t *j = arg;
+    if (err || PQntuples(res) != 1) {
+        if (err)
+            sb_log_warn("sender: channel %s: cannot load it: %s", j->channel_s, detail);
+        job_done(j, err != 0, DB_RETRY_MS); /* a channel that is gone: its messages stay queued */
+        return;
+    }
+    chinfo_t *c = cache_slot(j->s, j->channel);
+    c->channel = j->channel;
+    limits_of(c, sb_channel_type_parse(PQgetvalue(res, 0, 0)), PQgetvalue(res, 0, 1));
+    claim(j, c);
+}
+
+int sb_sender_send(void *ctx, int64_t tenant, int64_t channel, int64_t message_id, unsigned attempt,
+                   sb_session_sent_fn sent, void *arg)
+{
+    (void)ctx;
+    (void)attempt; /* the database counts attempts: it survives restarts */
+    sb_shard_t *s = sb_shard_self();
+    if (!s || !clients[sb_shard_index(s)] || draining[sb_shard_index(s)])
+        return SB_EUNAVAIL; /* stays queued: the next start's sweeper hands it over */
+    job_t *j = sb_calloc(1, sizeof *j);
+    inflight[sb_shard_index(s)]++;
+    j->s = s;
+    j->tenant = tenant;
+    j->channel = channel;
+    j->id = message_id;
+    j->sent = sent;
+    j->arg = arg;
+    snprintf(j->tenant_s, sizeof j->tenant_s, "%lld", (long long)tenant);
+    snprintf(j->id_s, sizeof j->id_s, "%lld", (long long)message_id);
+    snprintf(j->channel_s, sizeof j->channel_s, "%lld", (long long)channel);
+    chinfo_t *c = cache_slot(s, channel);
+    if (c->channel == channel) {
+        claim(j, c);
+        return 0;
+    }
+    const char *p[2] = {j->tenant_s, j->channel_s};
+    int rc = sb_pg_query(sb_shard_pg(s), "SELECT type, settings::text FROM channels WHERE tenant_id = $1 AND id = $2",
+                         2, p, SB_PG_PREPARED, channel_loaded, j);
+    if (rc < 0) {
+        inflight[sb_shard_index(s)]--;
+        free(j);
+    }
+    return rc;
+}
+
+/* ---- the outbox sweeper --------------------------------------------------------------------------------------- */
+
+static void swept_stuck(void *arg, int err, const char *detail, const PGresult *res)
+{
+    (void)arg;
+    if (err)
+        sb_log_debug("sender: sweep skipped: %s", detail);
+    else if (PQntuples(res))
+        sb_log_warn("sender: %d message(s) left in sending by a crash are now unknown", PQntuples(res));
+}
+
+static void swept_queued(void *arg, int err, const char *detail, const PGresult *res)
+{
+    (void)arg;
+    if (err) {
+        sb_log_debug("sender: sweep skipped: %s", detail);
+        return;
+    }
+    for (int i = 0; i < PQntuples(res); i++)
+        sb_inbound_send(strtoll(PQgetvalue(res, i, 0), NULL, 10), strtoll(PQgetvalue(res, i, 1), NULL, 10),
+                        strtoll(PQgetvalue(res, i, 2), NULL, 10));
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    sb_shard_t *s = t->data;
+    if (!sb_pg_connected(sb_shard_pg(s)))
+        return;
+    /* No request lives this long (the client's timeout is 30 s): whoever sent these is gone. The change goes to the
+     * status history (GET /v1/messages/{id}); these rare ones make no live event. */
+    sb_pg_query(sb_shard_pg(s),
+                "WITH m AS (UPDATE messages SET status = 'unknown', error_code = 'interrupted',"
+                "  error_message = 'the gateway stopped while the provider was being asked', updated_at = now()"
+                "  WHERE direction = 'out' AND status = 'sending' AND updated_at < now() - interval '2 minutes'"
+                "  RETURNING tenant_id, id)"
+                " INSERT INTO message_status_history (tenant_id, message_id, status, error_code)"
+                " SELECT tenant_id, id, 'unknown', 'interrupted' FROM m RETURNING message_id",
+                0, NULL, 0, swept_stuck, NULL);
+    sb_pg_query(sb_shard_pg(s),
+                "SELECT tenant_id, channel_id, id FROM messages WHERE direction = 'out'"
+                " AND status IN ('queued', 'retrying') AND coalesce(next_attempt_at, updated_at) < now() - interval"
+                " '5 seconds' ORDER BY id LIMIT 1000",
+                0, NULL, 0, swept_queued, NULL);
+}
+
+/* ---- per shard ------------------------------------------------------------------------------------------------ */
+
+void sb_sender_shard_start(sb_shard_t *s)
+{
+    sb_http_client_opts_t o = {.max_host_connections = 32, .timeout_ms = 30000};
+    if (sb_http_client_create(sb_shard_loop(s), &o, &clients[sb_shard_index(s)]) < 0)
+        sb_log_error("sender: no HTTP client on this shard: outbound messages wait");
+    if (sb_shard_index(s) == 0) {
+        sweeper = sb_malloc(sizeof *sweeper);
+        uv_timer_init(sb_shard_loop(s), sweeper);
+        sweeper->data = s;
+        uv_timer_start(sweeper, on_sweep, SWEEP_FIRST_MS, SWEEP_EVERY_MS);
+    }
+}
+
+void sb_sender_shard_drain(sb_shard_t *s)
+{
+    draining[sb_shard_index(s)] = true;
+}
+
+unsigned sb_sender_inflight(sb_shard_t *s)
+{
+    return inflight[sb_shard_index(s)];
+}
+
+static void sweeper_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+void sb_sender_shard_stop(sb_shard_t *s)
+{
+    unsigned i = sb_shard_index(s);
+    sb_http_client_destroy(clients[i]); /* requests in flight end as unknown, or stay sending for the sweeper */
+    clients[i] = NULL;
+    sb_free(caches[i]);
+    if (i == 0 && sweeper) {
+        uv_close((uv_handle_t *)sweeper, sweeper_closed);
+        sweeper = NULL;
+    }
+}

@@ -1,0 +1,178 @@
+"""tests/integration/test_outbound.py — sending on the real stack against the mock provider (ops/mock_provider.c):
+an accepted message goes out to Twilio's Messages API or Meta's Graph API as the real APIs expect it, its status
+goes queued -> sent (with the provider's id) -> delivered (the provider's signed status callback), each change live
+in the inbox and in GET /v1/messages/{id}; a provider answering 500 is retried with backoff until it takes the
+message; a permanent 400 fails at once with the provider's code and is not retried; an idempotent repeat is sent
+once.
+Run: SB_BIN=build/release/switchboard python3 tests/integration/test_outbound.py"""
+
+import json
+import time
+import uuid
+
+import harness as h
+from test_live import connect, events
+from test_mock_provider import Mock
+from test_webhooks import MASTER_KEY, admin
+
+ACCOUNT = "AC" + "5" * 32
+TOKEN = "f" * 32
+
+
+def setup(gw, kind="twilio_sms", address=None, settings=None):
+    t = admin(gw, "/v1/admin/tenants", {"name": "outbound " + uuid.uuid4().hex[:6]})
+    key = admin(gw, "/v1/admin/tenants/%s/keys" % t["id"], {})["key"]
+    address = address or "+1555%07d" % (uuid.uuid4().int % 10 ** 7)
+    creds = {"account_sid": ACCOUNT, "auth_token": TOKEN} if kind.startswith("twilio") else \
+        {"access_token": "EAAB" + uuid.uuid4().hex}
+    ch = admin(gw, "/v1/admin/tenants/%s/channels" % t["id"], {"type": kind, "address": address,
+                                                                 "credentials": creds, "settings": settings or {}})
+    return {"tenant": t["id"], "key": key, "channel": ch["id"], "address": address}
+
+
+def send(gw, t, body, to="+14155550123", key=None):
+    payload = {"channel_id": t["channel"], "to": to, "body": body}
+    if key:
+        payload["idempotency_key"] = key
+    r = h.request(gw.port, "POST", "/v1/messages", {"Authorization": "Bearer " + t["key"],
+                                                    "Content-Type": "application/json"},
+                  json.dumps(payload).encode())
+    return r.json().get("id") if r.status in (200, 202) else None
+
+
+def statuses(ws, mid, until, timeout=15):
+    """The message.status values of message mid, in order, until one in `until` arrives."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ev = events(ws, 1, timeout=max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            break
+        for e in ev:
+            if e["type"] == "message.status" and e["data"]["id"] == mid:
+                seen.append(e["data"])
+                if e["data"]["status"] in until:
+                    return seen
+    return seen
+
+
+def message(gw, t, mid):
+    return h.request(gw.port, "GET", "/v1/messages/%s" % mid, {"Authorization": "Bearer " + t["key"]}).json()
+
+
+def test_twilio(gw, mock):
+    t = setup(gw)
+    mock.behaviour(sender=t["address"], callbacks=["delivered"], callback_delay_ms=50)
+    ws = connect(gw, t["key"])
+    ws.recv_op()
+    mid = send(gw, t, "Hello from Switchboard ✓")
+    h.ok(mid is not None, "accepted")
+    seen = statuses(ws, mid, ("delivered", "failed", "dead", "unknown"))
+    h.ok([s["status"] for s in seen] == ["sent", "delivered"], "live: sent, then delivered (the signed callback)",
+         seen)
+    got = mock.received(sender=t["address"])
+    reqs = got.get("requests", [])
+    h.ok(got.get("count") == 1 and reqs and reqs[0]["to"] == "+14155550123" and
+         reqs[0]["body"] == "Hello from Switchboard ✓", "the mock got one request with To and Body", got)
+    m = message(gw, t, mid)
+    h.ok(m.get("status") == "delivered" and m.get("provider_id") == (reqs[0]["id"] if reqs else None),
+         "GET /v1/messages/{id}: delivered, with the provider's sid", m)
+    h.ok([x["status"] for x in m.get("history", [])] == ["queued", "sent", "delivered"], "and its whole history", m)
+
+    k = "dup-" + uuid.uuid4().hex
+    a, b = send(gw, t, "once", key=k), send(gw, t, "once", key=k)
+    h.ok(a == b, "the same idempotency key twice: one message")
+    h.wait_for(lambda: message(gw, t, a).get("status") in ("sent", "delivered"), 10)
+    time.sleep(0.3)
+    bodies = [r["body"] for r in mock.received(sender=t["address"]).get("requests", [])]
+    h.ok(bodies.count("once") == 1, "and one provider request", bodies)
+    ws.shutdown()
+
+
+def test_retry_then_success(gw, mock):
+    t = setup(gw)
+    mock.behaviour(sender=t["address"], fail_next=2, fail_status=500)
+    ws = connect(gw, t["key"])
+    ws.recv_op()
+    mid = send(gw, t, "persist")
+    seen = statuses(ws, mid, ("sent", "failed", "dead", "unknown"), timeout=20)
+    h.ok([s["status"] for s in seen] == ["retrying", "retrying", "sent"],
+         "500, 500, then 201: retrying twice (with the provider's error), then sent", seen)
+    h.ok(seen and seen[0].get("error", {}).get("code") == "20500", "the retry carries the provider's code", seen)
+    h.ok(mock.received(sender=t["address"]).get("count") == 3, "three requests in all")
+    ws.shutdown()
+
+
+def test_permanent_failure(gw, mock):
+    t = setup(gw)
+    mock.behaviour(sender=t["address"], permanent={"status": 400, "code": 21211})
+    ws = connect(gw, t["key"])
+    ws.recv_op()
+    mid = send(gw, t, "to nowhere")
+    seen = statuses(ws, mid, ("sent", "failed", "dead", "unknown"))
+    h.ok([s["status"] for s in seen] == ["failed"] and seen[0].get("error", {}).get("code") == "21211",
+         "a permanent 400: failed at once with Twilio's code 21211", seen)
+    time.sleep(1.5)
+    h.ok(mock.received(sender=t["address"]).get("count") == 1, "and not retried")
+    ws.shutdown()
+
+
+def test_meta(gw, mock):
+    t = setup(gw, "meta_whatsapp", address=str(100000000000000 + uuid.uuid4().int % 10 ** 14))
+    ws = connect(gw, t["key"])
+    ws.recv_op()
+    mid = send(gw, t, "hola 🌍")
+    seen = statuses(ws, mid, ("sent", "failed", "dead", "unknown"))
+    got = mock.received(sender=t["address"])
+    reqs = got.get("requests", [])
+    h.ok([s["status"] for s in seen] == ["sent"] and reqs and reqs[0]["body"] == "hola 🌍",
+         "Meta WhatsApp: sent through /{phone_number_id}/messages", (seen, got))
+    m = message(gw, t, mid)
+    h.ok(str(m.get("provider_id", "")).startswith("wamid."), "with the wamid as provider id", m)
+    ws.shutdown()
+
+
+def test_pacing(mock):
+    """Three gateways (three nodes, two shards each) share one Redis and one database and all send for one
+    channel limited to 5 messages/s: the mock's clock must never see more than 5 in any one-second window."""
+    base = dict(master_key=MASTER_KEY, twilio_api_base="http://127.0.0.1:%d" % mock.port)
+    gws = [h.Gateway(**base) for _ in range(3)]
+    for g in gws:
+        g.start()
+    try:
+        t = setup(gws[0], settings={"rate_per_second": 5})
+        ids = []
+        for i in range(24):
+            ids.append(send(gws[i % 3], t, "paced %d" % i))
+        h.ok(all(ids), "24 messages accepted through three gateways")
+        done = h.wait_for(lambda: mock.received(sender=t["address"]).get("count", 0) >= 24, 20)
+        time.sleep(0.5)
+        stats = mock.request("GET", "/_mock/stats").json().get("senders", {}).get(t["address"], {})
+        got = mock.received(sender=t["address"])
+        h.ok(done and got.get("count") == 24, "all 24 reached the provider, each once", got.get("count"))
+        h.ok(0 < stats.get("max_per_second", 99) <= 5, "never more than 5 in any one-second window (max %s)" %
+             stats.get("max_per_second"), stats)
+        bodies = sorted(r["body"] for r in got.get("requests", []))
+        h.ok(bodies == sorted("paced %d" % i for i in range(24)), "no message twice, none missing")
+    finally:
+        for g in gws:
+            g.stop()
+            g.finish()
+
+
+def test_file():
+    with Mock() as mock:
+        gw = h.Gateway(master_key=MASTER_KEY, twilio_api_base="http://127.0.0.1:%d" % mock.port,
+                       meta_graph_base="http://127.0.0.1:%d/v21.0" % mock.port)
+        gw.config["public_url"] = "http://127.0.0.1:%d" % gw.port  # the StatusCallback Twilio is given
+        with gw:
+            h.subtest(test_twilio, gw, mock)
+            h.subtest(test_retry_then_success, gw, mock)
+            h.subtest(test_permanent_failure, gw, mock)
+            h.subtest(test_meta, gw, mock)
+        h.subtest(test_pacing, mock)
+
+
+if __name__ == "__main__":
+    h.main(test_file)
