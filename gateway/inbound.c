@@ -16,6 +16,10 @@
 #define REGISTRY_BUCKETS 1024
 #define SWEEP_FIRST_MS 1000
 #define SWEEP_EVERY_MS 5000
+#define SWEEP_BACKLOG_MS 500
+#define SWEEP_PAGE 1000
+#define SB_STRINGIFY_(x) #x
+#define SB_STRINGIFY(x) SB_STRINGIFY_(x)
 
 static const sb_config_t *cfg;
 
@@ -242,8 +246,11 @@ int sb_inbound_route_rows(const PGresult *res)
 
 /* ---- the sweeper ---------------------------------------------------------------------------------------------- */
 
+static void on_sweep(uv_timer_t *t);
+
 static void swept(void *arg, int err, const char *detail, const PGresult *res)
 {
+    registry_t *reg = registries[0]; /* the sweeper's shard; gone once it stopped */
     (void)arg;
     if (err) {
         sb_log_debug("inbound: sweep skipped: %s", detail);
@@ -252,6 +259,8 @@ static void swept(void *arg, int err, const char *detail, const PGresult *res)
     int n = sb_inbound_route_rows(res);
     if (n)
         sb_log_info("inbound: sweeper re-routed %d unprocessed receipt(s)", n);
+    if (n == SWEEP_PAGE && reg && reg->sweeper) /* a backlog (an outage, a crash under load): the next page soon */
+        uv_timer_start(reg->sweeper, on_sweep, SWEEP_BACKLOG_MS, SWEEP_EVERY_MS);
 }
 
 static void on_sweep(uv_timer_t *t)
@@ -262,7 +271,7 @@ static void on_sweep(uv_timer_t *t)
     /* Older than a few seconds: younger ones are most likely on their way through an actor right now. */
     sb_pg_query(sb_shard_pg(s),
                 "SELECT tenant_id, channel_id, id FROM webhook_receipts WHERE processed_at IS NULL"
-                " AND received_at < now() - interval '3 seconds' ORDER BY received_at LIMIT 1000",
+                " AND received_at < now() - interval '3 seconds' ORDER BY received_at LIMIT " SB_STRINGIFY(SWEEP_PAGE),
                 0, NULL, 0, swept, NULL);
 }
 

@@ -85,6 +85,13 @@ else
     echo "== bench_actors: not built (build/release/bench/bench_actors), skipped"
 fi
 
+# --- 1b. the Redis send counters (acquire + release per send, pipelined over one connection) ------------------
+
+if [ -x build/release/bench/bench_counters ]; then
+    echo "== bench_counters"
+    build/release/bench/bench_counters
+fi
+
 # --- 2. HTTP: gateway vs nginx ------------------------------------------------------------------
 
 echo "== HTTP GET /healthz: gateway (shards = 1) vs nginx (worker_processes 1), wrk -t1 -c$CONNS -d$DURATION, $ROUNDS rounds each"
