@@ -13,7 +13,7 @@ import uuid
 import harness as h
 from test_live import connect, events
 from test_mock_provider import Mock
-from test_webhooks import MASTER_KEY, admin
+from test_webhooks import MASTER_KEY, admin, sql
 
 ACCOUNT = "AC" + "5" * 32
 TOKEN = "f" * 32
@@ -115,6 +115,28 @@ def test_permanent_failure(gw, mock):
          "a permanent 400: failed at once with Twilio's code 21211", seen)
     time.sleep(1.5)
     h.ok(mock.received(sender=t["address"]).get("count") == 1, "and not retried")
+
+    # The operator fixes the cause and replays it from the console; a dead one is listed by `dead`.
+    mock.behaviour(sender=t["address"], clear=True)
+    with h.Console(gw.admin_port) as con:
+        con.cmd("auth " + h.ADMIN_TOKEN)
+        out = "\n".join(con.cmd("replay %s" % mid))
+        h.ok("queued" in out, "console replay: the failed message is queued again", out)
+        seen = statuses(ws, mid, ("sent", "failed", "dead", "unknown"))
+        h.ok([s["status"] for s in seen] == ["sent"], "and sent this time", seen)
+        out = "\n".join(con.cmd("replay %s" % mid))
+        h.ok("0 row(s)" in out, "a sent message cannot be replayed", out)
+        other = send(gw, t, "will be dead")
+        h.wait_for(lambda: message(gw, t, other).get("status") == "sent", 10)
+        sql("UPDATE messages SET status = 'dead', error_code = '20500' WHERE id = %s" % other)
+        out = "\n".join(con.cmd("dead %s -j" % t["tenant"]))
+        rows = json.loads(out).get("messages", []) if out.startswith("{") else []
+        h.ok([str(r["id"]) for r in rows] == [other] and rows[0]["error"] == "20500",
+             "console dead lists the tenant's dead messages", out)
+        out = "\n".join(con.cmd("counters %s %s -j" % (t["tenant"], t["channel"])))
+        c = json.loads(out) if out.startswith("{") else {}
+        h.ok(abs(c.get("rate_per_second", 0) - 0.990) < 0.01 and c.get("tenant_inflight") == 0,
+             "console counters: the channel's pace (1/s, kept 1% under) and nothing in flight", out)
     ws.shutdown()
 
 
