@@ -2,7 +2,7 @@
 #
 #   make            build build/release/switchboard and build/release/mock-provider (ops/mock_provider.c)
 #   make asan       build the ASan + UBSan variant under build/asan/
-#   make run        set up the local stack (packages, Redis, PostgreSQL, migrations) and run the gateway
+#   make run        set up the local stack (packages, Redis, PostgreSQL, migrations) and run the gateway beside the mock provider, seeding a demo tenant
 #   make test       same set-up, then the whole suite (unit, fuzz corpora, integration; release and asan)
 #   make bench      same set-up, then the benchmarks (they print figures, they assert nothing)
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS each
@@ -95,7 +95,7 @@ setup:
 
 run: setup
 	@$(MAKE) --no-print-directory all
-	exec $(BUILD)/switchboard -c ops/dev.conf
+	exec env BUILD=$(BUILD) ops/run.sh
 
 test: setup
 	@$(MAKE) --no-print-directory all units benches
