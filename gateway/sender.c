@@ -9,6 +9,7 @@
 #include "gateway/inbound.h"
 #include "gateway/live.h"
 #include "gateway/log.h"
+#include "proto/breaker.h"
 #include "proto/err.h"
 #include "proto/event.h"
 #include "proto/mem.h"
@@ -29,6 +30,11 @@ static const sb_config_t *cfg;
 static sb_http_client_t *clients[SB_MAX_SHARDS]; /* each used only by its own shard's thread */
 static uv_timer_t *sweeper;                       /* shard 0's */
 static unsigned inflight[SB_MAX_SHARDS];          /* jobs per shard, between the actor's call and its answer */
+/* Per shard, one circuit breaker per provider endpoint: [0] Twilio's API, [1] Meta's Graph API. */
+static sb_breaker_t breakers[SB_MAX_SHARDS][2];
+#define BREAKER_FAULTS 5
+#define BREAKER_MIN_MS 2000
+#define BREAKER_MAX_MS 60000
 static bool draining[SB_MAX_SHARDS];
 
 void sb_sender_init(const sb_config_t *c)
@@ -56,6 +62,11 @@ typedef struct job {
 static void wait_closed(uv_handle_t *h)
 {
     free(h);
+}
+
+static sb_breaker_t *breaker_of(job_t *j)
+{
+    return &breakers[sb_shard_index(j->s)][j->type == SB_CH_META_WHATSAPP];
 }
 
 static void job_done(job_t *j, bool again, uint64_t retry_ms)
@@ -184,6 +195,16 @@ static void answered(void *arg, const sb_http_client_res_t *res)
     job_t *j = arg;
     sb_outbound_result_t r;
     sb_outbound_classify(j->type, res, &r);
+    sb_breaker_t *b = breaker_of(j);
+    if (sb_breaker_report(b, r.endpoint_fault, uv_now(sb_shard_loop(j->s)))) {
+        if (b->state == SB_BREAKER_OPEN)
+            sb_log_warn("sender: %s endpoint failing (%s): circuit open for %llu ms",
+                        j->type == SB_CH_META_WHATSAPP ? "Meta" : "Twilio", r.error_code,
+                        (unsigned long long)b->cooldown_ms);
+        else
+            sb_log_info("sender: %s endpoint answers again: circuit closed",
+                        j->type == SB_CH_META_WHATSAPP ? "Meta" : "Twilio");
+    }
     switch (r.outcome) {
     case SB_OUTBOUND_SENT:
         finish(j, "sent", r.provider_id, NULL, NULL, false, 0);
@@ -336,6 +357,11 @@ static void claim(job_t *j, const chinfo_t *c)
 {
     j->type = c->type;
     j->lim = c->lim;
+    uint64_t wait = sb_breaker_allow(breaker_of(j), uv_now(sb_shard_loop(j->s)));
+    if (wait) { /* the provider is down: no attempt is spent, nothing is claimed; the actor waits */
+        job_done(j, true, wait);
+        return;
+    }
     const char *p[2] = {j->tenant_s, j->id_s};
     if (sb_pg_query(sb_shard_pg(j->s), claim_sql, 2, p, SB_PG_PREPARED, claimed, j) < 0)
         claimed(j, SB_EUNAVAIL, "not connected", NULL);
@@ -440,6 +466,8 @@ static void on_sweep(uv_timer_t *t)
 void sb_sender_shard_start(sb_shard_t *s)
 {
     sb_http_client_opts_t o = {.max_host_connections = 32, .timeout_ms = 30000};
+    sb_breaker_init(&breakers[sb_shard_index(s)][0], BREAKER_FAULTS, BREAKER_MIN_MS, BREAKER_MAX_MS);
+    sb_breaker_init(&breakers[sb_shard_index(s)][1], BREAKER_FAULTS, BREAKER_MIN_MS, BREAKER_MAX_MS);
     if (sb_http_client_create(sb_shard_loop(s), &o, &clients[sb_shard_index(s)]) < 0)
         sb_log_error("sender: no HTTP client on this shard: outbound messages wait");
     if (sb_shard_index(s) == 0) {

@@ -19,6 +19,10 @@
  * a second send; the sweeper turns messages stuck in sending for two minutes (longer than any request may take)
  * into unknown, and the status callbacks the provider posts later still reach them by provider id when it had them.
  *
+ * A circuit breaker per provider endpoint (Twilio's API, Meta's Graph API) and shard (proto/breaker) opens after
+ * five endpoint faults in a row; while it is open, sends wait in their actors without being claimed or counted as
+ * attempts, and one probe goes after the cool-down.
+ *
  * The sweeper (shard 0, every few seconds) also hands queued and due retrying messages back to their session actors
  * (after a restart, or when a hand-over was lost); the actor holds each id once. */
 #ifndef SB_SENDER_H

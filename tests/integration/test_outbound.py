@@ -183,6 +183,33 @@ def test_pacing(mock):
             g.finish()
 
 
+def test_breaker(gw, mock):
+    """Twilio's endpoint answers 503 to everything: after five faults in a row the tenant's shard stops asking it
+    (the other messages wait, untried), and once it answers again everything goes out."""
+    t = setup(gw)
+    key = t["key"]
+    channels = [t["channel"]] + [admin(gw, "/v1/admin/tenants/%s/channels" % t["tenant"],
+                                       {"type": "twilio_sms", "address": "+1557%07d" % (uuid.uuid4().int % 10 ** 7),
+                                        "credentials": {"account_sid": ACCOUNT, "auth_token": TOKEN}})["id"]
+                                 for _ in range(11)]
+    mock.behaviour(fail_next=1000, fail_status=503)
+    ids = []
+    for ch in channels:
+        r = h.request(gw.port, "POST", "/v1/messages", {"Authorization": "Bearer " + key,
+                                                        "Content-Type": "application/json"},
+                      json.dumps({"channel_id": ch, "to": "+14155550123", "body": "breaker"}).encode())
+        ids.append(r.json().get("id"))
+    time.sleep(1.5)
+    tried = sum(1 for r in mock.received().get("requests", []) if r["body"] == "breaker")
+    h.ok(5 <= tried <= 6, "with the provider down, the circuit opened after 5 faults: %d of 12 tried" % tried)
+    mock.behaviour(clear=True)
+    done = h.wait_for(lambda: all(message(gw, t, i).get("status") == "sent" for i in ids), 20)
+    h.ok(done, "the provider back: every message sent", [message(gw, t, i).get("status") for i in ids])
+    untried = [i for i in ids if [x["status"] for x in message(gw, t, i).get("history", [])] == ["queued", "sent"]]
+    h.ok(len(untried) >= 6, "those held by the open circuit went straight to sent, no attempt spent (%d)" %
+         len(untried))
+
+
 def test_file():
     with Mock() as mock:
         gw = h.Gateway(master_key=MASTER_KEY, twilio_api_base="http://127.0.0.1:%d" % mock.port,
@@ -193,6 +220,7 @@ def test_file():
             h.subtest(test_retry_then_success, gw, mock)
             h.subtest(test_permanent_failure, gw, mock)
             h.subtest(test_meta, gw, mock)
+            h.subtest(test_breaker, gw, mock)
         h.subtest(test_pacing, mock)
 
 
