@@ -8,6 +8,7 @@
 
 #include "adapters/crypto.h"
 #include "adapters/pg.h"
+#include "gateway/hooks.h"
 #include "gateway/log.h"
 #include "proto/codec.h"
 #include "proto/err.h"
@@ -15,6 +16,7 @@
 #include "proto/mem.h"
 
 #include <jansson.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_SEGMENTS 8
@@ -526,6 +528,84 @@ static void method_not_allowed(sb_http_req_t *req)
     sb_http_respond_error(req, 405, "method_not_allowed", "this route does not take that method");
 }
 
+/* ---- a tenant's outgoing webhook ----------------------------------------------------------------------------- */
+
+typedef struct hook_op {
+    sb_http_req_t *req;
+    int64_t tenant;
+    char *url;    /* NULL: switched off */
+    char secret[72];
+} hook_op_t;
+
+static void hook_set(void *arg, int err, const char *detail, const PGresult *res)
+{
+    hook_op_t *op = arg;
+    (void)detail;
+    if (err) {
+        respond_db_error(op->req, err, res, "no such tenant", "");
+    } else if (PQntuples(res) != 1) {
+        sb_http_respond_error(op->req, 404, "not_found", "no such tenant");
+    } else {
+        json_t *j = op->url ? json_pack("{s:s, s:s}", "url", op->url, "secret", op->secret)
+                            : json_pack("{s:n}", "url");
+        respond_json(op->req, 200, j);
+        sb_hooks_reset(op->tenant);
+    }
+    sb_crypto_wipe(op->secret, sizeof op->secret);
+    free(op->url);
+    free(op);
+}
+
+/* POST /v1/admin/tenants/{id}/webhook {"url"}: where the tenant's events go (null: nowhere). Answers the signing
+ * secret, made anew each time (shown once; stored sealed). Delivery starts with the next event. */
+static void set_webhook(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+{
+    json_t *j = json_body(req);
+    if (!j)
+        return;
+    json_t *u = json_object_get(j, "url");
+    const char *url = json_is_string(u) ? json_string_value(u) : NULL;
+    size_t n = url ? json_string_length(u) : 0;
+    bool ok = json_is_null(u) || (url && n <= 2048 && (strncmp(url, "https://", 8) == 0 ||
+                                                      strncmp(url, "http://", 7) == 0));
+    for (size_t i = 0; ok && url && i < n; i++)
+        ok = (unsigned char)url[i] > 0x20 && url[i] != 0x7f;
+    if (!ok) {
+        json_decref(j);
+        sb_http_respond_error(req, 400, "bad_request", "'url' must be an absolute http(s) URL (or null to stop)");
+        return;
+    }
+    hook_op_t *op = sb_calloc(1, sizeof *op);
+    op->req = req;
+    op->tenant = strtoll(tenant, NULL, 10);
+    op->url = url ? sb_strndup(url, n) : NULL;
+    json_decref(j);
+    sb_buf_t sealed;
+    sb_buf_init(&sealed);
+    if (op->url) {
+        unsigned char raw[32];
+        char ad[48];
+        snprintf(ad, sizeof ad, "tenant:%s:webhook", tenant);
+        memcpy(op->secret, "whsec_", 6);
+        if (!cfg->has_master_key || sb_crypto_random(raw, sizeof raw) < 0) {
+            sb_http_respond_error(req, 503, "unavailable", "webhook secrets need a master_key and randomness");
+            free(op->url);
+            free(op);
+            return;
+        }
+        sb_codec_hex_encode(op->secret + 6, raw, sizeof raw);
+        sb_crypto_wipe(raw, sizeof raw);
+        sb_crypto_seal(cfg->master_key, sb_str_cstr(op->secret), sb_str_cstr(ad), &sealed);
+    }
+    const char *p[3] = {tenant, op->url, op->url ? sb_buf_cstr(&sealed) : NULL};
+    if (sb_pg_query(sb_shard_pg(s),
+                    "UPDATE tenants SET webhook_url = $2, webhook_secret_sealed = $3, webhook_cursor = inbox_cursor"
+                    " WHERE id = $1 RETURNING id",
+                    3, p, SB_PG_RETRY, hook_set, op) < 0)
+        hook_set(op, SB_EUNAVAIL, "not connected", NULL);
+    sb_buf_cleanup(&sealed);
+}
+
 bool sb_admin_handle(sb_shard_t *s, sb_http_req_t *req)
 {
     sb_str_t seg[MAX_SEGMENTS];
@@ -550,6 +630,19 @@ bool sb_admin_handle(sb_shard_t *s, sb_http_req_t *req)
         return true;
     }
     long long tid;
+    if (n == 5 && sb_str_eq_cstr(seg[2], "tenants") && sb_str_eq_cstr(seg[4], "webhook")) {
+        char tenant[24];
+        if (!parse_id(seg[3], &tid)) {
+            sb_http_respond_error(req, 404, "not_found", "no such tenant");
+            return true;
+        }
+        snprintf(tenant, sizeof tenant, "%lld", tid);
+        if (m != SB_HTTP_POST)
+            method_not_allowed(req);
+        else if (authorized(req))
+            set_webhook(s, req, tenant);
+        return true;
+    }
     if (n == 5 && sb_str_eq_cstr(seg[2], "tenants") &&
         (sb_str_eq_cstr(seg[4], "keys") || sb_str_eq_cstr(seg[4], "channels"))) {
         if (!parse_id(seg[3], &tid)) {

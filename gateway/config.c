@@ -64,6 +64,7 @@ static const key_def_t keys[] = {
     {"drain_timeout", KIND_INT, F(drain_timeout_s), 0, 3600},
     {"inbox_origins", KIND_ORIGINS, F(inbox_origins), 0, 0},
     {"inbox_send_buffer", KIND_INT, F(inbox_send_buffer), 4096, 67108864},
+    {"webhook_max_age", KIND_INT, F(webhook_max_age_s), 1, 2592000},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -545,6 +546,7 @@ void sb_config_init(sb_config_t *c)
     c->max_body_bytes = 1048576;
     c->drain_timeout_s = 10;
     c->inbox_send_buffer = 1048576;
+    c->webhook_max_age_s = 86400;
 }
 
 void sb_config_cleanup(sb_config_t *c)

@@ -39,6 +39,8 @@
  *   inbox_origins    unset               browser origins allowed to open the live inbox: "*" or a comma-separated
  *                                        list of scheme://host[:port]; unset = only the gateway's own origin.
  *                                        Clients that send no Origin (not browsers) are always let through
+ *   webhook_max_age  86400               seconds, 1..2592000: an event a tenant's webhook URL has not taken after this
+ *                                        long is dead-lettered (webhook_dead_letters) and delivery goes on
  *   inbox_send_buffer 1048576            4096..67108864 bytes a live inbox client may fall behind before it is
  *                                        closed with 4408 (it then resumes from its cursor)
  *
@@ -89,6 +91,7 @@ typedef struct sb_config {
     int drain_timeout_s;
     char *inbox_origins; /* NULL = unset */
     int inbox_send_buffer;
+    int webhook_max_age_s;
 } sb_config_t;
 
 /* Fills c (caller's storage, previous contents ignored) with the defaults. The strings it allocates belong to c;

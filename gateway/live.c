@@ -13,6 +13,7 @@
 #include "gateway/live.h"
 
 #include "gateway/api.h"
+#include "gateway/hooks.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/sends.h"
@@ -748,6 +749,8 @@ void sb_live_publish(int64_t tenant, const PGresult *res)
         return;
     for (int i = 0; i < n; i++)
         events += !PQgetisnull(res, i, fc);
+    if (events)
+        sb_hooks_kick(tenant); /* the tenant's own application hears of them too */
     unsigned shards = sb_shards_count(), targets = 0;
     for (unsigned i = 0; i < shards; i++)
         targets += atomic_load(&subscribed[i]) > 0;

@@ -9,6 +9,7 @@
 #include "gateway/admin.h"
 #include "gateway/api.h"
 #include "gateway/config.h"
+#include "gateway/hooks.h"
 #include "gateway/inbound.h"
 #include "gateway/console.h"
 #include "gateway/live.h"
@@ -64,6 +65,7 @@ static int front_start(sb_shard_t *s, void *arg)
     sb_inbound_shard_start(s);
     sb_live_shard_start(s);
     sb_sender_shard_start(s);
+    sb_hooks_shard_start(s);
     if (sb_shard_index(s) == 0) {
         sb_console_opts_t co = {
             .host = cfg.admin_listen.host,
@@ -112,6 +114,7 @@ static void front_stop(sb_shard_t *s, void *arg)
     sb_inbound_shard_stop(s);
     sb_live_shard_stop(s);
     sb_sender_shard_stop(s);
+    sb_hooks_shard_stop(s);
 }
 
 static void front_finish(sb_shard_t *s, void *arg)
@@ -233,6 +236,7 @@ int main(int argc, char **argv)
     sb_live_init(&cfg);
     sb_sends_init(&cfg);
     sb_sender_init(&cfg);
+    sb_hooks_init(&cfg);
     sb_shards_opts_t so = {
         .count = (unsigned)cfg.shards,
         .redis_host = cfg.redis.host,

@@ -478,6 +478,11 @@ void sb_sender_shard_start(sb_shard_t *s)
     }
 }
 
+sb_http_client_t *sb_sender_client(sb_shard_t *s)
+{
+    return clients[sb_shard_index(s)];
+}
+
 void sb_sender_shard_drain(sb_shard_t *s)
 {
     draining[sb_shard_index(s)] = true;

@@ -44,6 +44,9 @@ void sb_sender_shard_drain(sb_shard_t *s);
 /* Sends under way on the shard: a drain waits for them (as for connections), up to drain_timeout. */
 unsigned sb_sender_inflight(sb_shard_t *s);
 
+/* The shard's outgoing HTTP client (also used for the tenants' webhooks), or NULL when it could not be made. */
+struct sb_http_client *sb_sender_client(sb_shard_t *s);
+
 /* The session port's send (see actors/session.h), on the tenant's shard. */
 int sb_sender_send(void *ctx, int64_t tenant, int64_t channel, int64_t message_id, unsigned attempt,
                    sb_session_sent_fn sent, void *arg);
