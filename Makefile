@@ -98,6 +98,7 @@ run: setup
 	exec env BUILD=$(BUILD) ops/run.sh
 
 test: setup
+	@[ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund)
 	@$(MAKE) --no-print-directory all units benches
 	@$(MAKE) --no-print-directory V=asan all units
 	@$(MAKE) --no-print-directory fuzzers

@@ -295,6 +295,12 @@ static void request_done(conn_t *c)
 
 void sb_http_respond(sb_http_req_t *req, int status, const char *content_type, const void *body, size_t len)
 {
+    sb_http_respond_headers(req, status, content_type, NULL, body, len);
+}
+
+void sb_http_respond_headers(sb_http_req_t *req, int status, const char *content_type, const char *headers,
+                             const void *body, size_t len)
+{
     SB_BUG_ON(req->answered);
     req->answered = true;
     conn_t *c = req->conn;
@@ -311,8 +317,9 @@ void sb_http_respond(sb_http_req_t *req, int status, const char *content_type, c
 
     sb_buf_t *o = &srv->out;
     o->len = 0;
-    sb_buf_printf(o, "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n%s\r\n", status,
-                  reason_of(status), content_type, len, c->close_after ? "connection: close\r\n" : "");
+    sb_buf_printf(o, "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n%s%s\r\n", status,
+                  reason_of(status), content_type, len, headers ? headers : "",
+                  c->close_after ? "connection: close\r\n" : "");
     if (len && req->method != SB_HTTP_HEAD)
         sb_buf_append(o, body, len);
     c->req = NULL;

@@ -80,6 +80,10 @@ void sb_http_req_set_user(sb_http_req_t *req, void *user);
 
 /* Answers the request (copies body). Call exactly once per request. */
 void sb_http_respond(sb_http_req_t *req, int status, const char *content_type, const void *body, size_t len);
+/* The same, with extra header lines (borrowed; each "name: value\r\n", or NULL): our own constant headers only,
+ * never peer input. */
+void sb_http_respond_headers(sb_http_req_t *req, int status, const char *content_type, const char *headers,
+                             const void *body, size_t len);
 /* Answers {"error":{"code":code,"message":message}} with the given status. */
 void sb_http_respond_error(sb_http_req_t *req, int status, const char *code, const char *message);
 

@@ -19,6 +19,7 @@
 #include "gateway/sends.h"
 #include "gateway/webhooks.h"
 #include "gateway/version.h"
+#include "gateway/www.h"
 #include "proto/err.h"
 #include "proto/mem.h"
 #include "shards/shard.h"
@@ -237,6 +238,7 @@ int main(int argc, char **argv)
     sb_sends_init(&cfg);
     sb_sender_init(&cfg);
     sb_hooks_init(&cfg);
+    sb_www_init("www");
     sb_shards_opts_t so = {
         .count = (unsigned)cfg.shards,
         .redis_host = cfg.redis.host,
@@ -252,6 +254,7 @@ int main(int argc, char **argv)
     int rc = sb_shards_start(&so);
     if (rc < 0) {
         fprintf(stderr, "switchboard: start-up failed: %s\n", sb_strerror(rc));
+        sb_www_cleanup();
         sb_config_cleanup(&cfg);
         return 1;
     }
@@ -272,6 +275,7 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&wait_timer, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
+    sb_www_cleanup();
     sb_config_cleanup(&cfg);
     sb_log_info("bye");
     return 0;

@@ -6,6 +6,7 @@
 #include "gateway/admin.h"
 #include "gateway/api.h"
 #include "gateway/live.h"
+#include "gateway/www.h"
 #include "gateway/metrics.h"
 #include "gateway/webhooks.h"
 #include "proto/err.h"
@@ -111,6 +112,8 @@ void sb_routes_handle(void *arg, sb_http_req_t *req)
     else if (sb_str_has_prefix(path, SB_STR("/v1/admin/")) && sb_admin_handle(s, req))
         return;
     else if (sb_str_has_prefix(path, SB_STR("/webhooks/")) && sb_webhooks_handle(s, req))
+        return;
+    else if (sb_str_has_prefix(path, SB_STR("/inbox")) && sb_www_handle(req))
         return;
     else if (sb_str_eq_cstr(path, "/v1/inbox") && sb_live_handle(s, req))
         return;

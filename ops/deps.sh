@@ -12,7 +12,13 @@ PACKAGES=(
     libmsgpack-dev libjansson-dev libcurl4-openssl-dev libmbedtls-dev libsignal-protocol-c-dev
     redis-server postgresql postgresql-client
     python3 curl wrk nginx-light netcat-openbsd procps
+    chromium
 )
+# Node.js and npm (the browser test drives Chromium with playwright-core from npm): any install will do, so they are
+# asked for only when the commands are missing (a machine may carry another distribution's nodejs package, which
+# Debian's npm package would conflict with).
+command -v node >/dev/null 2>&1 || PACKAGES+=(nodejs)
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 
 # dpkg-query prints one line per package it knows; a package it has never heard of only produces
 # an error on stderr, so anything not reported as "installed" below is missing.
