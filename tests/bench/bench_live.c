@@ -1,6 +1,12 @@
-/* bench_live — webhook-to-inbox latency under load: a load generator for the live inbox.
+/* bench_live — webhook-to-inbox latency under load (a load generator for the live inbox), and, in its second
+ * mode, end-to-end sends from the REST API to the mock provider.
  *
  *   bench_live PORT SETUP_FILE CLIENTS_PER_TENANT RATE SECONDS
+ *   bench_live PORT SETUP_FILE 0 RATE SECONDS MOCK_PORT      (sends: POST /v1/messages over every channel in turn)
+ *
+ * In the second mode each message's body carries the monotonic time its request was written; after the run the
+ * mock's records (its arrival times, on the same clock) give one accept-to-provider latency sample per message, and
+ * the spread of those arrivals the rate at which the provider was reached.
  *
  * SETUP_FILE has one line per tenant: "<api key> <channel id> <channel number> <auth token>" (tests/bench/run.sh
  * creates them through the admin API). The program opens CLIENTS_PER_TENANT live inbox WebSockets per tenant, waits
@@ -16,9 +22,14 @@
 #include "proto/mem.h"
 #include "proto/str.h"
 
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #define HTTP_CONNS 16
@@ -52,6 +63,7 @@ static uint64_t *samples;
 static size_t nsamples, cap_samples;
 static uv_timer_t tick, finish;
 static bool sending;
+static int mock_port; /* sends mode when not 0 */
 
 static void die(const char *what)
 {
@@ -212,7 +224,7 @@ static void http_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         size_t total = (size_t)(end + 4 - c->in.p) - off + body;
         if (c->in.len - off < total)
             break;
-        if (memcmp(c->in.p + off, "HTTP/1.1 200", 12) == 0)
+        if (memcmp(c->in.p + off, "HTTP/1.1 200", 12) == 0 || memcmp(c->in.p + off, "HTTP/1.1 202", 12) == 0)
             acked++;
         else
             not_ok++;
@@ -272,6 +284,87 @@ static void send_webhook(uint64_t i)
     sb_buf_cleanup(&req);
 }
 
+/* Sends mode: message number i, on channel i mod channels, its body the time it is written. */
+static void send_message(uint64_t i)
+{
+    const tenant_t *t = &tenants[i % (uint64_t)ntenants];
+    sb_buf_t body, req;
+    sb_buf_init(&body);
+    sb_buf_init(&req);
+    sb_buf_printf(&body, "{\"channel_id\":\"%s\",\"to\":\"+14155550123\",\"body\":\"bench %llu\"}", t->channel,
+                  (unsigned long long)uv_hrtime());
+    sb_buf_printf(&req,
+                  "POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: Bearer %s\r\n"
+                  "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                  port, t->key, body.len, sb_buf_cstr(&body));
+    write_copy((uv_stream_t *)&http[i % HTTP_CONNS].tcp, req.p, req.len);
+    sb_buf_cleanup(&body);
+    sb_buf_cleanup(&req);
+}
+
+/* A blocking GET of the mock's control API (after the loop ended); the body, or NULL. Caller frees. */
+static char *mock_get(const char *path)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)mock_port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
+        die("cannot reach the mock provider");
+    char head[256];
+    int n = snprintf(head, sizeof head, "GET %s HTTP/1.1\r\nHost: mock\r\nConnection: close\r\n\r\n", path);
+    if (write(fd, head, (size_t)n) != n)
+        die("cannot ask the mock provider");
+    sb_buf_t in;
+    sb_buf_init(&in);
+    for (;;) {
+        sb_buf_reserve(&in, 65536);
+        ssize_t r = read(fd, in.p + in.len, 65536);
+        if (r <= 0)
+            break;
+        in.len += (size_t)r;
+    }
+    close(fd);
+    char *b = in.len ? strstr(sb_buf_cstr(&in), "\r\n\r\n") : NULL;
+    char *out = b ? sb_strdup(b + 4) : NULL;
+    sb_buf_cleanup(&in);
+    return out;
+}
+
+/* Sends mode, after the run: waits for the mock to have every accepted message, then takes its records. */
+static void mock_samples(uint64_t *first_us, uint64_t *last_us, uint64_t *count)
+{
+    for (int tries = 0; tries < 300; tries++) {
+        char *st = mock_get("/_mock/stats");
+        json_t *j = st ? json_loads(st, 0, NULL) : NULL;
+        uint64_t total = (uint64_t)json_integer_value(json_object_get(j, "total"));
+        json_decref(j);
+        free(st);
+        if (total >= acked)
+            break;
+        usleep(100000);
+    }
+    char *body = mock_get("/_mock/received?limit=1000000");
+    json_t *j = body ? json_loads(body, 0, NULL) : NULL;
+    json_t *reqs = json_object_get(j, "requests");
+    *first_us = UINT64_MAX;
+    *last_us = 0;
+    *count = (uint64_t)json_integer_value(json_object_get(j, "count"));
+    for (size_t i = 0; i < json_array_size(reqs); i++) {
+        json_t *r = json_array_get(reqs, i);
+        const char *b = json_string_value(json_object_get(r, "body"));
+        uint64_t t_us = (uint64_t)json_integer_value(json_object_get(r, "t_us"));
+        if (!b || strncmp(b, "bench ", 6) != 0)
+            continue;
+        record(t_us * 1000 - strtoull(b + 6, NULL, 10));
+        if (t_us < *first_us)
+            *first_us = t_us;
+        if (t_us > *last_us)
+            *last_us = t_us;
+    }
+    json_decref(j);
+    free(body);
+}
+
 static void on_finish(uv_timer_t *t)
 {
     uv_stop(t->loop);
@@ -283,8 +376,11 @@ static void on_tick(uv_timer_t *t)
     if (!sending) {
         if (welcomed < nclients || connected_http < HTTP_CONNS)
             return;
-        fprintf(stderr, "bench_live: %d inbox clients welcomed; sending %d webhooks/s for %d s\n", nclients, rate,
-                seconds);
+        if (mock_port)
+            fprintf(stderr, "bench_live: sending %d messages/s over %d channels for %d s\n", rate, ntenants, seconds);
+        else
+            fprintf(stderr, "bench_live: %d inbox clients welcomed; sending %d webhooks/s for %d s\n", nclients,
+                    rate, seconds);
         sending = true;
         t_start = uv_hrtime();
         uv_timer_start(&finish, on_finish, (uint64_t)seconds * 1000 + 2000, 0);
@@ -294,7 +390,7 @@ static void on_tick(uv_timer_t *t)
         return;
     uint64_t due = elapsed * (uint64_t)rate / 1000000000ull;
     while (sent < due)
-        send_webhook(sent++);
+        mock_port ? send_message(sent++) : send_webhook(sent++);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -317,8 +413,9 @@ static void start_tcp(uv_tcp_t *tcp, void *data, uv_connect_cb cb)
 
 int main(int argc, char **argv)
 {
-    if (argc != 6)
-        die("usage: bench_live PORT SETUP_FILE CLIENTS_PER_TENANT RATE SECONDS");
+    if (argc != 6 && argc != 7)
+        die("usage: bench_live PORT SETUP_FILE CLIENTS_PER_TENANT RATE SECONDS [MOCK_PORT]");
+    mock_port = argc == 7 ? atoi(argv[6]) : 0;
     port = atoi(argv[1]);
     per_tenant = atoi(argv[3]);
     rate = atoi(argv[4]);
@@ -331,7 +428,7 @@ int main(int argc, char **argv)
                                              tenants[ntenants].token) == 4)
         ntenants++;
     fclose(f);
-    if (!ntenants || per_tenant < 1 || rate < 1 || seconds < 1)
+    if (!ntenants || (per_tenant < 1 && !mock_port) || rate < 1 || seconds < 1)
         die("nothing to do");
     loop = uv_default_loop();
     nclients = ntenants * per_tenant;
@@ -353,8 +450,26 @@ int main(int argc, char **argv)
     uv_timer_start(&tick, on_tick, 1, 1);
     uv_run(loop, UV_RUN_DEFAULT);
 
-    qsort(samples, nsamples, sizeof *samples, cmp_u64);
     double secs = (double)seconds;
+    if (mock_port) {
+        uint64_t first, last, count;
+        mock_samples(&first, &last, &count);
+        qsort(samples, nsamples, sizeof *samples, cmp_u64);
+        printf("  sends: %llu requested (%.0f/s), %llu accepted (202), %llu other\n", (unsigned long long)sent,
+               (double)sent / secs, (unsigned long long)acked, (unsigned long long)not_ok);
+        if (!nsamples) {
+            printf("  sends reaching the mock provider: none\n");
+            return 1;
+        }
+        printf("  reached the mock provider: %zu (%.0f/s between the first and the last), accept-to-provider p50 "
+               "%.2f ms, p99 %.2f ms, max %.2f ms\n",
+               nsamples, last > first ? (double)nsamples * 1e6 / (double)(last - first) : 0.0,
+               (double)samples[nsamples / 2] / 1e6, (double)samples[nsamples * 99 / 100] / 1e6,
+               (double)samples[nsamples - 1] / 1e6);
+        (void)count;
+        return 0;
+    }
+    qsort(samples, nsamples, sizeof *samples, cmp_u64);
     printf("  webhooks: %llu sent (%.0f/s), %llu acknowledged 200, %llu other\n", (unsigned long long)sent,
            (double)sent / secs, (unsigned long long)acked, (unsigned long long)not_ok);
     if (!nsamples) {

@@ -31,6 +31,7 @@ TMP=$(mktemp -d /tmp/sb-bench.XXXXXX)
 chmod 755 "$TMP" # nginx workers may run as another user
 NGINX_PID=
 GW_PID=
+MOCK_PID=
 
 cleanup() {
     if [ -n "$GW_PID" ] && kill -0 "$GW_PID" 2>/dev/null; then
@@ -43,6 +44,7 @@ cleanup() {
         for _ in $(seq 100); do kill -0 "$NGINX_PID" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$NGINX_PID" 2>/dev/null || true
     fi
+    [ -n "$MOCK_PID" ] && kill -TERM "$MOCK_PID" 2>/dev/null
     wait 2>/dev/null || true
     rm -rf "$TMP"
 }
@@ -261,6 +263,29 @@ GW_PID=$!
 wait_http "http://127.0.0.1:$GW_PORT/healthz" gateway "$TMP/gateway-live.log"
 python3 tests/bench/setup_tenants.py "$GW_PORT" bench-token 100 >"$TMP/tenants.txt"
 build/release/bench/bench_live "$GW_PORT" "$TMP/tenants.txt" 10 "$LIVE_RATE" "$LIVE_SECONDS"
+# --- 5. end-to-end sends: REST -> outbox -> session actors -> Redis counters -> curl -> the mock provider ---------
+
+SEND_RATE=${SEND_RATE:-5000}
+echo "== Sends end to end: POST /v1/messages over 1000 channels (10 tenants x 100) to the mock provider, $SEND_RATE/s for ${LIVE_SECONDS}s"
+MOCK_PORT=$(free_port)
+build/release/mock-provider --listen "127.0.0.1:$MOCK_PORT" --max-records 1000000 >"$TMP/mock.log" 2>&1 &
+MOCK_PID=$!
+for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$MOCK_PORT/_mock/stats" && break; sleep 0.1; done
+kill -TERM "$GW_PID" 2>/dev/null || true
+wait "$GW_PID" 2>/dev/null || true
+echo "twilio_api_base = http://127.0.0.1:$MOCK_PORT" >>"$TMP/switchboard.conf"
+env "${unset_sb[@]}" "$GATEWAY" -c "$TMP/switchboard.conf" >"$TMP/gateway-sends.log" 2>&1 &
+GW_PID=$!
+wait_http "http://127.0.0.1:$GW_PORT/healthz" gateway "$TMP/gateway-sends.log"
+python3 tests/bench/setup_tenants.py "$GW_PORT" bench-token 10 100 1000 >"$TMP/channels.txt"
+evalsha() { redis-cli -p 6390 INFO commandstats | awk -F'[=,:]' '/^cmdstat_(evalsha|eval):/ { n += $3 } END { print n + 0 }'; }
+R0=$(evalsha)
+build/release/bench/bench_live "$GW_PORT" "$TMP/channels.txt" 0 "$SEND_RATE" "$LIVE_SECONDS" "$MOCK_PORT"
+R1=$(evalsha)
+SENT=$(curl -sf "http://127.0.0.1:$MOCK_PORT/_mock/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
+awk -v r=$((R1 - R0)) -v s="$SENT" 'BEGIN { if (s > 0) printf "  Redis round trips per send (EVALSHA acquire + release, all shards): %.2f\n", r / s }'
+kill -TERM "$MOCK_PID" 2>/dev/null || true
+
 # Let the gateway apply what it acknowledged before it stops, so no backlog is left in the test database.
 for _ in $(seq 600); do
     [ "$(psql "$DB" -Atc "SELECT count(*) FROM webhook_receipts WHERE processed_at IS NULL")" = 0 ] && break

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""tests/bench/setup_tenants.py — creates N tenants, each with an API key and a Twilio SMS channel, through the
-admin API of a running gateway, and prints one line per tenant for bench_live: "<key> <channel id> <number> <token>".
+"""tests/bench/setup_tenants.py — creates N tenants, each with an API key and C Twilio SMS channels (1 by default;
+settings.rate_per_second RATE when given), through the admin API of a running gateway, and prints one line per
+channel for bench_live: "<key> <channel id> <number> <token>".
 
-    setup_tenants.py PORT ADMIN_TOKEN N > tenants.txt
+    setup_tenants.py PORT ADMIN_TOKEN N [C [RATE]] > channels.txt
 """
 import json
 import sys
@@ -19,16 +20,19 @@ def post(port, admin, path, body):
 
 def main():
     port, admin, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    per = int(sys.argv[4]) if len(sys.argv) > 4 else 1
+    settings = {"rate_per_second": float(sys.argv[5])} if len(sys.argv) > 5 else {}
     run = uuid.uuid4().int % 10 ** 4
     for i in range(n):
         t = post(port, admin, "/v1/admin/tenants", {"name": "bench %d" % i})
         key = post(port, admin, "/v1/admin/tenants/%s/keys" % t["id"], {})["key"]
-        number = "+1%04d%06d" % (run, i)
         token = uuid.uuid4().hex
-        ch = post(port, admin, "/v1/admin/tenants/%s/channels" % t["id"],
-                  {"type": "twilio_sms", "address": number,
-                   "credentials": {"account_sid": "AC" + "0" * 32, "auth_token": token}})
-        print(key, ch["id"], number, token)
+        for k in range(per):
+            number = "+1%04d%06d" % (run, i * per + k)
+            ch = post(port, admin, "/v1/admin/tenants/%s/channels" % t["id"],
+                      {"type": "twilio_sms", "address": number, "settings": settings,
+                       "credentials": {"account_sid": "AC" + "0" * 32, "auth_token": token}})
+            print(key, ch["id"], number, token)
 
 
 if __name__ == "__main__":
