@@ -659,15 +659,17 @@ static void dbq_done(void *arg, int err, const char *detail, const PGresult *res
     free(q);
 }
 
-/* Runs a query on this shard's connection and answers its rows as a table. */
-static void db_listing(session_t *s, bool json, const char *key, const char *sql, int nparams,
-                       const char *const *params)
+/* Runs a query on this shard's connection and answers its rows as a table (after calling after, if not NULL, with
+ * them). */
+static void db_query(session_t *s, bool json, const char *key, const char *sql, int nparams,
+                     const char *const *params, void (*after)(const PGresult *))
 {
     sb_shard_t *shard = sb_shard_self();
     dbq_t *q = sb_calloc(1, sizeof *q);
     q->s = s;
     q->json = json;
     q->key = key;
+    q->after = after;
     s->refs++;
     if (!shard || sb_pg_query(sb_shard_pg(shard), sql, nparams, params, 0, dbq_done, q) < 0) {
         answer_err(s, "database not reachable");
@@ -686,12 +688,12 @@ static void cmd_dead(session_t *s, const sb_line_cmd_t *cmd)
     char tenant[24];
     snprintf(tenant, sizeof tenant, "%lld", tid);
     const char *p[1] = {tenant};
-    db_listing(s, cmd->json, "messages",
+    db_query(s, cmd->json, "messages",
                "SELECT id, tenant_id AS tenant, channel_id AS channel, recipient AS \"to\", attempts,"
                " coalesce(error_code, '') AS error, to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS') AS since"
                " FROM messages WHERE direction = 'out' AND status = 'dead' AND ($1 = 0 OR tenant_id = $1)"
                " ORDER BY id DESC LIMIT 1000",
-               1, p);
+               1, p, NULL);
 }
 
 static void replayed(const PGresult *res)
@@ -713,27 +715,15 @@ static void cmd_replay(session_t *s, const sb_line_cmd_t *cmd)
     char id[24];
     snprintf(id, sizeof id, "%lld", mid);
     const char *p[1] = {id};
-    sb_shard_t *shard = sb_shard_self();
-    dbq_t *q = sb_calloc(1, sizeof *q);
-    q->s = s;
-    q->json = cmd->json;
-    q->key = "replayed";
-    q->after = replayed;
-    s->refs++;
-    if (!shard ||
-        sb_pg_query(sb_shard_pg(shard),
-                    "WITH m AS (UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = NULL,"
-                    "  error_code = NULL, error_message = NULL, updated_at = now()"
-                    "  WHERE id = $1 AND direction = 'out' AND status IN ('dead', 'failed', 'unknown')"
-                    "  RETURNING id, tenant_id, channel_id),"
-                    " h AS (INSERT INTO message_status_history (tenant_id, message_id, status)"
-                    "  SELECT tenant_id, id, 'queued' FROM m)"
-                    " SELECT id, tenant_id AS tenant, channel_id AS channel, 'queued' AS status FROM m",
-                    1, p, 0, dbq_done, q) < 0) {
-        answer_err(s, "database not reachable");
-        session_unref(s);
-        free(q);
-    }
+    db_query(s, cmd->json, "replayed",
+             "WITH m AS (UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = NULL,"
+             "  error_code = NULL, error_message = NULL, updated_at = now()"
+             "  WHERE id = $1 AND direction = 'out' AND status IN ('dead', 'failed', 'unknown')"
+             "  RETURNING id, tenant_id, channel_id),"
+             " h AS (INSERT INTO message_status_history (tenant_id, message_id, status)"
+             "  SELECT tenant_id, id, 'queued' FROM m)"
+             " SELECT id, tenant_id AS tenant, channel_id AS channel, 'queued' AS status FROM m",
+             1, p, replayed);
 }
 
 /* counters <tenant_id> [<channel_id>]: the live figures the senders keep in Redis. */
@@ -792,12 +782,12 @@ static void cmd_tenants(session_t *s, const sb_line_cmd_t *cmd)
         answer_err(s, "usage: tenants");
         return;
     }
-    db_listing(s, cmd->json, "tenants",
+    db_query(s, cmd->json, "tenants",
                "SELECT t.id, t.name, count(c.id) AS channels, t.inbox_cursor AS cursor, "
                "to_char(t.created_at, 'YYYY-MM-DD HH24:MI:SS') AS created_at "
                "FROM tenants t LEFT JOIN channels c ON c.tenant_id = t.id "
                "GROUP BY t.id ORDER BY t.id LIMIT 1000",
-               0, NULL);
+               0, NULL, NULL);
 }
 
 static void cmd_channels(session_t *s, const sb_line_cmd_t *cmd)
@@ -810,11 +800,11 @@ static void cmd_channels(session_t *s, const sb_line_cmd_t *cmd)
     char tenant[24];
     snprintf(tenant, sizeof tenant, "%lld", tid);
     const char *p[1] = {tenant};
-    db_listing(s, cmd->json, "channels",
+    db_query(s, cmd->json, "channels",
                "SELECT id, type, address, coalesce(meta_app_id, '') AS meta_app_id, "
                "to_char(created_at, 'YYYY-MM-DD HH24:MI:SS') AS created_at "
                "FROM channels WHERE tenant_id = $1 ORDER BY id LIMIT 1000",
-               1, p);
+               1, p, NULL);
 }
 
 static const command_t commands[] = {

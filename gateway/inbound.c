@@ -179,17 +179,22 @@ static sb_actor_id_t session_of(sb_shard_t *s, int64_t tenant, int64_t channel)
     return e->id;
 }
 
+/* A receipt or an outbound message on its way to the session actor of (tenant, channel) on the tenant's shard. Both
+ * messages carry one int64 id (sb_session_receipt_t, sb_session_send_t). */
 typedef struct route {
-    int64_t tenant, channel, receipt_id;
+    int64_t tenant, channel, id;
+    int type; /* SB_SESSION_RECEIPT or SB_SESSION_SEND */
 } route_t;
+_Static_assert(sizeof(sb_session_receipt_t) == sizeof(int64_t) && sizeof(sb_session_send_t) == sizeof(int64_t),
+               "both session messages are one int64 id");
 
 static void route_on_owner(sb_shard_t *s, void *arg)
 {
     route_t *r = arg;
     sb_actor_id_t id = session_of(s, r->tenant, r->channel);
-    sb_session_receipt_t m = {r->receipt_id};
-    if (!id || sb_rt_send(sb_shard_rt(s), 0, id, SB_SESSION_RECEIPT, &m, sizeof m) < 0)
-        sb_log_warn("inbound: receipt %lld not routed (the sweeper will retry)", (long long)r->receipt_id);
+    if (!id || sb_rt_send(sb_shard_rt(s), 0, id, r->type, &r->id, sizeof r->id) < 0)
+        sb_log_warn("%s %lld not handed to its session (the sweeper will retry)",
+                    r->type == SB_SESSION_SEND ? "outbound message" : "receipt", (long long)r->id);
     free(r);
 }
 
@@ -200,39 +205,22 @@ unsigned sb_inbound_owner(int64_t tenant)
     return sb_place_shard(sb_place_slot(sb_str(t, (size_t)n), (uint32_t)cfg->slots), sb_shards_count());
 }
 
-void sb_inbound_route(int64_t tenant, int64_t channel, int64_t receipt_id)
+static void route(int64_t tenant, int64_t channel, int64_t id, int type)
 {
     route_t *r = sb_malloc(sizeof *r);
-    r->tenant = tenant;
-    r->channel = channel;
-    r->receipt_id = receipt_id;
-    if (sb_shard_exec(sb_inbound_owner(tenant), route_on_owner, r) < 0) {
-        free(r); /* shutting down: the sweeper picks it up after the restart */
-    }
+    *r = (route_t){.tenant = tenant, .channel = channel, .id = id, .type = type};
+    if (sb_shard_exec(sb_inbound_owner(tenant), route_on_owner, r) < 0)
+        free(r); /* shutting down: the sweepers pick it up after the restart */
 }
 
-typedef struct send_route {
-    int64_t tenant, channel, message_id;
-} send_route_t;
-
-static void send_on_owner(sb_shard_t *s, void *arg)
+void sb_inbound_route(int64_t tenant, int64_t channel, int64_t receipt_id)
 {
-    send_route_t *r = arg;
-    sb_actor_id_t id = session_of(s, r->tenant, r->channel);
-    sb_session_send_t m = {r->message_id};
-    if (!id || sb_rt_send(sb_shard_rt(s), 0, id, SB_SESSION_SEND, &m, sizeof m) < 0)
-        sb_log_warn("outbound: message %lld not handed over (the sweeper will retry)", (long long)r->message_id);
-    free(r);
+    route(tenant, channel, receipt_id, SB_SESSION_RECEIPT);
 }
 
 void sb_inbound_send(int64_t tenant, int64_t channel, int64_t message_id)
 {
-    send_route_t *r = sb_malloc(sizeof *r);
-    r->tenant = tenant;
-    r->channel = channel;
-    r->message_id = message_id;
-    if (sb_shard_exec(sb_inbound_owner(tenant), send_on_owner, r) < 0)
-        free(r);
+    route(tenant, channel, message_id, SB_SESSION_SEND);
 }
 
 int sb_inbound_route_rows(const PGresult *res)

@@ -44,7 +44,7 @@ cleanup() {
         for _ in $(seq 100); do kill -0 "$NGINX_PID" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$NGINX_PID" 2>/dev/null || true
     fi
-    [ -n "$MOCK_PID" ] && kill -TERM "$MOCK_PID" 2>/dev/null
+    [ -n "$MOCK_PID" ] && kill -TERM "$MOCK_PID" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$TMP"
 }

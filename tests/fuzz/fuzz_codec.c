@@ -6,6 +6,7 @@
  * bytes; re-encoding what it accepted must give the input back (for hex, lower-cased). A cap one byte short must give
  * SB_E2BIG. The input is also encoded in all three forms and decoded back. Finally the input's two halves are
  * compared with sb_codec_ct_eq against memcmp. Any violation traps. */
+#include "tests/fuzz/fuzz.h"
 #include "proto/codec.h"
 
 #include "proto/err.h"
@@ -14,13 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                                  \
-    do {                                                                                                             \
-        if (!(cond))                                                                                                 \
-            __builtin_trap();                                                                                        \
-    } while (0)
 
 static const char STD[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 static const char URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

@@ -4,6 +4,7 @@
  * is not freed). Whatever the outcome, the config must still satisfy its invariants (every bounded field in range,
  * required strings present, URLs without trailing slashes), the error message must be a non-empty, NUL-terminated
  * "origin:line: ..." on failure, and validate and dump must run on the result. Violations trap. */
+#include "tests/fuzz/fuzz.h"
 #include "gateway/config.h"
 
 #include "proto/err.h"
@@ -12,13 +13,6 @@
 #include <stdint.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                                  \
-    do {                                                                                                             \
-        if (!(cond))                                                                                                 \
-            __builtin_trap();                                                                                        \
-    } while (0)
 
 static void check_url(const char *u, bool may_be_null)
 {

@@ -7,6 +7,7 @@
  * inside the form's one allocation, valid UTF-8, lookups return the first pair of that name), re-encoded with every
  * byte escaped and parsed again, which must give the same pairs. A failed parse must leave the form empty. Any
  * violation traps. */
+#include "tests/fuzz/fuzz.h"
 #include "proto/form.h"
 
 #include "proto/err.h"
@@ -17,13 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                                  \
-    do {                                                                                                             \
-        if (!(cond))                                                                                                 \
-            __builtin_trap();                                                                                        \
-    } while (0)
 
 static int hex(unsigned char c)
 {

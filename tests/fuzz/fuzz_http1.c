@@ -6,6 +6,7 @@
  * and its path and query go through the percent-decoder. What follows the head (or the whole input when no head
  * was parsed) is fed to the chunked decoder once whole and once in pseudo-random pieces (seeded from the input):
  * both must agree on result, bytes used and body, and the body must stay within max_body. Any violation traps. */
+#include "tests/fuzz/fuzz.h"
 #include "proto/http1.h"
 
 #include "proto/err.h"
@@ -15,15 +16,8 @@
 #include <string.h>
 #include <strings.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 #define MAX_HEAD 8192
 
-#define CHECK(cond)                                                                                                  \
-    do {                                                                                                             \
-        if (!(cond))                                                                                                 \
-            __builtin_trap();                                                                                        \
-    } while (0)
 
 static bool within(sb_str_t s, const char *p, size_t len)
 {

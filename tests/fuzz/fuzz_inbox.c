@@ -13,6 +13,7 @@
  *   3. as each string a server frame carries (tenant_id, type, idempotency_key, id, code, message): encoded in both
  *      formats if and only if it is valid UTF-8, read back unchanged, the two formats carrying the same map.
  * Any violation traps. */
+#include "tests/fuzz/fuzz.h"
 #include "proto/inbox.h"
 
 #include "proto/err.h"
@@ -27,13 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                                  \
-    do {                                                                                                             \
-        if (!(cond))                                                                                                 \
-            __builtin_trap();                                                                                        \
-    } while (0)
 
 static int buf_write(void *data, const char *buf, size_t len)
 {

@@ -10,6 +10,7 @@
  *      token (position and replacement from the input) must make verification fail;
  *   3. as a tenant id (its first bytes), issued and verified back: the tenant must come back byte for byte.
  * Any violation traps. */
+#include "tests/fuzz/fuzz.h"
 #include "proto/jwt.h"
 
 #include "proto/err.h"
@@ -20,13 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                                  \
-    do {                                                                                                             \
-        if (!(cond))                                                                                                 \
-            __builtin_trap();                                                                                        \
-    } while (0)
 
 #define NOW 1700000000
 

@@ -5,6 +5,7 @@
  * naive reference framing computed here. Every good line goes through sb_line_parse, whose result is checked against
  * the contract (argc bounds, argv inside the line, words without blanks, -j handling) and its UTF-8 verdict against
  * a slow reference decoder. Any violation traps. */
+#include "tests/fuzz/fuzz.h"
 #include "proto/line.h"
 
 #include "proto/err.h"
@@ -14,13 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                                  \
-    do {                                                                                                             \
-        if (!(cond))                                                                                                 \
-            __builtin_trap();                                                                                        \
-    } while (0)
 
 /* The frames seen by one reader, serialised as err, length, bytes. */
 typedef struct frames {

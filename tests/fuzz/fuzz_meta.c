@@ -9,6 +9,7 @@
  * The same bytes, cut at newlines into mode, token, challenge and expected token, go through
  * sb_meta_verify_challenge, whose verdict is compared with a plain reference. Any violation traps; everything is
  * freed, so the leak checker sees what the parser leaves behind. */
+#include "tests/fuzz/fuzz.h"
 #include "adapters/meta.h"
 
 #include "proto/err.h"
@@ -22,13 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                                  \
-    do {                                                                                                             \
-        if (!(cond))                                                                                                 \
-            __builtin_trap();                                                                                        \
-    } while (0)
 
 static bool valid_text(const char *s)
 {

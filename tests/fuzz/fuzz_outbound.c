@@ -19,6 +19,7 @@
  * code and a printable message; the builder must agree with it, leave the request zeroed on failure, and on success
  * produce a request that says what the message said: a Twilio form that parses back to the same To, From, Body and
  * media, a Meta JSON object with the same recipient, type and text. Any violation traps; LeakSanitizer sees leaks. */
+#include "tests/fuzz/fuzz.h"
 #include "adapters/outbound.h"
 
 #include "proto/err.h"
@@ -32,13 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                                  \
-    do {                                                                                                             \
-        if (!(cond))                                                                                                 \
-            __builtin_trap();                                                                                        \
-    } while (0)
 
 static const sb_channel_type_t channels[4] = {SB_CH_TWILIO_SMS, SB_CH_TWILIO_WHATSAPP, SB_CH_META_WHATSAPP,
                                               SB_CH_TWILIO_VOICE};

@@ -8,6 +8,7 @@
  * channel prefix, channel and status come from the documented sets, a call's enums and numbers are in range and its
  * account is the side the direction says. Each parse is also run twice and must agree (no hidden state). Everything
  * is cleaned up, so LeakSanitizer sees any leak on an error path. Any violation traps. */
+#include "tests/fuzz/fuzz.h"
 #include "adapters/twilio.h"
 
 #include "proto/err.h"
@@ -18,13 +19,6 @@
 #include <stdint.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                                  \
-    do {                                                                                                             \
-        if (!(cond))                                                                                                 \
-            __builtin_trap();                                                                                        \
-    } while (0)
 
 static bool zeroed(const void *p, size_t n)
 {

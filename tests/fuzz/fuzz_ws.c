@@ -11,6 +11,7 @@
  * of the input is sent the other way: written with the writers as a fragmented message with pings between the
  * fragments and a close, masked by a tiny masker here, and read back, which must give back the same payload, pings,
  * code and (cut) reason. Any violation traps. */
+#include "tests/fuzz/fuzz.h"
 #include "proto/ws.h"
 
 #include "proto/err.h"
@@ -22,13 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                                  \
-    do {                                                                                                             \
-        if (!(cond))                                                                                                 \
-            __builtin_trap();                                                                                        \
-    } while (0)
 
 static const size_t MAXES[8] = {0, 1, 2, 7, 125, 126, 300, 70000};
 
