@@ -56,8 +56,27 @@ typedef struct job {
     bool leased;
     sb_counters_limits_t lim;
     uv_timer_t *wait;          /* while the counters say wait */
+    struct job *wprev, *wnext; /* on the shard's list of waiting jobs, while the timer runs */
+    bool waiting;
     sb_outbound_request_t req; /* built, waiting for a token */
 } job_t;
+
+static job_t *waiting_jobs[SB_MAX_SHARDS]; /* so a stopping shard can end them: their timers would keep it alive */
+static bool stopping[SB_MAX_SHARDS];
+
+static void unlist_waiting(job_t *j)
+{
+    if (!j->waiting)
+        return;
+    j->waiting = false;
+    if (j->wprev)
+        j->wprev->wnext = j->wnext;
+    else
+        waiting_jobs[sb_shard_index(j->s)] = j->wnext;
+    if (j->wnext)
+        j->wnext->wprev = j->wprev;
+    j->wprev = j->wnext = NULL;
+}
 
 static void wait_closed(uv_handle_t *h)
 {
@@ -73,6 +92,7 @@ static void job_done(job_t *j, bool again, uint64_t retry_ms)
 {
     sb_session_outcome_t o = {.message_id = j->id, .again = again, .retry_ms = retry_ms};
     inflight[sb_shard_index(j->s)]--;
+    unlist_waiting(j);
     if (j->leased) /* fire and forget: the lease expires anyway */
         sb_counters_release(sb_shard_redis(j->s), &j->lease, NULL, NULL);
     j->sent(j->arg, &o);
@@ -312,11 +332,25 @@ static void claimed(void *arg, int err, const char *detail, const PGresult *res)
 
 static void on_wait(uv_timer_t *t)
 {
-    acquire(t->data);
+    job_t *j = t->data;
+    unlist_waiting(j);
+    acquire(j);
 }
 
 static void wait_then_acquire(job_t *j, uint64_t ms)
 {
+    unsigned i = sb_shard_index(j->s);
+    if (stopping[i]) { /* never sent: it stays claimed, and the sweeper will call it unknown (never a blind resend) */
+        job_done(j, false, 0);
+        return;
+    }
+    if (!j->waiting) {
+        j->waiting = true;
+        j->wnext = waiting_jobs[i];
+        if (j->wnext)
+            j->wnext->wprev = j;
+        waiting_jobs[i] = j;
+    }
     if (!j->wait) {
         j->wait = sb_malloc(sizeof *j->wait);
         uv_timer_init(sb_shard_loop(j->s), j->wait);
@@ -501,6 +535,9 @@ static void sweeper_closed(uv_handle_t *h)
 void sb_sender_shard_stop(sb_shard_t *s)
 {
     unsigned i = sb_shard_index(s);
+    stopping[i] = true;
+    while (waiting_jobs[i]) /* after the drain: what still waits for a token ends here (job_done unlists it) */
+        job_done(waiting_jobs[i], false, 0);
     sb_http_client_destroy(clients[i]); /* requests in flight end as unknown, or stay sending for the sweeper */
     clients[i] = NULL;
     sb_free(caches[i]);

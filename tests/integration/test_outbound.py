@@ -7,6 +7,7 @@ once.
 Run: SB_BIN=build/release/switchboard python3 tests/integration/test_outbound.py"""
 
 import json
+import signal
 import time
 import uuid
 
@@ -210,6 +211,28 @@ def test_breaker(gw, mock):
          len(untried))
 
 
+def test_stop_while_paced(mock):
+    """A send waiting for its rate token when the gateway stops must not hold the shutdown: the drain waits for it
+    up to drain_timeout, then the stop ends it (claimed and never sent: the sweeper will call it unknown)."""
+    gw = h.Gateway(master_key=MASTER_KEY, twilio_api_base="http://127.0.0.1:%d" % mock.port, drain_timeout=1)
+    gw.start()
+    try:
+        t = setup(gw, settings={"rate_per_second": 0.2})
+        ids = [send(gw, t, "slow %d" % i) for i in range(3)]
+        h.wait_for(lambda: message(gw, t, ids[0]).get("status") == "sent", 10)
+        time.sleep(0.3)  # the second now waits about 5 s for its token
+        t0 = time.monotonic()
+        gw.send_signal(signal.SIGTERM)
+        rc = gw.wait(15)
+        h.ok(rc == 0 and time.monotonic() - t0 < 8, "SIGTERM with a send waiting for its token: exits 0 promptly (%s, "
+             "%.1f s)" % (rc, time.monotonic() - t0))
+        h.ok(sql("SELECT status FROM messages WHERE id = %s" % ids[1]) in ("sending", "sent"),
+             "the waiting message was claimed, never sent twice")
+    finally:
+        gw.kill()
+        gw.finish()
+
+
 def test_file():
     with Mock() as mock:
         gw = h.Gateway(master_key=MASTER_KEY, twilio_api_base="http://127.0.0.1:%d" % mock.port,
@@ -222,6 +245,7 @@ def test_file():
             h.subtest(test_meta, gw, mock)
             h.subtest(test_breaker, gw, mock)
         h.subtest(test_pacing, mock)
+        h.subtest(test_stop_while_paced, mock)
 
 
 if __name__ == "__main__":
