@@ -30,6 +30,16 @@ void sb_inbound_init(const sb_config_t *c)
 
 /* ---- the port: one statement applies one receipt -------------------------------------------------------------- */
 
+/* A status only moves forward: queued < sending/retrying < sent < delivered < read, with failed and undelivered
+ * beside delivered (a late "sent" after "delivered" changes nothing; "failed" after "sent" does). unknown (our own
+ * doubt) yields to any news; dead takes none. Callbacks arrive in any order, so without this a slow "sent" could undo
+ * a "delivered". */
+#define STATUS_RANK(col)                                                                                             \
+    "(CASE " col " WHEN 'unknown' THEN -1 WHEN 'queued' THEN 0 WHEN 'received' THEN 0 WHEN 'sending' THEN 1"        \
+    " WHEN 'retrying' THEN 1"                                                                                      \
+    " WHEN 'sent' THEN 2 WHEN 'delivered' THEN 3 WHEN 'undelivered' THEN 3 WHEN 'failed' THEN 3"                 \
+    " WHEN 'read' THEN 4 ELSE 5 END)"
+
 /* $1 tenant, $2 receipt, $3 channel. Every branch hangs off `r`, which is empty when the receipt was processed
  * already, so applying twice changes nothing. Messages take the conversation's next seq; every event takes the
  * tenant's next cursor (the tenant row is updated once, by the number of events, and its row lock orders the
@@ -65,6 +75,7 @@ static const char apply_sql[] =
     "         error_message = r.event->>'error_message', updated_at = now()"
     "  FROM r WHERE r.event->>'kind' = 'status' AND x.tenant_id = $1 AND x.channel_id = $3"
     "  AND x.provider_id = r.event->>'provider_id'"
+    "  AND " STATUS_RANK("r.event->>'status'") " > " STATUS_RANK("x.status")
     "  RETURNING x.id, x.status, x.error_code, x.error_message),"
     " sh AS ("
     "  INSERT INTO message_status_history (tenant_id, message_id, status, error_code, error_message)"

@@ -416,6 +416,50 @@ static void channel_loaded(void *arg, int err, const char *detail, const PGresul
     claim(j, c);
 }
 
+/* ---- the channel's type, for the accept path's checks ---------------------------------------------------------- */
+
+typedef struct type_q {
+    sb_shard_t *s;
+    int64_t channel;
+    sb_sender_type_fn cb;
+    void *arg;
+} type_q_t;
+
+static void type_loaded(void *arg, int err, const char *detail, const PGresult *res)
+{
+    type_q_t *q = arg;
+    (void)detail;
+    if (err) {
+        q->cb(q->arg, -1);
+    } else if (PQntuples(res) != 1) {
+        q->cb(q->arg, SB_CH_NONE);
+    } else {
+        chinfo_t *c = cache_slot(q->s, q->channel);
+        c->channel = q->channel;
+        limits_of(c, sb_channel_type_parse(PQgetvalue(res, 0, 0)), PQgetvalue(res, 0, 1));
+        q->cb(q->arg, (int)c->type);
+    }
+    free(q);
+}
+
+void sb_sender_channel_type(sb_shard_t *s, int64_t tenant, int64_t channel, sb_sender_type_fn cb, void *arg)
+{
+    chinfo_t *c = cache_slot(s, channel);
+    if (c->channel == channel) {
+        cb(arg, (int)c->type);
+        return;
+    }
+    type_q_t *q = sb_malloc(sizeof *q);
+    *q = (type_q_t){.s = s, .channel = channel, .cb = cb, .arg = arg};
+    char t[24], ch[24];
+    snprintf(t, sizeof t, "%lld", (long long)tenant);
+    snprintf(ch, sizeof ch, "%lld", (long long)channel);
+    const char *p[2] = {t, ch};
+    if (sb_pg_query(sb_shard_pg(s), "SELECT type, settings::text FROM channels WHERE tenant_id = $1 AND id = $2", 2, p,
+                    SB_PG_PREPARED, type_loaded, q) < 0)
+        type_loaded(q, SB_EUNAVAIL, "not connected", NULL);
+}
+
 int sb_sender_send(void *ctx, int64_t tenant, int64_t channel, int64_t message_id, unsigned attempt,
                    sb_session_sent_fn sent, void *arg)
 {

@@ -47,6 +47,12 @@ unsigned sb_sender_inflight(sb_shard_t *s);
 /* The shard's outgoing HTTP client (also used for the tenants' webhooks), or NULL when it could not be made. */
 struct sb_http_client *sb_sender_client(sb_shard_t *s);
 
+/* On the tenant's shard: calls cb(arg, type) with the channel's type (an sb_channel_type_t), SB_CH_NONE when the
+ * tenant has no such channel, or -1 when the database cannot be reached; from the shard's cache when it can,
+ * possibly before returning. The accept path checks a message against its channel's rules with it. */
+typedef void (*sb_sender_type_fn)(void *arg, int type);
+void sb_sender_channel_type(sb_shard_t *s, int64_t tenant, int64_t channel, sb_sender_type_fn cb, void *arg);
+
 /* The session port's send (see actors/session.h), on the tenant's shard. */
 int sb_sender_send(void *ctx, int64_t tenant, int64_t channel, int64_t message_id, unsigned attempt,
                    sb_session_sent_fn sent, void *arg);

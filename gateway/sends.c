@@ -7,10 +7,12 @@
  * to the live inbox and the answer goes back to the shard the request came from. */
 #include "gateway/sends.h"
 
+#include "adapters/outbound.h"
 #include "adapters/pg.h"
 #include "gateway/inbound.h"
 #include "gateway/live.h"
 #include "gateway/log.h"
+#include "gateway/sender.h"
 #include "proto/err.h"
 #include "proto/line.h"
 #include "proto/mem.h"
@@ -104,6 +106,7 @@ typedef struct job {
     const char *code, *message;
     char id[24];
     bool created;
+    char errbuf[160]; /* a refusal's message, carried back */
 } job_t;
 
 static void job_free(job_t *j)
@@ -207,15 +210,66 @@ static void committed(void *arg, int err, const char *detail, const PGresult *re
     finish(j, 202, NULL, NULL);
 }
 
-static void accept_on_owner(sb_shard_t *s, void *arg)
+static void commit_on_owner(sb_shard_t *s, job_t *j)
 {
-    job_t *j = arg;
     char t[24], c[24];
     snprintf(t, sizeof t, "%lld", (long long)j->tenant);
     snprintf(c, sizeof c, "%lld", (long long)j->channel);
     const char *p[7] = {t, c, j->to, j->body, j->media, j->key, j->template_json};
     if (sb_pg_query(sb_shard_pg(s), accept_sql, 7, p, SB_PG_RETRY | SB_PG_PREPARED, committed, j) < 0)
         finish(j, 503, "unavailable", "the database is not reachable; retry with the same idempotency_key");
+}
+
+/* The channel's type is known: the message must suit it (adapters/outbound: Twilio's 1,600 characters, one media on
+ * WhatsApp, templates on Meta only, ...), and its recipient is stored in the channel's canonical form. */
+static void typed(void *arg, int type)
+{
+    job_t *j = arg;
+    if (type < 0) {
+        finish(j, 503, "unavailable", "the database is not reachable; retry with the same idempotency_key");
+        return;
+    }
+    if (type == SB_CH_NONE) {
+        finish(j, 404, "not_found", "no such channel");
+        return;
+    }
+    json_t *media = json_loads(j->media, 0, NULL), *tpl = j->template_json ? json_loads(j->template_json, 0, NULL)
+                                                                           : NULL;
+    sb_str_t url = sb_str(NULL, 0);
+    if (json_array_size(media))
+        url = sb_str_cstr(json_string_value(json_object_get(json_array_get(media, 0), "url")));
+    json_t *lang = json_object_get(tpl, "language"), *comps = json_object_get(tpl, "components");
+    char *comps_text = comps ? json_dumps(comps, JSON_COMPACT) : NULL;
+    const char *name = json_string_value(json_object_get(tpl, "name")),
+               *code = json_is_string(lang) ? json_string_value(lang) : json_string_value(json_object_get(lang, "code"));
+    sb_outbound_msg_t m = {.channel = (sb_channel_type_t)type,
+                           .to = sb_str_cstr(j->to),
+                           .body = sb_str_cstr(j->body),
+                           .media = &url,
+                           .nmedia = url.len ? 1 : 0,
+                           .template_name = sb_str_cstr(name ? name : ""),
+                           .template_language = sb_str_cstr(code ? code : (tpl ? "en_US" : "")),
+                           .template_components = sb_str_cstr(comps_text ? comps_text : "")};
+    sb_outbound_valid_t valid;
+    sb_outbound_error_t err;
+    int rc = sb_outbound_validate(&m, &valid, &err);
+    json_decref(media);
+    json_decref(tpl);
+    free(comps_text);
+    if (rc < 0) {
+        snprintf(j->errbuf, sizeof j->errbuf, "%s", err.message);
+        finish(j, 400, err.code, j->errbuf);
+        return;
+    }
+    free(j->to);
+    j->to = sb_strdup(valid.to);
+    commit_on_owner(sb_shard_self(), j);
+}
+
+static void accept_on_owner(sb_shard_t *s, void *arg)
+{
+    job_t *j = arg;
+    sb_sender_channel_type(s, j->tenant, j->channel, typed, j);
 }
 
 void sb_sends_accept(const sb_send_t *send, sb_sends_fn cb, void *arg)

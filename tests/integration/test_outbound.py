@@ -91,6 +91,20 @@ def test_twilio(gw, mock):
     ws.shutdown()
 
 
+def test_status_order(gw, mock):
+    """Callbacks come in any order: a late "sent" after "delivered" must not undo it."""
+    t = setup(gw)
+    mock.behaviour(sender=t["address"], callbacks=["delivered", "sent"], callback_delay_ms=50)
+    mid = send(gw, t, "order")
+    h.wait_for(lambda: mock.request("GET", "/_mock/stats").json().get("callbacks", {}).get("pending", 1) == 0 and
+               message(gw, t, mid).get("status") == "delivered", 10)
+    time.sleep(0.5)
+    m = message(gw, t, mid)
+    h.ok(m.get("status") == "delivered" and [x["status"] for x in m.get("history", [])] == ["queued", "sent",
+                                                                                          "delivered"],
+         "a late sent after delivered changes nothing", m)
+
+
 def test_retry_then_success(gw, mock):
     t = setup(gw)
     mock.behaviour(sender=t["address"], fail_next=2, fail_status=500)
@@ -240,6 +254,7 @@ def test_file():
         gw.config["public_url"] = "http://127.0.0.1:%d" % gw.port  # the StatusCallback Twilio is given
         with gw:
             h.subtest(test_twilio, gw, mock)
+            h.subtest(test_status_order, gw, mock)
             h.subtest(test_retry_then_success, gw, mock)
             h.subtest(test_permanent_failure, gw, mock)
             h.subtest(test_meta, gw, mock)

@@ -83,6 +83,11 @@ def test_refusals(gw, t):
     for body, status, code, what in cases:
         r = send(gw, t["key"], body)
         h.ok(r.status == status and h.error_code(r) == code, "%s: %d %s" % (what, status, code), r)
+    r = send(gw, t["key"], {"channel_id": ch, "to": "+14155550199", "body": "x" * 1601})
+    h.ok(r.status == 400 and h.error_code(r) == "body_too_long", "1,601 characters on a Twilio SMS channel: 400", r)
+    r = send(gw, t["key"], {"channel_id": ch, "to": "+14155550199", "body": "x",
+                            "template": {"name": "order_update", "language": "en_US"}})
+    h.ok(r.status == 400 and h.error_code(r) == "invalid_template", "a template on a Twilio channel: 400", r)
     r = send(gw, t["key"], b'{"channel_id": 1, "to": ')
     h.ok(r.status == 400, "broken JSON: 400", r)
     r = send(gw, t["key"], b'[1,2]')
@@ -102,6 +107,14 @@ def test_refusals(gw, t):
     r = send(gw, t["key"], {"channel_id": app.get("id", "0"), "to": "+14155550199", "body": "x"})
     h.ok(r.status == 400 and h.error_code(r) == "unsupported_channel", "a Messenger channel cannot send yet: 400", r)
     h.ok(count_out(t["tenant"]) == before, "nothing was stored by any of them")
+
+
+def test_whatsapp_form(gw):
+    t = setup(gw, "twilio_whatsapp")
+    r = send(gw, t["key"], {"channel_id": t["channel"], "to": "whatsapp:+14155550177", "body": "hi"})
+    mid = r.json().get("id") if r.status == 202 else None
+    stored = sql("SELECT recipient FROM messages WHERE tenant_id = %s AND id = %s" % (t["tenant"], mid)) if mid else ""
+    h.ok(stored == "+14155550177", "whatsapp:+E164 is stored as the bare number, like inbound WhatsApp", stored)
 
 
 def test_inbox_send(gw, t):
@@ -142,6 +155,7 @@ def test_file():
         h.subtest(test_accept, gw, t)
         h.subtest(test_refusals, gw, t)
         h.subtest(test_inbox_send, gw, setup(gw))
+        h.subtest(test_whatsapp_form, gw)
 
 
 if __name__ == "__main__":
