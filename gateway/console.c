@@ -786,7 +786,7 @@ static void cmd_tenants(session_t *s, const sb_line_cmd_t *cmd)
                "SELECT t.id, t.name, count(c.id) AS channels, t.inbox_cursor AS cursor, "
                "to_char(t.created_at, 'YYYY-MM-DD HH24:MI:SS') AS created_at "
                "FROM tenants t LEFT JOIN channels c ON c.tenant_id = t.id "
-               "GROUP BY t.id ORDER BY t.id LIMIT 1000",
+               "GROUP BY t.id ORDER BY t.id DESC LIMIT 1000",
                0, NULL, NULL);
 }
 
@@ -815,7 +815,7 @@ static const command_t commands[] = {
     {"actors", "[<tenant_id>]", "live actors (of the tenant's shard)", false, cmd_actors},
     {"actor", "<id>", "one actor", false, cmd_actor},
     {"stats", "", "totals: requests by status, actors, messages, restarts", false, cmd_stats},
-    {"tenants", "", "tenants with their channel count and inbox cursor", false, cmd_tenants},
+    {"tenants", "", "the newest 1000 tenants with their channel count and inbox cursor", false, cmd_tenants},
     {"channels", "<tenant_id>", "a tenant's channels (never their credentials)", false, cmd_channels},
     {"counters", "<tenant_id> [<channel_id>]", "in-flight sends and the sender's rate, live from Redis", false,
      cmd_counters},
