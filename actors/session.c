@@ -1,11 +1,13 @@
 /* The session actor; see session.h for the contract.
  *
- * State: the spawn arguments, a FIFO of receipt ids waiting to be applied, and how many applies are in flight.
+ * State: the spawn arguments, a FIFO of receipt ids waiting to be applied (with a set of them, against twins), and
+ * how many batches are in flight.
  * The port's completion comes back as an SB_SESSION_APPLIED message, so it is handled in the actor's own turn like
  * everything else. */
 #include "actors/session.h"
 
 #include "proto/err.h"
+#include "proto/idset.h"
 #include "proto/mem.h"
 
 #include <string.h>
@@ -18,6 +20,7 @@ typedef struct pending {
 typedef struct session {
     const sb_session_args_t *args;
     pending_t *head, *tail;
+    sb_idset_t queued; /* the receipt ids in head..tail */
     unsigned inflight;
     pending_t *out_head, *out_tail; /* outbound message ids, in order; the head is being sent or waits to retry */
     unsigned attempt;               /* of the head */
@@ -39,20 +42,26 @@ static void on_done(void *arg, int err)
 
 static void apply_next(sb_actor_t *a, session_t *s)
 {
+    int64_t ids[SB_SESSION_BATCH];
     while (s->inflight < SB_SESSION_WINDOW && s->head) {
-        pending_t *p = s->head;
-        s->head = p->next;
+        size_t n = 0;
+        while (s->head && n < SB_SESSION_BATCH) {
+            pending_t *p = s->head;
+            s->head = p->next;
+            ids[n++] = p->receipt_id;
+            sb_idset_del(&s->queued, p->receipt_id);
+            free(p);
+        }
         if (!s->head)
             s->tail = NULL;
         completion_t *c = sb_malloc(sizeof *c);
         c->rt = sb_actor_rt(a);
         c->id = sb_actor_self(a);
         const sb_session_port_t *port = s->args->port;
-        if (port->apply(port->ctx, s->args->tenant, s->args->channel, p->receipt_id, on_done, c) == 0)
+        if (port->apply(port->ctx, s->args->tenant, s->args->channel, ids, n, on_done, c) == 0)
             s->inflight++;
         else
             free(c); /* left for the sweeper */
-        free(p);
     }
 }
 
@@ -153,6 +162,7 @@ static int session_init(sb_actor_t *a, void *state, const void *arg)
     session_t *s = state;
     (void)a;
     s->args = arg;
+    sb_idset_init(&s->queued);
     return 0;
 }
 
@@ -163,6 +173,8 @@ static int on_receipt(sb_actor_t *a, void *state, sb_msg_t *m)
     if (m->len != sizeof r)
         return 0; /* not ours to crash over: drop it */
     memcpy(&r, m->data, sizeof r);
+    if (!sb_idset_add(&s->queued, r.receipt_id))
+        return 0; /* waiting here already (or not an id) */
     pending_t *p = sb_malloc(sizeof *p);
     p->next = NULL;
     p->receipt_id = r.receipt_id;
@@ -195,6 +207,7 @@ static void session_stop(sb_actor_t *a, void *state)
         free(p);
     }
     s->tail = NULL;
+    sb_idset_cleanup(&s->queued);
     while (s->out_head)
         drop_head(s);
 }

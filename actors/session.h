@@ -3,11 +3,13 @@
  * Inbound, it receives the ids of committed webhook receipts and applies them to the conversation state in arrival
  * order through its port: the port assigns the conversation, the order inside it and the tenant's inbox cursor,
  * stores the message and its inbox event, and marks the receipt processed — durably, in one transaction — then
- * reports back. The port executes applies in the order they were issued (one PostgreSQL connection in pipeline
- * mode), so the actor keeps up to SB_SESSION_WINDOW of them in flight instead of waiting a commit for each: two
- * events of one channel still never race for a sequence number, and a busy channel's receipts share group commits
- * instead of taking one fsync each. A receipt that fails to apply (database away, or rolled back with its batch) is
- * left unprocessed: the sweeper hands it back later, and applying is idempotent (an already processed receipt
+ * reports back. The actor hands over what waits as one batch (up to SB_SESSION_BATCH receipts, one statement), and
+ * the port executes batches in the order they were issued (one PostgreSQL connection in pipeline mode), so the
+ * actor keeps up to SB_SESSION_WINDOW batches in flight instead of waiting a commit for each: two events of one
+ * channel still never race for a sequence number, and a busy channel's receipts share statements and group commits
+ * instead of taking one each. A receipt id already waiting in the actor is not queued twice (the sweeper may find
+ * one that waits behind a backlog). A receipt that fails to apply (database away, or rolled back with its batch)
+ * is left unprocessed: the sweeper hands it back later, and applying is idempotent (an already processed receipt
  * changes nothing).
  *
  * Outbound, it receives the ids of accepted outbound messages and sends them one at a time, in order, through the
@@ -46,7 +48,8 @@ typedef struct sb_session_outcome {
 /* sent(arg, outcome) must be called exactly once, on the actor's shard thread, when send returned 0. */
 typedef void (*sb_session_sent_fn)(void *arg, const sb_session_outcome_t *outcome);
 
-#define SB_SESSION_WINDOW 64 /* applies in flight per actor */
+#define SB_SESSION_BATCH 256 /* receipts per apply at most */
+#define SB_SESSION_WINDOW 2  /* applies (batches) in flight per actor */
 
 typedef struct sb_session_receipt {
     int64_t receipt_id;
@@ -57,9 +60,10 @@ typedef void (*sb_session_done_fn)(void *arg, int err);
 
 typedef struct sb_session_port {
     void *ctx;
-    /* Applies receipt receipt_id of (tenant, channel), after every apply issued before it. Returns 0 (done will be
-     * called) or a negative code (it will not; the receipt stays for the sweeper). */
-    int (*apply)(void *ctx, int64_t tenant, int64_t channel, int64_t receipt_id, sb_session_done_fn done,
+    /* Applies receipts ids[0..n) of (tenant, channel) in that order, after every apply issued before it, as one
+     * transaction; ids is borrowed for the call. Returns 0 (done will be called) or a negative code (it will not;
+     * the receipts stay for the sweeper). */
+    int (*apply)(void *ctx, int64_t tenant, int64_t channel, const int64_t *ids, size_t n, sb_session_done_fn done,
                  void *arg);
     /* Sends outbound message message_id of (tenant, channel); attempt counts from 1. Returns 0 (sent will be
      * called) or a negative code (it will not: the message stays queued for the outbox sweeper). May be NULL: the

@@ -8,6 +8,7 @@
 #include "gateway/log.h"
 #include "proto/err.h"
 #include "proto/mem.h"
+#include "proto/str.h"
 #include "shards/placement.h"
 
 #include <stdio.h>
@@ -40,103 +41,145 @@ void sb_inbound_init(const sb_config_t *c)
     " WHEN 'sent' THEN 2 WHEN 'delivered' THEN 3 WHEN 'undelivered' THEN 3 WHEN 'failed' THEN 3"                 \
     " WHEN 'read' THEN 4 ELSE 5 END)"
 
-/* $1 tenant, $2 receipt, $3 channel. Every branch hangs off `r`, which is empty when the receipt was processed
- * already, so applying twice changes nothing. Messages take the conversation's next seq; every event takes the
- * tenant's next cursor (the tenant row is updated once, by the number of events, and its row lock orders the
- * tenant's events: cursors are dense and commit in order). A new message makes two events, message.created then
- * conversation.updated (the shape GET /v1/conversations lists); a status makes message.status. Returns the events
- * (cursor, type, data) for the live inbox. */
+/* $1 tenant, $2 channel, $3 the receipt ids (bigint[]), in the order the session actor took them. One statement
+ * applies a whole batch, set-based, with the result applying them one by one would have:
+ *  - `r` marks the receipts processed (found by primary key: id = ANY, never through the partial index of
+ *    unprocessed receipts, which a backlog makes long); one processed already is not in `r`, so applying twice
+ *    changes nothing;
+ *  - messages: one contact upsert per sender (its last profile name in the batch wins) and one conversation upsert
+ *    per contact, moved on by the number of its messages; each message takes its conversation's seq in batch order;
+ *  - statuses only move forward: a status counts if it outranks both the message's stored status and every status
+ *    of the batch before it for that message (the running maximum, which is what one-by-one applying would have
+ *    stored); the message keeps the last that counts, and each that counts goes to the history and the inbox;
+ *  - events: message.created then conversation.updated per new message (the shape GET /v1/conversations lists),
+ *    message.status per status that counts, in batch order; the tenant row is updated once, by the number of
+ *    events, and its row lock orders the tenant's events: cursors are dense and commit in order.
+ * The planner believes every CTE holds one row, so a join of two CTEs becomes a nested loop, quadratic in the batch;
+ * rows are matched up through jsonb maps built once instead (`cts`, `sns`, `cvs`, `ms`: key lookups, no joins).
+ * Returns the events (cursor, type, data) for the live inbox. */
 static const char apply_sql[] =
     "WITH r AS ("
-    "  UPDATE webhook_receipts SET processed_at = now()"
-    "  WHERE tenant_id = $1 AND id = $2 AND processed_at IS NULL RETURNING event),"
+    "  UPDATE webhook_receipts w SET processed_at = now()"
+    "  WHERE w.tenant_id = $1 AND w.id = ANY ($3::bigint[]) AND w.processed_at IS NULL"
+    "  RETURNING array_position($3::bigint[], w.id) AS ord, w.event),"
+    " rm AS (SELECT ord, event, event->>'from' AS sender FROM r WHERE event->>'kind' = 'message'),"
+    " sns AS MATERIALIZED (SELECT jsonb_object_agg(sender, n) AS map FROM (SELECT sender, count(*) AS n FROM rm GROUP BY sender) g),"
     " ct AS ("
     "  INSERT INTO contacts AS c (tenant_id, channel_id, address, profile_name)"
-    "  SELECT $1, $3, r.event->>'from', r.event->>'profile_name' FROM r WHERE r.event->>'kind' = 'message'"
+    "  SELECT $1, $2, sender, (array_remove(array_agg(event->>'profile_name' ORDER BY ord), NULL))"
+    "                         [count(event->>'profile_name')]"
+    "  FROM rm GROUP BY sender"
     "  ON CONFLICT (tenant_id, channel_id, address) DO UPDATE"
     "  SET profile_name = coalesce(EXCLUDED.profile_name, c.profile_name), updated_at = now()"
     "  RETURNING id, address, profile_name),"
+    " cts AS MATERIALIZED (SELECT jsonb_object_agg(address, jsonb_build_array(id, profile_name)) AS map FROM ct),"
     " cv AS ("
     "  INSERT INTO conversations AS v (tenant_id, channel_id, contact_id, last_seq, last_message_at)"
-    "  SELECT $1, $3, ct.id, 1, now() FROM ct"
+    "  SELECT $1, $2, ct.id, ((SELECT map FROM sns)->>ct.address)::bigint, now() FROM ct"
     "  ON CONFLICT (tenant_id, channel_id, contact_id) DO UPDATE"
-    "  SET last_seq = v.last_seq + 1, last_message_at = now() RETURNING id, last_seq, last_message_at, created_at),"
+    "  SET last_seq = v.last_seq + EXCLUDED.last_seq, last_message_at = now()"
+    "  RETURNING id, contact_id, last_seq, last_message_at, created_at),"
+    " cvs AS MATERIALIZED (SELECT jsonb_object_agg(contact_id::text, jsonb_build_array(id, last_seq, last_message_at, created_at))"
+    "         AS map FROM cv),"
+    " mk AS (SELECT rm.ord, rm.event, rm.sender, k->>0 AS contact_id, k->1 AS profile_name,"
+    "               (SELECT map FROM cvs)->(k->>0) AS c"
+    "        FROM rm, LATERAL (SELECT (SELECT map FROM cts)->rm.sender AS k) l),"
+    " mn AS ("
+    "  SELECT mk.*, (c->>0)::bigint AS conversation_id, (c->>1)::bigint - count(*) OVER (PARTITION BY c->>0)"
+    "         + row_number() OVER (PARTITION BY c->>0 ORDER BY ord) AS seq, event->>'provider_id' AS provider_id"
+    "  FROM mk),"
     " m AS ("
     "  INSERT INTO messages (tenant_id, conversation_id, channel_id, seq, direction, sender, recipient, body, media,"
     "                        provider_id, status)"
-    "  SELECT $1, cv.id, $3, cv.last_seq, 'in', r.event->>'from', coalesce(r.event->>'to', ''),"
-    "         coalesce(r.event->>'body', ''), coalesce(r.event->'media', '[]'::jsonb), r.event->>'provider_id',"
-    "         'received'"
-    "  FROM cv, r"
+    "  SELECT $1, conversation_id, $2, seq, 'in', sender, coalesce(event->>'to', ''), coalesce(event->>'body', ''),"
+    "         coalesce(event->'media', '[]'::jsonb), provider_id, 'received'"
+    "  FROM mn"
     "  ON CONFLICT (tenant_id, channel_id, provider_id) DO NOTHING"
-    "  RETURNING id, conversation_id, sender, recipient, body, media, provider_id, created_at),"
+    "  RETURNING id, provider_id),"
+    " ms AS MATERIALIZED (SELECT jsonb_object_agg(provider_id, id::text) AS map FROM m WHERE provider_id IS NOT NULL),"
+    " sp AS ("
+    "  SELECT s.ord, x.id AS message_id, s.event->>'status' AS status, s.event->>'error_code' AS error_code,"
+    "         s.event->>'error_message' AS error_message, " STATUS_RANK("s.event->>'status'") " AS rank,"
+    "         " STATUS_RANK("x.status") " AS stored,"
+    "         max(" STATUS_RANK("s.event->>'status'") ") OVER (PARTITION BY x.id ORDER BY s.ord"
+    "             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before"
+    "  FROM r s JOIN messages x ON x.tenant_id = $1 AND x.channel_id = $2 AND x.provider_id = s.event->>'provider_id'"
+    "  WHERE s.event->>'kind' = 'status'),"
+    " sa AS (SELECT * FROM sp WHERE rank > greatest(stored, coalesce(before, -2))),"
     " su AS ("
-    "  UPDATE messages AS x SET status = r.event->>'status', error_code = r.event->>'error_code',"
-    "         error_message = r.event->>'error_message', updated_at = now()"
-    "  FROM r WHERE r.event->>'kind' = 'status' AND x.tenant_id = $1 AND x.channel_id = $3"
-    "  AND x.provider_id = r.event->>'provider_id'"
-    "  AND " STATUS_RANK("r.event->>'status'") " > " STATUS_RANK("x.status")
-    "  RETURNING x.id, x.status, x.error_code, x.error_message),"
+    "  UPDATE messages AS x SET status = f.status, error_code = f.error_code, error_message = f.error_message,"
+    "         updated_at = now()"
+    "  FROM (SELECT DISTINCT ON (message_id) * FROM sa ORDER BY message_id, ord DESC) f"
+    "  WHERE x.tenant_id = $1 AND x.id = f.message_id AND f.rank > " STATUS_RANK("x.status")
+    "  RETURNING x.id),"
+    " sc AS (SELECT * FROM sa WHERE message_id = ANY (ARRAY(SELECT id FROM su))),"
     " sh AS ("
     "  INSERT INTO message_status_history (tenant_id, message_id, status, error_code, error_message)"
-    "  SELECT $1, su.id, su.status, su.error_code, su.error_message FROM su),"
+    "  SELECT $1, message_id, status, error_code, error_message FROM sc),"
+    " mc AS (SELECT mn.*, ms.map->>mn.provider_id AS id FROM mn, ms WHERE ms.map ? mn.provider_id),"
     " ev AS ("
-    "  SELECT 1 AS n, 'message.created' AS type, jsonb_build_object('id', m.id::text, 'conversation_id',"
-    "         m.conversation_id::text, 'channel_id', $3::text, 'direction', 'in', 'from', m.sender, 'to',"
-    "         m.recipient, 'body', m.body, 'media', m.media, 'provider_id', m.provider_id, 'created_at',"
-    "         m.created_at) AS data FROM m"
+    "  SELECT ord, 1 AS n, 'message.created' AS type, jsonb_build_object('id', id, 'conversation_id',"
+    "         conversation_id::text, 'channel_id', $2::text, 'direction', 'in', 'from', sender, 'to',"
+    "         coalesce(event->>'to', ''), 'body', coalesce(event->>'body', ''), 'media',"
+    "         coalesce(event->'media', '[]'::jsonb), 'provider_id', provider_id, 'created_at', now()) AS data"
+    "  FROM mc"
     "  UNION ALL"
-    "  SELECT 2, 'conversation.updated', jsonb_build_object('id', cv.id::text, 'channel_id', $3::text, 'contact',"
-    "         jsonb_build_object('id', ct.id::text, 'address', ct.address, 'profile_name', ct.profile_name),"
-    "         'last_seq', cv.last_seq, 'last_message_at', cv.last_message_at, 'created_at', cv.created_at)"
-    "  FROM cv, ct, m"
+    "  SELECT ord, 2, 'conversation.updated', jsonb_build_object('id', conversation_id::text, 'channel_id',"
+    "         $2::text, 'contact', jsonb_build_object('id', contact_id, 'address', sender,"
+    "         'profile_name', profile_name), 'last_seq', seq, 'last_message_at', c->2, 'created_at', c->3)"
+    "  FROM mc"
     "  UNION ALL"
-    "  SELECT 1, 'message.status', jsonb_strip_nulls(jsonb_build_object('id', su.id::text, 'status', su.status,"
-    "         'error', CASE WHEN su.error_code IS NULL THEN NULL"
-    "                  ELSE jsonb_build_object('code', su.error_code, 'message', su.error_message) END)) FROM su),"
+    "  SELECT ord, 1, 'message.status', jsonb_strip_nulls(jsonb_build_object('id', message_id::text, 'status', status,"
+    "         'error', CASE WHEN error_code IS NULL THEN NULL"
+    "                  ELSE jsonb_build_object('code', error_code, 'message', error_message) END)) FROM sc),"
     " cur AS ("
     "  UPDATE tenants SET inbox_cursor = inbox_cursor + (SELECT count(*) FROM ev)"
     "  WHERE id = $1 AND EXISTS (SELECT 1 FROM ev) RETURNING inbox_cursor)"
     " INSERT INTO inbox_events (tenant_id, cursor, type, data)"
-    " SELECT $1, cur.inbox_cursor - (SELECT count(*) FROM ev) + row_number() OVER (ORDER BY ev.n), ev.type, ev.data"
+    " SELECT $1, cur.inbox_cursor - (SELECT count(*) FROM ev) + row_number() OVER (ORDER BY ev.ord, ev.n), ev.type,"
+    "        ev.data"
     " FROM cur, ev RETURNING cursor, type, data::text";
 
 typedef struct apply_op {
     sb_session_done_fn done;
     void *arg;
-    int64_t tenant, receipt_id;
+    int64_t tenant;
+    size_t n;
 } apply_op_t;
 
 static void applied(void *arg, int err, const char *detail, const PGresult *res)
 {
     apply_op_t *op = arg;
     if (err)
-        sb_log_warn("inbound: receipt %lld not applied (the sweeper will retry): %s", (long long)op->receipt_id,
-                    detail);
+        sb_log_warn("inbound: %zu receipt(s) not applied (the sweeper will retry): %s", op->n, detail);
     else
         sb_live_publish(op->tenant, res);
     op->done(op->arg, err);
     free(op);
 }
 
-static int port_apply(void *ctx, int64_t tenant, int64_t channel, int64_t receipt_id, sb_session_done_fn done,
-                      void *arg)
+static int port_apply(void *ctx, int64_t tenant, int64_t channel, const int64_t *ids, size_t n,
+                      sb_session_done_fn done, void *arg)
 {
     (void)ctx;
     sb_shard_t *s = sb_shard_self();
-    char t[24], r[24], c[24];
+    if (!s || n == 0)
+        return SB_EUNAVAIL;
+    char t[24], c[24];
     snprintf(t, sizeof t, "%lld", (long long)tenant);
-    snprintf(r, sizeof r, "%lld", (long long)receipt_id);
     snprintf(c, sizeof c, "%lld", (long long)channel);
-    const char *p[3] = {t, r, c};
+    sb_buf_t list;
+    sb_buf_init(&list);
+    for (size_t i = 0; i < n; i++)
+        sb_buf_printf(&list, "%c%lld", i ? ',' : '{', (long long)ids[i]);
+    sb_buf_append_str(&list, SB_STR("}"));
+    const char *p[3] = {t, c, sb_buf_cstr(&list)};
     apply_op_t *op = sb_malloc(sizeof *op);
-    op->done = done;
-    op->arg = arg;
-    op->tenant = tenant;
-    op->receipt_id = receipt_id;
-    int rc = s ? sb_pg_query(sb_shard_pg(s), apply_sql, 3, p, SB_PG_RETRY | SB_PG_PREPARED, applied, op) : SB_EUNAVAIL;
+    *op = (apply_op_t){.done = done, .arg = arg, .tenant = tenant, .n = n};
+    int rc = sb_pg_query(sb_shard_pg(s), apply_sql, 3, p, SB_PG_RETRY | SB_PG_PREPARED, applied, op);
     if (rc < 0)
         free(op);
+    sb_buf_cleanup(&list);
     return rc;
 }
 

@@ -1,8 +1,9 @@
 """tests/integration/test_inbound.py — the inbound path end to end on the real stack: signed webhooks become
 receipts, receipts reach the tenant's session actor, which assigns the conversation, its order and the tenant's
 inbox cursor; GET /v1/events reads the log in order, each event once; status callbacks become message.status;
-a receipt left unprocessed (a crash between COMMIT and routing) is found by the sweeper; and a tenant's key sees
-only its tenant.
+a receipt left unprocessed (a crash between COMMIT and routing) is found by the sweeper; receipts that reach their
+actor together are applied as one batch with the result one-by-one applying would give (seq order inside a
+conversation, statuses that only move forward); and a tenant's key sees only its tenant.
 Run: SB_BIN=build/release/switchboard python3 tests/integration/test_inbound.py"""
 
 import base64
@@ -186,6 +187,69 @@ def test_sweeper(gw):
          "the sweeper finds the unprocessed receipt and it reaches the log", evs)
 
 
+def test_batch(gw):
+    """The sweeper hands a page of planted receipts to the session actor in one go: the first two go out alone
+    (the window has room), the rest wait and go as one batch statement. Its result must be what applying them one
+    by one gives."""
+    tid, key, cid, number = setup(gw)
+    sid0 = "SM" + uuid.uuid4().hex
+    r = post(gw, "/webhooks/twilio/%s" % cid, sms_params(sid0, number, "before"))
+    h.ok(r.status == 200, "a first message, the way Twilio sends it", r)
+    first = wait_events(gw, key, 2)
+    if len(first) < 2:
+        h.ok(False, "the first message reached the log", first)
+        return
+    m0 = first[0]["data"]["id"]
+    ann = "+14155550123"  # the sender of sms_params: the same conversation as the first message
+
+    def message(sender, body, profile=None):
+        ev = {"kind": "message", "channel": "twilio_sms", "account": number, "provider_id": "SM" + uuid.uuid4().hex,
+              "from": sender, "to": number, "body": body, "media": []}
+        if profile:
+            ev["profile_name"] = profile
+        return "msg:" + ev["provider_id"], ev
+
+    def status(st):
+        ev = {"kind": "status", "channel": "twilio_sms", "account": number, "provider_id": sid0, "status": st}
+        return "status:%s:%s" % (sid0, st), ev
+
+    planted = [message("+14155550701", "filler 1"), message("+14155550702", "filler 2"),
+               status("delivered"), message(ann, "a", "Ann"), status("sent"), message(ann, "b"),
+               status("read"), status("failed"), message("+14155550703", "c", "Cy")]
+    values = ", ".join("(%s, %s, '%s', '%s', '', now() - interval '1 minute' + interval '%d ms')"
+                       % (tid, cid, k, json.dumps(ev).replace("'", "''"), i) for i, (k, ev) in enumerate(planted))
+    sql("INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw, received_at) VALUES " + values)
+    evs = wait_events(gw, key, 12, after=2, timeout=15)
+    h.ok([e["cursor"] for e in evs] == list(range(3, 15)), "twelve events, cursors 3..14 dense",
+         [e["cursor"] for e in evs])
+    if len(evs) != 12:
+        return
+    kinds = [(e["type"], e["data"].get("body") or e["data"].get("status")) for e in evs]
+    want = [("message.created", "filler 1"), ("conversation.updated", None), ("message.created", "filler 2"),
+            ("conversation.updated", None), ("message.status", "delivered"), ("message.created", "a"),
+            ("conversation.updated", None), ("message.created", "b"), ("conversation.updated", None),
+            ("message.status", "read"), ("message.created", "c"), ("conversation.updated", None)]
+    h.ok(kinds == want, "in receipt order; a late sent and a failed after read change nothing", kinds)
+    conv = [e["data"] for e in evs if e["type"] == "conversation.updated"]
+    h.ok([c["last_seq"] for c in conv] == [1, 1, 2, 3, 1],
+         "each message takes the next seq of its conversation, two in one batch included",
+         [c["last_seq"] for c in conv])
+    h.ok(conv[2]["id"] == conv[3]["id"] == first[1]["data"]["id"], "a and b join the first message's conversation",
+         conv)
+    h.ok(conv[3]["contact"]["profile_name"] == "Ann" and conv[4]["contact"]["profile_name"] == "Cy",
+         "profile names kept (b, without one, leaves Ann's)", conv)
+    r = h.request(gw.port, "GET", "/v1/messages/%s" % m0, {"Authorization": "Bearer " + key})
+    msg = r.json() if r.status == 200 else {}
+    h.ok(msg.get("status") == "read", "the message stays read", msg)
+    h.ok([x["status"] for x in msg.get("history", [])] == ["delivered", "read"],
+         "its history holds the statuses that moved it forward, in order", msg.get("history"))
+    r = h.request(gw.port, "GET", "/v1/conversations/%s/messages" % conv[2]["id"], {"Authorization": "Bearer " + key})
+    seqs = sorted((m["seq"], m["body"]) for m in r.json().get("messages", [])) if r.status == 200 else []
+    h.ok(seqs == [(1, "before"), (2, "a"), (3, "b")], "the conversation reads before, a, b", seqs)
+    left = sql("SELECT count(*) FROM webhook_receipts WHERE tenant_id = %s AND processed_at IS NULL" % tid)
+    h.ok(left == "0", "every receipt is marked processed", left)
+
+
 def test_file():
     with h.Gateway(master_key=MASTER_KEY) as gw:
         first = {}
@@ -193,6 +257,7 @@ def test_file():
         h.subtest(test_isolation_and_auth, gw, first)
         h.subtest(test_tokens, gw, first)
         h.subtest(test_sweeper, gw)
+        h.subtest(test_batch, gw)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-/* Unit tests of the session actor (actors/session.c) with a fake port: receipts are issued in arrival order, at
- * most SB_SESSION_WINDOW in flight, the next as soon as one completes; a failed or refused apply does not stall the
- * rest; stopping frees what waits. */
+/* Unit tests of the session actor (actors/session.c) with a fake port: receipts are handed over in arrival order as
+ * batches of at most SB_SESSION_BATCH, at most SB_SESSION_WINDOW batches in flight, the next as soon as one
+ * completes with everything that waited meanwhile; a receipt already waiting is not queued twice; a failed or
+ * refused apply does not stall the rest; stopping frees what waits. */
 #include "actors/session.h"
 #include "proto/err.h"
 #include "tests/tap.h"
@@ -8,27 +9,33 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_RECEIPTS 256
+#define MAX_RECEIPTS 2048
+#define MAX_BATCHES 64
 
 typedef struct fake {
-    int64_t order[MAX_RECEIPTS];
+    int64_t order[MAX_RECEIPTS]; /* every receipt id handed over, in order */
     int n;
+    size_t batch_size[MAX_BATCHES];
+    int batches;
     int in_flight, max_in_flight;
-    sb_session_done_fn done[MAX_RECEIPTS]; /* completions owed, oldest first from `next` */
-    void *arg[MAX_RECEIPTS];
+    sb_session_done_fn done[MAX_BATCHES]; /* completions owed, oldest first from `next` */
+    void *arg[MAX_BATCHES];
     int next, owed;
-    int refuse_id; /* apply returns an error for this receipt */
+    int refuse_id; /* apply returns an error for a batch that holds this receipt */
 } fake_t;
 
-static int fake_apply(void *ctx, int64_t tenant, int64_t channel, int64_t receipt_id, sb_session_done_fn done,
-                      void *arg)
+static int fake_apply(void *ctx, int64_t tenant, int64_t channel, const int64_t *ids, size_t n,
+                      sb_session_done_fn done, void *arg)
 {
     fake_t *f = ctx;
-    if (tenant != 7 || channel != 9)
+    if (tenant != 7 || channel != 9 || n == 0 || n > SB_SESSION_BATCH)
         return SB_EINVAL;
-    if (receipt_id == f->refuse_id)
-        return SB_EUNAVAIL;
-    f->order[f->n++] = receipt_id;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == f->refuse_id)
+            return SB_EUNAVAIL;
+    for (size_t i = 0; i < n; i++)
+        f->order[f->n++] = ids[i];
+    f->batch_size[f->batches++] = n;
     f->in_flight++;
     if (f->in_flight > f->max_in_flight)
         f->max_in_flight = f->in_flight;
@@ -57,32 +64,70 @@ static void send_receipt(sb_rt_t *rt, sb_actor_id_t id, int64_t r)
     sb_rt_send(rt, 0, id, SB_SESSION_RECEIPT, &m, sizeof m);
 }
 
-TEST(window_in_order)
+static sb_actor_id_t spawn(sb_rt_t *rt, sb_session_args_t *args)
 {
-    enum { N = SB_SESSION_WINDOW + 36 };
+    sb_actor_id_t id;
+    is_int(sb_rt_spawn(rt, &sb_session_kind, args, &id), 0, "spawn");
+    return id;
+}
+
+TEST(batches_in_order)
+{
+    enum { N = SB_SESSION_BATCH * 3 + 10 };
     fake_t f = {.refuse_id = -1};
     sb_session_port_t port = {.ctx = &f, .apply = fake_apply};
     sb_session_args_t args = {.tenant = 7, .channel = 9, .port = &port};
     sb_rt_t *rt = sb_rt_create(0, NULL);
-    sb_actor_id_t id;
-    is_int(sb_rt_spawn(rt, &sb_session_kind, &args, &id), 0, "spawn");
-    for (int i = 1; i <= N; i++)
+    sb_actor_id_t id = spawn(rt, &args);
+    send_receipt(rt, id, 1);
+    run(rt);
+    ok(f.batches == 1 && f.batch_size[0] == 1, "an idle actor hands a lone receipt over at once");
+    for (int i = 2; i <= N; i++)
         send_receipt(rt, id, i);
     run(rt);
-    is_int(f.n, SB_SESSION_WINDOW, "a window's worth issued at once, without waiting for a commit each");
+    is_int(f.batches, SB_SESSION_WINDOW, "while the window is full, the rest waits");
+    is_int((long long)f.batch_size[1], 1, "(the second went at once too: the window had room)");
     complete(&f, 0);
     run(rt);
-    is_int(f.n, SB_SESSION_WINDOW + 1, "one completion lets one more go");
-    for (int i = 1; i < N; i++) {
-        complete(&f, i == 2 ? SB_EUNAVAIL : 0); /* one fails: the rest must go on */
+    ok(f.batches == 3 && f.batch_size[2] == SB_SESSION_BATCH, "one completion lets a full batch of what waited go");
+    while (f.in_flight) {
+        complete(&f, f.next == 1 ? SB_EUNAVAIL : 0); /* one fails: the rest must go on */
         run(rt);
     }
-    is_int(f.n, N, "all applied");
+    is_int(f.n, N, "all handed over");
     int in_order = 1;
     for (int i = 0; i < f.n; i++)
         in_order &= f.order[i] == i + 1;
-    ok(in_order, "issued in arrival order");
+    ok(in_order, "in arrival order");
     is_int(f.max_in_flight, SB_SESSION_WINDOW, "never more than the window in flight");
+    sb_rt_destroy(rt);
+}
+
+TEST(twins_queued_once)
+{
+    fake_t f = {.refuse_id = -1};
+    sb_session_port_t port = {.ctx = &f, .apply = fake_apply};
+    sb_session_args_t args = {.tenant = 7, .channel = 9, .port = &port};
+    sb_rt_t *rt = sb_rt_create(0, NULL);
+    sb_actor_id_t id = spawn(rt, &args);
+    for (int i = 1; i <= SB_SESSION_WINDOW; i++)
+        send_receipt(rt, id, 100 + i); /* fill the window */
+    send_receipt(rt, id, 1);
+    send_receipt(rt, id, 2);
+    send_receipt(rt, id, 1); /* the sweeper found 1 while it waited */
+    send_receipt(rt, id, 3);
+    run(rt);
+    complete(&f, 0);
+    run(rt);
+    ok(f.batches == SB_SESSION_WINDOW + 1 && f.batch_size[SB_SESSION_WINDOW] == 3, "three waited, not four");
+    complete(&f, 0);
+    complete(&f, 0);
+    run(rt);
+    send_receipt(rt, id, 1); /* once handed over, it may come again (the port's apply is idempotent) */
+    run(rt);
+    is_int(f.order[f.n - 1], 1, "an id no longer waiting is queued again");
+    complete(&f, 0);
+    run(rt);
     sb_rt_destroy(rt);
 }
 
@@ -92,13 +137,12 @@ TEST(refused_does_not_stall)
     sb_session_port_t port = {.ctx = &f, .apply = fake_apply};
     sb_session_args_t args = {.tenant = 7, .channel = 9, .port = &port};
     sb_rt_t *rt = sb_rt_create(0, NULL);
-    sb_actor_id_t id;
-    sb_rt_spawn(rt, &sb_session_kind, &args, &id);
+    sb_actor_id_t id = spawn(rt, &args);
     send_receipt(rt, id, 1);
     send_receipt(rt, id, 2);
     send_receipt(rt, id, 3);
     run(rt);
-    is_int(f.n, 2, "a refused apply is skipped (left for the sweeper)");
+    is_int(f.n, 2, "a refused batch is skipped (left for the sweeper)");
     is_int(f.order[1], 3, "and the next one applied");
     sb_rt_send(rt, 0, id, SB_SESSION_RECEIPT, "x", 1);
     run(rt);
@@ -117,8 +161,7 @@ TEST(stop_frees_waiting)
     sb_session_port_t port = {.ctx = &f, .apply = fake_apply};
     sb_session_args_t args = {.tenant = 7, .channel = 9, .port = &port};
     sb_rt_t *rt = sb_rt_create(0, NULL);
-    sb_actor_id_t id;
-    sb_rt_spawn(rt, &sb_session_kind, &args, &id);
+    sb_actor_id_t id = spawn(rt, &args);
     for (int i = 1; i <= SB_SESSION_WINDOW + 10; i++)
         send_receipt(rt, id, i);
     run(rt);
@@ -216,7 +259,8 @@ TEST(sends_in_order_one_at_a_time)
 
 int main(void)
 {
-    RUN(window_in_order);
+    RUN(batches_in_order);
+    RUN(twins_queued_once);
     RUN(refused_does_not_stall);
     RUN(stop_frees_waiting);
     RUN(sends_in_order_one_at_a_time);
