@@ -17,7 +17,8 @@
 #
 # Needs the local stack (ops/stack.sh up) for the gateway; starts and stops its own nginx and
 # gateway, with temp configs and dirs, and leaves nothing running. WRK_DURATION=5s, ROUNDS=3 and
-# WRK_CONNECTIONS=50 can be overridden.
+# WRK_CONNECTIONS=50 can be overridden; BENCH="webhooks sends" (any of actors, counters, healthz,
+# webhooks, live, sends) runs only those sections.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -76,11 +77,15 @@ rps() {
     awk '/^Requests\/sec:/ { print $2 }' <<<"$out"
 }
 
+want() { [ -z "${BENCH:-}" ] || [[ " $BENCH " == *" $1 "* ]]; }
+
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # --- 1. the actor runtime ---------------------------------------------------------------------
 
-if [ -x build/release/bench/bench_actors ]; then
+if ! want actors; then
+    :
+elif [ -x build/release/bench/bench_actors ]; then
     echo "== bench_actors"
     build/release/bench/bench_actors
 else
@@ -89,14 +94,14 @@ fi
 
 # --- 1b. the Redis send counters (acquire + release per send, pipelined over one connection) ------------------
 
-if [ -x build/release/bench/bench_counters ]; then
+if want counters && [ -x build/release/bench/bench_counters ]; then
     echo "== bench_counters"
     build/release/bench/bench_counters
 fi
 
 # --- 2. HTTP: gateway vs nginx ------------------------------------------------------------------
 
-echo "== HTTP GET /healthz: gateway (shards = 1) vs nginx (worker_processes 1), wrk -t1 -c$CONNS -d$DURATION, $ROUNDS rounds each"
+want healthz && echo "== HTTP GET /healthz: gateway (shards = 1) vs nginx (worker_processes 1), wrk -t1 -c$CONNS -d$DURATION, $ROUNDS rounds each"
 [ -x "$GATEWAY" ] || { echo "bench: $GATEWAY is not built" >&2; exit 1; }
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "bench: needs wrk and nginx (ops/deps.sh)" >&2; exit 1; }
 
@@ -149,111 +154,115 @@ env "${unset_sb[@]}" "$GATEWAY" -c "$TMP/switchboard.conf" \
 GW_PID=$!
 wait_http "http://127.0.0.1:$GW_PORT/healthz" gateway "$TMP/gateway.log"
 
-gw=()
-ng=()
-for round in $(seq "$ROUNDS"); do
-    g=$(rps "http://127.0.0.1:$GW_PORT/healthz")
-    n=$(rps "http://127.0.0.1:$NGINX_PORT/healthz")
-    printf '  round %d: gateway %10s req/s   nginx %10s req/s\n' "$round" "$g" "$n"
-    gw+=("${g:-0}")
-    ng+=("${n:-0}")
-done
+if want healthz; then
+    gw=()
+    ng=()
+    for round in $(seq "$ROUNDS"); do
+        g=$(rps "http://127.0.0.1:$GW_PORT/healthz")
+        n=$(rps "http://127.0.0.1:$NGINX_PORT/healthz")
+        printf '  round %d: gateway %10s req/s   nginx %10s req/s\n' "$round" "$g" "$n"
+        gw+=("${g:-0}")
+        ng+=("${n:-0}")
+    done
 
-gm=$(median "${gw[@]}")
-nm=$(median "${ng[@]}")
-printf '  median : gateway %10s req/s   nginx %10s req/s\n' "$gm" "$nm"
-awk -v g="$gm" -v n="$nm" 'BEGIN { if (n > 0) printf "  ratio gateway/nginx: %.2f\n", g / n; else print "  ratio gateway/nginx: n/a" }'
+    gm=$(median "${gw[@]}")
+    nm=$(median "${ng[@]}")
+    printf '  median : gateway %10s req/s   nginx %10s req/s\n' "$gm" "$nm"
+    awk -v g="$gm" -v n="$nm" 'BEGIN { if (n > 0) printf "  ratio gateway/nginx: %.2f\n", g / n; else print "  ratio gateway/nginx: n/a" }'
+fi
 
 # --- 3. durable webhooks ------------------------------------------------------------------------
 
-SLICE=${WEBHOOK_SLICE:-60000}   # requests per run; each run uses fresh ones (a repeat is a cheap duplicate)
-echo "== Durable webhooks: pre-signed Twilio SMS (each a new message), gateway (shards = 1) vs nginx return 200"
-echo "   on the same POST vs pgbench single-row INSERT (1 client); wrk -t1 -d$DURATION --latency, $ROUNDS rounds each"
-command -v pgbench >/dev/null || { echo "bench: needs pgbench (postgresql-client)" >&2; exit 1; }
 DB="host=127.0.0.1 port=5440 dbname=switchboard_test user=switchboard"
-ADMIN=(-sf -H "Authorization: Bearer bench-token" -H "Content-Type: application/json")
-jget() { python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
-TOKEN=$(python3 -c 'import uuid; print(uuid.uuid4().hex)')
-NUMBER="+1998$(python3 -c 'import random; print("%07d" % random.randrange(10**7))')"
-TID=$(curl "${ADMIN[@]}" -d '{"name":"bench webhooks"}' "http://127.0.0.1:$GW_PORT/v1/admin/tenants" | jget id)
-CID=$(curl "${ADMIN[@]}" -d "{\"type\":\"twilio_sms\",\"address\":\"$NUMBER\",\"credentials\":{\"account_sid\":\"AC$(printf '0%.0s' $(seq 32))\",\"auth_token\":\"$TOKEN\"}}" \
-    "http://127.0.0.1:$GW_PORT/v1/admin/tenants/$TID/channels" | jget id)
-NSLICES=$((3 * ROUNDS + 1))
-python3 tests/bench/gen_webhooks.py "http://127.0.0.1:$GW_PORT/webhooks/twilio/$CID" "$TOKEN" "$NUMBER" \
-    $((NSLICES * SLICE)) >"$TMP/webhooks.tsv"
-NEXT_SLICE=0
+if want webhooks; then
+    SLICE=${WEBHOOK_SLICE:-60000}   # requests per run; each run uses fresh ones (a repeat is a cheap duplicate)
+    echo "== Durable webhooks: pre-signed Twilio SMS (each a new message), gateway (shards = 1) vs nginx return 200"
+    echo "   on the same POST vs pgbench single-row INSERT (1 client); wrk -t1 -d$DURATION --latency, $ROUNDS rounds each"
+    command -v pgbench >/dev/null || { echo "bench: needs pgbench (postgresql-client)" >&2; exit 1; }
+    ADMIN=(-sf -H "Authorization: Bearer bench-token" -H "Content-Type: application/json")
+    jget() { python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
+    TOKEN=$(python3 -c 'import uuid; print(uuid.uuid4().hex)')
+    NUMBER="+1998$(python3 -c 'import random; print("%07d" % random.randrange(10**7))')"
+    TID=$(curl "${ADMIN[@]}" -d '{"name":"bench webhooks"}' "http://127.0.0.1:$GW_PORT/v1/admin/tenants" | jget id)
+    CID=$(curl "${ADMIN[@]}" -d "{\"type\":\"twilio_sms\",\"address\":\"$NUMBER\",\"credentials\":{\"account_sid\":\"AC$(printf '0%.0s' $(seq 32))\",\"auth_token\":\"$TOKEN\"}}" \
+        "http://127.0.0.1:$GW_PORT/v1/admin/tenants/$TID/channels" | jget id)
+    NSLICES=$((3 * ROUNDS + 1))
+    python3 tests/bench/gen_webhooks.py "http://127.0.0.1:$GW_PORT/webhooks/twilio/$CID" "$TOKEN" "$NUMBER" \
+        $((NSLICES * SLICE)) >"$TMP/webhooks.tsv"
+    NEXT_SLICE=0
 
-# post_round URL CONNS SLICE_NO [DELAY_MS] — one wrk round of the webhook script on slice SLICE_NO;
-# prints "req/s p50 p99" (latencies in ms); notes non-2xx answers and, for the gateway, a slice that
-# ran out on stderr. (Called in a subshell: the caller counts the slices.)
-post_round() {
-    local first=$(($3 * SLICE + 1)) out
-    out=$(SB_BENCH_REQS="$TMP/webhooks.tsv" SB_BENCH_FIRST=$first SB_BENCH_LAST=$((first + SLICE - 1)) \
-        SB_BENCH_PATH="/webhooks/twilio/$CID" SB_BENCH_HOST="127.0.0.1:$GW_PORT" SB_BENCH_DELAY_MS="${4:-}" \
-        wrk -t1 -c"$2" -d"$DURATION" --latency -s tests/bench/webhook.lua "$1")
-    grep -E 'Non-2xx|Socket errors' <<<"$out" | sed "s|^ *|  note: $1 c=$2: |" >&2 || true
-    local check=$SLICE
-    [ "$1" = "http://127.0.0.1:$GW_PORT" ] || check=999999999 # nginx stores nothing: repeats do not matter
-    awk -v slice="$check" '
-        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-        / 50%/ { p50 = ms($2) } / 99%/ { p99 = ms($2) }
-        /requests in/ { if ($1 > slice) print "  note: the slice ran out: repeats were duplicates" > "/dev/stderr" }
-        /^Requests\/sec:/ { rps = $2 }
-        END { printf "%s %.2f %.2f\n", rps, p50, p99 }' <<<"$out"
-}
+    # post_round URL CONNS SLICE_NO [DELAY_MS] — one wrk round of the webhook script on slice SLICE_NO;
+    # prints "req/s p50 p99" (latencies in ms); notes non-2xx answers and, for the gateway, a slice that
+    # ran out on stderr. (Called in a subshell: the caller counts the slices.)
+    post_round() {
+        local first=$(($3 * SLICE + 1)) out
+        out=$(SB_BENCH_REQS="$TMP/webhooks.tsv" SB_BENCH_FIRST=$first SB_BENCH_LAST=$((first + SLICE - 1)) \
+            SB_BENCH_PATH="/webhooks/twilio/$CID" SB_BENCH_HOST="127.0.0.1:$GW_PORT" SB_BENCH_DELAY_MS="${4:-}" \
+            wrk -t1 -c"$2" -d"$DURATION" --latency -s tests/bench/webhook.lua "$1")
+        grep -E 'Non-2xx|Socket errors' <<<"$out" | sed "s|^ *|  note: $1 c=$2: |" >&2 || true
+        local check=$SLICE
+        [ "$1" = "http://127.0.0.1:$GW_PORT" ] || check=999999999 # nginx stores nothing: repeats do not matter
+        awk -v slice="$check" '
+            function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+            / 50%/ { p50 = ms($2) } / 99%/ { p99 = ms($2) }
+            /requests in/ { if ($1 > slice) print "  note: the slice ran out: repeats were duplicates" > "/dev/stderr" }
+            /^Requests\/sec:/ { rps = $2 }
+            END { printf "%s %.2f %.2f\n", rps, p50, p99 }' <<<"$out"
+    }
 
-wait_drained() { # until every receipt of the channel is applied (so one run's work does not spill into the next)
-    local _
-    for _ in $(seq 300); do
-        [ "$(psql "$DB" -Atc "SELECT count(*) FROM webhook_receipts WHERE channel_id = $CID AND processed_at IS NULL")" = 0 ] && return 0
-        sleep 0.1
-    done
-    echo "  note: receipts still unapplied after 30 s" >&2
-}
+    wait_drained() { # until every receipt of the channel is applied (so one run's work does not spill into the next)
+        local _
+        for _ in $(seq 300); do
+            [ "$(psql "$DB" -Atc "SELECT count(*) FROM webhook_receipts WHERE channel_id = $CID AND processed_at IS NULL")" = 0 ] && return 0
+            sleep 0.1
+        done
+        echo "  note: receipts still unapplied after 30 s" >&2
+    }
 
-psql "$DB" -qc "DROP TABLE IF EXISTS bench_insert; CREATE TABLE bench_insert (id bigserial PRIMARY KEY, payload text NOT NULL)"
-echo "INSERT INTO bench_insert (payload) VALUES ('a webhook body of about this size, give or take a few bytes');" >"$TMP/insert.sql"
-pgb=()
-for round in $(seq "$ROUNDS"); do
-    t=$(pgbench -n -c1 -j1 -T"${DURATION%s}" -f "$TMP/insert.sql" "$DB" 2>/dev/null | awk '/^tps/ { print $3 }')
-    pgb+=("${t:-0}")
-done
-pm=$(median "${pgb[@]}")
-printf '  pgbench single-row INSERT, 1 client: %s tps (median of %d)\n' "$pm" "$ROUNDS"
-
-for conns in 1 50 200; do
-    gr=(); g50=(); g99=(); nr=(); n50=(); n99=()
+    psql "$DB" -qc "DROP TABLE IF EXISTS bench_insert; CREATE TABLE bench_insert (id bigserial PRIMARY KEY, payload text NOT NULL)"
+    echo "INSERT INTO bench_insert (payload) VALUES ('a webhook body of about this size, give or take a few bytes');" >"$TMP/insert.sql"
+    pgb=()
     for round in $(seq "$ROUNDS"); do
-        read -r r a b < <(post_round "http://127.0.0.1:$GW_PORT" "$conns" "$NEXT_SLICE")
-        gr+=("$r"); g50+=("$a"); g99+=("$b")
-        wait_drained
-        read -r r a b < <(post_round "http://127.0.0.1:$NGINX_PORT" "$conns" "$NEXT_SLICE")
-        NEXT_SLICE=$((NEXT_SLICE + 1))
-        nr+=("$r"); n50+=("$a"); n99+=("$b")
+        t=$(pgbench -n -c1 -j1 -T"${DURATION%s}" -f "$TMP/insert.sql" "$DB" 2>/dev/null | awk '/^tps/ { print $3 }')
+        pgb+=("${t:-0}")
     done
-    gm=$(median "${gr[@]}"); nm=$(median "${nr[@]}")
-    printf '  c=%-3d gateway %9s req/s  p50 %6s ms  p99 %7s ms | nginx %9s req/s  p50 %6s ms  p99 %6s ms\n' \
-        "$conns" "$gm" "$(median "${g50[@]}")" "$(median "${g99[@]}")" "$nm" "$(median "${n50[@]}")" "$(median "${n99[@]}")"
-    awk -v g="$gm" -v n="$nm" -v p="$pm" -v c="$conns" 'BEGIN {
-        printf "        ratios: gateway/nginx %.2f, gateway/pgbench %.1fx\n", (n > 0 ? g / n : 0), (p > 0 ? g / p : 0) }'
-    [ "$conns" = 50 ] && PEAK50=$gm
-done
-# Half the 50-connection peak: each connection pauses so that 50 of them make about that rate.
-HALF=$(awk -v p="$PEAK50" 'BEGIN { printf "%d", p / 2 }')
-if [ "$HALF" -gt 0 ]; then
-    DELAY=$(awk -v h="$HALF" 'BEGIN { d = 50 * 1000 / h; printf "%d", (d < 1 ? 1 : d) }')
-    read -r r a b < <(post_round "http://127.0.0.1:$GW_PORT" 50 "$NEXT_SLICE" "$DELAY")
-    wait_drained
-    printf '  paced at about half the c=50 peak (target %d/s; 50 connections, %d ms between requests): %s req/s, p50 %s ms, p99 %s ms\n' \
-        "$HALF" "$DELAY" "$r" "$a" "$b"
+    pm=$(median "${pgb[@]}")
+    printf '  pgbench single-row INSERT, 1 client: %s tps (median of %d)\n' "$pm" "$ROUNDS"
+
+    for conns in 1 50 200; do
+        gr=(); g50=(); g99=(); nr=(); n50=(); n99=()
+        for round in $(seq "$ROUNDS"); do
+            read -r r a b < <(post_round "http://127.0.0.1:$GW_PORT" "$conns" "$NEXT_SLICE")
+            gr+=("$r"); g50+=("$a"); g99+=("$b")
+            wait_drained
+            read -r r a b < <(post_round "http://127.0.0.1:$NGINX_PORT" "$conns" "$NEXT_SLICE")
+            NEXT_SLICE=$((NEXT_SLICE + 1))
+            nr+=("$r"); n50+=("$a"); n99+=("$b")
+        done
+        gm=$(median "${gr[@]}"); nm=$(median "${nr[@]}")
+        printf '  c=%-3d gateway %9s req/s  p50 %6s ms  p99 %7s ms | nginx %9s req/s  p50 %6s ms  p99 %6s ms\n' \
+            "$conns" "$gm" "$(median "${g50[@]}")" "$(median "${g99[@]}")" "$nm" "$(median "${n50[@]}")" "$(median "${n99[@]}")"
+        awk -v g="$gm" -v n="$nm" -v p="$pm" -v c="$conns" 'BEGIN {
+            printf "        ratios: gateway/nginx %.2f, gateway/pgbench %.1fx\n", (n > 0 ? g / n : 0), (p > 0 ? g / p : 0) }'
+        [ "$conns" = 50 ] && PEAK50=$gm
+    done
+    # Half the 50-connection peak: each connection pauses so that 50 of them make about that rate.
+    HALF=$(awk -v p="$PEAK50" 'BEGIN { printf "%d", p / 2 }')
+    if [ "$HALF" -gt 0 ]; then
+        DELAY=$(awk -v h="$HALF" 'BEGIN { d = 50 * 1000 / h; printf "%d", (d < 1 ? 1 : d) }')
+        read -r r a b < <(post_round "http://127.0.0.1:$GW_PORT" 50 "$NEXT_SLICE" "$DELAY")
+        wait_drained
+        printf '  paced at about half the c=50 peak (target %d/s; 50 connections, %d ms between requests): %s req/s, p50 %s ms, p99 %s ms\n' \
+            "$HALF" "$DELAY" "$r" "$a" "$b"
+    fi
+    psql "$DB" -qc "DROP TABLE IF EXISTS bench_insert"
 fi
-psql "$DB" -qc "DROP TABLE IF EXISTS bench_insert"
 
 # --- 4. webhook-to-inbox latency ------------------------------------------------------------------
 
 LIVE_RATE=${LIVE_RATE:-5000}
 LIVE_SECONDS=${LIVE_SECONDS:-10}
-echo "== Webhook-to-inbox latency: 1000 live inbox clients (100 tenants x 10), $LIVE_RATE webhooks/s for ${LIVE_SECONDS}s, gateway with default shards"
+want live && echo "== Webhook-to-inbox latency: 1000 live inbox clients (100 tenants x 10), $LIVE_RATE webhooks/s for ${LIVE_SECONDS}s, gateway with default shards"
 [ -x build/release/bench/bench_live ] || { echo "bench: build/release/bench/bench_live is not built" >&2; exit 1; }
 kill -TERM "$GW_PID" 2>/dev/null || true
 wait "$GW_PID" 2>/dev/null || true
@@ -261,30 +270,35 @@ sed -i '/^shards = /d' "$TMP/switchboard.conf"
 env "${unset_sb[@]}" "$GATEWAY" -c "$TMP/switchboard.conf" >"$TMP/gateway-live.log" 2>&1 &
 GW_PID=$!
 wait_http "http://127.0.0.1:$GW_PORT/healthz" gateway "$TMP/gateway-live.log"
-python3 tests/bench/setup_tenants.py "$GW_PORT" bench-token 100 >"$TMP/tenants.txt"
-build/release/bench/bench_live "$GW_PORT" "$TMP/tenants.txt" 10 "$LIVE_RATE" "$LIVE_SECONDS"
+if want live; then
+    python3 tests/bench/setup_tenants.py "$GW_PORT" bench-token 100 >"$TMP/tenants.txt"
+    build/release/bench/bench_live "$GW_PORT" "$TMP/tenants.txt" 10 "$LIVE_RATE" "$LIVE_SECONDS"
+fi
+
 # --- 5. end-to-end sends: REST -> outbox -> session actors -> Redis counters -> curl -> the mock provider ---------
 
-SEND_RATE=${SEND_RATE:-5000}
-echo "== Sends end to end: POST /v1/messages over 1000 channels (10 tenants x 100) to the mock provider, $SEND_RATE/s for ${LIVE_SECONDS}s"
-MOCK_PORT=$(free_port)
-build/release/mock-provider --listen "127.0.0.1:$MOCK_PORT" --max-records 1000000 >"$TMP/mock.log" 2>&1 &
-MOCK_PID=$!
-for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$MOCK_PORT/_mock/stats" && break; sleep 0.1; done
-kill -TERM "$GW_PID" 2>/dev/null || true
-wait "$GW_PID" 2>/dev/null || true
-echo "twilio_api_base = http://127.0.0.1:$MOCK_PORT" >>"$TMP/switchboard.conf"
-env "${unset_sb[@]}" "$GATEWAY" -c "$TMP/switchboard.conf" >"$TMP/gateway-sends.log" 2>&1 &
-GW_PID=$!
-wait_http "http://127.0.0.1:$GW_PORT/healthz" gateway "$TMP/gateway-sends.log"
-python3 tests/bench/setup_tenants.py "$GW_PORT" bench-token 10 100 1000 >"$TMP/channels.txt"
-evalsha() { redis-cli -p 6390 INFO commandstats | awk -F'[=,:]' '/^cmdstat_(evalsha|eval):/ { n += $3 } END { print n + 0 }'; }
-R0=$(evalsha)
-build/release/bench/bench_live "$GW_PORT" "$TMP/channels.txt" 0 "$SEND_RATE" "$LIVE_SECONDS" "$MOCK_PORT"
-R1=$(evalsha)
-SENT=$(curl -sf "http://127.0.0.1:$MOCK_PORT/_mock/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
-awk -v r=$((R1 - R0)) -v s="$SENT" 'BEGIN { if (s > 0) printf "  Redis round trips per send (EVALSHA acquire + release, all shards): %.2f\n", r / s }'
-kill -TERM "$MOCK_PID" 2>/dev/null || true
+if want sends; then
+    SEND_RATE=${SEND_RATE:-5000}
+    echo "== Sends end to end: POST /v1/messages over 1000 channels (10 tenants x 100) to the mock provider, $SEND_RATE/s for ${LIVE_SECONDS}s"
+    MOCK_PORT=$(free_port)
+    build/release/mock-provider --listen "127.0.0.1:$MOCK_PORT" --max-records 1000000 >"$TMP/mock.log" 2>&1 &
+    MOCK_PID=$!
+    for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$MOCK_PORT/_mock/stats" && break; sleep 0.1; done
+    kill -TERM "$GW_PID" 2>/dev/null || true
+    wait "$GW_PID" 2>/dev/null || true
+    echo "twilio_api_base = http://127.0.0.1:$MOCK_PORT" >>"$TMP/switchboard.conf"
+    env "${unset_sb[@]}" "$GATEWAY" -c "$TMP/switchboard.conf" >"$TMP/gateway-sends.log" 2>&1 &
+    GW_PID=$!
+    wait_http "http://127.0.0.1:$GW_PORT/healthz" gateway "$TMP/gateway-sends.log"
+    python3 tests/bench/setup_tenants.py "$GW_PORT" bench-token 10 100 1000 >"$TMP/channels.txt"
+    evalsha() { redis-cli -p 6390 INFO commandstats | awk -F'[=,:]' '/^cmdstat_(evalsha|eval):/ { n += $3 } END { print n + 0 }'; }
+    R0=$(evalsha)
+    build/release/bench/bench_live "$GW_PORT" "$TMP/channels.txt" 0 "$SEND_RATE" "$LIVE_SECONDS" "$MOCK_PORT"
+    R1=$(evalsha)
+    SENT=$(curl -sf "http://127.0.0.1:$MOCK_PORT/_mock/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
+    awk -v r=$((R1 - R0)) -v s="$SENT" 'BEGIN { if (s > 0) printf "  Redis round trips per send (EVALSHA acquire + release, all shards): %.2f\n", r / s }'
+    kill -TERM "$MOCK_PID" 2>/dev/null || true
+fi
 
 # Let the gateway apply what it acknowledged before it stops, so no backlog is left in the test database.
 for _ in $(seq 600); do
