@@ -188,6 +188,11 @@ listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$PG_RUN'
 fsync = on
+# per-statement execution figures (SELECT * FROM pg_stat_statements, after CREATE EXTENSION pg_stat_statements):
+# how the hot statements were measured and are tuned
+shared_preload_libraries = 'pg_stat_statements'
+# the default 128MB is smaller than the test database grows to after a few benchmark runs
+shared_buffers = 512MB
 EOF
     [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$PG_DATA/switchboard.conf"
     if ! as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 start >/dev/null; then

@@ -15,8 +15,9 @@
 #      while webhooks arrive at LIVE_RATE/s (5000) for LIVE_SECONDS (10), on a gateway with
 #      the default number of shards.
 #
-# Needs the local stack (ops/stack.sh up) for the gateway; starts and stops its own nginx and
-# gateway, with temp configs and dirs, and leaves nothing running. WRK_DURATION=5s, ROUNDS=3 and
+# Needs the local stack (ops/stack.sh up); the gateway runs on a fresh database, switchboard_bench,
+# made anew by every run. Starts and stops its own nginx and gateway, with temp configs and dirs,
+# and leaves nothing running. WRK_DURATION=5s, ROUNDS=3 and
 # WRK_CONNECTIONS=50 can be overridden; BENCH="webhooks sends" (any of actors, counters, healthz,
 # webhooks, live, sends) runs only those sections.
 set -euo pipefail
@@ -132,6 +133,11 @@ nginx -p "$TMP/nginx" -e "$TMP/nginx/logs/error.log" -c "$TMP/nginx/nginx.conf" 
 NGINX_PID=$!
 wait_http "http://127.0.0.1:$NGINX_PORT/healthz" nginx "$TMP/nginx/logs/error.log"
 
+# A fresh database for every run: figures must not depend on what earlier runs left behind (a database that
+# outgrows shared_buffers is slower, and an earlier run's backlog would be applied during this one).
+psql -X -q -d "host=127.0.0.1 port=5440 dbname=postgres user=switchboard" -c "DROP DATABASE IF EXISTS switchboard_bench"
+ops/migrate.sh switchboard_bench >/dev/null
+
 GW_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 cat >"$TMP/switchboard.conf" <<EOF
@@ -142,7 +148,7 @@ admin_listen = 127.0.0.1:$ADMIN_PORT
 admin_token = bench-token
 shards = 1
 redis_url = redis://127.0.0.1:6390/1
-database_url = host=127.0.0.1 port=5440 dbname=switchboard_test user=switchboard
+database_url = host=127.0.0.1 port=5440 dbname=switchboard_bench user=switchboard
 log_level = warn
 master_key = 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
 EOF
@@ -173,7 +179,7 @@ fi
 
 # --- 3. durable webhooks ------------------------------------------------------------------------
 
-DB="host=127.0.0.1 port=5440 dbname=switchboard_test user=switchboard"
+DB="host=127.0.0.1 port=5440 dbname=switchboard_bench user=switchboard"
 if want webhooks; then
     SLICE=${WEBHOOK_SLICE:-60000}   # requests per run; each run uses fresh ones (a repeat is a cheap duplicate)
     echo "== Durable webhooks: pre-signed Twilio SMS (each a new message), gateway (shards = 1) vs nginx return 200"
@@ -300,7 +306,7 @@ if want sends; then
     kill -TERM "$MOCK_PID" 2>/dev/null || true
 fi
 
-# Let the gateway apply what it acknowledged before it stops, so no backlog is left in the test database.
+# Let the gateway apply what it acknowledged before it stops, so it stops with no backlog (the next run starts on a fresh database anyway).
 for _ in $(seq 600); do
     [ "$(psql "$DB" -Atc "SELECT count(*) FROM webhook_receipts WHERE processed_at IS NULL")" = 0 ] && break
     sleep 0.1
