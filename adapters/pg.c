@@ -59,10 +59,13 @@ struct sb_pg {
     const char *prepared[MAX_PREPARED]; /* SB_PG_PREPARED statements of this connection: "s<index>" */
     int nprepared;
     int open_handles;
+    void (*flush_hook)(void *arg);
+    void *flush_arg;
     sb_pg_stats_t stats;
 };
 
 static void schedule_retry(sb_pg_t *pg);
+static void on_prepare(uv_prepare_t *h);
 static void on_poll(uv_poll_t *h, int status, int events);
 static void on_timer(uv_timer_t *t);
 
@@ -146,6 +149,8 @@ static void fail_all(sb_pg_t *pg, int err, const char *detail)
     pg->q_head = pg->q_tail = pg->cur = pg->held_head = pg->held_tail = NULL;
     pg->seg_open = false;
     pg->inflight = 0;
+    if (pg->flush_hook && !pg->closing) /* what the hook collected meanwhile learns of the loss from its queries */
+        uv_prepare_start(&pg->prepare, on_prepare);
     while (q) {
         query_t *next = q->next;
         PQclear(q->res);
@@ -244,8 +249,22 @@ static void on_prepare(uv_prepare_t *h)
 {
     sb_pg_t *pg = h->data;
     uv_prepare_stop(h);
+    if (pg->flush_hook && !pg->inflight && !pg->closing) /* while one commits, the hook waits for release_held */
+        pg->flush_hook(pg->flush_arg);
     if (pg->state == UP)
         close_segment(pg);
+}
+
+void sb_pg_set_flush_hook(sb_pg_t *pg, void (*fn)(void *arg), void *arg)
+{
+    pg->flush_hook = fn;
+    pg->flush_arg = arg;
+}
+
+void sb_pg_kick(sb_pg_t *pg)
+{
+    if (pg && !pg->closing)
+        uv_prepare_start(&pg->prepare, on_prepare);
 }
 
 /* Sends q's statement and queues q. Returns 0, or SB_EINVAL when libpq refuses (q is not queued). */
@@ -331,6 +350,8 @@ static void keep_copy(query_t *q, const char *sql, int nparams, const char *cons
 /* The segment in flight finished: sends what was held back, as one segment (or more, for SB_PG_ALONE queries). */
 static void release_held(sb_pg_t *pg)
 {
+    if (pg->flush_hook && !pg->inflight && !pg->closing && pg->state == UP)
+        pg->flush_hook(pg->flush_arg); /* what it issues is sent now or joins the held list: this segment either way */
     query_t *q = pg->held_head;
     pg->held_head = pg->held_tail = NULL;
     while (q) {

@@ -57,6 +57,15 @@ int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *pa
 
 /* err is 0 when the server answered in time; otherwise an SB_E* code and a short description (valid during the
  * call only). */
+/* A flush hook lets a caller turn many small requests of a loop turn into one statement: the adapter calls fn(arg)
+ * whenever a new segment is about to start — just before the loop blocks with this turn's queries not yet synced
+ * (what fn issues joins them), or right after the segment in flight finished (what fn issues goes out with what
+ * was held back meanwhile). So requests collected while a segment commits leave together the moment it is done.
+ * sb_pg_kick() makes sure fn is called before the loop blocks next even if no query was issued this turn. One hook
+ * per connection; fn may call sb_pg_query (not sb_pg_close). */
+void sb_pg_set_flush_hook(sb_pg_t *pg, void (*fn)(void *arg), void *arg);
+void sb_pg_kick(sb_pg_t *pg);
+
 typedef void (*sb_pg_ping_cb)(void *arg, int err, const char *detail);
 /* Runs "SELECT 1". Returns 0 and then calls cb exactly once (answer, error, or timeout_ms elapsed); or SB_EUNAVAIL
  * when not connected (cb never called). */

@@ -743,11 +743,16 @@ static void deliver(sb_shard_t *s, void *arg)
 
 void sb_live_publish(int64_t tenant, const PGresult *res)
 {
-    int n = res ? PQntuples(res) : 0, fc = n ? PQfnumber(res, "cursor") : -1, ft = n ? PQfnumber(res, "type") : -1,
+    sb_live_publish_rows(tenant, res, 0, res ? PQntuples(res) : 0);
+}
+
+void sb_live_publish_rows(int64_t tenant, const PGresult *res, int first, int count)
+{
+    int n = res ? first + count : 0, fc = n ? PQfnumber(res, "cursor") : -1, ft = n ? PQfnumber(res, "type") : -1,
         fd = n ? PQfnumber(res, "data") : -1, events = 0;
-    if (fc < 0 || ft < 0 || fd < 0)
+    if (fc < 0 || ft < 0 || fd < 0 || first < 0 || n > PQntuples(res))
         return;
-    for (int i = 0; i < n; i++)
+    for (int i = first; i < n; i++)
         events += !PQgetisnull(res, i, fc);
     if (events)
         sb_hooks_kick(tenant); /* the tenant's own application hears of them too */
@@ -759,7 +764,7 @@ void sb_live_publish(int64_t tenant, const PGresult *res)
     batch_t *b = sb_malloc(sizeof *b + (size_t)events * sizeof b->ev[0]);
     b->tenant = tenant;
     b->n = 0;
-    for (int i = 0; i < n; i++)
+    for (int i = first; i < n; i++)
         if (!PQgetisnull(res, i, fc))
             b->ev[b->n++] = ev_new(strtoll(PQgetvalue(res, i, fc), NULL, 10), PQgetvalue(res, i, ft),
                                    PQgetvalue(res, i, fd));

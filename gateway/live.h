@@ -44,6 +44,8 @@ bool sb_live_handle(sb_shard_t *s, sb_http_req_t *req);
  * JSON text; rows in any order, rows whose cursor is NULL skipped; NULL res is none) to the tenant's live clients on
  * every shard. res is borrowed for the call. */
 void sb_live_publish(int64_t tenant, const PGresult *res);
+/* The same for rows [first, first + count) of res (a statement that returned the events of several tenants). */
+void sb_live_publish_rows(int64_t tenant, const PGresult *res, int first, int count);
 /* On each shard thread at start and stop. */
 void sb_live_shard_start(sb_shard_t *s);
 void sb_live_shard_stop(sb_shard_t *s);

@@ -188,10 +188,11 @@ def test_sweeper(gw):
 
 
 def test_batch(gw):
-    """The sweeper hands a page of planted receipts to the session actor in one go: the first two go out alone
-    (the window has room), the rest wait and go as one batch statement. Its result must be what applying them one
-    by one gives."""
+    """The sweeper hands a page of planted receipts to the session actors in one go: what the actors hand over in
+    one loop turn goes out as one statement (on one shard, two tenants' receipts share it), and what waits behind a
+    full window as the next. Its result must be what applying them one by one gives, for each tenant."""
     tid, key, cid, number = setup(gw)
+    tid_b, key_b, cid_b, number_b = setup(gw)
     sid0 = "SM" + uuid.uuid4().hex
     r = post(gw, "/webhooks/twilio/%s" % cid, sms_params(sid0, number, "before"))
     h.ok(r.status == 200, "a first message, the way Twilio sends it", r)
@@ -202,22 +203,24 @@ def test_batch(gw):
     m0 = first[0]["data"]["id"]
     ann = "+14155550123"  # the sender of sms_params: the same conversation as the first message
 
-    def message(sender, body, profile=None):
-        ev = {"kind": "message", "channel": "twilio_sms", "account": number, "provider_id": "SM" + uuid.uuid4().hex,
-              "from": sender, "to": number, "body": body, "media": []}
+    def message(sender, body, profile=None, to=(tid, cid, number)):
+        ev = {"kind": "message", "channel": "twilio_sms", "account": to[2], "provider_id": "SM" + uuid.uuid4().hex,
+              "from": sender, "to": to[2], "body": body, "media": []}
         if profile:
             ev["profile_name"] = profile
-        return "msg:" + ev["provider_id"], ev
+        return to[0], to[1], "msg:" + ev["provider_id"], ev
 
     def status(st):
         ev = {"kind": "status", "channel": "twilio_sms", "account": number, "provider_id": sid0, "status": st}
-        return "status:%s:%s" % (sid0, st), ev
+        return tid, cid, "status:%s:%s" % (sid0, st), ev
 
+    b = (tid_b, cid_b, number_b)
     planted = [message("+14155550701", "filler 1"), message("+14155550702", "filler 2"),
-               status("delivered"), message(ann, "a", "Ann"), status("sent"), message(ann, "b"),
-               status("read"), status("failed"), message("+14155550703", "c", "Cy")]
+               status("delivered"), message(ann, "B1", to=b), message(ann, "a", "Ann"), status("sent"),
+               message(ann, "b"), message(ann, "B2", "Bea", to=b), status("read"), status("failed"),
+               message("+14155550703", "c", "Cy")]
     values = ", ".join("(%s, %s, '%s', '%s', '', now() - interval '1 minute' + interval '%d ms')"
-                       % (tid, cid, k, json.dumps(ev).replace("'", "''"), i) for i, (k, ev) in enumerate(planted))
+                       % (t, c, k, json.dumps(ev).replace("'", "''"), i) for i, (t, c, k, ev) in enumerate(planted))
     sql("INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw, received_at) VALUES " + values)
     evs = wait_events(gw, key, 12, after=2, timeout=15)
     h.ok([e["cursor"] for e in evs] == list(range(3, 15)), "twelve events, cursors 3..14 dense",
@@ -246,7 +249,15 @@ def test_batch(gw):
     r = h.request(gw.port, "GET", "/v1/conversations/%s/messages" % conv[2]["id"], {"Authorization": "Bearer " + key})
     seqs = sorted((m["seq"], m["body"]) for m in r.json().get("messages", [])) if r.status == 200 else []
     h.ok(seqs == [(1, "before"), (2, "a"), (3, "b")], "the conversation reads before, a, b", seqs)
-    left = sql("SELECT count(*) FROM webhook_receipts WHERE tenant_id = %s AND processed_at IS NULL" % tid)
+    evs_b = wait_events(gw, key_b, 4)
+    h.ok([(e["cursor"], e["type"], e["data"].get("body") or e["data"].get("last_seq")) for e in evs_b] ==
+         [(1, "message.created", "B1"), (2, "conversation.updated", 1), (3, "message.created", "B2"),
+          (4, "conversation.updated", 2)], "the other tenant: its own cursors from 1, its own conversation",
+         [(e["cursor"], e["type"]) for e in evs_b])
+    if len(evs_b) == 4:
+        h.ok(evs_b[3]["data"]["contact"]["profile_name"] == "Bea", "and its own contact", evs_b[3]["data"])
+    left = sql("SELECT count(*) FROM webhook_receipts WHERE tenant_id IN (%s, %s) AND processed_at IS NULL"
+               % (tid, tid_b))
     h.ok(left == "0", "every receipt is marked processed", left)
 
 
@@ -257,6 +268,7 @@ def test_file():
         h.subtest(test_isolation_and_auth, gw, first)
         h.subtest(test_tokens, gw, first)
         h.subtest(test_sweeper, gw)
+    with h.Gateway(master_key=MASTER_KEY, shards="1") as gw:  # one shard: both tenants' receipts share statements
         h.subtest(test_batch, gw)
 
 

@@ -117,6 +117,51 @@ TEST(held_while_committing)
     uv_run(&loop, UV_RUN_NOWAIT);
 }
 
+/* The flush hook: called before the loop blocks when kicked (its query makes a segment of its own), not while a
+ * segment commits, and then right when it finished, so what it issues joins the held queries in one transaction. */
+static outcome_t hook_o[4];
+static int hook_calls, hook_pending;
+static void hook(void *arg)
+{
+    (void)arg;
+    hook_calls++;
+    if (hook_pending) {
+        hook_pending = 0;
+        sb_pg_query(pg, "SELECT txid_current()::text", 0, NULL, 0, on_result, &hook_o[3]);
+    }
+}
+
+static void hook_issue(uv_timer_t *t)
+{
+    (void)t;
+    query1("SELECT txid_current()::text", NULL, 0, &hook_o[2]); /* held: the pg_sleep segment is in flight */
+    hook_pending = 1;
+    sb_pg_kick(pg);
+}
+
+TEST(flush_hook)
+{
+    memset(hook_o, 0, sizeof hook_o);
+    hook_calls = 0;
+    sb_pg_set_flush_hook(pg, hook, NULL);
+    hook_pending = 1;
+    sb_pg_kick(pg); /* nothing else issued: the hook alone makes the segment */
+    ok(wait_all(&hook_o[3], 1) && hook_o[3].err == 0, "kicked: the hook ran and its query was answered");
+    ok(hook_calls >= 1, "the hook was called (%d)", hook_calls);
+    memset(hook_o, 0, sizeof hook_o);
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    query1("SELECT pg_sleep(0.2), 'a'", NULL, 0, &hook_o[0]);
+    uv_timer_start(&t, hook_issue, 50, 0);
+    ok(wait_all(hook_o, 1) && wait_all(&hook_o[2], 2), "all answered");
+    ok(hook_o[2].err == 0 && hook_o[3].err == 0 && strcmp(hook_o[2].value, hook_o[3].value) == 0,
+       "what the hook issued after the commit shared the held query's transaction (%s, %s)", hook_o[2].value,
+       hook_o[3].value);
+    sb_pg_set_flush_hook(pg, NULL, NULL);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+}
+
 static const char prep_sql[] = "SELECT $1::int + 1";
 static const char prep_bad[] = "SELEC $1::int";
 
@@ -262,6 +307,7 @@ int main(void)
     RUN(connect);
     RUN(group_commit);
     RUN(held_while_committing);
+    RUN(flush_hook);
     RUN(prepared);
     RUN(rollback_together);
     RUN(alone_isolates);
