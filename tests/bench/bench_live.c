@@ -11,7 +11,7 @@
  * SETUP_FILE has one line per tenant: "<api key> <channel id> <channel number> <auth token>" (tests/bench/run.sh
  * creates them through the admin API). The program opens CLIENTS_PER_TENANT live inbox WebSockets per tenant, waits
  * until every one is welcomed, then sends signed Twilio inbound-SMS webhooks at RATE per second for SECONDS,
- * spread over the tenants in turn, pipelined over a few keep-alive connections. Each webhook's Body carries the
+ * spread over the tenants in turn, pipelined over HTTP_CONNS keep-alive connections. Each webhook's Body carries the
  * monotonic time it was written; each message.created that reaches a client yields one latency sample (receive
  * time minus that). It prints the sample count and p50/p99/max, and how many webhooks were acknowledged with 200.
  *
@@ -32,7 +32,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#define HTTP_CONNS 16
+#define HTTP_CONNS 128 /* requests spread round-robin: few connections would queue them behind each other */
 #define MAX_TENANTS 4096
 
 typedef struct tenant {
