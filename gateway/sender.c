@@ -13,6 +13,7 @@
 #include "proto/err.h"
 #include "proto/event.h"
 #include "proto/mem.h"
+#include "proto/str.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -149,15 +150,17 @@ static const char claim_sql[] =
     " RETURNING m.recipient, m.body, m.media::text, coalesce(m.template::text, ''), c.type, c.address,"
     " coalesce(c.credentials_sealed, ''), m.attempts";
 
-/* $1 tenant, $2 message, $3 status, $4 provider id, $5 error code, $6 error message, $7 retry delay (ms). Only a
- * message this send claimed (still sending) changes; its new status goes to the history and the live inbox. */
+/* $1 tenant, $2 message, $3 status, $4 provider id, $5 error code, $6 error message, $7 retry delay (ms), $8 how
+ * long (ms) it must have been sending (0: a send's own outcome; the sweeper's "unknown" asks for minutes). Only a
+ * message still sending changes; its new status goes to the history and the live inbox. */
 static const char finish_sql[] =
     "WITH m AS ("
     "  UPDATE messages SET status = $3, provider_id = coalesce(nullif($4, ''), provider_id),"
     "         error_code = nullif($5, ''), error_message = nullif($6, ''),"
     "         next_attempt_at = CASE WHEN $3 = 'retrying' THEN now() + $7::bigint * interval '1 millisecond' END,"
     "         updated_at = now()"
-    "  WHERE tenant_id = $1 AND id = $2 AND status = 'sending' RETURNING id, status, error_code, error_message),"
+    "  WHERE tenant_id = $1 AND id = $2 AND status = 'sending'"
+    "  AND updated_at <= now() - $8::bigint * interval '1 millisecond' RETURNING id, status, error_code, error_message),"
     " sh AS (INSERT INTO message_status_history (tenant_id, message_id, status, error_code, error_message)"
     "        SELECT $1, id, status, error_code, error_message FROM m),"
     " ev AS (SELECT 'message.status' AS type, jsonb_strip_nulls(jsonb_build_object('id', m.id::text, 'status',"
@@ -192,13 +195,13 @@ static void finish(job_t *j, const char *status, const char *provider_id, const 
 {
     char delay[24];
     snprintf(delay, sizeof delay, "%llu", (unsigned long long)retry_ms);
-    const char *p[7] = {j->tenant_s, j->id_s, status, provider_id ? provider_id : "", code ? code : "",
-                        message ? message : "", delay};
+    const char *p[8] = {j->tenant_s, j->id_s, status, provider_id ? provider_id : "", code ? code : "",
+                        message ? message : "", delay, "0"};
     fin_t *f = sb_malloc(sizeof *f);
     f->j = j;
     f->again = again;
     f->retry_ms = retry_ms;
-    if (sb_pg_query(sb_shard_pg(j->s), finish_sql, 7, p, SB_PG_RETRY | SB_PG_PREPARED, finished, f) < 0)
+    if (sb_pg_query(sb_shard_pg(j->s), finish_sql, 8, p, SB_PG_RETRY | SB_PG_PREPARED, finished, f) < 0)
         finished(f, SB_EUNAVAIL, "not connected", NULL);
 }
 
@@ -496,13 +499,52 @@ int sb_sender_send(void *ctx, int64_t tenant, int64_t channel, int64_t message_i
 
 /* ---- the outbox sweeper --------------------------------------------------------------------------------------- */
 
+#define STUCK_MS 120000 /* no request lives this long (the client's timeout is 30 s): whoever sent it is gone */
+
+typedef struct stuck {
+    int64_t tenant, id;
+} stuck_t;
+
+static void unknown_stored(void *arg, int err, const char *detail, const PGresult *res)
+{
+    stuck_t *k = arg;
+    if (err)
+        sb_log_debug("sender: message %lld stays sending for now: %s", (long long)k->id, detail);
+    else if (PQntuples(res))
+        sb_live_publish(k->tenant, res);
+    free(k);
+}
+
+/* On the tenant's shard, like every status change of its messages (the tenant row's cursor is only written there). */
+static void unknown_on_owner(sb_shard_t *s, void *arg)
+{
+    stuck_t *k = arg;
+    char t[24], id[24], age[24];
+    snprintf(t, sizeof t, "%lld", (long long)k->tenant);
+    snprintf(id, sizeof id, "%lld", (long long)k->id);
+    snprintf(age, sizeof age, "%d", STUCK_MS);
+    const char *p[8] = {t, id, "unknown", "", "interrupted", "the gateway stopped while the provider was being asked",
+                        "0", age};
+    if (sb_pg_query(sb_shard_pg(s), finish_sql, 8, p, SB_PG_PREPARED, unknown_stored, k) < 0)
+        unknown_stored(k, SB_EUNAVAIL, "not connected", NULL);
+}
+
 static void swept_stuck(void *arg, int err, const char *detail, const PGresult *res)
 {
     (void)arg;
-    if (err)
+    if (err) {
         sb_log_debug("sender: sweep skipped: %s", detail);
-    else if (PQntuples(res))
-        sb_log_warn("sender: %d message(s) left in sending by a crash are now unknown", PQntuples(res));
+        return;
+    }
+    if (PQntuples(res))
+        sb_log_warn("sender: %d message(s) left in sending by a crash become unknown", PQntuples(res));
+    for (int i = 0; i < PQntuples(res); i++) {
+        stuck_t *k = sb_malloc(sizeof *k);
+        k->tenant = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+        k->id = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+        if (sb_shard_exec(sb_inbound_owner(k->tenant), unknown_on_owner, k) < 0)
+            free(k); /* stopping: the next sweep */
+    }
 }
 
 static void swept_queued(void *arg, int err, const char *detail, const PGresult *res)
@@ -522,15 +564,10 @@ static void on_sweep(uv_timer_t *t)
     sb_shard_t *s = t->data;
     if (!sb_pg_connected(sb_shard_pg(s)))
         return;
-    /* No request lives this long (the client's timeout is 30 s): whoever sent these is gone. The change goes to the
-     * status history (GET /v1/messages/{id}); these rare ones make no live event. */
+    /* Messages left sending: each becomes unknown on its tenant's shard, with its live event (never a blind resend). */
     sb_pg_query(sb_shard_pg(s),
-                "WITH m AS (UPDATE messages SET status = 'unknown', error_code = 'interrupted',"
-                "  error_message = 'the gateway stopped while the provider was being asked', updated_at = now()"
-                "  WHERE direction = 'out' AND status = 'sending' AND updated_at < now() - interval '2 minutes'"
-                "  RETURNING tenant_id, id)"
-                " INSERT INTO message_status_history (tenant_id, message_id, status, error_code)"
-                " SELECT tenant_id, id, 'unknown', 'interrupted' FROM m RETURNING message_id",
+                "SELECT tenant_id, id FROM messages WHERE direction = 'out' AND status = 'sending'"
+                " AND updated_at < now() - interval '" SB_STRINGIFY(STUCK_MS) " milliseconds' ORDER BY id LIMIT 1000",
                 0, NULL, 0, swept_stuck, NULL);
     sb_pg_query(sb_shard_pg(s),
                 "SELECT tenant_id, channel_id, id FROM messages WHERE direction = 'out'"

@@ -15,6 +15,9 @@ typedef struct sb_str {
 } sb_str_t;
 
 #define SB_STR(lit) ((sb_str_t){(lit), sizeof(lit) - 1})
+/* A macro's value as a string literal, for SQL and messages built at compile time. */
+#define SB_STRINGIFY_(x) #x
+#define SB_STRINGIFY(x) SB_STRINGIFY_(x)
 
 static inline sb_str_t sb_str(const char *p, size_t len) { return (sb_str_t){p, len}; }
 sb_str_t sb_str_cstr(const char *s);

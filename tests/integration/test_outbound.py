@@ -1,7 +1,7 @@
 """tests/integration/test_outbound.py — sending on the real stack against the mock provider (ops/mock_provider.c):
 an accepted message goes out to Twilio's Messages API or Meta's Graph API as the real APIs expect it, its status
 goes queued -> sent (with the provider's id) -> delivered (the provider's signed status callback), each change live
-in the inbox and in GET /v1/messages/{id}; a provider answering 500 is retried with backoff until it takes the
+in the inbox and in GET /v1/messages/{id}, also when the callback overtakes the provider's answer; a provider answering 500 is retried with backoff until it takes the
 message; a permanent 400 fails at once with the provider's code and is not retried; an idempotent repeat is sent
 once.
 Run: SB_BIN=build/release/switchboard python3 tests/integration/test_outbound.py"""
@@ -103,6 +103,45 @@ def test_status_order(gw, mock):
     h.ok(m.get("status") == "delivered" and [x["status"] for x in m.get("history", [])] == ["queued", "sent",
                                                                                           "delivered"],
          "a late sent after delivered changes nothing", m)
+
+
+def test_status_before_answer(gw, mock):
+    """A provider may call back before it answered the send (or before we stored the answer): the status must wait
+    for the message's provider id, not be lost."""
+    t = setup(gw)
+    mock.behaviour(sender=t["address"], callbacks=["delivered"], callback_delay_ms=0, delay_ms=1500)
+    ws = connect(gw, t["key"])
+    ws.recv_op()
+    mid = send(gw, t, "overtaken")
+    seen = statuses(ws, mid, ("delivered", "failed", "dead", "unknown"), timeout=25)
+    h.ok([x["status"] for x in seen] == ["sent", "delivered"],
+         "live: sent (the answer, 1.5 s late), then the delivered that had arrived before it", seen)
+    m = message(gw, t, mid)
+    h.ok(m.get("status") == "delivered" and [x["status"] for x in m.get("history", [])] == ["queued", "sent",
+                                                                                          "delivered"],
+         "stored: delivered, with the whole history", m)
+    ws.shutdown()
+
+
+def test_stuck_becomes_unknown(gw, mock):
+    """A message left sending for minutes (its gateway died while asking the provider) becomes unknown, live too,
+    and the answer that comes after that changes nothing: never a blind resend, never a silent change."""
+    t = setup(gw)
+    mock.behaviour(sender=t["address"], delay_ms=9000)
+    ws = connect(gw, t["key"])
+    ws.recv_op()
+    mid = send(gw, t, "stuck")
+    h.ok(h.wait_for(lambda: message(gw, t, mid).get("status") == "sending", 5), "claimed: sending")
+    sql("UPDATE messages SET updated_at = now() - interval '3 minutes' WHERE id = %s" % mid)
+    seen = statuses(ws, mid, ("unknown", "sent"), timeout=12)
+    h.ok([(x["status"], x.get("error", {}).get("code")) for x in seen] == [("unknown", "interrupted")],
+         "the sweeper's unknown reaches the live inbox, with its reason", seen)
+    time.sleep(9)
+    m = message(gw, t, mid)
+    h.ok(m.get("status") == "unknown" and [x["status"] for x in m.get("history", [])] == ["queued", "unknown"],
+         "the provider's late answer does not undo it", m)
+    h.ok(mock.received(sender=t["address"]).get("count") == 1, "and it was asked once")
+    ws.shutdown()
 
 
 def test_retry_then_success(gw, mock):
@@ -255,6 +294,8 @@ def test_file():
         with gw:
             h.subtest(test_twilio, gw, mock)
             h.subtest(test_status_order, gw, mock)
+            h.subtest(test_status_before_answer, gw, mock)
+            h.subtest(test_stuck_becomes_unknown, gw, mock)
             h.subtest(test_retry_then_success, gw, mock)
             h.subtest(test_permanent_failure, gw, mock)
             h.subtest(test_meta, gw, mock)
