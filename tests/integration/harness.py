@@ -217,6 +217,7 @@ class Gateway:
                 r = request(self.port, "GET", "/healthz", timeout=1)
                 if r is not None and r.status == 200:
                     ok(True, "gateway started, /healthz answers")
+                    self._wait_connected(deadline)
                     return
             except OSError:
                 pass
@@ -225,6 +226,17 @@ class Gateway:
         self.kill()
         self.finish()
         raise GatewayFailed()
+
+    def _wait_connected(self, deadline):
+        """Until every shard logged its PostgreSQL and Redis connections (or the deadline): /healthz answers before
+        they are made, and a test's first query must not race them (a sanitizer build connects a few ms later)."""
+        shards = int(self.config.get("shards", "1"))
+        while time.monotonic() < deadline:
+            with open(self.log_path, "rb") as f:
+                log = f.read()
+            if log.count(b"postgres: connected") >= shards and log.count(b": connected") >= 2 * shards:
+                return
+            time.sleep(0.02)
 
     def send_signal(self, sig):
         self.proc.send_signal(sig)
