@@ -64,115 +64,116 @@ static void send_receipt(sb_rt_t *rt, sb_actor_id_t id, int64_t r)
     sb_rt_send(rt, 0, id, SB_SESSION_RECEIPT, &m, sizeof m);
 }
 
-static sb_actor_id_t spawn(sb_rt_t *rt, sb_session_args_t *args)
-{
+/* A runtime with one session actor whose port is a fake refusing refuse_id. */
+typedef struct fixture {
+    fake_t f;
+    sb_session_port_t port;
+    sb_session_args_t args;
+    sb_rt_t *rt;
     sb_actor_id_t id;
-    is_int(sb_rt_spawn(rt, &sb_session_kind, args, &id), 0, "spawn");
-    return id;
+} fixture_t;
+
+static fake_t *fixture_init(fixture_t *x, int refuse_id)
+{
+    memset(x, 0, sizeof *x);
+    x->f.refuse_id = refuse_id;
+    x->port = (sb_session_port_t){.ctx = &x->f, .apply = fake_apply};
+    x->args = (sb_session_args_t){.tenant = 7, .channel = 9, .port = &x->port};
+    x->rt = sb_rt_create(0, NULL);
+    is_int(sb_rt_spawn(x->rt, &sb_session_kind, &x->args, &x->id), 0, "spawn");
+    return &x->f;
 }
 
 TEST(batches_in_order)
 {
     enum { N = SB_SESSION_BATCH * 3 + 10 };
-    fake_t f = {.refuse_id = -1};
-    sb_session_port_t port = {.ctx = &f, .apply = fake_apply};
-    sb_session_args_t args = {.tenant = 7, .channel = 9, .port = &port};
-    sb_rt_t *rt = sb_rt_create(0, NULL);
-    sb_actor_id_t id = spawn(rt, &args);
-    send_receipt(rt, id, 1);
-    run(rt);
-    ok(f.batches == 1 && f.batch_size[0] == 1, "an idle actor hands a lone receipt over at once");
+    static fixture_t x; /* static: fake_t is large for a stack */
+    fake_t *f = fixture_init(&x, -1);
+    send_receipt(x.rt, x.id, 1);
+    run(x.rt);
+    ok(f->batches == 1 && f->batch_size[0] == 1, "an idle actor hands a lone receipt over at once");
     for (int i = 2; i <= N; i++)
-        send_receipt(rt, id, i);
-    run(rt);
-    is_int(f.batches, SB_SESSION_WINDOW, "while the window is full, the rest waits");
-    is_int((long long)f.batch_size[1], 1, "(the second went at once too: the window had room)");
-    complete(&f, 0);
-    run(rt);
-    ok(f.batches == 3 && f.batch_size[2] == SB_SESSION_BATCH, "one completion lets a full batch of what waited go");
-    while (f.in_flight) {
-        complete(&f, f.next == 1 ? SB_EUNAVAIL : 0); /* one fails: the rest must go on */
-        run(rt);
+        send_receipt(x.rt, x.id, i);
+    run(x.rt);
+    is_int(f->batches, SB_SESSION_WINDOW, "while the window is full, the rest waits");
+    is_int((long long)f->batch_size[1], 1, "(the second went at once too: the window had room)");
+    complete(f, 0);
+    run(x.rt);
+    ok(f->batches == 3 && f->batch_size[2] == SB_SESSION_BATCH, "one completion lets a full batch of what waited go");
+    while (f->in_flight) {
+        complete(f, f->next == 1 ? SB_EUNAVAIL : 0); /* one fails: the rest must go on */
+        run(x.rt);
     }
-    is_int(f.n, N, "all handed over");
+    is_int(f->n, N, "all handed over");
     int in_order = 1;
-    for (int i = 0; i < f.n; i++)
-        in_order &= f.order[i] == i + 1;
+    for (int i = 0; i < f->n; i++)
+        in_order &= f->order[i] == i + 1;
     ok(in_order, "in arrival order");
-    is_int(f.max_in_flight, SB_SESSION_WINDOW, "never more than the window in flight");
-    sb_rt_destroy(rt);
+    is_int(f->max_in_flight, SB_SESSION_WINDOW, "never more than the window in flight");
+    sb_rt_destroy(x.rt);
 }
 
 TEST(twins_queued_once)
 {
-    fake_t f = {.refuse_id = -1};
-    sb_session_port_t port = {.ctx = &f, .apply = fake_apply};
-    sb_session_args_t args = {.tenant = 7, .channel = 9, .port = &port};
-    sb_rt_t *rt = sb_rt_create(0, NULL);
-    sb_actor_id_t id = spawn(rt, &args);
+    static fixture_t x; /* static: fake_t is large for a stack */
+    fake_t *f = fixture_init(&x, -1);
     for (int i = 1; i <= SB_SESSION_WINDOW; i++)
-        send_receipt(rt, id, 100 + i); /* fill the window */
-    send_receipt(rt, id, 1);
-    send_receipt(rt, id, 2);
-    send_receipt(rt, id, 1); /* the sweeper found 1 while it waited */
-    send_receipt(rt, id, 3);
-    run(rt);
-    complete(&f, 0);
-    run(rt);
-    ok(f.batches == SB_SESSION_WINDOW + 1 && f.batch_size[SB_SESSION_WINDOW] == 3, "three waited, not four");
-    complete(&f, 0);
-    complete(&f, 0);
-    run(rt);
-    send_receipt(rt, id, 1); /* once handed over, it may come again (the port's apply is idempotent) */
-    run(rt);
-    is_int(f.order[f.n - 1], 1, "an id no longer waiting is queued again");
-    complete(&f, 0);
-    run(rt);
-    sb_rt_destroy(rt);
+        send_receipt(x.rt, x.id, 100 + i); /* fill the window */
+    send_receipt(x.rt, x.id, 1);
+    send_receipt(x.rt, x.id, 2);
+    send_receipt(x.rt, x.id, 1); /* the sweeper found 1 while it waited */
+    send_receipt(x.rt, x.id, 3);
+    run(x.rt);
+    complete(f, 0);
+    run(x.rt);
+    ok(f->batches == SB_SESSION_WINDOW + 1 && f->batch_size[SB_SESSION_WINDOW] == 3, "three waited, not four");
+    complete(f, 0);
+    complete(f, 0);
+    run(x.rt);
+    send_receipt(x.rt, x.id, 1); /* once handed over, it may come again (the port's apply is idempotent) */
+    run(x.rt);
+    is_int(f->order[f->n - 1], 1, "an x.id no longer waiting is queued again");
+    complete(f, 0);
+    run(x.rt);
+    sb_rt_destroy(x.rt);
 }
 
 TEST(refused_does_not_stall)
 {
-    fake_t f = {.refuse_id = 2};
-    sb_session_port_t port = {.ctx = &f, .apply = fake_apply};
-    sb_session_args_t args = {.tenant = 7, .channel = 9, .port = &port};
-    sb_rt_t *rt = sb_rt_create(0, NULL);
-    sb_actor_id_t id = spawn(rt, &args);
-    send_receipt(rt, id, 1);
-    send_receipt(rt, id, 2);
-    send_receipt(rt, id, 3);
-    run(rt);
-    is_int(f.n, 2, "a refused batch is skipped (left for the sweeper)");
-    is_int(f.order[1], 3, "and the next one applied");
-    sb_rt_send(rt, 0, id, SB_SESSION_RECEIPT, "x", 1);
-    run(rt);
+    static fixture_t x; /* static: fake_t is large for a stack */
+    fake_t *f = fixture_init(&x, 2);
+    send_receipt(x.rt, x.id, 1);
+    send_receipt(x.rt, x.id, 2);
+    send_receipt(x.rt, x.id, 3);
+    run(x.rt);
+    is_int(f->n, 2, "a refused batch is skipped (left for the sweeper)");
+    is_int(f->order[1], 3, "and the next one applied");
+    sb_rt_send(x.rt, 0, x.id, SB_SESSION_RECEIPT, "x", 1);
+    run(x.rt);
     sb_rt_stats_t st;
-    sb_rt_get_stats(rt, &st);
+    sb_rt_get_stats(x.rt, &st);
     is_int(st.restarts, 0, "a malformed message is dropped, not a crash");
-    complete(&f, 0);
-    complete(&f, 0);
-    run(rt);
-    sb_rt_destroy(rt);
+    complete(f, 0);
+    complete(f, 0);
+    run(x.rt);
+    sb_rt_destroy(x.rt);
 }
 
 TEST(stop_frees_waiting)
 {
-    fake_t f = {.refuse_id = -1};
-    sb_session_port_t port = {.ctx = &f, .apply = fake_apply};
-    sb_session_args_t args = {.tenant = 7, .channel = 9, .port = &port};
-    sb_rt_t *rt = sb_rt_create(0, NULL);
-    sb_actor_id_t id = spawn(rt, &args);
+    static fixture_t x; /* static: fake_t is large for a stack */
+    fake_t *f = fixture_init(&x, -1);
     for (int i = 1; i <= SB_SESSION_WINDOW + 10; i++)
-        send_receipt(rt, id, i);
-    run(rt);
-    is_int(sb_rt_kill(rt, id), 0, "kill with ten receipts waiting");
-    while (f.in_flight)
-        complete(&f, 0); /* the applies in flight finish after the actor is gone */
-    run(rt);
+        send_receipt(x.rt, x.id, i);
+    run(x.rt);
+    is_int(sb_rt_kill(x.rt, x.id), 0, "kill with ten receipts waiting");
+    while (f->in_flight)
+        complete(f, 0); /* the applies in flight finish after the actor is gone */
+    run(x.rt);
     sb_rt_stats_t st;
-    sb_rt_get_stats(rt, &st);
+    sb_rt_get_stats(x.rt, &st);
     is_int(st.actors, 0, "actor gone; its completion was a dead letter, no crash");
-    sb_rt_destroy(rt);
+    sb_rt_destroy(x.rt);
 }
 
 /* ---- outbound ---- */
