@@ -132,7 +132,7 @@ TEST(twins_queued_once)
     run(x.rt);
     send_receipt(x.rt, x.id, 1); /* once handed over, it may come again (the port's apply is idempotent) */
     run(x.rt);
-    is_int(f->order[f->n - 1], 1, "an x.id no longer waiting is queued again");
+    is_int(f->order[f->n - 1], 1, "an id no longer waiting is queued again");
     complete(f, 0);
     run(x.rt);
     sb_rt_destroy(x.rt);
