@@ -17,6 +17,7 @@
 #define BACKOFF_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 5000
 #define MAX_PREPARED 64
+#define MAX_HOOKS 4
 
 enum state { DOWN, CONNECTING, UP };
 
@@ -59,8 +60,11 @@ struct sb_pg {
     const char *prepared[MAX_PREPARED]; /* SB_PG_PREPARED statements of this connection: "s<index>" */
     int nprepared;
     int open_handles;
-    void (*flush_hook)(void *arg);
-    void *flush_arg;
+    struct {
+        void (*fn)(void *arg);
+        void *arg;
+    } hooks[MAX_HOOKS]; /* flush hooks, in the order they were added */
+    int nhooks;
     sb_pg_stats_t stats;
 };
 
@@ -149,7 +153,7 @@ static void fail_all(sb_pg_t *pg, int err, const char *detail)
     pg->q_head = pg->q_tail = pg->cur = pg->held_head = pg->held_tail = NULL;
     pg->seg_open = false;
     pg->inflight = 0;
-    if (pg->flush_hook && !pg->closing) /* what the hook collected meanwhile learns of the loss from its queries */
+    if (pg->nhooks && !pg->closing) /* what the hooks collected meanwhile learns of the loss from their queries */
         uv_prepare_start(&pg->prepare, on_prepare);
     while (q) {
         query_t *next = q->next;
@@ -245,20 +249,43 @@ static void close_segment(sb_pg_t *pg)
     flush(pg);
 }
 
+static void run_hooks(sb_pg_t *pg)
+{
+    for (int i = 0; i < pg->nhooks && !pg->closing; i++)
+        pg->hooks[i].fn(pg->hooks[i].arg);
+}
+
 static void on_prepare(uv_prepare_t *h)
 {
     sb_pg_t *pg = h->data;
     uv_prepare_stop(h);
-    if (pg->flush_hook && !pg->inflight && !pg->closing) /* while one commits, the hook waits for release_held */
-        pg->flush_hook(pg->flush_arg);
+    if (!pg->inflight) /* while one commits, the hooks wait for release_held */
+        run_hooks(pg);
     if (pg->state == UP)
         close_segment(pg);
 }
 
-void sb_pg_set_flush_hook(sb_pg_t *pg, void (*fn)(void *arg), void *arg)
+int sb_pg_add_flush_hook(sb_pg_t *pg, void (*fn)(void *arg), void *arg)
 {
-    pg->flush_hook = fn;
-    pg->flush_arg = arg;
+    for (int i = 0; i < pg->nhooks; i++)
+        if (pg->hooks[i].fn == fn && pg->hooks[i].arg == arg)
+            return 0;
+    if (pg->nhooks == MAX_HOOKS)
+        return SB_ENOSPC;
+    pg->hooks[pg->nhooks].fn = fn;
+    pg->hooks[pg->nhooks++].arg = arg;
+    return 0;
+}
+
+void sb_pg_remove_flush_hook(sb_pg_t *pg, void (*fn)(void *arg), void *arg)
+{
+    for (int i = 0; i < pg->nhooks; i++) {
+        if (pg->hooks[i].fn == fn && pg->hooks[i].arg == arg) {
+            memmove(&pg->hooks[i], &pg->hooks[i + 1], (size_t)(pg->nhooks - i - 1) * sizeof pg->hooks[0]);
+            pg->nhooks--;
+            return;
+        }
+    }
 }
 
 void sb_pg_kick(sb_pg_t *pg)
@@ -350,8 +377,8 @@ static void keep_copy(query_t *q, const char *sql, int nparams, const char *cons
 /* The segment in flight finished: sends what was held back, as one segment (or more, for SB_PG_ALONE queries). */
 static void release_held(sb_pg_t *pg)
 {
-    if (pg->flush_hook && !pg->inflight && !pg->closing && pg->state == UP)
-        pg->flush_hook(pg->flush_arg); /* what it issues is sent now or joins the held list: this segment either way */
+    if (!pg->inflight && pg->state == UP)
+        run_hooks(pg); /* what they issue is sent now or joins the held list: this segment either way */
     query_t *q = pg->held_head;
     pg->held_head = pg->held_tail = NULL;
     while (q) {

@@ -329,10 +329,8 @@ static int port_apply(void *ctx, int64_t tenant, int64_t channel, const int64_t 
     if (!s || n == 0)
         return SB_EUNAVAIL;
     collector_t *col = &collectors[sb_shard_index(s)];
-    if (!col->hooked) {
-        sb_pg_set_flush_hook(sb_shard_pg(s), flush_applies, col);
-        col->hooked = true;
-    }
+    if (!col->hooked)
+        col->hooked = sb_pg_add_flush_hook(sb_shard_pg(s), flush_applies, col) == 0;
     apply_item_t *it = sb_malloc(sizeof *it + n * sizeof it->ids[0]);
     *it = (apply_item_t){.tenant = tenant, .channel = channel, .done = done, .arg = arg, .n = n};
     memcpy(it->ids, ids, n * sizeof ids[0]);

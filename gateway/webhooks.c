@@ -92,9 +92,12 @@ static void cache_put(sb_shard_t *s, channel_t *c)
 
 static void apps_free(sb_shard_t *s);
 
+static void receipts_abort(sb_shard_t *s);
+
 void sb_webhooks_shard_stop(sb_shard_t *s)
 {
     unsigned i = sb_shard_index(s);
+    receipts_abort(s);
     apps_free(s);
     if (!caches[i])
         return;
@@ -138,25 +141,161 @@ static char *receipt_fields(const sb_event_t *ev, sb_buf_t *key)
     return event;
 }
 
+static const char insert_one_sql[] =
+    "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw) "
+    "VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING "
+    "RETURNING tenant_id, channel_id, id";
+
+/* One receipt on its own: for a batch the database refused as a whole, so each request gets its own answer. */
+static void store_one(sb_shard_t *s, sb_http_req_t *req, const char *tenant, const char *channel, const char *key,
+                      const char *event, const char *raw)
+{
+    const char *p[5] = {tenant, channel, key, event, raw};
+    if (sb_pg_query(sb_shard_pg(s), insert_one_sql, 5, p, SB_PG_RETRY | SB_PG_PREPARED, receipt_committed, req) < 0)
+        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
+}
+
+/* The shard's receipts of a loop turn (or of the time a segment commits) go out as one INSERT from the PostgreSQL
+ * adapter's flush hook: one statement, one round of parsing and planning, for all of them. Duplicates inside a batch
+ * are fine (ON CONFLICT DO NOTHING sees the earlier row of the same statement). */
+#define RECEIPTS_MAX 512 /* per statement */
+
+typedef struct pending_receipt {
+    struct pending_receipt *next;
+    sb_http_req_t *req;
+    char tenant[24], channel[24];
+    char *key, *event, *raw;
+} pending_receipt_t;
+
+typedef struct receipts {
+    pending_receipt_t *head, *tail;
+    bool hooked;
+} receipts_t;
+
+static receipts_t receipts[SB_MAX_SHARDS]; /* each touched only by its own shard's thread */
+
+static void pending_free(pending_receipt_t *r)
+{
+    free(r->key);
+    free(r->event);
+    free(r->raw);
+    free(r);
+}
+
+static void batch_committed(void *arg, int err, const char *detail, const PGresult *res)
+{
+    pending_receipt_t *batch = arg;
+    sb_shard_t *s = sb_shard_self();
+    if (err == SB_EINVAL && s) /* one of them is refused (by a constraint, say): each on its own, for its answer */
+        sb_log_warn("webhook: a batch of receipts was refused (%s); storing them one by one", detail);
+    else if (err)
+        sb_log_warn("webhook: receipts not committed: %s", detail);
+    while (batch) {
+        pending_receipt_t *r = batch;
+        batch = r->next;
+        if (err == SB_EINVAL && s)
+            store_one(s, r->req, r->tenant, r->channel, r->key, r->event, r->raw);
+        else if (err)
+            sb_http_respond_error(r->req, 503, "unavailable", "the event could not be stored; retry");
+        else
+            sb_http_respond(r->req, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
+        pending_free(r);
+    }
+    if (!err)
+        sb_inbound_route_rows(res); /* a duplicate returned no row: it was routed the first time */
+}
+
+/* An element of a PostgreSQL array literal: always quoted, with " and \ escaped. */
+static void array_item(sb_buf_t *b, const char *v)
+{
+    sb_buf_append_str(b, b->len ? SB_STR(",\"") : SB_STR("{\""));
+    for (const char *p = v; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            sb_buf_append_str(b, SB_STR("\\"));
+        sb_buf_append_str(b, sb_str(p, 1));
+    }
+    sb_buf_append_str(b, SB_STR("\""));
+}
+
+static void flush_receipts(void *arg)
+{
+    receipts_t *q = arg;
+    sb_shard_t *s = sb_shard_self();
+    while (q->head) {
+        sb_buf_t col[5];
+        for (int i = 0; i < 5; i++)
+            sb_buf_init(&col[i]);
+        pending_receipt_t *batch = q->head, *last = NULL;
+        int n = 0;
+        for (pending_receipt_t *r = q->head; r && n < RECEIPTS_MAX; r = r->next, n++) {
+            array_item(&col[0], r->tenant);
+            array_item(&col[1], r->channel);
+            array_item(&col[2], r->key);
+            array_item(&col[3], r->event);
+            array_item(&col[4], r->raw);
+            last = r;
+        }
+        q->head = last->next;
+        last->next = NULL;
+        if (!q->head)
+            q->tail = NULL;
+        const char *p[5];
+        for (int i = 0; i < 5; i++) {
+            sb_buf_append_str(&col[i], SB_STR("}"));
+            p[i] = sb_buf_cstr(&col[i]);
+        }
+        if (sb_pg_query(sb_shard_pg(s),
+                        "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw)"
+                        " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::jsonb[], $5::text[])"
+                        " ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING"
+                        " RETURNING tenant_id, channel_id, id",
+                        5, p, SB_PG_RETRY | SB_PG_PREPARED, batch_committed, batch) < 0)
+            batch_committed(batch, SB_EUNAVAIL, "the database is not reachable", NULL);
+        for (int i = 0; i < 5; i++)
+            sb_buf_cleanup(&col[i]);
+    }
+}
+
 static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch, const sb_event_t *ev)
 {
-    char id[24];
-    snprintf(id, sizeof id, "%lld", ch->id);
+    receipts_t *q = &receipts[sb_shard_index(s)];
+    if (!q->hooked)
+        q->hooked = sb_pg_add_flush_hook(sb_shard_pg(s), flush_receipts, q) == 0;
+    if (!q->hooked || !sb_pg_connected(sb_shard_pg(s))) {
+        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
+        return;
+    }
+    pending_receipt_t *r = sb_calloc(1, sizeof *r);
+    r->req = req;
+    snprintf(r->tenant, sizeof r->tenant, "%s", ch->tenant);
+    snprintf(r->channel, sizeof r->channel, "%lld", ch->id);
     sb_buf_t key;
     sb_buf_init(&key);
-    char *event = receipt_fields(ev, &key);
-    sb_str_t body = sb_http_req_body(req);
-    char *raw = sb_strndup(body.p, body.len);
-    const char *p[5] = {ch->tenant, id, sb_buf_cstr(&key), event, raw};
-    if (sb_pg_query(sb_shard_pg(s),
-                    "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw) "
-                    "VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING "
-                    "RETURNING tenant_id, channel_id, id",
-                    5, p, SB_PG_RETRY | SB_PG_PREPARED, receipt_committed, req) < 0)
-        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
-    free(raw);
-    free(event);
+    r->event = receipt_fields(ev, &key);
+    r->key = sb_strdup(sb_buf_cstr(&key));
     sb_buf_cleanup(&key);
+    sb_str_t body = sb_http_req_body(req);
+    r->raw = sb_strndup(body.p, body.len);
+    if (q->tail)
+        q->tail->next = r;
+    else
+        q->head = r;
+    q->tail = r;
+    sb_pg_kick(sb_shard_pg(s));
+}
+
+/* Stopping: what was never sent gets its 503 (the provider retries). */
+static void receipts_abort(sb_shard_t *s)
+{
+    receipts_t *q = &receipts[sb_shard_index(s)];
+    while (q->head) {
+        pending_receipt_t *r = q->head;
+        q->head = r->next;
+        sb_http_respond_error(r->req, 503, "unavailable", "the gateway is stopping; retry");
+        pending_free(r);
+    }
+    q->tail = NULL;
+    q->hooked = false;
 }
 
 /* ---- Twilio --------------------------------------------------------------------------------------------------- */

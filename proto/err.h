@@ -21,6 +21,7 @@ enum {
     SB_EEXIST = -EEXIST,
     SB_ECANCELED = -ECANCELED,
     SB_ETIMEDOUT = -ETIMEDOUT,
+    SB_ENOSPC = -ENOSPC,
     SB_E2BIG = -E2BIG,
     SB_EACCES = -EACCES, /* a well-formed credential or signature that does not match */
     SB_EPARSE = -1001,  /* malformed input */

@@ -1,6 +1,7 @@
 """tests/integration/test_webhooks.py — Twilio webhooks on the real stack, signed by an independent implementation
 (Python's hmac, following Twilio's published algorithm): a 200 means the receipt is committed, duplicates are
-stored once, status callbacks are receipts of their own, and every bad request is refused with nothing stored.
+stored once, status callbacks are receipts of their own, and every bad request is refused with nothing stored;
+receipts arriving together share one INSERT, and one the database refuses does not take the others down with it.
 Run: SB_BIN=build/release/switchboard python3 tests/integration/test_webhooks.py"""
 
 import base64
@@ -8,6 +9,7 @@ import hashlib
 import hmac
 import json
 import subprocess
+import threading
 import urllib.parse
 import uuid
 
@@ -260,11 +262,43 @@ def test_meta(gw, ctx):
     h.ok(r.status == 200 and ch == "meta_messenger", "Messenger message stored on the page's channel", ch)
 
 
+def test_batch_refusal(gw, ctx):
+    """Twenty webhooks at once on one shard share INSERT statements. A constraint planted for the test refuses one
+    of them: its batch is stored again one by one, so that one gets 503 (the provider retries) and the others 200,
+    each stored once."""
+    _, cid, number, _, _ = ctx
+    sql("ALTER TABLE webhook_receipts ADD CONSTRAINT test_poison CHECK (raw NOT LIKE '%poison%') NOT VALID")
+    try:
+        sids = ["SM" + uuid.uuid4().hex for _ in range(20)]
+        bodies = ["together %d" % i for i in range(20)]
+        bodies[7] = "poison"
+        answers = [None] * 20
+
+        def one(i):
+            answers[i] = post(gw, "/webhooks/twilio/%s" % cid, sms_params(sids[i], number, bodies[i])).status
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sql("ALTER TABLE webhook_receipts DROP CONSTRAINT test_poison")
+    h.ok(answers[7] == 503 and all(a == 200 for i, a in enumerate(answers) if i != 7),
+         "the refused one: 503; the other nineteen: 200", answers)
+    stored = [receipts(cid, "msg:" + sid) for sid in sids]
+    h.ok(stored == ["0" if i == 7 else "1" for i in range(20)], "each of the nineteen stored once, the refused none",
+         stored)
+    with open(gw.log_path, "rb") as f:
+        h.ok(b"storing them one by one" in f.read(), "(a batch was refused and stored again one by one)")
+
+
 def test_file():
     with h.Gateway(master_key=MASTER_KEY) as gw:
         ctx = setup(gw)
         for t in (test_sms, test_whatsapp_mms, test_status, test_refusals, test_meta, test_db_down):
             h.subtest(t, gw, ctx)
+    with h.Gateway(master_key=MASTER_KEY, shards="1") as gw:  # one shard: the twenty meet in its INSERTs
+        h.subtest(test_batch_refusal, gw, setup(gw))
 
 
 if __name__ == "__main__":

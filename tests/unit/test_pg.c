@@ -143,7 +143,8 @@ TEST(flush_hook)
 {
     memset(hook_o, 0, sizeof hook_o);
     hook_calls = 0;
-    sb_pg_set_flush_hook(pg, hook, NULL);
+    is_int(sb_pg_add_flush_hook(pg, hook, NULL), 0, "hook added");
+    is_int(sb_pg_add_flush_hook(pg, hook, NULL), 0, "twice is once");
     hook_pending = 1;
     sb_pg_kick(pg); /* nothing else issued: the hook alone makes the segment */
     ok(wait_all(&hook_o[3], 1) && hook_o[3].err == 0, "kicked: the hook ran and its query was answered");
@@ -157,7 +158,7 @@ TEST(flush_hook)
     ok(hook_o[2].err == 0 && hook_o[3].err == 0 && strcmp(hook_o[2].value, hook_o[3].value) == 0,
        "what the hook issued after the commit shared the held query's transaction (%s, %s)", hook_o[2].value,
        hook_o[3].value);
-    sb_pg_set_flush_hook(pg, NULL, NULL);
+    sb_pg_remove_flush_hook(pg, hook, NULL);
     uv_close((uv_handle_t *)&t, NULL);
     uv_run(&loop, UV_RUN_NOWAIT);
 }
