@@ -331,6 +331,8 @@ static int port_apply(void *ctx, int64_t tenant, int64_t channel, const int64_t 
     collector_t *col = &collectors[sb_shard_index(s)];
     if (!col->hooked)
         col->hooked = sb_pg_add_flush_hook(sb_shard_pg(s), flush_applies, col) == 0;
+    if (!col->hooked)
+        return SB_EUNAVAIL; /* nothing would send it: left for the sweeper */
     apply_item_t *it = sb_malloc(sizeof *it + n * sizeof it->ids[0]);
     *it = (apply_item_t){.tenant = tenant, .channel = channel, .done = done, .arg = arg, .n = n};
     memcpy(it->ids, ids, n * sizeof ids[0]);

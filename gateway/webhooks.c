@@ -209,10 +209,14 @@ static void batch_committed(void *arg, int err, const char *detail, const PGresu
 static void array_item(sb_buf_t *b, const char *v)
 {
     sb_buf_append_str(b, b->len ? SB_STR(",\"") : SB_STR("{\""));
-    for (const char *p = v; *p; p++) {
-        if (*p == '"' || *p == '\\')
+    for (const char *p = v; *p;) {
+        size_t run = strcspn(p, "\"\\");
+        sb_buf_append_str(b, sb_str(p, run));
+        p += run;
+        if (*p) { /* " or \: escaped */
             sb_buf_append_str(b, SB_STR("\\"));
-        sb_buf_append_str(b, sb_str(p, 1));
+            sb_buf_append_str(b, sb_str(p++, 1));
+        }
     }
     sb_buf_append_str(b, SB_STR("\""));
 }

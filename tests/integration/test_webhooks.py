@@ -270,7 +270,7 @@ def test_batch_refusal(gw, ctx):
     sql("ALTER TABLE webhook_receipts ADD CONSTRAINT test_poison CHECK (raw NOT LIKE '%poison%') NOT VALID")
     try:
         sids = ["SM" + uuid.uuid4().hex for _ in range(20)]
-        bodies = ["together %d" % i for i in range(20)]
+        bodies = ['together "%d" \\ {a,b}' % i for i in range(20)]  # array-literal and JSON specials
         bodies[7] = "poison"
         answers = [None] * 20
 
@@ -288,8 +288,13 @@ def test_batch_refusal(gw, ctx):
     stored = [receipts(cid, "msg:" + sid) for sid in sids]
     h.ok(stored == ["0" if i == 7 else "1" for i in range(20)], "each of the nineteen stored once, the refused none",
          stored)
+    got = sql("SELECT string_agg(event->>'body', '|' ORDER BY id) FROM webhook_receipts WHERE channel_id = %s"
+              " AND dedup_key IN (%s)" % (cid, ",".join("'msg:%s'" % sid for sid in sids)))
+    h.ok(sorted(got.split("|")) == sorted(b for i, b in enumerate(bodies) if i != 7),
+         "quotes, a backslash and braces arrive intact", got)
     with open(gw.log_path, "rb") as f:
-        h.ok(b"storing them one by one" in f.read(), "(a batch was refused and stored again one by one)")
+        refused = f.read().count(b"storing them one by one")
+    h.ok(refused == 1, "one batch was refused and stored again one by one, the poisoned one (%d)" % refused)
 
 
 def test_file():
