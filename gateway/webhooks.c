@@ -151,7 +151,8 @@ static void store_one(sb_shard_t *s, sb_http_req_t *req, const char *tenant, con
                       const char *event, const char *raw)
 {
     const char *p[5] = {tenant, channel, key, event, raw};
-    if (sb_pg_query(sb_shard_pg(s), insert_one_sql, 5, p, SB_PG_RETRY | SB_PG_PREPARED, receipt_committed, req) < 0)
+    if (sb_pg_query(sb_shard_pg_ingest(s), insert_one_sql, 5, p, SB_PG_RETRY | SB_PG_PREPARED, receipt_committed,
+                    req) < 0)
         sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
 }
 
@@ -248,7 +249,7 @@ static void flush_receipts(void *arg)
             sb_buf_append_str(&col[i], SB_STR("}"));
             p[i] = sb_buf_cstr(&col[i]);
         }
-        if (sb_pg_query(sb_shard_pg(s),
+        if (sb_pg_query(sb_shard_pg_ingest(s),
                         "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw)"
                         " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::jsonb[], $5::text[])"
                         " ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING"
@@ -264,8 +265,8 @@ static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch
 {
     receipts_t *q = &receipts[sb_shard_index(s)];
     if (!q->hooked)
-        q->hooked = sb_pg_add_flush_hook(sb_shard_pg(s), flush_receipts, q) == 0;
-    if (!q->hooked || !sb_pg_connected(sb_shard_pg(s))) {
+        q->hooked = sb_pg_add_flush_hook(sb_shard_pg_ingest(s), flush_receipts, q) == 0;
+    if (!q->hooked || !sb_pg_connected(sb_shard_pg_ingest(s))) {
         sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
         return;
     }
@@ -285,7 +286,7 @@ static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch
     else
         q->head = r;
     q->tail = r;
-    sb_pg_kick(sb_shard_pg(s));
+    sb_pg_kick(sb_shard_pg_ingest(s));
 }
 
 /* Stopping: what was never sent gets its 503 (the provider retries). */
@@ -585,7 +586,7 @@ static void meta_events(sb_shard_t *s, sb_http_req_t *req, const app_t *a)
         sb_buf_init(&key);
         char *event = receipt_fields(ev, &key);
         const char *p[5] = {sb_channel_type_name(ev->channel), ev->account, sb_buf_cstr(&key), event, raw};
-        if (sb_pg_query(sb_shard_pg(s),
+        if (sb_pg_query(sb_shard_pg_ingest(s),
                         "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw) "
                         "SELECT r.tenant_id, r.channel_id, $3, $4::jsonb, $5 FROM channel_routes r "
                         "WHERE r.type = $1 AND r.address = $2 "

@@ -43,6 +43,7 @@ struct sb_shard {
     sb_rt_t *rt;
     sb_redis_t *redis;
     sb_pg_t *pg;
+    sb_pg_t *ingest; /* a second connection: webhook receipts, so acks never wait behind applies */
     void *user;
     bool timer_dirty;
     bool draining;
@@ -220,8 +221,10 @@ static void shard_stop(sb_shard_t *s)
         sb_redis_close(s->redis);
     if (s->pg)
         sb_pg_close(s->pg);
+    if (s->ingest)
+        sb_pg_close(s->ingest);
     s->redis = NULL;
-    s->pg = NULL;
+    s->pg = s->ingest = NULL;
     /* No new sends; wait out the ones between their check and their uv_async_send. */
     atomic_store(&s->closed, 1);
     while (atomic_load(&s->senders))
@@ -288,8 +291,10 @@ static void shard_main(void *arg)
 
     if (s->start_rc == 0 && g_opts.redis_host)
         s->redis = sb_redis_create(&s->loop, g_opts.redis_host, g_opts.redis_port, g_opts.redis_db);
-    if (s->start_rc == 0 && g_opts.pg_conninfo)
+    if (s->start_rc == 0 && g_opts.pg_conninfo) {
         s->pg = sb_pg_create(&s->loop, g_opts.pg_conninfo);
+        s->ingest = sb_pg_create(&s->loop, g_opts.pg_conninfo);
+    }
     if (s->start_rc == 0 && g_opts.hooks.start)
         s->start_rc = g_opts.hooks.start(s, g_opts.hooks.arg);
     s->tick_expected_ns = uv_hrtime() + (uint64_t)TICK_MS * 1000000;
@@ -387,6 +392,7 @@ uv_loop_t *sb_shard_loop(sb_shard_t *s) { return &s->loop; }
 sb_rt_t *sb_shard_rt(sb_shard_t *s) { return s->rt; }
 sb_redis_t *sb_shard_redis(sb_shard_t *s) { return s->redis; }
 sb_pg_t *sb_shard_pg(sb_shard_t *s) { return s->pg; }
+sb_pg_t *sb_shard_pg_ingest(sb_shard_t *s) { return s->ingest; }
 bool sb_shard_draining(const sb_shard_t *s) { return s->draining; }
 void *sb_shard_user(sb_shard_t *s) { return s->user; }
 void sb_shard_set_user(sb_shard_t *s, void *user) { s->user = user; }

@@ -68,6 +68,9 @@ uv_loop_t *sb_shard_loop(sb_shard_t *s);
 sb_rt_t *sb_shard_rt(sb_shard_t *s);
 sb_redis_t *sb_shard_redis(sb_shard_t *s);
 sb_pg_t *sb_shard_pg(sb_shard_t *s);
+/* The shard's second PostgreSQL connection, for webhook receipts only: inserts that lock no shared row, so the
+ * acknowledgement of a webhook waits for its own commit, never behind the applies and sends on sb_shard_pg(). */
+sb_pg_t *sb_shard_pg_ingest(sb_shard_t *s);
 bool sb_shard_draining(const sb_shard_t *s);
 /* A pointer the gateway keeps per shard (its front doors). */
 void *sb_shard_user(sb_shard_t *s);

@@ -234,7 +234,8 @@ class Gateway:
         while time.monotonic() < deadline:
             with open(self.log_path, "rb") as f:
                 log = f.read()
-            if log.count(b"postgres: connected") >= shards and log.count(b": connected") >= 2 * shards:
+            # two PostgreSQL connections a shard (the main one and the ingest one), one Redis
+            if log.count(b"postgres: connected") >= 2 * shards and log.count(b": connected") >= 3 * shards:
                 return
             time.sleep(0.02)
 
