@@ -204,7 +204,9 @@ static void finish_segment(sb_pg_t *pg)
             q->err = SB_EUNAVAIL;
             snprintf(q->detail, sizeof q->detail, "no result before the segment ended");
         }
-        if (failed && !q->err) {
+        if (failed && !q->err && !q->prepares) {
+            /* (a PREPARE that succeeded stays: the server keeps a prepared statement when the transaction around it
+             * rolls back, so forgetting it would make the next PREPARE fail with "already exists") */
             q->err = SB_EAGAIN;
             snprintf(q->detail, sizeof q->detail, "rolled back with its batch");
             PQclear(q->res);

@@ -194,6 +194,25 @@ TEST(prepared)
     ok(o[4].err == SB_EINVAL && o[5].err == SB_EAGAIN, "its batch-mate was rolled back with it (%d)", o[5].err);
 }
 
+/* A PREPARE that succeeded in a segment that rolled back (another statement failed) stays prepared on the server:
+ * the adapter must keep knowing it, or its next use would PREPARE again and fail with "already exists". */
+static const char prep_kept[] = "SELECT $1::int * 3";
+
+TEST(prepared_survives_rollback)
+{
+    outcome_t o[4];
+    memset(o, 0, sizeof o);
+    const char *two[1] = {"2"};
+    sb_pg_query(pg, prep_kept, 1, two, SB_PG_PREPARED, on_result, &o[0]); /* first use: PREPARE, then run */
+    query1("SELECT 1 / 0", NULL, 0, &o[1]);                               /* fails: the segment rolls back */
+    bool done = wait_all(o, 2);
+    ok(done && o[0].err == SB_EAGAIN && o[1].err == SB_EINVAL, "rolled back together (%d, %d)", o[0].err, o[1].err);
+    sb_pg_query(pg, prep_kept, 1, two, SB_PG_PREPARED, on_result, &o[2]);
+    done = wait_all(&o[2], 1);
+    ok(done && o[2].err == 0 && strcmp(o[2].value, "6") == 0,
+       "the statement still works in the next transaction (%d: %s)", o[2].err, o[2].detail);
+}
+
 TEST(rollback_together)
 {
     outcome_t setup = {0};
@@ -310,6 +329,7 @@ int main(void)
     RUN(held_while_committing);
     RUN(flush_hook);
     RUN(prepared);
+    RUN(prepared_survives_rollback);
     RUN(rollback_together);
     RUN(alone_isolates);
     RUN(retry_alone);
