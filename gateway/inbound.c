@@ -255,7 +255,7 @@ static void applied(void *arg, int err, const char *detail, const PGresult *res)
     apply_op_t *op = arg;
     if (err) {
         sb_log_warn("inbound: %zu receipt(s) not applied (the sweeper will retry): %s", op->n, detail);
-    } else if (op->items && !op->items->next && op->items->n == 1) {
+    } else if (op->n == 1) {
         sb_live_publish(op->items->tenant, res); /* apply_one_sql: one tenant, no tenant column */
     } else {
         int rows = PQntuples(res);

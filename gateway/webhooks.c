@@ -115,18 +115,6 @@ void sb_webhooks_shard_stop(sb_shard_t *s)
 
 static const char twiml_ok[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
 
-static void receipt_committed(void *arg, int err, const char *detail, const PGresult *res)
-{
-    sb_http_req_t *req = arg;
-    if (err) {
-        sb_log_warn("webhook: receipt not committed: %s", detail);
-        sb_http_respond_error(req, 503, "unavailable", "the event could not be stored; retry");
-        return;
-    }
-    sb_http_respond(req, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
-    sb_inbound_route_rows(res); /* a duplicate returned no row: it was routed the first time */
-}
-
 /* What a receipt row holds of an event: its dedup key (appended to key) and its JSON (returned, to free()). A
  * message is known by its provider id; a status by the id and the status, since one message has many. */
 static char *receipt_fields(const sb_event_t *ev, sb_buf_t *key)
@@ -139,21 +127,6 @@ static char *receipt_fields(const sb_event_t *ev, sb_buf_t *key)
     char *event = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     return event;
-}
-
-static const char insert_one_sql[] =
-    "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw) "
-    "VALUES ($1, $2, $3, $4::jsonb, $5) ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING "
-    "RETURNING tenant_id, channel_id, id";
-
-/* One receipt on its own: for a batch the database refused as a whole, so each request gets its own answer. */
-static void store_one(sb_shard_t *s, sb_http_req_t *req, const char *tenant, const char *channel, const char *key,
-                      const char *event, const char *raw)
-{
-    const char *p[5] = {tenant, channel, key, event, raw};
-    if (sb_pg_query(sb_shard_pg_ingest(s), insert_one_sql, 5, p, SB_PG_RETRY | SB_PG_PREPARED, receipt_committed,
-                    req) < 0)
-        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
 }
 
 /* The shard's receipts of a loop turn (or of the time a segment commits) go out as one INSERT from the PostgreSQL
@@ -183,20 +156,26 @@ static void pending_free(pending_receipt_t *r)
     free(r);
 }
 
+static void insert_batch(sb_shard_t *s, pending_receipt_t *batch);
+
 static void batch_committed(void *arg, int err, const char *detail, const PGresult *res)
 {
     pending_receipt_t *batch = arg;
     sb_shard_t *s = sb_shard_self();
-    if (err == SB_EINVAL && s) /* one of them is refused (by a constraint, say): each on its own, for its answer */
+    bool split = err == SB_EINVAL && batch->next && s; /* one of them is refused (by a constraint, say) */
+    if (split)
         sb_log_warn("webhook: a batch of receipts was refused (%s); storing them one by one", detail);
     else if (err)
-        sb_log_warn("webhook: receipts not committed: %s", detail);
+        sb_log_warn("webhook: receipt(s) not committed: %s", detail);
     while (batch) {
         pending_receipt_t *r = batch;
         batch = r->next;
-        if (err == SB_EINVAL && s)
-            store_one(s, r->req, r->tenant, r->channel, r->key, r->event, r->raw);
-        else if (err)
+        r->next = NULL;
+        if (split) { /* each on its own, for its own answer */
+            insert_batch(s, r);
+            continue;
+        }
+        if (err)
             sb_http_respond_error(r->req, 503, "unavailable", "the event could not be stored; retry");
         else
             sb_http_respond(r->req, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
@@ -222,42 +201,48 @@ static void array_item(sb_buf_t *b, const char *v)
     sb_buf_append_str(b, SB_STR("\""));
 }
 
+/* Sends the receipts of the list batch (it takes the list) as one INSERT on the shard's ingest connection. */
+static void insert_batch(sb_shard_t *s, pending_receipt_t *batch)
+{
+    sb_buf_t col[5];
+    for (int i = 0; i < 5; i++)
+        sb_buf_init(&col[i]);
+    for (pending_receipt_t *r = batch; r; r = r->next) {
+        array_item(&col[0], r->tenant);
+        array_item(&col[1], r->channel);
+        array_item(&col[2], r->key);
+        array_item(&col[3], r->event);
+        array_item(&col[4], r->raw);
+    }
+    const char *p[5];
+    for (int i = 0; i < 5; i++) {
+        sb_buf_append_str(&col[i], SB_STR("}"));
+        p[i] = sb_buf_cstr(&col[i]);
+    }
+    if (sb_pg_query(sb_shard_pg_ingest(s),
+                    "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw)"
+                    " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::jsonb[], $5::text[])"
+                    " ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING"
+                    " RETURNING tenant_id, channel_id, id",
+                    5, p, SB_PG_RETRY | SB_PG_PREPARED, batch_committed, batch) < 0)
+        batch_committed(batch, SB_EUNAVAIL, "the database is not reachable", NULL);
+    for (int i = 0; i < 5; i++)
+        sb_buf_cleanup(&col[i]);
+}
+
+/* The flush hook: what waits, RECEIPTS_MAX receipts a statement. */
 static void flush_receipts(void *arg)
 {
     receipts_t *q = arg;
-    sb_shard_t *s = sb_shard_self();
     while (q->head) {
-        sb_buf_t col[5];
-        for (int i = 0; i < 5; i++)
-            sb_buf_init(&col[i]);
-        pending_receipt_t *batch = q->head, *last = NULL;
-        int n = 0;
-        for (pending_receipt_t *r = q->head; r && n < RECEIPTS_MAX; r = r->next, n++) {
-            array_item(&col[0], r->tenant);
-            array_item(&col[1], r->channel);
-            array_item(&col[2], r->key);
-            array_item(&col[3], r->event);
-            array_item(&col[4], r->raw);
-            last = r;
-        }
+        pending_receipt_t *batch = q->head, *last = q->head;
+        for (int n = 1; n < RECEIPTS_MAX && last->next; n++)
+            last = last->next;
         q->head = last->next;
         last->next = NULL;
         if (!q->head)
             q->tail = NULL;
-        const char *p[5];
-        for (int i = 0; i < 5; i++) {
-            sb_buf_append_str(&col[i], SB_STR("}"));
-            p[i] = sb_buf_cstr(&col[i]);
-        }
-        if (sb_pg_query(sb_shard_pg_ingest(s),
-                        "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw)"
-                        " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::jsonb[], $5::text[])"
-                        " ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING"
-                        " RETURNING tenant_id, channel_id, id",
-                        5, p, SB_PG_RETRY | SB_PG_PREPARED, batch_committed, batch) < 0)
-            batch_committed(batch, SB_EUNAVAIL, "the database is not reachable", NULL);
-        for (int i = 0; i < 5; i++)
-            sb_buf_cleanup(&col[i]);
+        insert_batch(sb_shard_self(), batch);
     }
 }
 
