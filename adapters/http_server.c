@@ -69,6 +69,9 @@ struct conn {
     const sb_http_stream_ops_t *ops; /* C_STREAM: the owner's */
     void *ops_arg;
     conn_t *next_kick;         /* on the server's kick list: process() again from the idle handle */
+    sb_buf_t corked;           /* C_STREAM: frames written this loop turn, not yet handed to the kernel */
+    conn_t *next_corked;       /* on the server's corked list (while listed_corked) */
+    bool listed_corked;
     bool reading, closing, close_after, peer_eof, in_process, kicked, paused;
 };
 
@@ -78,6 +81,9 @@ struct sb_http_server {
     uv_timer_t sweep;
     uv_idle_t kick;   /* runs process() for connections on the kick list, then stops */
     conn_t *kicks;
+    uv_check_t uncork_io;     /* after the I/O callbacks of a loop turn: writes the corked streams */
+    uv_prepare_t uncork_idle; /* before the loop blocks: what timers and other phases corked */
+    conn_t *corked;
     sb_http_server_opts_t opts;
     sb_metrics_t *m;
     conn_t *conns;
@@ -230,6 +236,72 @@ static int conn_write(conn_t *c, const char *p, size_t len)
 {
     uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
     return conn_writev(c, &b, 1);
+}
+
+/* ---- corked stream writes ------------------------------------------------------------------------------------
+ * A stream's frames are gathered per connection and handed to the kernel once per loop turn, so an inbox client
+ * sent ten events in one turn costs one write(2) and one TCP segment, not ten. The check handle writes them after
+ * the turn's I/O callbacks; the prepare handle before the loop blocks, for what timers and close callbacks wrote. */
+
+#define CORK_KEEP 16384 /* a connection keeps a corked buffer up to this size between turns */
+
+static void uncork(conn_t *c)
+{
+    if (c->corked.len && !c->closing)
+        conn_write(c, c->corked.p, c->corked.len); /* a failure closes the connection */
+    c->corked.len = 0;
+    if (c->corked.cap > CORK_KEEP)
+        sb_buf_cleanup(&c->corked);
+}
+
+static void uncork_all(sb_http_server_t *srv)
+{
+    conn_t *c = srv->corked;
+    srv->corked = NULL;
+    uv_check_stop(&srv->uncork_io);
+    uv_prepare_stop(&srv->uncork_idle);
+    while (c) {
+        conn_t *next = c->next_corked;
+        c->next_corked = NULL;
+        c->listed_corked = false;
+        uncork(c);
+        c = next;
+    }
+}
+
+static void on_uncork_io(uv_check_t *h)
+{
+    uncork_all(h->data);
+}
+
+static void on_uncork_idle(uv_prepare_t *h)
+{
+    uncork_all(h->data);
+}
+
+static void cork(conn_t *c, const uv_buf_t *bufs, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        sb_buf_append(&c->corked, bufs[i].base, bufs[i].len);
+    if (c->listed_corked)
+        return;
+    sb_http_server_t *srv = c->srv;
+    c->listed_corked = true;
+    c->next_corked = srv->corked;
+    srv->corked = c;
+    uv_check_start(&srv->uncork_io, on_uncork_io);
+    uv_prepare_start(&srv->uncork_idle, on_uncork_idle);
+}
+
+static void unlist_corked(conn_t *c)
+{
+    if (!c->listed_corked)
+        return;
+    conn_t **pp = &c->srv->corked;
+    while (*pp != c)
+        pp = &(*pp)->next_corked;
+    *pp = c->next_corked;
+    c->listed_corked = false;
 }
 
 /* ---- requests ------------------------------------------------------------------------------------------------- */
@@ -546,9 +618,11 @@ static void conn_closed(uv_handle_t *h)
             pp = &(*pp)->next_kick;
         *pp = c->next_kick;
     }
+    unlist_corked(c);
     if (c->ops)
         c->ops->on_close(c->ops_arg, (sb_http_stream_t *)c);
     sb_buf_cleanup(&c->in);
+    sb_buf_cleanup(&c->corked);
     free(c);
     srv->open_handles--;
     server_maybe_free(srv);
@@ -670,6 +744,15 @@ static void handle_closed(uv_handle_t *h)
     server_maybe_free(srv);
 }
 
+/* The server's own handles but the listener. */
+static void close_handles(sb_http_server_t *srv)
+{
+    uv_close((uv_handle_t *)&srv->sweep, handle_closed);
+    uv_close((uv_handle_t *)&srv->kick, handle_closed);
+    uv_close((uv_handle_t *)&srv->uncork_io, handle_closed);
+    uv_close((uv_handle_t *)&srv->uncork_idle, handle_closed);
+}
+
 int sb_http_server_create(uv_loop_t *loop, const sb_http_server_opts_t *opts, sb_http_server_t **out)
 {
     int fd = listen_socket(opts->host, opts->port);
@@ -688,7 +771,11 @@ int sb_http_server_create(uv_loop_t *loop, const sb_http_server_opts_t *opts, sb
     srv->sweep.data = srv;
     uv_idle_init(loop, &srv->kick);
     srv->kick.data = srv;
-    srv->open_handles = 3;
+    uv_check_init(loop, &srv->uncork_io);
+    srv->uncork_io.data = srv;
+    uv_prepare_init(loop, &srv->uncork_idle);
+    srv->uncork_idle.data = srv;
+    srv->open_handles = 5;
     int rc = uv_tcp_open(&srv->listener, fd);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection);
@@ -698,8 +785,7 @@ int sb_http_server_create(uv_loop_t *loop, const sb_http_server_opts_t *opts, sb
             close(fd);
         srv->closing = true;
         uv_close((uv_handle_t *)&srv->listener, handle_closed);
-        uv_close((uv_handle_t *)&srv->sweep, handle_closed);
-        uv_close((uv_handle_t *)&srv->kick, handle_closed);
+        close_handles(srv);
         return rc;
     }
     srv->listening = true;
@@ -745,8 +831,7 @@ void sb_http_server_close(sb_http_server_t *srv)
     while (srv->conns)
         conn_close(srv->conns);
     srv->closing = true;
-    uv_close((uv_handle_t *)&srv->sweep, handle_closed);
-    uv_close((uv_handle_t *)&srv->kick, handle_closed);
+    close_handles(srv);
 }
 
 /* ---- upgraded connections ------------------------------------------------------------------------------------- */
@@ -812,12 +897,14 @@ int sb_http_stream_write(sb_http_stream_t *st, const uv_buf_t *bufs, unsigned n)
     conn_t *c = (conn_t *)st;
     if (c->closing || c->close_after)
         return SB_ECLOSED;
-    return conn_writev(c, bufs, n);
+    cork(c, bufs, n);
+    return 0;
 }
 
 size_t sb_http_stream_queued(const sb_http_stream_t *st)
 {
-    return ((const conn_t *)st)->queued;
+    const conn_t *c = (const conn_t *)st;
+    return c->queued + c->corked.len;
 }
 
 void sb_http_stream_set_reading(sb_http_stream_t *st, bool on)
@@ -835,6 +922,8 @@ void sb_http_stream_close(sb_http_stream_t *st)
     conn_t *c = (conn_t *)st;
     if (c->closing || c->close_after)
         return;
+    unlist_corked(c);
+    uncork(c); /* what was written before the close goes first */
     c->close_after = true;
     c->deadline = now_ms(c->srv) + STREAM_LINGER_MS; /* a peer that does not read cannot hold us */
     set_reading(c, false);

@@ -111,8 +111,9 @@ typedef struct sb_http_stream_ops {
  * request with no body that the handler has not answered. */
 sb_http_stream_t *sb_http_upgrade(sb_http_req_t *req, const char *head, size_t len, const sb_http_stream_ops_t *ops,
                                   void *arg);
-/* Writes the buffers in order (borrowed: what the kernel does not take at once is copied). Returns 0, or a
- * negative code when the connection is closing (the bytes are dropped). */
+/* Writes the buffers in order (borrowed: they are copied). What a stream is written during one loop turn goes to
+ * the kernel together at the end of the turn, in one write. Returns 0, or a negative code when the connection is
+ * closing (the bytes are dropped). */
 int sb_http_stream_write(sb_http_stream_t *st, const uv_buf_t *bufs, unsigned n);
 /* Bytes accepted by sb_http_stream_write that the kernel has not taken yet: how far behind the peer is. */
 size_t sb_http_stream_queued(const sb_http_stream_t *st);

@@ -9,6 +9,7 @@
 #include "proto/codec.h"
 #include "proto/err.h"
 #include "tests/tap.h"
+#include "tests/unit/port.h"
 
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -156,22 +157,6 @@ static bool wait_held(int n)
 static void url(char *dst, size_t cap, const char *path)
 {
     snprintf(dst, cap, "%s%s", base, path);
-}
-
-/* A TCP port on 127.0.0.1 that was free a moment ago; with keep_fd, a socket stays bound to it without listening
- * (connecting to it is refused) and its descriptor is stored there. */
-static int pick_port(int *keep_fd)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || getsockname(fd, (struct sockaddr *)&a, &l) < 0)
-        return -1;
-    if (keep_fd)
-        *keep_fd = fd;
-    else
-        close(fd);
-    return ntohs(a.sin_port);
 }
 
 /* ---- tests ---------------------------------------------------------------------------------------------------- */
