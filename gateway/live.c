@@ -48,6 +48,8 @@ typedef struct ev {
     _Atomic int refs;
     int64_t cursor;
     sb_str_t type, data; /* into text */
+    sb_str_t json;       /* into text: the payload of the event's frame for JSON clients, encoded once for all of
+                          * them; empty when the data cannot be encoded */
     char text[];
 } ev_t;
 
@@ -61,13 +63,23 @@ typedef struct batch {
 static ev_t *ev_new(int64_t cursor, const char *type, const char *data)
 {
     size_t tl = strlen(type), dl = strlen(data);
-    ev_t *e = sb_malloc(sizeof *e + tl + dl + 2);
+    sb_buf_t json;
+    sb_buf_init(&json);
+    if (sb_inbox_encode_event(SB_INBOX_JSON, cursor, sb_str(type, tl), sb_str(data, dl), &json) < 0) {
+        sb_log_error("inbox: event %lld (%s) cannot be encoded; skipped", (long long)cursor, type);
+        json.len = 0;
+    }
+    ev_t *e = sb_malloc(sizeof *e + tl + dl + json.len + 2);
     atomic_init(&e->refs, 1);
     e->cursor = cursor;
     memcpy(e->text, type, tl + 1);
     memcpy(e->text + tl + 1, data, dl + 1);
+    if (json.len)
+        memcpy(e->text + tl + dl + 2, json.p, json.len);
     e->type = sb_str(e->text, tl);
     e->data = sb_str(e->text + tl + 1, dl);
+    e->json = sb_str(e->text + tl + dl + 2, json.len);
+    sb_buf_cleanup(&json);
     return e;
 }
 
@@ -119,7 +131,7 @@ struct hub {
     client_t *buckets[HUB_BUCKETS]; /* subscribed clients by tenant */
     client_t *unsubscribed;         /* HELLO and AUTH */
     uv_timer_t *tick;
-    sb_buf_t frame[2];              /* an event's frame per format, built once per delivery */
+    sb_buf_t frame;                 /* an event's MessagePack frame, built once per delivery */
     sb_buf_t out;                   /* scratch for single frames */
 };
 
@@ -197,17 +209,22 @@ static sb_ws_op_t data_op(const client_t *c)
 static void client_close(client_t *c, uint16_t code, const char *reason);
 
 /* Writes a whole frame; a client that falls more than inbox_send_buffer bytes behind is closed with 4408. */
-static void client_write(client_t *c, uv_buf_t frame)
+static void client_writev(client_t *c, const uv_buf_t *bufs, unsigned n)
 {
     if (!c->st || c->state == S_CLOSING)
         return;
-    if (sb_http_stream_write(c->st, &frame, 1) < 0)
+    if (sb_http_stream_write(c->st, bufs, n) < 0)
         return;
     if (sb_http_stream_queued(c->st) > (size_t)cfg->inbox_send_buffer) {
         sb_log_info("inbox: tenant %s: client too slow, closing with 4408", c->tenant_s);
         sb_metric_add(&sb_metrics_shard(sb_shard_index(c->hub->shard))->inbox_too_slow, 1);
         client_close(c, CLOSE_TOO_SLOW, "too slow: resume from your last cursor");
     }
+}
+
+static void client_write(client_t *c, uv_buf_t frame)
+{
+    client_writev(c, &frame, 1);
 }
 
 static void send_error(client_t *c, const char *code, const char *message)
@@ -234,25 +251,35 @@ static void client_close(client_t *c, uint16_t code, const char *reason)
     sb_http_stream_close(c->st);
 }
 
-/* Writes event e to c in c's format, encoding it at most once per format per delivery (frame[fmt] caches it for
- * as long as the caller keeps `cached` pointing at e). */
+/* Writes event e to c in c's format. JSON clients get e->json, encoded when e was made; MessagePack is encoded
+ * here, at most once per delivery (frame caches it for as long as the caller keeps `cached` pointing at e). */
 static void write_event(client_t *c, const ev_t *e, const ev_t **cached)
 {
     hub_t *h = c->hub;
-    sb_buf_t *b = &h->frame[c->fmt];
-    if (cached[c->fmt] != e) {
-        frame_begin(b);
-        if (sb_inbox_encode_event(c->fmt, e->cursor, e->type, e->data, b) < 0) {
-            sb_log_error("inbox: tenant %s: event %lld cannot be encoded; skipped", c->tenant_s, (long long)e->cursor);
-            b->len = 0;
-        }
-        cached[c->fmt] = e;
-    }
     c->sent = e->cursor;
-    if (b->len == 0)
-        return;
-    /* frame_end writes the head into the buffer, the same bytes each time: harmless to repeat */
-    client_write(c, frame_end(b, data_op(c)));
+    if (c->fmt == SB_INBOX_JSON) {
+        if (!e->json.len)
+            return;
+        uint8_t head[SB_WS_HEAD_MAX];
+        uv_buf_t f[2] = {uv_buf_init((char *)head, (unsigned)sb_ws_frame_head(head, SB_WS_OP_TEXT, true, e->json.len)),
+                         uv_buf_init((char *)e->json.p, (unsigned)e->json.len)};
+        client_writev(c, f, 2);
+    } else {
+        sb_buf_t *b = &h->frame;
+        if (*cached != e) {
+            frame_begin(b);
+            if (sb_inbox_encode_event(c->fmt, e->cursor, e->type, e->data, b) < 0) {
+                sb_log_error("inbox: tenant %s: event %lld cannot be encoded; skipped", c->tenant_s,
+                             (long long)e->cursor);
+                b->len = 0;
+            }
+            *cached = e;
+        }
+        if (b->len == 0)
+            return;
+        /* frame_end writes the head into the buffer, the same bytes each time: harmless to repeat */
+        client_write(c, frame_end(b, data_op(c)));
+    }
     sb_metric_add(&sb_metrics_shard(sb_shard_index(h->shard))->inbox_events, 1);
 }
 
@@ -264,7 +291,7 @@ static void replay_next(client_t *c);
  * neither the replay nor the publishes brought) sends the client back to PostgreSQL, which has it. */
 static void go_live(client_t *c)
 {
-    const ev_t *cached[2] = {NULL, NULL};
+    const ev_t *cached = NULL;
     bool hole = false;
     c->state = S_LIVE;
     for (size_t k = 0; k < c->npending && c->state == S_LIVE; k++) {
@@ -275,7 +302,7 @@ static void go_live(client_t *c)
             hole = true;
             break;
         }
-        write_event(c, e, cached);
+        write_event(c, e, &cached);
     }
     pending_clear(c);
     if (hole && c->state == S_LIVE)
@@ -297,15 +324,15 @@ static void replay_read(void *arg, int err, const char *detail, const PGresult *
         client_unref(c);
         return;
     }
-    const ev_t *cached[2] = {NULL, NULL};
+    const ev_t *cached = NULL;
     int n = PQntuples(res);
     for (int i = 0; i < n && c->state == S_REPLAY; i++) {
         int64_t cursor = strtoll(PQgetvalue(res, i, 0), NULL, 10);
         if (cursor <= c->sent)
             continue;
         ev_t *e = ev_new(cursor, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
-        write_event(c, e, cached);
-        cached[0] = cached[1] = NULL;
+        write_event(c, e, &cached);
+        cached = NULL;
         ev_unref(e);
     }
     if (c->state == S_REPLAY) {
@@ -711,7 +738,7 @@ static void deliver(sb_shard_t *s, void *arg)
 {
     batch_t *b = arg;
     hub_t *h = hubs[sb_shard_index(s)];
-    const ev_t *cached[2] = {NULL, NULL};
+    const ev_t *cached = NULL;
     for (client_t *c = h ? *bucket_of(h, b->tenant) : NULL, *next; c; c = next) {
         next = c->next;
         if (c->tenant != b->tenant || !c->st)
@@ -721,7 +748,7 @@ static void deliver(sb_shard_t *s, void *arg)
             if (e->cursor <= c->sent)
                 continue;
             if (c->state == S_LIVE && e->cursor == c->sent + 1) {
-                write_event(c, e, cached);
+                write_event(c, e, &cached);
             } else if (c->state == S_LIVE || c->state == S_REPLAY) {
                 if (c->npending == MAX_PENDING) { /* PostgreSQL has them: forget, and read on after this page */
                     pending_clear(c);
@@ -812,8 +839,7 @@ void sb_live_shard_start(sb_shard_t *s)
 {
     hub_t *h = sb_calloc(1, sizeof *h);
     h->shard = s;
-    sb_buf_init(&h->frame[0]);
-    sb_buf_init(&h->frame[1]);
+    sb_buf_init(&h->frame);
     sb_buf_init(&h->out);
     h->tick = sb_malloc(sizeof *h->tick);
     uv_timer_init(sb_shard_loop(s), h->tick);
@@ -844,8 +870,7 @@ void sb_live_shard_finish(sb_shard_t *s)
     if (!h)
         return;
     hubs[sb_shard_index(s)] = NULL;
-    sb_buf_cleanup(&h->frame[0]);
-    sb_buf_cleanup(&h->frame[1]);
+    sb_buf_cleanup(&h->frame);
     sb_buf_cleanup(&h->out);
     free(h);
 }
