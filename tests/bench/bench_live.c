@@ -13,7 +13,9 @@
  * until every one is welcomed, then sends signed Twilio inbound-SMS webhooks at RATE per second for SECONDS,
  * spread over the tenants in turn, pipelined over HTTP_CONNS keep-alive connections. Each webhook's Body carries the
  * monotonic time it was written; each message.created that reaches a client yields one latency sample (receive
- * time minus that). It prints the sample count and p50/p99/max, and how many webhooks were acknowledged with 200.
+ * time minus that). It prints the sample count and p50/p99/max, how many webhooks were acknowledged with 200, and
+ * the request-to-answer latency of those answers. A second of the same traffic before the run warms the gateway up
+ * (its channel caches, prepared statements and their plans); it is not counted.
  *
  * One thread, one libuv loop, our own code for the rest (HMAC-SHA1, base64): nothing here is the gateway's I/O
  * code, only its pure helpers. Runs beside the gateway on the same cores, so its own cost is part of the figure. */
@@ -46,10 +48,14 @@ typedef struct wsc {
     int state; /* 0 handshake, 1 waiting welcome, 2 live */
 } wsc_t;
 
+#define IN_FLIGHT 4096 /* requests written and not yet answered, per connection */
+
 typedef struct httpc {
     uv_tcp_t tcp;
     sb_buf_t in;
     bool up;
+    uint64_t written[IN_FLIGHT]; /* uv_hrtime() each request in flight was written, oldest at [answered % ...] */
+    uint64_t requests, answered;
 } httpc_t;
 
 static uv_loop_t *loop;
@@ -58,11 +64,17 @@ static tenant_t tenants[MAX_TENANTS];
 static wsc_t *clients;
 static int nclients, welcomed, connected_http;
 static httpc_t http[HTTP_CONNS];
-static uint64_t t_start, sent, acked, not_ok;
-static uint64_t *samples;
-static size_t nsamples, cap_samples;
+static uint64_t t_start, sent, acked, not_ok, warm_acked;
+typedef struct sampleset {
+    uint64_t *v; /* ns */
+    size_t n, cap;
+} sampleset_t;
+
+static sampleset_t delivered, acks; /* webhook-to-inbox (or accept-to-provider); request-to-answer */
 static uv_timer_t tick, finish;
-static bool sending;
+#define WARM_UP (1ull << 40) /* request numbers of the warm-up, apart from the run's */
+#define WARM_UP_MS 1000
+static uint64_t t_warm, warm_sent;
 static int mock_port; /* sends mode when not 0 */
 
 static void die(const char *what)
@@ -103,13 +115,29 @@ static void write_copy(uv_stream_t *s, const char *p, size_t n)
 
 /* ---- inbox clients -------------------------------------------------------------------------------------------- */
 
-static void record(uint64_t sample)
+static int cmp_u64(const void *a, const void *b);
+
+static void sort(sampleset_t *set)
 {
-    if (nsamples == cap_samples) {
-        cap_samples = cap_samples ? cap_samples * 2 : 1 << 16;
-        samples = sb_realloc(samples, cap_samples * sizeof *samples);
+    qsort(set->v, set->n, sizeof *set->v, cmp_u64);
+}
+
+/* The p-th percentile (100: the maximum) of a sorted set, in ms; 0 when empty. */
+static double pct(const sampleset_t *set, int p)
+{
+    if (!set->n)
+        return 0;
+    size_t i = p >= 100 ? set->n - 1 : set->n * (size_t)p / 100;
+    return (double)set->v[i] / 1e6;
+}
+
+static void record(sampleset_t *set, uint64_t sample)
+{
+    if (set->n == set->cap) {
+        set->cap = set->cap ? set->cap * 2 : 1 << 16;
+        set->v = sb_realloc(set->v, set->cap * sizeof *set->v);
     }
-    samples[nsamples++] = sample;
+    set->v[set->n++] = sample;
 }
 
 /* One server frame's payload: a welcome, or an event whose message.created body holds the send time. */
@@ -131,7 +159,9 @@ static void on_frame(wsc_t *c, const char *p, size_t n)
     const char *b = memmem(p, n, body, sizeof body - 1);
     if (!b)
         return;
-    record(now - strtoull(b + sizeof body - 1, NULL, 10));
+    uint64_t at = strtoull(b + sizeof body - 1, NULL, 10);
+    if (t_start && at >= t_start) /* not a warm-up webhook */
+        record(&delivered, now - at);
 }
 
 static void ws_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -224,7 +254,11 @@ static void http_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         size_t total = (size_t)(end + 4 - c->in.p) - off + body;
         if (c->in.len - off < total)
             break;
-        if (memcmp(c->in.p + off, "HTTP/1.1 200", 12) == 0 || memcmp(c->in.p + off, "HTTP/1.1 202", 12) == 0)
+        uint64_t written = c->answered < c->requests ? c->written[c->answered++ % IN_FLIGHT] : 0;
+        if (!written) /* a warm-up request's answer */
+            warm_acked++;
+        else if (record(&acks, uv_hrtime() - written),
+                 memcmp(c->in.p + off, "HTTP/1.1 200", 12) == 0 || memcmp(c->in.p + off, "HTTP/1.1 202", 12) == 0)
             acked++;
         else
             not_ok++;
@@ -243,6 +277,15 @@ static void http_connected(uv_connect_t *req, int status)
     c->up = true;
     connected_http++;
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, http_read);
+}
+
+/* Writes one request on c, noting when (a connection with IN_FLIGHT unanswered requests is a stalled run). */
+static void http_write(httpc_t *c, const sb_buf_t *req)
+{
+    if (c->requests - c->answered == IN_FLIGHT)
+        die("a webhook connection has too many requests unanswered");
+    c->written[c->requests++ % IN_FLIGHT] = t_start ? uv_hrtime() : 0; /* 0: warm-up */
+    write_copy((uv_stream_t *)&c->tcp, req->p, req->len);
 }
 
 /* Writes webhook number i: tenant i mod ntenants, Body "bench <send time ns>", signed like Twilio. */
@@ -277,8 +320,7 @@ static void send_webhook(uint64_t i)
                   "POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/x-www-form-urlencoded\r\n"
                   "X-Twilio-Signature: %s\r\nContent-Length: %zu\r\n\r\n%s",
                   path, port, sb_buf_cstr(&sig), form.len, sb_buf_cstr(&form));
-    httpc_t *c = &http[i % HTTP_CONNS];
-    write_copy((uv_stream_t *)&c->tcp, req.p, req.len);
+    http_write(&http[i % HTTP_CONNS], &req);
     sb_buf_cleanup(&sig);
     sb_buf_cleanup(&form);
     sb_buf_cleanup(&req);
@@ -297,7 +339,7 @@ static void send_message(uint64_t i)
                   "POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: Bearer %s\r\n"
                   "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
                   port, t->key, body.len, sb_buf_cstr(&body));
-    write_copy((uv_stream_t *)&http[i % HTTP_CONNS].tcp, req.p, req.len);
+    http_write(&http[i % HTTP_CONNS], &req);
     sb_buf_cleanup(&body);
     sb_buf_cleanup(&req);
 }
@@ -339,7 +381,7 @@ static void mock_samples(uint64_t *first_us, uint64_t *last_us, uint64_t *count)
         uint64_t total = (uint64_t)json_integer_value(json_object_get(j, "total"));
         json_decref(j);
         free(st);
-        if (total >= acked)
+        if (total >= acked + warm_acked)
             break;
         usleep(100000);
     }
@@ -355,7 +397,10 @@ static void mock_samples(uint64_t *first_us, uint64_t *last_us, uint64_t *count)
         uint64_t t_us = (uint64_t)json_integer_value(json_object_get(r, "t_us"));
         if (!b || strncmp(b, "bench ", 6) != 0)
             continue;
-        record(t_us * 1000 - strtoull(b + 6, NULL, 10));
+        uint64_t at = strtoull(b + 6, NULL, 10);
+        if (at < t_start) /* a warm-up message */
+            continue;
+        record(&delivered, t_us * 1000 - at);
         if (t_us < *first_us)
             *first_us = t_us;
         if (t_us > *last_us)
@@ -370,22 +415,32 @@ static void on_finish(uv_timer_t *t)
     uv_stop(t->loop);
 }
 
+/* Before the measured run, WARM_UP_MS of the same traffic warms the gateway up (its channel caches, prepared
+ * statements and their plans, connections); what it yields is not counted. */
 static void on_tick(uv_timer_t *t)
 {
     (void)t;
-    if (!sending) {
+    uint64_t now = uv_hrtime();
+    if (!t_warm) {
         if (welcomed < nclients || connected_http < HTTP_CONNS)
             return;
+        t_warm = now;
+    }
+    if (!t_start) {
+        if (now - t_warm < WARM_UP_MS * 1000000ull) {
+            for (uint64_t due = (now - t_warm) * (uint64_t)rate / 1000000000ull; warm_sent < due; warm_sent++)
+                mock_port ? send_message(WARM_UP + warm_sent) : send_webhook(WARM_UP + warm_sent);
+            return;
+        }
         if (mock_port)
             fprintf(stderr, "bench_live: sending %d messages/s over %d channels for %d s\n", rate, ntenants, seconds);
         else
             fprintf(stderr, "bench_live: %d inbox clients welcomed; sending %d webhooks/s for %d s\n", nclients,
                     rate, seconds);
-        sending = true;
-        t_start = uv_hrtime();
+        t_start = now;
         uv_timer_start(&finish, on_finish, (uint64_t)seconds * 1000 + 2000, 0);
     }
-    uint64_t elapsed = uv_hrtime() - t_start;
+    uint64_t elapsed = now - t_start;
     if (elapsed > (uint64_t)seconds * 1000000000ull)
         return;
     uint64_t due = elapsed * (uint64_t)rate / 1000000000ull;
@@ -451,34 +506,35 @@ int main(int argc, char **argv)
     uv_run(loop, UV_RUN_DEFAULT);
 
     double secs = (double)seconds;
+    sort(&delivered);
+    sort(&acks);
     if (mock_port) {
         uint64_t first, last, count;
         mock_samples(&first, &last, &count);
-        qsort(samples, nsamples, sizeof *samples, cmp_u64);
-        printf("  sends: %llu requested (%.0f/s), %llu accepted (202), %llu other\n", (unsigned long long)sent,
-               (double)sent / secs, (unsigned long long)acked, (unsigned long long)not_ok);
-        if (!nsamples) {
+        printf("  sends: %llu requested (%.0f/s), %llu accepted (202), %llu other; answered p50 %.2f ms, p99 %.2f ms\n",
+               (unsigned long long)sent, (double)sent / secs, (unsigned long long)acked, (unsigned long long)not_ok,
+               pct(&acks, 50), pct(&acks, 99));
+        if (!delivered.n) {
             printf("  sends reaching the mock provider: none\n");
             return 1;
         }
         printf("  reached the mock provider: %zu (%.0f/s between the first and the last), accept-to-provider p50 "
                "%.2f ms, p99 %.2f ms, max %.2f ms\n",
-               nsamples, last > first ? (double)nsamples * 1e6 / (double)(last - first) : 0.0,
-               (double)samples[nsamples / 2] / 1e6, (double)samples[nsamples * 99 / 100] / 1e6,
-               (double)samples[nsamples - 1] / 1e6);
+               delivered.n, last > first ? (double)delivered.n * 1e6 / (double)(last - first) : 0.0,
+               pct(&delivered, 50), pct(&delivered, 99), pct(&delivered, 100));
         (void)count;
         return 0;
     }
-    qsort(samples, nsamples, sizeof *samples, cmp_u64);
-    printf("  webhooks: %llu sent (%.0f/s), %llu acknowledged 200, %llu other\n", (unsigned long long)sent,
-           (double)sent / secs, (unsigned long long)acked, (unsigned long long)not_ok);
-    if (!nsamples) {
+    printf("  webhooks: %llu sent (%.0f/s), %llu acknowledged 200, %llu other; acknowledged p50 %.2f ms, p99 %.2f ms, "
+           "max %.2f ms\n",
+           (unsigned long long)sent, (double)sent / secs, (unsigned long long)acked, (unsigned long long)not_ok,
+           pct(&acks, 50), pct(&acks, 99), pct(&acks, 100));
+    if (!delivered.n) {
         printf("  webhook-to-inbox: no samples\n");
         return 1;
     }
     printf("  webhook-to-inbox over %d clients: %zu deliveries (expected %llu), p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
-           nclients, nsamples, (unsigned long long)sent * (unsigned long long)per_tenant,
-           (double)samples[nsamples / 2] / 1e6, (double)samples[nsamples * 99 / 100] / 1e6,
-           (double)samples[nsamples - 1] / 1e6);
+           nclients, delivered.n, (unsigned long long)sent * (unsigned long long)per_tenant, pct(&delivered, 50),
+           pct(&delivered, 99), pct(&delivered, 100));
     return 0;
 }
