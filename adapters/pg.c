@@ -722,3 +722,22 @@ int sb_pg_ping(sb_pg_t *pg, uint64_t timeout_ms, sb_pg_ping_cb cb, void *arg)
     uv_timer_start(&p->timer, ping_timeout, timeout_ms, 0);
     return 0;
 }
+
+void sb_pg_array_item(sb_buf_t *b, const char *v)
+{
+    if (!v) {
+        sb_buf_append_str(b, b->len ? SB_STR(",NULL") : SB_STR("{NULL"));
+        return;
+    }
+    sb_buf_append_str(b, b->len ? SB_STR(",\"") : SB_STR("{\""));
+    for (const char *p = v; *p;) {
+        size_t run = strcspn(p, "\"\\");
+        sb_buf_append_str(b, sb_str(p, run));
+        p += run;
+        if (*p) { /* " or \: escaped */
+            sb_buf_append_str(b, SB_STR("\\"));
+            sb_buf_append_str(b, sb_str(p++, 1));
+        }
+    }
+    sb_buf_append_str(b, SB_STR("\""));
+}

@@ -20,6 +20,8 @@
 #ifndef SB_PG_H
 #define SB_PG_H
 
+#include "proto/str.h"
+
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -67,6 +69,11 @@ int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *pa
 int sb_pg_add_flush_hook(sb_pg_t *pg, void (*fn)(void *arg), void *arg);
 void sb_pg_remove_flush_hook(sb_pg_t *pg, void (*fn)(void *arg), void *arg);
 void sb_pg_kick(sb_pg_t *pg);
+
+/* Appends v as the next element of a PostgreSQL array literal being built in b (b empty: the first; the caller
+ * closes it with "}"): always quoted, with " and \ escaped; v NULL is the SQL NULL. For the set-based statements
+ * that take a batch as parallel arrays (... FROM unnest($1::bigint[], $2::text[], ...)). */
+void sb_pg_array_item(sb_buf_t *b, const char *v);
 
 typedef void (*sb_pg_ping_cb)(void *arg, int err, const char *detail);
 /* Runs "SELECT 1". Returns 0 and then calls cb exactly once (answer, error, or timeout_ms elapsed); or SB_EUNAVAIL

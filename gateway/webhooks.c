@@ -185,22 +185,6 @@ static void batch_committed(void *arg, int err, const char *detail, const PGresu
         sb_inbound_route_rows(res); /* a duplicate returned no row: it was routed the first time */
 }
 
-/* An element of a PostgreSQL array literal: always quoted, with " and \ escaped. */
-static void array_item(sb_buf_t *b, const char *v)
-{
-    sb_buf_append_str(b, b->len ? SB_STR(",\"") : SB_STR("{\""));
-    for (const char *p = v; *p;) {
-        size_t run = strcspn(p, "\"\\");
-        sb_buf_append_str(b, sb_str(p, run));
-        p += run;
-        if (*p) { /* " or \: escaped */
-            sb_buf_append_str(b, SB_STR("\\"));
-            sb_buf_append_str(b, sb_str(p++, 1));
-        }
-    }
-    sb_buf_append_str(b, SB_STR("\""));
-}
-
 /* Sends the receipts of the list batch (it takes the list) as one INSERT on the shard's ingest connection. */
 static void insert_batch(sb_shard_t *s, pending_receipt_t *batch)
 {
@@ -208,11 +192,11 @@ static void insert_batch(sb_shard_t *s, pending_receipt_t *batch)
     for (int i = 0; i < 5; i++)
         sb_buf_init(&col[i]);
     for (pending_receipt_t *r = batch; r; r = r->next) {
-        array_item(&col[0], r->tenant);
-        array_item(&col[1], r->channel);
-        array_item(&col[2], r->key);
-        array_item(&col[3], r->event);
-        array_item(&col[4], r->raw);
+        sb_pg_array_item(&col[0], r->tenant);
+        sb_pg_array_item(&col[1], r->channel);
+        sb_pg_array_item(&col[2], r->key);
+        sb_pg_array_item(&col[3], r->event);
+        sb_pg_array_item(&col[4], r->raw);
     }
     const char *p[5];
     for (int i = 0; i < 5; i++) {

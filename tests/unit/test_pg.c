@@ -278,6 +278,28 @@ TEST(params)
     is_str(n.value, "(null)", "NULL parameter");
 }
 
+/* Elements with quotes, backslashes, commas, braces, spaces, the word NULL, an empty string and a real NULL come
+ * back from unnest exactly as they went in. */
+TEST(array_items)
+{
+    const char *items[] = {"plain", "a \"quoted\" word", "back\\slash\\", "{braces},comma", " spaced ", "NULL", "",
+                           NULL, "h\xc3\xa9"};
+    size_t n = sizeof items / sizeof items[0];
+    sb_buf_t arr;
+    sb_buf_init(&arr);
+    for (size_t i = 0; i < n; i++)
+        sb_pg_array_item(&arr, items[i]);
+    sb_buf_append_str(&arr, SB_STR("}"));
+    outcome_t o = {0};
+    query1("SELECT string_agg(coalesce(quote_literal(v), '(null)'), '|' ORDER BY i) FROM unnest($1::text[])"
+           " WITH ORDINALITY AS u(v, i)",
+           sb_buf_cstr(&arr), 0, &o);
+    ok(wait_all(&o, 1) && o.err == 0, "array literal accepted (%s)", o.detail);
+    is_str(o.value, "'plain'|'a \"quoted\" word'|E'back\\\\slash\\\\'|'{braces},comma'|' spaced '|'NULL'|''|(null)|'h\xc3\xa9'",
+           "every element as it was");
+    sb_buf_cleanup(&arr);
+}
+
 static int ping_calls, ping_err;
 static void on_ping(void *arg, int err, const char *detail)
 {
@@ -334,6 +356,7 @@ int main(void)
     RUN(alone_isolates);
     RUN(retry_alone);
     RUN(params);
+    RUN(array_items);
     RUN(ping_and_close);
     RUN(not_connected);
     return tap_done();
