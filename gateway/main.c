@@ -113,6 +113,7 @@ static void front_stop(sb_shard_t *s, void *arg)
     f->http = NULL;
     sb_webhooks_shard_stop(s);
     sb_inbound_shard_stop(s);
+    sb_sends_shard_stop(s);
     sb_live_shard_stop(s);
     sb_sender_shard_stop(s);
     sb_hooks_shard_stop(s);

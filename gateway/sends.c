@@ -96,6 +96,7 @@ const char *sb_sends_check(const sb_send_t *s, const char **code)
 /* ---- the job: one send on its way to the tenant's shard and back ---------------------------------------------- */
 
 typedef struct job {
+    struct job *next;             /* waiting in its shard's outbox for the flush hook */
     unsigned origin;              /* the shard to answer on */
     sb_sends_fn cb;
     void *arg;
@@ -140,84 +141,217 @@ static void finish(job_t *j, int status, const char *code, const char *message)
         job_free(j);
 }
 
-/* $1 tenant, $2 channel, $3 to, $4 body, $5 media (JSON array), $6 idempotency key, $7 template (JSON or NULL).
- * The first row: id (the new message's, or the earlier one with the same key), created (1 or 0), channel_type
- * (NULL: no such channel of this tenant); then one row per event with cursor, type, data. */
+/* ---- the outbox insert: a loop turn's sends of all the shard's tenants in one statement ------------------------ */
+
+/* A batch of sends as parallel arrays, in arrival order (ord): $1 tenant, $2 channel, $3 to, $4 body, $5 media (JSON
+ * arrays), $6 idempotency key (NULL: none), $7 template (JSON or NULL).
+ *
+ * Each send with a key its tenant used before answers that earlier message and changes nothing; of the sends of one
+ * batch that share a tenant and a key, the first creates the message and the others answer it. The others upsert
+ * their contacts and conversations once per conversation, take their places in it in arrival order, are stored
+ * queued with their first status history entry, and make message.created and conversation.updated, numbered with
+ * their tenant's inbox cursors in arrival order.
+ *
+ * Rows: one per send (ord; id, the new or earlier message's, NULL when the channel is not the tenant's or cannot
+ * send; created 1 or 0; channel_type, NULL when no such channel), then the events (tenant_id, cursor, type, data),
+ * grouped by tenant in cursor order. */
 static const char accept_sql[] =
-    "WITH ch AS ("
-    "  SELECT id, address FROM channels WHERE tenant_id = $1 AND id = $2"
-    "  AND type IN ('twilio_sms', 'twilio_whatsapp', 'meta_whatsapp')),"
-    " dup AS (SELECT id FROM messages WHERE tenant_id = $1 AND idempotency_key = $6),"
+    "WITH u AS ("
+    "  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::jsonb[], $6::text[],"
+    "                       $7::jsonb[]) WITH ORDINALITY AS u(tenant_id, channel_id, recipient, body, media, key,"
+    "                                                        template, ord)),"
+    " ch AS (SELECT u.ord, c.type, c.address FROM u JOIN channels c ON c.tenant_id = u.tenant_id AND c.id = u.channel_id),"
+    " ok AS (SELECT u.*, ch.address FROM u JOIN ch USING (ord)"
+    "        WHERE ch.type IN ('twilio_sms', 'twilio_whatsapp', 'meta_whatsapp')),"
+    " old AS (SELECT ok.ord, m.id FROM ok JOIN messages m ON m.tenant_id = ok.tenant_id AND m.idempotency_key = ok.key),"
+    " fresh AS (SELECT ok.*, min(ok.ord) OVER (PARTITION BY ok.tenant_id, ok.key,"
+    "                                          CASE WHEN ok.key IS NULL THEN ok.ord END) AS lead"
+    "           FROM ok WHERE NOT EXISTS (SELECT 1 FROM old WHERE old.ord = ok.ord)),"
+    " mk AS MATERIALIZED (SELECT * FROM fresh WHERE lead = ord),"
     " ct AS ("
     "  INSERT INTO contacts AS c (tenant_id, channel_id, address)"
-    "  SELECT $1, ch.id, $3 FROM ch WHERE NOT EXISTS (SELECT 1 FROM dup)"
+    "  SELECT DISTINCT tenant_id, channel_id, recipient FROM mk"
     "  ON CONFLICT (tenant_id, channel_id, address) DO UPDATE SET updated_at = now()"
-    "  RETURNING id, address, profile_name),"
+    "  RETURNING id, tenant_id, channel_id, address, profile_name),"
+    " mc AS MATERIALIZED (SELECT mk.*, ct.id AS contact_id, ct.profile_name FROM mk JOIN ct"
+    "        ON ct.tenant_id = mk.tenant_id AND ct.channel_id = mk.channel_id AND ct.address = mk.recipient),"
     " cv AS ("
     "  INSERT INTO conversations AS v (tenant_id, channel_id, contact_id, last_seq, last_message_at)"
-    "  SELECT $1, $2, ct.id, 1, now() FROM ct"
+    "  SELECT tenant_id, channel_id, contact_id, count(*), now() FROM mc GROUP BY tenant_id, channel_id, contact_id"
     "  ON CONFLICT (tenant_id, channel_id, contact_id) DO UPDATE"
-    "  SET last_seq = v.last_seq + 1, last_message_at = now() RETURNING id, last_seq, last_message_at, created_at),"
+    "  SET last_seq = v.last_seq + EXCLUDED.last_seq, last_message_at = now()"
+    "  RETURNING id, tenant_id, contact_id, last_seq, last_message_at, created_at),"
+    " mn AS MATERIALIZED ("
+    "  SELECT mc.*, cv.id AS conversation_id, cv.last_message_at, cv.created_at AS conversation_created_at,"
+    "         cv.last_seq - count(*) OVER (PARTITION BY cv.id) + row_number() OVER (PARTITION BY cv.id ORDER BY mc.ord)"
+    "         AS seq"
+    "  FROM mc JOIN cv ON cv.tenant_id = mc.tenant_id AND cv.contact_id = mc.contact_id),"
     " m AS ("
     "  INSERT INTO messages (tenant_id, conversation_id, channel_id, seq, direction, sender, recipient, body, media,"
     "                        status, idempotency_key, template)"
-    "  SELECT $1, cv.id, $2, cv.last_seq, 'out', ch.address, $3, $4, $5::jsonb, 'queued', $6, $7::jsonb FROM cv, ch"
-    "  RETURNING id, conversation_id, sender, recipient, body, media, created_at),"
-    " sh AS (INSERT INTO message_status_history (tenant_id, message_id, status) SELECT $1, m.id, 'queued' FROM m),"
+    "  SELECT tenant_id, conversation_id, channel_id, seq, 'out', address, recipient, body, media, 'queued', key,"
+    "         template FROM mn"
+    "  RETURNING id, tenant_id, conversation_id, seq, created_at),"
+    " mo AS MATERIALIZED (SELECT mn.*, m.id, m.created_at FROM mn JOIN m"
+    "        ON m.tenant_id = mn.tenant_id AND m.conversation_id = mn.conversation_id AND m.seq = mn.seq),"
+    " sh AS (INSERT INTO message_status_history (tenant_id, message_id, status) SELECT tenant_id, id, 'queued' FROM mo),"
     " ev AS ("
-    "  SELECT 1 AS n, 'message.created' AS type, jsonb_build_object('id', m.id::text, 'conversation_id',"
-    "         m.conversation_id::text, 'channel_id', $2::text, 'direction', 'out', 'from', m.sender, 'to',"
-    "         m.recipient, 'body', m.body, 'media', m.media, 'provider_id', NULL, 'status', 'queued',"
-    "         'created_at', m.created_at) AS data FROM m"
+    "  SELECT tenant_id, ord, 1 AS n, 'message.created' AS type, jsonb_build_object('id', id::text, 'conversation_id',"
+    "         conversation_id::text, 'channel_id', channel_id::text, 'direction', 'out', 'from', address, 'to',"
+    "         recipient, 'body', body, 'media', media, 'provider_id', NULL, 'status', 'queued',"
+    "         'created_at', created_at) AS data FROM mo"
     "  UNION ALL"
-    "  SELECT 2, 'conversation.updated', jsonb_build_object('id', cv.id::text, 'channel_id', $2::text, 'contact',"
-    "         jsonb_build_object('id', ct.id::text, 'address', ct.address, 'profile_name', ct.profile_name),"
-    "         'last_seq', cv.last_seq, 'last_message_at', cv.last_message_at, 'created_at', cv.created_at)"
-    "  FROM cv, ct, m),"
+    "  SELECT tenant_id, ord, 2, 'conversation.updated', jsonb_build_object('id', conversation_id::text, 'channel_id',"
+    "         channel_id::text, 'contact', jsonb_build_object('id', contact_id::text, 'address', recipient,"
+    "         'profile_name', profile_name), 'last_seq', seq, 'last_message_at', last_message_at,"
+    "         'created_at', conversation_created_at) FROM mo),"
     " cur AS ("
-    "  UPDATE tenants SET inbox_cursor = inbox_cursor + (SELECT count(*) FROM ev)"
-    "  WHERE id = $1 AND EXISTS (SELECT 1 FROM ev) RETURNING inbox_cursor),"
+    "  UPDATE tenants t SET inbox_cursor = t.inbox_cursor + g.n"
+    "  FROM (SELECT tenant_id, count(*) AS n FROM ev GROUP BY tenant_id) g WHERE t.id = g.tenant_id"
+    "  RETURNING t.id, t.inbox_cursor - g.n AS base),"
     " ins AS ("
     "  INSERT INTO inbox_events (tenant_id, cursor, type, data)"
-    "  SELECT $1, cur.inbox_cursor - (SELECT count(*) FROM ev) + row_number() OVER (ORDER BY ev.n), ev.type, ev.data"
-    "  FROM cur, ev RETURNING cursor, type, data)"
-    " SELECT coalesce((SELECT id FROM m), (SELECT id FROM dup))::text AS id, (SELECT count(*) FROM m) AS created,"
-    "        (SELECT type FROM channels WHERE tenant_id = $1 AND id = $2) AS channel_type,"
-    "        NULL::bigint AS cursor, NULL::text AS type, NULL::text AS data"
-    " UNION ALL SELECT NULL, NULL, NULL, cursor, type, data::text FROM ins";
+    "  SELECT ev.tenant_id, cur.base + row_number() OVER (PARTITION BY ev.tenant_id ORDER BY ev.ord, ev.n), ev.type,"
+    "         ev.data FROM ev JOIN cur ON cur.id = ev.tenant_id"
+    "  RETURNING tenant_id, cursor, type, data)"
+    " SELECT u.ord, coalesce(mo.id, old.id, lead.id)::text AS id, (mo.id IS NOT NULL)::int AS created,"
+    "        ch.type AS channel_type, NULL::bigint AS tenant_id, NULL::bigint AS cursor, NULL::text AS type,"
+    "        NULL::text AS data"
+    " FROM u LEFT JOIN ch USING (ord) LEFT JOIN mo USING (ord) LEFT JOIN old USING (ord) LEFT JOIN fresh USING (ord)"
+    "        LEFT JOIN mo lead ON lead.ord = fresh.lead"
+    " UNION ALL SELECT NULL, NULL, NULL, NULL, tenant_id, cursor, type, data::text FROM ins"
+    " ORDER BY tenant_id NULLS FIRST, cursor, ord";
 
-static void committed(void *arg, int err, const char *detail, const PGresult *res)
+#define ACCEPT_MAX 256 /* sends per statement at most; more wait for the next */
+
+/* Per shard: the sends waiting for the connection's flush hook, in arrival order. */
+typedef struct outbox {
+    job_t *head, *tail;
+    bool hooked;
+} outbox_t;
+
+static outbox_t outboxes[SB_MAX_SHARDS]; /* each touched only by its own shard's thread */
+
+typedef struct accept_op {
+    job_t **jobs; /* [ord - 1] */
+    size_t n;
+} accept_op_t;
+
+static void insert_batch(sb_shard_t *s, job_t **jobs, size_t n);
+
+static void accepted(void *arg, int err, const char *detail, const PGresult *res)
 {
-    job_t *j = arg;
-    if (err) {
-        sb_log_warn("sends: tenant %lld: not accepted: %s", (long long)j->tenant, detail);
-        finish(j, 503, "unavailable", "the database is not reachable; retry with the same idempotency_key");
-        return;
+    accept_op_t *op = arg;
+    sb_shard_t *s = sb_shard_self();
+    if (err == SB_EINVAL && op->n > 1 && s) { /* one of them is refused: each on its own, for its own answer */
+        sb_log_warn("sends: a batch of %zu was refused (%s); storing them one by one", op->n, detail);
+        for (size_t i = 0; i < op->n; i++)
+            insert_batch(s, &op->jobs[i], 1);
+        op->n = 0;
+    } else if (err) {
+        sb_log_warn("sends: %zu send(s) not accepted: %s", op->n, detail);
+        for (size_t i = 0; i < op->n; i++)
+            finish(op->jobs[i], 503, "unavailable", "the database is not reachable; retry with the same idempotency_key");
+        op->n = 0;
+    } else {
+        int rows = PQntuples(res);
+        for (int i = 0, j; i < rows; i = j) { /* the events, grouped by tenant, after the sends' rows */
+            j = i + 1;
+            if (PQgetisnull(res, i, 4))
+                continue;
+            while (j < rows && !strcmp(PQgetvalue(res, j, 4), PQgetvalue(res, i, 4)))
+                j++;
+            sb_live_publish_rows(strtoll(PQgetvalue(res, i, 4), NULL, 10), res, i, j - i);
+        }
+        for (int i = 0; i < rows && !PQgetisnull(res, i, 0); i++) {
+            long long ord = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+            SB_BUG_ON(ord < 1 || (size_t)ord > op->n || !op->jobs[ord - 1]);
+            job_t *j = op->jobs[ord - 1];
+            op->jobs[ord - 1] = NULL;
+            if (PQgetisnull(res, i, 1)) {
+                if (!PQgetisnull(res, i, 3))
+                    finish(j, 400, "unsupported_channel", "this channel type cannot send (twilio_sms, twilio_whatsapp "
+                                                          "and meta_whatsapp can)");
+                else
+                    finish(j, 404, "not_found", "no such channel");
+                continue;
+            }
+            snprintf(j->id, sizeof j->id, "%s", PQgetvalue(res, i, 1));
+            j->created = strcmp(PQgetvalue(res, i, 2), "0") != 0;
+            if (j->created)
+                sb_inbound_send(j->tenant, j->channel, strtoll(j->id, NULL, 10));
+            finish(j, 202, NULL, NULL);
+        }
+        for (size_t i = 0; i < op->n; i++) /* every send has its row; none may be left unanswered */
+            SB_BUG_ON(op->jobs[i]);
     }
-    if (PQntuples(res) < 1 || PQgetisnull(res, 0, 0)) {
-        if (PQntuples(res) >= 1 && !PQgetisnull(res, 0, 2))
-            finish(j, 400, "unsupported_channel", "this channel type cannot send (twilio_sms, twilio_whatsapp and "
-                                                  "meta_whatsapp can)");
-        else
-            finish(j, 404, "not_found", "no such channel");
-        return;
+    free(op->jobs);
+    free(op);
+}
+
+/* Sends jobs[0..n) as one statement on the shard's connection. */
+static void insert_batch(sb_shard_t *s, job_t **jobs, size_t n)
+{
+    accept_op_t *op = sb_malloc(sizeof *op);
+    op->jobs = sb_malloc(n * sizeof *op->jobs);
+    memcpy(op->jobs, jobs, n * sizeof *jobs);
+    op->n = n;
+    sb_buf_t col[7];
+    for (int c = 0; c < 7; c++)
+        sb_buf_init(&col[c]);
+    for (size_t i = 0; i < n; i++) {
+        job_t *j = jobs[i];
+        char t[24], c[24];
+        snprintf(t, sizeof t, "%lld", (long long)j->tenant);
+        snprintf(c, sizeof c, "%lld", (long long)j->channel);
+        const char *v[7] = {t, c, j->to, j->body, j->media, j->key, j->template_json};
+        for (int k = 0; k < 7; k++)
+            sb_pg_array_item(&col[k], v[k]);
     }
-    snprintf(j->id, sizeof j->id, "%s", PQgetvalue(res, 0, 0));
-    j->created = strcmp(PQgetvalue(res, 0, 1), "0") != 0;
-    sb_live_publish(j->tenant, res);
-    if (j->created)
-        sb_inbound_send(j->tenant, j->channel, strtoll(j->id, NULL, 10));
-    finish(j, 202, NULL, NULL);
+    const char *p[7];
+    for (int c = 0; c < 7; c++) {
+        sb_buf_append_str(&col[c], SB_STR("}"));
+        p[c] = sb_buf_cstr(&col[c]);
+    }
+    if (sb_pg_query(sb_shard_pg(s), accept_sql, 7, p, SB_PG_RETRY | SB_PG_PREPARED, accepted, op) < 0)
+        accepted(op, SB_EUNAVAIL, "the database is not reachable", NULL);
+    for (int c = 0; c < 7; c++)
+        sb_buf_cleanup(&col[c]);
+}
+
+/* The flush hook: what waits, ACCEPT_MAX sends a statement. */
+static void flush_sends(void *arg)
+{
+    outbox_t *q = arg;
+    job_t *batch[ACCEPT_MAX];
+    while (q->head) {
+        size_t n = 0;
+        while (q->head && n < ACCEPT_MAX) {
+            batch[n++] = q->head;
+            q->head = q->head->next;
+        }
+        if (!q->head)
+            q->tail = NULL;
+        insert_batch(sb_shard_self(), batch, n);
+    }
 }
 
 static void commit_on_owner(sb_shard_t *s, job_t *j)
 {
-    char t[24], c[24];
-    snprintf(t, sizeof t, "%lld", (long long)j->tenant);
-    snprintf(c, sizeof c, "%lld", (long long)j->channel);
-    const char *p[7] = {t, c, j->to, j->body, j->media, j->key, j->template_json};
-    if (sb_pg_query(sb_shard_pg(s), accept_sql, 7, p, SB_PG_RETRY | SB_PG_PREPARED, committed, j) < 0)
+    outbox_t *q = &outboxes[sb_shard_index(s)];
+    if (!q->hooked)
+        q->hooked = sb_pg_add_flush_hook(sb_shard_pg(s), flush_sends, q) == 0;
+    if (!q->hooked || !sb_pg_connected(sb_shard_pg(s))) {
         finish(j, 503, "unavailable", "the database is not reachable; retry with the same idempotency_key");
+        return;
+    }
+    j->next = NULL;
+    if (q->tail)
+        q->tail->next = j;
+    else
+        q->head = j;
+    q->tail = j;
+    sb_pg_kick(sb_shard_pg(s));
 }
 
 /* The channel's type is known: the message must suit it (adapters/outbound: Twilio's 1,600 characters, one media on
@@ -303,4 +437,16 @@ void sb_sends_accept(const sb_send_t *send, sb_sends_fn cb, void *arg)
         accept_on_owner(self, j);
     else if (sb_shard_exec(owner, accept_on_owner, j) < 0)
         finish(j, 503, "unavailable", "the gateway is shutting down; retry with the same idempotency_key");
+}
+
+void sb_sends_shard_stop(sb_shard_t *s)
+{
+    outbox_t *q = &outboxes[sb_shard_index(s)];
+    while (q->head) { /* never sent: nothing was stored */
+        job_t *j = q->head;
+        q->head = j->next;
+        finish(j, 503, "unavailable", "the gateway is stopping; retry with the same idempotency_key");
+    }
+    q->tail = NULL;
+    q->hooked = false;
 }

@@ -43,4 +43,7 @@ const char *sb_sends_check(const sb_send_t *send, const char **code);
  * exactly once, on the calling shard, possibly before returning (a refused check). */
 void sb_sends_accept(const sb_send_t *send, sb_sends_fn cb, void *arg);
 
+/* Stopping shard s (its own thread): the sends waiting there for the database are answered 503. */
+void sb_sends_shard_stop(sb_shard_t *s);
+
 #endif

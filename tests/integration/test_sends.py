@@ -5,6 +5,7 @@ stored: bad recipient, body, media URL, JSON, content type, unknown or foreign o
 Run: SB_BIN=build/release/switchboard python3 tests/integration/test_sends.py"""
 
 import json
+import time
 import uuid
 
 import harness as h
@@ -148,6 +149,102 @@ def test_inbox_send(gw, t):
         ws.shutdown()
 
 
+def burst(gw, plan):
+    """POSTs each (tenant, send) of plan on a connection of its own, all written before any answer is read, so
+    that they reach the gateway together; returns the answers in plan order."""
+    conns = [h.HttpConn(gw.port) for _ in plan]
+    for c, (t, msg) in zip(conns, plan):
+        c.send(h.build_request("POST", "/v1/messages", {"Authorization": "Bearer " + t["key"],
+                                                         "Content-Type": "application/json"},
+                               json.dumps(msg), keep_alive=True))
+    answers = [c.read_response("POST") for c in conns]
+    for c in conns:
+        c.close()
+    return answers
+
+
+def test_burst(gw, t1, t2):
+    """Sends that arrive together are stored together (one statement per loop turn on the tenant's shard): a burst
+    over many connections, two tenants, four recipients each, some sharing one idempotency key, must come out as if
+    stored one by one. The key: one message, every answer its id, one 202 and the rest 200. Every conversation's
+    seqs run 1..n, every tenant's cursors 1..2m with one message.created and one conversation.updated per message
+    (carrying that message's seq), and a live client sees them all in cursor order."""
+    wss = {t["tenant"]: connect(gw, t["key"]) for t in (t1, t2)}
+    for ws in wss.values():
+        ws.recv_op()
+    shared = "burst-" + uuid.uuid4().hex
+    plan = []  # (tenant, body)
+    for t in (t1, t2):
+        for i in range(24):
+            msg = {"channel_id": t["channel"], "to": "+1415555%04d" % (100 + i % 4), "body": "burst %d" % i}
+            if i % 3 == 0:
+                msg["idempotency_key"] = shared  # the same key for both tenants: each has its own
+            elif i % 3 == 1:
+                msg["idempotency_key"] = "own-%d-%s" % (i, uuid.uuid4().hex)
+            plan.append((t, msg))
+    answers = burst(gw, plan)
+    h.ok(all(a is not None and a.status in (200, 202) for a in answers), "every send answered 200 or 202",
+         [a.status if a else None for a in answers])
+    for t in (t1, t2):
+        mine = [(msg, a) for (tt, msg), a in zip(plan, answers) if tt is t and a is not None]
+        keyed = [a for msg, a in mine if msg.get("idempotency_key") == shared]
+        ids = {a.json().get("id") for a in keyed}
+        h.ok(len(ids) == 1 and sorted(a.status for a in keyed) == [200] * (len(keyed) - 1) + [202],
+             "tenant %s: the shared key gives one id, one 202 and the rest 200" % t["tenant"],
+             [(a.status, a.json().get("id")) for a in keyed])
+        others = [a.json().get("id") for msg, a in mine if msg.get("idempotency_key") != shared]
+        h.ok(len(set(others)) == len(others) and not ids & set(others) and
+             all(a.status == 202 for msg, a in mine if msg.get("idempotency_key") != shared),
+             "tenant %s: every other send its own new message" % t["tenant"])
+        created = len(others) + 1
+        h.ok(sql("SELECT count(*) FROM messages WHERE tenant_id = %s AND direction = 'out'" % t["tenant"]) ==
+             str(created), "tenant %s: %d messages stored" % (t["tenant"], created))
+        gaps = sql("SELECT count(*) FROM (SELECT seq, row_number() OVER (PARTITION BY conversation_id ORDER BY seq) AS"
+                   " n FROM messages WHERE tenant_id = %s) x WHERE seq <> n" % t["tenant"])
+        h.ok(gaps == "0", "tenant %s: each conversation's seqs run 1..n" % t["tenant"], gaps)
+        ev, deadline = [], time.monotonic() + 10  # the sender's status events (retrying: nobody listens) interleave
+        while time.monotonic() < deadline and sum(e["type"] != "message.status" for e in ev) < 2 * created:
+            ev += events(wss[t["tenant"]], 1, timeout=max(0.01, deadline - time.monotonic()))
+        h.ok([e["cursor"] for e in ev] == list(range(1, len(ev) + 1)),
+             "tenant %s: live events with cursors 1, 2, ... in order" % t["tenant"], [e["cursor"] for e in ev])
+        made = [e for e in ev if e["type"] == "message.created"]
+        upd = {e["cursor"]: e for e in ev if e["type"] == "conversation.updated"}
+        h.ok(len(made) == created and len(upd) == created and
+             {e["data"]["id"] for e in made} == ids | set(others),
+             "tenant %s: one message.created and one conversation.updated per message" % t["tenant"])
+        seq_of = dict((mid, int(seq)) for mid, seq in (
+            r.split("|") for r in sql("SELECT string_agg(id || '|' || seq, ',') FROM messages WHERE tenant_id = %s"
+                                      % t["tenant"]).split(",")))
+        h.ok(all(upd.get(e["cursor"] + 1, {}).get("data", {}).get("last_seq") == seq_of.get(e["data"]["id"])
+                 for e in made),
+             "tenant %s: each message.created is followed by its conversation.updated, with its seq" % t["tenant"])
+    for ws in wss.values():
+        ws.shutdown()
+
+
+def test_burst_refusal(gw, t):
+    """A constraint planted for the test refuses one send of a burst: its batch is stored again one by one, so
+    that one is refused and the others are accepted, each stored once, their bodies intact."""
+    with open(gw.log_path, "rb") as f:
+        before = f.read().count(b"storing them one by one")
+    sql("ALTER TABLE messages ADD CONSTRAINT test_poison CHECK (body NOT LIKE '%poison%') NOT VALID")
+    try:
+        bodies = ['together "%d" \\ {a,b} NULL' % i for i in range(20)]  # array-literal specials
+        bodies[7] = "poison"
+        answers = burst(gw, [(t, {"channel_id": t["channel"], "to": "+14155550142", "body": b}) for b in bodies])
+    finally:
+        sql("ALTER TABLE messages DROP CONSTRAINT test_poison")
+    statuses = [a.status if a else None for a in answers]
+    h.ok(statuses[7] == 503 and all(x == 202 for i, x in enumerate(statuses) if i != 7),
+         "the refused one: 503; the other nineteen: 202", statuses)
+    got = sql("SELECT string_agg(body, '|' ORDER BY id) FROM messages WHERE tenant_id = %s" % t["tenant"])
+    h.ok(sorted((got or "").split("|")) == sorted(b for i, b in enumerate(bodies) if i != 7),
+         "each of the nineteen stored once, quotes, backslash and braces intact", got)
+    with open(gw.log_path, "rb") as f:
+        refused = f.read().count(b"storing them one by one") - before
+    h.ok(refused == 1, "one batch was refused and stored again one by one (%d)" % refused)
+
+
 def test_file():
     # Sends go to a port nobody listens on: they stay queued or retrying, which is all this file looks at.
     with h.Gateway(master_key=MASTER_KEY, twilio_api_base="http://127.0.0.1:%d" % h.free_port()) as gw:
@@ -156,6 +253,10 @@ def test_file():
         h.subtest(test_refusals, gw, t)
         h.subtest(test_inbox_send, gw, setup(gw))
         h.subtest(test_whatsapp_form, gw)
+        h.subtest(test_burst, gw, setup(gw), setup(gw))
+    with h.Gateway(master_key=MASTER_KEY, shards="1",
+                   twilio_api_base="http://127.0.0.1:%d" % h.free_port()) as gw:  # one shard: the burst meets there
+        h.subtest(test_burst_refusal, gw, setup(gw))
 
 
 if __name__ == "__main__":
