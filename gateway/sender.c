@@ -152,26 +152,190 @@ static const char claim_sql[] =
     " RETURNING m.recipient, m.body, m.media::text, coalesce(m.template::text, ''), c.type, c.address,"
     " coalesce(c.credentials_sealed, ''), m.attempts";
 
-/* $1 tenant, $2 message, $3 status, $4 provider id, $5 error code, $6 error message, $7 retry delay (ms), $8 how
- * long (ms) it must have been sending (0: a send's own outcome; the sweeper's "unknown" asks for minutes). Only a
- * message still sending changes; its new status goes to the history and the live inbox. */
+/* ---- outcomes: what a loop turn's sends of all the shard's tenants came to, stored in one statement ----------- */
+
+/* A batch of outcomes as parallel arrays, in arrival order: $1 tenant, $2 message, $3 status, $4 provider id, $5
+ * error code, $6 error message ('' = none), $7 retry delay (ms), $8 how long (ms) the message must have been sending
+ * (0: a send's own outcome; the sweeper's "unknown" asks for minutes). Only a message still sending changes (the
+ * first of the batch's outcomes for it); its new status goes to the history and, as message.status, to its
+ * tenant's inbox, numbered in arrival order. Each tenant's cursor row is written once, however many of its
+ * messages the batch holds: written once per outcome, its versions piled up in the segment's transaction and every
+ * update walked them all. Rows: the events, grouped by tenant in cursor order. */
 static const char finish_sql[] =
-    "WITH m AS ("
-    "  UPDATE messages SET status = $3, provider_id = coalesce(nullif($4, ''), provider_id),"
-    "         error_code = nullif($5, ''), error_message = nullif($6, ''),"
-    "         next_attempt_at = CASE WHEN $3 = 'retrying' THEN now() + $7::bigint * interval '1 millisecond' END,"
+    "WITH u AS ("
+    "  SELECT DISTINCT ON (tenant_id, id) * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],"
+    "       $5::text[], $6::text[], $7::bigint[], $8::bigint[])"
+    "       WITH ORDINALITY AS u(tenant_id, id, status, provider_id, error_code, error_message, retry_ms, age_ms, ord)"
+    "  ORDER BY tenant_id, id, ord),"
+    " m AS ("
+    "  UPDATE messages x SET status = u.status, provider_id = coalesce(nullif(u.provider_id, ''), x.provider_id),"
+    "         error_code = nullif(u.error_code, ''), error_message = nullif(u.error_message, ''),"
+    "         next_attempt_at = CASE WHEN u.status = 'retrying' THEN now() + u.retry_ms * interval '1 millisecond' END,"
     "         updated_at = now()"
-    "  WHERE tenant_id = $1 AND id = $2 AND status = 'sending'"
-    "  AND updated_at <= now() - $8::bigint * interval '1 millisecond' RETURNING id, status, error_code, error_message),"
+    "  FROM u WHERE x.tenant_id = u.tenant_id AND x.id = u.id AND x.status = 'sending'"
+    "  AND x.updated_at <= now() - u.age_ms * interval '1 millisecond'"
+    "  RETURNING u.ord, x.tenant_id, x.id, x.status, x.error_code, x.error_message),"
     " sh AS (INSERT INTO message_status_history (tenant_id, message_id, status, error_code, error_message)"
-    "        SELECT $1, id, status, error_code, error_message FROM m),"
-    " ev AS (SELECT 'message.status' AS type, jsonb_strip_nulls(jsonb_build_object('id', m.id::text, 'status',"
-    "        m.status, 'error', CASE WHEN m.error_code IS NULL THEN NULL"
-    "        ELSE jsonb_build_object('code', m.error_code, 'message', m.error_message) END)) AS data FROM m),"
-    " cur AS (UPDATE tenants SET inbox_cursor = inbox_cursor + 1 WHERE id = $1 AND EXISTS (SELECT 1 FROM ev)"
-    "         RETURNING inbox_cursor)"
-    " INSERT INTO inbox_events (tenant_id, cursor, type, data) SELECT $1, cur.inbox_cursor, ev.type, ev.data"
-    " FROM cur, ev RETURNING cursor, type, data::text";
+    "        SELECT tenant_id, id, status, error_code, error_message FROM m),"
+    " cur AS ("
+    "  UPDATE tenants t SET inbox_cursor = t.inbox_cursor + g.n"
+    "  FROM (SELECT tenant_id, count(*) AS n FROM m GROUP BY tenant_id) g WHERE t.id = g.tenant_id"
+    "  RETURNING t.id, t.inbox_cursor - g.n AS base),"
+    " ins AS ("
+    "  INSERT INTO inbox_events (tenant_id, cursor, type, data)"
+    "  SELECT m.tenant_id, cur.base + row_number() OVER (PARTITION BY m.tenant_id ORDER BY m.ord), 'message.status',"
+    "         jsonb_strip_nulls(jsonb_build_object('id', m.id::text, 'status', m.status, 'error',"
+    "         CASE WHEN m.error_code IS NULL THEN NULL"
+    "         ELSE jsonb_build_object('code', m.error_code, 'message', m.error_message) END))"
+    "  FROM m JOIN cur ON cur.id = m.tenant_id"
+    "  RETURNING tenant_id, cursor, type, data)"
+    " SELECT tenant_id, cursor, type, data::text FROM ins ORDER BY tenant_id, cursor";
+
+#define OUTCOMES_MAX 512 /* outcomes per statement at most; more wait for the next */
+
+typedef void (*outcome_fn)(void *arg, int err, const char *detail); /* after COMMIT (err 0) or failure */
+
+typedef struct outcome {
+    struct outcome *next;
+    outcome_fn done;
+    void *arg;
+    char tenant[24], id[24], retry_ms[24], age_ms[24];
+    const char *status;                         /* static */
+    char *provider_id, *code, *message;         /* into text */
+    char text[];
+} outcome_t;
+
+/* Per shard: the outcomes waiting for the connection's flush hook, in arrival order. */
+typedef struct outcomes {
+    outcome_t *head, *tail;
+    bool hooked;
+} outcomes_t;
+
+static outcomes_t pending_outcomes[SB_MAX_SHARDS]; /* each touched only by its own shard's thread */
+
+typedef struct outcome_op {
+    outcome_t *items;
+    size_t n;
+} outcome_op_t;
+
+static void store_outcomes(sb_shard_t *s, outcome_t *items, size_t n);
+
+static void outcomes_stored(void *arg, int err, const char *detail, const PGresult *res)
+{
+    outcome_op_t *op = arg;
+    sb_shard_t *s = sb_shard_self();
+    outcome_t *it = op->items;
+    if (err == SB_EINVAL && op->n > 1 && s) { /* one of them is refused: each on its own, for its own answer */
+        sb_log_warn("sender: a batch of %zu outcomes was refused (%s); storing them one by one", op->n, detail);
+        while (it) {
+            outcome_t *next = it->next;
+            it->next = NULL;
+            store_outcomes(s, it, 1);
+            it = next;
+        }
+        free(op);
+        return;
+    }
+    if (!err) {
+        int rows = PQntuples(res);
+        for (int i = 0, j; i < rows; i = j) { /* grouped by tenant */
+            for (j = i + 1; j < rows && !strcmp(PQgetvalue(res, j, 0), PQgetvalue(res, i, 0)); j++)
+                ;
+            sb_live_publish_rows(strtoll(PQgetvalue(res, i, 0), NULL, 10), res, i, j - i);
+        }
+    }
+    while (it) {
+        outcome_t *next = it->next;
+        it->done(it->arg, err, detail);
+        free(it);
+        it = next;
+    }
+    free(op);
+}
+
+/* Sends the list items (n of them; it takes them) as one statement on the shard's connection. */
+static void store_outcomes(sb_shard_t *s, outcome_t *items, size_t n)
+{
+    outcome_op_t *op = sb_malloc(sizeof *op);
+    op->items = items;
+    op->n = n;
+    sb_buf_t col[8];
+    for (int c = 0; c < 8; c++)
+        sb_buf_init(&col[c]);
+    for (outcome_t *it = items; it; it = it->next) {
+        const char *v[8] = {it->tenant, it->id, it->status, it->provider_id, it->code, it->message, it->retry_ms,
+                            it->age_ms};
+        for (int c = 0; c < 8; c++)
+            sb_pg_array_item(&col[c], v[c]);
+    }
+    const char *p[8];
+    for (int c = 0; c < 8; c++) {
+        sb_buf_append_str(&col[c], SB_STR("}"));
+        p[c] = sb_buf_cstr(&col[c]);
+    }
+    if (sb_pg_query(sb_shard_pg(s), finish_sql, 8, p, SB_PG_RETRY | SB_PG_PREPARED, outcomes_stored, op) < 0)
+        outcomes_stored(op, SB_EUNAVAIL, "not connected", NULL);
+    for (int c = 0; c < 8; c++)
+        sb_buf_cleanup(&col[c]);
+}
+
+/* The flush hook: what waits, OUTCOMES_MAX a statement. */
+static void flush_outcomes(void *arg)
+{
+    outcomes_t *q = arg;
+    while (q->head) {
+        outcome_t *first = q->head, *last = first;
+        size_t n = 1;
+        for (; n < OUTCOMES_MAX && last->next; n++)
+            last = last->next;
+        q->head = last->next;
+        last->next = NULL;
+        if (!q->head)
+            q->tail = NULL;
+        store_outcomes(sb_shard_self(), first, n);
+    }
+}
+
+/* Stores on shard s (the message's tenant's, which alone writes the tenant's cursor) that message id of tenant ended
+ * with status (static storage), provider id, error code and message (copied; NULL: none) unless it has left sending
+ * meanwhile, or (age_ms > 0) has been sending for less than age_ms; then calls done once, after COMMIT or failure. */
+static void store_outcome(sb_shard_t *s, int64_t tenant, int64_t id, const char *status, const char *provider_id,
+                          const char *code, const char *message, uint64_t retry_ms, uint64_t age_ms, outcome_fn done,
+                          void *arg)
+{
+    outcomes_t *q = &pending_outcomes[sb_shard_index(s)];
+    if (!q->hooked)
+        q->hooked = sb_pg_add_flush_hook(sb_shard_pg(s), flush_outcomes, q) == 0;
+    if (!q->hooked || !sb_pg_connected(sb_shard_pg(s))) {
+        done(arg, SB_EUNAVAIL, "not connected");
+        return;
+    }
+    const char *t[3] = {provider_id ? provider_id : "", code ? code : "", message ? message : ""};
+    size_t l[3], total = 0;
+    for (int i = 0; i < 3; i++)
+        total += (l[i] = strlen(t[i])) + 1;
+    outcome_t *o = sb_malloc(sizeof *o + total);
+    o->next = NULL;
+    o->done = done;
+    o->arg = arg;
+    snprintf(o->tenant, sizeof o->tenant, "%lld", (long long)tenant);
+    snprintf(o->id, sizeof o->id, "%lld", (long long)id);
+    snprintf(o->retry_ms, sizeof o->retry_ms, "%llu", (unsigned long long)retry_ms);
+    snprintf(o->age_ms, sizeof o->age_ms, "%llu", (unsigned long long)age_ms);
+    o->status = status;
+    char *w = o->text, **dst[3] = {&o->provider_id, &o->code, &o->message};
+    for (int i = 0; i < 3; i++) {
+        memcpy(w, t[i], l[i] + 1);
+        *dst[i] = w;
+        w += l[i] + 1;
+    }
+    if (q->tail)
+        q->tail->next = o;
+    else
+        q->head = o;
+    q->tail = o;
+    sb_pg_kick(sb_shard_pg(s));
+}
 
 typedef struct fin {
     job_t *j;
@@ -179,14 +343,12 @@ typedef struct fin {
     uint64_t retry_ms;
 } fin_t;
 
-static void finished(void *arg, int err, const char *detail, const PGresult *res)
+static void finished(void *arg, int err, const char *detail)
 {
     fin_t *f = arg;
     if (err)
         sb_log_warn("sender: message %s: outcome not stored (the sweeper will reconcile it): %s", f->j->id_s,
                     detail);
-    else
-        sb_live_publish(f->j->tenant, res);
     job_done(f->j, f->again, f->retry_ms);
     free(f);
 }
@@ -195,16 +357,11 @@ static void finished(void *arg, int err, const char *detail, const PGresult *res
 static void finish(job_t *j, const char *status, const char *provider_id, const char *code, const char *message,
                    bool again, uint64_t retry_ms)
 {
-    char delay[24];
-    snprintf(delay, sizeof delay, "%llu", (unsigned long long)retry_ms);
-    const char *p[8] = {j->tenant_s, j->id_s, status, provider_id ? provider_id : "", code ? code : "",
-                        message ? message : "", delay, "0"};
     fin_t *f = sb_malloc(sizeof *f);
     f->j = j;
     f->again = again;
     f->retry_ms = retry_ms;
-    if (sb_pg_query(sb_shard_pg(j->s), finish_sql, 8, p, SB_PG_RETRY | SB_PG_PREPARED, finished, f) < 0)
-        finished(f, SB_EUNAVAIL, "not connected", NULL);
+    store_outcome(j->s, j->tenant, j->id, status, provider_id, code, message, retry_ms, 0, finished, f);
 }
 
 static uint64_t random_u64(void)
@@ -507,13 +664,11 @@ typedef struct stuck {
     int64_t tenant, id;
 } stuck_t;
 
-static void unknown_stored(void *arg, int err, const char *detail, const PGresult *res)
+static void unknown_stored(void *arg, int err, const char *detail)
 {
     stuck_t *k = arg;
     if (err)
         sb_log_debug("sender: message %lld stays sending for now: %s", (long long)k->id, detail);
-    else if (PQntuples(res))
-        sb_live_publish(k->tenant, res);
     free(k);
 }
 
@@ -521,14 +676,8 @@ static void unknown_stored(void *arg, int err, const char *detail, const PGresul
 static void unknown_on_owner(sb_shard_t *s, void *arg)
 {
     stuck_t *k = arg;
-    char t[24], id[24], age[24];
-    snprintf(t, sizeof t, "%lld", (long long)k->tenant);
-    snprintf(id, sizeof id, "%lld", (long long)k->id);
-    snprintf(age, sizeof age, "%d", STUCK_MS);
-    const char *p[8] = {t, id, "unknown", "", "interrupted", "the gateway stopped while the provider was being asked",
-                        "0", age};
-    if (sb_pg_query(sb_shard_pg(s), finish_sql, 8, p, SB_PG_PREPARED, unknown_stored, k) < 0)
-        unknown_stored(k, SB_EUNAVAIL, "not connected", NULL);
+    store_outcome(s, k->tenant, k->id, "unknown", NULL, "interrupted",
+                  "the gateway stopped while the provider was being asked", 0, STUCK_MS, unknown_stored, k);
 }
 
 static void swept_stuck(void *arg, int err, const char *detail, const PGresult *res)
@@ -623,6 +772,9 @@ void sb_sender_shard_stop(sb_shard_t *s)
         job_done(waiting_jobs[i], false, 0);
     sb_http_client_destroy(clients[i]); /* requests in flight end as unknown, or stay sending for the sweeper */
     clients[i] = NULL;
+    outcomes_t *q = &pending_outcomes[i];
+    flush_outcomes(q); /* what those ended in, while the connection is still there (or each gets its error) */
+    q->hooked = false;
     sb_free(caches[i]);
     if (i == 0 && sweeper) {
         uv_close((uv_handle_t *)sweeper, sweeper_closed);
