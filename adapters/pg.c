@@ -33,7 +33,7 @@ typedef struct query {
     int err;
     bool have_result;
     char detail[256];
-    /* SB_PG_RETRY, or held back while a segment commits: what it takes to send it (again) */
+    /* what it takes to send it again, alone, if another statement's failure rolls its segment back */
     char *sql;
     char **params;
     int nparams;
@@ -212,7 +212,7 @@ static void finish_segment(sb_pg_t *pg)
             PQclear(q->res);
             q->res = NULL;
         }
-        if (q->err == SB_EAGAIN && (q->flags & SB_PG_RETRY) && pg->state == UP) { /* again, alone */
+        if (q->err == SB_EAGAIN && pg->state == UP) { /* again, alone */
             q->next = NULL;
             q->err = 0;
             q->have_result = false;
@@ -390,14 +390,6 @@ static void release_held(sb_pg_t *pg)
             q->err = pg->state != UP ? SB_EUNAVAIL : SB_EINVAL;
             snprintf(q->detail, sizeof q->detail, "%s", pg->state != UP ? "connection lost" : "could not send");
             query_finish(pg, q);
-        } else if (!(q->flags & SB_PG_RETRY)) { /* the copy was only for the wait */
-            for (int i = 0; i < q->nparams; i++)
-                free(q->params[i]);
-            sb_free(q->params);
-            if (!q->sql_static)
-                free(q->sql);
-            q->sql = NULL;
-            q->nparams = 0;
         }
         q = next;
     }
@@ -414,10 +406,10 @@ int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *pa
     q->cb = cb;
     q->arg = arg;
     q->flags = flags;
+    keep_copy(q, sql, nparams, params);
     if (pg->inflight || pg->held_head) {
         /* Group commit: a segment is committing. Everything that arrives meanwhile waits and goes out as the next
          * segment, so one fsync covers all of it instead of one each. */
-        keep_copy(q, sql, nparams, params);
         if (pg->held_tail)
             pg->held_tail->next = q;
         else
@@ -426,8 +418,6 @@ int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *pa
         pg->stats.held++;
         return 0;
     }
-    if (flags & SB_PG_RETRY)
-        keep_copy(q, sql, nparams, params);
     int rc = send_query(pg, q, sql, nparams, params, flags);
     if (rc < 0)
         query_free(q);

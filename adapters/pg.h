@@ -14,9 +14,11 @@
  * result arrives, that is after COMMIT: a callback with err == 0 means the statement is durable.
  *
  * If one statement of a segment fails, PostgreSQL rolls the whole segment back: the failing query's callback gets
- * SB_EINVAL (with the server's message and the result, for its SQLSTATE) and every other query of that segment gets
- * SB_EAGAIN ("rolled back with its batch": run it again, alone if it matters). SB_PG_ALONE gives a query a segment
- * of its own. A statement must not contain BEGIN/COMMIT: the segment is the transaction. */
+ * SB_EINVAL (with the server's message and the result, for its SQLSTATE), and every other query of that segment is
+ * sent again, alone (safe: a rolled-back statement had no effect), so one caller's bad statement never fails
+ * another's. The adapter keeps a copy of every query's sql and params for that. Hence the rule: each statement is
+ * a whole unit of work on its own — nothing may rely on two statements committing together — and must not contain
+ * BEGIN/COMMIT: the segment is the transaction. SB_PG_ALONE gives a query a segment of its own. */
 #ifndef SB_PG_H
 #define SB_PG_H
 
@@ -37,15 +39,13 @@ bool sb_pg_connected(const sb_pg_t *pg);
 
 /* A query's outcome. err: 0 (committed; res holds the rows), SB_EINVAL (the statement failed: detail is the
  * server's message, res the error result — PQresultErrorField(res, PG_DIAG_SQLSTATE) tells which), SB_EAGAIN
- * (rolled back because another statement of its segment failed), SB_EUNAVAIL (connection lost: the outcome is
+ * (rolled back because another statement of its segment failed, and it could not be sent again), SB_EUNAVAIL (connection lost: the outcome is
  * unknown if it was sent), SB_ECANCELED (adapter closing). res is borrowed for the call only and may be NULL;
  * detail is valid for the call only and never NULL. */
 typedef void (*sb_pg_query_cb)(void *arg, int err, const char *detail, const PGresult *res);
 
-/* Flags. SB_PG_ALONE: the query gets a segment (transaction) of its own. SB_PG_RETRY: if the query is rolled back
- * only because another statement of its segment failed, the adapter sends it again, alone, instead of answering
- * SB_EAGAIN (safe: a rolled-back statement had no effect); it keeps a copy of sql and params for that. */
-enum { SB_PG_ALONE = 1, SB_PG_RETRY = 2, SB_PG_PREPARED = 4 };
+/* Flags. SB_PG_ALONE: the query gets a segment (transaction) of its own. */
+enum { SB_PG_ALONE = 1, SB_PG_PREPARED = 4 };
 /* SB_PG_PREPARED: sql is a string with static storage duration (a literal or a static array), and its address
  * names it: the adapter prepares it once per connection (a PREPARE pipelined before its first use) and then only
  * sends the parameters, so PostgreSQL stops planning it on every call — for the hot statements, planning cost
@@ -85,7 +85,7 @@ typedef struct sb_pg_stats {
     uint64_t queries;   /* queries completed (any outcome) */
     uint64_t segments;  /* Syncs sent: transactions */
     uint64_t reconnects;
-    uint64_t retries;   /* SB_PG_RETRY queries sent again after their batch rolled back */
+    uint64_t retries;   /* queries sent again, alone, after another's failure rolled their batch back */
     uint64_t held;      /* queries that waited for the segment in flight to commit */
     uint64_t prepares;  /* statements prepared (SB_PG_PREPARED, once per connection) */
 } sb_pg_stats_t;

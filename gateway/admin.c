@@ -148,7 +148,7 @@ static void create_tenant(sb_shard_t *s, sb_http_req_t *req)
     if (name) {
         const char *p[1] = {name};
         if (sb_pg_query(sb_shard_pg(s), "INSERT INTO tenants (name) VALUES ($1) RETURNING id, name", 1, p,
-                        SB_PG_RETRY, tenant_created, req) < 0)
+                        0, tenant_created, req) < 0)
             respond_db_error(req, SB_EUNAVAIL, NULL, "", "");
     }
     json_decref(j);
@@ -220,7 +220,7 @@ static void create_key(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
                     "RETURNING tenant_id, id, key_hash) "
                     "INSERT INTO api_key_routes (key_hash, tenant_id, key_id) "
                     "SELECT key_hash, tenant_id, id FROM k RETURNING key_id::text",
-                    3, p, SB_PG_RETRY, key_created, op) < 0) {
+                    3, p, 0, key_created, op) < 0) {
         respond_db_error(req, SB_EUNAVAIL, NULL, "", "");
         sb_crypto_wipe(op, sizeof *op);
         free(op);
@@ -404,7 +404,7 @@ static void create_channel(sb_shard_t *s, sb_http_req_t *req, const char *tenant
                     "INSERT INTO channel_routes (channel_id, tenant_id, type, address) "
                     "SELECT id, tenant_id, type, address FROM c "
                     "RETURNING channel_id::text, tenant_id::text, address",
-                    6, p, SB_PG_RETRY, channel_created, op) < 0) {
+                    6, p, 0, channel_created, op) < 0) {
         free(op->meta_app_id);
         free(op);
         respond_db_error(req, SB_EUNAVAIL, NULL, "", "");
@@ -494,7 +494,7 @@ static void create_meta_app(sb_shard_t *s, sb_http_req_t *req)
     const char *p[3] = {app, sb_buf_cstr(&sealed), verify_hash};
     if (sb_pg_query(sb_shard_pg(s),
                     "INSERT INTO meta_apps (app_id, app_secret_sealed, verify_token_hash) VALUES ($1, $2, $3)", 3,
-                    p, SB_PG_RETRY, app_created, op) < 0) {
+                    p, 0, app_created, op) < 0) {
         free(op);
         respond_db_error(req, SB_EUNAVAIL, NULL, "", "");
     }
@@ -601,7 +601,7 @@ static void set_webhook(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
     if (sb_pg_query(sb_shard_pg(s),
                     "UPDATE tenants SET webhook_url = $2, webhook_secret_sealed = $3, webhook_cursor = inbox_cursor"
                     " WHERE id = $1 RETURNING id",
-                    3, p, SB_PG_RETRY, hook_set, op) < 0)
+                    3, p, 0, hook_set, op) < 0)
         hook_set(op, SB_EUNAVAIL, "not connected", NULL);
     sb_buf_cleanup(&sealed);
 }

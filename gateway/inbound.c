@@ -299,7 +299,7 @@ static void flush_applies(void *arg)
             snprintf(r, sizeof r, "%lld", (long long)op->items->ids[0]);
             snprintf(c, sizeof c, "%lld", (long long)op->items->channel);
             const char *p[3] = {t, r, c};
-            rc = sb_pg_query(sb_shard_pg(s), apply_one_sql, 3, p, SB_PG_RETRY | SB_PG_PREPARED, applied, op);
+            rc = sb_pg_query(sb_shard_pg(s), apply_one_sql, 3, p, SB_PG_PREPARED, applied, op);
         } else {
             sb_buf_t tenants, ids;
             sb_buf_init(&tenants);
@@ -312,7 +312,7 @@ static void flush_applies(void *arg)
             sb_buf_append_str(&tenants, SB_STR("}"));
             sb_buf_append_str(&ids, SB_STR("}"));
             const char *p[2] = {sb_buf_cstr(&tenants), sb_buf_cstr(&ids)};
-            rc = sb_pg_query(sb_shard_pg(s), apply_sql, 2, p, SB_PG_RETRY | SB_PG_PREPARED, applied, op);
+            rc = sb_pg_query(sb_shard_pg(s), apply_sql, 2, p, SB_PG_PREPARED, applied, op);
             sb_buf_cleanup(&tenants);
             sb_buf_cleanup(&ids);
         }

@@ -273,7 +273,7 @@ static void store_outcomes(sb_shard_t *s, outcome_t *items, size_t n)
         sb_buf_append_str(&col[c], SB_STR("}"));
         p[c] = sb_buf_cstr(&col[c]);
     }
-    if (sb_pg_query(sb_shard_pg(s), finish_sql, 8, p, SB_PG_RETRY | SB_PG_PREPARED, outcomes_stored, op) < 0)
+    if (sb_pg_query(sb_shard_pg(s), finish_sql, 8, p, SB_PG_PREPARED, outcomes_stored, op) < 0)
         outcomes_stored(op, SB_EUNAVAIL, "not connected", NULL);
     for (int c = 0; c < 8; c++)
         sb_buf_cleanup(&col[c]);

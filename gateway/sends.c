@@ -313,7 +313,7 @@ static void insert_batch(sb_shard_t *s, job_t **jobs, size_t n)
         sb_buf_append_str(&col[c], SB_STR("}"));
         p[c] = sb_buf_cstr(&col[c]);
     }
-    if (sb_pg_query(sb_shard_pg(s), accept_sql, 7, p, SB_PG_RETRY | SB_PG_PREPARED, accepted, op) < 0)
+    if (sb_pg_query(sb_shard_pg(s), accept_sql, 7, p, SB_PG_PREPARED, accepted, op) < 0)
         accepted(op, SB_EUNAVAIL, "the database is not reachable", NULL);
     for (int c = 0; c < 7; c++)
         sb_buf_cleanup(&col[c]);

@@ -208,7 +208,7 @@ static void insert_batch(sb_shard_t *s, pending_receipt_t *batch)
                     " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::jsonb[], $5::text[])"
                     " ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING"
                     " RETURNING tenant_id, channel_id, id",
-                    5, p, SB_PG_RETRY | SB_PG_PREPARED, batch_committed, batch) < 0)
+                    5, p, SB_PG_PREPARED, batch_committed, batch) < 0)
         batch_committed(batch, SB_EUNAVAIL, "the database is not reachable", NULL);
     for (int i = 0; i < 5; i++)
         sb_buf_cleanup(&col[i]);
@@ -561,7 +561,7 @@ static void meta_events(sb_shard_t *s, sb_http_req_t *req, const app_t *a)
                         "WHERE r.type = $1 AND r.address = $2 "
                         "ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING "
                         "RETURNING tenant_id, channel_id, id",
-                        5, p, SB_PG_RETRY | SB_PG_PREPARED, meta_stored, b) < 0)
+                        5, p, SB_PG_PREPARED, meta_stored, b) < 0)
             meta_stored(b, SB_EUNAVAIL, "the database is not reachable", NULL);
         free(event);
         sb_buf_cleanup(&key);
