@@ -17,7 +17,7 @@
 #define BACKOFF_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 5000
 #define MAX_PREPARED 64
-#define MAX_HOOKS 4
+#define MAX_HOOKS 8
 
 enum state { DOWN, CONNECTING, UP };
 

@@ -64,7 +64,7 @@ int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *pa
  * (what fn issues joins them), or right after the segment in flight finished (what fn issues goes out with what
  * was held back meanwhile). So requests collected while a segment commits leave together the moment it is done.
  * sb_pg_kick() makes sure the hooks are called before the loop blocks next even if no query was issued this turn.
- * fn may call sb_pg_query (not sb_pg_close). Up to 4 hooks per connection, called in the order they were added;
+ * fn may call sb_pg_query (not sb_pg_close). Up to 8 hooks per connection, called in the order they were added;
  * adding one that is there already does nothing. Returns 0, or SB_ENOSPC (no room). */
 int sb_pg_add_flush_hook(sb_pg_t *pg, void (*fn)(void *arg), void *arg);
 void sb_pg_remove_flush_hook(sb_pg_t *pg, void (*fn)(void *arg), void *arg);

@@ -58,6 +58,7 @@ typedef struct job {
     sb_counters_limits_t lim;
     uv_timer_t *wait;          /* while the counters say wait */
     struct job *wprev, *wnext; /* on the shard's list of waiting jobs, while the timer runs */
+    struct job *cnext;         /* on the shard's list of claims waiting for the flush hook */
     bool waiting;
     sb_outbound_request_t req; /* built, waiting for a token */
 } job_t;
@@ -143,14 +144,16 @@ static void limits_of(chinfo_t *c, sb_channel_type_t type, const char *settings)
                                     .lease_ms = SB_COUNTERS_DEFAULT_LEASE_MS};
 }
 
-/* $1 tenant, $2 message. queued/retrying -> sending, committed before the provider is asked. */
+/* A batch of claims as parallel arrays, in arrival order: $1 tenant, $2 message. Each message still queued or
+ * retrying becomes sending, committed before the provider is asked. Rows: one per message claimed (a message named
+ * twice in a batch is claimed once), with what its request needs and its ord. */
 static const char claim_sql[] =
     "UPDATE messages m SET status = 'sending', attempts = m.attempts + 1, updated_at = now()"
-    " FROM channels c"
-    " WHERE m.tenant_id = $1 AND m.id = $2 AND m.direction = 'out' AND m.status IN ('queued', 'retrying')"
+    " FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS u(tenant_id, id, ord), channels c"
+    " WHERE m.tenant_id = u.tenant_id AND m.id = u.id AND m.direction = 'out' AND m.status IN ('queued', 'retrying')"
     " AND c.tenant_id = m.tenant_id AND c.id = m.channel_id"
     " RETURNING m.recipient, m.body, m.media::text, coalesce(m.template::text, ''), c.type, c.address,"
-    " coalesce(c.credentials_sealed, ''), m.attempts";
+    " coalesce(c.credentials_sealed, ''), m.attempts, u.ord";
 
 /* ---- outcomes: what a loop turn's sends of all the shard's tenants came to, stored in one statement ----------- */
 
@@ -410,30 +413,21 @@ static void answered(void *arg, const sb_http_client_res_t *res)
 
 static void acquire(job_t *j);
 
-/* The claimed row: opens the credentials, builds the provider request, then takes the counters and sends it. */
-static void claimed(void *arg, int err, const char *detail, const PGresult *res)
+/* The claimed message (row r of the claim's result): opens the credentials, builds the provider request, then
+ * takes the counters and sends it. */
+static void claimed(job_t *j, const PGresult *res, int r)
 {
-    job_t *j = arg;
-    if (err) { /* the database is away: the message is still queued; the actor tries again later */
-        sb_log_warn("sender: message %s: cannot claim it: %s", j->id_s, detail);
-        job_done(j, true, DB_RETRY_MS);
-        return;
-    }
-    if (PQntuples(res) != 1) { /* sent, failed or being sent elsewhere: nothing to do */
-        job_done(j, false, 0);
-        return;
-    }
-    j->attempt = (unsigned)strtoul(PQgetvalue(res, 0, 7), NULL, 10);
+    j->attempt = (unsigned)strtoul(PQgetvalue(res, r, 7), NULL, 10);
 
     sb_buf_t plain, callback;
     sb_buf_init(&plain);
     sb_buf_init(&callback);
-    json_t *creds = NULL, *media = json_loads(PQgetvalue(res, 0, 2), 0, NULL), *tpl = NULL;
-    const char *tpl_text = PQgetvalue(res, 0, 3);
+    json_t *creds = NULL, *media = json_loads(PQgetvalue(res, r, 2), 0, NULL), *tpl = NULL;
+    const char *tpl_text = PQgetvalue(res, r, 3);
     char ad[48];
     snprintf(ad, sizeof ad, "tenant:%s", j->tenant_s);
     if (!cfg->has_master_key ||
-        sb_crypto_open(cfg->master_key, sb_str_cstr(PQgetvalue(res, 0, 6)), sb_str_cstr(ad), &plain) < 0 ||
+        sb_crypto_open(cfg->master_key, sb_str_cstr(PQgetvalue(res, r, 6)), sb_str_cstr(ad), &plain) < 0 ||
         !(creds = json_loadb(plain.p, plain.len, 0, NULL))) {
         sb_log_error("sender: channel %lld: credentials cannot be opened (master_key changed?)", (long long)j->channel);
         sb_crypto_buf_wipe(&plain);
@@ -458,12 +452,12 @@ static void claimed(void *arg, int err, const char *detail, const PGresult *res)
     const char *s;
     sb_outbound_msg_t m = {
         .channel = j->type,
-        .address = sb_str_cstr(PQgetvalue(res, 0, 5)),
+        .address = sb_str_cstr(PQgetvalue(res, r, 5)),
         .account_sid = sb_str_cstr((s = json_string_value(json_object_get(creds, "account_sid"))) ? s : ""),
         .auth_token = sb_str_cstr((s = json_string_value(json_object_get(creds, "auth_token"))) ? s : ""),
         .access_token = sb_str_cstr((s = json_string_value(json_object_get(creds, "access_token"))) ? s : ""),
-        .to = sb_str_cstr(PQgetvalue(res, 0, 0)),
-        .body = sb_str_cstr(PQgetvalue(res, 0, 1)),
+        .to = sb_str_cstr(PQgetvalue(res, r, 0)),
+        .body = sb_str_cstr(PQgetvalue(res, r, 1)),
         .media = urls,
         .nmedia = nurls,
         .template_name = sb_str_cstr((s = json_string_value(json_object_get(tpl, "name"))) ? s : ""),
@@ -549,6 +543,99 @@ static void acquire(job_t *j)
         granted(j, SB_EUNAVAIL, NULL);
 }
 
+/* ---- claims: a loop turn's messages of the shard, queued -> sending in one statement -------------------------- */
+
+#define CLAIMS_MAX 512 /* claims per statement at most; more wait for the next */
+
+/* Per shard: the jobs waiting for the connection's flush hook to claim their messages, in arrival order. */
+typedef struct claims {
+    job_t *head, *tail;
+    bool hooked;
+} claims_t;
+
+static claims_t pending_claims[SB_MAX_SHARDS]; /* each touched only by its own shard's thread */
+
+typedef struct claim_op {
+    job_t **jobs; /* [ord - 1] */
+    size_t n;
+} claim_op_t;
+
+/* The database is away: the message is still queued; the actor tries again later. */
+static void not_claimed(job_t *j, const char *detail)
+{
+    sb_log_warn("sender: message %s: cannot claim it: %s", j->id_s, detail);
+    job_done(j, true, DB_RETRY_MS);
+}
+
+static void claim_batch(sb_shard_t *s, job_t **jobs, size_t n);
+
+static void claims_done(void *arg, int err, const char *detail, const PGresult *res)
+{
+    claim_op_t *op = arg;
+    sb_shard_t *s = sb_shard_self();
+    if (err == SB_EINVAL && op->n > 1 && s) { /* one of them is refused: each on its own, for its own answer */
+        sb_log_warn("sender: a batch of %zu claims was refused (%s); claiming them one by one", op->n, detail);
+        for (size_t i = 0; i < op->n; i++)
+            claim_batch(s, &op->jobs[i], 1);
+    } else if (err) {
+        for (size_t i = 0; i < op->n; i++)
+            not_claimed(op->jobs[i], detail);
+    } else {
+        for (int r = 0; r < PQntuples(res); r++) {
+            long long ord = strtoll(PQgetvalue(res, r, 8), NULL, 10);
+            SB_BUG_ON(ord < 1 || (size_t)ord > op->n || !op->jobs[ord - 1]);
+            job_t *j = op->jobs[ord - 1];
+            op->jobs[ord - 1] = NULL;
+            claimed(j, res, r);
+        }
+        for (size_t i = 0; i < op->n; i++) /* sent, failed or being sent elsewhere: nothing to do */
+            if (op->jobs[i])
+                job_done(op->jobs[i], false, 0);
+    }
+    free(op->jobs);
+    free(op);
+}
+
+/* Claims the messages of jobs[0..n) in one statement on the shard's connection. */
+static void claim_batch(sb_shard_t *s, job_t **jobs, size_t n)
+{
+    claim_op_t *op = sb_malloc(sizeof *op);
+    op->jobs = sb_malloc(n * sizeof *op->jobs);
+    memcpy(op->jobs, jobs, n * sizeof *jobs);
+    op->n = n;
+    sb_buf_t col[2];
+    sb_buf_init(&col[0]);
+    sb_buf_init(&col[1]);
+    for (size_t i = 0; i < n; i++) {
+        sb_pg_array_item(&col[0], jobs[i]->tenant_s);
+        sb_pg_array_item(&col[1], jobs[i]->id_s);
+    }
+    sb_buf_append_str(&col[0], SB_STR("}"));
+    sb_buf_append_str(&col[1], SB_STR("}"));
+    const char *p[2] = {sb_buf_cstr(&col[0]), sb_buf_cstr(&col[1])};
+    if (sb_pg_query(sb_shard_pg(s), claim_sql, 2, p, SB_PG_PREPARED, claims_done, op) < 0)
+        claims_done(op, SB_EUNAVAIL, "not connected", NULL);
+    sb_buf_cleanup(&col[0]);
+    sb_buf_cleanup(&col[1]);
+}
+
+/* The flush hook: what waits, CLAIMS_MAX a statement. */
+static void flush_claims(void *arg)
+{
+    claims_t *q = arg;
+    job_t *batch[CLAIMS_MAX];
+    while (q->head) {
+        size_t n = 0;
+        while (q->head && n < CLAIMS_MAX) {
+            batch[n++] = q->head;
+            q->head = q->head->cnext;
+        }
+        if (!q->head)
+            q->tail = NULL;
+        claim_batch(sb_shard_self(), batch, n);
+    }
+}
+
 static void claim(job_t *j, const chinfo_t *c)
 {
     j->type = c->type;
@@ -558,9 +645,20 @@ static void claim(job_t *j, const chinfo_t *c)
         job_done(j, true, wait);
         return;
     }
-    const char *p[2] = {j->tenant_s, j->id_s};
-    if (sb_pg_query(sb_shard_pg(j->s), claim_sql, 2, p, SB_PG_PREPARED, claimed, j) < 0)
-        claimed(j, SB_EUNAVAIL, "not connected", NULL);
+    claims_t *q = &pending_claims[sb_shard_index(j->s)];
+    if (!q->hooked)
+        q->hooked = sb_pg_add_flush_hook(sb_shard_pg(j->s), flush_claims, q) == 0;
+    if (!q->hooked || !sb_pg_connected(sb_shard_pg(j->s))) {
+        not_claimed(j, "not connected");
+        return;
+    }
+    j->cnext = NULL;
+    if (q->tail)
+        q->tail->cnext = j;
+    else
+        q->head = j;
+    q->tail = j;
+    sb_pg_kick(sb_shard_pg(j->s));
 }
 
 static void channel_loaded(void *arg, int err, const char *detail, const PGresult *res)
@@ -770,6 +868,14 @@ void sb_sender_shard_stop(sb_shard_t *s)
     stopping[i] = true;
     while (waiting_jobs[i]) /* after the drain: what still waits for a token ends here (job_done unlists it) */
         job_done(waiting_jobs[i], false, 0);
+    claims_t *c = &pending_claims[i];
+    while (c->head) { /* never claimed: they stay queued, and the next start's sweeper hands them over */
+        job_t *j = c->head;
+        c->head = j->cnext;
+        job_done(j, false, 0);
+    }
+    c->tail = NULL;
+    c->hooked = false;
     sb_http_client_destroy(clients[i]); /* requests in flight end as unknown, or stay sending for the sweeper */
     clients[i] = NULL;
     outcomes_t *q = &pending_outcomes[i];

@@ -3,7 +3,8 @@ an accepted message goes out to Twilio's Messages API or Meta's Graph API as the
 goes queued -> sent (with the provider's id) -> delivered (the provider's signed status callback), each change live
 in the inbox and in GET /v1/messages/{id}, also when the callback overtakes the provider's answer; a provider answering 500 is retried with backoff until it takes the
 message; a permanent 400 fails at once with the provider's code and is not retried; an idempotent repeat is sent
-once.
+once; a burst to many conversations, claimed together, sends each message once and stores each provider id on its
+own message.
 Run: SB_BIN=build/release/switchboard python3 tests/integration/test_outbound.py"""
 
 import json
@@ -13,6 +14,7 @@ import uuid
 
 import harness as h
 from test_live import connect, events
+from test_sends import burst
 from test_mock_provider import Mock
 from test_webhooks import MASTER_KEY, admin, sql
 
@@ -20,15 +22,19 @@ ACCOUNT = "AC" + "5" * 32
 TOKEN = "f" * 32
 
 
-def setup(gw, kind="twilio_sms", address=None, settings=None):
-    t = admin(gw, "/v1/admin/tenants", {"name": "outbound " + uuid.uuid4().hex[:6]})
-    key = admin(gw, "/v1/admin/tenants/%s/keys" % t["id"], {})["key"]
+def setup_channel(gw, tenant, kind="twilio_sms", address=None, settings=None):
     address = address or "+1555%07d" % (uuid.uuid4().int % 10 ** 7)
     creds = {"account_sid": ACCOUNT, "auth_token": TOKEN} if kind.startswith("twilio") else \
         {"access_token": "EAAB" + uuid.uuid4().hex}
-    ch = admin(gw, "/v1/admin/tenants/%s/channels" % t["id"], {"type": kind, "address": address,
-                                                                 "credentials": creds, "settings": settings or {}})
-    return {"tenant": t["id"], "key": key, "channel": ch["id"], "address": address}
+    ch = admin(gw, "/v1/admin/tenants/%s/channels" % tenant, {"type": kind, "address": address,
+                                                               "credentials": creds, "settings": settings or {}})
+    return {"channel": ch["id"], "address": address}
+
+
+def setup(gw, kind="twilio_sms", address=None, settings=None):
+    t = admin(gw, "/v1/admin/tenants", {"name": "outbound " + uuid.uuid4().hex[:6]})
+    key = admin(gw, "/v1/admin/tenants/%s/keys" % t["id"], {})["key"]
+    return dict({"tenant": t["id"], "key": key}, **setup_channel(gw, t["id"], kind, address, settings))
 
 
 def send(gw, t, body, to="+14155550123", key=None):
@@ -194,6 +200,31 @@ def test_permanent_failure(gw, mock):
     ws.shutdown()
 
 
+def test_burst(gw, mock):
+    """Thirty messages on thirty channels of one tenant at once (a channel's actor sends one at a time; thirty send
+    side by side): their claims (queued -> sending) meet in one statement. Each goes out once, from its own channel
+    with its own recipient and body, and each message stores the provider id of its own request."""
+    t = setup(gw)
+    chans = [t] + [dict(t, **setup_channel(gw, t["tenant"])) for _ in range(29)]
+    plan = [(c, {"channel_id": c["channel"], "to": "+1415555%04d" % (200 + i), "body": "burst %d" % i})
+            for i, c in enumerate(chans)]
+    answers = burst(gw, plan)
+    ids = [a.json().get("id") if a is not None and a.status == 202 else None for a in answers]
+    h.ok(all(ids), "thirty accepted", [a and a.status for a in answers])
+    done = h.wait_for(lambda: all(message(gw, t, m).get("status") == "sent" for m in ids if m), 20)
+    h.ok(done, "all thirty sent")
+    sid, count = {}, 0
+    for c in chans:
+        for r in mock.received(sender=c["address"]).get("requests", []):
+            sid[(c["address"], r["to"], r["body"])] = r["id"]
+            count += 1
+    h.ok(count == 30 and len(sid) == 30, "thirty provider requests, each message once", sid)
+    wrong = [(i, m) for i, m in enumerate(ids) if m and message(gw, t, m).get("provider_id") !=
+             sid.get((chans[i]["address"], plan[i][1]["to"], plan[i][1]["body"]))]
+    h.ok(not wrong, "each message holds the provider id of the request made from its channel, to its recipient, "
+                    "with its body", wrong)
+
+
 def test_meta(gw, mock):
     t = setup(gw, "meta_whatsapp", address=str(100000000000000 + uuid.uuid4().int % 10 ** 14))
     ws = connect(gw, t["key"])
@@ -299,6 +330,7 @@ def test_file():
             h.subtest(test_retry_then_success, gw, mock)
             h.subtest(test_permanent_failure, gw, mock)
             h.subtest(test_meta, gw, mock)
+            h.subtest(test_burst, gw, mock)
             h.subtest(test_breaker, gw, mock)
         h.subtest(test_pacing, mock)
         h.subtest(test_stop_while_paced, mock)
