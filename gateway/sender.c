@@ -146,11 +146,16 @@ static void limits_of(chinfo_t *c, sb_channel_type_t type, const char *settings)
 
 /* A batch of claims as parallel arrays, in arrival order: $1 tenant, $2 message. Each message still queued or
  * retrying becomes sending, committed before the provider is asked. Rows: one per message claimed (a message named
- * twice in a batch is claimed once), with what its request needs and its ord. */
+ * twice in a batch is claimed once), with what its request needs and its ord.
+ *
+ * No "direction = 'out'" (only outbound messages are ever queued or retrying, and only their ids come here): with
+ * it the statement matches messages_outbox's predicate, and the generic plan of a prepared statement, which
+ * believes the outbox nearly empty, scanned the whole outbox for every batch — under load, thousands of rows a
+ * claim, and the sends collapsed. Without it the plan is a primary-key probe per message. */
 static const char claim_sql[] =
     "UPDATE messages m SET status = 'sending', attempts = m.attempts + 1, updated_at = now()"
     " FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS u(tenant_id, id, ord), channels c"
-    " WHERE m.tenant_id = u.tenant_id AND m.id = u.id AND m.direction = 'out' AND m.status IN ('queued', 'retrying')"
+    " WHERE m.tenant_id = u.tenant_id AND m.id = u.id AND m.status IN ('queued', 'retrying')"
     " AND c.tenant_id = m.tenant_id AND c.id = m.channel_id"
     " RETURNING m.recipient, m.body, m.media::text, coalesce(m.template::text, ''), c.type, c.address,"
     " coalesce(c.credentials_sealed, ''), m.attempts, u.ord";
