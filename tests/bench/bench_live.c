@@ -511,6 +511,7 @@ int main(int argc, char **argv)
     if (mock_port) {
         uint64_t first, last, count;
         mock_samples(&first, &last, &count);
+        sort(&delivered); /* filled just now */
         printf("  sends: %llu requested (%.0f/s), %llu accepted (202), %llu other; answered p50 %.2f ms, p99 %.2f ms\n",
                (unsigned long long)sent, (double)sent / secs, (unsigned long long)acked, (unsigned long long)not_ok,
                pct(&acks, 50), pct(&acks, 99));
