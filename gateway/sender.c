@@ -151,7 +151,8 @@ static void limits_of(chinfo_t *c, sb_channel_type_t type, const char *settings)
  * No "direction = 'out'" (only outbound messages are ever queued or retrying, and only their ids come here): with
  * it the statement matches messages_outbox's predicate, and the generic plan of a prepared statement, which
  * believes the outbox nearly empty, scanned the whole outbox for every batch — under load, thousands of rows a
- * claim, and the sends collapsed. Without it the plan is a primary-key probe per message. */
+ * claim, and the sends collapsed. Without it the plan is a primary-key probe per message (once the planner has
+ * statistics: a plan made on tables it believes empty may still pick another index; see tests/bench/run.sh). */
 static const char claim_sql[] =
     "UPDATE messages m SET status = 'sending', attempts = m.attempts + 1, updated_at = now()"
     " FROM unnest($1::bigint[], $2::bigint[]) WITH ORDINALITY AS u(tenant_id, id, ord), channels c"
