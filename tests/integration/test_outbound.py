@@ -3,7 +3,7 @@ an accepted message goes out to Twilio's Messages API or Meta's Graph API as the
 goes queued -> sent (with the provider's id) -> delivered (the provider's signed status callback), each change live
 in the inbox and in GET /v1/messages/{id}, also when the callback overtakes the provider's answer; a provider answering 500 is retried with backoff until it takes the
 message; a permanent 400 fails at once with the provider's code and is not retried; an idempotent repeat is sent
-once; a burst to many conversations, claimed together, sends each message once and stores each provider id on its
+once; a burst on many channels, claimed together, sends each message once and stores each provider id on its
 own message.
 Run: SB_BIN=build/release/switchboard python3 tests/integration/test_outbound.py"""
 
