@@ -39,9 +39,9 @@ bool sb_pg_connected(const sb_pg_t *pg);
 
 /* A query's outcome. err: 0 (committed; res holds the rows), SB_EINVAL (the statement failed: detail is the
  * server's message, res the error result — PQresultErrorField(res, PG_DIAG_SQLSTATE) tells which), SB_EAGAIN
- * (rolled back because another statement of its segment failed, and it could not be sent again), SB_EUNAVAIL (connection lost: the outcome is
- * unknown if it was sent), SB_ECANCELED (adapter closing). res is borrowed for the call only and may be NULL;
- * detail is valid for the call only and never NULL. */
+ * (rolled back because another statement of its segment failed, and it could not be sent again), SB_EUNAVAIL
+ * (connection lost: the outcome is unknown if it was sent), SB_ECANCELED (adapter closing). res is borrowed for
+ * the call only and may be NULL; detail is valid for the call only and never NULL. */
 typedef void (*sb_pg_query_cb)(void *arg, int err, const char *detail, const PGresult *res);
 
 /* Flags. SB_PG_ALONE: the query gets a segment (transaction) of its own. */
