@@ -47,7 +47,7 @@ struct sb_pg {
     int poll_events;
     uv_timer_t timer;
     uv_prepare_t prepare; /* closes the open segment before the loop blocks */
-    char *conninfo;
+    char *conninfo, *name;
     enum state state;
     uint64_t backoff_ms;
     bool closing, logged_down, ever_up;
@@ -559,7 +559,10 @@ static void on_poll(uv_poll_t *h, int status, int events)
 
 static void try_connect(sb_pg_t *pg)
 {
-    pg->conn = PQconnectStart(pg->conninfo);
+    /* application_name first: a conninfo that names one itself wins (later keywords override earlier ones) */
+    const char *const keys[] = {"application_name", "dbname", NULL};
+    const char *const vals[] = {pg->name, pg->conninfo, NULL};
+    pg->conn = PQconnectStartParams(keys, vals, 1);
     if (!pg->conn || PQstatus(pg->conn) == CONNECTION_BAD) {
         if (!pg->logged_down)
             sb_log_warn("postgres: cannot start connecting: %s",
@@ -600,11 +603,12 @@ static void schedule_retry(sb_pg_t *pg)
     pg->backoff_ms = pg->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : pg->backoff_ms * 2;
 }
 
-sb_pg_t *sb_pg_create(uv_loop_t *loop, const char *conninfo)
+sb_pg_t *sb_pg_create(uv_loop_t *loop, const char *conninfo, const char *name)
 {
     sb_pg_t *pg = sb_calloc(1, sizeof *pg);
     pg->loop = loop;
     pg->conninfo = sb_strdup(conninfo);
+    pg->name = sb_strdup(name);
     pg->poll_fd = -1;
     pg->backoff_ms = BACKOFF_MIN_MS;
     uv_timer_init(loop, &pg->timer);
@@ -621,6 +625,7 @@ static void pg_handle_closed(uv_handle_t *h)
     sb_pg_t *pg = h->data;
     if (--pg->open_handles == 0) {
         free(pg->conninfo);
+        free(pg->name);
         free(pg);
     }
 }

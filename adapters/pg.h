@@ -31,8 +31,9 @@
 
 typedef struct sb_pg sb_pg_t;
 
-/* Starts connecting with the libpq connection string (copied). Never fails: errors are retried. */
-sb_pg_t *sb_pg_create(uv_loop_t *loop, const char *conninfo);
+/* Starts connecting with the libpq connection string (copied), as application_name name (copied; what
+ * pg_stat_activity shows, unless conninfo names one itself). Never fails: errors are retried. */
+sb_pg_t *sb_pg_create(uv_loop_t *loop, const char *conninfo, const char *name);
 /* Closes the connection; pending callbacks are called with SB_ECANCELED; freed once its handles have closed. */
 void sb_pg_close(sb_pg_t *pg);
 bool sb_pg_connected(const sb_pg_t *pg);

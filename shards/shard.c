@@ -292,8 +292,11 @@ static void shard_main(void *arg)
     if (s->start_rc == 0 && g_opts.redis_host)
         s->redis = sb_redis_create(&s->loop, g_opts.redis_host, g_opts.redis_port, g_opts.redis_db);
     if (s->start_rc == 0 && g_opts.pg_conninfo) {
-        s->pg = sb_pg_create(&s->loop, g_opts.pg_conninfo);
-        s->ingest = sb_pg_create(&s->loop, g_opts.pg_conninfo);
+        char app[64]; /* what pg_stat_activity shows */
+        snprintf(app, sizeof app, "switchboard shard %u", s->idx);
+        s->pg = sb_pg_create(&s->loop, g_opts.pg_conninfo, app);
+        snprintf(app, sizeof app, "switchboard shard %u ingest", s->idx);
+        s->ingest = sb_pg_create(&s->loop, g_opts.pg_conninfo, app);
     }
     if (s->start_rc == 0 && g_opts.hooks.start)
         s->start_rc = g_opts.hooks.start(s, g_opts.hooks.arg);

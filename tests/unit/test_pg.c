@@ -330,7 +330,7 @@ TEST(not_connected)
 {
     uv_loop_t l2;
     uv_loop_init(&l2);
-    sb_pg_t *down = sb_pg_create(&l2, "host=127.0.0.1 port=1 dbname=x user=x connect_timeout=1");
+    sb_pg_t *down = sb_pg_create(&l2, "host=127.0.0.1 port=1 dbname=x user=x connect_timeout=1", "test_pg down");
     outcome_t o = {0};
     is_int(sb_pg_query(down, "SELECT 1", 0, NULL, 0, on_result, &o), SB_EUNAVAIL,
            "query before the connection is up: SB_EUNAVAIL at once");
@@ -345,7 +345,8 @@ int main(void)
 {
     const char *url = getenv("SB_TEST_DATABASE_URL");
     uv_loop_init(&loop);
-    pg = sb_pg_create(&loop, url ? url : "host=127.0.0.1 port=5440 dbname=switchboard_test user=switchboard");
+    pg = sb_pg_create(&loop, url ? url : "host=127.0.0.1 port=5440 dbname=switchboard_test user=switchboard",
+                       "test_pg");
     RUN(connect);
     RUN(group_commit);
     RUN(held_while_committing);
