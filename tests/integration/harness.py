@@ -38,6 +38,12 @@ REDIS_URL = "redis://127.0.0.1:6390/1"  # db 1: tests never touch the dev data i
 DATABASE_URL = "host=127.0.0.1 port=5440 dbname=switchboard_test user=switchboard"
 ADMIN_TOKEN = "test-token"
 
+
+def sql(query, database_url=DATABASE_URL):
+    """What psql prints for query (unaligned, tuples only, stripped); by default on the test database."""
+    out = subprocess.run(["psql", database_url, "-At", "-c", query], capture_output=True, text=True, timeout=10)
+    return out.stdout.strip()
+
 # --- TAP -----------------------------------------------------------------------------------------
 
 _n = 0

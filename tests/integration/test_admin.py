@@ -5,7 +5,6 @@ Run: SB_BIN=build/release/switchboard python3 tests/integration/test_admin.py"""
 
 import hashlib
 import json
-import subprocess
 import uuid
 
 import harness as h
@@ -21,12 +20,6 @@ def api(gw, method, path, body=None, token=h.ADMIN_TOKEN, content_type="applicat
         headers["Content-Type"] = content_type
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
     return h.request(gw.port, method, path, headers, data)
-
-
-def sql(query):
-    """One value from the test database, through psql."""
-    out = subprocess.run(["psql", h.DATABASE_URL, "-At", "-c", query], capture_output=True, text=True, timeout=10)
-    return out.stdout.strip()
 
 
 def j(r):
@@ -80,9 +73,9 @@ def test_tenants_keys_channels(gw):
     h.ok(r.status == 201 and key.startswith("sb_live_") and len(key) == 51 and key.startswith(k.get("prefix", "?")),
          "API key issued: sb_live_ + 43 characters, with its public prefix", r)
     digest = hashlib.sha256(key.encode()).hexdigest()
-    h.ok(sql("SELECT count(*) FROM api_keys WHERE tenant_id = %s AND key_hash = '%s'" % (tid, digest)) == "1",
+    h.ok(h.sql("SELECT count(*) FROM api_keys WHERE tenant_id = %s AND key_hash = '%s'" % (tid, digest)) == "1",
          "the database holds the key's SHA-256")
-    h.ok(sql("SELECT count(*) FROM api_keys a JOIN api_key_routes r USING (key_hash) WHERE a.key_hash LIKE '%%%s%%'"
+    h.ok(h.sql("SELECT count(*) FROM api_keys a JOIN api_key_routes r USING (key_hash) WHERE a.key_hash LIKE '%%%s%%'"
              % key[8:20]) == "0", "and never the key itself")
     r = api(gw, "POST", "/v1/admin/tenants/999999999/keys")
     h.ok(r.status == 404 and h.error_code(r) == "not_found", "key for a missing tenant: 404", r)
@@ -101,10 +94,10 @@ def test_tenants_keys_channels(gw):
          "Twilio channel created with its webhook and status callback URLs", r)
     h.ok(c.get("webhook_url", "").startswith("http://127.0.0.1:%d/" % gw.port),
          "without public_url the URLs use the Host the request came to", c.get("webhook_url"))
-    sealed = sql("SELECT credentials_sealed FROM channels WHERE id = %s" % cid)
+    sealed = h.sql("SELECT credentials_sealed FROM channels WHERE id = %s" % cid)
     h.ok(sealed != "" and token not in sealed and "auth_token" not in sealed,
          "credentials are stored sealed: neither the token nor the field name is readable")
-    h.ok(sql("SELECT tenant_id FROM channel_routes WHERE channel_id = %s" % cid) == tid,
+    h.ok(h.sql("SELECT tenant_id FROM channel_routes WHERE channel_id = %s" % cid) == tid,
          "the channel is routable by its id")
 
     r = api(gw, "POST", "/v1/admin/tenants/%s/channels" % tid, body)
@@ -144,7 +137,7 @@ def test_meta_apps(gw):
     r = api(gw, "POST", "/v1/admin/meta-apps", {"app_id": app, "app_secret": secret, "verify_token": "vt-1"})
     a = j(r) or {}
     h.ok(r.status == 201 and a.get("webhook_url", "").endswith("/webhooks/meta/" + app), "Meta app registered", r)
-    row = sql("SELECT app_secret_sealed || verify_token_hash FROM meta_apps WHERE app_id = '%s'" % app)
+    row = h.sql("SELECT app_secret_sealed || verify_token_hash FROM meta_apps WHERE app_id = '%s'" % app)
     h.ok(row != "" and secret not in row and "vt-1" not in row, "its secret and verify token are not stored in clear")
     r = api(gw, "POST", "/v1/admin/meta-apps", {"app_id": app, "app_secret": secret, "verify_token": "vt-1"})
     h.ok(r.status == 409, "registering it twice: 409", r)

@@ -8,7 +8,6 @@ import base64
 import hashlib
 import hmac
 import json
-import subprocess
 import threading
 import urllib.parse
 import uuid
@@ -22,11 +21,6 @@ AUTH_TOKEN = "0123456789abcdef0123456789abcdef"
 def admin(gw, path, body):
     headers = {"Authorization": "Bearer " + h.ADMIN_TOKEN, "Content-Type": "application/json"}
     return h.request(gw.port, "POST", path, headers, json.dumps(body).encode()).json()
-
-
-def sql(query):
-    out = subprocess.run(["psql", h.DATABASE_URL, "-At", "-c", query], capture_output=True, text=True, timeout=10)
-    return out.stdout.strip()
 
 
 def sign(url, params):
@@ -50,7 +44,7 @@ def post(gw, path, params, signature=None, content_type="application/x-www-form-
 
 def receipts(cid, key=None):
     where = "channel_id = %s" % cid + (" AND dedup_key = '%s'" % key if key else "")
-    return sql("SELECT count(*) FROM webhook_receipts WHERE " + where)
+    return h.sql("SELECT count(*) FROM webhook_receipts WHERE " + where)
 
 
 def setup(gw):
@@ -80,10 +74,10 @@ def test_sms(gw, ctx):
     h.ok(r.status == 200 and r.header("content-type") == "text/xml" and b"<Response/>" in r.body,
          "signed SMS webhook: 200 text/xml <Response/>", r)
     h.ok(receipts(cid, "msg:" + sid) == "1", "the receipt was committed before the answer")
-    stored = sql("SELECT event->>'body' || '|' || (event->>'from') || '|' || (event->>'to') || '|' || tenant_id "
+    stored = h.sql("SELECT event->>'body' || '|' || (event->>'from') || '|' || (event->>'to') || '|' || tenant_id "
                  "FROM webhook_receipts WHERE dedup_key = 'msg:%s'" % sid)
     h.ok(stored == "%s|+14155550123|%s|%s" % (body, number, tid), "normalized event stored, Unicode intact", stored)
-    h.ok(h.wait_for(lambda: sql("SELECT processed_at IS NOT NULL FROM webhook_receipts WHERE dedup_key = 'msg:%s'"
+    h.ok(h.wait_for(lambda: h.sql("SELECT processed_at IS NOT NULL FROM webhook_receipts WHERE dedup_key = 'msg:%s'"
                                 % sid) == "t", 5),
          "then routed to the tenant's session actor, which marks it processed")
 
@@ -104,7 +98,7 @@ def test_whatsapp_mms(gw, ctx):
               ("MediaContentType1", "image/png")]
     r = post(gw, "/webhooks/twilio/%s" % wid, params)
     h.ok(r.status == 200, "signed WhatsApp MMS: 200", r)
-    ev = sql("SELECT event::text FROM webhook_receipts WHERE dedup_key = 'msg:%s'" % sid)
+    ev = h.sql("SELECT event::text FROM webhook_receipts WHERE dedup_key = 'msg:%s'" % sid)
     e = json.loads(ev) if ev else {}
     h.ok(e.get("channel") == "twilio_whatsapp" and e.get("from") == "+447700900123" and
          e.get("profile_name") == "Zoë" and len(e.get("media", [])) == 2 and
@@ -126,7 +120,7 @@ def test_status(gw, ctx):
     params = [("MessageSid", sid), ("MessageStatus", "failed"), ("ErrorCode", "30008"), ("From", number),
               ("To", "+14155550123"), ("AccountSid", "AC" + "1" * 32)]
     r = post(gw, path, params)
-    err = sql("SELECT event->>'error_code' FROM webhook_receipts WHERE dedup_key = 'status:%s:failed'" % sid)
+    err = h.sql("SELECT event->>'error_code' FROM webhook_receipts WHERE dedup_key = 'status:%s:failed'" % sid)
     h.ok(r.status == 200 and err == "30008", "a failed status keeps Twilio's error code", err)
 
 
@@ -209,7 +203,7 @@ def wa_payload(pnid, wamid, text):
 
 
 def count_key(key):
-    return sql("SELECT count(*) FROM webhook_receipts WHERE dedup_key = '%s'" % key)
+    return h.sql("SELECT count(*) FROM webhook_receipts WHERE dedup_key = '%s'" % key)
 
 
 def test_meta(gw, ctx):
@@ -228,7 +222,7 @@ def test_meta(gw, ctx):
     text = "héllo from WhatsApp 🌍"
     r = meta_post(gw, app, wa_payload(pnid, wamid, text))
     h.ok(r.status == 200, "signed WhatsApp Cloud message: 200", r)
-    stored = sql("SELECT event->>'body' || '|' || (event->>'profile_name') || '|' || tenant_id FROM webhook_receipts "
+    stored = h.sql("SELECT event->>'body' || '|' || (event->>'profile_name') || '|' || tenant_id FROM webhook_receipts "
                  "WHERE dedup_key = 'msg:%s'" % wamid)
     h.ok(stored == "%s|Zoë|%s" % (text, tid), "receipt stored on the channel of its phone_number_id", stored)
     r = meta_post(gw, app, wa_payload(pnid, wamid, text))
@@ -258,7 +252,7 @@ def test_meta(gw, ctx):
         "sender": {"id": "6000000000000001"}, "recipient": {"id": page}, "timestamp": 1700000000123,
         "message": {"mid": mid, "text": "hi from Messenger"}}]}]}
     r = meta_post(gw, app, messenger)
-    ch = sql("SELECT event->>'channel' FROM webhook_receipts WHERE dedup_key = 'msg:%s'" % mid)
+    ch = h.sql("SELECT event->>'channel' FROM webhook_receipts WHERE dedup_key = 'msg:%s'" % mid)
     h.ok(r.status == 200 and ch == "meta_messenger", "Messenger message stored on the page's channel", ch)
 
 
@@ -270,7 +264,7 @@ def test_batch_refusal(gw, ctx):
     _, cid, number, _, _ = ctx
     refused = 0
     for attempt in range(5):
-        sql("ALTER TABLE webhook_receipts ADD CONSTRAINT test_poison CHECK (raw NOT LIKE '%poison%') NOT VALID")
+        h.sql("ALTER TABLE webhook_receipts ADD CONSTRAINT test_poison CHECK (raw NOT LIKE '%poison%') NOT VALID")
         try:
             sids = ["SM" + uuid.uuid4().hex for _ in range(20)]
             bodies = ['together "%d" \\ {a,b}' % i for i in range(20)]  # array-literal and JSON specials
@@ -285,13 +279,13 @@ def test_batch_refusal(gw, ctx):
             for t in threads:
                 t.join()
         finally:
-            sql("ALTER TABLE webhook_receipts DROP CONSTRAINT test_poison")
+            h.sql("ALTER TABLE webhook_receipts DROP CONSTRAINT test_poison")
         h.ok(answers[7] == 503 and all(a == 200 for i, a in enumerate(answers) if i != 7),
              "burst %d: the refused one: 503; the other nineteen: 200" % attempt, answers)
         stored = [receipts(cid, "msg:" + sid) for sid in sids]
         h.ok(stored == ["0" if i == 7 else "1" for i in range(20)],
              "burst %d: each of the nineteen stored once, the refused none" % attempt, stored)
-        got = sql("SELECT string_agg(event->>'body', '|' ORDER BY id) FROM webhook_receipts WHERE channel_id = %s"
+        got = h.sql("SELECT string_agg(event->>'body', '|' ORDER BY id) FROM webhook_receipts WHERE channel_id = %s"
                   " AND dedup_key IN (%s)" % (cid, ",".join("'msg:%s'" % sid for sid in sids)))
         h.ok(sorted(got.split("|")) == sorted(b for i, b in enumerate(bodies) if i != 7),
              "burst %d: quotes, a backslash and braces arrive intact" % attempt, got)
