@@ -13,6 +13,8 @@
 #include "proto/mem.h"
 #include "shards/shard.h"
 
+#include <stdatomic.h>
+#include <stddef.h>
 #include <string.h>
 
 #define READY_TIMEOUT_MS 1000
@@ -23,13 +25,28 @@ static void healthz(sb_http_req_t *req)
     sb_http_respond(req, 200, "application/json", body, sizeof body - 1);
 }
 
-/* ---- /readyz: ping Redis and PostgreSQL from this shard, answer when both replied ----------------------------- */
+/* ---- /readyz: every shard pings its own Redis and PostgreSQL; the node is ready when all of them are --------------
+ *
+ * Each shard owns its connections and reconnects on its own backoff, so the shard that happens to take the request
+ * cannot speak for the others: it asks every shard (sb_shard_exec), each fills in its own part, and the last part to
+ * finish, on whichever shard that is, sends the whole back to the asking shard to be answered. The answer names the
+ * first shard whose Redis or PostgreSQL is not ok. */
 
-typedef struct ready {
-    sb_http_req_t *req;
-    int pending;
+typedef struct ready ready_t;
+
+typedef struct ready_part {
+    ready_t *r;
+    unsigned shard;
+    int pending; /* this shard's pings not yet answered (touched on its own thread only) */
     char redis[128], pg[128];
-} ready_t;
+} ready_part_t;
+
+struct ready {
+    sb_http_req_t *req;
+    unsigned origin, nparts;
+    atomic_uint remaining; /* parts not yet finished */
+    ready_part_t parts[];
+};
 
 static void ready_put(char *dst, size_t len, int err, const char *detail)
 {
@@ -43,49 +60,110 @@ static void ready_put(char *dst, size_t len, int err, const char *detail)
         dst[--n] = '\0';
 }
 
-static void ready_done(ready_t *r)
+/* "ok" when every shard says so, else the first shard's failure, named. */
+static void ready_field(sb_buf_t *b, const ready_t *r, size_t field)
 {
-    if (--r->pending > 0)
-        return;
-    bool ok = strcmp(r->redis, "ok") == 0 && strcmp(r->pg, "ok") == 0;
+    for (unsigned i = 0; i < r->nparts; i++) {
+        const char *v = (const char *)&r->parts[i] + field;
+        if (strcmp(v, "ok") != 0) {
+            char what[160];
+            snprintf(what, sizeof what, "shard %u: %s", r->parts[i].shard, v);
+            sb_buf_json_escape(b, sb_str_cstr(what));
+            return;
+        }
+    }
+    sb_buf_puts(b, "ok");
+}
+
+static void ready_answer(sb_shard_t *s, void *arg)
+{
+    ready_t *r = arg;
+    (void)s;
+    bool ok = true;
+    for (unsigned i = 0; i < r->nparts; i++)
+        ok = ok && strcmp(r->parts[i].redis, "ok") == 0 && strcmp(r->parts[i].pg, "ok") == 0;
     sb_buf_t b;
     sb_buf_init(&b);
     sb_buf_puts(&b, "{\"redis\":\"");
-    sb_buf_json_escape(&b, sb_str_cstr(r->redis));
+    ready_field(&b, r, offsetof(ready_part_t, redis));
     sb_buf_puts(&b, "\",\"postgres\":\"");
-    sb_buf_json_escape(&b, sb_str_cstr(r->pg));
+    ready_field(&b, r, offsetof(ready_part_t, pg));
     sb_buf_puts(&b, "\"}\n");
     sb_http_respond(r->req, ok ? 200 : 503, "application/json", b.p, b.len);
     sb_buf_cleanup(&b);
     free(r);
 }
 
+/* A part is finished: the last one hands the whole back to the asking shard (if that shard has stopped, so has the
+ * request's connection, and nothing is left to answer). */
+static void ready_part_done(ready_part_t *p)
+{
+    ready_t *r = p->r;
+    if (atomic_fetch_sub_explicit(&r->remaining, 1, memory_order_acq_rel) != 1)
+        return;
+    sb_shard_t *self = sb_shard_self();
+    if (self && sb_shard_index(self) == r->origin)
+        ready_answer(self, r);
+    else if (sb_shard_exec(r->origin, ready_answer, r) < 0)
+        free(r);
+}
+
+static void ready_ping_done(ready_part_t *p)
+{
+    if (--p->pending == 0)
+        ready_part_done(p);
+}
+
 static void ready_redis(void *arg, int err, const char *detail)
 {
-    ready_t *r = arg;
-    ready_put(r->redis, sizeof r->redis, err, detail);
-    ready_done(r);
+    ready_part_t *p = arg;
+    ready_put(p->redis, sizeof p->redis, err, detail);
+    ready_ping_done(p);
 }
 
 static void ready_pg(void *arg, int err, const char *detail)
 {
-    ready_t *r = arg;
-    ready_put(r->pg, sizeof r->pg, err, detail);
-    ready_done(r);
+    ready_part_t *p = arg;
+    ready_put(p->pg, sizeof p->pg, err, detail);
+    ready_ping_done(p);
+}
+
+/* Runs on each shard: its part is finished when both of its pings answered. */
+static void ready_probe(sb_shard_t *s, void *arg)
+{
+    ready_part_t *p = arg;
+    p->pending = 3; /* redis, postgres, and this function: callbacks may run synchronously */
+    if (sb_redis_ping(sb_shard_redis(s), READY_TIMEOUT_MS, ready_redis, p) < 0)
+        ready_redis(p, SB_EUNAVAIL, "not connected");
+    if (!sb_pg_connected(sb_shard_pg_ingest(s))) /* webhooks commit their receipts there */
+        ready_pg(p, SB_EUNAVAIL, "not connected");
+    else if (sb_pg_ping(sb_shard_pg(s), READY_TIMEOUT_MS, ready_pg, p) < 0)
+        ready_pg(p, SB_EUNAVAIL, "not connected");
+    ready_ping_done(p);
 }
 
 static void readyz(sb_shard_t *s, sb_http_req_t *req)
 {
-    ready_t *r = sb_calloc(1, sizeof *r);
+    unsigned n = sb_shards_count();
+    ready_t *r = sb_calloc(1, sizeof *r + n * sizeof r->parts[0]);
     r->req = req;
-    r->pending = 3; /* redis, postgres, and this function: callbacks may run synchronously */
-    if (sb_redis_ping(sb_shard_redis(s), READY_TIMEOUT_MS, ready_redis, r) < 0)
-        ready_redis(r, SB_EUNAVAIL, "not connected");
-    if (!sb_pg_connected(sb_shard_pg_ingest(s))) /* webhooks commit their receipts there */
-        ready_pg(r, SB_EUNAVAIL, "not connected");
-    else if (sb_pg_ping(sb_shard_pg(s), READY_TIMEOUT_MS, ready_pg, r) < 0)
-        ready_pg(r, SB_EUNAVAIL, "not connected");
-    ready_done(r);
+    r->origin = sb_shard_index(s);
+    r->nparts = n;
+    atomic_init(&r->remaining, n);
+    for (unsigned i = 0; i < n; i++) {
+        r->parts[i].r = r;
+        r->parts[i].shard = i;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        ready_part_t *p = &r->parts[i];
+        if (i == r->origin) {
+            ready_probe(s, p);
+        } else if (sb_shard_exec(i, ready_probe, p) < 0) {
+            ready_put(p->redis, sizeof p->redis, SB_ECLOSED, "shard stopped");
+            ready_put(p->pg, sizeof p->pg, SB_ECLOSED, "shard stopped");
+            ready_part_done(p);
+        }
+    }
 }
 
 static void metrics(sb_http_req_t *req)
