@@ -14,7 +14,7 @@ import uuid
 
 import harness as h
 from test_live import setup, sms
-from test_webhooks import MASTER_KEY, admin, sql
+from test_webhooks import MASTER_KEY, admin
 
 
 class Receiver:
@@ -106,7 +106,7 @@ def test_delivery_and_restart():
         cursors = [e["cursor"] for e in rx.events()]
         h.ok(cursors == list(range(1, 11)), "after the restart the rest arrives: 1..10, none lost, none twice",
              cursors)
-        h.ok(sql("SELECT webhook_cursor FROM tenants WHERE id = %s" % t["tenant"]) == "10",
+        h.ok(h.sql("SELECT webhook_cursor FROM tenants WHERE id = %s" % t["tenant"]) == "10",
              "the acknowledged cursor is committed")
     finally:
         gw.stop()
@@ -121,7 +121,7 @@ def test_dead_letter():
         t = setup(gw)
         hook(gw, t, rx.url)
         sms(gw, t, "too late")
-        dead = h.wait_for(lambda: sql("SELECT count(*) FROM webhook_dead_letters WHERE tenant_id = %s"
+        dead = h.wait_for(lambda: h.sql("SELECT count(*) FROM webhook_dead_letters WHERE tenant_id = %s"
                                       % t["tenant"]) == "2", 15)
         h.ok(dead, "events undelivered after webhook_max_age go to webhook_dead_letters")
         rx.status = 200

@@ -12,7 +12,7 @@ import time
 import uuid
 
 import harness as h
-from test_webhooks import AUTH_TOKEN, MASTER_KEY, admin, post, sms_params, sql
+from test_webhooks import AUTH_TOKEN, MASTER_KEY, admin, post, sms_params
 
 
 def events(gw, key, after=0, limit=None):
@@ -71,9 +71,9 @@ def test_flow(gw, out):
     h.ok(all(x["direction"] == "in" and x["from"] == "+14155550123" and x["to"] == number and
              x["channel_id"] == cid for x in d), "direction, from, to, channel")
     h.ok(len({x["conversation_id"] for x in d}) == 1, "one conversation for one customer")
-    seqs = sql("SELECT string_agg(seq::text, ',' ORDER BY seq) FROM messages WHERE tenant_id = %s" % tid)
+    seqs = h.sql("SELECT string_agg(seq::text, ',' ORDER BY seq) FROM messages WHERE tenant_id = %s" % tid)
     h.ok(seqs == "1,2,3", "messages take seq 1, 2, 3 in their conversation", seqs)
-    h.ok(sql("SELECT count(*) FROM webhook_receipts WHERE tenant_id = %s AND processed_at IS NULL" % tid) == "0",
+    h.ok(h.sql("SELECT count(*) FROM webhook_receipts WHERE tenant_id = %s AND processed_at IS NULL" % tid) == "0",
          "every receipt marked processed")
 
     r = post(gw, path, sms_params(sids[0], number, bodies[0]))
@@ -94,7 +94,7 @@ def test_flow(gw, out):
     h.ok(r.status == 200 and len(evs) == 1 and evs[0]["type"] == "message.status" and
          evs[0]["data"]["status"] == "read" and evs[0]["data"]["id"] == d[1]["id"],
          "a status callback becomes message.status for that message", evs)
-    hist = sql("SELECT count(*) FROM message_status_history WHERE tenant_id = %s" % tid)
+    hist = h.sql("SELECT count(*) FROM message_status_history WHERE tenant_id = %s" % tid)
     h.ok(hist == "1", "and is kept in the status history", hist)
     out.update(conv=d[0]["conversation_id"], msg=d[1]["id"])
 
@@ -180,7 +180,7 @@ def test_sweeper(gw):
     event = json.dumps({"kind": "message", "channel": "twilio_sms", "account": number, "provider_id": sid,
                         "from": "+14155550999", "to": number, "body": "left behind", "media": []})
     # A receipt committed but never routed, as a crash between the 200 and the session actor would leave it.
-    sql("INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw, received_at) "
+    h.sql("INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw, received_at) "
         "VALUES (%s, %s, 'msg:%s', '%s', '', now() - interval '1 minute')" % (tid, cid, sid, event))
     evs = wait_events(gw, key, 2, timeout=12)
     h.ok(len(evs) == 2 and evs[0]["data"]["body"] == "left behind",
@@ -221,7 +221,7 @@ def test_batch(gw):
                message("+14155550703", "c", "Cy")]
     values = ", ".join("(%s, %s, '%s', '%s', '', now() - interval '1 minute' + interval '%d ms')"
                        % (t, c, k, json.dumps(ev).replace("'", "''"), i) for i, (t, c, k, ev) in enumerate(planted))
-    sql("INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw, received_at) VALUES " + values)
+    h.sql("INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw, received_at) VALUES " + values)
     evs = wait_events(gw, key, 12, after=2, timeout=15)
     h.ok([e["cursor"] for e in evs] == list(range(3, 15)), "twelve events, cursors 3..14 dense",
          [e["cursor"] for e in evs])
@@ -256,7 +256,7 @@ def test_batch(gw):
          [(e["cursor"], e["type"]) for e in evs_b])
     if len(evs_b) == 4:
         h.ok(evs_b[3]["data"]["contact"]["profile_name"] == "Bea", "and its own contact", evs_b[3]["data"])
-    left = sql("SELECT count(*) FROM webhook_receipts WHERE tenant_id IN (%s, %s) AND processed_at IS NULL"
+    left = h.sql("SELECT count(*) FROM webhook_receipts WHERE tenant_id IN (%s, %s) AND processed_at IS NULL"
                % (tid, tid_b))
     h.ok(left == "0", "every receipt is marked processed", left)
 

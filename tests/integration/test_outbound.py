@@ -16,7 +16,7 @@ import harness as h
 from test_live import connect, events
 from test_sends import burst
 from test_mock_provider import Mock
-from test_webhooks import MASTER_KEY, admin, sql
+from test_webhooks import MASTER_KEY, admin
 
 ACCOUNT = "AC" + "5" * 32
 TOKEN = "f" * 32
@@ -138,7 +138,7 @@ def test_stuck_becomes_unknown(gw, mock):
     ws.recv_op()
     mid = send(gw, t, "stuck")
     h.ok(h.wait_for(lambda: message(gw, t, mid).get("status") == "sending", 5), "claimed: sending")
-    sql("UPDATE messages SET updated_at = now() - interval '3 minutes' WHERE id = %s" % mid)
+    h.sql("UPDATE messages SET updated_at = now() - interval '3 minutes' WHERE id = %s" % mid)
     seen = statuses(ws, mid, ("unknown", "sent"), timeout=12)
     h.ok([(x["status"], x.get("error", {}).get("code")) for x in seen] == [("unknown", "interrupted")],
          "the sweeper's unknown reaches the live inbox, with its reason", seen)
@@ -188,7 +188,7 @@ def test_permanent_failure(gw, mock):
         h.ok("0 row(s)" in out, "a sent message cannot be replayed", out)
         other = send(gw, t, "will be dead")
         h.wait_for(lambda: message(gw, t, other).get("status") == "sent", 10)
-        sql("UPDATE messages SET status = 'dead', error_code = '20500' WHERE id = %s" % other)
+        h.sql("UPDATE messages SET status = 'dead', error_code = '20500' WHERE id = %s" % other)
         out = "\n".join(con.cmd("dead %s -j" % t["tenant"]))
         rows = json.loads(out).get("messages", []) if out.startswith("{") else []
         h.ok([str(r["id"]) for r in rows] == [other] and rows[0]["error"] == "20500",
@@ -310,7 +310,7 @@ def test_stop_while_paced(mock):
         rc = gw.wait(15)
         h.ok(rc == 0 and time.monotonic() - t0 < 8, "SIGTERM with a send waiting for its token: exits 0 promptly (%s, "
              "%.1f s)" % (rc, time.monotonic() - t0))
-        h.ok(sql("SELECT status FROM messages WHERE id = %s" % ids[1]) in ("sending", "sent"),
+        h.ok(h.sql("SELECT status FROM messages WHERE id = %s" % ids[1]) in ("sending", "sent"),
              "the waiting message was claimed, never sent twice")
     finally:
         gw.kill()

@@ -10,7 +10,7 @@ import uuid
 
 import harness as h
 from test_live import JSON, MSGPACK, connect, events, setup
-from test_webhooks import MASTER_KEY, admin, sql
+from test_webhooks import MASTER_KEY, admin
 
 
 def send(gw, key, body, content_type="application/json", headers=None):
@@ -23,7 +23,7 @@ def send(gw, key, body, content_type="application/json", headers=None):
 
 
 def count_out(tenant):
-    return sql("SELECT count(*) FROM messages WHERE tenant_id = %s AND direction = 'out'" % tenant)
+    return h.sql("SELECT count(*) FROM messages WHERE tenant_id = %s AND direction = 'out'" % tenant)
 
 
 def test_accept(gw, t):
@@ -55,9 +55,9 @@ def test_accept(gw, t):
     r = send(gw, t["key"], {"channel_id": t["channel"], "to": "+14155550199",
                             "media_url": "https://example.com/cat.jpg"})
     h.ok(r.status == 202 and r.json()["id"] != mid, "a media-only message without a key: a new id", r)
-    media = sql("SELECT media::text FROM messages WHERE tenant_id = %s AND id = %s" % (t["tenant"], r.json()["id"]))
+    media = h.sql("SELECT media::text FROM messages WHERE tenant_id = %s AND id = %s" % (t["tenant"], r.json()["id"]))
     h.ok(json.loads(media or "[]") == [{"url": "https://example.com/cat.jpg"}], "its media stored", media)
-    seqs = sql("SELECT string_agg(seq::text, ',' ORDER BY seq) FROM messages WHERE tenant_id = %s" % t["tenant"])
+    seqs = h.sql("SELECT string_agg(seq::text, ',' ORDER BY seq) FROM messages WHERE tenant_id = %s" % t["tenant"])
     h.ok(seqs == "1,2", "both in one conversation, seq 1 and 2 (no hole for the repeated key)", seqs)
     ws.shutdown()
 
@@ -114,7 +114,7 @@ def test_whatsapp_form(gw):
     t = setup(gw, "twilio_whatsapp")
     r = send(gw, t["key"], {"channel_id": t["channel"], "to": "whatsapp:+14155550177", "body": "hi"})
     mid = r.json().get("id") if r.status == 202 else None
-    stored = sql("SELECT recipient FROM messages WHERE tenant_id = %s AND id = %s" % (t["tenant"], mid)) if mid else ""
+    stored = h.sql("SELECT recipient FROM messages WHERE tenant_id = %s AND id = %s" % (t["tenant"], mid)) if mid else ""
     h.ok(stored == "+14155550177", "whatsapp:+E164 is stored as the bare number, like inbound WhatsApp", stored)
 
 
@@ -197,9 +197,9 @@ def test_burst(gw, t1, t2):
              all(a.status == 202 for msg, a in mine if msg.get("idempotency_key") != shared),
              "tenant %s: every other send its own new message" % t["tenant"])
         created = len(others) + 1
-        h.ok(sql("SELECT count(*) FROM messages WHERE tenant_id = %s AND direction = 'out'" % t["tenant"]) ==
+        h.ok(h.sql("SELECT count(*) FROM messages WHERE tenant_id = %s AND direction = 'out'" % t["tenant"]) ==
              str(created), "tenant %s: %d messages stored" % (t["tenant"], created))
-        gaps = sql("SELECT count(*) FROM (SELECT seq, row_number() OVER (PARTITION BY conversation_id ORDER BY seq) AS"
+        gaps = h.sql("SELECT count(*) FROM (SELECT seq, row_number() OVER (PARTITION BY conversation_id ORDER BY seq) AS"
                    " n FROM messages WHERE tenant_id = %s) x WHERE seq <> n" % t["tenant"])
         h.ok(gaps == "0", "tenant %s: each conversation's seqs run 1..n" % t["tenant"], gaps)
         ev, deadline = [], time.monotonic() + 10  # the sender's status events (retrying: nobody listens) interleave
@@ -213,7 +213,7 @@ def test_burst(gw, t1, t2):
              {e["data"]["id"] for e in made} == ids | set(others),
              "tenant %s: one message.created and one conversation.updated per message" % t["tenant"])
         seq_of = dict((mid, int(seq)) for mid, seq in (
-            r.split("|") for r in sql("SELECT string_agg(id || '|' || seq, ',') FROM messages WHERE tenant_id = %s"
+            r.split("|") for r in h.sql("SELECT string_agg(id || '|' || seq, ',') FROM messages WHERE tenant_id = %s"
                                       % t["tenant"]).split(",")))
         h.ok(all(upd.get(e["cursor"] + 1, {}).get("data", {}).get("last_seq") == seq_of.get(e["data"]["id"])
                  for e in made),
@@ -231,17 +231,17 @@ def test_burst_refusal(gw, t):
         before = f.read().count(b"storing them one by one")
     refused = 0
     for attempt in range(5):
-        sql("ALTER TABLE messages ADD CONSTRAINT test_poison CHECK (body NOT LIKE '%poison%') NOT VALID")
+        h.sql("ALTER TABLE messages ADD CONSTRAINT test_poison CHECK (body NOT LIKE '%poison%') NOT VALID")
         try:
             bodies = ['together "%d" \\ {a,b} NULL %d' % (i, attempt) for i in range(20)]  # array-literal specials
             bodies[7] = "poison"
             answers = burst(gw, [(t, {"channel_id": t["channel"], "to": "+14155550142", "body": b}) for b in bodies])
         finally:
-            sql("ALTER TABLE messages DROP CONSTRAINT test_poison")
+            h.sql("ALTER TABLE messages DROP CONSTRAINT test_poison")
         statuses = [a.status if a else None for a in answers]
         h.ok(statuses[7] == 503 and all(x == 202 for i, x in enumerate(statuses) if i != 7),
              "burst %d: the refused one: 503; the other nineteen: 202" % attempt, statuses)
-        got = sql("SELECT string_agg(body, '|' ORDER BY id) FROM messages WHERE tenant_id = %s AND body LIKE '%% %d'"
+        got = h.sql("SELECT string_agg(body, '|' ORDER BY id) FROM messages WHERE tenant_id = %s AND body LIKE '%% %d'"
                   % (t["tenant"], attempt))
         h.ok(sorted((got or "").split("|")) == sorted(b for i, b in enumerate(bodies) if i != 7),
              "burst %d: each of the nineteen stored once, quotes, backslash and braces intact" % attempt, got)
