@@ -17,7 +17,8 @@
 #define BACKOFF_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 5000
 #define MAX_PREPARED 64
-#define MAX_HOOKS 8
+#define MAX_BATCHES 8 /* batch kinds per connection */
+#define BATCH_COLS 16
 
 enum state { DOWN, CONNECTING, UP };
 
@@ -60,11 +61,12 @@ struct sb_pg {
     const char *prepared[MAX_PREPARED]; /* SB_PG_PREPARED statements of this connection: "s<index>" */
     int nprepared;
     int open_handles;
-    struct {
-        void (*fn)(void *arg);
-        void *arg;
-    } hooks[MAX_HOOKS]; /* flush hooks, in the order they were added */
-    int nhooks;
+    struct batch {
+        const sb_pg_batch_def_t *def;
+        void **items; /* waiting: [head, n), in arrival order */
+        size_t head, n, cap;
+    } batches[MAX_BATCHES]; /* in the order their kinds were first added */
+    int nbatches;
     sb_pg_stats_t stats;
 };
 
@@ -153,7 +155,7 @@ static void fail_all(sb_pg_t *pg, int err, const char *detail)
     pg->q_head = pg->q_tail = pg->cur = pg->held_head = pg->held_tail = NULL;
     pg->seg_open = false;
     pg->inflight = 0;
-    if (pg->nhooks && !pg->closing) /* what the hooks collected meanwhile learns of the loss from their queries */
+    if (pg->nbatches && !pg->closing) /* what waits in batches learns of the loss from their statements */
         uv_prepare_start(&pg->prepare, on_prepare);
     while (q) {
         query_t *next = q->next;
@@ -251,48 +253,21 @@ static void close_segment(sb_pg_t *pg)
     flush(pg);
 }
 
-static void run_hooks(sb_pg_t *pg)
-{
-    for (int i = 0; i < pg->nhooks && !pg->closing; i++)
-        pg->hooks[i].fn(pg->hooks[i].arg);
-}
+static void send_batches(sb_pg_t *pg);
 
 static void on_prepare(uv_prepare_t *h)
 {
     sb_pg_t *pg = h->data;
     uv_prepare_stop(h);
-    if (!pg->inflight) /* while one commits, the hooks wait for release_held */
-        run_hooks(pg);
+    if (!pg->inflight) /* while one commits, the batches wait for release_held */
+        send_batches(pg);
     if (pg->state == UP)
         close_segment(pg);
 }
 
-int sb_pg_add_flush_hook(sb_pg_t *pg, void (*fn)(void *arg), void *arg)
+static void kick(sb_pg_t *pg)
 {
-    for (int i = 0; i < pg->nhooks; i++)
-        if (pg->hooks[i].fn == fn && pg->hooks[i].arg == arg)
-            return 0;
-    if (pg->nhooks == MAX_HOOKS)
-        return SB_ENOSPC;
-    pg->hooks[pg->nhooks].fn = fn;
-    pg->hooks[pg->nhooks++].arg = arg;
-    return 0;
-}
-
-void sb_pg_remove_flush_hook(sb_pg_t *pg, void (*fn)(void *arg), void *arg)
-{
-    for (int i = 0; i < pg->nhooks; i++) {
-        if (pg->hooks[i].fn == fn && pg->hooks[i].arg == arg) {
-            memmove(&pg->hooks[i], &pg->hooks[i + 1], (size_t)(pg->nhooks - i - 1) * sizeof pg->hooks[0]);
-            pg->nhooks--;
-            return;
-        }
-    }
-}
-
-void sb_pg_kick(sb_pg_t *pg)
-{
-    if (pg && !pg->closing)
+    if (!pg->closing)
         uv_prepare_start(&pg->prepare, on_prepare);
 }
 
@@ -380,7 +355,7 @@ static void keep_copy(query_t *q, const char *sql, int nparams, const char *cons
 static void release_held(sb_pg_t *pg)
 {
     if (!pg->inflight && pg->state == UP)
-        run_hooks(pg); /* what they issue is sent now or joins the held list: this segment either way */
+        send_batches(pg); /* sent now or joining the held list: this segment either way */
     query_t *q = pg->held_head;
     pg->held_head = pg->held_tail = NULL;
     while (q) {
@@ -624,6 +599,8 @@ static void pg_handle_closed(uv_handle_t *h)
 {
     sb_pg_t *pg = h->data;
     if (--pg->open_handles == 0) {
+        for (int i = 0; i < pg->nbatches; i++)
+            free(pg->batches[i].items);
         free(pg->conninfo);
         free(pg->name);
         free(pg);
@@ -634,7 +611,9 @@ void sb_pg_close(sb_pg_t *pg)
 {
     if (!pg)
         return;
-    pg->closing = true;
+    pg->closing = true; /* from here on nothing is added: what callbacks would add now is refused */
+    for (int i = 0; i < pg->nbatches; i++)
+        sb_pg_batch_cancel(pg, pg->batches[i].def);
     fail_all(pg, SB_ECANCELED, "closing");
     unwatch(pg);
     if (pg->conn)
@@ -653,6 +632,148 @@ bool sb_pg_connected(const sb_pg_t *pg)
 void sb_pg_get_stats(const sb_pg_t *pg, sb_pg_stats_t *out)
 {
     *out = pg->stats;
+}
+
+/* ---- batches -------------------------------------------------------------------------------------------------- */
+
+typedef struct batch_op {
+    sb_pg_t *pg;
+    const sb_pg_batch_def_t *def;
+    size_t n;
+    void *items[];
+} batch_op_t;
+
+static size_t batch_count(const sb_pg_batch_def_t *def, const void *item)
+{
+    return def->count ? def->count(item) : 1;
+}
+
+static void batch_send(sb_pg_t *pg, const sb_pg_batch_def_t *def, void *const *items, size_t n);
+
+static void batch_done(void *arg, int err, const char *detail, const PGresult *res)
+{
+    batch_op_t *op = arg;
+    if (err == SB_EINVAL && op->n > 1) { /* one of them is refused: each on its own, for its own outcome */
+        sb_log_warn("postgres: a batch of %zu %s was refused (%s); sending each alone", op->n, op->def->what, detail);
+        for (size_t i = 0; i < op->n; i++)
+            batch_send(op->pg, op->def, &op->items[i], 1);
+    } else {
+        op->def->done(op->items, op->n, err, detail, res);
+    }
+    free(op);
+}
+
+/* Sends items[0..n) (copied) as one statement. */
+static void batch_send(sb_pg_t *pg, const sb_pg_batch_def_t *def, void *const *items, size_t n)
+{
+    batch_op_t *op = sb_malloc(sizeof *op + n * sizeof op->items[0]);
+    op->pg = pg;
+    op->def = def;
+    op->n = n;
+    memcpy(op->items, items, n * sizeof items[0]);
+    int nc = def->ncols;
+    SB_BUG_ON(nc < 1 || nc > BATCH_COLS);
+    const char *v[BATCH_COLS], *params[BATCH_COLS];
+    char num[BATCH_COLS][24];
+    sb_buf_t col[BATCH_COLS];
+    const char *sql = def->sql;
+    if (def->sql_one && n == 1 && batch_count(def, items[0]) == 1) {
+        def->row(items[0], 0, params, num);
+        sql = def->sql_one;
+    } else {
+        for (int c = 0; c < nc; c++)
+            sb_buf_init(&col[c]);
+        for (size_t i = 0; i < n; i++) {
+            for (size_t k = 0, m = batch_count(def, items[i]); k < m; k++) {
+                def->row(items[i], k, v, num);
+                for (int c = 0; c < nc; c++)
+                    sb_pg_array_item(&col[c], v[c]);
+            }
+        }
+        for (int c = 0; c < nc; c++) {
+            sb_buf_append_str(&col[c], SB_STR("}"));
+            params[c] = sb_buf_cstr(&col[c]);
+        }
+    }
+    int rc = sb_pg_query(pg, sql, nc, params, SB_PG_PREPARED, batch_done, op);
+    if (sql == def->sql)
+        for (int c = 0; c < nc; c++)
+            sb_buf_cleanup(&col[c]);
+    if (rc < 0)
+        batch_done(op, SB_EUNAVAIL, "the database is not reachable", NULL);
+}
+
+/* Sends what waits, def->max elements a statement. What the callbacks add meanwhile joins the end and goes too. */
+static void batch_flush(sb_pg_t *pg, struct batch *b)
+{
+    while (b->head < b->n) {
+        size_t k = 0, elements = 0;
+        while (b->head + k < b->n) {
+            size_t c = batch_count(b->def, b->items[b->head + k]);
+            if (k && elements + c > b->def->max)
+                break;
+            elements += c;
+            k++;
+        }
+        size_t first = b->head;
+        b->head += k;
+        batch_send(pg, b->def, &b->items[first], k);
+    }
+    b->head = b->n = 0;
+}
+
+static void send_batches(sb_pg_t *pg)
+{
+    for (int i = 0; i < pg->nbatches && !pg->closing; i++)
+        batch_flush(pg, &pg->batches[i]);
+}
+
+static struct batch *batch_of(sb_pg_t *pg, const sb_pg_batch_def_t *def)
+{
+    for (int i = 0; i < pg->nbatches; i++)
+        if (pg->batches[i].def == def)
+            return &pg->batches[i];
+    return NULL;
+}
+
+int sb_pg_batch_add(sb_pg_t *pg, const sb_pg_batch_def_t *def, void *item)
+{
+    if (!sb_pg_connected(pg) || pg->closing)
+        return SB_EUNAVAIL;
+    struct batch *b = batch_of(pg, def);
+    if (!b) {
+        if (pg->nbatches == MAX_BATCHES)
+            return SB_ENOSPC;
+        b = &pg->batches[pg->nbatches++];
+        *b = (struct batch){.def = def};
+    }
+    if (b->n == b->cap) {
+        b->cap = b->cap ? 2 * b->cap : 64;
+        b->items = sb_realloc(b->items, b->cap * sizeof b->items[0]);
+    }
+    b->items[b->n++] = item;
+    kick(pg);
+    return 0;
+}
+
+void sb_pg_batch_flush(sb_pg_t *pg, const sb_pg_batch_def_t *def)
+{
+    struct batch *b = batch_of(pg, def);
+    if (b)
+        batch_flush(pg, b);
+}
+
+void sb_pg_batch_cancel(sb_pg_t *pg, const sb_pg_batch_def_t *def)
+{
+    struct batch *b = batch_of(pg, def);
+    if (!b || b->head == b->n)
+        return;
+    size_t first = b->head, n = b->n - first;
+    void **items = sb_malloc(n * sizeof items[0]);
+    memcpy(items, &b->items[first], n * sizeof items[0]);
+    b->head = b->n = 0;
+    def->done(items, n, SB_ECANCELED, "stopping", NULL);
+    free(items);
 }
 
 /* ---- ping: a query with a deadline ---------------------------------------------------------------------------- */

@@ -58,24 +58,50 @@ enum { SB_PG_ALONE = 1, SB_PG_PREPARED = 4 };
 int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *params, int flags, sb_pg_query_cb cb,
                 void *arg);
 
-/* err is 0 when the server answered in time; otherwise an SB_E* code and a short description (valid during the
- * call only). */
-/* A flush hook lets a caller turn many small requests of a loop turn into one statement: the adapter calls fn(arg)
- * whenever a new segment is about to start — just before the loop blocks with this turn's queries not yet synced
- * (what fn issues joins them), or right after the segment in flight finished (what fn issues goes out with what
- * was held back meanwhile). So requests collected while a segment commits leave together the moment it is done.
- * sb_pg_kick() makes sure the hooks are called before the loop blocks next even if no query was issued this turn.
- * fn may call sb_pg_query (not sb_pg_close). Up to 8 hooks per connection, called in the order they were added;
- * adding one that is there already does nothing. Returns 0, or SB_ENOSPC (no room). */
-int sb_pg_add_flush_hook(sb_pg_t *pg, void (*fn)(void *arg), void *arg);
-void sb_pg_remove_flush_hook(sb_pg_t *pg, void (*fn)(void *arg), void *arg);
-void sb_pg_kick(sb_pg_t *pg);
+/* ---- batches: the small requests of a loop turn, one set-based statement ----------------------------------------
+ *
+ * A batch kind (a def, static) names a prepared statement whose parameters are arrays, one element per request,
+ * taken apart with unnest() ... WITH ORDINALITY so that each result row can say whose it is. Callers add items;
+ * the adapter keeps them in arrival order and sends them whenever a new segment is about to start — just before the
+ * loop blocks with this turn's queries not yet synced (they join them), or right after the segment in flight
+ * finished (they go out with what was held back meanwhile) — at most def->max elements a statement. So a hundred
+ * requests of a turn cost one statement, and those that arrive while a segment commits leave together the moment it
+ * is done. A statement of more than one item that the server refuses (SB_EINVAL: a constraint, say) is sent again
+ * one item at a time, so only the bad item learns of the refusal. Up to 8 kinds per connection. */
+typedef struct sb_pg_batch_def {
+    const char *what;   /* the items, plural, for the log: "receipts" */
+    const char *sql;    /* static storage: prepared once per connection; $1..$ncols are text arrays */
+    int ncols;          /* 1..16 */
+    size_t max;         /* elements per statement at most (an item of more elements goes alone) */
+    /* How many elements item adds to each column; NULL: one. */
+    size_t (*count)(const void *item);
+    /* Element k (0 .. count - 1) of item: the ncols values of its columns into v (NULL: SQL NULL), each borrowed
+     * until the next call; num is scratch room (24 bytes a column) for numbers the item holds as integers. */
+    void (*row)(const void *item, size_t k, const char **v, char (*num)[24]);
+    /* Optional: a statement of exactly one element is sql_one instead (static storage), whose $1..$ncols are that
+     * element's values themselves, not arrays: a lone request skips the set-based plan's overhead. */
+    const char *sql_one;
+    /* The outcome for items[0..n) (the array is the adapter's, freed after the call; the items are the caller's
+     * again): err, detail and res as sb_pg_query_cb has them. Called exactly once per item added. */
+    void (*done)(void **items, size_t n, int err, const char *detail, const PGresult *res);
+} sb_pg_batch_def_t;
+
+/* Queues item (borrowed until def->done hands it back) for def's next statement on pg. Returns 0, or SB_EUNAVAIL
+ * when pg is not connected and SB_ENOSPC when pg has no room for another kind (item not queued, done not called). */
+int sb_pg_batch_add(sb_pg_t *pg, const sb_pg_batch_def_t *def, void *item);
+/* Sends def's waiting items now (a stopping shard that wants them out while the connection is still there). */
+void sb_pg_batch_flush(sb_pg_t *pg, const sb_pg_batch_def_t *def);
+/* Hands def's waiting items back unsent: def->done with SB_ECANCELED ("stopping"). sb_pg_close does this for every
+ * kind. */
+void sb_pg_batch_cancel(sb_pg_t *pg, const sb_pg_batch_def_t *def);
 
 /* Appends v as the next element of a PostgreSQL array literal being built in b (b empty: the first; the caller
  * closes it with "}"): always quoted, with " and \ escaped; v NULL is the SQL NULL. For the set-based statements
  * that take a batch as parallel arrays (... FROM unnest($1::bigint[], $2::text[], ...)). */
 void sb_pg_array_item(sb_buf_t *b, const char *v);
 
+/* err is 0 when the server answered in time; otherwise an SB_E* code and a short description (valid during the
+ * call only). */
 typedef void (*sb_pg_ping_cb)(void *arg, int err, const char *detail);
 /* Runs "SELECT 1". Returns 0 and then calls cb exactly once (answer, error, or timeout_ms elapsed); or SB_EUNAVAIL
  * when not connected (cb never called). */

@@ -58,7 +58,6 @@ typedef struct job {
     sb_counters_limits_t lim;
     uv_timer_t *wait;          /* while the counters say wait */
     struct job *wprev, *wnext; /* on the shard's list of waiting jobs, while the timer runs */
-    struct job *cnext;         /* on the shard's list of claims waiting for the flush hook */
     bool waiting;
     sb_outbound_request_t req; /* built, waiting for a token */
 } job_t;
@@ -200,12 +199,9 @@ static const char finish_sql[] =
     "  RETURNING tenant_id, cursor, type, data)"
     " SELECT tenant_id, cursor, type, data::text FROM ins ORDER BY tenant_id, cursor";
 
-#define OUTCOMES_MAX 512 /* outcomes per statement at most; more wait for the next */
-
 typedef void (*outcome_fn)(void *arg, int err, const char *detail); /* after COMMIT (err 0) or failure */
 
 typedef struct outcome {
-    struct outcome *next;
     outcome_fn done;
     void *arg;
     char tenant[24], id[24], retry_ms[24], age_ms[24];
@@ -214,37 +210,17 @@ typedef struct outcome {
     char text[];
 } outcome_t;
 
-/* Per shard: the outcomes waiting for the connection's flush hook, in arrival order. */
-typedef struct outcomes {
-    outcome_t *head, *tail;
-    bool hooked;
-} outcomes_t;
-
-static outcomes_t pending_outcomes[SB_MAX_SHARDS]; /* each touched only by its own shard's thread */
-
-typedef struct outcome_op {
-    outcome_t *items;
-    size_t n;
-} outcome_op_t;
-
-static void store_outcomes(sb_shard_t *s, outcome_t *items, size_t n);
-
-static void outcomes_stored(void *arg, int err, const char *detail, const PGresult *res)
+static void outcome_row(const void *item, size_t k, const char **v, char (*num)[24])
 {
-    outcome_op_t *op = arg;
-    sb_shard_t *s = sb_shard_self();
-    outcome_t *it = op->items;
-    if (err == SB_EINVAL && op->n > 1 && s) { /* one of them is refused: each on its own, for its own answer */
-        sb_log_warn("sender: a batch of %zu outcomes was refused (%s); storing them one by one", op->n, detail);
-        while (it) {
-            outcome_t *next = it->next;
-            it->next = NULL;
-            store_outcomes(s, it, 1);
-            it = next;
-        }
-        free(op);
-        return;
-    }
+    const outcome_t *o = item;
+    (void)k;
+    (void)num;
+    const char *w[8] = {o->tenant, o->id, o->status, o->provider_id, o->code, o->message, o->retry_ms, o->age_ms};
+    memcpy(v, w, sizeof w);
+}
+
+static void outcomes_stored(void **items, size_t n, int err, const char *detail, const PGresult *res)
+{
     if (!err) {
         int rows = PQntuples(res);
         for (int i = 0, j; i < rows; i = j) { /* grouped by tenant */
@@ -253,57 +229,22 @@ static void outcomes_stored(void *arg, int err, const char *detail, const PGresu
             sb_live_publish_rows(strtoll(PQgetvalue(res, i, 0), NULL, 10), res, i, j - i);
         }
     }
-    while (it) {
-        outcome_t *next = it->next;
-        it->done(it->arg, err, detail);
-        free(it);
-        it = next;
+    for (size_t i = 0; i < n; i++) {
+        outcome_t *o = items[i];
+        o->done(o->arg, err, detail);
+        free(o);
     }
-    free(op);
 }
 
-/* Sends the list items (n of them; it takes them) as one statement on the shard's connection. */
-static void store_outcomes(sb_shard_t *s, outcome_t *items, size_t n)
-{
-    outcome_op_t *op = sb_malloc(sizeof *op);
-    op->items = items;
-    op->n = n;
-    sb_buf_t col[8];
-    for (int c = 0; c < 8; c++)
-        sb_buf_init(&col[c]);
-    for (outcome_t *it = items; it; it = it->next) {
-        const char *v[8] = {it->tenant, it->id, it->status, it->provider_id, it->code, it->message, it->retry_ms,
-                            it->age_ms};
-        for (int c = 0; c < 8; c++)
-            sb_pg_array_item(&col[c], v[c]);
-    }
-    const char *p[8];
-    for (int c = 0; c < 8; c++) {
-        sb_buf_append_str(&col[c], SB_STR("}"));
-        p[c] = sb_buf_cstr(&col[c]);
-    }
-    if (sb_pg_query(sb_shard_pg(s), finish_sql, 8, p, SB_PG_PREPARED, outcomes_stored, op) < 0)
-        outcomes_stored(op, SB_EUNAVAIL, "not connected", NULL);
-    for (int c = 0; c < 8; c++)
-        sb_buf_cleanup(&col[c]);
-}
-
-/* The flush hook: what waits, OUTCOMES_MAX a statement. */
-static void flush_outcomes(void *arg)
-{
-    outcomes_t *q = arg;
-    while (q->head) {
-        outcome_t *first = q->head, *last = first;
-        size_t n = 1;
-        for (; n < OUTCOMES_MAX && last->next; n++)
-            last = last->next;
-        q->head = last->next;
-        last->next = NULL;
-        if (!q->head)
-            q->tail = NULL;
-        store_outcomes(sb_shard_self(), first, n);
-    }
-}
+/* A loop turn's outcomes of the shard, one statement: a batch of its connection. */
+static const sb_pg_batch_def_t outcomes_def = {
+    .what = "outcomes",
+    .sql = finish_sql,
+    .ncols = 8,
+    .max = 512,
+    .row = outcome_row,
+    .done = outcomes_stored,
+};
 
 /* Stores on shard s (the message's tenant's, which alone writes the tenant's cursor) that message id of tenant ended
  * with status (static storage), provider id, error code and message (copied; NULL: none) unless it has left sending
@@ -312,19 +253,11 @@ static void store_outcome(sb_shard_t *s, int64_t tenant, int64_t id, const char 
                           const char *code, const char *message, uint64_t retry_ms, uint64_t age_ms, outcome_fn done,
                           void *arg)
 {
-    outcomes_t *q = &pending_outcomes[sb_shard_index(s)];
-    if (!q->hooked)
-        q->hooked = sb_pg_add_flush_hook(sb_shard_pg(s), flush_outcomes, q) == 0;
-    if (!q->hooked || !sb_pg_connected(sb_shard_pg(s))) {
-        done(arg, SB_EUNAVAIL, "not connected");
-        return;
-    }
     const char *t[3] = {provider_id ? provider_id : "", code ? code : "", message ? message : ""};
     size_t l[3], total = 0;
     for (int i = 0; i < 3; i++)
         total += (l[i] = strlen(t[i])) + 1;
     outcome_t *o = sb_malloc(sizeof *o + total);
-    o->next = NULL;
     o->done = done;
     o->arg = arg;
     snprintf(o->tenant, sizeof o->tenant, "%lld", (long long)tenant);
@@ -338,12 +271,10 @@ static void store_outcome(sb_shard_t *s, int64_t tenant, int64_t id, const char 
         *dst[i] = w;
         w += l[i] + 1;
     }
-    if (q->tail)
-        q->tail->next = o;
-    else
-        q->head = o;
-    q->tail = o;
-    sb_pg_kick(sb_shard_pg(s));
+    if (sb_pg_batch_add(sb_shard_pg(s), &outcomes_def, o) < 0) {
+        free(o);
+        done(arg, SB_EUNAVAIL, "not connected");
+    }
 }
 
 typedef struct fin {
@@ -551,21 +482,6 @@ static void acquire(job_t *j)
 
 /* ---- claims: a loop turn's messages of the shard, queued -> sending in one statement -------------------------- */
 
-#define CLAIMS_MAX 512 /* claims per statement at most; more wait for the next */
-
-/* Per shard: the jobs waiting for the connection's flush hook to claim their messages, in arrival order. */
-typedef struct claims {
-    job_t *head, *tail;
-    bool hooked;
-} claims_t;
-
-static claims_t pending_claims[SB_MAX_SHARDS]; /* each touched only by its own shard's thread */
-
-typedef struct claim_op {
-    job_t **jobs; /* [ord - 1] */
-    size_t n;
-} claim_op_t;
-
 /* The database is away: the message is still queued; the actor tries again later. */
 static void not_claimed(job_t *j, const char *detail)
 {
@@ -573,74 +489,48 @@ static void not_claimed(job_t *j, const char *detail)
     job_done(j, true, DB_RETRY_MS);
 }
 
-static void claim_batch(sb_shard_t *s, job_t **jobs, size_t n);
-
-static void claims_done(void *arg, int err, const char *detail, const PGresult *res)
+static void claim_row(const void *item, size_t k, const char **v, char (*num)[24])
 {
-    claim_op_t *op = arg;
-    sb_shard_t *s = sb_shard_self();
-    if (err == SB_EINVAL && op->n > 1 && s) { /* one of them is refused: each on its own, for its own answer */
-        sb_log_warn("sender: a batch of %zu claims was refused (%s); claiming them one by one", op->n, detail);
-        for (size_t i = 0; i < op->n; i++)
-            claim_batch(s, &op->jobs[i], 1);
-    } else if (err) {
-        for (size_t i = 0; i < op->n; i++)
-            not_claimed(op->jobs[i], detail);
-    } else {
-        for (int r = 0; r < PQntuples(res); r++) {
-            long long ord = strtoll(PQgetvalue(res, r, 8), NULL, 10);
-            SB_BUG_ON(ord < 1 || (size_t)ord > op->n || !op->jobs[ord - 1]);
-            job_t *j = op->jobs[ord - 1];
-            op->jobs[ord - 1] = NULL;
-            claimed(j, res, r);
-        }
-        for (size_t i = 0; i < op->n; i++) /* sent, failed or being sent elsewhere: nothing to do */
-            if (op->jobs[i])
-                job_done(op->jobs[i], false, 0);
-    }
-    free(op->jobs);
-    free(op);
+    const job_t *j = item;
+    (void)k;
+    (void)num;
+    v[0] = j->tenant_s;
+    v[1] = j->id_s;
 }
 
-/* Claims the messages of jobs[0..n) in one statement on the shard's connection. */
-static void claim_batch(sb_shard_t *s, job_t **jobs, size_t n)
+static void claims_done(void **jobs, size_t n, int err, const char *detail, const PGresult *res)
 {
-    claim_op_t *op = sb_malloc(sizeof *op);
-    op->jobs = sb_malloc(n * sizeof *op->jobs);
-    memcpy(op->jobs, jobs, n * sizeof *jobs);
-    op->n = n;
-    sb_buf_t col[2];
-    sb_buf_init(&col[0]);
-    sb_buf_init(&col[1]);
-    for (size_t i = 0; i < n; i++) {
-        sb_pg_array_item(&col[0], jobs[i]->tenant_s);
-        sb_pg_array_item(&col[1], jobs[i]->id_s);
+    if (err == SB_ECANCELED) { /* never claimed: they stay queued, and the next start's sweeper hands them over */
+        for (size_t i = 0; i < n; i++)
+            job_done(jobs[i], false, 0);
+        return;
     }
-    sb_buf_append_str(&col[0], SB_STR("}"));
-    sb_buf_append_str(&col[1], SB_STR("}"));
-    const char *p[2] = {sb_buf_cstr(&col[0]), sb_buf_cstr(&col[1])};
-    if (sb_pg_query(sb_shard_pg(s), claim_sql, 2, p, SB_PG_PREPARED, claims_done, op) < 0)
-        claims_done(op, SB_EUNAVAIL, "not connected", NULL);
-    sb_buf_cleanup(&col[0]);
-    sb_buf_cleanup(&col[1]);
+    if (err) {
+        for (size_t i = 0; i < n; i++)
+            not_claimed(jobs[i], detail);
+        return;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        long long ord = strtoll(PQgetvalue(res, r, 8), NULL, 10);
+        SB_BUG_ON(ord < 1 || (size_t)ord > n || !jobs[ord - 1]);
+        job_t *j = jobs[ord - 1];
+        jobs[ord - 1] = NULL;
+        claimed(j, res, r);
+    }
+    for (size_t i = 0; i < n; i++) /* sent, failed or being sent elsewhere: nothing to do */
+        if (jobs[i])
+            job_done(jobs[i], false, 0);
 }
 
-/* The flush hook: what waits, CLAIMS_MAX a statement. */
-static void flush_claims(void *arg)
-{
-    claims_t *q = arg;
-    job_t *batch[CLAIMS_MAX];
-    while (q->head) {
-        size_t n = 0;
-        while (q->head && n < CLAIMS_MAX) {
-            batch[n++] = q->head;
-            q->head = q->head->cnext;
-        }
-        if (!q->head)
-            q->tail = NULL;
-        claim_batch(sb_shard_self(), batch, n);
-    }
-}
+/* A loop turn's claims of the shard, one statement: a batch of its connection. */
+static const sb_pg_batch_def_t claims_def = {
+    .what = "claims",
+    .sql = claim_sql,
+    .ncols = 2,
+    .max = 512,
+    .row = claim_row,
+    .done = claims_done,
+};
 
 static void claim(job_t *j, const chinfo_t *c)
 {
@@ -651,20 +541,8 @@ static void claim(job_t *j, const chinfo_t *c)
         job_done(j, true, wait);
         return;
     }
-    claims_t *q = &pending_claims[sb_shard_index(j->s)];
-    if (!q->hooked)
-        q->hooked = sb_pg_add_flush_hook(sb_shard_pg(j->s), flush_claims, q) == 0;
-    if (!q->hooked || !sb_pg_connected(sb_shard_pg(j->s))) {
+    if (sb_pg_batch_add(sb_shard_pg(j->s), &claims_def, j) < 0)
         not_claimed(j, "not connected");
-        return;
-    }
-    j->cnext = NULL;
-    if (q->tail)
-        q->tail->cnext = j;
-    else
-        q->head = j;
-    q->tail = j;
-    sb_pg_kick(sb_shard_pg(j->s));
 }
 
 static void channel_loaded(void *arg, int err, const char *detail, const PGresult *res)
@@ -874,19 +752,11 @@ void sb_sender_shard_stop(sb_shard_t *s)
     stopping[i] = true;
     while (waiting_jobs[i]) /* after the drain: what still waits for a token ends here (job_done unlists it) */
         job_done(waiting_jobs[i], false, 0);
-    claims_t *c = &pending_claims[i];
-    while (c->head) { /* never claimed: they stay queued, and the next start's sweeper hands them over */
-        job_t *j = c->head;
-        c->head = j->cnext;
-        job_done(j, false, 0);
-    }
-    c->tail = NULL;
-    c->hooked = false;
+    sb_pg_batch_cancel(sb_shard_pg(s), &claims_def);
     sb_http_client_destroy(clients[i]); /* requests in flight end as unknown, or stay sending for the sweeper */
     clients[i] = NULL;
-    outcomes_t *q = &pending_outcomes[i];
-    flush_outcomes(q); /* what those ended in, while the connection is still there (or each gets its error) */
-    q->hooked = false;
+    /* what those ended in, while the connection is still there (or each gets its error) */
+    sb_pg_batch_flush(sb_shard_pg(s), &outcomes_def);
     sb_free(caches[i]);
     if (i == 0 && sweeper) {
         uv_close((uv_handle_t *)sweeper, sweeper_closed);

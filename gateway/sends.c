@@ -96,7 +96,6 @@ const char *sb_sends_check(const sb_send_t *s, const char **code)
 /* ---- the job: one send on its way to the tenant's shard and back ---------------------------------------------- */
 
 typedef struct job {
-    struct job *next;             /* waiting in its shard's outbox for the flush hook */
     unsigned origin;              /* the shard to answer on */
     sb_sends_fn cb;
     void *arg;
@@ -222,136 +221,75 @@ static const char accept_sql[] =
     " UNION ALL SELECT NULL, NULL, NULL, NULL, tenant_id, cursor, type, data::text FROM ins"
     " ORDER BY tenant_id NULLS FIRST, cursor, ord";
 
-#define ACCEPT_MAX 256 /* sends per statement at most; more wait for the next */
-
-/* Per shard: the sends waiting for the connection's flush hook, in arrival order. */
-typedef struct outbox {
-    job_t *head, *tail;
-    bool hooked;
-} outbox_t;
-
-static outbox_t outboxes[SB_MAX_SHARDS]; /* each touched only by its own shard's thread */
-
-typedef struct accept_op {
-    job_t **jobs; /* [ord - 1] */
-    size_t n;
-} accept_op_t;
-
-static void insert_batch(sb_shard_t *s, job_t **jobs, size_t n);
-
-static void accepted(void *arg, int err, const char *detail, const PGresult *res)
+static void accept_row(const void *item, size_t k, const char **v, char (*num)[24])
 {
-    accept_op_t *op = arg;
-    sb_shard_t *s = sb_shard_self();
-    if (err == SB_EINVAL && op->n > 1 && s) { /* one of them is refused: each on its own, for its own answer */
-        sb_log_warn("sends: a batch of %zu was refused (%s); storing them one by one", op->n, detail);
-        for (size_t i = 0; i < op->n; i++)
-            insert_batch(s, &op->jobs[i], 1);
-        op->n = 0;
-    } else if (err) {
-        sb_log_warn("sends: %zu send(s) not accepted: %s", op->n, detail);
-        for (size_t i = 0; i < op->n; i++)
-            finish(op->jobs[i], 503, "unavailable", "the database is not reachable; retry with the same idempotency_key");
-        op->n = 0;
-    } else {
-        int rows = PQntuples(res);
-        for (int i = 0, j; i < rows; i = j) { /* the events, grouped by tenant, after the sends' rows */
-            j = i + 1;
-            if (PQgetisnull(res, i, 4))
-                continue;
-            while (j < rows && !strcmp(PQgetvalue(res, j, 4), PQgetvalue(res, i, 4)))
-                j++;
-            sb_live_publish_rows(strtoll(PQgetvalue(res, i, 4), NULL, 10), res, i, j - i);
-        }
-        for (int i = 0; i < rows && !PQgetisnull(res, i, 0); i++) {
-            long long ord = strtoll(PQgetvalue(res, i, 0), NULL, 10);
-            SB_BUG_ON(ord < 1 || (size_t)ord > op->n || !op->jobs[ord - 1]);
-            job_t *j = op->jobs[ord - 1];
-            op->jobs[ord - 1] = NULL;
-            if (PQgetisnull(res, i, 1)) {
-                if (!PQgetisnull(res, i, 3))
-                    finish(j, 400, "unsupported_channel", "this channel type cannot send (twilio_sms, twilio_whatsapp "
-                                                          "and meta_whatsapp can)");
-                else
-                    finish(j, 404, "not_found", "no such channel");
-                continue;
-            }
-            snprintf(j->id, sizeof j->id, "%s", PQgetvalue(res, i, 1));
-            j->created = strcmp(PQgetvalue(res, i, 2), "0") != 0;
-            if (j->created)
-                sb_inbound_send(j->tenant, j->channel, strtoll(j->id, NULL, 10));
-            finish(j, 202, NULL, NULL);
-        }
-        for (size_t i = 0; i < op->n; i++) /* every send has its row; none may be left unanswered */
-            SB_BUG_ON(op->jobs[i]);
-    }
-    free(op->jobs);
-    free(op);
+    const job_t *j = item;
+    (void)k;
+    snprintf(num[0], sizeof num[0], "%lld", (long long)j->tenant);
+    snprintf(num[1], sizeof num[1], "%lld", (long long)j->channel);
+    const char *w[7] = {num[0], num[1], j->to, j->body, j->media, j->key, j->template_json};
+    memcpy(v, w, sizeof w);
 }
 
-/* Sends jobs[0..n) as one statement on the shard's connection. */
-static void insert_batch(sb_shard_t *s, job_t **jobs, size_t n)
+static void accepted(void **jobs, size_t n, int err, const char *detail, const PGresult *res)
 {
-    accept_op_t *op = sb_malloc(sizeof *op);
-    op->jobs = sb_malloc(n * sizeof *op->jobs);
-    memcpy(op->jobs, jobs, n * sizeof *jobs);
-    op->n = n;
-    sb_buf_t col[7];
-    for (int c = 0; c < 7; c++)
-        sb_buf_init(&col[c]);
-    for (size_t i = 0; i < n; i++) {
-        job_t *j = jobs[i];
-        char t[24], c[24];
-        snprintf(t, sizeof t, "%lld", (long long)j->tenant);
-        snprintf(c, sizeof c, "%lld", (long long)j->channel);
-        const char *v[7] = {t, c, j->to, j->body, j->media, j->key, j->template_json};
-        for (int k = 0; k < 7; k++)
-            sb_pg_array_item(&col[k], v[k]);
+    if (err == SB_ECANCELED) { /* never sent: nothing was stored */
+        for (size_t i = 0; i < n; i++)
+            finish(jobs[i], 503, "unavailable", "the gateway is stopping; retry with the same idempotency_key");
+        return;
     }
-    const char *p[7];
-    for (int c = 0; c < 7; c++) {
-        sb_buf_append_str(&col[c], SB_STR("}"));
-        p[c] = sb_buf_cstr(&col[c]);
+    if (err) {
+        sb_log_warn("sends: %zu send(s) not accepted: %s", n, detail);
+        for (size_t i = 0; i < n; i++)
+            finish(jobs[i], 503, "unavailable", "the database is not reachable; retry with the same idempotency_key");
+        return;
     }
-    if (sb_pg_query(sb_shard_pg(s), accept_sql, 7, p, SB_PG_PREPARED, accepted, op) < 0)
-        accepted(op, SB_EUNAVAIL, "the database is not reachable", NULL);
-    for (int c = 0; c < 7; c++)
-        sb_buf_cleanup(&col[c]);
+    int rows = PQntuples(res);
+    for (int i = 0, j; i < rows; i = j) { /* the events, grouped by tenant, after the sends' rows */
+        j = i + 1;
+        if (PQgetisnull(res, i, 4))
+            continue;
+        while (j < rows && !strcmp(PQgetvalue(res, j, 4), PQgetvalue(res, i, 4)))
+            j++;
+        sb_live_publish_rows(strtoll(PQgetvalue(res, i, 4), NULL, 10), res, i, j - i);
+    }
+    for (int i = 0; i < rows && !PQgetisnull(res, i, 0); i++) {
+        long long ord = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+        SB_BUG_ON(ord < 1 || (size_t)ord > n || !jobs[ord - 1]);
+        job_t *j = jobs[ord - 1];
+        jobs[ord - 1] = NULL;
+        if (PQgetisnull(res, i, 1)) {
+            if (!PQgetisnull(res, i, 3))
+                finish(j, 400, "unsupported_channel", "this channel type cannot send (twilio_sms, twilio_whatsapp "
+                                                      "and meta_whatsapp can)");
+            else
+                finish(j, 404, "not_found", "no such channel");
+            continue;
+        }
+        snprintf(j->id, sizeof j->id, "%s", PQgetvalue(res, i, 1));
+        j->created = strcmp(PQgetvalue(res, i, 2), "0") != 0;
+        if (j->created)
+            sb_inbound_send(j->tenant, j->channel, strtoll(j->id, NULL, 10));
+        finish(j, 202, NULL, NULL);
+    }
+    for (size_t i = 0; i < n; i++) /* every send has its row; none may be left unanswered */
+        SB_BUG_ON(jobs[i]);
 }
 
-/* The flush hook: what waits, ACCEPT_MAX sends a statement. */
-static void flush_sends(void *arg)
-{
-    outbox_t *q = arg;
-    job_t *batch[ACCEPT_MAX];
-    while (q->head) {
-        size_t n = 0;
-        while (q->head && n < ACCEPT_MAX) {
-            batch[n++] = q->head;
-            q->head = q->head->next;
-        }
-        if (!q->head)
-            q->tail = NULL;
-        insert_batch(sb_shard_self(), batch, n);
-    }
-}
+/* The shard's sends of a loop turn go out as one statement, a batch of its connection. */
+static const sb_pg_batch_def_t accept_def = {
+    .what = "sends",
+    .sql = accept_sql,
+    .ncols = 7,
+    .max = 256,
+    .row = accept_row,
+    .done = accepted,
+};
 
 static void commit_on_owner(sb_shard_t *s, job_t *j)
 {
-    outbox_t *q = &outboxes[sb_shard_index(s)];
-    if (!q->hooked)
-        q->hooked = sb_pg_add_flush_hook(sb_shard_pg(s), flush_sends, q) == 0;
-    if (!q->hooked || !sb_pg_connected(sb_shard_pg(s))) {
+    if (sb_pg_batch_add(sb_shard_pg(s), &accept_def, j) < 0)
         finish(j, 503, "unavailable", "the database is not reachable; retry with the same idempotency_key");
-        return;
-    }
-    j->next = NULL;
-    if (q->tail)
-        q->tail->next = j;
-    else
-        q->head = j;
-    q->tail = j;
-    sb_pg_kick(sb_shard_pg(s));
 }
 
 /* The channel's type is known: the message must suit it (adapters/outbound: Twilio's 1,600 characters, one media on
@@ -441,12 +379,5 @@ void sb_sends_accept(const sb_send_t *send, sb_sends_fn cb, void *arg)
 
 void sb_sends_shard_stop(sb_shard_t *s)
 {
-    outbox_t *q = &outboxes[sb_shard_index(s)];
-    while (q->head) { /* never sent: nothing was stored */
-        job_t *j = q->head;
-        q->head = j->next;
-        finish(j, 503, "unavailable", "the gateway is stopping; retry with the same idempotency_key");
-    }
-    q->tail = NULL;
-    q->hooked = false;
+    sb_pg_batch_cancel(sb_shard_pg(s), &accept_def);
 }

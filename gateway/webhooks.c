@@ -129,24 +129,14 @@ static char *receipt_fields(const sb_event_t *ev, sb_buf_t *key)
     return event;
 }
 
-/* The shard's receipts of a loop turn (or of the time a segment commits) go out as one INSERT from the PostgreSQL
- * adapter's flush hook: one statement, one round of parsing and planning, for all of them. Duplicates inside a batch
- * are fine (ON CONFLICT DO NOTHING sees the earlier row of the same statement). */
-#define RECEIPTS_MAX 512 /* per statement */
-
+/* The shard's receipts of a loop turn (or of the time a segment commits) go out as one INSERT, a batch of the
+ * ingest connection: one statement, one round of parsing and planning, for all of them. Duplicates inside a batch are
+ * fine (ON CONFLICT DO NOTHING sees the earlier row of the same statement). */
 typedef struct pending_receipt {
-    struct pending_receipt *next;
     sb_http_req_t *req;
     char tenant[24], channel[24];
     char *key, *event, *raw;
 } pending_receipt_t;
-
-typedef struct receipts {
-    pending_receipt_t *head, *tail;
-    bool hooked;
-} receipts_t;
-
-static receipts_t receipts[SB_MAX_SHARDS]; /* each touched only by its own shard's thread */
 
 static void pending_free(pending_receipt_t *r)
 {
@@ -156,26 +146,27 @@ static void pending_free(pending_receipt_t *r)
     free(r);
 }
 
-static void insert_batch(sb_shard_t *s, pending_receipt_t *batch);
-
-static void batch_committed(void *arg, int err, const char *detail, const PGresult *res)
+static void receipt_row(const void *item, size_t k, const char **v, char (*num)[24])
 {
-    pending_receipt_t *batch = arg;
-    sb_shard_t *s = sb_shard_self();
-    bool split = err == SB_EINVAL && batch->next && s; /* one of them is refused (by a constraint, say) */
-    if (split)
-        sb_log_warn("webhook: a batch of receipts was refused (%s); storing them one by one", detail);
-    else if (err)
-        sb_log_warn("webhook: receipt(s) not committed: %s", detail);
-    while (batch) {
-        pending_receipt_t *r = batch;
-        batch = r->next;
-        r->next = NULL;
-        if (split) { /* each on its own, for its own answer */
-            insert_batch(s, r);
-            continue;
-        }
-        if (err)
+    const pending_receipt_t *r = item;
+    (void)k;
+    (void)num;
+    v[0] = r->tenant;
+    v[1] = r->channel;
+    v[2] = r->key;
+    v[3] = r->event;
+    v[4] = r->raw;
+}
+
+static void receipts_committed(void **items, size_t n, int err, const char *detail, const PGresult *res)
+{
+    if (err)
+        sb_log_warn("webhook: %zu receipt(s) not committed: %s", n, detail);
+    for (size_t i = 0; i < n; i++) {
+        pending_receipt_t *r = items[i];
+        if (err == SB_ECANCELED)
+            sb_http_respond_error(r->req, 503, "unavailable", "the gateway is stopping; retry");
+        else if (err)
             sb_http_respond_error(r->req, 503, "unavailable", "the event could not be stored; retry");
         else
             sb_http_respond(r->req, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
@@ -185,60 +176,20 @@ static void batch_committed(void *arg, int err, const char *detail, const PGresu
         sb_inbound_route_rows(res); /* a duplicate returned no row: it was routed the first time */
 }
 
-/* Sends the receipts of the list batch (it takes the list) as one INSERT on the shard's ingest connection. */
-static void insert_batch(sb_shard_t *s, pending_receipt_t *batch)
-{
-    sb_buf_t col[5];
-    for (int i = 0; i < 5; i++)
-        sb_buf_init(&col[i]);
-    for (pending_receipt_t *r = batch; r; r = r->next) {
-        sb_pg_array_item(&col[0], r->tenant);
-        sb_pg_array_item(&col[1], r->channel);
-        sb_pg_array_item(&col[2], r->key);
-        sb_pg_array_item(&col[3], r->event);
-        sb_pg_array_item(&col[4], r->raw);
-    }
-    const char *p[5];
-    for (int i = 0; i < 5; i++) {
-        sb_buf_append_str(&col[i], SB_STR("}"));
-        p[i] = sb_buf_cstr(&col[i]);
-    }
-    if (sb_pg_query(sb_shard_pg_ingest(s),
-                    "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw)"
-                    " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::jsonb[], $5::text[])"
-                    " ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING"
-                    " RETURNING tenant_id, channel_id, id",
-                    5, p, SB_PG_PREPARED, batch_committed, batch) < 0)
-        batch_committed(batch, SB_EUNAVAIL, "the database is not reachable", NULL);
-    for (int i = 0; i < 5; i++)
-        sb_buf_cleanup(&col[i]);
-}
-
-/* The flush hook: what waits, RECEIPTS_MAX receipts a statement. */
-static void flush_receipts(void *arg)
-{
-    receipts_t *q = arg;
-    while (q->head) {
-        pending_receipt_t *batch = q->head, *last = q->head;
-        for (int n = 1; n < RECEIPTS_MAX && last->next; n++)
-            last = last->next;
-        q->head = last->next;
-        last->next = NULL;
-        if (!q->head)
-            q->tail = NULL;
-        insert_batch(sb_shard_self(), batch);
-    }
-}
+static const sb_pg_batch_def_t receipts_def = {
+    .what = "receipts",
+    .sql = "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw)"
+           " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::jsonb[], $5::text[])"
+           " ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING"
+           " RETURNING tenant_id, channel_id, id",
+    .ncols = 5,
+    .max = 512,
+    .row = receipt_row,
+    .done = receipts_committed,
+};
 
 static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch, const sb_event_t *ev)
 {
-    receipts_t *q = &receipts[sb_shard_index(s)];
-    if (!q->hooked)
-        q->hooked = sb_pg_add_flush_hook(sb_shard_pg_ingest(s), flush_receipts, q) == 0;
-    if (!q->hooked || !sb_pg_connected(sb_shard_pg_ingest(s))) {
-        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
-        return;
-    }
     pending_receipt_t *r = sb_calloc(1, sizeof *r);
     r->req = req;
     snprintf(r->tenant, sizeof r->tenant, "%s", ch->tenant);
@@ -250,26 +201,16 @@ static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch
     sb_buf_cleanup(&key);
     sb_str_t body = sb_http_req_body(req);
     r->raw = sb_strndup(body.p, body.len);
-    if (q->tail)
-        q->tail->next = r;
-    else
-        q->head = r;
-    q->tail = r;
-    sb_pg_kick(sb_shard_pg_ingest(s));
+    if (sb_pg_batch_add(sb_shard_pg_ingest(s), &receipts_def, r) < 0) {
+        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
+        pending_free(r);
+    }
 }
 
 /* Stopping: what was never sent gets its 503 (the provider retries). */
 static void receipts_abort(sb_shard_t *s)
 {
-    receipts_t *q = &receipts[sb_shard_index(s)];
-    while (q->head) {
-        pending_receipt_t *r = q->head;
-        q->head = r->next;
-        sb_http_respond_error(r->req, 503, "unavailable", "the gateway is stopping; retry");
-        pending_free(r);
-    }
-    q->tail = NULL;
-    q->hooked = false;
+    sb_pg_batch_cancel(sb_shard_pg_ingest(s), &receipts_def);
 }
 
 /* ---- Twilio --------------------------------------------------------------------------------------------------- */

@@ -1,7 +1,9 @@
 /* Tests of the PostgreSQL adapter (adapters/pg.c) against the real local stack (ops/stack.sh up; the database is
  * $SB_TEST_DATABASE_URL or switchboard_test on 127.0.0.1:5440): pipelined queries issued in one loop turn share one
  * transaction (group commit), a failing statement rolls its whole segment back and says so to every query in it,
- * SB_PG_ALONE isolates a query, parameters (NULL, UTF-8) travel intact, and a closed adapter cancels. */
+ * SB_PG_ALONE isolates a query, parameters (NULL, UTF-8) travel intact, and a closed adapter cancels. Batches: a
+ * turn's items in statements of at most max elements, in order, each item answered once with its own rows; items
+ * added while a segment commits leave with what was held; a refused batch is sent again item by item; cancel. */
 #include "adapters/pg.h"
 #include "proto/err.h"
 #include "tests/tap.h"
@@ -32,14 +34,15 @@ static void on_result(void *arg, int err, const char *detail, const PGresult *re
     }
 }
 
-/* Runs the loop until every outcome in v[0..n) has been called, or 5 s. */
-static bool wait_all(outcome_t *v, int n)
+/* Runs the loop until every one of n records (stride bytes apart, each with an int calls) has been called, or 5 s.
+ * wait_all(v, n) for an array v of outcome_t, titem_t, ... */
+static bool wait_calls(const int *calls, size_t stride, int n)
 {
     uint64_t deadline = uv_hrtime() + 5000000000ull;
     for (;;) {
         int done = 0;
         for (int i = 0; i < n; i++)
-            done += v[i].calls > 0;
+            done += *(const int *)((const char *)calls + (size_t)i * stride) > 0;
         if (done == n)
             return true;
         if (uv_hrtime() > deadline)
@@ -47,6 +50,7 @@ static bool wait_all(outcome_t *v, int n)
         uv_run(&loop, UV_RUN_ONCE);
     }
 }
+#define wait_all(v, n) wait_calls(&(v)[0].calls, sizeof (v)[0], (n))
 
 static int query1(const char *sql, const char *param, int flags, outcome_t *o)
 {
@@ -117,50 +121,159 @@ TEST(held_while_committing)
     uv_run(&loop, UV_RUN_NOWAIT);
 }
 
-/* The flush hook: called before the loop blocks when kicked (its query makes a segment of its own), not while a
- * segment commits, and then right when it finished, so what it issues joins the held queries in one transaction. */
-static outcome_t hook_o[4];
-static int hook_calls, hook_pending;
-static void hook(void *arg)
+/* ---- batches ---- */
+
+/* A test item: v divides 100 (0 makes the server refuse the statement), n elements (the same v each). */
+typedef struct titem {
+    int v;
+    size_t n;
+    int calls, err, stmt; /* stmt: which done call answered it */
+    int rows;             /* result rows that were its own */
+    char value[32], txid[32];
+    bool one; /* answered by sql_one */
+} titem_t;
+
+static int stmts; /* done calls so far */
+static size_t stmt_sizes[16];
+
+static size_t titem_count(const void *item)
 {
-    (void)arg;
-    hook_calls++;
-    if (hook_pending) {
-        hook_pending = 0;
-        sb_pg_query(pg, "SELECT txid_current()::text", 0, NULL, 0, on_result, &hook_o[3]);
+    return ((const titem_t *)item)->n;
+}
+
+static void titem_row(const void *item, size_t k, const char **v, char (*num)[24])
+{
+    (void)k;
+    snprintf(num[0], sizeof num[0], "%d", ((const titem_t *)item)->v);
+    v[0] = num[0];
+}
+
+/* Rows: (100 / v, element ordinal, txid[, 'one']); an item's elements are consecutive ordinals. */
+static void titem_done(void **items, size_t n, int err, const char *detail, const PGresult *res)
+{
+    (void)detail;
+    if (stmts < 16)
+        stmt_sizes[stmts] = n;
+    stmts++;
+    int ord = 1;
+    for (size_t i = 0; i < n; i++) {
+        titem_t *t = items[i];
+        t->calls++;
+        t->err = err;
+        t->stmt = stmts;
+        for (size_t k = 0; !err && k < t->n; k++, ord++) {
+            for (int r = 0; r < PQntuples(res); r++) {
+                if (atoi(PQgetvalue(res, r, 1)) != ord)
+                    continue;
+                t->rows++;
+                snprintf(t->value, sizeof t->value, "%s", PQgetvalue(res, r, 0));
+                snprintf(t->txid, sizeof t->txid, "%s", PQgetvalue(res, r, 2));
+                t->one = PQnfields(res) == 4;
+            }
+        }
     }
 }
 
-static void hook_issue(uv_timer_t *t)
+static const sb_pg_batch_def_t tdef = {
+    .what = "test items",
+    .sql = "SELECT (100 / u.v)::text, u.ord, txid_current()::text FROM unnest($1::int[]) WITH ORDINALITY AS u(v, ord)",
+    .ncols = 1,
+    .max = 4,
+    .count = titem_count,
+    .row = titem_row,
+    .sql_one = "SELECT (100 / $1::int)::text, 1::bigint, txid_current()::text, 'one'",
+    .done = titem_done,
+};
+
+TEST(batch)
 {
-    (void)t;
-    query1("SELECT txid_current()::text", NULL, 0, &hook_o[2]); /* held: the pg_sleep segment is in flight */
-    hook_pending = 1;
-    sb_pg_kick(pg);
+    /* counts 1, 1, 3, 3, 1 under max 4: statements [1, 1], [3], [3, 1] (an item is never split) */
+    titem_t t[5] = {{.v = 1, .n = 1}, {.v = 2, .n = 1}, {.v = 4, .n = 3}, {.v = 5, .n = 3}, {.v = 10, .n = 1}};
+    stmts = 0;
+    sb_pg_stats_t before, after;
+    sb_pg_get_stats(pg, &before);
+    int errors = 0;
+    for (int i = 0; i < 5; i++)
+        errors += sb_pg_batch_add(pg, &tdef, &t[i]) != 0;
+    is_int(errors, 0, "five items added in one loop turn");
+    ok(wait_all(t, 5), "each was answered");
+    int wrong = 0;
+    const char *want[5] = {"100", "50", "25", "20", "10"};
+    for (int i = 0; i < 5; i++)
+        wrong += t[i].calls != 1 || t[i].err != 0 || t[i].rows != (int)t[i].n || strcmp(t[i].value, want[i]) != 0;
+    is_int(wrong, 0, "once, without error, with the rows of its own elements");
+    ok(stmts == 3 && stmt_sizes[0] == 2 && stmt_sizes[1] == 1 && stmt_sizes[2] == 2,
+       "three statements of at most four elements, in arrival order (%d: %zu, %zu, %zu)", stmts, stmt_sizes[0],
+       stmt_sizes[1], stmt_sizes[2]);
+    ok(t[0].stmt == 1 && t[1].stmt == 1 && t[2].stmt == 2 && t[3].stmt == 3 && t[4].stmt == 3, "each in its own");
+    sb_pg_get_stats(pg, &after);
+    is_int(after.segments - before.segments, 1, "all in one transaction");
+    ok(!t[0].one && !t[2].one, "none of them took the lone statement");
+
+    titem_t lone = {.v = 20, .n = 1};
+    sb_pg_batch_add(pg, &tdef, &lone);
+    ok(wait_all(&lone, 1) && lone.err == 0 && lone.one && strcmp(lone.value, "5") == 0,
+       "a lone element takes sql_one, with its values as scalars (%s)", lone.value);
 }
 
-TEST(flush_hook)
+/* Items added while a segment commits wait and leave together with what was held, right when it finished. */
+static titem_t held_t[2];
+static outcome_t held_q;
+static void batch_while_committing(uv_timer_t *timer)
 {
-    memset(hook_o, 0, sizeof hook_o);
-    hook_calls = 0;
-    is_int(sb_pg_add_flush_hook(pg, hook, NULL), 0, "hook added");
-    is_int(sb_pg_add_flush_hook(pg, hook, NULL), 0, "twice is once");
-    hook_pending = 1;
-    sb_pg_kick(pg); /* nothing else issued: the hook alone makes the segment */
-    ok(wait_all(&hook_o[3], 1) && hook_o[3].err == 0, "kicked: the hook ran and its query was answered");
-    ok(hook_calls >= 1, "the hook was called (%d)", hook_calls);
-    memset(hook_o, 0, sizeof hook_o);
-    uv_timer_t t;
-    uv_timer_init(&loop, &t);
-    query1("SELECT pg_sleep(0.2), 'a'", NULL, 0, &hook_o[0]);
-    uv_timer_start(&t, hook_issue, 50, 0);
-    ok(wait_all(hook_o, 1) && wait_all(&hook_o[2], 2), "all answered");
-    ok(hook_o[2].err == 0 && hook_o[3].err == 0 && strcmp(hook_o[2].value, hook_o[3].value) == 0,
-       "what the hook issued after the commit shared the held query's transaction (%s, %s)", hook_o[2].value,
-       hook_o[3].value);
-    sb_pg_remove_flush_hook(pg, hook, NULL);
-    uv_close((uv_handle_t *)&t, NULL);
+    (void)timer;
+    query1("SELECT txid_current()::text", NULL, 0, &held_q); /* held: the pg_sleep segment is in flight */
+    sb_pg_batch_add(pg, &tdef, &held_t[0]);
+    sb_pg_batch_add(pg, &tdef, &held_t[1]);
+}
+
+TEST(batch_held_while_committing)
+{
+    memset(held_t, 0, sizeof held_t);
+    memset(&held_q, 0, sizeof held_q);
+    held_t[0] = (titem_t){.v = 1, .n = 1};
+    held_t[1] = (titem_t){.v = 2, .n = 1};
+    stmts = 0;
+    outcome_t slow = {0};
+    uv_timer_t timer;
+    uv_timer_init(&loop, &timer);
+    query1("SELECT pg_sleep(0.2), 'a'", NULL, 0, &slow);
+    uv_timer_start(&timer, batch_while_committing, 50, 0);
+    ok(wait_all(&slow, 1) && wait_all(&held_q, 1) && wait_all(held_t, 2), "all answered");
+    ok(held_q.err == 0 && held_t[0].err == 0 && strcmp(held_q.value, held_t[0].txid) == 0 &&
+           strcmp(held_t[0].txid, held_t[1].txid) == 0 && held_t[0].stmt == held_t[1].stmt,
+       "the two items went out as one statement, in the held query's transaction (%s, %s)", held_q.value,
+       held_t[0].txid);
+    uv_close((uv_handle_t *)&timer, NULL);
     uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+/* One bad item: its statement is refused, and each item is sent again alone; only the bad one fails. */
+TEST(batch_refused)
+{
+    titem_t t[3] = {{.v = 1, .n = 1}, {.v = 0, .n = 1}, {.v = 4, .n = 1}};
+    stmts = 0;
+    for (int i = 0; i < 3; i++)
+        sb_pg_batch_add(pg, &tdef, &t[i]);
+    ok(wait_all(t, 3), "each was answered");
+    ok(t[0].calls == 1 && t[0].err == 0 && strcmp(t[0].value, "100") == 0 && t[2].calls == 1 && t[2].err == 0 &&
+           strcmp(t[2].value, "25") == 0, "the good ones succeeded, with their own answers");
+    ok(t[1].calls == 1 && t[1].err == SB_EINVAL, "the bad one alone was refused (%d)", t[1].err);
+    ok(t[0].stmt != t[2].stmt, "after the refusal each went alone");
+}
+
+TEST(batch_cancel)
+{
+    titem_t t[2] = {{.v = 1, .n = 1}, {.v = 2, .n = 1}};
+    stmts = 0;
+    sb_pg_batch_add(pg, &tdef, &t[0]);
+    sb_pg_batch_add(pg, &tdef, &t[1]);
+    sb_pg_batch_cancel(pg, &tdef);
+    ok(t[0].calls == 1 && t[1].calls == 1 && t[0].err == SB_ECANCELED && t[1].err == SB_ECANCELED && stmts == 1,
+       "cancel hands every waiting item back at once, with SB_ECANCELED");
+    sb_pg_batch_flush(pg, &tdef); /* nothing waits: nothing is sent */
+    uv_run(&loop, UV_RUN_NOWAIT);
+    is_int(stmts, 1, "and nothing of it is sent afterwards");
 }
 
 static const char prep_sql[] = "SELECT $1::int + 1";
@@ -335,6 +448,9 @@ TEST(not_connected)
     is_int(sb_pg_query(down, "SELECT 1", 0, NULL, 0, on_result, &o), SB_EUNAVAIL,
            "query before the connection is up: SB_EUNAVAIL at once");
     is_int(sb_pg_ping(down, 100, on_ping, NULL), SB_EUNAVAIL, "ping likewise");
+    titem_t t = {.v = 1, .n = 1};
+    is_int(sb_pg_batch_add(down, &tdef, &t), SB_EUNAVAIL, "a batch item likewise");
+    is_int(t.calls, 0, "whose done is never called");
     is_int(o.calls, 0, "and no callback");
     sb_pg_close(down);
     uv_run(&l2, UV_RUN_DEFAULT);
@@ -350,7 +466,10 @@ int main(void)
     RUN(connect);
     RUN(group_commit);
     RUN(held_while_committing);
-    RUN(flush_hook);
+    RUN(batch);
+    RUN(batch_held_while_committing);
+    RUN(batch_refused);
+    RUN(batch_cancel);
     RUN(prepared);
     RUN(prepared_survives_rollback);
     RUN(rollback_together);
