@@ -207,12 +207,6 @@ static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch
     }
 }
 
-/* Stopping: what was never sent gets its 503 (the provider retries). */
-static void receipts_abort(sb_shard_t *s)
-{
-    sb_pg_batch_cancel(sb_shard_pg_ingest(s), &receipts_def);
-}
-
 /* ---- Twilio --------------------------------------------------------------------------------------------------- */
 
 enum twilio_route { TW_MESSAGE, TW_STATUS };
@@ -440,32 +434,89 @@ static void meta_challenge(sb_http_req_t *req, const app_t *a)
     sb_form_cleanup(&q);
 }
 
-typedef struct meta_batch {
+/* A Meta request's events are receipts of a batch of the ingest connection, like Twilio's, one item each; the
+ * request is answered when the last of them is answered. */
+typedef struct meta_request {
     sb_http_req_t *req;
-    int pending;
-    int failed;
-} meta_batch_t;
+    int pending, failed;
+} meta_request_t;
 
-static void meta_stored(void *arg, int err, const char *detail, const PGresult *res)
+typedef struct meta_receipt {
+    meta_request_t *mr;
+    const char *type; /* static */
+    char *account, *key, *event, *raw;
+} meta_receipt_t;
+
+static void meta_answered(meta_request_t *mr, int err)
 {
-    meta_batch_t *b = arg;
-    if (!err)
-        sb_inbound_route_rows(res);
-    if (err) {
-        sb_log_warn("webhook: Meta receipt not committed: %s", detail);
-        b->failed++;
-    }
-    if (--b->pending)
+    mr->failed += err != 0;
+    if (--mr->pending)
         return;
-    if (b->failed)
-        sb_http_respond_error(b->req, 503, "unavailable", "the events could not be stored; retry");
+    if (mr->failed)
+        sb_http_respond_error(mr->req, 503, "unavailable", "the events could not be stored; retry");
     else
-        sb_http_respond(b->req, 200, "text/plain", "EVENT_RECEIVED", 14);
-    free(b);
+        sb_http_respond(mr->req, 200, "text/plain", "EVENT_RECEIVED", 14);
+    free(mr);
 }
 
-/* POST: every event of the body becomes a receipt of the channel its account routes to, in one loop turn's
- * transaction; events for accounts no channel claims are dropped (Meta would retry them forever otherwise). */
+static void meta_receipt_free(meta_receipt_t *r)
+{
+    free(r->account);
+    free(r->key);
+    free(r->event);
+    free(r->raw);
+    free(r);
+}
+
+static void meta_receipt_row(const void *item, size_t k, const char **v, char (*num)[24])
+{
+    const meta_receipt_t *r = item;
+    (void)k;
+    (void)num;
+    v[0] = r->type;
+    v[1] = r->account;
+    v[2] = r->key;
+    v[3] = r->event;
+    v[4] = r->raw;
+}
+
+static void meta_stored(void **items, size_t n, int err, const char *detail, const PGresult *res)
+{
+    if (err)
+        sb_log_warn("webhook: %zu Meta receipt(s) not committed: %s", n, detail);
+    else
+        sb_inbound_route_rows(res);
+    for (size_t i = 0; i < n; i++) {
+        meta_receipt_t *r = items[i];
+        meta_answered(r->mr, err);
+        meta_receipt_free(r);
+    }
+}
+
+/* An event for an account no channel claims makes no row. */
+static const sb_pg_batch_def_t meta_def = {
+    .what = "Meta receipts",
+    .sql = "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw)"
+           " SELECT r.tenant_id, r.channel_id, u.key, u.event, u.raw"
+           " FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[]) AS u(type, address, key, event, raw)"
+           " JOIN channel_routes r ON r.type = u.type AND r.address = u.address"
+           " ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING"
+           " RETURNING tenant_id, channel_id, id",
+    .ncols = 5,
+    .max = 512,
+    .row = meta_receipt_row,
+    .done = meta_stored,
+};
+
+/* Stopping: what was never sent gets its 503 (the provider retries). */
+static void receipts_abort(sb_shard_t *s)
+{
+    sb_pg_batch_cancel(sb_shard_pg_ingest(s), &receipts_def);
+    sb_pg_batch_cancel(sb_shard_pg_ingest(s), &meta_def);
+}
+
+/* POST: every event of the body becomes a receipt of the channel its account routes to, with the other requests of
+ * the loop turn; events for accounts no channel claims are dropped (Meta would retry them forever otherwise). */
 static void meta_events(sb_shard_t *s, sb_http_req_t *req, const app_t *a)
 {
     sb_str_t body = sb_http_req_body(req), sig;
@@ -482,34 +533,28 @@ static void meta_events(sb_shard_t *s, sb_http_req_t *req, const app_t *a)
         sb_http_respond_error(req, 400, "bad_request", diag.error[0] ? diag.error : "not a Meta webhook body");
         return;
     }
-    if (events.n == 0) {
-        sb_http_respond(req, 200, "text/plain", "EVENT_RECEIVED", 14);
-        return;
-    }
-    meta_batch_t *b = sb_calloc(1, sizeof *b);
-    b->req = req;
-    b->pending = (int)events.n + 1; /* +1 until every query is sent */
-    char *raw = sb_strndup(body.p, body.len);
+    meta_request_t *mr = sb_calloc(1, sizeof *mr);
+    mr->req = req;
+    mr->pending = (int)events.n + 1; /* +1 until every event is queued */
     for (size_t i = 0; i < events.n; i++) {
         const sb_event_t *ev = &events.v[i];
+        meta_receipt_t *r = sb_calloc(1, sizeof *r);
+        r->mr = mr;
+        r->type = sb_channel_type_name(ev->channel);
+        r->account = sb_strdup(ev->account);
         sb_buf_t key;
         sb_buf_init(&key);
-        char *event = receipt_fields(ev, &key);
-        const char *p[5] = {sb_channel_type_name(ev->channel), ev->account, sb_buf_cstr(&key), event, raw};
-        if (sb_pg_query(sb_shard_pg_ingest(s),
-                        "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw) "
-                        "SELECT r.tenant_id, r.channel_id, $3, $4::jsonb, $5 FROM channel_routes r "
-                        "WHERE r.type = $1 AND r.address = $2 "
-                        "ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING "
-                        "RETURNING tenant_id, channel_id, id",
-                        5, p, SB_PG_PREPARED, meta_stored, b) < 0)
-            meta_stored(b, SB_EUNAVAIL, "the database is not reachable", NULL);
-        free(event);
+        r->event = receipt_fields(ev, &key);
+        r->key = sb_strdup(sb_buf_cstr(&key));
         sb_buf_cleanup(&key);
+        r->raw = sb_strndup(body.p, body.len);
+        if (sb_pg_batch_add(sb_shard_pg_ingest(s), &meta_def, r) < 0) {
+            meta_receipt_free(r);
+            meta_answered(mr, SB_EUNAVAIL);
+        }
     }
-    free(raw);
     sb_event_list_cleanup(&events);
-    meta_stored(b, 0, "", NULL); /* drop the sending guard */
+    meta_answered(mr, 0); /* drop the queueing guard */
 }
 
 typedef struct app_lookup {

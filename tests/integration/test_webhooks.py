@@ -256,6 +256,66 @@ def test_meta(gw, ctx):
     h.ok(r.status == 200 and ch == "meta_messenger", "Messenger message stored on the page's channel", ch)
 
 
+def wa_messages(pnid, wamids, text):
+    """One WhatsApp Cloud notification carrying a message for each wamid."""
+    p = wa_payload(pnid, wamids[0], text)
+    p["entry"][0]["changes"][0]["value"]["messages"] = [
+        {"from": "447700900123", "id": w, "timestamp": "1700000000", "type": "text", "text": {"body": text}}
+        for w in wamids]
+    return p
+
+
+def test_meta_batch(gw, ctx):
+    """A Meta body's events are receipts of the ingest batch, like Twilio's, and the request is answered when all of
+    them are. One body with three WhatsApp messages and, in a second entry, one for a number no channel claims: 200,
+    the three stored once each on the number's channel. Then twenty bodies of two messages each at once, one of
+    them poisoned by a constraint planted for the test: its batch is sent again receipt by receipt, so that body
+    alone gets 503 (both its events refused, Meta retries it) and the other nineteen 200, each event stored once. The
+    burst is made again (at most five times) until the poisoned body shared a statement with others."""
+    tid = ctx[0]
+    app, pnid, _ = meta_setup(gw, tid)
+    wamids = ["wamid.HBgL" + uuid.uuid4().hex for _ in range(3)]
+    stray = "wamid.HBgL" + uuid.uuid4().hex
+    body = wa_messages(pnid, wamids, "three at once")
+    body["entry"].append(wa_payload("999000999", stray, "x")["entry"][0])
+    r = meta_post(gw, app, body)
+    h.ok(r.status == 200 and r.body == b"EVENT_RECEIVED", "a body of four events: 200", r)
+    got = [h.sql("SELECT string_agg(channel_id::text, ',') FROM webhook_receipts WHERE dedup_key = 'msg:%s'" % k)
+           for k in wamids + [stray]]
+    cid = h.sql("SELECT id FROM channels WHERE type = 'meta_whatsapp' AND address = '%s'" % pnid)
+    h.ok(cid and got == [cid] * 3 + [""], "each stored once on the number's channel, the unclaimed one not at all",
+         (cid, got))
+
+    refused = 0
+    with open(gw.log_path, "rb") as f:
+        before = f.read().count(b"Meta receipts was refused")
+    for attempt in range(5):
+        ids = [["wamid.HBgL" + uuid.uuid4().hex for _ in range(2)] for _ in range(20)]
+        answers = [None] * 20
+
+        def one(i):
+            answers[i] = meta_post(gw, app, wa_messages(pnid, ids[i], "poison" if i == 7 else "burst %d" % i)).status
+        h.sql("ALTER TABLE webhook_receipts ADD CONSTRAINT test_poison CHECK (raw NOT LIKE '%poison%') NOT VALID")
+        try:
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            h.sql("ALTER TABLE webhook_receipts DROP CONSTRAINT test_poison")
+        h.ok(answers[7] == 503 and all(a == 200 for i, a in enumerate(answers) if i != 7),
+             "burst %d: the poisoned body: 503; the other nineteen: 200" % attempt, answers)
+        stored = [[count_key("msg:" + w) for w in pair] for pair in ids]
+        h.ok(stored == [["0", "0"] if i == 7 else ["1", "1"] for i in range(20)],
+             "burst %d: every event of the nineteen stored once, the poisoned body's none" % attempt, stored)
+        with open(gw.log_path, "rb") as f:
+            refused = f.read().count(b"Meta receipts was refused") - before
+        if refused:
+            break
+    h.ok(refused == 1, "one batch was refused and sent again receipt by receipt (%d)" % refused)
+
+
 def test_batch_refusal(gw, ctx):
     """Twenty webhooks at once on one shard share INSERT statements. A constraint planted for the test refuses one
     of them: its batch is stored again one by one, so that one gets 503 (the provider retries) and the others 200,
@@ -302,7 +362,9 @@ def test_file():
         for t in (test_sms, test_whatsapp_mms, test_status, test_refusals, test_meta, test_db_down):
             h.subtest(t, gw, ctx)
     with h.Gateway(master_key=MASTER_KEY, shards="1") as gw:  # one shard: the twenty meet in its INSERTs
-        h.subtest(test_batch_refusal, gw, setup(gw))
+        ctx = setup(gw)
+        h.subtest(test_batch_refusal, gw, ctx)
+        h.subtest(test_meta_batch, gw, ctx)
 
 
 if __name__ == "__main__":
