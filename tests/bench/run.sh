@@ -289,7 +289,10 @@ GW_PID=$!
 wait_http "http://127.0.0.1:$GW_PORT/healthz" gateway "$TMP/gateway-live.log"
 if want live; then
     python3 tests/bench/setup_tenants.py "$GW_PORT" bench-token 100 >"$TMP/tenants.txt"
+    ( sleep 0.7; psql -X -q "$DB" -c ANALYZE ) & # during the warm-up, as in the sends section below
+    ANALYZE_PID=$!
     build/release/bench/bench_live "$GW_PORT" "$TMP/tenants.txt" 10 "$LIVE_RATE" "$LIVE_SECONDS"
+    wait "$ANALYZE_PID"
 fi
 
 # --- 5. end-to-end sends: REST -> outbox -> session actors -> Redis counters -> curl -> the mock provider ---------
