@@ -1,7 +1,7 @@
 /* The session actor; see session.h for the contract.
  *
- * State: the spawn arguments, a FIFO of receipt ids waiting to be applied (with a set of them, against twins), and
- * how many batches are in flight.
+ * State: the spawn arguments, a FIFO of receipt ids waiting to be applied, the set of the ids waiting or in a batch
+ * in flight (against twins), and how many batches are in flight.
  * The port's completion comes back as an SB_SESSION_APPLIED message, so it is handled in the actor's own turn like
  * everything else. */
 #include "actors/session.h"
@@ -20,48 +20,64 @@ typedef struct pending {
 typedef struct session {
     const sb_session_args_t *args;
     pending_t *head, *tail;
-    sb_idset_t queued; /* the receipt ids in head..tail */
+    sb_idset_t known; /* the receipt ids in head..tail and in the batches in flight */
     unsigned inflight;
     pending_t *out_head, *out_tail; /* outbound message ids, in order; the head is being sent or waits to retry */
     unsigned attempt;               /* of the head */
     bool sending, waiting;          /* the head is with the port / waits for its retry timer */
 } session_t;
 
+/* A batch in flight; it comes back to the actor as the SB_SESSION_APPLIED message: err, n, ids. */
+typedef struct applied {
+    int err;
+    size_t n;
+    int64_t ids[];
+} applied_t;
+
 typedef struct completion {
     sb_rt_t *rt;
     sb_actor_id_t id;
+    applied_t a; /* last: its ids follow */
 } completion_t;
 
 /* The port's done(): turn it into a message to the actor (which may have stopped meanwhile: then it is dropped). */
 static void on_done(void *arg, int err)
 {
     completion_t *c = arg;
-    sb_rt_send(c->rt, 0, c->id, SB_SESSION_APPLIED, &err, sizeof err);
+    c->a.err = err;
+    sb_rt_send(c->rt, 0, c->id, SB_SESSION_APPLIED, &c->a, sizeof c->a + c->a.n * sizeof c->a.ids[0]);
     free(c);
+}
+
+static void forget(session_t *s, const int64_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        sb_idset_del(&s->known, ids[i]);
 }
 
 static void apply_next(sb_actor_t *a, session_t *s)
 {
-    int64_t ids[SB_SESSION_BATCH];
     while (s->inflight < SB_SESSION_WINDOW && s->head) {
+        completion_t *c = sb_malloc(sizeof *c + SB_SESSION_BATCH * sizeof c->a.ids[0]);
+        c->rt = sb_actor_rt(a);
+        c->id = sb_actor_self(a);
         size_t n = 0;
         while (s->head && n < SB_SESSION_BATCH) {
             pending_t *p = s->head;
             s->head = p->next;
-            ids[n++] = p->receipt_id;
-            sb_idset_del(&s->queued, p->receipt_id);
+            c->a.ids[n++] = p->receipt_id; /* still known: a twin the sweeper sends meanwhile is dropped */
             free(p);
         }
+        c->a.n = n;
         if (!s->head)
             s->tail = NULL;
-        completion_t *c = sb_malloc(sizeof *c);
-        c->rt = sb_actor_rt(a);
-        c->id = sb_actor_self(a);
         const sb_session_port_t *port = s->args->port;
-        if (port->apply(port->ctx, s->args->tenant, s->args->channel, ids, n, on_done, c) == 0)
+        if (port->apply(port->ctx, s->args->tenant, s->args->channel, c->a.ids, n, on_done, c) == 0) {
             s->inflight++;
-        else
-            free(c); /* left for the sweeper */
+        } else { /* left for the sweeper */
+            forget(s, c->a.ids, n);
+            free(c);
+        }
     }
 }
 
@@ -162,7 +178,7 @@ static int session_init(sb_actor_t *a, void *state, const void *arg)
     session_t *s = state;
     (void)a;
     s->args = arg;
-    sb_idset_init(&s->queued);
+    sb_idset_init(&s->known);
     return 0;
 }
 
@@ -173,8 +189,8 @@ static int on_receipt(sb_actor_t *a, void *state, sb_msg_t *m)
     if (m->len != sizeof r)
         return 0; /* not ours to crash over: drop it */
     memcpy(&r, m->data, sizeof r);
-    if (!sb_idset_add(&s->queued, r.receipt_id))
-        return 0; /* waiting here already (or not an id) */
+    if (!sb_idset_add(&s->known, r.receipt_id))
+        return 0; /* waiting here or being applied already (or not an id) */
     pending_t *p = sb_malloc(sizeof *p);
     p->next = NULL;
     p->receipt_id = r.receipt_id;
@@ -190,7 +206,13 @@ static int on_receipt(sb_actor_t *a, void *state, sb_msg_t *m)
 static int on_applied(sb_actor_t *a, void *state, sb_msg_t *m)
 {
     session_t *s = state;
-    (void)m; /* a failure leaves the receipt unprocessed: the sweeper hands it back */
+    applied_t done;
+    /* a failure leaves the receipts unprocessed: the sweeper hands them back, and then they are welcome again */
+    if (m->len >= sizeof done) {
+        memcpy(&done, m->data, sizeof done);
+        if (done.n <= SB_SESSION_BATCH && m->len == sizeof done + done.n * sizeof done.ids[0])
+            forget(s, (const int64_t *)(m->data + sizeof done), done.n);
+    }
     if (s->inflight)
         s->inflight--;
     apply_next(a, s);
@@ -207,7 +229,7 @@ static void session_stop(sb_actor_t *a, void *state)
         free(p);
     }
     s->tail = NULL;
-    sb_idset_cleanup(&s->queued);
+    sb_idset_cleanup(&s->known);
     while (s->out_head)
         drop_head(s);
 }

@@ -7,8 +7,9 @@
  * the port executes batches in the order they were issued (one PostgreSQL connection in pipeline mode), so the
  * actor keeps up to SB_SESSION_WINDOW batches in flight instead of waiting a commit for each: two events of one
  * channel still never race for a sequence number, and a busy channel's receipts share statements and group commits
- * instead of taking one each. A receipt id already waiting in the actor is not queued twice (the sweeper may find
- * one that waits behind a backlog). A receipt that fails to apply (database away, or rolled back with its batch)
+ * instead of taking one each. A receipt id already waiting in the actor, or in a batch in flight, is not queued
+ * twice (the sweeper finds the receipts that wait behind a backlog: applying them again would double the work of
+ * an actor that is behind already). A receipt that fails to apply (database away, or rolled back with its batch)
  * is left unprocessed: the sweeper hands it back later, and applying is idempotent (an already processed receipt
  * changes nothing).
  *
@@ -29,7 +30,7 @@
 
 enum {
     SB_SESSION_RECEIPT = 1, /* payload: sb_session_receipt_t */
-    SB_SESSION_APPLIED = 2, /* internal: the port finished the current receipt; payload: int err */
+    SB_SESSION_APPLIED = 2, /* internal: the port finished a batch; payload: its error and its ids */
     SB_SESSION_SEND = 3,    /* payload: sb_session_send_t */
     SB_SESSION_SENT = 4,    /* internal: the port finished a send; payload: sb_session_outcome_t */
 };

@@ -1,7 +1,7 @@
 /* Unit tests of the session actor (actors/session.c) with a fake port: receipts are handed over in arrival order as
  * batches of at most SB_SESSION_BATCH, at most SB_SESSION_WINDOW batches in flight, the next as soon as one
- * completes with everything that waited meanwhile; a receipt already waiting is not queued twice; a failed or
- * refused apply does not stall the rest; stopping frees what waits. */
+ * completes with everything that waited meanwhile; a receipt already waiting, or in a batch in flight, is not queued
+ * twice; a failed or refused apply does not stall the rest; stopping frees what waits. */
 #include "actors/session.h"
 #include "proto/err.h"
 #include "tests/tap.h"
@@ -138,6 +138,36 @@ TEST(twins_queued_once)
     sb_rt_destroy(x.rt);
 }
 
+/* The sweeper also finds receipts whose batch is with the database right now: those are not applied twice. Once the
+ * batch has failed they are welcome again (the sweeper's next page brings them back). */
+TEST(twins_in_flight_dropped)
+{
+    static fixture_t x; /* static: fake_t is large for a stack */
+    fake_t *f = fixture_init(&x, -1);
+    send_receipt(x.rt, x.id, 1);
+    send_receipt(x.rt, x.id, 2);
+    run(x.rt);
+    is_int(f->batches, SB_SESSION_WINDOW, "1 and 2 are in flight, the window full");
+    send_receipt(x.rt, x.id, 2); /* the sweeper found it unprocessed */
+    send_receipt(x.rt, x.id, 3);
+    run(x.rt);
+    complete(f, SB_EUNAVAIL); /* 1's batch failed */
+    run(x.rt);
+    ok(f->batches == 3 && f->batch_size[2] == 1 && f->order[2] == 3, "the twin of 2 was dropped: 3 went on its own");
+    complete(f, 0);
+    complete(f, 0);
+    run(x.rt);
+    send_receipt(x.rt, x.id, 1);
+    send_receipt(x.rt, x.id, 2);
+    run(x.rt);
+    ok(f->n == 5 && f->order[3] == 1 && f->order[4] == 2, "once their batches ended, 1 (failed) and 2 (applied) may "
+                                                          "come again");
+    complete(f, 0);
+    complete(f, 0);
+    run(x.rt);
+    sb_rt_destroy(x.rt);
+}
+
 TEST(refused_does_not_stall)
 {
     static fixture_t x; /* static: fake_t is large for a stack */
@@ -262,6 +292,7 @@ int main(void)
 {
     RUN(batches_in_order);
     RUN(twins_queued_once);
+    RUN(twins_in_flight_dropped);
     RUN(refused_does_not_stall);
     RUN(stop_frees_waiting);
     RUN(sends_in_order_one_at_a_time);
