@@ -215,6 +215,13 @@ static void shard_stop(sb_shard_t *s)
     if (s->stopped)
         return;
     s->stopped = true;
+    /* No new sends; wait out the ones between their check and their uv_async_send, then take in what they sent while
+     * the front doors are still there to handle it: sb_shard_exec promised its callers fn would run. (Dropped after
+     * the stop hook instead, a call's arg leaked, and whatever it carried was never answered.) */
+    atomic_store(&s->closed, 1);
+    while (atomic_load(&s->senders))
+        uv_sleep(0);
+    on_async(&s->async);
     if (g_opts.hooks.stop)
         g_opts.hooks.stop(s, g_opts.hooks.arg);
     if (s->redis)
@@ -225,10 +232,6 @@ static void shard_stop(sb_shard_t *s)
         sb_pg_close(s->ingest);
     s->redis = NULL;
     s->pg = s->ingest = NULL;
-    /* No new sends; wait out the ones between their check and their uv_async_send. */
-    atomic_store(&s->closed, 1);
-    while (atomic_load(&s->senders))
-        uv_sleep(0);
     publish_stats(s);
     uv_close((uv_handle_t *)&s->async, on_closed);
     uv_close((uv_handle_t *)&s->runner, on_closed);
@@ -311,7 +314,7 @@ static void shard_main(void *arg)
         uv_run(&s->loop, UV_RUN_DEFAULT);
     }
 
-    /* Whatever arrived after the inbox closed is dropped. */
+    /* Nothing arrives once shard_stop closed the inbox and took in what it held; should anything, it is dropped. */
     for (sb_mpsc_node_t *n; (n = sb_mpsc_pop(&s->inbox));)
         sb_msg_free(msg_of(n));
     int rc = uv_loop_close(&s->loop);
