@@ -72,7 +72,7 @@ typedef struct sb_pg_batch_def {
     const char *what;   /* the items, plural, for the log: "receipts" */
     const char *sql;    /* static storage: prepared once per connection; $1..$ncols are text arrays */
     int ncols;          /* 1..16 */
-    size_t max;         /* elements per statement at most (an item of more elements goes alone) */
+    size_t max;         /* elements per statement at most (an item of more than max goes alone) */
     /* How many elements item adds to each column; NULL: one. */
     size_t (*count)(const void *item);
     /* Element k (0 .. count - 1) of item: the ncols values of its columns into v (NULL: SQL NULL), each borrowed
