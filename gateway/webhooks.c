@@ -115,31 +115,42 @@ void sb_webhooks_shard_stop(sb_shard_t *s)
 
 static const char twiml_ok[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
 
-/* What a receipt row holds of an event: its dedup key (appended to key) and its JSON (returned, to free()). A
- * message is known by its provider id; a status by the id and the status, since one message has many. */
-static char *receipt_fields(const sb_event_t *ev, sb_buf_t *key)
+/* A receipt on its way into one of the ingest connection's batches: where it goes (Twilio: the tenant and channel
+ * ids; Meta: the channel type and account address, which channel_routes resolves), its dedup key (a message is known
+ * by its provider id; a status by the id and the status, since one message has many), the event's JSON and the body
+ * as received. A loop turn's receipts go out as one INSERT a kind: one statement, one round of parsing and planning,
+ * for all of them. Duplicates inside a batch are fine (ON CONFLICT DO NOTHING sees the earlier row of the same
+ * statement). */
+typedef struct receipt {
+    void *owner; /* Twilio: the request; Meta: its meta_request_t */
+    char *to[2], *key, *event, *raw;
+} receipt_t;
+
+static receipt_t *receipt_new(void *owner, const char *to0, const char *to1, const sb_event_t *ev, sb_str_t raw)
 {
+    receipt_t *r = sb_calloc(1, sizeof *r);
+    r->owner = owner;
+    r->to[0] = sb_strdup(to0);
+    r->to[1] = sb_strdup(to1);
+    sb_buf_t key;
+    sb_buf_init(&key);
     if (ev->kind == SB_EV_STATUS)
-        sb_buf_printf(key, "status:%s:%s", ev->provider_id, ev->status);
+        sb_buf_printf(&key, "status:%s:%s", ev->provider_id, ev->status);
     else
-        sb_buf_printf(key, "msg:%s", ev->provider_id);
+        sb_buf_printf(&key, "msg:%s", ev->provider_id);
+    r->key = sb_strdup(sb_buf_cstr(&key));
+    sb_buf_cleanup(&key);
     json_t *j = sb_event_json(ev);
-    char *event = json_dumps(j, JSON_COMPACT);
+    r->event = json_dumps(j, JSON_COMPACT);
     json_decref(j);
-    return event;
+    r->raw = sb_strndup(raw.p, raw.len);
+    return r;
 }
 
-/* The shard's receipts of a loop turn (or of the time a segment commits) go out as one INSERT, a batch of the
- * ingest connection: one statement, one round of parsing and planning, for all of them. Duplicates inside a batch are
- * fine (ON CONFLICT DO NOTHING sees the earlier row of the same statement). */
-typedef struct pending_receipt {
-    sb_http_req_t *req;
-    char tenant[24], channel[24];
-    char *key, *event, *raw;
-} pending_receipt_t;
-
-static void pending_free(pending_receipt_t *r)
+static void receipt_free(receipt_t *r)
 {
+    free(r->to[0]);
+    free(r->to[1]);
     free(r->key);
     free(r->event);
     free(r->raw);
@@ -148,36 +159,33 @@ static void pending_free(pending_receipt_t *r)
 
 static void receipt_row(const void *item, size_t k, const char **v, char (*num)[24])
 {
-    const pending_receipt_t *r = item;
+    const receipt_t *r = item;
     (void)k;
     (void)num;
-    v[0] = r->tenant;
-    v[1] = r->channel;
-    v[2] = r->key;
-    v[3] = r->event;
-    v[4] = r->raw;
+    const char *w[5] = {r->to[0], r->to[1], r->key, r->event, r->raw};
+    memcpy(v, w, sizeof w);
 }
 
-static void receipts_committed(void **items, size_t n, int err, const char *detail, const PGresult *res)
+static void twilio_committed(void **items, size_t n, int err, const char *detail, const PGresult *res)
 {
     if (err)
         sb_log_warn("webhook: %zu receipt(s) not committed: %s", n, detail);
     for (size_t i = 0; i < n; i++) {
-        pending_receipt_t *r = items[i];
+        receipt_t *r = items[i];
         if (err == SB_ECANCELED)
-            sb_http_respond_error(r->req, 503, "unavailable", "the gateway is stopping; retry");
+            sb_http_respond_error(r->owner, 503, "unavailable", "the gateway is stopping; retry");
         else if (err)
-            sb_http_respond_error(r->req, 503, "unavailable", "the event could not be stored; retry");
+            sb_http_respond_error(r->owner, 503, "unavailable", "the event could not be stored; retry");
         else
-            sb_http_respond(r->req, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
-        pending_free(r);
+            sb_http_respond(r->owner, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
+        receipt_free(r);
     }
     if (!err)
         sb_inbound_route_rows(res); /* a duplicate returned no row: it was routed the first time */
 }
 
-static const sb_pg_batch_def_t receipts_def = {
-    .what = "receipts",
+static const sb_pg_batch_def_t twilio_def = {
+    .what = "Twilio receipts",
     .sql = "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw)"
            " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::jsonb[], $5::text[])"
            " ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING"
@@ -185,25 +193,17 @@ static const sb_pg_batch_def_t receipts_def = {
     .ncols = 5,
     .max = 512,
     .row = receipt_row,
-    .done = receipts_committed,
+    .done = twilio_committed,
 };
 
 static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch, const sb_event_t *ev)
 {
-    pending_receipt_t *r = sb_calloc(1, sizeof *r);
-    r->req = req;
-    snprintf(r->tenant, sizeof r->tenant, "%s", ch->tenant);
-    snprintf(r->channel, sizeof r->channel, "%lld", ch->id);
-    sb_buf_t key;
-    sb_buf_init(&key);
-    r->event = receipt_fields(ev, &key);
-    r->key = sb_strdup(sb_buf_cstr(&key));
-    sb_buf_cleanup(&key);
-    sb_str_t body = sb_http_req_body(req);
-    r->raw = sb_strndup(body.p, body.len);
-    if (sb_pg_batch_add(sb_shard_pg_ingest(s), &receipts_def, r) < 0) {
+    char channel[24];
+    snprintf(channel, sizeof channel, "%lld", ch->id);
+    receipt_t *r = receipt_new(req, ch->tenant, channel, ev, sb_http_req_body(req));
+    if (sb_pg_batch_add(sb_shard_pg_ingest(s), &twilio_def, r) < 0) {
         sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
-        pending_free(r);
+        receipt_free(r);
     }
 }
 
@@ -441,12 +441,6 @@ typedef struct meta_request {
     int pending, failed;
 } meta_request_t;
 
-typedef struct meta_receipt {
-    meta_request_t *mr;
-    const char *type; /* static */
-    char *account, *key, *event, *raw;
-} meta_receipt_t;
-
 static void meta_answered(meta_request_t *mr, int err)
 {
     mr->failed += err != 0;
@@ -459,27 +453,6 @@ static void meta_answered(meta_request_t *mr, int err)
     free(mr);
 }
 
-static void meta_receipt_free(meta_receipt_t *r)
-{
-    free(r->account);
-    free(r->key);
-    free(r->event);
-    free(r->raw);
-    free(r);
-}
-
-static void meta_receipt_row(const void *item, size_t k, const char **v, char (*num)[24])
-{
-    const meta_receipt_t *r = item;
-    (void)k;
-    (void)num;
-    v[0] = r->type;
-    v[1] = r->account;
-    v[2] = r->key;
-    v[3] = r->event;
-    v[4] = r->raw;
-}
-
 static void meta_stored(void **items, size_t n, int err, const char *detail, const PGresult *res)
 {
     if (err)
@@ -487,9 +460,9 @@ static void meta_stored(void **items, size_t n, int err, const char *detail, con
     else
         sb_inbound_route_rows(res);
     for (size_t i = 0; i < n; i++) {
-        meta_receipt_t *r = items[i];
-        meta_answered(r->mr, err);
-        meta_receipt_free(r);
+        receipt_t *r = items[i];
+        meta_answered(r->owner, err);
+        receipt_free(r);
     }
 }
 
@@ -504,14 +477,14 @@ static const sb_pg_batch_def_t meta_def = {
            " RETURNING tenant_id, channel_id, id",
     .ncols = 5,
     .max = 512,
-    .row = meta_receipt_row,
+    .row = receipt_row,
     .done = meta_stored,
 };
 
 /* Stopping: what was never sent gets its 503 (the provider retries). */
 static void receipts_abort(sb_shard_t *s)
 {
-    sb_pg_batch_cancel(sb_shard_pg_ingest(s), &receipts_def);
+    sb_pg_batch_cancel(sb_shard_pg_ingest(s), &twilio_def);
     sb_pg_batch_cancel(sb_shard_pg_ingest(s), &meta_def);
 }
 
@@ -538,18 +511,9 @@ static void meta_events(sb_shard_t *s, sb_http_req_t *req, const app_t *a)
     mr->pending = (int)events.n + 1; /* +1 until every event is queued */
     for (size_t i = 0; i < events.n; i++) {
         const sb_event_t *ev = &events.v[i];
-        meta_receipt_t *r = sb_calloc(1, sizeof *r);
-        r->mr = mr;
-        r->type = sb_channel_type_name(ev->channel);
-        r->account = sb_strdup(ev->account);
-        sb_buf_t key;
-        sb_buf_init(&key);
-        r->event = receipt_fields(ev, &key);
-        r->key = sb_strdup(sb_buf_cstr(&key));
-        sb_buf_cleanup(&key);
-        r->raw = sb_strndup(body.p, body.len);
+        receipt_t *r = receipt_new(mr, sb_channel_type_name(ev->channel), ev->account, ev, body);
         if (sb_pg_batch_add(sb_shard_pg_ingest(s), &meta_def, r) < 0) {
-            meta_receipt_free(r);
+            receipt_free(r);
             meta_answered(mr, SB_EUNAVAIL);
         }
     }
