@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -92,6 +93,42 @@ def done():
     print("1..%d" % _n)
     sys.stdout.flush()
     sys.exit(1 if _failed or _n == 0 else 0)
+
+
+def at_once(n, fn):
+    """fn(i) for i in range(n), each on a thread of its own, all started together; their results in order."""
+    results = [None] * n
+
+    def run(i):
+        results[i] = fn(i)
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def poisoned_bursts(gw, table, check, needle, burst):
+    """For the batch-refusal tests: a constraint planted for the test (CHECK (check) on table, NOT VALID) refuses
+    what a burst poisons, so the batch it shares is refused and sent again one by one. Whether the poisoned request
+    meets others in a statement is up to the scheduler: burst(attempt), which makes the requests and checks its own
+    results, runs with the constraint in place at most five times, until the gateway's log shows needle once more
+    than before. Returns how many more times it shows it."""
+    with open(gw.log_path, "rb") as f:
+        before = f.read().count(needle)
+    refused = 0
+    for attempt in range(5):
+        sql("ALTER TABLE %s ADD CONSTRAINT test_poison CHECK (%s) NOT VALID" % (table, check))
+        try:
+            burst(attempt)
+        finally:
+            sql("ALTER TABLE %s DROP CONSTRAINT test_poison" % table)
+        with open(gw.log_path, "rb") as f:
+            refused = f.read().count(needle) - before
+        if refused:
+            break
+    return refused
 
 
 def wait_for(fn, timeout, interval=0.1):

@@ -8,7 +8,6 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import urllib.parse
 import uuid
 
@@ -271,7 +270,7 @@ def test_meta_batch(gw, ctx):
     the three stored once each on the number's channel. Then twenty bodies of two messages each at once, one of
     them poisoned by a constraint planted for the test: its batch is sent again receipt by receipt, so that body
     alone gets 503 (both its events refused, Meta retries it) and the other nineteen 200, each event stored once. The
-    burst is made again (at most five times) until the poisoned body shared a statement with others."""
+    burst is made again until the poisoned body shared a statement with others (h.poisoned_bursts)."""
     tid = ctx[0]
     app, pnid, _ = meta_setup(gw, tid)
     wamids = ["wamid.HBgL" + uuid.uuid4().hex for _ in range(3)]
@@ -286,73 +285,44 @@ def test_meta_batch(gw, ctx):
     h.ok(cid and got == [cid] * 3 + [""], "each stored once on the number's channel, the unclaimed one not at all",
          (cid, got))
 
-    refused = 0
-    with open(gw.log_path, "rb") as f:
-        before = f.read().count(b"Meta receipts was refused")
-    for attempt in range(5):
+    def one_burst(attempt):
         ids = [["wamid.HBgL" + uuid.uuid4().hex for _ in range(2)] for _ in range(20)]
-        answers = [None] * 20
-
-        def one(i):
-            answers[i] = meta_post(gw, app, wa_messages(pnid, ids[i], "poison" if i == 7 else "burst %d" % i)).status
-        h.sql("ALTER TABLE webhook_receipts ADD CONSTRAINT test_poison CHECK (raw NOT LIKE '%poison%') NOT VALID")
-        try:
-            threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-        finally:
-            h.sql("ALTER TABLE webhook_receipts DROP CONSTRAINT test_poison")
+        answers = h.at_once(20, lambda i: meta_post(gw, app, wa_messages(pnid, ids[i], "poison" if i == 7
+                                                                         else "burst %d" % i)).status)
         h.ok(answers[7] == 503 and all(a == 200 for i, a in enumerate(answers) if i != 7),
              "burst %d: the poisoned body: 503; the other nineteen: 200" % attempt, answers)
         stored = [[count_key("msg:" + w) for w in pair] for pair in ids]
         h.ok(stored == [["0", "0"] if i == 7 else ["1", "1"] for i in range(20)],
              "burst %d: every event of the nineteen stored once, the poisoned body's none" % attempt, stored)
-        with open(gw.log_path, "rb") as f:
-            refused = f.read().count(b"Meta receipts was refused") - before
-        if refused:
-            break
+    refused = h.poisoned_bursts(gw, "webhook_receipts", "raw NOT LIKE '%poison%'", b"Meta receipts was refused",
+                                one_burst)
     h.ok(refused == 1, "one batch was refused and sent again receipt by receipt (%d)" % refused)
 
 
 def test_batch_refusal(gw, ctx):
     """Twenty webhooks at once on one shard share INSERT statements. A constraint planted for the test refuses one
     of them: its batch is stored again one by one, so that one gets 503 (the provider retries) and the others 200,
-    each stored once. Whether the poisoned one meets others in a loop turn is up to the scheduler: the burst is
-    made again (at most five times) until it did, and every burst must come out right either way."""
+    each stored once. The burst is made again until the poisoned one shared a batch (h.poisoned_bursts), and every
+    burst must come out right."""
     _, cid, number, _, _ = ctx
-    refused = 0
-    for attempt in range(5):
-        h.sql("ALTER TABLE webhook_receipts ADD CONSTRAINT test_poison CHECK (raw NOT LIKE '%poison%') NOT VALID")
-        try:
-            sids = ["SM" + uuid.uuid4().hex for _ in range(20)]
-            bodies = ['together "%d" \\ {a,b}' % i for i in range(20)]  # array-literal and JSON specials
-            bodies[7] = "poison"
-            answers = [None] * 20
 
-            def one(i):
-                answers[i] = post(gw, "/webhooks/twilio/%s" % cid, sms_params(sids[i], number, bodies[i])).status
-            threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-        finally:
-            h.sql("ALTER TABLE webhook_receipts DROP CONSTRAINT test_poison")
+    def one_burst(attempt):
+        sids = ["SM" + uuid.uuid4().hex for _ in range(20)]
+        bodies = ['together "%d" \\ {a,b}' % i for i in range(20)]  # array-literal and JSON specials
+        bodies[7] = "poison"
+        answers = h.at_once(20, lambda i: post(gw, "/webhooks/twilio/%s" % cid,
+                                               sms_params(sids[i], number, bodies[i])).status)
         h.ok(answers[7] == 503 and all(a == 200 for i, a in enumerate(answers) if i != 7),
              "burst %d: the refused one: 503; the other nineteen: 200" % attempt, answers)
         stored = [receipts(cid, "msg:" + sid) for sid in sids]
         h.ok(stored == ["0" if i == 7 else "1" for i in range(20)],
              "burst %d: each of the nineteen stored once, the refused none" % attempt, stored)
         got = h.sql("SELECT string_agg(event->>'body', '|' ORDER BY id) FROM webhook_receipts WHERE channel_id = %s"
-                  " AND dedup_key IN (%s)" % (cid, ",".join("'msg:%s'" % sid for sid in sids)))
+                    " AND dedup_key IN (%s)" % (cid, ",".join("'msg:%s'" % sid for sid in sids)))
         h.ok(sorted(got.split("|")) == sorted(b for i, b in enumerate(bodies) if i != 7),
              "burst %d: quotes, a backslash and braces arrive intact" % attempt, got)
-        with open(gw.log_path, "rb") as f:
-            refused = f.read().count(b"receipts was refused")
-        if refused:
-            break
+    refused = h.poisoned_bursts(gw, "webhook_receipts", "raw NOT LIKE '%poison%'", b"Twilio receipts was refused",
+                                one_burst)
     h.ok(refused == 1, "one batch was refused and stored again one by one, the poisoned one (%d)" % refused)
 
 
