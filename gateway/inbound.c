@@ -114,8 +114,8 @@ static const char apply_one_sql[] =
  * loop turn, each actor's in its order. One statement applies them all, set-based, with the result applying them one
  * by one would have:
  *  - `r` marks the receipts processed, found by primary key in a nested loop (the `IS TRUE` hides the predicate of
- *    the partial index of unprocessed receipts, which a generic plan would otherwise hash-join whole, and which a
- *    backlog makes long); one processed already is not in `r`, so applying twice changes nothing, and neither is a
+ *    the partial index of unprocessed receipts, which a backlog makes long: a generic plan once hash-joined such an
+ *    index whole); one processed already is not in `r`, so applying twice changes nothing, and neither is a
  *    status whose message is not known yet (READY);
  *  - messages: one contact upsert per (tenant, channel, sender), its last profile name in the batch winning, and one
  *    conversation upsert per contact, moved on by the number of its messages; each message takes its
@@ -427,10 +427,11 @@ static void on_sweep(uv_timer_t *t)
     sb_shard_t *s = t->data;
     if (!sb_pg_connected(sb_shard_pg(s)))
         return;
-    /* Older than a few seconds: younger ones are most likely on their way through an actor right now. */
+    /* Older than a few seconds: younger ones are most likely on their way through an actor right now. Oldest first:
+     * ids come from one sequence in arrival order, and the partial index of unprocessed receipts is by id. */
     sb_pg_query(sb_shard_pg(s),
                 "SELECT tenant_id, channel_id, id FROM webhook_receipts WHERE processed_at IS NULL"
-                " AND received_at < now() - interval '3 seconds' ORDER BY received_at LIMIT " SB_STRINGIFY(SWEEP_PAGE),
+                " AND received_at < now() - interval '3 seconds' ORDER BY id LIMIT " SB_STRINGIFY(SWEEP_PAGE),
                 0, NULL, 0, swept, NULL);
 }
 
