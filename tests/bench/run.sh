@@ -82,6 +82,46 @@ want() { [ -z "${BENCH:-}" ] || [[ " $BENCH " == *" $1 "* ]]; }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
+# cpu_snap FILE — the CPU time (user + system, clock ticks) every process has used so far, summed by process name;
+# for postgres also what its exited children used (a backend ends with its connection, and the postmaster reaps it).
+# Two snapshots around a measured round give what each side of the run spent on it: the gateway, PostgreSQL (all
+# its processes: backends, WAL writer, autovacuum), the load generator. The machine has few cores and the parts
+# share them, so a rate alone does not say who its limit is.
+cpu_snap() {
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '{
+        name = $0; sub(/^[0-9]+ \(/, "", name); sub(/\) .*$/, "", name)
+        rest = $0; sub(/^.*\) /, "", rest); split(rest, f, " ")
+        t[name] += f[12] + f[13]
+        if (name == "postgres") t[name] += f[14] + f[15] }
+        END { for (k in t) print k, t[k] }' >"$1"
+}
+
+# child_ticks PID — the CPU time (clock ticks) of the children that shell PID has waited for (the caller's
+# $BASHPID, read before the $(...) around this call: in there it names the subshell). A load generator that has
+# exited is no longer in /proc, so its share is read here, around the command substitution that ran it.
+child_ticks() { awk '{ sub(/^.*\) /, ""); print $14 + $15 }' "/proc/$1/stat"; }
+
+# cpu_per LABEL N BEFORE AFTER [NAME TICKS] — prints the CPU time per request (microseconds) that each part used
+# between two cpu_snap files over N requests (NAME TICKS: a part that has exited, see child_ticks), their sum, and
+# the rate that sum allows on this machine's cores: a ceiling set by CPU alone, whatever the batching.
+cpu_per() {
+    awk -v label="$1" -v n="$2" -v cores="$(nproc)" -v tck="$(getconf CLK_TCK)" -v xn="${5:-}" -v xt="${6:-0}" '
+        FNR == NR { a[$1] = $2; next }
+        { d[$1] = $2 - a[$1] }
+        END {
+            if (xn != "") d[xn] += xt
+            if (n <= 0) exit
+            k = split("switchboard gateway postgres PostgreSQL redis-server Redis nginx nginx wrk wrk pgbench pgbench bench_live bench_live mock-provider mock", m, " ")
+            line = ""; sum = 0
+            for (i = 1; i < k; i += 2) {
+                us = d[m[i]] * 1e6 / tck / n; sum += us
+                if (us < 0.5) continue
+                line = line sprintf("%s%s %.0f", (line == "" ? "" : ", "), m[i + 1], us)
+            }
+            printf "        CPU per %s, in us: %s; %.0f in all: %d cores allow at most %.0f/s\n", label, line, sum, cores, (sum > 0 ? cores * 1e6 / sum : 0)
+        }' "$3" "$4"
+}
+
 # --- 1. the actor runtime ---------------------------------------------------------------------
 
 if ! want actors; then
@@ -200,28 +240,33 @@ if want webhooks; then
     NEXT_SLICE=0
 
     # post_round URL CONNS SLICE_NO [DELAY_MS] — one wrk round of the webhook script on slice SLICE_NO;
-    # prints "req/s p50 p99" (latencies in ms); notes non-2xx answers and, for the gateway, a slice that
-    # ran out on stderr. (Called in a subshell: the caller counts the slices.)
+    # prints "req/s p50 p99 requests wrk-cpu-ticks" (latencies in ms); notes non-2xx answers and, for the gateway, a
+    # slice that ran out on stderr. (Called in a subshell: the caller counts the slices.)
     post_round() {
-        local first=$(($3 * SLICE + 1)) out
+        local first=$(($3 * SLICE + 1)) out t0 me=$BASHPID
+        t0=$(child_ticks "$me")
         out=$(SB_BENCH_REQS="$TMP/webhooks.tsv" SB_BENCH_FIRST=$first SB_BENCH_LAST=$((first + SLICE - 1)) \
             SB_BENCH_PATH="/webhooks/twilio/$CID" SB_BENCH_HOST="127.0.0.1:$GW_PORT" SB_BENCH_DELAY_MS="${4:-}" \
             wrk -t1 -c"$2" -d"$DURATION" --latency -s tests/bench/webhook.lua "$1")
+        local ticks=$(($(child_ticks "$me") - t0))
         grep -E 'Non-2xx|Socket errors' <<<"$out" | sed "s|^ *|  note: $1 c=$2: |" >&2 || true
         local check=$SLICE
         [ "$1" = "http://127.0.0.1:$GW_PORT" ] || check=999999999 # nginx stores nothing: repeats do not matter
-        awk -v slice="$check" '
+        awk -v slice="$check" -v ticks="$ticks" '
             function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
             / 50%/ { p50 = ms($2) } / 99%/ { p99 = ms($2) }
-            /requests in/ { if ($1 > slice) print "  note: the slice ran out: repeats were duplicates" > "/dev/stderr" }
+            /requests in/ { n = $1; if ($1 > slice) print "  note: the slice ran out: repeats were duplicates" > "/dev/stderr" }
             /^Requests\/sec:/ { rps = $2 }
-            END { printf "%s %.2f %.2f\n", rps, p50, p99 }' <<<"$out"
+            END { printf "%s %.2f %.2f %d %d\n", rps, p50, p99, n, ticks }' <<<"$out"
     }
 
-    wait_drained() { # until every receipt of the channel is applied (so one run's work does not spill into the next)
+    # until every receipt is applied (so one run's work does not spill into the next); asked as the sweeper asks, so
+    # that its partial index answers (a count took 30-50 ms a poll, on the CPU the runs are measured by)
+    wait_drained() {
         local _
         for _ in $(seq 300); do
-            [ "$(psql "$DB" -Atc "SELECT count(*) FROM webhook_receipts WHERE channel_id = $CID AND processed_at IS NULL")" = 0 ] && return 0
+            [ "$(psql "$DB" -Atc "SELECT count(*) FROM (SELECT 1 FROM webhook_receipts WHERE processed_at IS NULL
+                                    ORDER BY received_at LIMIT 1) x")" = 0 ] && return 0
             sleep 0.1
         done
         echo "  note: receipts still unapplied after 30 s" >&2
@@ -246,13 +291,36 @@ if want webhooks; then
     wait_drained
     psql -X -q "$DB" -c ANALYZE
 
+    # PostgreSQL's own ceiling for the write a 200 waits for, with nothing else on the machine: rows shaped like a
+    # receipt of this run (same columns, indexes and sizes), 64 to a transaction from 2 clients, as group commit at
+    # its best would send them. No gateway, no HTTP, no applying: what the durable half alone can reach here.
+    psql "$DB" -qc "DROP TABLE IF EXISTS bench_receipts;
+        CREATE TABLE bench_receipts (LIKE webhook_receipts INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING INDEXES)"
+    psql "$DB" -Atc "SELECT 'INSERT INTO bench_receipts (tenant_id, channel_id, dedup_key, event, raw)'
+        || ' SELECT 1, 1, :key || ''-'' || g, ' || quote_literal(event::text) || ', ' || quote_literal(raw)
+        || ' FROM generate_series(1, 64) g;' FROM webhook_receipts LIMIT 1" >"$TMP/receipts.sql.tail" 2>/dev/null || true
+    if [ -s "$TMP/receipts.sql.tail" ]; then
+        { echo '\set key random(1, 1000000000000)'; cat "$TMP/receipts.sql.tail"; } >"$TMP/receipts.sql"
+        cpu_snap "$TMP/cpu0"; t0=$(child_ticks $$)
+        out=$(pgbench -n -c2 -j2 -T"${DURATION%s}" -f "$TMP/receipts.sql" "$DB" 2>/dev/null)
+        cpu_snap "$TMP/cpu1"; t1=$(child_ticks $$)
+        t=$(awk '/^tps/ { print $3 }' <<<"$out"); x=$(awk '/number of transactions actually processed/ { print $NF }' <<<"$out")
+        awk -v t="${t:-0}" 'BEGIN { printf "  PostgreSQL alone, receipt-shaped INSERT of 64 rows a transaction, 2 clients: %.0f rows/s\n", t * 64 }'
+        cpu_per "receipt row" $(( ${x:-0} * 64 )) "$TMP/cpu0" "$TMP/cpu1" pgbench $((t1 - t0))
+    fi
+    psql "$DB" -qc "DROP TABLE IF EXISTS bench_receipts"
+
     for conns in 1 50 200; do
         gr=(); g50=(); g99=(); nr=(); n50=(); n99=()
         for round in $(seq "$ROUNDS"); do
-            read -r r a b < <(post_round "http://127.0.0.1:$GW_PORT" "$conns" "$NEXT_SLICE")
+            # CPU from the first request until every receipt of the round is applied: all the work a webhook causes
+            cpu_snap "$TMP/cpu0"
+            read -r r a b gn gticks < <(post_round "http://127.0.0.1:$GW_PORT" "$conns" "$NEXT_SLICE")
             gr+=("$r"); g50+=("$a"); g99+=("$b")
             wait_drained
-            read -r r a b < <(post_round "http://127.0.0.1:$NGINX_PORT" "$conns" "$NEXT_SLICE")
+            cpu_snap "$TMP/cpu1"
+            read -r r a b nn nticks < <(post_round "http://127.0.0.1:$NGINX_PORT" "$conns" "$NEXT_SLICE")
+            cpu_snap "$TMP/cpu2"
             NEXT_SLICE=$((NEXT_SLICE + 1))
             nr+=("$r"); n50+=("$a"); n99+=("$b")
         done
@@ -261,13 +329,17 @@ if want webhooks; then
             "$conns" "$gm" "$(median "${g50[@]}")" "$(median "${g99[@]}")" "$nm" "$(median "${n50[@]}")" "$(median "${n99[@]}")"
         awk -v g="$gm" -v n="$nm" -v p="$pm" -v c="$conns" 'BEGIN {
             printf "        ratios: gateway/nginx %.2f, gateway/pgbench %.1fx\n", (n > 0 ? g / n : 0), (p > 0 ? g / p : 0) }'
+        if [ "$conns" -gt 1 ]; then # (at c=1 the idle machine's background work would dominate)
+            cpu_per "webhook (gateway, last round, until applied)" "$gn" "$TMP/cpu0" "$TMP/cpu1" wrk "$gticks"
+            cpu_per "request (nginx, last round)" "$nn" "$TMP/cpu1" "$TMP/cpu2" wrk "$nticks"
+        fi
         [ "$conns" = 50 ] && PEAK50=$gm
     done
     # Half the 50-connection peak: each connection pauses so that 50 of them make about that rate.
     HALF=$(awk -v p="$PEAK50" 'BEGIN { printf "%d", p / 2 }')
     if [ "$HALF" -gt 0 ]; then
         DELAY=$(awk -v h="$HALF" 'BEGIN { d = 50 * 1000 / h; printf "%d", (d < 1 ? 1 : d) }')
-        read -r r a b < <(post_round "http://127.0.0.1:$GW_PORT" 50 "$NEXT_SLICE" "$DELAY")
+        read -r r a b _ < <(post_round "http://127.0.0.1:$GW_PORT" 50 "$NEXT_SLICE" "$DELAY")
         wait_drained
         printf '  paced at about half the c=50 peak (target %d/s; 50 connections, %d ms between requests): %s req/s, p50 %s ms, p99 %s ms\n' \
             "$HALF" "$DELAY" "$r" "$a" "$b"
