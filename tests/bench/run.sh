@@ -397,10 +397,13 @@ if want sends; then
     # that has run for minutes has its statistics: this measures that one.
     ( sleep 0.7; psql -X -q "$DB" -c ANALYZE ) &
     ANALYZE_PID=$!
+    cpu_snap "$TMP/cpu0"; t0=$(child_ticks $$)
     build/release/bench/bench_live "$GW_PORT" "$TMP/channels.txt" 0 "$SEND_RATE" "$LIVE_SECONDS" "$MOCK_PORT"
+    cpu_snap "$TMP/cpu1"; t1=$(child_ticks $$)
     wait "$ANALYZE_PID"
     R1=$(evalsha)
     SENT=$(curl -sf "http://127.0.0.1:$MOCK_PORT/_mock/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
+    cpu_per "send that reached the provider (warm-up included)" "$SENT" "$TMP/cpu0" "$TMP/cpu1" bench_live $((t1 - t0))
     awk -v r=$((R1 - R0)) -v s="$SENT" 'BEGIN { if (s > 0) printf "  Redis round trips per send (EVALSHA acquire + release, all shards): %.2f\n", r / s }'
     kill -TERM "$MOCK_PID" 2>/dev/null || true
 fi
