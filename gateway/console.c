@@ -8,6 +8,7 @@
 #include "adapters/counters.h"
 #include "adapters/pg.h"
 #include "gateway/inbound.h"
+#include "gateway/live.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/version.h"
@@ -28,6 +29,8 @@
 #define MAX_SESSIONS 256
 #define MAX_PENDING_OUTPUT (1u << 20)
 #define ACTORS_LIMIT 100
+#define TRACE_EVERY_MS 200
+#define TRACE_PAGE 500
 
 typedef struct session session_t;
 
@@ -50,8 +53,12 @@ struct session {
     session_t *prev, *next;
     sb_line_reader_t lr;
     size_t pending;
-    int refs; /* the handle, plus each listing in flight */
+    int refs; /* the handle, plus each listing in flight, plus a trace's timer */
     bool authed, prompt, closing;
+    /* trace: started (the tenant's cursor being read), then tracing (polling the event log after trace_cursor) */
+    bool trace_starting, trace_json, trace_polling;
+    int64_t trace_tenant, trace_cursor; /* trace_tenant > 0 while tracing */
+    uv_timer_t *trace_timer;
 };
 
 /* ---- output --------------------------------------------------------------------------------------------------- */
@@ -120,6 +127,14 @@ static void __attribute__((format(printf, 2, 3))) answer_err(session_t *s, const
     sb_buf_puts(&b, "\n");
     answer(s, &b);
     sb_buf_cleanup(&b);
+}
+
+/* The empty line alone: the end of an answer whose lines went out as they came (trace). */
+static void answer_empty(session_t *s)
+{
+    sb_buf_t b;
+    sb_buf_init(&b);
+    answer(s, &b);
 }
 
 static void answer_line(session_t *s, const char *line)
@@ -224,6 +239,23 @@ static void render_json_rows(const table_t *t, sb_buf_t *b)
             sb_buf_puts(b, "}");
     }
     sb_buf_puts(b, "]");
+}
+
+/* Answers t as aligned text, or as {"<key>":[rows]}; cleans t up. */
+static void answer_table(session_t *s, table_t *t, bool json, const char *key)
+{
+    sb_buf_t b;
+    sb_buf_init(&b);
+    if (json) {
+        sb_buf_printf(&b, "{\"%s\":", key);
+        render_json_rows(t, &b);
+        sb_buf_puts(&b, "}\n");
+    } else {
+        render_text(t, &b);
+    }
+    answer(s, &b);
+    sb_buf_cleanup(&b);
+    table_cleanup(t);
 }
 
 /* A key/value list: the text form is aligned "key  value" lines, the JSON form one object. */
@@ -807,6 +839,220 @@ static void cmd_channels(session_t *s, const sb_line_cmd_t *cmd)
                1, p, NULL);
 }
 
+static void cmd_nodes(session_t *s, const sb_line_cmd_t *cmd)
+{
+    static const char *const cols[] = {"node", "self", "shards", "slots", "uptime_s"};
+    static const bool num[] = {false, false, true, true, true};
+    if (cmd->argc != 1) {
+        answer_err(s, "usage: nodes");
+        return;
+    }
+    /* One node: cluster membership (slot leases in Redis) is not built yet, and a lone node owns every slot. */
+    table_t t;
+    table_init(&t, 5, cols, num);
+    table_cell(&t, "%s", s->con->opts.node_id);
+    table_cell(&t, "yes");
+    table_cell(&t, "%u", sb_shards_count());
+    table_cell(&t, "%u", s->con->opts.slots);
+    table_cell(&t, "%.1f", uptime_s(s->con));
+    answer_table(s, &t, cmd->json, "nodes");
+}
+
+static void cmd_slots(session_t *s, const sb_line_cmd_t *cmd)
+{
+    uint32_t slots = s->con->opts.slots;
+    unsigned shards = sb_shards_count();
+    if (cmd->argc > 2) {
+        answer_err(s, "usage: slots [<tenant_id>]");
+        return;
+    }
+    if (cmd->argc == 2) { /* where one tenant lives */
+        long long tid;
+        if (sb_str_to_ll(cmd->argv[1], 1, INT64_MAX, &tid) < 0) {
+            answer_err(s, "usage: slots [<tenant_id>]");
+            return;
+        }
+        uint32_t slot = sb_place_slot(cmd->argv[1], slots);
+        kv_t kv;
+        kv_init(&kv);
+        kv_add(&kv, "tenant", true, "%lld", tid);
+        kv_add(&kv, "slot", true, "%u", slot);
+        kv_add(&kv, "shard", true, "%u", sb_place_shard(slot, shards));
+        kv_add(&kv, "node", false, "%s", s->con->opts.node_id);
+        kv_answer(s, &kv, cmd->json);
+        return;
+    }
+    static const char *const cols[] = {"shard", "node", "slots", "first"};
+    static const bool num[] = {true, false, true, false};
+    table_t t;
+    table_init(&t, 4, cols, num);
+    for (unsigned i = 0; i < shards; i++) {
+        uint32_t n = 0;
+        sb_buf_t first;
+        sb_buf_init(&first);
+        for (uint32_t slot = 0; slot < slots; slot++) {
+            if (sb_place_shard(slot, shards) != i)
+                continue;
+            if (n < 4)
+                sb_buf_printf(&first, "%s%u", n ? " " : "", slot);
+            n++;
+        }
+        if (n > 4)
+            sb_buf_puts(&first, " ...");
+        table_cell(&t, "%u", i);
+        table_cell(&t, "%s", s->con->opts.node_id);
+        table_cell(&t, "%u", n);
+        table_cell(&t, "%.*s", (int)first.len, first.p ? first.p : "");
+        sb_buf_cleanup(&first);
+    }
+    answer_table(s, &t, cmd->json, "slots");
+}
+
+static void cmd_conns(session_t *s, const sb_line_cmd_t *cmd)
+{
+    static const char *const cols[] = {"shard", "http", "inbox", "console"};
+    static const bool num[] = {true, true, true, true};
+    if (cmd->argc != 1) {
+        answer_err(s, "usage: conns");
+        return;
+    }
+    table_t t;
+    table_init(&t, 4, cols, num);
+    for (unsigned i = 0; i < sb_shards_count(); i++) {
+        sb_metrics_t *m = sb_metrics_shard(i);
+        table_cell(&t, "%u", i);
+        table_cell(&t, "%lld", (long long)sb_gauge_get(&m->http_connections));
+        table_cell(&t, "%u", sb_live_clients(i));
+        table_cell(&t, "%lld", (long long)sb_gauge_get(&m->console_sessions));
+    }
+    answer_table(s, &t, cmd->json, "conns");
+}
+
+/* ---- trace: a tenant's inbox events as they are committed ------------------------------------------------------ */
+
+/* The event log (inbox_events) is what the live inbox streams and GET /v1/events pages through; a trace polls it
+ * every TRACE_EVERY_MS after the last cursor written, on shard 0's connection: an operator's tail, a few hundred ms
+ * behind at most, with no hook into the publish path. Lines go out as they come; an empty line from the operator
+ * ends the trace with the empty line that ends every answer. */
+
+static void trace_timer_closed(uv_handle_t *h)
+{
+    session_t *s = h->data;
+    free(h);
+    session_unref(s);
+}
+
+static void trace_stop(session_t *s)
+{
+    s->trace_tenant = 0;
+    if (s->trace_timer) {
+        uv_close((uv_handle_t *)s->trace_timer, trace_timer_closed);
+        s->trace_timer = NULL;
+    }
+}
+
+static void trace_polled(void *arg, int err, const char *detail, const PGresult *res)
+{
+    session_t *s = arg;
+    s->trace_polling = false;
+    if (!s->closing && s->trace_tenant && err) {
+        trace_stop(s);
+        answer_err(s, "database: %s", detail);
+    } else if (!s->closing && s->trace_tenant) {
+        sb_buf_t b;
+        sb_buf_init(&b);
+        for (int r = 0; r < PQntuples(res); r++) {
+            const char *cursor = PQgetvalue(res, r, 0), *type = PQgetvalue(res, r, 1), *data = PQgetvalue(res, r, 2);
+            if (s->trace_json)
+                sb_buf_printf(&b, "{\"cursor\":%s,\"type\":\"%s\",\"data\":%s}\n", cursor, type, data);
+            else
+                sb_buf_printf(&b, "%s  %s  %s\n", cursor, type, data);
+            s->trace_cursor = strtoll(cursor, NULL, 10);
+        }
+        out(s, b.p, b.len);
+        sb_buf_cleanup(&b);
+    }
+    session_unref(s);
+}
+
+static void on_trace_timer(uv_timer_t *t)
+{
+    session_t *s = t->data;
+    if (s->trace_polling || !s->trace_tenant)
+        return;
+    sb_shard_t *shard = sb_shard_self();
+    char tenant[24], after[24];
+    snprintf(tenant, sizeof tenant, "%lld", (long long)s->trace_tenant);
+    snprintf(after, sizeof after, "%lld", (long long)s->trace_cursor);
+    const char *p[2] = {tenant, after};
+    s->refs++;
+    s->trace_polling = true;
+    if (!shard || sb_pg_query(sb_shard_pg(shard),
+                              "SELECT cursor, type, data::text FROM inbox_events WHERE tenant_id = $1 AND cursor > $2"
+                              " ORDER BY cursor LIMIT " SB_STRINGIFY(TRACE_PAGE),
+                              2, p, 0, trace_polled, s) < 0) {
+        s->trace_polling = false; /* the next tick tries again */
+        session_unref(s);
+    }
+}
+
+static void trace_started(void *arg, int err, const char *detail, const PGresult *res)
+{
+    session_t *s = arg;
+    bool cancelled = !s->trace_starting;
+    s->trace_starting = false;
+    if (s->closing) {
+        /* nothing to say */
+    } else if (cancelled) {
+        answer_empty(s); /* for the empty line that stopped it before it began */
+    } else if (err) {
+        answer_err(s, "database: %s", detail);
+    } else if (PQntuples(res) != 1) {
+        answer_err(s, "no such tenant");
+    } else {
+        s->trace_tenant = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        s->trace_cursor = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+        sb_buf_t b;
+        sb_buf_init(&b);
+        if (s->trace_json)
+            sb_buf_printf(&b, "{\"trace\":%lld,\"cursor\":%lld}\n", (long long)s->trace_tenant,
+                          (long long)s->trace_cursor);
+        else
+            sb_buf_printf(&b, "tracing tenant %lld after cursor %lld; an empty line stops\n",
+                          (long long)s->trace_tenant, (long long)s->trace_cursor);
+        out(s, b.p, b.len);
+        sb_buf_cleanup(&b);
+        s->trace_timer = sb_malloc(sizeof *s->trace_timer);
+        uv_timer_init(s->con->loop, s->trace_timer);
+        s->trace_timer->data = s;
+        s->refs++; /* the timer's, given back when it has closed */
+        uv_timer_start(s->trace_timer, on_trace_timer, TRACE_EVERY_MS, TRACE_EVERY_MS);
+    }
+    session_unref(s);
+}
+
+static void cmd_trace(session_t *s, const sb_line_cmd_t *cmd)
+{
+    long long tid;
+    if (cmd->argc != 2 || sb_str_to_ll(cmd->argv[1], 1, INT64_MAX, &tid) < 0) {
+        answer_err(s, "usage: trace <tenant_id>");
+        return;
+    }
+    char tenant[24];
+    snprintf(tenant, sizeof tenant, "%lld", tid);
+    const char *p[1] = {tenant};
+    sb_shard_t *shard = sb_shard_self();
+    s->refs++;
+    s->trace_starting = true;
+    s->trace_json = cmd->json;
+    if (!shard || sb_pg_query(sb_shard_pg(shard), "SELECT id, inbox_cursor FROM tenants WHERE id = $1", 1, p, 0,
+                              trace_started, s) < 0) {
+        s->trace_starting = false;
+        answer_err(s, "database not reachable");
+        session_unref(s);
+    }
+}
+
 static const command_t commands[] = {
     {"help", "", "this list", true, cmd_help},
     {"auth", "<admin_token>", "authenticate this session", true, cmd_auth},
@@ -821,13 +1067,18 @@ static const command_t commands[] = {
      cmd_counters},
     {"dead", "[<tenant_id>]", "outbound messages that ran out of attempts", false, cmd_dead},
     {"replay", "<message_id>", "queue a dead, failed or unknown outbound message again", false, cmd_replay},
+    {"conns", "", "open connections per shard: HTTP (WebSockets included), live inbox clients, console", false,
+     cmd_conns},
+    {"nodes", "", "the nodes of the cluster (this one: cluster membership comes later)", false, cmd_nodes},
+    {"slots", "[<tenant_id>]", "slots per shard, or the slot and shard a tenant lives on", false, cmd_slots},
+    {"trace", "<tenant_id>", "the tenant's events as they are committed, until an empty line", false, cmd_trace},
     {"prompt", "", "toggle the interactive sb> prompt", true, cmd_prompt},
     {"quit", "", "close this session", true, cmd_quit},
     {NULL, NULL, NULL, false, NULL},
 };
 
 /* Commands of the contract that later issues deliver: named, so a user learns they are known but not here yet. */
-static const char *const later[] = {"conns", "slots", "nodes", "drain", "trace", NULL};
+static const char *const later[] = {"drain", NULL};
 
 static void on_line(void *arg, sb_str_t line, int err)
 {
@@ -835,11 +1086,23 @@ static void on_line(void *arg, sb_str_t line, int err)
     if (s->closing)
         return;
     if (err == SB_E2BIG) {
-        answer_err(s, "line too long (at most %d bytes)", SB_LINE_MAX);
+        if (!s->trace_starting && !s->trace_tenant) /* (an answer now would end a trace's stream for its reader) */
+            answer_err(s, "line too long (at most %d bytes)", SB_LINE_MAX);
         return;
     }
     sb_line_cmd_t cmd;
     int rc = sb_line_parse(line, &cmd);
+    if (s->trace_starting || s->trace_tenant) { /* a trace runs: an empty line ends it, quit quits, the rest is not run */
+        if (rc == SB_EINVAL && s->trace_starting) {
+            s->trace_starting = false; /* trace_started answers the empty line */
+        } else if (rc == SB_EINVAL) {
+            trace_stop(s);
+            answer_empty(s);
+        } else if (rc >= 0 && sb_str_eq_cstr(cmd.argv[0], "quit")) {
+            cmd_quit(s, &cmd);
+        }
+        return;
+    }
     if (rc == SB_EINVAL) {
         answer_err(s, "empty command; try help");
         return;
@@ -906,6 +1169,7 @@ static void session_close(session_t *s)
     if (s->closing)
         return;
     s->closing = true;
+    trace_stop(s);
     sb_console_t *con = s->con;
     if (s->prev)
         s->prev->next = s->next;

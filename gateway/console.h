@@ -2,7 +2,9 @@
  *
  * On connect the gateway writes one banner line. Each command is one line; each answer ends with an empty line;
  * failures start with "ERR ". Until `auth <admin_token>` succeeds only help, auth and quit work. A command ending
- * in " -j" answers one line of JSON instead of a table. `prompt` toggles an "sb> " prompt.
+ * in " -j" answers one line of JSON instead of a table. `prompt` toggles an "sb> " prompt. `trace <tenant>` is
+ * the one answer that streams: one line per event of the tenant (or one JSON object per line with -j) as they are
+ * committed, until the operator sends an empty line; meanwhile only that empty line and `quit` are heard.
  *
  * It runs on shard 0's loop. Figures of other shards come from their published stats (sb_shard_get_stats) or, for
  * listings, from sb_shard_exec round trips, so no thread ever touches another's state. A session whose unsent
@@ -20,7 +22,7 @@ typedef struct sb_console_opts {
     const char *admin_token; /* NULL: every auth fails */
     const char *node_id;
     unsigned shard;          /* the shard whose loop it runs on */
-    uint32_t slots;          /* for `actors <tenant>`: the tenant's slot and shard */
+    uint32_t slots;          /* for `actors <tenant>` and `slots`: the tenant's slot and shard */
 } sb_console_opts_t;
 
 /* Listens on host:port on loop. Strings in opts are copied. Returns 0, or a negative code (bind failed, logged). */
