@@ -99,7 +99,8 @@ run: setup
 
 test: setup
 	@[ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && npm ci --no-audit --no-fund)
-	@[ -d tests/clients/node_modules/twilio ] || (cd tests/clients && npm ci --no-audit --no-fund)
+	@[ tests/clients/node_modules/.package-lock.json -nt tests/clients/package-lock.json ] || \
+		(cd tests/clients && npm ci --no-audit --no-fund)
 	@$(MAKE) --no-print-directory all units benches
 	@$(MAKE) --no-print-directory V=asan all units
 	@$(MAKE) --no-print-directory fuzzers

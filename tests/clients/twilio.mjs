@@ -2,7 +2,7 @@
 // (npm "twilio"), not through our own idea of Twilio: its request signer signs the webhooks we send the gateway, its
 // REST client sends a message through the mock provider, and its validator checks the status callbacks the mock
 // posts. Prints one JSON line per check ({"ok":bool,"what":...,"detail":...}), then {"end":true};
-// tests/integration/test_twilio_official.py starts the gateway and the mock, makes the tenant and turns them into TAP.
+// tests/integration/test_client_libraries.py starts the gateway and the mock, makes the tenant and turns them into TAP.
 //
 //   SB_URL=... SB_KEY=... SB_TOKEN=... SB_SMS=<channel id> SB_SMS_NUMBER=... SB_WA=<channel id> SB_WA_NUMBER=...
 //   SB_MOCK=http://127.0.0.1:PORT node tests/clients/twilio.mjs
