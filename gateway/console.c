@@ -710,6 +710,19 @@ static void db_query(session_t *s, bool json, const char *key, const char *sql, 
     }
 }
 
+/* The command's one argument as a positive id, written into num as a query parameter. False, with the usage
+ * answered, when there is not exactly one argument or it is not such an id. */
+static bool one_id(session_t *s, const sb_line_cmd_t *cmd, const char *usage, char num[24])
+{
+    long long v;
+    if (cmd->argc != 2 || sb_str_to_ll(cmd->argv[1], 1, INT64_MAX, &v) < 0) {
+        answer_err(s, "usage: %s", usage);
+        return false;
+    }
+    snprintf(num, 24, "%lld", v);
+    return true;
+}
+
 static void cmd_dead(session_t *s, const sb_line_cmd_t *cmd)
 {
     long long tid = 0;
@@ -739,13 +752,9 @@ static void replayed(const PGresult *res)
  * unknown one the operator decides the provider did not have it). */
 static void cmd_replay(session_t *s, const sb_line_cmd_t *cmd)
 {
-    long long mid;
-    if (cmd->argc != 2 || sb_str_to_ll(cmd->argv[1], 1, INT64_MAX, &mid) < 0) {
-        answer_err(s, "usage: replay <message_id>");
-        return;
-    }
     char id[24];
-    snprintf(id, sizeof id, "%lld", mid);
+    if (!one_id(s, cmd, "replay <message_id>", id))
+        return;
     const char *p[1] = {id};
     db_query(s, cmd->json, "replayed",
              "WITH m AS (UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = NULL,"
@@ -824,13 +833,9 @@ static void cmd_tenants(session_t *s, const sb_line_cmd_t *cmd)
 
 static void cmd_channels(session_t *s, const sb_line_cmd_t *cmd)
 {
-    long long tid;
-    if (cmd->argc != 2 || sb_str_to_ll(cmd->argv[1], 1, INT64_MAX, &tid) < 0) {
-        answer_err(s, "usage: channels <tenant_id>");
-        return;
-    }
     char tenant[24];
-    snprintf(tenant, sizeof tenant, "%lld", tid);
+    if (!one_id(s, cmd, "channels <tenant_id>", tenant))
+        return;
     const char *p[1] = {tenant};
     db_query(s, cmd->json, "channels",
                "SELECT id, type, address, coalesce(meta_app_id, '') AS meta_app_id, "
@@ -1033,13 +1038,9 @@ static void trace_started(void *arg, int err, const char *detail, const PGresult
 
 static void cmd_trace(session_t *s, const sb_line_cmd_t *cmd)
 {
-    long long tid;
-    if (cmd->argc != 2 || sb_str_to_ll(cmd->argv[1], 1, INT64_MAX, &tid) < 0) {
-        answer_err(s, "usage: trace <tenant_id>");
-        return;
-    }
     char tenant[24];
-    snprintf(tenant, sizeof tenant, "%lld", tid);
+    if (!one_id(s, cmd, "trace <tenant_id>", tenant))
+        return;
     const char *p[1] = {tenant};
     sb_shard_t *shard = sb_shard_self();
     s->refs++;
