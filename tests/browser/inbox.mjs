@@ -1,7 +1,8 @@
 // tests/browser/inbox.mjs — drives the inbox page (/inbox) in Debian's headless Chromium with playwright-core, as a
 // person would: sign in with an API key, see an inbound message arrive live, open its conversation, reply, and watch
-// the reply's status change to delivered. Prints one JSON line per check ({"ok":bool,"what":...,"detail":...});
-// tests/integration/test_inbox_page.py sets up the gateway, the mock provider and the tenant and turns them into TAP.
+// the reply's status change to delivered. Prints one JSON line per check ({"ok":bool,"what":...,"detail":...}),
+// then {"end":true}; tests/integration/test_inbox_page.py sets up the gateway, the mock provider and the tenant and
+// turns them into TAP.
 //
 //   SB_URL=http://127.0.0.1:PORT SB_KEY=... SB_CHANNEL=... SB_NUMBER=... SB_TOKEN=... node tests/browser/inbox.mjs
 import { createHmac } from "node:crypto";
@@ -80,3 +81,4 @@ try {
 } finally {
   await browser.close();
 }
+console.log(JSON.stringify({ end: true })); // the wrapper checks that the script got this far

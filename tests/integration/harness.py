@@ -131,6 +131,30 @@ def poisoned_bursts(gw, table, check, needle, burst):
     return refused
 
 
+def node_checks(directory, script, env, label, timeout=120):
+    """Runs `node script` in tests/<directory> with env. The script prints one JSON line per check
+    ({"ok","what","detail"}) and {"end":true} last: each check becomes a TAP line prefixed with label, after one
+    saying that the script ran to its end."""
+    try:
+        r = subprocess.run(["node", script], env=env, capture_output=True, text=True, timeout=timeout,
+                           cwd=os.path.join(ROOT, "tests", directory))
+    except (OSError, subprocess.TimeoutExpired) as e:
+        ok(False, "%s/%s ran" % (directory, script), repr(e))
+        return
+    checks = []
+    for line in r.stdout.splitlines():
+        try:
+            checks.append(json.loads(line))
+        except ValueError:
+            pass
+    ended = any(c.get("end") for c in checks)
+    ok(r.returncode == 0 and ended, "%s/%s ran to its end (node exit %d)" % (directory, script, r.returncode),
+       (r.stderr or "")[-2000:])
+    for c in checks:
+        if "what" in c:
+            ok(c["ok"], label + ": " + c["what"], c.get("detail"))
+
+
 def wait_for(fn, timeout, interval=0.1):
     """Call fn() until it returns something truthy or timeout seconds pass; return that value,
     or the last falsy one (an exception counts as None)."""

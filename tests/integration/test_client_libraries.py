@@ -9,9 +9,7 @@ Both scripts print one JSON line per check, turned into TAP here, after this fil
 pointed at it and created a tenant with a Twilio SMS and a Twilio WhatsApp channel.
 Run: SB_BIN=build/release/switchboard python3 tests/integration/test_client_libraries.py"""
 
-import json
 import os
-import subprocess
 import uuid
 
 import harness as h
@@ -19,28 +17,6 @@ from test_mock_provider import Mock
 from test_webhooks import MASTER_KEY, admin
 
 TOKEN = "4" * 32
-
-
-def run(script, env, label):
-    """Runs tests/clients/<script> and reports its checks, each prefixed with label."""
-    try:
-        r = subprocess.run(["node", script], env=env, capture_output=True, text=True, timeout=120,
-                           cwd=os.path.join(h.ROOT, "tests", "clients"))
-    except (OSError, subprocess.TimeoutExpired) as e:
-        h.ok(False, "%s ran" % script, repr(e))
-        return
-    checks = []
-    for line in r.stdout.splitlines():
-        try:
-            checks.append(json.loads(line))
-        except ValueError:
-            pass
-    ended = any(c.get("end") for c in checks)
-    h.ok(r.returncode == 0 and ended, "%s ran to its end (node exit %d)" % (script, r.returncode),
-         (r.stderr or "")[-2000:])
-    for c in checks:
-        if "what" in c:
-            h.ok(c["ok"], label + ": " + c["what"], c.get("detail"))
 
 
 def test_libraries():
@@ -61,8 +37,8 @@ def test_libraries():
                        SB_SMS=channels["twilio_sms"][0], SB_SMS_NUMBER=channels["twilio_sms"][1],
                        SB_WA=channels["twilio_whatsapp"][0], SB_WA_NUMBER=channels["twilio_whatsapp"][1],
                        SB_MOCK="http://127.0.0.1:%d" % mock.port)
-            run("twilio.mjs", env, "twilio-node")
-            run("inbox.mjs", env, "ws + @msgpack/msgpack")
+            h.node_checks("clients", "twilio.mjs", env, "twilio-node")
+            h.node_checks("clients", "inbox.mjs", env, "ws + @msgpack/msgpack")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,11 @@
 """tests/integration/test_inbox_page.py — the inbox page in a real browser: starts the mock provider and a gateway
 pointed at it, creates a tenant with a Twilio SMS channel, then runs tests/browser/inbox.mjs, which drives Debian's
 headless Chromium with playwright-core (sign in, a live inbound message, reply, status to delivered) and reports
-each check as a JSON line, turned into TAP here. Needs `chromium` and `npm ci` in tests/browser (ops/deps.sh and
+each check as a JSON line, turned into TAP here (h.node_checks). Needs `chromium` and `npm ci` in tests/browser (ops/deps.sh and
 make's set-up provide both).
 Run: SB_BIN=build/release/switchboard python3 tests/integration/test_inbox_page.py"""
 
-import json
 import os
-import subprocess
 import uuid
 
 import harness as h
@@ -31,24 +29,7 @@ def test_page():
                         "credentials": {"account_sid": "AC" + "7" * 32, "auth_token": TOKEN}})
             env = dict(os.environ, SB_URL="http://127.0.0.1:%d" % gw.port, SB_KEY=key, SB_CHANNEL=ch["id"],
                        SB_NUMBER=number, SB_TOKEN=TOKEN)
-            script = os.path.join(h.ROOT, "tests", "browser", "inbox.mjs")
-            try:
-                r = subprocess.run(["node", script], env=env, capture_output=True, text=True, timeout=120,
-                                   cwd=os.path.join(h.ROOT, "tests", "browser"))
-            except (OSError, subprocess.TimeoutExpired) as e:
-                h.ok(False, "the browser test ran", repr(e))
-                return
-            checks = []
-            for line in r.stdout.splitlines():
-                try:
-                    checks.append(json.loads(line))
-                except ValueError:
-                    pass
-            h.ok(r.returncode == 0 and checks, "the browser test ran (node exit %d)" % r.returncode,
-                 (r.stderr or "")[-2000:])
-            for c in checks:
-                h.ok(c["ok"], "browser: " + c["what"], c.get("detail"))
-
+            h.node_checks("browser", "inbox.mjs", env, "browser")
 
 if __name__ == "__main__":
     h.main(test_page)
