@@ -34,6 +34,7 @@ typedef struct event {
     int64_t cursor;
     char *type, *data;
     bool expired;
+    uint64_t expires_ms; /* loop time at which it reaches webhook_max_age */
 } event_t;
 
 typedef enum { H_UNLOADED, H_LOADING, H_NONE, H_READY } hook_state_t;
@@ -189,7 +190,8 @@ static void on_timer(uv_timer_t *t)
     hook_unref(h);
 }
 
-/* The head event failed: wait (backoff with jitter, Retry-After honoured), then read again from the cursor. */
+/* The head event failed: wait (backoff with jitter, Retry-After honoured, but never past the moment the event
+ * reaches webhook_max_age), then read again from the cursor. */
 static void fail_and_wait(hook_t *h, int retry_after_s, const char *why)
 {
     uint64_t r = 0;
@@ -197,6 +199,12 @@ static void fail_and_wait(hook_t *h, int retry_after_s, const char *why)
         r = uv_hrtime();
     h->attempt++;
     uint64_t ms = sb_outbound_backoff_ms(h->attempt, retry_after_s, r);
+    if (h->at < h->npage) { /* not past the head event's max age: then it goes to the dead letters, on time */
+        uint64_t now = uv_now(sb_shard_loop(h->s)), expires = h->page[h->at].expires_ms;
+        uint64_t left = expires > now ? expires - now : 0;
+        if (ms > left)
+            ms = left;
+    }
     if (ms < 100)
         ms = 100;
     sb_log_info("hooks: tenant %s: event %lld not delivered (%s): again in %llu ms", h->tenant_s,
@@ -361,6 +369,8 @@ static void page_read(void *arg, int err, const char *detail, const PGresult *re
         h->page[i].type = sb_strdup(PQgetvalue(res, i, 1));
         h->page[i].data = sb_strdup(PQgetvalue(res, i, 2));
         h->page[i].expired = PQgetvalue(res, i, 3)[0] == 't';
+        long long left = strtoll(PQgetvalue(res, i, 4), NULL, 10);
+        h->page[i].expires_ms = uv_now(sb_shard_loop(h->s)) + (uint64_t)(left > 0 ? left : 0);
     }
     deliver_next(h);
     hook_unref(h);
@@ -388,7 +398,8 @@ static void pump(hook_t *h)
     h->busy = true;
     h->refs++;
     if (sb_pg_query(sb_shard_pg(h->s),
-                    "SELECT cursor, type, data::text, created_at < now() - $3::int * interval '1 second'"
+                    "SELECT cursor, type, data::text, created_at < now() - $3::int * interval '1 second',"
+                    " ceil(extract(epoch FROM created_at + $3::int * interval '1 second' - now()) * 1000)::bigint"
                     " FROM inbox_events WHERE tenant_id = $1 AND cursor > $2 ORDER BY cursor LIMIT $4",
                     4, p, SB_PG_PREPARED, page_read, h) < 0) {
         h->busy = false;
