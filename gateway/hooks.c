@@ -18,6 +18,7 @@
 #include "proto/err.h"
 #include "proto/mem.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -368,9 +369,9 @@ static void page_read(void *arg, int err, const char *detail, const PGresult *re
         h->page[i].cursor = strtoll(PQgetvalue(res, i, 0), NULL, 10);
         h->page[i].type = sb_strdup(PQgetvalue(res, i, 1));
         h->page[i].data = sb_strdup(PQgetvalue(res, i, 2));
-        h->page[i].expired = PQgetvalue(res, i, 3)[0] == 't';
-        long long left = strtoll(PQgetvalue(res, i, 4), NULL, 10);
-        h->page[i].expires_ms = uv_now(sb_shard_loop(h->s)) + (uint64_t)(left > 0 ? left : 0);
+        double left_ms = strtod(PQgetvalue(res, i, 3), NULL); /* to its max age; negative: past it */
+        h->page[i].expired = left_ms < 0;
+        h->page[i].expires_ms = uv_now(sb_shard_loop(h->s)) + (uint64_t)(left_ms > 0 ? ceil(left_ms) : 0);
     }
     deliver_next(h);
     hook_unref(h);
@@ -398,8 +399,8 @@ static void pump(hook_t *h)
     h->busy = true;
     h->refs++;
     if (sb_pg_query(sb_shard_pg(h->s),
-                    "SELECT cursor, type, data::text, created_at < now() - $3::int * interval '1 second',"
-                    " ceil(extract(epoch FROM created_at + $3::int * interval '1 second' - now()) * 1000)::bigint"
+                    "SELECT cursor, type, data::text,"
+                    " extract(epoch FROM created_at + $3::int * interval '1 second' - now()) * 1000"
                     " FROM inbox_events WHERE tenant_id = $1 AND cursor > $2 ORDER BY cursor LIMIT $4",
                     4, p, SB_PG_PREPARED, page_read, h) < 0) {
         h->busy = false;
