@@ -7,14 +7,21 @@
  *
  * A connection is a uv_tcp_t plus an input buffer. Its life:
  *   HEAD     waiting for (the rest of) a request head; deadline = idle timeout while nothing has arrived, header
- *            timeout from the first byte;
- *   BODY     reading a Content-Length or chunked body; deadline = header timeout from the head;
+ *            timeout from the first byte; or, while the answers already given are not written (out_blocked, see
+ *            below), neither reading nor parsing, with the idle timeout to drain them;
+ *   BODY     reading a Content-Length or chunked body; deadline = header timeout from the head. A body that is not
+ *            whole in the input when its head is parsed is moved, as it arrives, into a buffer of the request's
+ *            own, up to max_body_bytes: the input buffer holds heads and pipelined bytes only;
  *   HANDLER  a handler holds the request; reading is stopped; no deadline (the handler bounds its own work);
  *   LINGER   answered with "Connection: close": write side shut down, input read and discarded until EOF or a
  *            short deadline, so the peer sees our answer rather than a reset;
  *   STREAM   upgraded (WebSocket): input goes to the stream's owner; no deadline until the owner closes it.
  * Answers are written with uv_try_write from a reused buffer; only what the kernel did not take is copied into a
- * write request. One sweep timer per server enforces every deadline. */
+ * write request. What a connection has answered but the kernel has not taken is bounded: past OUT_HIGH the
+ * connection's pipelined requests wait (it is neither read nor parsed) until the peer has read it below OUT_LOW, and
+ * a peer that does not read for the idle timeout is closed. So a client that pipelines and never reads costs at
+ * most OUT_HIGH plus one answer, not one answer per request it sent. One sweep timer per server enforces every
+ * deadline, and another answers the requests a handler chose to answer later (sb_http_respond_later). */
 #include "adapters/http_server.h"
 
 #include "gateway/log.h"
@@ -35,18 +42,25 @@
 #define STREAM_LINGER_MS 10000 /* a closed stream's queued frames (and its close frame) may take this long to go */
 #define READ_CHUNK 16384
 #define MAX_BUFFERED (1u << 20) /* unanswered bytes a connection may hold before we stop reading */
+#define OUT_HIGH (256u << 10)   /* unwritten answer bytes at which a connection's next request waits */
+#define OUT_LOW (64u << 10)     /* ... until the peer has read them down to this */
 
 typedef struct conn conn_t;
 
 enum conn_state { C_HEAD, C_BODY, C_HANDLER, C_LINGER, C_STREAM };
 
 struct sb_http_req {
+    sb_http_server_t *srv;
     sb_metrics_t *m;
     conn_t *conn;          /* NULL once the connection is gone */
     sb_http1_req_t head;   /* parsed in place: views into the connection's input (or `orphan` once detached) */
     sb_http_method_t method;
     sb_str_t body;
-    sb_buf_t chunked_body; /* decoded chunked body */
+    sb_buf_t body_buf;     /* the body when it is not read in place: chunked (decoded), or not whole at once */
+    sb_http_req_t *next_later; /* on the server's list of answers held back (sb_http_respond_later) */
+    uint64_t later_at;         /* when to send it */
+    int later_status;
+    sb_buf_t later;            /* content type, NUL, extra headers, NUL, body */
     sb_buf_t orphan;       /* the input buffer, taken over when the connection closed first */
     void *user;            /* the handler's */
     bool dispatched, answered;
@@ -59,7 +73,6 @@ struct conn {
     conn_t *prev, *next;
     sb_buf_t in;
     size_t head_len, body_len; /* of the current request, once known */
-    size_t chunk_pos;          /* bytes of chunked framing consumed after the head */
     sb_http1_chunked_t chunked;
     sb_http_req_t *req; /* from the first byte of a head until it is answered */
     enum conn_state state;
@@ -73,12 +86,16 @@ struct conn {
     conn_t *next_corked;       /* on the server's corked list (while listed_corked) */
     bool listed_corked;
     bool reading, closing, close_after, peer_eof, in_process, kicked, paused;
+    bool out_blocked; /* C_HEAD: waiting for queued answers to drain below OUT_LOW */
 };
 
 struct sb_http_server {
     uv_loop_t *loop;
     uv_tcp_t listener;
     uv_timer_t sweep;
+    uv_timer_t later_timer; /* sends the held-back answers when they are due */
+    sb_http_req_t *later;   /* answers held back, unordered */
+    uint64_t later_due;     /* when later_timer fires (while it runs) */
     uv_idle_t kick;   /* runs process() for connections on the kick list, then stops */
     conn_t *kicks;
     uv_check_t uncork_io;     /* after the I/O callbacks of a loop turn: writes the corked streams */
@@ -95,6 +112,7 @@ struct sb_http_server {
 
 static void process(conn_t *c);
 static void conn_close(conn_t *c);
+static void on_later(uv_timer_t *t);
 
 /* ---- small helpers -------------------------------------------------------------------------------------------- */
 
@@ -187,6 +205,13 @@ static void on_written(uv_write_t *w, int status)
     c->writes--;
     if (status < 0 && !c->closing) {
         conn_close(c);
+        return;
+    }
+    if (c->out_blocked && c->queued <= OUT_LOW && !c->closing) { /* the peer caught up: serve what it sent */
+        c->out_blocked = false;
+        c->deadline = now_ms(c->srv) + (uint64_t)(c->in.len ? c->srv->opts.header_timeout_s
+                                                              : c->srv->opts.idle_timeout_s) * 1000;
+        process(c);
         return;
     }
     maybe_shutdown(c);
@@ -339,7 +364,8 @@ bool sb_http_req_header(const sb_http_req_t *req, const char *name, sb_str_t *ou
 
 static void req_free(sb_http_req_t *req)
 {
-    sb_buf_cleanup(&req->chunked_body);
+    sb_buf_cleanup(&req->body_buf);
+    sb_buf_cleanup(&req->later);
     sb_buf_cleanup(&req->orphan);
     free(req);
 }
@@ -352,7 +378,7 @@ static void request_done(conn_t *c)
         used = c->in.len;
     memmove(c->in.p, c->in.p + used, c->in.len - used);
     c->in.len -= used;
-    c->head_len = c->body_len = c->chunk_pos = 0;
+    c->head_len = c->body_len = 0;
     c->req = NULL;
     if (c->close_after) {
         maybe_shutdown(c);
@@ -401,22 +427,111 @@ void sb_http_respond_headers(sb_http_req_t *req, int status, const char *content
     request_done(c);
 }
 
+void sb_http_error_body(sb_buf_t *b, const char *code, const char *message)
+{
+    sb_buf_puts(b, "{\"error\":{\"code\":\"");
+    sb_buf_json_escape(b, sb_str_cstr(code));
+    sb_buf_puts(b, "\",\"message\":\"");
+    sb_buf_json_escape(b, sb_str_cstr(message));
+    sb_buf_puts(b, "\"}}\n");
+}
+
 void sb_http_respond_error(sb_http_req_t *req, int status, const char *code, const char *message)
 {
     sb_buf_t b;
     sb_buf_init(&b);
-    sb_buf_puts(&b, "{\"error\":{\"code\":\"");
-    sb_buf_json_escape(&b, sb_str_cstr(code));
-    sb_buf_puts(&b, "\",\"message\":\"");
-    sb_buf_json_escape(&b, sb_str_cstr(message));
-    sb_buf_puts(&b, "\"}}\n");
+    sb_http_error_body(&b, code, message);
     sb_http_respond(req, status, "application/json", b.p, b.len);
     sb_buf_cleanup(&b);
+}
+
+void sb_http_req_close(sb_http_req_t *req)
+{
+    req->head.keep_alive = false;
+}
+
+int sb_http_req_peer(const sb_http_req_t *req, struct sockaddr_storage *out)
+{
+    int len = sizeof *out;
+    if (!req->conn || uv_tcp_getpeername(&req->conn->tcp, (struct sockaddr *)out, &len) < 0)
+        return SB_ECLOSED;
+    return 0;
+}
+
+bool sb_http_req_upgrade(const sb_http_req_t *req)
+{
+    return req->head.upgrade;
+}
+
+/* ---- answers held back ---------------------------------------------------------------------------------------- */
+
+/* Sends req's held-back answer now; req is gone afterwards. */
+static void later_send(sb_http_req_t *req)
+{
+    sb_buf_t later = req->later; /* req_free would take it along before it is used */
+    sb_buf_init(&req->later);
+    const char *type = later.p, *headers = type + strlen(type) + 1, *body = headers + strlen(headers) + 1;
+    sb_http_respond_headers(req, req->later_status, type, *headers ? headers : NULL, body,
+                            later.len - (size_t)(body - type));
+    sb_buf_cleanup(&later);
+}
+
+static void later_arm(sb_http_server_t *srv, uint64_t due)
+{
+    uint64_t now = now_ms(srv);
+    if (uv_is_active((uv_handle_t *)&srv->later_timer) && srv->later_due <= due)
+        return;
+    srv->later_due = due;
+    uv_timer_start(&srv->later_timer, on_later, due > now ? due - now : 0, 0);
+}
+
+/* Sends every held-back answer that is due (all of them when the server stops), and waits for the next. */
+static void later_flush(sb_http_server_t *srv, bool all)
+{
+    uint64_t now = now_ms(srv), next = 0;
+    sb_http_req_t **pp = &srv->later;
+    while (*pp) {
+        sb_http_req_t *req = *pp;
+        if (all || req->later_at <= now) {
+            *pp = req->next_later;
+            later_send(req);
+            continue;
+        }
+        next = next && next < req->later_at ? next : req->later_at;
+        pp = &req->next_later;
+    }
+    if (next)
+        later_arm(srv, next);
+}
+
+static void on_later(uv_timer_t *t)
+{
+    later_flush(t->data, false);
+}
+
+void sb_http_respond_later(sb_http_req_t *req, uint32_t delay_ms, int status, const char *content_type,
+                           const char *headers, const void *body, size_t len)
+{
+    SB_BUG_ON(req->answered || req->later.len);
+    sb_http_server_t *srv = req->srv;
+    if (!req->conn || srv->draining || delay_ms == 0) {
+        sb_http_respond_headers(req, status, content_type, headers, body, len);
+        return;
+    }
+    req->later_status = status;
+    sb_buf_append(&req->later, content_type, strlen(content_type) + 1);
+    sb_buf_append(&req->later, headers ? headers : "", headers ? strlen(headers) + 1 : 1);
+    sb_buf_append(&req->later, body, len);
+    req->later_at = now_ms(srv) + delay_ms;
+    req->next_later = srv->later;
+    srv->later = req;
+    later_arm(srv, req->later_at);
 }
 
 static sb_http_req_t *req_new(conn_t *c)
 {
     sb_http_req_t *req = sb_calloc(1, sizeof *req);
+    req->srv = c->srv;
     req->m = c->srv->m;
     req->conn = c;
     c->req = req;
@@ -446,11 +561,19 @@ static void dispatch(conn_t *c)
     req->dispatched = true;
     c->state = C_HANDLER;
     c->deadline = 0;
-    if (req->head.chunked)
-        req->body = sb_str(req->chunked_body.p ? req->chunked_body.p : "", req->chunked_body.len);
+    if (req->head.chunked || req->body_buf.len)
+        req->body = sb_str(sb_buf_cstr(&req->body_buf), req->body_buf.len);
     else
         req->body = sb_str(c->in.p + c->head_len, c->body_len);
     c->srv->opts.handler(c->srv->opts.handler_arg, req);
+}
+
+/* Removes n bytes of the input at offset at (the body bytes that moved to the request's own buffer). */
+static void drop_input(conn_t *c, size_t at, size_t n)
+{
+    memmove(c->in.p + at, c->in.p + at + n, c->in.len - at - n);
+    c->in.len -= n;
+    c->in.p[c->in.len] = '\0';
 }
 
 /* Handles every complete request the input holds, in order, stopping while a handler has one. */
@@ -460,6 +583,12 @@ static void process(conn_t *c)
     c->in_process = true;
     while (!c->closing && !c->close_after) {
         if (c->state == C_HEAD) {
+            if (c->queued > OUT_HIGH) { /* the peer does not read its answers: its next request waits */
+                if (!c->out_blocked)
+                    c->deadline = now_ms(srv) + (uint64_t)srv->opts.idle_timeout_s * 1000;
+                c->out_blocked = true;
+                break;
+            }
             if (c->in.len == 0)
                 break;
             if (!c->req)
@@ -507,12 +636,12 @@ static void process(conn_t *c)
         }
         if (c->state == C_BODY) {
             sb_http_req_t *req = c->req;
-            if (req->head.chunked) {
+            size_t avail = c->in.len - c->head_len;
+            if (req->head.chunked) { /* decoded into body_buf; the framing it consumed leaves the input */
                 size_t used = 0;
-                size_t at = c->head_len + c->chunk_pos;
-                int rc = sb_http1_chunked_feed(&c->chunked, c->in.p + at, c->in.len - at, &req->chunked_body,
+                int rc = sb_http1_chunked_feed(&c->chunked, c->in.p + c->head_len, avail, &req->body_buf,
                                                (size_t)srv->opts.max_body_bytes, &used);
-                c->chunk_pos += used;
+                drop_input(c, c->head_len, used);
                 if (rc == 0)
                     break;
                 if (rc < 0) {
@@ -522,13 +651,20 @@ static void process(conn_t *c)
                         reject(c, 400, "bad_request", "malformed chunked body");
                     break;
                 }
-                c->body_len = c->chunk_pos; /* framing bytes consumed with the request */
                 dispatch(c);
                 continue;
             }
-            if (c->in.len - c->head_len < (size_t)req->head.content_length)
+            size_t need = (size_t)req->head.content_length - req->body_buf.len;
+            if (req->body_buf.len == 0 && avail >= need) { /* whole already: read in place */
+                c->body_len = need;
+                dispatch(c);
+                continue;
+            }
+            size_t take = avail < need ? avail : need; /* else it moves to its own buffer as it comes */
+            sb_buf_append(&req->body_buf, c->in.p + c->head_len, take);
+            drop_input(c, c->head_len, take);
+            if (take < need)
                 break;
-            c->body_len = (size_t)req->head.content_length;
             dispatch(c);
             continue;
         }
@@ -544,7 +680,7 @@ static void process(conn_t *c)
     if (c->closing)
         return;
     /* Read while there is room and no handler holds a request; a handler's answer resumes reading. */
-    bool want = c->state == C_HEAD || c->state == C_BODY || (c->state == C_STREAM && !c->paused);
+    bool want = (c->state == C_HEAD && !c->out_blocked) || c->state == C_BODY || (c->state == C_STREAM && !c->paused);
     set_reading(c, want && !c->close_after && c->in.len < MAX_BUFFERED);
     if (c->close_after && !c->req)
         maybe_shutdown(c);
@@ -691,7 +827,8 @@ static void on_sweep(uv_timer_t *t)
         next = c->next;
         if (!c->deadline || now < c->deadline || c->closing)
             continue;
-        if (c->state == C_LINGER || c->state == C_STREAM || (c->state == C_HEAD && c->in.len == 0)) {
+        bool quiet = c->state == C_HEAD && (c->in.len == 0 || c->out_blocked); /* idle, or not reading us */
+        if (c->state == C_LINGER || c->state == C_STREAM || quiet) {
             conn_close(c);
         } else if (c->state == C_HEAD || c->state == C_BODY) {
             if (!c->req)
@@ -748,6 +885,7 @@ static void handle_closed(uv_handle_t *h)
 static void close_handles(sb_http_server_t *srv)
 {
     uv_close((uv_handle_t *)&srv->sweep, handle_closed);
+    uv_close((uv_handle_t *)&srv->later_timer, handle_closed);
     uv_close((uv_handle_t *)&srv->kick, handle_closed);
     uv_close((uv_handle_t *)&srv->uncork_io, handle_closed);
     uv_close((uv_handle_t *)&srv->uncork_idle, handle_closed);
@@ -769,13 +907,15 @@ int sb_http_server_create(uv_loop_t *loop, const sb_http_server_opts_t *opts, sb
     srv->listener.data = srv;
     uv_timer_init(loop, &srv->sweep);
     srv->sweep.data = srv;
+    uv_timer_init(loop, &srv->later_timer);
+    srv->later_timer.data = srv;
     uv_idle_init(loop, &srv->kick);
     srv->kick.data = srv;
     uv_check_init(loop, &srv->uncork_io);
     srv->uncork_io.data = srv;
     uv_prepare_init(loop, &srv->uncork_idle);
     srv->uncork_idle.data = srv;
-    srv->open_handles = 5;
+    srv->open_handles = 6;
     int rc = uv_tcp_open(&srv->listener, fd);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection);
@@ -808,6 +948,7 @@ void sb_http_server_drain(sb_http_server_t *srv)
         return;
     srv->draining = true;
     stop_listening(srv);
+    later_flush(srv, true); /* held-back answers go now, saying close */
     for (conn_t *c = srv->conns, *next; c; c = next) {
         next = c->next;
         if (c->state == C_HEAD && c->in.len == 0)
@@ -830,6 +971,7 @@ void sb_http_server_close(sb_http_server_t *srv)
     stop_listening(srv);
     while (srv->conns)
         conn_close(srv->conns);
+    later_flush(srv, true); /* their connections are gone: this frees them */
     srv->closing = true;
     close_handles(srv);
 }
@@ -866,6 +1008,10 @@ sb_http_stream_t *sb_http_upgrade(sb_http_req_t *req, const char *head, size_t l
                                   void *arg)
 {
     SB_BUG_ON(req->answered || req->body.len);
+    if (!req->head.upgrade) { /* RFC 6455 4.1: HTTP/1.1 or later, with Connection: upgrade and an Upgrade header */
+        sb_http_respond_error(req, 426, "upgrade_required", "an upgrade needs HTTP/1.1 with Connection: upgrade");
+        return NULL;
+    }
     conn_t *c = req->conn;
     if (c && (c->srv->draining || c->close_after || c->peer_eof)) {
         sb_http_respond_error(req, 503, "draining", "the server is shutting down");
@@ -881,7 +1027,7 @@ sb_http_stream_t *sb_http_upgrade(sb_http_req_t *req, const char *head, size_t l
     size_t used = c->head_len + c->body_len;
     memmove(c->in.p, c->in.p + used, c->in.len - used);
     c->in.len -= used;
-    c->head_len = c->body_len = c->chunk_pos = 0;
+    c->head_len = c->body_len = 0;
     c->deadline = 0;
     if (conn_write(c, head, len) < 0)
         return NULL;

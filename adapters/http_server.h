@@ -5,7 +5,10 @@
  * (Content-Length or chunked), and hands each whole request to one handler function. A handler may answer at once
  * or later (after Redis or PostgreSQL replied): the request stays valid until sb_http_respond*() is called exactly
  * once, even if the client went away in between (then the answer is dropped). Pipelined requests are answered in
- * order; while a handler works the connection stops reading, so a client cannot make us buffer without bound.
+ * order; while a handler works the connection stops reading, so a client cannot make us buffer without bound, and
+ * while the answers a connection was given are not read by its peer (past 256 KiB unwritten) its next request
+ * waits, so a client that pipelines and never reads cannot either; one that stays so for the idle timeout is
+ * closed. A body is read whole, up to max_body_bytes, before the handler sees the request.
  *
  * Limits, each answered with a JSON error {"error":{"code","message"}} and a closed connection: head size (431),
  * malformed head (400), unsupported version (505) or transfer coding (501), body size (413, before the body is
@@ -74,6 +77,17 @@ bool sb_http_req_header(const sb_http_req_t *req, const char *name, sb_str_t *ou
  * Host header. Returns false, appending nothing, when there is neither. */
 bool sb_http_req_base_url(const sb_http_req_t *req, const char *public_url, sb_buf_t *out);
 
+/* Whether req asks for an upgrade: HTTP/1.1 (RFC 9110 7.8: an HTTP/1.0 request's Upgrade is ignored), Connection
+ * with the token "upgrade" and a non-empty Upgrade header. */
+bool sb_http_req_upgrade(const sb_http_req_t *req);
+
+/* The peer's address into *out. Returns 0, or SB_ECLOSED when the connection is gone. */
+struct sockaddr_storage;
+int sb_http_req_peer(const sb_http_req_t *req, struct sockaddr_storage *out);
+
+/* The answer to req will end its connection ("connection: close"): for a client that is refused for good. */
+void sb_http_req_close(sb_http_req_t *req);
+
 /* A pointer the handler may keep with the request until it answers (NULL at first). */
 void *sb_http_req_user(const sb_http_req_t *req);
 void sb_http_req_set_user(sb_http_req_t *req, void *user);
@@ -86,6 +100,13 @@ void sb_http_respond_headers(sb_http_req_t *req, int status, const char *content
                              const void *body, size_t len);
 /* Answers {"error":{"code":code,"message":message}} with the given status. */
 void sb_http_respond_error(sb_http_req_t *req, int status, const char *code, const char *message);
+/* Appends that error body to b, for answers that need more than sb_http_respond_error gives. */
+void sb_http_error_body(sb_buf_t *b, const char *code, const char *message);
+/* As sb_http_respond_headers (everything copied now), but sent delay_ms from now: to slow down a client without
+ * holding a timer of one's own. The connection waits meanwhile, pipelined requests and all. The answer goes at once
+ * when delay_ms is 0, when the connection is already gone, or when the server drains or closes first. */
+void sb_http_respond_later(sb_http_req_t *req, uint32_t delay_ms, int status, const char *content_type,
+                           const char *headers, const void *body, size_t len);
 
 /* ---- upgraded connections ------------------------------------------------------------------------------------ */
 
@@ -107,7 +128,8 @@ typedef struct sb_http_stream_ops {
 /* Answers req with head[0..len) (borrowed: a complete 101 response head, ending with an empty line) and turns its
  * connection into a stream served by ops (borrowed, must outlive the stream) with arg. Bytes that followed the
  * request are offered to on_data from the next loop turn. Returns the stream, or NULL when the connection is
- * already gone (nothing happens then, and on_close is never called). req is finished either way. Only for a
+ * already gone (nothing happens then, and on_close is never called), or when req is no upgrade request
+ * (sb_http_req_upgrade; answered 426) or the server drains (answered 503). req is finished either way. Only for a
  * request with no body that the handler has not answered. */
 sb_http_stream_t *sb_http_upgrade(sb_http_req_t *req, const char *head, size_t len, const sb_http_stream_ops_t *ops,
                                   void *arg);

@@ -652,14 +652,16 @@ bool sb_live_handle(sb_shard_t *s, sb_http_req_t *req)
 {
     if (!sb_str_eq_cstr(sb_http_req_path(req), "/v1/inbox"))
         return false;
-    sb_str_t upgrade, connection, version, key, protocols;
+    sb_str_t upgrade, version, key, protocols;
     if (sb_http_req_method(req) != SB_HTTP_GET) {
         sb_http_respond_error(req, 405, "method_not_allowed", "the live inbox is a WebSocket: GET with Upgrade");
         return true;
     }
-    if (!sb_http_req_header(req, "upgrade", &upgrade) || !has_token(upgrade, "websocket") ||
-        !sb_http_req_header(req, "connection", &connection) || !has_token(connection, "upgrade")) {
-        sb_http_respond_error(req, 426, "upgrade_required", "the live inbox is a WebSocket: send Upgrade: websocket");
+    if (!sb_http_req_upgrade(req) || !sb_http_req_header(req, "upgrade", &upgrade) ||
+        !has_token(upgrade, "websocket")) {
+        sb_http_respond_error(req, 426, "upgrade_required",
+                              "the live inbox is a WebSocket: send HTTP/1.1 with Connection: Upgrade and "
+                              "Upgrade: websocket");
         return true;
     }
     if (!sb_http_req_header(req, "sec-websocket-version", &version) || !sb_str_eq_cstr(version, "13")) {
