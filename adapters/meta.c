@@ -29,6 +29,8 @@ typedef struct ctx {
     size_t skipped;
     int err;              /* SB_E2BIG once the event cap is hit; everything stops */
     sb_channel_type_t channel;
+    const json_t *item;   /* the message, status or messaging item being read: its JSON goes with its first event */
+    bool item_kept;
 } ctx_t;
 
 /* Integer ids are formatted here; a string id is returned in place. */
@@ -142,7 +144,18 @@ static sb_event_t *emit(ctx_t *c, sb_event_kind_t kind)
     sb_event_t *ev = sb_event_list_push(c->out);
     ev->kind = kind;
     ev->channel = c->channel;
+    if (c->item && !c->item_kept) {
+        ev->raw = json_dumps(c->item, JSON_COMPACT);
+        c->item_kept = true;
+    }
     return ev;
+}
+
+/* The item the next events come from. */
+static void item_begin(ctx_t *c, const json_t *item)
+{
+    c->item = item;
+    c->item_kept = false;
 }
 
 typedef struct msg {
@@ -353,10 +366,14 @@ static void wa_value(ctx_t *c, const json_t *value)
     if (!to)
         to = account;
     const json_t *contacts = get(value, "contacts");
-    for (size_t i = 0; i < nm && !c->err; i++)
-        wa_message(c, json_array_get(messages, i), account, to, contacts, nm);
-    for (size_t i = 0; i < ns && !c->err; i++)
-        wa_status(c, json_array_get(statuses, i), account);
+    for (size_t i = 0; i < nm && !c->err; i++) {
+        item_begin(c, json_array_get(messages, i));
+        wa_message(c, c->item, account, to, contacts, nm);
+    }
+    for (size_t i = 0; i < ns && !c->err; i++) {
+        item_begin(c, json_array_get(statuses, i));
+        wa_status(c, c->item, account);
+    }
 }
 
 static void wa_entry(ctx_t *c, const json_t *entry)
@@ -469,8 +486,10 @@ static void fb_entry(ctx_t *c, const json_t *entry)
     c->skipped += other;
     if (json_array_size(messaging) == 0 && other == 0)
         c->skipped++; /* an entry with nothing we know */
-    for (size_t i = 0; i < json_array_size(messaging) && !c->err; i++)
-        fb_item(c, json_array_get(messaging, i), entry_id, entry_time);
+    for (size_t i = 0; i < json_array_size(messaging) && !c->err; i++) {
+        item_begin(c, json_array_get(messaging, i));
+        fb_item(c, c->item, entry_id, entry_time);
+    }
 }
 
 /* ---- the body ----------------------------------------------------------------------------------------------------- */

@@ -39,6 +39,10 @@
  *   entry's "time" (when Meta sent it), else 0.
  *   Any other "object" is accepted with no events (every entry counted as skipped).
  *
+ * An event's raw is the compact JSON of the item it came from (messages[i], statuses[i] or messaging[i]), on the
+ * first event of that item only: what a receipt keeps of the provider's bytes is its own, and a batch's receipts
+ * together keep about the batch's size, not the whole body once per event.
+ *
  * Every string of every event is valid UTF-8 without NUL (the whole body is checked, and JSON escapes are decoded by
  * jansson, which refuses NUL and lone surrogates). Identifiers (account, from, to, provider_id, media id, error
  * code) are additionally 1..SB_META_MAX_ID printable ASCII bytes: an item whose identifiers are not is skipped.

@@ -117,10 +117,11 @@ static const char twiml_ok[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Respo
 
 /* A receipt on its way into one of the ingest connection's batches: where it goes (Twilio: the tenant and channel
  * ids; Meta: the channel type and account address, which channel_routes resolves), its dedup key (a message is known
- * by its provider id; a status by the id and the status, since one message has many), the event's JSON and the body
- * as received. A loop turn's receipts go out as one INSERT a kind: one statement, one round of parsing and planning,
- * for all of them. Duplicates inside a batch are fine (ON CONFLICT DO NOTHING sees the earlier row of the same
- * statement). */
+ * by its provider id; a status by the id and the status, since one message has many), the event's JSON and the
+ * provider's bytes for it (Twilio: the body as received; Meta: the JSON of the event's own item, see meta.h, never
+ * the whole batch: that would store the body once per event, and other tenants' events with each). A loop turn's
+ * receipts go out as one INSERT a kind: one statement, one round of parsing and planning, for all of them.
+ * Duplicates inside a batch are fine (ON CONFLICT DO NOTHING sees the earlier row of the same statement). */
 typedef struct receipt {
     void *owner; /* Twilio: the request; Meta: its meta_request_t */
     char *to[2], *key, *event, *raw;
@@ -511,7 +512,8 @@ static void meta_events(sb_shard_t *s, sb_http_req_t *req, const app_t *a)
     mr->pending = (int)events.n + 1; /* +1 until every event is queued */
     for (size_t i = 0; i < events.n; i++) {
         const sb_event_t *ev = &events.v[i];
-        receipt_t *r = receipt_new(mr, sb_channel_type_name(ev->channel), ev->account, ev, body);
+        receipt_t *r = receipt_new(mr, sb_channel_type_name(ev->channel), ev->account, ev,
+                                   sb_str_cstr(ev->raw ? ev->raw : ""));
         if (sb_pg_batch_add(sb_shard_pg_ingest(s), &meta_def, r) < 0) {
             receipt_free(r);
             meta_answered(mr, SB_EUNAVAIL);

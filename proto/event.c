@@ -43,6 +43,7 @@ void sb_event_cleanup(sb_event_t *ev)
     free(ev->status);
     free(ev->error_code);
     free(ev->error_message);
+    free(ev->raw);
     memset(ev, 0, sizeof *ev);
 }
 

@@ -56,6 +56,13 @@ typedef struct sb_event {
     char *status;        /* normalized: "queued", "sent", "delivered", "read", "failed", "undelivered" */
     char *error_code;    /* provider error code, when failed */
     char *error_message;
+
+    /* The provider's own bytes for this event, when the adapter keeps them apart from the request's body: a Meta
+     * body is a batch, and each event keeps the JSON of the item it came from (the message, status or messaging
+     * object), so that a receipt stores its own bytes, never another event's or another tenant's. NULL when the
+     * body is the event's (Twilio), or when an earlier event of the same item holds it (one Messenger delivery
+     * names many messages). */
+    char *raw;
 } sb_event_t;
 
 /* Frees every string of ev and zeroes it. */

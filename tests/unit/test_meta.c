@@ -818,6 +818,39 @@ TEST(verify_challenge)
     is_int(verify("subscribe", "meatpie", ch, "meatpie", &echo), SB_EPARSE, "challenge over the maximum");
 }
 
+/* Each event keeps the JSON of its own item, not the body: the first event of an item holds it, later events of the
+ * same item (a Messenger delivery naming several messages) hold nothing. */
+TEST(raw_per_item)
+{
+    const char *wa = JSON({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
+        "field": "messages", "value": {"metadata": {"display_phone_number": "15550783881", "phone_number_id": "123"},
+        "messages": [{"from": "447700900123", "id": "wamid.A", "timestamp": "1700000000", "type": "text",
+                      "text": {"body": "first"}},
+                     {"from": "447700900123", "id": "wamid.B", "timestamp": "1700000001", "type": "text",
+                      "text": {"body": "second"}}],
+        "statuses": [{"id": "wamid.S", "status": "read", "timestamp": "1700000002"}]}}]}]});
+    is_int(parse(wa), 0, "a WhatsApp body of two messages and a status parses");
+    is_int((long long)L.n, 3, "three events");
+    if (L.n == 3) {
+        is_str(s_or(L.v[0].raw), "{\"from\":\"447700900123\",\"id\":\"wamid.A\",\"timestamp\":\"1700000000\","
+               "\"type\":\"text\",\"text\":{\"body\":\"first\"}}", "the first message keeps its own object");
+        ok(L.v[1].raw && strstr(L.v[1].raw, "wamid.B") && !strstr(L.v[1].raw, "wamid.A"),
+           "the second keeps its own, not the first's");
+        is_str(s_or(L.v[2].raw), "{\"id\":\"wamid.S\",\"status\":\"read\",\"timestamp\":\"1700000002\"}",
+               "the status keeps its status object");
+    }
+    const char *fb = JSON({"object": "page", "entry": [{"id": "42", "time": 1700000000000, "messaging": [{
+        "sender": {"id": "7"}, "recipient": {"id": "42"}, "timestamp": 1700000000123,
+        "delivery": {"mids": ["m_1", "m_2", "m_3"], "watermark": 1700000000000}}]}]});
+    is_int(parse(fb), 0, "a Messenger delivery of three messages parses");
+    is_int((long long)L.n, 3, "three events");
+    if (L.n == 3) {
+        ok(L.v[0].raw && strstr(L.v[0].raw, "\"m_3\"") && strstr(L.v[0].raw, "\"sender\""),
+           "the first event keeps the messaging item");
+        ok(!L.v[1].raw && !L.v[2].raw, "the others of the same item keep nothing (the item is stored once)");
+    }
+}
+
 int main(void)
 {
     RUN(wa_text);
@@ -837,6 +870,7 @@ int main(void)
     RUN(list_ownership);
     RUN(invariants_on_all_events);
     RUN(verify_challenge);
+    RUN(raw_per_item);
     sb_event_list_cleanup(&L);
     return tap_done();
 }
