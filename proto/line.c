@@ -64,53 +64,83 @@ size_t sb_line_feed(sb_line_reader_t *r, const char *data, size_t len, sb_line_c
     return lines;
 }
 
+/* The length of the well-formed UTF-8 sequence at s[0..len) (len >= 1): 1..4, or 0 when it is not one. */
+static size_t utf8_seq(const unsigned char *s, size_t len)
+{
+    unsigned c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t need;
+    unsigned lo = 0x80, hi = 0xbf; /* allowed range of the first continuation byte */
+    if (c >= 0xc2 && c <= 0xdf) {
+        need = 1;
+    } else if (c == 0xe0) {
+        need = 2;
+        lo = 0xa0; /* below: overlong */
+    } else if (c >= 0xe1 && c <= 0xec) {
+        need = 2;
+    } else if (c == 0xed) {
+        need = 2;
+        hi = 0x9f; /* above: surrogates U+D800..U+DFFF */
+    } else if (c >= 0xee && c <= 0xef) {
+        need = 2;
+    } else if (c == 0xf0) {
+        need = 3;
+        lo = 0x90; /* below: overlong */
+    } else if (c >= 0xf1 && c <= 0xf3) {
+        need = 3;
+    } else if (c == 0xf4) {
+        need = 3;
+        hi = 0x8f; /* above: beyond U+10FFFF */
+    } else {
+        return 0; /* 0x80..0xc1 (stray continuation, overlong 2-byte) or 0xf5..0xff */
+    }
+    if (len - 1 < need)
+        return 0;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t k = 2; k <= need; k++) {
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+    }
+    return need + 1;
+}
+
 bool sb_utf8_valid(const char *p, size_t len)
 {
     const unsigned char *s = (const unsigned char *)p;
-    size_t i = 0;
-
-    while (i < len) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t need;
-        unsigned lo = 0x80, hi = 0xbf; /* allowed range of the first continuation byte */
-        if (c >= 0xc2 && c <= 0xdf) {
-            need = 1;
-        } else if (c == 0xe0) {
-            need = 2;
-            lo = 0xa0; /* below: overlong */
-        } else if (c >= 0xe1 && c <= 0xec) {
-            need = 2;
-        } else if (c == 0xed) {
-            need = 2;
-            hi = 0x9f; /* above: surrogates U+D800..U+DFFF */
-        } else if (c >= 0xee && c <= 0xef) {
-            need = 2;
-        } else if (c == 0xf0) {
-            need = 3;
-            lo = 0x90; /* below: overlong */
-        } else if (c >= 0xf1 && c <= 0xf3) {
-            need = 3;
-        } else if (c == 0xf4) {
-            need = 3;
-            hi = 0x8f; /* above: beyond U+10FFFF */
-        } else {
-            return false; /* 0x80..0xc1 (stray continuation, overlong 2-byte) or 0xf5..0xff */
-        }
-        if (len - i - 1 < need)
+    for (size_t i = 0, n; i < len; i += n)
+        if (!(n = utf8_seq(s + i, len - i)))
             return false;
-        if (s[i + 1] < lo || s[i + 1] > hi)
-            return false;
-        for (size_t k = 2; k <= need; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return false;
-        }
-        i += need + 1;
-    }
     return true;
+}
+
+void sb_line_escape(sb_buf_t *b, sb_str_t text)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)text.p;
+    for (size_t i = 0, n; i < text.len; i += n) {
+        unsigned c = s[i];
+        n = utf8_seq(s + i, text.len - i);
+        if (n == 2 && c == 0xc2 && s[i + 1] < 0xa0) { /* a C1 control, U+0080..U+009F */
+            char e[] = {'\\', 'u', '0', '0', hex[s[i + 1] >> 4], hex[s[i + 1] & 15]};
+            sb_buf_append(b, e, sizeof e);
+        } else if (n > 1 || (n == 1 && c >= 0x20 && c != 0x7f && c != '\\')) {
+            sb_buf_append(b, s + i, n);
+        } else if (c == '\\') {
+            sb_buf_puts(b, "\\\\");
+        } else if (c == '\n') {
+            sb_buf_puts(b, "\\n");
+        } else if (c == '\r') {
+            sb_buf_puts(b, "\\r");
+        } else if (c == '\t') {
+            sb_buf_puts(b, "\\t");
+        } else { /* another control byte, or a byte that starts no well-formed sequence */
+            char e[] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
+            sb_buf_append(b, e, sizeof e);
+            n = 1;
+        }
+    }
 }
 
 static bool is_blank(char c)

@@ -4,7 +4,9 @@
  * accepts and forgiving about how it arrives: a line may come in any number of reads, "\r\n" and "\n" both end it,
  * an overlong line is reported once and skipped so the session can answer "ERR line too long" and go on, and a line
  * holding control bytes or invalid UTF-8 is refused as binary rather than echoed back into someone's terminal.
- * Nothing here allocates, blocks or keeps pointers past a call. */
+ * Answers go the other way through sb_line_escape, so that text from outside (a tenant's name) cannot break the
+ * framing or reach the terminal as control codes. Nothing here blocks or keeps pointers past a call; only the
+ * escape allocates (into the caller's buffer). */
 #ifndef SB_LINE_H
 #define SB_LINE_H
 
@@ -61,5 +63,12 @@ int sb_line_parse(sb_str_t line, sb_line_cmd_t *out);
  * overlong forms, no surrogates (U+D800..U+DFFF), nothing above U+10FFFF, no truncated sequence at the end, no stray
  * continuation bytes. NUL and other control characters are valid UTF-8; callers that refuse them check separately. */
 bool sb_utf8_valid(const char *p, size_t len);
+
+/* Appends text (borrowed; any bytes) to b as the console shows it to a terminal: printable characters and valid
+ * UTF-8 as they are, everything that could move the cursor, end a line or start an escape sequence as a visible
+ * escape: "\\" for a backslash, "\n", "\r", "\t", "\xNN" for other C0 bytes, DEL and bytes of invalid UTF-8,
+ * "\u00NN" for C1 controls (U+0080..U+009F). The result holds no control byte and is valid UTF-8, and it reads
+ * back unambiguously. */
+void sb_line_escape(sb_buf_t *b, sb_str_t text);
 
 #endif

@@ -322,6 +322,45 @@ TEST(utf8)
     ok(!sb_utf8_valid(s, 2), "counted: truncated by len");
 }
 
+static void check_escape(const char *in, size_t len, const char *want, const char *what)
+{
+    sb_buf_t b;
+    sb_buf_init(&b);
+    sb_line_escape(&b, sb_str(in, len));
+    is_str(sb_buf_cstr(&b), want, "%s", what);
+    sb_buf_cleanup(&b);
+}
+
+TEST(escape)
+{
+    check_escape("plain text", 10, "plain text", "printable ASCII as it is");
+    check_escape("Zo\xc3\xab \xf0\x9f\x8c\x8d", 9, "Zo\xc3\xab \xf0\x9f\x8c\x8d", "UTF-8 as it is");
+    check_escape("evil\n\nOK\n\x1b[2J", 13, "evil\\n\\nOK\\n\\x1b[2J", "newlines and ESC are visible");
+    check_escape("a\\b\tc\rd\x7f", 8, "a\\\\b\\tc\\rd\\x7f", "backslash, tab, CR, DEL");
+    check_escape("x\0y", 3, "x\\x00y", "NUL");
+    check_escape("\xc2\x9b" "2J", 4, "\\u009b2J", "a C1 control (CSI) as \\u009b");
+    check_escape("\xc2\xa0", 2, "\xc2\xa0", "U+00A0 is not a control");
+    check_escape("\xff\xc3(", 3, "\\xff\\xc3(", "invalid UTF-8 byte by byte");
+    check_escape("\xe2\x82", 2, "\\xe2\\x82", "a truncated sequence");
+
+    /* every single byte and every pair: no control byte out, valid UTF-8 out */
+    int bad = 0;
+    for (int i = 0; i < 256; i++) {
+        for (int k = 0; k < 256; k++) {
+            char in[2] = {(char)i, (char)k};
+            sb_buf_t b;
+            sb_buf_init(&b);
+            sb_line_escape(&b, sb_str(in, 2));
+            for (size_t j = 0; j < b.len; j++)
+                bad += (unsigned char)b.p[j] < 0x20 || (unsigned char)b.p[j] == 0x7f;
+            bad += !sb_utf8_valid(b.p, b.len);
+            bad += b.len > 1 && (unsigned char)b.p[0] == 0xc2 && (unsigned char)b.p[1] < 0xa0;
+            sb_buf_cleanup(&b);
+        }
+    }
+    is_int(bad, 0, "escape: all 65,536 two-byte inputs give valid UTF-8 without control bytes");
+}
+
 int main(void)
 {
     RUN(framing_single);
@@ -335,5 +374,6 @@ int main(void)
     RUN(parse_word_limit);
     RUN(parse_binary);
     RUN(utf8);
+    RUN(escape);
     return tap_done();
 }
