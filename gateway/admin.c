@@ -8,6 +8,7 @@
 
 #include "adapters/crypto.h"
 #include "adapters/pg.h"
+#include "gateway/authguard.h"
 #include "gateway/hooks.h"
 #include "gateway/log.h"
 #include "proto/codec.h"
@@ -18,6 +19,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define MAX_SEGMENTS 8
 #define NAME_MAX_LEN 200
@@ -28,6 +30,7 @@ void sb_admin_init(const sb_config_t *c)
 {
     cfg = c;
 }
+
 
 /* ---- answers -------------------------------------------------------------------------------------------------- */
 
@@ -64,19 +67,74 @@ static void respond_db_error(sb_http_req_t *req, int err, const PGresult *res, c
 
 /* ---- request checks ------------------------------------------------------------------------------------------- */
 
-static bool authorized(sb_http_req_t *req)
+/* Refuses an address that used up its failure budget: 429 with Retry-After, and the connection closed. */
+static void refuse_blocked(sb_http_req_t *req, uint64_t wait_ms)
+{
+    char headers[48];
+    snprintf(headers, sizeof headers, "retry-after: %llu\r\n", (unsigned long long)(wait_ms + 999) / 1000);
+    sb_buf_t b;
+    sb_buf_init(&b);
+    sb_http_error_body(&b, "rate_limited", "too many wrong admin tokens from this address; try again later");
+    sb_http_req_close(req);
+    sb_http_respond_headers(req, 429, "application/json", headers, b.p, b.len);
+    sb_buf_cleanup(&b);
+}
+
+/* A route's handler, run once the request is authorized; tenant is the path's tenant id ("" when it has none). */
+typedef void (*admin_fn)(sb_shard_t *s, sb_http_req_t *req, const char *tenant);
+
+typedef struct auth_op {
+    sb_shard_t *s;
+    sb_http_req_t *req;
+    admin_fn fn;
+    char tenant[24];
+} auth_op_t;
+
+static void auth_judged(void *arg, const sb_auth_verdict_t *v)
+{
+    auth_op_t *op = arg;
+    if (v->ok) {
+        op->fn(op->s, op->req, op->tenant);
+    } else if (v->blocked_ms) {
+        refuse_blocked(op->req, v->blocked_ms);
+    } else {
+        sb_buf_t b;
+        sb_buf_init(&b);
+        sb_http_error_body(&b, "unauthorized", "missing or wrong admin token");
+        sb_http_respond_later(op->req, v->delay_ms, 401, "application/json", NULL, b.p, b.len);
+        sb_buf_cleanup(&b);
+    }
+    free(op);
+}
+
+/* Checks the admin bearer, then runs fn. The token is compared here; whether its address may present one at all,
+ * and how a wrong one is answered (at once, later, or 429 and closed), is the process-wide failure budget's
+ * (gateway/authguard.h), asked of shard 0. */
+static void authorized(sb_shard_t *s, sb_http_req_t *req, admin_fn fn, const char *tenant)
 {
     sb_str_t h;
+    struct sockaddr_storage ss;
     if (!cfg->admin_token) {
         sb_http_respond_error(req, 401, "unauthorized", "no admin_token is configured: the admin API is closed");
-        return false;
+        return;
     }
-    if (!sb_http_req_header(req, "authorization", &h) || !sb_str_has_prefix(h, SB_STR("Bearer ")) ||
-        !sb_codec_ct_eq(sb_str(h.p + 7, h.len - 7), sb_str_cstr(cfg->admin_token))) {
+    if (sb_http_req_peer(req, &ss) < 0) { /* the client is gone: the answer goes nowhere */
         sb_http_respond_error(req, 401, "unauthorized", "missing or wrong admin token");
-        return false;
+        return;
     }
-    return true;
+    sb_guard_addr_t addr;
+    sb_guard_addr_from(&addr, (const struct sockaddr *)&ss);
+    bool token_ok = sb_http_req_header(req, "authorization", &h) && sb_str_has_prefix(h, SB_STR("Bearer ")) &&
+                    sb_codec_ct_eq(sb_str(h.p + 7, h.len - 7), sb_str_cstr(cfg->admin_token));
+    auth_op_t *op = sb_calloc(1, sizeof *op);
+    op->s = s;
+    op->req = req;
+    op->fn = fn;
+    snprintf(op->tenant, sizeof op->tenant, "%s", tenant);
+    if (sb_authguard_ask(s, &addr, token_ok, "admin API", auth_judged, op) < 0) {
+        free(op);
+        sb_http_respond_error(req, 503, "unavailable", "the gateway is stopping");
+    }
 }
 
 /* Parses the body as a JSON object. Answers the error itself and returns NULL when it is not one. */
@@ -139,8 +197,9 @@ static void tenant_created(void *arg, int err, const char *detail, const PGresul
     respond_json(req, 201, json_pack("{s:s,s:s}", "id", PQgetvalue(res, 0, 0), "name", PQgetvalue(res, 0, 1)));
 }
 
-static void create_tenant(sb_shard_t *s, sb_http_req_t *req)
+static void create_tenant(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 {
+    (void)tenant; /* no tenant in its path */
     json_t *j = json_body(req);
     if (!j)
         return;
@@ -177,8 +236,9 @@ static void tenants_listed(void *arg, int err, const char *detail, const PGresul
         respond_rows(arg, "tenants", res);
 }
 
-static void list_tenants(sb_shard_t *s, sb_http_req_t *req)
+static void list_tenants(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 {
+    (void)tenant; /* no tenant in its path */
     if (sb_pg_query(sb_shard_pg(s),
                     "SELECT id::text AS id, name, created_at::text AS created_at FROM tenants ORDER BY id LIMIT 1000",
                     0, NULL, 0, tenants_listed, req) < 0)
@@ -462,8 +522,9 @@ static void app_created(void *arg, int err, const char *detail, const PGresult *
     free(op);
 }
 
-static void create_meta_app(sb_shard_t *s, sb_http_req_t *req)
+static void create_meta_app(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 {
+    (void)tenant; /* no tenant in its path */
     json_t *j = json_body(req);
     if (!j)
         return;
@@ -618,51 +679,33 @@ bool sb_admin_handle(sb_shard_t *s, sb_http_req_t *req)
     if (n == 3 && sb_str_eq_cstr(seg[2], "tenants")) {
         if (m != SB_HTTP_POST && !get)
             method_not_allowed(req);
-        else if (authorized(req))
-            m == SB_HTTP_POST ? create_tenant(s, req) : list_tenants(s, req);
+        else
+            authorized(s, req, m == SB_HTTP_POST ? create_tenant : list_tenants, "");
         return true;
     }
     if (n == 3 && sb_str_eq_cstr(seg[2], "meta-apps")) {
         if (m != SB_HTTP_POST)
             method_not_allowed(req);
-        else if (authorized(req))
-            create_meta_app(s, req);
-        return true;
-    }
-    long long tid;
-    if (n == 5 && sb_str_eq_cstr(seg[2], "tenants") && sb_str_eq_cstr(seg[4], "webhook")) {
-        char tenant[24];
-        if (!parse_id(seg[3], &tid)) {
-            sb_http_respond_error(req, 404, "not_found", "no such tenant");
-            return true;
-        }
-        snprintf(tenant, sizeof tenant, "%lld", tid);
-        if (m != SB_HTTP_POST)
-            method_not_allowed(req);
-        else if (authorized(req))
-            set_webhook(s, req, tenant);
-        return true;
-    }
-    if (n == 5 && sb_str_eq_cstr(seg[2], "tenants") &&
-        (sb_str_eq_cstr(seg[4], "keys") || sb_str_eq_cstr(seg[4], "channels"))) {
-        if (!parse_id(seg[3], &tid)) {
-            sb_http_respond_error(req, 404, "not_found", "no such tenant");
-            return true;
-        }
-        char tenant[24];
-        snprintf(tenant, sizeof tenant, "%lld", tid);
-        bool keys = sb_str_eq_cstr(seg[4], "keys");
-        if (m != SB_HTTP_POST && (keys || !get))
-            method_not_allowed(req);
-        else if (!authorized(req))
-            ;
-        else if (keys)
-            create_key(s, req, tenant);
-        else if (m == SB_HTTP_POST)
-            create_channel(s, req, tenant);
         else
-            list_channels(s, req, tenant);
+            authorized(s, req, create_meta_app, "");
         return true;
     }
-    return false;
+    if (n != 5 || !sb_str_eq_cstr(seg[2], "tenants"))
+        return false;
+    bool webhook = sb_str_eq_cstr(seg[4], "webhook"), keys = sb_str_eq_cstr(seg[4], "keys");
+    if (!webhook && !keys && !sb_str_eq_cstr(seg[4], "channels"))
+        return false;
+    long long tid;
+    char tenant[24];
+    if (!parse_id(seg[3], &tid)) {
+        sb_http_respond_error(req, 404, "not_found", "no such tenant");
+        return true;
+    }
+    snprintf(tenant, sizeof tenant, "%lld", tid);
+    admin_fn fn = webhook ? set_webhook : keys ? create_key : m == SB_HTTP_POST ? create_channel : list_channels;
+    if (m != SB_HTTP_POST && (webhook || keys || !get))
+        method_not_allowed(req);
+    else
+        authorized(s, req, fn, tenant);
+    return true;
 }

@@ -9,9 +9,12 @@
  *   POST /v1/admin/meta-apps                      {"app_id","app_secret","verify_token"} → 201 {"app_id","webhook_url"}
  *
  * Every call carries "Authorization: Bearer <admin_token>"; without an admin_token configured the API refuses all.
+ * Wrong tokens spend the client address's failure budget (gateway/authguard.h, shared with the console): after five,
+ * each 401 comes later than the one before, and the tenth blocks the address for a minute: 429 rate_limited with
+ * Retry-After, connection closed, whatever token it sends meanwhile.
  * Ids are JSON strings (they are 64-bit). Credentials are sealed under master_key, bound to their tenant; an API key
  * is shown once and stored as its SHA-256 only. Errors are {"error":{"code","message"}}: 400 bad_request / 401
- * unauthorized / 404 not_found / 409 conflict / 415 unsupported_media_type / 503 unavailable. */
+ * unauthorized / 404 not_found / 409 conflict / 415 unsupported_media_type / 429 rate_limited / 503 unavailable. */
 #ifndef SB_ADMIN_H
 #define SB_ADMIN_H
 
