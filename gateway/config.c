@@ -62,6 +62,7 @@ static const key_def_t keys[] = {
     {"max_header_bytes", KIND_INT, F(max_header_bytes), 1024, 65536},
     {"max_body_bytes", KIND_INT, F(max_body_bytes), 1024, 67108864},
     {"drain_timeout", KIND_INT, F(drain_timeout_s), 0, 3600},
+    {"console_auth_timeout", KIND_INT, F(console_auth_timeout_s), 1, 3600},
     {"inbox_origins", KIND_ORIGINS, F(inbox_origins), 0, 0},
     {"inbox_send_buffer", KIND_INT, F(inbox_send_buffer), 4096, 67108864},
     {"webhook_max_age", KIND_INT, F(webhook_max_age_s), 1, 2592000},
@@ -545,6 +546,7 @@ void sb_config_init(sb_config_t *c)
     c->max_header_bytes = 8192;
     c->max_body_bytes = 1048576;
     c->drain_timeout_s = 10;
+    c->console_auth_timeout_s = 10;
     c->inbox_send_buffer = 1048576;
     c->webhook_max_age_s = 86400;
 }

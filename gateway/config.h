@@ -36,6 +36,8 @@
  *   max_header_bytes 8192                1024..65536: a request line plus headers larger than this is refused
  *   max_body_bytes   1048576             1024..67108864: a request body larger than this is refused
  *   drain_timeout    10                  seconds, 0..3600: graceful shutdown waits at most this for connections
+ *   console_auth_timeout 10              seconds, 1..3600: a console session that has not authenticated by then is
+ *                                        closed
  *   inbox_origins    unset               browser origins allowed to open the live inbox: "*" or a comma-separated
  *                                        list of scheme://host[:port]; unset = only the gateway's own origin.
  *                                        Clients that send no Origin (not browsers) are always let through
@@ -89,6 +91,7 @@ typedef struct sb_config {
     int max_header_bytes;
     int max_body_bytes;
     int drain_timeout_s;
+    int console_auth_timeout_s;
     char *inbox_origins; /* NULL = unset */
     int inbox_send_buffer;
     int webhook_max_age_s;

@@ -7,6 +7,7 @@
 
 #include "adapters/counters.h"
 #include "adapters/pg.h"
+#include "gateway/authguard.h"
 #include "gateway/inbound.h"
 #include "gateway/live.h"
 #include "gateway/log.h"
@@ -14,6 +15,7 @@
 #include "gateway/version.h"
 #include "proto/codec.h"
 #include "proto/err.h"
+#include "proto/guard.h"
 #include "proto/line.h"
 #include "proto/mem.h"
 #include "proto/str.h"
@@ -24,10 +26,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-#define MAX_SESSIONS 256
+#define MAX_SESSIONS 256      /* authenticated sessions */
+#define MAX_UNAUTHED 64       /* sessions still to authenticate; when full, the oldest makes room for a newcomer */
 #define MAX_PENDING_OUTPUT (1u << 20)
+#define MAX_QUEUED_INPUT 65536 /* bytes received and not yet run (a command waits): reading stops beyond */
+#define SWEEP_MS 500
+#define END_MS 10000          /* a session ending (quit, refused) has this long to read its last answer */
 #define ACTORS_LIMIT 100
 #define TRACE_EVERY_MS 200
 #define TRACE_PAGE 500
@@ -38,25 +45,33 @@ struct sb_console {
     uv_loop_t *loop;
     uv_tcp_t listener;
     sb_console_opts_t opts;
-    session_t *sessions;
-    unsigned nsessions;
+    session_t *sessions; /* newest first */
+    unsigned nsessions, nauthed;
     uint64_t started_ms;
     bool closing;
-    int open_handles; /* listener + sessions: freed at zero once closing */
+    int open_handles; /* listener + sweep timer + sessions: freed at zero once closing */
     sb_metrics_t *m;
+    uv_timer_t sweep;  /* auth deadlines, and sessions that take too long to end */
     char rbuf[65536];
 };
 
 struct session {
     uv_tcp_t tcp;
+    uv_shutdown_t shutdown;
     sb_console_t *con;
     session_t *prev, *next;
     sb_line_reader_t lr;
+    sb_buf_t in;       /* received, not yet run: a command that waits holds back the ones after it */
     size_t pending;
-    int refs; /* the handle, plus each listing in flight, plus a trace's timer */
+    int refs; /* the handle, plus each listing in flight, plus a trace's or a held answer's timer, plus a shutdown */
+    uint64_t opened_ms, ending_ms;
+    sb_guard_addr_t addr; /* the peer's, for its failure budget */
     bool authed, prompt, closing;
-    /* trace: started (the tenant's cursor being read), then tracing (polling the event log after trace_cursor) */
-    bool trace_starting, trace_json, trace_polling;
+    bool busy;         /* a command waits (database, other shards, a held answer): the next line waits for it */
+    bool pumping, reading, ending;
+    uv_timer_t *hold_timer; /* holds a wrong `auth` back (the guard's delay) */
+    /* trace: the tenant's cursor is read (the session is busy meanwhile), then the event log is polled after it */
+    bool trace_json, trace_polling;
     int64_t trace_tenant, trace_cursor; /* trace_tenant > 0 while tracing */
     uv_timer_t *trace_timer;
 };
@@ -71,6 +86,10 @@ typedef struct write_req {
 } write_req_t;
 
 static void session_close(session_t *s);
+static void session_end(session_t *s);
+static void session_unref(session_t *s);
+static void wait_begin(session_t *s);
+static void wait_end(session_t *s);
 
 static void on_written(uv_write_t *w, int status)
 {
@@ -115,18 +134,22 @@ static void answer(session_t *s, const sb_buf_t *body)
     sb_buf_cleanup(&b);
 }
 
+/* "ERR " and the message, escaped (it may quote a database's multi-line error). */
 static void __attribute__((format(printf, 2, 3))) answer_err(session_t *s, const char *fmt, ...)
 {
-    sb_buf_t b;
+    sb_buf_t msg, b;
     va_list ap;
+    sb_buf_init(&msg);
     sb_buf_init(&b);
-    sb_buf_puts(&b, "ERR ");
     va_start(ap, fmt);
-    sb_buf_vprintf(&b, fmt, ap);
+    sb_buf_vprintf(&msg, fmt, ap);
     va_end(ap);
+    sb_buf_puts(&b, "ERR ");
+    sb_line_escape(&b, sb_str(sb_buf_cstr(&msg), msg.len));
     sb_buf_puts(&b, "\n");
     answer(s, &b);
     sb_buf_cleanup(&b);
+    sb_buf_cleanup(&msg);
 }
 
 /* The empty line alone: the end of an answer whose lines went out as they came (trace). */
@@ -195,24 +218,27 @@ static void table_cleanup(table_t *t)
     free(t->cells);
 }
 
+/* Aligned columns. Cells are shown escaped (sb_line_escape): a tenant's name can neither break the answer's framing
+ * nor send control codes to the operator's terminal. */
 static void render_text(const table_t *t, sb_buf_t *b)
 {
-    size_t w[MAX_COLS];
-    for (int c = 0; c < t->ncols; c++)
-        w[c] = strlen(t->cols[c]);
-    for (size_t i = 0; i < t->ncells; i++) {
-        size_t n = strlen(t->cells[i]);
-        if (n > w[i % (size_t)t->ncols])
-            w[i % (size_t)t->ncols] = n;
+    size_t n = (size_t)t->ncols + t->ncells, w[MAX_COLS] = {0};
+    sb_buf_t *shown = sb_calloc(n, sizeof *shown);
+    for (size_t i = 0; i < n; i++) {
+        const char *cell = i < (size_t)t->ncols ? t->cols[i] : t->cells[i - (size_t)t->ncols];
+        sb_line_escape(&shown[i], sb_str_cstr(cell));
+        if (shown[i].len > w[i % (size_t)t->ncols])
+            w[i % (size_t)t->ncols] = shown[i].len;
     }
-    for (size_t i = 0; i < (size_t)t->ncols + t->ncells; i++) {
+    for (size_t i = 0; i < n; i++) {
         int c = (int)(i % (size_t)t->ncols);
-        const char *cell = i < (size_t)t->ncols ? t->cols[c] : t->cells[i - (size_t)t->ncols];
         if (c + 1 < t->ncols)
-            sb_buf_printf(b, "%-*s  ", (int)w[c], cell);
+            sb_buf_printf(b, "%-*s  ", (int)w[c], sb_buf_cstr(&shown[i]));
         else
-            sb_buf_printf(b, "%s\n", cell);
+            sb_buf_printf(b, "%s\n", sb_buf_cstr(&shown[i]));
+        sb_buf_cleanup(&shown[i]);
     }
+    free(shown);
 }
 
 static void json_value(sb_buf_t *b, const char *v, bool num)
@@ -300,7 +326,9 @@ static void kv_answer(session_t *s, kv_t *kv, bool json)
         }
         for (size_t i = 0; i < kv->t.ncells; i += 2) {
             const char *k = kv->t.cells[i];
-            sb_buf_printf(&b, "%-*s  %s\n", (int)w, k + (k[0] == '#'), kv->t.cells[i + 1]);
+            sb_buf_printf(&b, "%-*s  ", (int)w, k + (k[0] == '#'));
+            sb_line_escape(&b, sb_str_cstr(kv->t.cells[i + 1]));
+            sb_buf_puts(&b, "\n");
         }
     }
     answer(s, &b);
@@ -344,23 +372,66 @@ static void cmd_help(session_t *s, const sb_line_cmd_t *cmd)
     table_cleanup(&t);
 }
 
+static void hold_timer_closed(uv_handle_t *h)
+{
+    session_t *s = h->data;
+    free(h);
+    session_unref(s);
+}
+
+static void hold_stop(session_t *s)
+{
+    if (s->hold_timer) {
+        uv_close((uv_handle_t *)s->hold_timer, hold_timer_closed);
+        s->hold_timer = NULL;
+    }
+}
+
+static void on_hold(uv_timer_t *t)
+{
+    session_t *s = t->data;
+    hold_stop(s);
+    answer_err(s, "bad token");
+    wait_end(s);
+}
+
+/* Checks the token; the process-wide failure budget of the peer's address (gateway/authguard.h, on this shard)
+ * says how to answer: after a few wrong ones each ERR comes later than the one before (the session waits, its next
+ * lines too), then the address is refused for a while and the session ends. */
 static void cmd_auth(session_t *s, const sb_line_cmd_t *cmd)
 {
+    sb_console_t *con = s->con;
     if (cmd->argc != 2) {
         answer_err(s, "usage: auth <admin_token>");
         return;
     }
-    if (!s->con->opts.admin_token) {
+    if (!con->opts.admin_token) {
         answer_err(s, "no admin_token is configured: the console refuses everyone");
         return;
     }
-    if (!sb_codec_ct_eq(cmd->argv[1], sb_str_cstr(s->con->opts.admin_token))) {
-        sb_log_warn("console: failed auth");
+    bool token_ok = sb_codec_ct_eq(cmd->argv[1], sb_str_cstr(con->opts.admin_token));
+    sb_auth_verdict_t v = sb_authguard_judge(&s->addr, token_ok, "console");
+    if (v.blocked_ms) {
+        answer_err(s, "too many failed auth attempts from this address; try again in %llu s",
+                   (unsigned long long)(v.blocked_ms + 999) / 1000);
+        session_end(s);
+    } else if (!v.ok && v.delay_ms) {
+        wait_begin(s);
+        s->hold_timer = sb_malloc(sizeof *s->hold_timer);
+        uv_timer_init(con->loop, s->hold_timer);
+        s->hold_timer->data = s;
+        s->refs++; /* the timer's, given back when it has closed */
+        uv_timer_start(s->hold_timer, on_hold, v.delay_ms, 0);
+    } else if (!v.ok) {
         answer_err(s, "bad token");
-        return;
+    } else if (!s->authed && con->nauthed >= MAX_SESSIONS) {
+        answer_err(s, "too many console sessions (%d)", MAX_SESSIONS);
+        session_end(s);
+    } else {
+        con->nauthed += !s->authed;
+        s->authed = true;
+        answer_line(s, cmd->json ? "{\"ok\":true}" : "OK");
     }
-    s->authed = true;
-    answer_line(s, cmd->json ? "{\"ok\":true}" : "OK");
 }
 
 static uint64_t total_connections(void)
@@ -473,7 +544,7 @@ static void cmd_quit(session_t *s, const sb_line_cmd_t *cmd)
     (void)cmd;
     s->prompt = false;
     answer_line(s, "bye");
-    session_close(s);
+    session_end(s);
 }
 
 /* ---- listings gathered from every shard ----------------------------------------------------------------------- */
@@ -497,7 +568,6 @@ struct gather {
     unsigned nparts;
 };
 
-static void session_unref(session_t *s);
 
 static void gather_render(gather_t *g)
 {
@@ -562,7 +632,7 @@ static void gather_part_done(sb_shard_t *shard, void *arg)
         return;
     if (!g->s->closing)
         gather_render(g);
-    session_unref(g->s);
+    wait_end(g->s);
     free(g->parts);
     free(g);
 }
@@ -601,7 +671,7 @@ static void gather_start(session_t *s, bool json, unsigned first, unsigned count
     g->parts = sb_calloc(count, sizeof *g->parts);
     g->nparts = count;
     g->remaining = count;
-    s->refs++;
+    wait_begin(s);
     for (unsigned i = 0; i < count; i++) {
         g->parts[i].g = g;
         g->parts[i].shard = first + i;
@@ -687,7 +757,7 @@ static void dbq_done(void *arg, int err, const char *detail, const PGresult *res
         sb_buf_cleanup(&b);
         table_cleanup(&t);
     }
-    session_unref(s);
+    wait_end(s);
     free(q);
 }
 
@@ -702,10 +772,10 @@ static void db_query(session_t *s, bool json, const char *key, const char *sql, 
     q->json = json;
     q->key = key;
     q->after = after;
-    s->refs++;
+    wait_begin(s);
     if (!shard || sb_pg_query(sb_shard_pg(shard), sql, nparams, params, 0, dbq_done, q) < 0) {
         answer_err(s, "database not reachable");
-        session_unref(s);
+        wait_end(s);
         free(q);
     }
 }
@@ -792,7 +862,7 @@ static void counters_read(void *arg, int err, const sb_counters_state_t *st)
         }
         kv_answer(s, &kv, q->json);
     }
-    session_unref(s);
+    wait_end(s);
     free(q);
 }
 
@@ -809,10 +879,10 @@ static void cmd_counters(session_t *s, const sb_line_cmd_t *cmd)
     q->s = s;
     q->json = cmd->json;
     q->channel = cmd->argc == 3;
-    s->refs++;
+    wait_begin(s);
     if (!shard || sb_counters_read(sb_shard_redis(shard), tid, cid, counters_read, q) < 0) {
         answer_err(s, "redis not reachable");
-        session_unref(s);
+        wait_end(s);
         free(q);
     }
 }
@@ -968,10 +1038,13 @@ static void trace_polled(void *arg, int err, const char *detail, const PGresult 
         sb_buf_init(&b);
         for (int r = 0; r < PQntuples(res); r++) {
             const char *cursor = PQgetvalue(res, r, 0), *type = PQgetvalue(res, r, 1), *data = PQgetvalue(res, r, 2);
-            if (s->trace_json)
+            if (s->trace_json) {
                 sb_buf_printf(&b, "{\"cursor\":%s,\"type\":\"%s\",\"data\":%s}\n", cursor, type, data);
-            else
-                sb_buf_printf(&b, "%s  %s  %s\n", cursor, type, data);
+            } else {
+                sb_buf_printf(&b, "%s  %s  ", cursor, type);
+                sb_line_escape(&b, sb_str_cstr(data));
+                sb_buf_puts(&b, "\n");
+            }
             s->trace_cursor = strtoll(cursor, NULL, 10);
         }
         out(s, b.p, b.len);
@@ -1004,12 +1077,8 @@ static void on_trace_timer(uv_timer_t *t)
 static void trace_started(void *arg, int err, const char *detail, const PGresult *res)
 {
     session_t *s = arg;
-    bool cancelled = !s->trace_starting;
-    s->trace_starting = false;
     if (s->closing) {
         /* nothing to say */
-    } else if (cancelled) {
-        answer_empty(s); /* for the empty line that stopped it before it began */
     } else if (err) {
         answer_err(s, "database: %s", detail);
     } else if (PQntuples(res) != 1) {
@@ -1033,7 +1102,7 @@ static void trace_started(void *arg, int err, const char *detail, const PGresult
         s->refs++; /* the timer's, given back when it has closed */
         uv_timer_start(s->trace_timer, on_trace_timer, TRACE_EVERY_MS, TRACE_EVERY_MS);
     }
-    session_unref(s);
+    wait_end(s);
 }
 
 static void cmd_trace(session_t *s, const sb_line_cmd_t *cmd)
@@ -1043,14 +1112,12 @@ static void cmd_trace(session_t *s, const sb_line_cmd_t *cmd)
         return;
     const char *p[1] = {tenant};
     sb_shard_t *shard = sb_shard_self();
-    s->refs++;
-    s->trace_starting = true;
+    wait_begin(s);
     s->trace_json = cmd->json;
     if (!shard || sb_pg_query(sb_shard_pg(shard), "SELECT id, inbox_cursor FROM tenants WHERE id = $1", 1, p, 0,
                               trace_started, s) < 0) {
-        s->trace_starting = false;
         answer_err(s, "database not reachable");
-        session_unref(s);
+        wait_end(s);
     }
 }
 
@@ -1087,16 +1154,14 @@ static void on_line(void *arg, sb_str_t line, int err)
     if (s->closing)
         return;
     if (err == SB_E2BIG) {
-        if (!s->trace_starting && !s->trace_tenant) /* (an answer now would end a trace's stream for its reader) */
+        if (!s->trace_tenant) /* (an answer now would end a trace's stream for its reader) */
             answer_err(s, "line too long (at most %d bytes)", SB_LINE_MAX);
         return;
     }
     sb_line_cmd_t cmd;
     int rc = sb_line_parse(line, &cmd);
-    if (s->trace_starting || s->trace_tenant) { /* a trace runs: an empty line ends it, quit quits, the rest is not run */
-        if (rc == SB_EINVAL && s->trace_starting) {
-            s->trace_starting = false; /* trace_started answers the empty line */
-        } else if (rc == SB_EINVAL) {
+    if (s->trace_tenant) { /* a trace runs: an empty line ends it, quit quits, the rest is not run */
+        if (rc == SB_EINVAL) {
             trace_stop(s);
             answer_empty(s);
         } else if (rc >= 0 && sb_str_eq_cstr(cmd.argv[0], "quit")) {
@@ -1154,6 +1219,7 @@ static void session_unref(session_t *s)
 {
     if (--s->refs == 0) {
         sb_console_t *con = s->con;
+        sb_buf_cleanup(&s->in);
         free(s);
         con->open_handles--;
         console_maybe_free(con);
@@ -1171,6 +1237,7 @@ static void session_close(session_t *s)
         return;
     s->closing = true;
     trace_stop(s);
+    hold_stop(s);
     sb_console_t *con = s->con;
     if (s->prev)
         s->prev->next = s->next;
@@ -1179,8 +1246,37 @@ static void session_close(session_t *s)
     if (s->next)
         s->next->prev = s->prev;
     con->nsessions--;
+    con->nauthed -= s->authed;
     sb_gauge_add(&con->m->console_sessions, -1);
     uv_close((uv_handle_t *)&s->tcp, session_closed);
+}
+
+static void after_shutdown(uv_shutdown_t *req, int status)
+{
+    session_t *s = req->data;
+    (void)status;
+    session_close(s);
+    session_unref(s);
+}
+
+/* Ends a session once what it was answered is written (quit, a refusal): nothing more is read or run, the write
+ * side is shut down after the last answer, then the connection closes. A peer that does not read its last answers
+ * is cut off END_MS later by the sweep. */
+static void session_end(session_t *s)
+{
+    if (s->closing || s->ending)
+        return;
+    s->ending = true;
+    s->ending_ms = uv_now(s->con->loop);
+    if (s->reading)
+        uv_read_stop((uv_stream_t *)&s->tcp);
+    s->reading = false;
+    s->shutdown.data = s;
+    s->refs++; /* the shutdown request's */
+    if (uv_shutdown(&s->shutdown, (uv_stream_t *)&s->tcp, after_shutdown) < 0) {
+        session_close(s);
+        session_unref(s);
+    }
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -1190,6 +1286,51 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(s->con->rbuf, sizeof s->con->rbuf);
 }
 
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
+
+/* Runs the received lines one at a time, in order, while no command waits; reads while there is room for more. */
+static void pump(session_t *s)
+{
+    if (s->pumping)
+        return; /* a command answered from inside the loop below: the loop goes on by itself */
+    s->pumping = true;
+    size_t off = 0;
+    while (!s->closing && !s->ending && !s->busy && off < s->in.len) {
+        const char *nl = memchr(s->in.p + off, '\n', s->in.len - off);
+        size_t n = nl ? (size_t)(nl - (s->in.p + off)) + 1 : s->in.len - off;
+        sb_line_feed(&s->lr, s->in.p + off, n, on_line, s);
+        off += n;
+    }
+    if (off) {
+        memmove(s->in.p, s->in.p + off, s->in.len - off);
+        s->in.len -= off;
+    }
+    s->pumping = false;
+    bool want = !s->closing && !s->ending && s->in.len < MAX_QUEUED_INPUT;
+    if (want != s->reading) {
+        if (want)
+            uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
+        else
+            uv_read_stop((uv_stream_t *)&s->tcp);
+        s->reading = want;
+    }
+}
+
+static void wait_begin(session_t *s)
+{
+    s->busy = true;
+    s->refs++;
+}
+
+/* The command that waited has answered: the lines after it may run. */
+static void wait_end(session_t *s)
+{
+    s->busy = false;
+    if (!s->closing)
+        pump(s);
+    session_unref(s);
+}
+
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
     session_t *s = st->data;
@@ -1197,8 +1338,20 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         session_close(s);
         return;
     }
-    if (n > 0)
-        sb_line_feed(&s->lr, buf->base, (size_t)n, on_line, s);
+    if (n == 0 || s->ending)
+        return;
+    sb_buf_append(&s->in, buf->base, (size_t)n);
+    pump(s);
+}
+
+/* The oldest session still to authenticate (the list is newest first), or NULL. */
+static session_t *oldest_unauthed(sb_console_t *con)
+{
+    session_t *found = NULL;
+    for (session_t *s = con->sessions; s; s = s->next)
+        if (!s->authed && !s->closing && !s->ending)
+            found = s;
+    return found;
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -1209,7 +1362,9 @@ static void on_connection(uv_stream_t *server, int status)
     session_t *s = sb_calloc(1, sizeof *s);
     s->con = con;
     s->refs = 1;
+    s->opened_ms = uv_now(con->loop);
     sb_line_reader_init(&s->lr);
+    sb_buf_init(&s->in);
     uv_tcp_init(con->loop, &s->tcp);
     s->tcp.data = s;
     con->open_handles++;
@@ -1218,28 +1373,53 @@ static void on_connection(uv_stream_t *server, int status)
         uv_close((uv_handle_t *)&s->tcp, session_closed);
         return;
     }
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    memset(&ss, 0, sizeof ss);
+    uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&ss, &sl);
+    sb_guard_addr_from(&s->addr, (const struct sockaddr *)&ss);
+    /* Sessions still to authenticate are capped apart from the authenticated ones, and the oldest of them makes
+     * room for a newcomer: whoever holds connections open without a word cannot lock an operator out. */
+    if (con->nsessions - con->nauthed >= MAX_UNAUTHED) {
+        session_t *old = oldest_unauthed(con);
+        if (old) {
+            answer_err(old, "closed to make room: too many sessions waiting to authenticate");
+            session_end(old);
+        }
+    }
     s->next = con->sessions;
     if (con->sessions)
         con->sessions->prev = s;
     con->sessions = s;
     con->nsessions++;
     sb_gauge_add(&con->m->console_sessions, 1);
-    if (con->nsessions > MAX_SESSIONS) {
-        const char *msg = "ERR too many console sessions\n";
-        out(s, msg, strlen(msg));
-        session_close(s);
-        return;
-    }
     char banner[256];
     int n = snprintf(banner, sizeof banner, "switchboard %s admin console on node %s; type help\n", SB_VERSION,
                      con->opts.node_id);
     out(s, banner, (size_t)n);
-    uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
+    pump(s); /* starts reading */
+}
+
+/* Every SWEEP_MS: sessions that did not authenticate within auth_timeout_s are told so and ended; sessions that
+ * take more than END_MS to end (their peer does not read) are closed. */
+static void on_sweep(uv_timer_t *t)
+{
+    sb_console_t *con = t->data;
+    uint64_t now = uv_now(con->loop), limit = (uint64_t)con->opts.auth_timeout_s * 1000;
+    for (session_t *s = con->sessions, *next; s; s = next) {
+        next = s->next;
+        if (s->ending && now - s->ending_ms >= END_MS) {
+            session_close(s);
+        } else if (!s->authed && !s->ending && now - s->opened_ms >= limit) {
+            answer_err(s, "no auth within %d s; closing", con->opts.auth_timeout_s);
+            session_end(s);
+        }
+    }
 }
 
 /* ---- life cycle ----------------------------------------------------------------------------------------------- */
 
-static void listener_closed(uv_handle_t *h)
+static void handle_closed(uv_handle_t *h)
 {
     sb_console_t *con = h->data;
     con->open_handles--;
@@ -1265,14 +1445,18 @@ int sb_console_open(uv_loop_t *loop, const sb_console_opts_t *opts, sb_console_t
     con->m = sb_metrics_shard(opts->shard);
     uv_tcp_init(loop, &con->listener);
     con->listener.data = con;
-    con->open_handles = 1;
+    uv_timer_init(loop, &con->sweep);
+    con->sweep.data = con;
+    con->open_handles = 2;
     if ((rc = uv_tcp_bind(&con->listener, (struct sockaddr *)&addr, 0)) < 0 ||
         (rc = uv_listen((uv_stream_t *)&con->listener, 128, on_connection)) < 0) {
         sb_log_error("console: cannot listen on %s:%d: %s", opts->host, opts->port, uv_strerror(rc));
         con->closing = true;
-        uv_close((uv_handle_t *)&con->listener, listener_closed);
+        uv_close((uv_handle_t *)&con->listener, handle_closed);
+        uv_close((uv_handle_t *)&con->sweep, handle_closed);
         return rc;
     }
+    uv_timer_start(&con->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
     sb_log_info("console listening on %s:%d", opts->host, opts->port);
     *out_con = con;
     return 0;
@@ -1285,7 +1469,8 @@ void sb_console_close(sb_console_t *con)
     con->closing = true;
     while (con->sessions)
         session_close(con->sessions);
-    uv_close((uv_handle_t *)&con->listener, listener_closed);
+    uv_close((uv_handle_t *)&con->listener, handle_closed);
+    uv_close((uv_handle_t *)&con->sweep, handle_closed);
 }
 
 unsigned sb_console_sessions(const sb_console_t *con)

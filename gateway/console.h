@@ -7,8 +7,17 @@
  * committed, until the operator sends an empty line; meanwhile only that empty line and `quit` are heard.
  *
  * It runs on shard 0's loop. Figures of other shards come from their published stats (sb_shard_get_stats) or, for
- * listings, from sb_shard_exec round trips, so no thread ever touches another's state. A session whose unsent
- * output passes 1 MiB is closed (a slow reader must not eat memory). */
+ * listings, from sb_shard_exec round trips, so no thread ever touches another's state.
+ *
+ * Commands run one at a time, in the order they arrive: one that waits (on the database, on other shards) holds
+ * back the lines after it, so pipelined commands are answered in order; `quit` ends the session once the answers
+ * before it are written. Bounds: a session whose unsent output passes 1 MiB is closed (a slow reader must not eat
+ * memory) and one with 64 KiB of commands queued is not read until they run; a session must authenticate within
+ * auth_timeout_s; sessions still to authenticate are capped (64) apart from authenticated ones (256), and the oldest
+ * of them makes room for a newcomer; wrong tokens spend the address's failure budget, shared with the admin API
+ * (gateway/authguard.h: slower and slower ERRs, then refused for a minute and the session ended). Text answers
+ * show every cell through sb_line_escape, so outside text cannot break the framing or reach the terminal as
+ * control codes. */
 #ifndef SB_CONSOLE_H
 #define SB_CONSOLE_H
 
@@ -23,6 +32,7 @@ typedef struct sb_console_opts {
     const char *node_id;
     unsigned shard;          /* the shard whose loop it runs on */
     uint32_t slots;          /* for `actors <tenant>` and `slots`: the tenant's slot and shard */
+    int auth_timeout_s;      /* console_auth_timeout: a session not authenticated by then is closed */
 } sb_console_opts_t;
 
 /* Listens on host:port on loop. Strings in opts are copied. Returns 0, or a negative code (bind failed, logged). */

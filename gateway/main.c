@@ -75,6 +75,7 @@ static int front_start(sb_shard_t *s, void *arg)
             .node_id = cfg.node_id,
             .shard = 0,
             .slots = (uint32_t)cfg.slots,
+            .auth_timeout_s = cfg.console_auth_timeout_s,
         };
         rc = sb_console_open(sb_shard_loop(s), &co, &f->console);
         if (rc < 0)

@@ -68,6 +68,7 @@ TEST(defaults)
     is_int(c.max_header_bytes, 8192, "max_header_bytes");
     is_int(c.max_body_bytes, 1048576, "max_body_bytes");
     is_int(c.drain_timeout_s, 10, "drain_timeout");
+    is_int(c.console_auth_timeout_s, 10, "console_auth_timeout");
     sb_config_cleanup(&c);
     ok(c.redis_url == NULL && c.node_id == NULL, "cleanup frees and zeroes");
     sb_config_init(&c);
@@ -89,6 +90,7 @@ TEST(integers)
         {"max_header_bytes", 1024, 65536, offsetof(sb_config_t, max_header_bytes)},
         {"max_body_bytes", 1024, 67108864, offsetof(sb_config_t, max_body_bytes)},
         {"drain_timeout", 0, 3600, offsetof(sb_config_t, drain_timeout_s)},
+        {"console_auth_timeout", 1, 3600, offsetof(sb_config_t, console_auth_timeout_s)},
     };
     sb_config_t c;
     sb_config_init(&c);
