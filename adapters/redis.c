@@ -15,12 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wstrict-prototypes"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wunused-parameter"
-#include <hiredis/adapters/libuv.h>
-#pragma GCC diagnostic pop
+#include <uv.h>
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -43,6 +38,76 @@ struct sb_redis {
 
 static void schedule_retry(sb_redis_t *r);
 static void on_timer(uv_timer_t *t);
+
+/* ---- hiredis on a libuv loop ------------------------------------------------------------------------------------
+ * Our own glue rather than <hiredis/adapters/libuv.h>: the one Debian ships (hiredis 0.14) returns from its poll
+ * callback when libuv reports an error, and libuv has stopped the handle by then. A connection reset while commands
+ * were in flight (Redis restarted under load: POLLERR) left the context "connected" for good, its commands never
+ * answered and the loss never reported; /readyz said "timed out" until the process restarted. Here an error counts
+ * as readiness for whatever the context waits for, so hiredis reads or writes, meets the error and disconnects. */
+
+typedef struct uvev {
+    redisAsyncContext *ac; /* NULL once hiredis let go (cleanup) */
+    uv_poll_t poll;
+    int events;
+} uvev_t;
+
+static void ev_poll(uv_poll_t *h, int status, int events)
+{
+    uvev_t *e = h->data;
+    if (status < 0) /* libuv stopped the handle: let hiredis find the error on the socket */
+        events = e->events;
+    if (e->ac && (events & UV_READABLE))
+        redisAsyncHandleRead(e->ac);
+    if (e->ac && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(e->ac);
+}
+
+static void ev_update(uvev_t *e, int add, int del)
+{
+    e->events = (e->events | add) & ~del;
+    if (e->events)
+        uv_poll_start(&e->poll, e->events, ev_poll);
+    else
+        uv_poll_stop(&e->poll);
+}
+
+static void ev_add_read(void *p) { ev_update(p, UV_READABLE, 0); }
+static void ev_del_read(void *p) { ev_update(p, 0, UV_READABLE); }
+static void ev_add_write(void *p) { ev_update(p, UV_WRITABLE, 0); }
+static void ev_del_write(void *p) { ev_update(p, 0, UV_WRITABLE); }
+
+static void ev_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void ev_cleanup(void *p)
+{
+    uvev_t *e = p;
+    e->ac = NULL;
+    uv_close((uv_handle_t *)&e->poll, ev_closed);
+}
+
+static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    if (ac->ev.data)
+        return REDIS_ERR;
+    uvev_t *e = sb_calloc(1, sizeof *e);
+    if (uv_poll_init_socket(loop, &e->poll, ac->c.fd) != 0) {
+        free(e);
+        return REDIS_ERR;
+    }
+    e->ac = ac;
+    e->poll.data = e;
+    ac->ev.data = e;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    return REDIS_OK;
+}
 
 /* SELECT goes out before anything else on a new connection, so every later command runs in the configured db. */
 static void select_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -105,7 +170,7 @@ static void try_connect(sb_redis_t *r)
         return;
     }
     ac->data = r;
-    if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
+    if (ev_attach(ac, r->loop) != REDIS_OK) {
         redisAsyncFree(ac);
         schedule_retry(r);
         return;
