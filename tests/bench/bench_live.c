@@ -19,8 +19,8 @@
  *
  * One thread, one libuv loop, our own code for the rest (HMAC-SHA1, base64): nothing here is the gateway's I/O
  * code, only its pure helpers. Runs beside the gateway on the same cores, so its own cost is part of the figure. */
-#include "proto/codec.h"
-#include "proto/digest.h"
+#include "tests/bench/loadkit.h"
+
 #include "proto/mem.h"
 #include "proto/str.h"
 
@@ -91,25 +91,9 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     *b = uv_buf_init(in->p + in->len, 65536);
 }
 
-static void written(uv_write_t *req, int status)
-{
-    (void)status;
-    free(req);
-}
-
 static void write_copy(uv_stream_t *s, const char *p, size_t n)
 {
-    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
-    int w = uv_try_write(s, &b, 1);
-    if (w == (int)n)
-        return;
-    if (w < 0)
-        w = 0;
-    uv_write_t *req = sb_malloc(sizeof *req + n - (size_t)w);
-    char *copy = (char *)(req + 1);
-    memcpy(copy, p + w, n - (size_t)w);
-    b = uv_buf_init(copy, (unsigned)(n - (size_t)w));
-    if (uv_write(req, s, &b, 1, written) < 0)
+    if (lk_write_copy(s, p, n) < 0)
         die("write failed");
 }
 
@@ -141,9 +125,12 @@ static void record(sampleset_t *set, uint64_t sample)
 }
 
 /* One server frame's payload: a welcome, or an event whose message.created body holds the send time. */
-static void on_frame(wsc_t *c, const char *p, size_t n)
+static void on_frame(void *arg, int opcode, const char *p, size_t n)
 {
+    wsc_t *c = arg;
     uint64_t now = uv_hrtime();
+    if (opcode != 1)
+        return;
     if (c->state == 1) {
         if (n > 14 && memcmp(p, "{\"op\":\"welcome", 14) == 0) {
             c->state = 2;
@@ -181,39 +168,11 @@ static void ws_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         off = (size_t)(end + 4 - c->in.p);
         c->state = 1;
         char hello[256];
-        int hl = snprintf(hello, sizeof hello, "{\"op\":\"hello\",\"token\":\"%s\"}", tenants[c->tenant].key);
+        snprintf(hello, sizeof hello, "{\"op\":\"hello\",\"token\":\"%s\"}", tenants[c->tenant].key);
         unsigned char frame[300];
-        frame[0] = 0x81;
-        frame[1] = (unsigned char)(0x80 | hl);
-        memset(frame + 2, 0, 4); /* mask key 0: masked as the RFC requires, bytes unchanged */
-        memcpy(frame + 6, hello, (size_t)hl);
-        write_copy(s, (char *)frame, (size_t)hl + 6);
+        write_copy(s, (char *)frame, lk_ws_text(frame, hello));
     }
-    for (;;) {
-        size_t avail = c->in.len - off;
-        if (avail < 2)
-            break;
-        const unsigned char *h = (const unsigned char *)c->in.p + off;
-        size_t len = h[1] & 0x7f, hl = 2;
-        if (len == 126) {
-            if (avail < 4)
-                break;
-            len = (size_t)h[2] << 8 | h[3];
-            hl = 4;
-        } else if (len == 127) {
-            if (avail < 10)
-                break;
-            len = 0;
-            for (int i = 2; i < 10; i++)
-                len = len << 8 | h[i];
-            hl = 10;
-        }
-        if (avail < hl + len)
-            break;
-        if ((h[0] & 0x0f) == 1)
-            on_frame(c, (const char *)h + hl, len);
-        off += hl + len;
-    }
+    off += lk_ws_frames(c->in.p + off, c->in.len - off, on_frame, c);
     memmove(c->in.p, c->in.p + off, c->in.len - off);
     c->in.len -= off;
 }
@@ -225,11 +184,7 @@ static void ws_connected(uv_connect_t *req, int status)
     if (status < 0)
         die("cannot connect an inbox client");
     char head[256];
-    int n = snprintf(head, sizeof head,
-                     "GET /v1/inbox HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                     "Sec-WebSocket-Protocol: switchboard.v1.json\r\n\r\n",
-                     port);
+    int n = lk_inbox_upgrade(head, sizeof head, port);
     write_copy((uv_stream_t *)&c->tcp, head, (size_t)n);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, ws_read);
 }
@@ -292,37 +247,13 @@ static void http_write(httpc_t *c, const sb_buf_t *req)
 static void send_webhook(uint64_t i)
 {
     const tenant_t *t = &tenants[i % (uint64_t)ntenants];
-    char sid[40], body_text[48], url[160], path[64];
+    char sid[40], body_text[48];
     snprintf(sid, sizeof sid, "SM%08llx%024llx", (unsigned long long)(t_start & 0xffffffff), (unsigned long long)i);
     snprintf(body_text, sizeof body_text, "bench %llu", (unsigned long long)uv_hrtime());
-    snprintf(path, sizeof path, "/webhooks/twilio/%s", t->channel);
-    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    /* sorted by name: AccountSid, Body, From, MessageSid, To */
-    static const char account[] = "AC00000000000000000000000000000000";
-    char from[] = "+14155550100";
-    sb_digest_hmac_t mac;
-    sb_digest_hmac_init(&mac, SB_DIGEST_SHA1, sb_str_cstr(t->token));
-    const char *parts[] = {url,  "AccountSid", account, "Body", body_text, "From", from,
-                           "MessageSid", sid, "To", t->number};
-    for (size_t k = 0; k < sizeof parts / sizeof parts[0]; k++)
-        sb_digest_hmac_update(&mac, sb_str_cstr(parts[k]));
-    unsigned char d[SB_DIGEST_SHA1_LEN];
-    sb_digest_hmac_finish(&mac, d);
-    sb_buf_t sig, form, req;
-    sb_buf_init(&sig);
-    sb_buf_init(&form);
+    sb_buf_t req;
     sb_buf_init(&req);
-    sb_codec_b64_append(&sig, d, sizeof d, SB_B64_STD);
-    /* '+' in the numbers must be sent as %2B; the body's space as '+' */
-    sb_buf_printf(&form, "AccountSid=%s&Body=bench+%s&From=%%2B%s&MessageSid=%s&To=%%2B%s", account,
-                  body_text + 6, from + 1, sid, t->number + 1);
-    sb_buf_printf(&req,
-                  "POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-                  "X-Twilio-Signature: %s\r\nContent-Length: %zu\r\n\r\n%s",
-                  path, port, sb_buf_cstr(&sig), form.len, sb_buf_cstr(&form));
+    lk_twilio_sms(&req, port, t->channel, t->number, t->token, sid, "+14155550100", body_text);
     http_write(&http[i % HTTP_CONNS], &req);
-    sb_buf_cleanup(&sig);
-    sb_buf_cleanup(&form);
     sb_buf_cleanup(&req);
 }
 
