@@ -21,6 +21,7 @@
 #include <string.h>
 
 #define DB_RETRY_MS 2000     /* the database or Redis did not answer: try the message again after this */
+#define OUTCOME_KEEP_MS 300000 /* an outcome the database did not take is offered again for this long */
 #define CHANNEL_CACHE 4096   /* per shard: channel id -> what its counters need (type, rate, caps) */
 #define CHANNEL_MAX_INFLIGHT 16
 #define TENANT_MAX_INFLIGHT 256
@@ -60,6 +61,11 @@ typedef struct job {
     struct job *wprev, *wnext; /* on the shard's list of waiting jobs, while the timer runs */
     bool waiting;
     sb_outbound_request_t req; /* built, waiting for a token */
+    /* its outcome, while it is being stored (again, when the database was away) */
+    const char *out_status;    /* static */
+    char *out_provider_id, *out_code, *out_message;
+    bool out_again, out_logged;
+    uint64_t out_retry_ms, out_since;
 } job_t;
 
 static job_t *waiting_jobs[SB_MAX_SHARDS]; /* so a stopping shard can end them: their timers would keep it alive */
@@ -100,6 +106,9 @@ static void job_done(job_t *j, bool again, uint64_t retry_ms)
     if (j->wait)
         uv_close((uv_handle_t *)j->wait, wait_closed);
     sb_outbound_request_cleanup(&j->req);
+    free(j->out_provider_id);
+    free(j->out_code);
+    free(j->out_message);
     free(j);
 }
 
@@ -277,31 +286,61 @@ static void store_outcome(sb_shard_t *s, int64_t tenant, int64_t id, const char 
     }
 }
 
-typedef struct fin {
-    job_t *j;
-    bool again;
-    uint64_t retry_ms;
-} fin_t;
+static void job_wait(job_t *j, uint64_t ms, uv_timer_cb cb);
+static void store_job_outcome(job_t *j);
 
-static void finished(void *arg, int err, const char *detail)
+static void on_store_again(uv_timer_t *t)
 {
-    fin_t *f = arg;
+    job_t *j = t->data;
+    unlist_waiting(j);
+    store_job_outcome(j);
+}
+
+/* The outcome is stored, or given up on: the actor hears whether to send again. An outcome the database did not take
+ * (it was away) is offered again every DB_RETRY_MS for OUTCOME_KEEP_MS: the provider has answered, and what it said
+ * (the provider id above all, which status callbacks are matched by) would otherwise be lost, the message left in
+ * sending for the sweeper to call unknown. A stopping shard gives up at once (the sweeper reconciles it). */
+static void job_outcome_stored(void *arg, int err, const char *detail)
+{
+    job_t *j = arg;
+    uint64_t now = uv_now(sb_shard_loop(j->s));
+    if (err && err != SB_ECANCELED && !stopping[sb_shard_index(j->s)] && now - j->out_since < OUTCOME_KEEP_MS) {
+        if (!j->out_logged)
+            sb_log_warn("sender: message %s: outcome %s not stored yet, offered again every %d ms: %s", j->id_s,
+                        j->out_status, DB_RETRY_MS, detail);
+        j->out_logged = true;
+        job_wait(j, DB_RETRY_MS, on_store_again);
+        return;
+    }
     if (err)
-        sb_log_warn("sender: message %s: outcome not stored (the sweeper will reconcile it): %s", f->j->id_s,
-                    detail);
-    job_done(f->j, f->again, f->retry_ms);
-    free(f);
+        sb_log_warn("sender: message %s: outcome %s not stored (the sweeper will reconcile it): %s", j->id_s,
+                    j->out_status, detail);
+    job_done(j, j->out_again, j->out_retry_ms);
+}
+
+static void store_job_outcome(job_t *j)
+{
+    store_outcome(j->s, j->tenant, j->id, j->out_status, j->out_provider_id, j->out_code, j->out_message,
+                  j->out_retry_ms, 0, job_outcome_stored, j);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? sb_strdup(s) : NULL;
 }
 
 /* Stores the outcome (status, provider id, error) and then tells the actor whether to send again. */
 static void finish(job_t *j, const char *status, const char *provider_id, const char *code, const char *message,
                    bool again, uint64_t retry_ms)
 {
-    fin_t *f = sb_malloc(sizeof *f);
-    f->j = j;
-    f->again = again;
-    f->retry_ms = retry_ms;
-    store_outcome(j->s, j->tenant, j->id, status, provider_id, code, message, retry_ms, 0, finished, f);
+    j->out_status = status;
+    j->out_provider_id = dup_or_null(provider_id);
+    j->out_code = dup_or_null(code);
+    j->out_message = dup_or_null(message);
+    j->out_again = again;
+    j->out_retry_ms = retry_ms;
+    j->out_since = uv_now(sb_shard_loop(j->s));
+    store_job_outcome(j);
 }
 
 static uint64_t random_u64(void)
@@ -430,13 +469,10 @@ static void on_wait(uv_timer_t *t)
     acquire(j);
 }
 
-static void wait_then_acquire(job_t *j, uint64_t ms)
+/* Calls cb(j's timer) ms from now, the job listed as waiting so that a stopping shard can end it. */
+static void job_wait(job_t *j, uint64_t ms, uv_timer_cb cb)
 {
     unsigned i = sb_shard_index(j->s);
-    if (stopping[i]) { /* never sent: it stays claimed, and the sweeper will call it unknown (never a blind resend) */
-        job_done(j, false, 0);
-        return;
-    }
     if (!j->waiting) {
         j->waiting = true;
         j->wnext = waiting_jobs[i];
@@ -449,7 +485,16 @@ static void wait_then_acquire(job_t *j, uint64_t ms)
         uv_timer_init(sb_shard_loop(j->s), j->wait);
         j->wait->data = j;
     }
-    uv_timer_start(j->wait, on_wait, ms, 0);
+    uv_timer_start(j->wait, cb, ms, 0);
+}
+
+static void wait_then_acquire(job_t *j, uint64_t ms)
+{
+    if (stopping[sb_shard_index(j->s)]) { /* never sent: it stays claimed, and the sweeper will call it unknown */
+        job_done(j, false, 0);
+        return;
+    }
+    job_wait(j, ms, on_wait);
 }
 
 /* Granted: the request goes out now. Told to wait: the job waits (holding its claim), then asks again, so the
