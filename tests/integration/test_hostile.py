@@ -448,4 +448,5 @@ def test_file():
         h.subtest(test_console_guessing, gw)
 
 
-h.main(test_file)
+if __name__ == "__main__":
+    h.main(test_file)
