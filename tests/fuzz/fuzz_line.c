@@ -4,7 +4,8 @@
  * pseudo-random chunks (1 byte up to a few KiB) and to a second reader in one piece, and both results must equal a
  * naive reference framing computed here. Every good line goes through sb_line_parse, whose result is checked against
  * the contract (argc bounds, argv inside the line, words without blanks, -j handling) and its UTF-8 verdict against
- * a slow reference decoder. Any violation traps. */
+ * a slow reference decoder. The input also goes through sb_line_escape, whose output must hold no control byte, be
+ * valid UTF-8 without C1 controls, and read back to the input exactly. Any violation traps. */
 #include "tests/fuzz/fuzz.h"
 #include "proto/line.h"
 
@@ -161,6 +162,65 @@ static bool frames_eq(const frames_t *a, const frames_t *b)
            (a->log.len == 0 || memcmp(a->log.p, b->log.p, a->log.len) == 0);
 }
 
+/* Reads an escaped text back (the escapes of sb_line_escape); false on anything it does not write. */
+static bool unescape(const char *p, size_t len, sb_buf_t *out)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] != '\\') {
+            sb_buf_append(out, p + i, 1);
+            continue;
+        }
+        if (++i == len)
+            return false;
+        char c = p[i];
+        if (c == '\\' || c == 'n' || c == 'r' || c == 't') {
+            sb_buf_append(out, c == 'n' ? "\n" : c == 'r' ? "\r" : c == 't' ? "\t" : "\\", 1);
+        } else if (c == 'x' || c == 'u') {
+            size_t digits = c == 'x' ? 2 : 4;
+            if (len - i - 1 < digits)
+                return false;
+            unsigned v = 0;
+            for (size_t k = 1; k <= digits; k++) {
+                char d = p[i + k];
+                if (!((d >= '0' && d <= '9') || (d >= 'a' && d <= 'f')))
+                    return false;
+                v = v * 16 + (unsigned)(d <= '9' ? d - '0' : d - 'a' + 10);
+            }
+            i += digits;
+            if (c == 'u') {
+                if (v < 0x80 || v > 0x9f)
+                    return false;
+                char two[2] = {(char)0xc2, (char)v};
+                sb_buf_append(out, two, 2);
+            } else {
+                char one = (char)v;
+                sb_buf_append(out, &one, 1);
+            }
+        } else {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void check_escape(const char *p, size_t len)
+{
+    sb_buf_t esc, back;
+    sb_buf_init(&esc);
+    sb_buf_init(&back);
+    sb_line_escape(&esc, sb_str(p, len));
+    const unsigned char *e = (const unsigned char *)sb_buf_cstr(&esc);
+    for (size_t i = 0; i < esc.len; i++) {
+        CHECK(e[i] >= 0x20 && e[i] != 0x7f);
+        CHECK(!(e[i] == 0xc2 && i + 1 < esc.len && e[i + 1] < 0xa0));
+    }
+    CHECK(ref_utf8(e, esc.len));
+    CHECK(unescape(sb_buf_cstr(&esc), esc.len, &back));
+    CHECK(back.len == len && (len == 0 || memcmp(back.p, p, len) == 0));
+    sb_buf_cleanup(&esc);
+    sb_buf_cleanup(&back);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2)
@@ -215,6 +275,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* the whole input as one line too, so parse also sees lines the framing would have split or refused */
     check_parse(sb_str(p, len));
+    check_escape(p, len);
 
     sb_buf_cleanup(&chunked.log);
     sb_buf_cleanup(&whole.log);
