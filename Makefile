@@ -5,6 +5,7 @@
 #   make run        set up the local stack (packages, Redis, PostgreSQL, migrations) and run the gateway beside the mock provider, seeding a demo tenant
 #   make test       same set-up, then the whole suite (unit, fuzz corpora, integration; release and asan)
 #   make bench      same set-up, then the benchmarks (they print figures, they assert nothing)
+#   make soak       same set-up, then an hour of steady mixed traffic: RSS, fds and loop lag every minute
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS each
 #
 # Sources are found by wildcard: a new module is a new .c/.h pair in its directory, nothing to register here.
@@ -38,7 +39,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all asan units benches fuzzers setup run test bench fuzz clean
+.PHONY: all asan units benches fuzzers setup run test bench soak fuzz clean
 all: $(BUILD)/switchboard $(BUILD)/mock-provider
 
 asan:
@@ -109,6 +110,10 @@ test: setup
 bench: setup
 	@$(MAKE) --no-print-directory all benches
 	@tests/bench/run.sh
+
+soak: setup
+	@$(MAKE) --no-print-directory all benches
+	@tests/bench/soak.sh
 
 fuzz: fuzzers
 	@for f in $(FUZZ_BIN); do \
