@@ -387,12 +387,15 @@ static void hold_stop(session_t *s)
     }
 }
 
+static void pump(session_t *s);
+
 static void on_hold(uv_timer_t *t)
 {
     session_t *s = t->data;
     hold_stop(s);
     answer_err(s, "bad token");
-    wait_end(s);
+    s->busy = false;
+    pump(s);
 }
 
 /* Checks the token; the process-wide failure budget of the peer's address (gateway/authguard.h, on this shard)
@@ -415,8 +418,8 @@ static void cmd_auth(session_t *s, const sb_line_cmd_t *cmd)
         answer_err(s, "too many failed auth attempts from this address; try again in %llu s",
                    (unsigned long long)(v.blocked_ms + 999) / 1000);
         session_end(s);
-    } else if (!v.ok && v.delay_ms) {
-        wait_begin(s);
+    } else if (!v.ok && v.delay_ms) { /* busy until the timer fires; a session closing first just closes it */
+        s->busy = true;
         s->hold_timer = sb_malloc(sizeof *s->hold_timer);
         uv_timer_init(con->loop, s->hold_timer);
         s->hold_timer->data = s;
@@ -567,7 +570,6 @@ struct gather {
     part_t *parts;
     unsigned nparts;
 };
-
 
 static void gather_render(gather_t *g)
 {
