@@ -12,7 +12,7 @@
 
 V        ?= release
 BUILD    := build/$(V)
-PKGS     := libwebsockets libuv hiredis libpq jansson msgpack libcurl
+PKGS     := libuv hiredis libpq jansson msgpack libcurl
 WERROR   ?= $(if $(CI),-Werror,)
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla \

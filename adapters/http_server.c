@@ -3,7 +3,8 @@
  * Why not libwebsockets for plain HTTP: measured on this machine, lws 4.1 on a libuv loop spends about six
  * epoll_ctl calls per keep-alive request (it waits for POLLOUT after every transaction before reading the next),
  * which held /healthz to half of nginx's rate; it also URL-decodes and splits the request target, which the
- * provider signatures need byte for byte. So HTTP is served here, and lws keeps what it is good at: WebSockets.
+ * provider signatures need byte for byte. So HTTP is served here, WebSockets too (an upgraded connection becomes a
+ * stream); libwebsockets is kept for what it is best at, the outgoing WebSocket client, once a module needs one.
  *
  * A connection is a uv_tcp_t plus an input buffer. Its life:
  *   HEAD     waiting for (the rest of) a request head; deadline = idle timeout while nothing has arrived, header

@@ -8,8 +8,7 @@ set -euo pipefail
 
 PACKAGES=(
     gcc make pkg-config clang libclang-rt-14-dev
-    libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libhiredis-dev libpq-dev
-    libmsgpack-dev libjansson-dev libcurl4-openssl-dev libmbedtls-dev libsignal-protocol-c-dev
+    libuv1-dev libhiredis-dev libpq-dev libmsgpack-dev libjansson-dev libcurl4-openssl-dev libmbedtls-dev
     redis-server postgresql postgresql-client
     python3 curl wrk nginx-light netcat-openbsd procps
     chromium

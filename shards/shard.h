@@ -35,8 +35,8 @@ typedef struct sb_shard_hooks {
     unsigned (*connections)(sb_shard_t *s, void *arg);
     /* On the shard thread at the end: close every handle the hooks opened. */
     void (*stop)(sb_shard_t *s, void *arg);
-    /* On the shard thread after its loop ran out of handles; the loop runs once more afterwards, for libraries
-     * (lws on a foreign loop) that finish closing in two steps. */
+    /* On the shard thread after its loop ran out of handles; the loop runs once more afterwards, for what finishes
+     * closing in two steps. */
     void (*finish)(sb_shard_t *s, void *arg);
 } sb_shard_hooks_t;
 

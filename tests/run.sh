@@ -24,10 +24,9 @@ FAILED=0
 OUT=$(mktemp)
 trap 'rm -f "$OUT"' EXIT
 
-# Sanitizer settings for everything built with ASan/UBSan. Leak detection stays ON: libwebsockets,
-# libpq and hiredis were checked to free everything on a clean shutdown (lws on a foreign libuv
-# loop needs lws_context_destroy() twice: once, run the loop until its handles are closed, then
-# once more). abort_on_error makes a report end in SIGABRT, i.e. a non-zero exit.
+# Sanitizer settings for everything built with ASan/UBSan. Leak detection stays ON: libpq, hiredis
+# and libcurl were checked to free everything on a clean shutdown.
+# abort_on_error makes a report end in SIGABRT, i.e. a non-zero exit.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
