@@ -2,14 +2,17 @@
  *
  * Data structures, chosen for the hot path (a same-shard send and its handling):
  *  - an actor is one allocation: its header followed by the kind's state;
- *  - the actor table is open addressing with linear probing and backward-shift deletion (no tombstones), keyed by
- *    id; ids are never reused, so a stale id simply misses;
+ *  - the actor table is an sb_htable keyed by id; ids are never reused, so a stale id simply misses; keyed actors
+ *    are also in a second table by (kind, key), and on a list from least to most recently active, which
+ *    passivation walks from its old end;
  *  - mailboxes and the run queue are intrusive singly-linked FIFOs;
  *  - timers are a binary min-heap ordered by (due time, id), each timer also linked into its actor's list so
  *    stopping an actor cancels them. */
 #include "actors/actor.h"
 
 #include "proto/err.h"
+#include "proto/htable.h"
+#include "proto/list.h"
 #include "proto/mem.h"
 
 #include <string.h>
@@ -40,10 +43,15 @@ typedef struct sb_timer {
 } sb_timer_t;
 
 struct sb_actor {
+    sb_hnode_t idnode;
     sb_actor_id_t id;
     const sb_actor_kind_t *kind;
     sb_rt_t *rt;
     const void *arg;
+    sb_hnode_t keynode; /* keyed actors: */
+    uint64_t key;
+    sb_list_t lru;      /* on rt->idle while keyed, least recently active first */
+    uint64_t last_active;
     sb_msg_t *mb_head, *mb_tail;
     sb_actor_t *rq_next;
     sb_timer_t *timers;
@@ -62,8 +70,11 @@ struct sb_rt {
     uint64_t next_local;
     uint64_t next_timer_id;
 
-    sb_actor_t **table;
-    size_t cap, count; /* cap is a power of two */
+    sb_htable_t table; /* by id */
+    sb_htable_t keyed; /* by (kind, key) */
+    sb_list_t idle;    /* keyed actors, least recently active first */
+    uint64_t idle_timeout;
+    void *env;
 
     sb_actor_t *rq_head, *rq_tail;
     sb_actor_t *current;
@@ -71,67 +82,44 @@ struct sb_rt {
     sb_timer_t **heap;
     size_t heap_len, heap_cap;
 
-    uint64_t mailbox_depth, processed, restarts, dead_letters;
+    uint64_t mailbox_depth, processed, restarts, dead_letters, activations, passivations;
 };
 
-/* ---- actor table ---------------------------------------------------------------------------------------------- */
+/* ---- actor tables ---------------------------------------------------------------------------------------------- */
 
-static inline size_t slot_of(const sb_rt_t *rt, sb_actor_id_t id)
+static bool id_eq(const sb_hnode_t *n, const void *key)
 {
-    return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 17) & (rt->cap - 1);
+    return sb_container_of(n, sb_actor_t, idnode)->id == *(const sb_actor_id_t *)key;
 }
 
 static sb_actor_t *table_get(const sb_rt_t *rt, sb_actor_id_t id)
 {
-    for (size_t i = slot_of(rt, id);; i = (i + 1) & (rt->cap - 1)) {
-        sb_actor_t *a = rt->table[i];
-        if (!a || a->id == id)
-            return a;
-    }
+    sb_hnode_t *n = sb_htable_find(&rt->table, sb_hash_u64(id), id_eq, &id);
+    return n ? sb_container_of(n, sb_actor_t, idnode) : NULL;
 }
 
-static void table_put_nogrow(sb_rt_t *rt, sb_actor_t *a)
+typedef struct kkey {
+    const sb_actor_kind_t *kind;
+    uint64_t key;
+} kkey_t;
+
+static uint64_t kkey_hash(const sb_actor_kind_t *kind, uint64_t key)
 {
-    size_t i = slot_of(rt, a->id);
-    while (rt->table[i])
-        i = (i + 1) & (rt->cap - 1);
-    rt->table[i] = a;
+    return sb_hash_u64(key ^ sb_hash_u64((uint64_t)(uintptr_t)kind));
 }
 
-static void table_put(sb_rt_t *rt, sb_actor_t *a)
+static bool kkey_eq(const sb_hnode_t *n, const void *key)
 {
-    if ((rt->count + 1) * 10 > rt->cap * 7) {
-        sb_actor_t **old = rt->table;
-        size_t old_cap = rt->cap;
-        rt->cap *= 2;
-        rt->table = sb_calloc(rt->cap, sizeof *rt->table);
-        for (size_t i = 0; i < old_cap; i++)
-            if (old[i])
-                table_put_nogrow(rt, old[i]);
-        free(old);
-    }
-    table_put_nogrow(rt, a);
-    rt->count++;
+    const sb_actor_t *a = sb_container_of(n, sb_actor_t, keynode);
+    const kkey_t *k = key;
+    return a->kind == k->kind && a->key == k->key;
 }
 
-static void table_del(sb_rt_t *rt, sb_actor_id_t id)
+static sb_actor_t *keyed_get(const sb_rt_t *rt, const sb_actor_kind_t *kind, uint64_t key)
 {
-    size_t mask = rt->cap - 1, i = slot_of(rt, id);
-    while (rt->table[i] && rt->table[i]->id != id)
-        i = (i + 1) & mask;
-    SB_BUG_ON(!rt->table[i]);
-    rt->table[i] = NULL;
-    rt->count--;
-    /* Backward-shift: move later members of the probe run into the hole when their home slot allows it. */
-    for (size_t j = (i + 1) & mask; rt->table[j]; j = (j + 1) & mask) {
-        size_t home = slot_of(rt, rt->table[j]->id);
-        bool movable = (i <= j) ? (home <= i || home > j) : (home <= i && home > j);
-        if (movable) {
-            rt->table[i] = rt->table[j];
-            rt->table[j] = NULL;
-            i = j;
-        }
-    }
+    kkey_t k = {kind, key};
+    sb_hnode_t *n = sb_htable_find(&rt->keyed, kkey_hash(kind, key), kkey_eq, &k);
+    return n ? sb_container_of(n, sb_actor_t, keynode) : NULL;
 }
 
 /* ---- run queue and mailboxes ---------------------------------------------------------------------------------- */
@@ -302,8 +290,9 @@ sb_rt_t *sb_rt_create(unsigned shard, const sb_rt_port_t *port)
     rt->shard = shard;
     if (port)
         rt->port = *port;
-    rt->cap = 1024;
-    rt->table = sb_calloc(rt->cap, sizeof *rt->table);
+    sb_htable_init(&rt->table);
+    sb_htable_init(&rt->keyed);
+    sb_list_init(&rt->idle);
     return rt;
 }
 
@@ -318,7 +307,11 @@ static void actor_finish(sb_rt_t *rt, sb_actor_t *a)
         sb_msg_free(mailbox_take(rt, a));
         rt->dead_letters++;
     }
-    table_del(rt, a->id);
+    sb_htable_remove(&rt->table, &a->idnode);
+    if (sb_list_linked(&a->lru)) {
+        sb_htable_remove(&rt->keyed, &a->keynode);
+        sb_list_remove(&a->lru);
+    }
     a->flags |= A_DEAD;
     if (!(a->flags & (A_QUEUED | A_RUNNING)))
         free(a);
@@ -332,30 +325,46 @@ void sb_rt_destroy(sb_rt_t *rt)
     for (sb_actor_t *a; (a = rq_pop(rt));)
         if (a->flags & A_DEAD)
             free(a);
-    for (size_t i = 0; i < rt->cap;) {
-        if (rt->table[i])
-            actor_finish(rt, rt->table[i]); /* backward shift may refill slot i: look again */
-        else
-            i++;
-    }
+    /* Every actor, then each stopped: stopping one takes it out of the table, which may shrink under an iteration. */
+    size_t n = 0, pos = 0;
+    sb_actor_t **all = sb_malloc((rt->table.n ? rt->table.n : 1) * sizeof *all);
+    for (sb_hnode_t *node; (node = sb_htable_next(&rt->table, &pos));)
+        all[n++] = sb_container_of(node, sb_actor_t, idnode);
+    for (size_t i = 0; i < n; i++)
+        actor_finish(rt, all[i]);
+    free(all);
     SB_BUG_ON(rt->heap_len != 0);
     free(rt->heap);
-    free(rt->table);
+    sb_htable_cleanup(&rt->table);
+    sb_htable_cleanup(&rt->keyed);
     free(rt);
 }
 
 void sb_rt_set_time(sb_rt_t *rt, uint64_t now_ms) { rt->now = now_ms; }
+void sb_rt_set_env(sb_rt_t *rt, void *env) { rt->env = env; }
+void *sb_rt_env(const sb_rt_t *rt) { return rt->env; }
+void sb_rt_set_idle_timeout(sb_rt_t *rt, uint64_t ms) { rt->idle_timeout = ms; }
 uint64_t sb_rt_time(const sb_rt_t *rt) { return rt->now; }
 unsigned sb_rt_shard(const sb_rt_t *rt) { return rt->shard; }
 
-int sb_rt_spawn(sb_rt_t *rt, const sb_actor_kind_t *kind, const void *arg, sb_actor_id_t *id)
+/* Spawns an actor; keyed (into the key table and the idle list) when key is not NULL. */
+static int spawn(sb_rt_t *rt, const sb_actor_kind_t *kind, const void *arg, const uint64_t *key, sb_actor_id_t *id)
 {
     sb_actor_t *a = sb_calloc(1, sizeof *a + kind->state_size);
     a->id = ((sb_actor_id_t)rt->shard << SB_ACTOR_LOCAL_BITS) | ++rt->next_local;
     a->kind = kind;
     a->rt = rt;
     a->arg = arg;
-    table_put(rt, a);
+    a->idnode.hash = sb_hash_u64(a->id);
+    sb_htable_insert(&rt->table, &a->idnode);
+    sb_list_init(&a->lru);
+    if (key) {
+        a->key = *key;
+        a->keynode.hash = kkey_hash(kind, *key);
+        sb_htable_insert(&rt->keyed, &a->keynode);
+        a->last_active = rt->now;
+        sb_list_push_back(&rt->idle, &a->lru);
+    }
     if (kind->init) {
         sb_actor_t *prev = rt->current;
         a->flags |= A_RUNNING;
@@ -382,6 +391,36 @@ int sb_rt_spawn(sb_rt_t *rt, const sb_actor_kind_t *kind, const void *arg, sb_ac
     return 0;
 }
 
+int sb_rt_spawn(sb_rt_t *rt, const sb_actor_kind_t *kind, const void *arg, sb_actor_id_t *id)
+{
+    return spawn(rt, kind, arg, NULL, id);
+}
+
+sb_actor_id_t sb_rt_find(const sb_rt_t *rt, const sb_actor_kind_t *kind, uint64_t key)
+{
+    sb_actor_t *a = keyed_get(rt, kind, key);
+    return a && !(a->flags & (A_DEAD | A_STOPPING)) ? a->id : 0;
+}
+
+int sb_rt_ensure(sb_rt_t *rt, const sb_actor_kind_t *kind, uint64_t key, sb_actor_id_t *id)
+{
+    sb_actor_t *a = keyed_get(rt, kind, key);
+    if (a && !(a->flags & (A_DEAD | A_STOPPING))) {
+        if (id)
+            *id = a->id;
+        return 0;
+    }
+    if (a) /* stopping: it leaves the key to its successor now */
+        sb_htable_remove(&rt->keyed, &a->keynode), sb_list_remove(&a->lru);
+    sb_actor_id_t got = 0;
+    int rc = spawn(rt, kind, NULL, &key, &got);
+    if (rc == 0 && got)
+        rt->activations++;
+    if (id)
+        *id = got;
+    return rc < 0 ? rc : got ? 0 : SB_ENOENT;
+}
+
 int sb_rt_kill(sb_rt_t *rt, sb_actor_id_t id)
 {
     sb_actor_t *a = sb_actor_id_shard(id) == rt->shard ? table_get(rt, id) : NULL;
@@ -402,6 +441,8 @@ sb_msg_t *sb_msg_new(uint32_t type, size_t len)
     sb_msg_t *msg = sb_malloc(sizeof *msg + len);
     msg->next = NULL;
     msg->to = msg->from = 0;
+    msg->kind = NULL;
+    msg->key = 0;
     msg->type = type;
     msg->len = (uint32_t)len;
     return msg;
@@ -414,6 +455,7 @@ int sb_rt_post(sb_rt_t *rt, sb_actor_id_t from, sb_actor_id_t to, sb_msg_t *msg)
     unsigned shard = sb_actor_id_shard(to);
     msg->from = from;
     msg->to = to;
+    msg->kind = NULL;
     if (shard != rt->shard) {
         int rc = rt->port.remote_send ? rt->port.remote_send(rt->port.ctx, shard, msg) : SB_ENOENT;
         if (rc < 0) {
@@ -440,8 +482,52 @@ int sb_rt_send(sb_rt_t *rt, sb_actor_id_t from, sb_actor_id_t to, uint32_t type,
     return sb_rt_post(rt, from, to, msg);
 }
 
+/* A message for (kind, key) on this runtime: to the actor, activated if need be. */
+static int deliver_key(sb_rt_t *rt, sb_msg_t *msg)
+{
+    sb_actor_id_t id;
+    int rc = sb_rt_ensure(rt, msg->kind, msg->key, &id);
+    if (rc < 0) {
+        sb_msg_free(msg);
+        rt->dead_letters++;
+        return rc;
+    }
+    msg->to = id;
+    mailbox_put(rt, table_get(rt, id), msg);
+    return 0;
+}
+
+int sb_rt_post_key(sb_rt_t *rt, unsigned shard, const sb_actor_kind_t *kind, uint64_t key, sb_msg_t *msg)
+{
+    msg->to = 0;
+    msg->kind = kind;
+    msg->key = key;
+    if (shard == rt->shard)
+        return deliver_key(rt, msg);
+    int rc = rt->port.remote_send ? rt->port.remote_send(rt->port.ctx, shard, msg) : SB_ENOENT;
+    if (rc < 0) {
+        sb_msg_free(msg);
+        rt->dead_letters++;
+    }
+    return rc;
+}
+
+int sb_rt_send_key(sb_rt_t *rt, unsigned shard, const sb_actor_kind_t *kind, uint64_t key, uint32_t type,
+                   const void *data, size_t len)
+{
+    sb_msg_t *msg = sb_msg_new(type, len);
+    if (len)
+        memcpy(msg->data, data, len);
+    msg->from = 0;
+    return sb_rt_post_key(rt, shard, kind, key, msg);
+}
+
 void sb_rt_deliver(sb_rt_t *rt, sb_msg_t *msg)
 {
+    if (!msg->to && msg->kind) {
+        deliver_key(rt, msg);
+        return;
+    }
     sb_actor_t *a = table_get(rt, msg->to);
     if (!a || (a->flags & A_STOPPING)) {
         sb_msg_free(msg);
@@ -555,6 +641,11 @@ size_t sb_rt_run(sb_rt_t *rt, size_t max)
         }
         rt->current = NULL;
         a->flags &= (uint16_t)~A_RUNNING;
+        if (sb_list_linked(&a->lru)) { /* keyed: now the most recently active */
+            a->last_active = rt->now;
+            sb_list_remove(&a->lru);
+            sb_list_push_back(&rt->idle, &a->lru);
+        }
         if (a->flags & A_STOPPING)
             actor_finish(rt, a);
         else if (a->mb_head && !(a->flags & A_SUSPENDED))
@@ -606,14 +697,47 @@ size_t sb_rt_fire_timers(sb_rt_t *rt)
     return fired;
 }
 
+size_t sb_rt_passivate(sb_rt_t *rt)
+{
+    size_t gone = 0;
+    if (!rt->idle_timeout)
+        return 0;
+    sb_list_t refused;
+    sb_list_init(&refused);
+    for (sb_list_t *l; (l = sb_list_first(&rt->idle));) {
+        sb_actor_t *a = sb_container_of(l, sb_actor_t, lru);
+        if (rt->now - a->last_active < rt->idle_timeout)
+            break; /* the rest were active later */
+        sb_list_remove(l);
+        if ((a->flags & (A_QUEUED | A_RUNNING | A_SUSPENDED)) || a->mb_head ||
+            (a->kind->can_passivate && !a->kind->can_passivate(a, a->state))) {
+            a->last_active = rt->now; /* asked again one idle timeout from now */
+            sb_list_push_back(&refused, l);
+            continue;
+        }
+        sb_list_push_back(&rt->idle, l); /* actor_finish takes it off again */
+        actor_finish(rt, a);
+        rt->passivations++;
+        gone++;
+    }
+    sb_list_foreach_safe(it, nx, &refused)
+    {
+        sb_list_remove(it);
+        sb_list_push_back(&rt->idle, it);
+    }
+    return gone;
+}
+
 void sb_rt_get_stats(const sb_rt_t *rt, sb_rt_stats_t *out)
 {
-    out->actors = rt->count;
+    out->actors = rt->table.n;
     out->mailbox_depth = rt->mailbox_depth;
     out->processed = rt->processed;
     out->restarts = rt->restarts;
     out->dead_letters = rt->dead_letters;
     out->timers = rt->heap_len;
+    out->activations = rt->activations;
+    out->passivations = rt->passivations;
 }
 
 static void fill_info(const sb_actor_t *a, sb_actor_info_t *out)
@@ -627,10 +751,10 @@ static void fill_info(const sb_actor_t *a, sb_actor_info_t *out)
 
 void sb_rt_foreach(const sb_rt_t *rt, bool (*cb)(void *arg, const sb_actor_info_t *info), void *arg)
 {
-    for (size_t i = 0; i < rt->cap; i++) {
-        if (rt->table[i]) {
+    for (size_t i = 0; i < rt->table.cap; i++) {
+        if (rt->table.slots[i]) {
             sb_actor_info_t info;
-            fill_info(rt->table[i], &info);
+            fill_info(sb_container_of(rt->table.slots[i], sb_actor_t, idnode), &info);
             if (!cb(arg, &info))
                 return;
         }
@@ -650,6 +774,7 @@ int sb_rt_actor_info(const sb_rt_t *rt, sb_actor_id_t id, sb_actor_info_t *out)
 
 sb_actor_id_t sb_actor_self(const sb_actor_t *a) { return a->id; }
 sb_rt_t *sb_actor_rt(const sb_actor_t *a) { return a->rt; }
+uint64_t sb_actor_key(const sb_actor_t *a) { return a->key; }
 
 int sb_actor_send(sb_actor_t *a, sb_actor_id_t to, uint32_t type, const void *data, size_t len)
 {

@@ -12,7 +12,15 @@
  * Supervision: a handler (or init) that returns a negative code has failed. The message is dropped, the kind's stop()
  * runs, the state is zeroed and init() runs again with the spawn argument; the actor keeps its id, mailbox and
  * place. Restarts are counted. A fourth failure within a second of the previous one suspends the actor (its mailbox
- * keeps filling) for a backoff that doubles per further failure, from 10 ms up to 30 s. */
+ * keeps filling) for a backoff that doubles per further failure, from 10 ms up to 30 s.
+ *
+ * Keyed actors: an actor may be spawned under a key (a 64-bit number, unique per kind on its runtime: a tenant id,
+ * a channel id). sb_rt_ensure finds it by key or spawns it, and a message can be sent to a key on any shard
+ * (sb_rt_post_key): the actor is activated where the key lives when the first message arrives. A keyed actor idle
+ * for the runtime's idle timeout is passivated (its kind may refuse while it has work in flight): stop() runs, its
+ * memory is returned, and the next message to its key activates a new one, which loads its state again. Keyed
+ * actors find what they need (their ports) through the runtime's environment pointer (sb_rt_env), set by the
+ * shard. */
 #ifndef SB_ACTOR_H
 #define SB_ACTOR_H
 
@@ -34,10 +42,14 @@ static inline unsigned sb_actor_id_shard(sb_actor_id_t id) { return (unsigned)(i
  * their own messages from 1. */
 enum { SB_MSG_TIMER = 0 };
 
+typedef struct sb_actor_kind sb_actor_kind_t;
+
 typedef struct sb_msg {
     sb_mpsc_node_t qnode;  /* cross-shard queue link */
     struct sb_msg *next;   /* mailbox link */
-    sb_actor_id_t to;
+    sb_actor_id_t to;      /* 0 when the message is for a key: */
+    const sb_actor_kind_t *kind;
+    uint64_t key;
     sb_actor_id_t from;
     uint32_t type;
     uint32_t len;          /* payload bytes */
@@ -48,10 +60,11 @@ typedef struct sb_msg {
  * it after the handler returns. */
 typedef int (*sb_actor_handler_fn)(sb_actor_t *a, void *state, sb_msg_t *msg);
 
-typedef struct sb_actor_kind {
+struct sb_actor_kind {
     const char *name;
     size_t state_size;                     /* zeroed state the runtime allocates with the actor */
-    /* Called at spawn and at every restart. arg is the spawn argument, borrowed: it must outlive the actor. */
+    /* Called at spawn and at every restart. arg is the spawn argument, borrowed: it must outlive the actor (NULL for
+     * an actor spawned by key: it has sb_actor_key() and sb_rt_env() instead). */
     int (*init)(sb_actor_t *a, void *state, const void *arg);
     /* handlers[type] handles messages of that type; a type past nhandlers or with a NULL entry goes to
      * unhandled (if set) or is dropped and counted as a dead letter. */
@@ -60,7 +73,10 @@ typedef struct sb_actor_kind {
     sb_actor_handler_fn unhandled;
     /* Called before a restart and when the actor stops; releases what init and the handlers acquired. */
     void (*stop)(sb_actor_t *a, void *state);
-} sb_actor_kind_t;
+    /* Keyed actors idle for the idle timeout: may this one be passivated now? NULL: always. An actor that says no
+     * (work in flight) is asked again one idle timeout later. */
+    bool (*can_passivate)(sb_actor_t *a, void *state);
+};
 
 /* The port through which the runtime reaches other shards. remote_send takes ownership of msg when it returns 0;
  * on error the runtime frees msg. wake is called when the run queue goes from empty to non-empty or the earliest
@@ -78,6 +94,8 @@ typedef struct sb_rt_stats {
     uint64_t restarts;       /* supervisor restarts since start */
     uint64_t dead_letters;   /* messages dropped: unknown target, no handler, stopped actor */
     uint64_t timers;         /* armed timers */
+    uint64_t activations;    /* keyed actors spawned by key since start */
+    uint64_t passivations;   /* keyed actors passivated since start */
 } sb_rt_stats_t;
 
 /* Creates the runtime of shard `shard`. port is copied. Never fails (allocation failure aborts). */
@@ -95,6 +113,28 @@ int sb_rt_spawn(sb_rt_t *rt, const sb_actor_kind_t *kind, const void *arg, sb_ac
 /* Stops an actor of this runtime: at once if it is not running, else after its current message. Pending messages
  * are dropped. Returns 0 or SB_ENOENT. */
 int sb_rt_kill(sb_rt_t *rt, sb_actor_id_t id);
+
+/* ---- keyed actors ---- */
+
+/* The environment keyed actors find their ports in (set by the shard; NULL by default). */
+void sb_rt_set_env(sb_rt_t *rt, void *env);
+void *sb_rt_env(const sb_rt_t *rt);
+/* Keyed actors idle this long (ms) are passivated by sb_rt_passivate; 0 (the default): never. */
+void sb_rt_set_idle_timeout(sb_rt_t *rt, uint64_t ms);
+/* The keyed actor (kind, key) of this runtime, or 0. */
+sb_actor_id_t sb_rt_find(const sb_rt_t *rt, const sb_actor_kind_t *kind, uint64_t key);
+/* Finds the keyed actor (kind, key) or spawns it (init with arg NULL). Returns 0 and its id in *id (may be NULL), or
+ * init's error (nothing is spawned). */
+int sb_rt_ensure(sb_rt_t *rt, const sb_actor_kind_t *kind, uint64_t key, sb_actor_id_t *id);
+/* Sends msg to the keyed actor (kind, key) on shard `shard` (this one or another), activating it there if needed.
+ * Takes ownership of msg. Returns 0, or an error (the activation failed here; the remote port's error). */
+int sb_rt_post_key(sb_rt_t *rt, unsigned shard, const sb_actor_kind_t *kind, uint64_t key, sb_msg_t *msg);
+/* Copies len bytes of data into a new message for the keyed actor and posts it (from = 0). */
+int sb_rt_send_key(sb_rt_t *rt, unsigned shard, const sb_actor_kind_t *kind, uint64_t key, uint32_t type,
+                   const void *data, size_t len);
+/* Passivates the keyed actors idle for the idle timeout that may go (oldest first). Returns how many went. The
+ * shard calls it about once a second. */
+size_t sb_rt_passivate(sb_rt_t *rt);
 
 /* Allocates a message with len payload bytes (uninitialized). */
 sb_msg_t *sb_msg_new(uint32_t type, size_t len);
@@ -137,6 +177,8 @@ int sb_rt_actor_info(const sb_rt_t *rt, sb_actor_id_t id, sb_actor_info_t *out);
 /* --- calls for an actor, from inside its own handlers --- */
 sb_actor_id_t sb_actor_self(const sb_actor_t *a);
 sb_rt_t *sb_actor_rt(const sb_actor_t *a);
+/* The key of a keyed actor (0 for one spawned without). */
+uint64_t sb_actor_key(const sb_actor_t *a);
 /* Sends from this actor (sb_rt_send with from = self). */
 int sb_actor_send(sb_actor_t *a, sb_actor_id_t to, uint32_t type, const void *data, size_t len);
 /* Stops this actor after the current message. */

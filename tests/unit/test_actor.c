@@ -1,6 +1,6 @@
 /* Unit tests of the actor runtime (actors/actor.c) and the MPSC queue (actors/mpsc.c): ordering, cross-shard
- * delivery over real threads, budget fairness, timers, supervision with backoff, stop, and the actor table under
- * churn. The runtime is driven by hand with a fake clock and a fake cross-shard port. */
+ * delivery over real threads, budget fairness, timers, supervision with backoff, stop, the actor table under
+ * churn, and keyed actors: activation by key (also from another shard), passivation of the idle ones. The runtime is driven by hand with a fake clock and a fake cross-shard port. */
 #include "actors/actor.h"
 #include "actors/mpsc.h"
 #include "proto/err.h"
@@ -427,9 +427,145 @@ TEST(cross_shard)
     sb_rt_destroy(xs.rt[1]);
 }
 
+/* ---- keyed actors and passivation ---------------------------------------------------------------------------- */
+
+typedef struct kst {
+    uint64_t key, got, busy;
+} kst_t;
+
+typedef struct kenv {
+    int inits, stops;
+    uint64_t last_key;
+} kenv_t;
+
+static int k_init(sb_actor_t *a, void *state, const void *arg)
+{
+    kst_t *s = state;
+    kenv_t *env = sb_rt_env(sb_actor_rt(a));
+    s->key = sb_actor_key(a);
+    env->inits++;
+    env->last_key = s->key;
+    return arg == NULL ? 0 : SB_EINVAL; /* keyed spawns get no argument */
+}
+
+static void k_stop(sb_actor_t *a, void *state)
+{
+    (void)state;
+    ((kenv_t *)sb_rt_env(sb_actor_rt(a)))->stops++;
+}
+
+static int k_num(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    (void)a;
+    kst_t *s = state;
+    uint64_t v;
+    memcpy(&v, m->data, sizeof v);
+    s->got++;
+    s->busy = v == 99; /* 99: "work in flight", refuses passivation */
+    return 0;
+}
+
+static bool k_can_passivate(sb_actor_t *a, void *state)
+{
+    (void)a;
+    return !((kst_t *)state)->busy;
+}
+
+static const sb_actor_handler_fn k_handlers[] = {[MSG_NUM] = k_num};
+static const sb_actor_kind_t keyed_kind = {.name = "keyed", .state_size = sizeof(kst_t), .init = k_init,
+                                           .handlers = k_handlers, .nhandlers = 2, .stop = k_stop,
+                                           .can_passivate = k_can_passivate};
+static const sb_actor_kind_t other_kind = {.name = "other", .state_size = sizeof(kst_t), .init = k_init,
+                                           .handlers = k_handlers, .nhandlers = 2, .stop = k_stop};
+
+TEST(keyed_and_passivation)
+{
+    kenv_t env = {0};
+    sb_rt_t *rt = sb_rt_create(0, NULL);
+    sb_rt_set_env(rt, &env);
+    sb_rt_set_idle_timeout(rt, 1000);
+    sb_rt_set_time(rt, 10);
+    ok(sb_rt_find(rt, &keyed_kind, 7) == 0, "no actor for key 7 yet");
+    uint64_t one = 1;
+    is_int(sb_rt_send_key(rt, 0, &keyed_kind, 7, MSG_NUM, &one, sizeof one), 0, "a message to key 7 activates it");
+    sb_actor_id_t a7 = sb_rt_find(rt, &keyed_kind, 7);
+    ok(a7 != 0 && env.inits == 1 && env.last_key == 7, "the actor exists, initialised with its key and no argument");
+    sb_rt_send_key(rt, 0, &keyed_kind, 7, MSG_NUM, &one, sizeof one);
+    sb_actor_id_t again;
+    is_int(sb_rt_ensure(rt, &keyed_kind, 7, &again), 0, "ensure finds it");
+    ok(again == a7 && env.inits == 1, "the same actor: one activation per key");
+    sb_rt_ensure(rt, &other_kind, 7, NULL);
+    ok(sb_rt_find(rt, &other_kind, 7) != a7 && env.inits == 2, "another kind's key 7 is another actor");
+    sb_rt_run(rt, 100);
+    sb_actor_info_t info;
+    ok(sb_rt_actor_info(rt, a7, &info) == 0 && info.mailbox == 0, "both messages handled");
+
+    uint64_t busy = 99;
+    sb_rt_send_key(rt, 0, &keyed_kind, 8, MSG_NUM, &busy, sizeof busy);
+    sb_rt_run(rt, 100);
+    sb_rt_set_time(rt, 500);
+    is_int((long long)sb_rt_passivate(rt), 0, "nobody idle long enough yet");
+    sb_rt_send_key(rt, 0, &keyed_kind, 7, MSG_NUM, &one, sizeof one); /* 7 active at 500 */
+    sb_rt_run(rt, 100);
+    sb_rt_set_time(rt, 1200);
+    is_int((long long)sb_rt_passivate(rt), 1, "at 1200: the other kind's actor (idle since 10) goes; 8 refuses (busy)");
+    ok(sb_rt_find(rt, &other_kind, 7) == 0 && env.stops == 1, "passivated: stop() ran, the key is free");
+    ok(sb_rt_find(rt, &keyed_kind, 8) != 0, "the busy one stays");
+    sb_rt_set_time(rt, 1600);
+    is_int((long long)sb_rt_passivate(rt), 1, "at 1600: 7 (idle since 500) goes");
+    sb_rt_set_time(rt, 2300);
+    is_int((long long)sb_rt_passivate(rt), 0, "8, asked again a timeout after it refused, is still busy");
+    uint64_t done = 2;
+    sb_rt_send_key(rt, 0, &keyed_kind, 8, MSG_NUM, &done, sizeof done);
+    sb_rt_run(rt, 100);
+    sb_rt_set_time(rt, 3400);
+    is_int((long long)sb_rt_passivate(rt), 1, "no longer busy and idle: it goes");
+    sb_rt_stats_t st;
+    sb_rt_get_stats(rt, &st);
+    ok(st.actors == 0 && st.activations == 3 && st.passivations == 3, "no actor left; 3 activations, 3 passivations");
+    is_int(sb_rt_send_key(rt, 0, &keyed_kind, 7, MSG_NUM, &one, sizeof one), 0, "a message to 7 again");
+    ok(sb_rt_find(rt, &keyed_kind, 7) != 0 && sb_rt_find(rt, &keyed_kind, 7) != a7 && env.inits == 4,
+       "activates a new actor (a new id), which loads its state again");
+    ok(sb_rt_send(rt, 0, a7, MSG_NUM, &one, sizeof one) == SB_ENOENT, "the old id misses");
+    sb_rt_destroy(rt);
+    is_int(env.stops, 4, "destroy stops the rest");
+}
+
+/* Keyed messages to another shard travel through the port and activate the actor there. */
+static sb_rt_t *peer_rt;
+
+static int to_peer(void *ctx, unsigned shard, sb_msg_t *msg)
+{
+    (void)ctx;
+    if (shard != 1)
+        return SB_ENOENT;
+    sb_rt_deliver(peer_rt, msg);
+    return 0;
+}
+
+TEST(keyed_cross_shard)
+{
+    kenv_t env0 = {0}, env1 = {0};
+    sb_rt_port_t port = {.remote_send = to_peer};
+    sb_rt_t *rt0 = sb_rt_create(0, &port);
+    peer_rt = sb_rt_create(1, NULL);
+    sb_rt_set_env(rt0, &env0);
+    sb_rt_set_env(peer_rt, &env1);
+    uint64_t one = 1;
+    is_int(sb_rt_send_key(rt0, 1, &keyed_kind, 42, MSG_NUM, &one, sizeof one), 0, "sent to key 42 on shard 1");
+    ok(env0.inits == 0 && env1.inits == 1 && sb_rt_find(peer_rt, &keyed_kind, 42) != 0,
+       "activated on shard 1, with shard 1's environment");
+    ok(sb_actor_id_shard(sb_rt_find(peer_rt, &keyed_kind, 42)) == 1, "its id names shard 1");
+    is_int(sb_rt_send_key(rt0, 5, &keyed_kind, 1, MSG_NUM, &one, sizeof one), SB_ENOENT, "an unknown shard: error");
+    sb_rt_destroy(rt0);
+    sb_rt_destroy(peer_rt);
+}
+
 int main(void)
 {
     RUN(same_shard_order);
+    RUN(keyed_and_passivation);
+    RUN(keyed_cross_shard);
     RUN(unknown_target_and_type);
     RUN(fairness);
     RUN(actor_info);
