@@ -815,7 +815,7 @@ void sb_outbound_classify(sb_channel_type_t ch, const sb_http_client_res_t *res,
         }
         if (out->outcome == SB_OUTBOUND_RETRY && res->retry_after_s >= 0)
             out->retry_after_s =
-                res->retry_after_s > SB_OUTBOUND_RETRY_AFTER_MAX_S ? SB_OUTBOUND_RETRY_AFTER_MAX_S : res->retry_after_s;
+                res->retry_after_s > SB_RETRY_AFTER_MAX_S ? SB_RETRY_AFTER_MAX_S : res->retry_after_s;
     }
     json_decref(j);
 }
@@ -848,28 +848,3 @@ int sb_outbound_status_normalize(sb_channel_type_t ch, sb_str_t status, const ch
 }
 
 /* ---- retries -------------------------------------------------------------------------------------------------- */
-
-uint64_t sb_outbound_backoff_ceiling_ms(unsigned attempt)
-{
-    uint64_t c = SB_OUTBOUND_BACKOFF_BASE_MS;
-    for (unsigned i = 1; i < attempt && c < SB_OUTBOUND_BACKOFF_CAP_MS; i++)
-        c *= SB_OUTBOUND_BACKOFF_FACTOR;
-    return c < SB_OUTBOUND_BACKOFF_CAP_MS ? c : SB_OUTBOUND_BACKOFF_CAP_MS;
-}
-
-uint64_t sb_outbound_backoff_ms(unsigned attempt, int retry_after_s, uint64_t rnd)
-{
-    uint64_t delay = rnd % (sb_outbound_backoff_ceiling_ms(attempt) + 1);
-    if (retry_after_s >= 0) {
-        uint64_t ra = (uint64_t)(retry_after_s > SB_OUTBOUND_RETRY_AFTER_MAX_S ? SB_OUTBOUND_RETRY_AFTER_MAX_S
-                                                                               : retry_after_s) * 1000;
-        if (ra > delay)
-            delay = ra;
-    }
-    return delay;
-}
-
-bool sb_outbound_may_retry(unsigned attempts)
-{
-    return attempts < SB_OUTBOUND_MAX_ATTEMPTS;
-}

@@ -29,6 +29,7 @@
 
 #include "adapters/http_client.h"
 #include "proto/event.h"
+#include "proto/retry.h"
 #include "proto/str.h"
 
 #include <stdbool.h>
@@ -51,11 +52,6 @@
 #define SB_OUTBOUND_MAX_CODE 31             /* bytes in an error code */
 #define SB_OUTBOUND_MAX_ERRMSG 255          /* bytes in an error message taken from a provider */
 
-#define SB_OUTBOUND_MAX_ATTEMPTS 6          /* sends of one message in all, the first included */
-#define SB_OUTBOUND_BACKOFF_BASE_MS 1000    /* the ceiling of the first retry's delay */
-#define SB_OUTBOUND_BACKOFF_FACTOR 4        /* ceiling growth per attempt: 1, 4, 16, 64, 256 s, then the cap */
-#define SB_OUTBOUND_BACKOFF_CAP_MS 300000   /* 5 minutes */
-#define SB_OUTBOUND_RETRY_AFTER_MAX_S 3600  /* a longer Retry-After is taken as this */
 
 /* ---- the message -------------------------------------------------------------------------------------------- */
 
@@ -189,7 +185,7 @@ const char *sb_outbound_outcome_name(sb_outbound_outcome_t o);
 typedef struct sb_outbound_result {
     sb_outbound_outcome_t outcome;
     int http_status;          /* the response's status, 0 when there was none */
-    int retry_after_s;        /* RETRY with a Retry-After header: its seconds (at most SB_OUTBOUND_RETRY_AFTER_MAX_S);
+    int retry_after_s;        /* RETRY with a Retry-After header: its seconds (at most SB_RETRY_AFTER_MAX_S);
                                * else -1 */
     bool endpoint_fault;      /* the endpoint itself looks unwell (no connection, timeout, reset, garbage, 5xx), as
                                * opposed to refusing this message or this sender's pace: what a circuit breaker
@@ -252,22 +248,5 @@ void sb_outbound_classify(sb_channel_type_t channel, const sb_http_client_res_t 
  *                           news about delivery)
  * Exact, case-sensitive. Returns 0 (*out set), SB_ENOENT, SB_EPARSE (unknown status) or -ENOTSUP (channel). */
 int sb_outbound_status_normalize(sb_channel_type_t channel, sb_str_t status, const char **out);
-
-/* ---- retries ------------------------------------------------------------------------------------------------ */
-
-/* The largest delay before the send that follows attempt number `attempt` (1 = after the first send failed):
- * min(SB_OUTBOUND_BACKOFF_CAP_MS, SB_OUTBOUND_BACKOFF_BASE_MS * SB_OUTBOUND_BACKOFF_FACTOR^(attempt - 1)).
- * Non-decreasing in attempt; attempt 0 counts as 1. */
-uint64_t sb_outbound_backoff_ceiling_ms(unsigned attempt);
-
-/* The delay before the send that follows attempt number `attempt`, with full jitter: rnd (a uniformly random 64-bit
- * value from the caller's source, so tests can fix it) picks a delay in [0, ceiling] (rnd % (ceiling + 1)). When
- * retry_after_s >= 0 (the provider's Retry-After) and is longer, it wins (capped at SB_OUTBOUND_RETRY_AFTER_MAX_S).
- * Pure. */
-uint64_t sb_outbound_backoff_ms(unsigned attempt, int retry_after_s, uint64_t rnd);
-
-/* True when a message that has been sent `attempts` times and got RETRY may be sent again (attempts <
- * SB_OUTBOUND_MAX_ATTEMPTS); false means dead letter. */
-bool sb_outbound_may_retry(unsigned attempts);
 
 #endif

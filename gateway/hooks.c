@@ -199,7 +199,7 @@ static void fail_and_wait(hook_t *h, int retry_after_s, const char *why)
     if (sb_crypto_random(&r, sizeof r) < 0)
         r = uv_hrtime();
     h->attempt++;
-    uint64_t ms = sb_outbound_backoff_ms(h->attempt, retry_after_s, r);
+    uint64_t ms = sb_retry_backoff_ms(h->attempt, retry_after_s, r);
     if (h->at < h->npage) { /* not past the head event's max age: then it goes to the dead letters, on time */
         uint64_t now = uv_now(sb_shard_loop(h->s)), expires = h->page[h->at].expires_ms;
         uint64_t left = expires > now ? expires - now : 0;

@@ -374,8 +374,8 @@ static void answered(void *arg, const sb_http_client_res_t *res)
         finish(j, "failed", r.provider_id, r.error_code, r.error_message, false, 0);
         break;
     case SB_OUTBOUND_RETRY:
-        if (sb_outbound_may_retry(j->attempt)) {
-            uint64_t ms = sb_outbound_backoff_ms(j->attempt, r.retry_after_s, random_u64());
+        if (sb_retry_may(j->attempt)) {
+            uint64_t ms = sb_retry_backoff_ms(j->attempt, r.retry_after_s, random_u64());
             finish(j, "retrying", NULL, r.error_code, r.error_message, true, ms);
         } else {
             finish(j, "dead", NULL, r.error_code, r.error_message, false, 0);
