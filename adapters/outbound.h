@@ -14,7 +14,7 @@
  * Flow: POST /v1/messages (or the inbox "send") calls sb_outbound_validate before anything is stored and answers 400
  * with its error; the session actor later calls sb_outbound_build with the channel's decrypted credentials, sends,
  * and calls sb_outbound_classify on the answer: SENT records the provider id, FAILED records the provider's error,
- * RETRY waits sb_outbound_backoff_ms and sends again (at most SB_OUTBOUND_MAX_ATTEMPTS in all, then dead letter),
+ * RETRY waits sb_retry_backoff_ms and sends again (at most SB_RETRY_MAX_ATTEMPTS in all, then dead letter),
  * UNKNOWN must not be sent again blindly: the provider may have the message (status "unknown", reconciled).
  *
  * Addresses. Recipients are E.164: '+', then 8 to 15 digits, the first not 0. For twilio_whatsapp the recipient may
