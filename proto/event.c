@@ -1,7 +1,9 @@
 /* The normalized event model; see event.h. */
 #include "proto/event.h"
 
+#include "proto/err.h"
 #include "proto/mem.h"
+#include "proto/str.h"
 
 #include <jansson.h>
 
@@ -101,4 +103,145 @@ json_t *sb_event_json(const sb_event_t *ev)
     }
     json_object_set_new(o, "media", media);
     return o;
+}
+
+static char *dup_member(const json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v ? sb_strdup(v) : NULL;
+}
+
+int sb_event_from_json(const json_t *j, sb_event_t *ev)
+{
+    memset(ev, 0, sizeof *ev);
+    const char *kind = json_string_value(json_object_get(j, "kind"));
+    if (!kind || !json_is_string(json_object_get(j, "provider_id")))
+        return SB_EPARSE;
+    ev->kind = strcmp(kind, "status") == 0 ? SB_EV_STATUS : SB_EV_MESSAGE;
+    const char *ch = json_string_value(json_object_get(j, "channel"));
+    ev->channel = ch ? sb_channel_type_parse(ch) : SB_CH_NONE;
+    ev->account = dup_member(j, "account");
+    ev->provider_id = dup_member(j, "provider_id");
+    ev->timestamp = json_integer_value(json_object_get(j, "timestamp"));
+    if (ev->kind == SB_EV_STATUS) {
+        ev->status = dup_member(j, "status");
+        ev->error_code = dup_member(j, "error_code");
+        ev->error_message = dup_member(j, "error_message");
+        if (!ev->status) {
+            sb_event_cleanup(ev);
+            return SB_EPARSE;
+        }
+        return 0;
+    }
+    ev->from = dup_member(j, "from");
+    ev->to = dup_member(j, "to");
+    ev->body = dup_member(j, "body");
+    ev->profile_name = dup_member(j, "profile_name");
+    const json_t *media = json_object_get(j, "media");
+    for (size_t i = 0; i < json_array_size(media) && ev->nmedia < SB_EVENT_MAX_MEDIA; i++) {
+        const json_t *m = json_array_get(media, i);
+        ev->media[ev->nmedia].url = dup_member(m, "url");
+        ev->media[ev->nmedia].id = dup_member(m, "id");
+        ev->media[ev->nmedia].content_type = dup_member(m, "content_type");
+        ev->nmedia++;
+    }
+    if (!ev->from) {
+        sb_event_cleanup(ev);
+        return SB_EPARSE;
+    }
+    if (!ev->body)
+        ev->body = sb_strdup("");
+    return 0;
+}
+
+void sb_event_media_json(const sb_event_t *ev, sb_buf_t *out)
+{
+    static const char *const names[] = {"url", "id", "content_type"};
+    sb_buf_puts(out, "[");
+    for (size_t i = 0; i < ev->nmedia; i++) {
+        const char *v[3] = {ev->media[i].url, ev->media[i].id, ev->media[i].content_type};
+        sb_buf_puts(out, i ? ",{" : "{");
+        bool first = true;
+        for (int k = 0; k < 3; k++) {
+            if (!v[k])
+                continue;
+            sb_buf_printf(out, "%s\"%s\":\"", first ? "" : ",", names[k]);
+            sb_buf_json_escape(out, sb_str_cstr(v[k]));
+            sb_buf_puts(out, "\"");
+            first = false;
+        }
+        sb_buf_puts(out, "}");
+    }
+    sb_buf_puts(out, "]");
+}
+
+/* ---- packing: kind, channel, nmedia (one byte each), timestamp (8), then each string as a 4-byte length (0xffffffff
+ * for NULL) and its bytes, in a fixed order ---------------------------------------------------------------------- */
+
+#define NSTR (9 + 3 * SB_EVENT_MAX_MEDIA)
+
+/* The event's string fields, in packing order. */
+static void string_slots(sb_event_t *ev, char **slots[NSTR])
+{
+    char **fixed[9] = {&ev->account, &ev->provider_id, &ev->from,       &ev->to,           &ev->body,
+                       &ev->profile_name, &ev->status, &ev->error_code, &ev->error_message};
+    memcpy(slots, fixed, sizeof fixed);
+    for (size_t i = 0; i < SB_EVENT_MAX_MEDIA; i++) {
+        slots[9 + 3 * i] = &ev->media[i].url;
+        slots[10 + 3 * i] = &ev->media[i].id;
+        slots[11 + 3 * i] = &ev->media[i].content_type;
+    }
+}
+
+void sb_event_pack(const sb_event_t *ev, sb_buf_t *out)
+{
+    unsigned char head[11] = {(unsigned char)ev->kind, (unsigned char)ev->channel, (unsigned char)ev->nmedia};
+    uint64_t ts = (uint64_t)ev->timestamp;
+    memcpy(head + 3, &ts, 8);
+    sb_buf_append(out, head, sizeof head);
+    char **slots[NSTR];
+    string_slots((sb_event_t *)ev, slots); /* read only */
+    for (size_t i = 0; i < NSTR; i++) {
+        const char *v = *slots[i];
+        uint32_t n = v ? (uint32_t)strlen(v) : UINT32_MAX;
+        sb_buf_append(out, &n, 4);
+        if (v)
+            sb_buf_append(out, v, n);
+    }
+}
+
+int sb_event_unpack(const void *p, size_t len, sb_event_t *ev)
+{
+    const unsigned char *b = p;
+    memset(ev, 0, sizeof *ev);
+    if (len < 11 || b[2] > SB_EVENT_MAX_MEDIA)
+        return SB_EPARSE;
+    ev->kind = (sb_event_kind_t)b[0];
+    ev->channel = (sb_channel_type_t)b[1];
+    ev->nmedia = b[2];
+    uint64_t ts;
+    memcpy(&ts, b + 3, 8);
+    ev->timestamp = (int64_t)ts;
+    size_t off = 11;
+    char **slots[NSTR];
+    string_slots(ev, slots);
+    for (size_t i = 0; i < NSTR; i++) {
+        uint32_t n;
+        if (len - off < 4)
+            goto bad;
+        memcpy(&n, b + off, 4);
+        off += 4;
+        if (n == UINT32_MAX)
+            continue;
+        if (len - off < n)
+            goto bad;
+        *slots[i] = sb_strndup((const char *)b + off, n);
+        off += n;
+    }
+    if (off != len || (ev->kind != SB_EV_MESSAGE && ev->kind != SB_EV_STATUS))
+        goto bad;
+    return 0;
+bad:
+    sb_event_cleanup(ev);
+    return SB_EPARSE;
 }

@@ -73,6 +73,21 @@ void sb_event_cleanup(sb_event_t *ev);
 typedef struct json_t json_t;
 json_t *sb_event_json(const sb_event_t *ev);
 
+/* The event read back from its JSON (as sb_event_json writes it: the receipts store that), into *ev (zeroed first;
+ * its strings owned by it). Returns 0, or SB_EPARSE when j is no such object (kind and provider_id are needed). */
+int sb_event_from_json(const json_t *j, sb_event_t *ev);
+
+/* The media of a message event as the JSON array messages and their events carry: [{"url","id","content_type"}]
+ * with absent members left out; appended to out. */
+struct sb_buf;
+void sb_event_media_json(const sb_event_t *ev, struct sb_buf *out);
+
+/* Packs ev into out (appended): a compact binary form for handing an event to an actor in a message. */
+void sb_event_pack(const sb_event_t *ev, struct sb_buf *out);
+/* Reads a packed event (p, len: borrowed) into *ev (zeroed first; its strings owned by it). Returns 0, or SB_EPARSE
+ * when the bytes are not one packed event. */
+int sb_event_unpack(const void *p, size_t len, sb_event_t *ev);
+
 /* A growable list of events (one Meta POST may carry many). */
 typedef struct sb_event_list {
     sb_event_t *v;

@@ -734,3 +734,61 @@ int sb_inbox_encode_error(sb_inbox_fmt_t fmt, sb_str_t code, sb_str_t message, s
     enc_end(&e);
     return 0;
 }
+
+/* ---- batches ---------------------------------------------------------------------------------------------------- */
+
+sb_inbox_batch_t *sb_inbox_batch_new(int64_t tenant, int64_t prev, int64_t first, size_t n, const char *const *types,
+                                     const sb_str_t *data)
+{
+    sb_buf_t frames, frame;
+    sb_buf_init(&frames);
+    sb_buf_init(&frame);
+    size_t *flen = sb_calloc(n ? n : 1, sizeof *flen), bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        frame.len = 0;
+        if (sb_inbox_encode_event(SB_INBOX_JSON, first + (int64_t)i, sb_str_cstr(types[i]), data[i], &frame) == 0) {
+            sb_buf_append(&frames, frame.p, frame.len);
+            flen[i] = frame.len;
+        }
+        bytes += strlen(types[i]) + 1 + data[i].len + 1;
+    }
+    sb_inbox_batch_t *b = sb_malloc(sizeof *b + n * sizeof b->ev[0] + bytes + frames.len + 1);
+    atomic_init(&b->refs, 1);
+    b->tenant = tenant;
+    b->prev = prev;
+    b->n = n;
+    char *w = (char *)&b->ev[n];
+    const char *f = sb_buf_cstr(&frames);
+    for (size_t i = 0; i < n; i++) {
+        size_t tl = strlen(types[i]);
+        b->ev[i].cursor = first + (int64_t)i;
+        memcpy(w, types[i], tl + 1);
+        b->ev[i].type = sb_str(w, tl);
+        w += tl + 1;
+        if (data[i].len)
+            memcpy(w, data[i].p, data[i].len);
+        w[data[i].len] = '\0';
+        b->ev[i].data = sb_str(w, data[i].len);
+        w += data[i].len + 1;
+        if (flen[i])
+            memcpy(w, f, flen[i]);
+        b->ev[i].json = sb_str(w, flen[i]);
+        w += flen[i];
+        f += flen[i];
+    }
+    free(flen);
+    sb_buf_cleanup(&frames);
+    sb_buf_cleanup(&frame);
+    return b;
+}
+
+void sb_inbox_batch_ref(sb_inbox_batch_t *b)
+{
+    atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+}
+
+void sb_inbox_batch_unref(sb_inbox_batch_t *b)
+{
+    if (b && atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+        free(b);
+}

@@ -20,6 +20,8 @@
 
 #include "proto/str.h"
 
+#include <stdatomic.h>
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -113,5 +115,29 @@ void sb_inbox_encode_pong(sb_inbox_fmt_t fmt, sb_buf_t *out);
 
 /* {"op":"error","code":<string>,"message":<string>}; for a refused frame, pass err->code and err->message. */
 int sb_inbox_encode_error(sb_inbox_fmt_t fmt, sb_str_t code, sb_str_t message, sb_buf_t *out);
+
+/* ---- batches: committed events on their way to every shard's clients --------------------------------------------
+ * A tenant's events committed together, immutable once made and shared by every shard that delivers them (the
+ * reference count is atomic): each event's JSON frame is encoded once, here, for all JSON clients everywhere. prev
+ * is the tenant's last cursor before the batch: a shard that has seen a cursor below prev knows it missed some. */
+typedef struct sb_inbox_event {
+    int64_t cursor;
+    sb_str_t type, data; /* the event */
+    sb_str_t json;       /* its whole JSON frame; empty when the data could not be encoded (it is then skipped) */
+} sb_inbox_event_t;
+
+typedef struct sb_inbox_batch {
+    _Atomic int refs;
+    int64_t tenant, prev;
+    size_t n;
+    sb_inbox_event_t ev[]; /* cursors prev + 1 ..., their bytes after the array */
+} sb_inbox_batch_t;
+
+/* A batch of n events of tenant, cursors first, first + 1, ...: types[i] and data[i] (JSON object text) copied.
+ * One reference, the caller's. */
+sb_inbox_batch_t *sb_inbox_batch_new(int64_t tenant, int64_t prev, int64_t first, size_t n, const char *const *types,
+                                     const sb_str_t *data);
+void sb_inbox_batch_ref(sb_inbox_batch_t *b);
+void sb_inbox_batch_unref(sb_inbox_batch_t *b);
 
 #endif
