@@ -75,6 +75,7 @@ struct sb_rt {
     sb_list_t idle;    /* keyed actors, least recently active first */
     uint64_t idle_timeout;
     void *env;
+    bool closed;       /* sb_rt_close: no actor is activated any more */
 
     sb_actor_t *rq_head, *rq_tail;
     sb_actor_t *current;
@@ -120,6 +121,15 @@ static sb_actor_t *keyed_get(const sb_rt_t *rt, const sb_actor_kind_t *kind, uin
     kkey_t k = {kind, key};
     sb_hnode_t *n = sb_htable_find(&rt->keyed, kkey_hash(kind, key), kkey_eq, &k);
     return n ? sb_container_of(n, sb_actor_t, keynode) : NULL;
+}
+
+/* A message thrown away unhandled: its drop hook releases what its payload owns. */
+static void msg_discard(sb_rt_t *rt, sb_msg_t *msg)
+{
+    if (msg->drop)
+        msg->drop(msg);
+    sb_msg_free(msg);
+    rt->dead_letters++;
 }
 
 /* ---- run queue and mailboxes ---------------------------------------------------------------------------------- */
@@ -303,10 +313,8 @@ static void actor_finish(sb_rt_t *rt, sb_actor_t *a)
     timers_cancel_all(rt, a);
     if (a->kind->stop && !(a->flags & A_NEEDS_INIT))
         a->kind->stop(a, a->state);
-    while (a->mb_head) {
-        sb_msg_free(mailbox_take(rt, a));
-        rt->dead_letters++;
-    }
+    while (a->mb_head)
+        msg_discard(rt, mailbox_take(rt, a));
     sb_htable_remove(&rt->table, &a->idnode);
     if (sb_list_linked(&a->lru)) {
         sb_htable_remove(&rt->keyed, &a->keynode);
@@ -317,10 +325,9 @@ static void actor_finish(sb_rt_t *rt, sb_actor_t *a)
         free(a);
 }
 
-void sb_rt_destroy(sb_rt_t *rt)
+void sb_rt_close(sb_rt_t *rt)
 {
-    if (!rt)
-        return;
+    rt->closed = true;
     /* Take everyone off the run queue first, so actor_finish() frees them directly. */
     for (sb_actor_t *a; (a = rq_pop(rt));)
         if (a->flags & A_DEAD)
@@ -333,6 +340,13 @@ void sb_rt_destroy(sb_rt_t *rt)
     for (size_t i = 0; i < n; i++)
         actor_finish(rt, all[i]);
     free(all);
+}
+
+void sb_rt_destroy(sb_rt_t *rt)
+{
+    if (!rt)
+        return;
+    sb_rt_close(rt);
     SB_BUG_ON(rt->heap_len != 0);
     free(rt->heap);
     sb_htable_cleanup(&rt->table);
@@ -393,7 +407,7 @@ static int spawn(sb_rt_t *rt, const sb_actor_kind_t *kind, const void *arg, cons
 
 int sb_rt_spawn(sb_rt_t *rt, const sb_actor_kind_t *kind, const void *arg, sb_actor_id_t *id)
 {
-    return spawn(rt, kind, arg, NULL, id);
+    return rt->closed ? SB_ECLOSED : spawn(rt, kind, arg, NULL, id);
 }
 
 sb_actor_id_t sb_rt_find(const sb_rt_t *rt, const sb_actor_kind_t *kind, uint64_t key)
@@ -410,6 +424,8 @@ int sb_rt_ensure(sb_rt_t *rt, const sb_actor_kind_t *kind, uint64_t key, sb_acto
             *id = a->id;
         return 0;
     }
+    if (rt->closed)
+        return SB_ECLOSED;
     if (a) /* stopping: it leaves the key to its successor now */
         sb_htable_remove(&rt->keyed, &a->keynode), sb_list_remove(&a->lru);
     sb_actor_id_t got = 0;
@@ -443,6 +459,7 @@ sb_msg_t *sb_msg_new(uint32_t type, size_t len)
     msg->to = msg->from = 0;
     msg->kind = NULL;
     msg->key = 0;
+    msg->drop = NULL;
     msg->type = type;
     msg->len = (uint32_t)len;
     return msg;
@@ -458,16 +475,13 @@ int sb_rt_post(sb_rt_t *rt, sb_actor_id_t from, sb_actor_id_t to, sb_msg_t *msg)
     msg->kind = NULL;
     if (shard != rt->shard) {
         int rc = rt->port.remote_send ? rt->port.remote_send(rt->port.ctx, shard, msg) : SB_ENOENT;
-        if (rc < 0) {
-            sb_msg_free(msg);
-            rt->dead_letters++;
-        }
+        if (rc < 0)
+            msg_discard(rt, msg);
         return rc;
     }
     sb_actor_t *a = table_get(rt, to);
     if (!a || (a->flags & A_STOPPING)) {
-        sb_msg_free(msg);
-        rt->dead_letters++;
+        msg_discard(rt, msg);
         return SB_ENOENT;
     }
     mailbox_put(rt, a, msg);
@@ -488,8 +502,7 @@ static int deliver_key(sb_rt_t *rt, sb_msg_t *msg)
     sb_actor_id_t id;
     int rc = sb_rt_ensure(rt, msg->kind, msg->key, &id);
     if (rc < 0) {
-        sb_msg_free(msg);
-        rt->dead_letters++;
+        msg_discard(rt, msg);
         return rc;
     }
     msg->to = id;
@@ -505,10 +518,8 @@ int sb_rt_post_key(sb_rt_t *rt, unsigned shard, const sb_actor_kind_t *kind, uin
     if (shard == rt->shard)
         return deliver_key(rt, msg);
     int rc = rt->port.remote_send ? rt->port.remote_send(rt->port.ctx, shard, msg) : SB_ENOENT;
-    if (rc < 0) {
-        sb_msg_free(msg);
-        rt->dead_letters++;
-    }
+    if (rc < 0)
+        msg_discard(rt, msg);
     return rc;
 }
 
@@ -530,8 +541,7 @@ void sb_rt_deliver(sb_rt_t *rt, sb_msg_t *msg)
     }
     sb_actor_t *a = table_get(rt, msg->to);
     if (!a || (a->flags & A_STOPPING)) {
-        sb_msg_free(msg);
-        rt->dead_letters++;
+        msg_discard(rt, msg);
         return;
     }
     mailbox_put(rt, a, msg);
@@ -609,6 +619,9 @@ static int dispatch(sb_actor_t *a, sb_msg_t *msg)
     if (!fn)
         fn = k->unhandled;
     if (!fn) {
+        if (msg->drop)
+            msg->drop(msg);
+        msg->drop = NULL;
         a->rt->dead_letters++;
         return 0;
     }

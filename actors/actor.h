@@ -51,6 +51,9 @@ typedef struct sb_msg {
     const sb_actor_kind_t *kind;
     uint64_t key;
     sb_actor_id_t from;
+    /* Called when the message is thrown away unhandled (no such actor, the actor stopped first), for a payload that
+     * owns something; NULL when nothing needs releasing. A handler that takes what the payload owns clears it. */
+    void (*drop)(struct sb_msg *msg);
     uint32_t type;
     uint32_t len;          /* payload bytes */
     _Alignas(16) unsigned char data[];
@@ -100,7 +103,11 @@ typedef struct sb_rt_stats {
 
 /* Creates the runtime of shard `shard`. port is copied. Never fails (allocation failure aborts). */
 sb_rt_t *sb_rt_create(unsigned shard, const sb_rt_port_t *port);
-/* Stops every actor (running their stop()), frees every message and the runtime. */
+/* Stops every actor (running their stop()) and frees every message they held; from then on no keyed actor is
+ * activated (sb_rt_ensure: SB_ECLOSED) and what is sent to an actor is dropped, so the ports' late answers find
+ * nobody. The runtime itself stays until sb_rt_destroy. */
+void sb_rt_close(sb_rt_t *rt);
+/* Closes the runtime if it is not closed yet and frees it. */
 void sb_rt_destroy(sb_rt_t *rt);
 /* Sets the clock the timers run on (milliseconds, monotonic). The shard sets it each loop iteration. */
 void sb_rt_set_time(sb_rt_t *rt, uint64_t now_ms);

@@ -1,83 +1,92 @@
-/* The session actor: one per tenant channel account, the owner of the order of what happens on it.
+/* The session actor: one per channel account (keyed by the channel id), on its tenant's shard. It owns the state of
+ * the channel's conversations and the order of what happens on them.
  *
- * Inbound, it receives the ids of committed webhook receipts and applies them to the conversation state in arrival
- * order through its port: the port assigns the conversation, the order inside it and the tenant's inbox cursor,
- * stores the message and its inbox event, and marks the receipt processed — durably, in one transaction — then
- * reports back. The actor hands over what waits as one batch (up to SB_SESSION_BATCH receipts, one statement), and
- * the port executes batches in the order they were issued (one PostgreSQL connection in pipeline mode), so the
- * actor keeps up to SB_SESSION_WINDOW batches in flight instead of waiting a commit for each: two events of one
- * channel still never race for a sequence number, and a busy channel's receipts share statements and group commits
- * instead of taking one each. A receipt id already waiting in the actor, or in a batch in flight, is not queued
- * twice (the sweeper finds the receipts that wait behind a backlog: applying them again would double the work of
- * an actor that is behind already). A receipt that fails to apply (database away, or rolled back with its batch)
- * is left unprocessed: the sweeper hands it back later, and applying is idempotent (an already processed receipt
- * changes nothing).
+ * Conversations, in memory: for each (loaded when first needed, through the store port's ensure_conversations, which
+ * also makes missing contacts and conversations), its id, its contact and the seq of its newest message. Messages are
+ * numbered here, from memory, never by a read-modify-write of a row.
  *
- * Outbound, it receives the ids of accepted outbound messages and sends them one at a time, in order, through the
- * port's send: the port loads the message, takes the counters, asks the provider and stores the outcome. A send
- * that must be tried again (the provider was busy or down) holds the line: the actor waits the delay the port
- * gives, then sends the same message again, so a conversation's messages never overtake each other. A message id
- * the actor already holds is not queued twice.
+ * Inbound: committed webhook receipts come as SB_SESSION_RECEIPT (the receipt id and its event), in arrival order.
+ * A message takes its conversation's next seq and a message id (the store's id block) and becomes a work item for
+ * the tenant actor: the message row, its receipt marked processed, and its events (message.created, then
+ * conversation.updated). A status (a provider's delivery report) names a message by its provider id (from memory
+ * when this session sent it, else the store): it counts when it moves the message's status forward (queued <
+ * sending < sent < delivered < read, failed and undelivered beside delivered; unknown yields to any news), and then
+ * becomes a status change with its history and a message.status event; a status for a message not known yet (the
+ * provider called back before our request returned) is left unprocessed for the sweeper, for a minute, then taken
+ * as a status of no message of ours. Each receipt, and each send accepted, is a work item of its own (the tenant
+ * writes a turn's items as one statement, and an item the store refuses fails alone); up to SB_SESSION_INFLIGHT
+ * receipts are in flight, and a receipt id already held (waiting or in flight) is not taken twice. A receipt whose
+ * item fails stays unprocessed (the sweeper brings it back); its seq is taken back when it was the conversation's
+ * last, else left as a gap, and a conversation whose write the store refused is loaded again before its next
+ * message, once none of its messages is in flight.
  *
- * The actor reaches the outside only through sb_session_port_t, so it is tested with a fake. */
+ * Outbound: SB_SESSION_SEND accepts a message (already checked by the front door): an idempotency key already used
+ * by the tenant answers the message it named; otherwise the message is numbered in its conversation, written with
+ * its outbox entry and events, and answered 202. Each conversation's messages are sent in order, one at a time;
+ * different conversations send concurrently, at most SB_SESSION_MAX_SENDING at once, within the channel's pace and
+ * in-flight caps kept in Redis (counters port). A send is claimed (status sending, committed) before the provider is
+ * asked, so a crash never makes a blind second send; its outcome is stored with a message.status event (sent,
+ * failed, unknown, retrying, dead); a retrying message waits its backoff holding only its own conversation. An
+ * outcome the store did not take is offered again until it is (for a few minutes): the provider's answer is not
+ * lost.
+ *
+ * Activation loads the channel and its unfinished outbound messages (a message left sending for two minutes, by a
+ * crash, becomes unknown: never a blind resend). It is passivated when idle with nothing queued, in flight or
+ * waiting. */
 #ifndef SB_SESSION_H
 #define SB_SESSION_H
 
 #include "actors/actor.h"
+#include "actors/ports.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 
 enum {
-    SB_SESSION_RECEIPT = 1, /* payload: sb_session_receipt_t */
-    SB_SESSION_APPLIED = 2, /* internal: the port finished a batch; payload: its error and its ids */
-    SB_SESSION_SEND = 3,    /* payload: sb_session_send_t */
-    SB_SESSION_SENT = 4,    /* internal: the port finished a send; payload: sb_session_outcome_t */
+    SB_SESSION_RECEIPT = 1, /* payload: sb_session_receipt_t then the packed event (sb_event_pack) */
+    SB_SESSION_SEND = 2,    /* payload: sb_session_send_t * (the actor takes it) */
+    SB_SESSION_RESUME = 3,  /* no payload: outbound messages were queued again (console replay): load them */
+    SB_SESSION_WRITTEN = 4, /* the tenant's answer to a work item: sb_tenant_written_t */
+    SB_SESSION_INTERNAL = 16
 };
 
-typedef struct sb_session_send {
-    int64_t message_id;
-} sb_session_send_t;
-
-/* What a send came to: done (sent, failed for good, unknown, or nothing to do) or try again after retry_ms. */
-typedef struct sb_session_outcome {
-    int64_t message_id;
-    bool again;
-    uint64_t retry_ms;
-} sb_session_outcome_t;
-
-/* sent(arg, outcome) must be called exactly once, on the actor's shard thread, when send returned 0. */
-typedef void (*sb_session_sent_fn)(void *arg, const sb_session_outcome_t *outcome);
-
-#define SB_SESSION_BATCH 256 /* receipts per apply at most */
-#define SB_SESSION_WINDOW 2  /* applies (batches) in flight per actor */
+#define SB_SESSION_LOOKAHEAD 256 /* receipts whose conversations and provider ids are looked up at once, at most */
+#define SB_SESSION_INFLIGHT 1024 /* receipts in work items at the tenant, at most */
+#define SB_SESSION_MAX_SENDING 16 /* sends under way at once (as the channel's in-flight cap) */
 
 typedef struct sb_session_receipt {
-    int64_t receipt_id;
+    int64_t receipt_id, tenant;
+    int64_t age_ms; /* how long ago it was received */
 } sb_session_receipt_t;
 
-/* done(arg, err) must be called exactly once, on the actor's shard thread, when apply returned 0. */
-typedef void (*sb_session_done_fn)(void *arg, int err);
+/* Hands a committed receipt to its channel's session on the tenant's shard `owner` (from any shard: rt is the
+ * caller's). The _packed form takes the event as sb_event_pack wrote it. Returns 0 or the runtime's error. */
+int sb_session_receipt(sb_rt_t *rt, unsigned owner, int64_t channel, const sb_session_receipt_t *r,
+                       const sb_event_t *ev);
+int sb_session_receipt_packed(sb_rt_t *rt, unsigned owner, int64_t channel, const sb_session_receipt_t *r,
+                              const void *packed, size_t len);
 
-typedef struct sb_session_port {
-    void *ctx;
-    /* Applies receipts ids[0..n) of (tenant, channel) in that order, after every apply issued before it, as one
-     * transaction; ids is borrowed for the call. Returns 0 (done will be called) or a negative code (it will not;
-     * the receipts stay for the sweeper). */
-    int (*apply)(void *ctx, int64_t tenant, int64_t channel, const int64_t *ids, size_t n, sb_session_done_fn done,
-                 void *arg);
-    /* Sends outbound message message_id of (tenant, channel); attempt counts from 1. Returns 0 (sent will be
-     * called) or a negative code (it will not: the message stays queued for the outbox sweeper). May be NULL: the
-     * actor then only applies receipts. */
-    int (*send)(void *ctx, int64_t tenant, int64_t channel, int64_t message_id, unsigned attempt,
-                sb_session_sent_fn sent, void *arg);
-} sb_session_port_t;
-
-/* The spawn argument (borrowed by the actor for its whole life). */
-typedef struct sb_session_args {
+/* An outbound message to accept (already checked by the front door for what needs no channel: see
+ * gateway/api). The front door allocates it; the session checks it against its channel (provider port), fills in
+ * the outcome and calls answer(req) exactly once, from any thread: answer takes it back to the front door's shard,
+ * which frees it. */
+typedef struct sb_session_send {
     int64_t tenant, channel;
-    const sb_session_port_t *port;
-} sb_session_args_t;
+    char *to, *body, *media_json, *template_json, *idempotency_key; /* heap, the request's; template and key NULL when
+                                                                    * none */
+    void (*answer)(struct sb_session_send *req);
+    void *arg;                 /* the front door's */
+    /* the outcome */
+    int status;                /* 202 (accepted), 200 (the key named an earlier message), 400, 404, 503 */
+    int64_t id;
+    bool created;
+    const char *code;          /* not 2xx: the error code (static) ... */
+    char message[160];         /* ... and message for the client */
+} sb_session_send_t;
+
+/* Sends req to its channel's session on shard owner. Takes req: it is answered in every case (503 when it cannot
+ * reach the session). */
+void sb_session_send(sb_rt_t *rt, unsigned owner, sb_session_send_t *req);
 
 extern const sb_actor_kind_t sb_session_kind;
 

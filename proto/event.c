@@ -245,3 +245,16 @@ bad:
     sb_event_cleanup(ev);
     return SB_EPARSE;
 }
+
+int sb_status_rank(const char *status)
+{
+    static const struct {
+        const char *name;
+        int rank;
+    } t[] = {{"unknown", -1}, {"queued", 0},    {"received", 0},    {"sending", 1}, {"retrying", 1}, {"sent", 2},
+             {"delivered", 3}, {"undelivered", 3}, {"failed", 3}, {"read", 4}};
+    for (size_t i = 0; status && i < sizeof t / sizeof t[0]; i++)
+        if (strcmp(status, t[i].name) == 0)
+            return t[i].rank;
+    return 5;
+}

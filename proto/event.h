@@ -82,6 +82,11 @@ int sb_event_from_json(const json_t *j, sb_event_t *ev);
 struct sb_buf;
 void sb_event_media_json(const sb_event_t *ev, struct sb_buf *out);
 
+/* The rank of a message status in the order statuses move in: unknown -1 (our own doubt: yields to any news),
+ * queued and received 0, sending and retrying 1, sent 2, delivered, undelivered and failed 3, read 4, anything else
+ * (dead) 5. A status counts only if it ranks above the one stored. */
+int sb_status_rank(const char *status);
+
 /* Packs ev into out (appended): a compact binary form for handing an event to an actor in a message. */
 void sb_event_pack(const sb_event_t *ev, struct sb_buf *out);
 /* Reads a packed event (p, len: borrowed) into *ev (zeroed first; its strings owned by it). Returns 0, or SB_EPARSE

@@ -71,6 +71,21 @@ static inline sb_list_t *sb_list_first(const sb_list_t *head)
     return sb_list_empty(head) ? NULL : head->next;
 }
 
+/* The last element's link, or NULL when the list is empty. */
+static inline sb_list_t *sb_list_last(const sb_list_t *head)
+{
+    return sb_list_empty(head) ? NULL : head->prev;
+}
+
+/* Removes and returns the last element's link, or NULL. */
+static inline sb_list_t *sb_list_pop_back(sb_list_t *head)
+{
+    sb_list_t *l = sb_list_last(head);
+    if (l)
+        sb_list_remove(l);
+    return l;
+}
+
 /* Removes and returns the first element's link, or NULL. */
 static inline sb_list_t *sb_list_pop_front(sb_list_t *head)
 {

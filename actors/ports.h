@@ -1,0 +1,257 @@
+/* The ports: the small function tables through which the domain actors (tenant, session) store, count, send,
+ * publish and answer. The shard fills one sb_ports_t with the adapters it owns (the store over PostgreSQL, the
+ * counters over Redis, the provider over curl) and hands it to its runtime as the environment (sb_rt_env); a test
+ * fills one with fakes. Actors never see a PGresult, a socket or a thread: only these calls and proto values.
+ *
+ * Requests that come from a front door (an inbox subscription, a send to accept) carry their own answer function,
+ * callable from any thread, which takes the answer back to the front door's shard.
+ *
+ * Every call that takes a callback follows libuv's rule: it returns 0 and calls the callback exactly once, later, on
+ * the caller's shard thread; or it returns a negative code and never calls it. Strings and arrays passed in are
+ * borrowed for the call only (the port copies what it keeps); results handed to a callback are borrowed for the
+ * callback only. */
+#ifndef SB_PORTS_H
+#define SB_PORTS_H
+
+#include "proto/event.h"
+#include "proto/inbox.h"
+#include "proto/str.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SB_TIME_LEN 40 /* "2026-12-05T13:36:27.969263+00:00" and its NUL: the API's timestamps */
+
+/* ---- what the store keeps --------------------------------------------------------------------------------------- */
+
+/* A conversation as its session actor holds it: its contact and where its messages have got to. */
+typedef struct sb_conv_info {
+    int64_t id, contact_id;
+    int64_t last_seq;              /* the seq of its newest message, 0 when it has none */
+    const char *address;           /* the contact's address */
+    const char *profile_name;      /* NULL when unknown */
+    char created_at[SB_TIME_LEN];
+    char last_message_at[SB_TIME_LEN]; /* "" when it has no message */
+} sb_conv_info_t;
+
+/* A channel as its session actor needs it. */
+typedef struct sb_channel_info {
+    int64_t tenant, channel;
+    sb_channel_type_t type;
+    const char *address;
+    double rate_per_second;        /* settings.rate_per_second, 0 when not set (the type's default applies) */
+    const char *credentials_sealed;/* opened by the provider port, never by an actor */
+} sb_channel_info_t;
+
+/* An outbound message not finished yet (queued, retrying or sending), as activation finds it. */
+typedef struct sb_pending_send {
+    int64_t id, conversation_id;
+    const char *to, *body, *media_json, *template_json; /* template_json NULL when none */
+    const char *status;            /* "queued", "retrying", "sending" */
+    unsigned attempts;
+    int64_t retry_in_ms;           /* retrying: ms until it is due (<= 0: due now) */
+    int64_t sending_for_ms;        /* sending: ms since it was claimed */
+} sb_pending_send_t;
+
+/* The tenant's own state. */
+typedef struct sb_tenant_info {
+    bool found;
+    int64_t last_cursor;           /* the newest event's cursor, 0 when none */
+    const char *webhook_url;       /* NULL when none */
+    const char *webhook_secret;    /* opened; NULL when none */
+    int64_t webhook_cursor;        /* the last event the tenant's application acknowledged */
+} sb_tenant_info_t;
+
+/* One event of the log. */
+typedef struct sb_event_rec {
+    int64_t cursor;
+    const char *type;
+    sb_str_t data;                 /* JSON text */
+    int64_t age_ms;                /* how long ago it was stored */
+} sb_event_rec_t;
+
+/* ---- what a tenant writes: one atomic statement ------------------------------------------------------------------ */
+
+/* A new message. Strings borrowed until the write's callback. */
+typedef struct sb_new_message {
+    int64_t id, conversation_id, channel_id, seq;
+    bool out;
+    const char *sender, *recipient, *body;
+    const char *media_json;        /* a JSON array */
+    const char *provider_id;       /* NULL for an outbound message until it is sent */
+    const char *status;            /* "received" or "queued" */
+    const char *idempotency_key, *template_json; /* NULL when none */
+    const char *created_at;
+    int64_t receipt_id;            /* inbound: the receipt this message applies (marked processed with it); 0 none */
+} sb_new_message_t;
+
+/* A status change of a stored message, kept in its history. */
+typedef struct sb_status_change {
+    int64_t message_id, channel_id;
+    const char *status;
+    const char *provider_id;       /* set when the change learns it (sent), else NULL */
+    const char *error_code, *error_message; /* NULL when none */
+    int64_t retry_in_ms;           /* retrying: when it is due again */
+    bool finished;                 /* its send is over: it leaves the outbox */
+    bool counts_attempt;           /* a claim: attempts + 1 (status "sending"; no history, no event) */
+    int64_t receipt_id;            /* an inbound status callback: its receipt, marked processed with it; 0 none */
+} sb_status_change_t;
+
+/* Everything one tenant write holds; the store makes it one statement. */
+typedef struct sb_tenant_write {
+    int64_t tenant;
+    const sb_new_message_t *messages;
+    size_t nmessages;
+    const sb_status_change_t *changes;
+    size_t nchanges;
+    const int64_t *receipts;       /* receipts applied that made nothing (a status of no message of ours, a
+                                    * duplicate): marked processed */
+    size_t nreceipts;
+    int64_t first_cursor;          /* the events, cursors first_cursor .. first_cursor + nevents - 1 */
+    size_t nevents;
+    sb_str_t events_json;          /* a JSON array of {"type","data"} objects, in cursor order; empty when none */
+} sb_tenant_write_t;
+
+/* ---- the ports -------------------------------------------------------------------------------------------------- */
+
+typedef void (*sb_done_cb)(void *arg, int err);
+
+typedef struct sb_store_port {
+    void *ctx;
+    int (*load_tenant)(void *ctx, int64_t tenant, void (*cb)(void *arg, int err, const sb_tenant_info_t *t),
+                       void *arg);
+    /* The channel (found false: no such channel) and its unfinished outbound messages, oldest first. */
+    int (*load_channel)(void *ctx, int64_t channel,
+                        void (*cb)(void *arg, int err, const sb_channel_info_t *c, const sb_pending_send_t *pending,
+                                   size_t npending),
+                        void *arg);
+    /* The conversations with these contact addresses on the channel, made when missing (contact and conversation),
+     * with the profile names given (NULL: none) stored on new contacts and on those whose name changed. Results in
+     * the order of the addresses. */
+    int (*ensure_conversations)(void *ctx, int64_t tenant, int64_t channel, const char *const *addresses,
+                                const char *const *profile_names, size_t n,
+                                void (*cb)(void *arg, int err, const sb_conv_info_t *convs, size_t n), void *arg);
+    /* The tenant's write: all of it committed, or none (err). */
+    int (*write)(void *ctx, const sb_tenant_write_t *w, sb_done_cb cb, void *arg);
+    /* The message ids of a channel's provider ids (a status callback's message), with their status; a provider id
+     * of no message of the channel is left out. */
+    int (*find_by_provider)(void *ctx, int64_t tenant, int64_t channel, const char *const *provider_ids, size_t n,
+                            void (*cb)(void *arg, int err, const char *const *provider_ids, const int64_t *ids,
+                                       const char *const *statuses, size_t n),
+                            void *arg);
+    /* The message a tenant's idempotency key names, or 0. */
+    int (*find_idempotent)(void *ctx, int64_t tenant, const char *key,
+                           void (*cb)(void *arg, int err, int64_t id, int64_t channel), void *arg);
+    /* Events of the tenant after cursor `after`, at most limit, in order. */
+    int (*events_after)(void *ctx, int64_t tenant, int64_t after, size_t limit,
+                        void (*cb)(void *arg, int err, const sb_event_rec_t *events, size_t n), void *arg);
+    /* The tenant's application acknowledged events up to cursor. */
+    int (*hook_acked)(void *ctx, int64_t tenant, int64_t cursor, sb_done_cb cb, void *arg);
+    /* An event the tenant's application never took goes to the dead letters (and counts as acknowledged). */
+    int (*hook_dead)(void *ctx, int64_t tenant, const sb_event_rec_t *ev, const char *error, sb_done_cb cb,
+                     void *arg);
+    /* A fresh message id (from a block the store reserves ahead), or 0 when none is at hand right now: ask again a
+     * few ms later, the next block is on its way. */
+    int64_t (*message_id)(void *ctx);
+} sb_store_port_t;
+
+/* The counters (Redis): a token of the channel's rate and a slot of its and its tenant's in-flight sends. */
+typedef struct sb_send_limits {
+    uint64_t interval_us;          /* between two sends of the channel */
+    uint32_t burst, channel_max, tenant_max, lease_ms;
+} sb_send_limits_t;
+
+typedef struct sb_grant {
+    bool granted;
+    uint64_t wait_us;              /* not granted: ask again after this */
+    char lease[64];                /* granted: what release needs */
+} sb_grant_t;
+
+typedef struct sb_counters_port {
+    void *ctx;
+    int (*acquire)(void *ctx, int64_t tenant, int64_t channel, const sb_send_limits_t *lim,
+                   void (*cb)(void *arg, int err, const sb_grant_t *g), void *arg);
+    void (*release)(void *ctx, int64_t tenant, int64_t channel, const char *lease);
+} sb_counters_port_t;
+
+/* The provider: one message sent, and what came of it. */
+typedef struct sb_send_request {
+    const sb_channel_info_t *channel;
+    int64_t message_id;
+    const char *to, *body, *media_json, *template_json; /* template_json NULL when none */
+} sb_send_request_t;
+
+typedef enum sb_send_result {
+    SB_SEND_SENT = 1, /* provider_id set */
+    SB_SEND_RETRY,    /* not taken; try again after retry_after_s (-1: our backoff) */
+    SB_SEND_FAILED,   /* refused for good */
+    SB_SEND_UNKNOWN   /* it may have it: never sent again */
+} sb_send_result_t;
+
+typedef struct sb_send_outcome {
+    sb_send_result_t result;
+    int retry_after_s;
+    const char *provider_id, *error_code, *error_message; /* "" when none */
+} sb_send_outcome_t;
+
+typedef struct sb_provider_port {
+    void *ctx;
+    /* Checks a message against what its channel's type can send (lengths, media, templates; a type that cannot send
+     * at all) before it is accepted (req->channel NULL, req->message_id 0). 0, with the recipient in the form to
+     * store in to (bare E.164); or a negative code, with an error code for the client (static) in *code and a
+     * one-line message in message. */
+    int (*check)(void *ctx, sb_channel_type_t type, const sb_send_request_t *req, char *to, size_t to_cap,
+                 const char **code, char *message, size_t message_cap);
+    int (*send)(void *ctx, const sb_send_request_t *req, void (*cb)(void *arg, const sb_send_outcome_t *o),
+                void *arg);
+    /* 0 when the channel type's provider endpoint takes requests, else the ms until it may again (its circuit is
+     * open): a send then waits without being claimed or counted as an attempt. */
+    uint64_t (*held_ms)(void *ctx, sb_channel_type_t type);
+} sb_provider_port_t;
+
+/* The tenant's own application (outgoing webhooks). */
+typedef struct sb_hook_post {
+    const char *url, *secret;
+    int64_t tenant, cursor;
+    const char *type;
+    sb_str_t data;
+} sb_hook_post_t;
+
+typedef struct sb_hooks_port {
+    void *ctx;
+    /* POSTs one event, signed. cb: status (0 when no answer came: err says why), retry_after_s (-1 none). */
+    int (*post)(void *ctx, const sb_hook_post_t *p, void (*cb)(void *arg, int status, int retry_after_s, int err),
+                void *arg);
+} sb_hooks_port_t;
+
+/* Committed events on their way to live inbox clients (proto/inbox: immutable, shared). */
+typedef struct sb_publish_port {
+    void *ctx;
+    /* Delivers batch to the live inbox clients of its tenant on shard `shard`; takes a reference of its own. */
+    void (*publish)(void *ctx, unsigned shard, sb_inbox_batch_t *batch);
+} sb_publish_port_t;
+
+typedef struct sb_ports {
+    sb_store_port_t store;
+    sb_counters_port_t counters;
+    sb_provider_port_t provider;
+    sb_hooks_port_t hooks;
+    sb_publish_port_t publish;
+    unsigned shard;                /* the shard these ports belong to */
+    /* The shard a tenant's actors live on (placement). */
+    unsigned (*owner)(void *ctx, int64_t tenant);
+    /* Wall-clock time (microseconds since 1970), for timestamps; random numbers, for backoff jitter. */
+    int64_t (*now_us)(void *ctx);
+    uint64_t (*random)(void *ctx);
+    void *ctx;
+    const struct sb_domain_config *config;
+} sb_ports_t;
+
+/* What the domain actors read of the configuration. */
+typedef struct sb_domain_config {
+    int webhook_max_age_s;
+    const char *public_url;        /* NULL when not configured */
+} sb_domain_config_t;
+
+#endif
