@@ -27,7 +27,7 @@
 #ifndef SB_OUTBOUND_H
 #define SB_OUTBOUND_H
 
-#include "adapters/http_client.h"
+#include "adapters/net/http_client.h"
 #include "proto/event.h"
 #include "proto/retry.h"
 #include "proto/str.h"

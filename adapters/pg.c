@@ -289,7 +289,7 @@ static int send_query(sb_pg_t *pg, query_t *q, const char *sql, int nparams, con
         sent = PQsendQueryParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0);
     }
     if (!sent) {
-        sb_log_warn("postgres: cannot send a query: %s", PQerrorMessage(pg->conn));
+        sb_log_warn("postgres: cannot send a query: %s [%.80s]", PQerrorMessage(pg->conn), sql ? sql : "(null)");
         return SB_EINVAL;
     }
     enqueue(pg, q);
@@ -534,9 +534,10 @@ static void on_poll(uv_poll_t *h, int status, int events)
 
 static void try_connect(sb_pg_t *pg)
 {
-    /* application_name first: a conninfo that names one itself wins (later keywords override earlier ones) */
-    const char *const keys[] = {"application_name", "dbname", NULL};
-    const char *const vals[] = {pg->name, pg->conninfo, NULL};
+    /* application_name and options first: a conninfo that names its own wins (later keywords override earlier ones).
+     * TimeZone UTC: timestamps come back as the actors write them into events ("...+00:00"). */
+    const char *const keys[] = {"application_name", "options", "dbname", NULL};
+    const char *const vals[] = {pg->name, "-c TimeZone=UTC", pg->conninfo, NULL};
     pg->conn = PQconnectStartParams(keys, vals, 1);
     if (!pg->conn || PQstatus(pg->conn) == CONNECTION_BAD) {
         if (!pg->logged_down)

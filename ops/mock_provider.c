@@ -7,7 +7,7 @@
  * with a monotonic timestamp, and posts signed status callbacks back (Twilio: to the request's StatusCallback,
  * signed X-Twilio-Signature with the auth token of the request's basic auth; Meta: a WhatsApp Cloud "statuses"
  * webhook to --meta-webhook, signed X-Hub-Signature-256 with --meta-app-secret). One thread, our own HTTP server
- * (adapters/http_server) and client (adapters/http_client): it has to outrun the gateway it measures.
+ * (adapters/net/http_server) and client (adapters/net/http_client): it has to outrun the gateway it measures.
  *
  * ---- provider endpoints -------------------------------------------------------------------------------------------
  *
@@ -73,10 +73,10 @@
  *
  * SIGTERM or SIGINT: stop listening, answer nothing more, cancel what is pending, exit 0. */
 #include "adapters/crypto.h"
-#include "adapters/http_client.h"
-#include "adapters/http_server.h"
+#include "adapters/net/http_client.h"
+#include "adapters/net/http_server.h"
 #include "gateway/log.h"
-#include "gateway/version.h"
+#include "proto/version.h"
 #include "proto/codec.h"
 #include "proto/err.h"
 #include "proto/form.h"

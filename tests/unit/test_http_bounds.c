@@ -1,4 +1,4 @@
-/* Tests of the HTTP server's bounds and held answers (adapters/http_server.c), with a blocking client on a thread of
+/* Tests of the HTTP server's bounds and held answers (adapters/net/http_server.c), with a blocking client on a thread of
  * its own and the server on a private loop in the main thread:
  *   - a body larger than the input buffer's 1 MiB, sent in small writes, reaches the handler whole (it moves to the
  *     request's own buffer as it arrives), Content-Length and chunked alike;
@@ -6,7 +6,7 @@
  *     waits for it: answers stay in order;
  *   - a request held back when the server closes is freed with it (ASan's leak check), and no handle stays open;
  *   - an upgrade over HTTP/1.0 is refused with 426 by sb_http_upgrade itself. */
-#include "adapters/http_server.h"
+#include "adapters/net/http_server.h"
 #include "tests/tap.h"
 #include "tests/unit/port.h"
 

@@ -1,11 +1,11 @@
-/* Tests of the outgoing HTTP client (adapters/http_client.c) on a private libuv loop, against our own HTTP server
- * (adapters/http_server.c) started on the same loop: what the server sees of GET, POST and PUT requests (method,
+/* Tests of the outgoing HTTP client (adapters/net/http_client.c) on a private libuv loop, against our own HTTP server
+ * (adapters/net/http_server.c) started on the same loop: what the server sees of GET, POST and PUT requests (method,
  * headers, body, basic auth, user agent), Retry-After on 429 and 503, the total timeout against a handler that does
  * not answer in time, connection refused, response size limit, argument checks (callback never called), 200
  * requests over at most max_host_connections kept-alive connections, and destroy with requests in flight (each
  * callback once, with SB_ECANCELED), also from inside a callback. The loop must end with no handle open. */
-#include "adapters/http_client.h"
-#include "adapters/http_server.h"
+#include "adapters/net/http_client.h"
+#include "adapters/net/http_server.h"
 #include "proto/codec.h"
 #include "proto/err.h"
 #include "tests/tap.h"

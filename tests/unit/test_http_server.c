@@ -1,9 +1,9 @@
-/* Tests of upgraded streams in the HTTP server (adapters/http_server.c), on a private libuv loop with the client on
+/* Tests of upgraded streams in the HTTP server (adapters/net/http_server.c), on a private libuv loop with the client on
  * the same loop: the frames written during one loop turn are held (sb_http_stream_queued counts them) and reach
  * the peer together, in order, when the turn ends; a write made from a timer reaches the kernel before the loop
  * blocks again; a close sends what was written before it, then ends the stream. The loop must end with no handle
  * open. */
-#include "adapters/http_server.h"
+#include "adapters/net/http_server.h"
 #include "tests/tap.h"
 #include "tests/unit/port.h"
 
@@ -91,7 +91,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 
 static void on_connect(uv_connect_t *c, int status)
 {
-    static char req[] = "GET /stream HTTP/1.1\r\nHost: test\r\n\r\n";
+    static char req[] = "GET /stream HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n";
     uv_buf_t b = uv_buf_init(req, sizeof req - 1);
     if (status < 0)
         return;

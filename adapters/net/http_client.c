@@ -13,10 +13,10 @@
  * A request is one allocation: the struct, then its header list (curl_slist nodes pointing into the same block, so
  * curl copies nothing and we can wipe everything the caller passed). The body is handed to curl with
  * CURLOPT_COPYPOSTFIELDS. Easy handles are reset and kept for the next request rather than rebuilt. */
-#include "adapters/http_client.h"
+#include "adapters/net/http_client.h"
 
 #include "adapters/crypto.h"
-#include "gateway/version.h"
+#include "proto/version.h"
 #include "proto/codec.h"
 #include "proto/err.h"
 #include "proto/mem.h"

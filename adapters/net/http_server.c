@@ -23,7 +23,7 @@
  * a peer that does not read for the idle timeout is closed. So a client that pipelines and never reads costs at
  * most OUT_HIGH plus one answer, not one answer per request it sent. One sweep timer per server enforces every
  * deadline, and another answers the requests a handler chose to answer later (sb_http_respond_later). */
-#include "adapters/http_server.h"
+#include "adapters/net/http_server.h"
 
 #include "gateway/log.h"
 #include "gateway/metrics.h"

@@ -1,0 +1,90 @@
+/* The store: all of the gateway's SQL, over a shard's PostgreSQL connections (adapters/pg), handing back proto/
+ * values — never a PGresult.
+ *
+ * One store per shard, on two connections: `pg` for everything the actors write and read, `ingest` for webhook
+ * receipts only (inserts that lock no shared row, so a webhook's 200 waits for its own commit and nothing else).
+ *
+ * The domain half is the store port of actors/ports.h (sb_store_port()): activation loads, the tenants' writes as
+ * set-based statements (a loop turn's writes of every tenant of the shard: one statement), the event log read back,
+ * the message id blocks. The rest serves the front doors: receipts, the sweeper, the event log for clients, and
+ * plain reads (adapters/store/reads.h).
+ *
+ * Every call that takes a callback returns 0 and calls it exactly once, later, on the shard's thread; or returns a
+ * negative code (SB_EUNAVAIL: not connected) and never calls it. Results handed to a callback are borrowed for the
+ * call. */
+#ifndef SB_STORE_H
+#define SB_STORE_H
+
+#include "actors/ports.h"
+#include "adapters/crypto.h"
+#include "proto/event.h"
+#include "proto/str.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct sb_store sb_store_t;
+typedef struct sb_pg sb_pg_t;
+
+/* A store over pg and ingest (borrowed: they outlive it). master_key: opens the tenants' webhook secrets (NULL: no
+ * key configured, and no secret can be opened). */
+sb_store_t *sb_store_create(sb_pg_t *pg, sb_pg_t *ingest, const unsigned char *master_key);
+/* Frees the store, once its connections have closed (sb_pg_close hands what they held back, through the store). */
+void sb_store_destroy(sb_store_t *st);
+/* Sends what waits in the store's batches now (a stopping shard wants its last writes out). */
+void sb_store_flush(sb_store_t *st);
+/* Writes and loads under way (a draining shard waits for them). */
+unsigned sb_store_inflight(const sb_store_t *st);
+bool sb_store_connected(const sb_store_t *st);
+sb_pg_t *sb_store_pg(sb_store_t *st);
+
+/* The port of actors/ports.h over st. */
+void sb_store_port(sb_store_t *st, sb_store_port_t *out);
+
+/* ---- receipts: provider webhooks, committed before they are acknowledged ----------------------------------------- */
+
+/* One receipt on its way in. The caller fills the first part and keeps it alive until done(r, err) is called (once);
+ * err 0: committed, and id is the receipt's (0: the store had it already, or — a Meta receipt — no channel claims the
+ * account), tenant and channel where it went. */
+typedef struct sb_store_receipt {
+    int64_t tenant, channel;        /* Twilio: the channel's; 0 for Meta ... */
+    const char *type, *account;     /* ... whose receipts go where channel_routes sends (type, account) */
+    const char *dedup_key, *event_json, *raw;
+    void (*done)(struct sb_store_receipt *r, int err);
+    void *arg;
+    int64_t id;                     /* out */
+} sb_store_receipt_t;
+
+/* Queues r for the ingest connection's next statement (the loop turn's receipts of a kind go as one INSERT). */
+int sb_store_receipt_add(sb_store_t *st, sb_store_receipt_t *r);
+
+/* A receipt committed but still unprocessed, found by the sweeper: its event read back (a row whose event cannot be
+ * read is left out, and logged). */
+typedef struct sb_store_unprocessed {
+    int64_t id, tenant, channel;
+    int64_t age_ms;
+    sb_event_t ev;
+} sb_store_unprocessed_t;
+
+/* Receipts still unprocessed older_ms after they came, oldest first, at most limit; and moves the low-water mark on
+ * (every receipt below it is processed), so each sweep reads only from the oldest unprocessed one. */
+int sb_store_sweep(sb_store_t *st, int older_ms, size_t limit,
+                   void (*cb)(void *arg, int err, const sb_store_unprocessed_t *r, size_t n), void *arg);
+
+/* The channels with messages in their outbox (their sessions must be active to send them), and the tenants whose
+ * outgoing webhooks have events waiting. */
+int sb_store_backlog(sb_store_t *st,
+                     void (*cb)(void *arg, int err, const int64_t *channel_tenants, const int64_t *channels,
+                                size_t nchannels, const int64_t *tenants, size_t ntenants),
+                     void *arg);
+
+/* ---- the event log, for clients ------------------------------------------------------------------------------------ */
+
+/* Events of tenant after cursor `after`, at most limit, in cursor order (the same as the port's events_after). */
+int sb_store_events(sb_store_t *st, int64_t tenant, int64_t after, size_t limit,
+                    void (*cb)(void *arg, int err, const sb_event_rec_t *events, size_t n), void *arg);
+/* The tenant's newest cursor (found false: no such tenant). */
+int sb_store_cursor(sb_store_t *st, int64_t tenant, void (*cb)(void *arg, int err, bool found, int64_t cursor),
+                    void *arg);
+
+#endif
