@@ -43,8 +43,10 @@ struct sb_shard {
     sb_rt_t *rt;
     sb_redis_t *redis;
     sb_pg_t *pg;
-    sb_pg_t *ingest; /* a second connection: webhook receipts, so acks never wait behind applies */
-    void *user;
+    sb_pg_t *ingest; /* a second connection: webhook receipts, so acks never wait behind the actors' writes */
+    const sb_shard_module_t *mods[SB_SHARD_MAX_MODULES];
+    void *states[SB_SHARD_MAX_MODULES];
+    unsigned nmods, nstarted;
     bool timer_dirty;
     bool draining;
     bool stopped;
@@ -166,7 +168,7 @@ static void on_async(uv_async_t *h)
     sb_rt_set_time(s->rt, uv_now(&s->loop));
     for (sb_mpsc_node_t *n; (n = sb_mpsc_pop(&s->inbox));) {
         sb_msg_t *msg = msg_of(n);
-        if (msg->to == 0) {
+        if (msg->to == 0 && !msg->kind) { /* an exec call (a keyed actor's message has a kind instead) */
             exec_call_t call;
             memcpy(&call, msg->data, sizeof call);
             sb_msg_free(msg);
@@ -222,8 +224,9 @@ static void shard_stop(sb_shard_t *s)
     while (atomic_load(&s->senders))
         uv_sleep(0);
     on_async(&s->async);
-    if (g_opts.hooks.stop)
-        g_opts.hooks.stop(s, g_opts.hooks.arg);
+    for (unsigned i = s->nstarted; i-- > 0;)
+        if (s->mods[i]->stop)
+            s->mods[i]->stop(s, s->states[i]);
     if (s->redis)
         sb_redis_close(s->redis);
     if (s->pg)
@@ -243,10 +246,12 @@ static void shard_stop(sb_shard_t *s)
 static void on_drain_poll(uv_timer_t *h)
 {
     sb_shard_t *s = h->data;
-    unsigned conns = g_opts.hooks.connections ? g_opts.hooks.connections(s, g_opts.hooks.arg) : 0;
-    if (conns == 0 || uv_now(&s->loop) >= s->drain_deadline) {
-        if (conns)
-            sb_log_warn("drain deadline reached with %u connection(s) open; closing them", conns);
+    unsigned busy = 0;
+    for (unsigned i = 0; i < s->nstarted; i++)
+        busy += s->mods[i]->busy ? s->mods[i]->busy(s, s->states[i]) : 0;
+    if (busy == 0 || uv_now(&s->loop) >= s->drain_deadline) {
+        if (busy)
+            sb_log_warn("drain deadline reached with %u connection(s) or send(s) under way; closing them", busy);
         uv_timer_stop(h);
         shard_stop(s);
     }
@@ -260,8 +265,9 @@ static void drain_on_shard(sb_shard_t *s, void *arg)
     s->draining = true;
     s->drain_deadline = uv_now(&s->loop) + timeout_ms;
     sb_log_info("draining (at most %llu ms)", (unsigned long long)timeout_ms);
-    if (g_opts.hooks.drain)
-        g_opts.hooks.drain(s, g_opts.hooks.arg);
+    for (unsigned i = 0; i < s->nstarted; i++)
+        if (s->mods[i]->drain)
+            s->mods[i]->drain(s, s->states[i]);
     uv_timer_start(&s->drain_timer, on_drain_poll, 0, DRAIN_POLL_MS);
 }
 
@@ -301,18 +307,23 @@ static void shard_main(void *arg)
         snprintf(app, sizeof app, "switchboard shard %u ingest", s->idx);
         s->ingest = sb_pg_create(&s->loop, g_opts.pg_conninfo, app);
     }
-    if (s->start_rc == 0 && g_opts.hooks.start)
-        s->start_rc = g_opts.hooks.start(s, g_opts.hooks.arg);
+    for (unsigned i = 0; i < s->nmods && s->start_rc == 0; i++) {
+        s->start_rc = s->mods[i]->start(s, &s->states[i]);
+        if (s->start_rc == 0)
+            s->nstarted = i + 1;
+        else
+            sb_log_error("module %s did not start: %s", s->mods[i]->name, sb_strerror(s->start_rc));
+    }
     s->tick_expected_ns = uv_hrtime() + (uint64_t)TICK_MS * 1000000;
     uv_sem_post(&s->started);
     if (s->start_rc < 0)
         shard_stop(s);
 
     uv_run(&s->loop, UV_RUN_DEFAULT);
-    if (g_opts.hooks.finish) {
-        g_opts.hooks.finish(s, g_opts.hooks.arg);
-        uv_run(&s->loop, UV_RUN_DEFAULT);
-    }
+    for (unsigned i = s->nstarted; i-- > 0;)
+        if (s->mods[i]->finish)
+            s->mods[i]->finish(s, s->states[i]);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
 
     /* Nothing arrives once shard_stop closed the inbox and took in what it held; should anything, it is dropped. */
     for (sb_mpsc_node_t *n; (n = sb_mpsc_pop(&s->inbox));)
@@ -341,12 +352,15 @@ static sb_shard_t *shard_new(unsigned idx)
     uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
     uv_unref((uv_handle_t *)&s->tick);
     uv_sem_init(&s->started, 0);
+    for (unsigned i = 0; i < g_opts.nmodules; i++)
+        s->mods[s->nmods++] = g_opts.modules[i];
     return s;
 }
 
 int sb_shards_start(const sb_shards_opts_t *opts)
 {
-    SB_BUG_ON(nshards != 0 || opts->count == 0 || opts->count > SB_MAX_SHARDS);
+    SB_BUG_ON(nshards != 0 || opts->count == 0 || opts->count > SB_MAX_SHARDS ||
+              opts->nmodules > SB_SHARD_MAX_MODULES);
     g_opts = *opts;
     g_opts.redis_host = g_redis_host = opts->redis_host ? sb_strdup(opts->redis_host) : NULL;
     g_opts.pg_conninfo = g_pg_conninfo = opts->pg_conninfo ? sb_strdup(opts->pg_conninfo) : NULL;
@@ -400,8 +414,13 @@ sb_redis_t *sb_shard_redis(sb_shard_t *s) { return s->redis; }
 sb_pg_t *sb_shard_pg(sb_shard_t *s) { return s->pg; }
 sb_pg_t *sb_shard_pg_ingest(sb_shard_t *s) { return s->ingest; }
 bool sb_shard_draining(const sb_shard_t *s) { return s->draining; }
-void *sb_shard_user(sb_shard_t *s) { return s->user; }
-void sb_shard_set_user(sb_shard_t *s, void *user) { s->user = user; }
+void *sb_shard_state(sb_shard_t *s, const sb_shard_module_t *m)
+{
+    for (unsigned i = 0; i < s->nstarted; i++)
+        if (s->mods[i] == m)
+            return s->states[i];
+    return NULL;
+}
 
 int sb_shard_spawn(sb_shard_t *s, const sb_actor_kind_t *kind, const void *arg, sb_actor_id_t *id)
 {

@@ -5,12 +5,15 @@
  * queue woken by a uv_async_t (which coalesces: every wake-up drains the whole queue). Nothing a shard owns is
  * touched by another thread; threads talk by messages only (sb_shard_exec, actor sends).
  *
- * The front doors (HTTP, console) are the gateway's: it creates them on each shard thread from the start hook and
- * closes them from the drain/stop hooks, so this layer stays free of routes and protocols.
+ * What runs on a shard is a table of modules, each with its own state in the shard's context object: the domain
+ * first (shards/domain: the store, the provider client, the ports the actors use), then the gateway's front doors
+ * (HTTP, the live inbox, the console). The table is the caller's; this file knows its entries only as entries. Modules start in table order
+ * and stop in reverse, so a front door is gone before the domain it hands work to.
  *
- * Shutdown: sb_shards_drain() asks every shard to stop accepting (drain hook), waits until the hooks report no
- * connections left or the deadline passes, then runs the stop hook, closes its own handles and lets the loop end.
- * sb_shards_join() waits for every thread. */
+ * Shutdown: sb_shards_drain() asks every module of every shard to stop taking work (drain), waits until none reports
+ * work still under way (busy) or the deadline passes, then stops the modules in reverse order, closes the shard's
+ * own handles and connections and lets the loop end; finish runs once the loop has no handles left. sb_shards_join()
+ * waits for every thread. */
 #ifndef SB_SHARD_H
 #define SB_SHARD_H
 
@@ -25,27 +28,32 @@ typedef struct sb_pg sb_pg_t;
 
 #define SB_MAX_SHARDS 256
 
-typedef struct sb_shard_hooks {
-    void *arg;
-    /* On the shard thread, before it serves anything. A negative return fails sb_shards_start(). */
-    int (*start)(sb_shard_t *s, void *arg);
-    /* On the shard thread when draining begins: stop accepting, let in-flight work finish. */
-    void (*drain)(sb_shard_t *s, void *arg);
-    /* Connections still open on this shard's front doors; draining ends when it reaches 0. */
-    unsigned (*connections)(sb_shard_t *s, void *arg);
-    /* On the shard thread at the end: close every handle the hooks opened. */
-    void (*stop)(sb_shard_t *s, void *arg);
-    /* On the shard thread after its loop ran out of handles; the loop runs once more afterwards, for what finishes
-     * closing in two steps. */
-    void (*finish)(sb_shard_t *s, void *arg);
-} sb_shard_hooks_t;
+/* A module of the shard table. Every hook runs on the shard's thread; state is the module's slot in the shard's
+ * context (start sets it). Any hook but start may be NULL. */
+typedef struct sb_shard_module {
+    const char *name;
+    /* Before the shard serves anything, in table order. A negative return fails sb_shards_start(). */
+    int (*start)(sb_shard_t *s, void **state);
+    /* Draining begins: stop taking new work, let what is under way finish. */
+    void (*drain)(sb_shard_t *s, void *state);
+    /* Work still under way (open connections, sends in flight): draining ends when every module reports 0. */
+    unsigned (*busy)(sb_shard_t *s, void *state);
+    /* At the end, in reverse table order: close every handle the module opened. */
+    void (*stop)(sb_shard_t *s, void *state);
+    /* After the loop ran out of handles, in reverse order: free what the closing handles still needed. */
+    void (*finish)(sb_shard_t *s, void *state);
+} sb_shard_module_t;
+
+#define SB_SHARD_MAX_MODULES 16
 
 typedef struct sb_shards_opts {
     unsigned count;              /* 1..SB_MAX_SHARDS */
     const char *redis_host;      /* NULL: no Redis connection */
     int redis_port, redis_db;
     const char *pg_conninfo;     /* NULL: no PostgreSQL connection */
-    sb_shard_hooks_t hooks;
+    const sb_shard_module_t *const *modules; /* every shard runs these, in this order (borrowed: must outlive the
+                                              * shards) */
+    unsigned nmodules;
 } sb_shards_opts_t;
 
 /* Starts every shard thread and waits until each has run its start hook. Returns 0, or the first hook error (the
@@ -69,12 +77,11 @@ sb_rt_t *sb_shard_rt(sb_shard_t *s);
 sb_redis_t *sb_shard_redis(sb_shard_t *s);
 sb_pg_t *sb_shard_pg(sb_shard_t *s);
 /* The shard's second PostgreSQL connection, for webhook receipts only: inserts that lock no shared row, so the
- * acknowledgement of a webhook waits for its own commit, never behind the applies and sends on sb_shard_pg(). */
+ * acknowledgement of a webhook waits for its own commit, never behind the actors' writes on sb_shard_pg(). */
 sb_pg_t *sb_shard_pg_ingest(sb_shard_t *s);
 bool sb_shard_draining(const sb_shard_t *s);
-/* A pointer the gateway keeps per shard (its front doors). */
-void *sb_shard_user(sb_shard_t *s);
-void sb_shard_set_user(sb_shard_t *s, void *user);
+/* The state module m keeps on shard s (NULL when m is not in the table, or not started). */
+void *sb_shard_state(sb_shard_t *s, const sb_shard_module_t *m);
 
 /* Runs fn(target shard, arg) on the target shard's thread, after the messages already queued there. From any
  * thread. Returns 0 (fn will be called exactly once), or SB_ENOENT / SB_ECLOSED (fn is never called). */
