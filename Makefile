@@ -28,7 +28,7 @@ endif
 
 ALL_CFLAGS := -std=c11 $(CFLAGS) $(WARN)
 
-LIB_SRC  := $(wildcard proto/*.c actors/*.c adapters/*.c shards/*.c gateway/*.c)
+LIB_SRC  := $(wildcard proto/*.c actors/*.c adapters/*.c adapters/*/*.c shards/*.c gateway/*.c)
 LIB_SRC  := $(filter-out gateway/main.c,$(LIB_SRC))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)

@@ -9,7 +9,8 @@
 #include "adapters/crypto.h"
 #include "adapters/pg.h"
 #include "gateway/authguard.h"
-#include "gateway/hooks.h"
+#include "actors/tenant.h"
+#include "shards/domain.h"
 #include "gateway/log.h"
 #include "proto/codec.h"
 #include "proto/err.h"
@@ -610,7 +611,10 @@ static void hook_set(void *arg, int err, const char *detail, const PGresult *res
         json_t *j = op->url ? json_pack("{s:s, s:s}", "url", op->url, "secret", op->secret)
                             : json_pack("{s:n}", "url");
         respond_json(op->req, 200, j);
-        sb_hooks_reset(op->tenant);
+        sb_shard_t *self = sb_shard_self(); /* the tenant actor loads the setting again */
+        if (self)
+            sb_rt_send_key(sb_shard_rt(self), sb_domain_owner(op->tenant), &sb_tenant_kind, (uint64_t)op->tenant,
+                           SB_TENANT_HOOKS, NULL, 0);
     }
     sb_crypto_wipe(op->secret, sizeof op->secret);
     free(op->url);
@@ -660,7 +664,8 @@ static void set_webhook(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
     }
     const char *p[3] = {tenant, op->url, op->url ? sb_buf_cstr(&sealed) : NULL};
     if (sb_pg_query(sb_shard_pg(s),
-                    "UPDATE tenants SET webhook_url = $2, webhook_secret_sealed = $3, webhook_cursor = inbox_cursor"
+                    "UPDATE tenants t SET webhook_url = $2, webhook_secret_sealed = $3, webhook_cursor = coalesce((SELECT"
+                    " last_cursor FROM event_pages p WHERE p.tenant_id = t.id ORDER BY last_cursor DESC LIMIT 1), 0)"
                     " WHERE id = $1 RETURNING id",
                     3, p, 0, hook_set, op) < 0)
         hook_set(op, SB_EUNAVAIL, "not connected", NULL);

@@ -18,7 +18,7 @@
 #ifndef SB_ADMIN_H
 #define SB_ADMIN_H
 
-#include "adapters/http_server.h"
+#include "adapters/net/http_server.h"
 #include "gateway/config.h"
 #include "shards/shard.h"
 

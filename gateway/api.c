@@ -5,6 +5,9 @@
  * read: every query below filters on it. */
 #include "gateway/api.h"
 
+#include "adapters/store/store.h"
+#include "shards/domain.h"
+
 #include "adapters/crypto.h"
 #include "adapters/pg.h"
 #include "gateway/sends.h"
@@ -150,10 +153,9 @@ typedef struct events_op {
     long long after;
 } events_op_t;
 
-static void events_read(void *arg, int err, const char *detail, const PGresult *res)
+static void events_read(void *arg, int err, const sb_event_rec_t *ev, size_t n)
 {
     events_op_t *op = arg;
-    (void)detail;
     if (err) {
         sb_http_respond_error(op->req, 503, "unavailable", "the database is not reachable; retry");
         free(op);
@@ -161,18 +163,15 @@ static void events_read(void *arg, int err, const char *detail, const PGresult *
     }
     sb_buf_t b;
     sb_buf_init(&b);
-    const char *last = NULL;
     sb_buf_puts(&b, "{\"events\":[");
-    for (int i = 0; i < PQntuples(res); i++) {
-        last = PQgetvalue(res, i, 0);
-        sb_buf_printf(&b, "%s{\"cursor\":%s,\"type\":\"", i ? "," : "", last);
-        sb_buf_json_escape(&b, sb_str_cstr(PQgetvalue(res, i, 1)));
-        sb_buf_printf(&b, "\",\"data\":%s}", PQgetvalue(res, i, 2)); /* data is JSON from jsonb */
+    for (size_t i = 0; i < n; i++) {
+        sb_buf_printf(&b, "%s{\"cursor\":%lld,\"type\":\"", i ? "," : "", (long long)ev[i].cursor);
+        sb_buf_json_escape(&b, sb_str_cstr(ev[i].type));
+        sb_buf_puts(&b, "\",\"data\":");
+        sb_buf_append_str(&b, ev[i].data); /* JSON, as the actor wrote it */
+        sb_buf_puts(&b, "}");
     }
-    if (last)
-        sb_buf_printf(&b, "],\"cursor\":%s}\n", last);
-    else
-        sb_buf_printf(&b, "],\"cursor\":%lld}\n", op->after);
+    sb_buf_printf(&b, "],\"cursor\":%lld}\n", n ? (long long)ev[n - 1].cursor : op->after);
     sb_http_respond(op->req, 200, "application/json", b.p, b.len);
     sb_buf_cleanup(&b);
     free(op);
@@ -191,17 +190,10 @@ static void get_events(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
         goto out;
     if (limit == 0)
         limit = 100;
-    char a[24], l[24];
-    snprintf(a, sizeof a, "%lld", after);
-    snprintf(l, sizeof l, "%lld", limit);
-    const char *p[3] = {tenant, a, l};
     events_op_t *op = sb_malloc(sizeof *op);
     op->req = req;
     op->after = after;
-    if (sb_pg_query(sb_shard_pg(s),
-                    "SELECT cursor, type, data::text FROM inbox_events WHERE tenant_id = $1 AND cursor > $2"
-                    " ORDER BY cursor LIMIT $3",
-                    3, p, 0, events_read, op) < 0) {
+    if (sb_store_events(sb_domain_store(s), strtoll(tenant, NULL, 10), after, (size_t)limit, events_read, op) < 0) {
         free(op);
         sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
     }
@@ -265,8 +257,10 @@ static void get_conversations(sb_shard_t *s, sb_http_req_t *req, const char *ten
     if (sb_pg_query(sb_shard_pg(s),
                     "SELECT json_build_object('id', v.id::text, 'channel_id', v.channel_id::text, 'contact',"
                     " json_build_object('id', c.id::text, 'address', c.address, 'profile_name', c.profile_name),"
-                    " 'last_seq', v.last_seq, 'last_message_at', v.last_message_at, 'created_at', v.created_at)::text"
+                    " 'last_seq', coalesce(l.seq, 0), 'last_message_at', l.created_at, 'created_at', v.created_at)::text"
                     " FROM conversations v JOIN contacts c ON c.tenant_id = v.tenant_id AND c.id = v.contact_id"
+                    " LEFT JOIN LATERAL (SELECT m.seq, m.created_at FROM messages m WHERE m.tenant_id = v.tenant_id"
+                    "                    AND m.conversation_id = v.id ORDER BY m.seq DESC LIMIT 1) l ON true"
                     " WHERE v.tenant_id = $1 AND v.id < $2 ORDER BY v.id DESC LIMIT $3",
                     3, p, 0, conversations_read, req) < 0)
         sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");

@@ -17,7 +17,7 @@
 #ifndef SB_API_H
 #define SB_API_H
 
-#include "adapters/http_server.h"
+#include "adapters/net/http_server.h"
 #include "shards/shard.h"
 
 #include "gateway/config.h"

@@ -66,6 +66,7 @@ static const key_def_t keys[] = {
     {"inbox_origins", KIND_ORIGINS, F(inbox_origins), 0, 0},
     {"inbox_send_buffer", KIND_INT, F(inbox_send_buffer), 4096, 67108864},
     {"webhook_max_age", KIND_INT, F(webhook_max_age_s), 1, 2592000},
+    {"actor_idle_timeout", KIND_INT, F(actor_idle_timeout_s), 0, 86400},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -549,6 +550,7 @@ void sb_config_init(sb_config_t *c)
     c->console_auth_timeout_s = 10;
     c->inbox_send_buffer = 1048576;
     c->webhook_max_age_s = 86400;
+    c->actor_idle_timeout_s = 300;
 }
 
 void sb_config_cleanup(sb_config_t *c)

@@ -41,10 +41,12 @@
  *   inbox_origins    unset               browser origins allowed to open the live inbox: "*" or a comma-separated
  *                                        list of scheme://host[:port]; unset = only the gateway's own origin.
  *                                        Clients that send no Origin (not browsers) are always let through
- *   webhook_max_age  86400               seconds, 1..2592000: an event a tenant's webhook URL has not taken after this
- *                                        long is dead-lettered (webhook_dead_letters) and delivery goes on
  *   inbox_send_buffer 1048576            4096..67108864 bytes a live inbox client may fall behind before it is
  *                                        closed with 4408 (it then resumes from its cursor)
+ *   webhook_max_age  86400               seconds, 1..2592000: an event a tenant's webhook URL has not taken after this
+ *                                        long is dead-lettered (webhook_dead_letters) and delivery goes on
+ *   actor_idle_timeout 300               seconds, 0..86400: a tenant or session actor idle this long (nothing queued,
+ *                                        in flight or waiting) is passivated, its memory returned; 0 = never
  *
  * URLs (public_url, twilio_api_base, meta_graph_base) are stored without trailing slashes, so callers append
  * "/path". Hosts in sb_addr_t are stored without IPv6 brackets, ready for getaddrinfo/uv_ip6_addr.
@@ -95,6 +97,7 @@ typedef struct sb_config {
     char *inbox_origins; /* NULL = unset */
     int inbox_send_buffer;
     int webhook_max_age_s;
+    int actor_idle_timeout_s; /* 0: actors are never passivated */
 } sb_config_t;
 
 /* Fills c (caller's storage, previous contents ignored) with the defaults. The strings it allocates belong to c;

@@ -8,11 +8,13 @@
 #include "adapters/counters.h"
 #include "adapters/pg.h"
 #include "gateway/authguard.h"
-#include "gateway/inbound.h"
+#include "actors/session.h"
+#include "adapters/store/store.h"
+#include "shards/domain.h"
 #include "gateway/live.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
-#include "gateway/version.h"
+#include "proto/version.h"
 #include "proto/codec.h"
 #include "proto/err.h"
 #include "proto/guard.h"
@@ -813,11 +815,15 @@ static void cmd_dead(session_t *s, const sb_line_cmd_t *cmd)
                1, p, NULL);
 }
 
+/* The channel's session loads its outbox again (activated if it was not). */
 static void replayed(const PGresult *res)
 {
-    for (int i = 0; i < PQntuples(res); i++)
-        sb_inbound_send(strtoll(PQgetvalue(res, i, 1), NULL, 10), strtoll(PQgetvalue(res, i, 2), NULL, 10),
-                        strtoll(PQgetvalue(res, i, 0), NULL, 10));
+    sb_shard_t *shard = sb_shard_self();
+    for (int i = 0; shard && i < PQntuples(res); i++) {
+        int64_t tenant = strtoll(PQgetvalue(res, i, 1), NULL, 10), channel = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+        sb_rt_send_key(sb_shard_rt(shard), sb_domain_owner(tenant), &sb_session_kind, (uint64_t)channel,
+                       SB_SESSION_RESUME, NULL, 0);
+    }
 }
 
 /* replay <message_id>: a dead, failed or unknown outbound message is queued again, its attempts from zero (for an
@@ -834,7 +840,9 @@ static void cmd_replay(session_t *s, const sb_line_cmd_t *cmd)
              "  WHERE id = $1 AND direction = 'out' AND status IN ('dead', 'failed', 'unknown')"
              "  RETURNING id, tenant_id, channel_id),"
              " h AS (INSERT INTO message_status_history (tenant_id, message_id, status)"
-             "  SELECT tenant_id, id, 'queued' FROM m)"
+             "  SELECT tenant_id, id, 'queued' FROM m),"
+             " o AS (INSERT INTO outbox (tenant_id, channel_id, message_id) SELECT tenant_id, channel_id, id FROM m"
+             "  ON CONFLICT DO NOTHING)"
              " SELECT id, tenant_id AS tenant, channel_id AS channel, 'queued' AS status FROM m",
              1, p, replayed);
 }
@@ -896,7 +904,8 @@ static void cmd_tenants(session_t *s, const sb_line_cmd_t *cmd)
         return;
     }
     db_query(s, cmd->json, "tenants",
-               "SELECT t.id, t.name, count(c.id) AS channels, t.inbox_cursor AS cursor, "
+               "SELECT t.id, t.name, count(c.id) AS channels, coalesce((SELECT last_cursor FROM event_pages p "
+               "WHERE p.tenant_id = t.id ORDER BY last_cursor DESC LIMIT 1), 0) AS cursor, "
                "to_char(t.created_at, 'YYYY-MM-DD HH24:MI:SS') AS created_at "
                "FROM tenants t LEFT JOIN channels c ON c.tenant_id = t.id "
                "GROUP BY t.id ORDER BY t.id DESC LIMIT 1000",
@@ -1028,26 +1037,27 @@ static void trace_stop(session_t *s)
     }
 }
 
-static void trace_polled(void *arg, int err, const char *detail, const PGresult *res)
+static void trace_polled(void *arg, int err, const sb_event_rec_t *ev, size_t n)
 {
     session_t *s = arg;
     s->trace_polling = false;
     if (!s->closing && s->trace_tenant && err) {
         trace_stop(s);
-        answer_err(s, "database: %s", detail);
+        answer_err(s, "database: %s", sb_strerror(err));
     } else if (!s->closing && s->trace_tenant) {
         sb_buf_t b;
         sb_buf_init(&b);
-        for (int r = 0; r < PQntuples(res); r++) {
-            const char *cursor = PQgetvalue(res, r, 0), *type = PQgetvalue(res, r, 1), *data = PQgetvalue(res, r, 2);
+        for (size_t r = 0; r < n; r++) {
             if (s->trace_json) {
-                sb_buf_printf(&b, "{\"cursor\":%s,\"type\":\"%s\",\"data\":%s}\n", cursor, type, data);
+                sb_buf_printf(&b, "{\"cursor\":%lld,\"type\":\"%s\",\"data\":", (long long)ev[r].cursor, ev[r].type);
+                sb_buf_append_str(&b, ev[r].data);
+                sb_buf_puts(&b, "}\n");
             } else {
-                sb_buf_printf(&b, "%s  %s  ", cursor, type);
-                sb_line_escape(&b, sb_str_cstr(data));
+                sb_buf_printf(&b, "%lld  %s  ", (long long)ev[r].cursor, ev[r].type);
+                sb_line_escape(&b, ev[r].data);
                 sb_buf_puts(&b, "\n");
             }
-            s->trace_cursor = strtoll(cursor, NULL, 10);
+            s->trace_cursor = ev[r].cursor;
         }
         out(s, b.p, b.len);
         sb_buf_cleanup(&b);
@@ -1061,33 +1071,33 @@ static void on_trace_timer(uv_timer_t *t)
     if (s->trace_polling || !s->trace_tenant)
         return;
     sb_shard_t *shard = sb_shard_self();
-    char tenant[24], after[24];
-    snprintf(tenant, sizeof tenant, "%lld", (long long)s->trace_tenant);
-    snprintf(after, sizeof after, "%lld", (long long)s->trace_cursor);
-    const char *p[2] = {tenant, after};
     s->refs++;
     s->trace_polling = true;
-    if (!shard || sb_pg_query(sb_shard_pg(shard),
-                              "SELECT cursor, type, data::text FROM inbox_events WHERE tenant_id = $1 AND cursor > $2"
-                              " ORDER BY cursor LIMIT " SB_STRINGIFY(TRACE_PAGE),
-                              2, p, 0, trace_polled, s) < 0) {
+    if (!shard || sb_store_events(sb_domain_store(shard), s->trace_tenant, s->trace_cursor, TRACE_PAGE, trace_polled,
+                                  s) < 0) {
         s->trace_polling = false; /* the next tick tries again */
         session_unref(s);
     }
 }
 
-static void trace_started(void *arg, int err, const char *detail, const PGresult *res)
+typedef struct trace_op {
+    session_t *s;
+    int64_t tenant;
+} trace_op_t;
+
+static void trace_started(void *arg, int err, bool found, int64_t cursor)
 {
-    session_t *s = arg;
+    trace_op_t *op = arg;
+    session_t *s = op->s;
     if (s->closing) {
         /* nothing to say */
     } else if (err) {
-        answer_err(s, "database: %s", detail);
-    } else if (PQntuples(res) != 1) {
+        answer_err(s, "database: %s", sb_strerror(err));
+    } else if (!found) {
         answer_err(s, "no such tenant");
     } else {
-        s->trace_tenant = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-        s->trace_cursor = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+        s->trace_tenant = op->tenant;
+        s->trace_cursor = cursor;
         sb_buf_t b;
         sb_buf_init(&b);
         if (s->trace_json)
@@ -1105,6 +1115,7 @@ static void trace_started(void *arg, int err, const char *detail, const PGresult
         uv_timer_start(s->trace_timer, on_trace_timer, TRACE_EVERY_MS, TRACE_EVERY_MS);
     }
     wait_end(s);
+    free(op);
 }
 
 static void cmd_trace(session_t *s, const sb_line_cmd_t *cmd)
@@ -1112,12 +1123,14 @@ static void cmd_trace(session_t *s, const sb_line_cmd_t *cmd)
     char tenant[24];
     if (!one_id(s, cmd, "trace <tenant_id>", tenant))
         return;
-    const char *p[1] = {tenant};
     sb_shard_t *shard = sb_shard_self();
     wait_begin(s);
     s->trace_json = cmd->json;
-    if (!shard || sb_pg_query(sb_shard_pg(shard), "SELECT id, inbox_cursor FROM tenants WHERE id = $1", 1, p, 0,
-                              trace_started, s) < 0) {
+    trace_op_t *op = sb_malloc(sizeof *op);
+    op->s = s;
+    op->tenant = strtoll(tenant, NULL, 10);
+    if (!shard || sb_store_cursor(sb_domain_store(shard), op->tenant, trace_started, op) < 0) {
+        free(op);
         answer_err(s, "database not reachable");
         wait_end(s);
     }

@@ -1,26 +1,34 @@
 /* The live inbox; see live.h for the contract.
  *
- * Per shard, a hub: the shard's clients by tenant (a hash of doubly linked lists) and one timer that enforces the
- * hello deadline and resumes replays that waited for a slow client's socket to drain.
+ * Per shard, a hub (the live module's state): the shard's clients by tenant, and for each such tenant its
+ * subscription at the tenant actor (actors/tenant.h), which sends this shard every batch of events the tenant
+ * commits from then on. One timer enforces the hello deadline, resumes replays that waited for a slow client's
+ * socket to drain, and renews the subscriptions every few seconds (a tenant actor restarted by its supervisor starts
+ * with none; the renewal's answer also tells a client that missed events to catch up from the store).
  *
  * A client's life:
  *   HELLO   upgraded; waiting for the hello frame (10 s)
  *   AUTH    the credential is being checked; reading paused
- *   REPLAY  subscribed; paging inbox_events from PostgreSQL after `sent`; live events wait in `pending`
+ *   SUB     waiting for the tenant's subscription to be answered (its newest cursor)
+ *   REPLAY  paging the event log from the store after `sent`; live events wait in `pending`
  *   LIVE    live events are written as they come
  *   CLOSING a close frame went out; everything else is ignored
- * A client's memory is freed when its stream has closed and no query of its is in flight (`refs`). */
+ * A client's memory is freed when its connection has closed and no query of its is in flight (`refs`). */
 #include "gateway/live.h"
 
+#include "actors/tenant.h"
+#include "adapters/net/wsconn.h"
+#include "adapters/store/store.h"
 #include "gateway/api.h"
-#include "gateway/hooks.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/sends.h"
 #include "proto/err.h"
+#include "proto/htable.h"
 #include "proto/inbox.h"
+#include "proto/list.h"
 #include "proto/mem.h"
-#include "proto/ws.h"
+#include "shards/domain.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -28,12 +36,12 @@
 #include <string.h>
 #include <strings.h>
 
-#define HUB_BUCKETS 1024
 #define HELLO_TIMEOUT_MS 10000
 #define TICK_MS 100
+#define RENEW_MS 5000
 #define MAX_MSG (64 * 1024) /* largest client message: a hello or a send */
 #define REPLAY_PAGE 500
-#define MAX_PENDING 4096    /* live events held per replaying client; beyond this it re-reads them from PostgreSQL */
+#define MAX_PENDING 4096    /* live events held per replaying client; beyond this it reads them from the store */
 
 #define CLOSE_BAD_REQUEST 4400
 #define CLOSE_UNAUTHORIZED 4401
@@ -41,133 +49,65 @@
 #define CLOSE_TRY_LATER 1013
 
 static const sb_config_t *cfg;
+static _Atomic unsigned connected[SB_MAX_SHARDS]; /* per shard, for other threads (console, metrics) to read */
 
-/* ---- events and batches: immutable, shared by every shard that delivers them ---------------------------------- */
+/* ---- clients, tenants, hubs ------------------------------------------------------------------------------------- */
 
-typedef struct ev {
-    _Atomic int refs;
-    int64_t cursor;
-    sb_str_t type, data; /* into text */
-    sb_str_t json;       /* into text: the payload of the event's frame for JSON clients, encoded once for all of
-                          * them; empty when the data cannot be encoded */
-    char text[];
-} ev_t;
-
-typedef struct batch {
-    _Atomic int refs;
-    int64_t tenant;
-    size_t n;
-    ev_t *ev[]; /* by cursor */
-} batch_t;
-
-static ev_t *ev_new(int64_t cursor, const char *type, const char *data)
-{
-    size_t tl = strlen(type), dl = strlen(data);
-    sb_buf_t json;
-    sb_buf_init(&json);
-    if (sb_inbox_encode_event(SB_INBOX_JSON, cursor, sb_str(type, tl), sb_str(data, dl), &json) < 0) {
-        sb_log_error("inbox: event %lld (%s) cannot be encoded; skipped", (long long)cursor, type);
-        json.len = 0;
-    }
-    ev_t *e = sb_malloc(sizeof *e + tl + dl + json.len + 2);
-    atomic_init(&e->refs, 1);
-    e->cursor = cursor;
-    memcpy(e->text, type, tl + 1);
-    memcpy(e->text + tl + 1, data, dl + 1);
-    if (json.len)
-        memcpy(e->text + tl + dl + 2, json.p, json.len);
-    e->type = sb_str(e->text, tl);
-    e->data = sb_str(e->text + tl + 1, dl);
-    e->json = sb_str(e->text + tl + dl + 2, json.len);
-    sb_buf_cleanup(&json);
-    return e;
-}
-
-static void ev_ref(ev_t *e)
-{
-    atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
-}
-
-static void ev_unref(ev_t *e)
-{
-    if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1)
-        free(e);
-}
-
-static void batch_unref(batch_t *b)
-{
-    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    for (size_t i = 0; i < b->n; i++)
-        ev_unref(b->ev[i]);
-    free(b);
-}
-
-/* ---- clients and hubs ----------------------------------------------------------------------------------------- */
-
-enum client_state { S_HELLO, S_AUTH, S_REPLAY, S_LIVE, S_CLOSING };
+enum client_state { S_HELLO, S_AUTH, S_SUB, S_REPLAY, S_LIVE, S_CLOSING };
 
 typedef struct hub hub_t;
+typedef struct tsub tsub_t;
+
+typedef struct pending {
+    sb_inbox_batch_t *b; /* a reference */
+    size_t i;
+} pending_t;
 
 typedef struct client {
     hub_t *hub;
-    sb_http_stream_t *st;      /* NULL once closed */
-    struct client *prev, *next; /* in the hub: all clients until subscribed, then the tenant's bucket */
+    sb_wsconn_t *ws;           /* NULL once closed */
+    sb_list_t link;            /* the hub's hello list, then its tenant's clients */
+    tsub_t *t;                 /* once authenticated */
     sb_inbox_fmt_t fmt;
     enum client_state state;
-    sb_ws_reader_t rd;
-    int refs;                  /* the stream, plus each query in flight */
+    int refs;                  /* the connection, plus each request in flight */
     int64_t tenant;
     char tenant_s[24];
     int64_t sent;              /* the last cursor written (or skipped over: the welcome cursor) */
-    bool subscribed, querying, overflowed, waiting_drain;
-    ev_t **pending;            /* live events that arrived while replaying, in arrival (= cursor) order */
+    bool has_resume;
+    int64_t resume_after;
+    bool querying, overflowed, waiting_drain;
+    pending_t *pending;        /* live events that arrived while replaying, in arrival (= cursor) order */
     size_t npending, cap_pending;
     uint64_t hello_deadline;
 } client_t;
 
-struct hub {
-    sb_shard_t *shard;
-    client_t *buckets[HUB_BUCKETS]; /* subscribed clients by tenant */
-    client_t *unsubscribed;         /* HELLO and AUTH */
-    uv_timer_t *tick;
-    sb_buf_t frame;                 /* an event's MessagePack frame, built once per delivery */
-    sb_buf_t out;                   /* scratch for single frames */
+/* A tenant with clients on this shard, and its subscription at the tenant actor. */
+struct tsub {
+    sb_hnode_t node;
+    hub_t *hub;
+    int64_t tenant;
+    sb_list_t clients;
+    unsigned nclients;
+    bool on;                   /* the tenant actor answered: this shard gets its events */
+    bool asking;               /* an answer is on its way */
+    int64_t newest;            /* the newest cursor this shard knows of */
 };
 
-static hub_t *hubs[SB_MAX_SHARDS];              /* each touched only by its own shard's thread */
-static _Atomic unsigned subscribed[SB_MAX_SHARDS]; /* per shard: clients subscribed (publish skips shards at 0) */
-static _Atomic unsigned connected[SB_MAX_SHARDS];
-
-static client_t **bucket_of(hub_t *h, int64_t tenant)
-{
-    return &h->buckets[((uint64_t)tenant * 0x9E3779B97F4A7C15ull >> 32) % HUB_BUCKETS];
-}
-
-static void list_remove(client_t **head, client_t *c)
-{
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        *head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-}
-
-static void list_push(client_t **head, client_t *c)
-{
-    c->prev = NULL;
-    c->next = *head;
-    if (*head)
-        (*head)->prev = c;
-    *head = c;
-}
+struct hub {
+    sb_shard_t *shard;
+    sb_htable_t tenants;       /* tsub_t by tenant */
+    sb_list_t hello;           /* clients before their tenant is known */
+    uv_timer_t *tick;
+    uint64_t next_renew;
+    sb_buf_t frame;            /* an event's MessagePack frame, built once per delivery */
+    sb_buf_t out;              /* scratch for single frames */
+};
 
 static void pending_clear(client_t *c)
 {
     for (size_t i = 0; i < c->npending; i++)
-        ev_unref(c->pending[i]);
+        sb_inbox_batch_unref(c->pending[i].b);
     c->npending = 0;
 }
 
@@ -177,164 +117,137 @@ static void client_unref(client_t *c)
         return;
     pending_clear(c);
     free(c->pending);
-    sb_ws_reader_cleanup(&c->rd);
     free(c);
 }
 
-/* ---- writing frames ------------------------------------------------------------------------------------------- */
-
-/* Starts a frame in b: room for the longest head, then the payload is appended after it. */
-static void frame_begin(sb_buf_t *b)
+static bool tsub_eq(const sb_hnode_t *n, const void *key)
 {
-    b->len = 0;
-    sb_buf_reserve(b, SB_WS_HEAD_MAX);
-    b->len = SB_WS_HEAD_MAX;
+    return sb_container_of(n, tsub_t, node)->tenant == *(const int64_t *)key;
 }
 
-/* Puts the head right before the payload; returns the whole frame as a view into b. */
-static uv_buf_t frame_end(sb_buf_t *b, sb_ws_op_t op)
+static tsub_t *tsub_find(hub_t *h, int64_t tenant)
 {
-    uint8_t head[SB_WS_HEAD_MAX];
-    size_t plen = b->len - SB_WS_HEAD_MAX, hl = sb_ws_frame_head(head, op, true, plen);
-    char *start = b->p + SB_WS_HEAD_MAX - hl;
-    memcpy(start, head, hl);
-    return uv_buf_init(start, (unsigned)(hl + plen));
+    sb_hnode_t *n = sb_htable_find(&h->tenants, sb_hash_u64((uint64_t)tenant), tsub_eq, &tenant);
+    return n ? sb_container_of(n, tsub_t, node) : NULL;
 }
+
+/* ---- writing frames --------------------------------------------------------------------------------------------- */
 
 static sb_ws_op_t data_op(const client_t *c)
 {
     return c->fmt == SB_INBOX_JSON ? SB_WS_OP_TEXT : SB_WS_OP_BINARY;
 }
 
-static void client_close(client_t *c, uint16_t code, const char *reason);
-
-/* Writes a whole frame; a client that falls more than inbox_send_buffer bytes behind is closed with 4408. */
-static void client_writev(client_t *c, const uv_buf_t *bufs, unsigned n)
+static bool client_open(const client_t *c)
 {
-    if (!c->st || c->state == S_CLOSING)
-        return;
-    if (sb_http_stream_write(c->st, bufs, n) < 0)
-        return;
-    if (sb_http_stream_queued(c->st) > (size_t)cfg->inbox_send_buffer) {
-        sb_log_info("inbox: tenant %s: client too slow, closing with 4408", c->tenant_s);
-        sb_metric_add(&sb_metrics_shard(sb_shard_index(c->hub->shard))->inbox_too_slow, 1);
-        client_close(c, CLOSE_TOO_SLOW, "too slow: resume from your last cursor");
-    }
+    return c->ws && c->state != S_CLOSING && sb_wsconn_is_open(c->ws);
 }
 
-static void client_write(client_t *c, uv_buf_t frame)
+static void client_close(client_t *c, uint16_t code, const char *reason)
 {
-    client_writev(c, &frame, 1);
+    if (!c->ws || c->state == S_CLOSING)
+        return;
+    c->state = S_CLOSING;
+    sb_wsconn_close(c->ws, code, reason);
+}
+
+/* Writes the frame in the hub's scratch buffer. */
+static void write_out(client_t *c)
+{
+    if (client_open(c))
+        sb_wsconn_send(c->ws, data_op(c), sb_str(c->hub->out.p, c->hub->out.len));
+    if (c->ws && !sb_wsconn_is_open(c->ws))
+        c->state = S_CLOSING;
 }
 
 static void send_error(client_t *c, const char *code, const char *message)
 {
     sb_buf_t *b = &c->hub->out;
-    frame_begin(b);
+    b->len = 0;
     if (sb_inbox_encode_error(c->fmt, sb_str_cstr(code), sb_str_cstr(message), b) == 0)
-        client_write(c, frame_end(b, data_op(c)));
+        write_out(c);
 }
 
-/* Sends a close frame and closes the stream gracefully (queued frames go out first). */
-static void client_close(client_t *c, uint16_t code, const char *reason)
-{
-    if (!c->st || c->state == S_CLOSING)
-        return;
-    uint8_t payload[SB_WS_CONTROL_MAX];
-    size_t n = sb_ws_close_payload(payload, code, sb_str_cstr(reason));
-    sb_buf_t *b = &c->hub->out;
-    frame_begin(b);
-    sb_buf_append(b, payload, n);
-    uv_buf_t f = frame_end(b, SB_WS_OP_CLOSE);
-    sb_http_stream_write(c->st, &f, 1);
-    c->state = S_CLOSING;
-    sb_http_stream_close(c->st);
-}
-
-/* Writes event e to c in c's format. JSON clients get e->json, encoded when e was made; MessagePack is encoded
- * here, at most once per delivery (frame caches it for as long as the caller keeps `cached` pointing at e). */
-static void write_event(client_t *c, const ev_t *e, const ev_t **cached)
+/* Writes one event to c in c's format. JSON clients get json when it was encoded once for all of them (a live
+ * batch); MessagePack is encoded here, at most once per delivery (`cached` names the event the hub's frame holds). */
+static void write_event(client_t *c, int64_t cursor, sb_str_t type, sb_str_t data, sb_str_t json, const void *ev,
+                        const void **cached)
 {
     hub_t *h = c->hub;
-    c->sent = e->cursor;
-    if (c->fmt == SB_INBOX_JSON) {
-        if (!e->json.len)
-            return;
-        uint8_t head[SB_WS_HEAD_MAX];
-        uv_buf_t f[2] = {uv_buf_init((char *)head, (unsigned)sb_ws_frame_head(head, SB_WS_OP_TEXT, true, e->json.len)),
-                         uv_buf_init((char *)e->json.p, (unsigned)e->json.len)};
-        client_writev(c, f, 2);
+    c->sent = cursor;
+    if (!client_open(c))
+        return;
+    sb_buf_t *b = &h->frame;
+    if (c->fmt == SB_INBOX_JSON && json.len) {
+        sb_wsconn_send(c->ws, SB_WS_OP_TEXT, json);
     } else {
-        sb_buf_t *b = &h->frame;
-        if (*cached != e) {
-            frame_begin(b);
-            if (sb_inbox_encode_event(c->fmt, e->cursor, e->type, e->data, b) < 0) {
-                sb_log_error("inbox: tenant %s: event %lld cannot be encoded; skipped", c->tenant_s,
-                             (long long)e->cursor);
+        if (!ev || *cached != ev || c->fmt == SB_INBOX_JSON) {
+            b->len = 0;
+            if (sb_inbox_encode_event(c->fmt, cursor, type, data, b) < 0) {
+                sb_log_error("inbox: tenant %s: event %lld cannot be encoded; skipped", c->tenant_s, (long long)cursor);
                 b->len = 0;
             }
-            *cached = e;
+            if (cached)
+                *cached = c->fmt == SB_INBOX_JSON ? NULL : ev;
         }
         if (b->len == 0)
             return;
-        /* frame_end writes the head into the buffer, the same bytes each time: harmless to repeat */
-        client_write(c, frame_end(b, data_op(c)));
+        sb_wsconn_send(c->ws, data_op(c), sb_str(b->p, b->len));
     }
+    if (!sb_wsconn_is_open(c->ws))
+        c->state = S_CLOSING;
     sb_metric_add(&sb_metrics_shard(sb_shard_index(h->shard))->inbox_events, 1);
 }
 
-/* ---- replay --------------------------------------------------------------------------------------------------- */
+static void write_batch_event(client_t *c, const sb_inbox_event_t *e, const void **cached)
+{
+    write_event(c, e->cursor, e->type, e->data, e->json, e, cached);
+}
+
+/* ---- replay ----------------------------------------------------------------------------------------------------- */
 
 static void replay_next(client_t *c);
 
 /* The replay reached the end of the log: write what was published meanwhile, and go live. A hole in it (an event
- * neither the replay nor the publishes brought) sends the client back to PostgreSQL, which has it. */
+ * neither the replay nor the publishes brought) sends the client back to the store, which has it. */
 static void go_live(client_t *c)
 {
-    const ev_t *cached = NULL;
+    const void *cached = NULL;
     bool hole = false;
     c->state = S_LIVE;
     for (size_t k = 0; k < c->npending && c->state == S_LIVE; k++) {
-        const ev_t *e = c->pending[k];
+        const sb_inbox_event_t *e = &c->pending[k].b->ev[c->pending[k].i];
         if (e->cursor <= c->sent)
             continue;
         if (e->cursor != c->sent + 1) {
             hole = true;
             break;
         }
-        write_event(c, e, &cached);
+        write_batch_event(c, e, &cached);
     }
     pending_clear(c);
     if (hole && c->state == S_LIVE)
         replay_next(c);
 }
 
-static void replay_read(void *arg, int err, const char *detail, const PGresult *res)
+static void replay_read(void *arg, int err, const sb_event_rec_t *ev, size_t n)
 {
     client_t *c = arg;
     c->querying = false;
-    if (!c->st || c->state != S_REPLAY) {
+    if (!client_open(c) || c->state != S_REPLAY) {
         client_unref(c);
         return;
     }
     if (err) {
-        sb_log_warn("inbox: tenant %s: replay failed: %s", c->tenant_s, detail);
+        sb_log_warn("inbox: tenant %s: replay failed: %s", c->tenant_s, sb_strerror(err));
         send_error(c, "unavailable", "the database is not reachable; reconnect and resume");
         client_close(c, CLOSE_TRY_LATER, "database unavailable");
         client_unref(c);
         return;
     }
-    const ev_t *cached = NULL;
-    int n = PQntuples(res);
-    for (int i = 0; i < n && c->state == S_REPLAY; i++) {
-        int64_t cursor = strtoll(PQgetvalue(res, i, 0), NULL, 10);
-        if (cursor <= c->sent)
-            continue;
-        ev_t *e = ev_new(cursor, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
-        write_event(c, e, &cached);
-        cached = NULL;
-        ev_unref(e);
-    }
+    for (size_t i = 0; i < n && c->state == S_REPLAY; i++)
+        if (ev[i].cursor > c->sent)
+            write_event(c, ev[i].cursor, sb_str_cstr(ev[i].type), ev[i].data, sb_str(NULL, 0), NULL, NULL);
     if (c->state == S_REPLAY) {
         if (n == REPLAY_PAGE || c->overflowed) {
             c->overflowed = false;
@@ -353,21 +266,15 @@ static void replay_next(client_t *c)
     c->state = S_REPLAY;
     if (c->querying)
         return;
-    if (sb_http_stream_queued(c->st) > (size_t)cfg->inbox_send_buffer / 2) {
+    if (sb_wsconn_queued(c->ws) > (size_t)cfg->inbox_send_buffer / 2) {
         c->waiting_drain = true;
         return;
     }
     c->waiting_drain = false;
-    char after[24], limit[24];
-    snprintf(after, sizeof after, "%lld", (long long)c->sent);
-    snprintf(limit, sizeof limit, "%d", REPLAY_PAGE);
-    const char *p[3] = {c->tenant_s, after, limit};
     c->refs++;
     c->querying = true;
-    if (sb_pg_query(sb_shard_pg(c->hub->shard),
-                    "SELECT cursor, type, data::text FROM inbox_events WHERE tenant_id = $1 AND cursor > $2"
-                    " ORDER BY cursor LIMIT $3",
-                    3, p, SB_PG_PREPARED, replay_read, c) < 0) {
+    sb_store_t *st = sb_domain_store(c->hub->shard);
+    if (!st || sb_store_events(st, c->tenant, c->sent, REPLAY_PAGE, replay_read, c) < 0) {
         c->querying = false;
         c->refs--;
         send_error(c, "unavailable", "the database is not reachable; reconnect and resume");
@@ -375,60 +282,116 @@ static void replay_next(client_t *c)
     }
 }
 
-/* ---- hello ---------------------------------------------------------------------------------------------------- */
+/* ---- subscriptions ---------------------------------------------------------------------------------------------- */
 
-static void subscribe(client_t *c)
+typedef struct answer {
+    unsigned shard;
+    int64_t tenant, cursor;
+    int err;
+} answer_t;
+
+static void subscribed_here(sb_shard_t *s, void *arg);
+
+/* On the tenant's shard: back to the hub's. */
+static void sub_answer(void *arg, int64_t cursor, int err)
 {
-    hub_t *h = c->hub;
-    list_remove(&h->unsubscribed, c);
-    list_push(bucket_of(h, c->tenant), c);
-    c->subscribed = true;
-    atomic_fetch_add(&subscribed[sb_shard_index(h->shard)], 1); /* before the first query: see live.h */
+    answer_t *a = arg;
+    a->cursor = cursor;
+    a->err = err;
+    if (sb_shard_exec(a->shard, subscribed_here, a) < 0)
+        free(a);
 }
+
+static void subscribe(tsub_t *t, bool on)
+{
+    hub_t *h = t->hub;
+    answer_t *a = NULL;
+    if (on) {
+        a = sb_calloc(1, sizeof *a);
+        a->shard = sb_shard_index(h->shard);
+        a->tenant = t->tenant;
+        t->asking = true;
+    }
+    sb_tenant_sub_t sub = {.shard = sb_shard_index(h->shard), .answer = sub_answer, .arg = a};
+    sb_tenant_subscribe(sb_shard_rt(h->shard), sb_domain_owner(t->tenant), t->tenant, &sub, on);
+}
+
+static void tsub_release(tsub_t *t)
+{
+    if (t->nclients || t->asking)
+        return;
+    if (t->on)
+        subscribe(t, false);
+    sb_htable_remove(&t->hub->tenants, &t->node);
+    free(t);
+}
+
+static void welcome(client_t *c, int64_t newest)
+{
+    sb_buf_t *b = &c->hub->out;
+    b->len = 0;
+    sb_inbox_encode_welcome(c->fmt, sb_str_cstr(c->tenant_s), newest, b);
+    write_out(c);
+    if (c->has_resume && c->resume_after > newest) {
+        send_error(c, "bad_cursor", "resume_after is ahead of the newest cursor");
+        client_close(c, CLOSE_BAD_REQUEST, "bad resume_after");
+    } else if (c->state == S_SUB) {
+        c->sent = c->has_resume ? c->resume_after : newest;
+        sb_wsconn_set_reading(c->ws, true);
+        replay_next(c);
+    }
+}
+
+static void subscribed_here(sb_shard_t *s, void *arg)
+{
+    answer_t *a = arg;
+    hub_t *h = sb_shard_state(s, &sb_live_module);
+    tsub_t *t = h ? tsub_find(h, a->tenant) : NULL;
+    if (!t) {
+        free(a);
+        return;
+    }
+    t->asking = false;
+    if (a->err) {
+        sb_log_warn("inbox: tenant %lld: no subscription: %s", (long long)a->tenant, sb_strerror(a->err));
+        sb_list_foreach_safe(it, nx, &t->clients)
+        {
+            client_t *c = sb_container_of(it, client_t, link);
+            if (c->state == S_SUB) {
+                send_error(c, "unavailable", "the tenant's events cannot be followed now; reconnect and resume");
+                client_close(c, CLOSE_TRY_LATER, "unavailable");
+            }
+        }
+    } else {
+        t->on = true;
+        if (a->cursor > t->newest)
+            t->newest = a->cursor;
+        sb_list_foreach_safe(it, nx, &t->clients)
+        {
+            client_t *c = sb_container_of(it, client_t, link);
+            if (c->state == S_SUB)
+                welcome(c, t->newest);
+            else if (c->state == S_LIVE && c->sent < t->newest) /* it missed some (a restarted tenant actor) */
+                replay_next(c);
+        }
+    }
+    free(a);
+    tsub_release(t);
+}
+
+/* ---- hello -------------------------------------------------------------------------------------------------------- */
 
 typedef struct hello_op {
     client_t *c;
-    bool has_resume;
-    int64_t resume_after;
 } hello_op_t;
-
-static void welcomed(void *arg, int err, const char *detail, const PGresult *res)
-{
-    hello_op_t *op = arg;
-    client_t *c = op->c;
-    c->querying = false;
-    if (c->st && c->state == S_AUTH) {
-        if (err || PQntuples(res) != 1) {
-            sb_log_warn("inbox: tenant %s: welcome failed: %s", c->tenant_s, err ? detail : "no such tenant");
-            send_error(c, "unavailable", "the database is not reachable; reconnect and resume");
-            client_close(c, CLOSE_TRY_LATER, "database unavailable");
-        } else {
-            int64_t newest = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-            sb_buf_t *b = &c->hub->out;
-            frame_begin(b);
-            sb_inbox_encode_welcome(c->fmt, sb_str_cstr(c->tenant_s), newest, b);
-            client_write(c, frame_end(b, data_op(c)));
-            if (op->has_resume && op->resume_after > newest) {
-                send_error(c, "bad_cursor", "resume_after is ahead of the newest cursor");
-                client_close(c, CLOSE_BAD_REQUEST, "bad resume_after");
-            } else if (c->state == S_AUTH) {
-                c->sent = op->has_resume ? op->resume_after : newest;
-                sb_http_stream_set_reading(c->st, true);
-                replay_next(c);
-            }
-        }
-    }
-    client_unref(c);
-    free(op);
-}
 
 static void authed(void *arg, int status, const char *code, const char *message, const char *tenant)
 {
     hello_op_t *op = arg;
     client_t *c = op->c;
-    if (!c->st || c->state != S_AUTH) {
+    free(op);
+    if (!client_open(c) || c->state != S_AUTH) {
         client_unref(c);
-        free(op);
         return;
     }
     if (status) {
@@ -436,32 +399,45 @@ static void authed(void *arg, int status, const char *code, const char *message,
         client_close(c, status == 401 ? CLOSE_UNAUTHORIZED : CLOSE_TRY_LATER,
                      status == 401 ? "unauthorized" : "database unavailable");
         client_unref(c);
-        free(op);
         return;
     }
+    hub_t *h = c->hub;
     c->tenant = strtoll(tenant, NULL, 10);
     snprintf(c->tenant_s, sizeof c->tenant_s, "%lld", (long long)c->tenant);
-    subscribe(c);
-    const char *p[1] = {c->tenant_s};
-    c->querying = true; /* the ref taken for the credential check carries over to this query */
-    if (sb_pg_query(sb_shard_pg(c->hub->shard), "SELECT inbox_cursor FROM tenants WHERE id = $1", 1, p, SB_PG_PREPARED,
-                    welcomed, op) < 0)
-        welcomed(op, SB_EUNAVAIL, "not connected", NULL);
+    tsub_t *t = tsub_find(h, c->tenant);
+    if (!t) {
+        t = sb_calloc(1, sizeof *t);
+        t->hub = h;
+        t->tenant = c->tenant;
+        sb_list_init(&t->clients);
+        t->node.hash = sb_hash_u64((uint64_t)c->tenant);
+        sb_htable_insert(&h->tenants, &t->node);
+    }
+    sb_list_remove(&c->link);
+    sb_list_push_back(&t->clients, &c->link);
+    t->nclients++;
+    c->t = t;
+    c->state = S_SUB;
+    if (t->on)
+        welcome(c, t->newest);
+    else if (!t->asking)
+        subscribe(t, true);
+    client_unref(c);
 }
 
 static void on_hello(client_t *c, const sb_inbox_op_t *op)
 {
     hello_op_t *h = sb_calloc(1, sizeof *h);
     h->c = c;
-    h->has_resume = op->has_resume_after;
-    h->resume_after = op->resume_after;
+    c->has_resume = op->has_resume_after;
+    c->resume_after = op->resume_after;
     c->state = S_AUTH;
     c->refs++;
-    sb_http_stream_set_reading(c->st, false); /* one thing at a time until welcome */
+    sb_wsconn_set_reading(c->ws, false); /* one thing at a time until welcome */
     sb_api_auth(c->hub->shard, op->token, false, authed, h);
 }
 
-/* ---- send ----------------------------------------------------------------------------------------------------- */
+/* ---- send ----------------------------------------------------------------------------------------------------------- */
 
 typedef struct send_op {
     client_t *c;
@@ -473,14 +449,14 @@ static void sent(void *arg, int status, const char *code, const char *message, c
     send_op_t *op = arg;
     client_t *c = op->c;
     (void)created;
-    if (c->st && c->state != S_CLOSING) {
+    if (client_open(c)) {
         if (status != 202) {
             send_error(c, code, message);
         } else {
             sb_buf_t *b = &c->hub->out;
-            frame_begin(b);
+            b->len = 0;
             sb_inbox_encode_accepted(c->fmt, op->key ? sb_str_cstr(op->key) : sb_str(NULL, 0), sb_str_cstr(id), b);
-            client_write(c, frame_end(b, data_op(c)));
+            write_out(c);
         }
     }
     free(op->key);
@@ -504,11 +480,15 @@ static void on_send(client_t *c, const sb_inbox_op_t *op)
     sb_sends_accept(&send, sent, s);
 }
 
-/* ---- frames from the client ----------------------------------------------------------------------------------- */
+/* ---- the connection --------------------------------------------------------------------------------------------- */
 
-static void on_message(client_t *c, const sb_ws_event_t *ev)
+static void on_message(void *arg, sb_wsconn_t *ws, sb_ws_op_t wop, sb_str_t payload)
 {
-    if ((ev->op == SB_WS_OP_TEXT) != (c->fmt == SB_INBOX_JSON)) {
+    client_t *c = arg;
+    (void)ws;
+    if (c->state == S_CLOSING || c->state == S_AUTH)
+        return;
+    if ((wop == SB_WS_OP_TEXT) != (c->fmt == SB_INBOX_JSON)) {
         client_close(c, SB_WS_CLOSE_UNSUPPORTED,
                      c->fmt == SB_INBOX_JSON ? "switchboard.v1.json takes text frames"
                                              : "switchboard.v1.msgpack takes binary frames");
@@ -516,7 +496,7 @@ static void on_message(client_t *c, const sb_ws_event_t *ev)
     }
     sb_inbox_op_t op;
     sb_inbox_err_t err;
-    if (sb_inbox_decode(c->fmt, ev->payload, &op, &err) < 0) {
+    if (sb_inbox_decode(c->fmt, payload, &op, &err) < 0) {
         send_error(c, err.code, err.message);
         if (c->state == S_HELLO)
             client_close(c, CLOSE_BAD_REQUEST, "expected a hello");
@@ -531,87 +511,46 @@ static void on_message(client_t *c, const sb_ws_event_t *ev)
         send_error(c, "already_authenticated", "hello was already accepted on this connection");
     } else if (op.kind == SB_INBOX_PING) {
         sb_buf_t *b = &c->hub->out;
-        frame_begin(b);
+        b->len = 0;
         sb_inbox_encode_pong(c->fmt, b);
-        client_write(c, frame_end(b, data_op(c)));
+        write_out(c);
     } else if (op.kind == SB_INBOX_SEND) {
         on_send(c, &op);
     }
     sb_inbox_op_cleanup(&op);
 }
 
-static size_t on_data(void *arg, sb_http_stream_t *st, char *p, size_t len)
+static void on_slow(void *arg, sb_wsconn_t *ws)
 {
     client_t *c = arg;
-    size_t off = 0;
-    (void)st;
-    while (c->st && c->state != S_CLOSING && c->state != S_AUTH) {
-        size_t used = 0;
-        sb_ws_event_t ev;
-        int rc = sb_ws_feed(&c->rd, p + off, len - off, &used, &ev);
-        off += used;
-        if (rc == 0)
-            break;
-        if (rc < 0) {
-            client_close(c, sb_ws_close_code(rc), "bad frame");
-            break;
-        }
-        if (ev.op == SB_WS_OP_PING) {
-            sb_buf_t *b = &c->hub->out;
-            frame_begin(b);
-            sb_buf_append_str(b, ev.payload);
-            client_write(c, frame_end(b, SB_WS_OP_PONG));
-        } else if (ev.op == SB_WS_OP_CLOSE) {
-            client_close(c, ev.code == SB_WS_CLOSE_NO_STATUS ? SB_WS_CLOSE_NORMAL : ev.code, "");
-        } else if (ev.op == SB_WS_OP_TEXT || ev.op == SB_WS_OP_BINARY) {
-            on_message(c, &ev);
-        }
-    }
-    return c->state == S_CLOSING ? len : off; /* after a close, the rest is discarded */
+    (void)ws;
+    sb_log_info("inbox: tenant %s: client too slow, closing with 4408", c->tenant_s);
+    sb_metric_add(&sb_metrics_shard(sb_shard_index(c->hub->shard))->inbox_too_slow, 1);
+    c->state = S_CLOSING;
 }
 
-static void on_drain(void *arg, sb_http_stream_t *st)
-{
-    (void)st;
-    client_close(arg, SB_WS_CLOSE_GOING_AWAY, "server shutting down");
-}
-
-static void on_close(void *arg, sb_http_stream_t *st)
+static void on_close(void *arg, sb_wsconn_t *ws)
 {
     client_t *c = arg;
     hub_t *h = c->hub;
     unsigned idx = sb_shard_index(h->shard);
-    (void)st;
-    c->st = NULL;
-    if (c->subscribed) {
-        list_remove(bucket_of(h, c->tenant), c);
-        atomic_fetch_sub(&subscribed[idx], 1);
-    } else {
-        list_remove(&h->unsubscribed, c);
+    (void)ws;
+    c->ws = NULL;
+    c->state = S_CLOSING;
+    sb_list_remove(&c->link);
+    if (c->t) {
+        c->t->nclients--;
+        tsub_release(c->t);
+        c->t = NULL;
     }
     atomic_fetch_sub(&connected[idx], 1);
     sb_gauge_add(&sb_metrics_shard(idx)->inbox_clients, -1);
     client_unref(c);
 }
 
-static const sb_http_stream_ops_t stream_ops = {.on_data = on_data, .on_drain = on_drain, .on_close = on_close};
+static const sb_wsconn_ops_t ws_ops = {.on_message = on_message, .on_slow = on_slow, .on_close = on_close};
 
-/* ---- the handshake -------------------------------------------------------------------------------------------- */
-
-/* Does the comma-separated header value list contain token (case-insensitively)? */
-static bool has_token(sb_str_t list, const char *token)
-{
-    size_t tl = strlen(token), start = 0;
-    for (size_t i = 0; i <= list.len; i++) {
-        if (i < list.len && list.p[i] != ',')
-            continue;
-        sb_str_t t = sb_str_trim(sb_str(list.p + start, i - start));
-        start = i + 1;
-        if (t.len == tl && strncasecmp(t.p, token, tl) == 0)
-            return true;
-    }
-    return false;
-}
+/* ---- the handshake ---------------------------------------------------------------------------------------------- */
 
 /* A browser's Origin is allowed when inbox_origins is "*" or lists it, or when it is the gateway's own origin
  * (public_url's, or the request's Host under http or https). Without an Origin, the client is no browser. */
@@ -648,188 +587,119 @@ static bool origin_allowed(sb_http_req_t *req)
     return false;
 }
 
+static const char *const subprotocols[] = {"switchboard.v1.json", "switchboard.v1.msgpack", NULL};
+
 bool sb_live_handle(sb_shard_t *s, sb_http_req_t *req)
 {
     if (!sb_str_eq_cstr(sb_http_req_path(req), "/v1/inbox"))
         return false;
-    sb_str_t upgrade, version, key, protocols;
-    if (sb_http_req_method(req) != SB_HTTP_GET) {
-        sb_http_respond_error(req, 405, "method_not_allowed", "the live inbox is a WebSocket: GET with Upgrade");
+    hub_t *h = sb_shard_state(s, &sb_live_module);
+    if (!h) {
+        sb_http_respond_error(req, 503, "unavailable", "the live inbox is not running");
         return true;
     }
-    if (!sb_http_req_upgrade(req) || !sb_http_req_header(req, "upgrade", &upgrade) ||
-        !has_token(upgrade, "websocket")) {
-        sb_http_respond_error(req, 426, "upgrade_required",
-                              "the live inbox is a WebSocket: send HTTP/1.1 with Connection: Upgrade and "
-                              "Upgrade: websocket");
-        return true;
-    }
-    if (!sb_http_req_header(req, "sec-websocket-version", &version) || !sb_str_eq_cstr(version, "13")) {
-        sb_http_respond_error(req, 426, "upgrade_required", "Sec-WebSocket-Version must be 13");
-        return true;
-    }
-    char accept[SB_WS_ACCEPT_LEN + 1];
-    if (!sb_http_req_header(req, "sec-websocket-key", &key) || sb_ws_accept_key(key, accept) < 0) {
-        sb_http_respond_error(req, 400, "bad_request", "missing or malformed Sec-WebSocket-Key");
-        return true;
-    }
-    if (sb_str_trim(sb_http_req_body(req)).len) {
-        sb_http_respond_error(req, 400, "bad_request", "a WebSocket handshake has no body");
-        return true;
-    }
-    if (!origin_allowed(req)) {
-        sb_http_respond_error(req, 403, "origin_not_allowed", "this Origin may not open the inbox (inbox_origins)");
-        return true;
-    }
-    sb_inbox_fmt_t fmt = SB_INBOX_JSON;
-    const char *chosen = NULL;
-    if (sb_http_req_header(req, "sec-websocket-protocol", &protocols)) {
-        /* the client's order is its preference */
-        size_t start = 0;
-        for (size_t i = 0; i <= protocols.len && !chosen; i++) {
-            if (i < protocols.len && protocols.p[i] != ',')
-                continue;
-            sb_str_t t = sb_str_trim(sb_str(protocols.p + start, i - start));
-            start = i + 1;
-            if (sb_str_eq_cstr(t, "switchboard.v1.json"))
-                chosen = "switchboard.v1.json";
-            else if (sb_str_eq_cstr(t, "switchboard.v1.msgpack"))
-                chosen = "switchboard.v1.msgpack", fmt = SB_INBOX_MSGPACK;
-        }
-        if (!chosen) {
-            sb_http_respond_error(req, 400, "unsupported_subprotocol",
-                                  "Sec-WebSocket-Protocol must offer switchboard.v1.json or switchboard.v1.msgpack");
-            return true;
-        }
-    }
-    char head[256];
-    int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
-                     "sec-websocket-accept: %s\r\n%s%s%s\r\n",
-                     accept, chosen ? "sec-websocket-protocol: " : "", chosen ? chosen : "", chosen ? "\r\n" : "");
-    hub_t *h = hubs[sb_shard_index(s)];
+    sb_wsconn_opts_t o = {.subprotocols = subprotocols,
+                          .max_message = MAX_MSG,
+                          .max_queued = (size_t)cfg->inbox_send_buffer,
+                          .slow_code = CLOSE_TOO_SLOW,
+                          .slow_reason = "too slow: resume from your last cursor",
+                          .origin_allowed = origin_allowed,
+                          .what = "the live inbox"};
     client_t *c = sb_calloc(1, sizeof *c);
     c->hub = h;
-    c->fmt = fmt;
     c->state = S_HELLO;
     c->refs = 1;
     strcpy(c->tenant_s, "-");
+    sb_list_init(&c->link);
     c->hello_deadline = uv_now(sb_shard_loop(s)) + HELLO_TIMEOUT_MS;
-    sb_ws_reader_init(&c->rd, MAX_MSG);
-    c->st = sb_http_upgrade(req, head, (size_t)n, &stream_ops, c);
-    if (!c->st) {
+    int proto;
+    c->ws = sb_wsconn_accept(req, &o, &ws_ops, c, &proto);
+    if (!c->ws) {
         client_unref(c);
         return true;
     }
-    list_push(&h->unsubscribed, c);
+    c->fmt = proto == 1 ? SB_INBOX_MSGPACK : SB_INBOX_JSON;
+    sb_list_push_back(&h->hello, &c->link);
     atomic_fetch_add(&connected[sb_shard_index(s)], 1);
     sb_gauge_add(&sb_metrics_shard(sb_shard_index(s))->inbox_clients, 1);
     return true;
 }
 
-/* ---- publishing ----------------------------------------------------------------------------------------------- */
+/* ---- delivering ----------------------------------------------------------------------------------------------------- */
 
-static int by_cursor(const void *a, const void *b)
+static void pend(client_t *c, sb_inbox_batch_t *b, size_t i)
 {
-    int64_t x = (*(ev_t *const *)a)->cursor, y = (*(ev_t *const *)b)->cursor;
-    return (x > y) - (x < y);
+    if (c->npending == MAX_PENDING) { /* the store has them: forget, and read on after this page */
+        pending_clear(c);
+        c->overflowed = true;
+    }
+    if (c->npending == c->cap_pending) {
+        c->cap_pending = c->cap_pending ? 2 * c->cap_pending : 16;
+        c->pending = sb_realloc(c->pending, c->cap_pending * sizeof *c->pending);
+    }
+    sb_inbox_batch_ref(b);
+    c->pending[c->npending++] = (pending_t){b, i};
 }
 
-/* On each shard with subscribers: writes the batch to the tenant's live clients, queues it for replaying ones. */
-static void deliver(sb_shard_t *s, void *arg)
+void sb_live_deliver(sb_shard_t *s, sb_inbox_batch_t *b)
 {
-    batch_t *b = arg;
-    hub_t *h = hubs[sb_shard_index(s)];
-    const ev_t *cached = NULL;
-    for (client_t *c = h ? *bucket_of(h, b->tenant) : NULL, *next; c; c = next) {
-        next = c->next;
-        if (c->tenant != b->tenant || !c->st)
+    hub_t *h = sb_shard_state(s, &sb_live_module);
+    tsub_t *t = h ? tsub_find(h, b->tenant) : NULL;
+    if (!t || !b->n)
+        return;
+    if (b->ev[b->n - 1].cursor > t->newest)
+        t->newest = b->ev[b->n - 1].cursor;
+    const void *cached = NULL;
+    sb_list_foreach_safe(it, nx, &t->clients)
+    {
+        client_t *c = sb_container_of(it, client_t, link);
+        if (c->state != S_LIVE && c->state != S_REPLAY)
             continue;
         for (size_t i = 0; i < b->n; i++) {
-            ev_t *e = b->ev[i];
+            const sb_inbox_event_t *e = &b->ev[i];
             if (e->cursor <= c->sent)
                 continue;
             if (c->state == S_LIVE && e->cursor == c->sent + 1) {
-                write_event(c, e, &cached);
+                write_batch_event(c, e, &cached);
             } else if (c->state == S_LIVE || c->state == S_REPLAY) {
-                if (c->npending == MAX_PENDING) { /* PostgreSQL has them: forget, and read on after this page */
-                    pending_clear(c);
-                    c->overflowed = true;
-                }
-                if (c->npending == c->cap_pending) {
-                    c->cap_pending = c->cap_pending ? 2 * c->cap_pending : 16;
-                    c->pending = sb_realloc(c->pending, c->cap_pending * sizeof *c->pending);
-                }
-                ev_ref(e);
-                c->pending[c->npending++] = e;
-                if (c->state == S_LIVE) /* a hole: something was missed; catch up from PostgreSQL */
+                pend(c, b, i);
+                if (c->state == S_LIVE) /* a hole: something was missed; catch up from the store */
                     replay_next(c);
             }
         }
     }
-    batch_unref(b);
 }
 
-void sb_live_publish(int64_t tenant, const PGresult *res)
-{
-    sb_live_publish_rows(tenant, res, 0, res ? PQntuples(res) : 0);
-}
+/* ---- the module ------------------------------------------------------------------------------------------------- */
 
-void sb_live_publish_rows(int64_t tenant, const PGresult *res, int first, int count)
+/* Hello deadlines, replays that waited for a slow client's socket to drain, and the subscriptions' renewal. */
+static void on_tick(uv_timer_t *tm)
 {
-    int n = res ? first + count : 0, fc = n ? PQfnumber(res, "cursor") : -1, ft = n ? PQfnumber(res, "type") : -1,
-        fd = n ? PQfnumber(res, "data") : -1, events = 0;
-    if (fc < 0 || ft < 0 || fd < 0 || first < 0 || n > PQntuples(res))
-        return;
-    for (int i = first; i < n; i++)
-        events += !PQgetisnull(res, i, fc);
-    if (events)
-        sb_hooks_kick(tenant); /* the tenant's own application hears of them too */
-    unsigned shards = sb_shards_count(), targets = 0;
-    for (unsigned i = 0; i < shards; i++)
-        targets += atomic_load(&subscribed[i]) > 0;
-    if (!targets || !events)
-        return;
-    batch_t *b = sb_malloc(sizeof *b + (size_t)events * sizeof b->ev[0]);
-    b->tenant = tenant;
-    b->n = 0;
-    for (int i = first; i < n; i++)
-        if (!PQgetisnull(res, i, fc))
-            b->ev[b->n++] = ev_new(strtoll(PQgetvalue(res, i, fc), NULL, 10), PQgetvalue(res, i, ft),
-                                   PQgetvalue(res, i, fd));
-    qsort(b->ev, b->n, sizeof b->ev[0], by_cursor);
-    atomic_init(&b->refs, (int)targets);
-    sb_shard_t *self = sb_shard_self();
-    for (unsigned i = 0; i < shards; i++) {
-        if (atomic_load(&subscribed[i]) == 0) /* it subscribes before it queries: that query sees these events */
-            continue;
-        if (self && sb_shard_index(self) == i)
-            deliver(self, b);
-        else if (sb_shard_exec(i, deliver, b) < 0)
-            batch_unref(b);
-    }
-}
-
-/* ---- per shard ------------------------------------------------------------------------------------------------ */
-
-/* Hello deadlines, and replays that waited for a slow client's socket to drain. */
-static void on_tick(uv_timer_t *t)
-{
-    hub_t *h = t->data;
-    uint64_t now = uv_now(t->loop);
-    for (client_t *c = h->unsubscribed, *next; c; c = next) {
-        next = c->next;
+    hub_t *h = tm->data;
+    uint64_t now = uv_now(tm->loop);
+    sb_list_foreach_safe(it, nx, &h->hello)
+    {
+        client_t *c = sb_container_of(it, client_t, link);
         if (c->state == S_HELLO && now >= c->hello_deadline) {
             send_error(c, "hello_timeout", "no hello within 10 seconds");
             client_close(c, CLOSE_UNAUTHORIZED, "hello timeout");
         }
     }
-    for (size_t b = 0; b < HUB_BUCKETS; b++)
-        for (client_t *c = h->buckets[b], *next; c; c = next) {
-            next = c->next;
-            if (c->waiting_drain && c->st && c->state == S_REPLAY)
+    bool renew = now >= h->next_renew;
+    if (renew)
+        h->next_renew = now + RENEW_MS;
+    size_t pos = 0;
+    for (sb_hnode_t *n; (n = sb_htable_next(&h->tenants, &pos));) {
+        tsub_t *t = sb_container_of(n, tsub_t, node);
+        sb_list_foreach(it, &t->clients)
+        {
+            client_t *c = sb_container_of(it, client_t, link);
+            if (c->waiting_drain && client_open(c) && c->state == S_REPLAY)
                 replay_next(c);
         }
+        if (renew && t->on && !t->asking)
+            subscribe(t, true);
+    }
 }
 
 void sb_live_init(const sb_config_t *c)
@@ -837,17 +707,21 @@ void sb_live_init(const sb_config_t *c)
     cfg = c;
 }
 
-void sb_live_shard_start(sb_shard_t *s)
+static int live_start(sb_shard_t *s, void **state)
 {
     hub_t *h = sb_calloc(1, sizeof *h);
     h->shard = s;
+    sb_htable_init(&h->tenants);
+    sb_list_init(&h->hello);
     sb_buf_init(&h->frame);
     sb_buf_init(&h->out);
     h->tick = sb_malloc(sizeof *h->tick);
     uv_timer_init(sb_shard_loop(s), h->tick);
     h->tick->data = h;
     uv_timer_start(h->tick, on_tick, TICK_MS, TICK_MS);
-    hubs[sb_shard_index(s)] = h;
+    h->next_renew = uv_now(sb_shard_loop(s)) + RENEW_MS;
+    *state = h;
+    return 0;
 }
 
 static void tick_closed(uv_handle_t *t)
@@ -855,27 +729,37 @@ static void tick_closed(uv_handle_t *t)
     free(t);
 }
 
-/* The HTTP server closes its connections from the same stop hook; their on_close runs as their handles close,
- * and needs the hub, which is therefore freed only at finish, once the loop has no handles left. */
-void sb_live_shard_stop(sb_shard_t *s)
+/* The HTTP server closes its connections from its own stop (after this one: it started first); their on_close runs
+ * as their handles close and needs the hub, which is therefore freed only at finish. */
+static void live_stop(sb_shard_t *s, void *state)
 {
-    hub_t *h = hubs[sb_shard_index(s)];
-    if (h && h->tick) {
-        uv_close((uv_handle_t *)h->tick, tick_closed);
-        h->tick = NULL;
-    }
+    hub_t *h = state;
+    (void)s;
+    uv_close((uv_handle_t *)h->tick, tick_closed);
+    h->tick = NULL;
 }
 
-void sb_live_shard_finish(sb_shard_t *s)
+static void live_finish(sb_shard_t *s, void *state)
 {
-    hub_t *h = hubs[sb_shard_index(s)];
-    if (!h)
-        return;
-    hubs[sb_shard_index(s)] = NULL;
+    hub_t *h = state;
+    (void)s;
+    size_t pos = 0;
+    for (sb_hnode_t *n; (n = sb_htable_next(&h->tenants, &pos));) {
+        sb_htable_remove_at(&h->tenants, &pos);
+        free(sb_container_of(n, tsub_t, node));
+    }
+    sb_htable_cleanup(&h->tenants);
     sb_buf_cleanup(&h->frame);
     sb_buf_cleanup(&h->out);
     free(h);
 }
+
+const sb_shard_module_t sb_live_module = {
+    .name = "live inbox",
+    .start = live_start,
+    .stop = live_stop,
+    .finish = live_finish,
+};
 
 unsigned sb_live_clients(unsigned idx)
 {

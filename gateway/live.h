@@ -3,22 +3,22 @@
  * A client opens /v1/inbox with subprotocol switchboard.v1.json (text frames; the default) or
  * switchboard.v1.msgpack (binary frames), sends {"op":"hello","token","resume_after"} within 10 s, and gets
  * {"op":"welcome","tenant_id","cursor"} with the tenant's newest cursor, then every event after resume_after (or,
- * without it, after the welcome cursor) in cursor order, each once: first replayed from PostgreSQL in pages, then
+ * without it, after the welcome cursor) in cursor order, each once: first replayed from the store in pages, then
  * live. Also {"op":"ping"} → {"op":"pong"}, WebSocket pings are answered, and the `send` op is accepted like
  * POST /v1/messages (gateway/sends) and answered {"op":"accepted","idempotency_key","id"} or an error frame.
  *
- * No gap, no duplicate, whatever the timing: a client is subscribed on its shard *before* its first replay query,
- * so an event is either in what a query returns or published to it afterwards; live events that arrive while it
- * replays wait in a pending list, and everything at or below the last cursor sent is dropped. A tenant's cursors
- * are dense (inbound.c assigns them under the tenant row's lock), so a live event more than one past the last
- * cursor sent means something was missed (a publish lost, a pending list that overflowed): the client is switched
- * back to replay from PostgreSQL until it has caught up.
+ * No gap, no duplicate, whatever the timing: the shard subscribes to the tenant's events at the tenant actor
+ * (actors/tenant.h) with its first client of the tenant, and learns the newest committed cursor in the answer; from
+ * then on every batch the tenant commits comes to the shard (after the answer: both travel the same queue). A client
+ * replays the log from the store after its cursor, live events that arrive meanwhile wait in a pending list, and
+ * everything at or below the last cursor sent is dropped. A tenant's cursors are dense (the tenant actor numbers
+ * them), so a live event more than one past the last cursor sent means something was missed (a pending list that
+ * overflowed, a tenant actor restarted without its subscriptions: they are renewed every few seconds): the client is
+ * switched back to replay from the store until it has caught up.
  *
- * Publishing: the session actor's apply (on the tenant's shard) returns the events it committed, and
- * sb_live_publish() hands them, as one refcounted immutable batch, to every shard that has subscribers; each shard
- * encodes an event once per subprotocol and writes it to its clients of that tenant. Reaching clients on other
- * nodes is the same step through Redis (one more transport for the batch), and the dense-cursor check makes that
- * transport's losses harmless.
+ * Publishing: each shard with clients of the tenant gets the committed events as one refcounted immutable batch
+ * (proto/inbox), whose JSON frames were encoded once for every JSON client everywhere; MessagePack is encoded once
+ * per shard and event.
  *
  * Closing codes: 4401 bad or missing credentials (after an error frame), 4400 a frame that is not what the
  * protocol allows before hello, 4408 a client that fell more than inbox_send_buffer bytes behind (it resumes from
@@ -28,9 +28,9 @@
 #ifndef SB_LIVE_H
 #define SB_LIVE_H
 
-#include "adapters/http_server.h"
-#include "adapters/pg.h"
+#include "adapters/net/http_server.h"
 #include "gateway/config.h"
+#include "proto/inbox.h"
 #include "shards/shard.h"
 
 #include <stdbool.h>
@@ -40,17 +40,11 @@
 void sb_live_init(const sb_config_t *cfg);
 /* Handles GET /v1/inbox (the WebSocket handshake). Returns false when the path is not the inbox's. */
 bool sb_live_handle(sb_shard_t *s, sb_http_req_t *req);
-/* On the tenant's shard, after COMMIT: publishes the events in res (the columns named cursor, type and data, as
- * JSON text; rows in any order, rows whose cursor is NULL skipped; NULL res is none) to the tenant's live clients on
- * every shard. res is borrowed for the call. */
-void sb_live_publish(int64_t tenant, const PGresult *res);
-/* The same for rows [first, first + count) of res (a statement that returned the events of several tenants). */
-void sb_live_publish_rows(int64_t tenant, const PGresult *res, int first, int count);
-/* On each shard thread at start and stop. */
-void sb_live_shard_start(sb_shard_t *s);
-void sb_live_shard_stop(sb_shard_t *s);
-/* On each shard thread once its loop has no handles left: frees the hub. */
-void sb_live_shard_finish(sb_shard_t *s);
+/* The shards' module: the hub of each shard (its clients by tenant, their subscriptions). */
+extern const sb_shard_module_t sb_live_module;
+/* On shard s: writes b (borrowed) to the tenant's live clients there, queues it for the replaying ones (the domain's
+ * deliver hook, shards/domain.h). */
+void sb_live_deliver(sb_shard_t *s, sb_inbox_batch_t *b);
 /* Live inbox clients connected to shard idx (any thread; for the console and metrics). */
 unsigned sb_live_clients(unsigned idx);
 

@@ -1,27 +1,24 @@
 /* switchboard: the process.
  *
- * Reads the configuration (file, then SB_* environment), starts the shard threads with the front doors on each
- * (HTTP on every shard, the admin console on shard 0), and waits for SIGTERM or SIGINT. Then it drains: listeners
+ * Reads the configuration (file, then SB_* environment), starts the shard threads, each with the domain and the
+ * front doors (HTTP on every shard, the admin console on shard 0), and waits for SIGTERM or SIGINT. Then it drains: listeners
  * close, requests in flight finish, idle connections close, and the process exits 0 within drain_timeout plus a
  * small margin. A second signal during the drain is ignored; if the shards do not end within the bound, the
  * process exits 1. */
-#include "adapters/http_server.h"
+#include "adapters/net/http_server.h"
 #include "gateway/admin.h"
 #include "gateway/api.h"
 #include "gateway/config.h"
-#include "gateway/hooks.h"
-#include "gateway/inbound.h"
 #include "gateway/console.h"
 #include "gateway/live.h"
 #include "gateway/log.h"
 #include "gateway/routes.h"
-#include "gateway/sender.h"
-#include "gateway/sends.h"
 #include "gateway/webhooks.h"
-#include "gateway/version.h"
 #include "gateway/www.h"
 #include "proto/err.h"
 #include "proto/mem.h"
+#include "proto/version.h"
+#include "shards/domain.h"
 #include "shards/shard.h"
 
 #include <signal.h>
@@ -37,18 +34,10 @@ extern char **environ;
 
 static sb_config_t cfg;
 
-/* ---- the front doors of one shard ----------------------------------------------------------------------------- */
+/* ---- the front doors: modules of every shard's table, after the domain ----------------------------------------- */
 
-typedef struct front {
-    sb_http_server_t *http;
-    sb_console_t *console;
-} front_t;
-
-static int front_start(sb_shard_t *s, void *arg)
+static int http_start(sb_shard_t *s, void **state)
 {
-    (void)arg;
-    front_t *f = sb_calloc(1, sizeof *f);
-    sb_shard_set_user(s, f);
     sb_http_server_opts_t ho = {
         .host = cfg.listen.host,
         .port = cfg.listen.port,
@@ -60,76 +49,81 @@ static int front_start(sb_shard_t *s, void *arg)
         .handler = sb_routes_handle,
         .handler_arg = s,
     };
-    int rc = sb_http_server_create(sb_shard_loop(s), &ho, &f->http);
-    if (rc < 0)
-        return rc;
-    sb_inbound_shard_start(s);
-    sb_live_shard_start(s);
-    sb_sender_shard_start(s);
-    sb_hooks_shard_start(s);
-    if (sb_shard_index(s) == 0) {
-        sb_console_opts_t co = {
-            .host = cfg.admin_listen.host,
-            .port = cfg.admin_listen.port,
-            .admin_token = cfg.admin_token,
-            .node_id = cfg.node_id,
-            .shard = 0,
-            .slots = (uint32_t)cfg.slots,
-            .auth_timeout_s = cfg.console_auth_timeout_s,
-        };
-        rc = sb_console_open(sb_shard_loop(s), &co, &f->console);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
+    return sb_http_server_create(sb_shard_loop(s), &ho, (sb_http_server_t **)state);
 }
 
-static void front_drain(sb_shard_t *s, void *arg)
+static void http_drain(sb_shard_t *s, void *state)
 {
-    front_t *f = sb_shard_user(s);
-    (void)arg;
-    if (f->http)
-        sb_http_server_drain(f->http);
-    sb_sender_shard_drain(s);
-    sb_console_close(f->console); /* consoles do not hold a drain open */
-    f->console = NULL;
+    (void)s;
+    sb_http_server_drain(state);
 }
 
-static unsigned front_connections(sb_shard_t *s, void *arg)
+static unsigned http_busy(sb_shard_t *s, void *state)
 {
-    front_t *f = sb_shard_user(s);
-    (void)arg;
-    return sb_http_server_connections(f->http) + sb_sender_inflight(s);
+    (void)s;
+    return sb_http_server_connections(state);
 }
 
-static void front_stop(sb_shard_t *s, void *arg)
+static void http_stop(sb_shard_t *s, void *state)
 {
-    front_t *f = sb_shard_user(s);
-    (void)arg;
-    if (!f)
-        return;
-    sb_console_close(f->console);
-    f->console = NULL;
-    sb_http_server_close(f->http);
-    f->http = NULL;
-    sb_webhooks_shard_stop(s);
-    sb_inbound_shard_stop(s);
-    sb_sends_shard_stop(s);
-    sb_live_shard_stop(s);
-    sb_sender_shard_stop(s);
-    sb_hooks_shard_stop(s);
+    (void)s;
+    sb_http_server_close(state);
 }
 
-static void front_finish(sb_shard_t *s, void *arg)
+static const sb_shard_module_t http_module = {
+    .name = "http",
+    .start = http_start,
+    .drain = http_drain,
+    .busy = http_busy,
+    .stop = http_stop,
+};
+
+/* The admin console, on shard 0 only (state: a slot holding it). Consoles do not hold a drain open. */
+static int console_start(sb_shard_t *s, void **state)
 {
-    front_t *f = sb_shard_user(s);
-    (void)arg;
-    if (!f)
-        return;
-    sb_shard_set_user(s, NULL);
-    free(f);
-    sb_live_shard_finish(s);
+    sb_console_t **slot = sb_calloc(1, sizeof *slot);
+    *state = slot;
+    if (sb_shard_index(s) != 0)
+        return 0;
+    sb_console_opts_t co = {
+        .host = cfg.admin_listen.host,
+        .port = cfg.admin_listen.port,
+        .admin_token = cfg.admin_token,
+        .node_id = cfg.node_id,
+        .shard = 0,
+        .slots = (uint32_t)cfg.slots,
+        .auth_timeout_s = cfg.console_auth_timeout_s,
+    };
+    return sb_console_open(sb_shard_loop(s), &co, slot);
 }
+
+static void console_stop(sb_shard_t *s, void *state)
+{
+    sb_console_t **slot = state;
+    (void)s;
+    sb_console_close(*slot);
+    *slot = NULL;
+}
+
+static void console_finish(sb_shard_t *s, void *state)
+{
+    (void)s;
+    free(state);
+}
+
+static const sb_shard_module_t console_module = {
+    .name = "console",
+    .start = console_start,
+    .drain = console_stop,
+    .stop = console_stop,
+    .finish = console_finish,
+};
+
+/* Every shard runs these, in this order (and stops them in reverse): the domain first, whose actors every front door
+ * hands work to; the caches and hubs the HTTP routes use exist before the server takes a request, and outlive its
+ * connections. */
+static const sb_shard_module_t *const modules[] = {&sb_domain_module, &sb_webhooks_module, &sb_live_module,
+                                                   &http_module, &console_module};
 
 /* ---- signals and the exit bound ------------------------------------------------------------------------------- */
 
@@ -234,24 +228,28 @@ int main(int argc, char **argv)
 
     sb_admin_init(&cfg);
     sb_webhooks_init(&cfg);
-    sb_inbound_init(&cfg);
     sb_api_init(&cfg);
     sb_live_init(&cfg);
-    sb_sends_init(&cfg);
-    sb_sender_init(&cfg);
-    sb_hooks_init(&cfg);
     sb_www_init("www");
+    sb_domain_opts_t domain = {
+        .master_key = cfg.has_master_key ? cfg.master_key : NULL,
+        .public_url = cfg.public_url,
+        .twilio_api_base = cfg.twilio_api_base,
+        .meta_graph_base = cfg.meta_graph_base,
+        .webhook_max_age_s = cfg.webhook_max_age_s,
+        .actor_idle_timeout_s = cfg.actor_idle_timeout_s,
+        .slots = (uint32_t)cfg.slots,
+        .deliver = sb_live_deliver,
+    };
+    sb_domain_init(&domain);
     sb_shards_opts_t so = {
         .count = (unsigned)cfg.shards,
         .redis_host = cfg.redis.host,
         .redis_port = cfg.redis.port,
         .redis_db = cfg.redis_db,
         .pg_conninfo = cfg.database_url,
-        .hooks = {.start = front_start,
-                  .drain = front_drain,
-                  .connections = front_connections,
-                  .stop = front_stop,
-                  .finish = front_finish},
+        .modules = modules,
+        .nmodules = sizeof modules / sizeof modules[0],
     };
     int rc = sb_shards_start(&so);
     if (rc < 0) {

@@ -1,7 +1,7 @@
 /* Per-shard counters and their Prometheus text rendering; see metrics.h. */
 #include "gateway/metrics.h"
 
-#include "gateway/version.h"
+#include "proto/version.h"
 #include "proto/err.h"
 #include "shards/shard.h"
 

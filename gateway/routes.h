@@ -10,7 +10,7 @@
 #ifndef SB_ROUTES_H
 #define SB_ROUTES_H
 
-#include "adapters/http_server.h"
+#include "adapters/net/http_server.h"
 
 /* An sb_http_handler_fn; arg is the sb_shard_t that serves the request. */
 void sb_routes_handle(void *arg, sb_http_req_t *req);

@@ -10,19 +10,21 @@
 #include "adapters/meta.h"
 #include "adapters/pg.h"
 #include "adapters/twilio.h"
-#include "gateway/inbound.h"
+#include "actors/session.h"
+#include "adapters/store/store.h"
 #include "gateway/log.h"
 #include "proto/codec.h"
 #include "proto/err.h"
 #include "proto/event.h"
 #include "proto/form.h"
+#include "proto/htable.h"
 #include "proto/mem.h"
 #include "proto/sig.h"
+#include "shards/domain.h"
 
 #include <jansson.h>
 #include <string.h>
 
-#define CACHE_BUCKETS 256
 #define CACHE_TTL_MS 60000
 
 static const sb_config_t *cfg;
@@ -32,10 +34,10 @@ void sb_webhooks_init(const sb_config_t *c)
     cfg = c;
 }
 
-/* ---- the per-shard channel cache ------------------------------------------------------------------------------ */
+/* ---- the per-shard caches: channels by id, Meta apps ---------------------------------------------------------- */
 
 typedef struct channel {
-    struct channel *next;
+    sb_hnode_t node;
     long long id;
     char tenant[24];
     sb_channel_type_t type;
@@ -43,11 +45,17 @@ typedef struct channel {
     uint64_t expires;
 } channel_t;
 
-typedef struct cache {
-    channel_t *buckets[CACHE_BUCKETS];
+typedef struct app app_t;
+
+typedef struct cache {   /* the module's state on a shard */
+    sb_htable_t channels;
+    app_t *apps;
 } cache_t;
 
-static cache_t *caches[SB_MAX_SHARDS]; /* each touched only by its own shard's thread */
+static cache_t *cache_of(sb_shard_t *s)
+{
+    return sb_shard_state(s, &sb_webhooks_module);
+}
 
 static void channel_free(channel_t *c)
 {
@@ -58,153 +66,151 @@ static void channel_free(channel_t *c)
     free(c);
 }
 
-static channel_t **cache_slot(sb_shard_t *s, long long id)
+static bool channel_eq(const sb_hnode_t *n, const void *key)
 {
-    unsigned i = sb_shard_index(s);
-    if (!caches[i])
-        caches[i] = sb_calloc(1, sizeof *caches[i]);
-    return &caches[i]->buckets[(unsigned long long)id % CACHE_BUCKETS];
+    return sb_container_of(n, channel_t, node)->id == *(const long long *)key;
 }
 
 static channel_t *cache_get(sb_shard_t *s, long long id)
 {
-    uint64_t now = uv_now(sb_shard_loop(s));
-    for (channel_t **pp = cache_slot(s, id); *pp; pp = &(*pp)->next) {
-        channel_t *c = *pp;
-        if (c->id != id)
-            continue;
-        if (now < c->expires)
-            return c;
-        *pp = c->next; /* stale: look it up again */
-        channel_free(c);
+    cache_t *k = cache_of(s);
+    sb_hnode_t *n = sb_htable_find(&k->channels, sb_hash_u64((uint64_t)id), channel_eq, &id);
+    if (!n)
         return NULL;
-    }
+    channel_t *c = sb_container_of(n, channel_t, node);
+    if (uv_now(sb_shard_loop(s)) < c->expires)
+        return c;
+    sb_htable_remove(&k->channels, n); /* stale: look it up again */
+    channel_free(c);
     return NULL;
 }
 
 static void cache_put(sb_shard_t *s, channel_t *c)
 {
-    channel_t **slot = cache_slot(s, c->id);
     c->expires = uv_now(sb_shard_loop(s)) + CACHE_TTL_MS;
-    c->next = *slot;
-    *slot = c;
+    c->node.hash = sb_hash_u64((uint64_t)c->id);
+    sb_htable_insert(&cache_of(s)->channels, &c->node);
 }
 
-static void apps_free(sb_shard_t *s);
+static void apps_free(cache_t *k);
 
-static void receipts_abort(sb_shard_t *s);
-
-void sb_webhooks_shard_stop(sb_shard_t *s)
+static int cache_start(sb_shard_t *s, void **state)
 {
-    unsigned i = sb_shard_index(s);
-    receipts_abort(s);
-    apps_free(s);
-    if (!caches[i])
-        return;
-    for (int b = 0; b < CACHE_BUCKETS; b++) {
-        while (caches[i]->buckets[b]) {
-            channel_t *c = caches[i]->buckets[b];
-            caches[i]->buckets[b] = c->next;
-            channel_free(c);
-        }
-    }
-    sb_free(caches[i]);
+    (void)s;
+    cache_t *k = sb_calloc(1, sizeof *k);
+    sb_htable_init(&k->channels);
+    *state = k;
+    return 0;
 }
+
+static void cache_finish(sb_shard_t *s, void *state)
+{
+    cache_t *k = state;
+    (void)s;
+    size_t pos = 0;
+    for (sb_hnode_t *n; (n = sb_htable_next(&k->channels, &pos));) {
+        sb_htable_remove_at(&k->channels, &pos);
+        channel_free(sb_container_of(n, channel_t, node));
+    }
+    sb_htable_cleanup(&k->channels);
+    apps_free(k);
+    free(k);
+}
+
+const sb_shard_module_t sb_webhooks_module = {
+    .name = "webhooks",
+    .start = cache_start,
+    .finish = cache_finish,
+};
 
 /* ---- storing the receipt -------------------------------------------------------------------------------------- */
 
 static const char twiml_ok[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
 
-/* A receipt on its way into one of the ingest connection's batches: where it goes (Twilio: the tenant and channel
- * ids; Meta: the channel type and account address, which channel_routes resolves), its dedup key (a message is known
- * by its provider id; a status by the id and the status, since one message has many), the event's JSON and the
- * provider's bytes for it (Twilio: the body as received; Meta: the JSON of the event's own item, see meta.h, never
- * the whole batch: that would store the body once per event, and other tenants' events with each). A loop turn's
- * receipts go out as one INSERT a kind: one statement, one round of parsing and planning, for all of them.
- * Duplicates inside a batch are fine (ON CONFLICT DO NOTHING sees the earlier row of the same statement). */
+/* A receipt on its way into the store's batch of the ingest connection (adapters/store): where it goes (Twilio: the
+ * tenant and channel; Meta: the channel type and account address, which the store resolves), its dedup key (a
+ * message is known by its provider id; a status by the id and the status, since one message has many), the event's
+ * JSON and the provider's bytes for it (Twilio: the body as received; Meta: the JSON of the event's own item, see
+ * meta.h, never the whole batch). Once committed, the event goes to its channel's session on the tenant's shard,
+ * packed (sb_event_pack) when it was made: nothing is parsed again on the way. */
 typedef struct receipt {
+    sb_store_receipt_t r;
+    sb_shard_t *s;
     void *owner; /* Twilio: the request; Meta: its meta_request_t */
-    char *to[2], *key, *event, *raw;
+    char *account, *key, *event, *raw;
+    sb_buf_t packed;
 } receipt_t;
 
-static receipt_t *receipt_new(void *owner, const char *to0, const char *to1, const sb_event_t *ev, sb_str_t raw)
+static receipt_t *receipt_new(sb_shard_t *s, void *owner, const sb_event_t *ev, sb_str_t raw)
 {
-    receipt_t *r = sb_calloc(1, sizeof *r);
-    r->owner = owner;
-    r->to[0] = sb_strdup(to0);
-    r->to[1] = sb_strdup(to1);
+    receipt_t *x = sb_calloc(1, sizeof *x);
+    x->s = s;
+    x->owner = owner;
     sb_buf_t key;
     sb_buf_init(&key);
     if (ev->kind == SB_EV_STATUS)
         sb_buf_printf(&key, "status:%s:%s", ev->provider_id, ev->status);
     else
         sb_buf_printf(&key, "msg:%s", ev->provider_id);
-    r->key = sb_strdup(sb_buf_cstr(&key));
+    x->key = sb_strdup(sb_buf_cstr(&key));
     sb_buf_cleanup(&key);
     json_t *j = sb_event_json(ev);
-    r->event = json_dumps(j, JSON_COMPACT);
+    x->event = json_dumps(j, JSON_COMPACT);
     json_decref(j);
-    r->raw = sb_strndup(raw.p, raw.len);
-    return r;
+    x->raw = sb_strndup(raw.p, raw.len);
+    sb_buf_init(&x->packed);
+    sb_event_pack(ev, &x->packed);
+    x->r.dedup_key = x->key;
+    x->r.event_json = x->event;
+    x->r.raw = x->raw;
+    x->r.arg = x;
+    return x;
 }
 
-static void receipt_free(receipt_t *r)
+static void receipt_free(receipt_t *x)
 {
-    free(r->to[0]);
-    free(r->to[1]);
-    free(r->key);
-    free(r->event);
-    free(r->raw);
-    free(r);
+    free(x->account);
+    free(x->key);
+    free(x->event);
+    free(x->raw);
+    sb_buf_cleanup(&x->packed);
+    free(x);
 }
 
-static void receipt_row(const void *item, size_t k, const char **v, char (*num)[24])
+/* Committed: the event goes to its session (a repeat, stored before, went the first time). */
+static void receipt_route(receipt_t *x)
 {
-    const receipt_t *r = item;
-    (void)k;
-    (void)num;
-    const char *w[5] = {r->to[0], r->to[1], r->key, r->event, r->raw};
-    memcpy(v, w, sizeof w);
+    if (!x->r.id)
+        return;
+    sb_session_receipt_t r = {.receipt_id = x->r.id, .tenant = x->r.tenant, .age_ms = 0};
+    if (sb_session_receipt_packed(sb_shard_rt(x->s), sb_domain_owner(x->r.tenant), x->r.channel, &r, x->packed.p,
+                                  x->packed.len) < 0)
+        sb_log_warn("webhook: receipt %lld not handed to its session (the sweeper will)", (long long)x->r.id);
 }
 
-static void twilio_committed(void **items, size_t n, int err, const char *detail, const PGresult *res)
+static void twilio_committed(sb_store_receipt_t *r, int err)
 {
-    if (err)
-        sb_log_warn("webhook: %zu receipt(s) not committed: %s", n, detail);
-    for (size_t i = 0; i < n; i++) {
-        receipt_t *r = items[i];
-        if (err == SB_ECANCELED)
-            sb_http_respond_error(r->owner, 503, "unavailable", "the gateway is stopping; retry");
-        else if (err)
-            sb_http_respond_error(r->owner, 503, "unavailable", "the event could not be stored; retry");
-        else
-            sb_http_respond(r->owner, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
-        receipt_free(r);
-    }
+    receipt_t *x = r->arg;
+    if (err == SB_ECANCELED)
+        sb_http_respond_error(x->owner, 503, "unavailable", "the gateway is stopping; retry");
+    else if (err)
+        sb_http_respond_error(x->owner, 503, "unavailable", "the event could not be stored; retry");
+    else
+        sb_http_respond(x->owner, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
     if (!err)
-        sb_inbound_route_rows(res); /* a duplicate returned no row: it was routed the first time */
+        receipt_route(x);
+    receipt_free(x);
 }
-
-static const sb_pg_batch_def_t twilio_def = {
-    .what = "Twilio receipts",
-    .sql = "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw)"
-           " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::jsonb[], $5::text[])"
-           " ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING"
-           " RETURNING tenant_id, channel_id, id",
-    .ncols = 5,
-    .max = 512,
-    .row = receipt_row,
-    .done = twilio_committed,
-};
 
 static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch, const sb_event_t *ev)
 {
-    char channel[24];
-    snprintf(channel, sizeof channel, "%lld", ch->id);
-    receipt_t *r = receipt_new(req, ch->tenant, channel, ev, sb_http_req_body(req));
-    if (sb_pg_batch_add(sb_shard_pg_ingest(s), &twilio_def, r) < 0) {
+    receipt_t *x = receipt_new(s, req, ev, sb_http_req_body(req));
+    x->r.tenant = strtoll(ch->tenant, NULL, 10);
+    x->r.channel = ch->id;
+    x->r.done = twilio_committed;
+    if (sb_store_receipt_add(sb_domain_store(s), &x->r) < 0) {
         sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
-        receipt_free(r);
+        receipt_free(x);
     }
 }
 
@@ -370,15 +376,13 @@ static void twilio(sb_shard_t *s, sb_http_req_t *req, sb_str_t id_s, enum twilio
 /* ---- Meta ----------------------------------------------------------------------------------------------------- */
 
 /* Registered Meta apps, cached per shard like channels (there are few: a short list). */
-typedef struct app {
+struct app {
     struct app *next;
     char id[65];
     char *secret;                                  /* opened app secret */
     char verify_hash[SB_CRYPTO_KEY_HASH_LEN + 1];  /* SHA-256 hex of the verify token */
     uint64_t expires;
-} app_t;
-
-static app_t *apps[SB_MAX_SHARDS];
+};
 
 static void app_free(app_t *a)
 {
@@ -387,10 +391,19 @@ static void app_free(app_t *a)
     free(a);
 }
 
+static void apps_free(cache_t *k)
+{
+    while (k->apps) {
+        app_t *a = k->apps;
+        k->apps = a->next;
+        app_free(a);
+    }
+}
+
 static app_t *app_get(sb_shard_t *s, sb_str_t id)
 {
     uint64_t now = uv_now(sb_shard_loop(s));
-    for (app_t **pp = &apps[sb_shard_index(s)]; *pp; pp = &(*pp)->next) {
+    for (app_t **pp = &cache_of(s)->apps; *pp; pp = &(*pp)->next) {
         app_t *a = *pp;
         if (!sb_str_eq_cstr(id, a->id))
             continue;
@@ -401,15 +414,6 @@ static app_t *app_get(sb_shard_t *s, sb_str_t id)
         return NULL;
     }
     return NULL;
-}
-
-static void apps_free(sb_shard_t *s)
-{
-    while (apps[sb_shard_index(s)]) {
-        app_t *a = apps[sb_shard_index(s)];
-        apps[sb_shard_index(s)] = a->next;
-        app_free(a);
-    }
 }
 
 /* GET: the subscription handshake. The verify token is compared by its hash, as stored. */
@@ -454,39 +458,13 @@ static void meta_answered(meta_request_t *mr, int err)
     free(mr);
 }
 
-static void meta_stored(void **items, size_t n, int err, const char *detail, const PGresult *res)
+static void meta_stored(sb_store_receipt_t *r, int err)
 {
-    if (err)
-        sb_log_warn("webhook: %zu Meta receipt(s) not committed: %s", n, detail);
-    else
-        sb_inbound_route_rows(res);
-    for (size_t i = 0; i < n; i++) {
-        receipt_t *r = items[i];
-        meta_answered(r->owner, err);
-        receipt_free(r);
-    }
-}
-
-/* An event for an account no channel claims makes no row. */
-static const sb_pg_batch_def_t meta_def = {
-    .what = "Meta receipts",
-    .sql = "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw)"
-           " SELECT r.tenant_id, r.channel_id, u.key, u.event, u.raw"
-           " FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[]) AS u(type, address, key, event, raw)"
-           " JOIN channel_routes r ON r.type = u.type AND r.address = u.address"
-           " ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING"
-           " RETURNING tenant_id, channel_id, id",
-    .ncols = 5,
-    .max = 512,
-    .row = receipt_row,
-    .done = meta_stored,
-};
-
-/* Stopping: what was never sent gets its 503 (the provider retries). */
-static void receipts_abort(sb_shard_t *s)
-{
-    sb_pg_batch_cancel(sb_shard_pg_ingest(s), &twilio_def);
-    sb_pg_batch_cancel(sb_shard_pg_ingest(s), &meta_def);
+    receipt_t *x = r->arg;
+    if (!err)
+        receipt_route(x);
+    meta_answered(x->owner, err);
+    receipt_free(x);
 }
 
 /* POST: every event of the body becomes a receipt of the channel its account routes to, with the other requests of
@@ -512,10 +490,13 @@ static void meta_events(sb_shard_t *s, sb_http_req_t *req, const app_t *a)
     mr->pending = (int)events.n + 1; /* +1 until every event is queued */
     for (size_t i = 0; i < events.n; i++) {
         const sb_event_t *ev = &events.v[i];
-        receipt_t *r = receipt_new(mr, sb_channel_type_name(ev->channel), ev->account, ev,
-                                   sb_str_cstr(ev->raw ? ev->raw : ""));
-        if (sb_pg_batch_add(sb_shard_pg_ingest(s), &meta_def, r) < 0) {
-            receipt_free(r);
+        receipt_t *x = receipt_new(s, mr, ev, sb_str_cstr(ev->raw ? ev->raw : ""));
+        x->account = sb_strdup(ev->account ? ev->account : "");
+        x->r.type = sb_channel_type_name(ev->channel);
+        x->r.account = x->account;
+        x->r.done = meta_stored;
+        if (sb_store_receipt_add(sb_domain_store(s), &x->r) < 0) {
+            receipt_free(x);
             meta_answered(mr, SB_EUNAVAIL);
         }
     }
@@ -562,8 +543,8 @@ static void app_loaded(void *arg, int err, const char *detail, const PGresult *r
         a->secret = sb_strndup(plain.p, plain.len);
         snprintf(a->verify_hash, sizeof a->verify_hash, "%s", PQgetvalue(res, 0, 1));
         a->expires = uv_now(sb_shard_loop(op->s)) + CACHE_TTL_MS;
-        a->next = apps[sb_shard_index(op->s)];
-        apps[sb_shard_index(op->s)] = a;
+        a->next = cache_of(op->s)->apps;
+        cache_of(op->s)->apps = a;
         meta_dispatch(op->s, op->req, a);
     }
     sb_crypto_buf_wipe(&plain);

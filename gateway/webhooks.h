@@ -15,12 +15,13 @@
  * id, Instagram account id) it names. Events for accounts no channel claims are dropped and still answered 200, or
  * Meta would retry them forever.
  *
- * Receipts are committed with processed_at NULL: routing them to the tenant's session actor and the live inbox is
- * the next stage (and the sweeper's, for what a crash leaves behind). */
+ * Receipts are committed with processed_at NULL; once committed, each event goes to its channel's session actor on
+ * the tenant's shard (actors/session.h), which applies it and marks it processed; what a crash leaves behind, the
+ * sweeper hands over again (shards/domain.h). */
 #ifndef SB_WEBHOOKS_H
 #define SB_WEBHOOKS_H
 
-#include "adapters/http_server.h"
+#include "adapters/net/http_server.h"
 #include "gateway/config.h"
 #include "shards/shard.h"
 
@@ -31,7 +32,7 @@ void sb_webhooks_init(const sb_config_t *cfg);
 /* Handles a request whose path starts with /webhooks/. Answers it (now or later) and returns true, or returns
  * false when the path is no webhook route. */
 bool sb_webhooks_handle(sb_shard_t *s, sb_http_req_t *req);
-/* Frees the calling shard's channel cache (its stop hook). */
-void sb_webhooks_shard_stop(sb_shard_t *s);
+/* The shards' module: each shard's caches of channels and Meta apps (their opened secrets), for a minute. */
+extern const sb_shard_module_t sb_webhooks_module;
 
 #endif

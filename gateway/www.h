@@ -10,7 +10,7 @@
 #ifndef SB_WWW_H
 #define SB_WWW_H
 
-#include "adapters/http_server.h"
+#include "adapters/net/http_server.h"
 
 #include <stdbool.h>
 

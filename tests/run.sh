@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tests/run.sh — the whole test suite, as `make test` runs it after building everything:
 #
+#   0. source shape    tests/layers.py: no include up the layers, no include cycle between modules
 #   1. unit tests      build/release/tests/test_* and build/asan/tests/test_*   (TAP)
 #   2. fuzz corpora    build/fuzz/fuzz_X replays every file of tests/fuzz/corpus/fuzz_X/ once
 #                      (one result per target; targets without a corpus dir are skipped)
@@ -84,6 +85,9 @@ run_fuzz() {
 }
 
 shopt -s nullglob
+
+echo "== source shape"
+run "tests/layers.py" 60 python3 tests/layers.py
 
 echo "== unit tests"
 for t in build/release/tests/test_* build/asan/tests/test_*; do

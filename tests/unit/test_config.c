@@ -667,7 +667,7 @@ TEST(dump)
     int lines = 0;
     for (const char *p = s; *p; p++)
         lines += *p == '\n';
-    is_int(lines, 22, "one line per key");
+    is_int(lines, 24, "one line per key");
     sb_buf_cleanup(&b);
 
     set(&c, "admin_token", "TopSecretToken");
@@ -701,6 +701,10 @@ TEST(inbox_keys)
     sb_config_init(&c);
     ok(c.inbox_origins == NULL, "inbox_origins unset: only the gateway's own origin");
     is_int(c.inbox_send_buffer, 1048576, "inbox_send_buffer defaults to 1 MiB");
+    is_int(c.actor_idle_timeout_s, 300, "actor_idle_timeout defaults to 300 s");
+    is_int(set(&c, "actor_idle_timeout", "0"), 0, "actor_idle_timeout 0: never passivate");
+    is_int(set(&c, "actor_idle_timeout", "86401"), SB_EINVAL, "actor_idle_timeout above a day refused");
+    is_int(set(&c, "actor_idle_timeout", "-1"), SB_EINVAL, "actor_idle_timeout below 0 refused");
     is_int(set(&c, "inbox_origins", "*"), 0, "inbox_origins = *");
     is_str(c.inbox_origins, "*", "* stored");
     is_int(set(&c, "inbox_origins", " https://App.Example.com , http://localhost:3000"), 0, "a list of two");
