@@ -32,8 +32,7 @@
 #define STATUS_EARLY_MS 60000     /* a status for a message not known yet waits this long for it */
 #define SENDING_STUCK_MS 120000   /* a message left sending this long by a crash is unknown */
 #define OUTCOME_KEEP_MS 300000    /* an outcome the store did not take is offered again for this long */
-#define PROVIDERS_MAX 4096        /* provider ids remembered (what this session sent lately) */
-#define KEYS_MAX 4096             /* idempotency keys remembered */
+#define MEMO_MAX 4096             /* provider ids (what this session sent lately) and idempotency keys remembered */
 
 enum {
     S_LOADED = SB_SESSION_INTERNAL,
@@ -101,20 +100,20 @@ typedef struct accept {
     int64_t seq;
 } accept_t;
 
-typedef struct provider {
-    sb_hnode_t node;
+/* A bounded memory of strings naming messages, the least recently used forgotten first: what this session sent by
+ * provider id (with the status it has), and the idempotency keys it accepted. */
+typedef struct memo {
+    sb_htable_t map;
     sb_list_t lru;
-    char *pid;
-    int64_t message_id;
-    char status[16];
-} provider_t;
+} memo_t;
 
-typedef struct key {
+typedef struct memo_entry {
     sb_hnode_t node;
     sb_list_t lru;
     char *key;
-    int64_t message_id;
-} key_t_;
+    int64_t message_id;      /* a key's: -1 while the message it names is being accepted */
+    char status[16];         /* a provider id's: its message's status */
+} memo_entry_t;
 
 enum work_kind { W_INBOUND, W_ACCEPT, W_CLAIM, W_OUTCOME };
 
@@ -140,8 +139,8 @@ typedef struct session {
     bool ready, loading;
     sb_channel_info_t info;  /* its strings are the session's */
     sb_send_limits_t limits;
-    sb_htable_t convs, by_addr, sends, providers, keys;
-    sb_list_t provider_lru, key_lru;
+    sb_htable_t convs, by_addr, sends;
+    memo_t providers, keys;
     sb_list_t ready_lanes;
     unsigned sending;        /* sends from their claim until their outcome is stored */
     bool pump_waiting;
@@ -362,77 +361,76 @@ static void conv_event(session_t *s, const conv_t *c, sb_buf_t *b)
 
 /* ---- providers and keys: what this session sent, by provider id; idempotency keys --------------------------------- */
 
-static bool provider_eq(const sb_hnode_t *n, const void *key)
+static void memo_init(memo_t *m)
 {
-    return strcmp(sb_container_of(n, provider_t, node)->pid, key) == 0;
+    sb_htable_init(&m->map);
+    sb_list_init(&m->lru);
 }
 
-static provider_t *provider_get(session_t *s, const char *pid)
+static bool memo_eq(const sb_hnode_t *n, const void *key)
 {
-    sb_hnode_t *n = sb_htable_find(&s->providers, sb_hash_bytes(pid, strlen(pid)), provider_eq, pid);
-    return n ? sb_container_of(n, provider_t, node) : NULL;
+    return strcmp(sb_container_of(n, memo_entry_t, node)->key, key) == 0;
 }
 
-static void provider_free(session_t *s, provider_t *p)
+static memo_entry_t *memo_get(memo_t *m, const char *key)
 {
-    sb_htable_remove(&s->providers, &p->node);
-    sb_list_remove(&p->lru);
-    free(p->pid);
-    free(p);
+    sb_hnode_t *n = sb_htable_find(&m->map, sb_hash_bytes(key, strlen(key)), memo_eq, key);
+    return n ? sb_container_of(n, memo_entry_t, node) : NULL;
+}
+
+static void memo_del(memo_t *m, memo_entry_t *e)
+{
+    sb_htable_remove(&m->map, &e->node);
+    sb_list_remove(&e->lru);
+    free(e->key);
+    free(e);
+}
+
+/* The entry of key, made (the oldest forgotten when the memory is full) if need be, now the most recent. */
+static memo_entry_t *memo_put(memo_t *m, const char *key)
+{
+    memo_entry_t *e = memo_get(m, key);
+    if (!e) {
+        if (m->map.n >= MEMO_MAX)
+            memo_del(m, sb_container_of(sb_list_first(&m->lru), memo_entry_t, lru));
+        e = sb_calloc(1, sizeof *e);
+        e->key = sb_strdup(key);
+        e->node.hash = sb_hash_bytes(key, strlen(key));
+        sb_htable_insert(&m->map, &e->node);
+        sb_list_init(&e->lru);
+    }
+    sb_list_remove(&e->lru);
+    sb_list_push_back(&m->lru, &e->lru);
+    return e;
+}
+
+static void memo_cleanup(memo_t *m)
+{
+    for (sb_list_t *l; (l = sb_list_first(&m->lru));)
+        memo_del(m, sb_container_of(l, memo_entry_t, lru));
+    sb_htable_cleanup(&m->map);
+}
+
+static memo_entry_t *provider_get(session_t *s, const char *pid)
+{
+    return memo_get(&s->providers, pid);
 }
 
 static void provider_learn(session_t *s, const char *pid, int64_t message_id, const char *status)
 {
-    provider_t *p = provider_get(s, pid);
-    if (!p) {
-        if (s->providers.n >= PROVIDERS_MAX)
-            provider_free(s, sb_container_of(sb_list_first(&s->provider_lru), provider_t, lru));
-        p = sb_calloc(1, sizeof *p);
-        p->pid = sb_strdup(pid);
-        p->node.hash = sb_hash_bytes(pid, strlen(pid));
-        sb_htable_insert(&s->providers, &p->node);
-        sb_list_init(&p->lru);
-    }
-    sb_list_remove(&p->lru);
-    sb_list_push_back(&s->provider_lru, &p->lru);
-    p->message_id = message_id;
-    snprintf(p->status, sizeof p->status, "%s", status);
-}
-
-static bool key_eq(const sb_hnode_t *n, const void *key)
-{
-    return strcmp(sb_container_of(n, key_t_, node)->key, key) == 0;
-}
-
-static key_t_ *key_get(session_t *s, const char *k)
-{
-    sb_hnode_t *n = sb_htable_find(&s->keys, sb_hash_bytes(k, strlen(k)), key_eq, k);
-    return n ? sb_container_of(n, key_t_, node) : NULL;
-}
-
-static void key_free(session_t *s, key_t_ *k)
-{
-    sb_htable_remove(&s->keys, &k->node);
-    sb_list_remove(&k->lru);
-    free(k->key);
-    free(k);
-}
-
-static void key_learn(session_t *s, const char *k, int64_t message_id)
-{
-    key_t_ *e = key_get(s, k);
-    if (!e) {
-        if (s->keys.n >= KEYS_MAX)
-            key_free(s, sb_container_of(sb_list_first(&s->key_lru), key_t_, lru));
-        e = sb_calloc(1, sizeof *e);
-        e->key = sb_strdup(k);
-        e->node.hash = sb_hash_bytes(k, strlen(k));
-        sb_htable_insert(&s->keys, &e->node);
-        sb_list_init(&e->lru);
-    }
-    sb_list_remove(&e->lru);
-    sb_list_push_back(&s->key_lru, &e->lru);
+    memo_entry_t *e = memo_put(&s->providers, pid);
     e->message_id = message_id;
+    snprintf(e->status, sizeof e->status, "%s", status);
+}
+
+static memo_entry_t *key_get(session_t *s, const char *key)
+{
+    return memo_get(&s->keys, key);
+}
+
+static void key_learn(session_t *s, const char *key, int64_t message_id)
+{
+    memo_put(&s->keys, key)->message_id = message_id;
 }
 
 /* ---- work items ----------------------------------------------------------------------------------------------- */
@@ -866,7 +864,7 @@ static void apply_inbound(session_t *s)
             conv_event(s, c, &ev);
             sb_tenant_work_event(w, "conversation.updated", sb_str(ev.p, ev.len));
         } else {
-            provider_t *pr = provider_get(s, in->ev.provider_id);
+            memo_entry_t *pr = provider_get(s, in->ev.provider_id);
             if (!pr && !in->looked_up)
                 break; /* not looked up yet */
             if (!pr && now - in->received_at < STATUS_EARLY_MS) {
@@ -924,7 +922,7 @@ static void apply_accepts(session_t *s)
         if (a->conv)
             continue; /* being written */
         if (req->idempotency_key) {
-            key_t_ *k = key_get(s, req->idempotency_key);
+            memo_entry_t *k = key_get(s, req->idempotency_key);
             if (k) { /* the key names an earlier message (or one being accepted: it waits for that one) */
                 if (k->message_id < 0)
                     break;
@@ -1257,9 +1255,9 @@ static void written_accept(session_t *s, pending_t *p, int err)
     sb_session_send_t *req = a->req;
     written_message(p, err);
     if (req->idempotency_key) {
-        key_t_ *k = key_get(s, req->idempotency_key);
+        memo_entry_t *k = key_get(s, req->idempotency_key);
         if (err && k)
-            key_free(s, k);
+            memo_del(&s->keys, k);
         else if (!err)
             key_learn(s, req->idempotency_key, a->id);
     }
@@ -1649,10 +1647,8 @@ static int session_init(sb_actor_t *a, void *state, const void *arg)
     sb_htable_init(&s->convs);
     sb_htable_init(&s->by_addr);
     sb_htable_init(&s->sends);
-    sb_htable_init(&s->providers);
-    sb_htable_init(&s->keys);
-    sb_list_init(&s->provider_lru);
-    sb_list_init(&s->key_lru);
+    memo_init(&s->providers);
+    memo_init(&s->keys);
     sb_list_init(&s->ready_lanes);
     sb_list_init(&s->inbox);
     sb_list_init(&s->accepts);
@@ -1696,15 +1692,11 @@ static void session_stop(sb_actor_t *a, void *state)
         free(c->profile_name);
         free(c);
     }
-    while (!sb_list_empty(&s->provider_lru))
-        provider_free(s, sb_container_of(sb_list_first(&s->provider_lru), provider_t, lru));
-    while (!sb_list_empty(&s->key_lru))
-        key_free(s, sb_container_of(sb_list_first(&s->key_lru), key_t_, lru));
+    memo_cleanup(&s->providers);
+    memo_cleanup(&s->keys);
     sb_htable_cleanup(&s->convs);
     sb_htable_cleanup(&s->by_addr);
     sb_htable_cleanup(&s->sends);
-    sb_htable_cleanup(&s->providers);
-    sb_htable_cleanup(&s->keys);
     sb_idset_cleanup(&s->known);
     free((char *)s->info.address);
     free((char *)s->info.credentials_sealed);

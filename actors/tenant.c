@@ -204,6 +204,15 @@ typedef struct done_msg {
     int64_t a, b;
 } done_msg_t;
 
+/* Opens a completion: false (ignore it) when it is too short or belongs to another incarnation. */
+static bool done_open(const tenant_t *t, const sb_msg_t *m, done_msg_t *d)
+{
+    if (m->len < sizeof *d)
+        return false;
+    memcpy(d, m->data, sizeof *d);
+    return d->seq == t->epoch;
+}
+
 static void post_done(comp_t *c, uint32_t type, int err, int64_t a, int64_t b)
 {
     done_msg_t d = {c->seq, err, a, b};
@@ -328,8 +337,8 @@ static void publish(tenant_t *t, int64_t prev, size_t nev)
 
 static int on_written(tenant_t *t, const done_msg_t *d)
 {
-    if (!t->writing || d->seq != t->epoch)
-        return 0; /* stale */
+    if (!t->writing)
+        return 0;
     t->writing = false;
     size_t nworks = 0, nev = 0;
     sb_list_foreach(it, &t->inflight)
@@ -473,10 +482,7 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
 {
     tenant_t *t = state;
     done_msg_t d;
-    if (m->len < sizeof d)
-        return 0;
-    memcpy(&d, m->data, sizeof d);
-    if (d.seq != t->epoch)
+    if (!done_open(t, m, &d))
         return 0;
     t->loading = false;
     if (d.err) {
@@ -625,10 +631,7 @@ static int on_hook_page(sb_actor_t *a, void *state, sb_msg_t *m)
 {
     tenant_t *t = state;
     done_msg_t d;
-    if (m->len < sizeof d)
-        return 0;
-    memcpy(&d, m->data, sizeof d);
-    if (d.seq != t->epoch || !t->hook_busy)
+    if (!done_open(t, m, &d) || !t->hook_busy)
         return 0;
     if (d.err) {
         hook_fail(a, t, -1);
@@ -672,10 +675,7 @@ static int on_hook_posted(sb_actor_t *a, void *state, sb_msg_t *m)
 {
     tenant_t *t = state;
     done_msg_t d;
-    if (m->len != sizeof d)
-        return 0;
-    memcpy(&d, m->data, sizeof d);
-    if (d.seq != t->epoch || !t->hook_busy || t->at >= t->npage)
+    if (!done_open(t, m, &d) || !t->hook_busy || t->at >= t->npage)
         return 0;
     if (d.err == 0 && d.a >= 200 && d.a < 300) {
         comp_t *c = comp_new(t);
@@ -693,10 +693,7 @@ static int on_hook_saved(sb_actor_t *a, void *state, sb_msg_t *m)
 {
     tenant_t *t = state;
     done_msg_t d;
-    if (m->len != sizeof d)
-        return 0;
-    memcpy(&d, m->data, sizeof d);
-    if (d.seq != t->epoch || !t->hook_busy || t->at >= t->npage)
+    if (!done_open(t, m, &d) || !t->hook_busy || t->at >= t->npage)
         return 0;
     if (d.err) {
         hook_fail(a, t, -1);
@@ -789,9 +786,8 @@ static int on_written_msg(sb_actor_t *a, void *state, sb_msg_t *m)
 {
     done_msg_t d;
     (void)a;
-    if (m->len != sizeof d)
-        return 0;
-    memcpy(&d, m->data, sizeof d);
+    if (!done_open(state, m, &d))
+        return 0; /* stale */
     return on_written(state, &d);
 }
 

@@ -6,6 +6,7 @@
 #include "gateway/log.h"
 #include "proto/breaker.h"
 #include "proto/err.h"
+#include "proto/list.h"
 #include "proto/mem.h"
 
 #include <inttypes.h>
@@ -27,11 +28,11 @@ struct sb_provider {
     bool has_key, draining;
     char *public_url, *twilio_api_base, *meta_graph_base;
     unsigned inflight;
-    struct job *refusals;     /* answered on the loop's next turn */
+    sb_list_t refusals;       /* answered on the loop's next turn */
 };
 
 typedef struct job job_t;
-static void refusal_end(job_t *j);
+static void refusals_end(sb_provider_t *p);
 
 static char *dup_or_null(const char *s)
 {
@@ -42,6 +43,7 @@ sb_provider_t *sb_provider_create(uv_loop_t *loop, const sb_provider_opts_t *opt
 {
     sb_provider_t *p = sb_calloc(1, sizeof *p);
     p->loop = loop;
+    sb_list_init(&p->refusals);
     sb_http_client_opts_t o = {.max_host_connections = 32, .timeout_ms = REQUEST_TIMEOUT_MS};
     if (sb_http_client_create(loop, &o, &p->client) < 0) {
         free(p);
@@ -64,8 +66,7 @@ void sb_provider_destroy(sb_provider_t *p)
     if (!p)
         return;
     sb_http_client_destroy(p->client); /* the requests in flight end here: their outcome is unknown */
-    while (p->refusals)
-        refusal_end(p->refusals);
+    refusals_end(p);
     sb_crypto_wipe(p->key, sizeof p->key);
     free(p->public_url);
     free(p->twilio_api_base);
@@ -179,7 +180,7 @@ struct job {
     uv_timer_t *later;          /* a refusal before any request: answered from the loop, not from inside send() */
     sb_send_outcome_t refusal;
     char message[160];
-    struct job *prev, *next;    /* on the provider's list of refusals, while later runs */
+    sb_list_t link;             /* on the provider's list of refusals, while later runs */
 };
 
 static void job_end(job_t *j, const sb_send_outcome_t *o)
@@ -224,13 +225,7 @@ static void later_closed(uv_handle_t *h)
 /* A refusal is answered (now: from its timer, or from destroy). */
 static void refusal_end(job_t *j)
 {
-    sb_provider_t *p = j->p;
-    if (j->prev)
-        j->prev->next = j->next;
-    else
-        p->refusals = j->next;
-    if (j->next)
-        j->next->prev = j->prev;
+    sb_list_remove(&j->link);
     job_end(j, &j->refusal);
     uv_close((uv_handle_t *)j->later, later_closed);
 }
@@ -238,6 +233,12 @@ static void refusal_end(job_t *j)
 static void on_later(uv_timer_t *t)
 {
     refusal_end(t->data);
+}
+
+static void refusals_end(sb_provider_t *p)
+{
+    for (sb_list_t *l; (l = sb_list_first(&p->refusals));)
+        refusal_end(sb_container_of(l, job_t, link));
 }
 
 /* The message cannot become a request: a permanent failure, answered from the loop's next turn. */
@@ -250,10 +251,7 @@ static void refuse(job_t *j, const char *code, const char *message)
     uv_timer_init(j->p->loop, j->later);
     j->later->data = j;
     uv_timer_start(j->later, on_later, 0, 0);
-    j->next = j->p->refusals;
-    if (j->next)
-        j->next->prev = j;
-    j->p->refusals = j;
+    sb_list_push_back(&j->p->refusals, &j->link);
 }
 
 static int port_send(void *ctx, const sb_send_request_t *req, void (*cb)(void *, const sb_send_outcome_t *),

@@ -19,6 +19,7 @@
 #include "proto/version.h"
 #include "proto/codec.h"
 #include "proto/err.h"
+#include "proto/list.h"
 #include "proto/mem.h"
 
 #include <curl/curl.h>
@@ -48,12 +49,12 @@ struct hc_sock {
     sb_http_client_t *c;
     curl_socket_t fd;
     bool closing;
-    hc_sock_t *prev, *next; /* in c->socks while the poll is open (not closing) */
+    sb_list_t link;         /* in c->socks while the poll is open (not closing) */
 };
 
 struct hc_req {
     sb_http_client_t *c;
-    hc_req_t *prev, *next; /* in c->reqs */
+    sb_list_t link;        /* in c->reqs */
     CURL *easy;
     sb_http_client_cb cb;
     void *arg;
@@ -73,8 +74,8 @@ struct sb_http_client {
     uv_loop_t *loop;
     CURLM *multi;
     uv_timer_t timer;
-    hc_req_t *reqs;
-    hc_sock_t *socks;
+    sb_list_t reqs;
+    sb_list_t socks;
     CURL *pool[EASY_POOL];
     unsigned npool;
     char *user_agent;
@@ -119,17 +120,10 @@ static void on_handle_closed(uv_handle_t *h)
 /* Stops watching s and closes its poll (freed in the close callback). */
 static void sock_close(hc_sock_t *s)
 {
-    sb_http_client_t *c = s->c;
     if (s->closing)
         return;
     s->closing = true;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        c->socks = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    s->prev = s->next = NULL;
+    sb_list_remove(&s->link);
     uv_poll_stop(&s->poll);
     uv_close((uv_handle_t *)&s->poll, on_handle_closed);
 }
@@ -177,6 +171,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
         if (c->torn_down)
             return -1;
         s = sb_calloc(1, sizeof *s);
+        sb_list_init(&s->link);
         s->c = c;
         s->fd = fd;
         if (uv_poll_init(c->loop, &s->poll, fd) < 0) {
@@ -185,10 +180,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
         }
         s->poll.data = c;
         c->open_handles++;
-        s->next = c->socks;
-        if (c->socks)
-            c->socks->prev = s;
-        c->socks = s;
+        sb_list_push_back(&c->socks, &s->link);
         curl_multi_assign(c->multi, fd, s);
     }
     int events = 0;
@@ -232,7 +224,9 @@ static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct 
 static int on_close_socket(void *clientp, curl_socket_t fd)
 {
     sb_http_client_t *c = clientp;
-    for (hc_sock_t *s = c->socks; s; s = s->next) {
+    sb_list_foreach(it, &c->socks)
+    {
+        hc_sock_t *s = sb_container_of(it, hc_sock_t, link);
         if (s->fd == fd) {
             sock_close(s);
             break;
@@ -351,14 +345,7 @@ static int map_curl_error(const hc_req_t *r, CURLcode rc)
 
 static void req_unlink(hc_req_t *r)
 {
-    sb_http_client_t *c = r->c;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        c->reqs = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    r->prev = r->next = NULL;
+    sb_list_remove(&r->link);
 }
 
 /* Returns an easy handle (already removed from the multi) to the pool, or frees it. */
@@ -518,6 +505,7 @@ int sb_http_client_request(sb_http_client_t *c, const sb_http_client_req_t *q, s
     }
     size_t extra = nh * sizeof(struct curl_slist) + strings;
     hc_req_t *r = sb_calloc(1, sizeof *r + extra);
+    sb_list_init(&r->link);
     r->c = c;
     r->extra_len = extra;
     r->cb = cb;
@@ -604,10 +592,7 @@ int sb_http_client_request(sb_http_client_t *c, const sb_http_client_req_t *q, s
         req_free(r);
         return SB_ENOMEM;
     }
-    r->next = c->reqs;
-    if (c->reqs)
-        c->reqs->prev = r;
-    c->reqs = r;
+    sb_list_push_back(&c->reqs, &r->link);
     c->stats.requests++;
     c->stats.in_flight++;
     return 0;
@@ -627,6 +612,8 @@ int sb_http_client_create(uv_loop_t *loop, const sb_http_client_opts_t *opts, sb
     if (!multi)
         return SB_ENOMEM;
     sb_http_client_t *c = sb_calloc(1, sizeof *c);
+    sb_list_init(&c->reqs);
+    sb_list_init(&c->socks);
     c->loop = loop;
     c->multi = multi;
     c->connect_timeout_ms = opts->connect_timeout_ms ? opts->connect_timeout_ms : DEFAULT_CONNECT_MS;
@@ -662,8 +649,8 @@ static void teardown(sb_http_client_t *c)
 {
     if (c->torn_down)
         return;
-    while (c->reqs) {
-        hc_req_t *r = c->reqs;
+    for (sb_list_t *l; (l = sb_list_first(&c->reqs));) {
+        hc_req_t *r = sb_container_of(l, hc_req_t, link);
         curl_multi_remove_handle(c->multi, r->easy);
         req_complete(r, CURLE_OK, true);
     }
@@ -672,8 +659,8 @@ static void teardown(sb_http_client_t *c)
         curl_easy_cleanup(c->pool[--c->npool]);
     curl_multi_cleanup(c->multi); /* closes every cached connection, through on_close_socket */
     c->multi = NULL;
-    while (c->socks)
-        sock_close(c->socks);
+    for (sb_list_t *l; (l = sb_list_first(&c->socks));)
+        sock_close(sb_container_of(l, hc_sock_t, link));
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
 }
 

@@ -29,6 +29,7 @@
 #include "gateway/metrics.h"
 #include "proto/err.h"
 #include "proto/http1.h"
+#include "proto/list.h"
 #include "proto/mem.h"
 
 #include <arpa/inet.h>
@@ -71,7 +72,7 @@ struct conn {
     uv_tcp_t tcp;
     uv_shutdown_t shutdown;
     sb_http_server_t *srv;
-    conn_t *prev, *next;
+    sb_list_t link;            /* on the server's connections */
     sb_buf_t in;
     size_t head_len, body_len; /* of the current request, once known */
     sb_http1_chunked_t chunked;
@@ -104,7 +105,7 @@ struct sb_http_server {
     conn_t *corked;
     sb_http_server_opts_t opts;
     sb_metrics_t *m;
-    conn_t *conns;
+    sb_list_t conns;
     unsigned nconns;
     sb_buf_t out; /* answers are built here, then written */
     int open_handles;
@@ -779,12 +780,7 @@ static void conn_close(conn_t *c)
         req_free(c->req);
     }
     c->req = NULL;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        srv->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    sb_list_remove(&c->link);
     srv->nconns--;
     sb_gauge_add(&srv->m->http_connections, -1);
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
@@ -796,6 +792,7 @@ static void on_connection(uv_stream_t *server, int status)
     if (status < 0 || srv->draining || srv->closing)
         return;
     conn_t *c = sb_calloc(1, sizeof *c);
+    sb_list_init(&c->link);
     c->srv = srv;
     sb_buf_init(&c->in);
     uv_tcp_init(srv->loop, &c->tcp);
@@ -807,10 +804,7 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    c->next = srv->conns;
-    if (srv->conns)
-        srv->conns->prev = c;
-    srv->conns = c;
+    sb_list_push_back(&srv->conns, &c->link);
     srv->nconns++;
     sb_gauge_add(&srv->m->http_connections, 1);
     c->state = C_HEAD;
@@ -824,8 +818,9 @@ static void on_sweep(uv_timer_t *t)
 {
     sb_http_server_t *srv = t->data;
     uint64_t now = now_ms(srv);
-    for (conn_t *c = srv->conns, *next; c; c = next) {
-        next = c->next;
+    sb_list_foreach_safe(it, nx, &srv->conns)
+    {
+        conn_t *c = sb_container_of(it, conn_t, link);
         if (!c->deadline || now < c->deadline || c->closing)
             continue;
         bool quiet = c->state == C_HEAD && (c->in.len == 0 || c->out_blocked); /* idle, or not reading us */
@@ -900,6 +895,7 @@ int sb_http_server_create(uv_loop_t *loop, const sb_http_server_opts_t *opts, sb
         return fd;
     }
     sb_http_server_t *srv = sb_calloc(1, sizeof *srv);
+    sb_list_init(&srv->conns);
     srv->loop = loop;
     srv->opts = *opts;
     srv->m = sb_metrics_shard(opts->shard);
@@ -950,8 +946,9 @@ void sb_http_server_drain(sb_http_server_t *srv)
     srv->draining = true;
     stop_listening(srv);
     later_flush(srv, true); /* held-back answers go now, saying close */
-    for (conn_t *c = srv->conns, *next; c; c = next) {
-        next = c->next;
+    sb_list_foreach_safe(it, nx, &srv->conns)
+    {
+        conn_t *c = sb_container_of(it, conn_t, link);
         if (c->state == C_HEAD && c->in.len == 0)
             conn_close(c); /* idle keep-alive: nothing in flight; the others' answers will say close */
         else if (c->state == C_STREAM && !c->close_after && !c->closing)
@@ -970,8 +967,8 @@ void sb_http_server_close(sb_http_server_t *srv)
         return;
     srv->draining = true;
     stop_listening(srv);
-    while (srv->conns)
-        conn_close(srv->conns);
+    for (sb_list_t *l; (l = sb_list_first(&srv->conns));)
+        conn_close(sb_container_of(l, conn_t, link));
     later_flush(srv, true); /* their connections are gone: this frees them */
     srv->closing = true;
     close_handles(srv);
