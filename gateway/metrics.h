@@ -21,6 +21,8 @@ typedef struct sb_metrics {
     _Atomic int64_t inbox_clients;        /* live inbox WebSocket clients */
     _Atomic uint64_t inbox_events;        /* events written to live inbox clients */
     _Atomic uint64_t inbox_too_slow;      /* live inbox clients closed with 4408 */
+    _Atomic uint64_t receipts_stored;     /* webhook receipts committed (repeats of stored ones not counted) */
+    _Atomic uint64_t receipts_applied;    /* receipts marked processed by their session's write */
     _Alignas(64) char pad_;               /* keep shards' rows on separate cache lines */
 } sb_metrics_t;
 

@@ -221,7 +221,7 @@ static int domain_start(sb_shard_t *s, void **state)
     *state = d;
     d->s = s;
     d->opts = o;
-    d->store = sb_store_create(sb_shard_pg(s), sb_shard_pg_ingest(s), o->master_key);
+    d->store = sb_store_create(sb_shard_pg(s), sb_shard_pg_ingest(s), o->master_key, sb_shard_index(s));
     sb_provider_opts_t po = {.master_key = o->master_key,
                              .public_url = o->public_url,
                              .twilio_api_base = o->twilio_api_base,

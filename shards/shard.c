@@ -59,7 +59,8 @@ struct sb_shard {
     _Atomic int closed;  /* set before the async handle closes: no more sends */
     _Atomic int senders; /* threads between their closed-check and their uv_async_send */
     struct {
-        _Atomic uint64_t actors, mailbox_depth, processed, restarts, dead_letters, timers, loop_lag_us, remote_in;
+        _Atomic uint64_t actors, mailbox_depth, processed, restarts, dead_letters, timers, activations, passivations,
+            loop_lag_us, remote_in;
     } stats;
 };
 
@@ -192,6 +193,8 @@ static void publish_stats(sb_shard_t *s)
     atomic_store_explicit(&s->stats.restarts, st.restarts, memory_order_relaxed);
     atomic_store_explicit(&s->stats.dead_letters, st.dead_letters, memory_order_relaxed);
     atomic_store_explicit(&s->stats.timers, st.timers, memory_order_relaxed);
+    atomic_store_explicit(&s->stats.activations, st.activations, memory_order_relaxed);
+    atomic_store_explicit(&s->stats.passivations, st.passivations, memory_order_relaxed);
     atomic_store_explicit(&s->stats.remote_in, s->remote_in, memory_order_relaxed);
 }
 
@@ -437,6 +440,8 @@ void sb_shard_get_stats(unsigned idx, sb_shard_stats_t *out)
     out->actors = atomic_load_explicit(&s->stats.actors, memory_order_relaxed);
     out->mailbox_depth = atomic_load_explicit(&s->stats.mailbox_depth, memory_order_relaxed);
     out->processed = atomic_load_explicit(&s->stats.processed, memory_order_relaxed);
+    out->activations = atomic_load_explicit(&s->stats.activations, memory_order_relaxed);
+    out->passivations = atomic_load_explicit(&s->stats.passivations, memory_order_relaxed);
     out->restarts = atomic_load_explicit(&s->stats.restarts, memory_order_relaxed);
     out->dead_letters = atomic_load_explicit(&s->stats.dead_letters, memory_order_relaxed);
     out->timers = atomic_load_explicit(&s->stats.timers, memory_order_relaxed);

@@ -93,7 +93,7 @@ int sb_shard_spawn(sb_shard_t *s, const sb_actor_kind_t *kind, const void *arg, 
 
 /* Figures another thread may read at any time (relaxed atomics, refreshed every 100 ms and on demand). */
 typedef struct sb_shard_stats {
-    uint64_t actors, mailbox_depth, processed, restarts, dead_letters, timers;
+    uint64_t actors, mailbox_depth, processed, restarts, dead_letters, timers, activations, passivations;
     uint64_t loop_lag_us;        /* how late the last 100 ms tick ran */
     uint64_t remote_in;          /* messages received from other shards */
 } sb_shard_stats_t;

@@ -8,6 +8,7 @@
 
 #include "adapters/pg.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "proto/err.h"
 #include "proto/mem.h"
 
@@ -22,6 +23,7 @@
 
 struct sb_store {
     sb_pg_t *pg, *ingest;
+    sb_metrics_t *m;
     unsigned char key[SB_CRYPTO_KEY_LEN];
     bool has_key;
     int64_t id_next, id_end;     /* the block in use: [id_next, id_end) */
@@ -67,9 +69,10 @@ static void i64_text(char out[24], int64_t v)
 
 /* ---- the store ---------------------------------------------------------------------------------------------------- */
 
-sb_store_t *sb_store_create(sb_pg_t *pg, sb_pg_t *ingest, const unsigned char *master_key)
+sb_store_t *sb_store_create(sb_pg_t *pg, sb_pg_t *ingest, const unsigned char *master_key, unsigned shard)
 {
     sb_store_t *st = sb_calloc(1, sizeof *st);
+    st->m = sb_metrics_shard(shard);
     st->pg = pg;
     st->ingest = ingest;
     if (master_key) {
@@ -162,7 +165,8 @@ static int64_t port_message_id(void *ctx)
  *                       statement the last wins, every one but claims goes to the history;
  *   r  a receipt applied: v2 tenant, v3 receipt id, marked processed;
  *   p  an event page:   v2 tenant, v3 first cursor, v4 last cursor, v12 the events (JSON array).
- * The statement returns nothing: committed (the segment's Sync) is the whole answer. */
+ * The statement returns how many receipts it marked processed (for the figures); committed (the segment's Sync)
+ * is the answer. */
 static const char write_sql[] =
     "WITH u AS MATERIALIZED ("
     "  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
@@ -199,11 +203,12 @@ static const char write_sql[] =
     "  AND x.message_id = u.v3::bigint),"
     " r AS ("
     "  UPDATE webhook_receipts w SET processed_at = now() FROM u"
-    "  WHERE u.v1 = 'r' AND w.tenant_id = u.v2::bigint AND w.id = u.v3::bigint AND w.processed_at IS NULL),"
+    "  WHERE u.v1 = 'r' AND w.tenant_id = u.v2::bigint AND w.id = u.v3::bigint AND w.processed_at IS NULL"
+    "  RETURNING 1),"
     " p AS ("
     "  INSERT INTO event_pages (tenant_id, first_cursor, last_cursor, events)"
     "  SELECT v2::bigint, v3::bigint, v4::bigint, v12::json FROM u WHERE v1 = 'p')"
-    " SELECT 1 WHERE false";
+    " SELECT count(*) FROM r";
 
 #define WCOLS 16
 
@@ -273,9 +278,10 @@ static void write_free(write_item_t *w)
 
 static void writes_done(void **items, size_t n, int err, const char *detail, const PGresult *res)
 {
-    (void)res;
     if (err && err != SB_ECANCELED)
         sb_log_warn("store: %zu tenant write(s) refused: %s", n, detail);
+    if (!err && n && res && PQntuples(res) == 1)
+        sb_metric_add(&((write_item_t *)items[0])->st->m->receipts_applied, (uint64_t)col_i64(res, 0, 0));
     for (size_t i = 0; i < n; i++) {
         write_item_t *w = items[i];
         w->cb(w->arg, err);
@@ -926,6 +932,7 @@ static void receipts_done(void **items, size_t n, int err, const char *detail, c
         int64_t ord = col_i64(res, i, 0);
         if (ord < 1 || (size_t)ord > n)
             continue;
+        sb_metric_add(&((sb_store_receipt_t *)items[ord - 1])->st->m->receipts_stored, 1);
         sb_store_receipt_t *r = items[ord - 1];
         r->id = col_i64(res, i, 1);
         r->tenant = col_i64(res, i, 2);
@@ -958,6 +965,7 @@ static const sb_pg_batch_def_t meta_receipts_def = {
 int sb_store_receipt_add(sb_store_t *st, sb_store_receipt_t *r)
 {
     r->id = 0;
+    r->st = st;
     return sb_pg_batch_add(st->ingest, r->type ? &meta_receipts_def : &twilio_receipts_def, r);
 }
 

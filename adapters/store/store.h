@@ -26,9 +26,9 @@
 typedef struct sb_store sb_store_t;
 typedef struct sb_pg sb_pg_t;
 
-/* A store over pg and ingest (borrowed: they outlive it). master_key: opens the tenants' webhook secrets (NULL: no
- * key configured, and no secret can be opened). */
-sb_store_t *sb_store_create(sb_pg_t *pg, sb_pg_t *ingest, const unsigned char *master_key);
+/* A store over pg and ingest (borrowed: they outlive it), counting in shard `shard`'s figures (gateway/metrics.h).
+ * master_key: opens the tenants' webhook secrets (NULL: no key configured, and no secret can be opened). */
+sb_store_t *sb_store_create(sb_pg_t *pg, sb_pg_t *ingest, const unsigned char *master_key, unsigned shard);
 /* Frees the store, once its connections have closed (sb_pg_close hands what they held back, through the store). */
 void sb_store_destroy(sb_store_t *st);
 /* Sends what waits in the store's batches now (a stopping shard wants its last writes out). */
@@ -53,6 +53,7 @@ typedef struct sb_store_receipt {
     void (*done)(struct sb_store_receipt *r, int err);
     void *arg;
     int64_t id;                     /* out */
+    sb_store_t *st;                 /* the store's */
 } sb_store_receipt_t;
 
 /* Queues r for the ingest connection's next statement (the loop turn's receipts of a kind go as one INSERT). */

@@ -557,7 +557,7 @@ int main(void)
     pg = sb_pg_create(&loop, url, "test_store");
     ingest = sb_pg_create(&loop, url, "test_store ingest");
     static const unsigned char key[SB_CRYPTO_KEY_LEN] = {1};
-    st = sb_store_create(pg, ingest, key);
+    st = sb_store_create(pg, ingest, key, 0);
     sb_store_port(st, &port);
     RUN(setup);
     RUN(message_ids);
