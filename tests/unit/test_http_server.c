@@ -91,7 +91,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 
 static void on_connect(uv_connect_t *c, int status)
 {
-    static char req[] = "GET /stream HTTP/1.1\r\nHost: test\r\n\r\n";
+    static char req[] = "GET /stream HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n";
     uv_buf_t b = uv_buf_init(req, sizeof req - 1);
     if (status < 0)
         return;
