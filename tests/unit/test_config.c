@@ -667,7 +667,7 @@ TEST(dump)
     int lines = 0;
     for (const char *p = s; *p; p++)
         lines += *p == '\n';
-    is_int(lines, 22, "one line per key");
+    is_int(lines, 23, "one line per key");
     sb_buf_cleanup(&b);
 
     set(&c, "admin_token", "TopSecretToken");
