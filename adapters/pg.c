@@ -6,6 +6,8 @@
  * noticed even when idle). */
 #include "adapters/pg.h"
 
+#include "adapters/deadline.h"
+
 #include "gateway/log.h"
 #include "proto/err.h"
 #include "proto/mem.h"
@@ -779,65 +781,19 @@ void sb_pg_batch_cancel(sb_pg_t *pg, const sb_pg_batch_def_t *def)
 
 /* ---- ping: a query with a deadline ---------------------------------------------------------------------------- */
 
-typedef struct ping {
-    sb_pg_ping_cb cb;
-    void *arg;
-    uv_timer_t timer;
-    bool answered, query_pending, timer_open;
-} ping_t;
-
-static void ping_maybe_free(ping_t *p)
-{
-    if (!p->query_pending && !p->timer_open)
-        free(p);
-}
-
-static void ping_timer_closed(uv_handle_t *h)
-{
-    ping_t *p = h->data;
-    p->timer_open = false;
-    ping_maybe_free(p);
-}
-
-static void ping_answer(ping_t *p, int err, const char *detail)
-{
-    if (p->answered)
-        return;
-    p->answered = true;
-    uv_close((uv_handle_t *)&p->timer, ping_timer_closed);
-    p->cb(p->arg, err, detail);
-}
-
 static void ping_done(void *arg, int err, const char *detail, const PGresult *res)
 {
-    ping_t *p = arg;
     (void)res;
-    p->query_pending = false;
-    ping_answer(p, err, detail);
-    ping_maybe_free(p);
-}
-
-static void ping_timeout(uv_timer_t *t)
-{
-    ping_answer(t->data, SB_ETIMEDOUT, "timed out");
+    sb_deadline_answer(arg, err, detail);
 }
 
 int sb_pg_ping(sb_pg_t *pg, uint64_t timeout_ms, sb_pg_ping_cb cb, void *arg)
 {
-    ping_t *p = sb_calloc(1, sizeof *p);
-    p->cb = cb;
-    p->arg = arg;
-    p->query_pending = true;
-    int rc = sb_pg_query(pg, "SELECT 1", 0, NULL, SB_PG_ALONE, ping_done, p);
-    if (rc < 0) {
-        free(p);
-        return rc;
-    }
-    p->timer_open = true;
-    uv_timer_init(pg->loop, &p->timer);
-    p->timer.data = p;
-    uv_timer_start(&p->timer, ping_timeout, timeout_ms, 0);
-    return 0;
+    sb_deadline_t *d = sb_deadline_start(pg->loop, timeout_ms, cb, arg);
+    int rc = sb_pg_query(pg, "SELECT 1", 0, NULL, SB_PG_ALONE, ping_done, d);
+    if (rc < 0)
+        sb_deadline_cancel(d);
+    return rc;
 }
 
 void sb_pg_array_item(sb_buf_t *b, const char *v)

@@ -4,7 +4,10 @@
  * after a failed connect or a disconnect callback, so `ac` is cleared there and never touched afterwards. */
 #include "adapters/redis.h"
 
+#include "adapters/deadline.h"
+
 #include "gateway/log.h"
+#include "proto/codec.h"
 #include "proto/err.h"
 #include "proto/mem.h"
 
@@ -249,73 +252,30 @@ bool sb_redis_connected(const sb_redis_t *r)
 
 /* ---- PING ----------------------------------------------------------------------------------------------------- */
 
-typedef struct ping {
-    sb_redis_ping_cb cb;
-    void *arg;
-    uv_timer_t timer;
-    bool answered, reply_pending, timer_open;
-} ping_t;
-
-static void ping_maybe_free(ping_t *p)
-{
-    if (!p->reply_pending && !p->timer_open)
-        free(p);
-}
-
-static void ping_timer_closed(uv_handle_t *h)
-{
-    ping_t *p = h->data;
-    p->timer_open = false;
-    ping_maybe_free(p);
-}
-
-static void ping_finish(ping_t *p, int err, const char *detail)
-{
-    if (p->answered)
-        return;
-    p->answered = true;
-    uv_close((uv_handle_t *)&p->timer, ping_timer_closed);
-    p->cb(p->arg, err, detail);
-}
-
 static void ping_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
-    ping_t *p = privdata;
     redisReply *rep = reply;
     sb_redis_t *r = ac->data;
     if (rep && r)
         r->stats.replies++;
-    p->reply_pending = false;
     if (!rep)
-        ping_finish(p, SB_EUNAVAIL, "connection lost");
+        sb_deadline_answer(privdata, SB_EUNAVAIL, "connection lost");
     else if (rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "PONG") == 0)
-        ping_finish(p, 0, "ok");
+        sb_deadline_answer(privdata, 0, "ok");
     else
-        ping_finish(p, SB_EUNAVAIL, "unexpected reply to PING");
-    ping_maybe_free(p);
-}
-
-static void ping_timeout(uv_timer_t *t)
-{
-    ping_finish(t->data, SB_ETIMEDOUT, "timed out");
+        sb_deadline_answer(privdata, SB_EUNAVAIL, "unexpected reply to PING");
 }
 
 int sb_redis_ping(sb_redis_t *r, uint64_t timeout_ms, sb_redis_ping_cb cb, void *arg)
 {
     if (!r || r->state != UP || !r->ac)
         return SB_EUNAVAIL;
-    ping_t *p = sb_calloc(1, sizeof *p);
-    p->cb = cb;
-    p->arg = arg;
-    if (redisAsyncCommand(r->ac, ping_reply, p, "PING") != REDIS_OK) {
-        free(p);
+    sb_deadline_t *d = sb_deadline_start(r->loop, timeout_ms, cb, arg);
+    if (redisAsyncCommand(r->ac, ping_reply, d, "PING") != REDIS_OK) {
+        sb_deadline_cancel(d);
         return SB_EUNAVAIL;
     }
     r->stats.commands++;
-    p->reply_pending = p->timer_open = true;
-    uv_timer_init(r->loop, &p->timer);
-    p->timer.data = p;
-    uv_timer_start(&p->timer, ping_timeout, timeout_ms, 0);
     return 0;
 }
 
@@ -419,11 +379,7 @@ void sb_redis_script_init(sb_redis_script_t *s, const char *text)
     SB_BUG_ON(sha1 == NULL || mbedtls_md_get_size(sha1) != sizeof d);
     int rc = mbedtls_md(sha1, (const unsigned char *)text, strlen(text), d);
     SB_BUG_ON(rc != 0);
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 20; i++) {
-        s->sha[2 * i] = hex[d[i] >> 4];
-        s->sha[2 * i + 1] = hex[d[i] & 15];
-    }
+    sb_codec_hex_encode(s->sha, d, sizeof d);
     s->sha[40] = '\0';
     s->text = text;
 }

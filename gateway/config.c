@@ -6,6 +6,7 @@
  * never values: a database_url may embed a password, and admin_token / master_key are secrets. */
 #include "gateway/config.h"
 
+#include "proto/codec.h"
 #include "proto/err.h"
 #include "proto/mem.h"
 
@@ -341,16 +342,6 @@ static const char *parse_redis_url(sb_str_t s, sb_addr_t *addr, int *db)
     return NULL;
 }
 
-static int hex_val(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
 
 static bool node_id_valid(sb_str_t s)
 {
@@ -458,14 +449,9 @@ static int apply(sb_config_t *c, const key_def_t *k, sb_str_t v, char *why, size
             reason = "must be exactly 64 hex digits (32 bytes)";
             break;
         }
-        for (size_t i = 0; i < 32; i++) {
-            int hi = hex_val(v.p[2 * i]), lo = hex_val(v.p[2 * i + 1]);
-            if (hi < 0 || lo < 0) {
-                reason = "must be exactly 64 hex digits (32 bytes)";
-                break;
-            }
-            key[i] = (unsigned char)(hi << 4 | lo);
-        }
+        size_t got = 0;
+        if (sb_codec_hex_decode(v, key, sizeof key, &got) < 0 || got != sizeof key)
+            reason = "must be exactly 64 hex digits (32 bytes)";
         if (!reason) {
             memcpy(c->master_key, key, sizeof key);
             c->has_master_key = true;

@@ -30,7 +30,6 @@
 #include "proto/mem.h"
 #include "shards/domain.h"
 
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +48,6 @@
 #define CLOSE_TRY_LATER 1013
 
 static const sb_config_t *cfg;
-static _Atomic unsigned connected[SB_MAX_SHARDS]; /* per shard, for other threads (console, metrics) to read */
 
 /* ---- clients, tenants, hubs ------------------------------------------------------------------------------------- */
 
@@ -543,7 +541,6 @@ static void on_close(void *arg, sb_wsconn_t *ws)
         tsub_release(c->t);
         c->t = NULL;
     }
-    atomic_fetch_sub(&connected[idx], 1);
     sb_gauge_add(&sb_metrics_shard(idx)->inbox_clients, -1);
     client_unref(c);
 }
@@ -620,7 +617,6 @@ bool sb_live_handle(sb_shard_t *s, sb_http_req_t *req)
     }
     c->fmt = proto == 1 ? SB_INBOX_MSGPACK : SB_INBOX_JSON;
     sb_list_push_back(&h->hello, &c->link);
-    atomic_fetch_add(&connected[sb_shard_index(s)], 1);
     sb_gauge_add(&sb_metrics_shard(sb_shard_index(s))->inbox_clients, 1);
     return true;
 }
@@ -763,5 +759,5 @@ const sb_shard_module_t sb_live_module = {
 
 unsigned sb_live_clients(unsigned idx)
 {
-    return idx < SB_MAX_SHARDS ? atomic_load_explicit(&connected[idx], memory_order_relaxed) : 0;
+    return idx < SB_METRICS_MAX_SHARDS ? (unsigned)sb_gauge_get(&sb_metrics_shard(idx)->inbox_clients) : 0;
 }

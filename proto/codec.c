@@ -197,6 +197,11 @@ static inline uint32_t hex_value1(unsigned char ch)
     return r;
 }
 
+int sb_codec_hex_digit(unsigned char c)
+{
+    return (int)hex_value1(c) - 1;
+}
+
 int sb_codec_hex_decode(sb_str_t in, void *dst, size_t cap, size_t *out_len)
 {
     const unsigned char *s = (const unsigned char *)in.p;

@@ -51,6 +51,9 @@ void sb_codec_hex_append(sb_buf_t *out, const void *src, size_t n);
 /* Decodes in (borrowed), an even number of hex digits of either case, into dst (cap bytes, caller's). Returns 0 and
  * stores in.len / 2 in *out_len, SB_EPARSE for an odd length or a non-hex character, SB_E2BIG if cap is too small. */
 int sb_codec_hex_decode(sb_str_t in, void *dst, size_t cap, size_t *out_len);
+/* The value of one hex digit (either case), or -1: for parsers of public text (percent-encoding, chunk sizes). Not
+ * constant-time: secrets go through sb_codec_hex_decode. */
+int sb_codec_hex_digit(unsigned char c);
 
 /* True if a and b (borrowed) hold the same bytes. The time taken depends on the lengths only, never on the contents:
  * use it for every comparison of a MAC, signature or token against its expected value. Lengths are not secret (a

@@ -6,6 +6,7 @@
  * allocation. The pair table sits at the start of the allocation, so freeing f->pairs frees the whole form. */
 #include "proto/form.h"
 
+#include "proto/codec.h"
 #include "proto/err.h"
 #include "proto/line.h"
 #include "proto/mem.h"
@@ -24,17 +25,6 @@ void sb_form_cleanup(sb_form_t *f)
     f->n = 0;
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes the n raw bytes at s into out ('+' -> ' ', %XX -> byte), appends a NUL, and returns the decoded length
  * (without the NUL) or SB_EPARSE on a bad escape. out has room for n + 1 bytes. */
 static long decode(const char *s, size_t n, char *out)
@@ -46,7 +36,8 @@ static long decode(const char *s, size_t n, char *out)
             c = ' ';
         } else if (c == '%') {
             int hi, lo;
-            if (n - i < 3 || (hi = hexval((unsigned char)s[i + 1])) < 0 || (lo = hexval((unsigned char)s[i + 2])) < 0)
+            if (n - i < 3 || (hi = sb_codec_hex_digit((unsigned char)s[i + 1])) < 0 ||
+                (lo = sb_codec_hex_digit((unsigned char)s[i + 2])) < 0)
                 return SB_EPARSE;
             c = (char)(hi << 4 | lo);
             i += 2;

@@ -7,6 +7,7 @@
  * needs no bounds check of its own. Character classes are one 256-byte table computed at compile time. */
 #include "proto/http1.h"
 
+#include "proto/codec.h"
 #include "proto/err.h"
 
 #include <limits.h>
@@ -56,16 +57,6 @@ static bool ieq(const char *s, const char *lit, size_t n)
 }
 
 #define IEQ_LIT(s, n, lit) ((n) == sizeof(lit) - 1 && ieq((s), (lit), sizeof(lit) - 1))
-
-static inline int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = lower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
 
 static inline bool is_ows(char c)
 {
@@ -418,7 +409,7 @@ int sb_http1_chunked_feed(sb_http1_chunked_t *c, const char *in, size_t len, sb_
         switch (c->state) {
         case CH_SIZE0:
         case CH_SIZE:
-            if ((d = hexval(b)) >= 0) {
+            if ((d = sb_codec_hex_digit(b)) >= 0) {
                 if (++c->digits > 16)
                     goto bad;
                 c->remaining = c->remaining * 16 + (uint64_t)d;
@@ -558,8 +549,8 @@ int sb_http1_pct_decode(sb_str_t s, sb_buf_t *out)
         if (!pct)
             break;
         int hi, lo;
-        if (s.len - i < 3 || (hi = hexval((unsigned char)s.p[i + 1])) < 0 ||
-            (lo = hexval((unsigned char)s.p[i + 2])) < 0) {
+        if (s.len - i < 3 || (hi = sb_codec_hex_digit((unsigned char)s.p[i + 1])) < 0 ||
+            (lo = sb_codec_hex_digit((unsigned char)s.p[i + 2])) < 0) {
             out->len = orig;
             if (out->p)
                 out->p[orig] = '\0';

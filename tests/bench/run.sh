@@ -11,6 +11,9 @@
 #      connections against the same gateway, beside nginx answering the same POST and pgbench's
 #      single-row INSERT transactions (one client); then a paced run at half the 50-connection
 #      peak for its p99. Requests/s and p50/p99 of each.
+#   3b. Side by side: ../shared/peers/express-ingest.mjs (Express + node-postgres + Twilio's validator, one INSERT
+#      per webhook) and the gateway on the same ~500-byte request at c=50 on the same PostgreSQL: req/s, CPU per
+#      webhook of each and their ratios.
 #   4. Webhook-to-inbox latency: bench_live with 1,000 live inbox clients (100 tenants x 10)
 #      while webhooks arrive at LIVE_RATE/s (5000) for LIVE_SECONDS (10), on a gateway with
 #      the default number of shards.
@@ -19,7 +22,7 @@
 # made anew by every run. Starts and stops its own nginx and gateway, with temp configs and dirs,
 # and leaves nothing running. WRK_DURATION=5s, ROUNDS=3 and
 # WRK_CONNECTIONS=50 can be overridden; BENCH="webhooks sends" (any of actors, counters, healthz,
-# webhooks, live, sends) runs only those sections.
+# webhooks, peer, live, sends) runs only those sections.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -34,6 +37,7 @@ chmod 755 "$TMP" # nginx workers may run as another user
 NGINX_PID=
 GW_PID=
 MOCK_PID=
+PEER_PID=
 
 cleanup() {
     if [ -n "$GW_PID" ] && kill -0 "$GW_PID" 2>/dev/null; then
@@ -47,6 +51,7 @@ cleanup() {
         kill -KILL "$NGINX_PID" 2>/dev/null || true
     fi
     [ -n "$MOCK_PID" ] && kill -TERM "$MOCK_PID" 2>/dev/null || true
+    [ -n "$PEER_PID" ] && kill -TERM "$PEER_PID" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$TMP"
 }
@@ -80,10 +85,17 @@ rps() {
 
 want() { [ -z "${BENCH:-}" ] || [[ " $BENCH " == *" $1 "* ]]; }
 
-# receipts_pending — webhook receipts the gateway committed and has not applied yet (its /metrics figures).
+# receipts_pending — webhook receipts the gateway committed and has not applied yet (its /metrics figures). A build
+# from before those figures (the script is also run on one, for before-and-after tables) is asked through its
+# partial index of unprocessed receipts instead.
 receipts_pending() {
-    curl -sf "http://127.0.0.1:$GW_PORT/metrics" |
-        awk '/^sb_receipts_stored_total/ { s += $2 } /^sb_receipts_applied_total/ { a += $2 } END { print s - a }'
+    local m
+    m=$(curl -sf "http://127.0.0.1:$GW_PORT/metrics")
+    if grep -q '^sb_receipts_stored_total' <<<"$m"; then
+        awk '/^sb_receipts_stored_total/ { s += $2 } /^sb_receipts_applied_total/ { a += $2 } END { print s - a }' <<<"$m"
+    else
+        psql -X "$DB" -Atc "SELECT count(*) FROM (SELECT 1 FROM webhook_receipts WHERE processed_at IS NULL LIMIT 1) x"
+    fi
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
@@ -117,7 +129,7 @@ cpu_per() {
         END {
             if (xn != "") d[xn] += xt
             if (n <= 0) exit
-            k = split("switchboard gateway postgres PostgreSQL redis-server Redis nginx nginx wrk wrk pgbench pgbench bench_live bench_live mock-provider mock", m, " ")
+            k = split("switchboard gateway node peer postgres PostgreSQL redis-server Redis nginx nginx wrk wrk pgbench pgbench bench_live bench_live mock-provider mock", m, " ")
             line = ""; sum = 0
             for (i = 1; i < k; i += 2) {
                 us = d[m[i]] * 1e6 / tck / n; sum += us
@@ -126,6 +138,16 @@ cpu_per() {
             }
             printf "        CPU per %s, in us: %s; %.0f in all: %d cores allow at most %.0f/s\n", label, line, sum, cores, (sum > 0 ? cores * 1e6 / sum : 0)
         }' "$3" "$4"
+}
+
+# cpu_us BEFORE AFTER N NAME... — microseconds of CPU per request the named processes used between two snapshots.
+cpu_us() {
+    local a=$1 b=$2 n=$3
+    shift 3
+    awk -v n="$n" -v tck="$(getconf CLK_TCK)" -v names=" $* " '
+        FNR == NR { a[$1] = $2; next }
+        index(names, " " $1 " ") { t += $2 - a[$1] }
+        END { printf "%.1f\n", (n > 0 ? t * 1e6 / tck / n : 0) }' "$a" "$b"
 }
 
 # --- 1. the actor runtime ---------------------------------------------------------------------
@@ -226,7 +248,7 @@ fi
 # --- 3. durable webhooks ------------------------------------------------------------------------
 
 DB="host=127.0.0.1 port=5440 dbname=switchboard_bench user=switchboard"
-if want webhooks; then
+if want webhooks || want peer; then
     # Requests per run: each run uses fresh ones (a repeat is a cheap duplicate), enough for 25,000/s (WRK_DURATION in
     # seconds, "10s").
     SLICE=${WEBHOOK_SLICE:-$((${DURATION%s} * 25000))}
@@ -251,7 +273,7 @@ if want webhooks; then
     post_round() {
         local first=$(($3 * SLICE + 1)) out t0 me=$BASHPID
         t0=$(child_ticks "$me")
-        out=$(SB_BENCH_REQS="$TMP/webhooks.tsv" SB_BENCH_FIRST=$first SB_BENCH_LAST=$((first + SLICE - 1)) \
+        out=$(SB_BENCH_REQS="${REQS:-$TMP/webhooks.tsv}" SB_BENCH_FIRST=$first SB_BENCH_LAST=$((first + SLICE - 1)) \
             SB_BENCH_PATH="/webhooks/twilio/$CID" SB_BENCH_HOST="127.0.0.1:$GW_PORT" SB_BENCH_DELAY_MS="${4:-}" \
             wrk -t1 -c"$2" -d"$DURATION" --latency -s tests/bench/webhook.lua "$1")
         local ticks=$(($(child_ticks "$me") - t0))
@@ -277,6 +299,16 @@ if want webhooks; then
         echo "  note: receipts still unapplied after 30 s" >&2
     }
 
+    # Warm-up, then ANALYZE: the database is new, and a prepared statement's generic plan, made in its first
+    # seconds on tables that are nearly empty, stays until statistics exist (autovacuum's ANALYZE, a minute or more
+    # later). What is measured is a gateway past its first minute.
+    ( DURATION=3s; post_round "http://127.0.0.1:$GW_PORT" 50 "$NEXT_SLICE" >/dev/null )
+    NEXT_SLICE=$((NEXT_SLICE + 1))
+    wait_drained
+    psql -X -q "$DB" -c ANALYZE
+fi
+
+if want webhooks; then
     psql "$DB" -qc "DROP TABLE IF EXISTS bench_insert; CREATE TABLE bench_insert (id bigserial PRIMARY KEY, payload text NOT NULL)"
     echo "INSERT INTO bench_insert (payload) VALUES ('a webhook body of about this size, give or take a few bytes');" >"$TMP/insert.sql"
     pgb=()
@@ -287,14 +319,6 @@ if want webhooks; then
     pm=$(median "${pgb[@]}")
     printf '  pgbench single-row INSERT, 1 client: %s tps (median of %d)\n' "$pm" "$ROUNDS"
 
-    # Warm-up, then ANALYZE: the database is new, and a prepared statement's generic plan, made in its first
-    # seconds on tables that are nearly empty, stays until statistics exist (autovacuum's ANALYZE, a minute or more
-    # later). Such plans probed messages by tenant alone in the lone-receipt apply: 1.4 ms an apply instead of about
-    # 0.17. What is measured is a gateway past its first minute.
-    ( DURATION=3s; post_round "http://127.0.0.1:$GW_PORT" 50 "$NEXT_SLICE" >/dev/null )
-    NEXT_SLICE=$((NEXT_SLICE + 1))
-    wait_drained
-    psql -X -q "$DB" -c ANALYZE
 
     # PostgreSQL's own ceiling for the write a 200 waits for, with nothing else on the machine: rows shaped like a
     # receipt of this run (same columns, indexes and sizes), 64 to a transaction from 2 clients, as group commit at
@@ -350,6 +374,72 @@ if want webhooks; then
             "$HALF" "$DELAY" "$r" "$a" "$b"
     fi
     psql "$DB" -qc "DROP TABLE IF EXISTS bench_insert"
+fi
+
+# --- 3b. side by side: the reference peer ---------------------------------------------------------------------
+# ../shared/peers/express-ingest.mjs: Express + node-postgres + Twilio's official validator, one durable INSERT per
+# webhook, 200 after COMMIT; the stack the platforms we serve are typically built on, doing the same request on the
+# same PostgreSQL. The gateway gets correctly signed requests of the peer's shape (gen_webhooks.py ... peer) and is
+# measured until every one is applied (receipt, message, events: the whole durable path, more than one INSERT).
+
+PEERS=${SB_PEERS:-../shared/peers}
+if want peer; then
+    echo "== Side by side with the reference peer (Express + node-postgres + Twilio's validator, one INSERT a webhook):"
+    echo "   the same ~500-byte Twilio form at c=50 (wrk -t1 -d$DURATION), $ROUNDS rounds each; gateway shards = 1"
+    if [ ! -f "$PEERS/express-ingest.mjs" ] || ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        echo "  skipped: needs $PEERS (the shared reference peers), node and npm"
+    else
+        rm -rf "$TMP/peer"
+        cp -r "$PEERS" "$TMP/peer"
+        chmod -R u+w "$TMP/peer"
+        (cd "$TMP/peer" && npm ci --no-audit --no-fund >"$TMP/peer-npm.log" 2>&1) ||
+            { echo "  note: npm ci failed in the peer's copy; its log:" >&2; tail -n 20 "$TMP/peer-npm.log" >&2; }
+        PEER_PORT=$(free_port)
+        PGHOST=127.0.0.1 PGUSER=switchboard PGDATABASE=switchboard_bench node "$TMP/peer/express-ingest.mjs" \
+            "$PEER_PORT" 5440 >"$TMP/peer.log" 2>&1 &
+        PEER_PID=$!
+        for _ in $(seq 100); do grep -q listening "$TMP/peer.log" && break; sleep 0.1; done
+        PEER_SLICE=$((${DURATION%s} * 20000))
+        python3 tests/bench/gen_webhooks.py "http://127.0.0.1:$GW_PORT/webhooks/twilio/$CID" "$TOKEN" "$NUMBER" \
+            $(((ROUNDS + 1) * PEER_SLICE)) peer >"$TMP/peer-webhooks.tsv"
+        # peer_round — one wrk round against the peer; prints "req/s requests wrk-cpu-ticks"
+        peer_round() {
+            local out t0 me=$BASHPID
+            t0=$(child_ticks "$me")
+            out=$(wrk -t1 -c50 -d"$DURATION" -s "$TMP/peer/twilio-post.lua" "http://127.0.0.1:$PEER_PORT")
+            local ticks=$(($(child_ticks "$me") - t0))
+            grep -E 'Non-2xx|Socket errors' <<<"$out" | sed "s|^ *|  note: peer: |" >&2 || true
+            awk -v ticks="$ticks" '/requests in/ { n = $1 } /^Requests\/sec:/ { rps = $2 } END { printf "%s %d %d\n", rps, n, ticks }' <<<"$out"
+        }
+        peer_round >/dev/null # warm-up (the JIT, the pool's connections)
+        gr=(); pr=(); gcpu=(); gapp=(); pcpu=(); papp=()
+        for round in $(seq "$ROUNDS"); do
+            cpu_snap "$TMP/cpu0"
+            read -r r _ _ gn gticks < <(SLICE=$PEER_SLICE REQS="$TMP/peer-webhooks.tsv" post_round \
+                "http://127.0.0.1:$GW_PORT" 50 "$round")
+            wait_drained
+            cpu_snap "$TMP/cpu1"
+            read -r p pn pticks < <(peer_round)
+            cpu_snap "$TMP/cpu2"
+            gr+=("$r"); pr+=("$p")
+            gapp+=("$(cpu_us "$TMP/cpu0" "$TMP/cpu1" "$gn" switchboard)")
+            gcpu+=("$(cpu_us "$TMP/cpu0" "$TMP/cpu1" "$gn" switchboard postgres)")
+            papp+=("$(cpu_us "$TMP/cpu1" "$TMP/cpu2" "$pn" node)")
+            pcpu+=("$(cpu_us "$TMP/cpu1" "$TMP/cpu2" "$pn" node postgres)")
+        done
+        gm=$(median "${gr[@]}"); pm=$(median "${pr[@]}")
+        printf '  gateway %9s req/s (acknowledged and applied) | peer %9s req/s\n' "$gm" "$pm"
+        cpu_per "webhook (gateway, last round, until applied)" "$gn" "$TMP/cpu0" "$TMP/cpu1" wrk "$gticks"
+        cpu_per "webhook (peer, last round)" "$pn" "$TMP/cpu1" "$TMP/cpu2" wrk "$pticks"
+        awk -v g="$gm" -v p="$pm" -v ga="$(median "${gapp[@]}")" -v gc="$(median "${gcpu[@]}")" \
+            -v pa="$(median "${papp[@]}")" -v pc="$(median "${pcpu[@]}")" 'BEGIN {
+            printf "  medians, CPU per webhook in us: gateway %.0f + PostgreSQL %.0f = %.0f | peer %.0f + PostgreSQL %.0f = %.0f\n", ga, gc - ga, gc, pa, pc - pa, pc
+            printf "  ratios: webhooks/s gateway/peer %.1fx; CPU per webhook, server and database, gateway/peer %.2f (1/%.1f);", (p > 0 ? g / p : 0), (pc > 0 ? gc / pc : 0), (gc > 0 ? pc / gc : 0)
+            printf " the server process alone %.2f (1/%.1f)\n", (pa > 0 ? ga / pa : 0), (ga > 0 ? pa / ga : 0) }'
+        kill -TERM "$PEER_PID" 2>/dev/null || true
+        wait "$PEER_PID" 2>/dev/null || true
+        PEER_PID=
+    fi
 fi
 
 # --- 4. webhook-to-inbox latency ------------------------------------------------------------------
