@@ -920,6 +920,15 @@ TEST(restart)
     send_msg(0, "+14155550002", "after the restart", NULL);
     drive();
     ok(answers[0].status == 202 && sent_index(answers[0].id) == 0, "it accepts and sends as before");
+
+    sb_rt_send_key(rt, 0, &sb_tenant_kind, 1, SB_TENANT_WRITE, "?", 1); /* nothing a session would send */
+    drive();
+    sb_rt_get_stats(rt, &st);
+    is_int((long long)st.restarts, 2, "the tenant actor fails the same way and is restarted");
+    receipt(4, "+14155550001", "four");
+    drive();
+    ok(db.nmsgs == 5 && processed(4) && cursors_dense(),
+       "restarted from the store: its cursor loaded again, the log stays dense (%zu events)", db.nevents);
     teardown();
 }
 
