@@ -87,6 +87,9 @@ typedef struct inbound {
     int64_t receipt_id, tenant;
     int64_t received_at;     /* runtime ms (before the runtime's start for an old receipt: may be negative) */
     bool looked_up;          /* a status whose provider id the store was asked about */
+    bool checked;            /* ready to apply as far as memory knows: its conversation (conv) known and fresh, or
+                              * its provider id known or looked up; unchecked ones are what resolve() looks at */
+    conv_t *conv;            /* a checked message's */
     sb_event_t ev;
 } inbound_t;
 
@@ -147,8 +150,10 @@ typedef struct session {
     sb_list_t inbox;
     sb_idset_t known;        /* receipts waiting or in flight */
     unsigned inbound_inflight; /* receipts in work items at the tenant */
+    unsigned unchecked;      /* inbox items not checked (inbound_t.checked) */
     unsigned resolving;      /* store lookups in flight (conversations, provider ids, keys) */
     bool inbound_waiting;    /* for an id block */
+    bool again;              /* apply_inbound found a conversation to load again */
     sb_list_t accepts;
     sb_htable_t pendings;    /* work items at the tenant, by token */
     uint64_t next_token;
@@ -346,13 +351,19 @@ static void conv_learn(session_t *s, const sb_conv_info_t *ci)
 static void conv_event(session_t *s, const conv_t *c, sb_buf_t *b)
 {
     b->len = 0;
-    sb_buf_printf(b, "{\"id\":\"%" PRId64 "\",\"channel_id\":\"%" PRId64 "\",\"contact\":{\"id\":\"%" PRId64
-                     "\",\"address\":",
-                  c->id, s->channel, c->contact_id);
+    sb_buf_puts(b, "{\"id\":\"");
+    sb_buf_append_i64(b, c->id);
+    sb_buf_puts(b, "\",\"channel_id\":\"");
+    sb_buf_append_i64(b, s->channel);
+    sb_buf_puts(b, "\",\"contact\":{\"id\":\"");
+    sb_buf_append_i64(b, c->contact_id);
+    sb_buf_puts(b, "\",\"address\":");
     json_str(b, c->address);
     sb_buf_puts(b, ",\"profile_name\":");
     json_str(b, c->profile_name);
-    sb_buf_printf(b, "},\"last_seq\":%" PRId64 ",\"last_message_at\":", c->last_seq);
+    sb_buf_puts(b, "},\"last_seq\":");
+    sb_buf_append_i64(b, c->last_seq);
+    sb_buf_puts(b, ",\"last_message_at\":");
     json_str(b, c->last_message_at[0] ? c->last_message_at : NULL);
     sb_buf_puts(b, ",\"created_at\":");
     json_str(b, c->created_at);
@@ -581,18 +592,65 @@ static void key_cb(void *arg, int err, int64_t id, int64_t channel)
     comp_post(c, S_KEY, &b);
 }
 
+static void free_inbound(inbound_t *in)
+{
+    sb_event_cleanup(&in->ev);
+    free(in);
+}
+
+/* Whether memory has what applying `in` needs; marks it checked if so. A message whose conversation's name changes
+ * goes through the store once (ensure_conversations stores the new name). */
+static bool check_inbound(session_t *s, inbound_t *in)
+{
+    if (in->ev.kind == SB_EV_MESSAGE) {
+        conv_t *c = conv_by_addr(s, in->ev.from);
+        if (!c || !c->fresh ||
+            (in->ev.profile_name && (!c->profile_name || strcmp(c->profile_name, in->ev.profile_name) != 0)))
+            return false;
+        in->conv = c;
+    } else if (!in->looked_up && !provider_get(s, in->ev.provider_id)) {
+        return false;
+    }
+    in->checked = true;
+    return true;
+}
+
+static void uncheck(session_t *s, inbound_t *in)
+{
+    if (in->checked) {
+        in->checked = false;
+        s->unchecked++;
+    }
+}
+
+static void inbound_drop(session_t *s, inbound_t *in)
+{
+    if (!in->checked)
+        s->unchecked--;
+    sb_idset_del(&s->known, in->receipt_id);
+    sb_list_remove(&in->link);
+    free_inbound(in);
+}
+
 /* The first SB_SESSION_LOOKAHEAD receipts and every send being accepted: asks the store about the conversations,
  * provider ids and keys memory does not know, all at once. True when something was asked (process waits). */
 static bool resolve(session_t *s)
 {
     const char **addrs = NULL, **names = NULL, **pids = NULL;
     size_t naddr = 0, npid = 0, cap = 0;
-    size_t seen = 0;
+    size_t seen = 0, left = s->unchecked;
     sb_list_foreach(it, &s->inbox)
     {
-        if (seen++ >= SB_SESSION_LOOKAHEAD)
+        if (!left || seen++ >= SB_SESSION_LOOKAHEAD)
             break;
         inbound_t *in = sb_container_of(it, inbound_t, link);
+        if (in->checked)
+            continue;
+        left--;
+        if (check_inbound(s, in)) {
+            s->unchecked--;
+            continue;
+        }
         if (naddr + 1 >= cap || npid + 1 >= cap) {
             cap = cap ? cap * 2 : 64;
             addrs = sb_realloc(addrs, cap * sizeof *addrs);
@@ -601,15 +659,11 @@ static bool resolve(session_t *s)
         }
         if (in->ev.kind == SB_EV_MESSAGE) {
             conv_t *c = conv_by_addr(s, in->ev.from);
-            bool renamed = c && in->ev.profile_name &&
-                           (!c->profile_name || strcmp(c->profile_name, in->ev.profile_name) != 0);
             if (c && !c->fresh && c->inflight) /* loaded again once its writes are answered */
                 continue;
-            if (!c || !c->fresh || renamed) {
-                addrs[naddr] = in->ev.from;
-                names[naddr++] = in->ev.profile_name;
-            }
-        } else if (!in->looked_up && !provider_get(s, in->ev.provider_id)) {
+            addrs[naddr] = in->ev.from;
+            names[naddr++] = in->ev.profile_name;
+        } else {
             pids[npid++] = in->ev.provider_id;
             in->looked_up = true;
         }
@@ -713,7 +767,14 @@ static int on_providers(sb_actor_t *a, void *state, sb_msg_t *m)
             provider_learn(s, pid, id, status);
     }
     if (err) { /* ask again later */
-        sb_list_foreach(it, &s->inbox) sb_container_of(it, inbound_t, link)->looked_up = false;
+        sb_list_foreach(it, &s->inbox)
+        {
+            inbound_t *in = sb_container_of(it, inbound_t, link);
+            if (in->ev.kind == SB_EV_STATUS && in->looked_up && !provider_get(s, in->ev.provider_id)) {
+                in->looked_up = false;
+                uncheck(s, in);
+            }
+        }
         if (!s->resolving)
             sb_actor_timer_start(a, DB_RETRY_MS, 0, TIMER_INBOUND);
         return 0;
@@ -753,28 +814,30 @@ static int on_key(sb_actor_t *a, void *state, sb_msg_t *m)
 
 /* ---- inbound: receipts into messages and status changes ------------------------------------------------------- */
 
-static void free_inbound(inbound_t *in)
-{
-    sb_event_cleanup(&in->ev);
-    free(in);
-}
-
 /* The message.created event of a message (its data object). */
 static void message_event(session_t *s, const sb_new_message_t *m, const char *media_json, sb_buf_t *b)
 {
     b->len = 0;
-    sb_buf_printf(b, "{\"id\":\"%" PRId64 "\",\"conversation_id\":\"%" PRId64 "\",\"channel_id\":\"%" PRId64
-                     "\",\"direction\":\"%s\",\"from\":",
-                  m->id, m->conversation_id, s->channel, m->out ? "out" : "in");
+    sb_buf_puts(b, "{\"id\":\"");
+    sb_buf_append_i64(b, m->id);
+    sb_buf_puts(b, "\",\"conversation_id\":\"");
+    sb_buf_append_i64(b, m->conversation_id);
+    sb_buf_puts(b, "\",\"channel_id\":\"");
+    sb_buf_append_i64(b, s->channel);
+    sb_buf_puts(b, m->out ? "\",\"direction\":\"out\",\"from\":" : "\",\"direction\":\"in\",\"from\":");
     json_str(b, m->sender);
     sb_buf_puts(b, ",\"to\":");
     json_str(b, m->recipient);
     sb_buf_puts(b, ",\"body\":");
     json_str(b, m->body);
-    sb_buf_printf(b, ",\"media\":%s,\"provider_id\":", media_json);
+    sb_buf_puts(b, ",\"media\":");
+    sb_buf_puts(b, media_json);
+    sb_buf_puts(b, ",\"provider_id\":");
     json_str(b, m->provider_id);
-    if (m->out)
-        sb_buf_printf(b, ",\"status\":\"%s\"", m->status);
+    if (m->out) {
+        sb_buf_puts(b, ",\"status\":");
+        json_str(b, m->status);
+    }
     sb_buf_puts(b, ",\"created_at\":");
     json_str(b, m->created_at);
     sb_buf_puts(b, "}");
@@ -784,7 +847,10 @@ static void message_event(session_t *s, const sb_new_message_t *m, const char *m
 static void status_event(const sb_status_change_t *c, sb_buf_t *b)
 {
     b->len = 0;
-    sb_buf_printf(b, "{\"id\":\"%" PRId64 "\",\"status\":\"%s\"", c->message_id, c->status);
+    sb_buf_puts(b, "{\"id\":\"");
+    sb_buf_append_i64(b, c->message_id);
+    sb_buf_puts(b, "\",\"status\":");
+    json_str(b, c->status);
     if (c->error_code) {
         sb_buf_puts(b, ",\"error\":{\"code\":");
         json_str(b, c->error_code);
@@ -828,10 +894,15 @@ static void apply_inbound(session_t *s)
         inbound_t *in = sb_container_of(l, inbound_t, link);
         pending_t *p = NULL;
         sb_tenant_work_t *w = NULL;
+        if (!in->checked)
+            break; /* not resolved yet (arrived after the lookup): the next round */
         if (in->ev.kind == SB_EV_MESSAGE) {
-            conv_t *c = conv_by_addr(s, in->ev.from);
-            if (!c || !c->fresh)
-                break; /* not resolved yet (arrived after the lookup, or loaded again soon): the next round */
+            conv_t *c = in->conv;
+            if (!c->fresh) { /* to be loaded again (the store refused a write of it) */
+                uncheck(s, in);
+                s->again = true;
+                break;
+            }
             int64_t id = s->ports->store.message_id(s->ports->store.ctx);
             if (!id) {
                 s->inbound_waiting = true;
@@ -865,13 +936,9 @@ static void apply_inbound(session_t *s)
             sb_tenant_work_event(w, "conversation.updated", sb_str(ev.p, ev.len));
         } else {
             memo_entry_t *pr = provider_get(s, in->ev.provider_id);
-            if (!pr && !in->looked_up)
-                break; /* not looked up yet */
             if (!pr && now - in->received_at < STATUS_EARLY_MS) {
                 /* the message may not have its provider id yet: left unprocessed, the sweeper brings it back */
-                sb_idset_del(&s->known, in->receipt_id);
-                sb_list_remove(l);
-                free_inbound(in);
+                inbound_drop(s, in);
                 continue;
             }
             p = pending_new(s, W_INBOUND);
@@ -892,8 +959,8 @@ static void apply_inbound(session_t *s)
             }
         }
         p->receipt = in->receipt_id;
-        sb_list_remove(l);
-        free_inbound(in);
+        inbound_drop(s, in);
+        sb_idset_add(&s->known, p->receipt); /* held until its write is answered */
         submit(s, p, w);
     }
     sb_buf_cleanup(&ev);
@@ -1353,12 +1420,17 @@ static int on_written(sb_actor_t *a, void *state, sb_msg_t *m)
 
 static void process(session_t *s)
 {
-    if (!s->ready || s->resolving || s->inbound_waiting)
-        return;
-    if (resolve(s))
-        return;
-    apply_inbound(s);
-    apply_accepts(s);
+    for (int round = 0; round < 2; round++) {
+        if (!s->ready || s->resolving || s->inbound_waiting)
+            return;
+        if (resolve(s))
+            return;
+        s->again = false;
+        apply_inbound(s);
+        apply_accepts(s);
+        if (!s->again) /* a conversation turned out to need loading again: look it up now */
+            return;
+    }
 }
 
 /* Once the channel is known: a send is for this tenant's channel, and suits what its type can send (its recipient
@@ -1386,16 +1458,18 @@ static bool admit(session_t *s, sb_session_send_t *req)
 }
 
 /* Receipts of another tenant (or of a channel that does not exist) are not this session's: dropped. */
+static bool inbound_ours(const session_t *s, const inbound_t *in)
+{
+    return s->info.address && in->tenant == s->tenant;
+}
+
 static void inbox_admit(session_t *s)
 {
     sb_list_foreach_safe(it, nx, &s->inbox)
     {
         inbound_t *in = sb_container_of(it, inbound_t, link);
-        if (s->info.address && in->tenant == s->tenant)
-            continue;
-        sb_idset_del(&s->known, in->receipt_id);
-        sb_list_remove(it);
-        free_inbound(in);
+        if (!inbound_ours(s, in))
+            inbound_drop(s, in);
     }
 }
 
@@ -1419,9 +1493,14 @@ static int on_receipt(sb_actor_t *a, void *state, sb_msg_t *m)
     in->receipt_id = r.receipt_id;
     in->tenant = r.tenant;
     in->received_at = (int64_t)sb_rt_time(s->rt) - r.age_ms;
+    if (s->ready && !inbound_ours(s, in)) {
+        sb_idset_del(&s->known, in->receipt_id);
+        free_inbound(in);
+        return 0;
+    }
     sb_list_push_back(&s->inbox, &in->link);
-    if (s->ready)
-        inbox_admit(s);
+    if (!s->ready || !check_inbound(s, in))
+        s->unchecked++;
     process(s);
     return 0;
 }

@@ -72,6 +72,7 @@ sb_tenant_work_t *sb_tenant_work_new(sb_actor_id_t from, uint32_t reply_type, ui
     x->w.reply_type = reply_type;
     x->w.token = token;
     sb_buf_init(&x->w.ev_data);
+    sb_arena_init(&x->w.strings);
     return &x->w;
 }
 
@@ -79,9 +80,7 @@ void sb_tenant_work_free(sb_tenant_work_t *w)
 {
     if (!w)
         return;
-    for (size_t i = 0; i < w->nstrings; i++)
-        free(w->strings[i]);
-    free(w->strings);
+    sb_arena_cleanup(&w->strings);
     free(w->messages);
     free(w->changes);
     free(w->receipts);
@@ -102,10 +101,7 @@ void sb_tenant_work_free(sb_tenant_work_t *w)
 
 const char *sb_tenant_work_str(sb_tenant_work_t *w, const char *s)
 {
-    if (!s)
-        return NULL;
-    GROW(w->strings, w->nstrings, w->cap_strings);
-    return w->strings[w->nstrings++] = sb_strdup(s);
+    return s ? sb_arena_strdup(&w->strings, s) : NULL;
 }
 
 sb_new_message_t *sb_tenant_work_message(sb_tenant_work_t *w)

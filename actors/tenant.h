@@ -22,6 +22,7 @@
 
 #include "actors/actor.h"
 #include "actors/ports.h"
+#include "proto/arena.h"
 #include "proto/list.h"
 
 #include <stdbool.h>
@@ -52,8 +53,7 @@ typedef struct sb_tenant_work {
     size_t *ev_off, *ev_len;   /* into ev_data */
     size_t nevents, cap_events;
     sb_buf_t ev_data;          /* the events' data objects, JSON, one after the other */
-    char **strings;            /* what the rows point into */
-    size_t nstrings, cap_strings;
+    sb_arena_t strings;        /* what the rows point into */
     int64_t first_cursor;      /* set by the tenant once the write committed */
 } sb_tenant_work_t;
 

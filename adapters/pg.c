@@ -374,16 +374,9 @@ static void release_held(sb_pg_t *pg)
         close_segment(pg);
 }
 
-int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *params, int flags, sb_pg_query_cb cb,
-                void *arg)
+/* Sends q (its copy of sql and params made), or holds it back while a segment commits. */
+static int query_submit(sb_pg_t *pg, query_t *q)
 {
-    if (!pg || pg->state != UP || pg->closing)
-        return SB_EUNAVAIL;
-    query_t *q = sb_calloc(1, sizeof *q);
-    q->cb = cb;
-    q->arg = arg;
-    q->flags = flags;
-    keep_copy(q, sql, nparams, params);
     if (pg->inflight || pg->held_head) {
         /* Group commit: a segment is committing. Everything that arrives meanwhile waits and goes out as the next
          * segment, so one fsync covers all of it instead of one each. */
@@ -395,10 +388,44 @@ int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *pa
         pg->stats.held++;
         return 0;
     }
-    int rc = send_query(pg, q, sql, nparams, params, flags);
+    int rc = send_query(pg, q, q->sql, q->nparams, (const char *const *)q->params, q->flags);
     if (rc < 0)
         query_free(q);
     return rc;
+}
+
+int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *params, int flags, sb_pg_query_cb cb,
+                void *arg)
+{
+    if (!pg || pg->state != UP || pg->closing)
+        return SB_EUNAVAIL;
+    query_t *q = sb_calloc(1, sizeof *q);
+    q->cb = cb;
+    q->arg = arg;
+    q->flags = flags;
+    keep_copy(q, sql, nparams, params);
+    return query_submit(pg, q);
+}
+
+/* sb_pg_query for a static prepared statement whose parameters are the caller's heap strings, taken over (a batch's
+ * arrays, megabytes in a busy turn: copied once less). They are freed in every case. */
+static int query_owned(sb_pg_t *pg, const char *sql, int nparams, char **params, sb_pg_query_cb cb, void *arg)
+{
+    if (!pg || pg->state != UP || pg->closing) {
+        for (int i = 0; i < nparams; i++)
+            free(params[i]);
+        return SB_EUNAVAIL;
+    }
+    query_t *q = sb_calloc(1, sizeof *q);
+    q->cb = cb;
+    q->arg = arg;
+    q->flags = SB_PG_PREPARED;
+    q->sql_static = true;
+    q->sql = (char *)sql;
+    q->nparams = nparams;
+    q->params = sb_malloc((size_t)nparams * sizeof *q->params);
+    memcpy(q->params, params, (size_t)nparams * sizeof *params);
+    return query_submit(pg, q);
 }
 
 static void lost(sb_pg_t *pg, const char *why)
@@ -698,10 +725,17 @@ static void batch_send(sb_pg_t *pg, const sb_pg_batch_def_t *def, void *const *i
             params[c] = sb_buf_cstr(&col[c]);
         }
     }
-    int rc = sb_pg_query(pg, sql, nc, params, SB_PG_PREPARED, batch_done, op);
-    if (sql == def->sql)
-        for (int c = 0; c < nc; c++)
-            sb_buf_cleanup(&col[c]);
+    int rc;
+    if (sql == def->sql) { /* the arrays' buffers go to the query as they are */
+        char *owned[BATCH_COLS];
+        for (int c = 0; c < nc; c++) {
+            owned[c] = col[c].p;
+            sb_buf_init(&col[c]);
+        }
+        rc = query_owned(pg, sql, nc, owned, batch_done, op);
+    } else {
+        rc = sb_pg_query(pg, sql, nc, params, SB_PG_PREPARED, batch_done, op);
+    }
     if (rc < 0)
         batch_done(op, SB_EUNAVAIL, "the database is not reachable", NULL);
 }
@@ -802,15 +836,19 @@ void sb_pg_array_item(sb_buf_t *b, const char *v)
         sb_buf_append_str(b, b->len ? SB_STR(",NULL") : SB_STR("{NULL"));
         return;
     }
-    sb_buf_append_str(b, b->len ? SB_STR(",\"") : SB_STR("{\""));
-    for (const char *p = v; *p;) {
-        size_t run = strcspn(p, "\"\\");
-        sb_buf_append_str(b, sb_str(p, run));
-        p += run;
-        if (*p) { /* " or \: escaped */
-            sb_buf_append_str(b, SB_STR("\\"));
-            sb_buf_append_str(b, sb_str(p++, 1));
-        }
+    /* written in place, room made once for the worst case (every byte escaped): the batches of a busy loop turn
+     * quote megabytes, JSON full of quotes among them */
+    size_t n = strlen(v);
+    sb_buf_reserve(b, 2 * n + 3);
+    char *w = b->p + b->len;
+    *w++ = b->len ? ',' : '{';
+    *w++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] == '"' || v[i] == '\\')
+            *w++ = '\\';
+        *w++ = v[i];
     }
-    sb_buf_append_str(b, SB_STR("\""));
+    *w++ = '"';
+    b->len = (size_t)(w - b->p);
+    b->p[b->len] = '\0';
 }

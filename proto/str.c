@@ -135,9 +135,16 @@ void sb_buf_printf(sb_buf_t *b, const char *fmt, ...)
 void sb_buf_json_escape(sb_buf_t *b, sb_str_t s)
 {
     static const char hex[] = "0123456789abcdef";
+    if (!s.len)
+        return;
     sb_buf_reserve(b, s.len);
+    size_t run = 0; /* the start of the bytes that need no escape, copied at once */
     for (size_t i = 0; i < s.len; i++) {
         unsigned char c = (unsigned char)s.p[i];
+        if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f)
+            continue;
+        sb_buf_append(b, s.p + run, i - run);
+        run = i + 1;
         if (c == '"' || c == '\\') {
             char e[2] = {'\\', (char)c};
             sb_buf_append(b, e, 2);
@@ -147,11 +154,34 @@ void sb_buf_json_escape(sb_buf_t *b, sb_str_t s)
             sb_buf_append(b, "\\r", 2);
         } else if (c == '\t') {
             sb_buf_append(b, "\\t", 2);
-        } else if (c < 0x20 || c == 0x7f) {
+        } else {
             char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             sb_buf_append(b, e, 6);
-        } else {
-            sb_buf_append(b, &s.p[i], 1);
         }
     }
+    sb_buf_append(b, s.p + run, s.len - run);
+}
+
+size_t sb_i64_text(char out[24], int64_t v)
+{
+    char tmp[24];
+    size_t n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t len = 0;
+    if (v < 0)
+        out[len++] = '-';
+    while (n)
+        out[len++] = tmp[--n];
+    out[len] = '\0';
+    return len;
+}
+
+void sb_buf_append_i64(sb_buf_t *b, int64_t v)
+{
+    char t[24];
+    sb_buf_append(b, t, sb_i64_text(t, v));
 }

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct sb_str {
     const char *p;
@@ -47,5 +48,8 @@ void sb_buf_vprintf(sb_buf_t *b, const char *fmt, va_list ap) __attribute__((for
 void sb_buf_json_escape(sb_buf_t *b, sb_str_t s);
 /* The bytes as a NUL-terminated C string (the buffer always keeps a NUL after len once anything was added). */
 static inline const char *sb_buf_cstr(const sb_buf_t *b) { return b->p ? b->p : ""; }
+/* v in decimal into out (NUL-terminated); returns its length. What "%" PRId64 makes, without printf. */
+size_t sb_i64_text(char out[24], int64_t v);
+void sb_buf_append_i64(sb_buf_t *b, int64_t v);
 
 #endif

@@ -64,7 +64,7 @@ static const char *col_str(const PGresult *res, int r, int c)
 
 static void i64_text(char out[24], int64_t v)
 {
-    snprintf(out, 24, "%" PRId64, v);
+    sb_i64_text(out, v);
 }
 
 /* ---- the store ---------------------------------------------------------------------------------------------------- */

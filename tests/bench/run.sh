@@ -20,8 +20,8 @@
 #
 # Needs the local stack (ops/stack.sh up); the gateway runs on a fresh database, switchboard_bench,
 # made anew by every run. Starts and stops its own nginx and gateway, with temp configs and dirs,
-# and leaves nothing running. WRK_DURATION=5s, ROUNDS=3 and
-# WRK_CONNECTIONS=50 can be overridden; BENCH="webhooks sends" (any of actors, counters, healthz,
+# and leaves nothing running. WRK_DURATION=5s, ROUNDS=3 and WRK_CONNECTIONS=50 can be overridden;
+# PERF_OUT=FILE records the gateway with perf during the last c=200 webhook round; BENCH="webhooks sends" (any of actors, counters, healthz,
 # webhooks, peer, live, sends) runs only those sections.
 set -euo pipefail
 
@@ -344,7 +344,14 @@ if want webhooks; then
         for round in $(seq "$ROUNDS"); do
             # CPU from the first request until every receipt of the round is applied: all the work a webhook causes
             cpu_snap "$TMP/cpu0"
+            PERF_PID=
+            if [ -n "${PERF_OUT:-}" ] && [ "$conns" = 200 ] && [ "$round" = "$ROUNDS" ]; then
+                # where the gateway's CPU goes at c=200: perf report -i $PERF_OUT (the last round, until it ends)
+                perf record -q -F 999 -g -p "$GW_PID" -o "$PERF_OUT" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
+                PERF_PID=$!
+            fi
             read -r r a b gn gticks < <(post_round "http://127.0.0.1:$GW_PORT" "$conns" "$NEXT_SLICE")
+            [ -n "$PERF_PID" ] && wait "$PERF_PID" 2>/dev/null
             gr+=("$r"); g50+=("$a"); g99+=("$b")
             wait_drained
             cpu_snap "$TMP/cpu1"
