@@ -210,6 +210,30 @@ static const char write_sql[] =
     "  SELECT v2::bigint, v3::bigint, v4::bigint, v12::json FROM u WHERE v1 = 'p')"
     " SELECT count(*) FROM r";
 
+/* The same for a write of inbound messages only (their receipts and events): what most writes are, without the
+ * outbox's, the history's and the status changes' sub-statements (each costs its setup on every execution). */
+static const char write_in_sql[] =
+    "WITH u AS MATERIALIZED ("
+    "  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
+    "                       $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],"
+    "                       $15::text[], $16::text[])"
+    "         WITH ORDINALITY AS u(v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, ord)),"
+    " m AS ("
+    "  INSERT INTO messages (tenant_id, id, conversation_id, channel_id, seq, direction, sender, recipient, body,"
+    "                        media, provider_id, status, created_at, updated_at)"
+    "  OVERRIDING SYSTEM VALUE"
+    "  SELECT v2::bigint, v3::bigint, v4::bigint, v5::bigint, v6::bigint, v7, v8, v9, v10, v11::jsonb, v12, v13,"
+    "         v16::timestamptz, v16::timestamptz"
+    "  FROM u WHERE v1 = 'm' ORDER BY ord),"
+    " r AS ("
+    "  UPDATE webhook_receipts w SET processed_at = now() FROM u"
+    "  WHERE u.v1 = 'r' AND w.tenant_id = u.v2::bigint AND w.id = u.v3::bigint AND w.processed_at IS NULL"
+    "  RETURNING 1),"
+    " p AS ("
+    "  INSERT INTO event_pages (tenant_id, first_cursor, last_cursor, events)"
+    "  SELECT v2::bigint, v3::bigint, v4::bigint, v12::json FROM u WHERE v1 = 'p')"
+    " SELECT count(*) FROM r";
+
 #define WCOLS 16
 
 typedef struct write_item {
@@ -299,6 +323,16 @@ static const sb_pg_batch_def_t write_def = {
     .done = writes_done,
 };
 
+static const sb_pg_batch_def_t write_in_def = {
+    .what = "tenant writes (inbound)",
+    .sql = write_in_sql,
+    .ncols = WCOLS,
+    .max = 4096,
+    .count = write_count,
+    .row = write_row,
+    .done = writes_done,
+};
+
 static int port_write(void *ctx, const sb_tenant_write_t *tw, sb_done_cb cb, void *arg)
 {
     sb_store_t *st = ctx;
@@ -373,8 +407,11 @@ static int port_write(void *ctx, const sb_tenant_write_t *tw, sb_done_cb cb, voi
         sb_buf_append(t, tw->events_json.p, tw->events_json.len);
         sb_buf_append(t, "", 1);
     }
+    bool inbound = tw->nchanges == 0;
+    for (size_t i = 0; inbound && i < tw->nmessages; i++)
+        inbound = !tw->messages[i].out;
     st->inflight++;
-    int rc = sb_pg_batch_add(st->pg, &write_def, w);
+    int rc = sb_pg_batch_add(st->pg, inbound ? &write_in_def : &write_def, w);
     if (rc < 0)
         write_free(w);
     return rc;
@@ -944,9 +981,20 @@ static void receipts_done(void **items, size_t n, int err, const char *detail, c
     }
 }
 
+/* A lone receipt (a quiet loop turn): the same, without the arrays and the join. */
+static const char twilio_receipt_one_sql[] =
+    "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw) VALUES ($1, $2, $3, $4, $5)"
+    " ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING RETURNING 1, id, tenant_id, channel_id";
+
+static const char meta_receipt_one_sql[] =
+    "INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw)"
+    " SELECT r.tenant_id, r.channel_id, $3, $4::jsonb, $5 FROM channel_routes r WHERE r.type = $1 AND r.address = $2"
+    " ON CONFLICT (tenant_id, channel_id, dedup_key) DO NOTHING RETURNING 1, id, tenant_id, channel_id";
+
 static const sb_pg_batch_def_t twilio_receipts_def = {
     .what = "Twilio receipts",
     .sql = twilio_receipts_sql,
+    .sql_one = twilio_receipt_one_sql,
     .ncols = 5,
     .max = 512,
     .row = receipt_row,
@@ -956,6 +1004,7 @@ static const sb_pg_batch_def_t twilio_receipts_def = {
 static const sb_pg_batch_def_t meta_receipts_def = {
     .what = "Meta receipts",
     .sql = meta_receipts_sql,
+    .sql_one = meta_receipt_one_sql,
     .ncols = 5,
     .max = 512,
     .row = receipt_row,
@@ -972,6 +1021,7 @@ int sb_store_receipt_add(sb_store_t *st, sb_store_receipt_t *r)
 void sb_store_flush(sb_store_t *st)
 {
     sb_pg_batch_flush(st->pg, &write_def);
+    sb_pg_batch_flush(st->pg, &write_in_def);
 }
 
 /* ---- the sweeper ----------------------------------------------------------------------------------------------- */

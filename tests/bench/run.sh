@@ -140,6 +140,25 @@ cpu_per() {
         }' "$3" "$4"
 }
 
+# rows_snap FILE — the row versions PostgreSQL has written so far, per table of the bench database (inserted,
+# updated, of those HOT, deleted). rows_per LABEL N BEFORE AFTER prints them per request: what each request costs the
+# database in rows, the figure that decides how much write work one deployment can carry. (An idle backend reports
+# its statistics within 10 s (PGSTAT_IDLE_INTERVAL): the caller waits that long before each snapshot.)
+rows_snap() {
+    psql -X "$DB" -AtF' ' -c "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del FROM pg_stat_user_tables" >"$1"
+}
+rows_per() {
+    awk -v label="$1" -v n="$2" '
+        FNR == NR { i[$1] = $2; u[$1] = $3; h[$1] = $4; d[$1] = $5; next }
+        { di = $2 - i[$1]; du = $3 - u[$1]; dh = $4 - h[$1]; dd = $5 - d[$1]
+          if (di + du + dd == 0) next
+          line = line sprintf("%s%s +%.2f", (line == "" ? "" : ", "), $1, di / n)
+          if (du) line = line sprintf(" ~%.2f%s", du / n, (dh ? sprintf(" (HOT %.2f)", dh / n) : ""))
+          if (dd) line = line sprintf(" -%.2f", dd / n)
+          ti += di; tu += du; td += dd }
+        END { if (n > 0) printf "        rows per %s (+ inserted, ~ updated, - deleted): %s; %.2f in all\n", label, line, (ti + tu + td) / n }' "$3" "$4"
+}
+
 # cpu_us BEFORE AFTER N NAME... — microseconds of CPU per request the named processes used between two snapshots.
 cpu_us() {
     local a=$1 b=$2 n=$3
@@ -343,6 +362,10 @@ if want webhooks; then
         gr=(); g50=(); g99=(); nr=(); n50=(); n99=()
         for round in $(seq "$ROUNDS"); do
             # CPU from the first request until every receipt of the round is applied: all the work a webhook causes
+            if [ "$conns" = 200 ] && [ "$round" = "$ROUNDS" ]; then
+                sleep 11
+                rows_snap "$TMP/rows0"
+            fi
             cpu_snap "$TMP/cpu0"
             PERF_PID=
             if [ -n "${PERF_OUT:-}" ] && [ "$conns" = 200 ] && [ "$round" = "$ROUNDS" ]; then
@@ -365,6 +388,11 @@ if want webhooks; then
             "$conns" "$gm" "$(median "${g50[@]}")" "$(median "${g99[@]}")" "$nm" "$(median "${n50[@]}")" "$(median "${n99[@]}")"
         awk -v g="$gm" -v n="$nm" -v p="$pm" -v c="$conns" 'BEGIN {
             printf "        ratios: gateway/nginx %.2f, gateway/pgbench %.1fx\n", (n > 0 ? g / n : 0), (p > 0 ? g / p : 0) }'
+        if [ "$conns" = 200 ]; then
+            sleep 11
+            rows_snap "$TMP/rows1"
+            rows_per "webhook (last round)" "$gn" "$TMP/rows0" "$TMP/rows1"
+        fi
         if [ "$conns" -gt 1 ]; then # (at c=1 the idle machine's background work would dominate)
             cpu_per "webhook (gateway, last round, until applied)" "$gn" "$TMP/cpu0" "$TMP/cpu1" wrk "$gticks"
             cpu_per "request (nginx, last round)" "$nn" "$TMP/cpu1" "$TMP/cpu2" wrk "$nticks"
@@ -491,6 +519,8 @@ if want sends; then
     wait_http "http://127.0.0.1:$GW_PORT/healthz" gateway "$TMP/gateway-sends.log"
     python3 tests/bench/setup_tenants.py "$GW_PORT" bench-token 10 100 1000 >"$TMP/channels.txt"
     evalsha() { redis-cli -p 6390 INFO commandstats | awk -F'[=,:]' '/^cmdstat_(evalsha|eval):/ { n += $3 } END { print n + 0 }'; }
+    sleep 11
+    rows_snap "$TMP/rows0"
     R0=$(evalsha)
     # ANALYZE during bench_live's second of warm-up: the database is new, and the prepared statements' generic plans,
     # made on empty tables, are only remade once statistics exist (autovacuum's ANALYZE comes after a minute or
@@ -506,6 +536,10 @@ if want sends; then
     R1=$(evalsha)
     SENT=$(curl -sf "http://127.0.0.1:$MOCK_PORT/_mock/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
     cpu_per "send that reached the provider (warm-up included)" "$SENT" "$TMP/cpu0" "$TMP/cpu1" bench_live $((t1 - t0))
+    sleep 11
+    rows_snap "$TMP/rows1"
+    rows_per "send (accepted, claimed, its outcome stored; warm-up and the receipts of no webhook included)" "$SENT" \
+        "$TMP/rows0" "$TMP/rows1"
     awk -v r=$((R1 - R0)) -v s="$SENT" 'BEGIN { if (s > 0) printf "  Redis round trips per send (EVALSHA acquire + release, all shards): %.2f\n", r / s }'
     kill -TERM "$MOCK_PID" 2>/dev/null || true
 fi
