@@ -6,6 +6,7 @@
 #include "gateway/log.h"
 #include "proto/breaker.h"
 #include "proto/err.h"
+#include "proto/htable.h"
 #include "proto/list.h"
 #include "proto/mem.h"
 
@@ -20,8 +21,20 @@
 #define DRAIN_HOLD_MS 1000
 #define REQUEST_TIMEOUT_MS 30000
 
+/* A channel's credentials, opened: kept while the sealed text they came from stays the same (a rotation changes it),
+ * so a send does not decrypt and parse them again. Wiped when dropped. */
+typedef struct creds {
+    sb_hnode_t node;
+    int64_t channel;
+    char *sealed;
+    char *account_sid, *auth_token, *access_token;
+} creds_t;
+
+#define CREDS_MAX 4096
+
 struct sb_provider {
     uv_loop_t *loop;
+    sb_htable_t creds;        /* creds_t by channel */
     sb_http_client_t *client;
     sb_breaker_t breakers[2]; /* [0] Twilio's API, [1] Meta's Graph API */
     unsigned char key[SB_CRYPTO_KEY_LEN];
@@ -34,6 +47,82 @@ struct sb_provider {
 typedef struct job job_t;
 static void refusals_end(sb_provider_t *p);
 
+static void wipe_free(char *s)
+{
+    if (s) {
+        sb_crypto_wipe(s, strlen(s));
+        free(s);
+    }
+}
+
+static void creds_free(creds_t *c)
+{
+    free(c->sealed);
+    wipe_free(c->account_sid);
+    wipe_free(c->auth_token);
+    wipe_free(c->access_token);
+    free(c);
+}
+
+static void creds_clear(sb_provider_t *p)
+{
+    size_t pos = 0;
+    for (sb_hnode_t *n; (n = sb_htable_next(&p->creds, &pos));) {
+        sb_htable_remove_at(&p->creds, &pos);
+        creds_free(sb_container_of(n, creds_t, node));
+    }
+    sb_htable_cleanup(&p->creds);
+}
+
+static bool creds_eq(const sb_hnode_t *n, const void *key)
+{
+    return sb_container_of(n, creds_t, node)->channel == *(const int64_t *)key;
+}
+
+static char *json_str_dup(json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return sb_strdup(v ? v : "");
+}
+
+/* The channel's credentials, opened (from the cache while its sealed text is the same), or NULL when they cannot be
+ * opened. */
+static const creds_t *creds_of(sb_provider_t *p, const sb_channel_info_t *ch)
+{
+    sb_hnode_t *n = sb_htable_find(&p->creds, sb_hash_u64((uint64_t)ch->channel), creds_eq, &ch->channel);
+    creds_t *c = n ? sb_container_of(n, creds_t, node) : NULL;
+    if (c && ch->credentials_sealed && strcmp(c->sealed, ch->credentials_sealed) == 0)
+        return c;
+    if (c) {
+        sb_htable_remove(&p->creds, &c->node);
+        creds_free(c);
+    }
+    sb_buf_t plain;
+    sb_buf_init(&plain);
+    char ad[40];
+    snprintf(ad, sizeof ad, "tenant:%" PRId64, ch->tenant);
+    json_t *j = NULL;
+    if (!p->has_key || !ch->credentials_sealed ||
+        sb_crypto_open(p->key, sb_str_cstr(ch->credentials_sealed), sb_str_cstr(ad), &plain) < 0 ||
+        !(j = json_loadb(plain.p, plain.len, 0, NULL))) {
+        sb_crypto_buf_wipe(&plain);
+        return NULL;
+    }
+    if (p->creds.n >= CREDS_MAX) /* a shard with more channels than this at once: start again */
+        creds_clear(p);
+    c = sb_calloc(1, sizeof *c);
+    c->channel = ch->channel;
+    c->sealed = sb_strdup(ch->credentials_sealed);
+    c->account_sid = json_str_dup(j, "account_sid");
+    c->auth_token = json_str_dup(j, "auth_token");
+    c->access_token = json_str_dup(j, "access_token");
+    json_decref(j); /* jansson does not wipe; the plaintext buffer is wiped below */
+    sb_crypto_buf_wipe(&plain);
+    c->node.hash = sb_hash_u64((uint64_t)ch->channel);
+    sb_htable_insert(&p->creds, &c->node);
+    return c;
+}
+
 static char *dup_or_null(const char *s)
 {
     return s ? sb_strdup(s) : NULL;
@@ -44,6 +133,7 @@ sb_provider_t *sb_provider_create(uv_loop_t *loop, const sb_provider_opts_t *opt
     sb_provider_t *p = sb_calloc(1, sizeof *p);
     p->loop = loop;
     sb_list_init(&p->refusals);
+    sb_htable_init(&p->creds);
     sb_http_client_opts_t o = {.max_host_connections = 32, .timeout_ms = REQUEST_TIMEOUT_MS};
     if (sb_http_client_create(loop, &o, &p->client) < 0) {
         free(p);
@@ -67,6 +157,7 @@ void sb_provider_destroy(sb_provider_t *p)
         return;
     sb_http_client_destroy(p->client); /* the requests in flight end here: their outcome is unknown */
     refusals_end(p);
+    creds_clear(p);
     sb_crypto_wipe(p->key, sizeof p->key);
     free(p->public_url);
     free(p->twilio_api_base);
@@ -113,7 +204,8 @@ typedef struct parts {
 static void parts_open(parts_t *x, const sb_send_request_t *req)
 {
     memset(x, 0, sizeof *x);
-    x->media = json_loads(req->media_json ? req->media_json : "[]", 0, NULL);
+    if (req->media_json && strcmp(req->media_json, "[]") != 0) /* (most messages have none: no parse) */
+        x->media = json_loads(req->media_json, 0, NULL);
     for (size_t i = 0; json_is_array(x->media) && i < json_array_size(x->media) && x->nurls < SB_OUTBOUND_MAX_MEDIA;
          i++) {
         json_t *u = json_object_get(json_array_get(x->media, i), "url");
@@ -268,38 +360,29 @@ static int port_send(void *ctx, const sb_send_request_t *req, void (*cb)(void *,
     j->arg = arg;
     p->inflight++;
 
-    sb_buf_t plain, callback;
-    sb_buf_init(&plain);
-    sb_buf_init(&callback);
-    char ad[40];
-    snprintf(ad, sizeof ad, "tenant:%" PRId64, ch->tenant);
-    json_t *creds = NULL;
-    if (!p->has_key || !ch->credentials_sealed ||
-        sb_crypto_open(p->key, sb_str_cstr(ch->credentials_sealed), sb_str_cstr(ad), &plain) < 0 ||
-        !(creds = json_loadb(plain.p, plain.len, 0, NULL))) {
+    const creds_t *cr = creds_of(p, ch);
+    if (!cr) {
         sb_log_error("provider: channel %" PRId64 ": credentials cannot be opened (master_key changed?)", ch->channel);
-        sb_crypto_buf_wipe(&plain);
         refuse(j, "credentials_unavailable", "the channel's credentials cannot be opened");
         return 0;
     }
+    sb_buf_t callback;
+    sb_buf_init(&callback);
     parts_t x;
     parts_open(&x, req);
     if (p->public_url && (ch->type == SB_CH_TWILIO_SMS || ch->type == SB_CH_TWILIO_WHATSAPP))
         sb_buf_printf(&callback, "%s/webhooks/twilio/%" PRId64 "/status", p->public_url, ch->channel);
-    const char *s;
     sb_outbound_msg_t m;
     msg_of(&m, ch->type, req, &x);
     m.address = sb_str_cstr(ch->address ? ch->address : "");
-    m.account_sid = sb_str_cstr((s = json_string_value(json_object_get(creds, "account_sid"))) ? s : "");
-    m.auth_token = sb_str_cstr((s = json_string_value(json_object_get(creds, "auth_token"))) ? s : "");
-    m.access_token = sb_str_cstr((s = json_string_value(json_object_get(creds, "access_token"))) ? s : "");
+    m.account_sid = sb_str_cstr(cr->account_sid);
+    m.auth_token = sb_str_cstr(cr->auth_token);
+    m.access_token = sb_str_cstr(cr->access_token);
     m.status_callback = sb_str(callback.p ? callback.p : "", callback.len);
     sb_outbound_endpoints_t ep = {.twilio_api_base = p->twilio_api_base, .meta_graph_base = p->meta_graph_base};
     sb_outbound_request_t out;
     sb_outbound_error_t berr;
     int rc = sb_outbound_build(&m, &ep, &out, &berr);
-    json_decref(creds); /* jansson does not wipe; the plaintext buffer is wiped below */
-    sb_crypto_buf_wipe(&plain);
     parts_close(&x);
     sb_buf_cleanup(&callback);
     if (rc < 0) {

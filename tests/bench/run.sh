@@ -21,7 +21,7 @@
 # Needs the local stack (ops/stack.sh up); the gateway runs on a fresh database, switchboard_bench,
 # made anew by every run. Starts and stops its own nginx and gateway, with temp configs and dirs,
 # and leaves nothing running. WRK_DURATION=5s, ROUNDS=3 and WRK_CONNECTIONS=50 can be overridden;
-# PERF_OUT=FILE records the gateway with perf during the last c=200 webhook round; BENCH="webhooks sends" (any of actors, counters, healthz,
+# PERF_OUT=FILE records the gateway with perf during the last c=200 webhook round, PERF_SENDS_OUT=FILE while it sends; BENCH="webhooks sends" (any of actors, counters, healthz,
 # webhooks, peer, live, sends) runs only those sections.
 set -euo pipefail
 
@@ -530,8 +530,14 @@ if want sends; then
     ( sleep 0.7; psql -X -q "$DB" -c ANALYZE ) &
     ANALYZE_PID=$!
     cpu_snap "$TMP/cpu0"; t0=$(child_ticks $$)
+    PERF_PID=
+    if [ -n "${PERF_SENDS_OUT:-}" ]; then # where the gateway's CPU goes while it sends: perf report -i FILE
+        perf record -q -F 999 -g -p "$GW_PID" -o "$PERF_SENDS_OUT" -- sleep "$LIVE_SECONDS" >/dev/null 2>&1 &
+        PERF_PID=$!
+    fi
     build/release/bench/bench_live "$GW_PORT" "$TMP/channels.txt" 0 "$SEND_RATE" "$LIVE_SECONDS" "$MOCK_PORT"
     cpu_snap "$TMP/cpu1"; t1=$(child_ticks $$)
+    [ -n "$PERF_PID" ] && wait "$PERF_PID" 2>/dev/null
     wait "$ANALYZE_PID"
     R1=$(evalsha)
     SENT=$(curl -sf "http://127.0.0.1:$MOCK_PORT/_mock/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"])')
