@@ -7,7 +7,7 @@
  * The domain half is the store port of actors/ports.h (sb_store_port()): activation loads, the tenants' writes as
  * set-based statements (a loop turn's writes of every tenant of the shard: one statement), the event log read back,
  * the message id blocks. The rest serves the front doors: receipts, the sweeper, the event log for clients, and
- * plain reads (adapters/store/reads.h).
+ * their own reads and writes (adapters/store/queries.h).
  *
  * Every call that takes a callback returns 0 and calls it exactly once, later, on the shard's thread; or returns a
  * negative code (SB_EUNAVAIL: not connected) and never calls it. Results handed to a callback are borrowed for the
