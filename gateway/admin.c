@@ -1,17 +1,15 @@
 /* The admin REST API; see admin.h for the routes.
  *
- * Each handler validates the whole request before touching the database, then issues one statement (writes that
- * span two tables are one statement with a CTE, so they are atomic whatever else shares their group-commit
- * segment) and answers from the callback. SQLSTATEs map to answers: 23503 (foreign key: the tenant does not exist)
- * → 404, 23505 (unique) → 409. */
+ * Each handler validates the whole request before touching the database, then makes one call of the store
+ * (adapters/store/queries.h: one statement each) and answers from the callback. The store's codes map to answers:
+ * SB_ENOENT (the tenant does not exist) → 404, SB_EEXIST (a duplicate) → 409. */
 #include "gateway/admin.h"
 
 #include "adapters/crypto.h"
-#include "adapters/pg.h"
+#include "adapters/store/queries.h"
 #include "gateway/authguard.h"
 #include "actors/tenant.h"
 #include "shards/domain.h"
-#include "gateway/log.h"
 #include "proto/codec.h"
 #include "proto/err.h"
 #include "proto/event.h"
@@ -50,20 +48,26 @@ static void respond_json(sb_http_req_t *req, int status, json_t *j)
     sb_buf_cleanup(&b);
 }
 
-/* Answers a failed statement: 404 for a missing tenant, 409 for a duplicate, 503 for the database being away. */
-static void respond_db_error(sb_http_req_t *req, int err, const PGresult *res, const char *what_missing,
-                             const char *what_conflicts)
+/* Answers a failed store call: 404 for a missing tenant, 409 for a duplicate, 500 for a statement the database
+ * refused otherwise (the store logged its SQLSTATE), 503 for the database being away. */
+static void respond_db_error(sb_http_req_t *req, int err, const char *what_missing, const char *what_conflicts)
 {
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    if (err == SB_EINVAL && state && strcmp(state, "23503") == 0)
+    if (err == SB_ENOENT)
         sb_http_respond_error(req, 404, "not_found", what_missing);
-    else if (err == SB_EINVAL && state && strcmp(state, "23505") == 0)
+    else if (err == SB_EEXIST)
         sb_http_respond_error(req, 409, "conflict", what_conflicts);
-    else if (err == SB_EINVAL) {
-        sb_log_error("admin: statement failed: %s", state ? state : "?");
+    else if (err == SB_EINVAL)
         sb_http_respond_error(req, 500, "internal", "the database refused the statement");
-    } else
+    else
         sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; try again");
+}
+
+/* An id as the API shows it: a JSON string (ids are 64-bit; not every client's numbers are). */
+static json_t *id_json(int64_t id)
+{
+    char t[24];
+    snprintf(t, sizeof t, "%lld", (long long)id);
+    return json_string(t);
 }
 
 /* ---- request checks ------------------------------------------------------------------------------------------- */
@@ -187,15 +191,13 @@ static void base_url(sb_http_req_t *req, sb_buf_t *out)
 
 /* ---- tenants -------------------------------------------------------------------------------------------------- */
 
-static void tenant_created(void *arg, int err, const char *detail, const PGresult *res)
+static void tenant_created(void *arg, int err, int64_t id, const char *name)
 {
     sb_http_req_t *req = arg;
-    (void)detail;
-    if (err || PQntuples(res) != 1) {
-        respond_db_error(req, err, res, "", "");
-        return;
-    }
-    respond_json(req, 201, json_pack("{s:s,s:s}", "id", PQgetvalue(res, 0, 0), "name", PQgetvalue(res, 0, 1)));
+    if (err)
+        respond_db_error(req, err, "", "");
+    else
+        respond_json(req, 201, json_pack("{s:o,s:s}", "id", id_json(id), "name", name));
 }
 
 static void create_tenant(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
@@ -205,45 +207,41 @@ static void create_tenant(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
     if (!j)
         return;
     const char *name = want_string(req, j, "name", NAME_MAX_LEN);
-    if (name) {
-        const char *p[1] = {name};
-        if (sb_pg_query(sb_shard_pg(s), "INSERT INTO tenants (name) VALUES ($1) RETURNING id, name", 1, p,
-                        0, tenant_created, req) < 0)
-            respond_db_error(req, SB_EUNAVAIL, NULL, "", "");
-    }
+    if (name && sb_query_tenant_create(sb_domain_store(s), name, tenant_created, req) < 0)
+        respond_db_error(req, SB_EUNAVAIL, "", "");
     json_decref(j);
 }
 
-/* Answers {key: [rows as objects]} with the columns of res. */
-static void respond_rows(sb_http_req_t *req, const char *key, const PGresult *res)
+/* Answers {key: [rows as objects]}, a member a column (all strings, or null). */
+static void respond_rows(sb_http_req_t *req, int err, const char *key, const sb_rows_t *rows)
 {
-    json_t *rows = json_array();
-    for (int r = 0; r < PQntuples(res); r++) {
-        json_t *o = json_object();
-        for (int c = 0; c < PQnfields(res); c++)
-            json_object_set_new(o, PQfname(res, c),
-                                PQgetisnull(res, r, c) ? json_null() : json_string(PQgetvalue(res, r, c)));
-        json_array_append_new(rows, o);
+    if (err) {
+        respond_db_error(req, err, "", "");
+        return;
     }
-    respond_json(req, 200, json_pack("{s:o}", key, rows));
+    json_t *list = json_array();
+    for (size_t r = 0; r < rows->nrows; r++) {
+        json_t *o = json_object();
+        for (size_t c = 0; c < rows->ncols; c++) {
+            const char *v = sb_rows_cell(rows, r, c);
+            json_object_set_new(o, rows->names[c], v ? json_string(v) : json_null());
+        }
+        json_array_append_new(list, o);
+    }
+    respond_json(req, 200, json_pack("{s:o}", key, list));
 }
 
-static void tenants_listed(void *arg, int err, const char *detail, const PGresult *res)
+static void tenants_listed(void *arg, int err, const char *detail, const sb_rows_t *rows)
 {
     (void)detail;
-    if (err)
-        respond_db_error(arg, err, res, "", "");
-    else
-        respond_rows(arg, "tenants", res);
+    respond_rows(arg, err, "tenants", rows);
 }
 
 static void list_tenants(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 {
     (void)tenant; /* no tenant in its path */
-    if (sb_pg_query(sb_shard_pg(s),
-                    "SELECT id::text AS id, name, created_at::text AS created_at FROM tenants ORDER BY id LIMIT 1000",
-                    0, NULL, 0, tenants_listed, req) < 0)
-        respond_db_error(req, SB_EUNAVAIL, NULL, "", "");
+    if (sb_query_tenant_list(sb_domain_store(s), tenants_listed, req) < 0)
+        respond_db_error(req, SB_EUNAVAIL, "", "");
 }
 
 /* ---- API keys ------------------------------------------------------------------------------------------------- */
@@ -253,15 +251,14 @@ typedef struct key_op {
     sb_crypto_api_key_t key;
 } key_op_t;
 
-static void key_created(void *arg, int err, const char *detail, const PGresult *res)
+static void key_created(void *arg, int err, int64_t id)
 {
     key_op_t *op = arg;
-    (void)detail;
-    if (err || PQntuples(res) != 1)
-        respond_db_error(op->req, err, res, "no such tenant", "");
+    if (err)
+        respond_db_error(op->req, err, "no such tenant", "");
     else
-        respond_json(op->req, 201, json_pack("{s:s,s:s,s:s}", "id", PQgetvalue(res, 0, 0), "key", op->key.key,
-                                             "prefix", op->key.prefix));
+        respond_json(op->req, 201, json_pack("{s:o,s:s,s:s}", "id", id_json(id), "key", op->key.key, "prefix",
+                                             op->key.prefix));
     sb_crypto_wipe(op, sizeof *op);
     free(op);
 }
@@ -275,14 +272,9 @@ static void create_key(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
         sb_http_respond_error(req, 503, "unavailable", "no randomness available");
         return;
     }
-    const char *p[3] = {tenant, op->key.prefix, op->key.hash};
-    if (sb_pg_query(sb_shard_pg(s),
-                    "WITH k AS (INSERT INTO api_keys (tenant_id, prefix, key_hash) VALUES ($1, $2, $3) "
-                    "RETURNING tenant_id, id, key_hash) "
-                    "INSERT INTO api_key_routes (key_hash, tenant_id, key_id) "
-                    "SELECT key_hash, tenant_id, id FROM k RETURNING key_id::text",
-                    3, p, 0, key_created, op) < 0) {
-        respond_db_error(req, SB_EUNAVAIL, NULL, "", "");
+    if (sb_query_api_key_create(sb_domain_store(s), strtoll(tenant, NULL, 10), op->key.prefix, op->key.hash,
+                                key_created, op) < 0) {
+        respond_db_error(req, SB_EUNAVAIL, "", "");
         sb_crypto_wipe(op, sizeof *op);
         free(op);
     }
@@ -373,20 +365,20 @@ typedef struct channel_op {
     char *meta_app_id;
 } channel_op_t;
 
-static void channel_created(void *arg, int err, const char *detail, const PGresult *res)
+static void channel_created(void *arg, int err, int64_t channel, int64_t tenant, const char *address)
 {
     channel_op_t *op = arg;
-    (void)detail;
-    if (err || PQntuples(res) != 1) {
-        respond_db_error(op->req, err, res, "no such tenant (or meta_app_id)",
+    if (err) {
+        respond_db_error(op->req, err, "no such tenant (or meta_app_id)",
                          "a channel with this type and address exists");
     } else {
-        const char *id = PQgetvalue(res, 0, 0);
+        char id[24];
+        snprintf(id, sizeof id, "%lld", (long long)channel);
         sb_buf_t url;
         sb_buf_init(&url);
         base_url(op->req, &url);
-        json_t *j = json_pack("{s:s,s:s,s:s,s:s}", "id", id, "tenant_id", PQgetvalue(res, 0, 1), "type",
-                              sb_channel_type_name(op->type), "address", PQgetvalue(res, 0, 2));
+        json_t *j = json_pack("{s:s,s:o,s:s,s:s}", "id", id, "tenant_id", id_json(tenant), "type",
+                              sb_channel_type_name(op->type), "address", address);
         size_t base_len = url.len;
         if (op->type == SB_CH_TWILIO_VOICE) {
             sb_buf_printf(&url, "/webhooks/twilio/%s/voice", id);
@@ -458,17 +450,16 @@ static void create_channel(sb_shard_t *s, sb_http_req_t *req, const char *tenant
     op->req = req;
     op->type = type;
     op->meta_app_id = app ? sb_strdup(app) : NULL;
-    const char *p[6] = {tenant, type_s, addr, sb_buf_cstr(&sealed), settings_text, app};
-    if (sb_pg_query(sb_shard_pg(s),
-                    "WITH c AS (INSERT INTO channels (tenant_id, type, address, credentials_sealed, settings, "
-                    "meta_app_id) VALUES ($1, $2, $3, $4, $5::jsonb, $6) RETURNING tenant_id, id, type, address) "
-                    "INSERT INTO channel_routes (channel_id, tenant_id, type, address) "
-                    "SELECT id, tenant_id, type, address FROM c "
-                    "RETURNING channel_id::text, tenant_id::text, address",
-                    6, p, 0, channel_created, op) < 0) {
+    sb_query_channel_new_t c = {.tenant = strtoll(tenant, NULL, 10),
+                                .type = type,
+                                .address = addr,
+                                .credentials_sealed = sb_buf_cstr(&sealed),
+                                .settings_json = settings_text,
+                                .meta_app_id = app};
+    if (sb_query_channel_create(sb_domain_store(s), &c, channel_created, op) < 0) {
         free(op->meta_app_id);
         free(op);
-        respond_db_error(req, SB_EUNAVAIL, NULL, "", "");
+        respond_db_error(req, SB_EUNAVAIL, "", "");
     }
 out:
     if (creds_text) {
@@ -480,23 +471,16 @@ out:
     json_decref(j);
 }
 
-static void channels_listed(void *arg, int err, const char *detail, const PGresult *res)
+static void channels_listed(void *arg, int err, const char *detail, const sb_rows_t *rows)
 {
     (void)detail;
-    if (err)
-        respond_db_error(arg, err, res, "", "");
-    else
-        respond_rows(arg, "channels", res);
+    respond_rows(arg, err, "channels", rows);
 }
 
 static void list_channels(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 {
-    const char *p[1] = {tenant};
-    if (sb_pg_query(sb_shard_pg(s),
-                    "SELECT id::text AS id, type, address, settings::text AS settings, meta_app_id, "
-                    "created_at::text AS created_at FROM channels WHERE tenant_id = $1 ORDER BY id LIMIT 1000",
-                    1, p, 0, channels_listed, req) < 0)
-        respond_db_error(req, SB_EUNAVAIL, NULL, "", "");
+    if (sb_query_channel_list(sb_domain_store(s), strtoll(tenant, NULL, 10), channels_listed, req) < 0)
+        respond_db_error(req, SB_EUNAVAIL, "", "");
 }
 
 /* ---- Meta apps ------------------------------------------------------------------------------------------------ */
@@ -506,12 +490,11 @@ typedef struct app_op {
     char app_id[65];
 } app_op_t;
 
-static void app_created(void *arg, int err, const char *detail, const PGresult *res)
+static void app_created(void *arg, int err)
 {
     app_op_t *op = arg;
-    (void)detail;
     if (err) {
-        respond_db_error(op->req, err, res, "", "this Meta app is registered already");
+        respond_db_error(op->req, err, "", "this Meta app is registered already");
     } else {
         sb_buf_t url;
         sb_buf_init(&url);
@@ -553,12 +536,9 @@ static void create_meta_app(sb_shard_t *s, sb_http_req_t *req, const char *tenan
     app_op_t *op = sb_calloc(1, sizeof *op);
     op->req = req;
     snprintf(op->app_id, sizeof op->app_id, "%s", app);
-    const char *p[3] = {app, sb_buf_cstr(&sealed), verify_hash};
-    if (sb_pg_query(sb_shard_pg(s),
-                    "INSERT INTO meta_apps (app_id, app_secret_sealed, verify_token_hash) VALUES ($1, $2, $3)", 3,
-                    p, 0, app_created, op) < 0) {
+    if (sb_query_meta_app_create(sb_domain_store(s), app, sb_buf_cstr(&sealed), verify_hash, app_created, op) < 0) {
         free(op);
-        respond_db_error(req, SB_EUNAVAIL, NULL, "", "");
+        respond_db_error(req, SB_EUNAVAIL, "", "");
     }
 out:
     sb_crypto_buf_wipe(&sealed);
@@ -599,14 +579,11 @@ typedef struct hook_op {
     char secret[72];
 } hook_op_t;
 
-static void hook_set(void *arg, int err, const char *detail, const PGresult *res)
+static void hook_set(void *arg, int err)
 {
     hook_op_t *op = arg;
-    (void)detail;
     if (err) {
-        respond_db_error(op->req, err, res, "no such tenant", "");
-    } else if (PQntuples(res) != 1) {
-        sb_http_respond_error(op->req, 404, "not_found", "no such tenant");
+        respond_db_error(op->req, err, "no such tenant", "");
     } else {
         json_t *j = op->url ? json_pack("{s:s, s:s}", "url", op->url, "secret", op->secret)
                             : json_pack("{s:n}", "url");
@@ -662,13 +639,9 @@ static void set_webhook(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
         sb_crypto_wipe(raw, sizeof raw);
         sb_crypto_seal(cfg->master_key, sb_str_cstr(op->secret), sb_str_cstr(ad), &sealed);
     }
-    const char *p[3] = {tenant, op->url, op->url ? sb_buf_cstr(&sealed) : NULL};
-    if (sb_pg_query(sb_shard_pg(s),
-                    "UPDATE tenants t SET webhook_url = $2, webhook_secret_sealed = $3, webhook_cursor = coalesce((SELECT"
-                    " last_cursor FROM event_pages p WHERE p.tenant_id = t.id ORDER BY last_cursor DESC LIMIT 1), 0)"
-                    " WHERE id = $1 RETURNING id",
-                    3, p, 0, hook_set, op) < 0)
-        hook_set(op, SB_EUNAVAIL, "not connected", NULL);
+    if (sb_query_tenant_webhook_set(sb_domain_store(s), op->tenant, op->url, op->url ? sb_buf_cstr(&sealed) : NULL,
+                                    hook_set, op) < 0)
+        hook_set(op, SB_EUNAVAIL);
     sb_buf_cleanup(&sealed);
 }
 

@@ -5,17 +5,16 @@
  * read: every query below filters on it. */
 #include "gateway/api.h"
 
-#include "adapters/store/store.h"
-#include "shards/domain.h"
-
 #include "adapters/crypto.h"
-#include "adapters/pg.h"
+#include "adapters/store/queries.h"
+#include "adapters/store/store.h"
 #include "gateway/sends.h"
 #include "proto/digest.h"
 #include "proto/err.h"
 #include "proto/form.h"
 #include "proto/jwt.h"
 #include "proto/mem.h"
+#include "shards/domain.h"
 
 #include <jansson.h>
 #include <stdint.h>
@@ -46,16 +45,17 @@ typedef struct cred_op {
     void *arg;
 } cred_op_t;
 
-static void key_looked_up(void *arg, int err, const char *detail, const PGresult *res)
+static void key_looked_up(void *arg, int err, int64_t tenant)
 {
     cred_op_t *op = arg;
-    (void)detail;
-    if (err)
-        op->cb(op->arg, 503, "unavailable", "the database is not reachable; retry", NULL);
-    else if (PQntuples(res) != 1)
+    char t[24];
+    snprintf(t, sizeof t, "%lld", (long long)tenant);
+    if (err == SB_ENOENT)
         op->cb(op->arg, 401, "unauthorized", "unknown or revoked API key", NULL);
+    else if (err)
+        op->cb(op->arg, 503, "unavailable", "the database is not reachable; retry", NULL);
     else
-        op->cb(op->arg, 0, NULL, NULL, PQgetvalue(res, 0, 0));
+        op->cb(op->arg, 0, NULL, NULL, t);
     free(op);
 }
 
@@ -86,11 +86,7 @@ void sb_api_auth(sb_shard_t *s, sb_str_t cred, bool key_only, sb_api_auth_fn cb,
     cred_op_t *op = sb_malloc(sizeof *op);
     op->cb = cb;
     op->arg = arg;
-    const char *p[1] = {hash};
-    if (sb_pg_query(sb_shard_pg(s),
-                    "SELECT r.tenant_id::text FROM api_key_routes r JOIN api_keys k"
-                    " ON k.tenant_id = r.tenant_id AND k.id = r.key_id WHERE r.key_hash = $1 AND k.revoked_at IS NULL",
-                    1, p, SB_PG_PREPARED, key_looked_up, op) < 0) {
+    if (sb_query_api_key_tenant(sb_domain_store(s), hash, key_looked_up, op) < 0) {
         free(op);
         cb(arg, 503, "unavailable", "the database is not reachable; retry", NULL);
     }
@@ -203,11 +199,14 @@ out:
 
 /* ---- GET /v1/conversations, /v1/conversations/{id}/messages, /v1/messages/{id} -------------------------------- */
 
-/* Answers {key:[rows]} where the query returned one column of JSON text per row (built by PostgreSQL). */
-static void json_rows(void *arg, int err, const char *detail, const PGresult *res, const char *key)
+/* Answers {key:[docs]}: the JSON objects as the store read them (built by PostgreSQL). SB_ENOENT comes only with a
+ * conversation's messages: the conversation is not the tenant's. */
+static void respond_docs(sb_http_req_t *req, int err, const char *key, const sb_str_t *docs, size_t n)
 {
-    sb_http_req_t *req = arg;
-    (void)detail;
+    if (err == SB_ENOENT) {
+        sb_http_respond_error(req, 404, "not_found", "no such conversation");
+        return;
+    }
     if (err) {
         sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
         return;
@@ -215,25 +214,28 @@ static void json_rows(void *arg, int err, const char *detail, const PGresult *re
     sb_buf_t b;
     sb_buf_init(&b);
     sb_buf_printf(&b, "{\"%s\":[", key);
-    for (int i = 0; i < PQntuples(res); i++)
-        sb_buf_printf(&b, "%s%s", i ? "," : "", PQgetvalue(res, i, 0));
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            sb_buf_puts(&b, ",");
+        sb_buf_append_str(&b, docs[i]);
+    }
     sb_buf_puts(&b, "]}\n");
     sb_http_respond(req, 200, "application/json", b.p, b.len);
     sb_buf_cleanup(&b);
 }
 
-static void conversations_read(void *arg, int err, const char *detail, const PGresult *res)
+static void conversations_read(void *arg, int err, const sb_str_t *docs, size_t n)
 {
-    json_rows(arg, err, detail, res, "conversations");
+    respond_docs(arg, err, "conversations", docs, n);
 }
 
-static void messages_read(void *arg, int err, const char *detail, const PGresult *res)
+static void messages_read(void *arg, int err, const sb_str_t *docs, size_t n)
 {
-    json_rows(arg, err, detail, res, "messages");
+    respond_docs(arg, err, "messages", docs, n);
 }
 
-/* Reads before/limit from the query into text parameters. Answers 400 and returns false when bad. */
-static bool page_params(sb_http_req_t *req, char before[24], char limit[24])
+/* Reads before/limit from the query (absent or 0: no bound, and 50). Answers 400 and returns false when bad. */
+static bool page_params(sb_http_req_t *req, long long *before, long long *limit)
 {
     sb_form_t q;
     sb_form_init(&q);
@@ -243,103 +245,43 @@ static bool page_params(sb_http_req_t *req, char before[24], char limit[24])
         sb_http_respond_error(req, 400, "bad_request", "malformed query string");
     ok = ok && query_int(req, &q, "before", 0, INT64_MAX, &b) && query_int(req, &q, "limit", 50, 1000, &l);
     sb_form_cleanup(&q);
-    snprintf(before, 24, "%lld", b ? b : INT64_MAX);
-    snprintf(limit, 24, "%lld", l ? l : 50);
+    *before = b ? b : INT64_MAX;
+    *limit = l ? l : 50;
     return ok;
 }
 
 static void get_conversations(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 {
-    char before[24], limit[24];
-    if (!page_params(req, before, limit))
-        return;
-    const char *p[3] = {tenant, before, limit};
-    if (sb_pg_query(sb_shard_pg(s),
-                    "SELECT json_build_object('id', v.id::text, 'channel_id', v.channel_id::text, 'contact',"
-                    " json_build_object('id', c.id::text, 'address', c.address, 'profile_name', c.profile_name),"
-                    " 'last_seq', coalesce(l.seq, 0), 'last_message_at', l.created_at, 'created_at', v.created_at)::text"
-                    " FROM conversations v JOIN contacts c ON c.tenant_id = v.tenant_id AND c.id = v.contact_id"
-                    " LEFT JOIN LATERAL (SELECT m.seq, m.created_at FROM messages m WHERE m.tenant_id = v.tenant_id"
-                    "                    AND m.conversation_id = v.id ORDER BY m.seq DESC LIMIT 1) l ON true"
-                    " WHERE v.tenant_id = $1 AND v.id < $2 ORDER BY v.id DESC LIMIT $3",
-                    3, p, 0, conversations_read, req) < 0)
+    long long before, limit;
+    if (page_params(req, &before, &limit) &&
+        sb_query_conversations(sb_domain_store(s), strtoll(tenant, NULL, 10), before, limit, conversations_read,
+                               req) < 0)
         sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
-}
-
-#define MESSAGE_JSON                                                                                               \
-    "json_build_object('id', m.id::text, 'conversation_id', m.conversation_id::text, 'channel_id',"             \
-    " m.channel_id::text, 'seq', m.seq, 'direction', m.direction, 'from', m.sender, 'to', m.recipient, 'body',"   \
-    " m.body, 'media', m.media, 'provider_id', m.provider_id, 'status', m.status, 'error_code', m.error_code,"     \
-    " 'error_message', m.error_message, 'created_at', m.created_at, 'updated_at', m.updated_at"
-
-typedef struct conv_op {
-    sb_shard_t *s;
-    sb_http_req_t *req;
-    char tenant[24], conv[24], before[24], limit[24];
-} conv_op_t;
-
-static void conv_checked(void *arg, int err, const char *detail, const PGresult *res)
-{
-    conv_op_t *op = arg;
-    (void)detail;
-    if (err) {
-        sb_http_respond_error(op->req, 503, "unavailable", "the database is not reachable; retry");
-    } else if (PQntuples(res) != 1) {
-        sb_http_respond_error(op->req, 404, "not_found", "no such conversation");
-    } else {
-        const char *p[4] = {op->tenant, op->conv, op->before, op->limit};
-        if (sb_pg_query(sb_shard_pg(op->s),
-                        "SELECT " MESSAGE_JSON ")::text FROM messages m WHERE m.tenant_id = $1"
-                        " AND m.conversation_id = $2 AND m.seq < $3 ORDER BY m.seq DESC LIMIT $4",
-                        4, p, 0, messages_read, op->req) < 0)
-            sb_http_respond_error(op->req, 503, "unavailable", "the database is not reachable; retry");
-    }
-    free(op);
 }
 
 static void get_conversation_messages(sb_shard_t *s, sb_http_req_t *req, const char *tenant, long long conv)
 {
-    conv_op_t *op = sb_calloc(1, sizeof *op);
-    op->s = s;
-    op->req = req;
-    snprintf(op->tenant, sizeof op->tenant, "%s", tenant);
-    snprintf(op->conv, sizeof op->conv, "%lld", conv);
-    if (!page_params(req, op->before, op->limit)) {
-        free(op);
-        return;
-    }
-    const char *p[2] = {op->tenant, op->conv};
-    if (sb_pg_query(sb_shard_pg(s), "SELECT 1 FROM conversations WHERE tenant_id = $1 AND id = $2", 2, p, 0,
-                    conv_checked, op) < 0) {
-        free(op);
+    long long before, limit;
+    if (page_params(req, &before, &limit) &&
+        sb_query_conversation_messages(sb_domain_store(s), strtoll(tenant, NULL, 10), conv, before, limit,
+                                       messages_read, req) < 0)
         sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
-    }
 }
 
-static void message_read(void *arg, int err, const char *detail, const PGresult *res)
+static void message_read(void *arg, int err, sb_str_t json)
 {
     sb_http_req_t *req = arg;
-    (void)detail;
-    if (err)
-        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
-    else if (PQntuples(res) != 1)
+    if (err == SB_ENOENT)
         sb_http_respond_error(req, 404, "not_found", "no such message");
+    else if (err)
+        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
     else
-        sb_http_respond(req, 200, "application/json", PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+        sb_http_respond(req, 200, "application/json", json.p, json.len);
 }
 
 static void get_message(sb_shard_t *s, sb_http_req_t *req, const char *tenant, long long id)
 {
-    char mid[24];
-    snprintf(mid, sizeof mid, "%lld", id);
-    const char *p[2] = {tenant, mid};
-    if (sb_pg_query(sb_shard_pg(s),
-                    "SELECT (" MESSAGE_JSON ", 'history', coalesce((SELECT json_agg(json_build_object('status',"
-                    " h.status, 'error_code', h.error_code, 'error_message', h.error_message, 'at', h.at)"
-                    " ORDER BY h.at) FROM message_status_history h WHERE h.tenant_id = m.tenant_id"
-                    " AND h.message_id = m.id), '[]'::json)))::text"
-                    " FROM messages m WHERE m.tenant_id = $1 AND m.id = $2",
-                    2, p, 0, message_read, req) < 0)
+    if (sb_query_message(sb_domain_store(s), strtoll(tenant, NULL, 10), id, message_read, req) < 0)
         sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
 }
 

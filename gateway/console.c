@@ -6,9 +6,9 @@
 #include "gateway/console.h"
 
 #include "adapters/counters.h"
-#include "adapters/pg.h"
 #include "gateway/authguard.h"
 #include "actors/session.h"
+#include "adapters/store/queries.h"
 #include "adapters/store/store.h"
 #include "shards/domain.h"
 #include "gateway/live.h"
@@ -721,10 +721,11 @@ typedef struct dbq {
     session_t *s;
     bool json;
     const char *key; /* JSON member holding the rows */
-    void (*after)(const PGresult *res); /* on success, before answering (or NULL) */
+    void (*after)(const sb_rows_t *rows); /* on success, before answering (or NULL) */
 } dbq_t;
 
-static void dbq_done(void *arg, int err, const char *detail, const PGresult *res)
+/* Answers the rows as a table (after calling q->after, if any, with them). */
+static void dbq_done(void *arg, int err, const char *detail, const sb_rows_t *rows)
 {
     dbq_t *q = arg;
     session_t *s = q->s;
@@ -734,19 +735,15 @@ static void dbq_done(void *arg, int err, const char *detail, const PGresult *res
         answer_err(s, "database: %s", detail);
     } else {
         if (q->after)
-            q->after(res);
-        const char *cols[MAX_COLS];
-        bool num[MAX_COLS];
-        int nc = PQnfields(res) < MAX_COLS ? PQnfields(res) : MAX_COLS;
-        for (int c = 0; c < nc; c++) {
-            cols[c] = PQfname(res, c);
-            num[c] = PQftype(res, c) == 20 || PQftype(res, c) == 23; /* int8, int4 */
-        }
+            q->after(rows);
+        int nc = rows->ncols < MAX_COLS ? (int)rows->ncols : MAX_COLS;
         table_t t;
-        table_init(&t, nc, cols, num);
-        for (int r = 0; r < PQntuples(res); r++)
-            for (int c = 0; c < nc; c++)
-                table_cell(&t, "%s", PQgetisnull(res, r, c) ? (num[c] ? "null" : "") : PQgetvalue(res, r, c));
+        table_init(&t, nc, rows->names, rows->integer);
+        for (size_t r = 0; r < rows->nrows; r++)
+            for (int c = 0; c < nc; c++) {
+                const char *v = sb_rows_cell(rows, r, (size_t)c);
+                table_cell(&t, "%s", v ? v : rows->integer[c] ? "null" : "");
+            }
         sb_buf_t b;
         sb_buf_init(&b);
         if (q->json) {
@@ -755,7 +752,7 @@ static void dbq_done(void *arg, int err, const char *detail, const PGresult *res
             sb_buf_puts(&b, "}\n");
         } else {
             render_text(&t, &b);
-            sb_buf_printf(&b, "%d row(s)\n", PQntuples(res));
+            sb_buf_printf(&b, "%zu row(s)\n", rows->nrows);
         }
         answer(s, &b);
         sb_buf_cleanup(&b);
@@ -765,10 +762,13 @@ static void dbq_done(void *arg, int err, const char *detail, const PGresult *res
     free(q);
 }
 
-/* Runs a query on this shard's connection and answers its rows as a table (after calling after, if not NULL, with
+/* A listing's store call: query(store, id, done, q) — id only for the calls that take one. */
+typedef int (*listing_fn)(sb_store_t *st, int64_t id, sb_query_rows_cb done, void *q);
+
+/* Asks this shard's store for a listing and answers its rows as a table (after calling after, if not NULL, with
  * them). */
-static void db_query(session_t *s, bool json, const char *key, const char *sql, int nparams,
-                     const char *const *params, void (*after)(const PGresult *))
+static void db_query(session_t *s, bool json, const char *key, listing_fn query, int64_t id,
+                     void (*after)(const sb_rows_t *))
 {
     sb_shard_t *shard = sb_shard_self();
     dbq_t *q = sb_calloc(1, sizeof *q);
@@ -777,23 +777,23 @@ static void db_query(session_t *s, bool json, const char *key, const char *sql, 
     q->key = key;
     q->after = after;
     wait_begin(s);
-    if (!shard || sb_pg_query(sb_shard_pg(shard), sql, nparams, params, 0, dbq_done, q) < 0) {
+    if (!shard || query(sb_domain_store(shard), id, dbq_done, q) < 0) {
         answer_err(s, "database not reachable");
         wait_end(s);
         free(q);
     }
 }
 
-/* The command's one argument as a positive id, written into num as a query parameter. False, with the usage
- * answered, when there is not exactly one argument or it is not such an id. */
-static bool one_id(session_t *s, const sb_line_cmd_t *cmd, const char *usage, char num[24])
+/* The command's one argument as a positive id. False, with the usage answered, when there is not exactly one
+ * argument or it is not such an id. */
+static bool one_id(session_t *s, const sb_line_cmd_t *cmd, const char *usage, int64_t *id)
 {
     long long v;
     if (cmd->argc != 2 || sb_str_to_ll(cmd->argv[1], 1, INT64_MAX, &v) < 0) {
         answer_err(s, "usage: %s", usage);
         return false;
     }
-    snprintf(num, 24, "%lld", v);
+    *id = v;
     return true;
 }
 
@@ -804,23 +804,16 @@ static void cmd_dead(session_t *s, const sb_line_cmd_t *cmd)
         answer_err(s, "usage: dead [<tenant_id>]");
         return;
     }
-    char tenant[24];
-    snprintf(tenant, sizeof tenant, "%lld", tid);
-    const char *p[1] = {tenant};
-    db_query(s, cmd->json, "messages",
-               "SELECT id, tenant_id AS tenant, channel_id AS channel, recipient AS \"to\", attempts,"
-               " coalesce(error_code, '') AS error, to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS') AS since"
-               " FROM messages WHERE direction = 'out' AND status = 'dead' AND ($1 = 0 OR tenant_id = $1)"
-               " ORDER BY id DESC LIMIT 1000",
-               1, p, NULL);
+    db_query(s, cmd->json, "messages", sb_query_dead_messages, tid, NULL);
 }
 
 /* The channel's session loads its outbox again (activated if it was not). */
-static void replayed(const PGresult *res)
+static void replayed(const sb_rows_t *rows)
 {
     sb_shard_t *shard = sb_shard_self();
-    for (int i = 0; shard && i < PQntuples(res); i++) {
-        int64_t tenant = strtoll(PQgetvalue(res, i, 1), NULL, 10), channel = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+    for (size_t i = 0; shard && i < rows->nrows; i++) {
+        int64_t tenant = strtoll(sb_rows_cell(rows, i, 1), NULL, 10);
+        int64_t channel = strtoll(sb_rows_cell(rows, i, 2), NULL, 10);
         sb_rt_send_key(sb_shard_rt(shard), sb_domain_owner(tenant), &sb_session_kind, (uint64_t)channel,
                        SB_SESSION_RESUME, NULL, 0);
     }
@@ -830,21 +823,9 @@ static void replayed(const PGresult *res)
  * unknown one the operator decides the provider did not have it). */
 static void cmd_replay(session_t *s, const sb_line_cmd_t *cmd)
 {
-    char id[24];
-    if (!one_id(s, cmd, "replay <message_id>", id))
-        return;
-    const char *p[1] = {id};
-    db_query(s, cmd->json, "replayed",
-             "WITH m AS (UPDATE messages SET status = 'queued', attempts = 0, next_attempt_at = NULL,"
-             "  error_code = NULL, error_message = NULL, updated_at = now()"
-             "  WHERE id = $1 AND direction = 'out' AND status IN ('dead', 'failed', 'unknown')"
-             "  RETURNING id, tenant_id, channel_id),"
-             " h AS (INSERT INTO message_status_history (tenant_id, message_id, status)"
-             "  SELECT tenant_id, id, 'queued' FROM m),"
-             " o AS (INSERT INTO outbox (tenant_id, channel_id, message_id) SELECT tenant_id, channel_id, id FROM m"
-             "  ON CONFLICT DO NOTHING)"
-             " SELECT id, tenant_id AS tenant, channel_id AS channel, 'queued' AS status FROM m",
-             1, p, replayed);
+    int64_t id;
+    if (one_id(s, cmd, "replay <message_id>", &id))
+        db_query(s, cmd->json, "replayed", sb_query_message_replay, id, replayed);
 }
 
 /* counters <tenant_id> [<channel_id>]: the live figures the senders keep in Redis. */
@@ -897,32 +878,27 @@ static void cmd_counters(session_t *s, const sb_line_cmd_t *cmd)
     }
 }
 
+/* The tenants' listing takes no id: the shape of the others, for db_query. */
+static int tenant_overview(sb_store_t *st, int64_t unused, sb_query_rows_cb done, void *q)
+{
+    (void)unused;
+    return sb_query_tenant_overview(st, done, q);
+}
+
 static void cmd_tenants(session_t *s, const sb_line_cmd_t *cmd)
 {
     if (cmd->argc != 1) {
         answer_err(s, "usage: tenants");
         return;
     }
-    db_query(s, cmd->json, "tenants",
-               "SELECT t.id, t.name, count(c.id) AS channels, coalesce((SELECT last_cursor FROM event_pages p "
-               "WHERE p.tenant_id = t.id ORDER BY last_cursor DESC LIMIT 1), 0) AS cursor, "
-               "to_char(t.created_at, 'YYYY-MM-DD HH24:MI:SS') AS created_at "
-               "FROM tenants t LEFT JOIN channels c ON c.tenant_id = t.id "
-               "GROUP BY t.id ORDER BY t.id DESC LIMIT 1000",
-               0, NULL, NULL);
+    db_query(s, cmd->json, "tenants", tenant_overview, 0, NULL);
 }
 
 static void cmd_channels(session_t *s, const sb_line_cmd_t *cmd)
 {
-    char tenant[24];
-    if (!one_id(s, cmd, "channels <tenant_id>", tenant))
-        return;
-    const char *p[1] = {tenant};
-    db_query(s, cmd->json, "channels",
-               "SELECT id, type, address, coalesce(meta_app_id, '') AS meta_app_id, "
-               "to_char(created_at, 'YYYY-MM-DD HH24:MI:SS') AS created_at "
-               "FROM channels WHERE tenant_id = $1 ORDER BY id LIMIT 1000",
-               1, p, NULL);
+    int64_t tenant;
+    if (one_id(s, cmd, "channels <tenant_id>", &tenant))
+        db_query(s, cmd->json, "channels", sb_query_channel_overview, tenant, NULL);
 }
 
 static void cmd_nodes(session_t *s, const sb_line_cmd_t *cmd)
@@ -1120,15 +1096,15 @@ static void trace_started(void *arg, int err, bool found, int64_t cursor)
 
 static void cmd_trace(session_t *s, const sb_line_cmd_t *cmd)
 {
-    char tenant[24];
-    if (!one_id(s, cmd, "trace <tenant_id>", tenant))
+    int64_t tenant;
+    if (!one_id(s, cmd, "trace <tenant_id>", &tenant))
         return;
     sb_shard_t *shard = sb_shard_self();
     wait_begin(s);
     s->trace_json = cmd->json;
     trace_op_t *op = sb_malloc(sizeof *op);
     op->s = s;
-    op->tenant = strtoll(tenant, NULL, 10);
+    op->tenant = tenant;
     if (!shard || sb_store_cursor(sb_domain_store(shard), op->tenant, trace_started, op) < 0) {
         free(op);
         answer_err(s, "database not reachable");

@@ -1,8 +1,8 @@
 /* HTTP routes; see routes.h. */
 #include "gateway/routes.h"
 
-#include "adapters/pg.h"
 #include "adapters/redis.h"
+#include "adapters/store/store.h"
 #include "gateway/admin.h"
 #include "gateway/api.h"
 #include "gateway/live.h"
@@ -11,6 +11,7 @@
 #include "gateway/webhooks.h"
 #include "proto/err.h"
 #include "proto/mem.h"
+#include "shards/domain.h"
 #include "shards/shard.h"
 
 #include <stdatomic.h>
@@ -135,9 +136,8 @@ static void ready_probe(sb_shard_t *s, void *arg)
     p->pending = 3; /* redis, postgres, and this function: callbacks may run synchronously */
     if (sb_redis_ping(sb_shard_redis(s), READY_TIMEOUT_MS, ready_redis, p) < 0)
         ready_redis(p, SB_EUNAVAIL, "not connected");
-    if (!sb_pg_connected(sb_shard_pg_ingest(s))) /* webhooks commit their receipts there */
-        ready_pg(p, SB_EUNAVAIL, "not connected");
-    else if (sb_pg_ping(sb_shard_pg(s), READY_TIMEOUT_MS, ready_pg, p) < 0)
+    sb_store_t *st = sb_domain_store(s); /* both its connections: webhooks commit their receipts on one of them */
+    if (!st || sb_store_ping(st, READY_TIMEOUT_MS, ready_pg, p) < 0)
         ready_pg(p, SB_EUNAVAIL, "not connected");
     ready_ping_done(p);
 }

@@ -8,9 +8,9 @@
 
 #include "adapters/crypto.h"
 #include "adapters/meta.h"
-#include "adapters/pg.h"
 #include "adapters/twilio.h"
 #include "actors/session.h"
+#include "adapters/store/queries.h"
 #include "adapters/store/store.h"
 #include "gateway/log.h"
 #include "proto/codec.h"
@@ -287,13 +287,13 @@ typedef struct lookup {
     enum twilio_route route;
 } lookup_t;
 
-/* Opens the sealed credentials of a channel row and caches it. NULL (answered) on failure. */
-static channel_t *channel_from_row(lookup_t *op, const PGresult *res)
+/* Opens the sealed credentials of a channel the store found and caches it. NULL (answered) on failure. */
+static channel_t *channel_from_row(lookup_t *op, const sb_query_channel_t *row)
 {
     channel_t *c = sb_calloc(1, sizeof *c);
     c->id = op->id;
-    snprintf(c->tenant, sizeof c->tenant, "%s", PQgetvalue(res, 0, 0));
-    c->type = sb_channel_type_parse(PQgetvalue(res, 0, 1));
+    snprintf(c->tenant, sizeof c->tenant, "%lld", (long long)row->tenant);
+    c->type = row->type;
     if (!is_twilio_messaging(c->type)) {
         free(c);
         sb_http_respond_error(op->req, 404, "not_found", "no Twilio messaging channel with this id");
@@ -305,7 +305,7 @@ static channel_t *channel_from_row(lookup_t *op, const PGresult *res)
     snprintf(ad, sizeof ad, "tenant:%s", c->tenant);
     json_t *creds = NULL;
     if (!cfg->has_master_key ||
-        sb_crypto_open(cfg->master_key, sb_str_cstr(PQgetvalue(res, 0, 2)), sb_str_cstr(ad), &plain) < 0 ||
+        sb_crypto_open(cfg->master_key, sb_str_cstr(row->credentials_sealed), sb_str_cstr(ad), &plain) < 0 ||
         !(creds = json_loadb(plain.p, plain.len, 0, NULL)) || !json_is_string(json_object_get(creds, "auth_token"))) {
         sb_log_error("webhook: channel %lld: credentials cannot be opened (master_key changed?)", c->id);
         sb_http_respond_error(op->req, 503, "unavailable", "the channel's credentials cannot be opened");
@@ -321,18 +321,17 @@ static channel_t *channel_from_row(lookup_t *op, const PGresult *res)
     return c;
 }
 
-static void channel_loaded(void *arg, int err, const char *detail, const PGresult *res)
+static void channel_loaded(void *arg, int err, const sb_query_channel_t *row)
 {
     lookup_t *op = arg;
-    (void)detail;
-    if (err) {
-        sb_http_respond_error(op->req, 503, "unavailable", "the database is not reachable; retry");
-    } else if (PQntuples(res) != 1) {
+    if (err == SB_ENOENT) {
         sb_http_respond_error(op->req, 404, "not_found", "no such channel");
+    } else if (err) {
+        sb_http_respond_error(op->req, 503, "unavailable", "the database is not reachable; retry");
     } else {
         channel_t *c = cache_get(op->s, op->id); /* another request may have loaded it meanwhile */
         if (!c)
-            c = channel_from_row(op, res);
+            c = channel_from_row(op, row);
         if (c)
             twilio_proceed(op->s, op->req, c, op->route);
     }
@@ -360,13 +359,7 @@ static void twilio(sb_shard_t *s, sb_http_req_t *req, sb_str_t id_s, enum twilio
     op->req = req;
     op->id = id;
     op->route = route;
-    char id_text[24];
-    snprintf(id_text, sizeof id_text, "%lld", id);
-    const char *p[1] = {id_text};
-    if (sb_pg_query(sb_shard_pg(s),
-                    "SELECT c.tenant_id::text, c.type, coalesce(c.credentials_sealed, '') FROM channel_routes r "
-                    "JOIN channels c ON c.tenant_id = r.tenant_id AND c.id = r.channel_id WHERE r.channel_id = $1",
-                    1, p, SB_PG_PREPARED, channel_loaded, op) < 0) {
+    if (sb_query_channel_route(sb_domain_store(s), id, channel_loaded, op) < 0) {
         free(op);
         sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
     }
@@ -518,30 +511,29 @@ static void meta_dispatch(sb_shard_t *s, sb_http_req_t *req, const app_t *a)
         meta_events(s, req, a);
 }
 
-static void app_loaded(void *arg, int err, const char *detail, const PGresult *res)
+static void app_loaded(void *arg, int err, const sb_query_meta_app_t *row)
 {
     app_lookup_t *op = arg;
-    (void)detail;
     sb_buf_t plain;
     sb_buf_init(&plain);
     char ad[80];
     snprintf(ad, sizeof ad, "meta_app:%s", op->id);
     app_t *a = NULL;
-    if (err) {
-        sb_http_respond_error(op->req, 503, "unavailable", "the database is not reachable; retry");
-    } else if (PQntuples(res) != 1) {
+    if (err == SB_ENOENT) {
         sb_http_respond_error(op->req, 404, "not_found", "no such Meta app");
+    } else if (err) {
+        sb_http_respond_error(op->req, 503, "unavailable", "the database is not reachable; retry");
     } else if ((a = app_get(op->s, sb_str_cstr(op->id)))) {
         meta_dispatch(op->s, op->req, a); /* loaded by another request meanwhile */
     } else if (!cfg->has_master_key ||
-               sb_crypto_open(cfg->master_key, sb_str_cstr(PQgetvalue(res, 0, 0)), sb_str_cstr(ad), &plain) < 0) {
+               sb_crypto_open(cfg->master_key, sb_str_cstr(row->secret_sealed), sb_str_cstr(ad), &plain) < 0) {
         sb_log_error("webhook: Meta app %s: secret cannot be opened (master_key changed?)", op->id);
         sb_http_respond_error(op->req, 503, "unavailable", "the app secret cannot be opened");
     } else {
         a = sb_calloc(1, sizeof *a);
         snprintf(a->id, sizeof a->id, "%s", op->id);
         a->secret = sb_strndup(plain.p, plain.len);
-        snprintf(a->verify_hash, sizeof a->verify_hash, "%s", PQgetvalue(res, 0, 1));
+        snprintf(a->verify_hash, sizeof a->verify_hash, "%s", row->verify_token_hash);
         a->expires = uv_now(sb_shard_loop(op->s)) + CACHE_TTL_MS;
         a->next = cache_of(op->s)->apps;
         cache_of(op->s)->apps = a;
@@ -574,9 +566,7 @@ static void meta(sb_shard_t *s, sb_http_req_t *req, sb_str_t id)
     op->s = s;
     op->req = req;
     memcpy(op->id, id.p, id.len);
-    const char *p[1] = {op->id};
-    if (sb_pg_query(sb_shard_pg(s), "SELECT app_secret_sealed, verify_token_hash FROM meta_apps WHERE app_id = $1",
-                    1, p, 0, app_loaded, op) < 0) {
+    if (sb_query_meta_app(sb_domain_store(s), op->id, app_loaded, op) < 0) {
         free(op);
         sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
     }

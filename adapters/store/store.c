@@ -105,6 +105,14 @@ sb_pg_t *sb_store_pg(sb_store_t *st)
     return st->pg;
 }
 
+/* Both connections count: webhooks commit their receipts on ingest, everything else goes through pg. */
+int sb_store_ping(sb_store_t *st, uint64_t timeout_ms, void (*cb)(void *arg, int err, const char *detail), void *arg)
+{
+    if (!sb_pg_connected(st->ingest))
+        return SB_EUNAVAIL;
+    return sb_pg_ping(st->pg, timeout_ms, cb, arg);
+}
+
 /* ---- message ids: blocks of the identity, reserved ahead ---------------------------------------------------------- */
 
 static void block_read(void *arg, int err, const char *detail, const PGresult *res)

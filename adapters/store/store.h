@@ -7,7 +7,7 @@
  * The domain half is the store port of actors/ports.h (sb_store_port()): activation loads, the tenants' writes as
  * set-based statements (a loop turn's writes of every tenant of the shard: one statement), the event log read back,
  * the message id blocks. The rest serves the front doors: receipts, the sweeper, the event log for clients, and
- * plain reads (adapters/store/reads.h).
+ * their own reads and writes (adapters/store/queries.h).
  *
  * Every call that takes a callback returns 0 and calls it exactly once, later, on the shard's thread; or returns a
  * negative code (SB_EUNAVAIL: not connected) and never calls it. Results handed to a callback are borrowed for the
@@ -37,6 +37,10 @@ void sb_store_flush(sb_store_t *st);
 unsigned sb_store_inflight(const sb_store_t *st);
 bool sb_store_connected(const sb_store_t *st);
 sb_pg_t *sb_store_pg(sb_store_t *st);
+/* Readiness: err 0 when the ingest connection is up and the main one answered within timeout_ms; otherwise an SB_E*
+ * code and a short description (valid during the call). Returns 0 and calls cb exactly once; or SB_EUNAVAIL (a
+ * connection is down; cb never called). */
+int sb_store_ping(sb_store_t *st, uint64_t timeout_ms, void (*cb)(void *arg, int err, const char *detail), void *arg);
 
 /* The port of actors/ports.h over st. */
 void sb_store_port(sb_store_t *st, sb_store_port_t *out);

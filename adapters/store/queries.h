@@ -1,0 +1,122 @@
+/* The front doors' reads and writes: every statement the admin API, the tenant REST API, the provider webhooks and
+ * the admin console send, each a named function with typed parameters over a shard's store (adapters/store/store.h),
+ * so that SQL stays in the store and no PGresult or SQLSTATE reaches gateway/.
+ *
+ * The rules are store.h's: a call returns 0 and then calls cb exactly once, later, on the shard's thread; or it
+ * returns a negative code (SB_EUNAVAIL: not connected, or st NULL — a shard without a domain) and never calls cb.
+ * Values handed to cb are borrowed for the call.
+ *
+ * err in a callback: 0; SB_ENOENT, no such row — what was looked up does not exist, or a write named a row that does
+ * not (a foreign key, SQLSTATE 23503); SB_EEXIST, a write would duplicate a unique key (23505); SB_EINVAL, the
+ * server refused the statement otherwise (logged here with its SQLSTATE); SB_EUNAVAIL, SB_EAGAIN or SB_ECANCELED, the
+ * database went away or the shard is stopping (adapters/pg.h). Where a callback has a detail, it is the server's
+ * message or the adapter's reason, for an operator's eyes (never NULL). */
+#ifndef SB_QUERIES_H
+#define SB_QUERIES_H
+
+#include "adapters/store/store.h"
+#include "proto/event.h"
+#include "proto/rows.h"
+#include "proto/str.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef void (*sb_query_done_cb)(void *arg, int err);
+/* A listing: rows NULL when err. */
+typedef void (*sb_query_rows_cb)(void *arg, int err, const char *detail, const sb_rows_t *rows);
+/* JSON documents built by PostgreSQL, one per row, in order (n 0 when err). */
+typedef void (*sb_query_json_cb)(void *arg, int err, const sb_str_t *docs, size_t n);
+
+/* ---- the admin API ---------------------------------------------------------------------------------------------- */
+
+/* A new tenant called name: its id and its name as stored. */
+int sb_query_tenant_create(sb_store_t *st, const char *name,
+                           void (*cb)(void *arg, int err, int64_t id, const char *name), void *arg);
+/* The first 1000 tenants by id; columns id, name, created_at, all text. */
+int sb_query_tenant_list(sb_store_t *st, sb_query_rows_cb cb, void *arg);
+/* Sets (url, secret_sealed) or clears (both NULL) where tenant's events are delivered; delivery starts from the
+ * tenant's newest cursor. SB_ENOENT: no such tenant. */
+int sb_query_tenant_webhook_set(sb_store_t *st, int64_t tenant, const char *url, const char *secret_sealed,
+                                sb_query_done_cb cb, void *arg);
+
+/* A new API key of tenant, known by its prefix and the SHA-256 hex of the whole key, with the route that finds it by
+ * that hash: its id. SB_ENOENT: no such tenant. */
+int sb_query_api_key_create(sb_store_t *st, int64_t tenant, const char *prefix, const char *key_hash,
+                            void (*cb)(void *arg, int err, int64_t id), void *arg);
+
+/* A channel to create. */
+typedef struct sb_query_channel_new {
+    int64_t tenant;
+    sb_channel_type_t type;
+    const char *address;
+    const char *credentials_sealed;
+    const char *settings_json; /* a JSON object */
+    const char *meta_app_id;   /* NULL: none */
+} sb_query_channel_new_t;
+
+/* Creates the channel c and its route (type, address → channel): its id, tenant and address as stored. SB_ENOENT: no
+ * such tenant or Meta app; SB_EEXIST: a channel of this type and address exists. */
+int sb_query_channel_create(sb_store_t *st, const sb_query_channel_new_t *c,
+                            void (*cb)(void *arg, int err, int64_t id, int64_t tenant, const char *address), void *arg);
+/* The first 1000 channels of tenant by id; columns id, type, address, settings (JSON), meta_app_id, created_at, all
+ * text. */
+int sb_query_channel_list(sb_store_t *st, int64_t tenant, sb_query_rows_cb cb, void *arg);
+
+/* Registers a Meta app: its secret sealed, its verify token as the SHA-256 hex. SB_EEXIST: registered already. */
+int sb_query_meta_app_create(sb_store_t *st, const char *app_id, const char *secret_sealed,
+                             const char *verify_token_hash, sb_query_done_cb cb, void *arg);
+
+/* ---- the tenant REST API --------------------------------------------------------------------------------------- */
+
+/* The tenant of the live API key whose SHA-256 hex is key_hash. SB_ENOENT: unknown or revoked. */
+int sb_query_api_key_tenant(sb_store_t *st, const char *key_hash, void (*cb)(void *arg, int err, int64_t tenant),
+                            void *arg);
+/* Tenant's conversations with an id below before, newest first, at most limit: each a JSON object (id, channel_id,
+ * contact {id, address, profile_name}, last_seq, last_message_at, created_at). */
+int sb_query_conversations(sb_store_t *st, int64_t tenant, int64_t before, int64_t limit, sb_query_json_cb cb,
+                           void *arg);
+/* The messages of tenant's conversation with a seq below before, newest first, at most limit: each a JSON object.
+ * SB_ENOENT: the tenant has no such conversation. */
+int sb_query_conversation_messages(sb_store_t *st, int64_t tenant, int64_t conversation, int64_t before,
+                                   int64_t limit, sb_query_json_cb cb, void *arg);
+/* Tenant's message id as a JSON object, with its status history. SB_ENOENT: no such message. */
+int sb_query_message(sb_store_t *st, int64_t tenant, int64_t id, void (*cb)(void *arg, int err, sb_str_t json),
+                     void *arg);
+
+/* ---- provider webhooks ----------------------------------------------------------------------------------------- */
+
+/* A routed channel, as a webhook needs it. */
+typedef struct sb_query_channel {
+    int64_t tenant;
+    sb_channel_type_t type;         /* SB_CH_NONE: a type this build does not know */
+    const char *credentials_sealed; /* "" when it has none */
+} sb_query_channel_t;
+
+/* The channel with this id (found through its route). SB_ENOENT: none. */
+int sb_query_channel_route(sb_store_t *st, int64_t channel,
+                           void (*cb)(void *arg, int err, const sb_query_channel_t *ch), void *arg);
+
+typedef struct sb_query_meta_app {
+    const char *secret_sealed;
+    const char *verify_token_hash; /* SHA-256 hex */
+} sb_query_meta_app_t;
+
+/* The registered Meta app app_id. SB_ENOENT: none. */
+int sb_query_meta_app(sb_store_t *st, const char *app_id,
+                      void (*cb)(void *arg, int err, const sb_query_meta_app_t *app), void *arg);
+
+/* ---- the admin console: tables for an operator ----------------------------------------------------------------- */
+
+/* The newest 1000 tenants: id, name, channels (their count), cursor (the newest event's), created_at. */
+int sb_query_tenant_overview(sb_store_t *st, sb_query_rows_cb cb, void *arg);
+/* Tenant's first 1000 channels: id, type, address, meta_app_id ("" for none), created_at — never credentials. */
+int sb_query_channel_overview(sb_store_t *st, int64_t tenant, sb_query_rows_cb cb, void *arg);
+/* The newest 1000 outbound messages that ran out of attempts, of tenant (0: of every tenant): id, tenant, channel,
+ * to, attempts, error, since. */
+int sb_query_dead_messages(sb_store_t *st, int64_t tenant, sb_query_rows_cb cb, void *arg);
+/* Queues message id again, its attempts from zero, if it is outbound and dead, failed or unknown: back in the outbox
+ * with a history entry. Rows: id, tenant, channel, status ("queued") — none when it was not such a message. */
+int sb_query_message_replay(sb_store_t *st, int64_t id, sb_query_rows_cb cb, void *arg);
+
+#endif
