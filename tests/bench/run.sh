@@ -359,7 +359,7 @@ if want webhooks; then
     psql "$DB" -qc "DROP TABLE IF EXISTS bench_receipts"
 
     for conns in 1 50 200; do
-        gr=(); g50=(); g99=(); nr=(); n50=(); n99=()
+        gr=(); g50=(); g99=(); nr=(); n50=(); n99=(); ga=()
         for round in $(seq "$ROUNDS"); do
             # CPU from the first request until every receipt of the round is applied: all the work a webhook causes
             if [ "$conns" = 200 ] && [ "$round" = "$ROUNDS" ]; then
@@ -373,10 +373,13 @@ if want webhooks; then
                 perf record -q -F 999 -g -p "$GW_PID" -o "$PERF_OUT" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
                 PERF_PID=$!
             fi
+            ts=$(date +%s.%N)
             read -r r a b gn gticks < <(post_round "http://127.0.0.1:$GW_PORT" "$conns" "$NEXT_SLICE")
             [ -n "$PERF_PID" ] && wait "$PERF_PID" 2>/dev/null
             gr+=("$r"); g50+=("$a"); g99+=("$b")
             wait_drained
+            # acknowledged and applied: the round's requests over the time until the last of them was applied
+            ga+=("$(awk -v n="$gn" -v a="$ts" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", (b > a ? n / (b - a) : 0) }')")
             cpu_snap "$TMP/cpu1"
             read -r r a b nn nticks < <(post_round "http://127.0.0.1:$NGINX_PORT" "$conns" "$NEXT_SLICE")
             cpu_snap "$TMP/cpu2"
@@ -386,6 +389,7 @@ if want webhooks; then
         gm=$(median "${gr[@]}"); nm=$(median "${nr[@]}")
         printf '  c=%-3d gateway %9s req/s  p50 %6s ms  p99 %7s ms | nginx %9s req/s  p50 %6s ms  p99 %6s ms\n' \
             "$conns" "$gm" "$(median "${g50[@]}")" "$(median "${g99[@]}")" "$nm" "$(median "${n50[@]}")" "$(median "${n99[@]}")"
+        printf '        gateway acknowledged and applied (until the last of a round was applied): %s/s\n' "$(median "${ga[@]}")"
         awk -v g="$gm" -v n="$nm" -v p="$pm" -v c="$conns" 'BEGIN {
             printf "        ratios: gateway/nginx %.2f, gateway/pgbench %.1fx\n", (n > 0 ? g / n : 0), (p > 0 ? g / p : 0) }'
         if [ "$conns" = 200 ]; then
@@ -450,9 +454,11 @@ if want peer; then
         gr=(); pr=(); gcpu=(); gapp=(); pcpu=(); papp=()
         for round in $(seq "$ROUNDS"); do
             cpu_snap "$TMP/cpu0"
+            ts=$(date +%s.%N)
             read -r r _ _ gn gticks < <(SLICE=$PEER_SLICE REQS="$TMP/peer-webhooks.tsv" post_round \
                 "http://127.0.0.1:$GW_PORT" 50 "$round")
             wait_drained
+            r=$(awk -v n="$gn" -v a="$ts" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", (b > a ? n / (b - a) : 0) }')
             cpu_snap "$TMP/cpu1"
             read -r p pn pticks < <(peer_round)
             cpu_snap "$TMP/cpu2"
