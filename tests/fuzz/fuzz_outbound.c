@@ -21,6 +21,7 @@
  * media, a Meta JSON object with the same recipient, type and text. Any violation traps; LeakSanitizer sees leaks. */
 #include "tests/fuzz/fuzz.h"
 #include "adapters/outbound.h"
+#include "proto/retry.h"
 
 #include "proto/err.h"
 #include "proto/form.h"
@@ -90,7 +91,7 @@ static void check_result(const sb_outbound_result_t *o, const sb_http_client_res
     if (o->provider_status)
         CHECK(in_set(o->provider_status, statuses));
     if (o->outcome == SB_OUTBOUND_RETRY)
-        CHECK(o->retry_after_s >= -1 && o->retry_after_s <= SB_OUTBOUND_RETRY_AFTER_MAX_S);
+        CHECK(o->retry_after_s >= -1 && o->retry_after_s <= SB_RETRY_AFTER_MAX_S);
     else
         CHECK(o->retry_after_s == -1);
     if (res->err) {
@@ -146,11 +147,12 @@ static void classify(sb_channel_type_t ch, const uint8_t *data, size_t size)
     memcpy(&rnd, data, size < sizeof rnd ? size : sizeof rnd);
     unsigned attempt = data[1];
     int ra = data[4] == 255 ? -1 : (int)((uint32_t)data[2] << 24 | (uint32_t)data[3] << 16) >> 1;
-    uint64_t d = sb_outbound_backoff_ms(attempt, ra, rnd);
-    uint64_t ceil = sb_outbound_backoff_ceiling_ms(attempt);
-    CHECK(ceil >= SB_OUTBOUND_BACKOFF_BASE_MS && ceil <= SB_OUTBOUND_BACKOFF_CAP_MS);
-    CHECK(ceil >= sb_outbound_backoff_ceiling_ms(attempt ? attempt - 1 : 0));
-    CHECK(d <= ceil || (ra >= 0 && d == (uint64_t)(ra < SB_OUTBOUND_RETRY_AFTER_MAX_S ? ra : SB_OUTBOUND_RETRY_AFTER_MAX_S) * 1000));
+    uint64_t d = sb_retry_backoff_ms(attempt, ra, rnd);
+    uint64_t ceil = sb_retry_ceiling_ms(attempt);
+    CHECK(ceil >= SB_RETRY_BASE_MS && ceil <= SB_RETRY_CAP_MS);
+    CHECK(ceil >= sb_retry_ceiling_ms(attempt ? attempt - 1 : 0));
+    CHECK(d <= ceil ||
+          (ra >= 0 && d == (uint64_t)(ra < SB_RETRY_AFTER_MAX_S ? ra : SB_RETRY_AFTER_MAX_S) * 1000));
     free(detail);
 }
 
