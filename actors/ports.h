@@ -154,6 +154,9 @@ typedef struct sb_store_port {
     /* A fresh message id (from a block the store reserves ahead), or 0 when none is at hand right now: ask again a
      * few ms later, the next block is on its way. */
     int64_t (*message_id)(void *ctx);
+    /* A receipt that can never be applied here (its channel is gone, it names another tenant, its event cannot be
+     * read): marked processed, so the sweeper stops handing it back (fire and forget; logged by the caller). */
+    void (*receipt_done)(void *ctx, int64_t tenant, int64_t receipt_id);
 } sb_store_port_t;
 
 /* The counters (Redis): a token of the channel's rate and a slot of its and its tenant's in-flight sends. */

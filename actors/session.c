@@ -12,6 +12,7 @@
 #include "actors/session.h"
 
 #include "actors/tenant.h"
+#include "gateway/log.h"
 #include "proto/err.h"
 #include "proto/htable.h"
 #include "proto/idset.h"
@@ -1463,13 +1464,23 @@ static bool inbound_ours(const session_t *s, const inbound_t *in)
     return s->info.address && in->tenant == s->tenant;
 }
 
+/* A receipt that is not ours is set aside (marked processed): handed back by the sweeper, it would not be ours
+ * then either. */
+static void set_aside(session_t *s, int64_t tenant, int64_t receipt_id, const char *why)
+{
+    sb_log_warn("session %" PRId64 ": receipt %" PRId64 " set aside unapplied: %s", s->channel, receipt_id, why);
+    s->ports->store.receipt_done(s->ports->store.ctx, tenant, receipt_id);
+}
+
 static void inbox_admit(session_t *s)
 {
     sb_list_foreach_safe(it, nx, &s->inbox)
     {
         inbound_t *in = sb_container_of(it, inbound_t, link);
-        if (!inbound_ours(s, in))
-            inbound_drop(s, in);
+        if (inbound_ours(s, in))
+            continue;
+        set_aside(s, in->tenant, in->receipt_id, s->info.address ? "another tenant's" : "no such channel");
+        inbound_drop(s, in);
     }
 }
 
@@ -1486,14 +1497,16 @@ static int on_receipt(sb_actor_t *a, void *state, sb_msg_t *m)
     inbound_t *in = sb_calloc(1, sizeof *in);
     if (sb_event_unpack(m->data + sizeof r, m->len - sizeof r, &in->ev) < 0 || !in->ev.provider_id ||
         (in->ev.kind == SB_EV_MESSAGE && !in->ev.from) || (in->ev.kind == SB_EV_STATUS && !in->ev.status)) {
+        set_aside(s, r.tenant, r.receipt_id, "its event is incomplete");
         sb_idset_del(&s->known, r.receipt_id);
-        free(in);
+        free_inbound(in);
         return 0;
     }
     in->receipt_id = r.receipt_id;
     in->tenant = r.tenant;
     in->received_at = (int64_t)sb_rt_time(s->rt) - r.age_ms;
     if (s->ready && !inbound_ours(s, in)) {
+        set_aside(s, in->tenant, in->receipt_id, s->info.address ? "another tenant's" : "no such channel");
         sb_idset_del(&s->known, in->receipt_id);
         free_inbound(in);
         return 0;

@@ -910,6 +910,29 @@ static int port_hook_dead(void *ctx, int64_t tenant, const sb_event_rec_t *ev, c
     return rc;
 }
 
+static void receipt_done_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    (void)res;
+    if (err)
+        sb_log_warn("store: a receipt could not be set aside: %s", detail);
+    op_free(arg);
+}
+
+static void port_receipt_done(void *ctx, int64_t tenant, int64_t receipt_id)
+{
+    sb_store_t *st = ctx;
+    char t[24], id[24];
+    i64_text(t, tenant);
+    i64_text(id, receipt_id);
+    const char *p[2] = {t, id};
+    op_t *o = op_new(st, NULL, NULL);
+    if (sb_pg_query(st->pg,
+                    "UPDATE webhook_receipts SET processed_at = now() WHERE tenant_id = $1 AND id = $2"
+                    " AND processed_at IS NULL",
+                    2, p, SB_PG_PREPARED, receipt_done_read, o) < 0)
+        op_free(o);
+}
+
 void sb_store_port(sb_store_t *st, sb_store_port_t *out)
 {
     *out = (sb_store_port_t){.ctx = st,
@@ -922,7 +945,8 @@ void sb_store_port(sb_store_t *st, sb_store_port_t *out)
                              .events_after = port_events_after,
                              .hook_acked = port_hook_acked,
                              .hook_dead = port_hook_dead,
-                             .message_id = port_message_id};
+                             .message_id = port_message_id,
+                             .receipt_done = port_receipt_done};
 }
 
 /* ---- receipts ---------------------------------------------------------------------------------------------------- */
@@ -1050,10 +1074,12 @@ static void swept(void *arg, int err, const char *detail, const PGresult *res)
                                       .channel = col_i64(res, i, 2),
                                       .age_ms = col_i64(res, i, 3)};
         json_t *j = json_loadb(PQgetvalue(res, i, 4), (size_t)PQgetlength(res, i, 4), 0, NULL);
-        if (j && sb_event_from_json(j, &x->ev) == 0)
+        if (j && sb_event_from_json(j, &x->ev) == 0) {
             n++;
-        else
-            sb_log_error("store: receipt %" PRId64 ": its event cannot be read; left unprocessed", x->id);
+        } else { /* it never will be: set aside, or every sweep would read it again and the mark wait for it */
+            sb_log_error("store: receipt %" PRId64 ": its event cannot be read; set aside unapplied", x->id);
+            port_receipt_done(o->st, x->tenant, x->id);
+        }
         json_decref(j);
     }
     ((sweep_cb_t)o->cb)(o->arg, err, u, n);
@@ -1063,9 +1089,11 @@ static void swept(void *arg, int err, const char *detail, const PGresult *res)
     op_free(o);
 }
 
-/* The mark moves to the oldest receipt still unprocessed, but never past one that may not be visible yet: a receipt
- * whose INSERT has not committed by now has an id below those that have, so the mark stays below every receipt
- * newer than 30 seconds (no insert is open that long). */
+/* One scan of the receipts from the low-water mark on tells both the oldest one unprocessed and the newest one old
+ * enough to be surely visible: an INSERT that has not committed yet holds an id below those that have, so the mark
+ * never passes a receipt younger than 10 seconds (no receipt's INSERT stays open that long). The mark then moves to
+ * the older of the two (past the newest old one when nothing is unprocessed), so under load a sweep reads about ten
+ * seconds of receipts, and the unprocessed ones are read from the oldest of them on. */
 int sb_store_sweep(sb_store_t *st, int older_ms, size_t limit, sweep_cb_t cb, void *arg)
 {
     char o_ms[24], l[24];
@@ -1075,15 +1103,15 @@ int sb_store_sweep(sb_store_t *st, int older_ms, size_t limit, sweep_cb_t cb, vo
     op_t *o = op_new(st, (void *)cb, arg);
     int rc = sb_pg_query(st->pg,
                          "WITH lo AS (SELECT low FROM sweep_marks WHERE name = 'receipts'),"
-                         " mv AS (UPDATE sweep_marks m SET low = greatest(m.low, least("
-                         "   coalesce((SELECT min(w.id) FROM webhook_receipts w, lo"
-                         "             WHERE w.id >= lo.low AND w.processed_at IS NULL), m.low),"
-                         "   coalesce((SELECT max(w.id) + 1 FROM webhook_receipts w, lo"
-                         "             WHERE w.id >= lo.low AND w.received_at < now() - interval '30 seconds'), m.low)"
-                         "   )) WHERE m.name = 'receipts')"
+                         " s AS MATERIALIZED (SELECT min(w.id) FILTER (WHERE w.processed_at IS NULL) AS pending,"
+                         "                           max(w.id) FILTER (WHERE w.received_at < now() - interval"
+                         "                                             '10 seconds') AS old"
+                         "                    FROM webhook_receipts w, lo WHERE w.id >= lo.low),"
+                         " mv AS (UPDATE sweep_marks m SET low = greatest(m.low, least(coalesce(s.pending, s.old + 1,"
+                         "        m.low), coalesce(s.old + 1, m.low))) FROM s WHERE m.name = 'receipts')"
                          " SELECT w.id, w.tenant_id, w.channel_id,"
                          " (extract(epoch FROM now() - w.received_at) * 1000)::bigint, w.event::text"
-                         " FROM webhook_receipts w, lo WHERE w.id >= lo.low AND w.processed_at IS NULL"
+                         " FROM webhook_receipts w, s WHERE w.id >= s.pending AND w.processed_at IS NULL"
                          " AND w.received_at < now() - $1 * interval '1 millisecond' ORDER BY w.id LIMIT $2",
                          2, p, SB_PG_PREPARED, swept, o);
     if (rc < 0)

@@ -87,6 +87,7 @@ static struct {
     int64_t hook_acked;
     int dead;
     int64_t event_age_ms; /* what events_after says of every event's age */
+    int set_aside;        /* receipts marked processed unapplied (receipt_done) */
 } db;
 
 static int64_t last_cursor(int64_t tenant)
@@ -409,6 +410,13 @@ static int64_t f_message_id(void *ctx)
     return ++db.next_id;
 }
 
+static void f_receipt_done(void *ctx, int64_t tenant, int64_t receipt_id)
+{
+    (void)ctx, (void)tenant;
+    db.processed[db.nprocessed++] = receipt_id;
+    db.set_aside++;
+}
+
 /* ---- the fake provider, counters, webhooks, publisher ------------------------------------------------------------ */
 
 static struct {
@@ -547,7 +555,7 @@ static sb_ports_t ports = {
     .store = {.load_tenant = f_load_tenant, .load_channel = f_load_channel, .ensure_conversations = f_ensure,
               .write = f_write, .find_by_provider = f_find_provider, .find_idempotent = f_find_key,
               .events_after = f_events_after, .hook_acked = f_hook_acked, .hook_dead = f_hook_dead,
-              .message_id = f_message_id},
+              .message_id = f_message_id, .receipt_done = f_receipt_done},
     .counters = {.acquire = f_acquire, .release = f_release},
     .provider = {.check = f_check, .send = f_send, .held_ms = f_held},
     .hooks = {.post = f_post},
@@ -720,6 +728,7 @@ TEST(inbound_numbering)
            db.msgs[0].conv == db.msgs[2].conv && db.msgs[0].conv != db.msgs[1].conv,
        "numbered per conversation from memory: 1, 1, 2");
     ok(processed(1) && processed(2) && processed(3), "their receipts are processed in the same writes");
+    ok(db.set_aside == 0, "none set aside");
     is_int(count_events("message.created"), 3, "a message.created each");
     is_int(count_events("conversation.updated"), 3, "and a conversation.updated each");
     ok(cursors_dense(), "cursors are dense from 1 (%zu events)", db.nevents);
@@ -727,6 +736,13 @@ TEST(inbound_numbering)
     receipt(4, "+14155550001", "third");
     drive();
     ok(db.nmsgs == 4 && db.msgs[3].seq == 3, "a later message continues from memory (seq 3)");
+
+    sb_event_t ev = {.kind = SB_EV_MESSAGE, .channel = SB_CH_TWILIO_SMS, .provider_id = "SMx", .from = "+1415"};
+    sb_session_receipt_t other = {.receipt_id = 50, .tenant = 2, .age_ms = 0};
+    sb_session_receipt(rt, 0, 7, &other, &ev);
+    drive();
+    ok(db.nmsgs == 4 && processed(50) && db.set_aside == 1,
+       "a receipt naming another tenant is set aside (marked processed, nothing stored)");
     teardown();
 }
 
