@@ -564,9 +564,11 @@ static void on_poll(uv_poll_t *h, int status, int events)
 static void try_connect(sb_pg_t *pg)
 {
     /* application_name and options first: a conninfo that names its own wins (later keywords override earlier ones).
-     * TimeZone UTC: timestamps come back as the actors write them into events ("...+00:00"). */
+     * TimeZone UTC: timestamps come back as the actors write them into events ("...+00:00"). No JIT: every statement
+     * here is short, and compiling one costs more than it saves (a sweep's estimate once crossed jit_above_cost and
+     * spent its time compiling). */
     const char *const keys[] = {"application_name", "options", "dbname", NULL};
-    const char *const vals[] = {pg->name, "-c TimeZone=UTC", pg->conninfo, NULL};
+    const char *const vals[] = {pg->name, "-c TimeZone=UTC -c jit=off", pg->conninfo, NULL};
     pg->conn = PQconnectStartParams(keys, vals, 1);
     if (!pg->conn || PQstatus(pg->conn) == CONNECTION_BAD) {
         if (!pg->logged_down)

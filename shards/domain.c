@@ -6,6 +6,7 @@
 #include "adapters/apphook.h"
 #include "adapters/counters.h"
 #include "adapters/crypto.h"
+#include "adapters/pg.h"
 #include "adapters/provider.h"
 #include "gateway/log.h"
 #include "proto/err.h"
@@ -198,7 +199,8 @@ static void on_tick(uv_timer_t *t)
     sb_rt_t *rt = sb_shard_rt(d->s);
     sb_rt_set_time(rt, uv_now(t->loop));
     sb_rt_passivate(rt);
-    if (sb_shard_index(d->s) != 0 || !sb_store_connected(d->store) || sb_shard_draining(d->s))
+    if (sb_shard_index(d->s) != 0 || !sb_store_connected(d->store) || sb_shard_draining(d->s) ||
+        !sb_pg_connected(sb_shard_pg_sweeper(d->s)))
         return;
     if (!d->backlog_done && !d->backlog_asked && sb_store_backlog(d->store, backlog_read, d) == 0)
         d->backlog_asked = true;
@@ -222,6 +224,7 @@ static int domain_start(sb_shard_t *s, void **state)
     d->s = s;
     d->opts = o;
     d->store = sb_store_create(sb_shard_pg(s), sb_shard_pg_ingest(s), o->master_key, sb_shard_index(s));
+    sb_store_set_sweeper(d->store, sb_shard_pg_sweeper(s));
     sb_provider_opts_t po = {.master_key = o->master_key,
                              .public_url = o->public_url,
                              .twilio_api_base = o->twilio_api_base,

@@ -44,6 +44,7 @@ struct sb_shard {
     sb_redis_t *redis;
     sb_pg_t *pg;
     sb_pg_t *ingest; /* a second connection: webhook receipts, so acks never wait behind the actors' writes */
+    sb_pg_t *sweeper; /* shard 0 only, a third: the sweeper's scans, so nothing waits behind them */
     const sb_shard_module_t *mods[SB_SHARD_MAX_MODULES];
     void *states[SB_SHARD_MAX_MODULES];
     unsigned nmods, nstarted;
@@ -236,6 +237,9 @@ static void shard_stop(sb_shard_t *s)
         sb_pg_close(s->pg);
     if (s->ingest)
         sb_pg_close(s->ingest);
+    if (s->sweeper)
+        sb_pg_close(s->sweeper);
+    s->sweeper = NULL;
     s->redis = NULL;
     s->pg = s->ingest = NULL;
     publish_stats(s);
@@ -309,6 +313,8 @@ static void shard_main(void *arg)
         s->pg = sb_pg_create(&s->loop, g_opts.pg_conninfo, app);
         snprintf(app, sizeof app, "switchboard shard %u ingest", s->idx);
         s->ingest = sb_pg_create(&s->loop, g_opts.pg_conninfo, app);
+        if (s->idx == 0)
+            s->sweeper = sb_pg_create(&s->loop, g_opts.pg_conninfo, "switchboard sweeper");
     }
     for (unsigned i = 0; i < s->nmods && s->start_rc == 0; i++) {
         s->start_rc = s->mods[i]->start(s, &s->states[i]);
@@ -416,6 +422,7 @@ sb_rt_t *sb_shard_rt(sb_shard_t *s) { return s->rt; }
 sb_redis_t *sb_shard_redis(sb_shard_t *s) { return s->redis; }
 sb_pg_t *sb_shard_pg(sb_shard_t *s) { return s->pg; }
 sb_pg_t *sb_shard_pg_ingest(sb_shard_t *s) { return s->ingest; }
+sb_pg_t *sb_shard_pg_sweeper(sb_shard_t *s) { return s->sweeper; }
 bool sb_shard_draining(const sb_shard_t *s) { return s->draining; }
 void *sb_shard_state(sb_shard_t *s, const sb_shard_module_t *m)
 {

@@ -79,6 +79,9 @@ sb_pg_t *sb_shard_pg(sb_shard_t *s);
 /* The shard's second PostgreSQL connection, for webhook receipts only: inserts that lock no shared row, so the
  * acknowledgement of a webhook waits for its own commit, never behind the actors' writes on sb_shard_pg(). */
 sb_pg_t *sb_shard_pg_ingest(sb_shard_t *s);
+/* Shard 0's third PostgreSQL connection (NULL elsewhere): the sweeper's scans of the receipts, which take
+ * milliseconds, so that no other statement waits behind them. */
+sb_pg_t *sb_shard_pg_sweeper(sb_shard_t *s);
 bool sb_shard_draining(const sb_shard_t *s);
 /* The state module m keeps on shard s (NULL when m is not in the table, or not started). */
 void *sb_shard_state(sb_shard_t *s, const sb_shard_module_t *m);

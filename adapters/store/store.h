@@ -29,6 +29,8 @@ typedef struct sb_pg sb_pg_t;
 /* A store over pg and ingest (borrowed: they outlive it), counting in shard `shard`'s figures (gateway/metrics.h).
  * master_key: opens the tenants' webhook secrets (NULL: no key configured, and no secret can be opened). */
 sb_store_t *sb_store_create(sb_pg_t *pg, sb_pg_t *ingest, const unsigned char *master_key, unsigned shard);
+/* The connection the sweeper's scans (sb_store_sweep, sb_store_backlog) go on (borrowed; NULL: pg's). */
+void sb_store_set_sweeper(sb_store_t *st, sb_pg_t *sweeper);
 /* Frees the store, once its connections have closed (sb_pg_close hands what they held back, through the store). */
 void sb_store_destroy(sb_store_t *st);
 /* Sends what waits in the store's batches now (a stopping shard wants its last writes out). */

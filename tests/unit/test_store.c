@@ -488,7 +488,7 @@ TEST(receipts_and_sweep)
     wait_for(&s2.done);
     ok(s2.err == 0 && s2.n == 0, "swept: nothing left of ours");
     int64_t low = sql_i64("SELECT low FROM sweep_marks WHERE name = 'receipts'");
-    ok(low > 0 && low <= r.r.id, "the low-water mark never passes a receipt newer than 10 s (%" PRId64 ")", low);
+    ok(low > 0 && low <= r.r.id, "the low-water mark never passes a receipt newer than 5 s (%" PRId64 ")", low);
 
     /* a receipt processed and old enough: the mark moves past it, so the next sweep does not read it again */
     char q[512];
