@@ -34,6 +34,8 @@
 #define SENDING_STUCK_MS 120000   /* a message left sending this long by a crash is unknown */
 #define OUTCOME_KEEP_MS 300000    /* an outcome the store did not take is offered again for this long */
 #define MEMO_MAX 4096             /* provider ids (what this session sent lately) and idempotency keys remembered */
+#define CONV_KEEP 1024            /* conversations kept in memory when not in use; the least recently used go beyond
+                                   * (the store has them, and a lookup brings one back) */
 
 enum {
     S_LOADED = SB_SESSION_INTERNAL,
@@ -61,6 +63,8 @@ typedef struct conv {
     char created_at[SB_TIME_LEN], last_message_at[SB_TIME_LEN];
     sb_list_t lane;          /* its outbound messages, in order */
     sb_list_t ready_link;    /* on the session's ready list while its lane's head may start */
+    sb_list_t lru;           /* on the session's conversations, the least recently used first */
+    unsigned holds;          /* checked receipts waiting in the inbox that point at it */
 } conv_t;
 
 enum send_state { Q_QUEUED, Q_CLAIMING, Q_COUNTING, Q_SENDING, Q_STORING, Q_WAITING };
@@ -144,6 +148,7 @@ typedef struct session {
     sb_channel_info_t info;  /* its strings are the session's */
     sb_send_limits_t limits;
     sb_htable_t convs, by_addr, sends;
+    sb_list_t conv_lru;      /* every conversation, the least recently used first */
     memo_t providers, keys;
     sb_list_t ready_lanes;
     unsigned sending;        /* sends from their claim until their outcome is stored */
@@ -322,15 +327,50 @@ static conv_t *conv_get(session_t *s, int64_t id)
     c->id = id;
     sb_list_init(&c->lane);
     sb_list_init(&c->ready_link);
+    sb_list_push_back(&s->conv_lru, &c->lru);
     c->by_id.hash = sb_hash_u64((uint64_t)id);
     sb_htable_insert(&s->convs, &c->by_id);
     return c;
+}
+
+static void conv_touch(session_t *s, conv_t *c)
+{
+    sb_list_remove(&c->lru);
+    sb_list_push_back(&s->conv_lru, &c->lru);
+}
+
+static void conv_free(session_t *s, conv_t *c)
+{
+    sb_htable_remove(&s->convs, &c->by_id);
+    if (c->addressed)
+        sb_htable_remove(&s->by_addr, &c->by_addr);
+    sb_list_remove(&c->lru);
+    free(c->address);
+    free(c->profile_name);
+    free(c);
+}
+
+/* Memory holds the conversations in use (messages being written, sends in its lane, receipts waiting for it) and
+ * at most CONV_KEEP others: a channel with a million contacts does not keep a million conversations. Those forgotten
+ * are whole in the store (none of their writes is in flight), so a lookup brings them back as they were. */
+static void convs_trim(session_t *s)
+{
+    size_t excess = s->convs.n > CONV_KEEP ? s->convs.n - CONV_KEEP : 0, steps = excess + 64;
+    for (sb_list_t *l = sb_list_first(&s->conv_lru); l && excess && steps--;) {
+        conv_t *c = sb_container_of(l, conv_t, lru);
+        l = l->next != &s->conv_lru ? l->next : NULL;
+        if (c->inflight || c->holds || !sb_list_empty(&c->lane) || sb_list_linked(&c->ready_link))
+            continue;
+        conv_free(s, c);
+        excess--;
+    }
 }
 
 /* What the store said of a conversation: it is known, with its address and seq. */
 static void conv_learn(session_t *s, const sb_conv_info_t *ci)
 {
     conv_t *c = conv_get(s, ci->id);
+    conv_touch(s, c);
     c->contact_id = ci->contact_id;
     if (!c->fresh || ci->last_seq > c->last_seq) { /* a fresh conversation's memory is ahead of the store */
         c->last_seq = ci->last_seq;
@@ -609,6 +649,7 @@ static bool check_inbound(session_t *s, inbound_t *in)
             (in->ev.profile_name && (!c->profile_name || strcmp(c->profile_name, in->ev.profile_name) != 0)))
             return false;
         in->conv = c;
+        c->holds++;
     } else if (!in->looked_up && !provider_get(s, in->ev.provider_id)) {
         return false;
     }
@@ -616,9 +657,19 @@ static bool check_inbound(session_t *s, inbound_t *in)
     return true;
 }
 
+/* Lets go of the conversation a checked receipt points at. */
+static void unhold(inbound_t *in)
+{
+    if (in->checked && in->conv) {
+        in->conv->holds--;
+        in->conv = NULL;
+    }
+}
+
 static void uncheck(session_t *s, inbound_t *in)
 {
     if (in->checked) {
+        unhold(in);
         in->checked = false;
         s->unchecked++;
     }
@@ -626,6 +677,7 @@ static void uncheck(session_t *s, inbound_t *in)
 
 static void inbound_drop(session_t *s, inbound_t *in)
 {
+    unhold(in);
     if (!in->checked)
         s->unchecked--;
     sb_idset_del(&s->known, in->receipt_id);
@@ -870,6 +922,7 @@ static void number(session_t *s, conv_t *c, sb_new_message_t *m, int64_t id)
     m->channel_id = s->channel;
     m->seq = ++c->last_seq;
     now_text(s, c->last_message_at);
+    conv_touch(s, c);
 }
 
 /* Hands a work item to the tenant; it answers with SB_SESSION_WRITTEN. */
@@ -1429,6 +1482,7 @@ static void process(session_t *s)
         s->again = false;
         apply_inbound(s);
         apply_accepts(s);
+        convs_trim(s);
         if (!s->again) /* a conversation turned out to need loading again: look it up now */
             return;
     }
@@ -1737,6 +1791,7 @@ static int session_init(sb_actor_t *a, void *state, const void *arg)
     s->channel = (int64_t)sb_actor_key(a);
     s->epoch = atomic_fetch_add(&incarnations, 1) + 1;
     sb_htable_init(&s->convs);
+    sb_list_init(&s->conv_lru);
     sb_htable_init(&s->by_addr);
     sb_htable_init(&s->sends);
     memo_init(&s->providers);

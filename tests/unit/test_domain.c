@@ -59,6 +59,7 @@ typedef struct fmsg {
 typedef struct fconv {
     int64_t id, contact_id, tenant, channel;
     char address[32], profile_name[64];
+    int asked;           /* times a session asked the store about it */
 } fconv_t;
 
 typedef struct fevent {
@@ -73,7 +74,7 @@ static uint64_t now_ms = 1000; /* the runtime's clock */
 static struct {
     fmsg_t msgs[4096];
     size_t nmsgs;
-    fconv_t convs[256];
+    fconv_t convs[2048];
     size_t nconvs;
     fevent_t events[16384];
     size_t nevents;
@@ -169,6 +170,7 @@ static void run_ensure(job_t *j)
             c->channel = j->b;
             snprintf(c->address, sizeof c->address, "%s", addrs[k]);
         }
+        c->asked++;
         out[k] = (sb_conv_info_t){.id = c->id, .contact_id = c->contact_id, .last_seq = conv_seq(c->id),
                                   .address = c->address, .created_at = "2026-01-01T00:00:00.000000+00:00"};
     }
@@ -746,6 +748,42 @@ TEST(inbound_numbering)
     teardown();
 }
 
+static fconv_t *conv_at(const char *address)
+{
+    for (size_t i = 0; i < db.nconvs; i++)
+        if (strcmp(db.convs[i].address, address) == 0)
+            return &db.convs[i];
+    return NULL;
+}
+
+/* A session keeps the conversations it uses and at most CONV_KEEP (1024) others: the least recently used are
+ * forgotten, and asked of the store again when a message comes for them. */
+TEST(forgets_idle_conversations)
+{
+    setup();
+    char from[32];
+    for (int i = 0; i < 1100; i++) {
+        snprintf(from, sizeof from, "+1415600%04d", i);
+        receipt(1 + i, from, "hi");
+        if (i % 100 == 99)
+            drive();
+    }
+    drive();
+    is_int((long long)db.nmsgs, 1100, "1100 messages from 1100 contacts stored");
+    fconv_t *first = conv_at("+14156000000"), *recent = conv_at("+14156001099");
+    ok(first && recent && first->asked == 1 && recent->asked == 1, "each conversation asked of the store once");
+    receipt(2000, "+14156000000", "again");
+    receipt(2001, "+14156001099", "again");
+    drive();
+    ok(first && first->asked == 2, "the least recently used one was forgotten: asked again for its next message");
+    ok(recent && recent->asked == 1, "a recently used one was kept");
+    fmsg_t *again = db.nmsgs == 1102 ? &db.msgs[1100] : NULL;
+    ok(again && first && again->conv == first->id && again->seq == 2,
+       "the forgotten conversation's next message is numbered on from the store (seq 2)");
+    ok(cursors_dense(), "cursors stay dense (%zu events)", db.nevents);
+    teardown();
+}
+
 TEST(failed_write)
 {
     setup();
@@ -1010,6 +1048,7 @@ TEST(webhooks)
 int main(void)
 {
     RUN(inbound_numbering);
+    RUN(forgets_idle_conversations);
     RUN(failed_write);
     RUN(refused_alone);
     RUN(sends);
