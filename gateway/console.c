@@ -6,6 +6,7 @@
 #include "gateway/console.h"
 
 #include "adapters/counters.h"
+#include "adapters/net/accept.h"
 #include "gateway/authguard.h"
 #include "actors/session.h"
 #include "adapters/store/queries.h"
@@ -53,6 +54,7 @@ struct sb_console {
     bool closing;
     int open_handles; /* listener + sweep timer + sessions: freed at zero once closing */
     sb_metrics_t *m;
+    sb_accept_guard_t accept;
     uv_timer_t sweep;  /* auth deadlines, and sessions that take too long to end */
     char rbuf[65536];
 };
@@ -1359,7 +1361,7 @@ static void on_connection(uv_stream_t *server, int status)
     uv_tcp_init(con->loop, &s->tcp);
     s->tcp.data = s;
     con->open_handles++;
-    if (uv_accept(server, (uv_stream_t *)&s->tcp) < 0) {
+    if (!sb_accept_guarded(&con->accept, server, (uv_stream_t *)&s->tcp)) {
         s->closing = true;
         uv_close((uv_handle_t *)&s->tcp, session_closed);
         return;
@@ -1434,6 +1436,7 @@ int sb_console_open(uv_loop_t *loop, const sb_console_opts_t *opts, sb_console_t
     con->opts.node_id = sb_strdup(opts->node_id);
     con->started_ms = uv_now(loop);
     con->m = sb_metrics_shard(opts->shard);
+    sb_accept_guard_init(&con->accept, "console", &con->m->connections_refused);
     uv_tcp_init(loop, &con->listener);
     con->listener.data = con;
     uv_timer_init(loop, &con->sweep);

@@ -28,6 +28,7 @@
 #include "proto/inbox.h"
 #include "proto/list.h"
 #include "proto/mem.h"
+#include "proto/slab.h"
 #include "shards/domain.h"
 
 #include <stdio.h>
@@ -102,6 +103,9 @@ struct hub {
     sb_buf_t out;              /* scratch for single frames */
 };
 
+/* The clients of this shard, packed in a slab: an idle one costs its own size. */
+static _Thread_local sb_slab_t client_slab;
+
 static void pending_clear(client_t *c)
 {
     for (size_t i = 0; i < c->npending; i++)
@@ -115,7 +119,7 @@ static void client_unref(client_t *c)
         return;
     pending_clear(c);
     free(c->pending);
-    free(c);
+    sb_slab_free(&client_slab, c);
 }
 
 static bool tsub_eq(const sb_hnode_t *n, const void *key)
@@ -224,6 +228,9 @@ static void go_live(client_t *c)
         write_batch_event(c, e, &cached);
     }
     pending_clear(c);
+    free(c->pending); /* a live client holds none */
+    c->pending = NULL;
+    c->cap_pending = 0;
     if (hole && c->state == S_LIVE)
         replay_next(c);
 }
@@ -602,7 +609,7 @@ bool sb_live_handle(sb_shard_t *s, sb_http_req_t *req)
                           .slow_reason = "too slow: resume from your last cursor",
                           .origin_allowed = origin_allowed,
                           .what = "the live inbox"};
-    client_t *c = sb_calloc(1, sizeof *c);
+    client_t *c = sb_slab_alloc(&client_slab, sizeof *c);
     c->hub = h;
     c->state = S_HELLO;
     c->refs = 1;

@@ -21,6 +21,7 @@
 #include "shards/domain.h"
 #include "shards/shard.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,7 +129,24 @@ static const sb_shard_module_t *const modules[] = {&sb_domain_module, &sb_webhoo
 /* ---- signals and the exit bound ------------------------------------------------------------------------------- */
 
 static uv_signal_t sig_term, sig_int;
-static uv_timer_t wait_timer;
+static uv_timer_t wait_timer, trim_timer;
+
+#define TRIM_MS 5000
+#define TRIM_SLOW_MS 20
+
+/* Every TRIM_MS, free memory goes back to the kernel. glibc returns only what is free at the top of each shard's
+ * heap; a burst (thousands of handshakes, a large fan-out) leaves free pages between the objects that stay, and
+ * those would count against the process for good. malloc_trim gives them back (madvise), from this thread, which
+ * has nothing else to do; a shard that allocates meanwhile waits for its arena's lock, so a slow trim is logged. */
+static void on_trim(uv_timer_t *t)
+{
+    uint64_t t0 = uv_hrtime();
+    malloc_trim(0);
+    uint64_t ms = (uv_hrtime() - t0) / 1000000;
+    if (ms >= TRIM_SLOW_MS)
+        sb_log_warn("returning free memory to the kernel took %llu ms", (unsigned long long)ms);
+    (void)t;
+}
 static bool draining;
 static uint64_t exit_deadline;
 static int exit_code;
@@ -159,13 +177,21 @@ static void on_signal(uv_signal_t *h, int signum)
     sb_shards_drain(drain_ms);
 }
 
+/* Every connection is a descriptor: take all the kernel allows this process (the hard limit; a systemd unit sets
+ * it with LimitNOFILE), and say what that is. */
 static void raise_fd_limit(void)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t soft = rl.rlim_cur;
+    if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            rl.rlim_cur = soft;
     }
+    sb_log_info("open files: soft limit %llu (it was %llu), hard limit %llu", (unsigned long long)rl.rlim_cur,
+                (unsigned long long)soft, (unsigned long long)rl.rlim_max);
 }
 
 static void usage(FILE *f)
@@ -263,6 +289,8 @@ int main(int argc, char **argv)
 
     uv_timer_init(loop, &wait_timer);
     uv_timer_start(&wait_timer, on_wait, 50, 50);
+    uv_timer_init(loop, &trim_timer);
+    uv_timer_start(&trim_timer, on_trim, TRIM_MS, TRIM_MS);
     uv_run(loop, UV_RUN_DEFAULT);
     if (exit_code) {
         sb_config_cleanup(&cfg);
@@ -273,6 +301,7 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
     uv_close((uv_handle_t *)&wait_timer, NULL);
+    uv_close((uv_handle_t *)&trim_timer, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
     sb_www_cleanup();

@@ -32,6 +32,8 @@ static const struct figure {
      offsetof(sb_metrics_t, http_requests)},
     {"sb_connections", "gauge", "Open HTTP and WebSocket connections.", ROW_GAUGE,
      offsetof(sb_metrics_t, http_connections)},
+    {"sb_connections_refused_total", "counter", "Connections refused for lack of file descriptors.", ROW_COUNTER,
+     offsetof(sb_metrics_t, connections_refused)},
     {"sb_console_sessions", "gauge", "Open admin console sessions.", ROW_GAUGE,
      offsetof(sb_metrics_t, console_sessions)},
     {"sb_inbox_clients", "gauge", "Live inbox WebSocket clients.", ROW_GAUGE, offsetof(sb_metrics_t, inbox_clients)},

@@ -16,6 +16,7 @@ typedef struct sb_metrics {
     _Atomic uint64_t http_requests;       /* requests answered (any status) */
     _Atomic uint64_t http_status[6];      /* by class: [1]=1xx .. [5]=5xx */
     _Atomic int64_t http_connections;     /* open HTTP/WebSocket connections */
+    _Atomic uint64_t connections_refused; /* HTTP and console connections refused for lack of descriptors */
     _Atomic int64_t console_sessions;     /* open admin console sessions */
     _Atomic uint64_t console_commands;
     _Atomic int64_t inbox_clients;        /* live inbox WebSocket clients */

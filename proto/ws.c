@@ -21,7 +21,6 @@
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define WS_KEY_LEN 24          /* base64 of 16 bytes */
-#define WS_KEEP_BUF 16384      /* a reassembly buffer larger than this is freed after its message, not kept */
 
 /* ---- handshake ------------------------------------------------------------------------------------------------ */
 
@@ -257,11 +256,9 @@ int sb_ws_feed(sb_ws_reader_t *r, char *in, size_t len, size_t *used, sb_ws_even
         return r->err;
     if (r->closed)
         return SB_ECLOSED;
-    if (r->reset) {
+    if (r->reset) { /* a reassembly buffer goes with its message: an idle connection holds none */
         r->reset = false;
-        if (r->msg.cap > WS_KEEP_BUF)
-            sb_buf_cleanup(&r->msg);
-        r->msg.len = 0;
+        sb_buf_cleanup(&r->msg);
     }
 
     for (;;) {

@@ -25,12 +25,15 @@
  * deadline, and another answers the requests a handler chose to answer later (sb_http_respond_later). */
 #include "adapters/net/http_server.h"
 
+#include "adapters/net/accept.h"
+
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "proto/err.h"
 #include "proto/http1.h"
 #include "proto/list.h"
 #include "proto/mem.h"
+#include "proto/slab.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -43,6 +46,9 @@
 #define LINGER_MS 2000
 #define STREAM_LINGER_MS 10000 /* a closed stream's queued frames (and its close frame) may take this long to go */
 #define READ_CHUNK 16384
+#define IN_CAP (READ_CHUNK + 1) /* an input buffer as the pool hands it out: one read and its NUL */
+#define POOL_KEEP 64            /* free input buffers a server keeps for the next connection that reads */
+#define REQ_KEEP 64             /* free request objects it keeps for the next request */
 #define MAX_BUFFERED (1u << 20) /* unanswered bytes a connection may hold before we stop reading */
 #define OUT_HIGH (256u << 10)   /* unwritten answer bytes at which a connection's next request waits */
 #define OUT_LOW (64u << 10)     /* ... until the peer has read them down to this */
@@ -84,9 +90,6 @@ struct conn {
     const sb_http_stream_ops_t *ops; /* C_STREAM: the owner's */
     void *ops_arg;
     conn_t *next_kick;         /* on the server's kick list: process() again from the idle handle */
-    sb_buf_t corked;           /* C_STREAM: frames written this loop turn, not yet handed to the kernel */
-    conn_t *next_corked;       /* on the server's corked list (while listed_corked) */
-    bool listed_corked;
     bool reading, closing, close_after, peer_eof, in_process, kicked, paused;
     bool out_blocked; /* C_HEAD: waiting for queued answers to drain below OUT_LOW */
 };
@@ -100,20 +103,31 @@ struct sb_http_server {
     uint64_t later_due;     /* when later_timer fires (while it runs) */
     uv_idle_t kick;   /* runs process() for connections on the kick list, then stops */
     conn_t *kicks;
-    uv_check_t uncork_io;     /* after the I/O callbacks of a loop turn: writes the corked streams */
-    uv_prepare_t uncork_idle; /* before the loop blocks: what timers and other phases corked */
-    conn_t *corked;
+    uv_check_t uncork_io;     /* after the I/O callbacks of a loop turn: writes the gathered frames */
+    uv_prepare_t uncork_idle; /* before the loop blocks: what timers and other phases gathered */
+    conn_t *gather_conn;      /* the stream whose frames are in gather, or NULL */
+    sb_buf_t gather;
     sb_http_server_opts_t opts;
     sb_metrics_t *m;
     sb_list_t conns;
     unsigned nconns;
     sb_buf_t out; /* answers are built here, then written */
+    char *pool[POOL_KEEP]; /* free input buffers of IN_CAP bytes */
+    unsigned npool;
+    sb_http_req_t *free_reqs; /* kept for reuse, linked by next_later: a request object is large, and short-lived
+                                 ones freed between long-lived connections' allocations would leave holes */
+    unsigned nfree_reqs;
+    sb_accept_guard_t accept;
     int open_handles;
     bool draining, closing, listening;
 };
 
+/* Connections, on the thread of their server's loop: packed in a slab, an idle one costs its own size. */
+static _Thread_local sb_slab_t conn_slab;
+
 static void process(conn_t *c);
 static void conn_close(conn_t *c);
+static void in_give(conn_t *c);
 static void on_later(uv_timer_t *t);
 
 /* ---- small helpers -------------------------------------------------------------------------------------------- */
@@ -266,69 +280,58 @@ static int conn_write(conn_t *c, const char *p, size_t len)
 }
 
 /* ---- corked stream writes ------------------------------------------------------------------------------------
- * A stream's frames are gathered per connection and handed to the kernel once per loop turn, so an inbox client
- * sent ten events in one turn costs one write(2) and one TCP segment, not ten. The check handle writes them after
- * the turn's I/O callbacks; the prepare handle before the loop blocks, for what timers and close callbacks wrote. */
+ * The frames written to a stream in a row gather in the server's one buffer and go to the kernel together, in one
+ * write(2), when a frame for another stream comes or the loop turn ends: an inbox client sent the two events of a
+ * message in one turn costs one write and one TCP segment, and a fan-out to thousands of clients costs one write
+ * each and no memory per client. The check handle flushes after the turn's I/O callbacks; the prepare handle before
+ * the loop blocks, for what timers and close callbacks wrote. */
 
-#define CORK_KEEP 16384 /* a connection keeps a corked buffer up to this size between turns */
+#define GATHER_KEEP 65536 /* the gathering buffer keeps up to this much room between flushes */
 
-static void uncork(conn_t *c)
+static void uncork(sb_http_server_t *srv)
 {
-    if (c->corked.len && !c->closing)
-        conn_write(c, c->corked.p, c->corked.len); /* a failure closes the connection */
-    c->corked.len = 0;
-    if (c->corked.cap > CORK_KEEP)
-        sb_buf_cleanup(&c->corked);
-}
-
-static void uncork_all(sb_http_server_t *srv)
-{
-    conn_t *c = srv->corked;
-    srv->corked = NULL;
-    uv_check_stop(&srv->uncork_io);
-    uv_prepare_stop(&srv->uncork_idle);
-    while (c) {
-        conn_t *next = c->next_corked;
-        c->next_corked = NULL;
-        c->listed_corked = false;
-        uncork(c);
-        c = next;
-    }
+    conn_t *c = srv->gather_conn;
+    srv->gather_conn = NULL;
+    if (c && srv->gather.len && !c->closing)
+        conn_write(c, srv->gather.p, srv->gather.len); /* a failure closes the connection */
+    srv->gather.len = 0;
+    if (srv->gather.cap > GATHER_KEEP)
+        sb_buf_cleanup(&srv->gather);
 }
 
 static void on_uncork_io(uv_check_t *h)
 {
-    uncork_all(h->data);
+    sb_http_server_t *srv = h->data;
+    uv_check_stop(&srv->uncork_io);
+    uv_prepare_stop(&srv->uncork_idle);
+    uncork(srv);
 }
 
 static void on_uncork_idle(uv_prepare_t *h)
 {
-    uncork_all(h->data);
+    sb_http_server_t *srv = h->data;
+    uv_check_stop(&srv->uncork_io);
+    uv_prepare_stop(&srv->uncork_idle);
+    uncork(srv);
 }
 
 static void cork(conn_t *c, const uv_buf_t *bufs, unsigned n)
 {
-    for (unsigned i = 0; i < n; i++)
-        sb_buf_append(&c->corked, bufs[i].base, bufs[i].len);
-    if (c->listed_corked)
-        return;
     sb_http_server_t *srv = c->srv;
-    c->listed_corked = true;
-    c->next_corked = srv->corked;
-    srv->corked = c;
-    uv_check_start(&srv->uncork_io, on_uncork_io);
-    uv_prepare_start(&srv->uncork_idle, on_uncork_idle);
+    if (srv->gather_conn != c) {
+        uncork(srv); /* another stream's frames go first */
+        srv->gather_conn = c;
+        uv_check_start(&srv->uncork_io, on_uncork_io);
+        uv_prepare_start(&srv->uncork_idle, on_uncork_idle);
+    }
+    for (unsigned i = 0; i < n; i++)
+        sb_buf_append(&srv->gather, bufs[i].base, bufs[i].len);
 }
 
-static void unlist_corked(conn_t *c)
+/* Bytes of c waiting in the gathering buffer. */
+static size_t gathered(const conn_t *c)
 {
-    if (!c->listed_corked)
-        return;
-    conn_t **pp = &c->srv->corked;
-    while (*pp != c)
-        pp = &(*pp)->next_corked;
-    *pp = c->next_corked;
-    c->listed_corked = false;
+    return c->srv->gather_conn == c ? c->srv->gather.len : 0;
 }
 
 /* ---- requests ------------------------------------------------------------------------------------------------- */
@@ -369,6 +372,13 @@ static void req_free(sb_http_req_t *req)
     sb_buf_cleanup(&req->body_buf);
     sb_buf_cleanup(&req->later);
     sb_buf_cleanup(&req->orphan);
+    sb_http_server_t *srv = req->srv;
+    if (req->conn && srv->nfree_reqs < REQ_KEEP) { /* (its connection still open: so is the server) */
+        req->next_later = srv->free_reqs;
+        srv->free_reqs = req;
+        srv->nfree_reqs++;
+        return;
+    }
     free(req);
 }
 
@@ -532,8 +542,16 @@ void sb_http_respond_later(sb_http_req_t *req, uint32_t delay_ms, int status, co
 
 static sb_http_req_t *req_new(conn_t *c)
 {
-    sb_http_req_t *req = sb_calloc(1, sizeof *req);
-    req->srv = c->srv;
+    sb_http_server_t *srv = c->srv;
+    sb_http_req_t *req = srv->free_reqs;
+    if (req) {
+        srv->free_reqs = req->next_later;
+        srv->nfree_reqs--;
+        memset(req, 0, sizeof *req);
+    } else {
+        req = sb_calloc(1, sizeof *req);
+    }
+    req->srv = srv;
     req->m = c->srv->m;
     req->conn = c;
     c->req = req;
@@ -681,6 +699,7 @@ static void process(conn_t *c)
     c->in_process = false;
     if (c->closing)
         return;
+    in_give(c);
     /* Read while there is room and no handler holds a request; a handler's answer resumes reading. */
     bool want = (c->state == C_HEAD && !c->out_blocked) || c->state == C_BODY || (c->state == C_STREAM && !c->paused);
     set_reading(c, want && !c->close_after && c->in.len < MAX_BUFFERED);
@@ -688,12 +707,38 @@ static void process(conn_t *c)
         maybe_shutdown(c);
 }
 
-/* ---- reading -------------------------------------------------------------------------------------------------- */
+/* ---- reading --------------------------------------------------------------------------------------------------
+ * An idle connection holds no input buffer (as nginx keeps idle keep-alive connections small): one is taken from
+ * the server's pool when the socket is readable, and given back once its bytes are consumed. */
+
+static void in_take(conn_t *c)
+{
+    if (c->in.p)
+        return;
+    sb_http_server_t *srv = c->srv;
+    c->in.p = srv->npool ? srv->pool[--srv->npool] : sb_malloc(IN_CAP);
+    c->in.cap = IN_CAP;
+    c->in.len = 0;
+}
+
+static void in_give(conn_t *c)
+{
+    if (!c->in.p || c->in.len || c->req)
+        return;
+    sb_http_server_t *srv = c->srv;
+    if (c->in.cap != IN_CAP || srv->npool == POOL_KEEP) { /* grown for a large head or body, or enough kept */
+        sb_buf_cleanup(&c->in);
+        return;
+    }
+    srv->pool[srv->npool++] = c->in.p;
+    sb_buf_init(&c->in);
+}
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     conn_t *c = h->data;
     (void)suggested;
+    in_take(c);
     if (c->state == C_LINGER) { /* discarded anyway: reuse the same room */
         sb_buf_reserve(&c->in, READ_CHUNK);
         *buf = uv_buf_init(c->in.p, READ_CHUNK);
@@ -707,8 +752,10 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
     conn_t *c = st->data;
     (void)buf;
-    if (n == 0)
+    if (n == 0) { /* nothing after all */
+        in_give(c);
         return;
+    }
     if (n < 0) {
         if (n == UV_EOF && c->state == C_HANDLER) { /* half-closed after its request: still answer it */
             c->peer_eof = true;
@@ -718,8 +765,10 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
-    if (c->state == C_LINGER)
+    if (c->state == C_LINGER) {
+        in_give(c);
         return;
+    }
     c->in.len += (size_t)n;
     c->in.p[c->in.len] = '\0';
     process(c);
@@ -742,6 +791,14 @@ static void server_maybe_free(sb_http_server_t *srv)
 {
     if (srv->closing && srv->open_handles == 0) {
         sb_buf_cleanup(&srv->out);
+        sb_buf_cleanup(&srv->gather);
+        while (srv->npool)
+            free(srv->pool[--srv->npool]);
+        while (srv->free_reqs) {
+            sb_http_req_t *req = srv->free_reqs;
+            srv->free_reqs = req->next_later;
+            free(req);
+        }
         free(srv);
     }
 }
@@ -756,12 +813,14 @@ static void conn_closed(uv_handle_t *h)
             pp = &(*pp)->next_kick;
         *pp = c->next_kick;
     }
-    unlist_corked(c);
+    if (srv->gather_conn == c) { /* (its frames were dropped when it closed) */
+        srv->gather_conn = NULL;
+        srv->gather.len = 0;
+    }
     if (c->ops)
         c->ops->on_close(c->ops_arg, (sb_http_stream_t *)c);
     sb_buf_cleanup(&c->in);
-    sb_buf_cleanup(&c->corked);
-    free(c);
+    sb_slab_free(&conn_slab, c);
     srv->open_handles--;
     server_maybe_free(srv);
 }
@@ -791,14 +850,14 @@ static void on_connection(uv_stream_t *server, int status)
     sb_http_server_t *srv = server->data;
     if (status < 0 || srv->draining || srv->closing)
         return;
-    conn_t *c = sb_calloc(1, sizeof *c);
+    conn_t *c = sb_slab_alloc(&conn_slab, sizeof *c);
     sb_list_init(&c->link);
     c->srv = srv;
     sb_buf_init(&c->in);
     uv_tcp_init(srv->loop, &c->tcp);
     c->tcp.data = c;
     srv->open_handles++;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+    if (!sb_accept_guarded(&srv->accept, server, (uv_stream_t *)&c->tcp)) {
         c->closing = true;
         uv_close((uv_handle_t *)&c->tcp, conn_closed);
         return;
@@ -899,6 +958,7 @@ int sb_http_server_create(uv_loop_t *loop, const sb_http_server_opts_t *opts, sb
     srv->loop = loop;
     srv->opts = *opts;
     srv->m = sb_metrics_shard(opts->shard);
+    sb_accept_guard_init(&srv->accept, "http", &srv->m->connections_refused);
     sb_buf_init(&srv->out);
     uv_tcp_init(loop, &srv->listener);
     srv->listener.data = srv;
@@ -1048,7 +1108,7 @@ int sb_http_stream_write(sb_http_stream_t *st, const uv_buf_t *bufs, unsigned n)
 size_t sb_http_stream_queued(const sb_http_stream_t *st)
 {
     const conn_t *c = (const conn_t *)st;
-    return c->queued + c->corked.len;
+    return c->queued + gathered(c);
 }
 
 void sb_http_stream_set_reading(sb_http_stream_t *st, bool on)
@@ -1066,8 +1126,8 @@ void sb_http_stream_close(sb_http_stream_t *st)
     conn_t *c = (conn_t *)st;
     if (c->closing || c->close_after)
         return;
-    unlist_corked(c);
-    uncork(c); /* what was written before the close goes first */
+    if (c->srv->gather_conn == c)
+        uncork(c->srv); /* what was written before the close goes first */
     c->close_after = true;
     c->deadline = now_ms(c->srv) + STREAM_LINGER_MS; /* a peer that does not read cannot hold us */
     set_reading(c, false);

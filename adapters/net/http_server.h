@@ -133,9 +133,10 @@ typedef struct sb_http_stream_ops {
  * request with no body that the handler has not answered. */
 sb_http_stream_t *sb_http_upgrade(sb_http_req_t *req, const char *head, size_t len, const sb_http_stream_ops_t *ops,
                                   void *arg);
-/* Writes the buffers in order (borrowed: they are copied). What a stream is written during one loop turn goes to
- * the kernel together at the end of the turn, in one write. Returns 0, or a negative code when the connection is
- * closing (the bytes are dropped). */
+/* Writes the buffers in order (borrowed: they are copied). The frames written to a stream in a row go to the kernel
+ * together, in one write, when another stream is written or the loop turn ends (so at the latest before the loop
+ * blocks again); they wait in one buffer of the server's, none of the connection's. Returns 0, or a negative code
+ * when the connection is closing (the bytes are dropped). */
 int sb_http_stream_write(sb_http_stream_t *st, const uv_buf_t *bufs, unsigned n);
 /* Bytes accepted by sb_http_stream_write that the kernel has not taken yet: how far behind the peer is. */
 size_t sb_http_stream_queued(const sb_http_stream_t *st);

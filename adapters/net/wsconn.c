@@ -2,6 +2,7 @@
 #include "adapters/net/wsconn.h"
 
 #include "proto/mem.h"
+#include "proto/slab.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,9 @@ struct sb_wsconn {
     bool closing;
     sb_ws_reader_t rd;
 };
+
+/* The connections of this thread (a shard's loop): packed in a slab, an idle one costs its own size. */
+static _Thread_local sb_slab_t ws_slab;
 
 /* Does the comma-separated header value list contain token (case-insensitively)? */
 static bool has_token(sb_str_t list, const char *token)
@@ -136,7 +140,7 @@ static void on_close(void *arg, sb_http_stream_t *st)
     c->st = NULL;
     c->ops->on_close(c->arg, c);
     sb_ws_reader_cleanup(&c->rd);
-    free(c);
+    sb_slab_free(&ws_slab, c);
 }
 
 static const sb_http_stream_ops_t stream_ops = {.on_data = on_data, .on_drain = on_drain, .on_close = on_close};
@@ -209,7 +213,7 @@ sb_wsconn_t *sb_wsconn_accept(sb_http_req_t *req, const sb_wsconn_opts_t *o, con
                      "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
                      "sec-websocket-accept: %s\r\n%s%s%s\r\n",
                      accept, chosen ? "sec-websocket-protocol: " : "", chosen ? chosen : "", chosen ? "\r\n" : "");
-    sb_wsconn_t *c = sb_calloc(1, sizeof *c);
+    sb_wsconn_t *c = sb_slab_alloc(&ws_slab, sizeof *c);
     c->ops = ops;
     c->arg = arg;
     c->max_queued = o->max_queued;
@@ -219,7 +223,7 @@ sb_wsconn_t *sb_wsconn_accept(sb_http_req_t *req, const sb_wsconn_opts_t *o, con
     c->st = sb_http_upgrade(req, head, (size_t)n, &stream_ops, c);
     if (!c->st) {
         sb_ws_reader_cleanup(&c->rd);
-        free(c);
+        sb_slab_free(&ws_slab, c);
         return NULL;
     }
     return c;

@@ -160,12 +160,12 @@ static void ws_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->in.len += (size_t)nread;
     size_t off = 0;
     if (c->state == 0) {
-        char *end = memmem(c->in.p, c->in.len, "\r\n\r\n", 4);
-        if (!end)
+        long head = lk_ws_handshake(c->in.p, c->in.len);
+        if (head == 0)
             return;
-        if (memcmp(c->in.p, "HTTP/1.1 101", 12) != 0)
+        if (head < 0)
             die("handshake refused");
-        off = (size_t)(end + 4 - c->in.p);
+        off = (size_t)head;
         c->state = 1;
         char hello[256];
         snprintf(hello, sizeof hello, "{\"op\":\"hello\",\"token\":\"%s\"}", tenants[c->tenant].key);

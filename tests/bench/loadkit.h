@@ -87,6 +87,18 @@ static int __attribute__((unused)) lk_inbox_upgrade(char *out, size_t len, int p
                     port);
 }
 
+/* The server's answer to lk_inbox_upgrade at the start of in[0..len): 0 while it is not whole, -1 when it is no
+ * 101, else the bytes it takes (the frames follow). */
+static long __attribute__((unused)) lk_ws_handshake(const char *p, size_t len)
+{
+    const char *end = memmem(p, len, "\r\n\r\n", 4);
+    if (!end)
+        return 0;
+    if (len < 12 || memcmp(p, "HTTP/1.1 101", 12) != 0)
+        return -1;
+    return (long)(end + 4 - p);
+}
+
 /* A client's text frame holding text (masked with a zero key: masked as RFC 6455 requires, bytes unchanged), into
  * out (at least strlen(text) + 14 bytes). Returns its length. */
 static size_t __attribute__((unused)) lk_ws_text(unsigned char *out, const char *text)

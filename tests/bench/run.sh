@@ -17,12 +17,16 @@
 #   4. Webhook-to-inbox latency: bench_live with 1,000 live inbox clients (100 tenants x 10)
 #      while webhooks arrive at LIVE_RATE/s (5000) for LIVE_SECONDS (10), on a gateway with
 #      the default number of shards.
+#   4b. Idle connections: bench_idle opens IDLE_CLIENTS (15,000) inbox clients of one tenant on a fresh gateway
+#      (over several processes: each may hold only so many descriptors), prints the gateway's RSS per idle
+#      connection, the time one event takes to reach all of them, and the RSS once they are idle again.
+#   5. Sends end to end: POST /v1/messages over 1,000 channels to the mock provider.
 #
 # Needs the local stack (ops/stack.sh up); the gateway runs on a fresh database, switchboard_bench,
 # made anew by every run. Starts and stops its own nginx and gateway, with temp configs and dirs,
 # and leaves nothing running. WRK_DURATION=5s, ROUNDS=3 and WRK_CONNECTIONS=50 can be overridden;
 # PERF_OUT=FILE records the gateway with perf during the last c=200 webhook round, PERF_SENDS_OUT=FILE while it sends; BENCH="webhooks sends" (any of actors, counters, healthz,
-# webhooks, peer, live, sends) runs only those sections.
+# webhooks, peer, live, idle, sends) runs only those sections; IDLE_CLIENTS (15000) sets the idle section's clients.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -506,6 +510,21 @@ if want live; then
     # (bench_live's second of warm-up is in these figures too: about one webhook in eleven more than counted)
     cpu_per "webhook (all its inbox deliveries included)" $((LIVE_RATE * LIVE_SECONDS)) "$TMP/cpu0" "$TMP/cpu1" \
         bench_live $((t1 - t0))
+fi
+
+# --- 4b. idle inbox connections: what each costs the gateway, and one event to all of them --------------------------
+
+if want idle; then
+    IDLE_CLIENTS=${IDLE_CLIENTS:-15000}
+    echo "== Idle inbox connections: $IDLE_CLIENTS clients of one tenant on a fresh gateway (default shards), then one event to all"
+    kill -TERM "$GW_PID" 2>/dev/null || true
+    wait "$GW_PID" 2>/dev/null || true
+    env "${unset_sb[@]}" "$GATEWAY" -c "$TMP/switchboard.conf" >"$TMP/gateway-idle.log" 2>&1 &
+    GW_PID=$!
+    wait_http "http://127.0.0.1:$GW_PORT/healthz" gateway "$TMP/gateway-idle.log"
+    python3 tests/bench/setup_tenants.py "$GW_PORT" bench-token 1 >"$TMP/idle-tenant.txt"
+    build/release/bench/bench_idle "$GW_PORT" "$TMP/idle-tenant.txt" "$GW_PID" "$IDLE_CLIENTS"
+    grep -E 'open files|descriptors' "$TMP/gateway-idle.log" | sed 's/^/  gateway: /' || true
 fi
 
 # --- 5. end-to-end sends: REST -> outbox -> session actors -> Redis counters -> curl -> the mock provider ---------

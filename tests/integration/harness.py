@@ -19,6 +19,7 @@ stderr) is printed as TAP comments whenever something failed while it ran.
 
 import json
 import os
+import resource
 import select
 import shutil
 import signal
@@ -216,7 +217,8 @@ class Gateway:
     """One gateway process with its own temp config. Options override or add config keys; a
     value of None removes the key (e.g. admin_token=None starts it without a token)."""
 
-    def __init__(self, **options):
+    def __init__(self, nofile=None, **options):
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) for the process, when given
         self.port = free_port()
         self.admin_port = free_port()
         while self.admin_port == self.port:
@@ -268,7 +270,11 @@ class Gateway:
         # SB_<KEY> variables override the config file: never let the caller's leak in (SB_BIN!).
         env = {k: v for k, v in os.environ.items() if not k.startswith("SB_")}
         log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([SB_BIN, "-c", self.conf_path], cwd=ROOT, env=env,
+        limit = None
+        if self.nofile:
+            def limit():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+        self.proc = subprocess.Popen([SB_BIN, "-c", self.conf_path], cwd=ROOT, env=env, preexec_fn=limit,
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         _live.append(self)
