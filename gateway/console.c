@@ -1213,6 +1213,7 @@ static void session_unref(session_t *s)
     if (--s->refs == 0) {
         sb_console_t *con = s->con;
         sb_buf_cleanup(&s->in);
+        sb_line_reader_cleanup(&s->lr);
         free(s);
         con->open_handles--;
         console_maybe_free(con);
@@ -1298,6 +1299,8 @@ static void pump(session_t *s)
         memmove(s->in.p, s->in.p + off, s->in.len - off);
         s->in.len -= off;
     }
+    if (!s->in.len) /* an idle session holds no input buffer */
+        sb_buf_cleanup(&s->in);
     s->pumping = false;
     bool want = !s->closing && !s->ending && s->in.len < MAX_QUEUED_INPUT;
     if (want != s->reading) {

@@ -6,13 +6,31 @@
 #include "proto/line.h"
 
 #include "proto/err.h"
+#include "proto/mem.h"
 
 #include <string.h>
 
 void sb_line_reader_init(sb_line_reader_t *r)
 {
+    r->buf = NULL;
     r->len = 0;
     r->discarding = false;
+}
+
+void sb_line_reader_cleanup(sb_line_reader_t *r)
+{
+    sb_free(r->buf);
+    r->len = 0;
+    r->discarding = false;
+}
+
+/* Keeps seg more bytes of the unfinished line. */
+static void keep(sb_line_reader_t *r, const char *data, size_t seg)
+{
+    if (!r->buf)
+        r->buf = sb_malloc(SB_LINE_BUF);
+    memcpy(r->buf + r->len, data, seg);
+    r->len += seg;
 }
 
 /* Reports one finished line of n bytes at p (p may point into r->buf), stripping one trailing "\r". */
@@ -34,28 +52,30 @@ size_t sb_line_feed(sb_line_reader_t *r, const char *data, size_t len, sb_line_c
         const char *nl = memchr(data, '\n', len);
         size_t seg = nl ? (size_t)(nl - data) : len;
 
-        if (!r->discarding && seg > sizeof r->buf - r->len)
-            r->discarding = true; /* even without a "\r" at its end, the line cannot fit: stop buffering it */
+        if (!r->discarding && seg > SB_LINE_BUF - r->len) {
+            sb_line_reader_cleanup(r); /* even without a "\r" at its end, the line cannot fit: stop buffering it */
+            r->discarding = true;
+        }
 
         if (!nl) {
-            if (!r->discarding) {
-                memcpy(r->buf + r->len, data, seg);
-                r->len += seg;
-            }
+            if (!r->discarding && seg)
+                keep(r, data, seg);
             break;
         }
 
         if (r->discarding) {
-            r->len = 0;
-            r->discarding = false;
-            cb(arg, sb_str(r->buf, 0), SB_E2BIG);
+            sb_line_reader_cleanup(r);
+            cb(arg, sb_str("", 0), SB_E2BIG);
         } else if (r->len == 0) {
             line_emit(data, seg, cb, arg);
         } else {
-            memcpy(r->buf + r->len, data, seg);
-            size_t n = r->len + seg;
-            r->len = 0; /* reset before the callback: the reader is consistent whatever cb does */
-            line_emit(r->buf, n, cb, arg);
+            keep(r, data, seg);
+            char *line = r->buf; /* the reader lets go of it before the callback: consistent whatever cb does */
+            size_t n = r->len;
+            r->buf = NULL;
+            r->len = 0;
+            line_emit(line, n, cb, arg);
+            free(line);
         }
         lines++;
         data += seg + 1;

@@ -18,10 +18,12 @@
 #define SB_LINE_MAX 1024 /* longest accepted line, excluding its "\n" or "\r\n" */
 #define SB_LINE_MAX_ARGS 16
 
-/* Reassembles lines from a byte stream. Caller's storage; plain data, no cleanup needed. buf has one byte more than
- * SB_LINE_MAX so that a line of exactly SB_LINE_MAX bytes still fits with the "\r" of its "\r\n". */
+/* Reassembles lines from a byte stream. Caller's storage. buf exists only while an unfinished line is held (a reader
+ * between lines holds no memory); it has one byte more than SB_LINE_MAX so that a line of exactly SB_LINE_MAX bytes
+ * still fits with the "\r" of its "\r\n". */
+#define SB_LINE_BUF (SB_LINE_MAX + 1)
 typedef struct sb_line_reader {
-    char buf[SB_LINE_MAX + 1];
+    char *buf;       /* SB_LINE_BUF bytes, or NULL */
     size_t len;      /* bytes of the current, unfinished line held in buf */
     bool discarding; /* the current line is already too long: drop bytes until its "\n" */
 } sb_line_reader_t;
@@ -33,6 +35,8 @@ typedef void (*sb_line_cb)(void *arg, sb_str_t line, int err);
 
 /* Prepares r for a new stream (empty, not discarding). */
 void sb_line_reader_init(sb_line_reader_t *r);
+/* Frees what r holds (an unfinished line); r may be initialised again. */
+void sb_line_reader_cleanup(sb_line_reader_t *r);
 
 /* Feeds len received bytes (borrowed; data may be NULL when len is 0). Calls cb once per complete line, in order.
  * A line ends at "\n"; one "\r" just before it is removed (any other "\r" stays in the line, where sb_line_parse will

@@ -260,7 +260,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (n > len - off)
             n = len - off;
         reported += sb_line_feed(&r, p + off, n, on_line, &chunked);
-        CHECK(r.len <= sizeof r.buf);
+        CHECK(r.len <= SB_LINE_BUF && (r.len == 0 || r.buf)); /* a held line has its buffer */
+        CHECK(r.len || !r.buf || r.discarding);               /* between lines, none (but while discarding) */
         off += n;
     }
     CHECK(reported == chunked.count);
@@ -269,6 +270,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sb_line_reader_init(&r2);
     CHECK(sb_line_feed(&r2, p, len, on_line, &whole) == whole.count);
 
+    sb_line_reader_cleanup(&r);
+    sb_line_reader_cleanup(&r2);
     reference(p, len, &ref);
     CHECK(frames_eq(&chunked, &ref));
     CHECK(frames_eq(&whole, &ref));
