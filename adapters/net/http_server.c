@@ -6,7 +6,8 @@
  * provider signatures need byte for byte. So HTTP is served here, WebSockets too (an upgraded connection becomes a
  * stream); libwebsockets is kept for what it is best at, the outgoing WebSocket client, once a module needs one.
  *
- * A connection is a uv_tcp_t plus an input buffer. Its life:
+ * A connection is a uv_tcp_t plus, while bytes are being read, an input buffer (from the server's pool: an idle
+ * connection holds none; connections themselves live in a slab, see proto/slab.h). Its life:
  *   HEAD     waiting for (the rest of) a request head; deadline = idle timeout while nothing has arrived, header
  *            timeout from the first byte; or, while the answers already given are not written (out_blocked, see
  *            below), neither reading nor parsing, with the idle timeout to drain them;

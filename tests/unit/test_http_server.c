@@ -1,6 +1,7 @@
 /* Tests of upgraded streams in the HTTP server (adapters/net/http_server.c), on a private libuv loop with the client on
  * the same loop: the frames written during one loop turn are held (sb_http_stream_queued counts them) and reach
- * the peer together, in order, when the turn ends; a write made from a timer reaches the kernel before the loop
+ * the peer together, in order, when the turn ends; a frame for another stream sends them at once (the server
+ * gathers one stream's frames at a time); a write made from a timer reaches the kernel before the loop
  * blocks again; a close sends what was written before it, then ends the stream. The loop must end with no handle
  * open. */
 #include "adapters/net/http_server.h"
@@ -13,8 +14,8 @@
 static uv_loop_t loop;
 static sb_http_server_t *srv;
 static int port;
-static sb_http_stream_t *stream;
-static int closed;
+static sb_http_stream_t *stream, *stream2;
+static int closed, closed2;
 static size_t queued_after[3];
 
 static const char head[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n";
@@ -35,7 +36,12 @@ static void on_drain(void *arg, sb_http_stream_t *st)
 
 static void on_close(void *arg, sb_http_stream_t *st)
 {
-    (void)arg, (void)st;
+    (void)st;
+    if (arg) { /* the second stream's */
+        closed2++;
+        stream2 = NULL;
+        return;
+    }
     closed++;
     stream = NULL;
 }
@@ -48,10 +54,15 @@ static void write_str(const char *s)
     sb_http_stream_write(stream, &b, 1);
 }
 
-/* Upgrades and writes three frames in the same turn, noting what is queued after each. */
+/* Upgrades and writes three frames in the same turn, noting what is queued after each; a second connection is only
+ * upgraded. */
 static void handler(void *arg, sb_http_req_t *req)
 {
     (void)arg;
+    if (stream) {
+        stream2 = sb_http_upgrade(req, head, sizeof head - 1, &ops, &stream2);
+        return;
+    }
     stream = sb_http_upgrade(req, head, sizeof head - 1, &ops, NULL);
     const char *frames[3] = {"a", "bb", "ccc"};
     for (int i = 0; i < 3 && stream; i++) {
@@ -192,6 +203,97 @@ TEST(timer_write_goes_before_the_loop_blocks)
     uv_run(&loop, UV_RUN_NOWAIT);
 }
 
+/* ---- a second stream: frames written to one stream in a row go together, and a frame for another sends them ---- */
+
+static uv_tcp_t cli2;
+static uv_connect_t connecting2;
+static uv_write_t writing2;
+static char got2[256];
+static size_t ngot2;
+static size_t q_after_b[2], q_after_z[2];
+
+static void on_alloc2(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    (void)h, (void)hint;
+    *b = uv_buf_init(got2 + ngot2, (unsigned)(sizeof got2 - 1 - ngot2));
+}
+
+static void on_read2(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    (void)b;
+    if (n > 0)
+        ngot2 += (size_t)n;
+    else if (n < 0)
+        uv_read_stop(s);
+}
+
+static void on_connect2(uv_connect_t *c, int status)
+{
+    static char req[] = "GET /stream HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n";
+    uv_buf_t b = uv_buf_init(req, sizeof req - 1);
+    if (status < 0)
+        return;
+    uv_write(&writing2, c->handle, &b, 1, NULL);
+    uv_read_start(c->handle, on_alloc2, on_read2);
+}
+
+static bool upgraded2, interleaved;
+
+static void check_upgraded2(uv_idle_t *h)
+{
+    (void)h;
+    upgraded2 = stream2 && ngot2 >= sizeof head - 1;
+}
+
+/* One turn: "x" to the first stream, "yy" to the second, "z" to the first again. */
+static void write_interleaved(uv_timer_t *t)
+{
+    (void)t;
+    uv_buf_t x = uv_buf_init("x", 1), y = uv_buf_init("yy", 2), z = uv_buf_init("z", 1);
+    sb_http_stream_write(stream, &x, 1);
+    sb_http_stream_write(stream2, &y, 1);
+    q_after_b[0] = sb_http_stream_queued(stream);
+    q_after_b[1] = sb_http_stream_queued(stream2);
+    sb_http_stream_write(stream, &z, 1);
+    q_after_z[0] = sb_http_stream_queued(stream);
+    q_after_z[1] = sb_http_stream_queued(stream2);
+    interleaved = true;
+}
+
+TEST(another_stream_sends_the_gathered_frames)
+{
+    struct sockaddr_in a;
+    uv_ip4_addr("127.0.0.1", port, &a);
+    uv_tcp_init(&loop, &cli2);
+    uv_tcp_connect(&connecting2, &cli2, (const struct sockaddr *)&a, on_connect2);
+    uv_idle_t idle;
+    uv_idle_init(&loop, &idle);
+    uv_idle_start(&idle, check_upgraded2);
+    run_until(&upgraded2);
+    uv_close((uv_handle_t *)&idle, NULL);
+    ok(upgraded2, "a second stream upgraded");
+    size_t before = ngot;
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    uv_timer_start(&t, write_interleaved, 1, 0);
+    run_until(&interleaved);
+    is_int((long long)q_after_b[0], 0, "a frame for the second stream sends the first stream's gathered frame");
+    is_int((long long)q_after_b[1], 2, "and gathers its own");
+    ok(q_after_z[0] == 1 && q_after_z[1] == 0, "back to the first: the second's frame goes (queued %zu and %zu)",
+       q_after_z[0], q_after_z[1]);
+    uint64_t end = uv_hrtime() + 1000000000ull;
+    while ((ngot < before + 2 || ngot2 < sizeof head - 1 + 2) && uv_hrtime() < end)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    ok(ngot == before + 2 && memcmp(got + before, "xz", 2) == 0, "the first peer got x then z");
+    ok(ngot2 == sizeof head - 1 + 2 && memcmp(got2 + sizeof head - 1, "yy", 2) == 0, "the second peer got yy");
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_close((uv_handle_t *)&cli2, NULL);
+    end = uv_hrtime() + 1000000000ull;
+    while (closed2 == 0 && uv_hrtime() < end)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    is_int(closed2, 1, "the second stream closed when its peer left");
+}
+
 static void write_and_close(uv_timer_t *t)
 {
     (void)t;
@@ -227,6 +329,7 @@ int main(void)
     RUN(setup);
     RUN(one_turn_one_write);
     RUN(timer_write_goes_before_the_loop_blocks);
+    RUN(another_stream_sends_the_gathered_frames);
     RUN(close_sends_what_came_before);
     RUN(teardown);
     return tap_done();
