@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -317,6 +318,13 @@ int main(int argc, char **argv)
     if (total < 1 || per < 1)
         die("nothing to do");
     signal(SIGPIPE, SIG_IGN);
+    struct rlimit rl; /* each child holds PER_PROCESS sockets: take what the hard limit allows */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)per + 64)
+            die("a process may not hold PER_PROCESS descriptors here: give a smaller PER_PROCESS");
+    }
 
     long rss0 = rss_kb(gw);
     int nprocs = (total + per - 1) / per;
