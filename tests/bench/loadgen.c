@@ -407,6 +407,10 @@ static void on_tick(uv_timer_t *t)
             c->state = CONNECTING;
             dial(&c->tcp, &c->connect, c, http_connected);
         } else if (c->state == UP && c->n && uv_hrtime() - c->sent_at[c->head] > HUNG_NS) {
+            const rec_t *r = &recs[c->ring[c->head]];
+            fprintf(stderr, "loadgen: connection %d: its oldest request (%s %llu) unanswered for %.1f s, %zu in flight, "
+                    "%zu bytes read and not parsed: closed\n", i, r->kind == 's' ? "send" : "webhook",
+                    (unsigned long long)r->seq, (double)(uv_hrtime() - c->sent_at[c->head]) / 1e9, c->n, c->in.len);
             conn_drop(c, HUNG);
         }
     }
