@@ -100,14 +100,19 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     }
 }
 
-static void on_connect(uv_connect_t *c, int status)
+/* Asks for the upgrade on a connected client, and reads what comes with alloc and read. */
+static void send_upgrade(uv_stream_t *h, uv_write_t *w, uv_alloc_cb alloc, uv_read_cb read)
 {
     static char req[] = "GET /stream HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n";
     uv_buf_t b = uv_buf_init(req, sizeof req - 1);
-    if (status < 0)
-        return;
-    uv_write(&writing, c->handle, &b, 1, NULL);
-    uv_read_start(c->handle, on_alloc, on_read);
+    uv_write(w, h, &b, 1, NULL);
+    uv_read_start(h, alloc, read);
+}
+
+static void on_connect(uv_connect_t *c, int status)
+{
+    if (status >= 0)
+        send_upgrade(c->handle, &writing, on_alloc, on_read);
 }
 
 /* Runs the loop a turn at a time until *flag is set or a second passed. */
@@ -229,12 +234,8 @@ static void on_read2(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 
 static void on_connect2(uv_connect_t *c, int status)
 {
-    static char req[] = "GET /stream HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n";
-    uv_buf_t b = uv_buf_init(req, sizeof req - 1);
-    if (status < 0)
-        return;
-    uv_write(&writing2, c->handle, &b, 1, NULL);
-    uv_read_start(c->handle, on_alloc2, on_read2);
+    if (status >= 0)
+        send_upgrade(c->handle, &writing2, on_alloc2, on_read2);
 }
 
 static bool upgraded2, interleaved;
