@@ -300,20 +300,22 @@ static void uncork(sb_http_server_t *srv)
         sb_buf_cleanup(&srv->gather);
 }
 
-static void on_uncork_io(uv_check_t *h)
+/* The turn's end (whichever handle comes first): what is gathered goes, and both handles rest until the next. */
+static void uncork_turn(sb_http_server_t *srv)
 {
-    sb_http_server_t *srv = h->data;
     uv_check_stop(&srv->uncork_io);
     uv_prepare_stop(&srv->uncork_idle);
     uncork(srv);
 }
 
+static void on_uncork_io(uv_check_t *h)
+{
+    uncork_turn(h->data);
+}
+
 static void on_uncork_idle(uv_prepare_t *h)
 {
-    sb_http_server_t *srv = h->data;
-    uv_check_stop(&srv->uncork_io);
-    uv_prepare_stop(&srv->uncork_idle);
-    uncork(srv);
+    uncork_turn(h->data);
 }
 
 static void cork(conn_t *c, const uv_buf_t *bufs, unsigned n)
