@@ -81,26 +81,28 @@ static const char acquire_lua[] =
     "end\n"
     "return {0, now, exp, tokens, chn + 1, tn + 1}\n";
 
-/* KEYS: channel leases, tenant leases. ARGV: lease id. Reply: how many of the two sets held it. */
+/* KEYS: the sets holding the lease (a send's channel and tenant; a call's fleet, tenant and channel). ARGV: lease
+ * id. Reply: how many of the sets held it. */
 static const char release_lua[] =
-    "return redis.call('ZREM', KEYS[1], ARGV[1]) + redis.call('ZREM', KEYS[2], ARGV[1])\n";
+    "local n = 0\n"
+    "for i = 1, #KEYS do n = n + redis.call('ZREM', KEYS[i], ARGV[1]) end\n"
+    "return n\n";
 
-/* KEYS: channel leases, tenant leases. ARGV: lease ms, lease id. Reply: 1 extended in both, 0 lost (then removed
- * from both, so the two sets keep agreeing). A lease whose expiry has passed is lost even if no acquire has swept
- * it yet: its slot may already have been counted free. */
+/* KEYS: the sets holding the lease. ARGV: lease ms, lease id. Reply: 1 extended in all, 0 lost (then removed from
+ * all, so the sets keep agreeing). A lease whose expiry has passed is lost even if no acquire has swept it yet: its
+ * slot may already have been counted free. */
 static const char extend_lua[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "for i = 1, 2 do\n"
+    "for i = 1, #KEYS do\n"
     "  local s = redis.call('ZSCORE', KEYS[i], ARGV[2])\n"
     "  if not s or tonumber(s) <= now then\n"
-    "    redis.call('ZREM', KEYS[1], ARGV[2])\n"
-    "    redis.call('ZREM', KEYS[2], ARGV[2])\n"
+    "    for j = 1, #KEYS do redis.call('ZREM', KEYS[j], ARGV[2]) end\n"
     "    return 0\n"
     "  end\n"
     "end\n"
     "local exp, ttl = string.format('%.0f', now + tonumber(ARGV[1]) * 1000), tonumber(ARGV[1]) + 1\n"
-    "for i = 1, 2 do\n"
+    "for i = 1, #KEYS do\n"
     "  redis.call('ZADD', KEYS[i], 'XX', exp, ARGV[2])\n"
     "  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end\n"
     "end\n"
@@ -123,7 +125,52 @@ static const char read_lua[] =
     "local h = redis.call('HMGET', KEYS[2], 'tat', 'iv', 'burst')\n"
     "return {now, tn, tfirst, cn, cfirst, tonumber(h[1]) or -1, tonumber(h[2]) or -1, tonumber(h[3]) or -1}\n";
 
-static sb_redis_script_t acquire_script, release_script, extend_script, read_script;
+/* Calls. KEYS: fleet, tenant and channel call leases, the channel's dialling pace. ARGV: fleet max, tenant max,
+ * channel max (0: none), lease ms, lease id (the call's key), T µs between two dials (0: not paced).
+ * Reply {verdict, now, lease expiry | full bits, dial at, fleet, tenant, channel live calls}:
+ *   {0, now, expiry, when to dial, f, t, c}   admitted (this call counted); a lease already held is renewed
+ *   {1, now, full bits, 0, f, t, c}           a cap is full: nothing taken
+ * The pace is a reservation, not a refusal (GCRA's virtual scheduling with burst 1): an admitted call is told the
+ * time its dial is due, at least T after the previous one's, so admission never waits and dials never bunch. */
+static const char call_admit_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "local function num(x) return string.format('%.0f', x) end\n"
+    "local exp, ttl = now + tonumber(ARGV[4]) * 1000, tonumber(ARGV[4]) + 1\n"
+    "local n, full = {}, 0\n"
+    "local held = redis.call('ZSCORE', KEYS[1], ARGV[5])\n"
+    "held = held and tonumber(held) > now\n"
+    "for i = 1, 3 do\n"
+    "  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', num(now))\n"
+    "  n[i] = redis.call('ZCARD', KEYS[i])\n"
+    "  local max = tonumber(ARGV[i])\n"
+    "  if not held and max > 0 and n[i] >= max then full = full + 2 ^ (i - 1) end\n"
+    "end\n"
+    "if full > 0 then return {1, now, full, 0, n[1], n[2], n[3]} end\n"
+    "local at, iv = now, tonumber(ARGV[6])\n"
+    "if iv > 0 and not held then\n"
+    "  local tat = tonumber(redis.call('HGET', KEYS[4], 'tat'))\n"
+    "  if tat and tat > now then at = tat end\n"
+    "  redis.call('HSET', KEYS[4], 'tat', num(at + iv))\n"
+    "  redis.call('PEXPIRE', KEYS[4], math.ceil((at + iv - now) / 1000) + 1)\n"
+    "end\n"
+    "for i = 1, 3 do\n"
+    "  if not held then n[i] = n[i] + 1 end\n"
+    "  redis.call('ZADD', KEYS[i], num(exp), ARGV[5])\n"
+    "  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end\n"
+    "end\n"
+    "return {0, now, exp, at, n[1], n[2], n[3]}\n";
+
+/* KEYS: fleet [, tenant] call leases. Read-only. Reply {now, fleet live [, tenant live]}. */
+static const char calls_read_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "local r = {now}\n"
+    "for i = 1, #KEYS do r[i + 1] = redis.call('ZCOUNT', KEYS[i], '(' .. string.format('%.0f', now), '+inf') end\n"
+    "return r\n";
+
+static sb_redis_script_t acquire_script, release_script, extend_script, read_script, call_admit_script,
+    calls_read_script;
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
 
 static void scripts_init(void)
@@ -132,6 +179,8 @@ static void scripts_init(void)
     sb_redis_script_init(&release_script, release_lua);
     sb_redis_script_init(&extend_script, extend_lua);
     sb_redis_script_init(&read_script, read_lua);
+    sb_redis_script_init(&call_admit_script, call_admit_lua);
+    sb_redis_script_init(&calls_read_script, calls_read_lua);
 }
 
 static void scripts(void)
@@ -144,7 +193,7 @@ static void scripts(void)
 /* Key names are short: "sb:{t" + 20 digits + "}:inflight:ch:" + 20 digits. */
 #define KEY_MAX 80
 
-enum { KEY_RATE, KEY_CHANNEL, KEY_TENANT };
+enum { KEY_RATE, KEY_CHANNEL, KEY_TENANT, KEY_CALLS_FLEET, KEY_CALLS_TENANT, KEY_CALLS_CHANNEL, KEY_CALLS_PACE };
 
 static size_t key(char out[KEY_MAX], int kind, int64_t tenant, int64_t channel)
 {
@@ -156,8 +205,20 @@ static size_t key(char out[KEY_MAX], int kind, int64_t tenant, int64_t channel)
     case KEY_CHANNEL:
         n = snprintf(out, KEY_MAX, "sb:{t%lld}:inflight:ch:%lld", (long long)tenant, (long long)channel);
         break;
-    default:
+    case KEY_TENANT:
         n = snprintf(out, KEY_MAX, "sb:{t%lld}:inflight:tenant", (long long)tenant);
+        break;
+    case KEY_CALLS_FLEET:
+        n = snprintf(out, KEY_MAX, "sb:{calls}:fleet");
+        break;
+    case KEY_CALLS_TENANT:
+        n = snprintf(out, KEY_MAX, "sb:{calls}:t:%lld", (long long)tenant);
+        break;
+    case KEY_CALLS_CHANNEL:
+        n = snprintf(out, KEY_MAX, "sb:{calls}:ch:%lld", (long long)channel);
+        break;
+    default:
+        n = snprintf(out, KEY_MAX, "sb:{calls}:pace:%lld", (long long)channel);
         break;
     }
     SB_BUG_ON(n < 0 || n >= KEY_MAX);
@@ -357,39 +418,44 @@ static void done_reply(void *arg, int err, const struct redisReply *rep)
     free(q);
 }
 
-static int lease_call(sb_redis_t *r, const sb_redis_script_t *s, const sb_counters_lease_t *lease,
-                      const int64_t *lease_ms, sb_counters_done_cb cb, void *arg, const char *what)
+/* Runs a release or an extend over the nkeys sets (KEY_* kinds) holding lease id. */
+static int lease_call(sb_redis_t *r, const sb_redis_script_t *s, const int *kinds, int nkeys, int64_t tenant,
+                      int64_t channel, const char *id, size_t id_len, const int64_t *lease_ms, sb_counters_done_cb cb,
+                      void *arg, const char *what)
 {
     if (!sb_redis_connected(r))
         return SB_EUNAVAIL;
-    char k[2][KEY_MAX], ms[24];
-    const char *argv[4];
-    size_t len[4];
-    int n = 2;
-    len[0] = key(k[0], KEY_CHANNEL, lease->tenant, lease->channel);
-    len[1] = key(k[1], KEY_TENANT, lease->tenant, lease->channel);
-    argv[0] = k[0];
-    argv[1] = k[1];
+    char k[3][KEY_MAX], ms[24];
+    const char *argv[5];
+    size_t len[5];
+    int n = 0;
+    for (; n < nkeys; n++) {
+        len[n] = key(k[n], kinds[n], tenant, channel);
+        argv[n] = k[n];
+    }
     if (lease_ms) {
         len[n] = num(ms, *lease_ms);
         argv[n++] = ms;
     }
-    argv[n] = lease->id;
-    len[n++] = strnlen(lease->id, SB_COUNTERS_LEASE_ID_LEN);
+    argv[n] = id;
+    len[n++] = id_len;
     done_req_t *q = sb_malloc(sizeof *q);
     q->cb = cb;
     q->arg = arg;
     q->what = what;
-    int rc = sb_redis_evalsha(r, s, 2, n - 2, argv, len, done_reply, q);
+    int rc = sb_redis_evalsha(r, s, nkeys, n - nkeys, argv, len, done_reply, q);
     if (rc)
         free(q);
     return rc;
 }
 
+static const int send_sets[2] = {KEY_CHANNEL, KEY_TENANT};
+
 int sb_counters_release(sb_redis_t *r, const sb_counters_lease_t *lease, sb_counters_done_cb cb, void *arg)
 {
     scripts();
-    return lease_call(r, &release_script, lease, NULL, cb, arg, "release");
+    return lease_call(r, &release_script, send_sets, 2, lease->tenant, lease->channel, lease->id,
+                      strnlen(lease->id, SB_COUNTERS_LEASE_ID_LEN), NULL, cb, arg, "release");
 }
 
 int sb_counters_extend(sb_redis_t *r, const sb_counters_lease_t *lease, int64_t lease_ms, sb_counters_done_cb cb,
@@ -398,7 +464,8 @@ int sb_counters_extend(sb_redis_t *r, const sb_counters_lease_t *lease, int64_t 
     if (lease_ms < 1 || lease_ms > SB_COUNTERS_MAX_LEASE_MS)
         return SB_EINVAL;
     scripts();
-    return lease_call(r, &extend_script, lease, &lease_ms, cb, arg, "extend");
+    return lease_call(r, &extend_script, send_sets, 2, lease->tenant, lease->channel, lease->id,
+                      strnlen(lease->id, SB_COUNTERS_LEASE_ID_LEN), &lease_ms, cb, arg, "extend");
 }
 
 /* ---- read-out ------------------------------------------------------------------------------------------------- */
@@ -467,6 +534,142 @@ int sb_counters_read(sb_redis_t *r, int64_t tenant, int64_t channel, sb_counters
     q->arg = arg;
     q->channel = with_channel;
     int rc = sb_redis_evalsha(r, &read_script, with_channel ? 3 : 1, 0, argv, len, read_reply, q);
+    if (rc)
+        free(q);
+    return rc;
+}
+
+/* ---- calls ---------------------------------------------------------------------------------------------------- */
+
+static const int call_sets[3] = {KEY_CALLS_FLEET, KEY_CALLS_TENANT, KEY_CALLS_CHANNEL};
+
+typedef struct admit_req {
+    sb_counters_admit_cb cb;
+    void *arg;
+} admit_req_t;
+
+static void admit_reply(void *arg, int err, const struct redisReply *rep)
+{
+    admit_req_t *q = arg;
+    int64_t v[7];
+    if (!err) {
+        bool shaped = rep->type == REDIS_REPLY_ARRAY && rep->elements == 7;
+        for (size_t i = 0; shaped && i < 7; i++)
+            shaped = int_at(rep, i, &v[i]);
+        if (!shaped || v[0] < 0 || v[0] > 1)
+            err = failed(rep, "call admission");
+    }
+    if (err) {
+        q->cb(q->arg, err, NULL);
+        free(q);
+        return;
+    }
+    sb_counters_call_grant_t g = {.admitted = v[0] == 0, .now_us = v[1], .fleet = v[4], .tenant = v[5],
+                                  .channel = v[6]};
+    if (g.admitted) {
+        g.expires_us = v[2];
+        g.dial_at_us = v[3];
+    } else {
+        g.full = (int)v[2];
+    }
+    q->cb(q->arg, 0, &g);
+    free(q);
+}
+
+int sb_counters_call_admit(sb_redis_t *r, int64_t tenant, int64_t channel, const char *call_key,
+                           const sb_counters_call_caps_t *caps, sb_counters_admit_cb cb, void *arg)
+{
+    size_t klen = call_key ? strlen(call_key) : 0;
+    if (!caps || klen == 0 || klen > SB_COUNTERS_CALL_KEY_MAX || caps->fleet_max < 0 || caps->tenant_max < 0 ||
+        caps->channel_max < 0 || caps->lease_ms < 1 || caps->lease_ms > SB_COUNTERS_MAX_LEASE_MS ||
+        caps->interval_us < 0 || caps->interval_us > SB_COUNTERS_MAX_INTERVAL_US)
+        return SB_EINVAL;
+    if (!sb_redis_connected(r))
+        return SB_EUNAVAIL;
+    scripts();
+    char k[4][KEY_MAX], a[5][24];
+    const char *argv[10];
+    size_t len[10];
+    static const int kinds[4] = {KEY_CALLS_FLEET, KEY_CALLS_TENANT, KEY_CALLS_CHANNEL, KEY_CALLS_PACE};
+    for (int i = 0; i < 4; i++) {
+        len[i] = key(k[i], kinds[i], tenant, channel);
+        argv[i] = k[i];
+    }
+    const int64_t nums[4] = {caps->fleet_max, caps->tenant_max, caps->channel_max, caps->lease_ms};
+    for (int i = 0; i < 4; i++) {
+        len[4 + i] = num(a[i], nums[i]);
+        argv[4 + i] = a[i];
+    }
+    argv[8] = call_key;
+    len[8] = klen;
+    len[9] = num(a[4], caps->interval_us);
+    argv[9] = a[4];
+    admit_req_t *q = sb_malloc(sizeof *q);
+    q->cb = cb;
+    q->arg = arg;
+    int rc = sb_redis_evalsha(r, &call_admit_script, 4, 6, argv, len, admit_reply, q);
+    if (rc)
+        free(q);
+    return rc;
+}
+
+int sb_counters_call_extend(sb_redis_t *r, int64_t tenant, int64_t channel, const char *call_key, int64_t lease_ms,
+                            sb_counters_done_cb cb, void *arg)
+{
+    if (lease_ms < 1 || lease_ms > SB_COUNTERS_MAX_LEASE_MS || !call_key || !*call_key)
+        return SB_EINVAL;
+    scripts();
+    return lease_call(r, &extend_script, call_sets, 3, tenant, channel, call_key, strlen(call_key), &lease_ms, cb,
+                      arg, "call extend");
+}
+
+int sb_counters_call_release(sb_redis_t *r, int64_t tenant, int64_t channel, const char *call_key,
+                             sb_counters_done_cb cb, void *arg)
+{
+    if (!call_key || !*call_key)
+        return SB_EINVAL;
+    scripts();
+    return lease_call(r, &release_script, call_sets, 3, tenant, channel, call_key, strlen(call_key), NULL, cb, arg,
+                      "call release");
+}
+
+typedef struct calls_read_req {
+    sb_counters_calls_read_cb cb;
+    void *arg;
+    bool tenant;
+} calls_read_req_t;
+
+static void calls_read_reply(void *arg, int err, const struct redisReply *rep)
+{
+    calls_read_req_t *q = arg;
+    int64_t v[3] = {0, 0, -1};
+    size_t n = q->tenant ? 3 : 2;
+    if (!err) {
+        bool shaped = rep->type == REDIS_REPLY_ARRAY && rep->elements == n;
+        for (size_t i = 0; shaped && i < n; i++)
+            shaped = int_at(rep, i, &v[i]);
+        if (!shaped)
+            err = failed(rep, "calls read");
+    }
+    q->cb(q->arg, err, v[1], v[2]);
+    free(q);
+}
+
+int sb_counters_calls_read(sb_redis_t *r, int64_t tenant, sb_counters_calls_read_cb cb, void *arg)
+{
+    if (!sb_redis_connected(r))
+        return SB_EUNAVAIL;
+    scripts();
+    char k[2][KEY_MAX];
+    const char *argv[2] = {k[0], k[1]};
+    size_t len[2];
+    len[0] = key(k[0], KEY_CALLS_FLEET, tenant, 0);
+    len[1] = key(k[1], KEY_CALLS_TENANT, tenant, 0);
+    calls_read_req_t *q = sb_malloc(sizeof *q);
+    q->cb = cb;
+    q->arg = arg;
+    q->tenant = tenant >= 0;
+    int rc = sb_redis_evalsha(r, &calls_read_script, q->tenant ? 2 : 1, 0, argv, len, calls_read_reply, q);
     if (rc)
         free(q);
     return rc;

@@ -129,6 +129,55 @@ typedef void (*sb_counters_read_cb)(void *arg, int err, const sb_counters_state_
  * SB_EUNAVAIL. */
 int sb_counters_read(sb_redis_t *r, int64_t tenant, int64_t channel, sb_counters_read_cb cb, void *arg);
 
+/* ---- calls ----------------------------------------------------------------------------------------------------
+ *
+ * A live call holds one lease in each of three sorted sets (lease id: the call's key, a CallSid or our own "SB..."
+ * name), scored by expiry like a send's: the whole fleet's, its tenant's and its channel's. The call actor renews
+ * the lease every few seconds (sb_counters_call_extend) and releases it when the call ends; a crashed node's calls
+ * stop being renewed and free their slots within the lease time. Admission checks the three caps and takes the three
+ * slots in one script, so no interleaving of nodes can go over any cap. Placing a call also reserves its dial time
+ * on the channel's pace (calls per second of the Twilio account) in the same script.
+ *
+ * The call keys share one hash tag, {calls}, so the script's keys live in one Redis Cluster slot: admissions are
+ * few next to sends (a call lasts minutes), and one slot's shard easily takes them.
+ *     sb:{calls}:fleet            sorted set, call key -> lease expiry (µs of Redis time)
+ *     sb:{calls}:t:<tenant>       the same, the tenant's calls
+ *     sb:{calls}:ch:<channel>     the same, the channel's calls
+ *     sb:{calls}:pace:<channel>   hash {tat}: when the channel's next dial may go */
+
+#define SB_COUNTERS_CALL_KEY_MAX 64
+
+enum { SB_CALLCAP_FLEET = 1, SB_CALLCAP_TENANT = 2, SB_CALLCAP_CHANNEL = 4 };
+
+typedef struct sb_counters_call_caps {
+    int64_t fleet_max, tenant_max, channel_max; /* 0: that cap is not limited (the call still counts) */
+    int64_t lease_ms;                           /* the lease's life unless renewed */
+    int64_t interval_us;                        /* between two dials of the channel; 0: an incoming call, not paced */
+} sb_counters_call_caps_t;
+
+typedef struct sb_counters_call_grant {
+    bool admitted;
+    int full;                   /* not admitted: SB_CALLCAP_* bits of the caps that were full */
+    int64_t now_us, expires_us; /* Redis time; admitted: the lease's expiry */
+    int64_t dial_at_us;         /* admitted: when the dial is due (now_us when not paced) */
+    int64_t fleet, tenant, channel; /* live calls after the script (this one included when admitted) */
+} sb_counters_call_grant_t;
+
+typedef void (*sb_counters_admit_cb)(void *arg, int err, const sb_counters_call_grant_t *g);
+
+/* Admits call_key: its three slots, or nothing. A key that already holds a live lease is admitted again (its lease
+ * renewed, nothing counted twice): a retried webhook. Returns 0, SB_EINVAL or SB_EUNAVAIL. */
+int sb_counters_call_admit(sb_redis_t *r, int64_t tenant, int64_t channel, const char *call_key,
+                           const sb_counters_call_caps_t *caps, sb_counters_admit_cb cb, void *arg);
+/* As sb_counters_extend and sb_counters_release, for a call's three leases. */
+int sb_counters_call_extend(sb_redis_t *r, int64_t tenant, int64_t channel, const char *call_key, int64_t lease_ms,
+                            sb_counters_done_cb cb, void *arg);
+int sb_counters_call_release(sb_redis_t *r, int64_t tenant, int64_t channel, const char *call_key,
+                             sb_counters_done_cb cb, void *arg);
+/* Live calls of the fleet and (tenant >= 0) of a tenant (-1 when not asked); both 0 when err != 0. */
+typedef void (*sb_counters_calls_read_cb)(void *arg, int err, int64_t fleet, int64_t tenant);
+int sb_counters_calls_read(sb_redis_t *r, int64_t tenant, sb_counters_calls_read_cb cb, void *arg);
+
 /* The GCRA arithmetic of the scripts, for the read-out and for tests: how many sends are admitted back to back at
  * now given TAT, T and burst, and (in *next_free_us, if not NULL) when the next one is. */
 int64_t sb_counters_gcra_tokens(int64_t tat_us, int64_t now_us, int64_t interval_us, int64_t burst,

@@ -830,6 +830,172 @@ TEST(cancel_on_close)
     ok(rd.calls == 1 && rd.err == SB_ECANCELED && f.calls == 1 && f.err == SB_ECANCELED, "and the others");
 }
 
+/* ---- calls ---------------------------------------------------------------------------------------------------- */
+
+typedef struct admitted_t {
+    bool done;
+    int calls, err;
+    sb_counters_call_grant_t g;
+} admitted_t;
+
+static void on_admit(void *arg, int err, const sb_counters_call_grant_t *g)
+{
+    admitted_t *o = arg;
+    o->done = true;
+    o->calls++;
+    o->err = err;
+    if (g)
+        o->g = *g;
+}
+
+static admitted_t admit1(sb_redis_t *r, int64_t tenant, int64_t channel, const char *key,
+                         const sb_counters_call_caps_t *caps)
+{
+    admitted_t o = {0};
+    o.err = sb_counters_call_admit(r, tenant, channel, key, caps, on_admit, &o);
+    if (o.err == 0)
+        run_until(&o.done, 5000);
+    return o;
+}
+
+/* Many admissions pipelined on two connections ("two nodes") over two tenants and four channels: exactly as many
+ * as the tightest cap allows, never one more, and each refusal names a cap that was full. */
+TEST(call_caps_two_nodes)
+{
+    enum { N = 120, FLEET = 20, TENANT = 8, CHANNEL = 3 };
+    cmd(r1, "DEL", "sb:{calls}:fleet", NULL);
+    sb_counters_call_caps_t caps = {.fleet_max = FLEET, .tenant_max = TENANT, .channel_max = CHANNEL,
+                                    .lease_ms = 30000};
+    static admitted_t o[N];
+    static char keys[N][24];
+    memset(o, 0, sizeof o);
+    int sent = 0;
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "CA%04d", i);
+        int64_t tenant = 300 + i % 2, channel = 10 * tenant + (i / 2) % 4;
+        sent += sb_counters_call_admit(i % 3 ? r2 : r1, tenant, channel, keys[i], &caps, on_admit, &o[i]) == 0;
+    }
+    is_int(sent, N, "%d admissions pipelined on two connections", N);
+    bool all = true;
+    for (int i = 0; i < N; i++)
+        all = all && run_until(&o[i].done, 5000);
+    ok(all, "all answered");
+    int admitted = 0, per_tenant[2] = {0}, per_channel[8] = {0}, over = 0, bad_full = 0, errs = 0;
+    for (int i = 0; i < N; i++) {
+        errs += o[i].err != 0;
+        if (o[i].err)
+            continue;
+        int t = i % 2, c = (i / 2) % 4;
+        if (o[i].g.admitted) {
+            admitted++;
+            per_tenant[t]++;
+            per_channel[t * 4 + c]++;
+            over += o[i].g.fleet > FLEET || o[i].g.tenant > TENANT || o[i].g.channel > CHANNEL;
+        } else {
+            bad_full += o[i].g.full == 0;
+        }
+    }
+    is_int(errs, 0, "no errors");
+    is_int(admitted, 2 * TENANT, "the tenants' caps admitted exactly (%d)", admitted);
+    ok(per_tenant[0] == TENANT && per_tenant[1] == TENANT, "each tenant at its cap (%d, %d)", per_tenant[0],
+       per_tenant[1]);
+    int worst = 0;
+    for (int i = 0; i < 8; i++)
+        worst = per_channel[i] > worst ? per_channel[i] : worst;
+    ok(worst <= CHANNEL, "no channel over its cap (at most %d)", worst);
+    is_int(over, 0, "no admission saw more live calls than a cap");
+    is_int(bad_full, 0, "every refusal names a full cap");
+    is_int(zcard("sb:{calls}:fleet"), 2 * TENANT, "the fleet set holds every live call");
+
+    /* the same key again is the same call: renewed, not counted twice */
+    int first = -1;
+    for (int i = 0; i < N && first < 0; i++)
+        if (o[i].g.admitted)
+            first = i;
+    int64_t tenant = 300 + first % 2, channel = 10 * tenant + (first / 2) % 4;
+    admitted_t again = admit1(r1, tenant, channel, keys[first], &caps);
+    ok(again.err == 0 && again.g.admitted && again.g.fleet == 2 * TENANT,
+       "a retried admission of a live call is admitted without a second slot");
+    /* a third tenant fills the fleet: the fleet's cap binds */
+    int filled = 0;
+    for (int i = 0; i < FLEET - 2 * TENANT; i++) {
+        char key[24];
+        snprintf(key, sizeof key, "CAfill%d", i);
+        filled += admit1(i % 2 ? r1 : r2, 999, 9990 + i, key, &caps).g.admitted;
+    }
+    is_int(filled, FLEET - 2 * TENANT, "a third tenant takes what the fleet has left");
+    admitted_t full = admit1(r1, 998, 9980, "CAfull", &caps);
+    ok(full.err == 0 && !full.g.admitted && full.g.full == SB_CALLCAP_FLEET && full.g.fleet == FLEET,
+       "the next call of a fourth tenant is refused: fleet full");
+    /* releasing frees exactly one slot of each cap */
+    fin_t f = {0};
+    is_int(sb_counters_call_release(r2, tenant, channel, keys[first], on_fin, &f), 0, "release sent");
+    run_until(&f.done, 5000);
+    is_int(f.err, 0, "released (all three sets held it)");
+    is_int(zcard("sb:{calls}:fleet"), FLEET - 1, "one slot of the fleet free");
+    admitted_t next = admit1(r1, 998, 9980, "CAfull", &caps);
+    ok(next.err == 0 && next.g.admitted, "and the refused call now gets it");
+    cmd(r1, "DEL", "sb:{calls}:fleet", NULL);
+}
+
+/* A call's lease runs out unless renewed: the slots of a node that died come back. */
+TEST(call_lease_expiry)
+{
+    cmd(r1, "DEL", "sb:{calls}:fleet", "sb:{calls}:t:400", "sb:{calls}:ch:4000", NULL);
+    sb_counters_call_caps_t caps = {.fleet_max = 1, .lease_ms = 300};
+    admitted_t a = admit1(r1, 400, 4000, "CAa", &caps), b = admit1(r2, 400, 4000, "CAb", &caps);
+    ok(a.err == 0 && a.g.admitted && a.g.expires_us - a.g.now_us == 300000, "admitted, lease 300 ms");
+    ok(b.err == 0 && !b.g.admitted && b.g.full == SB_CALLCAP_FLEET, "the second refused: fleet cap 1");
+    pause_ms(150);
+    fin_t f = {0};
+    is_int(sb_counters_call_extend(r1, 400, 4000, "CAa", 300, on_fin, &f), 0, "renewal sent");
+    run_until(&f.done, 5000);
+    is_int(f.err, 0, "renewed in time");
+    pause_ms(200);
+    b = admit1(r2, 400, 4000, "CAb", &caps);
+    ok(b.err == 0 && !b.g.admitted, "still held after the first lease time: the renewal counted");
+    pause_ms(350);
+    b = admit1(r2, 400, 4000, "CAb", &caps);
+    ok(b.err == 0 && b.g.admitted, "once not renewed, the slot came back");
+    f = (fin_t){0};
+    sb_counters_call_extend(r1, 400, 4000, "CAa", 300, on_fin, &f);
+    run_until(&f.done, 5000);
+    is_int(f.err, SB_ENOENT, "renewing an expired lease says so");
+    sb_counters_call_release(r2, 400, 4000, "CAb", NULL, NULL);
+}
+
+/* Placed calls: the dial times are reserved one interval apart, and admission never waits for them. */
+TEST(call_pace)
+{
+    cmd(r1, "DEL", "sb:{calls}:fleet", "sb:{calls}:pace:5000", NULL);
+    sb_counters_call_caps_t caps = {.lease_ms = 30000, .interval_us = 200000};
+    int64_t at[5];
+    bool ok_all = true;
+    for (int i = 0; i < 5; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "SBp%d", i);
+        admitted_t a = admit1(i % 2 ? r2 : r1, 500, 5000, key, &caps);
+        ok_all = ok_all && a.err == 0 && a.g.admitted;
+        at[i] = a.g.dial_at_us;
+        if (i == 0)
+            ok(a.g.dial_at_us == a.g.now_us, "the first dial is due at once");
+    }
+    ok(ok_all, "five placed calls admitted at once");
+    bool spaced = true;
+    for (int i = 1; i < 5; i++)
+        spaced = spaced && at[i] - at[i - 1] >= 200000 && at[i] - at[i - 1] < 210000;
+    ok(spaced, "each dial due one interval (200 ms) after the previous");
+    admitted_t bad = {0};
+    sb_counters_call_caps_t neg = {.lease_ms = 0};
+    is_int(sb_counters_call_admit(r1, 1, 1, "x", &neg, on_admit, &bad), SB_EINVAL, "a zero lease is refused");
+    is_int(sb_counters_call_admit(r1, 1, 1, "", &caps, on_admit, &bad), SB_EINVAL, "an empty key is refused");
+    for (int i = 0; i < 5; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "SBp%d", i);
+        sb_counters_call_release(r1, 500, 5000, key, NULL, NULL);
+    }
+}
+
 TEST(teardown)
 {
     answer_t a = cmd(r1, "FLUSHDB", NULL);
@@ -866,6 +1032,9 @@ int main(void)
     RUN(unavailable);
     RUN(connection_lost);
     RUN(cancel_on_close);
+    RUN(call_caps_two_nodes);
+    RUN(call_lease_expiry);
+    RUN(call_pace);
     RUN(teardown);
     return tap_done();
 }
