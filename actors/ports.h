@@ -54,6 +54,21 @@ typedef struct sb_pending_send {
     int64_t sending_for_ms;        /* sending: ms since it was claimed */
 } sb_pending_send_t;
 
+/* A call as it is stored (a row of calls, sql/0013). Strings NULL when unknown; duration_s -1 when unknown. */
+typedef struct sb_call_row {
+    int64_t id, tenant, channel;
+    const char *call_key;          /* what its call actor is found by: the CallSid, or "SB..." for a call we place */
+    const char *call_sid;
+    const char *direction;         /* "in", "out" */
+    const char *from, *to, *status;
+    const char *voice_mode;        /* "stream", "forward", "twiml_url" */
+    const char *rejected_cap;      /* "fleet", "tenant", "channel": a call refused at capacity */
+    const char *ended_by, *end_reason;
+    const char *idempotency_key;
+    int64_t duration_s;
+    int64_t age_ms;                /* found: how long ago it was created */
+} sb_call_row_t;
+
 /* The tenant's own state. */
 typedef struct sb_tenant_info {
     bool found;
@@ -103,6 +118,8 @@ typedef struct sb_tenant_write {
     int64_t tenant;
     const sb_new_message_t *messages;
     size_t nmessages;
+    const sb_call_row_t *calls;    /* written whole (inserted, or updated by id) */
+    size_t ncalls;
     const sb_status_change_t *changes;
     size_t nchanges;
     const int64_t *receipts;       /* receipts applied that made nothing (a status of no message of ours, a
@@ -154,6 +171,10 @@ typedef struct sb_store_port {
     /* A fresh message id (from a block the store reserves ahead), or 0 when none is at hand right now: ask again a
      * few ms later, the next block is on its way. */
     int64_t (*message_id)(void *ctx);
+    /* The call of a channel with this key, or (channel 0, key NULL) the tenant's call with this idempotency key;
+     * found false when there is none. */
+    int (*find_call)(void *ctx, int64_t tenant, int64_t channel, const char *call_key, const char *idempotency_key,
+                     void (*cb)(void *arg, int err, bool found, const sb_call_row_t *c), void *arg);
     /* A receipt that can never be applied here (its channel is gone, it names another tenant, its event cannot be
      * read): marked processed, so the sweeper stops handing it back (fire and forget; logged by the caller). */
     void (*receipt_done)(void *ctx, int64_t tenant, int64_t receipt_id);
@@ -171,11 +192,29 @@ typedef struct sb_grant {
     char lease[64];                /* granted: what release needs */
 } sb_grant_t;
 
+/* A call's slot of the three caps (fleet, tenant, channel): see adapters/counters.h. */
+typedef struct sb_call_limits {
+    int64_t tenant_max, channel_max; /* 0: not limited (the fleet's cap is the configuration's) */
+    int64_t interval_us;             /* a call we place: between two dials of the channel; 0: an incoming call */
+} sb_call_limits_t;
+
+typedef struct sb_call_grant {
+    bool admitted;
+    const char *full;              /* not admitted: the cap that was full, "fleet", "tenant" or "channel" */
+    uint64_t dial_in_us;           /* admitted: how long until the dial is due */
+} sb_call_grant_t;
+
 typedef struct sb_counters_port {
     void *ctx;
     int (*acquire)(void *ctx, int64_t tenant, int64_t channel, const sb_send_limits_t *lim,
                    void (*cb)(void *arg, int err, const sb_grant_t *g), void *arg);
     void (*release)(void *ctx, int64_t tenant, int64_t channel, const char *lease);
+    /* A call's slot (its lease lives call_lease_ttl unless renewed). */
+    int (*call_admit)(void *ctx, int64_t tenant, int64_t channel, const char *call_key, const sb_call_limits_t *lim,
+                      void (*cb)(void *arg, int err, const sb_call_grant_t *g), void *arg);
+    /* Renews it: cb err 0, SB_ENOENT (the lease had expired: the slot may be someone else's now), or an error. */
+    int (*call_renew)(void *ctx, int64_t tenant, int64_t channel, const char *call_key, sb_done_cb cb, void *arg);
+    void (*call_release)(void *ctx, int64_t tenant, int64_t channel, const char *call_key);
 } sb_counters_port_t;
 
 /* The provider: one message sent, and what came of it. */
@@ -198,8 +237,26 @@ typedef struct sb_send_outcome {
     const char *provider_id, *error_code, *error_message; /* "" when none */
 } sb_send_outcome_t;
 
+/* A call at the provider (Twilio's Calls API): placed (to, from, twiml set) or updated (call_sid set, and twiml or
+ * hangup). */
+typedef struct sb_call_request {
+    const sb_channel_info_t *channel;
+    const char *call_sid;          /* an update: the call */
+    const char *to, *from;         /* placing */
+    const char *twiml;             /* the TwiML it runs (placing; an update that redirects it) */
+    const char *status_callback;   /* placing: the absolute URL of its status callbacks */
+    bool hangup;                   /* an update: end the call */
+} sb_call_request_t;
+
+typedef struct sb_call_outcome {
+    bool ok;
+    const char *call_sid;          /* placed: the provider's id */
+    const char *error_code, *error_message; /* "" when none */
+} sb_call_outcome_t;
+
 typedef struct sb_provider_port {
     void *ctx;
+    int (*call)(void *ctx, const sb_call_request_t *req, void (*cb)(void *arg, const sb_call_outcome_t *o), void *arg);
     /* Checks a message against what its channel's type can send (lengths, media, templates; a type that cannot send
      * at all) before it is accepted (req->channel NULL, req->message_id 0). 0, with the recipient in the form to
      * store in to (bare E.164); or a negative code, with an error code for the client (static) in *code and a
@@ -223,6 +280,10 @@ typedef struct sb_hook_post {
 
 typedef struct sb_hooks_port {
     void *ctx;
+    /* Fetches a call's TwiML from the tenant's application: POSTs the form (Twilio's call fields) to url, signed with
+     * secret, within timeout_ms. cb: the HTTP status (0 when no answer came) and the body, borrowed. */
+    int (*fetch)(void *ctx, const char *url, const char *secret, sb_str_t form, unsigned timeout_ms,
+                 void (*cb)(void *arg, int status, sb_str_t body), void *arg);
     /* POSTs one event, signed. cb: status (0 when no answer came: err says why), retry_after_s (-1 none). */
     int (*post)(void *ctx, const sb_hook_post_t *p, void (*cb)(void *arg, int status, int retry_after_s, int err),
                 void *arg);
@@ -255,6 +316,8 @@ typedef struct sb_ports {
 typedef struct sb_domain_config {
     int webhook_max_age_s;
     const char *public_url;        /* NULL when not configured */
+    int64_t max_concurrent_calls;  /* the fleet's cap */
+    int64_t call_lease_ttl_ms, max_call_duration_ms;
 } sb_domain_config_t;
 
 #endif

@@ -82,6 +82,7 @@ void sb_tenant_work_free(sb_tenant_work_t *w)
         return;
     sb_arena_cleanup(&w->strings);
     free(w->messages);
+    free(w->calls);
     free(w->changes);
     free(w->receipts);
     free(w->ev_types);
@@ -110,6 +111,15 @@ sb_new_message_t *sb_tenant_work_message(sb_tenant_work_t *w)
     sb_new_message_t *m = &w->messages[w->nmessages++];
     memset(m, 0, sizeof *m);
     return m;
+}
+
+sb_call_row_t *sb_tenant_work_call(sb_tenant_work_t *w)
+{
+    GROW(w->calls, w->ncalls, w->cap_calls);
+    sb_call_row_t *c = &w->calls[w->ncalls++];
+    memset(c, 0, sizeof *c);
+    c->duration_s = -1;
+    return c;
 }
 
 sb_status_change_t *sb_tenant_work_change(sb_tenant_work_t *w)
@@ -240,7 +250,7 @@ static void flush(tenant_t *t)
 {
     if (!t->ready || t->writing || sb_list_empty(&t->queue))
         return;
-    size_t nmsg = 0, nchg = 0, nrcp = 0, nev = 0;
+    size_t nmsg = 0, ncall = 0, nchg = 0, nrcp = 0, nev = 0;
     int64_t cursor = t->committed + 1;
     sb_buf_t json;
     sb_buf_init(&json);
@@ -263,6 +273,7 @@ static void flush(tenant_t *t)
         cursor += (int64_t)w->nevents;
         nev += w->nevents;
         nmsg += w->nmessages;
+        ncall += w->ncalls;
         nchg += w->nchanges;
         nrcp += w->nreceipts;
         if (alone)
@@ -270,25 +281,31 @@ static void flush(tenant_t *t)
     }
     sb_buf_puts(&json, "]");
     sb_new_message_t *msgs = sb_malloc((nmsg ? nmsg : 1) * sizeof *msgs);
+    sb_call_row_t *calls = sb_malloc((ncall ? ncall : 1) * sizeof *calls);
     sb_status_change_t *chgs = sb_malloc((nchg ? nchg : 1) * sizeof *chgs);
     int64_t *rcps = sb_malloc((nrcp ? nrcp : 1) * sizeof *rcps);
-    nmsg = nchg = nrcp = 0;
+    nmsg = ncall = nchg = nrcp = 0;
     sb_list_foreach(it, &t->inflight)
     {
         sb_tenant_work_t *w = sb_container_of(it, sb_tenant_work_t, link);
         if (w->nmessages)
             memcpy(msgs + nmsg, w->messages, w->nmessages * sizeof *msgs);
+        if (w->ncalls)
+            memcpy(calls + ncall, w->calls, w->ncalls * sizeof *calls);
         if (w->nchanges)
             memcpy(chgs + nchg, w->changes, w->nchanges * sizeof *chgs);
         if (w->nreceipts)
             memcpy(rcps + nrcp, w->receipts, w->nreceipts * sizeof *rcps);
         nmsg += w->nmessages;
+        ncall += w->ncalls;
         nchg += w->nchanges;
         nrcp += w->nreceipts;
     }
     sb_tenant_write_t tw = {.tenant = t->id,
                             .messages = msgs,
                             .nmessages = nmsg,
+                            .calls = calls,
+                            .ncalls = ncall,
                             .changes = chgs,
                             .nchanges = nchg,
                             .receipts = rcps,
@@ -301,6 +318,7 @@ static void flush(tenant_t *t)
     if (t->ports->store.write(t->ports->store.ctx, &tw, written_cb, c) < 0)
         post_done(c, T_WRITTEN, SB_EUNAVAIL, 0, 0); /* handled like a failed write, in a later turn */
     free(msgs);
+    free(calls);
     free(chgs);
     free(rcps);
     sb_buf_cleanup(&json);

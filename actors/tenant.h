@@ -45,6 +45,8 @@ typedef struct sb_tenant_work {
     uint64_t token;            /* the session's name for this item */
     sb_new_message_t *messages;
     size_t nmessages, cap_messages;
+    sb_call_row_t *calls;
+    size_t ncalls, cap_calls;
     sb_status_change_t *changes;
     size_t nchanges, cap_changes;
     int64_t *receipts;
@@ -84,6 +86,7 @@ const char *sb_tenant_work_str(sb_tenant_work_t *w, const char *s);
 /* Appends a zeroed row and returns it (valid until the next append of its kind). */
 sb_new_message_t *sb_tenant_work_message(sb_tenant_work_t *w);
 sb_status_change_t *sb_tenant_work_change(sb_tenant_work_t *w);
+sb_call_row_t *sb_tenant_work_call(sb_tenant_work_t *w);
 void sb_tenant_work_receipt(sb_tenant_work_t *w, int64_t receipt_id);
 /* Appends an event: type (static), data a JSON object (copied). */
 void sb_tenant_work_event(sb_tenant_work_t *w, const char *type, sb_str_t data);

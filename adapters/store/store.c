@@ -177,7 +177,11 @@ static int64_t port_message_id(void *ctx)
  *                       unchanged), v10 error code, v11 error message; of several changes of one message in one
  *                       statement the last wins, every one but claims goes to the history;
  *   r  a receipt applied: v2 tenant, v3 receipt id, marked processed;
- *   p  an event page:   v2 tenant, v3 first cursor, v4 last cursor, v12 the events (JSON array).
+ *   p  an event page:   v2 tenant, v3 first cursor, v4 last cursor, v12 the events (JSON array);
+ *   k  a call, whole:   v2 tenant, v3 id, v4 channel, v5 call key, v6 call sid, v7 direction, v8 from, v9 to,
+ *                       v10 status, v11 voice mode, v12 rejected cap, v13 duration (s), v14 ended by, v15 end reason,
+ *                       v16 idempotency key; inserted, or updated by id (answered_at and ended_at are set by the
+ *                       first status that means them and kept); of several rows of one call the last wins.
  * The statement returns how many receipts it marked processed (for the figures); committed (the segment's Sync)
  * is the answer. */
 static const char write_sql[] =
@@ -218,10 +222,50 @@ static const char write_sql[] =
     "  UPDATE webhook_receipts w SET processed_at = now() FROM u"
     "  WHERE u.v1 = 'r' AND w.tenant_id = u.v2::bigint AND w.id = u.v3::bigint AND w.processed_at IS NULL"
     "  RETURNING 1),"
+    " k AS ("
+    "  INSERT INTO calls AS x (tenant_id, id, channel_id, call_key, call_sid, direction, from_addr, to_addr, status,"
+    "                         voice_mode, rejected_cap, duration_s, ended_by, end_reason, idempotency_key,"
+    "                         answered_at, ended_at)"
+    "  SELECT DISTINCT ON (v2, v3) v2::bigint, v3::bigint, v4::bigint, v5, v6, v7, v8, v9, v10, v11, v12, v13::int,"
+    "         v14, v15, v16,"
+    "         CASE WHEN v10 = 'in-progress' THEN now() END,"
+    "         CASE WHEN v10 IN ('completed', 'busy', 'no-answer', 'failed', 'canceled', 'rejected') THEN now() END"
+    "  FROM u WHERE v1 = 'k' ORDER BY v2, v3, ord DESC"
+    "  ON CONFLICT (tenant_id, id) DO UPDATE SET call_sid = coalesce(EXCLUDED.call_sid, x.call_sid),"
+    "         status = EXCLUDED.status, duration_s = coalesce(EXCLUDED.duration_s, x.duration_s),"
+    "         ended_by = coalesce(EXCLUDED.ended_by, x.ended_by), end_reason = coalesce(EXCLUDED.end_reason, x.end_reason),"
+    "         answered_at = coalesce(x.answered_at, EXCLUDED.answered_at),"
+    "         ended_at = coalesce(x.ended_at, EXCLUDED.ended_at), updated_at = now()),"
     " p AS ("
     "  INSERT INTO event_pages (tenant_id, first_cursor, last_cursor, events)"
     "  SELECT v2::bigint, v3::bigint, v4::bigint, v12::json FROM u WHERE v1 = 'p')"
     " SELECT count(*) FROM r";
+
+/* A write of calls only (and their events): what the call actors write. */
+static const char write_calls_sql[] =
+    "WITH u AS MATERIALIZED ("
+    "  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
+    "                       $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],"
+    "                       $15::text[], $16::text[])"
+    "         WITH ORDINALITY AS u(v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, ord)),"
+    " k AS ("
+    "  INSERT INTO calls AS x (tenant_id, id, channel_id, call_key, call_sid, direction, from_addr, to_addr, status,"
+    "                         voice_mode, rejected_cap, duration_s, ended_by, end_reason, idempotency_key,"
+    "                         answered_at, ended_at)"
+    "  SELECT DISTINCT ON (v2, v3) v2::bigint, v3::bigint, v4::bigint, v5, v6, v7, v8, v9, v10, v11, v12, v13::int,"
+    "         v14, v15, v16,"
+    "         CASE WHEN v10 = 'in-progress' THEN now() END,"
+    "         CASE WHEN v10 IN ('completed', 'busy', 'no-answer', 'failed', 'canceled', 'rejected') THEN now() END"
+    "  FROM u WHERE v1 = 'k' ORDER BY v2, v3, ord DESC"
+    "  ON CONFLICT (tenant_id, id) DO UPDATE SET call_sid = coalesce(EXCLUDED.call_sid, x.call_sid),"
+    "         status = EXCLUDED.status, duration_s = coalesce(EXCLUDED.duration_s, x.duration_s),"
+    "         ended_by = coalesce(EXCLUDED.ended_by, x.ended_by), end_reason = coalesce(EXCLUDED.end_reason, x.end_reason),"
+    "         answered_at = coalesce(x.answered_at, EXCLUDED.answered_at),"
+    "         ended_at = coalesce(x.ended_at, EXCLUDED.ended_at), updated_at = now()),"
+    " p AS ("
+    "  INSERT INTO event_pages (tenant_id, first_cursor, last_cursor, events)"
+    "  SELECT v2::bigint, v3::bigint, v4::bigint, v12::json FROM u WHERE v1 = 'p')"
+    " SELECT 0";
 
 /* The same for a write of inbound messages only (their receipts and events): what most writes are, without the
  * outbox's, the history's and the status changes' sub-statements (each costs its setup on every execution). */
@@ -336,6 +380,16 @@ static const sb_pg_batch_def_t write_def = {
     .done = writes_done,
 };
 
+static const sb_pg_batch_def_t write_calls_def = {
+    .what = "tenant writes (calls)",
+    .sql = write_calls_sql,
+    .ncols = WCOLS,
+    .max = 4096,
+    .count = write_count,
+    .row = write_row,
+    .done = writes_done,
+};
+
 static const sb_pg_batch_def_t write_in_def = {
     .what = "tenant writes (inbound)",
     .sql = write_in_sql,
@@ -356,7 +410,7 @@ static int port_write(void *ctx, const sb_tenant_write_t *tw, sb_done_cb cb, voi
         receipts += tw->messages[i].receipt_id != 0;
     for (size_t i = 0; i < tw->nchanges; i++)
         receipts += tw->changes[i].receipt_id != 0;
-    size_t rows = tw->nmessages + tw->nchanges + receipts + (tw->nevents ? 1 : 0);
+    size_t rows = tw->nmessages + tw->ncalls + tw->nchanges + receipts + (tw->nevents ? 1 : 0);
     if (!rows) {
         return SB_EINVAL;
     }
@@ -384,6 +438,25 @@ static int port_write(void *ctx, const sb_tenant_write_t *tw, sb_done_cb cb, voi
         rb_str(&rb, 14, m->idempotency_key);
         rb_str(&rb, 15, m->template_json);
         rb_str(&rb, 16, m->created_at);
+    }
+    for (size_t i = 0; i < tw->ncalls; i++) {
+        const sb_call_row_t *k = &tw->calls[i];
+        rb_begin(&rb, "k", tw->tenant);
+        rb_i64(&rb, 3, k->id);
+        rb_i64(&rb, 4, k->channel);
+        rb_str(&rb, 5, k->call_key);
+        rb_str(&rb, 6, k->call_sid);
+        rb_str(&rb, 7, k->direction);
+        rb_str(&rb, 8, k->from);
+        rb_str(&rb, 9, k->to);
+        rb_str(&rb, 10, k->status);
+        rb_str(&rb, 11, k->voice_mode);
+        rb_str(&rb, 12, k->rejected_cap);
+        if (k->duration_s >= 0)
+            rb_i64(&rb, 13, k->duration_s);
+        rb_str(&rb, 14, k->ended_by);
+        rb_str(&rb, 15, k->end_reason);
+        rb_str(&rb, 16, k->idempotency_key);
     }
     for (size_t i = 0; i < tw->nchanges; i++) {
         const sb_status_change_t *c = &tw->changes[i];
@@ -420,11 +493,12 @@ static int port_write(void *ctx, const sb_tenant_write_t *tw, sb_done_cb cb, voi
         sb_buf_append(t, tw->events_json.p, tw->events_json.len);
         sb_buf_append(t, "", 1);
     }
-    bool inbound = tw->nchanges == 0;
+    bool inbound = tw->nchanges == 0 && tw->ncalls == 0;
     for (size_t i = 0; inbound && i < tw->nmessages; i++)
         inbound = !tw->messages[i].out;
+    bool calls_only = tw->ncalls && !tw->nmessages && !tw->nchanges && !receipts;
     st->inflight++;
-    int rc = sb_pg_batch_add(st->pg, inbound ? &write_in_def : &write_def, w);
+    int rc = sb_pg_batch_add(st->pg, calls_only ? &write_calls_def : inbound ? &write_in_def : &write_def, w);
     if (rc < 0)
         write_free(w);
     return rc;
@@ -938,6 +1012,64 @@ static void port_receipt_done(void *ctx, int64_t tenant, int64_t receipt_id)
         op_free(o);
 }
 
+/* ---- calls ------------------------------------------------------------------------------------------------------ */
+
+#define CALL_COLS                                                                                                    \
+    "id, tenant_id, channel_id, call_key, call_sid, direction, from_addr, to_addr, status, voice_mode, rejected_cap, " \
+    "coalesce(duration_s, -1), ended_by, end_reason, idempotency_key, "                                              \
+    "(extract(epoch FROM now() - created_at) * 1000)::bigint"
+
+static void call_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    op_t *o = arg;
+    (void)detail;
+    bool one = !err && PQntuples(res) == 1;
+    sb_call_row_t c = {0};
+    if (one)
+        c = (sb_call_row_t){.id = col_i64(res, 0, 0),
+                            .tenant = col_i64(res, 0, 1),
+                            .channel = col_i64(res, 0, 2),
+                            .call_key = col_str(res, 0, 3),
+                            .call_sid = col_str(res, 0, 4),
+                            .direction = col_str(res, 0, 5),
+                            .from = col_str(res, 0, 6),
+                            .to = col_str(res, 0, 7),
+                            .status = col_str(res, 0, 8),
+                            .voice_mode = col_str(res, 0, 9),
+                            .rejected_cap = col_str(res, 0, 10),
+                            .duration_s = col_i64(res, 0, 11),
+                            .ended_by = col_str(res, 0, 12),
+                            .end_reason = col_str(res, 0, 13),
+                            .idempotency_key = col_str(res, 0, 14),
+                            .age_ms = col_i64(res, 0, 15)};
+    ((void (*)(void *, int, bool, const sb_call_row_t *))o->cb)(o->arg, err, one, one ? &c : NULL);
+    op_free(o);
+}
+
+static int port_find_call(void *ctx, int64_t tenant, int64_t channel, const char *call_key,
+                          const char *idempotency_key, void (*cb)(void *, int, bool, const sb_call_row_t *), void *arg)
+{
+    sb_store_t *st = ctx;
+    char t[24], c[24];
+    i64_text(t, tenant);
+    i64_text(c, channel);
+    const char *p[2] = {t, NULL};
+    const char *sql;
+    if (call_key) {
+        p[0] = c;
+        p[1] = call_key;
+        sql = "SELECT " CALL_COLS " FROM calls WHERE channel_id = $1 AND call_key = $2";
+    } else {
+        p[1] = idempotency_key;
+        sql = "SELECT " CALL_COLS " FROM calls WHERE tenant_id = $1 AND idempotency_key = $2";
+    }
+    op_t *o = op_new(st, (void *)cb, arg);
+    int rc = sb_pg_query(st->pg, sql, 2, p, SB_PG_PREPARED, call_read, o);
+    if (rc < 0)
+        op_free(o);
+    return rc;
+}
+
 void sb_store_port(sb_store_t *st, sb_store_port_t *out)
 {
     *out = (sb_store_port_t){.ctx = st,
@@ -947,6 +1079,7 @@ void sb_store_port(sb_store_t *st, sb_store_port_t *out)
                              .write = port_write,
                              .find_by_provider = port_find_by_provider,
                              .find_idempotent = port_find_idempotent,
+                             .find_call = port_find_call,
                              .events_after = port_events_after,
                              .hook_acked = port_hook_acked,
                              .hook_dead = port_hook_dead,
