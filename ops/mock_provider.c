@@ -76,6 +76,7 @@
 #include "adapters/net/http_client.h"
 #include "adapters/net/http_server.h"
 #include "gateway/log.h"
+#include "ops/mock_voice.h"
 #include "proto/version.h"
 #include "proto/codec.h"
 #include "proto/err.h"
@@ -826,6 +827,75 @@ static void handle_twilio(sb_http_req_t *req, sb_str_t path)
     sb_crypto_wipe(cred, sizeof cred);
 }
 
+/* ---- what voice borrows (ops/mock_voice.h) -------------------------------------------------------------------- */
+
+void mock_random_hex(char *dst, size_t n)
+{
+    random_hex(dst, n);
+}
+
+uint64_t mock_now_us(void)
+{
+    return now_us();
+}
+
+void mock_form_escape(sb_buf_t *b, sb_str_t s)
+{
+    form_escape(b, s);
+}
+
+void mock_rfc2822_now(char *dst, size_t cap)
+{
+    rfc2822_now(dst, cap);
+}
+
+bool mock_twilio_auth(sb_http_req_t *req, sb_str_t sid, char *token, size_t cap)
+{
+    char cred[512];
+    sb_str_t user, password;
+    bool ok = basic_auth(req, cred, sizeof cred, &user, &password) && sb_str_eq(user, sid) && password.len < cap;
+    if (ok) {
+        memcpy(token, password.p, password.len);
+        token[password.len] = '\0';
+    } else {
+        twilio_error(20003, "Authenticate", 401);
+        sb_http_respond(req, 401, "application/json\r\nwww-authenticate: Basic realm=\"Twilio API\"", out.p,
+                        out.len);
+    }
+    sb_crypto_wipe(cred, sizeof cred);
+    return ok;
+}
+
+void mock_twilio_error(sb_http_req_t *req, int status, int code, const char *message)
+{
+    respond_twilio_error(req, status, code, message);
+}
+
+int mock_twilio_verdict(sb_http_req_t *req, sb_str_t sender, const char *type, sb_str_t to, sb_str_t body,
+                        const char *id, long *delay_ms)
+{
+    uint64_t t = now_us();
+    sender_t *s = sender_find(sender, true);
+    verdict_t v = decide(behaviour_of(s), P_TWILIO);
+    record_add(s, P_TWILIO, type, t, dup_str(to), dup_str(utf8_prefix(body, BODY_KEEP)), NULL,
+               v.status ? NULL : sb_strdup(id), v.status ? v.status : 201);
+    *delay_ms = v.delay_ms;
+    if (!v.status)
+        return 0;
+    twilio_error(v.code, "Mock provider: injected failure", v.status);
+    answer(req, v.status, v.delay_ms, v.retry_after);
+    return v.status;
+}
+
+void mock_answer_json(sb_http_req_t *req, int status, long delay_ms, const char *body, size_t len)
+{
+    if (body != out.p) {
+        out.len = 0;
+        sb_buf_append(&out, body, len);
+    }
+    answer(req, status, delay_ms, -1);
+}
+
 /* ---- Meta ----------------------------------------------------------------------------------------------------- */
 
 /* "v" digits ["." digits] */
@@ -1265,6 +1335,7 @@ static void control_reset(sb_http_req_t *req)
     }
     forget_all();
     jobs_cancel();
+    mock_voice_reset();
     memset(&cb_stats, 0, sizeof cb_stats);
     out.len = 0;
     sb_buf_puts(&out, "{\"ok\":true}");
@@ -1296,6 +1367,8 @@ static void handler(void *arg, sb_http_req_t *req)
 {
     (void)arg;
     sb_str_t path = sb_http_req_path(req), pnid;
+    if (mock_voice_handle(req, path))
+        return;
     if (sb_str_has_prefix(path, SB_STR("/_mock/")))
         handle_control(req, path);
     else if (sb_str_has_prefix(path, SB_STR(TWILIO_PREFIX)))
@@ -1317,6 +1390,7 @@ static void stop(void)
     while (pendings) /* their connections are gone: the answers are dropped, the requests freed */
         pending_fire(&pendings->timer);
     jobs_cancel();
+    mock_voice_stop();
     sb_http_client_destroy(client); /* in-flight callbacks end with SB_ECANCELED, closing their jobs */
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
@@ -1334,7 +1408,9 @@ static void usage(FILE *f)
     fprintf(f, "usage: mock-provider --listen HOST:PORT [--meta-webhook URL --meta-app-secret SECRET]\n"
                "                     [--max-records N]\n"
                "  Twilio:  POST /2010-04-01/Accounts/{sid}/Messages.json   Meta: POST [/vNN.N]/{id}/messages\n"
-               "  control: POST /_mock/behaviour, GET /_mock/received, GET /_mock/stats, POST /_mock/reset\n"
+               "           POST /2010-04-01/Accounts/{sid}/Calls.json, POST .../Calls/{CallSid}.json\n"
+               "  control: POST /_mock/behaviour, GET /_mock/received, GET /_mock/stats, POST /_mock/reset,\n"
+               "           POST|GET /_mock/calls, GET /_mock/calls/{CallSid}, GET|WS /_mock/voice-app\n"
                "  (the file header of ops/mock_provider.c documents every field)\n");
 }
 
@@ -1419,6 +1495,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "mock-provider: http client: %s\n", sb_strerror(rc));
         return 1;
     }
+    mock_voice_init(loop, client);
     uv_signal_init(loop, &sig_term);
     uv_signal_init(loop, &sig_int);
     uv_signal_start(&sig_term, on_signal, SIGTERM);
