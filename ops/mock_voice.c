@@ -1655,7 +1655,7 @@ typedef struct app_sess {
     uv_timer_t timer;    /* delay_ms > 0 only */
     uint32_t delay_ms;
     bool stall;
-    char *signature, *target;
+    char *signature, *twilio_signature, *target;
     char stream_sid[64], call_sid[64], account_sid[64];
     char *pname[MAX_PARAMS], *pvalue[MAX_PARAMS];
     size_t nparams;
@@ -1675,6 +1675,7 @@ static uint64_t next_sess_id = 1, app_refused;
 static void sess_free(app_sess_t *s)
 {
     free(s->signature);
+    free(s->twilio_signature);
     free(s->target);
     for (size_t i = 0; i < s->nparams; i++) {
         free(s->pname[i]);
@@ -1842,10 +1843,13 @@ static void app_accept(sb_http_req_t *req)
     sb_str_t h;
     if (sb_http_req_header(req, "x-switchboard-signature", &h))
         s->signature = dup_str(h);
+    if (sb_http_req_header(req, "x-twilio-signature", &h)) /* when the mock's own calls dial it directly */
+        s->twilio_signature = dup_str(h);
     s->target = dup_str(sb_http_req_target(req));
     sb_wsconn_opts_t o = {.max_message = 65536, .max_queued = 1 << 20, .slow_code = 1008,
                           .slow_reason = "the gateway does not read", .what = "the mock voice app"};
-    s->ws = sb_wsconn_accept(req, &o, &app_ops, s, NULL);
+    int subprotocol;
+    s->ws = sb_wsconn_accept(req, &o, &app_ops, s, &subprotocol);
     if (!s->ws) {
         sess_free(s);
         return;
@@ -1887,6 +1891,8 @@ static void app_json(sb_buf_t *b)
         json_cstr(b, s->target);
         sb_buf_puts(b, ",\"signature\":");
         json_cstr(b, s->signature);
+        sb_buf_puts(b, ",\"twilio_signature\":");
+        json_cstr(b, s->twilio_signature);
         sb_buf_printf(b, ",\"delay_ms\":%u,\"stall\":%s,\"stream_sid\":", s->delay_ms, s->stall ? "true" : "false");
         json_cstr(b, s->stream_sid[0] ? s->stream_sid : NULL);
         sb_buf_puts(b, ",\"call_sid\":");
