@@ -19,7 +19,9 @@ WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wfo
             -Wimplicit-fallthrough $(WERROR)
 CFLAGS   ?= -O2 -g
 CPPFLAGS += -D_GNU_SOURCE -I. $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lmbedcrypto -lpthread -lm  # mbedTLS ships no .pc
+# libwebsockets: only -lwebsockets. Its .pc adds -lcap, which the shared library already links for itself (we call
+# nothing in libcap); its headers are in /usr/include, so it needs no --cflags either.
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lwebsockets -lmbedcrypto -lpthread -lm  # mbedTLS ships no .pc
 
 ifeq ($(V),asan)
   CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer

@@ -9,6 +9,7 @@ set -euo pipefail
 PACKAGES=(
     gcc make pkg-config clang libclang-rt-14-dev
     libuv1-dev libhiredis-dev libpq-dev libmsgpack-dev libjansson-dev libcurl4-openssl-dev libmbedtls-dev
+    libwebsockets-dev libwebsockets-evlib-uv
     redis-server postgresql postgresql-client
     python3 curl wrk nginx-light netcat-openbsd procps
     chromium

@@ -7,12 +7,21 @@
  *
  * The callback rule is libuv's: sb_wsclient_connect returns an error and calls nothing, or returns 0 and then calls
  * on_open at most once, on_message any number of times after it, and on_close exactly once, last, never from inside
- * sb_wsclient_connect itself. After on_close returns, the connection is freed.
+ * sb_wsclient_connect itself. After on_close returns, the connection is freed. on_close always comes from a loop
+ * turn of its own (the context's timer), never from inside sb_wsclient_send/close or another connection's callback;
+ * on_open and on_message come from inside lws's service of the socket. Any call of this header may be made from
+ * inside any of these callbacks, sb_wsclient_ctx_free included.
+ *
+ * Names are resolved with uv_getaddrinfo (the thread pool; lws 4.1 would block the loop), the first IPv4 address
+ * preferred, and only that address is tried. wss:// checks the server's certificate against the system's CAs and
+ * the URL's host name (also sent as SNI), and offers only http/1.1 in ALPN.
  *
  * Output: sb_wsclient_send copies the payload into a FIFO of whole messages, written as the socket takes them. The
  * queue is bounded by max_queued bytes: a message marked droppable that does not fit evicts the oldest droppable
  * messages not yet begun (audio, where the newest matters most) and is counted in sb_wsclient_dropped; a message
- * not marked droppable (control: marks, start, stop) is always queued. */
+ * not marked droppable (control: marks, start, stop) is always queued. When the messages that cannot be dropped
+ * leave no room, a droppable one still goes in once every older droppable one was evicted: the queue then holds them
+ * and the newest droppable message only. */
 #ifndef SB_WSCLIENT_H
 #define SB_WSCLIENT_H
 
@@ -26,10 +35,14 @@
 typedef struct sb_wsclient_ctx sb_wsclient_ctx_t;
 typedef struct sb_wsclient sb_wsclient_t;
 
-/* The lws context of one loop. NULL when libwebsockets cannot start (logged). */
+/* The lws context of one loop, on the loop's thread. NULL when libwebsockets cannot start (logged; a missing
+ * libwebsockets-evlib-uv package is named). Starting loads lws's libuv plugin and scans a library directory: call it
+ * when the shard starts, not per call. */
 sb_wsclient_ctx_t *sb_wsclient_ctx_new(uv_loop_t *loop);
-/* Closes every connection still open (each gets on_close with SB_ECANCELED) and frees the context; the loop may
- * have to run once more for lws's handles to close (uv_run with UV_RUN_NOWAIT is enough). */
+/* Closes every connection still open or connecting (each gets on_close with SB_ECANCELED, from inside this call, or
+ * from the next loop turn when called inside one of this context's callbacks) and destroys the lws context. The
+ * memory is released only after lws's own uv handles have closed, which takes a few more turns of the loop: keep
+ * running it (uv_run with UV_RUN_DEFAULT returns once they are gone) before uv_loop_close. NULL: nothing. */
 void sb_wsclient_ctx_free(sb_wsclient_ctx_t *ctx);
 
 typedef struct sb_wsclient_ops {
@@ -38,15 +51,17 @@ typedef struct sb_wsclient_ops {
     /* One whole message (fragments joined; at most max_message bytes, else the connection is closed 1009), borrowed
      * for the call. */
     void (*on_message)(void *arg, sb_wsclient_t *c, bool binary, sb_str_t payload);
-    /* The connection is over. err 0: it was open and closed (code: the peer's close code, or ours, 1006 when the
-     * socket just went); else it never opened: SB_ETIMEDOUT (connect_timeout_ms passed), SB_EACCES (the upgrade was
-     * answered but not with 101: http_status says what), SB_EUNAVAIL (DNS, connect or TLS failed), SB_ECANCELED
-     * (sb_wsclient_close before it opened, or the context freed). */
+    /* The connection is over. err 0: it was open and closed (code: the peer's close code, or ours, 1009 when a
+     * message was too big, 1006 when the socket just went; lws 4.1 reports a peer's 1012..1014 as 1002); else it
+     * never opened, or was open when the context was freed: SB_ETIMEDOUT (connect_timeout_ms passed), SB_EACCES
+     * (the upgrade was answered but not with 101: http_status says what), SB_EUNAVAIL (DNS, connect, TLS or a
+     * malformed upgrade answer), SB_ECANCELED (sb_wsclient_close before it opened, or the context freed). */
     void (*on_close)(void *arg, sb_wsclient_t *c, int err, uint16_t code, int http_status);
 } sb_wsclient_ops_t;
 
 typedef struct sb_wsclient_opts {
-    const char *url;              /* ws://host[:port]/path[?query] or wss://...; copied */
+    const char *url;              /* ws://host[:port]/path[?query] or wss://... (host at most 127 bytes, no user
+                                   * info, no fragment, [v6] literals); copied */
     const char *const *headers;   /* extra upgrade header lines "Name: value", NULL-terminated, or NULL; copied */
     const char *subprotocol;      /* offered in Sec-WebSocket-Protocol, or NULL */
     unsigned connect_timeout_ms;  /* 0: 5000 */
@@ -55,15 +70,18 @@ typedef struct sb_wsclient_opts {
 } sb_wsclient_opts_t;
 
 /* Starts a connection. Returns 0 and the connection in *out (valid until on_close returns), or SB_EINVAL (a URL
- * that is not ws:// or wss://, a header line holding CR or LF) or SB_ENOMEM. */
+ * that is not ws:// or wss://, a header line holding CR or LF or without a name), SB_ENOMEM, or SB_ECLOSED (the
+ * context is being freed). opts, ops and arg: ops is borrowed and must outlive the connection; opts is copied. */
 int sb_wsclient_connect(sb_wsclient_ctx_t *ctx, const sb_wsclient_opts_t *opts, const sb_wsclient_ops_t *ops,
                         void *arg, sb_wsclient_t **out);
 
 /* Queues one whole message (copied). Before on_open, messages wait and leave once it is open. Returns how many
  * queued messages were evicted to make room (0 usually), or SB_ECLOSED once the connection is closing. */
 int sb_wsclient_send(sb_wsclient_t *c, bool binary, sb_str_t payload, bool droppable);
-/* Sends a close frame with code and reason once what is queued went out; on_close follows. Before it is open: the
- * attempt is abandoned (on_close with SB_ECANCELED). */
+/* Sends a close frame with code and reason (cut to 123 bytes) once what is queued went out; on_close follows with
+ * err 0 and this code. A queue that has not drained, or a peer that has not answered the close, within
+ * connect_timeout_ms gets its socket cut (still err 0, this code). Before it is open: the attempt is abandoned
+ * (on_close with SB_ECANCELED, from a later loop turn). Nothing once it is closing. */
 void sb_wsclient_close(sb_wsclient_t *c, uint16_t code, const char *reason);
 /* Bytes queued and not yet written; messages evicted since the connection was made. */
 size_t sb_wsclient_queued(const sb_wsclient_t *c);
