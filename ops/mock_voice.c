@@ -2,9 +2,9 @@
  * app — test tooling for the gateway's voice path and its benchmark (endpoints: ops/mock_provider.c's header).
  *
  * A call is a small state machine driven by three things: HTTP answers (the TwiML fetch, the status callbacks, one
- * request at a time per call, in order), its Media Stream (an sb_wsclient as Twilio's side) and one shared 20 ms
- * tick for everything timed: every live stream's next media frames, a call's next step (ringing, a Dial's end, the
- * spread of a batch's starts). No per-call timer, no per-frame allocation: a frame is written into one scratch
+ * request at a time per call, in order), its Media Stream (an sb_wsclient as Twilio's side) and one shared tick
+ * (5 ms, finer than a frame, so calls started at different times send at different times) for everything timed:
+ * every live stream's next media frames, a call's next step (ringing, a Dial's end, the spread of a batch's starts). No per-call timer, no per-frame allocation: a frame is written into one scratch
  * buffer from a precomputed tone (a µ-law 440 Hz sine, 50 distinct frames) whose first 8 bytes are replaced by the
  * frame number and the call's tag, so each echo that comes back names the frame it echoes: the relay delay (from
  * sending frame k to receiving its echo), order, duplicates, losses and crossed calls are measured exactly.
@@ -37,6 +37,7 @@
 
 #define TWILIO_PREFIX "/2010-04-01/Accounts/"
 #define FRAME_MS 20
+#define TICK_MS 5 /* finer than a frame: the calls started at different times send at different times */
 #define FRAME_BYTES 160
 #define FRAME_B64 216          /* base64 of 160 bytes */
 #define TONE_FRAMES 50         /* 440 Hz at 8 kHz repeats every second: 50 frames */
@@ -598,7 +599,7 @@ static void call_schedule(call_t *c, enum step s, uint64_t at)
         sb_list_push_back(&ticking, &c->tick_link);
     if (!tick_running && !stopping) {
         tick_running = true;
-        uv_timer_start(&tick, tick_fire, FRAME_MS, FRAME_MS);
+        uv_timer_start(&tick, tick_fire, TICK_MS, TICK_MS);
     }
 }
 
