@@ -53,8 +53,9 @@ benches: $(BENCH_BIN)
 $(BUILD)/switchboard: $(BUILD)/gateway/main.o $(BUILD)/libsb.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-# The mock provider (Twilio + Meta send APIs for offline runs, tests and benchmarks): one file over the library.
-$(BUILD)/mock-provider: $(BUILD)/ops/mock_provider.o $(BUILD)/libsb.a
+# The mock provider (Twilio + Meta send APIs, Twilio voice, for offline runs, tests and benchmarks): two files over
+# the library.
+$(BUILD)/mock-provider: $(BUILD)/ops/mock_provider.o $(BUILD)/ops/mock_voice.o $(BUILD)/libsb.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/libsb.a: $(LIB_OBJ)
@@ -127,4 +128,4 @@ clean:
 	rm -rf build
 
 -include $(LIB_OBJ:.o=.d) $(BUILD)/gateway/main.d $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d) \
-         $(BUILD)/ops/mock_provider.d $(FUZZ_LIB_OBJ:.o=.d)
+         $(BUILD)/ops/mock_provider.d $(BUILD)/ops/mock_voice.d $(FUZZ_LIB_OBJ:.o=.d)

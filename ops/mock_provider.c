@@ -1,5 +1,6 @@
-/* mock-provider: Twilio's Messages API and Meta's WhatsApp Cloud messages endpoint on one libuv loop, for offline
- * use (`make run`), the integration tests and the send benchmarks (API.md "Mock provider").
+/* mock-provider: Twilio's Messages API, Meta's WhatsApp Cloud messages endpoint and Twilio voice (the Calls API,
+ * simulated incoming calls with their Media Streams, an echo voice app: ops/mock_voice.c) on one libuv loop, for
+ * offline use (`make run`), the integration tests and the send and voice benchmarks (API.md "Mock provider").
  *
  *   mock-provider --listen 127.0.0.1:PORT [--meta-webhook URL --meta-app-secret S] [--max-records N]
  *
@@ -31,6 +32,82 @@
  *
  * A send is "received" (recorded and counted) once it is authenticated and well-formed, whether the behaviour then
  * makes it fail or not. Validation and authentication errors are answered and not recorded.
+ *
+ * POST /2010-04-01/Accounts/{AccountSid}/Calls.json        (Twilio; form body; basic auth as for Messages)
+ *   To (else 400 code 21201), From (else 21213), Url or Twiml (else 21205), StatusCallback, StatusCallbackEvent
+ *   (space-separated or repeated: initiated ringing answered completed; default completed), StatusCallbackMethod
+ *   (POST default, or GET). The behaviour of From applies (fail_next, permanent, delay_ms); the call is recorded in
+ *   /_mock/received with type "call" and id the CallSid. 201: a call resource (sid "CA" + 32 hex, status "queued",
+ *   account_sid, to, from, direction "outbound-api", api_version, date_created, uri, subresource_uris, ...). Then:
+ *   "initiated" callback, 0.1 s ringing ("ringing"), answered ("in-progress"); the Url is fetched with a signed POST
+ *   (AccountSid, ApiVersion, CallSid, CallStatus, Called, Caller, Direction, From, To) or the Twiml used; a Stream
+ *   is opened as for incoming calls and sends media until the call is ended; Dial stays up until ended; Say,
+ *   Hangup and other verbs complete at once, Reject ends busy (reason busy) or no-answer. Callbacks are signed with
+ *   the request's auth token and carry AccountSid, ApiVersion, CallSid, CallStatus, Called, Caller, CallbackSource,
+ *   Direction, From, SequenceNumber (0, 1, ...), Timestamp, To, and CallDuration (seconds) on final statuses.
+ * POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json   Status=completed ends a call (its stream gets stop
+ *   and a close 1000, then the final callback: completed, or canceled if never answered); Status=canceled ends a
+ *   call not yet answered. 200 with the call resource. GET answers the resource. Unknown call (or another
+ *   account's): 404 {"code":20404,"message":"The requested resource ... was not found","more_info",
+ *   "status":404}.
+ *
+ * ---- voice control endpoints (JSON; ops/mock_voice.c) -------------------------------------------------------------
+ *
+ * POST /_mock/calls   places incoming calls, as Twilio would when someone dials the channel's number:
+ *     {"webhook":"http://127.0.0.1:PORT/webhooks/twilio/CHANNEL/voice",   required (http or https)
+ *      "auth_token":"..",                 required: signs the webhook, the upgrade, the status callbacks
+ *      "account_sid":"AC..",              default "AC" + 32 zeros
+ *      "from":"+1555..", "to":"+1444..",  defaults +15550100000, +15550200000
+ *      "count":1,                         calls placed (1..10000), each with its own CallSid
+ *      "spread_ms":0,                     their webhooks are spread evenly over this long (0..600000)
+ *      "frames":250,                      20 ms media frames each stream sends (0..180000; 250 = 5 s)
+ *      "dtmf":"12",                       digits sent one per frame from the middle frame on (0-9 * # A-D, <= 32)
+ *      "mark":false,                      true: a mark "mark-<n>" after every 50th frame (an echo app answers it)
+ *      "hangup":"caller",                 "caller": after the frames (and their echoes, or linger_ms), stop, close
+ *                                         1000, completed; "none": stay up until POST .../Calls/{sid}.json
+ *      "linger_ms":1000,                  how long to wait for the last echoes before hanging up (0..60000)
+ *      "bad_signature":false,             true: the upgrade's X-Twilio-Signature is wrong
+ *      "status_events":"answered completed"}   as StatusCallbackEvent; final statuses come with "completed"
+ *   An unknown field or a bad value is a 400. Answers 202 {"calls":["CA...",...]}. For each call: the voice webhook
+ *   (a signed form: AccountSid, ApiVersion, CallSid, CallStatus=ringing, Called, Caller, Direction=inbound, From,
+ *   To); its HTTP status and TwiML are recorded. <Connect><Stream url> (or <Start><Stream>): the mock dials that
+ *   URL (upgrade signed: base64 HMAC-SHA1(token, the exact URL)), sends connected, start (streamSid "MZ" + 32 hex,
+ *   the TwiML's <Parameter>s as customParameters, sequenceNumber 1), a media frame every 20 ms (track inbound,
+ *   chunk from 1, timestamp (chunk-1)*20, a µ-law 440 Hz tone whose first 8 bytes are the frame number and the
+ *   call's tag, so echoes are matched exactly), then stop; sequenceNumber counts every event. Status callbacks go
+ *   to the webhook URL + "/status": in-progress when the stream starts (at once for Dial or Say), then the final
+ *   one (completed; busy/no-answer for Reject; failed when the webhook failed, answered non-2xx or invalid TwiML).
+ *   A Dial lasts frames x 20 ms. What comes back on the stream is parsed as the app's frames (media, mark, clear).
+ * GET /_mock/calls   {"count":N,"calls":[{"sid","direction":"inbound"|"outbound-api","from","to","status",
+ *     "twiml_status","twiml_kind","stream_state","close_code","frames_sent","frames_received","in_order"}]}
+ *   twiml_status: the webhook's HTTP status, 0 for inline Twiml, -1 before it answered; twiml_kind: none, stream,
+ *   dial, say, reject, hangup, other, invalid; stream_state: none, connecting, open, closed.
+ * GET /_mock/calls?summary=1   {"calls","live","streams","streams_open","in_order_streams","status":{"queued":N,
+ *     "ringing","in-progress","completed","busy","failed","no-answer","canceled"},"frames_sent","frames_received",
+ *     "lost","late","out_of_order","duplicates","foreign","dropped","parse_errors","marks_sent","marks_received",
+ *     "clears","delay_us":{"count","p50","p99","max"},"callbacks":{"posted","ok","failed"}}
+ * GET /_mock/calls/{CallSid}   {"sid","direction","account_sid","from","to","status","created_t_us",
+ *     "answered_t_us","ended_t_us","url","status_callback",
+ *     "twiml":{"status","error","body","kind","invalid","stream_url","parameters":{name:value},"dial","say",
+ *              "reject_reason"},
+ *     "stream":{"state","url","stream_sid","bad_signature","error","http_status","close_code","closed_by":"mock"|
+ *               "peer"|null,"frames_total","frames_sent","frames_received","in_order","out_of_order","duplicates",
+ *               "foreign","late","lost","dropped","wrong_stream_sid","parse_errors","other_events",
+ *               "delay_us":{"count","p50","p99","max"},"marks_sent","marks_received":[names],
+ *               "marks_received_count","clears","dtmf_sent"},
+ *     "last_error", "callbacks":[{"status","t_us","http_status","error"}]}   404 for an unknown call.
+ *   delay_us: from sending frame k to receiving its echo, in µs; in_order: no echo came before an earlier frame's,
+ *   none twice, none of another call's (foreign); lost: sent and never echoed, once the stream closed; late: echoed
+ *   more than 512 frames later; dropped: evicted by the WebSocket client's output bound (the peer did not read).
+ * GET /_mock/voice-app (WebSocket)   an echo voice app: on start it remembers streamSid; each media frame is echoed
+ *   as {"event":"media","streamSid":..,"media":{"payload":..}}, each mark answered with the same mark. Query:
+ *   delay_ms=N (hold each echo N ms), stall=1 (never read: a dead app), refuse=1 (answer the upgrade 403).
+ * GET /_mock/voice-app (plain)   {"count","open","refused","sessions":[{"id","open","t_open_us","t_close_us",
+ *     "target","signature" (X-Switchboard-Signature),"twilio_signature","delay_ms","stall","stream_sid","call_sid",
+ *     "account_sid","parameters":{name:value},"connected","starts","media","marks":[names],"marks_count","dtmf",
+ *     "stops","other","parse_errors","last_error"}]}   the last 10000 sessions.
+ * POST /_mock/reset also forgets every call (streams are closed 1001, nothing more is posted) and the app's
+ * sessions (open ones are closed 1001).
  *
  * ---- control endpoints (JSON) -------------------------------------------------------------------------------------
  *
@@ -76,6 +153,7 @@
 #include "adapters/net/http_client.h"
 #include "adapters/net/http_server.h"
 #include "gateway/log.h"
+#include "ops/mock_voice.h"
 #include "proto/version.h"
 #include "proto/codec.h"
 #include "proto/err.h"
@@ -826,6 +904,75 @@ static void handle_twilio(sb_http_req_t *req, sb_str_t path)
     sb_crypto_wipe(cred, sizeof cred);
 }
 
+/* ---- what voice borrows (ops/mock_voice.h) -------------------------------------------------------------------- */
+
+void mock_random_hex(char *dst, size_t n)
+{
+    random_hex(dst, n);
+}
+
+uint64_t mock_now_us(void)
+{
+    return now_us();
+}
+
+void mock_form_escape(sb_buf_t *b, sb_str_t s)
+{
+    form_escape(b, s);
+}
+
+void mock_rfc2822_now(char *dst, size_t cap)
+{
+    rfc2822_now(dst, cap);
+}
+
+bool mock_twilio_auth(sb_http_req_t *req, sb_str_t sid, char *token, size_t cap)
+{
+    char cred[512];
+    sb_str_t user, password;
+    bool ok = basic_auth(req, cred, sizeof cred, &user, &password) && sb_str_eq(user, sid) && password.len < cap;
+    if (ok) {
+        memcpy(token, password.p, password.len);
+        token[password.len] = '\0';
+    } else {
+        twilio_error(20003, "Authenticate", 401);
+        sb_http_respond(req, 401, "application/json\r\nwww-authenticate: Basic realm=\"Twilio API\"", out.p,
+                        out.len);
+    }
+    sb_crypto_wipe(cred, sizeof cred);
+    return ok;
+}
+
+void mock_twilio_error(sb_http_req_t *req, int status, int code, const char *message)
+{
+    respond_twilio_error(req, status, code, message);
+}
+
+int mock_twilio_verdict(sb_http_req_t *req, sb_str_t sender, const char *type, sb_str_t to, sb_str_t body,
+                        const char *id, long *delay_ms)
+{
+    uint64_t t = now_us();
+    sender_t *s = sender_find(sender, true);
+    verdict_t v = decide(behaviour_of(s), P_TWILIO);
+    record_add(s, P_TWILIO, type, t, dup_str(to), dup_str(utf8_prefix(body, BODY_KEEP)), NULL,
+               v.status ? NULL : sb_strdup(id), v.status ? v.status : 201);
+    *delay_ms = v.delay_ms;
+    if (!v.status)
+        return 0;
+    twilio_error(v.code, "Mock provider: injected failure", v.status);
+    answer(req, v.status, v.delay_ms, v.retry_after);
+    return v.status;
+}
+
+void mock_answer_json(sb_http_req_t *req, int status, long delay_ms, const char *body, size_t len)
+{
+    if (body != out.p) {
+        out.len = 0;
+        sb_buf_append(&out, body, len);
+    }
+    answer(req, status, delay_ms, -1);
+}
+
 /* ---- Meta ----------------------------------------------------------------------------------------------------- */
 
 /* "v" digits ["." digits] */
@@ -1265,6 +1412,7 @@ static void control_reset(sb_http_req_t *req)
     }
     forget_all();
     jobs_cancel();
+    mock_voice_reset();
     memset(&cb_stats, 0, sizeof cb_stats);
     out.len = 0;
     sb_buf_puts(&out, "{\"ok\":true}");
@@ -1296,6 +1444,8 @@ static void handler(void *arg, sb_http_req_t *req)
 {
     (void)arg;
     sb_str_t path = sb_http_req_path(req), pnid;
+    if (mock_voice_handle(req, path))
+        return;
     if (sb_str_has_prefix(path, SB_STR("/_mock/")))
         handle_control(req, path);
     else if (sb_str_has_prefix(path, SB_STR(TWILIO_PREFIX)))
@@ -1317,6 +1467,7 @@ static void stop(void)
     while (pendings) /* their connections are gone: the answers are dropped, the requests freed */
         pending_fire(&pendings->timer);
     jobs_cancel();
+    mock_voice_stop();
     sb_http_client_destroy(client); /* in-flight callbacks end with SB_ECANCELED, closing their jobs */
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
@@ -1334,7 +1485,9 @@ static void usage(FILE *f)
     fprintf(f, "usage: mock-provider --listen HOST:PORT [--meta-webhook URL --meta-app-secret SECRET]\n"
                "                     [--max-records N]\n"
                "  Twilio:  POST /2010-04-01/Accounts/{sid}/Messages.json   Meta: POST [/vNN.N]/{id}/messages\n"
-               "  control: POST /_mock/behaviour, GET /_mock/received, GET /_mock/stats, POST /_mock/reset\n"
+               "           POST /2010-04-01/Accounts/{sid}/Calls.json, POST .../Calls/{CallSid}.json\n"
+               "  control: POST /_mock/behaviour, GET /_mock/received, GET /_mock/stats, POST /_mock/reset,\n"
+               "           POST|GET /_mock/calls, GET /_mock/calls/{CallSid}, GET|WS /_mock/voice-app\n"
                "  (the file header of ops/mock_provider.c documents every field)\n");
 }
 
@@ -1419,6 +1572,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "mock-provider: http client: %s\n", sb_strerror(rc));
         return 1;
     }
+    mock_voice_init(loop, client);
     uv_signal_init(loop, &sig_term);
     uv_signal_init(loop, &sig_int);
     uv_signal_start(&sig_term, on_signal, SIGTERM);

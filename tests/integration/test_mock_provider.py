@@ -24,6 +24,7 @@ import time
 import urllib.parse
 
 import harness as h
+import wsclient
 
 MOCK_BIN = os.path.join(os.path.dirname(h.SB_BIN), "mock-provider")
 ACCOUNT = "AC" + "5" * 32
@@ -55,6 +56,7 @@ class Hooks:
     def __init__(self):
         self.lock = threading.Lock()
         self.posts = []
+        self.answers = {}  # path prefix -> (status, content type, body), or a function (path, body) -> that
         hooks = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -64,9 +66,17 @@ class Hooks:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with hooks.lock:
                     hooks.posts.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
+                    answer = next((a for prefix, a in hooks.answers.items() if self.path.startswith(prefix)),
+                                  None)
+                hdrs = {k.lower(): v for k, v in self.headers.items()}
+                status, ctype, data = answer(self.path, body, hdrs) if callable(answer) else \
+                    (answer or (200, None, b""))
+                self.send_response(status)
+                if ctype:
+                    self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                self.wfile.write(data)
 
             def log_message(self, *args):
                 pass
@@ -529,6 +539,418 @@ def test_shutdown_with_work_pending(hooks):
     h.ok(hooks.take("/late", 1, timeout=0.3) == [], "the dropped callback was never posted")
 
 
+# --- voice: Twilio's Calls API ----------------------------------------------------------------------------------------
+
+
+def twilio_form(body):
+    return urllib.parse.parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=True)
+
+
+def calls_api(m, params, account=ACCOUNT, auth=(ACCOUNT, TOKEN), sid=None):
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(("%s:%s" % auth).encode()).decode()
+    path = "/2010-04-01/Accounts/%s/Calls%s.json" % (account, "/" + sid if sid else "")
+    return m.request("POST", path, headers, urllib.parse.urlencode(params).encode())
+
+
+def check_call_callbacks(posts, url, sid, statuses, what):
+    got = [dict(twilio_form(b)).get("CallStatus") for _, _, b in posts]
+    h.ok(got == statuses, "%s: status callbacks %s, in order" % (what, statuses), got)
+    for path, headers, body in posts:
+        params = twilio_form(body)
+        d = dict(params)
+        h.ok(headers.get("x-twilio-signature") == twilio_signature(TOKEN, url, params),
+             "%s: callback %s signed (auth token, URL + sorted params)" % (what, d.get("CallStatus")), d)
+        if d.get("CallSid") != sid or d.get("AccountSid") != ACCOUNT or d.get("ApiVersion") != "2010-04-01" or \
+                not d.get("SequenceNumber", "").isdigit() or not d.get("Timestamp"):
+            h.ok(False, "%s: callback fields CallSid, AccountSid, ApiVersion, SequenceNumber, Timestamp" % what, d)
+    seqs = [int(dict(twilio_form(b)).get("SequenceNumber", "-1")) for _, _, b in posts]
+    h.ok(seqs == sorted(seqs) and len(set(seqs)) == len(seqs), "%s: SequenceNumber counts up" % what, seqs)
+
+
+def test_calls_api(m, hooks):
+    frm, to = "+15550008001", "+14445550001"
+    dial = "<Response><Dial>+14445550999</Dial></Response>"
+    r = calls_api(m, [("To", to), ("From", frm), ("Twiml", dial)], auth=None)
+    h.ok(r.status == 401 and r.json().get("code") == 20003, "Calls.json without basic auth: 401 code 20003", r)
+    r = calls_api(m, [("From", frm), ("Twiml", dial)])
+    h.ok(r.status == 400 and r.json().get("code") == 21201, "no To: 400 code 21201", r)
+    r = calls_api(m, [("To", to), ("Twiml", dial)])
+    h.ok(r.status == 400 and r.json().get("code") == 21213, "no From: 400 code 21213", r)
+    r = calls_api(m, [("To", to), ("From", frm)])
+    h.ok(r.status == 400 and r.json().get("code") == 21205, "neither Url nor Twiml: 400 code 21205", r)
+
+    cb_url = "http://127.0.0.1:%d/calls/status?leg=a" % hooks.port
+    r = calls_api(m, [("To", to), ("From", frm), ("Twiml", dial), ("StatusCallback", cb_url),
+                      ("StatusCallbackEvent", "initiated ringing answered completed")])
+    j = r.json()
+    sid = j.get("sid", "")
+    h.ok(r.status == 201 and re.fullmatch(r"CA[0-9a-f]{32}", sid) is not None and j.get("status") == "queued" and
+         j.get("to") == to and j.get("from") == frm and j.get("account_sid") == ACCOUNT and
+         j.get("direction") == "outbound-api" and j.get("uri") == "/2010-04-01/Accounts/%s/Calls/%s.json"
+         % (ACCOUNT, sid) and j.get("api_version") == "2010-04-01", "Calls.json: 201, a call resource, queued", j)
+    posts = hooks.take("/calls/status", 3)
+    check_call_callbacks(posts, cb_url, sid, ["initiated", "ringing", "in-progress"], "API call")
+    d = m.get("/_mock/calls/" + sid).json()
+    h.ok(d.get("status") == "in-progress" and d["twiml"]["kind"] == "dial" and d["twiml"]["dial"] == "+14445550999"
+         and d["direction"] == "outbound-api", "the call is in progress on its Dial", d)
+
+    r = calls_api(m, [("Status", "completed")], sid=sid)
+    h.ok(r.status == 200 and r.json().get("status") == "completed" and r.json().get("sid") == sid,
+         "Status=completed: 200, the call completed", r)
+    posts = hooks.take("/calls/status", 1)
+    check_call_callbacks(posts, cb_url, sid, ["completed"], "API call end")
+    h.ok(posts and dict(twilio_form(posts[0][2])).get("CallDuration", "").isdigit() and
+         dict(twilio_form(posts[0][2])).get("Direction") == "outbound-api", "completed carries CallDuration",
+         posts[0][2] if posts else None)
+    d = m.get("/_mock/calls/" + sid).json()
+    h.ok([c["status"] for c in d["callbacks"]] == ["initiated", "ringing", "in-progress", "completed"] and
+         all(c["http_status"] == 200 and c["error"] is None for c in d["callbacks"]),
+         "the call's details list each callback with the answer it got", d["callbacks"])
+
+    unknown = "CA" + "0" * 32
+    r = calls_api(m, [("Status", "completed")], sid=unknown)
+    j = r.json()
+    h.ok(r.status == 404 and j.get("code") == 20404 and j.get("status") == 404 and unknown in j.get("message", ""),
+         "an unknown CallSid: 404 code 20404, Twilio's shape", r)
+    r = calls_api(m, [("Status", "completed")], sid=sid, account="AC" + "9" * 32, auth=("AC" + "9" * 32, TOKEN))
+    h.ok(r.status == 404, "another account's call: 404", r)
+
+    # Url: fetched with a signed POST; only the default "completed" event; Say + Hangup ends at once
+    hooks.answers["/calls/twiml"] = (200, "text/xml", b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
+                                     b"<Response><Say>Hello &amp; bye</Say><Hangup/></Response>")
+    twiml_url = "http://127.0.0.1:%d/calls/twiml" % hooks.port
+    r = calls_api(m, [("To", to), ("From", frm), ("Url", twiml_url), ("StatusCallback", cb_url)])
+    sid2 = r.json().get("sid")
+    fetch = hooks.take("/calls/twiml", 1)
+    params = twilio_form(fetch[0][2]) if fetch else []
+    d = dict(params)
+    h.ok(fetch and fetch[0][1].get("x-twilio-signature") == twilio_signature(TOKEN, twiml_url, params) and
+         d.get("CallSid") == sid2 and d.get("CallStatus") == "in-progress" and d.get("Direction") == "outbound-api"
+         and d.get("From") == frm and d.get("To") == to, "the Url is fetched with a signed POST of the call", d)
+    posts = hooks.take("/calls/status", 1)
+    check_call_callbacks(posts, cb_url, sid2, ["completed"], "Url call (default events)")
+    d = m.get("/_mock/calls/" + sid2).json()
+    h.ok(d["twiml"]["status"] == 200 and d["twiml"]["kind"] == "say" and d["twiml"]["say"] == "Hello & bye" and
+         d["status"] == "completed", "Say + Hangup: read, the call completed", d["twiml"])
+    del hooks.answers["/calls/twiml"]
+
+    # a queued call canceled before it is answered
+    r = calls_api(m, [("To", to), ("From", frm), ("Twiml", dial), ("StatusCallback", cb_url)])
+    sid3 = r.json().get("sid")
+    r = calls_api(m, [("Status", "canceled")], sid=sid3)
+    h.ok(r.status == 200 and r.json().get("status") == "canceled", "Status=canceled while queued: canceled", r)
+    posts = hooks.take("/calls/status", 1)
+    check_call_callbacks(posts, cb_url, sid3, ["canceled"], "canceled call")
+
+    m.behaviour(sender=frm, fail_next=1, fail_status=503)
+    r = calls_api(m, [("To", to), ("From", frm), ("Twiml", dial)])
+    h.ok(r.status == 503 and r.json().get("code") == 20500, "the sender's behaviour fails calls too: 503", r)
+    rec = m.received(frm)
+    h.ok(rec["count"] == 4 and [q["type"] for q in rec["requests"]] == ["call"] * 4 and
+         rec["requests"][0]["id"] == sid and rec["requests"][-1]["status"] == 503,
+         "calls are recorded in /_mock/received (type call, id the CallSid)", rec)
+    lst = m.get("/_mock/calls").json()
+    h.ok(lst["count"] == 3 and [c["sid"] for c in lst["calls"]] == [sid, sid2, sid3],
+         "GET /_mock/calls lists the calls in order", lst)
+    m.behaviour(sender=frm, clear=True)
+
+
+# --- voice: the echo app -------------------------------------------------------------------------------------------
+
+
+def ms_start(stream_sid, call_sid, params):
+    return {"event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
+            "start": {"streamSid": stream_sid, "callSid": call_sid, "accountSid": ACCOUNT, "tracks": ["inbound"],
+                      "customParameters": params,
+                      "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}
+
+
+def ms_media(stream_sid, seq, chunk, payload):
+    return {"event": "media", "sequenceNumber": str(seq), "streamSid": stream_sid,
+            "media": {"track": "inbound", "chunk": str(chunk), "timestamp": str(20 * (chunk - 1)),
+                      "payload": base64.b64encode(payload).decode()}}
+
+
+def app_session(m, i=-1):
+    return m.get("/_mock/voice-app").json()["sessions"][i]
+
+
+def test_echo_app(m):
+    m.control("/_mock/reset")
+    sig = "t=1700000000,v1=" + "ab" * 32
+    ws = wsclient.WebSocket.connect(m.port, "/_mock/voice-app?x=1", headers={"X-Switchboard-Signature": sig})
+    ss, cs = "MZ" + "1" * 32, "CA" + "2" * 32
+    ws.send_op({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+    ws.send_op(ms_start(ss, cs, {"tenant": "t1", "channel": "ch-9"}))
+    payloads = [bytes([i]) * 160 for i in range(20)]
+    for i, p in enumerate(payloads):
+        ws.send_op(ms_media(ss, i + 2, i + 1, p))
+    ws.send_op({"event": "mark", "sequenceNumber": "22", "streamSid": ss, "mark": {"name": "greeting"}})
+    got = [ws.recv_op(timeout=5) for _ in range(21)]
+    echoes = [g for g in got if g.get("event") == "media"]
+    h.ok([base64.b64decode(g["media"]["payload"]) for g in echoes] == payloads,
+         "the echo app sends every media payload back, in order", [g.get("event") for g in got])
+    h.ok(all(g.get("streamSid") == ss and set(g) == {"event", "streamSid", "media"} and set(g["media"]) == {"payload"}
+             for g in echoes), "in the app's form: event, streamSid, media.payload only", echoes[:1])
+    h.ok(got[-1] == {"event": "mark", "streamSid": ss, "mark": {"name": "greeting"}},
+         "a mark is answered with the same mark, after the media before it", got[-1])
+    s = app_session(m)
+    h.ok(s["signature"] == sig and s["parameters"] == {"tenant": "t1", "channel": "ch-9"} and s["stream_sid"] == ss
+         and s["call_sid"] == cs and s["media"] == 20 and s["marks"] == ["greeting"] and s["open"] and
+         s["target"] == "/_mock/voice-app?x=1", "GET /_mock/voice-app: signature, customParameters, counts", s)
+    ws.send_op({"event": "stop", "sequenceNumber": "23", "streamSid": ss,
+                "stop": {"accountSid": ACCOUNT, "callSid": cs}})
+    ws.close()
+    h.wait_for(lambda: not app_session(m)["open"], 3)
+    s = app_session(m)
+    h.ok(s["stops"] == 1 and not s["open"] and s["t_close_us"] >= s["t_open_us"] > 0, "stop seen, then closed", s)
+
+    ws = wsclient.WebSocket.connect(m.port, "/_mock/voice-app?delay_ms=200")
+    ws.send_op(ms_start(ss, cs, {}))
+    t0 = time.monotonic()
+    ws.send_op(ms_media(ss, 2, 1, b"\x7f" * 160))
+    g = ws.recv_op(timeout=5)
+    dt = time.monotonic() - t0
+    h.ok(g.get("event") == "media" and 0.18 <= dt < 2, "delay_ms=200: the echo comes %.3f s later" % dt, g)
+    ws.close()
+
+    ws = wsclient.WebSocket.connect(m.port, "/_mock/voice-app?stall=1")
+    ws.send_op(ms_start(ss, cs, {}))
+    ws.send_op(ms_media(ss, 2, 1, b"\x7f" * 160))
+    try:
+        ws.recv_op(timeout=0.5)
+        h.ok(False, "stall=1: no echo")
+    except TimeoutError:
+        h.ok(True, "stall=1: the app reads nothing and echoes nothing")
+    s = app_session(m)
+    h.ok(s["stall"] and s["media"] == 0 and s["starts"] == 0 and s["open"], "and has seen nothing", s)
+    ws.shutdown()
+
+    try:
+        wsclient.WebSocket.connect(m.port, "/_mock/voice-app?refuse=1")
+        h.ok(False, "refuse=1: the upgrade is refused")
+    except wsclient.HandshakeRefused as e:
+        h.ok(e.status == 403, "refuse=1: the upgrade is answered 403", e.status)
+    h.ok(m.get("/_mock/voice-app").json()["refused"] == 1, "and counted as refused")
+    m.control("/_mock/reset")
+    h.ok(h.wait_for(lambda: m.get("/_mock/voice-app").json()["count"] == 0, 3),
+         "reset forgets the app's sessions")
+
+
+# --- voice: incoming calls through a fake gateway to the mock's own echo app ------------------------------------------
+
+
+class FakeGateway:
+    """Answers the voice webhook as the gateway will: verifies X-Twilio-Signature, answers Stream TwiML pointing at the
+    mock's echo app (or what self.twiml says), and records the voice status callbacks."""
+
+    def __init__(self, mock_port):
+        self.hooks = Hooks()
+        self.port = self.hooks.port
+        self.mock_port = mock_port
+        self.bad_signatures = 0
+        self.twiml = {}  # channel -> (status, body)
+        self.hooks.answers["/webhooks/twilio/"] = self.answer
+
+    def url(self, channel):
+        return "http://127.0.0.1:%d/webhooks/twilio/%s/voice" % (self.port, channel)
+
+    def stream_url(self):
+        return "ws://127.0.0.1:%d/_mock/voice-app" % self.mock_port
+
+    def answer(self, path, body, headers):
+        channel = path.split("/")[3]
+        if path.endswith("/voice/status"):
+            return 200, None, b""
+        params = twilio_form(body)
+        if headers.get("x-twilio-signature") != twilio_signature(TOKEN, self.url(channel), params):
+            self.bad_signatures += 1
+            return 403, None, b""
+        if channel in self.twiml:
+            status, doc = self.twiml[channel]
+            return status, "text/xml", doc.encode()
+        d = dict(params)
+        doc = ('<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="%s">'
+               '<Parameter name="channel" value="%s"/><Parameter name="call" value="%s"/>'
+               '<Parameter name="note" value="a &amp; b"/></Stream></Connect></Response>'
+               % (self.stream_url(), channel, d.get("CallSid")))
+        return 200, "text/xml", doc.encode()
+
+    def close(self):
+        self.hooks.close()
+
+
+def place(m, gw, channel, **fields):
+    body = {"webhook": gw.url(channel), "auth_token": TOKEN, "account_sid": ACCOUNT, "from": "+15551230000",
+            "to": "+14445550000"}
+    body.update(fields)
+    r = m.control("/_mock/calls", body)
+    if r.status != 202:
+        raise AssertionError("POST /_mock/calls refused: %r" % r)
+    return r.json()["calls"]
+
+
+def wait_final(m, sids, timeout=20):
+    final = ("completed", "busy", "failed", "no-answer", "canceled")
+    h.wait_for(lambda: all(m.get("/_mock/calls/" + s).json()["status"] in final for s in sids), timeout, 0.1)
+    return [m.get("/_mock/calls/" + s).json() for s in sids]
+
+
+def test_incoming_calls(m):
+    m.control("/_mock/reset")
+    gw = FakeGateway(m.port)
+    try:
+        r = m.control("/_mock/calls", {"webhook": "ftp://x", "auth_token": TOKEN})
+        h.ok(r.status == 400 and "webhook" in r.body.decode(), "POST /_mock/calls: a bad webhook is a 400", r)
+        r = m.control("/_mock/calls", {"webhook": gw.url("c"), "auth_token": TOKEN, "frame": 3})
+        h.ok(r.status == 400 and "frame" in r.body.decode(), "an unknown field is a 400, named", r)
+
+        sids = place(m, gw, "ch-1", count=2, frames=60, dtmf="12", mark=True)
+        h.ok(len(sids) == 2 and all(re.fullmatch(r"CA[0-9a-f]{32}", s) for s in sids), "202 with two CallSids",
+             sids)
+        calls = wait_final(m, sids)
+        for c in calls:
+            st = c["stream"]
+            h.ok(c["status"] == "completed" and c["direction"] == "inbound" and c["twiml"]["status"] == 200 and
+                 c["twiml"]["kind"] == "stream" and c["twiml"]["stream_url"] == gw.stream_url() and
+                 c["twiml"]["parameters"] == {"channel": "ch-1", "call": c["sid"], "note": "a & b"},
+                 "the webhook's Stream TwiML was read: url and Parameters", c["twiml"])
+            h.ok(st["state"] == "closed" and st["close_code"] == 1000 and st["closed_by"] == "mock" and
+                 re.fullmatch(r"MZ[0-9a-f]{32}", st["stream_sid"] or "") is not None,
+                 "the stream opened, and the caller hung up with 1000", st)
+            h.ok(st["frames_sent"] == 60 and st["frames_received"] == 60 and st["in_order"] and st["lost"] == 0 and
+                 st["duplicates"] == 0 and st["foreign"] == 0 and st["wrong_stream_sid"] == 0,
+                 "60 frames sent, 60 echoes back, in order, none lost, none crossed", st)
+            dl = st["delay_us"]
+            h.ok(dl["count"] == 60 and 0 < dl["p50"] <= dl["p99"] <= dl["max"] < 1000000,
+                 "relay delay p50 %s µs, p99 %s µs" % (dl["p50"], dl["p99"]), dl)
+            h.ok(st["marks_sent"] == 1 and st["marks_received"] == ["mark-1"] and st["dtmf_sent"] == "12",
+                 "a mark went out after frame 50 and came back; DTMF 1, 2 sent", st)
+            h.ok([x["status"] for x in c["callbacks"]] == ["in-progress", "completed"] and
+                 all(x["http_status"] == 200 for x in c["callbacks"]), "callbacks in-progress, completed: 200",
+                 c["callbacks"])
+        sessions = m.get("/_mock/voice-app").json()["sessions"]
+        by_call = {s["call_sid"]: s for s in sessions}
+        for c in calls:
+            s = by_call.get(c["sid"], {})
+            h.ok(s.get("parameters") == {"channel": "ch-1", "call": c["sid"], "note": "a & b"} and
+                 s.get("media") == 60 and s.get("dtmf") == "12" and s.get("stops") == 1 and
+                 s.get("connected") == 1 and s.get("stream_sid") == c["stream"]["stream_sid"] and
+                 s.get("account_sid") == ACCOUNT, "the app saw connected, start with the Parameters, 60 media, "
+                 "DTMF 12, stop", s)
+            h.ok(s.get("twilio_signature") == twilio_signature(TOKEN, gw.stream_url(), []),
+                 "the upgrade carried X-Twilio-Signature over the exact stream URL", s.get("twilio_signature"))
+        posts = gw.hooks.take("/webhooks/twilio/ch-1/voice", 6)
+        hooks_ = [p for p in posts if p[0] == "/webhooks/twilio/ch-1/voice"]
+        d = dict(twilio_form(hooks_[0][2])) if hooks_ else {}
+        h.ok(len(hooks_) == 2 and d.get("CallStatus") == "ringing" and d.get("Direction") == "inbound" and
+             d.get("AccountSid") == ACCOUNT and d.get("From") == "+15551230000" and d.get("To") == "+14445550000" and
+             d.get("Called") == "+14445550000" and d.get("Caller") == "+15551230000" and
+             d.get("ApiVersion") == "2010-04-01" and gw.bad_signatures == 0,
+             "the voice webhook: a signed form as Twilio sends it", d)
+        st_posts = [p for p in posts if p[0] == "/webhooks/twilio/ch-1/voice/status"]
+        status_url = gw.url("ch-1") + "/status"
+        for sid in sids:
+            mine = [p for p in st_posts if dict(twilio_form(p[2])).get("CallSid") == sid]
+            check_call_callbacks(mine, status_url, sid, ["in-progress", "completed"], "incoming call")
+
+        summ = m.get("/_mock/calls?summary=1").json()
+        h.ok(summ["calls"] == 2 and summ["frames_sent"] == 120 and summ["frames_received"] == 120 and
+             summ["lost"] == 0 and summ["in_order_streams"] == 2 and summ["status"]["completed"] == 2 and
+             summ["delay_us"]["count"] == 120 and summ["delay_us"]["p99"] >= summ["delay_us"]["p50"] > 0,
+             "?summary=1: totals and delays over all calls", summ)
+
+        # the app delays its echoes: the delay shows
+        gw.twiml["slow"] = (200, '<Response><Connect><Stream url="%s?delay_ms=100"/></Connect></Response>'
+                            % gw.stream_url())
+        [sid] = place(m, gw, "slow", frames=10)
+        [c] = wait_final(m, [sid])
+        h.ok(c["stream"]["frames_received"] == 10 and c["stream"]["delay_us"]["p50"] >= 95000,
+             "an app holding echoes 100 ms: p50 delay %s µs" % c["stream"]["delay_us"]["p50"], c["stream"])
+
+        # a stalled app: nothing comes back; the caller still hangs up after linger_ms
+        gw.twiml["dead"] = (200, '<Response><Connect><Stream url="%s?stall=1"/></Connect></Response>'
+                            % gw.stream_url())
+        [sid] = place(m, gw, "dead", frames=10, linger_ms=200)
+        [c] = wait_final(m, [sid])
+        h.ok(c["status"] == "completed" and c["stream"]["frames_sent"] == 10 and
+             c["stream"]["frames_received"] == 0 and c["stream"]["lost"] == 10,
+             "a dead app: 10 sent, none back, counted lost", c["stream"])
+
+        # bad_signature: the upgrade's X-Twilio-Signature is wrong (the echo app records it; a gateway refuses it)
+        [sid] = place(m, gw, "badsig", frames=5, bad_signature=True)
+        wait_final(m, [sid])
+        s = [x for x in m.get("/_mock/voice-app").json()["sessions"] if x["call_sid"] == sid]
+        h.ok(s and s[0]["twilio_signature"] != twilio_signature(TOKEN, gw.stream_url(), []) and
+             len(s[0]["twilio_signature"]) == 28, "bad_signature: the upgrade is signed wrongly", s)
+
+        # a refused upgrade: the stream never opens, the call still ends
+        gw.twiml["refused"] = (200, '<Response><Connect><Stream url="%s?refuse=1"/></Connect></Response>'
+                               % gw.stream_url())
+        [sid] = place(m, gw, "refused", frames=5)
+        [c] = wait_final(m, [sid])
+        h.ok(c["stream"]["http_status"] == 403 and c["stream"]["frames_sent"] == 0 and c["status"] == "completed" and
+             [x["status"] for x in c["callbacks"]] == ["completed"], "an upgrade answered 403: recorded, the call "
+             "completes without in-progress", c)
+
+        gw.twiml["full"] = (200, "<Response><Say>We are busy.</Say><Hangup/></Response>")
+        gw.twiml["reject"] = (200, '<Response><Reject reason="busy"/></Response>')
+        gw.twiml["fwd"] = (200, "<Response><Dial>+14445557777</Dial></Response>")
+        gw.twiml["down"] = (503, "")
+        gw.twiml["junk"] = (200, "<Response><Say>unclosed</Response>")
+        got = {}
+        for ch in ("full", "reject", "fwd", "down", "junk"):
+            [sid] = place(m, gw, ch, frames=10)
+            got[ch] = sid
+        res = {ch: c for ch, c in zip(got, wait_final(m, list(got.values())))}
+        h.ok(res["full"]["twiml"]["kind"] == "say" and res["full"]["twiml"]["say"] == "We are busy." and
+             res["full"]["status"] == "completed", "Say + Hangup: completed", res["full"]["twiml"])
+        h.ok(res["reject"]["twiml"]["kind"] == "reject" and res["reject"]["twiml"]["reject_reason"] == "busy" and
+             res["reject"]["status"] == "busy" and [x["status"] for x in res["reject"]["callbacks"]] == ["busy"],
+             "Reject busy: the call ends busy", res["reject"])
+        h.ok(res["fwd"]["twiml"]["kind"] == "dial" and res["fwd"]["twiml"]["dial"] == "+14445557777" and
+             res["fwd"]["status"] == "completed", "Dial: read, completed after the call's frames", res["fwd"]["twiml"])
+        h.ok(res["down"]["twiml"]["status"] == 503 and res["down"]["status"] == "failed",
+             "a webhook answered 503: the call fails", res["down"])
+        h.ok(res["junk"]["twiml"]["kind"] == "invalid" and res["junk"]["twiml"]["invalid"] and
+             res["junk"]["status"] == "failed", "unbalanced TwiML: invalid, the call fails", res["junk"]["twiml"])
+
+        # hangup none: the call stays up until the Calls API ends it
+        [sid] = place(m, gw, "ch-2", frames=5, hangup="none")
+        h.wait_for(lambda: m.get("/_mock/calls/" + sid).json()["stream"]["frames_received"] == 5, 5)
+        time.sleep(0.2)
+        c = m.get("/_mock/calls/" + sid).json()
+        h.ok(c["status"] == "in-progress" and c["stream"]["state"] == "open", "hangup none: still up after its frames",
+             c["stream"]["state"])
+        r = calls_api(m, [("Status", "completed")], sid=sid)
+        [c] = wait_final(m, [sid])
+        h.ok(r.status == 200 and c["status"] == "completed" and c["stream"]["close_code"] == 1000 and
+             [x["status"] for x in c["callbacks"]] == ["in-progress", "completed"],
+             "ended by Status=completed: stop, close, completed callback", c)
+        s = [x for x in m.get("/_mock/voice-app").json()["sessions"] if x["call_sid"] == sid]
+        h.ok(s and s[0]["stops"] == 1, "the app saw the stop", s)
+    finally:
+        gw.close()
+
+
+def test_many_calls(m):
+    """A small load: 50 calls at once, 50 frames each, all through one mock thread."""
+    m.control("/_mock/reset")
+    gw = FakeGateway(m.port)
+    try:
+        sids = place(m, gw, "load", count=50, frames=50, spread_ms=200)
+        wait_final(m, sids, 30)
+        summ = m.get("/_mock/calls?summary=1").json()
+        h.ok(summ["calls"] == 50 and summ["status"]["completed"] == 50 and summ["frames_sent"] == 2500 and
+             summ["frames_received"] == 2500 and summ["in_order_streams"] == 50 and summ["foreign"] == 0,
+             "50 concurrent calls: 2500 frames each way, in order (p50 %s µs, p99 %s µs)"
+             % (summ["delay_us"]["p50"], summ["delay_us"]["p99"]), summ)
+    finally:
+        gw.close()
+
+
 def test_file():
     hooks = Hooks()
     try:
@@ -537,6 +959,10 @@ def test_file():
                 h.subtest(t, m)
             h.subtest(test_twilio_callbacks, m, hooks)
             h.subtest(test_meta_callbacks, m, hooks)
+            h.subtest(test_calls_api, m, hooks)
+            h.subtest(test_echo_app, m)
+            h.subtest(test_incoming_calls, m)
+            h.subtest(test_many_calls, m)
         h.subtest(test_bounded_store)
         h.subtest(test_shutdown_with_work_pending, hooks)
     finally:
