@@ -559,6 +559,94 @@ void sb_outbound_request_cleanup(sb_outbound_request_t *req)
     memset(req, 0, sizeof *req);
 }
 
+/* ---- Twilio's Calls API ------------------------------------------------------------------------------------------ */
+
+int sb_outbound_call_build(const sb_outbound_call_t *c, const sb_outbound_endpoints_t *ep, sb_outbound_request_t *r,
+                           sb_outbound_error_t *err)
+{
+    sb_str_t base;
+    memset(r, 0, sizeof *r);
+    if (!base_url(ep ? ep->twilio_api_base : NULL, SB_OUTBOUND_TWILIO_API_BASE, &base))
+        return fail(err, SB_EINVAL, "invalid_config", "twilio_api_base: not an absolute http(s) URL without query");
+    if (!good_secret(c->account_sid, MAX_TWILIO_CRED) || memchr(c->account_sid.p, ':', c->account_sid.len) ||
+        !good_secret(c->auth_token, MAX_TWILIO_CRED))
+        return fail(err, SB_EINVAL, "invalid_credentials", "credentials: account_sid and auth_token required");
+    bool update = c->call_sid.len > 0;
+    if (update ? !printable_ascii(c->call_sid) || c->call_sid.len > 64
+               : !c->to.len || !c->from.len || !c->twiml.len || !printable_ascii(c->to) || !printable_ascii(c->from))
+        return fail(err, SB_EINVAL, "invalid_call", update ? "call_sid: not a CallSid" : "to, from and twiml required");
+    if (c->status_callback.len && url_problem(c->status_callback))
+        return fail(err, SB_EINVAL, "invalid_callback", "status_callback: %s", url_problem(c->status_callback));
+
+    sb_buf_t b;
+    sb_buf_init(&b);
+    sb_buf_append_str(&b, base);
+    sb_buf_puts(&b, "/2010-04-01/Accounts/");
+    append_segment(&b, c->account_sid);
+    sb_buf_puts(&b, "/Calls");
+    if (update) {
+        sb_buf_puts(&b, "/");
+        append_segment(&b, c->call_sid);
+    }
+    sb_buf_puts(&b, ".json");
+    r->url = take_cstr(&b);
+    sb_buf_init(&b);
+    sb_buf_reserve(&b, c->account_sid.len + 1 + c->auth_token.len);
+    sb_buf_append_str(&b, c->account_sid);
+    sb_buf_append(&b, ":", 1);
+    sb_buf_append_str(&b, c->auth_token);
+    r->basic_auth = take_cstr(&b);
+
+    sb_buf_init(&r->body);
+    if (update) {
+        if (c->hangup)
+            append_pair(&r->body, "Status", NULL, SB_STR("completed"));
+        else
+            append_pair(&r->body, "Twiml", NULL, c->twiml);
+    } else {
+        append_pair(&r->body, "To", NULL, c->to);
+        append_pair(&r->body, "From", NULL, c->from);
+        append_pair(&r->body, "Twiml", NULL, c->twiml);
+        if (c->status_callback.len) {
+            append_pair(&r->body, "StatusCallback", NULL, c->status_callback);
+            append_pair(&r->body, "StatusCallbackEvent", NULL, SB_STR("initiated ringing answered completed"));
+            append_pair(&r->body, "StatusCallbackMethod", NULL, SB_STR("POST"));
+        }
+    }
+    r->headers[0] = "Content-Type: application/x-www-form-urlencoded";
+    r->headers[1] = "Accept: application/json";
+    r->headers[2] = NULL;
+    r->http.method = "POST";
+    r->http.url = r->url;
+    r->http.headers = r->headers;
+    r->http.basic_auth = r->basic_auth;
+    r->http.body = sb_str(sb_buf_cstr(&r->body), r->body.len);
+    return 0;
+}
+
+int sb_outbound_call_answer(const sb_http_client_res_t *res, char *sid, size_t sidlen, sb_outbound_error_t *err)
+{
+    if (sidlen)
+        sid[0] = 0;
+    if (res->err)
+        return fail(err, SB_EUNAVAIL, "provider_unreachable", "no answer: %s", sb_strerror(res->err));
+    json_error_t jerr;
+    json_t *j = json_loadb(res->body.p, res->body.len, 0, &jerr);
+    int rc = 0;
+    if (res->status < 200 || res->status > 299) {
+        const char *m = json_string_value(json_object_get(j, "message"));
+        rc = fail(err, SB_EACCES, res->status == 404 ? "call_not_found" : "provider_refused", "HTTP %d: %.100s",
+                  res->status, m ? m : "no message");
+    } else if (!json_is_string(json_object_get(j, "sid")) ||
+               strlen(json_string_value(json_object_get(j, "sid"))) >= sidlen) {
+        rc = fail(err, SB_EPARSE, "bad_response", "the answer has no sid");
+    } else {
+        snprintf(sid, sidlen, "%s", json_string_value(json_object_get(j, "sid")));
+    }
+    json_decref(j);
+    return rc;
+}
+
 /* ---- answers -------------------------------------------------------------------------------------------------- */
 
 const char *sb_outbound_outcome_name(sb_outbound_outcome_t o)

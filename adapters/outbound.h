@@ -182,6 +182,25 @@ typedef enum sb_outbound_outcome {
 const char *sb_outbound_outcome_name(sb_outbound_outcome_t o);
 
 /* What an answer means. Caller's storage; every string is NUL-terminated valid UTF-8 within its array. */
+/* Twilio's Calls API: a call placed (call_sid empty: POST {base}/2010-04-01/Accounts/{sid}/Calls.json with To,
+ * From, Twiml and, with a status_callback, StatusCallback, StatusCallbackEvent "initiated ringing answered
+ * completed", StatusCallbackMethod POST) or updated (POST .../Calls/{call_sid}.json with Status=completed when
+ * hangup, else Twiml). Strings borrowed. */
+typedef struct sb_outbound_call {
+    sb_str_t account_sid, auth_token;
+    sb_str_t call_sid;        /* an update */
+    sb_str_t to, from, twiml, status_callback;
+    bool hangup;
+} sb_outbound_call_t;
+
+/* Builds the request (as sb_outbound_build; cleanup with sb_outbound_request_cleanup). SB_EINVAL with err:
+ * "invalid_config", "invalid_credentials", "invalid_call", "invalid_callback". */
+int sb_outbound_call_build(const sb_outbound_call_t *c, const sb_outbound_endpoints_t *ep, sb_outbound_request_t *r,
+                           sb_outbound_error_t *err);
+/* Reads the Calls API's answer: 0 with the call's sid (2xx with a "sid"), or SB_EUNAVAIL (no answer), SB_EACCES
+ * (refused: err has the status and Twilio's message), SB_EPARSE (a 2xx without a sid). */
+int sb_outbound_call_answer(const sb_http_client_res_t *res, char *sid, size_t sidlen, sb_outbound_error_t *err);
+
 typedef struct sb_outbound_result {
     sb_outbound_outcome_t outcome;
     int http_status;          /* the response's status, 0 when there was none */

@@ -398,6 +398,67 @@ static int port_send(void *ctx, const sb_send_request_t *req, void (*cb)(void *,
     return 0;
 }
 
+/* ---- calls ------------------------------------------------------------------------------------------------------ */
+
+typedef struct call_job {
+    sb_provider_t *p;
+    void (*cb)(void *arg, const sb_call_outcome_t *o);
+    void *arg;
+} call_job_t;
+
+static void call_answered(void *arg, const sb_http_client_res_t *res)
+{
+    call_job_t *j = arg;
+    char sid[72];
+    sb_outbound_error_t err = {.code = ""};
+    int rc = sb_outbound_call_answer(res, sid, sizeof sid, &err);
+    sb_call_outcome_t o = {.ok = rc == 0, .call_sid = sid, .error_code = err.code, .error_message = err.message};
+    j->p->inflight--;
+    j->cb(j->arg, &o);
+    free(j);
+}
+
+/* A call placed or updated at Twilio. No breaker: a call is not retried behind the caller's back, each attempt is
+ * an operator's or a caller's, and its failure is reported to the call at once. */
+static int port_call(void *ctx, const sb_call_request_t *req, void (*cb)(void *, const sb_call_outcome_t *), void *arg)
+{
+    sb_provider_t *p = ctx;
+    const sb_channel_info_t *ch = req->channel;
+    if (!p->client || !ch || p->draining)
+        return SB_EUNAVAIL;
+    const creds_t *cr = creds_of(p, ch);
+    if (!cr) {
+        sb_log_error("provider: channel %" PRId64 ": credentials cannot be opened (master_key changed?)", ch->channel);
+        return SB_EACCES;
+    }
+    sb_outbound_call_t c = {.account_sid = sb_str_cstr(cr->account_sid),
+                            .auth_token = sb_str_cstr(cr->auth_token),
+                            .call_sid = sb_str_cstr(req->call_sid ? req->call_sid : ""),
+                            .to = sb_str_cstr(req->to ? req->to : ""),
+                            .from = sb_str_cstr(req->from ? req->from : ""),
+                            .twiml = sb_str_cstr(req->twiml ? req->twiml : ""),
+                            .status_callback = sb_str_cstr(req->status_callback ? req->status_callback : ""),
+                            .hangup = req->hangup};
+    sb_outbound_endpoints_t ep = {.twilio_api_base = p->twilio_api_base, .meta_graph_base = p->meta_graph_base};
+    sb_outbound_request_t out;
+    sb_outbound_error_t berr;
+    int rc = sb_outbound_call_build(&c, &ep, &out, &berr);
+    if (rc < 0) {
+        sb_log_warn("provider: channel %" PRId64 ": call request not made: %s", ch->channel, berr.message);
+        return rc;
+    }
+    call_job_t *j = sb_malloc(sizeof *j);
+    *j = (call_job_t){p, cb, arg};
+    rc = sb_http_client_request(p->client, &out.http, call_answered, j);
+    sb_outbound_request_cleanup(&out);
+    if (rc < 0) {
+        free(j);
+        return rc;
+    }
+    p->inflight++;
+    return 0;
+}
+
 static uint64_t port_held_ms(void *ctx, sb_channel_type_t type)
 {
     sb_provider_t *p = ctx;
@@ -408,5 +469,6 @@ static uint64_t port_held_ms(void *ctx, sb_channel_type_t type)
 
 void sb_provider_port(sb_provider_t *p, sb_provider_port_t *out)
 {
-    *out = (sb_provider_port_t){.ctx = p, .check = port_check, .send = port_send, .held_ms = port_held_ms};
+    *out = (sb_provider_port_t){
+        .ctx = p, .call = port_call, .check = port_check, .send = port_send, .held_ms = port_held_ms};
 }
