@@ -68,6 +68,9 @@ static const key_def_t keys[] = {
     {"inbox_send_buffer", KIND_INT, F(inbox_send_buffer), 4096, 67108864},
     {"webhook_max_age", KIND_INT, F(webhook_max_age_s), 1, 2592000},
     {"actor_idle_timeout", KIND_INT, F(actor_idle_timeout_s), 0, 86400},
+    {"max_concurrent_calls", KIND_INT, F(max_concurrent_calls), 0, 10000000},
+    {"call_lease_ttl", KIND_INT, F(call_lease_ttl_s), 3, 3600},
+    {"max_call_duration", KIND_INT, F(max_call_duration_s), 1, 604800},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -537,6 +540,9 @@ void sb_config_init(sb_config_t *c)
     c->inbox_send_buffer = 1048576;
     c->webhook_max_age_s = 86400;
     c->actor_idle_timeout_s = 300;
+    c->max_concurrent_calls = 1000;
+    c->call_lease_ttl_s = 15;
+    c->max_call_duration_s = 14400;
 }
 
 void sb_config_cleanup(sb_config_t *c)

@@ -47,6 +47,11 @@
  *                                        long is dead-lettered (webhook_dead_letters) and delivery goes on
  *   actor_idle_timeout 300               seconds, 0..86400: a tenant or session actor idle this long (nothing queued,
  *                                        in flight or waiting) is passivated, its memory returned; 0 = never
+ *   max_concurrent_calls 1000            0..10000000 live calls across the whole fleet (0: not limited; tenants and
+ *                                        channels have caps of their own)
+ *   call_lease_ttl   15                  seconds, 3..3600: a call's slot lives this long without renewal (the slots
+ *                                        of a crashed node's calls come back within it)
+ *   max_call_duration 14400              seconds, 1..604800: a call still live after this is hung up and ended
  *
  * URLs (public_url, twilio_api_base, meta_graph_base) are stored without trailing slashes, so callers append
  * "/path". Hosts in sb_addr_t are stored without IPv6 brackets, ready for getaddrinfo/uv_ip6_addr.
@@ -98,6 +103,9 @@ typedef struct sb_config {
     int inbox_send_buffer;
     int webhook_max_age_s;
     int actor_idle_timeout_s; /* 0: actors are never passivated */
+    int max_concurrent_calls;
+    int call_lease_ttl_s;
+    int max_call_duration_s;
 } sb_config_t;
 
 /* Fills c (caller's storage, previous contents ignored) with the defaults. The strings it allocates belong to c;

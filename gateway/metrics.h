@@ -24,6 +24,11 @@ typedef struct sb_metrics {
     _Atomic uint64_t inbox_too_slow;      /* live inbox clients closed with 4408 */
     _Atomic uint64_t receipts_stored;     /* webhook receipts committed (repeats of stored ones not counted) */
     _Atomic uint64_t receipts_applied;    /* receipts marked processed by their session's write */
+    _Atomic uint64_t calls_admitted;      /* calls given a slot (incoming and placed) */
+    _Atomic uint64_t calls_rejected;      /* calls refused at capacity */
+    _Atomic int64_t media_streams;        /* Media Streams being relayed */
+    _Atomic uint64_t media_frames;        /* Media Streams frames relayed, both ways */
+    _Atomic uint64_t media_dropped;       /* audio frames dropped toward a voice app that fell behind */
     _Alignas(64) char pad_;               /* keep shards' rows on separate cache lines */
 } sb_metrics_t;
 

@@ -133,6 +133,59 @@ static void port_release(void *ctx, int64_t tenant, int64_t channel, const char 
         sb_counters_release(r, &l, NULL, NULL);
 }
 
+typedef struct admit {
+    void (*cb)(void *arg, int err, const sb_call_grant_t *g);
+    void *arg;
+} admit_t;
+
+static void admitted(void *arg, int err, const sb_counters_call_grant_t *g)
+{
+    admit_t *a = arg;
+    sb_call_grant_t out = {0};
+    if (!err) {
+        out.admitted = g->admitted;
+        out.full = g->full & SB_CALLCAP_FLEET ? "fleet" : g->full & SB_CALLCAP_TENANT ? "tenant" : "channel";
+        out.dial_in_us = g->admitted && g->dial_at_us > g->now_us ? (uint64_t)(g->dial_at_us - g->now_us) : 0;
+    }
+    a->cb(a->arg, err, &out);
+    free(a);
+}
+
+static int port_call_admit(void *ctx, int64_t tenant, int64_t channel, const char *key, const sb_call_limits_t *lim,
+                           void (*cb)(void *, int, const sb_call_grant_t *), void *arg)
+{
+    domain_t *d = ctx;
+    sb_redis_t *r = sb_shard_redis(d->s);
+    if (!r)
+        return SB_EUNAVAIL;
+    sb_counters_call_caps_t caps = {.fleet_max = d->config.max_concurrent_calls,
+                                    .tenant_max = lim->tenant_max,
+                                    .channel_max = lim->channel_max,
+                                    .lease_ms = d->config.call_lease_ttl_ms,
+                                    .interval_us = lim->interval_us};
+    admit_t *a = sb_malloc(sizeof *a);
+    *a = (admit_t){cb, arg};
+    int rc = sb_counters_call_admit(r, tenant, channel, key, &caps, admitted, a);
+    if (rc < 0)
+        free(a);
+    return rc;
+}
+
+static int port_call_renew(void *ctx, int64_t tenant, int64_t channel, const char *key, sb_done_cb cb, void *arg)
+{
+    domain_t *d = ctx;
+    sb_redis_t *r = sb_shard_redis(d->s);
+    return r ? sb_counters_call_extend(r, tenant, channel, key, d->config.call_lease_ttl_ms, cb, arg) : SB_EUNAVAIL;
+}
+
+static void port_call_release(void *ctx, int64_t tenant, int64_t channel, const char *key)
+{
+    domain_t *d = ctx;
+    sb_redis_t *r = sb_shard_redis(d->s);
+    if (r) /* fire and forget: the lease expires anyway */
+        sb_counters_call_release(r, tenant, channel, key, NULL, NULL);
+}
+
 static void deliver_on(sb_shard_t *s, void *arg)
 {
     sb_inbox_batch_t *b = arg;
@@ -232,9 +285,18 @@ static int domain_start(sb_shard_t *s, void **state)
     d->provider = sb_provider_create(sb_shard_loop(s), &po);
     if (!d->provider)
         sb_log_error("domain: no HTTP client on this shard: outbound messages and webhooks wait");
-    d->config = (sb_domain_config_t){.webhook_max_age_s = o->webhook_max_age_s, .public_url = o->public_url};
+    d->config = (sb_domain_config_t){.webhook_max_age_s = o->webhook_max_age_s,
+                                     .public_url = o->public_url,
+                                     .max_concurrent_calls = o->max_concurrent_calls,
+                                     .call_lease_ttl_ms = (int64_t)(o->call_lease_ttl_s ? o->call_lease_ttl_s : 15) * 1000,
+                                     .max_call_duration_ms = (int64_t)o->max_call_duration_s * 1000};
     sb_store_port(d->store, &d->ports.store);
-    d->ports.counters = (sb_counters_port_t){.ctx = d, .acquire = port_acquire, .release = port_release};
+    d->ports.counters = (sb_counters_port_t){.ctx = d,
+                                             .acquire = port_acquire,
+                                             .release = port_release,
+                                             .call_admit = port_call_admit,
+                                             .call_renew = port_call_renew,
+                                             .call_release = port_call_release};
     if (d->provider) {
         sb_provider_port(d->provider, &d->ports.provider);
         sb_apphook_port(sb_provider_client(d->provider), &d->ports.hooks);

@@ -26,6 +26,8 @@ typedef struct sb_domain_opts {
     const char *twilio_api_base, *meta_graph_base; /* NULL: the real ones */
     int webhook_max_age_s;
     int actor_idle_timeout_s;                  /* 0: never passivate */
+    int max_concurrent_calls;                  /* the fleet's cap on live calls, 0: none */
+    int call_lease_ttl_s, max_call_duration_s;
     uint32_t slots;                            /* placement: tenants hash onto this many slots */
     /* On shard s, which has live inbox clients of b's tenant: delivers b (borrowed) to them. */
     void (*deliver)(sb_shard_t *s, sb_inbox_batch_t *b);
