@@ -14,6 +14,7 @@
 #include "proto/err.h"
 #include "proto/event.h"
 #include "proto/mem.h"
+#include "proto/twiml.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -405,6 +406,79 @@ static void channel_created(void *arg, int err, int64_t channel, int64_t tenant,
     free(op);
 }
 
+/* A voice channel's settings (README "Voice"): refused with a clear message rather than found wrong on a call. */
+static bool valid_voice_settings(sb_http_req_t *req, json_t *set)
+{
+    static const char *const modes[] = {"stream", "forward", "twiml_url", NULL}, *const fallbacks[] = {"hangup",
+                                                                                                      "forward", NULL};
+    static const struct {
+        const char *key;
+        const char *const *values;
+    } enums[] = {{"voice_mode", modes}, {"media_fallback", fallbacks}};
+    char why[200];
+    for (size_t i = 0; i < sizeof enums / sizeof *enums; i++) {
+        json_t *v = json_object_get(set, enums[i].key);
+        bool ok = !v || json_is_null(v);
+        for (const char *const *e = enums[i].values; !ok && json_is_string(v) && *e; e++)
+            ok = strcmp(json_string_value(v), *e) == 0;
+        if (!ok) {
+            snprintf(why, sizeof why, "settings.%s must be one of:", enums[i].key);
+            for (const char *const *e = enums[i].values; *e; e++)
+                snprintf(why + strlen(why), sizeof why - strlen(why), " %s", *e);
+            sb_http_respond_error(req, 400, "bad_request", why);
+            return false;
+        }
+    }
+    static const struct {
+        const char *key, *a, *b;
+    } urls[] = {{"media_url", "ws://", "wss://"}, {"twiml_url", "http://", "https://"}};
+    for (size_t i = 0; i < sizeof urls / sizeof *urls; i++) {
+        json_t *v = json_object_get(set, urls[i].key);
+        const char *u = json_string_value(v);
+        bool ok = !v || json_is_null(v) ||
+                  (u && json_string_length(v) <= 2048 && (!strncmp(u, urls[i].a, strlen(urls[i].a)) ||
+                                                          !strncmp(u, urls[i].b, strlen(urls[i].b))));
+        for (size_t k = 0; ok && u && u[k]; k++)
+            ok = (unsigned char)u[k] > 0x20 && u[k] != 0x7f;
+        if (!ok) {
+            snprintf(why, sizeof why, "settings.%s must be an absolute %s or %s URL", urls[i].key, urls[i].a,
+                     urls[i].b);
+            sb_http_respond_error(req, 400, "bad_request", why);
+            return false;
+        }
+    }
+    json_t *fwd = json_object_get(set, "forward_to");
+    if (fwd && !json_is_null(fwd) && (!json_is_string(fwd) || json_string_length(fwd) < 2 ||
+                                      json_string_length(fwd) > 64)) {
+        sb_http_respond_error(req, 400, "bad_request", "settings.forward_to must be a number to dial");
+        return false;
+    }
+    static const char *const twimls[] = {"fallback_twiml", "at_capacity_twiml"};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *v = json_object_get(set, twimls[i]);
+        char err[120];
+        if (v && !json_is_null(v) &&
+            (!json_is_string(v) ||
+             sb_twiml_check(sb_str(json_string_value(v), json_string_length(v)), err, sizeof err) < 0)) {
+            snprintf(why, sizeof why, "settings.%s must be a TwiML document: %s", twimls[i],
+                     json_is_string(v) ? err : "not a string");
+            sb_http_respond_error(req, 400, "bad_request", why);
+            return false;
+        }
+    }
+    json_t *max = json_object_get(set, "max_concurrent_calls"), *cps = json_object_get(set, "calls_per_second");
+    if (max && !json_is_null(max) && (!json_is_integer(max) || json_integer_value(max) < 0)) {
+        sb_http_respond_error(req, 400, "bad_request", "settings.max_concurrent_calls must be an integer >= 0");
+        return false;
+    }
+    if (cps && !json_is_null(cps) && (!json_is_number(cps) || !(json_number_value(cps) > 0) ||
+                                      json_number_value(cps) > 1000)) {
+        sb_http_respond_error(req, 400, "bad_request", "settings.calls_per_second must be a number in (0, 1000]");
+        return false;
+    }
+    return true;
+}
+
 static void create_channel(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 {
     json_t *j = json_body(req);
@@ -432,6 +506,8 @@ static void create_channel(sb_shard_t *s, sb_http_req_t *req, const char *tenant
         sb_http_respond_error(req, 400, "bad_request", "'settings' must be an object");
         goto out;
     }
+    if (settings && type == SB_CH_TWILIO_VOICE && !valid_voice_settings(req, settings))
+        goto out;
     if (json_object_get(j, "meta_app_id") && !(app = want_string(req, j, "meta_app_id", 64)))
         goto out;
     if (!cfg->has_master_key) {
@@ -645,6 +721,39 @@ static void set_webhook(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
     sb_buf_cleanup(&sealed);
 }
 
+/* ---- a tenant's settings ---------------------------------------------------------------------------------------- */
+
+static void tenant_patched(void *arg, int err)
+{
+    sb_http_req_t *req = arg;
+    if (err)
+        respond_db_error(req, err, "no such tenant", "");
+    else
+        sb_http_respond(req, 200, "application/json", "{\"ok\":true}", 11);
+}
+
+/* PATCH /v1/admin/tenants/{id} {"max_concurrent_calls": N or null}: the tenant's cap on live calls (null: none).
+ * Calls admitted from the next minute on see it (the front doors' channel cache). */
+static void patch_tenant(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+{
+    json_t *j = json_body(req);
+    if (!j)
+        return;
+    json_t *max = json_object_get(j, "max_concurrent_calls");
+    bool ok = json_object_size(j) == 1 && max &&
+              (json_is_null(max) || (json_is_integer(max) && json_integer_value(max) >= 0 &&
+                                     json_integer_value(max) <= 10000000));
+    int64_t v = ok && json_is_integer(max) ? json_integer_value(max) : -1;
+    json_decref(j);
+    if (!ok) {
+        sb_http_respond_error(req, 400, "bad_request",
+                              "the body must be {\"max_concurrent_calls\": an integer 0..10000000, or null}");
+        return;
+    }
+    if (sb_query_tenant_max_calls(sb_domain_store(s), strtoll(tenant, NULL, 10), v, tenant_patched, req) < 0)
+        respond_db_error(req, SB_EUNAVAIL, "", "");
+}
+
 bool sb_admin_handle(sb_shard_t *s, sb_http_req_t *req)
 {
     sb_str_t seg[MAX_SEGMENTS];
@@ -666,6 +775,20 @@ bool sb_admin_handle(sb_shard_t *s, sb_http_req_t *req)
             method_not_allowed(req);
         else
             authorized(s, req, create_meta_app, "");
+        return true;
+    }
+    if (n == 4 && sb_str_eq_cstr(seg[2], "tenants")) {
+        long long tid;
+        char tenant[24];
+        if (!parse_id(seg[3], &tid)) {
+            sb_http_respond_error(req, 404, "not_found", "no such tenant");
+            return true;
+        }
+        snprintf(tenant, sizeof tenant, "%lld", tid);
+        if (m != SB_HTTP_PATCH)
+            method_not_allowed(req);
+        else
+            authorized(s, req, patch_tenant, tenant);
         return true;
     }
     if (n != 5 || !sb_str_eq_cstr(seg[2], "tenants"))

@@ -9,6 +9,7 @@
 #include "adapters/store/queries.h"
 #include "adapters/store/store.h"
 #include "gateway/sends.h"
+#include "gateway/voice.h"
 #include "proto/digest.h"
 #include "proto/err.h"
 #include "proto/form.h"
@@ -406,6 +407,11 @@ static void post_message(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 
 /* ---- routing -------------------------------------------------------------------------------------------------- */
 
+static void with_calls(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+{
+    sb_voice_api(s, req, cfg, strtoll(tenant, NULL, 10));
+}
+
 /* A route with an id in its path keeps the id in the request's user pointer while authentication runs. */
 static void with_conversation_id(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 {
@@ -459,6 +465,10 @@ bool sb_api_handle(sb_shard_t *s, sb_http_req_t *req)
             sb_http_respond_error(req, 405, "method_not_allowed", "this route answers POST");
         else
             authenticate(s, req, post_token, true);
+        return true;
+    }
+    if (sb_str_eq_cstr(path, "/v1/calls") || sb_str_has_prefix(path, SB_STR("/v1/calls/"))) {
+        authenticate(s, req, with_calls, false);
         return true;
     }
     bool conv = sb_str_has_prefix(path, SB_STR("/v1/conversations/"));

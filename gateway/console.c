@@ -15,6 +15,7 @@
 #include "gateway/live.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
+#include "gateway/voice.h"
 #include "proto/version.h"
 #include "proto/codec.h"
 #include "proto/err.h"
@@ -992,6 +993,118 @@ static void cmd_conns(session_t *s, const sb_line_cmd_t *cmd)
     answer_table(s, &t, cmd->json, "conns");
 }
 
+/* ---- calls: live calls and the caps in use; hangup ---------------------------------------------------------------- */
+
+typedef struct calls_q {
+    session_t *s;
+    bool json;
+    int64_t tenant;            /* 0: every tenant */
+    int64_t fleet, in_tenant;  /* live calls in Redis (the caps' figures) */
+} calls_q_t;
+
+static void calls_listed(void *arg, int err, const char *detail, const sb_rows_t *rows)
+{
+    calls_q_t *q = arg;
+    session_t *s = q->s;
+    if (s->closing) {
+        /* nothing to say to anyone */
+    } else if (err) {
+        answer_err(s, "database: %s", detail);
+    } else {
+        int nc = rows->ncols < MAX_COLS ? (int)rows->ncols : MAX_COLS;
+        table_t t;
+        table_init(&t, nc, rows->names, rows->integer);
+        for (size_t r = 0; r < rows->nrows; r++)
+            for (int c = 0; c < nc; c++) {
+                const char *v = sb_rows_cell(rows, r, (size_t)c);
+                table_cell(&t, "%s", v ? v : "");
+            }
+        sb_buf_t b;
+        sb_buf_init(&b);
+        if (q->json) {
+            sb_buf_puts(&b, "{\"calls\":");
+            render_json_rows(&t, &b);
+            sb_buf_printf(&b, ",\"fleet_live\":%lld,\"fleet_max\":%d", (long long)q->fleet,
+                          s->con->opts.max_concurrent_calls);
+            if (q->tenant)
+                sb_buf_printf(&b, ",\"tenant_live\":%lld", (long long)q->in_tenant);
+            sb_buf_puts(&b, "}\n");
+        } else {
+            render_text(&t, &b);
+            sb_buf_printf(&b, "%zu live call(s) listed; caps in use: fleet %lld of %d", rows->nrows,
+                          (long long)q->fleet, s->con->opts.max_concurrent_calls);
+            if (q->tenant)
+                sb_buf_printf(&b, ", tenant %lld", (long long)q->in_tenant);
+            sb_buf_puts(&b, "\n");
+        }
+        answer(s, &b);
+        sb_buf_cleanup(&b);
+        table_cleanup(&t);
+    }
+    wait_end(s);
+    free(q);
+}
+
+static void calls_counted(void *arg, int err, int64_t fleet, int64_t tenant)
+{
+    calls_q_t *q = arg;
+    sb_shard_t *shard = sb_shard_self();
+    q->fleet = err ? -1 : fleet;
+    q->in_tenant = err ? -1 : tenant;
+    if (q->s->closing || !shard || sb_query_calls_live(sb_domain_store(shard), q->tenant, calls_listed, q) < 0) {
+        if (!q->s->closing)
+            answer_err(q->s, "database not reachable");
+        wait_end(q->s);
+        free(q);
+    }
+}
+
+static void cmd_calls(session_t *s, const sb_line_cmd_t *cmd)
+{
+    long long tid = 0;
+    if (cmd->argc > 2 || (cmd->argc == 2 && sb_str_to_ll(cmd->argv[1], 1, INT64_MAX, &tid) < 0)) {
+        answer_err(s, "usage: calls [<tenant_id>]");
+        return;
+    }
+    sb_shard_t *shard = sb_shard_self();
+    calls_q_t *q = sb_calloc(1, sizeof *q);
+    *q = (calls_q_t){.s = s, .json = cmd->json, .tenant = tid};
+    wait_begin(s);
+    if (!shard || sb_counters_calls_read(sb_shard_redis(shard), tid ? tid : -1, calls_counted, q) < 0)
+        calls_counted(q, SB_EUNAVAIL, 0, 0); /* the listing still answers, the caps' figures as -1 */
+}
+
+static void hung_up(void *arg, int status, const char *message)
+{
+    session_t *s = arg;
+    if (!s->closing) {
+        if (status == 202) {
+            sb_buf_t b;
+            sb_buf_init(&b);
+            sb_buf_printf(&b, "OK %s\n", message);
+            answer(s, &b);
+            sb_buf_cleanup(&b);
+        } else {
+            answer_err(s, "%s", message);
+        }
+    }
+    wait_end(s);
+}
+
+static void cmd_hangup(session_t *s, const sb_line_cmd_t *cmd)
+{
+    int64_t id;
+    if (!one_id(s, cmd, "hangup <call_id>", &id))
+        return;
+    sb_shard_t *shard = sb_shard_self();
+    wait_begin(s);
+    if (!shard) {
+        hung_up(s, 503, "no shard");
+        return;
+    }
+    sb_voice_hangup(shard, id, hung_up, s);
+}
+
 /* ---- trace: a tenant's inbox events as they are committed ------------------------------------------------------ */
 
 /* The event log (inbox_events) is what the live inbox streams and GET /v1/events pages through; a trace polls it
@@ -1133,6 +1246,8 @@ static const command_t commands[] = {
     {"nodes", "", "the nodes of the cluster (this one: cluster membership comes later)", false, cmd_nodes},
     {"slots", "[<tenant_id>]", "slots per shard, or the slot and shard a tenant lives on", false, cmd_slots},
     {"trace", "<tenant_id>", "the tenant's events as they are committed, until an empty line", false, cmd_trace},
+    {"calls", "[<tenant_id>]", "live calls (age, status) and the call caps in use", false, cmd_calls},
+    {"hangup", "<call_id>", "hang a live call up (Twilio's call update, Status=completed)", false, cmd_hangup},
     {"prompt", "", "toggle the interactive sb> prompt", true, cmd_prompt},
     {"quit", "", "close this session", true, cmd_quit},
     {NULL, NULL, NULL, false, NULL},

@@ -33,6 +33,7 @@ typedef struct sb_console_opts {
     unsigned shard;          /* the shard whose loop it runs on */
     uint32_t slots;          /* for `actors <tenant>` and `slots`: the tenant's slot and shard */
     int auth_timeout_s;      /* console_auth_timeout: a session not authenticated by then is closed */
+    int max_concurrent_calls; /* the fleet's call cap, for `calls` */
 } sb_console_opts_t;
 
 /* Listens on host:port on loop. Strings in opts are copied. Returns 0, or a negative code (bind failed, logged). */

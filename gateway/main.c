@@ -9,9 +9,11 @@
 #include "gateway/admin.h"
 #include "gateway/api.h"
 #include "gateway/config.h"
+#include "gateway/chancache.h"
 #include "gateway/console.h"
 #include "gateway/live.h"
 #include "gateway/log.h"
+#include "gateway/media.h"
 #include "gateway/routes.h"
 #include "gateway/webhooks.h"
 #include "gateway/www.h"
@@ -94,6 +96,7 @@ static int console_start(sb_shard_t *s, void **state)
         .shard = 0,
         .slots = (uint32_t)cfg.slots,
         .auth_timeout_s = cfg.console_auth_timeout_s,
+        .max_concurrent_calls = cfg.max_concurrent_calls,
     };
     return sb_console_open(sb_shard_loop(s), &co, slot);
 }
@@ -123,8 +126,9 @@ static const sb_shard_module_t console_module = {
 /* Every shard runs these, in this order (and stops them in reverse): the domain first, whose actors every front door
  * hands work to; the caches and hubs the HTTP routes use exist before the server takes a request, and outlive its
  * connections. */
-static const sb_shard_module_t *const modules[] = {&sb_domain_module, &sb_webhooks_module, &sb_live_module,
-                                                   &http_module, &console_module};
+static const sb_shard_module_t *const modules[] = {&sb_domain_module, &sb_chancache_module, &sb_webhooks_module,
+                                                   &sb_media_module,  &sb_live_module,      &http_module,
+                                                   &console_module};
 
 /* ---- signals and the exit bound ------------------------------------------------------------------------------- */
 
@@ -254,6 +258,7 @@ int main(int argc, char **argv)
 
     sb_admin_init(&cfg);
     sb_webhooks_init(&cfg);
+    sb_chancache_init(&cfg);
     sb_api_init(&cfg);
     sb_live_init(&cfg);
     sb_www_init("www");
@@ -264,6 +269,9 @@ int main(int argc, char **argv)
         .meta_graph_base = cfg.meta_graph_base,
         .webhook_max_age_s = cfg.webhook_max_age_s,
         .actor_idle_timeout_s = cfg.actor_idle_timeout_s,
+        .max_concurrent_calls = cfg.max_concurrent_calls,
+        .call_lease_ttl_s = cfg.call_lease_ttl_s,
+        .max_call_duration_s = cfg.max_call_duration_s,
         .slots = (uint32_t)cfg.slots,
         .deliver = sb_live_deliver,
     };

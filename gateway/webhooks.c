@@ -1,9 +1,10 @@
 /* Provider webhooks; see webhooks.h for the contract.
  *
- * A Twilio request is checked in this order, cheapest refusal first: route and method, channel (from a per-shard
- * cache of channel id → tenant, type and opened auth token, refreshed after CACHE_TTL_MS so a rotated token takes
- * effect within a minute), content type, form, signature (over public_url or http://Host, plus the request-target
- * exactly as received), payload. Only then is the receipt written, and only its commit earns the 200. */
+ * A Twilio request is checked in this order, cheapest refusal first: route and method, channel (gateway/chancache:
+ * a per-shard cache, so a rotated token takes effect within a minute) and that its type fits the route, content
+ * type, form, signature (over public_url or http://Host, plus the request-target exactly as received), payload.
+ * Only then is a message's receipt written, and only its commit earns the 200. The voice routes go to gateway/voice
+ * (a call's actor answers) and the Media Streams upgrade to gateway/media once verified the same way. */
 #include "gateway/webhooks.h"
 
 #include "adapters/crypto.h"
@@ -12,7 +13,10 @@
 #include "actors/session.h"
 #include "adapters/store/queries.h"
 #include "adapters/store/store.h"
+#include "gateway/chancache.h"
 #include "gateway/log.h"
+#include "gateway/media.h"
+#include "gateway/voice.h"
 #include "proto/codec.h"
 #include "proto/err.h"
 #include "proto/event.h"
@@ -25,7 +29,7 @@
 #include <jansson.h>
 #include <string.h>
 
-#define CACHE_TTL_MS 60000
+#define CACHE_TTL_MS 60000 /* Meta apps are looked up again after this */
 
 static const sb_config_t *cfg;
 
@@ -34,21 +38,11 @@ void sb_webhooks_init(const sb_config_t *c)
     cfg = c;
 }
 
-/* ---- the per-shard caches: channels by id, Meta apps ---------------------------------------------------------- */
-
-typedef struct channel {
-    sb_hnode_t node;
-    long long id;
-    char tenant[24];
-    sb_channel_type_t type;
-    char *auth_token;   /* Twilio channels: opened from the sealed credentials */
-    uint64_t expires;
-} channel_t;
+/* ---- the per-shard cache of Meta apps (channels are gateway/chancache's) ----------------------------------------- */
 
 typedef struct app app_t;
 
 typedef struct cache {   /* the module's state on a shard */
-    sb_htable_t channels;
     app_t *apps;
 } cache_t;
 
@@ -57,49 +51,12 @@ static cache_t *cache_of(sb_shard_t *s)
     return sb_shard_state(s, &sb_webhooks_module);
 }
 
-static void channel_free(channel_t *c)
-{
-    if (c->auth_token) {
-        sb_crypto_wipe(c->auth_token, strlen(c->auth_token));
-        free(c->auth_token);
-    }
-    free(c);
-}
-
-static bool channel_eq(const sb_hnode_t *n, const void *key)
-{
-    return sb_container_of(n, channel_t, node)->id == *(const long long *)key;
-}
-
-static channel_t *cache_get(sb_shard_t *s, long long id)
-{
-    cache_t *k = cache_of(s);
-    sb_hnode_t *n = sb_htable_find(&k->channels, sb_hash_u64((uint64_t)id), channel_eq, &id);
-    if (!n)
-        return NULL;
-    channel_t *c = sb_container_of(n, channel_t, node);
-    if (uv_now(sb_shard_loop(s)) < c->expires)
-        return c;
-    sb_htable_remove(&k->channels, n); /* stale: look it up again */
-    channel_free(c);
-    return NULL;
-}
-
-static void cache_put(sb_shard_t *s, channel_t *c)
-{
-    c->expires = uv_now(sb_shard_loop(s)) + CACHE_TTL_MS;
-    c->node.hash = sb_hash_u64((uint64_t)c->id);
-    sb_htable_insert(&cache_of(s)->channels, &c->node);
-}
-
 static void apps_free(cache_t *k);
 
 static int cache_start(sb_shard_t *s, void **state)
 {
     (void)s;
-    cache_t *k = sb_calloc(1, sizeof *k);
-    sb_htable_init(&k->channels);
-    *state = k;
+    *state = sb_calloc(1, sizeof(cache_t));
     return 0;
 }
 
@@ -107,12 +64,6 @@ static void cache_finish(sb_shard_t *s, void *state)
 {
     cache_t *k = state;
     (void)s;
-    size_t pos = 0;
-    for (sb_hnode_t *n; (n = sb_htable_next(&k->channels, &pos));) {
-        sb_htable_remove_at(&k->channels, &pos);
-        channel_free(sb_container_of(n, channel_t, node));
-    }
-    sb_htable_cleanup(&k->channels);
     apps_free(k);
     free(k);
 }
@@ -202,10 +153,10 @@ static void twilio_committed(sb_store_receipt_t *r, int err)
     receipt_free(x);
 }
 
-static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch, const sb_event_t *ev)
+static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const sb_chan_t *ch, const sb_event_t *ev)
 {
     receipt_t *x = receipt_new(s, req, ev, sb_http_req_body(req));
-    x->r.tenant = strtoll(ch->tenant, NULL, 10);
+    x->r.tenant = ch->tenant;
     x->r.channel = ch->id;
     x->r.done = twilio_committed;
     if (sb_store_receipt_add(sb_domain_store(s), &x->r) < 0) {
@@ -216,26 +167,90 @@ static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch
 
 /* ---- Twilio --------------------------------------------------------------------------------------------------- */
 
-enum twilio_route { TW_MESSAGE, TW_STATUS };
+enum twilio_route { TW_MESSAGE, TW_STATUS, TW_VOICE, TW_VOICE_STATUS, TW_MEDIA };
 
-static bool is_twilio_messaging(sb_channel_type_t t)
+static bool route_fits(enum twilio_route route, sb_channel_type_t t)
 {
-    return t == SB_CH_TWILIO_SMS || t == SB_CH_TWILIO_WHATSAPP;
+    if (route == TW_MESSAGE || route == TW_STATUS)
+        return t == SB_CH_TWILIO_SMS || t == SB_CH_TWILIO_WHATSAPP;
+    return t == SB_CH_TWILIO_VOICE;
+}
+
+/* Twilio's signature: over public_url (or http://Host) and the request-target exactly as received, and the form's
+ * pairs; a Media Streams upgrade is signed over its ws:// or wss:// URL, without pairs. */
+static bool signed_by_twilio(sb_http_req_t *req, const sb_chan_t *ch, const sb_form_t *form, enum twilio_route route)
+{
+    sb_str_t sig;
+    if (!sb_http_req_header(req, "x-twilio-signature", &sig)) {
+        sb_http_respond_error(req, 403, "forbidden", "missing X-Twilio-Signature");
+        return false;
+    }
+    sb_buf_t url;
+    sb_buf_init(&url);
+    sb_http_req_base_url(req, cfg->public_url, &url); /* with neither, the signature cannot match */
+    if (route == TW_MEDIA && sb_str_has_prefix(sb_str(url.p, url.len), SB_STR("http"))) {
+        sb_buf_t ws;
+        sb_buf_init(&ws);
+        sb_buf_puts(&ws, "ws");
+        sb_buf_append(&ws, url.p + 4, url.len - 4); /* http:// -> ws://, https:// -> wss:// */
+        sb_buf_cleanup(&url);
+        url = ws;
+    }
+    sb_buf_append_str(&url, sb_http_req_target(req));
+    size_t n = form ? form->n : 0;
+    sb_sig_param_t *params = sb_calloc(n ? n : 1, sizeof *params);
+    for (size_t i = 0; i < n; i++) {
+        params[i].name = form->pairs[i].name;
+        params[i].value = form->pairs[i].value;
+    }
+    bool ok = sb_sig_twilio_verify(sb_str_cstr(ch->auth_token), sb_str(url.p, url.len), params, n, sig) == 0;
+    free(params);
+    sb_buf_cleanup(&url);
+    if (!ok) {
+        sb_log_warn("webhook: bad Twilio signature for channel %lld", (long long)ch->id);
+        sb_http_respond_error(req, 403, "forbidden", "X-Twilio-Signature does not match");
+    }
+    return ok;
+}
+
+/* The voice routes, once verified. */
+static void twilio_voice(sb_shard_t *s, sb_http_req_t *req, const sb_chan_t *ch, const sb_form_t *form,
+                         enum twilio_route route)
+{
+    char err[160];
+    sb_twilio_call_t call = {0};
+    int rc = route == TW_VOICE ? sb_twilio_parse_call(form, &call, err, sizeof err)
+                               : sb_twilio_parse_call_status(form, &call, err, sizeof err);
+    if (rc < 0)
+        sb_http_respond_error(req, 400, "bad_request", err);
+    else if (route == TW_VOICE)
+        sb_voice_incoming(s, req, cfg, ch->voice, &call);
+    else
+        sb_voice_status(s, req, ch->voice, &call);
+    sb_twilio_call_cleanup(&call);
 }
 
 /* Everything after the channel is known. */
-static void twilio_proceed(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch, enum twilio_route route)
+static void twilio_proceed(sb_shard_t *s, sb_http_req_t *req, const sb_chan_t *ch, enum twilio_route route)
 {
-    sb_str_t ct, sig;
+    sb_str_t ct;
     char err[160];
     sb_form_t form;
     sb_event_t ev;
-    sb_sig_param_t *params = NULL;
-    sb_buf_t url;
-    sb_buf_init(&url);
     sb_form_init(&form);
     memset(&ev, 0, sizeof ev);
 
+    if (!route_fits(route, ch->type)) {
+        sb_http_respond_error(req, 404, "not_found", route == TW_MESSAGE || route == TW_STATUS
+                                                         ? "no Twilio messaging channel with this id"
+                                                         : "no Twilio voice channel with this id");
+        return;
+    }
+    if (route == TW_MEDIA) {
+        if (signed_by_twilio(req, ch, NULL, route))
+            sb_media_accept(s, req, ch);
+        return;
+    }
     if (!sb_http_req_header(req, "content-type", &ct) ||
         !sb_str_has_prefix(ct, SB_STR("application/x-www-form-urlencoded"))) {
         sb_http_respond_error(req, 415, "unsupported_media_type",
@@ -246,20 +261,10 @@ static void twilio_proceed(sb_shard_t *s, sb_http_req_t *req, const channel_t *c
         sb_http_respond_error(req, 400, "bad_request", "the body is not a valid form");
         goto out;
     }
-    if (!sb_http_req_header(req, "x-twilio-signature", &sig)) {
-        sb_http_respond_error(req, 403, "forbidden", "missing X-Twilio-Signature");
+    if (!signed_by_twilio(req, ch, &form, route))
         goto out;
-    }
-    sb_http_req_base_url(req, cfg->public_url, &url); /* with neither, the signature cannot match */
-    sb_buf_append_str(&url, sb_http_req_target(req));
-    params = sb_calloc(form.n ? form.n : 1, sizeof *params);
-    for (size_t i = 0; i < form.n; i++) {
-        params[i].name = form.pairs[i].name;
-        params[i].value = form.pairs[i].value;
-    }
-    if (sb_sig_twilio_verify(sb_str_cstr(ch->auth_token), sb_str(url.p, url.len), params, form.n, sig) != 0) {
-        sb_log_warn("webhook: bad Twilio signature for channel %lld", ch->id);
-        sb_http_respond_error(req, 403, "forbidden", "X-Twilio-Signature does not match");
+    if (route == TW_VOICE || route == TW_VOICE_STATUS) {
+        twilio_voice(s, req, ch, &form, route);
         goto out;
     }
     int rc = route == TW_MESSAGE ? sb_twilio_parse_message(&form, &ev, err, sizeof err)
@@ -275,66 +280,26 @@ static void twilio_proceed(sb_shard_t *s, sb_http_req_t *req, const channel_t *c
     store_receipt(s, req, ch, &ev);
 out:
     sb_event_cleanup(&ev);
-    free(params);
     sb_form_cleanup(&form);
-    sb_buf_cleanup(&url);
 }
 
 typedef struct lookup {
     sb_shard_t *s;
     sb_http_req_t *req;
-    long long id;
     enum twilio_route route;
 } lookup_t;
 
-/* Opens the sealed credentials of a channel the store found and caches it. NULL (answered) on failure. */
-static channel_t *channel_from_row(lookup_t *op, const sb_query_channel_t *row)
-{
-    channel_t *c = sb_calloc(1, sizeof *c);
-    c->id = op->id;
-    snprintf(c->tenant, sizeof c->tenant, "%lld", (long long)row->tenant);
-    c->type = row->type;
-    if (!is_twilio_messaging(c->type)) {
-        free(c);
-        sb_http_respond_error(op->req, 404, "not_found", "no Twilio messaging channel with this id");
-        return NULL;
-    }
-    sb_buf_t plain;
-    sb_buf_init(&plain);
-    char ad[48];
-    snprintf(ad, sizeof ad, "tenant:%s", c->tenant);
-    json_t *creds = NULL;
-    if (!cfg->has_master_key ||
-        sb_crypto_open(cfg->master_key, sb_str_cstr(row->credentials_sealed), sb_str_cstr(ad), &plain) < 0 ||
-        !(creds = json_loadb(plain.p, plain.len, 0, NULL)) || !json_is_string(json_object_get(creds, "auth_token"))) {
-        sb_log_error("webhook: channel %lld: credentials cannot be opened (master_key changed?)", c->id);
-        sb_http_respond_error(op->req, 503, "unavailable", "the channel's credentials cannot be opened");
-        json_decref(creds);
-        sb_crypto_buf_wipe(&plain);
-        free(c);
-        return NULL;
-    }
-    c->auth_token = sb_strdup(json_string_value(json_object_get(creds, "auth_token")));
-    json_decref(creds); /* jansson does not wipe; the plaintext buffer is wiped below */
-    sb_crypto_buf_wipe(&plain);
-    cache_put(op->s, c);
-    return c;
-}
-
-static void channel_loaded(void *arg, int err, const sb_query_channel_t *row)
+static void channel_found(void *arg, int err, const sb_chan_t *ch)
 {
     lookup_t *op = arg;
-    if (err == SB_ENOENT) {
+    if (err == SB_ENOENT)
         sb_http_respond_error(op->req, 404, "not_found", "no such channel");
-    } else if (err) {
+    else if (err == SB_EACCES)
+        sb_http_respond_error(op->req, 503, "unavailable", "the channel's credentials cannot be opened");
+    else if (err)
         sb_http_respond_error(op->req, 503, "unavailable", "the database is not reachable; retry");
-    } else {
-        channel_t *c = cache_get(op->s, op->id); /* another request may have loaded it meanwhile */
-        if (!c)
-            c = channel_from_row(op, row);
-        if (c)
-            twilio_proceed(op->s, op->req, c, op->route);
-    }
+    else
+        twilio_proceed(op->s, op->req, ch, op->route);
     free(op);
 }
 
@@ -345,24 +310,13 @@ static void twilio(sb_shard_t *s, sb_http_req_t *req, sb_str_t id_s, enum twilio
         sb_http_respond_error(req, 404, "not_found", "no such channel");
         return;
     }
-    if (sb_http_req_method(req) != SB_HTTP_POST) {
+    if (route != TW_MEDIA && sb_http_req_method(req) != SB_HTTP_POST) {
         sb_http_respond_error(req, 405, "method_not_allowed", "Twilio webhooks are POST");
         return;
     }
-    channel_t *c = cache_get(s, id);
-    if (c) {
-        twilio_proceed(s, req, c, route);
-        return;
-    }
-    lookup_t *op = sb_calloc(1, sizeof *op);
-    op->s = s;
-    op->req = req;
-    op->id = id;
-    op->route = route;
-    if (sb_query_channel_route(sb_domain_store(s), id, channel_loaded, op) < 0) {
-        free(op);
-        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
-    }
+    lookup_t *op = sb_malloc(sizeof *op);
+    *op = (lookup_t){s, req, route};
+    sb_chancache_get(s, id, channel_found, op);
 }
 
 
@@ -593,9 +547,14 @@ bool sb_webhooks_handle(sb_shard_t *s, sb_http_req_t *req)
     }
     sb_str_t id = sb_str(rest.p, (size_t)(slash - rest.p));
     sb_str_t tail = sb_str(slash, rest.len - id.len);
-    if (sb_str_eq_cstr(tail, "/status")) {
-        twilio(s, req, id, TW_STATUS);
-        return true;
-    }
+    static const struct {
+        const char *tail;
+        enum twilio_route route;
+    } tails[] = {{"/status", TW_STATUS}, {"/voice", TW_VOICE}, {"/voice/status", TW_VOICE_STATUS}, {"/media", TW_MEDIA}};
+    for (size_t i = 0; i < sizeof tails / sizeof *tails; i++)
+        if (sb_str_eq_cstr(tail, tails[i].tail)) {
+            twilio(s, req, id, tails[i].route);
+            return true;
+        }
     return false;
 }

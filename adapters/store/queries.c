@@ -370,6 +370,85 @@ int sb_query_message(sb_store_t *st, int64_t tenant, int64_t id, message_cb_t cb
     return run(st, NULL, message_sql, 2, p, 0, message_read, (void *)cb, arg);
 }
 
+/* ---- calls ------------------------------------------------------------------------------------------------------ */
+
+#define CALL_JSON                                                                                                    \
+    "json_build_object('id', k.id::text, 'channel_id', k.channel_id::text, 'call_sid', k.call_sid, 'direction',"    \
+    " k.direction, 'from', k.from_addr, 'to', k.to_addr, 'status', k.status, 'voice_mode', k.voice_mode,"           \
+    " 'rejected_cap', k.rejected_cap, 'duration_s', k.duration_s, 'ended_by', k.ended_by, 'end_reason',"           \
+    " k.end_reason, 'created_at', k.created_at, 'answered_at', k.answered_at, 'ended_at', k.ended_at)::text"
+
+static const char calls_sql[] =
+    "SELECT " CALL_JSON " FROM calls k WHERE k.tenant_id = $1 AND k.id < $2 ORDER BY k.id DESC LIMIT $3";
+
+int sb_query_calls(sb_store_t *st, int64_t tenant, int64_t before, int64_t limit, sb_query_json_cb cb, void *arg)
+{
+    char t[24], b[24], l[24];
+    i64_text(t, tenant);
+    i64_text(b, before);
+    i64_text(l, limit);
+    const char *p[3] = {t, b, l};
+    return run(st, NULL, calls_sql, 3, p, 0, json_read, (void *)cb, arg);
+}
+
+static const char call_sql[] = "SELECT " CALL_JSON " FROM calls k WHERE k.tenant_id = $1 AND k.id = $2";
+
+int sb_query_call(sb_store_t *st, int64_t tenant, int64_t id, message_cb_t cb, void *arg)
+{
+    char t[24], m[24];
+    i64_text(t, tenant);
+    i64_text(m, id);
+    const char *p[2] = {t, m};
+    return run(st, NULL, call_sql, 2, p, 0, message_read, (void *)cb, arg);
+}
+
+static const char calls_live_sql[] =
+    "SELECT id::text AS id, tenant_id::text AS tenant, channel_id::text AS channel, direction, status,"
+    " coalesce(from_addr, '') AS \"from\", coalesce(to_addr, '') AS \"to\","
+    " (extract(epoch FROM now() - created_at))::bigint::text AS age_s"
+    " FROM calls WHERE ended_at IS NULL AND ($1::bigint = 0 OR tenant_id = $1::bigint) ORDER BY id LIMIT 1000";
+
+int sb_query_calls_live(sb_store_t *st, int64_t tenant, sb_query_rows_cb cb, void *arg)
+{
+    return run_id(st, calls_live_sql, tenant, 0, rows_read, (void *)cb, arg);
+}
+
+typedef void (*call_ref_cb_t)(void *, int, const sb_query_call_ref_t *);
+
+static void call_ref_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    query_t *q = arg;
+    (void)detail;
+    err = one_row(err, res);
+    sb_query_call_ref_t r = {0};
+    if (!err)
+        r = (sb_query_call_ref_t){.tenant = col_i64(res, 0, 0),
+                                  .channel = col_i64(res, 0, 1),
+                                  .call_key = PQgetvalue(res, 0, 2),
+                                  .status = PQgetvalue(res, 0, 3)};
+    ((call_ref_cb_t)q->cb)(q->arg, err, err ? NULL : &r);
+    free(q);
+}
+
+static const char call_ref_sql[] = "SELECT tenant_id, channel_id, call_key, status FROM calls WHERE id = $1";
+
+int sb_query_call_ref(sb_store_t *st, int64_t id, call_ref_cb_t cb, void *arg)
+{
+    return run_id(st, call_ref_sql, id, 0, call_ref_read, (void *)cb, arg);
+}
+
+static const char tenant_calls_sql[] =
+    "UPDATE tenants SET max_concurrent_calls = nullif($2::int, -1) WHERE id = $1 RETURNING id";
+
+int sb_query_tenant_max_calls(sb_store_t *st, int64_t tenant, int64_t max, sb_query_done_cb cb, void *arg)
+{
+    char t[24], m[24];
+    i64_text(t, tenant);
+    i64_text(m, max);
+    const char *p[2] = {t, m};
+    return run(st, NULL, tenant_calls_sql, 2, p, 0, one_done_read, (void *)cb, arg);
+}
+
 /* ---- provider webhooks ----------------------------------------------------------------------------------------- */
 
 typedef void (*route_cb_t)(void *, int, const sb_query_channel_t *);
@@ -383,14 +462,20 @@ static void route_read(void *arg, int err, const char *detail, const PGresult *r
     if (!err)
         ch = (sb_query_channel_t){.tenant = col_i64(res, 0, 0),
                                   .type = sb_channel_type_parse(PQgetvalue(res, 0, 1)),
-                                  .credentials_sealed = PQgetvalue(res, 0, 2)};
+                                  .credentials_sealed = PQgetvalue(res, 0, 2),
+                                  .address = PQgetvalue(res, 0, 3),
+                                  .settings_json = PQgetvalue(res, 0, 4),
+                                  .tenant_max_calls = col_i64(res, 0, 5),
+                                  .webhook_secret_sealed = PQgetisnull(res, 0, 6) ? NULL : PQgetvalue(res, 0, 6)};
     ((route_cb_t)q->cb)(q->arg, err, err ? NULL : &ch);
     free(q);
 }
 
 static const char channel_route_sql[] =
-    "SELECT c.tenant_id::text, c.type, coalesce(c.credentials_sealed, '') FROM channel_routes r "
-    "JOIN channels c ON c.tenant_id = r.tenant_id AND c.id = r.channel_id WHERE r.channel_id = $1";
+    "SELECT c.tenant_id::text, c.type, coalesce(c.credentials_sealed, ''), c.address, c.settings::text, "
+    "coalesce(t.max_concurrent_calls, 0), t.webhook_secret_sealed FROM channel_routes r "
+    "JOIN channels c ON c.tenant_id = r.tenant_id AND c.id = r.channel_id "
+    "JOIN tenants t ON t.id = c.tenant_id WHERE r.channel_id = $1";
 
 int sb_query_channel_route(sb_store_t *st, int64_t channel, route_cb_t cb, void *arg)
 {

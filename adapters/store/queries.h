@@ -84,6 +84,28 @@ int sb_query_conversation_messages(sb_store_t *st, int64_t tenant, int64_t conve
 int sb_query_message(sb_store_t *st, int64_t tenant, int64_t id, void (*cb)(void *arg, int err, sb_str_t json),
                      void *arg);
 
+/* ---- calls ------------------------------------------------------------------------------------------------------ */
+
+/* The tenant's calls with ids below before, newest first, at most limit, each a JSON object. */
+int sb_query_calls(sb_store_t *st, int64_t tenant, int64_t before, int64_t limit, sb_query_json_cb cb, void *arg);
+/* One call of the tenant as a JSON object. SB_ENOENT: none. */
+int sb_query_call(sb_store_t *st, int64_t tenant, int64_t id, void (*cb)(void *arg, int err, sb_str_t json),
+                  void *arg);
+/* Live calls (not ended) of a tenant (0: of every tenant), oldest first: id, tenant, channel, direction, status,
+ * from, to, age_s. */
+int sb_query_calls_live(sb_store_t *st, int64_t tenant, sb_query_rows_cb cb, void *arg);
+
+typedef struct sb_query_call_ref {
+    int64_t tenant, channel;
+    const char *call_key, *status;
+} sb_query_call_ref_t;
+
+/* Where call id lives (any tenant: the console's). SB_ENOENT: no such call. */
+int sb_query_call_ref(sb_store_t *st, int64_t id, void (*cb)(void *arg, int err, const sb_query_call_ref_t *r),
+                      void *arg);
+/* Sets a tenant's max_concurrent_calls (-1: none). SB_ENOENT: no such tenant. */
+int sb_query_tenant_max_calls(sb_store_t *st, int64_t tenant, int64_t max, sb_query_done_cb cb, void *arg);
+
 /* ---- provider webhooks ----------------------------------------------------------------------------------------- */
 
 /* A routed channel, as a webhook needs it. */
@@ -91,6 +113,10 @@ typedef struct sb_query_channel {
     int64_t tenant;
     sb_channel_type_t type;         /* SB_CH_NONE: a type this build does not know */
     const char *credentials_sealed; /* "" when it has none */
+    const char *address;
+    const char *settings_json;      /* the channel's settings (a JSON object) */
+    int64_t tenant_max_calls;       /* the tenant's max_concurrent_calls, 0 when not set */
+    const char *webhook_secret_sealed; /* the tenant's, NULL when none */
 } sb_query_channel_t;
 
 /* The channel with this id (found through its route). SB_ENOENT: none. */
