@@ -82,6 +82,7 @@ typedef struct call {
     uint32_t tag;        /* in every frame's payload: bytes 4..7 */
     char sid[35], stream_sid[35];
     char *account, *from, *to, *token, *url, *twiml_inline, *status_url, *method;
+    char *redirect;      /* TwiML a call update redirected the call to (its stream stopped), or NULL */
     const char *status;  /* queued, ringing, in-progress, completed, busy, failed, no-answer, canceled */
     unsigned events;
     uint64_t created_us, answered_us, ended_us;
@@ -568,6 +569,7 @@ static void call_free(call_t *c)
     }
     free(c->url);
     free(c->twiml_inline);
+    free(c->redirect);
     free(c->status_url);
     free(c->method);
     sb_buf_cleanup(&c->twiml_body);
@@ -1211,6 +1213,8 @@ static void call_details(sb_buf_t *b, const call_t *c)
     json_cstr(b, c->tw.say);
     sb_buf_puts(b, ",\"reject_reason\":");
     json_cstr(b, c->tw.kind == TW_REJECT ? c->tw.reason : NULL);
+    sb_buf_puts(b, ",\"redirect\":");
+    json_cstr(b, c->redirect);
     sb_buf_printf(b, "},\"stream\":{\"state\":\"%s\",\"url\":", ws_state_name[c->ws_state]);
     json_cstr(b, c->tw.kind == TW_STREAM ? c->tw.stream_url : NULL);
     sb_buf_puts(b, ",\"stream_sid\":");
@@ -1451,10 +1455,28 @@ static void calls_update(sb_http_req_t *req, sb_str_t path, sb_str_t account, sb
             mock_twilio_error(req, 400, 21218, "The request body is not a valid form");
             return;
         }
-        const sb_form_pair_t *st = sb_form_find_cstr(&f, "Status");
+        const sb_form_pair_t *st = sb_form_find_cstr(&f, "Status"), *tw = sb_form_find_cstr(&f, "Twiml");
+        if (!st && tw && !is_final(c->status)) { /* a redirect: the stream (if any) stops, the call goes on */
+            free(c->redirect);
+            c->redirect = sb_strndup(tw->value.p, tw->value.len);
+            sb_form_cleanup(&f);
+            if (c->ws_state == WS_OPEN && !c->stop_sent) {
+                frame_buf.len = 0;
+                sb_ms_write_stop(&frame_buf, c->seq++, sb_str_cstr(c->stream_sid), sb_str_cstr(c->account),
+                                 sb_str_cstr(c->sid));
+                sb_wsclient_send(c->ws, false, sb_str(frame_buf.p, frame_buf.len), false);
+                c->stop_sent = true;
+                c->closed_by = "mock";
+                sb_wsclient_close(c->ws, 1000, "call redirected");
+            }
+            vout.len = 0;
+            call_resource(&vout, c);
+            mock_answer_json(req, 200, 0, vout.p, vout.len);
+            return;
+        }
         if (!st || (!sb_str_eq_cstr(st->value, "completed") && !sb_str_eq_cstr(st->value, "canceled"))) {
             sb_form_cleanup(&f);
-            mock_twilio_error(req, 400, 21218, "Status: completed or canceled (the mock redirects no call)");
+            mock_twilio_error(req, 400, 21218, "Status: completed or canceled, or Twiml to redirect the call");
             return;
         }
         bool completed = sb_str_eq_cstr(st->value, "completed");
