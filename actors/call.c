@@ -960,7 +960,7 @@ static int on_stream(call_t *c, const sb_msg_t *m)
     if (m->len < sizeof s || c->phase != P_LIVE)
         return 0;
     memcpy(&s, m->data, sizeof s);
-    if (s.news != SB_CALL_STREAM_APP_FAILED)
+    if (s.news != SB_CALL_STREAM_APP_FAILED || c->ending) /* already being ended: its own reason stands */
         return 0;
     if (c->v.media_fallback && !strcmp(c->v.media_fallback, "forward") && c->v.forward_to) {
         sb_buf_t t;

@@ -37,7 +37,7 @@ typedef struct relay {
     sb_wsconn_t *tw;
     sb_wsclient_t *app;
     bool tw_closed, app_pending; /* app_pending: dialled, its on_close not come yet */
-    bool started, failed;
+    bool started, failed, stopped; /* stopped: Twilio's stop came, the app's close that follows is no failure */
     int64_t channel, tenant, last_seq;
     char *call_key, *stream_sid, *media_url, *secret;
     char *connected;             /* Twilio's "connected" frame, sent to the app first */
@@ -130,7 +130,7 @@ static void app_closed(void *arg, sb_wsclient_t *c, int err, uint16_t code, int 
     (void)c;
     r->app = NULL;
     r->app_pending = false;
-    if (!r->tw_closed) {
+    if (!r->tw_closed && !r->stopped) {
         char why[96];
         if (err == SB_EACCES)
             snprintf(why, sizeof why, "refused its upgrade (HTTP %d)", http_status);
@@ -241,6 +241,7 @@ static void tw_message(void *arg, sb_wsconn_t *c, sb_ws_op_t op, sb_str_t text)
         sb_metric_add(&r->mx->media_frames, 1);
     }
     if (f.event == SB_MS_STOP) {
+        r->stopped = true;
         if (r->app)
             sb_wsclient_close(r->app, 1000, "the call's stream stopped");
         sb_wsconn_close(c, 1000, "stopped");
