@@ -47,6 +47,13 @@
  *                                        long is dead-lettered (webhook_dead_letters) and delivery goes on
  *   actor_idle_timeout 300               seconds, 0..86400: a tenant or session actor idle this long (nothing queued,
  *                                        in flight or waiting) is passivated, its memory returned; 0 = never
+ *   trusted_proxies  unset (empty)       addresses / CIDR networks of reverse proxies (nginx) separated by commas or
+ *                                        blanks, at most 64: only a request whose peer is one of them has its
+ *                                        X-Forwarded-For client believed (logs, per-address guards) and, while
+ *                                        public_url is unset, its X-Forwarded-Proto / X-Forwarded-Host used for the
+ *                                        URL a provider signed. Stored normalized ("127.0.0.1/32, 10.0.0.0/8")
+ *   www_dir          www                 the directory of the inbox page's files (inbox.html, inbox.js, inbox.css);
+ *                                        relative to the working directory
  *
  * URLs (public_url, twilio_api_base, meta_graph_base) are stored without trailing slashes, so callers append
  * "/path". Hosts in sb_addr_t are stored without IPv6 brackets, ready for getaddrinfo/uv_ip6_addr.
@@ -57,6 +64,7 @@
 #define SB_CONFIG_H
 
 #include "gateway/log.h"
+#include "proto/cidr.h"
 #include "proto/str.h"
 
 #include <stdbool.h>
@@ -98,6 +106,10 @@ typedef struct sb_config {
     int inbox_send_buffer;
     int webhook_max_age_s;
     int actor_idle_timeout_s; /* 0: actors are never passivated */
+    char *trusted_proxies;    /* NULL = unset; the normalized list, for the dump */
+    sb_cidr_t *trusted;       /* the same list parsed (ntrusted entries; NULL when empty) */
+    size_t ntrusted;
+    char *www_dir;
 } sb_config_t;
 
 /* Fills c (caller's storage, previous contents ignored) with the defaults. The strings it allocates belong to c;
