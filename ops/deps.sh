@@ -10,7 +10,8 @@ PACKAGES=(
     gcc make pkg-config clang libclang-rt-14-dev
     libuv1-dev libhiredis-dev libpq-dev libmsgpack-dev libjansson-dev libcurl4-openssl-dev libmbedtls-dev
     redis-server postgresql postgresql-client
-    python3 curl wrk nginx-light netcat-openbsd procps
+    python3 curl wrk nginx-light netcat-openbsd procps openssl
+    prometheus systemd
     chromium
 )
 # Node.js and npm (the browser test drives Chromium with playwright-core from npm): any install will do, so they are
