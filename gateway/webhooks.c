@@ -13,6 +13,7 @@
 #include "adapters/store/queries.h"
 #include "adapters/store/store.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "proto/codec.h"
 #include "proto/err.h"
 #include "proto/event.h"
@@ -123,6 +124,29 @@ const sb_shard_module_t sb_webhooks_module = {
     .finish = cache_finish,
 };
 
+/* ---- answers, counted by provider and status class (sb_webhooks_total) ---------------------------------------- */
+
+enum { WH_TWILIO, WH_META };
+
+static void wh_count(int provider, int status)
+{
+    sb_shard_t *s = sb_shard_self();
+    if (s && status >= 200 && status < 600)
+        sb_metric_add(&sb_metrics_shard(sb_shard_index(s))->webhooks[provider][status / 100], 1);
+}
+
+static void wh_error(int provider, sb_http_req_t *req, int status, const char *code, const char *message)
+{
+    wh_count(provider, status);
+    sb_http_respond_error(req, status, code, message);
+}
+
+static void wh_respond(int provider, sb_http_req_t *req, int status, const char *type, const void *body, size_t len)
+{
+    wh_count(provider, status);
+    sb_http_respond(req, status, type, body, len);
+}
+
 /* ---- storing the receipt -------------------------------------------------------------------------------------- */
 
 static const char twiml_ok[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
@@ -139,6 +163,8 @@ typedef struct receipt {
     void *owner; /* Twilio: the request; Meta: its meta_request_t */
     char *account, *key, *event, *raw;
     sb_buf_t packed;
+    sb_channel_type_t type;
+    bool status; /* a status callback's, not a message's */
 } receipt_t;
 
 static receipt_t *receipt_new(sb_shard_t *s, void *owner, const sb_event_t *ev, sb_str_t raw)
@@ -146,6 +172,8 @@ static receipt_t *receipt_new(sb_shard_t *s, void *owner, const sb_event_t *ev, 
     receipt_t *x = sb_calloc(1, sizeof *x);
     x->s = s;
     x->owner = owner;
+    x->type = ev->channel;
+    x->status = ev->kind == SB_EV_STATUS;
     sb_buf_t key;
     sb_buf_init(&key);
     if (ev->kind == SB_EV_STATUS)
@@ -182,6 +210,8 @@ static void receipt_route(receipt_t *x)
 {
     if (!x->r.id)
         return;
+    if ((unsigned)x->type < SB_METRICS_CH_TYPES) /* a new one: a repeat was counted the first time */
+        sb_metric_add(&sb_metrics_shard(sb_shard_index(x->s))->webhook_events[x->type][x->status], 1);
     sb_session_receipt_t r = {.receipt_id = x->r.id, .tenant = x->r.tenant, .age_ms = 0};
     if (sb_session_receipt_packed(sb_shard_rt(x->s), sb_domain_owner(x->r.tenant), x->r.channel, &r, x->packed.p,
                                   x->packed.len) < 0)
@@ -192,11 +222,11 @@ static void twilio_committed(sb_store_receipt_t *r, int err)
 {
     receipt_t *x = r->arg;
     if (err == SB_ECANCELED)
-        sb_http_respond_error(x->owner, 503, "unavailable", "the gateway is stopping; retry");
+        wh_error(WH_TWILIO, x->owner, 503, "unavailable", "the gateway is stopping; retry");
     else if (err)
-        sb_http_respond_error(x->owner, 503, "unavailable", "the event could not be stored; retry");
+        wh_error(WH_TWILIO, x->owner, 503, "unavailable", "the event could not be stored; retry");
     else
-        sb_http_respond(x->owner, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
+        wh_respond(WH_TWILIO, x->owner, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
     if (!err)
         receipt_route(x);
     receipt_free(x);
@@ -207,9 +237,10 @@ static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const channel_t *ch
     receipt_t *x = receipt_new(s, req, ev, sb_http_req_body(req));
     x->r.tenant = strtoll(ch->tenant, NULL, 10);
     x->r.channel = ch->id;
+    x->type = ch->type;
     x->r.done = twilio_committed;
     if (sb_store_receipt_add(sb_domain_store(s), &x->r) < 0) {
-        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
+        wh_error(WH_TWILIO, req, 503, "unavailable", "the database is not reachable; retry");
         receipt_free(x);
     }
 }
@@ -238,16 +269,16 @@ static void twilio_proceed(sb_shard_t *s, sb_http_req_t *req, const channel_t *c
 
     if (!sb_http_req_header(req, "content-type", &ct) ||
         !sb_str_has_prefix(ct, SB_STR("application/x-www-form-urlencoded"))) {
-        sb_http_respond_error(req, 415, "unsupported_media_type",
+        wh_error(WH_TWILIO, req, 415, "unsupported_media_type",
                               "Twilio webhooks are application/x-www-form-urlencoded");
         goto out;
     }
     if (sb_form_parse(&form, sb_http_req_body(req)) < 0) {
-        sb_http_respond_error(req, 400, "bad_request", "the body is not a valid form");
+        wh_error(WH_TWILIO, req, 400, "bad_request", "the body is not a valid form");
         goto out;
     }
     if (!sb_http_req_header(req, "x-twilio-signature", &sig)) {
-        sb_http_respond_error(req, 403, "forbidden", "missing X-Twilio-Signature");
+        wh_error(WH_TWILIO, req, 403, "forbidden", "missing X-Twilio-Signature");
         goto out;
     }
     sb_http_req_base_url(req, cfg->public_url, &url); /* with neither, the signature cannot match */
@@ -259,17 +290,17 @@ static void twilio_proceed(sb_shard_t *s, sb_http_req_t *req, const channel_t *c
     }
     if (sb_sig_twilio_verify(sb_str_cstr(ch->auth_token), sb_str(url.p, url.len), params, form.n, sig) != 0) {
         sb_log_warn("webhook: bad Twilio signature for channel %lld", ch->id);
-        sb_http_respond_error(req, 403, "forbidden", "X-Twilio-Signature does not match");
+        wh_error(WH_TWILIO, req, 403, "forbidden", "X-Twilio-Signature does not match");
         goto out;
     }
     int rc = route == TW_MESSAGE ? sb_twilio_parse_message(&form, &ev, err, sizeof err)
                                  : sb_twilio_parse_status(&form, &ev, err, sizeof err);
     if (rc == SB_ENOENT) { /* a state of an inbound message: nothing to record */
-        sb_http_respond(req, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
+        wh_respond(WH_TWILIO, req, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
         goto out;
     }
     if (rc < 0) {
-        sb_http_respond_error(req, 400, "bad_request", err);
+        wh_error(WH_TWILIO, req, 400, "bad_request", err);
         goto out;
     }
     store_receipt(s, req, ch, &ev);
@@ -296,7 +327,7 @@ static channel_t *channel_from_row(lookup_t *op, const sb_query_channel_t *row)
     c->type = row->type;
     if (!is_twilio_messaging(c->type)) {
         free(c);
-        sb_http_respond_error(op->req, 404, "not_found", "no Twilio messaging channel with this id");
+        wh_error(WH_TWILIO, op->req, 404, "not_found", "no Twilio messaging channel with this id");
         return NULL;
     }
     sb_buf_t plain;
@@ -308,7 +339,7 @@ static channel_t *channel_from_row(lookup_t *op, const sb_query_channel_t *row)
         sb_crypto_open(cfg->master_key, sb_str_cstr(row->credentials_sealed), sb_str_cstr(ad), &plain) < 0 ||
         !(creds = json_loadb(plain.p, plain.len, 0, NULL)) || !json_is_string(json_object_get(creds, "auth_token"))) {
         sb_log_error("webhook: channel %lld: credentials cannot be opened (master_key changed?)", c->id);
-        sb_http_respond_error(op->req, 503, "unavailable", "the channel's credentials cannot be opened");
+        wh_error(WH_TWILIO, op->req, 503, "unavailable", "the channel's credentials cannot be opened");
         json_decref(creds);
         sb_crypto_buf_wipe(&plain);
         free(c);
@@ -325,9 +356,9 @@ static void channel_loaded(void *arg, int err, const sb_query_channel_t *row)
 {
     lookup_t *op = arg;
     if (err == SB_ENOENT) {
-        sb_http_respond_error(op->req, 404, "not_found", "no such channel");
+        wh_error(WH_TWILIO, op->req, 404, "not_found", "no such channel");
     } else if (err) {
-        sb_http_respond_error(op->req, 503, "unavailable", "the database is not reachable; retry");
+        wh_error(WH_TWILIO, op->req, 503, "unavailable", "the database is not reachable; retry");
     } else {
         channel_t *c = cache_get(op->s, op->id); /* another request may have loaded it meanwhile */
         if (!c)
@@ -342,11 +373,11 @@ static void twilio(sb_shard_t *s, sb_http_req_t *req, sb_str_t id_s, enum twilio
 {
     long long id;
     if (id_s.len > 19 || sb_str_to_ll(id_s, 1, INT64_MAX, &id) < 0) {
-        sb_http_respond_error(req, 404, "not_found", "no such channel");
+        wh_error(WH_TWILIO, req, 404, "not_found", "no such channel");
         return;
     }
     if (sb_http_req_method(req) != SB_HTTP_POST) {
-        sb_http_respond_error(req, 405, "method_not_allowed", "Twilio webhooks are POST");
+        wh_error(WH_TWILIO, req, 405, "method_not_allowed", "Twilio webhooks are POST");
         return;
     }
     channel_t *c = cache_get(s, id);
@@ -361,7 +392,7 @@ static void twilio(sb_shard_t *s, sb_http_req_t *req, sb_str_t id_s, enum twilio
     op->route = route;
     if (sb_query_channel_route(sb_domain_store(s), id, channel_loaded, op) < 0) {
         free(op);
-        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
+        wh_error(WH_TWILIO, req, 503, "unavailable", "the database is not reachable; retry");
     }
 }
 
@@ -426,9 +457,9 @@ static void meta_challenge(sb_http_req_t *req, const app_t *a)
     if (mode && token && challenge &&
         sb_meta_verify_challenge(mode->value, sb_str_cstr(given), challenge->value, sb_str_cstr(a->verify_hash),
                                  &echo) == 0)
-        sb_http_respond(req, 200, "text/plain", echo.p, echo.len);
+        wh_respond(WH_META, req, 200, "text/plain", echo.p, echo.len);
     else
-        sb_http_respond_error(req, 403, "forbidden", "verification failed");
+        wh_error(WH_META, req, 403, "forbidden", "verification failed");
     sb_form_cleanup(&q);
 }
 
@@ -445,9 +476,9 @@ static void meta_answered(meta_request_t *mr, int err)
     if (--mr->pending)
         return;
     if (mr->failed)
-        sb_http_respond_error(mr->req, 503, "unavailable", "the events could not be stored; retry");
+        wh_error(WH_META, mr->req, 503, "unavailable", "the events could not be stored; retry");
     else
-        sb_http_respond(mr->req, 200, "text/plain", "EVENT_RECEIVED", 14);
+        wh_respond(WH_META, mr->req, 200, "text/plain", "EVENT_RECEIVED", 14);
     free(mr);
 }
 
@@ -468,14 +499,14 @@ static void meta_events(sb_shard_t *s, sb_http_req_t *req, const app_t *a)
     if (!sb_http_req_header(req, "x-hub-signature-256", &sig) ||
         sb_sig_meta_verify(sb_str_cstr(a->secret), body, sig) != 0) {
         sb_log_warn("webhook: bad or missing X-Hub-Signature-256 for Meta app %s", a->id);
-        sb_http_respond_error(req, 403, "forbidden", "X-Hub-Signature-256 missing or wrong");
+        wh_error(WH_META, req, 403, "forbidden", "X-Hub-Signature-256 missing or wrong");
         return;
     }
     sb_event_list_t events = {0};
     sb_meta_diag_t diag;
     memset(&diag, 0, sizeof diag);
     if (sb_meta_parse(body.p, body.len, &events, &diag) < 0) {
-        sb_http_respond_error(req, 400, "bad_request", diag.error[0] ? diag.error : "not a Meta webhook body");
+        wh_error(WH_META, req, 400, "bad_request", diag.error[0] ? diag.error : "not a Meta webhook body");
         return;
     }
     meta_request_t *mr = sb_calloc(1, sizeof *mr);
@@ -520,15 +551,15 @@ static void app_loaded(void *arg, int err, const sb_query_meta_app_t *row)
     snprintf(ad, sizeof ad, "meta_app:%s", op->id);
     app_t *a = NULL;
     if (err == SB_ENOENT) {
-        sb_http_respond_error(op->req, 404, "not_found", "no such Meta app");
+        wh_error(WH_META, op->req, 404, "not_found", "no such Meta app");
     } else if (err) {
-        sb_http_respond_error(op->req, 503, "unavailable", "the database is not reachable; retry");
+        wh_error(WH_META, op->req, 503, "unavailable", "the database is not reachable; retry");
     } else if ((a = app_get(op->s, sb_str_cstr(op->id)))) {
         meta_dispatch(op->s, op->req, a); /* loaded by another request meanwhile */
     } else if (!cfg->has_master_key ||
                sb_crypto_open(cfg->master_key, sb_str_cstr(row->secret_sealed), sb_str_cstr(ad), &plain) < 0) {
         sb_log_error("webhook: Meta app %s: secret cannot be opened (master_key changed?)", op->id);
-        sb_http_respond_error(op->req, 503, "unavailable", "the app secret cannot be opened");
+        wh_error(WH_META, op->req, 503, "unavailable", "the app secret cannot be opened");
     } else {
         a = sb_calloc(1, sizeof *a);
         snprintf(a->id, sizeof a->id, "%s", op->id);
@@ -550,11 +581,11 @@ static void meta(sb_shard_t *s, sb_http_req_t *req, sb_str_t id)
     for (size_t i = 0; i < id.len && digits; i++)
         digits = id.p[i] >= '0' && id.p[i] <= '9';
     if (!digits) {
-        sb_http_respond_error(req, 404, "not_found", "no such Meta app");
+        wh_error(WH_META, req, 404, "not_found", "no such Meta app");
         return;
     }
     if (m != SB_HTTP_GET && m != SB_HTTP_POST) {
-        sb_http_respond_error(req, 405, "method_not_allowed", "Meta webhooks are GET (verification) and POST");
+        wh_error(WH_META, req, 405, "method_not_allowed", "Meta webhooks are GET (verification) and POST");
         return;
     }
     app_t *a = app_get(s, id);
@@ -568,7 +599,7 @@ static void meta(sb_shard_t *s, sb_http_req_t *req, sb_str_t id)
     memcpy(op->id, id.p, id.len);
     if (sb_query_meta_app(sb_domain_store(s), op->id, app_loaded, op) < 0) {
         free(op);
-        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
+        wh_error(WH_META, req, 503, "unavailable", "the database is not reachable; retry");
     }
 }
 
