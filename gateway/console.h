@@ -14,12 +14,12 @@
  * before it are written, and so does the end of input (the peer shut its side, as `nc -N` does) once every line
  * received has run. Bounds: no command runs while 256 KiB of answers are unread (until the peer has read them down
  * to 64 KiB), a session with 64 KiB of commands queued is not read until they run, so a script that pipelines
- * without reading is held back, not cut off; one answer or trace that leaves 1 MiB unread closes the session; a session must authenticate within
- * auth_timeout_s; sessions still to authenticate are capped (64) apart from authenticated ones (256), and the oldest
- * of them makes room for a newcomer; wrong tokens spend the address's failure budget, shared with the admin API
- * (gateway/authguard.h: slower and slower ERRs, then refused for a minute and the session ended). Text answers
- * show every cell through sb_line_escape, so outside text cannot break the framing or reach the terminal as
- * control codes. */
+ * without reading is held back, not cut off; one answer or trace that leaves 1 MiB unread closes the session; a
+ * session must authenticate within auth_timeout_s; sessions still to authenticate are capped (64) apart from
+ * authenticated ones (256), and the oldest of them makes room for a newcomer; wrong tokens spend the address's
+ * failure budget, shared with the admin API (gateway/authguard.h: slower and slower ERRs, then refused for a
+ * minute and the session ended). Text answers show every cell through sb_line_escape, so outside text cannot
+ * break the framing or reach the terminal as control codes. */
 #ifndef SB_CONSOLE_H
 #define SB_CONSOLE_H
 

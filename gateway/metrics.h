@@ -34,8 +34,8 @@ typedef struct sb_metrics {
     _Atomic uint64_t provider_errors[SB_METRICS_CH_TYPES][SB_PROVIDER_ERRS]; /* by sb_metrics_provider_err() */
     _Atomic int64_t breaker_open[2];      /* [0] Twilio's API, [1] Meta's: 1 while the shard's breaker is not closed */
     _Atomic uint64_t webhooks[2][6];      /* provider webhook requests by provider ([0] Twilio, [1] Meta) and class */
-    _Atomic uint64_t webhook_events[SB_METRICS_CH_TYPES][2]; /* new receipts by channel type: [0] messages, [1] statuses */
-    _Atomic int64_t redis_up, postgres_up; /* the shard's connections (both PostgreSQL ones for postgres_up), per tick */
+    _Atomic uint64_t webhook_events[SB_METRICS_CH_TYPES][2]; /* new receipts by channel type: messages, statuses */
+    _Atomic int64_t redis_up, postgres_up; /* the shard's connections (postgres: both of its own), set per tick */
     _Alignas(64) char pad_;               /* keep shards' rows on separate cache lines */
 } sb_metrics_t;
 
