@@ -7,6 +7,8 @@
 #   make bench      same set-up, then the benchmarks (they print figures, they assert nothing)
 #   make soak       same set-up, then an hour of steady mixed traffic: RSS, fds and loop lag every minute
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS each
+#   make install    the binary, the inbox page, the migrations, the systemd unit and the nginx front under
+#                   $(DESTDIR)$(PREFIX) (PREFIX=/usr/local by default)
 #
 # Sources are found by wildcard: a new module is a new .c/.h pair in its directory, nothing to register here.
 
@@ -41,7 +43,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all asan units benches fuzzers setup run test bench soak fuzz clean
+.PHONY: all asan units benches fuzzers setup run test bench soak fuzz clean install
 all: $(BUILD)/switchboard $(BUILD)/mock-provider
 
 asan:
@@ -126,6 +128,30 @@ fuzz: fuzzers
 
 clean:
 	rm -rf build
+
+# --- install: the layout ops/systemd/switchboard.service expects ------------------------------------------------
+#
+#   $(PREFIX)/bin/switchboard
+#   $(PREFIX)/share/switchboard/www/            the inbox page (the unit's WorkingDirectory is share/switchboard)
+#   $(PREFIX)/share/switchboard/sql/            migrations, applied by share/switchboard/ops/migrate.sh
+#   $(PREFIX)/share/switchboard/ops/migrate.sh  (MIGRATE_CONN="host=... user=..." names the server)
+#   $(PREFIX)/share/switchboard/nginx/switchboard.conf, switchboard.conf.example, README.md
+#   $(PREFIX)/lib/systemd/system/switchboard.service   with /usr/local replaced by $(PREFIX)
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SHARE   := $(DESTDIR)$(PREFIX)/share/switchboard
+
+install: $(BUILD)/switchboard
+	install -d $(DESTDIR)$(PREFIX)/bin $(SHARE)/www $(SHARE)/sql $(SHARE)/ops $(SHARE)/nginx \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 0755 $(BUILD)/switchboard $(DESTDIR)$(PREFIX)/bin/switchboard
+	install -m 0644 www/inbox.html www/inbox.css www/inbox.js $(SHARE)/www/
+	install -m 0644 sql/[0-9][0-9][0-9][0-9]_*.sql $(SHARE)/sql/
+	install -m 0755 ops/migrate.sh $(SHARE)/ops/migrate.sh
+	install -m 0644 ops/nginx/switchboard.conf $(SHARE)/nginx/switchboard.conf
+	install -m 0644 ops/switchboard.conf.example README.md $(SHARE)/
+	sed 's|/usr/local/|$(PREFIX)/|g' ops/systemd/switchboard.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/switchboard.service
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/switchboard.service
 
 -include $(LIB_OBJ:.o=.d) $(BUILD)/gateway/main.d $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/unit/%.d) \
          $(BUILD)/ops/mock_provider.d $(BUILD)/ops/mock_voice.d $(FUZZ_LIB_OBJ:.o=.d)

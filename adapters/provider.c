@@ -4,6 +4,7 @@
 #include "adapters/net/http_client.h"
 #include "adapters/outbound.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "proto/breaker.h"
 #include "proto/err.h"
 #include "proto/htable.h"
@@ -42,6 +43,7 @@ struct sb_provider {
     char *public_url, *twilio_api_base, *meta_graph_base;
     unsigned inflight;
     sb_list_t refusals;       /* answered on the loop's next turn */
+    sb_metrics_t *m;
 };
 
 typedef struct job job_t;
@@ -132,6 +134,7 @@ sb_provider_t *sb_provider_create(uv_loop_t *loop, const sb_provider_opts_t *opt
 {
     sb_provider_t *p = sb_calloc(1, sizeof *p);
     p->loop = loop;
+    p->m = sb_metrics_shard(opts->shard);
     sb_list_init(&p->refusals);
     sb_htable_init(&p->creds);
     sb_http_client_opts_t o = {.max_host_connections = 32, .timeout_ms = REQUEST_TIMEOUT_MS};
@@ -293,6 +296,9 @@ static void answered(void *arg, const sb_http_client_res_t *res)
                         r.error_code, (unsigned long long)b->cooldown_ms);
         else
             sb_log_info("provider: %s endpoint answers again: circuit closed", endpoint_name(j->type));
+        sb_metrics_t *m = j->p->m;
+        int e = j->type == SB_CH_META_WHATSAPP;
+        sb_gauge_add(&m->breaker_open[e], (b->state != SB_BREAKER_CLOSED) - sb_gauge_get(&m->breaker_open[e]));
     }
     sb_send_outcome_t o = {.retry_after_s = r.retry_after_s,
                            .provider_id = r.provider_id,
@@ -303,6 +309,12 @@ static void answered(void *arg, const sb_http_client_res_t *res)
     case SB_OUTBOUND_FAILED: o.result = SB_SEND_FAILED; break;
     case SB_OUTBOUND_RETRY: o.result = SB_SEND_RETRY; break;
     default: o.result = SB_SEND_UNKNOWN; break;
+    }
+    if ((unsigned)j->type < SB_METRICS_CH_TYPES) {
+        sb_metric_add(&j->p->m->sends[j->type][o.result - SB_SEND_SENT], 1);
+        if (o.result != SB_SEND_SENT)
+            sb_metric_add(&j->p->m->provider_errors[j->type][sb_metrics_provider_err(r.http_status, r.error_code)],
+                          1);
     }
     job_end(j, &o);
     free(j);

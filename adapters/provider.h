@@ -25,6 +25,7 @@ typedef struct sb_provider_opts {
     const char *public_url;          /* Twilio's StatusCallback is public_url + /webhooks/twilio/{channel}/status;
                                       * NULL: none is asked for */
     const char *twilio_api_base, *meta_graph_base; /* NULL: the real ones */
+    unsigned shard;                  /* whose metrics row counts its answers, errors and breaker states */
 } sb_provider_opts_t;
 
 /* Strings in opts are copied. NULL when the HTTP client cannot be made. */

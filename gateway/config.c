@@ -30,7 +30,8 @@ enum key_kind {
     KIND_NODE_ID,
     KIND_LOG_LEVEL,
     KIND_MODE,
-    KIND_ORIGINS    /* char *: "*" or comma-separated scheme://host[:port], stored lower case without blanks */
+    KIND_ORIGINS,   /* char *: "*" or comma-separated scheme://host[:port], stored lower case without blanks */
+    KIND_CIDRS      /* trusted_proxies: char * (normalized text) plus the parsed list */
 };
 
 typedef struct key_def {
@@ -71,6 +72,8 @@ static const key_def_t keys[] = {
     {"max_concurrent_calls", KIND_INT, F(max_concurrent_calls), 0, 10000000},
     {"call_lease_ttl", KIND_INT, F(call_lease_ttl_s), 3, 3600},
     {"max_call_duration", KIND_INT, F(max_call_duration_s), 1, 604800},
+    {"trusted_proxies", KIND_CIDRS, F(trusted_proxies), 0, 0},
+    {"www_dir", KIND_TEXT, F(www_dir), 0, 0},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -490,6 +493,30 @@ static int apply(sb_config_t *c, const key_def_t *k, sb_str_t v, char *why, size
         }
         break;
     }
+    case KIND_CIDRS: {
+        sb_cidr_t *list = NULL;
+        size_t n = 0;
+        if (sb_cidr_list_parse(v, &list, &n) < 0) {
+            reason = "must be IP addresses or CIDR networks (10.0.0.0/8, ::1), separated by commas, at most 64";
+            break;
+        }
+        sb_free(c->trusted_proxies);
+        sb_free(c->trusted);
+        c->trusted = list;
+        c->ntrusted = n;
+        if (n) {
+            sb_buf_t b;
+            sb_buf_init(&b);
+            for (size_t i = 0; i < n; i++) {
+                if (i)
+                    sb_buf_puts(&b, ", ");
+                sb_cidr_format(&list[i], &b);
+            }
+            c->trusted_proxies = sb_strndup(b.p, b.len);
+            sb_buf_cleanup(&b);
+        }
+        break;
+    }
     case KIND_MODE:
         if (sb_str_eq_cstr(v, "dev"))
             c->mode_dev = 1;
@@ -543,6 +570,7 @@ void sb_config_init(sb_config_t *c)
     c->max_concurrent_calls = 1000;
     c->call_lease_ttl_s = 15;
     c->max_call_duration_s = 14400;
+    c->www_dir = sb_strdup("www");
 }
 
 void sb_config_cleanup(sb_config_t *c)
@@ -555,6 +583,9 @@ void sb_config_cleanup(sb_config_t *c)
     sb_free(c->meta_graph_base);
     sb_free(c->node_id);
     sb_free(c->inbox_origins);
+    sb_free(c->trusted_proxies);
+    sb_free(c->trusted);
+    sb_free(c->www_dir);
     wipe(c, sizeof *c);
 }
 
@@ -796,7 +827,8 @@ void sb_config_dump(const sb_config_t *c, sb_buf_t *out)
         case KIND_HTTP_URL:
         case KIND_REDIS_URL:
         case KIND_NODE_ID:
-        case KIND_ORIGINS: {
+        case KIND_ORIGINS:
+        case KIND_CIDRS: {
             const char *s = *(char *const *)field;
             sb_buf_printf(out, "%s = %s\n", k->name, s ? s : "(unset)");
             break;

@@ -52,6 +52,13 @@
  *   call_lease_ttl   15                  seconds, 3..3600: a call's slot lives this long without renewal (the slots
  *                                        of a crashed node's calls come back within it)
  *   max_call_duration 14400              seconds, 1..604800: a call still live after this is hung up and ended
+ *   trusted_proxies  unset (empty)       addresses / CIDR networks of reverse proxies (nginx) separated by commas or
+ *                                        blanks, at most 64: only a request whose peer is one of them has its
+ *                                        X-Forwarded-For client believed (logs, per-address guards) and, while
+ *                                        public_url is unset, its X-Forwarded-Proto / X-Forwarded-Host used for the
+ *                                        URL a provider signed. Stored normalized ("127.0.0.1/32, 10.0.0.0/8")
+ *   www_dir          www                 the directory of the inbox page's files (inbox.html, inbox.js, inbox.css);
+ *                                        relative to the working directory
  *
  * URLs (public_url, twilio_api_base, meta_graph_base) are stored without trailing slashes, so callers append
  * "/path". Hosts in sb_addr_t are stored without IPv6 brackets, ready for getaddrinfo/uv_ip6_addr.
@@ -62,6 +69,7 @@
 #define SB_CONFIG_H
 
 #include "gateway/log.h"
+#include "proto/cidr.h"
 #include "proto/str.h"
 
 #include <stdbool.h>
@@ -106,6 +114,10 @@ typedef struct sb_config {
     int max_concurrent_calls;
     int call_lease_ttl_s;
     int max_call_duration_s;
+    char *trusted_proxies;    /* NULL = unset; the normalized list, for the dump */
+    sb_cidr_t *trusted;       /* the same list parsed (ntrusted entries; NULL when empty) */
+    size_t ntrusted;
+    char *www_dir;
 } sb_config_t;
 
 /* Fills c (caller's storage, previous contents ignored) with the defaults. The strings it allocates belong to c;

@@ -35,7 +35,9 @@
 
 #define MAX_SESSIONS 256      /* authenticated sessions */
 #define MAX_UNAUTHED 64       /* sessions still to authenticate; when full, the oldest makes room for a newcomer */
-#define MAX_PENDING_OUTPUT (1u << 20)
+#define MAX_PENDING_OUTPUT (1u << 20) /* unwritten output past this closes the session (a trace nobody reads) */
+#define OUTPUT_HIGH (256u << 10) /* unwritten output past this: no further command runs ... */
+#define OUTPUT_LOW (64u << 10)   /* ... until the peer has read it down to this */
 #define MAX_QUEUED_INPUT 65536 /* bytes received and not yet run (a command waits): reading stops beyond */
 #define SWEEP_MS 500
 #define END_MS 10000          /* a session ending (quit, refused) has this long to read its last answer */
@@ -74,6 +76,9 @@ struct session {
     bool authed, prompt, closing;
     bool busy;         /* a command waits (database, other shards, a held answer): the next line waits for it */
     bool pumping, reading, ending;
+    bool eof;          /* the peer shut its side: the queued lines run, then the session ends as on quit */
+    bool partial;      /* the last byte received was not a newline (a last line without one still runs at EOF) */
+    bool held;         /* unwritten output passed OUTPUT_HIGH: no command runs until it is down to OUTPUT_LOW */
     uv_timer_t *hold_timer; /* holds a wrong `auth` back (the guard's delay) */
     /* trace: the tenant's cursor is read (the session is busy meanwhile), then the event log is polled after it */
     bool trace_json, trace_polling;
@@ -96,12 +101,20 @@ static void session_unref(session_t *s);
 static void wait_begin(session_t *s);
 static void wait_end(session_t *s);
 
+static void pump(session_t *s);
+
+/* A write finished: once the peer has read the backlog down to OUTPUT_LOW, the commands held back by it run. */
 static void on_written(uv_write_t *w, int status)
 {
     write_req_t *wr = (write_req_t *)w;
-    wr->s->pending -= wr->len;
+    session_t *s = wr->s;
+    s->pending -= wr->len;
     (void)status;
     free(wr);
+    if (!s->closing && s->held && s->pending <= OUTPUT_LOW) {
+        s->held = false;
+        pump(s);
+    }
 }
 
 static void out(session_t *s, const char *p, size_t len)
@@ -391,8 +404,6 @@ static void hold_stop(session_t *s)
         s->hold_timer = NULL;
     }
 }
-
-static void pump(session_t *s);
 
 static void on_hold(uv_timer_t *t)
 {
@@ -1397,14 +1408,20 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
 
-/* Runs the received lines one at a time, in order, while no command waits; reads while there is room for more. */
+/* Runs the received lines one at a time, in order, while no command waits and the peer keeps up with the answers
+ * (unwritten output under OUTPUT_HIGH); reads while there is room for more. Once the peer has shut its side (EOF)
+ * and every line received has run and been answered, the session ends as on quit: shut down after the last answer. */
 static void pump(session_t *s)
 {
     if (s->pumping)
         return; /* a command answered from inside the loop below: the loop goes on by itself */
     s->pumping = true;
     size_t off = 0;
-    while (!s->closing && !s->ending && !s->busy && off < s->in.len) {
+    while (!s->closing && !s->ending && !s->busy && !s->held && off < s->in.len) {
+        if (s->pending > OUTPUT_HIGH) {
+            s->held = true; /* on_written runs the rest once the peer has read most of it */
+            break;
+        }
         const char *nl = memchr(s->in.p + off, '\n', s->in.len - off);
         size_t n = nl ? (size_t)(nl - (s->in.p + off)) + 1 : s->in.len - off;
         sb_line_feed(&s->lr, s->in.p + off, n, on_line, s);
@@ -1417,7 +1434,15 @@ static void pump(session_t *s)
     if (!s->in.len) /* an idle session holds no input buffer */
         sb_buf_cleanup(&s->in);
     s->pumping = false;
-    bool want = !s->closing && !s->ending && s->in.len < MAX_QUEUED_INPUT;
+    if (s->eof && !s->closing && !s->ending && !s->busy && !s->in.len) {
+        if (s->trace_tenant) { /* no empty line can come to end it now: the end of input does */
+            trace_stop(s);
+            answer_empty(s);
+        }
+        session_end(s);
+        return;
+    }
+    bool want = !s->closing && !s->ending && !s->eof && s->in.len < MAX_QUEUED_INPUT;
     if (want != s->reading) {
         if (want)
             uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
@@ -1442,9 +1467,19 @@ static void wait_end(session_t *s)
     session_unref(s);
 }
 
+/* Bytes are queued for pump. EOF (the peer shut its side, as `nc -N` or a script's shutdown(SHUT_WR) does after its
+ * last command) ends the input, not the session: the lines received still run and are answered, a last one without
+ * a newline too, and then the session ends as on quit. Any other read error closes the session at once. */
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
     session_t *s = st->data;
+    if (n == UV_EOF && !s->ending) {
+        s->eof = true;
+        if (s->partial) /* ends the unterminated last line, so that it runs */
+            sb_buf_append(&s->in, "\n", 1);
+        pump(s);
+        return;
+    }
     if (n < 0) {
         session_close(s);
         return;
@@ -1452,6 +1487,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     if (n == 0 || s->ending)
         return;
     sb_buf_append(&s->in, buf->base, (size_t)n);
+    s->partial = buf->base[n - 1] != '\n';
     pump(s);
 }
 

@@ -11,13 +11,15 @@
  *
  * Commands run one at a time, in the order they arrive: one that waits (on the database, on other shards) holds
  * back the lines after it, so pipelined commands are answered in order; `quit` ends the session once the answers
- * before it are written. Bounds: a session whose unsent output passes 1 MiB is closed (a slow reader must not eat
- * memory) and one with 64 KiB of commands queued is not read until they run; a session must authenticate within
- * auth_timeout_s; sessions still to authenticate are capped (64) apart from authenticated ones (256), and the oldest
- * of them makes room for a newcomer; wrong tokens spend the address's failure budget, shared with the admin API
- * (gateway/authguard.h: slower and slower ERRs, then refused for a minute and the session ended). Text answers
- * show every cell through sb_line_escape, so outside text cannot break the framing or reach the terminal as
- * control codes. */
+ * before it are written, and so does the end of input (the peer shut its side, as `nc -N` does) once every line
+ * received has run. Bounds: no command runs while 256 KiB of answers are unread (until the peer has read them down
+ * to 64 KiB), a session with 64 KiB of commands queued is not read until they run, so a script that pipelines
+ * without reading is held back, not cut off; one answer or trace that leaves 1 MiB unread closes the session; a
+ * session must authenticate within auth_timeout_s; sessions still to authenticate are capped (64) apart from
+ * authenticated ones (256), and the oldest of them makes room for a newcomer; wrong tokens spend the address's
+ * failure budget, shared with the admin API (gateway/authguard.h: slower and slower ERRs, then refused for a
+ * minute and the session ended). Text answers show every cell through sb_line_escape, so outside text cannot
+ * break the framing or reach the terminal as control codes. */
 #ifndef SB_CONSOLE_H
 #define SB_CONSOLE_H
 

@@ -49,6 +49,8 @@ static int http_start(sb_shard_t *s, void **state)
         .max_body_bytes = cfg.max_body_bytes,
         .header_timeout_s = cfg.header_timeout_s,
         .idle_timeout_s = cfg.idle_timeout_s,
+        .trusted_proxies = cfg.trusted,
+        .ntrusted_proxies = cfg.ntrusted,
         .handler = sb_routes_handle,
         .handler_arg = s,
     };
@@ -261,7 +263,7 @@ int main(int argc, char **argv)
     sb_chancache_init(&cfg);
     sb_api_init(&cfg);
     sb_live_init(&cfg);
-    sb_www_init("www");
+    sb_www_init(cfg.www_dir);
     sb_domain_opts_t domain = {
         .master_key = cfg.has_master_key ? cfg.master_key : NULL,
         .public_url = cfg.public_url,

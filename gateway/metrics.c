@@ -1,11 +1,16 @@
 /* Per-shard counters and their Prometheus text rendering; see metrics.h. */
 #include "gateway/metrics.h"
 
+#include "proto/event.h"
 #include "proto/version.h"
 #include "proto/err.h"
 #include "shards/shard.h"
 
 #include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 static sb_metrics_t rows[SB_METRICS_MAX_SHARDS];
 
@@ -69,6 +74,99 @@ static const struct figure {
      offsetof(sb_shard_stats_t, dead_letters)},
 };
 
+static const char *const send_results[SB_SEND_RESULTS] = {"sent", "retry", "failed", "unknown"};
+static const char *const provider_errs[SB_PROVIDER_ERRS] = {"400", "401", "403", "404", "429", "4xx", "5xx",
+                                                            "timeout", "transport"};
+static const char *const providers[2] = {"twilio", "meta"};
+
+unsigned sb_metrics_provider_err(int http_status, const char *error_code)
+{
+    switch (http_status) {
+    case 400: return 0;
+    case 401: return 1;
+    case 403: return 2;
+    case 404: return 3;
+    case 429: return 4;
+    default: break;
+    }
+    if (http_status >= 400 && http_status < 500)
+        return 5;
+    if (http_status >= 500)
+        return 6;
+    return error_code && strcmp(error_code, "timeout") == 0 ? 7 : 8;
+}
+
+/* A counter summed over the shards' rows, given its place in row 0 (the labelled families are per node: their
+ * labels are what matters). */
+static unsigned long long sum(_Atomic uint64_t *first, unsigned shards)
+{
+    unsigned long long n = 0;
+    for (unsigned i = 0; i < shards; i++)
+        n += sb_metric_get((_Atomic uint64_t *)((char *)first + i * sizeof(sb_metrics_t)));
+    return n;
+}
+
+/* The labelled families of sends, provider errors, breakers, webhooks and connections; the process's own figures. */
+static void render_labelled(sb_buf_t *out, unsigned shards)
+{
+    family(out, "sb_sends_total", "counter", "Provider answers to sends, by channel type and result.");
+    for (int t = 1; t < SB_METRICS_CH_TYPES; t++)
+        for (int r = 0; r < SB_SEND_RESULTS; r++)
+            sb_buf_printf(out, "sb_sends_total{channel_type=\"%s\",result=\"%s\"} %llu\n",
+                          sb_channel_type_name((sb_channel_type_t)t), send_results[r],
+                          sum(&rows[0].sends[t][r], shards));
+    family(out, "sb_provider_errors_total", "counter",
+           "Sends the provider did not take, by channel type and error (HTTP status, or timeout / transport).");
+    for (int t = 1; t < SB_METRICS_CH_TYPES; t++)
+        for (int e = 0; e < SB_PROVIDER_ERRS; e++)
+            sb_buf_printf(out, "sb_provider_errors_total{channel_type=\"%s\",code=\"%s\"} %llu\n",
+                          sb_channel_type_name((sb_channel_type_t)t), provider_errs[e],
+                          sum(&rows[0].provider_errors[t][e], shards));
+    family(out, "sb_provider_breaker_open", "gauge",
+           "1 while the shard's circuit breaker for the provider's API is open or half-open.");
+    for (unsigned i = 0; i < shards; i++)
+        for (int p = 0; p < 2; p++)
+            sb_buf_printf(out, "sb_provider_breaker_open{shard=\"%u\",provider=\"%s\"} %lld\n", i, providers[p],
+                          (long long)sb_gauge_get(&rows[i].breaker_open[p]));
+    family(out, "sb_webhooks_total", "counter", "Provider webhook requests answered, by provider and status class.");
+    for (int p = 0; p < 2; p++)
+        for (int c = 2; c <= 5; c++)
+            sb_buf_printf(out, "sb_webhooks_total{provider=\"%s\",class=\"%dxx\"} %llu\n", providers[p], c,
+                          sum(&rows[0].webhooks[p][c], shards));
+    family(out, "sb_webhook_events_total", "counter",
+           "Provider events stored as new receipts, by channel type and kind (message, status).");
+    for (int t = 1; t < SB_METRICS_CH_TYPES; t++)
+        for (int k = 0; k < 2; k++)
+            sb_buf_printf(out, "sb_webhook_events_total{channel_type=\"%s\",kind=\"%s\"} %llu\n",
+                          sb_channel_type_name((sb_channel_type_t)t), k ? "status" : "message",
+                          sum(&rows[0].webhook_events[t][k], shards));
+    family(out, "sb_redis_up", "gauge", "1 while the shard's Redis connection is up.");
+    for (unsigned i = 0; i < shards; i++)
+        sb_buf_printf(out, "sb_redis_up{shard=\"%u\"} %lld\n", i, (long long)sb_gauge_get(&rows[i].redis_up));
+    family(out, "sb_postgres_up", "gauge", "1 while both of the shard's PostgreSQL connections are up.");
+    for (unsigned i = 0; i < shards; i++)
+        sb_buf_printf(out, "sb_postgres_up{shard=\"%u\"} %lld\n", i,
+                      (long long)sb_gauge_get(&rows[i].postgres_up));
+
+    /* The process: resident memory (statm, cheap) and the descriptor limit accepting stops short of. Open
+     * descriptors are not counted here (a million entries of /proc/self/fd on a shard's loop): sb_connections is
+     * what uses them. */
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    family(out, "process_resident_memory_bytes", "gauge", "Resident memory of the gateway process.");
+    sb_buf_printf(out, "process_resident_memory_bytes %lld\n", (long long)resident * sysconf(_SC_PAGESIZE));
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        family(out, "process_max_fds", "gauge", "The process's open-files limit (soft).");
+        sb_buf_printf(out, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+    }
+}
+
 void sb_metrics_render(sb_buf_t *out, unsigned shards)
 {
     sb_shard_stats_t st[SB_METRICS_MAX_SHARDS];
@@ -102,4 +200,5 @@ void sb_metrics_render(sb_buf_t *out, unsigned shards)
     family(out, "sb_loop_lag_seconds", "gauge", "How late the shard loop ran its last 100 ms tick.");
     for (unsigned i = 0; i < shards; i++)
         sb_buf_printf(out, "sb_loop_lag_seconds{shard=\"%u\"} %.6f\n", i, (double)st[i].loop_lag_us / 1e6);
+    render_labelled(out, shards);
 }

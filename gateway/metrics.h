@@ -12,6 +12,10 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#define SB_METRICS_CH_TYPES 8 /* sb_channel_type_t values, SB_CH_NONE included */
+#define SB_SEND_RESULTS 4     /* sent, retry, failed, unknown (actors/ports.h's sb_send_result_t minus one) */
+#define SB_PROVIDER_ERRS 9    /* "400" "401" "403" "404" "429" "4xx" "5xx" "timeout" "transport" */
+
 typedef struct sb_metrics {
     _Atomic uint64_t http_requests;       /* requests answered (any status) */
     _Atomic uint64_t http_status[6];      /* by class: [1]=1xx .. [5]=5xx */
@@ -29,6 +33,14 @@ typedef struct sb_metrics {
     _Atomic int64_t media_streams;        /* Media Streams being relayed */
     _Atomic uint64_t media_frames;        /* Media Streams frames relayed, both ways */
     _Atomic uint64_t media_dropped;       /* audio frames dropped toward a voice app that fell behind */
+    /* Labels are bounded: a channel type (proto/event.h's sb_channel_type_t), a provider, a status class or one of
+     * a fixed set of provider error buckets; never a tenant, a channel or an address. */
+    _Atomic uint64_t sends[SB_METRICS_CH_TYPES][SB_SEND_RESULTS];   /* provider answers: sent, retry, failed, unknown */
+    _Atomic uint64_t provider_errors[SB_METRICS_CH_TYPES][SB_PROVIDER_ERRS]; /* by sb_metrics_provider_err() */
+    _Atomic int64_t breaker_open[2];      /* [0] Twilio's API, [1] Meta's: 1 while the shard's breaker is not closed */
+    _Atomic uint64_t webhooks[2][6];      /* provider webhook requests by provider ([0] Twilio, [1] Meta) and class */
+    _Atomic uint64_t webhook_events[SB_METRICS_CH_TYPES][2]; /* new receipts by channel type: messages, statuses */
+    _Atomic int64_t redis_up, postgres_up; /* the shard's connections (postgres: both of its own), set per tick */
     _Alignas(64) char pad_;               /* keep shards' rows on separate cache lines */
 } sb_metrics_t;
 
@@ -47,6 +59,10 @@ static inline void sb_gauge_add(_Atomic int64_t *g, int64_t n)
 }
 static inline uint64_t sb_metric_get(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
 static inline int64_t sb_gauge_get(_Atomic int64_t *g) { return atomic_load_explicit(g, memory_order_relaxed); }
+
+/* The provider error bucket of an answer that was not a success: its HTTP status (0: none came) and our error
+ * code ("timeout", ...). 401 and 403 have buckets of their own: a revoked or expired credential. */
+unsigned sb_metrics_provider_err(int http_status, const char *error_code);
 
 /* Appends the Prometheus text exposition (format 0.0.4) of every figure of the first `shards` shards. */
 void sb_metrics_render(sb_buf_t *out, unsigned shards);

@@ -16,6 +16,7 @@
 #include "gateway/chancache.h"
 #include "gateway/log.h"
 #include "gateway/media.h"
+#include "gateway/metrics.h"
 #include "gateway/voice.h"
 #include "proto/codec.h"
 #include "proto/err.h"
@@ -74,6 +75,29 @@ const sb_shard_module_t sb_webhooks_module = {
     .finish = cache_finish,
 };
 
+/* ---- answers, counted by provider and status class (sb_webhooks_total) ---------------------------------------- */
+
+enum { WH_TWILIO, WH_META };
+
+static void wh_count(int provider, int status)
+{
+    sb_shard_t *s = sb_shard_self();
+    if (s && status >= 200 && status < 600)
+        sb_metric_add(&sb_metrics_shard(sb_shard_index(s))->webhooks[provider][status / 100], 1);
+}
+
+static void wh_error(int provider, sb_http_req_t *req, int status, const char *code, const char *message)
+{
+    wh_count(provider, status);
+    sb_http_respond_error(req, status, code, message);
+}
+
+static void wh_respond(int provider, sb_http_req_t *req, int status, const char *type, const void *body, size_t len)
+{
+    wh_count(provider, status);
+    sb_http_respond(req, status, type, body, len);
+}
+
 /* ---- storing the receipt -------------------------------------------------------------------------------------- */
 
 static const char twiml_ok[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
@@ -90,6 +114,8 @@ typedef struct receipt {
     void *owner; /* Twilio: the request; Meta: its meta_request_t */
     char *account, *key, *event, *raw;
     sb_buf_t packed;
+    sb_channel_type_t type;
+    bool status; /* a status callback's, not a message's */
 } receipt_t;
 
 static receipt_t *receipt_new(sb_shard_t *s, void *owner, const sb_event_t *ev, sb_str_t raw)
@@ -97,6 +123,8 @@ static receipt_t *receipt_new(sb_shard_t *s, void *owner, const sb_event_t *ev, 
     receipt_t *x = sb_calloc(1, sizeof *x);
     x->s = s;
     x->owner = owner;
+    x->type = ev->channel;
+    x->status = ev->kind == SB_EV_STATUS;
     sb_buf_t key;
     sb_buf_init(&key);
     if (ev->kind == SB_EV_STATUS)
@@ -133,6 +161,8 @@ static void receipt_route(receipt_t *x)
 {
     if (!x->r.id)
         return;
+    if ((unsigned)x->type < SB_METRICS_CH_TYPES) /* a new one: a repeat was counted the first time */
+        sb_metric_add(&sb_metrics_shard(sb_shard_index(x->s))->webhook_events[x->type][x->status], 1);
     sb_session_receipt_t r = {.receipt_id = x->r.id, .tenant = x->r.tenant, .age_ms = 0};
     if (sb_session_receipt_packed(sb_shard_rt(x->s), sb_domain_owner(x->r.tenant), x->r.channel, &r, x->packed.p,
                                   x->packed.len) < 0)
@@ -143,11 +173,11 @@ static void twilio_committed(sb_store_receipt_t *r, int err)
 {
     receipt_t *x = r->arg;
     if (err == SB_ECANCELED)
-        sb_http_respond_error(x->owner, 503, "unavailable", "the gateway is stopping; retry");
+        wh_error(WH_TWILIO, x->owner, 503, "unavailable", "the gateway is stopping; retry");
     else if (err)
-        sb_http_respond_error(x->owner, 503, "unavailable", "the event could not be stored; retry");
+        wh_error(WH_TWILIO, x->owner, 503, "unavailable", "the event could not be stored; retry");
     else
-        sb_http_respond(x->owner, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
+        wh_respond(WH_TWILIO, x->owner, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
     if (!err)
         receipt_route(x);
     receipt_free(x);
@@ -158,9 +188,10 @@ static void store_receipt(sb_shard_t *s, sb_http_req_t *req, const sb_chan_t *ch
     receipt_t *x = receipt_new(s, req, ev, sb_http_req_body(req));
     x->r.tenant = ch->tenant;
     x->r.channel = ch->id;
+    x->type = ch->type;
     x->r.done = twilio_committed;
     if (sb_store_receipt_add(sb_domain_store(s), &x->r) < 0) {
-        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
+        wh_error(WH_TWILIO, req, 503, "unavailable", "the database is not reachable; retry");
         receipt_free(x);
     }
 }
@@ -182,7 +213,7 @@ static bool signed_by_twilio(sb_http_req_t *req, const sb_chan_t *ch, const sb_f
 {
     sb_str_t sig;
     if (!sb_http_req_header(req, "x-twilio-signature", &sig)) {
-        sb_http_respond_error(req, 403, "forbidden", "missing X-Twilio-Signature");
+        wh_error(WH_TWILIO, req, 403, "forbidden", "missing X-Twilio-Signature");
         return false;
     }
     sb_buf_t url;
@@ -208,7 +239,7 @@ static bool signed_by_twilio(sb_http_req_t *req, const sb_chan_t *ch, const sb_f
     sb_buf_cleanup(&url);
     if (!ok) {
         sb_log_warn("webhook: bad Twilio signature for channel %lld", (long long)ch->id);
-        sb_http_respond_error(req, 403, "forbidden", "X-Twilio-Signature does not match");
+        wh_error(WH_TWILIO, req, 403, "forbidden", "X-Twilio-Signature does not match");
     }
     return ok;
 }
@@ -222,7 +253,7 @@ static void twilio_voice(sb_shard_t *s, sb_http_req_t *req, const sb_chan_t *ch,
     int rc = route == TW_VOICE ? sb_twilio_parse_call(form, &call, err, sizeof err)
                                : sb_twilio_parse_call_status(form, &call, err, sizeof err);
     if (rc < 0)
-        sb_http_respond_error(req, 400, "bad_request", err);
+        wh_error(WH_TWILIO, req, 400, "bad_request", err);
     else if (route == TW_VOICE)
         sb_voice_incoming(s, req, cfg, ch->voice, &call);
     else
@@ -241,7 +272,7 @@ static void twilio_proceed(sb_shard_t *s, sb_http_req_t *req, const sb_chan_t *c
     memset(&ev, 0, sizeof ev);
 
     if (!route_fits(route, ch->type)) {
-        sb_http_respond_error(req, 404, "not_found", route == TW_MESSAGE || route == TW_STATUS
+        wh_error(WH_TWILIO, req, 404, "not_found", route == TW_MESSAGE || route == TW_STATUS
                                                          ? "no Twilio messaging channel with this id"
                                                          : "no Twilio voice channel with this id");
         return;
@@ -253,12 +284,12 @@ static void twilio_proceed(sb_shard_t *s, sb_http_req_t *req, const sb_chan_t *c
     }
     if (!sb_http_req_header(req, "content-type", &ct) ||
         !sb_str_has_prefix(ct, SB_STR("application/x-www-form-urlencoded"))) {
-        sb_http_respond_error(req, 415, "unsupported_media_type",
+        wh_error(WH_TWILIO, req, 415, "unsupported_media_type",
                               "Twilio webhooks are application/x-www-form-urlencoded");
         goto out;
     }
     if (sb_form_parse(&form, sb_http_req_body(req)) < 0) {
-        sb_http_respond_error(req, 400, "bad_request", "the body is not a valid form");
+        wh_error(WH_TWILIO, req, 400, "bad_request", "the body is not a valid form");
         goto out;
     }
     if (!signed_by_twilio(req, ch, &form, route))
@@ -270,11 +301,11 @@ static void twilio_proceed(sb_shard_t *s, sb_http_req_t *req, const sb_chan_t *c
     int rc = route == TW_MESSAGE ? sb_twilio_parse_message(&form, &ev, err, sizeof err)
                                  : sb_twilio_parse_status(&form, &ev, err, sizeof err);
     if (rc == SB_ENOENT) { /* a state of an inbound message: nothing to record */
-        sb_http_respond(req, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
+        wh_respond(WH_TWILIO, req, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
         goto out;
     }
     if (rc < 0) {
-        sb_http_respond_error(req, 400, "bad_request", err);
+        wh_error(WH_TWILIO, req, 400, "bad_request", err);
         goto out;
     }
     store_receipt(s, req, ch, &ev);
@@ -293,11 +324,11 @@ static void channel_found(void *arg, int err, const sb_chan_t *ch)
 {
     lookup_t *op = arg;
     if (err == SB_ENOENT)
-        sb_http_respond_error(op->req, 404, "not_found", "no such channel");
+        wh_error(WH_TWILIO, op->req, 404, "not_found", "no such channel");
     else if (err == SB_EACCES)
-        sb_http_respond_error(op->req, 503, "unavailable", "the channel's credentials cannot be opened");
+        wh_error(WH_TWILIO, op->req, 503, "unavailable", "the channel's credentials cannot be opened");
     else if (err)
-        sb_http_respond_error(op->req, 503, "unavailable", "the database is not reachable; retry");
+        wh_error(WH_TWILIO, op->req, 503, "unavailable", "the database is not reachable; retry");
     else
         twilio_proceed(op->s, op->req, ch, op->route);
     free(op);
@@ -307,11 +338,11 @@ static void twilio(sb_shard_t *s, sb_http_req_t *req, sb_str_t id_s, enum twilio
 {
     long long id;
     if (id_s.len > 19 || sb_str_to_ll(id_s, 1, INT64_MAX, &id) < 0) {
-        sb_http_respond_error(req, 404, "not_found", "no such channel");
+        wh_error(WH_TWILIO, req, 404, "not_found", "no such channel");
         return;
     }
     if (route != TW_MEDIA && sb_http_req_method(req) != SB_HTTP_POST) {
-        sb_http_respond_error(req, 405, "method_not_allowed", "Twilio webhooks are POST");
+        wh_error(WH_TWILIO, req, 405, "method_not_allowed", "Twilio webhooks are POST");
         return;
     }
     lookup_t *op = sb_malloc(sizeof *op);
@@ -380,9 +411,9 @@ static void meta_challenge(sb_http_req_t *req, const app_t *a)
     if (mode && token && challenge &&
         sb_meta_verify_challenge(mode->value, sb_str_cstr(given), challenge->value, sb_str_cstr(a->verify_hash),
                                  &echo) == 0)
-        sb_http_respond(req, 200, "text/plain", echo.p, echo.len);
+        wh_respond(WH_META, req, 200, "text/plain", echo.p, echo.len);
     else
-        sb_http_respond_error(req, 403, "forbidden", "verification failed");
+        wh_error(WH_META, req, 403, "forbidden", "verification failed");
     sb_form_cleanup(&q);
 }
 
@@ -399,9 +430,9 @@ static void meta_answered(meta_request_t *mr, int err)
     if (--mr->pending)
         return;
     if (mr->failed)
-        sb_http_respond_error(mr->req, 503, "unavailable", "the events could not be stored; retry");
+        wh_error(WH_META, mr->req, 503, "unavailable", "the events could not be stored; retry");
     else
-        sb_http_respond(mr->req, 200, "text/plain", "EVENT_RECEIVED", 14);
+        wh_respond(WH_META, mr->req, 200, "text/plain", "EVENT_RECEIVED", 14);
     free(mr);
 }
 
@@ -422,14 +453,14 @@ static void meta_events(sb_shard_t *s, sb_http_req_t *req, const app_t *a)
     if (!sb_http_req_header(req, "x-hub-signature-256", &sig) ||
         sb_sig_meta_verify(sb_str_cstr(a->secret), body, sig) != 0) {
         sb_log_warn("webhook: bad or missing X-Hub-Signature-256 for Meta app %s", a->id);
-        sb_http_respond_error(req, 403, "forbidden", "X-Hub-Signature-256 missing or wrong");
+        wh_error(WH_META, req, 403, "forbidden", "X-Hub-Signature-256 missing or wrong");
         return;
     }
     sb_event_list_t events = {0};
     sb_meta_diag_t diag;
     memset(&diag, 0, sizeof diag);
     if (sb_meta_parse(body.p, body.len, &events, &diag) < 0) {
-        sb_http_respond_error(req, 400, "bad_request", diag.error[0] ? diag.error : "not a Meta webhook body");
+        wh_error(WH_META, req, 400, "bad_request", diag.error[0] ? diag.error : "not a Meta webhook body");
         return;
     }
     meta_request_t *mr = sb_calloc(1, sizeof *mr);
@@ -474,15 +505,15 @@ static void app_loaded(void *arg, int err, const sb_query_meta_app_t *row)
     snprintf(ad, sizeof ad, "meta_app:%s", op->id);
     app_t *a = NULL;
     if (err == SB_ENOENT) {
-        sb_http_respond_error(op->req, 404, "not_found", "no such Meta app");
+        wh_error(WH_META, op->req, 404, "not_found", "no such Meta app");
     } else if (err) {
-        sb_http_respond_error(op->req, 503, "unavailable", "the database is not reachable; retry");
+        wh_error(WH_META, op->req, 503, "unavailable", "the database is not reachable; retry");
     } else if ((a = app_get(op->s, sb_str_cstr(op->id)))) {
         meta_dispatch(op->s, op->req, a); /* loaded by another request meanwhile */
     } else if (!cfg->has_master_key ||
                sb_crypto_open(cfg->master_key, sb_str_cstr(row->secret_sealed), sb_str_cstr(ad), &plain) < 0) {
         sb_log_error("webhook: Meta app %s: secret cannot be opened (master_key changed?)", op->id);
-        sb_http_respond_error(op->req, 503, "unavailable", "the app secret cannot be opened");
+        wh_error(WH_META, op->req, 503, "unavailable", "the app secret cannot be opened");
     } else {
         a = sb_calloc(1, sizeof *a);
         snprintf(a->id, sizeof a->id, "%s", op->id);
@@ -504,11 +535,11 @@ static void meta(sb_shard_t *s, sb_http_req_t *req, sb_str_t id)
     for (size_t i = 0; i < id.len && digits; i++)
         digits = id.p[i] >= '0' && id.p[i] <= '9';
     if (!digits) {
-        sb_http_respond_error(req, 404, "not_found", "no such Meta app");
+        wh_error(WH_META, req, 404, "not_found", "no such Meta app");
         return;
     }
     if (m != SB_HTTP_GET && m != SB_HTTP_POST) {
-        sb_http_respond_error(req, 405, "method_not_allowed", "Meta webhooks are GET (verification) and POST");
+        wh_error(WH_META, req, 405, "method_not_allowed", "Meta webhooks are GET (verification) and POST");
         return;
     }
     app_t *a = app_get(s, id);
@@ -522,7 +553,7 @@ static void meta(sb_shard_t *s, sb_http_req_t *req, sb_str_t id)
     memcpy(op->id, id.p, id.len);
     if (sb_query_meta_app(sb_domain_store(s), op->id, app_loaded, op) < 0) {
         free(op);
-        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
+        wh_error(WH_META, req, 503, "unavailable", "the database is not reachable; retry");
     }
 }
 

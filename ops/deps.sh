@@ -11,7 +11,8 @@ PACKAGES=(
     libuv1-dev libhiredis-dev libpq-dev libmsgpack-dev libjansson-dev libcurl4-openssl-dev libmbedtls-dev
     libwebsockets-dev libwebsockets-evlib-uv
     redis-server postgresql postgresql-client
-    python3 python3-websockets curl wrk nginx-light netcat-openbsd procps
+    python3 python3-websockets curl wrk nginx-light netcat-openbsd procps openssl
+    prometheus systemd
     chromium
 )
 # Node.js and npm (the browser test drives Chromium with playwright-core from npm): any install will do, so they are

@@ -7,11 +7,12 @@
 # NNNN number of the file sql/NNNN_name.sql. Every file not yet recorded is applied in order, in
 # ONE transaction together with its schema_migrations row, so a failing migration leaves nothing
 # behind. Re-running is a no-op. A database that does not exist yet is created (owner switchboard).
-# Connects to the local stack (ops/stack.sh): host=127.0.0.1 port=5440 user=switchboard.
+# Connects to the local stack (ops/stack.sh): host=127.0.0.1 port=5440 user=switchboard, or to the server that
+# MIGRATE_CONN names in libpq terms without dbname (an installed gateway: share/switchboard/ops/migrate.sh).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
-CONN="host=127.0.0.1 port=5440 user=switchboard"
+CONN=${MIGRATE_CONN:-"host=127.0.0.1 port=5440 user=switchboard"}
 PSQL=(psql -X -q -v ON_ERROR_STOP=1)
 export PGOPTIONS="-c client_min_messages=warning"   # no "already exists, skipping" notices
 

@@ -281,7 +281,8 @@ static int domain_start(sb_shard_t *s, void **state)
     sb_provider_opts_t po = {.master_key = o->master_key,
                              .public_url = o->public_url,
                              .twilio_api_base = o->twilio_api_base,
-                             .meta_graph_base = o->meta_graph_base};
+                             .meta_graph_base = o->meta_graph_base,
+                             .shard = sb_shard_index(s)};
     d->provider = sb_provider_create(sb_shard_loop(s), &po);
     if (!d->provider)
         sb_log_error("domain: no HTTP client on this shard: outbound messages and webhooks wait");

@@ -11,6 +11,7 @@
 #include "adapters/pg.h"
 #include "adapters/redis.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "proto/err.h"
 #include "proto/mem.h"
 
@@ -207,6 +208,10 @@ static void on_tick(uv_timer_t *h)
     s->tick_expected_ns = now + (uint64_t)TICK_MS * 1000000;
     atomic_store_explicit(&s->stats.loop_lag_us, lag, memory_order_relaxed);
     publish_stats(s);
+    sb_metrics_t *m = sb_metrics_shard(s->idx); /* for /metrics: the connections /readyz would ping */
+    sb_gauge_add(&m->redis_up, (s->redis && sb_redis_connected(s->redis)) - sb_gauge_get(&m->redis_up));
+    sb_gauge_add(&m->postgres_up, (s->pg && sb_pg_connected(s->pg) && s->ingest && sb_pg_connected(s->ingest)) -
+                                      sb_gauge_get(&m->postgres_up));
 }
 
 /* ---- drain and stop ------------------------------------------------------------------------------------------- */

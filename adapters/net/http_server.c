@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -346,11 +347,62 @@ sb_str_t sb_http_req_target(const sb_http_req_t *req) { return req->head.target;
 sb_str_t sb_http_req_body(const sb_http_req_t *req) { return req->body; }
 void *sb_http_req_user(const sb_http_req_t *req) { return req->user; }
 
+/* Whether req came through one of the server's trusted proxies (its connection is still open to say so). */
+static bool via_trusted_proxy(const sb_http_req_t *req, struct sockaddr_storage *peer)
+{
+    int len = sizeof *peer;
+    const sb_http_server_opts_t *o = &req->srv->opts;
+    return o->ntrusted_proxies && req->conn &&
+           uv_tcp_getpeername(&req->conn->tcp, (struct sockaddr *)peer, &len) == 0 &&
+           sb_cidr_match(o->trusted_proxies, o->ntrusted_proxies, (const struct sockaddr *)peer);
+}
+
+/* The first entry of a forwarded header's list, trimmed. */
+static sb_str_t first_item(sb_str_t v)
+{
+    const char *comma = v.len ? memchr(v.p, ',', v.len) : NULL;
+    return sb_str_trim(comma ? sb_str(v.p, (size_t)(comma - v.p)) : v);
+}
+
+static bool is_https(sb_str_t v)
+{
+    return v.len == 5 && strncasecmp(v.p, "https", 5) == 0;
+}
+
+/* A host[:port] fit to go into a URL: letters, digits, '.', '-', ':' and IPv6 brackets, nothing else. */
+static bool plain_host(sb_str_t h)
+{
+    if (!h.len || h.len > 255)
+        return false;
+    for (size_t i = 0; i < h.len; i++) {
+        char ch = h.p[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '-' || ch == ':' || ch == '[' || ch == ']'))
+            return false;
+    }
+    return true;
+}
+
 bool sb_http_req_base_url(const sb_http_req_t *req, const char *public_url, sb_buf_t *out)
 {
-    const sb_str_t *host;
+    const sb_str_t *host, *fwd;
+    struct sockaddr_storage peer;
     if (public_url) {
         sb_buf_puts(out, public_url);
+        return true;
+    }
+    if (via_trusted_proxy(req, &peer)) {
+        const char *scheme = "http";
+        sb_str_t h = {0};
+        if ((fwd = sb_http1_header(&req->head, "x-forwarded-proto")) && is_https(first_item(*fwd)))
+            scheme = "https";
+        if ((fwd = sb_http1_header(&req->head, "x-forwarded-host")) && plain_host(first_item(*fwd)))
+            h = first_item(*fwd);
+        else if ((host = sb_http1_header(&req->head, "host")))
+            h = *host;
+        if (!h.len)
+            return false;
+        sb_buf_printf(out, "%s://%.*s", scheme, (int)h.len, h.p);
         return true;
     }
     if ((host = sb_http1_header(&req->head, "host")) && host->len) {
@@ -468,6 +520,13 @@ void sb_http_req_close(sb_http_req_t *req)
 int sb_http_req_peer(const sb_http_req_t *req, struct sockaddr_storage *out)
 {
     int len = sizeof *out;
+    const sb_str_t *xff;
+    const sb_http_server_opts_t *o = &req->srv->opts;
+    if (via_trusted_proxy(req, out)) {
+        if ((xff = sb_http1_header(&req->head, "x-forwarded-for")))
+            sb_cidr_forwarded_client(o->trusted_proxies, o->ntrusted_proxies, *xff, out); /* else: the proxy's */
+        return 0;
+    }
     if (!req->conn || uv_tcp_getpeername(&req->conn->tcp, (struct sockaddr *)out, &len) < 0)
         return SB_ECLOSED;
     return 0;

@@ -22,6 +22,7 @@
 #ifndef SB_HTTP_SERVER_H
 #define SB_HTTP_SERVER_H
 
+#include "proto/cidr.h"
 #include "proto/str.h"
 
 #include <stdbool.h>
@@ -50,6 +51,11 @@ typedef struct sb_http_server_opts {
     int port;
     unsigned shard;   /* whose metrics row to count in */
     int max_header_bytes, max_body_bytes, header_timeout_s, idle_timeout_s;
+    /* Reverse proxies (borrowed; must outlive the server): a request whose peer is one of them has its client taken
+     * from X-Forwarded-For and its base URL from X-Forwarded-Proto / X-Forwarded-Host. None: every peer is the
+     * client and every header of that kind is ignored. */
+    const sb_cidr_t *trusted_proxies;
+    size_t ntrusted_proxies;
     sb_http_handler_fn handler;
     void *handler_arg;
 } sb_http_server_opts_t;
@@ -73,15 +79,20 @@ sb_str_t sb_http_req_body(const sb_http_req_t *req);
 /* Finds a request header by name, case-insensitively. The view is valid until the request is answered. */
 bool sb_http_req_header(const sb_http_req_t *req, const char *name, sb_str_t *out);
 
-/* Appends the external base URL of the request to out: public_url when given (not NULL), else "http://" + its
- * Host header. Returns false, appending nothing, when there is neither. */
+/* Appends the external base URL of the request to out: public_url when given (not NULL); else, from a trusted proxy,
+ * X-Forwarded-Proto's scheme (http or https; http when absent or anything else) + "://" + X-Forwarded-Host (its
+ * first entry, when it is a plain host[:port]) or the Host header; else "http://" + its Host header. Returns false,
+ * appending nothing, when there is no host to name. */
 bool sb_http_req_base_url(const sb_http_req_t *req, const char *public_url, sb_buf_t *out);
 
 /* Whether req asks for an upgrade: HTTP/1.1 (RFC 9110 7.8: an HTTP/1.0 request's Upgrade is ignored), Connection
  * with the token "upgrade" and a non-empty Upgrade header. */
 bool sb_http_req_upgrade(const sb_http_req_t *req);
 
-/* The peer's address into *out. Returns 0, or SB_ECLOSED when the connection is gone. */
+/* The client's address into *out: the connection's peer, or, when that peer is a trusted proxy, the client its
+ * X-Forwarded-For names (the first entry from the right that is not a trusted proxy itself; the peer's address
+ * when the header is absent or unreadable). For logs and per-address guards. Returns 0, or SB_ECLOSED when the
+ * connection is gone. */
 struct sockaddr_storage;
 int sb_http_req_peer(const sb_http_req_t *req, struct sockaddr_storage *out);
 

@@ -56,6 +56,11 @@ static void check_invariants(const sb_config_t *c)
         for (size_t i = 0; i < n; i++)
             CHECK(c->admin_token[i] > 0x20 && c->admin_token[i] < 0x7f);
     }
+    CHECK(c->ntrusted <= SB_CIDR_LIST_MAX);
+    CHECK((c->ntrusted == 0) == (c->trusted == NULL) && (c->ntrusted == 0) == (c->trusted_proxies == NULL));
+    for (size_t i = 0; i < c->ntrusted; i++)
+        CHECK(c->trusted[i].bits <= 128);
+    CHECK(c->www_dir && c->www_dir[0]);
     check_url(c->public_url, true);
     check_url(c->twilio_api_base, false);
     check_url(c->meta_graph_base, false);

@@ -1,10 +1,18 @@
 """tests/integration/test_console.py — the admin console line protocol: banner, auth, tables and
 their ` -j` JSON forms, the prompt, bad lines (empty, 10 KiB, binary, unknown), 50 consoles at
 once, quit, and a gateway without admin_token refusing everything; nodes, slots (checked against placement written
-again here), conns, and trace streaming a tenant's committed events until an empty line.
+again here), conns, and trace streaming a tenant's committed events until an empty line. For scripts: pipelined
+commands of both kinds (answered at once, or after the database or other shards) come back in the order sent, also
+when the script shuts its side after the last one (`nc -N`) or quits right after a database command, and a script
+that pipelines thousands of commands and reads late is held back, not cut off.
 Run: SB_BIN=build/release/switchboard python3 tests/integration/test_console.py"""
 
 import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
 import uuid
 
 import harness as h
@@ -267,10 +275,146 @@ def test_trace(gw):
         h.ok(c.closed_within(3), "quit still quits while tracing")
 
 
+# Pipelined commands, each with an answer recognizable from its JSON: some answered at once (info, shards, stats,
+# help, nodes, conns, slots), some after a database query (tenants, dead) or a round trip to every shard (actors).
+MIXED = [
+    ("tenants -j", lambda v: isinstance(v, dict) and "tenants" in v),
+    ("shards -j", lambda v: isinstance(v, list) and len(v) == SHARDS),
+    ("info -j", lambda v: isinstance(v, dict) and "version" in v),
+    ("dead -j", lambda v: isinstance(v, dict) and "messages" in v),
+    ("stats -j", lambda v: isinstance(v, dict) and "http_requests" in v),
+    ("actors -j", lambda v: isinstance(v, dict) and "actors" in v),
+    ("nodes -j", lambda v: isinstance(v, dict) and "nodes" in v),
+    ("channels 1 -j", lambda v: isinstance(v, dict) and "channels" in v),
+    ("conns -j", lambda v: isinstance(v, dict) and "conns" in v),
+    ("help -j", lambda v: isinstance(v, dict) and "commands" in v),
+]
+
+
+def read_all(sock, timeout):
+    """Everything the console writes until it closes the connection (or timeout seconds pass)."""
+    data = b""
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                return data, True
+            data += chunk
+    except (socket.timeout, ConnectionResetError):
+        pass
+    return data, False
+
+
+def answers(data):
+    """The answers after the banner: each the lines up to its empty line."""
+    text = data.decode(errors="replace")
+    lines = text.split("\n")[1:-1]  # after the banner, up to the last newline
+    out, cur = [], []
+    for line in lines:
+        if line == "":
+            out.append(cur)
+            cur = []
+        else:
+            cur.append(line)
+    return out  # (what follows the last empty line, if anything, is not an answer)
+
+
+def check_in_order(got, expected, what):
+    """got: answers after `auth`'s OK; expected: the MIXED entries sent, in order."""
+    bad = None
+    for i, (cmd, is_it) in enumerate(expected):
+        try:
+            v = json.loads(got[i][0]) if i < len(got) and len(got[i]) == 1 else None
+        except ValueError:
+            v = None
+        if v is None or not is_it(v):
+            bad = (i, cmd, got[i][:1] if i < len(got) else "nothing")
+            break
+    h.ok(bad is None and len(got) >= len(expected),
+         "%s: %d answers, in the order sent" % (what, len(expected)), bad or len(got))
+
+
+def pipelined(gw, cmds, tail=b"", half_close=False, timeout=10):
+    """Writes auth and cmds in one send (then tail; then shuts the write side if half_close) and reads until the
+    console closes. Returns (answers after auth's, closed)."""
+    s = socket.create_connection(("127.0.0.1", gw.admin_port), timeout=5)
+    try:
+        s.sendall(("auth %s\n" % h.ADMIN_TOKEN).encode() + "".join(c + "\n" for c in cmds).encode() + tail)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        data, closed = read_all(s, timeout)
+    finally:
+        s.close()
+    got = answers(data)
+    h.ok(got[:1] == [["OK"]], "pipelined: auth answers OK first", got[:1])
+    return got[1:], closed
+
+
+def test_pipelined_order(gw):
+    got, _ = pipelined(gw, [c for c, _ in MIXED], b"quit\n")
+    check_in_order(got, MIXED, "pipelined mixed commands in one write")
+    h.ok(got[len(MIXED):len(MIXED) + 1] == [["bye"]], "then quit's bye", got[len(MIXED):])
+    many = [MIXED[(i * 7) % len(MIXED)] for i in range(300)]
+    got, closed = pipelined(gw, [c for c, _ in many], b"quit\n")
+    check_in_order(got, many, "300 pipelined mixed commands")
+    h.ok(closed, "quit after them closes the session")
+
+
+def test_quit_after_db(gw):
+    for cmd in ("tenants -j", "dead -j", "actors -j"):
+        expected = [e for e in MIXED if e[0] == cmd]
+        got, closed = pipelined(gw, [cmd], b"quit\n")
+        check_in_order(got, expected, "'%s' then quit in one write" % cmd)
+        h.ok(got[1:2] == [["bye"]] and closed, "'%s' then quit: bye, then closed" % cmd, got)
+
+
+def test_half_close(gw):
+    """The script shuts its side after the last command (nc -N, shutdown(SHUT_WR)): every command still runs and is
+    answered in order, then the session ends. The old console closed on EOF and dropped what was still waiting."""
+    got, closed = pipelined(gw, [c for c, _ in MIXED], half_close=True)
+    check_in_order(got, MIXED, "pipelined then EOF")
+    h.ok(closed and len(got) == len(MIXED), "EOF: the session ends after the last answer", len(got))
+    got, closed = pipelined(gw, ["info -j"], b"tenants -j", half_close=True)
+    check_in_order(got, [MIXED[2], MIXED[0]], "EOF: a last line without a newline still runs")
+    nc = shutil.which("nc")
+    if not nc:
+        h.ok(True, "# SKIP nc is not installed")
+        return
+    script = "auth %s\ntenants -j\nshards -j\ninfo -j\n" % h.ADMIN_TOKEN
+    p = subprocess.run([nc, "-N", "127.0.0.1", str(gw.admin_port)], input=script.encode(), capture_output=True,
+                       timeout=10)
+    got = answers(p.stdout)
+    check_in_order(got[1:], [MIXED[0], MIXED[1], MIXED[2]], "printf '...tenants -j\\nshards -j\\ninfo -j\\n' | nc -N")
+
+
+def test_slow_reader(gw):
+    """12,000 pipelined `help -j` (about 21 MB of answers) from a script that reads only after a second: the console
+    stops running commands while 256 KiB of answers are unread (and stops reading once 64 KiB of commands wait), and
+    goes on as they are read. The old console ran them all and closed the session past 1 MiB unread."""
+    n = 12000
+    s = socket.create_connection(("127.0.0.1", gw.admin_port), timeout=10)
+    try:
+        payload = ("auth %s\n" % h.ADMIN_TOKEN).encode() + b"help -j\n" * n + b"quit\n"
+        sender = threading.Thread(target=s.sendall, args=(payload,), daemon=True)
+        sender.start()
+        time.sleep(1.0)
+        data, closed = read_all(s, 30)
+        sender.join(5)
+    finally:
+        s.close()
+    got = answers(data)
+    helps = sum(1 for a in got[1:] if len(a) == 1 and a[0].startswith('{"commands":'))
+    h.ok(helps == n and got[-1:] == [["bye"]] and closed,
+         "a slow reader of %d pipelined answers gets them all, then bye (%d)" % (n, helps))
+
+
 def with_token():
     with h.Gateway() as gw:
         for t in (test_banner_and_auth, test_tables, test_json, test_prompt, test_bad_lines,
-                  test_many, test_quit, test_cluster_views):
+                  test_many, test_quit, test_cluster_views, test_pipelined_order, test_quit_after_db,
+                  test_half_close, test_slow_reader):
             h.subtest(t, gw)
 
 

@@ -667,7 +667,7 @@ TEST(dump)
     int lines = 0;
     for (const char *p = s; *p; p++)
         lines += *p == '\n';
-    is_int(lines, 24, "one line per key");
+    is_int(lines, 26, "one line per key");
     sb_buf_cleanup(&b);
 
     set(&c, "admin_token", "TopSecretToken");
@@ -720,6 +720,36 @@ TEST(inbox_keys)
     sb_config_cleanup(&c);
 }
 
+TEST(edge_keys)
+{
+    sb_config_t c;
+    sb_config_init(&c);
+    ok(c.trusted_proxies == NULL && c.ntrusted == 0, "trusted_proxies unset: no peer is a proxy");
+    is_str(c.www_dir, "www", "www_dir defaults to www");
+    is_int(set(&c, "trusted_proxies", "127.0.0.1, 10.0.0.0/8 ::1"), 0, "a list of three");
+    is_str(c.trusted_proxies, "127.0.0.1/32, 10.0.0.0/8, ::1/128", "stored normalized");
+    is_int((long long)c.ntrusted, 3, "three networks parsed");
+    is_int(set(&c, "trusted_proxies", "127.0.0.1, nginx"), SB_EINVAL, "a name refused");
+    ok(contains(err, "'trusted_proxies'") && !contains(err, "nginx"), "message names the key, not the value: %s",
+       err);
+    is_int(set(&c, "trusted_proxies", "10.0.0.1/8"), SB_EINVAL, "host bits past the prefix refused");
+    is_int((long long)c.ntrusted, 3, "unchanged after refusals");
+    is_int(set(&c, "trusted_proxies", ""), 0, "empty: back to none");
+    ok(c.trusted_proxies == NULL && c.ntrusted == 0 && c.trusted == NULL, "none trusted");
+    is_int(set(&c, "www_dir", "/usr/share/switchboard/www"), 0, "www_dir set");
+    is_str(c.www_dir, "/usr/share/switchboard/www", "www_dir stored");
+    is_int(set(&c, "www_dir", ""), SB_EINVAL, "an empty www_dir refused");
+    set(&c, "trusted_proxies", "192.168.0.0/16");
+    sb_buf_t b;
+    sb_buf_init(&b);
+    sb_config_dump(&c, &b);
+    ok(contains(sb_buf_cstr(&b), "trusted_proxies = 192.168.0.0/16\n") &&
+           contains(sb_buf_cstr(&b), "www_dir = /usr/share/switchboard/www\n"),
+       "the dump shows both");
+    sb_buf_cleanup(&b);
+    sb_config_cleanup(&c);
+}
+
 int main(void)
 {
     RUN(defaults);
@@ -731,6 +761,7 @@ int main(void)
     RUN(master_key);
     RUN(other_keys);
     RUN(inbox_keys);
+    RUN(edge_keys);
     RUN(quotes_and_control);
     RUN(parse_file_format);
     RUN(parse_long_lines);
