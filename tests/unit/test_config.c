@@ -91,6 +91,9 @@ TEST(integers)
         {"max_body_bytes", 1024, 67108864, offsetof(sb_config_t, max_body_bytes)},
         {"drain_timeout", 0, 3600, offsetof(sb_config_t, drain_timeout_s)},
         {"console_auth_timeout", 1, 3600, offsetof(sb_config_t, console_auth_timeout_s)},
+        {"max_concurrent_calls", 0, 10000000, offsetof(sb_config_t, max_concurrent_calls)},
+        {"call_lease_ttl", 3, 3600, offsetof(sb_config_t, call_lease_ttl_s)},
+        {"max_call_duration", 1, 604800, offsetof(sb_config_t, max_call_duration_s)},
     };
     sb_config_t c;
     sb_config_init(&c);
@@ -667,7 +670,9 @@ TEST(dump)
     int lines = 0;
     for (const char *p = s; *p; p++)
         lines += *p == '\n';
-    is_int(lines, 26, "one line per key");
+    ok(contains(s, "max_concurrent_calls = 1000\n") && contains(s, "call_lease_ttl = 15\n") &&
+           contains(s, "max_call_duration = 14400\n"), "the call limits' defaults");
+    is_int(lines, 29, "one line per key");
     sb_buf_cleanup(&b);
 
     set(&c, "admin_token", "TopSecretToken");
