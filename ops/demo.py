@@ -8,6 +8,10 @@
     ops/demo.py inbound [sms|whatsapp|meta] [TEXT]
                                                 posts a correctly signed inbound webhook to the running gateway,
                                                 as Twilio or Meta would, for the demo channels
+    ops/demo.py call [SECONDS]                  a call to the demo's voice number, placed by the mock provider as
+                                                Twilio would: the signed voice webhook, the Media Stream the TwiML
+                                                asks for (relayed to the voice app, VOICE_APP or ops/voice_echo.py,
+                                                and back), status callbacks; prints what came back
 
 Standard library only. The signatures are computed here, independently of the gateway: Twilio's X-Twilio-Signature
 (HMAC-SHA1 of the URL and the sorted parameters, with the channel's auth token) and Meta's X-Hub-Signature-256
@@ -41,15 +45,38 @@ def call(url, body=None, headers=None, method=None):
         return e.code, e.read().decode()
 
 
+def voice_channel(base, admin, tid, account, token, run, mock_url):
+    """The demo's twilio_voice channel: calls are streamed to the voice app (VOICE_APP, default the mock's echo)."""
+    app = os.environ.get("VOICE_APP") or mock_url.replace("http", "ws", 1) + "/_mock/voice-app"
+    body = {"type": "twilio_voice", "address": "+1557%07d" % (run % 10 ** 7),
+            "credentials": {"account_sid": account, "auth_token": token},
+            "settings": {"voice_mode": "stream", "media_url": app, "max_concurrent_calls": 10}}
+    st, ch = call(base + "/v1/admin/tenants/%s/channels" % tid, body, admin)
+    if st != 201:
+        sys.exit("demo: cannot create the voice channel: %s %s" % (st, ch))
+    return {"id": ch["id"], "address": body["address"], "media_url": app}
+
+
+def save(state):
+    os.makedirs(os.path.dirname(STATE), exist_ok=True)
+    with open(STATE, "w") as f:
+        json.dump(state, f, indent=2)
+    os.chmod(STATE, 0o600)
+
+
 def seed(base, admin_token, mock_url):
+    admin = {"Authorization": "Bearer " + admin_token, "Content-Type": "application/json"}
     if os.path.exists(STATE):
         with open(STATE) as f:
             state = json.load(f)
         status, _ = call(base + "/v1/events?limit=1", headers={"Authorization": "Bearer " + state["key"]})
         if status == 200:
+            if "voice" not in state["channels"]:  # a demo seeded before voice: give it its voice number
+                state["channels"]["voice"] = voice_channel(base, admin, state["tenant"], state["account_sid"],
+                                                           state["auth_token"], uuid.uuid4().int, mock_url)
+                save(state)
             show(state)
             return
-    admin = {"Authorization": "Bearer " + admin_token, "Content-Type": "application/json"}
     st, tenant = call(base + "/v1/admin/tenants", {"name": "Demo"}, admin)
     if st != 201:
         sys.exit("demo: cannot create the tenant: %s %s" % (st, tenant))
@@ -75,12 +102,10 @@ def seed(base, admin_token, mock_url):
         if st != 201:
             sys.exit("demo: cannot create the %s channel: %s %s" % (name, st, ch))
         channels[name] = {"id": ch["id"], "address": body["address"]}
+    channels["voice"] = voice_channel(base, admin, tid, account, token, run, mock_url)
     state = {"base": base, "tenant": tid, "key": key["key"], "auth_token": token, "account_sid": account,
              "meta_app": app, "channels": channels, "mock": mock_url}
-    os.makedirs(os.path.dirname(STATE), exist_ok=True)
-    with open(STATE, "w") as f:
-        json.dump(state, f, indent=2)
-    os.chmod(STATE, 0o600)
+    save(state)
     show(state)
 
 
@@ -95,7 +120,8 @@ demo: tenant %(tenant)s is ready (credentials in var/demo.json)
   reply:          curl -s -H 'Authorization: Bearer %(key)s' -H 'Content-Type: application/json' \\
                     -d '{"channel_id":"%(sms)s","to":"%(customer)s","body":"Hi there"}' %(base)s/v1/messages
   what the provider got: curl -s '%(mock)s/_mock/received'
-""" % {"tenant": s["tenant"], "key": k, "sms": s["channels"]["sms"]["id"], "wa": s["channels"]["whatsapp"]["id"],
+  a phone call:   ops/demo.py call        (voice number %(voice)s, streamed to %(app)s and back)
+""" % {"voice": s["channels"]["voice"]["address"], "app": s["channels"]["voice"]["media_url"],"tenant": s["tenant"], "key": k, "sms": s["channels"]["sms"]["id"], "wa": s["channels"]["whatsapp"]["id"],
        "meta": s["channels"]["meta"]["id"], "ws": b.replace("http", "ws", 1), "base": b, "customer": CUSTOMER,
        "mock": s["mock"]})
 
@@ -141,6 +167,37 @@ def inbound(which, text):
     return status == 200
 
 
+def place_call(seconds):
+    """Asks the mock to call the demo's voice number as Twilio would, and reports the call from both sides."""
+    if not os.path.exists(STATE):
+        sys.exit("demo: no var/demo.json: start the gateway with `make run` first")
+    with open(STATE) as f:
+        s = json.load(f)
+    ch = s["channels"]["voice"]
+    st, placed = call(s["mock"] + "/_mock/calls", {
+        "webhook": "%s/webhooks/twilio/%s/voice" % (s["base"], ch["id"]), "auth_token": s["auth_token"],
+        "account_sid": s["account_sid"], "from": CUSTOMER, "to": ch["address"], "frames": int(seconds * 50),
+        "mark": True}, {"Content-Type": "application/json"})
+    if st != 202:
+        sys.exit("demo: the mock did not place the call: %s %s" % (st, placed))
+    sid = placed["calls"][0]
+    print("demo: calling %s (CallSid %s) for %.0f s ..." % (ch["address"], sid, seconds))
+    d = {}
+    for _ in range(int(seconds * 10) + 100):
+        _, d = call(s["mock"] + "/_mock/calls/" + sid)
+        if d.get("status") in ("completed", "busy", "no-answer", "failed", "canceled"):
+            break
+        time.sleep(0.1)
+    m = d.get("stream", {})
+    print("demo: the call %s; TwiML: %s; the voice app echoed %s of %s audio frames back, in order: %s, "
+          "round trip p50 %s µs" % (d.get("status"), d.get("twiml", {}).get("kind"), m.get("frames_received"),
+                                    m.get("frames_sent"), m.get("in_order"), m.get("delay_us", {}).get("p50")))
+    _, ev = call(s["base"] + "/v1/events?limit=1000", headers={"Authorization": "Bearer " + s["key"]})
+    kinds = [e["type"] for e in ev.get("events", []) if e["type"].startswith("call.")][-3:]
+    print("demo: the tenant's last call events: %s" % ", ".join(kinds))
+    return d.get("status") == "completed" and m.get("in_order")
+
+
 def main():
     if len(sys.argv) >= 5 and sys.argv[1] == "seed":
         seed(sys.argv[2].rstrip("/"), sys.argv[3], sys.argv[4].rstrip("/"))
@@ -149,6 +206,8 @@ def main():
         if which not in ("sms", "whatsapp", "meta"):
             sys.exit("usage: ops/demo.py inbound [sms|whatsapp|meta] [TEXT]")
         sys.exit(0 if inbound(which, sys.argv[3] if len(sys.argv) > 3 else "Hello from the demo 👋") else 1)
+    elif len(sys.argv) >= 2 and sys.argv[1] == "call":
+        sys.exit(0 if place_call(float(sys.argv[2]) if len(sys.argv) > 2 else 3) else 1)
     else:
         sys.exit(__doc__)
 

@@ -2,7 +2,8 @@
 # ops/run.sh — what `make run` does once the stack is up and the build is done: starts the mock provider
 # (ops/mock_provider.c) on 127.0.0.1:8090, the gateway with ops/dev.conf (which points its provider adapters at
 # the mock), seeds the demo tenant once (ops/demo.py: an API key, Twilio SMS, Twilio WhatsApp and Meta WhatsApp
-# channels, a Meta app), prints how to try it, and waits. Ctrl-C stops both (the gateway drains first).
+# channels, a Meta app, a Twilio voice number streamed to the sample voice app ops/voice_echo.py), prints how to try
+# it, and waits. Ctrl-C stops them all (the gateway drains first).
 #
 #   BUILD=build/release GW_PORT=8080 MOCK_PORT=8090 ops/run.sh
 # (Other ports, e.g. for the test of this script, go through the gateway's SB_<KEY> overrides; DEMO_STATE names the
@@ -34,6 +35,7 @@ GW_PID=
 stop() {
     [ -n "$GW_PID" ] && kill -TERM "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null
     [ -n "$MOCK_PID" ] && kill -TERM "$MOCK_PID" 2>/dev/null && wait "$MOCK_PID" 2>/dev/null
+    [ -n "$VOICE_PID" ] && kill -TERM "$VOICE_PID" 2>/dev/null && wait "$VOICE_PID" 2>/dev/null
     return 0
 }
 trap stop EXIT
@@ -44,6 +46,14 @@ trap 'exit 130' INT TERM
 MOCK_PID=$!
 "$BUILD/switchboard" -c ops/dev.conf &
 GW_PID=$!
+# The sample voice app (ops/voice_echo.py) answers the demo's calls when Debian's python3-websockets is there; else
+# the mock's own echo app does.
+VOICE_PID=
+if [ -z "${VOICE_APP:-}" ] && /usr/bin/python3 -c 'import websockets' 2>/dev/null; then
+    /usr/bin/python3 ops/voice_echo.py --port "${VOICE_PORT:-8765}" >"${DEMO_STATE:-var/demo.json}.voice.log" 2>&1 &
+    VOICE_PID=$!
+    export VOICE_APP=ws://127.0.0.1:${VOICE_PORT:-8765}/
+fi
 
 for _ in $(seq 100); do
     curl -sf -o /dev/null "$GW_URL/healthz" && break

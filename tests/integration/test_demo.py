@@ -1,7 +1,8 @@
 """tests/integration/test_demo.py — the offline demo `make run` starts (ops/run.sh): the mock provider and the
-gateway come up, the demo tenant is seeded with its three channels, ops/demo.py posts correctly signed inbound
-webhooks (Twilio SMS, Twilio WhatsApp, Meta) that become events, and a reply goes out to the mock and comes back
-delivered through its signed status callback. Run on private ports and the test database, with its own state file.
+gateway come up, the demo tenant is seeded with its three channels and a voice number, ops/demo.py posts correctly
+signed inbound webhooks (Twilio SMS, Twilio WhatsApp, Meta) that become events, a reply goes out to the mock and
+comes back delivered through its signed status callback, and a call placed by the mock is streamed to the sample
+voice app and back. Run on private ports and the test database, with its own state file.
 Run: SB_BIN=build/release/switchboard python3 tests/integration/test_demo.py"""
 
 import json
@@ -31,8 +32,8 @@ def test_demo():
         if not ok:
             return
         s = json.load(open(state))
-        h.ok(set(s["channels"]) == {"sms", "whatsapp", "meta"} and s["key"].startswith("sb_live_"),
-             "the demo has an API key and three channels", s["channels"])
+        h.ok(set(s["channels"]) == {"sms", "whatsapp", "meta", "voice"} and s["key"].startswith("sb_live_"),
+             "the demo has an API key, three messaging channels and a voice number", s["channels"])
         demo_env = dict(env, DEMO_STATE=state)
         for which in ("sms", "whatsapp", "meta"):
             r = subprocess.run(["python3", "ops/demo.py", "inbound", which, "hello via " + which], cwd=h.ROOT,
@@ -56,6 +57,10 @@ def test_demo():
              "the three inbound messages are in the tenant's events", bodies)
         st = [e["data"]["status"] for e in evs if e["type"] == "message.status" and e["data"]["id"] == mid]
         h.ok(st == ["sent", "delivered"], "the reply went to the mock (sent) and came back delivered", st)
+        r = subprocess.run(["python3", "ops/demo.py", "call", "2"], cwd=h.ROOT, env=demo_env, capture_output=True,
+                           text=True, timeout=30)
+        h.ok(r.returncode == 0 and "in order: True" in r.stdout and "call.ended" in r.stdout,
+             "ops/demo.py call: a call streamed to the voice app and back, in order, then ended", r.stdout + r.stderr)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
