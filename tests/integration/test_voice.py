@@ -200,6 +200,29 @@ def test_incoming_stream(gw, mock):
     h.ok(other.api(gw, "GET", "/v1/calls/%s" % calls[0]["id"]).status == 404, "another tenant's key sees 404")
 
 
+def test_live_inbox(gw, mock):
+    """call.* events reach a live inbox client like any other event, with their cursors."""
+    t = Tenant(gw, {"voice_mode": "forward", "forward_to": "+14155550100", "max_concurrent_calls": 1})
+    ws = WebSocket.connect(gw.port, protocols=["switchboard.v1.json"])
+    ws.send_op({"op": "hello", "token": t.key})
+    welcome = ws.recv_op()
+    h.ok(welcome.get("op") == "welcome", "the live inbox welcomes the tenant's key", welcome)
+    a, b = new_sid(), new_sid()
+    t.voice(gw, a)
+    t.voice(gw, b)
+    t.status(gw, a, "completed", 1, duration=7)
+    got = []
+    while len(got) < 3:
+        op = ws.recv_op(timeout=5)
+        if op.get("op") == "event":
+            got.append(op)
+    h.ok([e["type"] for e in got] == ["call.started", "call.rejected", "call.ended"],
+         "call.started, call.rejected, call.ended arrive live, in order", [e["type"] for e in got])
+    h.ok(all(got[i]["cursor"] + 1 == got[i + 1]["cursor"] for i in range(2)), "with consecutive cursors")
+    h.ok(got[2]["data"]["duration_s"] == 7 and got[1]["data"]["cap"] == "channel", "and their data", got)
+    ws.shutdown()
+
+
 def test_modes_and_caps(gw):
     t = Tenant(gw, {"voice_mode": "forward", "forward_to": "+14155550199", "max_concurrent_calls": 2,
                     "at_capacity_twiml": '<?xml version="1.0"?><Response><Reject reason="busy"/></Response>'})
@@ -539,7 +562,7 @@ def test_file():
         gw.config["public_url"] = "http://127.0.0.1:%d" % gw.port  # Twilio's URLs name the port
         with gw:
             for t in (test_incoming_stream, test_refusals, test_relay, test_simulated_calls, test_app_unreachable,
-                      test_outgoing, test_slow_app):
+                      test_outgoing, test_slow_app, test_live_inbox):
                 h.subtest(t, gw, mock)
             h.subtest(test_modes_and_caps, gw)
             h.subtest(test_twiml_url, gw)
