@@ -2,7 +2,8 @@
 # tests/bench/run.sh — the benchmarks, as `make bench` runs them after building. They print
 # figures and assert nothing (the exit code only says whether they could run at all).
 #
-#   1. build/release/bench/bench_actors, if built (prints its own figures)
+#   1. build/release/bench/bench_actors, if built (prints its own figures); likewise bench_counters and
+#      bench_mstream (ns per Media Streams frame parsed and written)
 #   2. HTTP: GET /healthz on the gateway (shards = 1) against nginx's `return 200` on the same
 #      machine — 3 rounds of `wrk -t1 -c50 -d5s` on each, interleaved and never at the same time;
 #      prints the median requests/s of each and the ratio gateway/nginx.
@@ -25,7 +26,7 @@
 # Needs the local stack (ops/stack.sh up); the gateway runs on a fresh database, switchboard_bench,
 # made anew by every run. Starts and stops its own nginx and gateway, with temp configs and dirs,
 # and leaves nothing running. WRK_DURATION=5s, ROUNDS=3 and WRK_CONNECTIONS=50 can be overridden;
-# PERF_OUT=FILE records the gateway with perf during the last c=200 webhook round, PERF_SENDS_OUT=FILE while it sends; BENCH="webhooks sends" (any of actors, counters, healthz,
+# PERF_OUT=FILE records the gateway with perf during the last c=200 webhook round, PERF_SENDS_OUT=FILE while it sends; BENCH="webhooks sends" (any of actors, counters, mstream, healthz,
 # webhooks, peer, live, idle, sends) runs only those sections; IDLE_CLIENTS (15000) sets the idle section's clients.
 set -euo pipefail
 
@@ -189,6 +190,13 @@ fi
 if want counters && [ -x build/release/bench/bench_counters ]; then
     echo "== bench_counters"
     build/release/bench/bench_counters
+fi
+
+# --- 1c. Media Streams frames (pure: ns per frame parsed and written) ----------------------------------------
+
+if want mstream && [ -x build/release/bench/bench_mstream ]; then
+    echo "== bench_mstream"
+    build/release/bench/bench_mstream
 fi
 
 # --- 2. HTTP: gateway vs nginx ------------------------------------------------------------------
