@@ -633,15 +633,22 @@ int sb_outbound_call_answer(const sb_http_client_res_t *res, char *sid, size_t s
     json_error_t jerr;
     json_t *j = json_loadb(res->body.p, res->body.len, 0, &jerr);
     int rc = 0;
+    const char *v = json_string_value(json_object_get(j, "sid"));
     if (res->status < 200 || res->status > 299) {
+        /* Twilio's message, reduced to printable ASCII: it goes to a log line */
         const char *m = json_string_value(json_object_get(j, "message"));
-        rc = fail(err, SB_EACCES, res->status == 404 ? "call_not_found" : "provider_refused", "HTTP %d: %.100s",
-                  res->status, m ? m : "no message");
-    } else if (!json_is_string(json_object_get(j, "sid")) ||
-               strlen(json_string_value(json_object_get(j, "sid"))) >= sidlen) {
+        char clean[101];
+        size_t n = 0;
+        for (; m && *m && n < sizeof clean - 1; m++)
+            clean[n++] = (unsigned char)*m >= 0x20 && (unsigned char)*m < 0x7f ? *m : '?';
+        clean[n] = '\0';
+        rc = fail(err, SB_EACCES, res->status == 404 ? "call_not_found" : "provider_refused", "HTTP %d: %s",
+                  res->status, n ? clean : "no message");
+    } else if (!v || !*v || strlen(v) >= sidlen || strlen(v) > SB_OUTBOUND_MAX_ID ||
+               !printable_ascii(sb_str_cstr(v))) {
         rc = fail(err, SB_EPARSE, "bad_response", "the answer has no sid");
     } else {
-        snprintf(sid, sidlen, "%s", json_string_value(json_object_get(j, "sid")));
+        snprintf(sid, sidlen, "%s", v);
     }
     json_decref(j);
     return rc;

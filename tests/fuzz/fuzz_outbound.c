@@ -133,6 +133,19 @@ static void classify(sb_channel_type_t ch, const uint8_t *data, size_t size)
     CHECK(memcmp(&a, &b, sizeof a) == 0); /* no hidden state, every byte written */
     check_result(&a, &res);
 
+    /* the same answer as the Calls API's: a sid of printable ASCII exactly on success, a printable message else */
+    char sid[72];
+    sb_outbound_error_t cerr = {.code = ""};
+    int crc = sb_outbound_call_answer(&res, sid, sizeof sid, &cerr);
+    CHECK(crc == 0 || crc == SB_EUNAVAIL || crc == SB_EACCES || crc == SB_EPARSE);
+    size_t nsid = terminated(sid, sizeof sid);
+    CHECK(crc == 0 ? nsid > 0 && printable(sid, nsid) && res.status >= 200 && res.status < 300 : nsid == 0);
+    if (crc) {
+        size_t nm = terminated(cerr.message, sizeof cerr.message);
+        for (size_t i = 0; i < nm; i++)
+            CHECK((unsigned char)cerr.message[i] >= 0x20 && (unsigned char)cerr.message[i] < 0x7f);
+    }
+
     /* the same bytes as a status value */
     const char *out = NULL;
     int rc = sb_outbound_status_normalize(ch, body, &out);
