@@ -51,18 +51,18 @@ typedef struct call {
     const sb_ports_t *ports;
     uint64_t epoch;
     phase_t phase;
-    sb_call_req_t *cur;        /* the request being worked */
-    sb_list_t waiting;         /* pending_t, in arrival order */
-    bool slot;                 /* holds its lease */
+    sb_call_req_t *cur; /* the request being worked */
+    sb_list_t waiting;  /* pending_t, in arrival order */
+    bool slot;          /* holds its lease */
     bool writing;
-    bool dial_now;             /* placing: due at once when the row is stored */
-    bool granted;              /* the admission's verdict, while an id is found */
+    bool dial_now; /* placing: due at once when the row is stored */
+    bool granted;  /* the admission's verdict, while an id is found */
     int64_t dial_in_us;
     unsigned id_tries;
     uint64_t token;
-    int64_t last_seq;          /* the newest status callback applied */
+    int64_t last_seq; /* the newest status callback applied */
     uint64_t renew_timer, max_timer;
-    const char *ending;        /* why we end it ourselves: "hangup", "max_duration", "app_unavailable" */
+    const char *ending; /* why we end it ourselves: "hangup", "max_duration", "app_unavailable" */
     /* the row */
     int64_t id, tenant, channel, duration_s;
     char *call_key, *call_sid, *direction, *from, *to, *status, *voice_mode, *rejected_cap, *ended_by, *end_reason;
@@ -70,12 +70,13 @@ typedef struct call {
     /* what a later turn needs of the request that opened it */
     sb_voice_settings_t v;
     char *channel_address, *credentials_sealed, *stream_url, *status_url;
-    sb_buf_t twiml;            /* the answer given to the voice webhook */
+    sb_buf_t twiml; /* the answer given to the voice webhook */
 } call_t;
 
 static _Atomic uint64_t incarnations;
 
-/* ---- requests ---------------------------------------------------------------------------------------------------- */
+/* ---- requests ----------------------------------------------------------------------------------------------------
+ */
 
 sb_call_req_t *sb_call_req_new(sb_call_op_t op)
 {
@@ -162,7 +163,8 @@ void sb_call_stream(sb_rt_t *rt, unsigned owner, const char *call_key, const sb_
     sb_rt_send_key(rt, owner, &sb_call_kind, sb_call_key_hash(call_key), SB_CALL_STREAM, news, sizeof *news);
 }
 
-/* ---- completions ------------------------------------------------------------------------------------------------- */
+/* ---- completions -------------------------------------------------------------------------------------------------
+ */
 
 typedef struct comp {
     sb_rt_t *rt;
@@ -210,7 +212,8 @@ static const done_t *opened(const call_t *c, const sb_msg_t *m)
     return d->epoch == c->epoch ? d : NULL;
 }
 
-/* ---- the row, its events ----------------------------------------------------------------------------------------- */
+/* ---- the row, its events -----------------------------------------------------------------------------------------
+ */
 
 static void set(char **field, const char *v)
 {
@@ -220,39 +223,34 @@ static void set(char **field, const char *v)
     *field = v ? sb_strdup(v) : NULL;
 }
 
-static void json_field(sb_buf_t *b, const char *name, const char *v, bool first)
+/* ,"name":"v" (or null) */
+static void json_field(sb_buf_t *b, const char *name, const char *v)
 {
-    sb_buf_printf(b, "%s\"%s\":", first ? "" : ",", name);
-    if (!v) {
-        sb_buf_puts(b, "null");
-        return;
-    }
-    sb_buf_puts(b, "\"");
-    sb_buf_json_escape(b, sb_str_cstr(v));
-    sb_buf_puts(b, "\"");
+    sb_buf_printf(b, ",\"%s\":", name);
+    sb_buf_json_cstr(b, v);
 }
 
 /* The event's data: every event names the call; started and rejected say who called whom. */
 static void event_data(const call_t *c, const char *type, sb_buf_t *b)
 {
     sb_buf_printf(b, "{\"id\":%" PRId64 ",\"channel_id\":%" PRId64, c->id, c->channel);
-    json_field(b, "call_sid", c->call_sid, false);
-    json_field(b, "direction", c->direction, false);
-    json_field(b, "status", c->status, false);
+    json_field(b, "call_sid", c->call_sid);
+    json_field(b, "direction", c->direction);
+    json_field(b, "status", c->status);
     if (!strcmp(type, "call.started") || !strcmp(type, "call.rejected")) {
-        json_field(b, "from", c->from, false);
-        json_field(b, "to", c->to, false);
-        json_field(b, "voice_mode", c->voice_mode, false);
+        json_field(b, "from", c->from);
+        json_field(b, "to", c->to);
+        json_field(b, "voice_mode", c->voice_mode);
     }
     if (!strcmp(type, "call.rejected"))
-        json_field(b, "cap", c->rejected_cap, false);
+        json_field(b, "cap", c->rejected_cap);
     if (!strcmp(type, "call.ended")) {
         if (c->duration_s >= 0)
             sb_buf_printf(b, ",\"duration_s\":%" PRId64, c->duration_s);
         else
             sb_buf_puts(b, ",\"duration_s\":null");
-        json_field(b, "ended_by", c->ended_by, false);
-        json_field(b, "reason", c->end_reason, false);
+        json_field(b, "ended_by", c->ended_by);
+        json_field(b, "reason", c->end_reason);
     }
     sb_buf_puts(b, "}");
 }
@@ -291,7 +289,8 @@ static int write_row(call_t *c, const char *type)
     return rc;
 }
 
-/* ---- the slot ---------------------------------------------------------------------------------------------------- */
+/* ---- the slot ----------------------------------------------------------------------------------------------------
+ */
 
 static void release(call_t *c)
 {
@@ -334,7 +333,8 @@ static void renew(call_t *c)
         free(k); /* Redis away: the next tick tries again, well within the lease */
 }
 
-/* ---- the provider ------------------------------------------------------------------------------------------------ */
+/* ---- the provider ------------------------------------------------------------------------------------------------
+ */
 
 static void provider_cb(void *arg, const sb_call_outcome_t *o)
 {
@@ -372,7 +372,8 @@ static int provider_call(call_t *c, bool placing, bool hangup, const char *twiml
     return rc;
 }
 
-/* ---- TwiML ------------------------------------------------------------------------------------------------------- */
+/* ---- TwiML -------------------------------------------------------------------------------------------------------
+ */
 
 static void say_hangup(sb_buf_t *out, const char *text)
 {
@@ -418,7 +419,8 @@ static bool fetch(call_t *c)
     return true;
 }
 
-/* ---- working the requests ---------------------------------------------------------------------------------------- */
+/* ---- working the requests ----------------------------------------------------------------------------------------
+ */
 
 static void next(call_t *c);
 
@@ -535,8 +537,8 @@ static void found_cb(void *arg, int err, bool found, const sb_call_row_t *row)
     sb_buf_t t;
     sb_buf_init(&t);
     if (found) { /* key=value lines, enough to restore a call */
-        const char *f[] = {row->call_key, row->call_sid, row->direction, row->from, row->to, row->status,
-                           row->voice_mode, row->ended_by, row->end_reason};
+        const char *f[] = {row->call_key, row->call_sid,   row->direction, row->from,      row->to,
+                           row->status,   row->voice_mode, row->ended_by,  row->end_reason};
         for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
             sb_buf_puts(&t, f[i] ? f[i] : "");
             sb_buf_append(&t, "\n", 1);
@@ -572,9 +574,9 @@ static void apply_status(call_t *c)
     if (r->duration >= 0)
         c->duration_s = r->duration;
     if (r->final) {
-        const char *by = c->ending ? "switchboard" : !strcmp(r->status, "completed")
-                                                         ? (!strcmp(c->direction, "in") ? "caller" : "callee")
-                                                         : "provider";
+        const char *by = c->ending                         ? "switchboard"
+                         : !strcmp(r->status, "completed") ? (!strcmp(c->direction, "in") ? "caller" : "callee")
+                                                           : "provider";
         end(c, r->status, by, c->ending ? c->ending : r->status);
     } else {
         set(&c->status, r->status);
@@ -670,7 +672,8 @@ static void next(call_t *c)
     }
 }
 
-/* ---- handlers ---------------------------------------------------------------------------------------------------- */
+/* ---- handlers ----------------------------------------------------------------------------------------------------
+ */
 
 static int on_request(sb_actor_t *a, void *state, sb_msg_t *m)
 {
@@ -862,8 +865,8 @@ static int on_found(call_t *c, const done_t *d)
     }
     c->id = d->a;
     char *lines = sb_strdup(d->text);
-    char **f[] = {&c->call_key, &c->call_sid, &c->direction, &c->from, &c->to, &c->status, &c->voice_mode,
-                  &c->ended_by, &c->end_reason};
+    char **f[] = {&c->call_key, &c->call_sid,   &c->direction, &c->from,      &c->to,
+                  &c->status,   &c->voice_mode, &c->ended_by,  &c->end_reason};
     char *tok = lines;
     for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
         char *nl = strchr(tok, '\n');
@@ -897,7 +900,9 @@ static int on_fetched(call_t *c, const done_t *d)
         sb_buf_append(&c->twiml, body.p, body.len);
     } else {
         sb_log_warn("call %" PRId64 ": the tenant's twiml_url %s: the fallback TwiML answers", c->id,
-                    d->a == 0 ? "did not answer in time" : d->a < 200 || d->a >= 300 ? "refused" : err);
+                    d->a == 0                   ? "did not answer in time"
+                    : d->a < 200 || d->a >= 300 ? "refused"
+                                                : err);
         fallback_twiml(c, &c->twiml);
     }
     if (c->cur)
@@ -1011,7 +1016,8 @@ static int on_internal(sb_actor_t *a, void *state, sb_msg_t *m)
     return 0;
 }
 
-/* ---- the kind ---------------------------------------------------------------------------------------------------- */
+/* ---- the kind ----------------------------------------------------------------------------------------------------
+ */
 
 static int call_init(sb_actor_t *a, void *state, const void *arg)
 {
@@ -1040,9 +1046,9 @@ static void call_stop(sb_actor_t *a, void *state)
         answer(p->req, 503, "unavailable", "the call's actor stopped; retry");
         free(p);
     }
-    char **f[] = {&c->call_key,   &c->call_sid,        &c->direction,     &c->from,       &c->to,
-                  &c->status,     &c->voice_mode,      &c->rejected_cap,  &c->ended_by,   &c->end_reason,
-                  &c->idempotency_key, &c->channel_address, &c->stream_url, &c->status_url, &c->credentials_sealed};
+    char **f[] = {&c->call_key,        &c->call_sid,        &c->direction,    &c->from,       &c->to,
+                  &c->status,          &c->voice_mode,      &c->rejected_cap, &c->ended_by,   &c->end_reason,
+                  &c->idempotency_key, &c->channel_address, &c->stream_url,   &c->status_url, &c->credentials_sealed};
     for (size_t i = 0; i < sizeof f / sizeof *f; i++)
         set(f[i], NULL);
     sb_voice_settings_cleanup(&c->v);

@@ -39,12 +39,17 @@ enum {
     SB_CALL_INTERNAL = 16
 };
 
-typedef enum sb_call_op { SB_CALL_OP_INCOMING = 1, SB_CALL_OP_STATUS, SB_CALL_OP_PLACE, SB_CALL_OP_HANGUP } sb_call_op_t;
+typedef enum sb_call_op {
+    SB_CALL_OP_INCOMING = 1,
+    SB_CALL_OP_STATUS,
+    SB_CALL_OP_PLACE,
+    SB_CALL_OP_HANGUP
+} sb_call_op_t;
 
 /* A channel's voice settings (channels.settings; README "Voice"). Strings are heap copies or NULL. */
 typedef struct sb_voice_settings {
-    char *mode;              /* "stream" (default), "forward", "twiml_url" */
-    char *forward_to;        /* forward, and the fallback of a stream whose app cannot be reached */
+    char *mode;       /* "stream" (default), "forward", "twiml_url" */
+    char *forward_to; /* forward, and the fallback of a stream whose app cannot be reached */
     char *twiml_url, *fallback_twiml, *at_capacity_twiml;
     char *media_url;         /* stream: the tenant's voice app */
     char *media_fallback;    /* "hangup" (default) or "forward" */
@@ -62,28 +67,28 @@ typedef struct sb_call_req {
     char *call_key;
     /* incoming, status */
     char *call_sid, *from, *to;
-    const char *status;        /* status: Twilio's CallStatus (static: adapters/twilio's name for it) */
-    bool final;                /* status: the call is over (completed, busy, no-answer, failed, canceled) */
+    const char *status; /* status: Twilio's CallStatus (static: adapters/twilio's name for it) */
+    bool final;         /* status: the call is over (completed, busy, no-answer, failed, canceled) */
     int64_t duration, sequence;
-    char *form;                /* incoming: the webhook's body (a twiml_url fetch forwards it) */
-    char *stream_url;          /* incoming, place: the ws:// or wss:// URL of the channel's Media Streams endpoint */
+    char *form;       /* incoming: the webhook's body (a twiml_url fetch forwards it) */
+    char *stream_url; /* incoming, place: the ws:// or wss:// URL of the channel's Media Streams endpoint */
     /* place */
-    char *status_url;          /* the absolute URL of its status callbacks */
+    char *status_url; /* the absolute URL of its status callbacks */
     char *idempotency_key;
     /* place, hangup, and a stream's fallback: the channel as the provider needs it */
     char *channel_address, *credentials_sealed;
-    char *secret;              /* the tenant's webhook secret (a twiml_url fetch is signed with it), or NULL */
-    int64_t call_id;           /* hangup: the call's id (a check) */
+    char *secret;    /* the tenant's webhook secret (a twiml_url fetch is signed with it), or NULL */
+    int64_t call_id; /* hangup: the call's id (a check) */
     sb_voice_settings_t v;
     void (*answer)(struct sb_call_req *req);
-    void *arg;                 /* the front door's */
+    void *arg; /* the front door's */
     /* the outcome */
-    int http_status;           /* 200 (TwiML in body; or JSON), 202, 404, 409, 429, 503 */
-    const char *code;          /* not 2xx: the error code (static) ... */
-    char message[160];         /* ... and message */
-    sb_buf_t body;             /* incoming: the TwiML */
-    int64_t id;                /* place, hangup: the call's id */
-    const char *call_status;   /* place: its status (static) */
+    int http_status;         /* 200 (TwiML in body; or JSON), 202, 404, 409, 429, 503 */
+    const char *code;        /* not 2xx: the error code (static) ... */
+    char message[160];       /* ... and message */
+    sb_buf_t body;           /* incoming: the TwiML */
+    int64_t id;              /* place, hangup: the call's id */
+    const char *call_status; /* place: its status (static) */
 } sb_call_req_t;
 
 sb_call_req_t *sb_call_req_new(sb_call_op_t op);

@@ -103,7 +103,8 @@ static int port_fetch(void *ctx, const char *url, const char *secret, sb_str_t f
     }
     const char *headers[] = {"Content-Type: application/x-www-form-urlencoded", "Accept: application/xml, text/xml",
                              secret ? sb_buf_cstr(&head_sig) : NULL, NULL};
-    sb_http_client_req_t req = {.method = "POST", .url = url, .headers = headers, .body = form, .timeout_ms = timeout_ms};
+    sb_http_client_req_t req = {
+        .method = "POST", .url = url, .headers = headers, .body = form, .timeout_ms = timeout_ms};
     fetch_t *f = sb_malloc(sizeof *f);
     f->cb = cb;
     f->arg = arg;

@@ -398,6 +398,30 @@ static void jset(json_t *obj, const char *key, json_t *value)
     SB_BUG_ON(!value || json_object_set_new(obj, key, value) != 0);
 }
 
+/* A Twilio API request's URL, {base}/2010-04-01/Accounts/{sid}{what}[/{item}].json, and its basic auth. */
+static void twilio_target(sb_outbound_request_t *r, sb_str_t base, sb_str_t account_sid, sb_str_t auth_token,
+                          const char *what, sb_str_t item)
+{
+    sb_buf_t b;
+    sb_buf_init(&b);
+    sb_buf_append_str(&b, base);
+    sb_buf_puts(&b, "/2010-04-01/Accounts/");
+    append_segment(&b, account_sid);
+    sb_buf_puts(&b, what);
+    if (item.len) {
+        sb_buf_puts(&b, "/");
+        append_segment(&b, item);
+    }
+    sb_buf_puts(&b, ".json");
+    r->url = take_cstr(&b);
+    sb_buf_init(&b);
+    sb_buf_reserve(&b, account_sid.len + 1 + auth_token.len); /* one allocation: no stray copy of the token */
+    sb_buf_append_str(&b, account_sid);
+    sb_buf_append(&b, ":", 1);
+    sb_buf_append_str(&b, auth_token);
+    r->basic_auth = take_cstr(&b);
+}
+
 static int build_twilio(const sb_outbound_msg_t *m, sb_str_t base, const sb_outbound_valid_t *v,
                         sb_outbound_request_t *r, sb_outbound_error_t *err)
 {
@@ -415,20 +439,7 @@ static int build_twilio(const sb_outbound_msg_t *m, sb_str_t base, const sb_outb
     if (m->status_callback.len && url_problem(m->status_callback))
         return fail(err, SB_EINVAL, "invalid_callback", "status_callback: %s", url_problem(m->status_callback));
 
-    sb_buf_t b;
-    sb_buf_init(&b);
-    sb_buf_append_str(&b, base);
-    sb_buf_puts(&b, "/2010-04-01/Accounts/");
-    append_segment(&b, m->account_sid);
-    sb_buf_puts(&b, "/Messages.json");
-    r->url = take_cstr(&b);
-
-    sb_buf_init(&b);
-    sb_buf_reserve(&b, m->account_sid.len + 1 + m->auth_token.len); /* one allocation: no stray copy of the token */
-    sb_buf_append_str(&b, m->account_sid);
-    sb_buf_append(&b, ":", 1);
-    sb_buf_append_str(&b, m->auth_token);
-    r->basic_auth = take_cstr(&b);
+    twilio_target(r, base, m->account_sid, m->auth_token, "/Messages", sb_str("", 0));
 
     const char *wa_prefix = wa ? "whatsapp:" : NULL;
     append_pair(&r->body, "To", wa_prefix, sb_str_cstr(v->to));
@@ -578,24 +589,7 @@ int sb_outbound_call_build(const sb_outbound_call_t *c, const sb_outbound_endpoi
     if (c->status_callback.len && url_problem(c->status_callback))
         return fail(err, SB_EINVAL, "invalid_callback", "status_callback: %s", url_problem(c->status_callback));
 
-    sb_buf_t b;
-    sb_buf_init(&b);
-    sb_buf_append_str(&b, base);
-    sb_buf_puts(&b, "/2010-04-01/Accounts/");
-    append_segment(&b, c->account_sid);
-    sb_buf_puts(&b, "/Calls");
-    if (update) {
-        sb_buf_puts(&b, "/");
-        append_segment(&b, c->call_sid);
-    }
-    sb_buf_puts(&b, ".json");
-    r->url = take_cstr(&b);
-    sb_buf_init(&b);
-    sb_buf_reserve(&b, c->account_sid.len + 1 + c->auth_token.len);
-    sb_buf_append_str(&b, c->account_sid);
-    sb_buf_append(&b, ":", 1);
-    sb_buf_append_str(&b, c->auth_token);
-    r->basic_auth = take_cstr(&b);
+    twilio_target(r, base, c->account_sid, c->auth_token, "/Calls", c->call_sid);
 
     sb_buf_init(&r->body);
     if (update) {

@@ -777,24 +777,10 @@ bool sb_admin_handle(sb_shard_t *s, sb_http_req_t *req)
             authorized(s, req, create_meta_app, "");
         return true;
     }
-    if (n == 4 && sb_str_eq_cstr(seg[2], "tenants")) {
-        long long tid;
-        char tenant[24];
-        if (!parse_id(seg[3], &tid)) {
-            sb_http_respond_error(req, 404, "not_found", "no such tenant");
-            return true;
-        }
-        snprintf(tenant, sizeof tenant, "%lld", tid);
-        if (m != SB_HTTP_PATCH)
-            method_not_allowed(req);
-        else
-            authorized(s, req, patch_tenant, tenant);
-        return true;
-    }
-    if (n != 5 || !sb_str_eq_cstr(seg[2], "tenants"))
+    if ((n != 4 && n != 5) || !sb_str_eq_cstr(seg[2], "tenants"))
         return false;
-    bool webhook = sb_str_eq_cstr(seg[4], "webhook"), keys = sb_str_eq_cstr(seg[4], "keys");
-    if (!webhook && !keys && !sb_str_eq_cstr(seg[4], "channels"))
+    bool webhook = n == 5 && sb_str_eq_cstr(seg[4], "webhook"), keys = n == 5 && sb_str_eq_cstr(seg[4], "keys");
+    if (n == 5 && !webhook && !keys && !sb_str_eq_cstr(seg[4], "channels"))
         return false;
     long long tid;
     char tenant[24];
@@ -803,6 +789,13 @@ bool sb_admin_handle(sb_shard_t *s, sb_http_req_t *req)
         return true;
     }
     snprintf(tenant, sizeof tenant, "%lld", tid);
+    if (n == 4) { /* the tenant itself: PATCH its settings */
+        if (m != SB_HTTP_PATCH)
+            method_not_allowed(req);
+        else
+            authorized(s, req, patch_tenant, tenant);
+        return true;
+    }
     admin_fn fn = webhook ? set_webhook : keys ? create_key : m == SB_HTTP_POST ? create_channel : list_channels;
     if (m != SB_HTTP_POST && (webhook || keys || !get))
         method_not_allowed(req);

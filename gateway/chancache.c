@@ -116,7 +116,8 @@ const sb_shard_module_t sb_chancache_module = {
     .finish = cache_finish,
 };
 
-/* ---- opening a row ---------------------------------------------------------------------------------------------- */
+/* ---- opening a row ----------------------------------------------------------------------------------------------
+ */
 
 static char *opt_str(json_t *o, const char *key)
 {
@@ -187,8 +188,8 @@ static entry_t *entry_open(int64_t id, const sb_query_channel_t *row)
     e->ch.id = id;
     e->ch.tenant = row->tenant;
     e->ch.type = row->type;
-    bool twilio = row->type == SB_CH_TWILIO_SMS || row->type == SB_CH_TWILIO_WHATSAPP ||
-                  row->type == SB_CH_TWILIO_VOICE;
+    bool twilio =
+        row->type == SB_CH_TWILIO_SMS || row->type == SB_CH_TWILIO_WHATSAPP || row->type == SB_CH_TWILIO_VOICE;
     if (!twilio)
         return e;
     sb_buf_t plain;
@@ -213,7 +214,8 @@ static entry_t *entry_open(int64_t id, const sb_query_channel_t *row)
     return e;
 }
 
-/* ---- lookups ----------------------------------------------------------------------------------------------------- */
+/* ---- lookups -----------------------------------------------------------------------------------------------------
+ */
 
 typedef struct lookup {
     sb_shard_t *s;

@@ -19,17 +19,17 @@
 /* A twilio_voice channel as the voice front doors need it. */
 typedef struct sb_voice_channel {
     int64_t id, tenant;
-    char *address;             /* our number */
-    char *credentials_sealed;  /* for the provider (placing, hanging up, a stream's fallback) */
-    char *secret;              /* the tenant's webhook secret, opened; NULL when none */
+    char *address;            /* our number */
+    char *credentials_sealed; /* for the provider (placing, hanging up, a stream's fallback) */
+    char *secret;             /* the tenant's webhook secret, opened; NULL when none */
     sb_voice_settings_t v;
 } sb_voice_channel_t;
 
 typedef struct sb_chan {
     int64_t id, tenant;
     sb_channel_type_t type;
-    char *auth_token;           /* Twilio channels; NULL for the others */
-    sb_voice_channel_t *voice;  /* twilio_voice channels; NULL for the others */
+    char *auth_token;          /* Twilio channels; NULL for the others */
+    sb_voice_channel_t *voice; /* twilio_voice channels; NULL for the others */
 } sb_chan_t;
 
 /* Remembers the configuration (borrowed) for opening credentials. */

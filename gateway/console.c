@@ -738,6 +738,36 @@ typedef struct dbq {
     void (*after)(const sb_rows_t *rows); /* on success, before answering (or NULL) */
 } dbq_t;
 
+/* Answers rows as a table: {"key":[...]<json_tail>} with -j, else the table, "N row(s)" or text_tail (NULL: none). */
+static void answer_rows(session_t *s, const sb_rows_t *rows, bool json, const char *key, const char *json_tail,
+                        const char *text_tail)
+{
+    int nc = rows->ncols < MAX_COLS ? (int)rows->ncols : MAX_COLS;
+    table_t t;
+    table_init(&t, nc, rows->names, rows->integer);
+    for (size_t r = 0; r < rows->nrows; r++)
+        for (int c = 0; c < nc; c++) {
+            const char *v = sb_rows_cell(rows, r, (size_t)c);
+            table_cell(&t, "%s", v ? v : rows->integer[c] ? "null" : "");
+        }
+    sb_buf_t b;
+    sb_buf_init(&b);
+    if (json) {
+        sb_buf_printf(&b, "{\"%s\":", key);
+        render_json_rows(&t, &b);
+        sb_buf_printf(&b, "%s}\n", json_tail ? json_tail : "");
+    } else {
+        render_text(&t, &b);
+        if (text_tail)
+            sb_buf_printf(&b, "%s\n", text_tail);
+        else
+            sb_buf_printf(&b, "%zu row(s)\n", rows->nrows);
+    }
+    answer(s, &b);
+    sb_buf_cleanup(&b);
+    table_cleanup(&t);
+}
+
 /* Answers the rows as a table (after calling q->after, if any, with them). */
 static void dbq_done(void *arg, int err, const char *detail, const sb_rows_t *rows)
 {
@@ -750,27 +780,7 @@ static void dbq_done(void *arg, int err, const char *detail, const sb_rows_t *ro
     } else {
         if (q->after)
             q->after(rows);
-        int nc = rows->ncols < MAX_COLS ? (int)rows->ncols : MAX_COLS;
-        table_t t;
-        table_init(&t, nc, rows->names, rows->integer);
-        for (size_t r = 0; r < rows->nrows; r++)
-            for (int c = 0; c < nc; c++) {
-                const char *v = sb_rows_cell(rows, r, (size_t)c);
-                table_cell(&t, "%s", v ? v : rows->integer[c] ? "null" : "");
-            }
-        sb_buf_t b;
-        sb_buf_init(&b);
-        if (q->json) {
-            sb_buf_printf(&b, "{\"%s\":", q->key);
-            render_json_rows(&t, &b);
-            sb_buf_puts(&b, "}\n");
-        } else {
-            render_text(&t, &b);
-            sb_buf_printf(&b, "%zu row(s)\n", rows->nrows);
-        }
-        answer(s, &b);
-        sb_buf_cleanup(&b);
-        table_cleanup(&t);
+        answer_rows(s, rows, q->json, q->key, NULL, NULL);
     }
     wait_end(s);
     free(q);
@@ -1004,7 +1014,7 @@ static void cmd_conns(session_t *s, const sb_line_cmd_t *cmd)
     answer_table(s, &t, cmd->json, "conns");
 }
 
-/* ---- calls: live calls and the caps in use; hangup ---------------------------------------------------------------- */
+/* ---- calls: live calls and the caps in use; hangup ------------------------------------------------------------ */
 
 typedef struct calls_q {
     session_t *s;
@@ -1022,35 +1032,16 @@ static void calls_listed(void *arg, int err, const char *detail, const sb_rows_t
     } else if (err) {
         answer_err(s, "database: %s", detail);
     } else {
-        int nc = rows->ncols < MAX_COLS ? (int)rows->ncols : MAX_COLS;
-        table_t t;
-        table_init(&t, nc, rows->names, rows->integer);
-        for (size_t r = 0; r < rows->nrows; r++)
-            for (int c = 0; c < nc; c++) {
-                const char *v = sb_rows_cell(rows, r, (size_t)c);
-                table_cell(&t, "%s", v ? v : "");
-            }
-        sb_buf_t b;
-        sb_buf_init(&b);
-        if (q->json) {
-            sb_buf_puts(&b, "{\"calls\":");
-            render_json_rows(&t, &b);
-            sb_buf_printf(&b, ",\"fleet_live\":%lld,\"fleet_max\":%d", (long long)q->fleet,
+        char json_tail[128], text_tail[160];
+        int nj = snprintf(json_tail, sizeof json_tail, ",\"fleet_live\":%lld,\"fleet_max\":%d", (long long)q->fleet,
                           s->con->opts.max_concurrent_calls);
-            if (q->tenant)
-                sb_buf_printf(&b, ",\"tenant_live\":%lld", (long long)q->in_tenant);
-            sb_buf_puts(&b, "}\n");
-        } else {
-            render_text(&t, &b);
-            sb_buf_printf(&b, "%zu live call(s) listed; caps in use: fleet %lld of %d", rows->nrows,
-                          (long long)q->fleet, s->con->opts.max_concurrent_calls);
-            if (q->tenant)
-                sb_buf_printf(&b, ", tenant %lld", (long long)q->in_tenant);
-            sb_buf_puts(&b, "\n");
+        int nt = snprintf(text_tail, sizeof text_tail, "%zu live call(s) listed; caps in use: fleet %lld of %d",
+                          rows->nrows, (long long)q->fleet, s->con->opts.max_concurrent_calls);
+        if (q->tenant) {
+            snprintf(json_tail + nj, sizeof json_tail - (size_t)nj, ",\"tenant_live\":%lld", (long long)q->in_tenant);
+            snprintf(text_tail + nt, sizeof text_tail - (size_t)nt, ", tenant %lld", (long long)q->in_tenant);
         }
-        answer(s, &b);
-        sb_buf_cleanup(&b);
-        table_cleanup(&t);
+        answer_rows(s, rows, q->json, "calls", json_tail, text_tail);
     }
     wait_end(s);
     free(q);

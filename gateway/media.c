@@ -36,11 +36,11 @@ typedef struct relay {
     sb_metrics_t *mx;
     sb_wsconn_t *tw;
     sb_wsclient_t *app;
-    bool tw_closed, app_pending; /* app_pending: dialled, its on_close not come yet */
+    bool tw_closed, app_pending;   /* app_pending: dialled, its on_close not come yet */
     bool started, failed, stopped; /* stopped: Twilio's stop came, the app's close that follows is no failure */
     int64_t channel, tenant, last_seq;
     char *call_key, *stream_sid, *media_url, *secret;
-    char *connected;             /* Twilio's "connected" frame, sent to the app first */
+    char *connected; /* Twilio's "connected" frame, sent to the app first */
     uint64_t frames_in, frames_out;
     sb_buf_t scratch;
 } relay_t;
@@ -76,8 +76,11 @@ static void tell(relay_t *r, sb_call_stream_news_t news)
 {
     if (!r->call_key)
         return;
-    sb_call_stream_t n = {.news = news, .channel = r->channel, .frames_in = r->frames_in,
-                          .frames_out = r->frames_out, .dropped = r->app ? sb_wsclient_dropped(r->app) : 0};
+    sb_call_stream_t n = {.news = news,
+                          .channel = r->channel,
+                          .frames_in = r->frames_in,
+                          .frames_out = r->frames_out,
+                          .dropped = r->app ? sb_wsclient_dropped(r->app) : 0};
     sb_call_stream(sb_shard_rt(r->s), sb_domain_owner(r->tenant), r->call_key, &n);
 }
 
@@ -91,7 +94,8 @@ static void app_failed(relay_t *r, const char *why)
     tell(r, SB_CALL_STREAM_APP_FAILED);
 }
 
-/* ---- the voice app's side ---------------------------------------------------------------------------------------- */
+/* ---- the voice app's side ----------------------------------------------------------------------------------------
+ */
 
 static void app_message(void *arg, sb_wsclient_t *c, bool binary, sb_str_t text)
 {
@@ -184,7 +188,8 @@ static void app_dial(relay_t *r, sb_str_t start)
     sb_wsclient_send(r->app, false, start, false);
 }
 
-/* ---- Twilio's side ----------------------------------------------------------------------------------------------- */
+/* ---- Twilio's side -----------------------------------------------------------------------------------------------
+ */
 
 static bool on_start(relay_t *r, const sb_ms_frame_t *f, sb_str_t text)
 {
@@ -295,7 +300,8 @@ void sb_media_accept(sb_shard_t *s, sb_http_req_t *req, const sb_chan_t *ch)
     }
 }
 
-/* ---- the module -------------------------------------------------------------------------------------------------- */
+/* ---- the module --------------------------------------------------------------------------------------------------
+ */
 
 static int media_start(sb_shard_t *s, void **state)
 {

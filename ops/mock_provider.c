@@ -283,21 +283,6 @@ static sb_str_t utf8_prefix(sb_str_t s, size_t n)
     return sb_str(s.p, n);
 }
 
-static void json_str(sb_buf_t *b, sb_str_t s)
-{
-    sb_buf_puts(b, "\"");
-    sb_buf_json_escape(b, s);
-    sb_buf_puts(b, "\"");
-}
-
-static void json_cstr_or_null(sb_buf_t *b, const char *s)
-{
-    if (s)
-        json_str(b, sb_str_cstr(s));
-    else
-        sb_buf_puts(b, "null");
-}
-
 /* Percent-encodes s into b as application/x-www-form-urlencoded does. */
 static void form_escape(sb_buf_t *b, sb_str_t s)
 {
@@ -687,13 +672,13 @@ static void meta_callback_body(job_t *j, const char *status, sb_buf_t *b)
 {
     sb_buf_puts(b, "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"100000000000001\",\"changes\":[{"
                    "\"value\":{\"messaging_product\":\"whatsapp\",\"metadata\":{\"display_phone_number\":");
-    json_str(b, sb_str_cstr(j->from));
+    sb_buf_json_str(b, sb_str_cstr(j->from));
     sb_buf_puts(b, ",\"phone_number_id\":");
-    json_str(b, sb_str_cstr(j->from));
+    sb_buf_json_str(b, sb_str_cstr(j->from));
     sb_buf_puts(b, "},\"statuses\":[{\"id\":");
-    json_str(b, sb_str_cstr(j->id));
+    sb_buf_json_str(b, sb_str_cstr(j->id));
     sb_buf_printf(b, ",\"status\":\"%s\",\"timestamp\":\"%lld\",\"recipient_id\":", status, (long long)time(NULL));
-    json_str(b, sb_str_cstr(j->to));
+    sb_buf_json_str(b, sb_str_cstr(j->to));
     if (is_failure_status(status))
         sb_buf_printf(b, ",\"errors\":[{\"code\":%ld,\"title\":\"Message undeliverable\","
                          "\"message\":\"Message undeliverable\",\"error_data\":{\"details\":\"mock failure\"}}]",
@@ -868,27 +853,27 @@ static void handle_twilio(sb_http_req_t *req, sb_str_t path)
             rfc2822_now(date, sizeof date);
             out.len = 0;
             sb_buf_puts(&out, "{\"account_sid\":");
-            json_str(&out, sid);
+            sb_buf_json_str(&out, sid);
             sb_buf_puts(&out, ",\"api_version\":\"2010-04-01\",\"body\":");
-            json_str(&out, text);
+            sb_buf_json_str(&out, text);
             sb_buf_printf(&out, ",\"date_created\":\"%s\",\"date_sent\":null,\"date_updated\":\"%s\","
                                 "\"direction\":\"outbound-api\",\"error_code\":null,\"error_message\":null,"
                                 "\"from\":",
                           date, date);
             if (from)
-                json_str(&out, from->value);
+                sb_buf_json_str(&out, from->value);
             else
                 sb_buf_puts(&out, "null");
             sb_buf_puts(&out, ",\"messaging_service_sid\":");
             if (mss)
-                json_str(&out, mss->value);
+                sb_buf_json_str(&out, mss->value);
             else
                 sb_buf_puts(&out, "null");
             sb_buf_printf(&out, ",\"num_media\":\"%zu\",\"num_segments\":\"%d\",\"price\":null,"
                                 "\"price_unit\":\"USD\",\"sid\":\"%s\",\"status\":\"%s\",\"subresource_uris\":"
                                 "{\"media\":\"/2010-04-01/Accounts/%.*s/Messages/%s/Media.json\"},\"to\":",
                           nmedia, num_segments(text), msid, from ? "queued" : "accepted", (int)sid.len, sid.p, msid);
-            json_str(&out, to->value);
+            sb_buf_json_str(&out, to->value);
             sb_buf_printf(&out, ",\"uri\":\"/2010-04-01/Accounts/%.*s/Messages/%s.json\"}", (int)sid.len, sid.p,
                           msid);
             record_add(s, P_TWILIO, "message", t, dup_str(to->value), dup_str(utf8_prefix(text, BODY_KEEP)),
@@ -1102,7 +1087,7 @@ static void handle_meta(sb_http_req_t *req, sb_str_t pnid)
     digits[nd] = '\0';
     out.len = 0;
     sb_buf_puts(&out, "{\"messaging_product\":\"whatsapp\",\"contacts\":[{\"input\":");
-    json_str(&out, sb_str_cstr(to));
+    sb_buf_json_str(&out, sb_str_cstr(to));
     sb_buf_printf(&out, ",\"wa_id\":\"%s\"}],\"messages\":[{\"id\":\"%s\"%s}]}", digits, wamid,
                   strcmp(type, "template") == 0 ? ",\"message_status\":\"accepted\"" : "");
     record_add(s, P_META, type, t, sb_strdup(to), rec_body, rec_media, sb_strdup(wamid), 200);
@@ -1129,7 +1114,7 @@ static void behaviour_json(const behaviour_t *b, const char *sender)
 {
     out.len = 0;
     sb_buf_puts(&out, "{\"sender\":");
-    json_cstr_or_null(&out, sender);
+    sb_buf_json_cstr(&out, sender);
     sb_buf_printf(&out, ",\"fail_next\":%ld,\"fail_status\":%ld,\"fail_code\":%ld,\"retry_after\":", b->fail_next,
                   b->fail_status, b->fail_code);
     if (b->retry_after >= 0)
@@ -1298,24 +1283,24 @@ static void control_behaviour(sb_http_req_t *req, const sb_form_t *q)
 static void record_json(const record_t *r)
 {
     sb_buf_printf(&out, "{\"t_us\":%llu,\"sender\":", (unsigned long long)r->t_us);
-    json_str(&out, sb_str_cstr(r->sender->name));
+    sb_buf_json_str(&out, sb_str_cstr(r->sender->name));
     sb_buf_printf(&out, ",\"provider\":\"%s\",\"type\":", r->provider == P_TWILIO ? "twilio" : "meta");
-    json_str(&out, sb_str_cstr(r->type));
+    sb_buf_json_str(&out, sb_str_cstr(r->type));
     sb_buf_puts(&out, ",\"to\":");
-    json_str(&out, sb_str_cstr(r->to));
+    sb_buf_json_str(&out, sb_str_cstr(r->to));
     sb_buf_puts(&out, ",\"body\":");
-    json_str(&out, sb_str_cstr(r->body));
+    sb_buf_json_str(&out, sb_str_cstr(r->body));
     sb_buf_puts(&out, ",\"media\":[");
     for (const char *m = r->media; m && *m;) {
         const char *nl = strchr(m, '\n');
         size_t len = nl ? (size_t)(nl - m) : strlen(m);
         if (m != r->media)
             sb_buf_puts(&out, ",");
-        json_str(&out, sb_str(m, len));
+        sb_buf_json_str(&out, sb_str(m, len));
         m = nl ? nl + 1 : m + len;
     }
     sb_buf_puts(&out, "],\"id\":");
-    json_cstr_or_null(&out, r->id);
+    sb_buf_json_cstr(&out, r->id);
     sb_buf_printf(&out, ",\"status\":%d}", r->status);
 }
 
@@ -1371,7 +1356,7 @@ static void control_stats(sb_http_req_t *req)
             if (!first)
                 sb_buf_puts(&out, ",");
             first = false;
-            json_str(&out, sb_str_cstr(s->name));
+            sb_buf_json_str(&out, sb_str_cstr(s->name));
             sb_buf_printf(&out, ":{\"count\":%llu,\"accepted\":%llu,\"failed\":%llu,\"first_t_us\":%llu,"
                                 "\"last_t_us\":%llu,\"max_per_second\":%llu}",
                           (unsigned long long)s->count, (unsigned long long)s->accepted,

@@ -143,21 +143,6 @@ static void stream_open(call_t *c);
 
 /* ---- small helpers -------------------------------------------------------------------------------------------- */
 
-static void json_str(sb_buf_t *b, sb_str_t s)
-{
-    sb_buf_puts(b, "\"");
-    sb_buf_json_escape(b, s);
-    sb_buf_puts(b, "\"");
-}
-
-static void json_cstr(sb_buf_t *b, const char *s)
-{
-    if (s)
-        json_str(b, sb_str_cstr(s));
-    else
-        sb_buf_puts(b, "null");
-}
-
 static char *dup_str(sb_str_t s)
 {
     return sb_strndup(s.p ? s.p : "", s.len);
@@ -1131,22 +1116,22 @@ static void call_resource(sb_buf_t *b, const call_t *c)
     char date[48];
     mock_rfc2822_now(date, sizeof date);
     sb_buf_puts(b, "{\"account_sid\":");
-    json_cstr(b, c->account);
+    sb_buf_json_cstr(b, c->account);
     sb_buf_printf(b, ",\"annotation\":null,\"answered_by\":null,\"api_version\":\"2010-04-01\",\"caller_name\":null,"
                      "\"date_created\":\"%s\",\"date_updated\":\"%s\",\"direction\":\"%s\",\"duration\":null,"
                      "\"end_time\":null,\"forwarded_from\":null,\"from\":",
                   date, date, c->inbound ? "inbound" : "outbound-api");
-    json_cstr(b, c->from);
+    sb_buf_json_cstr(b, c->from);
     sb_buf_puts(b, ",\"from_formatted\":");
-    json_cstr(b, c->from);
+    sb_buf_json_cstr(b, c->from);
     sb_buf_printf(b, ",\"group_sid\":null,\"parent_call_sid\":null,\"phone_number_sid\":null,\"price\":null,"
                      "\"price_unit\":\"USD\",\"queue_time\":\"0\",\"sid\":\"%s\",\"start_time\":null,\"status\":\"%s\","
                      "\"subresource_uris\":{\"notifications\":\"/2010-04-01/Accounts/%s/Calls/%s/Notifications.json\","
                      "\"recordings\":\"/2010-04-01/Accounts/%s/Calls/%s/Recordings.json\"},\"to\":",
                   c->sid, c->status, c->account, c->sid, c->account, c->sid);
-    json_cstr(b, c->to);
+    sb_buf_json_cstr(b, c->to);
     sb_buf_puts(b, ",\"to_formatted\":");
-    json_cstr(b, c->to);
+    sb_buf_json_cstr(b, c->to);
     sb_buf_printf(b, ",\"trunk_sid\":null,\"uri\":\"/2010-04-01/Accounts/%s/Calls/%s.json\"}", c->account, c->sid);
 }
 
@@ -1163,9 +1148,9 @@ static uint32_t call_lost(const call_t *c)
 static void call_summary(sb_buf_t *b, const call_t *c)
 {
     sb_buf_printf(b, "{\"sid\":\"%s\",\"direction\":\"%s\",\"from\":", c->sid, c->inbound ? "inbound" : "outbound-api");
-    json_cstr(b, c->from);
+    sb_buf_json_cstr(b, c->from);
     sb_buf_puts(b, ",\"to\":");
-    json_cstr(b, c->to);
+    sb_buf_json_cstr(b, c->to);
     sb_buf_printf(b, ",\"status\":\"%s\",\"twiml_status\":%d,\"twiml_kind\":\"%s\",\"stream_state\":\"%s\","
                      "\"close_code\":%u,\"frames_sent\":%u,\"frames_received\":%u,\"in_order\":%s}",
                   c->status, c->twiml_status, twiml_kind_name[c->tw.kind], ws_state_name[c->ws_state],
@@ -1176,53 +1161,53 @@ static void call_details(sb_buf_t *b, const call_t *c)
 {
     sb_buf_printf(b, "{\"sid\":\"%s\",\"direction\":\"%s\",\"account_sid\":", c->sid,
                   c->inbound ? "inbound" : "outbound-api");
-    json_cstr(b, c->account);
+    sb_buf_json_cstr(b, c->account);
     sb_buf_puts(b, ",\"from\":");
-    json_cstr(b, c->from);
+    sb_buf_json_cstr(b, c->from);
     sb_buf_puts(b, ",\"to\":");
-    json_cstr(b, c->to);
+    sb_buf_json_cstr(b, c->to);
     sb_buf_printf(b, ",\"status\":\"%s\",\"created_t_us\":%llu,\"answered_t_us\":%llu,\"ended_t_us\":%llu,"
                      "\"url\":",
                   c->status, (unsigned long long)c->created_us, (unsigned long long)c->answered_us,
                   (unsigned long long)c->ended_us);
-    json_cstr(b, c->url);
+    sb_buf_json_cstr(b, c->url);
     sb_buf_puts(b, ",\"status_callback\":");
-    json_cstr(b, c->status_url);
+    sb_buf_json_cstr(b, c->status_url);
     sb_buf_printf(b, ",\"twiml\":{\"status\":%d,\"error\":", c->twiml_status);
     if (c->twiml_err)
-        json_cstr(b, sb_strerror(c->twiml_err));
+        sb_buf_json_cstr(b, sb_strerror(c->twiml_err));
     else
         sb_buf_puts(b, "null");
     sb_buf_puts(b, ",\"body\":");
-    json_str(b, sb_str(c->twiml_body.p, c->twiml_body.len));
+    sb_buf_json_str(b, sb_str(c->twiml_body.p, c->twiml_body.len));
     sb_buf_printf(b, ",\"kind\":\"%s\",\"invalid\":", twiml_kind_name[c->tw.kind]);
-    json_cstr(b, c->tw.kind == TW_INVALID ? c->tw.error : NULL);
+    sb_buf_json_cstr(b, c->tw.kind == TW_INVALID ? c->tw.error : NULL);
     sb_buf_puts(b, ",\"stream_url\":");
-    json_cstr(b, c->tw.stream_url);
+    sb_buf_json_cstr(b, c->tw.stream_url);
     sb_buf_puts(b, ",\"parameters\":{");
     for (size_t i = 0; i < c->tw.nparams; i++) {
         if (i)
             sb_buf_puts(b, ",");
-        json_cstr(b, c->tw.pname[i]);
+        sb_buf_json_cstr(b, c->tw.pname[i]);
         sb_buf_puts(b, ":");
-        json_cstr(b, c->tw.pvalue[i]);
+        sb_buf_json_cstr(b, c->tw.pvalue[i]);
     }
     sb_buf_puts(b, "},\"dial\":");
-    json_cstr(b, c->tw.dial);
+    sb_buf_json_cstr(b, c->tw.dial);
     sb_buf_puts(b, ",\"say\":");
-    json_cstr(b, c->tw.say);
+    sb_buf_json_cstr(b, c->tw.say);
     sb_buf_puts(b, ",\"reject_reason\":");
-    json_cstr(b, c->tw.kind == TW_REJECT ? c->tw.reason : NULL);
+    sb_buf_json_cstr(b, c->tw.kind == TW_REJECT ? c->tw.reason : NULL);
     sb_buf_puts(b, ",\"redirect\":");
-    json_cstr(b, c->redirect);
+    sb_buf_json_cstr(b, c->redirect);
     sb_buf_printf(b, "},\"stream\":{\"state\":\"%s\",\"url\":", ws_state_name[c->ws_state]);
-    json_cstr(b, c->tw.kind == TW_STREAM ? c->tw.stream_url : NULL);
+    sb_buf_json_cstr(b, c->tw.kind == TW_STREAM ? c->tw.stream_url : NULL);
     sb_buf_puts(b, ",\"stream_sid\":");
-    json_cstr(b, c->stream_sid[0] ? c->stream_sid : NULL);
+    sb_buf_json_cstr(b, c->stream_sid[0] ? c->stream_sid : NULL);
     sb_buf_printf(b, ",\"bad_signature\":%s,\"error\":", c->bad_signature ? "true" : "false");
-    json_cstr(b, c->ws_err ? sb_strerror(c->ws_err) : NULL);
+    sb_buf_json_cstr(b, c->ws_err ? sb_strerror(c->ws_err) : NULL);
     sb_buf_printf(b, ",\"http_status\":%d,\"close_code\":%u,\"closed_by\":", c->ws_http, (unsigned)c->close_code);
-    json_cstr(b, c->closed_by);
+    sb_buf_json_cstr(b, c->closed_by);
     sb_buf_printf(b, ",\"frames_total\":%u,\"frames_sent\":%u,\"frames_received\":%u,\"in_order\":%s,"
                      "\"out_of_order\":%u,\"duplicates\":%u,\"foreign\":%u,\"late\":%u,\"lost\":%u,\"dropped\":%llu,"
                      "\"wrong_stream_sid\":%u,\"parse_errors\":%u,\"other_events\":%u,\"delay_us\":",
@@ -1238,18 +1223,18 @@ static void call_details(sb_buf_t *b, const call_t *c)
     for (uint32_t i = 0; i < c->nmarks_recv && i < MAX_MARKS; i++) {
         if (i)
             sb_buf_puts(b, ",");
-        json_cstr(b, c->marks_recv[i]);
+        sb_buf_json_cstr(b, c->marks_recv[i]);
     }
     sb_buf_printf(b, "],\"marks_received_count\":%u,\"clears\":%u,\"dtmf_sent\":", c->nmarks_recv, c->clears);
-    json_str(b, sb_str(c->dtmf, c->dtmf_sent));
+    sb_buf_json_str(b, sb_str(c->dtmf, c->dtmf_sent));
     sb_buf_puts(b, "},\"last_error\":");
-    json_cstr(b, c->last_error[0] ? c->last_error : NULL);
+    sb_buf_json_cstr(b, c->last_error[0] ? c->last_error : NULL);
     sb_buf_puts(b, ",\"callbacks\":[");
     for (int i = 0; i < c->ncbs; i++) {
         const cb_rec_t *r = &c->cbs[i];
         sb_buf_printf(b, "%s{\"status\":\"%s\",\"t_us\":%llu,\"http_status\":%d,\"error\":", i ? "," : "", r->status,
                       (unsigned long long)r->t_us, r->http_status);
-        json_cstr(b, r->err ? sb_strerror(r->err) : NULL);
+        sb_buf_json_cstr(b, r->err ? sb_strerror(r->err) : NULL);
         sb_buf_puts(b, "}");
     }
     sb_buf_puts(b, "]}");
@@ -1911,37 +1896,37 @@ static void app_json(sb_buf_t *b)
                       first ? "" : ",", (unsigned long long)s->id, s->ws ? "true" : "false",
                       (unsigned long long)s->t_open_us, (unsigned long long)s->t_close_us);
         first = false;
-        json_cstr(b, s->target);
+        sb_buf_json_cstr(b, s->target);
         sb_buf_puts(b, ",\"signature\":");
-        json_cstr(b, s->signature);
+        sb_buf_json_cstr(b, s->signature);
         sb_buf_puts(b, ",\"twilio_signature\":");
-        json_cstr(b, s->twilio_signature);
+        sb_buf_json_cstr(b, s->twilio_signature);
         sb_buf_printf(b, ",\"delay_ms\":%u,\"stall\":%s,\"stream_sid\":", s->delay_ms, s->stall ? "true" : "false");
-        json_cstr(b, s->stream_sid[0] ? s->stream_sid : NULL);
+        sb_buf_json_cstr(b, s->stream_sid[0] ? s->stream_sid : NULL);
         sb_buf_puts(b, ",\"call_sid\":");
-        json_cstr(b, s->call_sid[0] ? s->call_sid : NULL);
+        sb_buf_json_cstr(b, s->call_sid[0] ? s->call_sid : NULL);
         sb_buf_puts(b, ",\"account_sid\":");
-        json_cstr(b, s->account_sid[0] ? s->account_sid : NULL);
+        sb_buf_json_cstr(b, s->account_sid[0] ? s->account_sid : NULL);
         sb_buf_puts(b, ",\"parameters\":{");
         for (size_t i = 0; i < s->nparams; i++) {
             if (i)
                 sb_buf_puts(b, ",");
-            json_cstr(b, s->pname[i]);
+            sb_buf_json_cstr(b, s->pname[i]);
             sb_buf_puts(b, ":");
-            json_cstr(b, s->pvalue[i]);
+            sb_buf_json_cstr(b, s->pvalue[i]);
         }
         sb_buf_printf(b, "},\"connected\":%u,\"starts\":%u,\"media\":%u,\"marks\":[", s->connected, s->starts,
                       s->media);
         for (uint32_t i = 0; i < s->marks && i < MAX_MARKS; i++) {
             if (i)
                 sb_buf_puts(b, ",");
-            json_cstr(b, s->marks_seen[i]);
+            sb_buf_json_cstr(b, s->marks_seen[i]);
         }
         sb_buf_printf(b, "],\"marks_count\":%u,\"dtmf\":", s->marks);
-        json_str(b, sb_str(s->dtmf, s->dtmf_n < sizeof s->dtmf ? s->dtmf_n : sizeof s->dtmf - 1));
+        sb_buf_json_str(b, sb_str(s->dtmf, s->dtmf_n < sizeof s->dtmf ? s->dtmf_n : sizeof s->dtmf - 1));
         sb_buf_printf(b, ",\"stops\":%u,\"other\":%u,\"parse_errors\":%u,\"last_error\":", s->stops, s->other,
                       s->parse_errors);
-        json_cstr(b, s->last_error[0] ? s->last_error : NULL);
+        sb_buf_json_cstr(b, s->last_error[0] ? s->last_error : NULL);
         sb_buf_puts(b, "}");
     }
     sb_buf_puts(b, "]}");

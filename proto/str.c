@@ -132,6 +132,21 @@ void sb_buf_printf(sb_buf_t *b, const char *fmt, ...)
     va_end(ap);
 }
 
+void sb_buf_json_str(sb_buf_t *b, sb_str_t s)
+{
+    sb_buf_append(b, "\"", 1);
+    sb_buf_json_escape(b, s);
+    sb_buf_append(b, "\"", 1);
+}
+
+void sb_buf_json_cstr(sb_buf_t *b, const char *s)
+{
+    if (s)
+        sb_buf_json_str(b, sb_str_cstr(s));
+    else
+        sb_buf_puts(b, "null");
+}
+
 void sb_buf_json_escape(sb_buf_t *b, sb_str_t s)
 {
     static const char hex[] = "0123456789abcdef";

@@ -46,6 +46,9 @@ void sb_buf_printf(sb_buf_t *b, const char *fmt, ...) __attribute__((format(prin
 void sb_buf_vprintf(sb_buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Appends s as the inside of a JSON string (no surrounding quotes), escaping as RFC 8259 requires. */
 void sb_buf_json_escape(sb_buf_t *b, sb_str_t s);
+/* Appends s as a whole JSON string, quotes included; the _cstr form appends null for a NULL s. */
+void sb_buf_json_str(sb_buf_t *b, sb_str_t s);
+void sb_buf_json_cstr(sb_buf_t *b, const char *s);
 /* The bytes as a NUL-terminated C string (the buffer always keeps a NUL after len once anything was added). */
 static inline const char *sb_buf_cstr(const sb_buf_t *b) { return b->p ? b->p : ""; }
 /* v in decimal into out (NUL-terminated); returns its length. What "%" PRId64 makes, without printf. */

@@ -184,12 +184,45 @@ static int64_t port_message_id(void *ctx)
  *                       first status that means them and kept); of several rows of one call the last wins.
  * The statement returns how many receipts it marked processed (for the figures); committed (the segment's Sync)
  * is the answer. */
-static const char write_sql[] =
-    "WITH u AS MATERIALIZED ("
-    "  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
-    "                       $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],"
-    "                       $15::text[], $16::text[])"
+/* The pieces the statements share: the rows (an unnest of the sixteen text arrays, in order), receipts marked
+ * processed, calls written whole, the event page. */
+#define WRITE_ROWS \
+    "WITH u AS MATERIALIZED (" \
+    "  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]," \
+    "                       $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[]," \
+    "                       $15::text[], $16::text[])" \
     "         WITH ORDINALITY AS u(v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, ord)),"
+
+#define WRITE_RECEIPTS \
+    " r AS (" \
+    "  UPDATE webhook_receipts w SET processed_at = now() FROM u" \
+    "  WHERE u.v1 = 'r' AND w.tenant_id = u.v2::bigint AND w.id = u.v3::bigint AND w.processed_at IS NULL" \
+    "  RETURNING 1),"
+
+#define WRITE_CALLS \
+    " k AS (" \
+    "  INSERT INTO calls AS x (tenant_id, id, channel_id, call_key, call_sid, direction, from_addr, to_addr, status," \
+    "                         voice_mode, rejected_cap, duration_s, ended_by, end_reason, idempotency_key," \
+    "                         answered_at, ended_at)" \
+    "  SELECT DISTINCT ON (v2, v3) v2::bigint, v3::bigint, v4::bigint, v5, v6, v7, v8, v9, v10, v11, v12, v13::int," \
+    "         v14, v15, v16," \
+    "         CASE WHEN v10 = 'in-progress' THEN now() END," \
+    "         CASE WHEN v10 IN ('completed', 'busy', 'no-answer', 'failed', 'canceled', 'rejected') THEN now() END" \
+    "  FROM u WHERE v1 = 'k' ORDER BY v2, v3, ord DESC" \
+    "  ON CONFLICT (tenant_id, id) DO UPDATE SET call_sid = coalesce(EXCLUDED.call_sid, x.call_sid)," \
+    "         status = EXCLUDED.status, duration_s = coalesce(EXCLUDED.duration_s, x.duration_s)," \
+    "         ended_by = coalesce(EXCLUDED.ended_by, x.ended_by)," \
+    "         end_reason = coalesce(EXCLUDED.end_reason, x.end_reason)," \
+    "         answered_at = coalesce(x.answered_at, EXCLUDED.answered_at)," \
+    "         ended_at = coalesce(x.ended_at, EXCLUDED.ended_at), updated_at = now()),"
+
+#define WRITE_PAGE \
+    " p AS (" \
+    "  INSERT INTO event_pages (tenant_id, first_cursor, last_cursor, events)" \
+    "  SELECT v2::bigint, v3::bigint, v4::bigint, v12::json FROM u WHERE v1 = 'p')"
+
+static const char write_sql[] =
+    WRITE_ROWS
     " m AS ("
     "  INSERT INTO messages (tenant_id, id, conversation_id, channel_id, seq, direction, sender, recipient, body,"
     "                        media, provider_id, status, idempotency_key, template, created_at, updated_at)"
@@ -218,63 +251,22 @@ static const char write_sql[] =
     "  DELETE FROM outbox x USING u"
     "  WHERE u.v1 = 'c' AND u.v7 LIKE '%f%' AND x.tenant_id = u.v2::bigint AND x.channel_id = u.v5::bigint"
     "  AND x.message_id = u.v3::bigint),"
-    " r AS ("
-    "  UPDATE webhook_receipts w SET processed_at = now() FROM u"
-    "  WHERE u.v1 = 'r' AND w.tenant_id = u.v2::bigint AND w.id = u.v3::bigint AND w.processed_at IS NULL"
-    "  RETURNING 1),"
-    " k AS ("
-    "  INSERT INTO calls AS x (tenant_id, id, channel_id, call_key, call_sid, direction, from_addr, to_addr, status,"
-    "                         voice_mode, rejected_cap, duration_s, ended_by, end_reason, idempotency_key,"
-    "                         answered_at, ended_at)"
-    "  SELECT DISTINCT ON (v2, v3) v2::bigint, v3::bigint, v4::bigint, v5, v6, v7, v8, v9, v10, v11, v12, v13::int,"
-    "         v14, v15, v16,"
-    "         CASE WHEN v10 = 'in-progress' THEN now() END,"
-    "         CASE WHEN v10 IN ('completed', 'busy', 'no-answer', 'failed', 'canceled', 'rejected') THEN now() END"
-    "  FROM u WHERE v1 = 'k' ORDER BY v2, v3, ord DESC"
-    "  ON CONFLICT (tenant_id, id) DO UPDATE SET call_sid = coalesce(EXCLUDED.call_sid, x.call_sid),"
-    "         status = EXCLUDED.status, duration_s = coalesce(EXCLUDED.duration_s, x.duration_s),"
-    "         ended_by = coalesce(EXCLUDED.ended_by, x.ended_by), end_reason = coalesce(EXCLUDED.end_reason, x.end_reason),"
-    "         answered_at = coalesce(x.answered_at, EXCLUDED.answered_at),"
-    "         ended_at = coalesce(x.ended_at, EXCLUDED.ended_at), updated_at = now()),"
-    " p AS ("
-    "  INSERT INTO event_pages (tenant_id, first_cursor, last_cursor, events)"
-    "  SELECT v2::bigint, v3::bigint, v4::bigint, v12::json FROM u WHERE v1 = 'p')"
+    WRITE_RECEIPTS
+    WRITE_CALLS
+    WRITE_PAGE
     " SELECT count(*) FROM r";
 
 /* A write of calls only (and their events): what the call actors write. */
 static const char write_calls_sql[] =
-    "WITH u AS MATERIALIZED ("
-    "  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
-    "                       $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],"
-    "                       $15::text[], $16::text[])"
-    "         WITH ORDINALITY AS u(v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, ord)),"
-    " k AS ("
-    "  INSERT INTO calls AS x (tenant_id, id, channel_id, call_key, call_sid, direction, from_addr, to_addr, status,"
-    "                         voice_mode, rejected_cap, duration_s, ended_by, end_reason, idempotency_key,"
-    "                         answered_at, ended_at)"
-    "  SELECT DISTINCT ON (v2, v3) v2::bigint, v3::bigint, v4::bigint, v5, v6, v7, v8, v9, v10, v11, v12, v13::int,"
-    "         v14, v15, v16,"
-    "         CASE WHEN v10 = 'in-progress' THEN now() END,"
-    "         CASE WHEN v10 IN ('completed', 'busy', 'no-answer', 'failed', 'canceled', 'rejected') THEN now() END"
-    "  FROM u WHERE v1 = 'k' ORDER BY v2, v3, ord DESC"
-    "  ON CONFLICT (tenant_id, id) DO UPDATE SET call_sid = coalesce(EXCLUDED.call_sid, x.call_sid),"
-    "         status = EXCLUDED.status, duration_s = coalesce(EXCLUDED.duration_s, x.duration_s),"
-    "         ended_by = coalesce(EXCLUDED.ended_by, x.ended_by), end_reason = coalesce(EXCLUDED.end_reason, x.end_reason),"
-    "         answered_at = coalesce(x.answered_at, EXCLUDED.answered_at),"
-    "         ended_at = coalesce(x.ended_at, EXCLUDED.ended_at), updated_at = now()),"
-    " p AS ("
-    "  INSERT INTO event_pages (tenant_id, first_cursor, last_cursor, events)"
-    "  SELECT v2::bigint, v3::bigint, v4::bigint, v12::json FROM u WHERE v1 = 'p')"
+    WRITE_ROWS
+    WRITE_CALLS
+    WRITE_PAGE
     " SELECT 0";
 
 /* The same for a write of inbound messages only (their receipts and events): what most writes are, without the
  * outbox's, the history's and the status changes' sub-statements (each costs its setup on every execution). */
 static const char write_in_sql[] =
-    "WITH u AS MATERIALIZED ("
-    "  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
-    "                       $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],"
-    "                       $15::text[], $16::text[])"
-    "         WITH ORDINALITY AS u(v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, ord)),"
+    WRITE_ROWS
     " m AS ("
     "  INSERT INTO messages (tenant_id, id, conversation_id, channel_id, seq, direction, sender, recipient, body,"
     "                        media, provider_id, status, created_at, updated_at)"
@@ -282,13 +274,8 @@ static const char write_in_sql[] =
     "  SELECT v2::bigint, v3::bigint, v4::bigint, v5::bigint, v6::bigint, v7, v8, v9, v10, v11::jsonb, v12, v13,"
     "         v16::timestamptz, v16::timestamptz"
     "  FROM u WHERE v1 = 'm' ORDER BY ord),"
-    " r AS ("
-    "  UPDATE webhook_receipts w SET processed_at = now() FROM u"
-    "  WHERE u.v1 = 'r' AND w.tenant_id = u.v2::bigint AND w.id = u.v3::bigint AND w.processed_at IS NULL"
-    "  RETURNING 1),"
-    " p AS ("
-    "  INSERT INTO event_pages (tenant_id, first_cursor, last_cursor, events)"
-    "  SELECT v2::bigint, v3::bigint, v4::bigint, v12::json FROM u WHERE v1 = 'p')"
+    WRITE_RECEIPTS
+    WRITE_PAGE
     " SELECT count(*) FROM r";
 
 #define WCOLS 16
