@@ -28,7 +28,7 @@
 static const char default_at_capacity[] = "All our lines are busy. Please call again later.";
 static const char default_fallback[] = "We cannot take your call right now. Please call again later.";
 
-enum { C_GRANT = SB_CALL_INTERNAL, C_FOUND, C_FETCHED, C_PROVIDER, C_RENEWED };
+enum { C_GRANT = SB_CALL_INTERNAL, C_FOUND, C_FETCHED, C_PROVIDER, C_RENEWED, C_RETAKEN };
 enum { TIMER_RENEW = 1, TIMER_MAX, TIMER_DIAL, TIMER_ID };
 
 typedef enum phase {
@@ -324,6 +324,25 @@ static void granted_cb(void *arg, int err, const sb_call_grant_t *g)
 static void renewed_cb(void *arg, int err)
 {
     post(arg, C_RENEWED, err, 0, 0, sb_str("", 0));
+}
+
+static void retaken_cb(void *arg, int err, const sb_call_grant_t *g)
+{
+    sb_str_t cap = err || g->admitted ? sb_str("", 0) : sb_str_cstr(g->full);
+    post(arg, C_RETAKEN, err, err ? 0 : g->admitted, 0, cap);
+}
+
+/* The lease ran out under a live call (Redis lost it in a restart, or this node stalled past it): the call is
+ * admitted again under its key, so it counts against the caps while it lasts. */
+static void retake(call_t *c)
+{
+    sb_log_warn("call %" PRId64 ": its slot's lease had run out (Redis restarted, or the node stalled): taken again",
+                c->id);
+    sb_call_limits_t lim = {.tenant_max = c->v.tenant_max, .channel_max = c->v.channel_max};
+    comp_t *k = comp_new(c);
+    if (c->ports->counters.call_admit(c->ports->counters.ctx, c->tenant, c->channel, c->call_key, &lim, retaken_cb,
+                                      k) < 0)
+        free(k); /* Redis away: the next renewal finds the lease gone again and tries again */
 }
 
 static void renew(call_t *c)
@@ -1009,8 +1028,12 @@ static int on_internal(sb_actor_t *a, void *state, sb_msg_t *m)
         return on_provider(c, d);
     case C_RENEWED:
         if (d->err == SB_ENOENT && c->slot)
-            sb_log_warn("call %" PRId64 ": its slot's lease had run out (Redis restarted, or the node was stalled)",
-                        c->id);
+            retake(c);
+        return 0;
+    case C_RETAKEN:
+        if (!d->err && !d->a && c->slot)
+            sb_log_warn("call %" PRId64 ": its slot's lease was lost and the %s's cap is full now: the call goes on, "
+                        "counted over the cap until it ends", c->id, d->text);
         return 0;
     }
     return 0;

@@ -223,6 +223,22 @@ def test_live_inbox(gw, mock):
     ws.shutdown()
 
 
+def test_lease_lost(gw, mock):
+    """A live call whose lease Redis lost (a restart without persistence) is admitted again at its next renewal, so
+    it keeps counting against the caps."""
+    t = Tenant(gw, {"voice_mode": "forward", "forward_to": "+14155550100"})
+    sid = new_sid()
+    t.voice(gw, sid)
+    for key in ("sb:{calls}:fleet", "sb:{calls}:t:%s" % t.id, "sb:{calls}:ch:%s" % t.channel):
+        redis(1, "ZREM", key, sid)
+    h.ok(zcount("sb:{calls}:ch:%s" % t.channel) == 0, "the lease is gone from Redis")
+    back = h.wait_for(lambda: zcount("sb:{calls}:ch:%s" % t.channel) == 1 and
+                      zcount("sb:{calls}:t:%s" % t.id) == 1, 7, 0.2)
+    h.ok(back, "within a renewal period (5 s) the call holds its slot again")
+    t.status(gw, sid, "completed", 1, duration=2)
+    h.ok(zcount("sb:{calls}:ch:%s" % t.channel) == 0, "and releases it when it ends")
+
+
 def test_modes_and_caps(gw):
     t = Tenant(gw, {"voice_mode": "forward", "forward_to": "+14155550199", "max_concurrent_calls": 2,
                     "at_capacity_twiml": '<?xml version="1.0"?><Response><Reject reason="busy"/></Response>'})
@@ -562,7 +578,7 @@ def test_file():
         gw.config["public_url"] = "http://127.0.0.1:%d" % gw.port  # Twilio's URLs name the port
         with gw:
             for t in (test_incoming_stream, test_refusals, test_relay, test_simulated_calls, test_app_unreachable,
-                      test_outgoing, test_slow_app, test_live_inbox):
+                      test_outgoing, test_slow_app, test_live_inbox, test_lease_lost):
                 h.subtest(t, gw, mock)
             h.subtest(test_modes_and_caps, gw)
             h.subtest(test_twiml_url, gw)
