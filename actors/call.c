@@ -75,8 +75,7 @@ typedef struct call {
 
 static _Atomic uint64_t incarnations;
 
-/* ---- requests ----------------------------------------------------------------------------------------------------
- */
+/* ---- requests ------------------------------------------------------------------------------------------------- */
 
 sb_call_req_t *sb_call_req_new(sb_call_op_t op)
 {
@@ -163,8 +162,7 @@ void sb_call_stream(sb_rt_t *rt, unsigned owner, const char *call_key, const sb_
     sb_rt_send_key(rt, owner, &sb_call_kind, sb_call_key_hash(call_key), SB_CALL_STREAM, news, sizeof *news);
 }
 
-/* ---- completions -------------------------------------------------------------------------------------------------
- */
+/* ---- completions ---------------------------------------------------------------------------------------------- */
 
 typedef struct comp {
     sb_rt_t *rt;
@@ -212,8 +210,7 @@ static const done_t *opened(const call_t *c, const sb_msg_t *m)
     return d->epoch == c->epoch ? d : NULL;
 }
 
-/* ---- the row, its events -----------------------------------------------------------------------------------------
- */
+/* ---- the row, its events -------------------------------------------------------------------------------------- */
 
 static void set(char **field, const char *v)
 {
@@ -289,8 +286,7 @@ static int write_row(call_t *c, const char *type)
     return rc;
 }
 
-/* ---- the slot ----------------------------------------------------------------------------------------------------
- */
+/* ---- the slot ------------------------------------------------------------------------------------------------- */
 
 static void release(call_t *c)
 {
@@ -352,8 +348,7 @@ static void renew(call_t *c)
         free(k); /* Redis away: the next tick tries again, well within the lease */
 }
 
-/* ---- the provider ------------------------------------------------------------------------------------------------
- */
+/* ---- the provider --------------------------------------------------------------------------------------------- */
 
 static void provider_cb(void *arg, const sb_call_outcome_t *o)
 {
@@ -391,13 +386,7 @@ static int provider_call(call_t *c, bool placing, bool hangup, const char *twiml
     return rc;
 }
 
-/* ---- TwiML -------------------------------------------------------------------------------------------------------
- */
-
-static void say_hangup(sb_buf_t *out, const char *text)
-{
-    sb_twiml_say_hangup(out, text);
-}
+/* ---- TwiML ---------------------------------------------------------------------------------------------------- */
 
 /* The TwiML of an admitted call by its voice mode (twiml_url is fetched: see fetch()). */
 static void connect_twiml(call_t *c, sb_buf_t *out)
@@ -418,7 +407,7 @@ static void fallback_twiml(call_t *c, sb_buf_t *out)
     if (c->v.fallback_twiml)
         sb_buf_puts(out, c->v.fallback_twiml);
     else
-        say_hangup(out, default_fallback);
+        sb_twiml_say_hangup(out, default_fallback);
 }
 
 static void fetched_cb(void *arg, int status, sb_str_t body)
@@ -438,8 +427,7 @@ static bool fetch(call_t *c)
     return true;
 }
 
-/* ---- working the requests ----------------------------------------------------------------------------------------
- */
+/* ---- working the requests ------------------------------------------------------------------------------------- */
 
 static void next(call_t *c);
 
@@ -555,13 +543,11 @@ static void found_cb(void *arg, int err, bool found, const sb_call_row_t *row)
 {
     sb_buf_t t;
     sb_buf_init(&t);
-    if (found) { /* key=value lines, enough to restore a call */
+    if (found) { /* the fields that restore a call, each NUL-terminated, in the order on_found reads them */
         const char *f[] = {row->call_key, row->call_sid,   row->direction, row->from,      row->to,
                            row->status,   row->voice_mode, row->ended_by,  row->end_reason};
-        for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
-            sb_buf_puts(&t, f[i] ? f[i] : "");
-            sb_buf_append(&t, "\n", 1);
-        }
+        for (size_t i = 0; i < sizeof f / sizeof *f; i++)
+            sb_buf_append(&t, f[i] ? f[i] : "", strlen(f[i] ? f[i] : "") + 1);
         sb_buf_printf(&t, "%" PRId64, row->duration_s);
     }
     post(arg, C_FOUND, err, found ? row->id : 0, found ? row->tenant : 0, sb_str(t.p, t.len));
@@ -691,8 +677,7 @@ static void next(call_t *c)
     }
 }
 
-/* ---- handlers ----------------------------------------------------------------------------------------------------
- */
+/* ---- handlers ------------------------------------------------------------------------------------------------- */
 
 static int on_request(sb_actor_t *a, void *state, sb_msg_t *m)
 {
@@ -771,7 +756,7 @@ static void opened_with_id(call_t *c)
         if (c->v.at_capacity_twiml)
             sb_buf_puts(&c->twiml, c->v.at_capacity_twiml);
         else
-            say_hangup(&c->twiml, default_at_capacity);
+            sb_twiml_say_hangup(&c->twiml, default_at_capacity);
         if (write_row(c, "call.rejected") < 0) {
             answer(r, 503, "unavailable", "the call could not be stored now; retry");
             c->cur = NULL;
@@ -883,20 +868,14 @@ static int on_found(call_t *c, const done_t *d)
         return 0;
     }
     c->id = d->a;
-    char *lines = sb_strdup(d->text);
     char **f[] = {&c->call_key, &c->call_sid,   &c->direction, &c->from,      &c->to,
                   &c->status,   &c->voice_mode, &c->ended_by,  &c->end_reason};
-    char *tok = lines;
-    for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
-        char *nl = strchr(tok, '\n');
-        if (!nl)
-            break;
-        *nl = 0;
-        set(f[i], *tok ? tok : NULL);
-        tok = nl + 1;
+    const char *p = d->text, *end_of = d->text + d->len;
+    for (size_t i = 0; i < sizeof f / sizeof *f && p < end_of; i++) {
+        set(f[i], *p ? p : NULL);
+        p += strlen(p) + 1;
     }
-    c->duration_s = strtoll(tok, NULL, 10);
-    free(lines);
+    c->duration_s = p < end_of ? strtoll(p, NULL, 10) : -1;
     if (is_final(c->status)) {
         c->phase = P_ENDED;
     } else {
@@ -1033,14 +1012,14 @@ static int on_internal(sb_actor_t *a, void *state, sb_msg_t *m)
     case C_RETAKEN:
         if (!d->err && !d->a && c->slot)
             sb_log_warn("call %" PRId64 ": its slot's lease was lost and the %s's cap is full now: the call goes on, "
-                        "counted over the cap until it ends", c->id, d->text);
+                        "counted over the cap until it ends",
+                        c->id, d->text);
         return 0;
     }
     return 0;
 }
 
-/* ---- the kind ----------------------------------------------------------------------------------------------------
- */
+/* ---- the kind ------------------------------------------------------------------------------------------------- */
 
 static int call_init(sb_actor_t *a, void *state, const void *arg)
 {

@@ -94,8 +94,7 @@ static void app_failed(relay_t *r, const char *why)
     tell(r, SB_CALL_STREAM_APP_FAILED);
 }
 
-/* ---- the voice app's side ----------------------------------------------------------------------------------------
- */
+/* ---- the voice app's side ------------------------------------------------------------------------------------- */
 
 static void app_message(void *arg, sb_wsclient_t *c, bool binary, sb_str_t text)
 {
@@ -188,8 +187,7 @@ static void app_dial(relay_t *r, sb_str_t start)
     sb_wsclient_send(r->app, false, start, false);
 }
 
-/* ---- Twilio's side -----------------------------------------------------------------------------------------------
- */
+/* ---- Twilio's side -------------------------------------------------------------------------------------------- */
 
 static bool on_start(relay_t *r, const sb_ms_frame_t *f, sb_str_t text)
 {
@@ -300,8 +298,7 @@ void sb_media_accept(sb_shard_t *s, sb_http_req_t *req, const sb_chan_t *ch)
     }
 }
 
-/* ---- the module --------------------------------------------------------------------------------------------------
- */
+/* ---- the module ----------------------------------------------------------------------------------------------- */
 
 static int media_start(sb_shard_t *s, void **state)
 {

@@ -23,8 +23,7 @@
 
 static const char twiml_ok[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
 
-/* ---- on the way to the call's actor and back ----------------------------------------------------------------------
- */
+/* ---- on the way to the call's actor and back ------------------------------------------------------------------ */
 
 typedef void (*answered_fn)(sb_call_req_t *r, void *arg);
 
@@ -97,8 +96,7 @@ bool sb_voice_stream_url(sb_http_req_t *req, const sb_config_t *cfg, int64_t cha
     return ok;
 }
 
-/* ---- Twilio's webhooks ------------------------------------------------------------------------------------------
- */
+/* ---- Twilio's webhooks ---------------------------------------------------------------------------------------- */
 
 static void twiml_answered(sb_call_req_t *r, void *arg)
 {
@@ -160,8 +158,7 @@ void sb_voice_status(sb_shard_t *s, sb_http_req_t *req, const sb_voice_channel_t
     dispatch(s, r, status_answered, req);
 }
 
-/* ---- REST: /v1/calls ----------------------------------------------------------------------------------------------
- */
+/* ---- REST: /v1/calls ------------------------------------------------------------------------------------------ */
 
 typedef struct place {
     sb_shard_t *s;
@@ -374,8 +371,7 @@ bool sb_voice_api(sb_shard_t *s, sb_http_req_t *req, const sb_config_t *cfg, int
     return true;
 }
 
-/* ---- the console's hangup ----------------------------------------------------------------------------------------
- */
+/* ---- the console's hangup ------------------------------------------------------------------------------------- */
 
 typedef struct hangup {
     sb_shard_t *s;
