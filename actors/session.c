@@ -396,7 +396,9 @@ static void conv_event(session_t *s, const conv_t *c, sb_buf_t *b)
     sb_buf_append_i64(b, c->id);
     sb_buf_puts(b, "\",\"channel_id\":\"");
     sb_buf_append_i64(b, s->channel);
-    sb_buf_puts(b, "\",\"contact\":{\"id\":\"");
+    sb_buf_puts(b, "\",\"channel_type\":");
+    json_str(b, sb_channel_type_name(s->info.type));
+    sb_buf_puts(b, ",\"contact\":{\"id\":\"");
     sb_buf_append_i64(b, c->contact_id);
     sb_buf_puts(b, "\",\"address\":");
     json_str(b, c->address);
@@ -875,7 +877,9 @@ static void message_event(session_t *s, const sb_new_message_t *m, const char *m
     sb_buf_append_i64(b, m->id);
     sb_buf_puts(b, "\",\"conversation_id\":\"");
     sb_buf_append_i64(b, m->conversation_id);
-    sb_buf_puts(b, "\",\"channel_id\":\"");
+    sb_buf_puts(b, "\",\"seq\":");
+    sb_buf_append_i64(b, m->seq);
+    sb_buf_puts(b, ",\"channel_id\":\"");
     sb_buf_append_i64(b, s->channel);
     sb_buf_puts(b, m->out ? "\",\"direction\":\"out\",\"from\":" : "\",\"direction\":\"in\",\"from\":");
     json_str(b, m->sender);

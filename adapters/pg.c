@@ -11,6 +11,7 @@
 #include "gateway/log.h"
 #include "proto/err.h"
 #include "proto/mem.h"
+#include "proto/redact.h"
 
 #include <libpq-fe.h>
 #include <string.h>
@@ -446,6 +447,28 @@ static void lost(sb_pg_t *pg, const char *why)
 
 /* Takes every result libpq can give without blocking. Each query yields exactly one result (no multi-statement
  * strings in pipeline mode), the NULLs between them are separators, and a PIPELINE_SYNC result ends a segment. */
+/* A refused statement's detail, as callbacks and logs see it: its SQLSTATE and the server's primary message, never
+ * PQresultErrorMessage's DETAIL ("Failing row contains (...)", "Key (address)=(...)" quote the row: a body, a
+ * number). A data exception's message quotes the value after a colon, so that part goes too; numbers left anywhere
+ * are masked (sb_redact_text). */
+static void error_detail(char *out, size_t size, const PGresult *res)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    if (!msg)
+        msg = "no message";
+    size_t keep = strlen(msg);
+    if (state && state[0] == '2' && state[1] == '2') {
+        const char *colon = strchr(msg, ':');
+        if (colon)
+            keep = (size_t)(colon - msg);
+    }
+    int n = snprintf(out, size, "SQLSTATE %s: %.*s", state ? state : "?????", (int)keep, msg);
+    size_t len = n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+    len = sb_redact_text(out, len);
+    out[len] = '\0';
+}
+
 static void read_results(sb_pg_t *pg)
 {
     if (!PQconsumeInput(pg->conn) || PQstatus(pg->conn) == CONNECTION_BAD) {
@@ -482,10 +505,7 @@ static void read_results(sb_pg_t *pg)
             PQclear(res);
         } else {
             q->err = SB_EINVAL;
-            snprintf(q->detail, sizeof q->detail, "%s", PQresultErrorMessage(res));
-            size_t n = strlen(q->detail);
-            while (n && (q->detail[n - 1] == '\n' || q->detail[n - 1] == ' '))
-                q->detail[--n] = '\0';
+            error_detail(q->detail, sizeof q->detail, res);
             q->res = res;
         }
     }

@@ -29,6 +29,7 @@ enum key_kind {
     KIND_HEX_KEY,   /* master_key */
     KIND_NODE_ID,
     KIND_LOG_LEVEL,
+    KIND_LOG_FORMAT,
     KIND_MODE,
     KIND_ORIGINS,   /* char *: "*" or comma-separated scheme://host[:port], stored lower case without blanks */
     KIND_CIDRS      /* trusted_proxies: char * (normalized text) plus the parsed list */
@@ -58,6 +59,7 @@ static const key_def_t keys[] = {
     {"node_id", KIND_NODE_ID, F(node_id), 0, 0},
     {"slots", KIND_INT, F(slots), 1, 65536},
     {"log_level", KIND_LOG_LEVEL, F(log_level), 0, 0},
+    {"log_format", KIND_LOG_FORMAT, F(log_format), 0, 0},
     {"mode", KIND_MODE, F(mode_dev), 0, 0},
     {"header_timeout", KIND_INT, F(header_timeout_s), 1, 3600},
     {"idle_timeout", KIND_INT, F(idle_timeout_s), 1, 86400},
@@ -81,6 +83,7 @@ static const key_def_t keys[] = {
 #define NODE_ID_MAX 64
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
+static const char *const format_names[] = {"text", "json"};
 
 static void __attribute__((format(printf, 3, 4))) errf(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -485,6 +488,20 @@ static int apply(sb_config_t *c, const key_def_t *k, sb_str_t v, char *why, size
         }
         break;
     }
+    case KIND_LOG_FORMAT: {
+        char buf[8];
+        enum sb_log_format format;
+        reason = "must be text or json";
+        if (v.len < sizeof buf) {
+            memcpy(buf, v.p, v.len);
+            buf[v.len] = '\0';
+            if (sb_log_format_parse(buf, &format) == 0) {
+                c->log_format = format;
+                reason = NULL;
+            }
+        }
+        break;
+    }
     case KIND_ORIGINS: {
         char *list = NULL;
         if ((reason = parse_origins(v, &list)) == NULL) {
@@ -557,6 +574,7 @@ void sb_config_init(sb_config_t *c)
     c->node_id = sb_strdup(node_id_valid(sb_str_cstr(host)) ? host : "localhost");
     c->slots = 1024;
     c->log_level = SB_LOG_INFO;
+    c->log_format = SB_LOG_TEXT;
     c->mode_dev = 0;
     c->header_timeout_s = 10;
     c->idle_timeout_s = 60;
@@ -849,6 +867,11 @@ void sb_config_dump(const sb_config_t *c, sb_buf_t *out)
         case KIND_LOG_LEVEL: {
             unsigned lv = (unsigned)c->log_level;
             sb_buf_printf(out, "%s = %s\n", k->name, lv < 4 ? level_names[lv] : "?");
+            break;
+        }
+        case KIND_LOG_FORMAT: {
+            unsigned f = (unsigned)c->log_format;
+            sb_buf_printf(out, "%s = %s\n", k->name, f < 2 ? format_names[f] : "?");
             break;
         }
         case KIND_MODE:

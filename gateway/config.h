@@ -30,6 +30,7 @@
  *   node_id          gethostname()       1..64 bytes of [A-Za-z0-9._-]; "localhost" if the hostname does not fit
  *   slots            1024                1..65536
  *   log_level        info                error | warn | info | debug
+ *   log_format       text                text | json (one JSON object per line, for log shippers)
  *   mode             production          dev | production
  *   header_timeout   10                  seconds, 1..3600: a request's headers must have arrived within this
  *   idle_timeout     60                  seconds, 1..86400: a keep-alive connection idle this long is closed
@@ -100,6 +101,7 @@ typedef struct sb_config {
     char *node_id;
     int slots;
     enum sb_log_level log_level;
+    enum sb_log_format log_format;
     int mode_dev; /* 1 for mode = dev, 0 for production */
     int header_timeout_s;
     int idle_timeout_s;

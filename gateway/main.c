@@ -246,6 +246,7 @@ int main(int argc, char **argv)
         return 0;
     }
     sb_log_set_level(cfg.log_level);
+    sb_log_set_format(cfg.log_format);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
     if (cfg.mode_dev)

@@ -7,6 +7,9 @@
 #                      (one result per target; targets without a corpus dir are skipped)
 #   3. integration     python3 tests/integration/test_*.py, once against build/release/switchboard
 #                      and once against build/asan/switchboard (TAP; needs ops/stack.sh up)
+#                      with the log audit on (SB_LOG_AUDIT_DIR, a fresh directory per variant): the
+#                      gateways log at debug, the harness keeps every gateway's log and the strings the
+#                      tests used there, and test_zz_log_audit.py, last of each pass, fails on any leak
 #
 # Counts the individual TAP results ("ok N" / "not ok N"). A program that exits non-zero without
 # a "not ok", or whose output has no "1..N" plan (it died half-way), counts as one more failure.
@@ -23,7 +26,8 @@ VERBOSE=${VERBOSE:-0}
 PASSED=0
 FAILED=0
 OUT=$(mktemp)
-trap 'rm -f "$OUT"' EXIT
+AUDIT=$(mktemp -d)
+trap 'rm -rf "$OUT" "$AUDIT"' EXIT
 
 # Sanitizer settings for everything built with ASan/UBSan. Leak detection stays ON: libpq, hiredis
 # and libcurl were checked to free everything on a clean shutdown.
@@ -115,9 +119,11 @@ if ! ops/stack.sh status >/dev/null; then
     echo "note: the local stack is not up; integration tests need: ops/stack.sh up && ops/migrate.sh"
 fi
 for variant in release asan; do
-    for t in tests/integration/test_*.py; do
+    mkdir -p "$AUDIT/$variant"
+    for t in tests/integration/test_*.py; do   # sorted: test_zz_log_audit.py comes last
         run "$t [$variant]" 180 \
-            env SB_BIN="build/$variant/switchboard" PYTHONDONTWRITEBYTECODE=1 python3 "$t"
+            env SB_BIN="build/$variant/switchboard" SB_LOG_AUDIT_DIR="$AUDIT/$variant" PYTHONDONTWRITEBYTECODE=1 \
+            python3 "$t"
     done
 done
 

@@ -277,11 +277,15 @@ int sb_query_api_key_tenant(sb_store_t *st, const char *key_hash, key_cb_t cb, v
 /* The JSON the API answers is built by PostgreSQL: its timestamps' and jsonb's text forms are what clients have
  * always been given. */
 static const char conversations_sql[] =
-    "SELECT json_build_object('id', v.id::text, 'channel_id', v.channel_id::text, 'contact',"
+    "SELECT json_build_object('id', v.id::text, 'channel_id', v.channel_id::text, 'channel_type', h.type, 'contact',"
     " json_build_object('id', c.id::text, 'address', c.address, 'profile_name', c.profile_name),"
-    " 'last_seq', coalesce(l.seq, 0), 'last_message_at', l.created_at, 'created_at', v.created_at)::text"
+    " 'last_seq', coalesce(l.seq, 0), 'last_message_at', l.created_at, 'last_message', CASE WHEN l.seq IS NOT NULL"
+    " THEN json_build_object('id', l.id::text, 'direction', l.direction, 'body', l.body) END,"
+    " 'created_at', v.created_at)::text"
     " FROM conversations v JOIN contacts c ON c.tenant_id = v.tenant_id AND c.id = v.contact_id"
-    " LEFT JOIN LATERAL (SELECT m.seq, m.created_at FROM messages m WHERE m.tenant_id = v.tenant_id"
+    " JOIN channels h ON h.tenant_id = v.tenant_id AND h.id = v.channel_id"
+    " LEFT JOIN LATERAL (SELECT m.id, m.seq, m.direction, m.body, m.created_at FROM messages m"
+    "                    WHERE m.tenant_id = v.tenant_id"
     "                    AND m.conversation_id = v.id ORDER BY m.seq DESC LIMIT 1) l ON true"
     " WHERE v.tenant_id = $1 AND v.id < $2 ORDER BY v.id DESC LIMIT $3";
 

@@ -15,6 +15,14 @@ send. Output is TAP, which tests/run.sh counts.
 Gateway.__exit__ stops the process with SIGTERM and asserts it exits 0 within 10 s (an ASan or
 UBSan report makes the exit code non-zero, which is how those are caught); its log (stdout and
 stderr) is printed as TAP comments whenever something failed while it ran.
+
+The log audit (tests/run.sh sets SB_LOG_AUDIT_DIR): gateways log at debug, every gateway's log is
+copied into that directory when it finishes, and the personal data and secrets the tests used are
+written beside them (personal-<pid>.txt, one JSON string a line): what the tests declare with
+h.personal(value), and what the harness sees go by on its own, in the requests it sends (JSON and
+form fields such as body, to, from, address, tokens, secrets; Authorization headers; signatures),
+the answers it reads (keys, tokens, secrets) and the inbox frames wsclient sends. Afterwards
+test_zz_log_audit.py searches every kept log for all of it.
 """
 
 import json
@@ -39,6 +47,115 @@ if not os.path.isabs(SB_BIN):
 REDIS_URL = "redis://127.0.0.1:6390/1"  # db 1: tests never touch the dev data in db 0
 DATABASE_URL = "host=127.0.0.1 port=5440 dbname=switchboard_test user=switchboard"
 ADMIN_TOKEN = "test-token"
+
+# --- the log audit (see the top of the file) ------------------------------------------------------
+
+AUDIT_DIR = os.environ.get("SB_LOG_AUDIT_DIR") or None
+# Field names whose values are personal data or secrets, in JSON bodies (any depth), forms and answers.
+PERSONAL_FIELDS = {
+    "body", "to", "from", "address", "wa_id", "display_phone_number", "profile_name", "name_of_contact",
+    "forward_to", "auth_token", "access_token", "app_secret", "verify_token", "token", "key", "secret", "password",
+    "Body", "From", "To", "Caller", "Called", "ProfileName", "WaId", "Digits", "SpeechResult",
+    "hub.verify_token", "text", "caption",
+}
+MIN_PERSONAL = 8  # shorter strings ("hi", "poison") would match innocent log text (a constraint's name)
+_personal = set()
+_personal_written = set()
+
+
+def personal(*values):
+    """Declares strings this test used that no log may contain (bodies, numbers, keys, tokens, secrets); a no-op
+    unless the log audit is on. Returns the first value, so that it can wrap an expression."""
+    if AUDIT_DIR:
+        for v in values:
+            if isinstance(v, bytes):
+                v = v.decode("utf-8", "replace")
+            if isinstance(v, str) and len(v.strip()) >= MIN_PERSONAL:
+                _personal.add(v)
+    return values[0] if values else None
+
+
+def observe(obj, name=None):
+    """Records, from a decoded JSON value or form (dict, list, str), the values of PERSONAL_FIELDS."""
+    if not AUDIT_DIR:
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            observe(v, k)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            observe(v, name)
+    elif name in PERSONAL_FIELDS and isinstance(obj, (str, bytes)):
+        personal(obj)
+        if isinstance(obj, str) and obj.startswith("whatsapp:"):
+            personal(obj[len("whatsapp:"):])
+
+
+def _observe_body(body, content_type=""):
+    if not body:
+        return
+    try:
+        text = body.decode("utf-8")
+    except (UnicodeDecodeError, AttributeError):
+        return
+    if text[:1] in "{[":
+        try:
+            observe(json.loads(text))
+        except ValueError:
+            pass
+    elif "urlencoded" in content_type.lower() or ("=" in text and " " not in text[:200]):
+        try:
+            import urllib.parse
+            observe(dict(urllib.parse.parse_qsl(text, keep_blank_values=True)))
+        except ValueError:
+            pass
+
+
+def _observe_request(data):
+    """The personal data in one HTTP request's bytes (as a test sends them; malformed ones give what they give)."""
+    if not AUDIT_DIR or not data.startswith((b"GET ", b"POST ", b"PUT ", b"PATCH ", b"DELETE ", b"HEAD ")):
+        return
+    head, _, body = data.partition(b"\r\n\r\n")
+    ctype = ""
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        name, value = name.strip().lower(), value.strip()
+        if name == "authorization":
+            personal(value.split(" ", 1)[-1])
+        elif name in ("x-twilio-signature", "x-hub-signature-256", "x-switchboard-signature"):
+            personal(value.split("=", 1)[-1] if name == "x-hub-signature-256" else value)
+        elif name == "content-type":
+            ctype = value
+    _observe_body(body, ctype)
+
+
+def _flush_personal():
+    """Appends what was declared since the last flush to this process's file in the audit directory."""
+    if not AUDIT_DIR:
+        return
+    new = _personal - _personal_written
+    if not new:
+        return
+    os.makedirs(AUDIT_DIR, exist_ok=True)
+    with open(os.path.join(AUDIT_DIR, "personal-%d.txt" % os.getpid()), "a", encoding="utf-8") as f:
+        for v in sorted(new):
+            f.write(json.dumps(v) + "\n")
+    _personal_written.update(new)
+
+
+_kept_logs = 0
+
+
+def keep_log(path, what="gateway"):
+    """Copies a gateway's log into the audit directory (when the audit is on), named after the test file."""
+    global _kept_logs
+    if not AUDIT_DIR or not os.path.exists(path):
+        return
+    os.makedirs(AUDIT_DIR, exist_ok=True)
+    _kept_logs += 1
+    name = "%s-%s-%d-%d.log" % (os.path.splitext(os.path.basename(sys.argv[0]))[0], what, os.getpid(), _kept_logs)
+    shutil.copyfile(path, os.path.join(AUDIT_DIR, name))
+    _flush_personal()
 
 
 def sql(query, database_url=DATABASE_URL):
@@ -91,6 +208,7 @@ def subtest(fn, *args):
 def done():
     """Print the plan and exit: 0 if every result passed, 1 otherwise."""
     _reap_all()
+    _flush_personal()
     print("1..%d" % _n)
     sys.stdout.flush()
     sys.exit(1 if _failed or _n == 0 else 0)
@@ -231,7 +349,7 @@ class Gateway:
             "shards": "2",
             "redis_url": REDIS_URL,
             "database_url": DATABASE_URL,
-            "log_level": "info",
+            "log_level": "debug" if AUDIT_DIR else "info",
         }
         for k, v in options.items():
             if v is None:
@@ -259,6 +377,7 @@ class Gateway:
         return exc_type is not None and issubclass(exc_type, GatewayFailed)
 
     def start(self):
+        personal(self.config.get("admin_token"), self.config.get("master_key"))
         with open(self.conf_path, "w") as f:
             f.write("# written by tests/integration/harness.py\n")
             for k, v in self.config.items():
@@ -364,6 +483,7 @@ class Gateway:
                 lines = lines[-400:]
             diag("\n".join(lines))
             diag("---- end of gateway log ----")
+        keep_log(self.log_path)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -406,6 +526,7 @@ class HttpConn:
 
     def send(self, data):
         """Send all bytes; False if the peer had closed or reset the connection."""
+        _observe_request(data)
         try:
             self.sock.sendall(data)
             return True
@@ -477,6 +598,8 @@ class HttpConn:
             while self._fill():
                 pass
             body, self.buf = self.buf, b""
+        if AUDIT_DIR and "json" in headers.get("content-type", ""):
+            _observe_body(body)
         return Response(status, reason, headers, body)
 
     def closed_within(self, timeout):

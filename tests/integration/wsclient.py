@@ -115,6 +115,8 @@ class WebSocket:
 
     def send_op(self, obj):
         """Sends a map in this connection's subprotocol."""
+        import harness  # the log audit records the tokens and bodies sent (a no-op without it)
+        harness.observe(obj)
         if self.protocol == "switchboard.v1.msgpack":
             self.send(BINARY, mp_pack(obj))
         else:

@@ -62,6 +62,7 @@ TEST(defaults)
         is_str(c.node_id, "localhost", "node_id falls back to localhost");
     is_int(c.slots, 1024, "slots");
     is_int(c.log_level, SB_LOG_INFO, "log_level");
+    is_int(c.log_format, SB_LOG_TEXT, "log_format text by default");
     is_int(c.mode_dev, 0, "production by default");
     is_int(c.header_timeout_s, 10, "header_timeout");
     is_int(c.idle_timeout_s, 60, "idle_timeout");
@@ -387,6 +388,16 @@ TEST(other_keys)
     is_int(set(&c, "log_level", "debugging"), SB_EINVAL, "log_level = debugging refused");
     is_int(c.log_level, SB_LOG_DEBUG, "log_level unchanged");
 
+    is_int(set(&c, "log_format", "json"), 0, "log_format = json");
+    is_int(c.log_format, SB_LOG_JSON, "json stored");
+    is_int(set(&c, "log_format", "text"), 0, "log_format = text");
+    is_int(c.log_format, SB_LOG_TEXT, "text stored");
+    is_int(set(&c, "log_format", "JSON"), SB_EINVAL, "log_format is lower case");
+    is_str(err, "bad value for 'log_format': must be text or json", "log_format message");
+    is_int(set(&c, "log_format", "jsonlines"), SB_EINVAL, "log_format = jsonlines refused");
+    is_int(set(&c, "log_format", ""), SB_EINVAL, "empty log_format refused");
+    is_int(c.log_format, SB_LOG_TEXT, "log_format unchanged by refusals");
+
     is_int(set(&c, "mode", "dev"), 0, "mode = dev");
     is_int(c.mode_dev, 1, "dev stored");
     is_int(set(&c, "mode", "production"), 0, "mode = production");
@@ -597,6 +608,9 @@ TEST(load_env)
     is_int(c.shards, 7, "environment beats the file");
     is_int(c.slots, 10, "file value kept where no override");
     is_int(c.log_level, SB_LOG_DEBUG, "mixed-case variable name");
+    char *fmt[] = {"SB_LOG_FORMAT=json", NULL};
+    is_int(sb_config_load_env(&c, fmt, err, sizeof err), 0, "SB_LOG_FORMAT applies");
+    is_int(c.log_format, SB_LOG_JSON, "log_format from the environment");
     is_int(c.redis_db, 2, "redis_url from the environment");
     is_str(c.admin_token, "tok", "env values trimmed and unquoted");
 
@@ -666,13 +680,14 @@ TEST(dump)
     ok(contains(s, "redis_url = redis://127.0.0.1:6390/0\n"), "redis_url");
     ok(contains(s, "database_url = host=127.0.0.1 port=5440 dbname=switchboard user=switchboard\n"), "database_url");
     ok(contains(s, "log_level = info\n") && contains(s, "mode = production\n"), "enums by name");
+    ok(contains(s, "log_format = text\n"), "log_format by name");
     ok(contains(s, "max_body_bytes = 1048576\n") && contains(s, "drain_timeout = 10\n"), "limits");
     int lines = 0;
     for (const char *p = s; *p; p++)
         lines += *p == '\n';
     ok(contains(s, "max_concurrent_calls = 1000\n") && contains(s, "call_lease_ttl = 15\n") &&
            contains(s, "max_call_duration = 14400\n"), "the call limits' defaults");
-    is_int(lines, 29, "one line per key");
+    is_int(lines, 30, "one line per key");
     sb_buf_cleanup(&b);
 
     set(&c, "admin_token", "TopSecretToken");
