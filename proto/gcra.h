@@ -28,9 +28,10 @@ typedef struct sb_gcra_limit {
     uint32_t burst;
 } sb_gcra_limit_t;
 
-/* A bucket's key: three words the caller fills (what is limited, and whose: a key id, an address's 16 bytes). */
+/* A bucket's key: four words the caller fills (what is limited, and whose: a tenant and a key id, or a tenant and
+ * an address's 16 bytes). */
 typedef struct sb_gcra_key {
-    uint64_t w[3];
+    uint64_t w[4];
 } sb_gcra_key_t;
 
 typedef struct sb_gcra {

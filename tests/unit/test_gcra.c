@@ -6,7 +6,7 @@
 
 static sb_gcra_key_t key(uint64_t a, uint64_t b)
 {
-    return (sb_gcra_key_t){{a, b, 0}};
+    return (sb_gcra_key_t){{a, b, 0, 0}};
 }
 
 TEST(burst_then_rate)
@@ -66,17 +66,17 @@ TEST(bounded)
     sb_gcra_init(&g, 4);
     sb_gcra_limit_t one = {.rate = 1, .burst = 1};
     for (uint64_t i = 0; i < 4; i++)
-        sb_gcra_take(&g, &(sb_gcra_key_t){{i, 0, 0}}, one, 100);
+        sb_gcra_take(&g, &(sb_gcra_key_t){{i, 0, 0, 0}}, one, 100);
     is_int((long long)sb_gcra_size(&g), 4, "four buckets");
-    sb_gcra_take(&g, &(sb_gcra_key_t){{0, 0, 0}}, one, 100); /* 0 becomes the most recently used */
-    sb_gcra_take(&g, &(sb_gcra_key_t){{99, 0, 0}}, one, 100);
+    sb_gcra_take(&g, &(sb_gcra_key_t){{0, 0, 0, 0}}, one, 100); /* 0 becomes the most recently used */
+    sb_gcra_take(&g, &(sb_gcra_key_t){{99, 0, 0, 0}}, one, 100);
     is_int((long long)sb_gcra_size(&g), 4, "a fifth key: still four buckets");
-    is_int((long long)sb_gcra_peek(&g, &(sb_gcra_key_t){{1, 0, 0}}, one, 100), 0,
+    is_int((long long)sb_gcra_peek(&g, &(sb_gcra_key_t){{1, 0, 0, 0}}, one, 100), 0,
            "the least recently used one (1) was forgotten");
-    is_int((long long)sb_gcra_peek(&g, &(sb_gcra_key_t){{0, 0, 0}}, one, 100), 1000,
+    is_int((long long)sb_gcra_peek(&g, &(sb_gcra_key_t){{0, 0, 0, 0}}, one, 100), 1000,
            "the one used again (0) is remembered");
     for (uint64_t i = 1000; i < 11000; i++)
-        sb_gcra_take(&g, &(sb_gcra_key_t){{i, 1, 2}}, one, 100);
+        sb_gcra_take(&g, &(sb_gcra_key_t){{i, 1, 2, 3}}, one, 100);
     is_int((long long)sb_gcra_size(&g), 4, "ten thousand keys: still four buckets");
     sb_gcra_cleanup(&g);
 }
