@@ -14,6 +14,7 @@ typedef struct bucket {
     sb_list_t link;
     sb_gcra_key_t key;
     uint64_t tat_us;
+    uint64_t window_us; /* T + tolerance of the limit tat was counted under */
 } bucket_t;
 
 static uint64_t key_hash(const sb_gcra_key_t *k)
@@ -72,6 +73,16 @@ static uint64_t wait_ms(uint64_t tat_us, uint64_t now_us, uint64_t tol_us)
     return (us + 999) / 1000;
 }
 
+/* A bucket counted under another limit: its debt (tat - now) is rescaled to the same fraction of the new window, so
+ * that a limit raised or lowered takes effect at once, neither forgiving nor inflating what was used. */
+static uint64_t rescaled(const bucket_t *b, uint64_t now_us, uint64_t window_us)
+{
+    if (b->window_us == window_us || b->tat_us <= now_us || !b->window_us)
+        return b->tat_us;
+    double f = (double)(b->tat_us - now_us) / (double)b->window_us;
+    return now_us + (uint64_t)(f * (double)window_us);
+}
+
 uint64_t sb_gcra_peek(const sb_gcra_t *g, const sb_gcra_key_t *key, sb_gcra_limit_t lim, uint64_t now_ms)
 {
     if (!(lim.rate > 0))
@@ -79,7 +90,7 @@ uint64_t sb_gcra_peek(const sb_gcra_t *g, const sb_gcra_key_t *key, sb_gcra_limi
     const bucket_t *b = find(g, key);
     uint64_t t, tol;
     figures(lim, &t, &tol);
-    return b ? wait_ms(b->tat_us, now_ms * 1000, tol) : 0;
+    return b ? wait_ms(rescaled(b, now_ms * 1000, t + tol), now_ms * 1000, tol) : 0;
 }
 
 uint64_t sb_gcra_take(sb_gcra_t *g, const sb_gcra_key_t *key, sb_gcra_limit_t lim, uint64_t now_ms)
@@ -90,6 +101,8 @@ uint64_t sb_gcra_take(sb_gcra_t *g, const sb_gcra_key_t *key, sb_gcra_limit_t li
     figures(lim, &t, &tol);
     bucket_t *b = find(g, key);
     if (b) {
+        b->tat_us = rescaled(b, now, t + tol);
+        b->window_us = t + tol;
         uint64_t w = wait_ms(b->tat_us, now, tol);
         sb_list_remove(&b->link);
         sb_list_push_front(&g->lru, &b->link);
@@ -107,6 +120,7 @@ uint64_t sb_gcra_take(sb_gcra_t *g, const sb_gcra_key_t *key, sb_gcra_limit_t li
     }
     b->key = *key;
     b->tat_us = now + t;
+    b->window_us = t + tol;
     b->node.hash = key_hash(key);
     sb_htable_insert(&g->map, &b->node);
     sb_list_push_front(&g->lru, &b->link);

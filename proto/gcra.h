@@ -5,7 +5,8 @@
  * keeps one number, its theoretical arrival time (TAT): a request at `now` conforms when TAT - now <= (burst - 1) *
  * T, where T = 1/rate; it then moves TAT to max(TAT, now) + T. A refused request changes nothing and is told how long
  * until one would conform (the Retry-After). The same figures as the send counters' Redis script
- * (adapters/counters), in memory.
+ * (adapters/counters), in memory. A bucket asked under another limit than last time (a tenant changed it) keeps the
+ * same fraction of its window used, so the new limit holds from the next request.
  *
  * Bounded memory: a table holds at most `max` buckets, kept in least-recently-used order; a new key when the table is
  * full evicts the least recently used bucket (a bucket whose TAT has passed holds nothing a fresh one would not, so

@@ -60,6 +60,31 @@ TEST(keys_apart_and_unlimited)
     sb_gcra_cleanup(&g);
 }
 
+TEST(limit_changed)
+{
+    sb_gcra_t g;
+    sb_gcra_init(&g, 16);
+    sb_gcra_key_t k = key(3, 3);
+    sb_gcra_limit_t slow = {.rate = 1, .burst = 3}, fast = {.rate = 50, .burst = 100};
+    for (int i = 0; i < 3; i++)
+        sb_gcra_take(&g, &k, slow, 0);
+    ok(sb_gcra_take(&g, &k, slow, 0) > 0, "1/s burst 3: used up");
+    int n = 0;
+    for (int i = 0; i < 200; i++)
+        n += sb_gcra_take(&g, &k, fast, 0) == 0;
+    ok(n <= 1, "raised to 50/s burst 100: the bucket is still full (%d more at once)", n);
+    n = 0;
+    for (int i = 0; i < 200; i++)
+        n += sb_gcra_take(&g, &k, fast, 1000) == 0;
+    ok(n >= 49 && n <= 51, "a second later the new rate holds: about 50 more (%d)", n);
+    sb_gcra_key_t fresh = key(3, 4);
+    for (int i = 0; i < 50; i++)
+        sb_gcra_take(&g, &fresh, fast, 5000);
+    is_int((long long)sb_gcra_take(&g, &fresh, slow, 5000), 0, "lowered to 1/s burst 3 with half the window used: one more");
+    is_int((long long)sb_gcra_take(&g, &fresh, slow, 5000), 500, "then the rest of the half: 500 ms to wait");
+    sb_gcra_cleanup(&g);
+}
+
 TEST(bounded)
 {
     sb_gcra_t g;
@@ -85,6 +110,7 @@ int main(void)
 {
     RUN(burst_then_rate);
     RUN(keys_apart_and_unlimited);
+    RUN(limit_changed);
     RUN(bounded);
     return tap_done();
 }
