@@ -275,7 +275,8 @@ static void route(sb_shard_t *s, sb_http_req_t *req, int64_t tenant, sb_str_t re
     else if (!rotate && m == SB_HTTP_DELETE)
         revoke_key(s, req, tenant, id);
     else
-        sb_http_respond_error(req, 405, "method_not_allowed", rotate ? "this route answers POST" : "this route answers DELETE");
+        sb_http_respond_error(req, 405, "method_not_allowed",
+                              rotate ? "this route answers POST" : "this route answers DELETE");
 }
 
 void sb_keys_admin(sb_shard_t *s, sb_http_req_t *req, int64_t tenant, sb_str_t rest)

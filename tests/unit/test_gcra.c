@@ -80,7 +80,8 @@ TEST(limit_changed)
     sb_gcra_key_t fresh = key(3, 4);
     for (int i = 0; i < 50; i++)
         sb_gcra_take(&g, &fresh, fast, 5000);
-    is_int((long long)sb_gcra_take(&g, &fresh, slow, 5000), 0, "lowered to 1/s burst 3 with half the window used: one more");
+    is_int((long long)sb_gcra_take(&g, &fresh, slow, 5000), 0,
+           "lowered to 1/s burst 3 with half the window used: one more");
     is_int((long long)sb_gcra_take(&g, &fresh, slow, 5000), 500, "then the rest of the half: 500 ms to wait");
     sb_gcra_cleanup(&g);
 }
