@@ -103,7 +103,7 @@ json_t *sb_ratelimit_json(const sb_rl_limits_t *l)
     return o;
 }
 
-/* ---- the buckets --------------------------------------------------------------------------------------------------- */
+/* ---- the buckets ------------------------------------------------------------------------------------------------- */
 
 typedef struct tables {
     sb_gcra_t tenants; /* the tenants whose shard this is: their keys' and addresses' buckets */
