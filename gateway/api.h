@@ -5,7 +5,8 @@
  *   GET  /v1/conversations/{id}/messages?before=<seq>&limit=<n> → {"messages":[...]} newest first
  *   GET  /v1/messages/{id}                     → the message with its status history
  *   POST /v1/tokens {"ttl_s","role"?}          → {"token","expires_at","role"}: an HS256 JWT for a browser inbox
- *                                                client, carrying the role (the key's, or a narrower one) and the key's id
+ *                                                client, carrying the role (the key's, or a narrower one) and the
+ *                                                key's id
  *
  * N is the cursor of the last event returned (or `after` when none was): a client polls with it to get what came
  * next, in order, each event once — the same log the live inbox streams. limit defaults to 100, at most 1000.

@@ -1,7 +1,7 @@
 /* API keys (README "API keys and roles"): issued, listed, revoked and rotated, by the admin API for any tenant and by
  * a tenant's owner key for its own.
  *
- *   POST   /v1/admin/tenants/{id}/keys {"role"?}               → 201 {"id","key","prefix","role"} (the key shown once)
+ *   POST   /v1/admin/tenants/{id}/keys {"role"?}               → 201 {"id","key","prefix","role"} (shown once)
  *   GET    /v1/admin/tenants/{id}/keys                         → 200 {"keys":[{"id","prefix","role","created_at",
  *                                                                "last_used_at","expires_at","replaced_by"}]}
  *   DELETE /v1/admin/tenants/{id}/keys/{key_id}                → 200 {"id","revoked":true}
