@@ -28,8 +28,8 @@
  * Closing codes: 4401 bad or missing credentials (after an error frame; also a revoked or expired key), 4400 a
  * frame that is not what the protocol allows before hello, 4408 a client that fell more than inbox_send_buffer
  * bytes behind (it resumes from its cursor), 1013 (try again later) when PostgreSQL is not reachable, 1001 when
- * the gateway shuts down, and the RFC 6455 codes for broken framing. A browser's Origin must be the gateway's own or listed in inbox_origins;
- * clients that send none (not browsers) are let through. */
+ * the gateway shuts down, and the RFC 6455 codes for broken framing. A browser's Origin must be the gateway's own
+ * or listed in inbox_origins; clients that send none (not browsers) are let through. */
 #ifndef SB_LIVE_H
 #define SB_LIVE_H
 
