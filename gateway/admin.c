@@ -8,6 +8,8 @@
 #include "adapters/crypto.h"
 #include "adapters/store/queries.h"
 #include "gateway/authguard.h"
+#include "gateway/keys.h"
+#include "gateway/ratelimit.h"
 #include "actors/tenant.h"
 #include "shards/domain.h"
 #include "proto/codec.h"
@@ -245,40 +247,15 @@ static void list_tenants(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
         respond_db_error(req, SB_EUNAVAIL, "", "");
 }
 
-/* ---- API keys ------------------------------------------------------------------------------------------------- */
+/* ---- API keys: gateway/keys ------------------------------------------------------------------------------------ */
 
-typedef struct key_op {
-    sb_http_req_t *req;
-    sb_crypto_api_key_t key;
-} key_op_t;
-
-static void key_created(void *arg, int err, int64_t id)
+/* The path after /v1/admin/tenants/{id}/keys, kept with the request while the admin token is checked. */
+static void keys_route(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 {
-    key_op_t *op = arg;
-    if (err)
-        respond_db_error(op->req, err, "no such tenant", "");
-    else
-        respond_json(op->req, 201, json_pack("{s:o,s:s,s:s}", "id", id_json(id), "key", op->key.key, "prefix",
-                                             op->key.prefix));
-    sb_crypto_wipe(op, sizeof *op);
-    free(op);
-}
-
-static void create_key(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
-{
-    key_op_t *op = sb_calloc(1, sizeof *op);
-    op->req = req;
-    if (sb_crypto_key_generate(&op->key) < 0) {
-        free(op);
-        sb_http_respond_error(req, 503, "unavailable", "no randomness available");
-        return;
-    }
-    if (sb_query_api_key_create(sb_domain_store(s), strtoll(tenant, NULL, 10), op->key.prefix, op->key.hash,
-                                key_created, op) < 0) {
-        respond_db_error(req, SB_EUNAVAIL, "", "");
-        sb_crypto_wipe(op, sizeof *op);
-        free(op);
-    }
+    sb_str_t path = sb_http_req_path(req);
+    const char *at = memmem(path.p, path.len, "/keys", 5);
+    size_t off = at ? (size_t)(at - path.p) + 5 : path.len;
+    sb_keys_admin(s, req, strtoll(tenant, NULL, 10), sb_str(path.p + off, path.len - off));
 }
 
 /* ---- channels ------------------------------------------------------------------------------------------------- */
@@ -723,35 +700,47 @@ static void set_webhook(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 
 /* ---- a tenant's settings ---------------------------------------------------------------------------------------- */
 
-static void tenant_patched(void *arg, int err)
+static void tenant_patched(void *arg, int err, const char *rate_limits)
 {
     sb_http_req_t *req = arg;
-    if (err)
+    if (err) {
         respond_db_error(req, err, "no such tenant", "");
-    else
-        sb_http_respond(req, 200, "application/json", "{\"ok\":true}", 11);
+        return;
+    }
+    sb_rl_limits_t l;
+    sb_ratelimit_parse(rate_limits, &l);
+    respond_json(req, 200, json_pack("{s:b,s:o}", "ok", 1, "rate_limits", sb_ratelimit_json(&l)));
 }
 
-/* PATCH /v1/admin/tenants/{id} {"max_concurrent_calls": N or null}: the tenant's cap on live calls (null: none).
- * Calls admitted from the next minute on see it (the front doors' channel cache). */
+/* PATCH /v1/admin/tenants/{id} {"max_concurrent_calls": N or null, "rate_limits": {...} or null} (either or both):
+ * the tenant's cap on live calls (null: none), seen by calls admitted from the next minute on (the front doors'
+ * channel cache); and its rate limits (gateway/ratelimit.h: each member replaces that limit, null puts a limit back
+ * to its default, "rate_limits": null puts them all back), seen by the next request. Answers {"ok":true,
+ * "rate_limits"} with every limit in force. */
 static void patch_tenant(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 {
     json_t *j = json_body(req);
     if (!j)
         return;
-    json_t *max = json_object_get(j, "max_concurrent_calls");
-    bool ok = json_object_size(j) == 1 && max &&
-              (json_is_null(max) || (json_is_integer(max) && json_integer_value(max) >= 0 &&
-                                     json_integer_value(max) <= 10000000));
+    json_t *max = json_object_get(j, "max_concurrent_calls"), *rl = json_object_get(j, "rate_limits");
+    bool ok = json_object_size(j) >= 1 && json_object_size(j) == (size_t)(max != NULL) + (rl != NULL) &&
+              (!max || json_is_null(max) || (json_is_integer(max) && json_integer_value(max) >= 0 &&
+                                             json_integer_value(max) <= 10000000));
+    const char *why = ok && rl ? sb_ratelimit_check(rl) : NULL;
     int64_t v = ok && json_is_integer(max) ? json_integer_value(max) : -1;
+    char *limits = ok && rl && !why ? json_dumps(rl, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     json_decref(j);
-    if (!ok) {
+    if (!ok || why) {
         sb_http_respond_error(req, 400, "bad_request",
-                              "the body must be {\"max_concurrent_calls\": an integer 0..10000000, or null}");
+                              why ? why
+                                  : "the body must be {\"max_concurrent_calls\": an integer 0..10000000 or null, "
+                                    "\"rate_limits\": {...} or null}, either or both");
         return;
     }
-    if (sb_query_tenant_max_calls(sb_domain_store(s), strtoll(tenant, NULL, 10), v, tenant_patched, req) < 0)
+    if (sb_query_tenant_patch(sb_domain_store(s), strtoll(tenant, NULL, 10), max != NULL, v, limits, tenant_patched,
+                              req) < 0)
         respond_db_error(req, SB_EUNAVAIL, "", "");
+    free(limits);
 }
 
 bool sb_admin_handle(sb_shard_t *s, sb_http_req_t *req)
@@ -777,9 +766,10 @@ bool sb_admin_handle(sb_shard_t *s, sb_http_req_t *req)
             authorized(s, req, create_meta_app, "");
         return true;
     }
-    if ((n != 4 && n != 5) || !sb_str_eq_cstr(seg[2], "tenants"))
+    bool keys = n >= 5 && n <= 7 && sb_str_eq_cstr(seg[2], "tenants") && sb_str_eq_cstr(seg[4], "keys");
+    if (((n != 4 && n != 5) && !keys) || !sb_str_eq_cstr(seg[2], "tenants"))
         return false;
-    bool webhook = n == 5 && sb_str_eq_cstr(seg[4], "webhook"), keys = n == 5 && sb_str_eq_cstr(seg[4], "keys");
+    bool webhook = n == 5 && sb_str_eq_cstr(seg[4], "webhook");
     if (n == 5 && !webhook && !keys && !sb_str_eq_cstr(seg[4], "channels"))
         return false;
     long long tid;
@@ -796,8 +786,12 @@ bool sb_admin_handle(sb_shard_t *s, sb_http_req_t *req)
             authorized(s, req, patch_tenant, tenant);
         return true;
     }
-    admin_fn fn = webhook ? set_webhook : keys ? create_key : m == SB_HTTP_POST ? create_channel : list_channels;
-    if (m != SB_HTTP_POST && (webhook || keys || !get))
+    if (keys) { /* every method of the keys' routes is gateway/keys's to judge */
+        authorized(s, req, keys_route, tenant);
+        return true;
+    }
+    admin_fn fn = webhook ? set_webhook : m == SB_HTTP_POST ? create_channel : list_channels;
+    if (m != SB_HTTP_POST && (webhook || !get))
         method_not_allowed(req);
     else
         authorized(s, req, fn, tenant);

@@ -8,6 +8,7 @@
 #include "adapters/crypto.h"
 #include "adapters/store/queries.h"
 #include "adapters/store/store.h"
+#include "gateway/log.h"
 #include "gateway/sends.h"
 #include "gateway/voice.h"
 #include "proto/digest.h"
@@ -21,6 +22,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #define TOKEN_TTL_DEFAULT 3600
@@ -39,91 +41,340 @@ void sb_api_init(const sb_config_t *c)
                               SB_STR("switchboard/inbox-token/v1"), jwt_key);
 }
 
-/* ---- authentication: an API key (looked up) or an inbox token (verified here) ----------------------------------- */
+/* ---- roles ------------------------------------------------------------------------------------------------------ */
+
+static const char *const role_names[] = {"none", "readonly", "agent", "owner"};
+
+sb_role_t sb_role_parse(sb_str_t name)
+{
+    for (int r = SB_ROLE_READONLY; r <= SB_ROLE_OWNER; r++)
+        if (sb_str_eq_cstr(name, role_names[r]))
+            return (sb_role_t)r;
+    return SB_ROLE_NONE;
+}
+
+const char *sb_role_name(sb_role_t r)
+{
+    return (unsigned)r <= SB_ROLE_OWNER ? role_names[r] : "none";
+}
+
+/* ---- keys used lately: api_keys.last_used_at ------------------------------------------------------------------- */
+
+#define USED_TICK_MS 1000
+#define USED_EVERY_MS 60000 /* a key's last use is written at most this often per shard */
+#define USED_MAX 100000     /* keys remembered per shard; past it, newcomers wait for room */
+
+typedef struct used {
+    sb_hnode_t node;
+    int64_t tenant, key;
+    int64_t at;          /* unix seconds of the last use not yet written */
+    uint64_t written_ms; /* loop time of the last write; 0: never */
+    bool dirty;
+} used_t;
+
+typedef struct used_table {
+    sb_shard_t *shard;
+    sb_htable_t map;
+    uv_timer_t *tick;
+    bool writing;
+} used_table_t;
+
+static bool used_eq(const sb_hnode_t *n, const void *key)
+{
+    const used_t *u = sb_container_of(n, used_t, node);
+    const int64_t *k = key;
+    return u->tenant == k[0] && u->key == k[1];
+}
+
+/* Notes that tenant's key was used now; the tick writes it. */
+static void key_used(sb_shard_t *s, int64_t tenant, int64_t key)
+{
+    used_table_t *t = sb_shard_state(s, &sb_api_module);
+    if (!t)
+        return;
+    int64_t k[2] = {tenant, key};
+    uint64_t h = sb_hash_u64((uint64_t)tenant * 0x9e3779b97f4a7c15ULL ^ (uint64_t)key);
+    sb_hnode_t *n = sb_htable_find(&t->map, h, used_eq, k);
+    used_t *u = n ? sb_container_of(n, used_t, node) : NULL;
+    if (!u) {
+        if (t->map.n >= USED_MAX)
+            return;
+        u = sb_calloc(1, sizeof *u);
+        u->tenant = tenant;
+        u->key = key;
+        u->node.hash = h;
+        sb_htable_insert(&t->map, &u->node);
+    }
+    u->at = (int64_t)time(NULL);
+    u->dirty = true;
+}
+
+static void used_written(void *arg, int err)
+{
+    used_table_t *t = arg;
+    t->writing = false;
+    if (err)
+        sb_log_warn("api: keys' last use not recorded: %s", sb_strerror(err));
+}
+
+/* Every second: one statement for the keys used since their last write, when that was a minute ago or never;
+ * entries idle for a minute are forgotten (their next use writes at once). */
+static void used_tick(uv_timer_t *tm)
+{
+    used_table_t *t = tm->data;
+    if (t->writing)
+        return;
+    uint64_t now = uv_now(tm->loop);
+    size_t cap = 64, n = 0, pos = 0;
+    int64_t *tenants = NULL, *keys = NULL, *at = NULL;
+    for (sb_hnode_t *nd; (nd = sb_htable_next(&t->map, &pos));) {
+        used_t *u = sb_container_of(nd, used_t, node);
+        bool due = !u->written_ms || now - u->written_ms >= USED_EVERY_MS;
+        if (u->dirty && due) {
+            if (!tenants) {
+                tenants = sb_malloc(cap * sizeof *tenants);
+                keys = sb_malloc(cap * sizeof *keys);
+                at = sb_malloc(cap * sizeof *at);
+            } else if (n == cap) {
+                cap *= 2;
+                tenants = sb_realloc(tenants, cap * sizeof *tenants);
+                keys = sb_realloc(keys, cap * sizeof *keys);
+                at = sb_realloc(at, cap * sizeof *at);
+            }
+            tenants[n] = u->tenant;
+            keys[n] = u->key;
+            at[n++] = u->at;
+            u->dirty = false;
+            u->written_ms = now;
+        } else if (!u->dirty && due) {
+            sb_htable_remove_at(&t->map, &pos);
+            free(u);
+        }
+    }
+    if (n) {
+        t->writing = true;
+        if (sb_query_api_keys_used(sb_domain_store(t->shard), n, tenants, keys, at, used_written, t) < 0)
+            t->writing = false; /* the database is away: these uses are lost, the next ones are not */
+    }
+    free(tenants);
+    free(keys);
+    free(at);
+}
+
+static int used_start(sb_shard_t *s, void **state)
+{
+    used_table_t *t = sb_calloc(1, sizeof *t);
+    t->shard = s;
+    sb_htable_init(&t->map);
+    t->tick = sb_malloc(sizeof *t->tick);
+    uv_timer_init(sb_shard_loop(s), t->tick);
+    t->tick->data = t;
+    uv_timer_start(t->tick, used_tick, USED_TICK_MS, USED_TICK_MS);
+    *state = t;
+    return 0;
+}
+
+static void tick_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void used_stop(sb_shard_t *s, void *state)
+{
+    used_table_t *t = state;
+    (void)s;
+    uv_close((uv_handle_t *)t->tick, tick_closed);
+    t->tick = NULL;
+}
+
+static void used_finish(sb_shard_t *s, void *state)
+{
+    used_table_t *t = state;
+    (void)s;
+    size_t pos = 0;
+    for (sb_hnode_t *n; (n = sb_htable_next(&t->map, &pos));) {
+        sb_htable_remove_at(&t->map, &pos);
+        free(sb_container_of(n, used_t, node));
+    }
+    sb_htable_cleanup(&t->map);
+    free(t);
+}
+
+const sb_shard_module_t sb_api_module = {
+    .name = "api keys",
+    .start = used_start,
+    .stop = used_stop,
+    .finish = used_finish,
+};
+
+/* ---- authentication: an API key (looked up) or an inbox token (verified here, its key looked up) -------------- */
 
 typedef struct cred_op {
+    sb_shard_t *s;
     sb_api_auth_fn cb;
     void *arg;
+    bool has_addr, token;
+    sb_guard_addr_t addr;
+    sb_role_t token_role; /* a token's role claim; SB_ROLE_NONE: the key's */
 } cred_op_t;
 
-static void key_looked_up(void *arg, int err, int64_t tenant)
+static void cred_failed(cred_op_t *op, const char *code, const char *message)
+{
+    if (op->has_addr)
+        sb_ratelimit_auth_failed(op->s, &op->addr);
+    op->cb(op->arg, 401, code, message, NULL);
+}
+
+static void key_looked_up(void *arg, int err, const sb_query_key_t *k)
 {
     cred_op_t *op = arg;
-    char t[24];
-    snprintf(t, sizeof t, "%lld", (long long)tenant);
-    if (err == SB_ENOENT)
-        op->cb(op->arg, 401, "unauthorized", "unknown or revoked API key", NULL);
-    else if (err)
+    sb_role_t role = err ? SB_ROLE_NONE : sb_role_parse(sb_str_cstr(k->role));
+    if (err == SB_ENOENT || (!err && role == SB_ROLE_NONE)) {
+        if (op->token)
+            cred_failed(op, "token_revoked", "the API key this token was minted from is revoked or expired");
+        else
+            cred_failed(op, "unauthorized", "unknown, revoked or expired API key");
+    } else if (err) {
         op->cb(op->arg, 503, "unavailable", "the database is not reachable; retry", NULL);
-    else
-        op->cb(op->arg, 0, NULL, NULL, t);
+    } else {
+        sb_principal_t p = {.tenant = k->tenant,
+                            .key_id = k->id,
+                            .role = op->token_role && op->token_role < role ? op->token_role : role,
+                            .token = op->token,
+                            .key_expires = k->expires};
+        snprintf(p.tenant_s, sizeof p.tenant_s, "%lld", (long long)k->tenant);
+        sb_ratelimit_parse(k->rate_limits, &p.limits);
+        key_used(op->s, p.tenant, p.key_id);
+        op->cb(op->arg, 0, NULL, NULL, &p);
+    }
     free(op);
 }
 
-void sb_api_auth(sb_shard_t *s, sb_str_t cred, bool key_only, sb_api_auth_fn cb, void *arg)
+void sb_api_auth(sb_shard_t *s, sb_str_t cred, bool key_only, const sb_guard_addr_t *addr, sb_api_auth_fn cb,
+                 void *arg)
 {
+    uint64_t blocked = addr ? sb_ratelimit_auth_blocked(s, addr) : 0;
+    if (blocked) {
+        cb(arg, 429, "rate_limited", "too many failed authentications from this address; retry later", NULL);
+        return;
+    }
+    cred_op_t *op = sb_calloc(1, sizeof *op);
+    op->s = s;
+    op->cb = cb;
+    op->arg = arg;
+    if (addr) {
+        op->has_addr = true;
+        op->addr = *addr;
+    }
+    int rc;
     if (memchr(cred.p, '.', cred.len)) { /* a JWT: only tokens have dots */
         sb_jwt_claims_t claims;
-        int rc = key_only ? SB_EACCES
-                 : !have_jwt_key
-                     ? SB_EUNAVAIL
-                     : sb_jwt_verify(cred, sb_str((const char *)jwt_key, sizeof jwt_key), (int64_t)time(NULL), &claims);
-        if (rc == 0)
-            cb(arg, 0, NULL, NULL, claims.tenant);
-        else if (key_only)
+        long long tenant = 0;
+        rc = key_only ? SB_EACCES
+             : !have_jwt_key
+                 ? SB_EUNAVAIL
+                 : sb_jwt_verify(cred, sb_str((const char *)jwt_key, sizeof jwt_key), (int64_t)time(NULL), &claims);
+        if (rc == 0 && (sb_str_to_ll(sb_str(claims.tenant, claims.tenant_len), 1, INT64_MAX, &tenant) < 0 ||
+                        !claims.key_id ||
+                        (claims.role[0] && !(op->token_role = sb_role_parse(sb_str_cstr(claims.role)))))) {
+            cb(arg, 401, "token_invalid", "this token names no key or role: mint a new one", NULL);
+        } else if (rc == 0) {
+            op->token = true;
+            rc = sb_query_api_key_by_id(sb_domain_store(s), tenant, claims.key_id, key_looked_up, op);
+            if (rc == 0)
+                return;
+            cb(arg, 503, "unavailable", "the database is not reachable; retry", NULL);
+        } else if (key_only) {
             cb(arg, 401, "unauthorized", "this call takes an API key, not a token", NULL);
-        else if (rc == SB_EUNAVAIL)
+        } else if (rc == SB_EUNAVAIL) {
             cb(arg, 401, "unauthorized", "tokens are not available: no master_key configured", NULL);
-        else
+        } else {
             cb(arg, 401, sb_jwt_error_code(rc), sb_jwt_strerror(rc), NULL);
+        }
+        free(op);
         return;
     }
     if (!sb_crypto_key_well_formed(cred)) {
-        cb(arg, 401, "unauthorized", "unknown or revoked API key", NULL);
+        free(op);
+        cb(arg, 401, "unauthorized", "unknown, revoked or expired API key", NULL);
         return;
     }
     char hash[SB_CRYPTO_KEY_HASH_LEN + 1];
     sb_crypto_key_hash(cred, hash);
-    cred_op_t *op = sb_malloc(sizeof *op);
-    op->cb = cb;
-    op->arg = arg;
-    if (sb_query_api_key_tenant(sb_domain_store(s), hash, key_looked_up, op) < 0) {
+    if (sb_query_api_key_auth(sb_domain_store(s), hash, key_looked_up, op) < 0) {
         free(op);
         cb(arg, 503, "unavailable", "the database is not reachable; retry", NULL);
     }
 }
 
-typedef void (*authed_fn)(sb_shard_t *s, sb_http_req_t *req, const char *tenant);
-
 typedef struct auth_op {
     sb_shard_t *s;
     sb_http_req_t *req;
-    authed_fn next;
+    sb_api_authed_fn next;
+    sb_role_t min_role;
+    unsigned families;
+    bool has_addr;
+    sb_guard_addr_t addr;
+    sb_principal_t p;
 } auth_op_t;
 
-static void request_authed(void *arg, int status, const char *code, const char *message, const char *tenant)
+static void request_limited(void *arg, const char *limit, uint64_t retry_ms)
 {
     auth_op_t *op = arg;
-    if (status)
-        sb_http_respond_error(op->req, status, code, message);
+    if (retry_ms)
+        sb_ratelimit_respond(op->req, limit, retry_ms);
     else
-        op->next(op->s, op->req, tenant);
+        op->next(op->s, op->req, &op->p);
     free(op);
 }
 
-/* Authenticates the request's bearer credential, then calls next with its tenant; or answers 401/503. */
-static void authenticate(sb_shard_t *s, sb_http_req_t *req, authed_fn next, bool key_only)
+static void request_authed(void *arg, int status, const char *code, const char *message, const sb_principal_t *p)
+{
+    auth_op_t *op = arg;
+    if (status == 429) {
+        sb_ratelimit_respond(op->req, "auth_failures_per_address", sb_ratelimit_auth_blocked(op->s, &op->addr));
+    } else if (status) {
+        sb_http_respond_error(op->req, status, code, message);
+    } else if (p->role < op->min_role) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "a%s %s %s may not do this (it takes %s)", p->role == SB_ROLE_AGENT ? "n" : "",
+                 sb_role_name(p->role), p->token ? "token" : "key", sb_role_name(op->min_role));
+        sb_http_respond_error(op->req, 403, "forbidden", msg);
+    } else {
+        op->p = *p;
+        sb_rl_ask_t ask = {.tenant = p->tenant,
+                           .key_id = p->key_id,
+                           .addr = op->addr,
+                           .families = SB_RL_REST | op->families,
+                           .limits = p->limits};
+        if (sb_ratelimit_take(op->s, &ask, request_limited, op) == 0)
+            return;
+        sb_http_respond_error(op->req, 503, "unavailable", "the gateway is stopping");
+    }
+    free(op);
+}
+
+void sb_api_authenticate(sb_shard_t *s, sb_http_req_t *req, sb_role_t min_role, unsigned families, bool key_only,
+                         sb_api_authed_fn next)
 {
     sb_str_t h;
     if (!sb_http_req_header(req, "authorization", &h) || !sb_str_has_prefix(h, SB_STR("Bearer "))) {
         sb_http_respond_error(req, 401, "unauthorized", "send Authorization: Bearer <api key>");
         return;
     }
-    auth_op_t *op = sb_malloc(sizeof *op);
+    struct sockaddr_storage ss;
+    if (sb_http_req_peer(req, &ss) < 0) { /* the client is gone: the answer goes nowhere */
+        sb_http_respond_error(req, 401, "unauthorized", "the client is gone");
+        return;
+    }
+    auth_op_t *op = sb_calloc(1, sizeof *op);
     op->s = s;
     op->req = req;
     op->next = next;
-    sb_api_auth(s, sb_str(h.p + 7, h.len - 7), key_only, request_authed, op);
+    op->min_role = min_role;
+    op->families = families;
+    sb_guard_addr_from(&op->addr, (const struct sockaddr *)&ss);
+    sb_api_auth(s, sb_str(h.p + 7, h.len - 7), key_only, &op->addr, request_authed, op);
 }
 
 /* A non-negative integer query parameter in [0, max], or def when absent. Answers 400 and returns false when bad. */
@@ -174,8 +425,9 @@ static void events_read(void *arg, int err, const sb_event_rec_t *ev, size_t n)
     free(op);
 }
 
-static void get_events(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+static void get_events(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t *p)
 {
+    const char *tenant = p->tenant_s;
     sb_form_t q;
     sb_form_init(&q);
     long long after, limit;
@@ -251,8 +503,9 @@ static bool page_params(sb_http_req_t *req, long long *before, long long *limit)
     return ok;
 }
 
-static void get_conversations(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+static void get_conversations(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t *p)
 {
+    const char *tenant = p->tenant_s;
     long long before, limit;
     if (page_params(req, &before, &limit) &&
         sb_query_conversations(sb_domain_store(s), strtoll(tenant, NULL, 10), before, limit, conversations_read,
@@ -288,40 +541,59 @@ static void get_message(sb_shard_t *s, sb_http_req_t *req, const char *tenant, l
 
 /* ---- POST /v1/tokens ------------------------------------------------------------------------------------------ */
 
-static void post_token(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+static void post_token(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t *p)
 {
     (void)s;
     long long ttl = TOKEN_TTL_DEFAULT;
+    sb_role_t role = p->role;
     sb_str_t body = sb_http_req_body(req);
     if (body.len) {
         json_t *j = json_loadb(body.p, body.len, JSON_REJECT_DUPLICATES, NULL);
-        json_t *t = j ? json_object_get(j, "ttl_s") : NULL;
+        json_t *t = j ? json_object_get(j, "ttl_s") : NULL, *r = j ? json_object_get(j, "role") : NULL;
         bool ok = json_is_object(j) && (!t || (json_is_integer(t) && json_integer_value(t) >= 1 &&
                                                json_integer_value(t) <= TOKEN_TTL_MAX));
         if (ok && t)
             ttl = json_integer_value(t);
+        if (ok && r && !json_is_null(r))
+            ok = json_is_string(r) && (role = sb_role_parse(sb_str(json_string_value(r), json_string_length(r))));
         json_decref(j);
         if (!ok) {
-            sb_http_respond_error(req, 400, "bad_request", "the body must be {\"ttl_s\": 1..86400}");
+            sb_http_respond_error(req, 400, "bad_request",
+                                  "the body must be {\"ttl_s\": 1..86400, \"role\": \"owner\", \"agent\" or "
+                                  "\"readonly\"} (both optional)");
             return;
         }
+    }
+    if (role > p->role) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "a%s %s key cannot mint a%s %s token: a token can only narrow its key's role",
+                 p->role == SB_ROLE_AGENT ? "n" : "", sb_role_name(p->role), role == SB_ROLE_AGENT ? "n" : "",
+                 sb_role_name(role));
+        sb_http_respond_error(req, 403, "forbidden", msg);
+        return;
     }
     if (!have_jwt_key) {
         sb_http_respond_error(req, 503, "unavailable", "tokens need a master_key");
         return;
     }
     int64_t now = (int64_t)time(NULL);
+    char kid[24];
+    snprintf(kid, sizeof kid, "%lld", (long long)p->key_id);
+    json_t *claims = json_pack("{s:s,s:s,s:s,s:I,s:I}", "tenant", p->tenant_s, "role", sb_role_name(role), "key_id",
+                               kid, "iat", (json_int_t)now, "exp", (json_int_t)(now + ttl));
     sb_buf_t tok;
     sb_buf_init(&tok);
-    if (sb_jwt_issue(sb_str_cstr(tenant), SB_STR(""), now, ttl, sb_str((const char *)jwt_key, sizeof jwt_key),
-                     &tok) < 0) {
+    int rc = claims ? sb_jwt_sign(claims, sb_str((const char *)jwt_key, sizeof jwt_key), &tok) : SB_EINVAL;
+    json_decref(claims);
+    if (rc < 0) {
         sb_http_respond_error(req, 500, "internal", "the token could not be signed");
         sb_buf_cleanup(&tok);
         return;
     }
     sb_buf_t b;
     sb_buf_init(&b);
-    sb_buf_printf(&b, "{\"token\":\"%s\",\"expires_at\":%lld}\n", sb_buf_cstr(&tok), (long long)(now + ttl));
+    sb_buf_printf(&b, "{\"token\":\"%s\",\"expires_at\":%lld,\"role\":\"%s\"}\n", sb_buf_cstr(&tok),
+                  (long long)(now + ttl), sb_role_name(role));
     sb_http_respond(req, 201, "application/json", b.p, b.len);
     sb_buf_cleanup(&b);
     sb_buf_cleanup(&tok);
@@ -354,8 +626,9 @@ static bool str_field(json_t *o, const char *name, sb_str_t *out)
     return true;
 }
 
-static void post_message(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+static void post_message(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t *p)
 {
+    const char *tenant = p->tenant_s;
     (void)s;
     sb_str_t body = sb_http_req_body(req), ct;
     if (!sb_http_req_header(req, "content-type", &ct) || !sb_str_has_prefix(ct, SB_STR("application/json"))) {
@@ -407,20 +680,20 @@ static void post_message(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 
 /* ---- routing -------------------------------------------------------------------------------------------------- */
 
-static void with_calls(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+static void with_calls(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t *p)
 {
-    sb_voice_api(s, req, cfg, strtoll(tenant, NULL, 10));
+    sb_voice_api(s, req, cfg, p->tenant);
 }
 
 /* A route with an id in its path keeps the id in the request's user pointer while authentication runs. */
-static void with_conversation_id(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+static void with_conversation_id(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t *p)
 {
-    get_conversation_messages(s, req, tenant, (long long)(intptr_t)sb_http_req_user(req));
+    get_conversation_messages(s, req, p->tenant_s, (long long)(intptr_t)sb_http_req_user(req));
 }
 
-static void with_message_id(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+static void with_message_id(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t *p)
 {
-    get_message(s, req, tenant, (long long)(intptr_t)sb_http_req_user(req));
+    get_message(s, req, p->tenant_s, (long long)(intptr_t)sb_http_req_user(req));
 }
 
 static bool path_id(sb_str_t rest, long long *id, sb_str_t *tail)
@@ -443,32 +716,33 @@ bool sb_api_handle(sb_shard_t *s, sb_http_req_t *req)
         if (!get)
             sb_http_respond_error(req, 405, "method_not_allowed", "this route answers GET");
         else
-            authenticate(s, req, get_events, false);
+            sb_api_authenticate(s, req, SB_ROLE_READONLY, 0, false, get_events);
         return true;
     }
     if (sb_str_eq_cstr(path, "/v1/conversations")) {
         if (!get)
             sb_http_respond_error(req, 405, "method_not_allowed", "this route answers GET");
         else
-            authenticate(s, req, get_conversations, false);
+            sb_api_authenticate(s, req, SB_ROLE_READONLY, 0, false, get_conversations);
         return true;
     }
     if (sb_str_eq_cstr(path, "/v1/messages")) {
         if (m != SB_HTTP_POST)
             sb_http_respond_error(req, 405, "method_not_allowed", "this route answers POST");
         else
-            authenticate(s, req, post_message, false);
+            sb_api_authenticate(s, req, SB_ROLE_AGENT, SB_RL_SEND, false, post_message);
         return true;
     }
     if (sb_str_eq_cstr(path, "/v1/tokens")) {
         if (m != SB_HTTP_POST)
             sb_http_respond_error(req, 405, "method_not_allowed", "this route answers POST");
         else
-            authenticate(s, req, post_token, true);
+            sb_api_authenticate(s, req, SB_ROLE_READONLY, SB_RL_TOKENS, true, post_token);
         return true;
     }
     if (sb_str_eq_cstr(path, "/v1/calls") || sb_str_has_prefix(path, SB_STR("/v1/calls/"))) {
-        authenticate(s, req, with_calls, false);
+        /* placing a call takes an agent; reading them any role (a wrong method is answered 405 after) */
+        sb_api_authenticate(s, req, m == SB_HTTP_POST ? SB_ROLE_AGENT : SB_ROLE_READONLY, 0, false, with_calls);
         return true;
     }
     bool conv = sb_str_has_prefix(path, SB_STR("/v1/conversations/"));
@@ -486,6 +760,6 @@ bool sb_api_handle(sb_shard_t *s, sb_http_req_t *req)
         return true;
     }
     sb_http_req_set_user(req, (void *)(intptr_t)id);
-    authenticate(s, req, conv ? with_conversation_id : with_message_id, false);
+    sb_api_authenticate(s, req, SB_ROLE_READONLY, 0, false, conv ? with_conversation_id : with_message_id);
     return true;
 }

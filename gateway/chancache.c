@@ -1,9 +1,15 @@
-/* The channel cache; see chancache.h. */
+/* The channel cache; see chancache.h.
+ *
+ * Beside the channels found, the ids found to be no channel are kept for NEG_TTL_MS (at most NEG_MAX of them per
+ * shard; past it they are all forgotten), so that a flood of webhooks to an unknown channel id costs one lookup per
+ * shard and interval, not one per request. The interval is short: a channel made under an id that was asked for just
+ * before (ids are drawn in order, so only by someone guessing the next one) is found at most that much later. */
 #include "gateway/chancache.h"
 
 #include "adapters/crypto.h"
 #include "adapters/store/queries.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "proto/err.h"
 #include "proto/htable.h"
 #include "proto/mem.h"
@@ -15,6 +21,8 @@
 
 #define CACHE_TTL_MS 60000
 #define CACHE_MAX 65536 /* channels kept per shard; past it the cache starts again */
+#define NEG_TTL_MS 5000
+#define NEG_MAX 4096    /* unknown ids kept per shard */
 
 static const sb_config_t *cfg;
 
@@ -29,8 +37,15 @@ typedef struct entry {
     uint64_t expires;
 } entry_t;
 
+typedef struct missing {
+    sb_hnode_t node;
+    int64_t id;
+    uint64_t expires;
+} missing_t;
+
 typedef struct cache {
     sb_htable_t map;
+    sb_htable_t missing; /* missing_t: ids that are no channel */
 } cache_t;
 
 static void wipe_free(char *s)
@@ -78,6 +93,49 @@ static void cache_clear(cache_t *k)
     }
 }
 
+static bool missing_eq(const sb_hnode_t *n, const void *key)
+{
+    return sb_container_of(n, missing_t, node)->id == *(const int64_t *)key;
+}
+
+static void missing_clear(cache_t *k)
+{
+    size_t pos = 0;
+    for (sb_hnode_t *n; (n = sb_htable_next(&k->missing, &pos));) {
+        sb_htable_remove_at(&k->missing, &pos);
+        free(sb_container_of(n, missing_t, node));
+    }
+}
+
+/* True when id was found to be no channel less than NEG_TTL_MS ago. */
+static bool missing_find(sb_shard_t *s, int64_t id)
+{
+    cache_t *k = cache_of(s);
+    sb_hnode_t *n = sb_htable_find(&k->missing, sb_hash_u64((uint64_t)id), missing_eq, &id);
+    if (!n)
+        return false;
+    missing_t *m = sb_container_of(n, missing_t, node);
+    if (uv_now(sb_shard_loop(s)) < m->expires)
+        return true;
+    sb_htable_remove(&k->missing, n);
+    free(m);
+    return false;
+}
+
+static void missing_add(sb_shard_t *s, int64_t id)
+{
+    cache_t *k = cache_of(s);
+    if (sb_htable_find(&k->missing, sb_hash_u64((uint64_t)id), missing_eq, &id))
+        return;
+    if (k->missing.n >= NEG_MAX)
+        missing_clear(k);
+    missing_t *m = sb_malloc(sizeof *m);
+    m->id = id;
+    m->expires = uv_now(sb_shard_loop(s)) + NEG_TTL_MS;
+    m->node.hash = sb_hash_u64((uint64_t)id);
+    sb_htable_insert(&k->missing, &m->node);
+}
+
 static entry_t *cache_find(sb_shard_t *s, int64_t id)
 {
     cache_t *k = cache_of(s);
@@ -97,6 +155,7 @@ static int cache_start(sb_shard_t *s, void **state)
     (void)s;
     cache_t *k = sb_calloc(1, sizeof *k);
     sb_htable_init(&k->map);
+    sb_htable_init(&k->missing);
     *state = k;
     return 0;
 }
@@ -107,6 +166,8 @@ static void cache_finish(sb_shard_t *s, void *state)
     (void)s;
     cache_clear(k);
     sb_htable_cleanup(&k->map);
+    missing_clear(k);
+    sb_htable_cleanup(&k->missing);
     free(k);
 }
 
@@ -226,6 +287,8 @@ static void loaded(void *arg, int err, const sb_query_channel_t *row)
 {
     lookup_t *op = arg;
     entry_t *e = NULL;
+    if (err == SB_ENOENT)
+        missing_add(op->s, op->id);
     if (!err && !(e = cache_find(op->s, op->id))) { /* another request may have loaded it meanwhile */
         if (!(e = entry_open(op->id, row))) {
             err = SB_EACCES;
@@ -249,6 +312,11 @@ void sb_chancache_get(sb_shard_t *s, int64_t id, void (*cb)(void *arg, int err, 
         cb(arg, 0, &e->ch);
         return;
     }
+    if (missing_find(s, id)) {
+        cb(arg, SB_ENOENT, NULL);
+        return;
+    }
+    sb_metric_add(&sb_metrics_shard(sb_shard_index(s))->channel_lookups, 1);
     lookup_t *op = sb_malloc(sizeof *op);
     *op = (lookup_t){s, id, cb, arg};
     if (sb_query_channel_route(sb_domain_store(s), id, loaded, op) < 0) {

@@ -1,6 +1,7 @@
 /* The channels the front doors look up by id (a webhook URL names its channel): a per-shard cache of what a request
  * needs of a channel, loaded from the store on a miss and kept for a minute, so a rotated token or changed settings
- * take effect within a minute without a lookup per request.
+ * take effect within a minute without a lookup per request. An id that is no channel is remembered as such for five
+ * seconds (bounded), so that a flood of webhooks to an unknown channel costs the database next to nothing.
  *
  * A Twilio channel carries its auth token (opened from the sealed credentials: it verifies X-Twilio-Signature); a
  * twilio_voice channel also its voice settings, its address and sealed credentials (the call actors' provider

@@ -35,6 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #define HELLO_TIMEOUT_MS 10000
 #define TICK_MS 100
@@ -72,6 +74,11 @@ typedef struct client {
     int refs;                  /* the connection, plus each request in flight */
     int64_t tenant;
     char tenant_s[24];
+    int64_t key_id;            /* the API key it signed in with, or its token's key */
+    int64_t key_expires;       /* unix seconds when that key stops (a rotation's end); 0 never */
+    sb_role_t role;
+    sb_rl_limits_t *limits;    /* the tenant's rate limits, as of hello; NULL before */
+    sb_guard_addr_t addr;      /* the client's address */
     int64_t sent;              /* the last cursor written (or skipped over: the welcome cursor) */
     bool has_resume;
     int64_t resume_after;
@@ -93,12 +100,22 @@ struct tsub {
     int64_t newest;            /* the newest cursor this shard knows of */
 };
 
+/* A key revoked or given an end lately: remembered for a while, for the clients whose hello was being checked when
+ * the news came (their lookup may have read the key before it ended). */
+typedef struct ended {
+    sb_list_t link;
+    int64_t tenant, key, at; /* at: unix seconds; 0 at once */
+    uint64_t forget_ms;
+} ended_t;
+
 struct hub {
     sb_shard_t *shard;
+    sb_list_t ended;           /* ended_t, oldest first */
+    unsigned expiring;         /* clients whose key has an end: the tick looks for those past it */
     sb_htable_t tenants;       /* tsub_t by tenant */
     sb_list_t hello;           /* clients before their tenant is known */
     uv_timer_t *tick;
-    uint64_t next_renew;
+    uint64_t next_renew, next_keys;
     sb_buf_t frame;            /* an event's MessagePack frame, built once per delivery */
     sb_buf_t out;              /* scratch for single frames */
 };
@@ -119,6 +136,7 @@ static void client_unref(client_t *c)
         return;
     pending_clear(c);
     free(c->pending);
+    free(c->limits);
     sb_slab_free(&client_slab, c);
 }
 
@@ -390,7 +408,9 @@ typedef struct hello_op {
     client_t *c;
 } hello_op_t;
 
-static void authed(void *arg, int status, const char *code, const char *message, const char *tenant)
+static void key_end_apply(client_t *c, int64_t at, int64_t now);
+
+static void authed(void *arg, int status, const char *code, const char *message, const sb_principal_t *p)
 {
     hello_op_t *op = arg;
     client_t *c = op->c;
@@ -401,14 +421,31 @@ static void authed(void *arg, int status, const char *code, const char *message,
     }
     if (status) {
         send_error(c, code, message);
-        client_close(c, status == 401 ? CLOSE_UNAUTHORIZED : CLOSE_TRY_LATER,
-                     status == 401 ? "unauthorized" : "database unavailable");
+        client_close(c, status == 503 ? CLOSE_TRY_LATER : CLOSE_UNAUTHORIZED,
+                     status == 503 ? "database unavailable" : "unauthorized");
         client_unref(c);
         return;
     }
     hub_t *h = c->hub;
-    c->tenant = strtoll(tenant, NULL, 10);
+    c->tenant = p->tenant;
     snprintf(c->tenant_s, sizeof c->tenant_s, "%lld", (long long)c->tenant);
+    c->key_id = p->key_id;
+    c->role = p->role;
+    c->limits = sb_malloc(sizeof *c->limits);
+    *c->limits = p->limits;
+    int64_t now = (int64_t)time(NULL);
+    if (p->key_expires)
+        key_end_apply(c, p->key_expires, now);
+    sb_list_foreach(it, &h->ended)
+    {
+        const ended_t *e = sb_container_of(it, ended_t, link);
+        if (e->tenant == c->tenant && e->key == c->key_id)
+            key_end_apply(c, e->at, now);
+    }
+    if (c->state != S_AUTH) { /* its key ended meanwhile */
+        client_unref(c);
+        return;
+    }
     tsub_t *t = tsub_find(h, c->tenant);
     if (!t) {
         t = sb_calloc(1, sizeof *t);
@@ -439,7 +476,7 @@ static void on_hello(client_t *c, const sb_inbox_op_t *op)
     c->state = S_AUTH;
     c->refs++;
     sb_wsconn_set_reading(c->ws, false); /* one thing at a time until welcome */
-    sb_api_auth(c->hub->shard, op->token, false, authed, h);
+    sb_api_auth(c->hub->shard, op->token, false, &c->addr, authed, h);
 }
 
 /* ---- send ----------------------------------------------------------------------------------------------------------- */
@@ -469,20 +506,82 @@ static void sent(void *arg, int status, const char *code, const char *message, c
     client_unref(c);
 }
 
-/* The inbox's send op: the same acceptance as POST /v1/messages, answered with accepted (or an error frame). */
+/* A send waiting for its rate limits' verdict: the op's fields, copied. */
+typedef struct send_wait {
+    client_t *c;
+    int64_t channel;
+    char *to, *body, *media_url, *key;
+} send_wait_t;
+
+static char *dup_opt(sb_str_t v)
+{
+    return v.p ? sb_strndup(v.p, v.len) : NULL;
+}
+
+static sb_str_t opt_str(const char *v)
+{
+    return v ? sb_str_cstr(v) : sb_str(NULL, 0);
+}
+
+static void send_wait_free(send_wait_t *w)
+{
+    free(w->to);
+    free(w->body);
+    free(w->media_url);
+    free(w->key);
+    free(w);
+}
+
+static void send_limited(void *arg, const char *limit, uint64_t retry_ms)
+{
+    send_wait_t *w = arg;
+    client_t *c = w->c;
+    if (retry_ms && client_open(c)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "rate limit %s exceeded; retry after %llu s", limit,
+                 (unsigned long long)(retry_ms + 999) / 1000);
+        send_error(c, "rate_limited", msg);
+    } else if (!retry_ms && client_open(c)) {
+        send_op_t *s = sb_calloc(1, sizeof *s);
+        s->c = c;
+        s->key = w->key;
+        w->key = NULL;
+        c->refs++;
+        sb_send_t send = {.tenant = c->tenant,
+                          .channel = w->channel,
+                          .to = opt_str(w->to),
+                          .body = opt_str(w->body),
+                          .media_url = opt_str(w->media_url),
+                          .idempotency_key = opt_str(s->key)};
+        sb_sends_accept(&send, sent, s);
+    }
+    send_wait_free(w);
+    client_unref(c);
+}
+
+/* The inbox's send op: an agent's or owner's, within the send limits of its key and address; then the same
+ * acceptance as POST /v1/messages, answered with accepted (or an error frame). */
 static void on_send(client_t *c, const sb_inbox_op_t *op)
 {
-    send_op_t *s = sb_calloc(1, sizeof *s);
-    s->c = c;
-    s->key = op->idempotency_key.p ? sb_strndup(op->idempotency_key.p, op->idempotency_key.len) : NULL;
+    if (c->role < SB_ROLE_AGENT) {
+        send_error(c, "forbidden", "a readonly key or token may not send");
+        return;
+    }
+    send_wait_t *w = sb_calloc(1, sizeof *w);
+    *w = (send_wait_t){.c = c,
+                       .channel = op->channel_id,
+                       .to = dup_opt(op->to),
+                       .body = dup_opt(op->body),
+                       .media_url = dup_opt(op->media_url),
+                       .key = dup_opt(op->idempotency_key)};
+    sb_rl_ask_t ask = {.tenant = c->tenant, .key_id = c->key_id, .addr = c->addr, .families = SB_RL_SEND,
+                       .limits = *c->limits};
     c->refs++;
-    sb_send_t send = {.tenant = c->tenant,
-                      .channel = op->channel_id,
-                      .to = op->to,
-                      .body = op->body,
-                      .media_url = op->media_url,
-                      .idempotency_key = op->idempotency_key};
-    sb_sends_accept(&send, sent, s);
+    if (sb_ratelimit_take(c->hub->shard, &ask, send_limited, w) < 0) {
+        c->refs--;
+        send_wait_free(w);
+        send_error(c, "unavailable", "the gateway is stopping");
+    }
 }
 
 /* ---- the connection --------------------------------------------------------------------------------------------- */
@@ -542,6 +641,9 @@ static void on_close(void *arg, sb_wsconn_t *ws)
     (void)ws;
     c->ws = NULL;
     c->state = S_CLOSING;
+    if (c->key_expires)
+        h->expiring--;
+    c->key_expires = 0;
     sb_list_remove(&c->link);
     if (c->t) {
         c->t->nclients--;
@@ -609,8 +711,14 @@ bool sb_live_handle(sb_shard_t *s, sb_http_req_t *req)
                           .slow_reason = "too slow: resume from your last cursor",
                           .origin_allowed = origin_allowed,
                           .what = "the live inbox"};
+    struct sockaddr_storage ss;
+    if (sb_http_req_peer(req, &ss) < 0) { /* gone already */
+        sb_http_respond_error(req, 400, "bad_request", "the client is gone");
+        return true;
+    }
     client_t *c = sb_slab_alloc(&client_slab, sizeof *c);
     c->hub = h;
+    sb_guard_addr_from(&c->addr, (const struct sockaddr *)&ss);
     c->state = S_HELLO;
     c->refs = 1;
     strcpy(c->tenant_s, "-");
@@ -673,6 +781,90 @@ void sb_live_deliver(sb_shard_t *s, sb_inbox_batch_t *b)
     }
 }
 
+/* ---- keys that end: revoked, or rotated with an overlap -------------------------------------------------------- */
+
+#define ENDED_KEEP_MS 30000 /* how long a shard remembers an ended key for the hellos being checked */
+
+/* Applies a key's end (unix seconds; 0: now) to c: closed with 4401 when it has come, else remembered. */
+static void key_end_apply(client_t *c, int64_t at, int64_t now)
+{
+    if (at && at > now) {
+        if (!c->key_expires)
+            c->hub->expiring++;
+        if (!c->key_expires || at < c->key_expires)
+            c->key_expires = at;
+        return;
+    }
+    if (c->state == S_CLOSING || !c->ws)
+        return;
+    send_error(c, "key_revoked", at ? "the API key of this connection has expired (rotated)"
+                                    : "the API key of this connection was revoked");
+    client_close(c, CLOSE_UNAUTHORIZED, "unauthorized");
+}
+
+typedef struct key_end {
+    int64_t tenant, key, at;
+} key_end_t;
+
+/* On each shard: the clients of the key now, and the ones whose hello is being checked when their answer comes. */
+static void key_ended_here(sb_shard_t *s, void *arg)
+{
+    key_end_t *k = arg;
+    hub_t *h = sb_shard_state(s, &sb_live_module);
+    if (h) {
+        int64_t now = (int64_t)time(NULL);
+        ended_t *e = sb_calloc(1, sizeof *e);
+        *e = (ended_t){.tenant = k->tenant, .key = k->key, .at = k->at,
+                       .forget_ms = uv_now(sb_shard_loop(s)) + ENDED_KEEP_MS};
+        sb_list_push_back(&h->ended, &e->link);
+        tsub_t *t = tsub_find(h, k->tenant);
+        if (t) {
+            sb_list_foreach_safe(it, nx, &t->clients)
+            {
+                client_t *c = sb_container_of(it, client_t, link);
+                if (c->key_id == k->key)
+                    key_end_apply(c, k->at, now);
+            }
+        }
+    }
+    free(k);
+}
+
+void sb_live_key_ended(int64_t tenant, int64_t key, int64_t at)
+{
+    for (unsigned i = 0; i < sb_shards_count(); i++) {
+        key_end_t *k = sb_malloc(sizeof *k);
+        *k = (key_end_t){tenant, key, at};
+        if (sb_shard_exec(i, key_ended_here, k) < 0)
+            free(k);
+    }
+}
+
+/* Once a second: clients whose key's end has come are closed; ended keys old enough are forgotten. */
+static void keys_tick(hub_t *h, uint64_t now_ms)
+{
+    while (!sb_list_empty(&h->ended)) {
+        ended_t *e = sb_container_of(sb_list_first(&h->ended), ended_t, link);
+        if (e->forget_ms > now_ms)
+            break;
+        sb_list_remove(&e->link);
+        free(e);
+    }
+    if (!h->expiring)
+        return;
+    int64_t now = (int64_t)time(NULL);
+    size_t pos = 0;
+    for (sb_hnode_t *n; (n = sb_htable_next(&h->tenants, &pos));) {
+        tsub_t *t = sb_container_of(n, tsub_t, node);
+        sb_list_foreach_safe(it, nx, &t->clients)
+        {
+            client_t *c = sb_container_of(it, client_t, link);
+            if (c->key_expires && c->key_expires <= now)
+                key_end_apply(c, c->key_expires, now);
+        }
+    }
+}
+
 /* ---- the module ------------------------------------------------------------------------------------------------- */
 
 /* Hello deadlines, replays that waited for a slow client's socket to drain, and the subscriptions' renewal. */
@@ -691,6 +883,10 @@ static void on_tick(uv_timer_t *tm)
     bool renew = now >= h->next_renew;
     if (renew)
         h->next_renew = now + RENEW_MS;
+    if (now >= h->next_keys) {
+        h->next_keys = now + 1000;
+        keys_tick(h, now);
+    }
     size_t pos = 0;
     for (sb_hnode_t *n; (n = sb_htable_next(&h->tenants, &pos));) {
         tsub_t *t = sb_container_of(n, tsub_t, node);
@@ -716,6 +912,7 @@ static int live_start(sb_shard_t *s, void **state)
     h->shard = s;
     sb_htable_init(&h->tenants);
     sb_list_init(&h->hello);
+    sb_list_init(&h->ended);
     sb_buf_init(&h->frame);
     sb_buf_init(&h->out);
     h->tick = sb_malloc(sizeof *h->tick);
@@ -752,6 +949,8 @@ static void live_finish(sb_shard_t *s, void *state)
         free(sb_container_of(n, tsub_t, node));
     }
     sb_htable_cleanup(&h->tenants);
+    while (!sb_list_empty(&h->ended))
+        free(sb_container_of(sb_list_pop_front(&h->ended), ended_t, link));
     sb_buf_cleanup(&h->frame);
     sb_buf_cleanup(&h->out);
     free(h);

@@ -20,11 +20,16 @@
  * (proto/inbox), whose JSON frames were encoded once for every JSON client everywhere; MessagePack is encoded once
  * per shard and event.
  *
- * Closing codes: 4401 bad or missing credentials (after an error frame), 4400 a frame that is not what the
- * protocol allows before hello, 4408 a client that fell more than inbox_send_buffer bytes behind (it resumes from
- * its cursor), 1013 (try again later) when PostgreSQL is not reachable, 1001 when the gateway shuts down, and the
- * RFC 6455 codes for broken framing. A browser's Origin must be the gateway's own or listed in inbox_origins;
- * clients that send none (not browsers) are let through. */
+ * Keys: a client is tied to the API key it signed in with (or its token's key). When the key is revoked, every shard
+ * closes its clients of that key at once with an error frame and 4401; a rotated key's clients are closed the same
+ * way when its overlap ends. Readonly clients may not send; sends draw from the send rate limits of the key and of
+ * the client's address (gateway/ratelimit), the tenant's limits as they were at hello.
+ *
+ * Closing codes: 4401 bad or missing credentials (after an error frame; also a revoked or expired key), 4400 a
+ * frame that is not what the protocol allows before hello, 4408 a client that fell more than inbox_send_buffer
+ * bytes behind (it resumes from its cursor), 1013 (try again later) when PostgreSQL is not reachable, 1001 when
+ * the gateway shuts down, and the RFC 6455 codes for broken framing. A browser's Origin must be the gateway's own
+ * or listed in inbox_origins; clients that send none (not browsers) are let through. */
 #ifndef SB_LIVE_H
 #define SB_LIVE_H
 
@@ -45,6 +50,9 @@ extern const sb_shard_module_t sb_live_module;
 /* On shard s: writes b (borrowed) to the tenant's live clients there, queues it for the replaying ones (the domain's
  * deliver hook, shards/domain.h). */
 void sb_live_deliver(sb_shard_t *s, sb_inbox_batch_t *b);
+/* From any shard: tenant's API key `key` ends at `at` (unix seconds; 0: now, a revocation): every shard closes the
+ * live clients that signed in with it (or with a token minted from it) with an error frame and 4401 when it ends. */
+void sb_live_key_ended(int64_t tenant, int64_t key, int64_t at);
 /* Live inbox clients connected to shard idx (any thread; for the console and metrics). */
 unsigned sb_live_clients(unsigned idx);
 

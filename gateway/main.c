@@ -14,6 +14,7 @@
 #include "gateway/live.h"
 #include "gateway/log.h"
 #include "gateway/media.h"
+#include "gateway/ratelimit.h"
 #include "gateway/routes.h"
 #include "gateway/webhooks.h"
 #include "gateway/www.h"
@@ -128,9 +129,9 @@ static const sb_shard_module_t console_module = {
 /* Every shard runs these, in this order (and stops them in reverse): the domain first, whose actors every front door
  * hands work to; the caches and hubs the HTTP routes use exist before the server takes a request, and outlive its
  * connections. */
-static const sb_shard_module_t *const modules[] = {&sb_domain_module, &sb_chancache_module, &sb_webhooks_module,
-                                                   &sb_media_module,  &sb_live_module,      &http_module,
-                                                   &console_module};
+static const sb_shard_module_t *const modules[] = {
+    &sb_domain_module, &sb_chancache_module, &sb_ratelimit_module, &sb_api_module, &sb_webhooks_module,
+    &sb_media_module,  &sb_live_module,      &http_module,         &console_module};
 
 /* ---- signals and the exit bound ------------------------------------------------------------------------------- */
 

@@ -33,6 +33,8 @@ typedef struct sb_metrics {
     _Atomic int64_t media_streams;        /* Media Streams being relayed */
     _Atomic uint64_t media_frames;        /* Media Streams frames relayed, both ways */
     _Atomic uint64_t media_dropped;       /* audio frames dropped toward a voice app that fell behind */
+    _Atomic uint64_t rate_limited;        /* tenant API requests and inbox sends refused by a rate limit (429) */
+    _Atomic uint64_t channel_lookups;     /* channels read from PostgreSQL by the front doors' cache (misses) */
     /* Labels are bounded: a channel type (proto/event.h's sb_channel_type_t), a provider, a status class or one of
      * a fixed set of provider error buckets; never a tenant, a channel or an address. */
     _Atomic uint64_t sends[SB_METRICS_CH_TYPES][SB_SEND_RESULTS];   /* provider answers: sent, retry, failed, unknown */

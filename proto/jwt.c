@@ -25,6 +25,14 @@ static bool id_ok(const json_t *v)
            !memchr(json_string_value(v), '\0', json_string_length(v));
 }
 
+/* True if v is a string of 1..19 decimal digits naming a positive id. */
+static bool key_id_ok(const json_t *v)
+{
+    long long id;
+    return json_is_string(v) && json_string_length(v) <= 19 &&
+           sb_str_to_ll(sb_str(json_string_value(v), json_string_length(v)), 1, INT64_MAX, &id) == 0;
+}
+
 /* Checks the types of the claims we read. Returns 0 or SB_JWT_EMALFORMED. */
 static int claims_check(const json_t *c)
 {
@@ -42,6 +50,13 @@ static int claims_check(const json_t *c)
         return SB_JWT_EMALFORMED;
     v = json_object_get(c, "nbf");
     if (v && !json_is_integer(v))
+        return SB_JWT_EMALFORMED;
+    v = json_object_get(c, "role");
+    if (v && (!json_is_string(v) || json_string_length(v) > SB_JWT_ROLE_MAX ||
+              memchr(json_string_value(v), '\0', json_string_length(v))))
+        return SB_JWT_EMALFORMED;
+    v = json_object_get(c, "key_id");
+    if (v && !key_id_ok(v))
         return SB_JWT_EMALFORMED;
     v = json_object_get(c, "iat");
     if (v && !json_is_integer(v))
@@ -215,6 +230,15 @@ int sb_jwt_verify(sb_str_t token, sb_str_t key, int64_t now, sb_jwt_claims_t *ou
         out->sub_len = json_string_length(v);
         memcpy(out->sub, json_string_value(v), out->sub_len);
         out->sub[out->sub_len] = '\0';
+    }
+    v = json_object_get(claims, "role");
+    if (v)
+        memcpy(out->role, json_string_value(v), json_string_length(v) + 1);
+    v = json_object_get(claims, "key_id");
+    if (v) {
+        long long id = 0;
+        sb_str_to_ll(sb_str(json_string_value(v), json_string_length(v)), 1, INT64_MAX, &id);
+        out->key_id = id;
     }
     v = json_object_get(claims, "iat");
     out->iat = v ? json_integer_value(v) : 0;

@@ -11,6 +11,8 @@
  *   - the signature is checked in constant time before the claims are read;
  *   - "exp" (integer seconds) is required and the token is expired once exp <= now; "nbf", when present, must be
  *     <= now; "iat", when present, must be an integer; "tenant" (a non-empty string) is required, "sub" optional;
+ *     "role" (a string of at most SB_JWT_ROLE_MAX bytes) and "key_id" (a string of 1..19 digits: the API key the
+ *     token was minted from) optional, read but not judged here (gateway/api checks them);
  *   - a token longer than SB_JWT_MAX_LEN is refused unread, and none that long is issued.
  * Keys must be at least 32 bytes (RFC 7518 §3.2: no shorter than the hash). Keys are borrowed and never kept or
  * logged; computed MACs are wiped.
@@ -31,6 +33,7 @@
 #define SB_JWT_MAX_LEN 4096   /* longest token accepted or issued, in characters */
 #define SB_JWT_MIN_KEY_LEN 32 /* shortest HMAC key accepted, in bytes */
 #define SB_JWT_ID_MAX 128     /* longest "tenant" or "sub" claim, in bytes */
+#define SB_JWT_ROLE_MAX 15    /* longest "role" claim, in bytes */
 
 enum {
     SB_JWT_EMALFORMED = SB_EPARSE, /* not three strict base64url parts of JSON objects, or a required claim is
@@ -47,13 +50,16 @@ typedef struct sb_jwt_claims {
     size_t tenant_len;
     char sub[SB_JWT_ID_MAX + 1];    /* the "sub" claim, or "" when absent */
     size_t sub_len;
+    char role[SB_JWT_ROLE_MAX + 1]; /* the "role" claim, or "" when absent */
+    int64_t key_id;                 /* the "key_id" claim, or 0 when absent */
     int64_t iat;                    /* 0 when absent */
     int64_t exp;
 } sb_jwt_claims_t;
 
 /* Signs claims (borrowed; a JSON object) under key (borrowed) and appends the token to out. The claims are checked
  * as verification would check them ("tenant" a string of 1..SB_JWT_ID_MAX bytes, "exp" an integer, "sub" if present
- * a string of at most SB_JWT_ID_MAX bytes, "iat"/"nbf" if present integers), so nothing is issued that could not be
+ * a string of at most SB_JWT_ID_MAX bytes, "iat"/"nbf" if present integers, "role" and "key_id" as above), so nothing
+ * is issued that could not be
  * verified. Returns 0, SB_EINVAL (claims not acceptable, key shorter than SB_JWT_MIN_KEY_LEN) or SB_E2BIG (the token
  * would exceed SB_JWT_MAX_LEN); on failure out is as it was. */
 int sb_jwt_sign(const json_t *claims, sb_str_t key, sb_buf_t *out);

@@ -201,18 +201,107 @@ static void id_read(void *arg, int err, const char *detail, const PGresult *res)
 }
 
 static const char key_create_sql[] =
-    "WITH k AS (INSERT INTO api_keys (tenant_id, prefix, key_hash) VALUES ($1, $2, $3) "
+    "WITH k AS (INSERT INTO api_keys (tenant_id, prefix, key_hash, role) VALUES ($1, $2, $3, $4) "
     "RETURNING tenant_id, id, key_hash) "
     "INSERT INTO api_key_routes (key_hash, tenant_id, key_id) "
     "SELECT key_hash, tenant_id, id FROM k RETURNING key_id::text";
 
-int sb_query_api_key_create(sb_store_t *st, int64_t tenant, const char *prefix, const char *key_hash, key_cb_t cb,
-                            void *arg)
+int sb_query_api_key_create(sb_store_t *st, int64_t tenant, const char *prefix, const char *key_hash, const char *role,
+                            key_cb_t cb, void *arg)
 {
     char t[24];
     i64_text(t, tenant);
-    const char *p[3] = {t, prefix, key_hash};
-    return run(st, NULL, key_create_sql, 3, p, 0, id_read, (void *)cb, arg);
+    const char *p[4] = {t, prefix, key_hash, role};
+    return run(st, NULL, key_create_sql, 4, p, 0, id_read, (void *)cb, arg);
+}
+
+/* "Live": neither revoked nor past the end a rotation gave it. */
+#define KEY_LIVE "k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())"
+
+static const char key_list_sql[] =
+    "SELECT k.id::text AS id, k.prefix, k.role, k.created_at::text AS created_at, k.last_used_at::text AS "
+    "last_used_at, k.expires_at::text AS expires_at, k.replaced_by::text AS replaced_by FROM api_keys k "
+    "WHERE k.tenant_id = $1 AND " KEY_LIVE " ORDER BY k.id LIMIT 1000";
+
+int sb_query_api_key_list(sb_store_t *st, int64_t tenant, sb_query_rows_cb cb, void *arg)
+{
+    return run_id(st, key_list_sql, tenant, 0, rows_read, (void *)cb, arg);
+}
+
+static const char key_revoke_sql[] =
+    "UPDATE api_keys k SET revoked_at = now() WHERE k.tenant_id = $1 AND k.id = $2 AND " KEY_LIVE " RETURNING k.id";
+
+int sb_query_api_key_revoke(sb_store_t *st, int64_t tenant, int64_t key_id, sb_query_done_cb cb, void *arg)
+{
+    char t[24], k[24];
+    i64_text(t, tenant);
+    i64_text(k, key_id);
+    const char *p[2] = {t, k};
+    return run(st, NULL, key_revoke_sql, 2, p, 0, one_done_read, (void *)cb, arg);
+}
+
+typedef void (*rotate_cb_t)(void *, int, int64_t, const char *, int64_t);
+
+static void key_rotated(void *arg, int err, const char *detail, const PGresult *res)
+{
+    query_t *q = arg;
+    (void)detail;
+    err = one_row(err, res);
+    ((rotate_cb_t)q->cb)(q->arg, err, err ? 0 : col_i64(res, 0, 0), err ? NULL : PQgetvalue(res, 0, 1),
+                         err ? 0 : col_i64(res, 0, 2));
+    free(q);
+}
+
+/* One statement: the new key's id is drawn first, so the old row can name it in the same UPDATE that ends it. */
+static const char key_rotate_sql[] =
+    "WITH n AS (SELECT nextval(pg_get_serial_sequence('api_keys', 'id')) AS id), "
+    "old AS (UPDATE api_keys k SET replaced_by = n.id, expires_at = least(coalesce(k.expires_at, 'infinity'), "
+    "now() + make_interval(secs => $3::int)) FROM n WHERE k.tenant_id = $1 AND k.id = $2 AND " KEY_LIVE
+    " RETURNING k.tenant_id, k.role, k.expires_at), "
+    "k AS (INSERT INTO api_keys (tenant_id, id, prefix, key_hash, role) OVERRIDING SYSTEM VALUE "
+    "SELECT old.tenant_id, n.id, $4, $5, old.role FROM old, n RETURNING tenant_id, id, key_hash, role), "
+    "r AS (INSERT INTO api_key_routes (key_hash, tenant_id, key_id) SELECT key_hash, tenant_id, id FROM k) "
+    "SELECT k.id::text, k.role, ceil(extract(epoch FROM old.expires_at))::bigint FROM k, old";
+
+int sb_query_api_key_rotate(sb_store_t *st, int64_t tenant, int64_t key_id, int64_t overlap_s, const char *prefix,
+                            const char *key_hash, rotate_cb_t cb, void *arg)
+{
+    char t[24], k[24], o[24];
+    i64_text(t, tenant);
+    i64_text(k, key_id);
+    i64_text(o, overlap_s);
+    const char *p[5] = {t, k, o, prefix, key_hash};
+    return run(st, NULL, key_rotate_sql, 5, p, 0, key_rotated, (void *)cb, arg);
+}
+
+static const char keys_used_sql[] =
+    "UPDATE api_keys k SET last_used_at = to_timestamp(v.t) FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) "
+    "AS v(tenant_id, id, t) WHERE k.tenant_id = v.tenant_id AND k.id = v.id "
+    "AND (k.last_used_at IS NULL OR k.last_used_at < to_timestamp(v.t))";
+
+/* Appends "{a,b,c}", a PostgreSQL array literal of integers. */
+static void int_array(sb_buf_t *b, size_t n, const int64_t *v)
+{
+    sb_buf_puts(b, "{");
+    for (size_t i = 0; i < n; i++)
+        sb_buf_printf(b, "%s%" PRId64, i ? "," : "", v[i]);
+    sb_buf_puts(b, "}");
+}
+
+int sb_query_api_keys_used(sb_store_t *st, size_t n, const int64_t *tenants, const int64_t *keys, const int64_t *at,
+                           sb_query_done_cb cb, void *arg)
+{
+    sb_buf_t a[3];
+    const int64_t *cols[3] = {tenants, keys, at};
+    for (int i = 0; i < 3; i++) {
+        sb_buf_init(&a[i]);
+        int_array(&a[i], n, cols[i]);
+    }
+    const char *p[3] = {sb_buf_cstr(&a[0]), sb_buf_cstr(&a[1]), sb_buf_cstr(&a[2])};
+    int rc = run(st, NULL, keys_used_sql, 3, p, 0, done_read, (void *)cb, arg);
+    for (int i = 0; i < 3; i++)
+        sb_buf_cleanup(&a[i]);
+    return rc;
 }
 
 typedef void (*channel_created_cb_t)(void *, int, int64_t, int64_t, const char *);
@@ -264,14 +353,48 @@ int sb_query_meta_app_create(sb_store_t *st, const char *app_id, const char *sec
 
 /* ---- the tenant REST API --------------------------------------------------------------------------------------- */
 
-static const char api_key_tenant_sql[] =
-    "SELECT r.tenant_id::text FROM api_key_routes r JOIN api_keys k"
-    " ON k.tenant_id = r.tenant_id AND k.id = r.key_id WHERE r.key_hash = $1 AND k.revoked_at IS NULL";
+static void key_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    query_t *q = arg;
+    (void)detail;
+    err = one_row(err, res);
+    sb_query_key_t k = {0};
+    if (!err)
+        k = (sb_query_key_t){.tenant = col_i64(res, 0, 0),
+                             .id = col_i64(res, 0, 1),
+                             .role = PQgetvalue(res, 0, 2),
+                             .expires = col_i64(res, 0, 3),
+                             .rate_limits = PQgetvalue(res, 0, 4)};
+    ((sb_query_key_cb)q->cb)(q->arg, err, err ? NULL : &k);
+    free(q);
+}
 
-int sb_query_api_key_tenant(sb_store_t *st, const char *key_hash, key_cb_t cb, void *arg)
+#define KEY_COLUMNS                                                                                                   \
+    "k.tenant_id::text, k.id::text, k.role, coalesce(floor(extract(epoch FROM k.expires_at))::bigint, 0), "          \
+    "t.rate_limits::text"
+
+/* Every REST request and inbox hello runs one of these two: prepared. */
+static const char api_key_auth_sql[] =
+    "SELECT " KEY_COLUMNS " FROM api_key_routes r JOIN api_keys k ON k.tenant_id = r.tenant_id AND k.id = r.key_id "
+    "JOIN tenants t ON t.id = k.tenant_id WHERE r.key_hash = $1 AND " KEY_LIVE;
+
+int sb_query_api_key_auth(sb_store_t *st, const char *key_hash, sb_query_key_cb cb, void *arg)
 {
     const char *p[1] = {key_hash};
-    return run(st, NULL, api_key_tenant_sql, 1, p, SB_PG_PREPARED, id_read, (void *)cb, arg);
+    return run(st, NULL, api_key_auth_sql, 1, p, SB_PG_PREPARED, key_read, (void *)cb, arg);
+}
+
+static const char api_key_by_id_sql[] =
+    "SELECT " KEY_COLUMNS " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
+    "WHERE k.tenant_id = $1 AND k.id = $2 AND " KEY_LIVE;
+
+int sb_query_api_key_by_id(sb_store_t *st, int64_t tenant, int64_t key_id, sb_query_key_cb cb, void *arg)
+{
+    char t[24], k[24];
+    i64_text(t, tenant);
+    i64_text(k, key_id);
+    const char *p[2] = {t, k};
+    return run(st, NULL, api_key_by_id_sql, 2, p, SB_PG_PREPARED, key_read, (void *)cb, arg);
 }
 
 /* The JSON the API answers is built by PostgreSQL: its timestamps' and jsonb's text forms are what clients have
@@ -441,16 +564,32 @@ int sb_query_call_ref(sb_store_t *st, int64_t id, call_ref_cb_t cb, void *arg)
     return run_id(st, call_ref_sql, id, 0, call_ref_read, (void *)cb, arg);
 }
 
-static const char tenant_calls_sql[] =
-    "UPDATE tenants SET max_concurrent_calls = nullif($2::int, -1) WHERE id = $1 RETURNING id";
+typedef void (*patched_cb_t)(void *, int, const char *);
 
-int sb_query_tenant_max_calls(sb_store_t *st, int64_t tenant, int64_t max, sb_query_done_cb cb, void *arg)
+static void tenant_patched(void *arg, int err, const char *detail, const PGresult *res)
+{
+    query_t *q = arg;
+    (void)detail;
+    err = one_row(err, res);
+    ((patched_cb_t)q->cb)(q->arg, err, err ? NULL : PQgetvalue(res, 0, 0));
+    free(q);
+}
+
+/* A NULL parameter keeps the column as it is. */
+static const char tenant_patch_sql[] =
+    "UPDATE tenants SET max_concurrent_calls = CASE WHEN $2::int IS NULL THEN max_concurrent_calls "
+    "ELSE nullif($2::int, -1) END, rate_limits = CASE WHEN $3::jsonb IS NULL THEN rate_limits "
+    "WHEN $3::jsonb = 'null'::jsonb THEN '{}'::jsonb ELSE jsonb_strip_nulls(rate_limits || $3::jsonb) END "
+    "WHERE id = $1 RETURNING rate_limits::text";
+
+int sb_query_tenant_patch(sb_store_t *st, int64_t tenant, bool set_max, int64_t max, const char *limits,
+                          patched_cb_t cb, void *arg)
 {
     char t[24], m[24];
     i64_text(t, tenant);
     i64_text(m, max);
-    const char *p[2] = {t, m};
-    return run(st, NULL, tenant_calls_sql, 2, p, 0, one_done_read, (void *)cb, arg);
+    const char *p[3] = {t, set_max ? m : NULL, limits};
+    return run(st, NULL, tenant_patch_sql, 3, p, 0, tenant_patched, (void *)cb, arg);
 }
 
 /* ---- provider webhooks ----------------------------------------------------------------------------------------- */

@@ -19,6 +19,7 @@
 #include "proto/rows.h"
 #include "proto/str.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,10 +41,27 @@ int sb_query_tenant_list(sb_store_t *st, sb_query_rows_cb cb, void *arg);
 int sb_query_tenant_webhook_set(sb_store_t *st, int64_t tenant, const char *url, const char *secret_sealed,
                                 sb_query_done_cb cb, void *arg);
 
-/* A new API key of tenant, known by its prefix and the SHA-256 hex of the whole key, with the route that finds it by
- * that hash: its id. SB_ENOENT: no such tenant. */
-int sb_query_api_key_create(sb_store_t *st, int64_t tenant, const char *prefix, const char *key_hash,
+/* A new API key of tenant with role ("owner", "agent" or "readonly"), known by its prefix and the SHA-256 hex of the
+ * whole key, with the route that finds it by that hash: its id. SB_ENOENT: no such tenant. */
+int sb_query_api_key_create(sb_store_t *st, int64_t tenant, const char *prefix, const char *key_hash, const char *role,
                             void (*cb)(void *arg, int err, int64_t id), void *arg);
+/* Tenant's keys that still authenticate (not revoked, not past their expiry), by id, at most 1000: columns id,
+ * prefix, role, created_at, last_used_at, expires_at (a rotated key's end; NULL for none), replaced_by — never the
+ * hash. */
+int sb_query_api_key_list(sb_store_t *st, int64_t tenant, sb_query_rows_cb cb, void *arg);
+/* Revokes tenant's key key_id now. SB_ENOENT: no such live key of that tenant. */
+int sb_query_api_key_revoke(sb_store_t *st, int64_t tenant, int64_t key_id, sb_query_done_cb cb, void *arg);
+/* Rotates tenant's live key key_id: a new key (prefix, key_hash) of the same role, and the old one expiring
+ * overlap_s seconds from now (or sooner, when an earlier rotation gave it less). cb gets the new key's id, its role
+ * and the old key's expiry (unix seconds). SB_ENOENT: no such live key of that tenant. */
+int sb_query_api_key_rotate(sb_store_t *st, int64_t tenant, int64_t key_id, int64_t overlap_s, const char *prefix,
+                            const char *key_hash,
+                            void (*cb)(void *arg, int err, int64_t id, const char *role, int64_t old_expires),
+                            void *arg);
+/* Records when keys were last used: n (tenant, key, unix time in seconds) triples, in one statement; a time older
+ * than the one stored changes nothing. */
+int sb_query_api_keys_used(sb_store_t *st, size_t n, const int64_t *tenants, const int64_t *keys, const int64_t *at,
+                           sb_query_done_cb cb, void *arg);
 
 /* A channel to create. */
 typedef struct sb_query_channel_new {
@@ -69,9 +87,20 @@ int sb_query_meta_app_create(sb_store_t *st, const char *app_id, const char *sec
 
 /* ---- the tenant REST API --------------------------------------------------------------------------------------- */
 
-/* The tenant of the live API key whose SHA-256 hex is key_hash. SB_ENOENT: unknown or revoked. */
-int sb_query_api_key_tenant(sb_store_t *st, const char *key_hash, void (*cb)(void *arg, int err, int64_t tenant),
-                            void *arg);
+/* A key that authenticates, as a request needs it. */
+typedef struct sb_query_key {
+    int64_t tenant, id;
+    const char *role;        /* "owner", "agent" or "readonly" */
+    int64_t expires;         /* unix seconds when a rotation ends it; 0 for never */
+    const char *rate_limits; /* the tenant's rate-limit overrides, a JSON object */
+} sb_query_key_t;
+typedef void (*sb_query_key_cb)(void *arg, int err, const sb_query_key_t *k);
+
+/* The live API key (not revoked, not expired) whose SHA-256 hex is key_hash. SB_ENOENT: unknown, revoked or
+ * expired. */
+int sb_query_api_key_auth(sb_store_t *st, const char *key_hash, sb_query_key_cb cb, void *arg);
+/* Tenant's key key_id, when it is live (an inbox token names the key it was minted from). SB_ENOENT: not live. */
+int sb_query_api_key_by_id(sb_store_t *st, int64_t tenant, int64_t key_id, sb_query_key_cb cb, void *arg);
 /* Tenant's conversations with an id below before, newest first, at most limit: each a JSON object (id, channel_id,
  * contact {id, address, profile_name}, last_seq, last_message_at, created_at). */
 int sb_query_conversations(sb_store_t *st, int64_t tenant, int64_t before, int64_t limit, sb_query_json_cb cb,
@@ -103,8 +132,11 @@ typedef struct sb_query_call_ref {
 /* Where call id lives (any tenant: the console's). SB_ENOENT: no such call. */
 int sb_query_call_ref(sb_store_t *st, int64_t id, void (*cb)(void *arg, int err, const sb_query_call_ref_t *r),
                       void *arg);
-/* Sets a tenant's max_concurrent_calls (-1: none). SB_ENOENT: no such tenant. */
-int sb_query_tenant_max_calls(sb_store_t *st, int64_t tenant, int64_t max, sb_query_done_cb cb, void *arg);
+/* Changes a tenant's settings: max_concurrent_calls when set_max (max -1: none), and its rate-limit overrides when
+ * limits is not NULL: "null" clears them all, a JSON object is merged into them (a member set to null is removed).
+ * cb gets the overrides as stored (a JSON object). SB_ENOENT: no such tenant. */
+int sb_query_tenant_patch(sb_store_t *st, int64_t tenant, bool set_max, int64_t max, const char *limits,
+                          void (*cb)(void *arg, int err, const char *rate_limits), void *arg);
 
 /* ---- provider webhooks ----------------------------------------------------------------------------------------- */
 

@@ -250,6 +250,40 @@ TEST(required_claims)
     sb_buf_cleanup(&b);
 }
 
+TEST(role_and_key)
+{
+    sb_jwt_claims_t c;
+    is_int(verify(raw("{\"alg\":\"HS256\"}", "{\"tenant\":\"7\",\"exp\":1800000000,\"role\":\"agent\","
+                                             "\"key_id\":\"9223372036854775807\"}"), NOW, &c), 0,
+           "role and key_id read");
+    ok(strcmp(c.role, "agent") == 0 && c.key_id == INT64_MAX, "role %s, key_id %lld", c.role, (long long)c.key_id);
+    is_int(verify(raw("{\"alg\":\"HS256\"}", "{\"tenant\":\"7\",\"exp\":1800000000}"), NOW, &c), 0, "both optional");
+    ok(c.role[0] == '\0' && c.key_id == 0, "absent: empty role, key_id 0");
+    static const char *bad[] = {
+        "{\"tenant\":\"7\",\"exp\":1800000000,\"role\":7}",
+        "{\"tenant\":\"7\",\"exp\":1800000000,\"role\":\"0123456789abcdef\"}", /* 16 bytes */
+        "{\"tenant\":\"7\",\"exp\":1800000000,\"role\":\"a\\u0000b\"}",
+        "{\"tenant\":\"7\",\"exp\":1800000000,\"key_id\":5}",
+        "{\"tenant\":\"7\",\"exp\":1800000000,\"key_id\":\"0\"}",
+        "{\"tenant\":\"7\",\"exp\":1800000000,\"key_id\":\"-5\"}",
+        "{\"tenant\":\"7\",\"exp\":1800000000,\"key_id\":\"12a\"}",
+        "{\"tenant\":\"7\",\"exp\":1800000000,\"key_id\":\"92233720368547758070\"}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        is_int(verify(raw("{\"alg\":\"HS256\"}", bad[i]), NOW, &c), SB_JWT_EMALFORMED, "claims %s", bad[i]);
+    json_t *j = json_pack("{s:s,s:I,s:s,s:s}", "tenant", "7", "exp", (json_int_t)1800000000, "role", "readonly",
+                          "key_id", "42");
+    sb_buf_t b;
+    sb_buf_init(&b);
+    is_int(sb_jwt_sign(j, key, &b), 0, "sign takes role and key_id");
+    is_int(sb_jwt_verify(sb_str(b.p, b.len), key, NOW, &c), 0, "and verifies them");
+    ok(strcmp(c.role, "readonly") == 0 && c.key_id == 42, "round trip: %s %lld", c.role, (long long)c.key_id);
+    json_object_set_new(j, "key_id", json_integer(42));
+    is_int(sb_jwt_sign(j, key, &b), SB_EINVAL, "sign refuses a key_id that is not a string of digits");
+    json_decref(j);
+    sb_buf_cleanup(&b);
+}
+
 TEST(strict_encoding)
 {
     sb_jwt_claims_t c;
@@ -401,6 +435,7 @@ int main(void)
     RUN(alg_pinned);
     RUN(time_claims);
     RUN(required_claims);
+    RUN(role_and_key);
     RUN(strict_encoding);
     RUN(shape_and_length);
     RUN(keys_and_errors);
