@@ -34,6 +34,8 @@ trap 'rm -rf "$OUT" "$AUDIT"' EXIT
 # abort_on_error makes a report end in SIGABRT, i.e. a non-zero exit.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# One known third-party leak at exit is suppressed; tests/lsan.supp says which and why.
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
 
 # run NAME TIMEOUT COMMAND... — run one TAP-speaking program and count its results.
 run() {

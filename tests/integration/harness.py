@@ -388,6 +388,7 @@ class Gateway:
             raise GatewayFailed()
         # SB_<KEY> variables override the config file: never let the caller's leak in (SB_BIN!).
         env = {k: v for k, v in os.environ.items() if not k.startswith("SB_")}
+        env.setdefault("LSAN_OPTIONS", "suppressions=%s:print_suppressions=0" % os.path.join(ROOT, "tests", "lsan.supp"))
         log = open(self.log_path, "wb")
         limit = None
         if self.nofile:
