@@ -749,6 +749,7 @@ n, sa, sb, adm = (int(x) for x in sys.argv[2:6])
 v = [[float(x) for x in open(f).read().split()] for f in sys.argv[6:11]]
 print("calls", n)
 print("completed", s["status"]["completed"])
+print("not_completed", ",".join("%s:%d" % (k, v) for k, v in sorted(s["status"].items()) if k != "completed" and v) or "-")
 print("streams", s["streams"])
 print("in_order_streams", s["in_order_streams"])
 for k in ("frames_sent", "frames_received", "lost", "late", "out_of_order", "duplicates", "foreign", "dropped", "parse_errors"):
@@ -793,6 +794,7 @@ PY
                     printf " p50=%d p99=%d refp50=%d refp99=%d", x[2, "p50"], x[2, "p99"], x[1, "p50"], x[1, "p99"]
                     printf " lost=%d late=%d ooo=%d dup=%d dropped=%d reflost=%d completed=%d streams=%d atwin=%d", x[2, "lost"], x[2, "late"], x[2, "out_of_order"], x[2, "duplicates"], x[2, "dropped"], x[1, "lost"] + x[1, "late"] + x[1, "out_of_order"], x[2, "completed"], x[2, "streams"], x[2, "streams_at_window"]
                     printf " rss0=%d rss=%.1f adm=%.2f nadm=%d ren=%.2f life=%.2f bev=%.1f admit_s=%.1f", x[2, "rss0"], rss, adm, n, ren, life, bev, x[2, "t1"] - x[2, "t0"]
+                    printf " notdone=%s refnotdone=%s refcompleted=%d", x[2, "not_completed"], x[1, "not_completed"], x[1, "completed"]
                     printf " pgc=%.3f bpgc=%.3f rec=%.3f brec=%.3f\n", (x[2, "pg3"] - x[2, "pg2"]) / tck / W, bpg / tck, (x[2, "redis3"] - x[2, "redis2"]) / tck / W, bre / tck
                 }' "$1" "$2"
         }
@@ -814,7 +816,10 @@ PY
                 awk -v n="$n" -v r="$round" -v l="$line" 'BEGIN {
                     split(l, kv, " "); for (i in kv) { split(kv[i], p, "="); x[p[1]] = p[2] }
                     printf "  %d calls, round %d: %s frames/s relayed; CPU per relayed frame, in us: gateway %.2f, mock %.2f (reference %.2f); echo p50/p99 %.2f/%.2f ms (reference %.2f/%.2f); lost %d, out of order %d, dropped %d\n",
-                        n, r, x["fps"], x["gw"], x["mock"], x["mockref"], x["p50"] / 1000, x["p99"] / 1000, x["refp50"] / 1000, x["refp99"] / 1000, x["lost"] + x["late"], x["ooo"] + x["dup"], x["dropped"] }'
+                        n, r, x["fps"], x["gw"], x["mock"], x["mockref"], x["p50"] / 1000, x["p99"] / 1000, x["refp50"] / 1000, x["refp99"] / 1000, x["lost"] + x["late"], x["ooo"] + x["dup"], x["dropped"]
+                    if (x["atwin"] < n || x["completed"] < n || x["streams"] < n || x["refcompleted"] < n)
+                        printf "    of %d calls: %d streaming through the window, %d streamed, %d completed (others: %s); reference: %d completed (others: %s)\n",
+                            n, x["atwin"], x["streams"], x["completed"], x["notdone"], x["refcompleted"], x["refnotdone"] }'
             done
         }
         voice_held() { # every round of VLINES: every call admitted, streamed and completed, nothing lost, late or out of order
