@@ -679,11 +679,15 @@ EOF
         }
         evals() { redis-cli -p 6390 INFO commandstats | awk -F'[=,:]' '/^cmdstat_(evalsha|eval):/ { n += $3 } END { print n + 0 }'; }
         gw_metric() { curl -sf "http://127.0.0.1:$VGW_PORT/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { n += $2 } END { print n + 0 }'; }
-        # snap FILE — one line: time, gateway ticks, mock ticks, postgres ticks, redis ticks, evals, relayed frames, gateway RSS kB
+        # snap FILE — one line: time, gateway ticks, mock ticks, postgres ticks, redis ticks, evals, relayed frames,
+        # gateway RSS kB, calls admitted
         snap() {
-            local g=0 f=0 r=0
-            if [ -n "$VGW_PID" ]; then g=$(pid_ticks "$VGW_PID"); f=$(gw_metric sb_media_frames_total); r=$(pid_rss_kb "$VGW_PID"); fi
-            echo "$(now_s) $g $(pid_ticks "$VMOCK_PID") $(name_ticks postgres) $(name_ticks redis-server) $(evals) $f $r" >"$1"
+            local g=0 f=0 r=0 a=0
+            if [ -n "$VGW_PID" ]; then
+                g=$(pid_ticks "$VGW_PID"); f=$(gw_metric sb_media_frames_total); r=$(pid_rss_kb "$VGW_PID")
+                a=$(gw_metric sb_calls_admitted_total)
+            fi
+            echo "$(now_s) $g $(pid_ticks "$VMOCK_PID") $(name_ticks postgres) $(name_ticks redis-server) $(evals) $f $r $a" >"$1"
         }
         # voice_round MODE (direct | relay) N OUT — one run of N calls; writes OUT: "key value" lines
         voice_round() {
@@ -759,7 +763,7 @@ print("p99", s["delay_us"]["p99"] or 0)
 print("max", s["delay_us"]["max"] or 0)
 print("streams_at_window", min(sa, sb))
 print("admitted", adm)
-for i, name in enumerate(("t", "gw", "mock", "pg", "redis", "evals", "frames", "rss")):
+for i, name in enumerate(("t", "gw", "mock", "pg", "redis", "evals", "frames", "rss", "adm")):
     for j, f in enumerate(v):
         print("%s%d" % (name, j), f[i])
 PY
@@ -787,7 +791,8 @@ PY
                     # (not minus that background: others use Redis in bursts, and a rate from another window would
                     # add its noise both ways; theirs only adds, so the smallest of the rounds is the tightest figure)
                     adm = n > 0 ? (x[2, "evals1"] - x[2, "evals0"]) / n : -1
-                    ren = x[2, "streams_at_window"] > 0 ? (x[2, "evals3"] - x[2, "evals2"]) / (x[2, "streams_at_window"] * W / 60) : -1
+                    live = x[2, "adm2"] - x[2, "adm0"]                         # leases held through the window
+                    ren = live > 0 ? (x[2, "evals3"] - x[2, "evals2"]) / (live * W / 60) : -1
                     life = (x[2, "evals4"] - x[2, "evals0"]) / x[2, "calls"]
                     rss = (x[2, "rss2"] - x[2, "rss0"]) / x[2, "calls"]
                     printf "fps=%.0f gw=%.2f mock=%.2f mockref=%.2f pg=%.2f redis=%.2f gwcores=%.2f mockcores=%.2f", fr / W, gw, mk, mkd, pg, re, (x[2, "gw3"] - x[2, "gw2"]) / tck / W, (x[2, "mock3"] - x[2, "mock2"]) / tck / W
