@@ -54,7 +54,7 @@
  * ---- voice control endpoints (JSON; ops/mock_voice.c) -------------------------------------------------------------
  *
  * POST /_mock/calls   places incoming calls, as Twilio would when someone dials the channel's number:
- *     {"webhook":"http://127.0.0.1:PORT/webhooks/twilio/CHANNEL/voice",   required (http or https)
+ *     {"webhook":"http://127.0.0.1:PORT/webhooks/twilio/CHANNEL/voice", required unless direct_stream_url
  *      "auth_token":"..",                 required: signs the webhook, the upgrade, the status callbacks
  *      "account_sid":"AC..",              default "AC" + 32 zeros
  *      "from":"+1555..", "to":"+1444..",  defaults +15550100000, +15550200000
@@ -67,7 +67,10 @@
  *                                         1000, completed; "none": stay up until POST .../Calls/{sid}.json
  *      "linger_ms":1000,                  how long to wait for the last echoes before hanging up (0..60000)
  *      "bad_signature":false,             true: the upgrade's X-Twilio-Signature is wrong
- *      "status_events":"answered completed"}   as StatusCallbackEvent; final statuses come with "completed"
+ *      "status_events":"answered completed",   as StatusCallbackEvent; final statuses come with "completed"
+ *      "direct_stream_url":"ws://..."}    instead of "webhook": no webhook and no status callbacks, each call
+ *                                         streams straight to this URL (the voice benchmark's reference: the
+ *                                         mock's echo app with no gateway in between)
  *   An unknown field or a bad value is a 400. Answers 202 {"calls":["CA...",...]}. For each call: the voice webhook
  *   (a signed form: AccountSid, ApiVersion, CallSid, CallStatus=ringing, Called, Caller, Direction=inbound, From,
  *   To); its HTTP status and TwiML are recorded. <Connect><Stream url> (or <Start><Stream>): the mock dials that

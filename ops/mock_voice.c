@@ -28,6 +28,7 @@
 #include "proto/mstream.h"
 #include "proto/sig.h"
 #include "proto/str.h"
+#include "proto/twiml.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -1529,7 +1530,7 @@ static void control_place_calls(sb_http_req_t *req)
 {
     static const char *const known[] = {"webhook", "auth_token", "account_sid", "from", "to", "count", "frames",
                                         "dtmf", "mark", "hangup", "bad_signature", "linger_ms", "spread_ms",
-                                        "status_events"};
+                                        "status_events", "direct_stream_url"};
     sb_str_t raw = sb_http_req_body(req);
     json_error_t jerr;
     json_t *o = json_loadb(raw.p ? raw.p : "", raw.len, JSON_REJECT_DUPLICATES, &jerr);
@@ -1550,6 +1551,7 @@ static void control_place_calls(sb_http_req_t *req)
         }
     }
     const char *webhook = jstr(o, "webhook", NULL), *token = jstr(o, "auth_token", NULL);
+    const char *direct = jstr(o, "direct_stream_url", NULL);
     const char *account = jstr(o, "account_sid", "AC00000000000000000000000000000000");
     const char *from = jstr(o, "from", "+15550100000"), *to = jstr(o, "to", "+15550200000");
     const char *dtmf = jstr(o, "dtmf", ""), *hangup = jstr(o, "hangup", "caller");
@@ -1557,7 +1559,13 @@ static void control_place_calls(sb_http_req_t *req)
     long long count = 1, frames = 250, linger = 1000, spread = 0;
     bool mark = false, bad_sig = false;
     unsigned events;
-    if (!webhook || !is_http_url(sb_str_cstr(webhook))) {
+    if (json_object_get(o, "direct_stream_url") &&
+        (!direct || (!sb_str_has_prefix(sb_str_cstr(direct), SB_STR("ws://")) &&
+                     !sb_str_has_prefix(sb_str_cstr(direct), SB_STR("wss://"))))) {
+        snprintf(err, sizeof err, "direct_stream_url: a ws:// or wss:// URL");
+    } else if (direct && webhook) {
+        snprintf(err, sizeof err, "webhook or direct_stream_url, not both");
+    } else if (!direct && (!webhook || !is_http_url(sb_str_cstr(webhook)))) {
         snprintf(err, sizeof err, "webhook: an http:// or https:// URL");
     } else if (!token || !*token) {
         snprintf(err, sizeof err, "auth_token: a non-empty string");
@@ -1590,8 +1598,16 @@ static void control_place_calls(sb_http_req_t *req)
         c->from = sb_strdup(from);
         c->to = sb_strdup(to);
         c->token = sb_strdup(token);
-        c->url = sb_strdup(webhook);
-        c->status_url = status_url_of(webhook);
+        if (direct) { /* no webhook, no callbacks: the TwiML is a Stream straight to that URL */
+            sb_buf_t tw;
+            sb_buf_init(&tw);
+            sb_twiml_stream(&tw, direct, NULL, 0);
+            c->twiml_inline = sb_strdup(sb_buf_cstr(&tw));
+            sb_buf_cleanup(&tw);
+        } else {
+            c->url = sb_strdup(webhook);
+            c->status_url = status_url_of(webhook);
+        }
         c->events = events;
         c->status = "queued";
         c->frames_total = (uint32_t)frames;

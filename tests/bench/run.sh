@@ -22,12 +22,23 @@
 #      (over several processes: each may hold only so many descriptors), prints the gateway's RSS per idle
 #      connection, the time one event takes to reach all of them, and the RSS once they are idle again.
 #   5. Sends end to end: POST /v1/messages over 1,000 channels to the mock provider.
+#   6. Voice: VOICE_CALLS (1,000) concurrent calls of VOICE_SECONDS (20 s) placed by the mock provider over
+#      VOICE_SPREAD_MS (4000), admitted through the signed voice webhook and relayed both ways (50 frames/s each way)
+#      by a gateway with default shards between the mock and its echo app; each round beside a reference of the same
+#      calls streaming straight to the echo app (no gateway). CPU per relayed frame of the gateway, the mock,
+#      PostgreSQL and Redis, the echo delay added, lost and out-of-order frames, RSS per call, Redis round trips per
+#      admission and renewals per call-minute; VOICE_ROUNDS (ROUNDS) rounds, medians; Redis db VOICE_REDIS_DB (3), not
+#      the tests' db 1. A count that does not hold
+#      (a frame lost, late or out of order) is reported, and the largest that does is searched for. Then
+#      VOICE_LIGHT_CALLS (100; 0: none) calls, for the relay's delay with CPU to spare. VOICE_PERF_OUT=FILE records the
+#      gateway with perf over the steady window of one more round.
 #
 # Needs the local stack (ops/stack.sh up); the gateway runs on a fresh database, switchboard_bench,
 # made anew by every run. Starts and stops its own nginx and gateway, with temp configs and dirs,
 # and leaves nothing running. WRK_DURATION=5s, ROUNDS=3 and WRK_CONNECTIONS=50 can be overridden;
-# PERF_OUT=FILE records the gateway with perf during the last c=200 webhook round, PERF_SENDS_OUT=FILE while it sends; BENCH="webhooks sends" (any of actors, counters, mstream, healthz,
-# webhooks, peer, live, idle, sends) runs only those sections; IDLE_CLIENTS (15000) sets the idle section's clients.
+# PERF_OUT=FILE records the gateway with perf during the last c=200 webhook round, PERF_SENDS_OUT=FILE while it sends;
+# BENCH="webhooks sends" (any of actors, counters, mstream, healthz, webhooks, peer, live, idle, sends, voice) runs only
+# those sections; IDLE_CLIENTS (15000) sets the idle section's clients.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -43,6 +54,8 @@ NGINX_PID=
 GW_PID=
 MOCK_PID=
 PEER_PID=
+VGW_PID=
+VMOCK_PID=
 
 cleanup() {
     if [ -n "$GW_PID" ] && kill -0 "$GW_PID" 2>/dev/null; then
@@ -56,6 +69,8 @@ cleanup() {
         kill -KILL "$NGINX_PID" 2>/dev/null || true
     fi
     [ -n "$MOCK_PID" ] && kill -TERM "$MOCK_PID" 2>/dev/null || true
+    [ -n "$VGW_PID" ] && kill -TERM "$VGW_PID" 2>/dev/null || true
+    [ -n "$VMOCK_PID" ] && kill -TERM "$VMOCK_PID" 2>/dev/null || true
     [ -n "$PEER_PID" ] && kill -TERM "$PEER_PID" 2>/dev/null || true
     wait 2>/dev/null || true
     rm -rf "$TMP"
@@ -581,6 +596,330 @@ if want sends; then
         "$TMP/rows0" "$TMP/rows1"
     awk -v r=$((R1 - R0)) -v s="$SENT" 'BEGIN { if (s > 0) printf "  Redis round trips per send (EVALSHA acquire + release, all shards): %.2f\n", r / s }'
     kill -TERM "$MOCK_PID" 2>/dev/null || true
+fi
+
+# --- 6. voice: Media Streams relayed between Twilio (the mock's simulated calls) and a voice app (its echo app) ---------
+# The reference, in the same round: the same calls streaming straight to the echo app (the mock's direct_stream_url),
+# no gateway in between: the mock's own delay and CPU. Then the same calls through the gateway: admitted by the voice
+# webhook (call actor, one Redis script), answered <Connect><Stream>, relayed both ways. Every round starts a fresh
+# gateway (RSS per call from a clean start). Figures over a steady window, once every call streams and before the first
+# ends. The gateway and the mock are measured by PID; PostgreSQL and Redis by process name, and they are shared with
+# whatever else runs on the machine: what they spent over the reference's window of the same length, when the gateway
+# was idle, is that background, subtracted. Redis round trips are EVALSHA and EVAL calls in INFO commandstats (also
+# server-wide; the same background subtracted).
+
+if want voice; then
+    VOICE_CALLS=${VOICE_CALLS:-1000}
+    VOICE_SECONDS=${VOICE_SECONDS:-20}
+    VOICE_SPREAD_MS=${VOICE_SPREAD_MS:-4000}
+    VOICE_ROUNDS=${VOICE_ROUNDS:-$ROUNDS}
+    # Not db 1, the one integration tests use: 1,000 live leases in its fleet set would refuse the calls of a test
+    # running meanwhile (a gateway's default max_concurrent_calls is 1000). Nothing is flushed: leases are released
+    # as calls end, and expire anyway.
+    VOICE_REDIS_DB=${VOICE_REDIS_DB:-3}
+    VFRAMES=$((VOICE_SECONDS * 50))
+    # the steady window: from 1.5 s after the last call was placed, 10 s or until 2.5 s before the first ends
+    VWIN_AT=$(awk -v s="$VOICE_SPREAD_MS" 'BEGIN { printf "%.1f", s / 1000 + 1.5 }')
+    VWIN=$(awk -v a="$VWIN_AT" -v d="$VOICE_SECONDS" 'BEGIN { w = d - 2.5 - a; if (w > 10) w = 10; printf "%.1f", w }')
+    echo "== Voice: $VOICE_CALLS concurrent calls of ${VOICE_SECONDS}s (50 frames/s each way), placed over ${VOICE_SPREAD_MS} ms, relayed"
+    echo "   by a gateway (default shards) between the mock's calls and its echo app; reference: the same calls straight to"
+    echo "   the echo app. Steady window ${VWIN}s from ${VWIN_AT}s; $VOICE_ROUNDS rounds, medians"
+    if awk -v w="$VWIN" 'BEGIN { exit !(w < 2) }'; then
+        echo "  skipped: VOICE_SECONDS=$VOICE_SECONDS leaves no steady window after a spread of $VOICE_SPREAD_MS ms"
+    else
+        VMOCK_PORT=$(free_port)
+        build/release/mock-provider --listen "127.0.0.1:$VMOCK_PORT" >"$TMP/voice-mock.log" 2>&1 &
+        VMOCK_PID=$!
+        wait_http "http://127.0.0.1:$VMOCK_PORT/_mock/stats" mock-provider "$TMP/voice-mock.log"
+        VGW_PORT=$(free_port)
+        VADMIN_PORT=$(free_port)
+        cat >"$TMP/voice.conf" <<EOF
+# written by tests/bench/run.sh: the voice section's gateway
+mode = dev
+listen = 127.0.0.1:$VGW_PORT
+admin_listen = 127.0.0.1:$VADMIN_PORT
+admin_token = bench-token
+redis_url = redis://127.0.0.1:6390/$VOICE_REDIS_DB
+database_url = $DB
+log_level = warn
+master_key = 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
+public_url = http://127.0.0.1:$VGW_PORT
+twilio_api_base = http://127.0.0.1:$VMOCK_PORT
+max_concurrent_calls = 10000000
+EOF
+        voice_gw_start() {
+            env "${unset_sb[@]}" "$GATEWAY" -c "$TMP/voice.conf" >>"$TMP/voice-gateway.log" 2>&1 &
+            VGW_PID=$!
+            wait_http "http://127.0.0.1:$VGW_PORT/healthz" gateway "$TMP/voice-gateway.log"
+        }
+        voice_gw_stop() {
+            kill -TERM "$VGW_PID" 2>/dev/null || true
+            wait "$VGW_PID" 2>/dev/null || true
+            VGW_PID=
+        }
+        voice_gw_start
+        VACCOUNT="AC$(printf '7%.0s' $(seq 32))"
+        VTOKEN=$(python3 -c 'import uuid; print(uuid.uuid4().hex)')
+        VNUMBER="+1888$(python3 -c 'import random; print("%07d" % random.randrange(10**7))')"
+        ADMIN=(-sf -H "Authorization: Bearer bench-token" -H "Content-Type: application/json")
+        VAPP="ws://127.0.0.1:$VMOCK_PORT/_mock/voice-app"
+        VTID=$(curl "${ADMIN[@]}" -d '{"name":"bench voice"}' "http://127.0.0.1:$VGW_PORT/v1/admin/tenants" |
+            python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+        VCID=$(curl "${ADMIN[@]}" -d "{\"type\":\"twilio_voice\",\"address\":\"$VNUMBER\",\"credentials\":{\"account_sid\":\"$VACCOUNT\",\"auth_token\":\"$VTOKEN\"},\"settings\":{\"voice_mode\":\"stream\",\"media_url\":\"$VAPP\"}}" \
+            "http://127.0.0.1:$VGW_PORT/v1/admin/tenants/$VTID/channels" |
+            python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+        VHOOK="http://127.0.0.1:$VGW_PORT/webhooks/twilio/$VCID/voice"
+
+        now_s() { date +%s.%N; }
+        sleep_until() { # sleep_until T0 SECONDS — until SECONDS after T0
+            local d
+            d=$(awk -v t0="$1" -v x="$2" -v n="$(now_s)" 'BEGIN { d = t0 + x - n; printf "%.3f", (d > 0 ? d : 0) }')
+            sleep "$d"
+        }
+        pid_ticks() { awk '{ sub(/^.*\) /, ""); split($0, f, " "); print f[12] + f[13] }' "/proc/$1/stat"; }
+        pid_rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+        name_ticks() { # name_ticks NAME — CPU of every process so named (for postgres also its reaped children)
+            { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v want="$1" '{
+                name = $0; sub(/^[0-9]+ \(/, "", name); sub(/\) .*$/, "", name)
+                if (name != want) next
+                rest = $0; sub(/^.*\) /, "", rest); split(rest, f, " ")
+                t += f[12] + f[13]; if (name == "postgres") t += f[14] + f[15] }
+                END { print t + 0 }'
+        }
+        evals() { redis-cli -p 6390 INFO commandstats | awk -F'[=,:]' '/^cmdstat_(evalsha|eval):/ { n += $3 } END { print n + 0 }'; }
+        gw_metric() { curl -sf "http://127.0.0.1:$VGW_PORT/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { n += $2 } END { print n + 0 }'; }
+        # snap FILE — one line: time, gateway ticks, mock ticks, postgres ticks, redis ticks, evals, relayed frames,
+        # gateway RSS kB, calls admitted
+        snap() {
+            local g=0 f=0 r=0 a=0
+            if [ -n "$VGW_PID" ]; then
+                g=$(pid_ticks "$VGW_PID"); f=$(gw_metric sb_media_frames_total); r=$(pid_rss_kb "$VGW_PID")
+                a=$(gw_metric sb_calls_admitted_total)
+            fi
+            echo "$(now_s) $g $(pid_ticks "$VMOCK_PID") $(name_ticks postgres) $(name_ticks redis-server) $(evals) $f $r $a" >"$1"
+        }
+        # voice_round MODE (direct | relay) N OUT — one run of N calls; writes OUT: "key value" lines
+        voice_round() {
+            local mode=$1 n=$2 out=$3 body t0 t1 admitted=0 _
+            curl -sf -X POST "http://127.0.0.1:$VMOCK_PORT/_mock/reset" >/dev/null
+            if [ "$mode" = direct ]; then
+                body="{\"direct_stream_url\":\"$VAPP\",\"auth_token\":\"$VTOKEN\""
+            else
+                body="{\"webhook\":\"$VHOOK\",\"auth_token\":\"$VTOKEN\",\"account_sid\":\"$VACCOUNT\",\"to\":\"$VNUMBER\""
+            fi
+            body="$body,\"count\":$n,\"frames\":$VFRAMES,\"spread_ms\":$VOICE_SPREAD_MS}"
+            snap "$TMP/v0"
+            local a0=0
+            [ "$mode" = relay ] && a0=$(gw_metric sb_calls_admitted_total)
+            t0=$(awk '{ print $1 }' "$TMP/v0")
+            curl -sf -X POST -H "Content-Type: application/json" -d "$body" "http://127.0.0.1:$VMOCK_PORT/_mock/calls" >/dev/null ||
+                { echo "  note: the mock refused the calls" >&2; return 1; }
+            # Admissions alone: until every call is admitted, or 4.5 s after the first was (its lease is renewed
+            # every call_lease_ttl / 3 = 5 s: the renewals must not be counted as admissions), or the window starts.
+            local tfirst=
+            if [ "$mode" = relay ]; then
+                while awk -v t0="$t0" -v w="$VWIN_AT" -v n="$(now_s)" 'BEGIN { exit !(n < t0 + w) }'; do
+                    admitted=$(($(gw_metric sb_calls_admitted_total) - a0))
+                    [ "$admitted" -ge "$n" ] && break
+                    [ "$admitted" -gt 0 ] && [ -z "$tfirst" ] && tfirst=$(now_s)
+                    [ -n "$tfirst" ] && awk -v t="$tfirst" -v n="$(now_s)" 'BEGIN { exit !(n > t + 4.5) }' && break
+                    sleep 0.1
+                done
+            fi
+            snap "$TMP/v1"
+            [ "$mode" = relay ] && admitted=$(($(gw_metric sb_calls_admitted_total) - a0))
+            sleep_until "$t0" "$VWIN_AT"
+            local streams_a=0 streams_b=0
+            [ "$mode" = relay ] && streams_a=$(gw_metric sb_media_streams)
+            snap "$TMP/v2"
+            PERF_PID=
+            if [ "$mode" = relay ] && [ -n "${VOICE_PERF:-}" ]; then
+                perf record -q -F 999 -g -p "$VGW_PID" -o "$VOICE_PERF" -- sleep "$VWIN" >/dev/null 2>&1 &
+                PERF_PID=$!
+            fi
+            sleep "$VWIN"
+            snap "$TMP/v3"
+            [ "$mode" = relay ] && streams_b=$(gw_metric sb_media_streams)
+            [ -n "$PERF_PID" ] && wait "$PERF_PID" 2>/dev/null
+            # until every call has ended, then the gateway's last releases
+            local live=1
+            for _ in $(seq $((VOICE_SECONDS + VOICE_SPREAD_MS / 1000 + 30))); do
+                sleep 1
+                live=$(curl -sf "http://127.0.0.1:$VMOCK_PORT/_mock/calls?summary=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["live"])')
+                [ "$live" = 0 ] && break
+            done
+            [ "$live" = 0 ] || echo "  note: $live calls still live $((VOICE_SECONDS + VOICE_SPREAD_MS / 1000 + 30)) s after the last was placed" >&2
+            if [ "$mode" = relay ]; then
+                for _ in $(seq 50); do [ "$(gw_metric sb_media_streams)" = 0 ] && break; sleep 0.1; done
+                sleep 1
+            fi
+            snap "$TMP/v4"
+            curl -sf "http://127.0.0.1:$VMOCK_PORT/_mock/calls?summary=1" >"$TMP/vsum.json"
+            python3 - "$TMP/vsum.json" "$n" "$streams_a" "$streams_b" "$admitted" "$TMP/v0" "$TMP/v1" "$TMP/v2" "$TMP/v3" "$TMP/v4" >"$out" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+n, sa, sb, adm = (int(x) for x in sys.argv[2:6])
+v = [[float(x) for x in open(f).read().split()] for f in sys.argv[6:11]]
+print("calls", n)
+print("completed", s["status"]["completed"])
+print("not_completed", ",".join("%s:%d" % (k, v) for k, v in sorted(s["status"].items()) if k != "completed" and v) or "-")
+print("streams", s["streams"])
+print("in_order_streams", s["in_order_streams"])
+for k in ("frames_sent", "frames_received", "lost", "late", "out_of_order", "duplicates", "foreign", "dropped", "parse_errors"):
+    print(k, s[k])
+print("p50", s["delay_us"]["p50"] or 0)
+print("p99", s["delay_us"]["p99"] or 0)
+print("max", s["delay_us"]["max"] or 0)
+print("streams_at_window", min(sa, sb))
+print("admitted", adm)
+for i, name in enumerate(("t", "gw", "mock", "pg", "redis", "evals", "frames", "rss", "adm")):
+    for j, f in enumerate(v):
+        print("%s%d" % (name, j), f[i])
+PY
+        }
+
+        # voice_figures DIRECT RELAY — per-round figures (one line of "key=value"), the reference from the same round
+        voice_figures() {
+            awk -v tck="$(getconf CLK_TCK)" -v hz=50 '
+                FNR == 1 { f++ }
+                { x[f, $1] = $2 }
+                END {
+                    W = x[2, "t3"] - x[2, "t2"]; Wd = x[1, "t3"] - x[1, "t2"]
+                    fr = x[2, "frames3"] - x[2, "frames2"]                     # relayed frames in the window
+                    frd = 2 * x[1, "calls"] * hz * Wd                          # the reference: every call streaming
+                    us = 1e6 / tck
+                    if (fr <= 0) fr = 1
+                    gw = (x[2, "gw3"] - x[2, "gw2"]) * us / fr
+                    mk = (x[2, "mock3"] - x[2, "mock2"]) * us / fr
+                    mkd = (x[1, "mock3"] - x[1, "mock2"]) * us / frd
+                    bpg = (x[1, "pg3"] - x[1, "pg2"]) / Wd; bre = (x[1, "redis3"] - x[1, "redis2"]) / Wd   # background /s
+                    pg = ((x[2, "pg3"] - x[2, "pg2"]) - bpg * W) * us / fr
+                    re = ((x[2, "redis3"] - x[2, "redis2"]) - bre * W) * us / fr
+                    bev = (x[1, "evals4"] - x[1, "evals0"]) / (x[1, "t4"] - x[1, "t0"])   # background EVALs/s
+                    n = x[2, "admitted"]
+                    # (not minus that background: others use Redis in bursts, and a rate from another window would
+                    # add its noise both ways; theirs only adds, so the smallest of the rounds is the tightest figure)
+                    adm = n > 0 ? (x[2, "evals1"] - x[2, "evals0"]) / n : -1
+                    live = x[2, "adm2"] - x[2, "adm0"]                         # leases held through the window
+                    ren = live > 0 ? (x[2, "evals3"] - x[2, "evals2"]) / (live * W / 60) : -1
+                    life = (x[2, "evals4"] - x[2, "evals0"]) / x[2, "calls"]
+                    rss = (x[2, "rss2"] - x[2, "rss0"]) / x[2, "calls"]
+                    printf "fps=%.0f gw=%.2f mock=%.2f mockref=%.2f pg=%.2f redis=%.2f gwcores=%.2f mockcores=%.2f", fr / W, gw, mk, mkd, pg, re, (x[2, "gw3"] - x[2, "gw2"]) / tck / W, (x[2, "mock3"] - x[2, "mock2"]) / tck / W
+                    printf " p50=%d p99=%d refp50=%d refp99=%d", x[2, "p50"], x[2, "p99"], x[1, "p50"], x[1, "p99"]
+                    printf " lost=%d late=%d ooo=%d dup=%d dropped=%d reflost=%d completed=%d streams=%d atwin=%d", x[2, "lost"], x[2, "late"], x[2, "out_of_order"], x[2, "duplicates"], x[2, "dropped"], x[1, "lost"] + x[1, "late"] + x[1, "out_of_order"], x[2, "completed"], x[2, "streams"], x[2, "streams_at_window"]
+                    printf " rss0=%d rss=%.1f adm=%.2f nadm=%d ren=%.2f life=%.2f bev=%.1f admit_s=%.1f", x[2, "rss0"], rss, adm, n, ren, life, bev, x[2, "t1"] - x[2, "t0"]
+                    printf " notdone=%s refnotdone=%s refcompleted=%d", x[2, "not_completed"], x[1, "not_completed"], x[1, "completed"]
+                    printf " pgc=%.3f bpgc=%.3f rec=%.3f brec=%.3f\n", (x[2, "pg3"] - x[2, "pg2"]) / tck / W, bpg / tck, (x[2, "redis3"] - x[2, "redis2"]) / tck / W, bre / tck
+                }' "$1" "$2"
+        }
+        kv() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
+
+        # voice_try N ROUNDS — ROUNDS rounds of N calls (each: fresh gateway, reference, relay); prints each round's
+        # line and leaves their figures in VLINES
+        voice_try() {
+            local n=$1 rounds=$2 round line
+            VLINES=()
+            for round in $(seq "$rounds"); do
+                voice_gw_stop
+                voice_gw_start
+                sleep 1
+                voice_round direct "$n" "$TMP/vdirect" || return 1
+                voice_round relay "$n" "$TMP/vrelay" || return 1
+                line=$(voice_figures "$TMP/vdirect" "$TMP/vrelay")
+                VLINES+=("$line")
+                awk -v n="$n" -v r="$round" -v l="$line" 'BEGIN {
+                    split(l, kv, " "); for (i in kv) { split(kv[i], p, "="); x[p[1]] = p[2] }
+                    printf "  %d calls, round %d: %s frames/s relayed; CPU per relayed frame, in us: gateway %.2f, mock %.2f (reference %.2f); echo p50/p99 %.2f/%.2f ms (reference %.2f/%.2f); lost %d, out of order %d, dropped %d\n",
+                        n, r, x["fps"], x["gw"], x["mock"], x["mockref"], x["p50"] / 1000, x["p99"] / 1000, x["refp50"] / 1000, x["refp99"] / 1000, x["lost"] + x["late"], x["ooo"] + x["dup"], x["dropped"]
+                    if (x["atwin"] < n || x["completed"] < n || x["streams"] < n || x["refcompleted"] < n)
+                        printf "    of %d calls: %d streaming through the window, %d streamed, %d completed (others: %s); reference: %d completed (others: %s)\n",
+                            n, x["atwin"], x["streams"], x["completed"], x["notdone"], x["refcompleted"], x["refnotdone"] }'
+            done
+        }
+        voice_held() { # every round of VLINES: every call admitted, streamed and completed, nothing lost, late or out of order
+            local l
+            for l in "${VLINES[@]}"; do
+                [ "$(kv "$l" lost)$(kv "$l" late)$(kv "$l" ooo)$(kv "$l" dup)$(kv "$l" dropped)" = 00000 ] || return 1
+                [ "$(kv "$l" completed)" = "$1" ] && [ "$(kv "$l" streams)" = "$1" ] || return 1
+            done
+        }
+        vmed() { local k=$1 l v=(); for l in "${VLINES[@]}"; do v+=("$(kv "$l" "$k")"); done; median "${v[@]}"; }
+        voice_report() { # voice_report N
+            local n=$1
+            local gw mk mkd pg re p50 p99 r50 r99 fps
+            gw=$(vmed gw); mk=$(vmed mock); mkd=$(vmed mockref); pg=$(vmed pg); re=$(vmed redis); fps=$(vmed fps)
+            p50=$(vmed p50); p99=$(vmed p99); r50=$(vmed refp50); r99=$(vmed refp99)
+            printf '  medians of %d rounds, %d calls (%s frames/s relayed, both ways):\n' "${#VLINES[@]}" "$n" "$fps"
+            awk -v gw="$gw" -v mk="$mk" -v mkd="$mkd" -v pg="$pg" -v re="$re" -v gc="$(vmed gwcores)" -v mc="$(vmed mockcores)" \
+                -v pgc="$(vmed pgc)" -v bpgc="$(vmed bpgc)" -v rec="$(vmed rec)" -v brec="$(vmed brec)" 'BEGIN {
+                printf "    CPU per relayed frame, in us: gateway %.2f (%.2f cores), mock %.2f (%.2f cores; the reference, no gateway: %.2f),\n", gw, gc, mk, mc, mkd
+                printf "      PostgreSQL %.2f, Redis %.2f beyond their background (cores in the window: PostgreSQL %.3f, background %.3f;\n", pg, re, pgc, bpgc
+                printf "      Redis %.3f, background %.3f); gateway + PostgreSQL + Redis %.2f\n", rec, brec, gw + pg + re }'
+            awk -v a="$p50" -v b="$p99" -v c="$r50" -v d="$r99" 'BEGIN {
+                printf "    echo delay p50/p99: %.2f/%.2f ms through the gateway, %.2f/%.2f ms reference: added %.2f/%.2f ms a round trip,\n", a / 1000, b / 1000, c / 1000, d / 1000, (a - c) / 1000, (b - d) / 1000
+                printf "      %.2f/%.2f ms a hop (the relay is in the path twice a round trip; p99s subtracted, not a p99 of differences)\n", (a - c) / 2000, (b - d) / 2000 }'
+            printf '    lost %s, late %s, out of order %s, duplicates %s, dropped %s (the worst round); reference lost/out of order %s\n' \
+                "$(vmax lost)" "$(vmax late)" "$(vmax ooo)" "$(vmax dup)" "$(vmax dropped)" "$(vmax reflost)"
+            awk -v r0="$(vmed rss0)" -v r="$(vmed rss)" 'BEGIN { printf "    gateway RSS: %.1f MB before the calls, +%.1f kB a call at steady state\n", r0 / 1024, r }'
+            awk -v a="$(vmed adm)" -v r="$(vmed ren)" -v l="$(vmed life)" -v b="$(vmed bev)" -v s="$(vmed admit_s)" -v na="$(vmed nadm)" \
+                -v am="$(vmin adm)" -v rm="$(vmin ren)" -v lm="$(vmin life)" 'BEGIN {
+                printf "    Redis round trips (EVALSHA/EVAL; median, smallest round): %.2f, %.2f an admission (over the first %d admitted, %.1f s);\n", a, am, na, s
+                printf "      %.1f, %.1f renewals a call-minute; %.2f, %.2f over a call'"'"'s life (admission, renewals, release). INFO commandstats\n", r, rm, l, lm
+                printf "      is server-wide: others'"'"' EVALs add to these (%.1f/s over the reference rounds, the gateway idle)\n", b }'
+        }
+        vmin() { local k=$1 l v=(); for l in "${VLINES[@]}"; do v+=("$(kv "$l" "$k")"); done; printf '%s\n' "${v[@]}" | sort -g | head -1; }
+        vmax() { local k=$1 l m=0 x; for l in "${VLINES[@]}"; do x=$(kv "$l" "$k"); [ "${x:-0}" -gt "$m" ] && m=$x; done; echo "$m"; }
+
+        voice_summary() { # voice_summary TEXT — the closing note's line, from VLINES
+            echo "  summary: $1; gateway $(vmed gw) us CPU a relayed frame ($(vmed fps) frames/s), $(awk -v a="$(vmed p50)" \
+                -v c="$(vmed refp50)" -v b="$(vmed p99)" -v d="$(vmed refp99)" 'BEGIN { printf "+%.2f/+%.2f", (a - c) / 1000, (b - d) / 1000 }') ms" \
+                "p50/p99 a round trip, $(awk -v r="$(vmed rss)" 'BEGIN { printf "%.0f", r }') kB RSS a call, $(vmed adm) Redis round trips an admission"
+        }
+        VHELD=0
+        if voice_try "$VOICE_CALLS" "$VOICE_ROUNDS" && voice_held "$VOICE_CALLS"; then
+            voice_report "$VOICE_CALLS"
+            VSUMLINE=$(voice_summary "$VOICE_CALLS concurrent calls held (no loss)")
+            VHELD=$VOICE_CALLS
+        else
+            [ "${#VLINES[@]}" -gt 0 ] && voice_report "$VOICE_CALLS"
+            echo "  $VOICE_CALLS calls did NOT hold (lost, late, out of order, dropped or not completed: above); the largest count that does, one round each:"
+            lo=0
+            hi=$VOICE_CALLS
+            step=$((VOICE_CALLS / 20 > 25 ? VOICE_CALLS / 20 : 25))
+            while [ $((hi - lo)) -gt "$step" ]; do
+                mid=$(((lo + hi) / 2 / 25 * 25))
+                [ "$mid" -le "$lo" ] && break
+                if voice_try "$mid" 1 && voice_held "$mid"; then lo=$mid; else hi=$mid; fi
+            done
+            VHELD=$lo
+            if [ "$lo" -gt 0 ] && voice_try "$lo" "$VOICE_ROUNDS" && voice_held "$lo"; then
+                voice_report "$lo"
+                VSUMLINE=$(voice_summary "$VOICE_CALLS concurrent calls did not hold, $lo did")
+            else
+                VSUMLINE="  summary: $VOICE_CALLS concurrent calls did not hold, nor did any count tried below it"
+            fi
+        fi
+        # At light load, with CPU to spare on both sides: the relay's own delay (at 1,000 calls the two cores are busy,
+        # and the delays there are mostly the wait for one).
+        VOICE_LIGHT_CALLS=${VOICE_LIGHT_CALLS:-100}
+        if [ "$VOICE_LIGHT_CALLS" -gt 0 ] && [ "$VOICE_LIGHT_CALLS" -lt "$VHELD" ]; then
+            echo "  at light load, $VOICE_LIGHT_CALLS calls:"
+            if voice_try "$VOICE_LIGHT_CALLS" "$VOICE_ROUNDS"; then
+                voice_report "$VOICE_LIGHT_CALLS"
+                VSUMLINE="$VSUMLINE; at $VOICE_LIGHT_CALLS calls $(awk -v a="$(vmed p50)" -v c="$(vmed refp50)" -v b="$(vmed p99)" \
+                    -v d="$(vmed refp99)" 'BEGIN { printf "+%.2f/+%.2f", (a - c) / 1000, (b - d) / 1000 }') ms"
+            fi
+        fi
+        echo "$VSUMLINE"
+        if [ -n "${VOICE_PERF_OUT:-}" ] && [ "$VHELD" -gt 0 ]; then # one more round under perf, its figures not counted
+            VOICE_PERF=$VOICE_PERF_OUT voice_try "$VHELD" 1 >/dev/null
+            echo "  perf of the gateway over one more round's steady window ($VHELD calls): perf report -i $VOICE_PERF_OUT --no-children"
+        fi
+        voice_gw_stop
+        kill -TERM "$VMOCK_PID" 2>/dev/null || true
+        wait "$VMOCK_PID" 2>/dev/null || true
+        VMOCK_PID=
+    fi
 fi
 
 # Let the gateway apply what it acknowledged before it stops, so it stops with no backlog (the next run starts on a fresh database anyway).
