@@ -107,6 +107,7 @@ try {
   await conv.click();
   const msgs = page.locator("#messages .msg");
   await page.locator(".msg.in", { hasText: T.second }).waitFor({ timeout: 10000 });
+  await page.locator(".msg.in", { hasText: T.first }).waitFor({ timeout: 10000 });
   check(!(await conv.locator(".unread").isVisible()) ||
         (await conv.locator(".unread").innerText()).trim() === "", "opening it clears the unread count");
   const b1 = await box(page.locator(".msg.in", { hasText: T.first }));
