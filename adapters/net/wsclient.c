@@ -1,4 +1,13 @@
-/* Outgoing WebSocket connections over libwebsockets' client on a shard's own libuv loop; see wsclient.h.
+/* Outgoing WebSocket connections on a shard's own libuv loop, ws:// over our own client, wss:// over
+ * libwebsockets' client; see wsclient.h.
+ *
+ * Why not lws for ws://: measured on the Media Streams relay (1,000 calls, 50 frames/s each way), lws 4.1.6 spent
+ * about 4.3 syscalls per frame on the voice app's side (a sendto per message, a 4-byte /dev/urandom read per mask
+ * key, epoll_ctl whenever it changed write interest, a poll from lws_send_pipe_choked) where our own server side
+ * spends 0.76. Our client (the "ws:// on our own socket" section) shares everything above the socket with the lws
+ * path: the connection object, the URL and header checks, the resolver, the output FIFO and its eviction, the
+ * context's timer for starts, deadlines and on_close. Its connections hold a uv_tcp_t, freed with the connection
+ * once its close callback has run (tcp_open).
  *
  * One lws context per sb_wsclient_ctx_t, made with LWS_SERVER_OPTION_LIBUV on the caller's ("foreign") loop, no
  * listener, one protocol whose callback serves every connection. A connection finds itself again through the wsi's
@@ -14,7 +23,7 @@
  * kept in a list sorted by deadline (inserted from its tail: O(1) when every connection uses the same timeout).
  *
  * Output is a FIFO of whole messages, each one allocation with LWS_PRE bytes of headroom so lws_write frames it in
- * place; droppable ones are also on a second list, so the oldest is evicted in O(1). Input chunks are joined in a
+ * place (our client copies it, masked, into its write buffer instead); droppable ones are also on a second list, so the oldest is evicted in O(1). Input chunks are joined in a
  * per-connection buffer only when a message comes in more than one; a message that arrives whole is handed over
  * where lws has it.
  *
