@@ -716,9 +716,11 @@ static void fast_frames(sb_wsclient_t *c, char *in, size_t n)
             c->ops->on_message(c->arg, c, ev.op == SB_WS_OP_BINARY, ev.payload);
             break;
         case SB_WS_OP_PING:
-            if (!c->close_sent) {
+            if (!c->close_sent) { /* ctl then holds pongs only: answer the latest ping only (section 5.5.3), so a
+                                   * peer that pings and does not read cannot grow it */
                 uint8_t key[4];
                 rnd_bytes(c->ctx, key, 4);
+                c->ctl.len = 0;
                 sb_ws_frame_append_masked(&c->ctl, SB_WS_OP_PONG, true, ev.payload, key);
                 mark_dirty(c);
             }
