@@ -139,6 +139,33 @@ static int parse_request_line(const char **pp, const char *end, sb_http1_req_t *
     return 0;
 }
 
+/* Parses the field line at *pp, "name:" OWS value OWS CRLF, inside a complete head (which ends in CRLF CRLF, so the
+ * scan stops in it), into *h; advances *pp past its CRLF. False if malformed: no name, whitespace before the colon,
+ * obs-fold (a line starting with SP or HTAB), a control byte or a bare CR. */
+static inline bool parse_field_line(const char **pp, sb_http1_header_t *h)
+{
+    const char *p = *pp, *name = p;
+    while (HAS(*p, C_TCHAR))
+        p++;
+    if (p == name || *p != ':')
+        return false;
+    h->name = sb_str(name, (size_t)(p - name));
+    p++;
+    while (is_ows(*p))
+        p++;
+    const char *v = p;
+    while (HAS(*p, C_FIELD))
+        p++;
+    if (p[0] != '\r' || p[1] != '\n')
+        return false;
+    const char *vend = p;
+    while (vend > v && is_ows(vend[-1]))
+        vend--;
+    h->value = sb_str(v, (size_t)(vend - v));
+    *pp = p + 2;
+    return true;
+}
+
 enum { CONN_CLOSE = 1, CONN_KEEP_ALIVE = 2, CONN_UPGRADE = 4, EXPECT_CONTINUE = 8 };
 
 /* Walks a list value (RFC 9110 section 5.6.1): elements separated by commas, each trimmed of OWS. */
@@ -246,30 +273,13 @@ int sb_http1_parse(const char *buf, size_t len, size_t max_head, sb_http1_req_t 
     int64_t cl = -1;
 
     while (*p != '\r') {
-        const char *name = p;
-        while (HAS(*p, C_TCHAR))
-            p++;
-        if (p == name || *p != ':')
-            return SB_EPARSE; /* also obs-fold (a line starting with SP or HTAB) and whitespace before ':' */
-        size_t nlen = (size_t)(p - name);
-        p++;
-        while (is_ows(*p))
-            p++;
-        const char *v = p;
-        while (HAS(*p, C_FIELD))
-            p++;
-        if (p[0] != '\r' || p[1] != '\n')
-            return SB_EPARSE; /* a control byte, or a bare CR */
-        const char *vend = p;
-        while (vend > v && is_ows(vend[-1]))
-            vend--;
-        p += 2;
-
         if (n == SB_HTTP1_MAX_HEADERS)
             return SB_E2BIG;
-        sb_str_t value = sb_str(v, (size_t)(vend - v));
-        out->headers[n].name = sb_str(name, nlen);
-        out->headers[n].value = value;
+        if (!parse_field_line(&p, &out->headers[n]))
+            return SB_EPARSE;
+        const char *name = out->headers[n].name.p;
+        size_t nlen = out->headers[n].name.len;
+        sb_str_t value = out->headers[n].value;
         n++;
 
         switch (nlen) {
@@ -335,11 +345,11 @@ int sb_http1_parse(const char *buf, size_t len, size_t max_head, sb_http1_req_t 
     return (int)endoff;
 }
 
-const sb_str_t *sb_http1_header(const sb_http1_req_t *req, const char *name)
+static const sb_str_t *find_header(const sb_http1_header_t *headers, int nheaders, const char *name)
 {
     size_t n = strlen(name);
-    for (int i = 0; i < req->nheaders; i++) {
-        const sb_http1_header_t *h = &req->headers[i];
+    for (int i = 0; i < nheaders; i++) {
+        const sb_http1_header_t *h = &headers[i];
         if (h->name.len != n)
             continue;
         size_t k = 0;
@@ -349,6 +359,66 @@ const sb_str_t *sb_http1_header(const sb_http1_req_t *req, const char *name)
             return &h->value;
     }
     return NULL;
+}
+
+const sb_str_t *sb_http1_header(const sb_http1_req_t *req, const char *name)
+{
+    return find_header(req->headers, req->nheaders, name);
+}
+
+/* --- response head --------------------------------------------------------------------------------------------- */
+
+int sb_http1_parse_response(const char *buf, size_t len, size_t max_head, sb_http1_resp_t *out)
+{
+    if (max_head > INT_MAX)
+        max_head = INT_MAX;
+    if (len == 0)
+        return 0;
+
+    size_t lim = len < max_head ? len : max_head, start;
+    long endoff = head_end(buf, lim, &start);
+    if (endoff < 0)
+        return (int)endoff;
+    if (start != 0)
+        return SB_EPARSE; /* an empty line before the status line: a response has none */
+    if (endoff == 0)
+        return len > max_head ? SB_E2BIG : 0;
+
+    /* status-line = HTTP-version SP 3DIGIT SP reason-phrase CRLF (the SP before an empty reason may be missing) */
+    const char *p = buf, *end = buf + endoff;
+    if (end - p < 14 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') || p[8] != ' ' ||
+        p[9] < '1' || p[9] > '5' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9')
+        return SB_EPARSE;
+    out->minor = p[7] - '0';
+    out->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+    p += 12;
+    if (*p == ' ')
+        p++;
+    const char *r = p;
+    while (HAS(*p, C_FIELD))
+        p++;
+    if (p[0] != '\r' || p[1] != '\n' || (p > r && r[-1] != ' '))
+        return SB_EPARSE;
+    out->reason = sb_str(r, (size_t)(p - r));
+    p += 2;
+
+    int n = 0;
+    while (*p != '\r') {
+        if (n == SB_HTTP1_MAX_HEADERS)
+            return SB_E2BIG;
+        if (!parse_field_line(&p, &out->headers[n]))
+            return SB_EPARSE;
+        n++;
+    }
+    if (p + 2 != end || p[1] != '\n')
+        return SB_EPARSE;
+    out->nheaders = n;
+    return (int)endoff;
+}
+
+const sb_str_t *sb_http1_resp_header(const sb_http1_resp_t *resp, const char *name)
+{
+    return find_header(resp->headers, resp->nheaders, name);
 }
 
 /* --- chunked body ---------------------------------------------------------------------------------------------- */

@@ -1,4 +1,5 @@
-/* HTTP/1.1 requests without the I/O: the request head parser, the chunked body decoder and percent-decoding.
+/* HTTP/1.1 without the I/O: the request head parser, the chunked body decoder, percent-decoding, and a response
+ * head parser (for the WebSocket client's upgrade answer).
  *
  * The gateway's HTTP server reads bytes from libuv into a buffer and calls sb_http1_parse() on all of it after each
  * read; the head faces the internet (Twilio and Meta webhooks, browsers), so the parser is strict where RFC 9110 and
@@ -69,6 +70,28 @@ int sb_http1_parse(const char *buf, size_t len, size_t max_head, sb_http1_req_t 
 /* Returns the value of the first header named name (a NUL-terminated string, compared ASCII case-insensitively),
  * or NULL if there is none. The result borrows req, which borrows the parsed buffer. */
 const sb_str_t *sb_http1_header(const sb_http1_req_t *req, const char *name);
+
+typedef struct sb_http1_resp {
+    int minor;      /* HTTP/1.<minor>: 0 or 1 */
+    int status;     /* 100..599 */
+    sb_str_t reason; /* the reason phrase, possibly empty */
+    sb_http1_header_t headers[SB_HTTP1_MAX_HEADERS]; /* in the order received */
+    int nheaders;
+} sb_http1_resp_t;
+
+/* Parses a response head from buf[0..len) (borrowed; NULL when len is 0), as sb_http1_parse does a request head:
+ * call it again with the whole buffer as more arrives; the same line and header syntax (CRLF only, no obs-fold, no
+ * whitespace before a colon, field-value bytes only). The status line is "HTTP/1.0" or "HTTP/1.1", SP, three
+ * digits from 100 to 599, then SP and a reason phrase of field-value bytes (the SP may be missing when the reason
+ * is empty). Nothing may come before it (no empty lines). Header values are not interpreted: the caller looks up
+ * what it needs (sb_http1_resp_header). Returns the head's length (> 0, up to and including its empty line; *out
+ * filled, pointing into buf), 0 when more bytes are needed (len <= max_head), SB_E2BIG (longer than max_head, or
+ * more than SB_HTTP1_MAX_HEADERS header lines) or SB_EPARSE (anything malformed, another version included). On
+ * any return but > 0, *out is unspecified. Never reads beyond buf[len). */
+int sb_http1_parse_response(const char *buf, size_t len, size_t max_head, sb_http1_resp_t *out);
+
+/* The value of the first header of resp named name (compared ASCII case-insensitively), or NULL. */
+const sb_str_t *sb_http1_resp_header(const sb_http1_resp_t *resp, const char *name);
 
 /* Incremental decoder of a chunked request body (RFC 9112 section 7.1). Caller's storage; plain data, no cleanup. */
 typedef struct sb_http1_chunked {

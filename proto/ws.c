@@ -89,6 +89,12 @@ void sb_ws_reader_init(sb_ws_reader_t *r, size_t max_msg)
     sb_buf_init(&r->msg);
 }
 
+void sb_ws_reader_init_client(sb_ws_reader_t *r, size_t max_msg)
+{
+    sb_ws_reader_init(r, max_msg);
+    r->client = true;
+}
+
 void sb_ws_reader_cleanup(sb_ws_reader_t *r)
 {
     sb_buf_cleanup(&r->msg);
@@ -114,6 +120,12 @@ static void unmask(uint8_t *p, size_t n, const uint8_t key[4], uint64_t pos)
     }
     for (; i < n; i++)
         p[i] ^= k[i & 7];
+}
+
+/* Bytes of mask key in a frame head: 4 from a client, none from a server. */
+static unsigned mask_len(const sb_ws_reader_t *r)
+{
+    return r->client ? 0 : 4;
 }
 
 /* Copies up to want - r->head_len bytes of in[*i..len) into the head. True when head_len reached want. */
@@ -153,15 +165,15 @@ static int check_start(sb_ws_reader_t *r)
         return SB_EPARSE; /* RSV1-3: we negotiate no extension */
     if (!known_op(op))
         return SB_EPARSE;
-    if (!(b1 & 0x80))
-        return SB_EPARSE; /* clients must mask (section 5.1) */
+    if (!(b1 & 0x80) != r->client)
+        return SB_EPARSE; /* clients must mask, servers must not (section 5.1) */
     if (is_control(op) && (!r->fin || len7 > SB_WS_CONTROL_MAX))
         return SB_EPARSE;
     if (op == SB_WS_OP_CONT && !r->msg_op)
         return SB_EPARSE;
     if ((op == SB_WS_OP_TEXT || op == SB_WS_OP_BINARY) && r->msg_op)
         return SB_EPARSE;
-    r->head_need = (uint8_t)(2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + 4);
+    r->head_need = (uint8_t)(2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + mask_len(r));
     if (len7 < 126) {
         r->remaining = len7;
         return check_size(r, len7);
@@ -173,7 +185,7 @@ static int check_start(sb_ws_reader_t *r)
 static int check_length(sb_ws_reader_t *r)
 {
     uint64_t n = 0;
-    unsigned bytes = r->head_need - 6u;
+    unsigned bytes = r->head_need - 2u - mask_len(r);
 
     for (unsigned j = 0; j < bytes; j++)
         n = n << 8 | r->head[2 + j];
@@ -269,7 +281,7 @@ int sb_ws_feed(sb_ws_reader_t *r, char *in, size_t len, size_t *used, sb_ws_even
                 if ((rc = check_start(r)) < 0)
                     goto fail;
             }
-            unsigned len_end = r->head_need - 4u;
+            unsigned len_end = r->head_need - mask_len(r);
             if (r->head_len < len_end) {
                 if (!take_head(r, p, len, &i, len_end))
                     break;
@@ -282,7 +294,7 @@ int sb_ws_feed(sb_ws_reader_t *r, char *in, size_t len, size_t *used, sb_ws_even
             r->pos = 0;
         }
 
-        const uint8_t *key = r->head + r->head_need - 4;
+        const uint8_t *key = r->client ? NULL : r->head + r->head_need - 4;
         size_t avail = len - i;
         bool whole_msg = is_control(r->op) || (r->fin && r->op != SB_WS_OP_CONT);
 
@@ -290,14 +302,16 @@ int sb_ws_feed(sb_ws_reader_t *r, char *in, size_t len, size_t *used, sb_ws_even
             /* the whole frame is a whole message and it is all here: unmask it where it lies */
             size_t n = (size_t)r->remaining;
             uint8_t *at = p + i;
-            unmask(at, n, key, 0);
+            if (key)
+                unmask(at, n, key, 0);
             i += n;
             r->remaining = 0;
             rc = frame_done(r, at, n, ev);
         } else {
             size_t n = r->remaining < avail ? (size_t)r->remaining : avail;
             if (n) {
-                unmask(p + i, n, key, r->pos);
+                if (key)
+                    unmask(p + i, n, key, r->pos);
                 if (is_control(r->op))
                     memcpy(r->ctl + r->pos, p + i, n);
                 else
@@ -361,6 +375,36 @@ void sb_ws_frame_append(sb_buf_t *out, sb_ws_op_t op, bool fin, sb_str_t payload
     sb_buf_append(out, head, n);
     if (payload.len)
         sb_buf_append(out, payload.p, payload.len);
+}
+
+void sb_ws_frame_append_masked(sb_buf_t *out, sb_ws_op_t op, bool fin, sb_str_t payload, const uint8_t key[4])
+{
+    uint8_t head[SB_WS_CLIENT_HEAD_MAX];
+    size_t n = sb_ws_frame_head(head, op, fin, payload.len);
+
+    head[1] |= 0x80;
+    memcpy(head + n, key, 4);
+    n += 4;
+    sb_buf_reserve(out, n + payload.len);
+    sb_buf_append(out, head, n);
+    if (!payload.len)
+        return;
+    /* XOR while copying, a word at a time: the key repeats every 4 bytes, so doubled it fits every 8 */
+    uint8_t *dst = (uint8_t *)out->p + out->len;
+    const uint8_t *src = (const uint8_t *)payload.p;
+    uint8_t k[8] = {key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]};
+    uint64_t kw, w;
+    size_t i = 0;
+    memcpy(&kw, k, 8);
+    for (; payload.len - i >= 8; i += 8) {
+        memcpy(&w, src + i, 8);
+        w ^= kw;
+        memcpy(dst + i, &w, 8);
+    }
+    for (; i < payload.len; i++)
+        dst[i] = src[i] ^ k[i & 7];
+    out->len += payload.len;
+    out->p[out->len] = '\0';
 }
 
 size_t sb_ws_close_payload(uint8_t out[SB_WS_CONTROL_MAX], uint16_t code, sb_str_t reason)

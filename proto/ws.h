@@ -1,5 +1,7 @@
-/* WebSocket framing (RFC 6455), server side, without the I/O: the handshake's accept key, an incremental reader of
- * client frames, and writers of server frames.
+/* WebSocket framing (RFC 6455) without the I/O: the handshake's accept key, an incremental reader of frames, and
+ * writers of frames. Server side by default (the reader wants masked client frames, the writers do not mask); the
+ * reader's client mode (sb_ws_reader_init_client) reads unmasked server frames and sb_ws_frame_append_masked writes
+ * masked client frames, for adapters/net/wsclient's own ws:// client.
  *
  * The gateway answers the opening handshake on its own HTTP/1.1 server and then reads the connection's bytes with
  * sb_ws_feed(). The reader faces the internet, so it is strict and bounded: client frames must be masked, no
@@ -26,6 +28,7 @@
 
 #define SB_WS_ACCEPT_LEN 28   /* characters of a Sec-WebSocket-Accept value (base64 of 20 bytes) */
 #define SB_WS_HEAD_MAX 10     /* longest server frame head: 2 bytes + 64-bit length, no mask */
+#define SB_WS_CLIENT_HEAD_MAX 14 /* longest client frame head: the same and a 4-byte mask key */
 #define SB_WS_CONTROL_MAX 125 /* longest control frame payload */
 
 typedef enum sb_ws_op {
@@ -73,6 +76,7 @@ typedef struct sb_ws_event {
  * the functions below). End it with sb_ws_reader_cleanup, which frees the reassembly buffer. */
 typedef struct sb_ws_reader {
     size_t max_msg;            /* largest data message accepted, in bytes after reassembly */
+    bool client;               /* client mode: frames come from a server, unmasked */
     int err;                   /* the sticky error, or 0 */
     bool closed;               /* a close frame was returned: nothing more is read */
     bool reset;                /* an event was returned from msg: empty it at the next feed */
@@ -92,17 +96,22 @@ typedef struct sb_ws_reader {
  * by SB_WS_CONTROL_MAX whatever max_msg is). Allocates nothing. */
 void sb_ws_reader_init(sb_ws_reader_t *r, size_t max_msg);
 
+/* The same for the client side of a connection: the reader then requires frames to be unmasked (a server must not
+ * mask, section 5.1: a masked frame is SB_EPARSE) and reads them as they are; everything else is as for the server
+ * side. */
+void sb_ws_reader_init_client(sb_ws_reader_t *r, size_t max_msg);
+
 /* Frees what r holds; r may be initialised again. Safe to call twice. */
 void sb_ws_reader_cleanup(sb_ws_reader_t *r);
 
-/* Reads client frames from in[0..len) (borrowed, and modified: masked payload bytes are unmasked in place; in may
- * be NULL when len is 0). Sets *used to the number of bytes consumed and returns:
+/* Reads frames from in[0..len) (borrowed, and modified: masked payload bytes are unmasked in place; in may be NULL
+ * when len is 0). Sets *used to the number of bytes consumed and returns:
  *   1          an event, in *ev: a data message, a ping, a pong or a close. *used stops right after the frame that
  *              completed it; handle the event, then feed the rest (in + *used, len - *used), until a call returns 0.
  *              Consumed bytes of unfinished frames are kept in r (or read in place), never needed again. After a
  *              close event the reader is finished;
  *   0          no event yet: all len bytes were consumed (*used == len), partial frames are kept in r;
- *   SB_EPARSE  protocol error, close with 1002: an unmasked frame, a RSV bit set, an unknown opcode, a control frame
+ *   SB_EPARSE  protocol error, close with 1002: an unmasked frame (client mode: a masked one), a RSV bit set, an unknown opcode, a control frame
  *              without FIN or with more than 125 bytes, a continuation with no message open or a new data frame
  *              while one is open, a length not in its shortest encoding or with the top bit of 64 set, a close
  *              payload of 1 byte, or a close code not allowed on the wire (below 1000, 1004 to 1006, 1015 to
@@ -132,6 +141,11 @@ size_t sb_ws_frame_head(uint8_t out[SB_WS_HEAD_MAX], sb_ws_op_t op, bool fin, ui
  * sb_ws_frame_head. To send a message in fragments, append a TEXT or BINARY frame without fin, then CONT frames,
  * the last with fin. */
 void sb_ws_frame_append(sb_buf_t *out, sb_ws_op_t op, bool fin, sb_str_t payload);
+
+/* Appends a whole client frame to out: the head as sb_ws_frame_head makes it but with the mask bit set and key
+ * (caller's, 4 bytes: from a strong random source, a new one per frame, RFC 6455 section 5.3), then the payload
+ * (borrowed) XORed with the key, 8 bytes at a time. Same rules as sb_ws_frame_head; out grows once. */
+void sb_ws_frame_append_masked(sb_buf_t *out, sb_ws_op_t op, bool fin, sb_str_t payload, const uint8_t key[4]);
 
 /* Builds a close frame's payload into out (caller's) and returns its length: code as 2 big-endian bytes, then as
  * much of reason (borrowed) as fits in SB_WS_CONTROL_MAX bytes in all, cut before a UTF-8 sequence that would not

@@ -1,4 +1,4 @@
-/* libFuzzer target for proto/ws: the reader of client frames, the writers, the accept key.
+/* libFuzzer target for proto/ws: the reader (server and client mode), the writers (plain and masked), the accept key.
  *
  * The first input byte is a setting: its top three bits choose the reader's max_msg (0 to 70000), its low five how
  * the rest is split (fixed pieces of 1 to 16 bytes, or pseudo-random pieces seeded from the input). The rest is what
@@ -10,7 +10,10 @@
  * bytes consumed, nothing returned after an error or a close (the same code again, nothing consumed). Then the rest
  * of the input is sent the other way: written with the writers as a fragmented message with pings between the
  * fragments and a close, masked by a tiny masker here, and read back, which must give back the same payload, pings,
- * code and (cut) reason. Any violation traps. */
+ * code and (cut) reason. The reader's client mode goes through the same three readings of the same bytes (where
+ * frames must be unmasked); in the round trip the masked writer must give byte for byte what the tiny masker makes
+ * of the server writer's frames, and a client reader must read the server frames back the same way. Any violation
+ * traps. */
 #include "tests/fuzz/fuzz.h"
 #include "proto/ws.h"
 
@@ -60,7 +63,7 @@ static bool close_code_allowed(unsigned c)
 }
 
 /* Reads d[0..n) whole, logging each event; returns how it ends and stores the bytes used. */
-static int reference(const uint8_t *d, size_t n, size_t max, sb_buf_t *log, size_t *used)
+static int reference(const uint8_t *d, size_t n, size_t max, bool client, sb_buf_t *log, size_t *used)
 {
     sb_buf_t msg;
     unsigned msg_op = 0;
@@ -76,7 +79,7 @@ static int reference(const uint8_t *d, size_t n, size_t max, sb_buf_t *log, size
         unsigned fin = d[i] >> 7, rsv = d[i] & 0x70, op = d[i] & 0x0f;
         unsigned masked = d[i + 1] >> 7, len7 = d[i + 1] & 0x7f;
         bool control = op >= 8, data = op == 1 || op == 2;
-        if (rsv || !(op <= 2 || (op >= 8 && op <= 10)) || !masked || (control && (!fin || len7 > 125)) ||
+        if (rsv || !(op <= 2 || (op >= 8 && op <= 10)) || masked == client || (control && (!fin || len7 > 125)) ||
             (op == 0 && !msg_op) || (data && msg_op)) {
             i += 2;
             rc = SB_EPARSE;
@@ -103,7 +106,7 @@ static int reference(const uint8_t *d, size_t n, size_t max, sb_buf_t *log, size
             rc = SB_E2BIG;
             break;
         }
-        size_t head = 2 + ext + 4;
+        size_t head = 2 + ext + (client ? 0 : 4);
         if (n - i < head || n - i - head < len) {
             i = n;
             break;
@@ -111,7 +114,7 @@ static int reference(const uint8_t *d, size_t n, size_t max, sb_buf_t *log, size
         const uint8_t *key = d + i + 2 + ext, *p = d + i + head;
         uint8_t *plain = sb_malloc(len ? (size_t)len : 1);
         for (size_t j = 0; j < len; j++)
-            plain[j] = p[j] ^ key[j & 3];
+            plain[j] = p[j] ^ (client ? 0 : key[j & 3]);
         i += head + (size_t)len;
 
         if (control) {
@@ -200,7 +203,8 @@ static void check_event(const sb_ws_event_t *ev, size_t max, const char *in, siz
 
 /* Feeds d[0..n) (copied: the reader unmasks in place) in pieces: sizes[k] bytes each, cycling through nsizes sizes
  * (a single size of n or more is the whole buffer at once). Logs what comes back. */
-static void feed(const uint8_t *d, size_t n, const size_t *sizes, size_t nsizes, size_t max, sb_buf_t *log)
+static void feed(const uint8_t *d, size_t n, const size_t *sizes, size_t nsizes, size_t max, bool client,
+                 sb_buf_t *log)
 {
     char *copy = sb_malloc(n ? n : 1);
     sb_ws_reader_t r;
@@ -210,7 +214,10 @@ static void feed(const uint8_t *d, size_t n, const size_t *sizes, size_t nsizes,
 
     if (n)
         memcpy(copy, d, n);
-    sb_ws_reader_init(&r, max);
+    if (client)
+        sb_ws_reader_init_client(&r, max);
+    else
+        sb_ws_reader_init(&r, max);
     for (size_t off = 0; off < n && end == 0; k++) {
         size_t piece = sizes[k % nsizes];
         if (piece > n - off)
@@ -337,11 +344,38 @@ static void round_trip(uint8_t setting, const uint8_t *d, size_t n)
         at += mask_frame(&client, (const uint8_t *)server.p + at, server.len - at, key);
     log_end(&want, SB_ECLOSED, client.len);
 
+    /* the masked writer makes exactly those client frames */
+    sb_buf_t masked;
+    sb_buf_init(&masked);
+    off = 0;
+    for (size_t f = 0; f < frags; f++) {
+        size_t part = f == frags - 1 ? n - off : per;
+        sb_ws_frame_append_masked(&masked, f ? SB_WS_OP_CONT : op, f == frags - 1, sb_str(payload.p + off, part),
+                                  key);
+        off += part;
+        if (f < frags - 1)
+            sb_ws_frame_append_masked(&masked, SB_WS_OP_PING, true, ping, key);
+    }
+    sb_ws_frame_append_masked(&masked, SB_WS_OP_CLOSE, true, sb_str((const char *)close, close_len), key);
+    CHECK(buf_eq(&masked, &client));
+    sb_buf_cleanup(&masked);
+
     size_t whole = client.len + 1, small[] = {1 + setting % 7, 3};
-    feed((const uint8_t *)client.p, client.len, &whole, 1, n, &got);
+    feed((const uint8_t *)client.p, client.len, &whole, 1, n, false, &got);
     CHECK(buf_eq(&got, &want));
     got.len = 0;
-    feed((const uint8_t *)client.p, client.len, small, 2, n, &got);
+    feed((const uint8_t *)client.p, client.len, small, 2, n, false, &got);
+    CHECK(buf_eq(&got, &want));
+
+    /* a client reads the server frames the same way (the same events; bytes used: the unmasked length) */
+    want.len -= 3 + sizeof(int) + sizeof(size_t); /* the end log_end wrote */
+    log_end(&want, SB_ECLOSED, server.len);
+    got.len = 0;
+    whole = server.len + 1;
+    feed((const uint8_t *)server.p, server.len, &whole, 1, n, true, &got);
+    CHECK(buf_eq(&got, &want));
+    got.len = 0;
+    feed((const uint8_t *)server.p, server.len, small, 2, n, true, &got);
     CHECK(buf_eq(&got, &want));
 
     sb_buf_cleanup(&server);
@@ -376,13 +410,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sb_buf_init(&ref);
     sb_buf_init(&whole);
     sb_buf_init(&pieces);
-    int rc = reference(d, n, max, &ref, &used);
-    log_end(&ref, rc, used);
-    size_t all = n + 1;
-    feed(d, n, &all, 1, max, &whole);
-    feed(d, n, sizes, nsizes, max, &pieces);
-    CHECK(buf_eq(&whole, &ref));
-    CHECK(buf_eq(&pieces, &ref));
+    for (int client = 0; client < 2; client++) { /* the same bytes read by a server, then by a client */
+        ref.len = whole.len = pieces.len = 0;
+        int rc = reference(d, n, max, client, &ref, &used);
+        log_end(&ref, rc, used);
+        size_t all = n + 1;
+        feed(d, n, &all, 1, max, client, &whole);
+        feed(d, n, sizes, nsizes, max, client, &pieces);
+        CHECK(buf_eq(&whole, &ref));
+        CHECK(buf_eq(&pieces, &ref));
+    }
     sb_buf_cleanup(&ref);
     sb_buf_cleanup(&whole);
     sb_buf_cleanup(&pieces);

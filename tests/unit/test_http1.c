@@ -1,6 +1,7 @@
 /* Unit tests for proto/http1: the request head parser (request line, header syntax, framing headers and request
  * smuggling, Connection/Expect/Upgrade, Host, limits, pipelining, incremental arrival), header lookup, the chunked
- * body decoder (whole and byte by byte, extensions, trailers, limits) and percent-decoding. Each strictness rule of
+ * body decoder (whole and byte by byte, extensions, trailers, limits), percent-decoding, and the response head
+ * parser (status line, headers, limits, incremental arrival). Each strictness rule of
  * http1.h has at least one test here. */
 #include "proto/http1.h"
 
@@ -638,6 +639,64 @@ TEST(pct_decode)
     sb_buf_cleanup(&out);
 }
 
+static sb_http1_resp_t resp;
+#define R(lit) sb_http1_parse_response((lit), sizeof(lit) - 1, 8192, &resp)
+
+TEST(response)
+{
+    static const char up[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             "Sec-WebSocket-Accept:  s3pPLMBiTxaQ9kYGzzhZRbK+xOo= \r\n\r\nframes";
+    is_int(R(up), (int)sizeof up - 1 - 6, "a 101: the head's length, not the frames after it");
+    is_int(resp.status, 101, "status");
+    is_int(resp.minor, 1, "HTTP/1.1");
+    ok(str_is(resp.reason, "Switching Protocols"), "reason");
+    is_int(resp.nheaders, 3, "3 headers");
+    const sb_str_t *v = sb_http1_resp_header(&resp, "sec-websocket-accept");
+    ok(v && str_is(*v, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "a header by name, case-insensitively, trimmed");
+    ok(!sb_http1_resp_header(&resp, "sec-websocket-protocol"), "an absent header: NULL");
+    for (size_t n = 0; n < sizeof up - 1 - 6; n++)
+        if (sb_http1_parse_response(up, n, 8192, &resp) != 0) {
+            ok(0, "a prefix of %zu bytes needs more", n);
+            break;
+        }
+    ok(1, "every proper prefix needs more");
+    is_int(R("HTTP/1.0 403 Forbidden\r\n\r\n"), 26, "HTTP/1.0 403");
+    is_int(resp.status, 403, "403");
+    is_int(R("HTTP/1.1 200\r\n\r\n"), 16, "no SP before an empty reason");
+    is_int(R("HTTP/1.1 200 \r\n\r\n"), 17, "an SP and an empty reason");
+    ok(resp.reason.len == 0, "empty reason");
+    is_int(R("HTTP/1.1 200OK\r\n\r\n"), SB_EPARSE, "a reason without SP");
+    is_int(R("HTTP/2.0 200 OK\r\n\r\n"), SB_EPARSE, "HTTP/2.0");
+    is_int(R("HTTP/1.2 200 OK\r\n\r\n"), SB_EPARSE, "HTTP/1.2");
+    is_int(R("http/1.1 200 OK\r\n\r\n"), SB_EPARSE, "lower-case version");
+    is_int(R("HTTP/1.1 099 Low\r\n\r\n"), SB_EPARSE, "status below 100");
+    is_int(R("HTTP/1.1 600 High\r\n\r\n"), SB_EPARSE, "status above 599");
+    is_int(R("HTTP/1.1 20 OK\r\n\r\n"), SB_EPARSE, "two digits");
+    is_int(R("HTTP/1.1  200 OK\r\n\r\n"), SB_EPARSE, "two spaces");
+    is_int(R("\r\nHTTP/1.1 200 OK\r\n\r\n"), SB_EPARSE, "an empty line first");
+    is_int(R("HTTP/1.1 200 OK\nX: y\r\n\r\n"), SB_EPARSE, "a bare LF");
+    is_int(R("HTTP/1.1 200 OK\r\nX : y\r\n\r\n"), SB_EPARSE, "whitespace before a colon");
+    is_int(R("HTTP/1.1 200 OK\r\nX: y\r\n z\r\n\r\n"), SB_EPARSE, "obs-fold");
+    is_int(R("HTTP/1.1 200 OK\r\nX: a\x01b\r\n\r\n"), SB_EPARSE, "a control byte in a value");
+    is_int(R("HTTP/1.1 200 O\x01K\r\n\r\n"), SB_EPARSE, "a control byte in the reason");
+    is_int(R("HTTP/1.1 200 OK\r\n: y\r\n\r\n"), SB_EPARSE, "no name");
+
+    char big[9000];
+    int n = snprintf(big, sizeof big, "HTTP/1.1 101 OK\r\nX: ");
+    memset(big + n, 'a', sizeof big - (size_t)n);
+    is_int(sb_http1_parse_response(big, 8192, 8192, &resp), 0, "8192 bytes, no end yet: more");
+    is_int(sb_http1_parse_response(big, 8193, 8192, &resp), SB_E2BIG, "one more: too long");
+    char many[4096];
+    size_t m = (size_t)snprintf(many, sizeof many, "HTTP/1.1 101 OK\r\n");
+    for (int i = 0; i < SB_HTTP1_MAX_HEADERS; i++)
+        m += (size_t)snprintf(many + m, sizeof many - m, "H%d: v\r\n", i);
+    m += (size_t)snprintf(many + m, sizeof many - m, "\r\n");
+    is_int(sb_http1_parse_response(many, m, 8192, &resp), (int)m, "%d headers", SB_HTTP1_MAX_HEADERS);
+    m -= 2;
+    m += (size_t)snprintf(many + m, sizeof many - m, "One: more\r\n\r\n");
+    is_int(sb_http1_parse_response(many, m, 8192, &resp), SB_E2BIG, "one more header: SB_E2BIG");
+}
+
 int main(void)
 {
     RUN(basic_get);
@@ -664,5 +723,6 @@ int main(void)
     RUN(chunked_limits);
     RUN(chunked_split_everywhere);
     RUN(pct_decode);
+    RUN(response);
     return tap_done();
 }

@@ -2,7 +2,9 @@
  * as a server must require), every way of splitting the input down to one byte per feed, fragmentation with control
  * frames in between, each protocol violation with the close code it calls for, the size limit at and one past the
  * edge, 16- and 64-bit lengths, close frames, when payloads are views and when copies, and the writers (frame heads
- * at every length boundary, close payloads cut at a UTF-8 boundary, round trips through the reader). */
+ * at every length boundary, close payloads cut at a UTF-8 boundary, round trips through the reader). Client mode:
+ * server frames read unmasked at every split, a masked one refused, and the masked writer byte for byte the frame
+ * a server reads back. */
 #include "proto/ws.h"
 
 #include "proto/err.h"
@@ -136,6 +138,8 @@ static void record(log_t *l, const sb_ws_event_t *ev)
     r->reason[r->rlen] = '\0';
 }
 
+static bool client_mode; /* run() reads as a client (unmasked server frames) */
+
 /* Feeds a copy of bytes[0..n) (the reader unmasks in place) in pieces of chunk bytes, recording every event, then
  * one empty feed to learn how it ended. */
 static void run(const void *bytes, size_t n, size_t chunk, size_t max, log_t *l)
@@ -147,7 +151,10 @@ static void run(const void *bytes, size_t n, size_t chunk, size_t max, log_t *l)
     if (n)
         memcpy(copy, bytes, n);
     memset(l, 0, sizeof *l);
-    sb_ws_reader_init(&r, max);
+    if (client_mode)
+        sb_ws_reader_init_client(&r, max);
+    else
+        sb_ws_reader_init(&r, max);
     l->rc = 0;
     for (size_t off = 0; off < n && l->rc == 0;) {
         size_t piece = n - off < chunk ? n - off : chunk, at = 0;
@@ -827,6 +834,74 @@ TEST(round_trip)
     ok(all, "written, masked, read back: every size, 1 to 3 fragments with pings between");
 }
 
+/* The client side: server frames as the writers make them read at every split; a masked frame refused; frames of
+ * the masked writer equal to what mask_server_frame makes of the server writer's, and read back by the server. */
+TEST(client_mode)
+{
+    static const size_t sizes[] = {0, 1, 7, 8, 9, 125, 126, 65535, 65536, 70000};
+    static uint8_t payload[70000];
+    for (size_t i = 0; i < sizeof payload; i++)
+        payload[i] = (uint8_t)(i * 7 + 3);
+    static const uint8_t key[4] = {0x12, 0x34, 0x56, 0x78};
+    bool same = true, back = true;
+
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        sb_buf_t server, masked, ours;
+        sb_buf_init(&server);
+        sb_buf_init(&masked);
+        sb_buf_init(&ours);
+        sb_str_t p = sb_str((const char *)payload, sizes[s]);
+        sb_ws_frame_append(&server, SB_WS_OP_BINARY, true, p);
+        mask_server_frame(&masked, (const uint8_t *)server.p, server.len, key);
+        sb_ws_frame_append_masked(&ours, SB_WS_OP_BINARY, true, p, key);
+        same = same && ours.len == masked.len && memcmp(ours.p, masked.p, ours.len) == 0;
+        log_t l;
+        run(ours.p, ours.len, 1000, sizes[s], &l); /* a server reads our frame */
+        back = back && l.rc == 0 && l.n == 1 && l.ev[0].len == sizes[s] && memcmp(l.ev[0].data, payload, sizes[s]) == 0;
+        log_free(&l);
+        client_mode = true;
+        run(server.p, server.len, 999, sizes[s], &l); /* we read the server's */
+        back = back && l.rc == 0 && l.n == 1 && l.ev[0].len == sizes[s] && memcmp(l.ev[0].data, payload, sizes[s]) == 0;
+        log_free(&l);
+        client_mode = false;
+        sb_buf_cleanup(&server);
+        sb_buf_cleanup(&masked);
+        sb_buf_cleanup(&ours);
+    }
+    ok(same, "the masked writer's frames are the server writer's, masked (every length boundary)");
+    ok(back, "and each side reads the other's");
+
+    client_mode = true;
+    sb_buf_t b;
+    sb_buf_init(&b);
+    sb_ws_frame_append(&b, SB_WS_OP_TEXT, false, SB_STR("Hel"));
+    sb_ws_frame_append(&b, SB_WS_OP_PING, true, SB_STR("p"));
+    sb_ws_frame_append(&b, SB_WS_OP_CONT, true, SB_STR("lo"));
+    uint8_t cp[SB_WS_CONTROL_MAX];
+    size_t cn = sb_ws_close_payload(cp, 4001, SB_STR("bye"));
+    sb_ws_frame_append(&b, SB_WS_OP_CLOSE, true, sb_str((const char *)cp, cn));
+    log_t l;
+    run_all(&b, 100, &l);
+    ok(ev_is(&l, 0, SB_WS_OP_PING, "p") && ev_is(&l, 1, SB_WS_OP_TEXT, "Hello") && l.n == 3 &&
+       l.ev[2].code == 4001 && strcmp(l.ev[2].reason, "bye") == 0 && l.rc == SB_ECLOSED,
+       "client mode: fragments with a ping between, then a close");
+    log_free(&l);
+    b.len = 0;
+    frame_str(&b, FIN | SB_WS_OP_TEXT, "masked"); /* a client frame, masked: a server must not send it */
+    expect_err(&b, 100, 0, SB_EPARSE, 1002, "a masked frame from the server");
+    b.len = 0;
+    sb_ws_frame_append(&b, SB_WS_OP_TEXT, true, SB_STR("\xff"));
+    expect_err(&b, 100, 0, SB_EINVAL, 1007, "text that is not UTF-8, client mode");
+    b.len = 0;
+    sb_ws_frame_append(&b, SB_WS_OP_BINARY, true, sb_str((const char *)payload, 101));
+    expect_err(&b, 100, 0, SB_E2BIG, 1009, "over max_msg, client mode");
+    b.len = 0;
+    raw_frame(&b, FIN | SB_WS_OP_BINARY, false, 2, 5, "12345", 5);
+    expect_err(&b, 100, 0, SB_EPARSE, 1002, "a 16-bit length that fits 7 bits, client mode");
+    sb_buf_cleanup(&b);
+    client_mode = false;
+}
+
 int main(void)
 {
     RUN(accept_key);
@@ -841,5 +916,6 @@ int main(void)
     RUN(frame_head);
     RUN(close_payload);
     RUN(round_trip);
+    RUN(client_mode);
     return tap_done();
 }

@@ -7,12 +7,17 @@
  * from our side and from the peer's; abandoning a connection before it opens; argument errors; freeing the context
  * with connections open and connecting (each on_close once, SB_ECANCELED), also from inside an on_close. Every
  * callback is counted: on_open at most once, on_close exactly once, last, never inside sb_wsclient_connect. The
- * loop must end with no handle open (lws's context fully gone). wss:// is not tested here (our server speaks no
- * TLS). */
+ * loop must end with no handle open (lws's context fully gone). ws:// goes through our own client; a raw server
+ * here (canned answers, client frames read with proto/ws's server reader, which requires them masked) tests what
+ * our server never does: a 101 with a wrong accept key or a missing header, an over-long answer head, frames in the
+ * same segment as the 101 (a message, a ping answered with a pong, a close 1012 echoed), a masked frame from the
+ * server (closed 1002). wss:// (libwebsockets) is not tested here beyond the context's life (our server speaks no
+ * TLS): a wss:// connection to the closed port ends SB_EUNAVAIL. */
 #include "adapters/net/http_server.h"
 #include "adapters/net/wsclient.h"
 #include "adapters/net/wsconn.h"
 #include "proto/err.h"
+#include "proto/ws.h"
 #include "tests/tap.h"
 #include "tests/unit/port.h"
 
@@ -106,6 +111,130 @@ static void handler(void *arg, sb_http_req_t *req)
         return;
     }
     sb_http_respond_error(req, 404, "not_found", "no");
+}
+
+/* ---- a raw server: canned upgrade answers, then frames -------------------------------------------------------- */
+
+static uv_tcp_t raw_listener;
+static int raw_port;
+static struct raw {
+    uv_tcp_t tcp;
+    bool open, answered;
+    char in[16384];
+    size_t len;
+    sb_ws_reader_t rd;
+    int pongs, closes, bad; /* client frames seen: pongs, closes; bad: a reader error (e.g. unmasked) */
+    uint16_t close_code;
+} raw;
+
+static void raw_alloc(uv_handle_t *h, size_t n, uv_buf_t *b)
+{
+    (void)h;
+    (void)n;
+    *b = uv_buf_init(raw.in + raw.len, (unsigned)(sizeof raw.in - raw.len));
+}
+
+static void raw_closed(uv_handle_t *h)
+{
+    (void)h;
+    raw.open = false;
+}
+
+static void raw_send(const void *p, size_t n)
+{
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    uv_try_write((uv_stream_t *)&raw.tcp, &b, 1); /* small, into an empty socket: all of it */
+}
+
+/* The answer for path; key is the client's Sec-WebSocket-Key. */
+static void raw_answer(const char *path, sb_str_t key)
+{
+    char accept[SB_WS_ACCEPT_LEN + 1] = "";
+    sb_ws_accept_key(key, accept);
+    sb_buf_t b;
+    sb_buf_init(&b);
+    if (strcmp(path, "/badkey") == 0) {
+        sb_buf_puts(&b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        "Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n");
+    } else if (strcmp(path, "/noupgrade") == 0) {
+        sb_buf_printf(&b, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                          "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
+    } else if (strcmp(path, "/longhead") == 0) {
+        sb_buf_puts(&b, "HTTP/1.1 101 Switching Protocols\r\nX-Pad: ");
+        for (int i = 0; i < 9000; i++)
+            sb_buf_append(&b, "a", 1);
+        sb_buf_printf(&b, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                      accept);
+    } else {
+        sb_buf_printf(&b, "HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\nConnection: keep-alive, upgrade"
+                          "\r\nSec-WebSocket-Accept: %s\r\n\r\n", accept);
+        if (strcmp(path, "/hello") == 0) { /* in the same segment: a message, a ping, a close 1012 */
+            sb_ws_frame_append(&b, SB_WS_OP_TEXT, true, SB_STR("m0"));
+            sb_ws_frame_append(&b, SB_WS_OP_PING, true, SB_STR("p"));
+            uint8_t cp[SB_WS_CONTROL_MAX];
+            size_t cn = sb_ws_close_payload(cp, 1012, SB_STR("restart"));
+            sb_ws_frame_append(&b, SB_WS_OP_CLOSE, true, sb_str((const char *)cp, cn));
+        } else if (strcmp(path, "/masked") == 0) { /* a client's frame: a server must not mask */
+            static const uint8_t f[] = {0x81, 0x82, 1, 2, 3, 4, 'h' ^ 1, 'i' ^ 2};
+            sb_buf_append(&b, f, sizeof f);
+        }
+    }
+    raw_send(b.p, b.len);
+    sb_buf_cleanup(&b);
+}
+
+static void raw_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    (void)buf;
+    if (n < 0) {
+        if (!uv_is_closing((uv_handle_t *)s))
+            uv_close((uv_handle_t *)s, raw_closed);
+        return;
+    }
+    raw.len += (size_t)n;
+    if (!raw.answered) {
+        raw.in[raw.len < sizeof raw.in ? raw.len : sizeof raw.in - 1] = '\0';
+        char *end = strstr(raw.in, "\r\n\r\n");
+        if (!end)
+            return;
+        char path[64] = "", *k = strstr(raw.in, "Sec-WebSocket-Key: ");
+        sscanf(raw.in, "GET %63s", path);
+        raw.answered = true;
+        raw_answer(path, k ? sb_str(k + 19, 24) : SB_STR(""));
+        size_t head = (size_t)(end + 4 - raw.in);
+        memmove(raw.in, raw.in + head, raw.len - head);
+        raw.len -= head;
+    }
+    for (size_t off = 0; off < raw.len && !raw.bad;) {
+        size_t used;
+        sb_ws_event_t ev;
+        int rc = sb_ws_feed(&raw.rd, raw.in + off, raw.len - off, &used, &ev);
+        off += used;
+        if (rc == 1 && ev.op == SB_WS_OP_PONG && sb_str_eq_cstr(ev.payload, "p"))
+            raw.pongs++;
+        if (rc == 1 && ev.op == SB_WS_OP_CLOSE) {
+            raw.closes++;
+            raw.close_code = ev.code;
+        }
+        if (rc < 0 && rc != SB_ECLOSED)
+            raw.bad = rc;
+        if (rc <= 0)
+            break;
+    }
+    raw.len = 0; /* the reader keeps what it needs */
+}
+
+static void raw_accept(uv_stream_t *l, int status)
+{
+    if (status < 0 || raw.open)
+        return;
+    sb_ws_reader_cleanup(&raw.rd);
+    memset(&raw, 0, sizeof raw);
+    sb_ws_reader_init(&raw.rd, 1 << 20);
+    uv_tcp_init(l->loop, &raw.tcp);
+    raw.open = true;
+    if (uv_accept(l, (uv_stream_t *)&raw.tcp) == 0)
+        uv_read_start((uv_stream_t *)&raw.tcp, raw_alloc, raw_read);
 }
 
 /* ---- the client side ------------------------------------------------------------------------------------------ */
@@ -224,6 +353,12 @@ TEST(setup)
     silent_port = pick_port(&silent_fd);
     ok(listen(silent_fd, 16) == 0, "a silent listener on port %d", silent_port);
     closed_port = pick_port(&closed_fd); /* bound, not listening: refused */
+    raw_port = pick_port(NULL);
+    struct sockaddr_in ra;
+    uv_ip4_addr("127.0.0.1", raw_port, &ra);
+    uv_tcp_init(&loop, &raw_listener);
+    ok(uv_tcp_bind(&raw_listener, (const struct sockaddr *)&ra, 0) == 0 &&
+       uv_listen((uv_stream_t *)&raw_listener, 16, raw_accept) == 0, "a raw server on port %d", raw_port);
     ctx = sb_wsclient_ctx_new(&loop);
     ok(ctx != NULL, "a context on the loop");
     uv_timer_init(&loop, &ticker);
@@ -500,6 +635,87 @@ TEST(message_too_big)
     is_int(r.code, 1009, "closed 1009");
 }
 
+/* Answers that are not an upgrade we asked for: the connection never opens. */
+TEST(bad_answers)
+{
+    static const struct {
+        const char *path, *what;
+        int status;
+    } cases[] = {{"/badkey", "101 with a wrong Sec-WebSocket-Accept", 101},
+                 {"/noupgrade", "101 without Upgrade: websocket", 101},
+                 {"/longhead", "an answer head over 8 KiB", 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char u[128];
+        url(u, sizeof u, "127.0.0.1", raw_port, cases[i].path);
+        rec_t r;
+        is_int(dial(ctx, &r, u, NULL), 0, "%s: connecting", cases[i].what);
+        run_until_cb(is_closed, &r, 3000);
+        is_int(r.opens, 0, "%s: never opened", cases[i].what);
+        is_int(r.closes, 1, "%s: on_close once", cases[i].what);
+        is_int(r.err, SB_EUNAVAIL, "%s: SB_EUNAVAIL", cases[i].what);
+        is_int(r.status, cases[i].status, "%s: http_status %d", cases[i].what, cases[i].status);
+        uint64_t end = uv_hrtime() + 2000000000ull;
+        while (raw.open && uv_hrtime() < end)
+            uv_run(&loop, UV_RUN_ONCE);
+    }
+}
+
+static bool raw_done(void *arg)
+{
+    (void)arg;
+    return !raw.open;
+}
+
+/* Frames in the segment of the 101: a message, a ping (answered with a masked pong), a close 1012 (echoed, and
+ * reported as sent: no libwebsockets rewrite to 1002). */
+TEST(frames_with_the_answer)
+{
+    char u[128];
+    url(u, sizeof u, "127.0.0.1", raw_port, "/hello");
+    rec_t r;
+    is_int(dial(ctx, &r, u, NULL), 0, "connecting");
+    run_until_cb(is_closed, &r, 3000);
+    is_int(r.opens, 1, "opened");
+    is_int(r.msgs, 1, "the message that came with the 101");
+    is_int(r.bad_order, 0, "m0, text");
+    is_int(r.closes, 1, "on_close once");
+    is_int(r.err, 0, "err 0");
+    is_int(r.code, 1012, "the peer's code, 1012");
+    run_until_cb(raw_done, NULL, 3000);
+    is_int(raw.bad, 0, "the client's frames were masked and well-formed");
+    is_int(raw.pongs, 1, "the ping was answered");
+    ok(raw.closes == 1 && raw.close_code == 1012, "the close echoed 1012 (%d)", raw.close_code);
+}
+
+TEST(masked_from_server)
+{
+    char u[128];
+    url(u, sizeof u, "127.0.0.1", raw_port, "/masked");
+    rec_t r;
+    is_int(dial(ctx, &r, u, NULL), 0, "connecting");
+    run_until_cb(is_closed, &r, 3000);
+    is_int(r.opens, 1, "opened");
+    is_int(r.msgs, 0, "the masked frame is not a message");
+    is_int(r.err, 0, "err 0");
+    is_int(r.code, 1002, "closed 1002");
+    run_until_cb(raw_done, NULL, 3000);
+    ok(raw.closes == 1 && raw.close_code == 1002 && raw.bad == 0, "the server got a close 1002 (%d)",
+       raw.close_code);
+}
+
+/* wss:// still goes through libwebsockets: the closed port ends it as before. */
+TEST(wss_unavailable)
+{
+    char u[128];
+    snprintf(u, sizeof u, "wss://127.0.0.1:%d/x", closed_port);
+    rec_t r;
+    is_int(dial(ctx, &r, u, NULL), 0, "connecting with TLS");
+    run_until_cb(is_closed, &r, 3000);
+    is_int(r.closes, 1, "on_close once");
+    is_int(r.err, SB_EUNAVAIL, "SB_EUNAVAIL");
+    ok(!r.close_in_connect, "not from inside connect");
+}
+
 TEST(ctx_free_cancels)
 {
     char u[128], s[128];
@@ -550,6 +766,10 @@ TEST(teardown)
     is_int(srv_open, 0, "the server saw every connection go");
     sb_http_server_close(srv);
     uv_close((uv_handle_t *)&ticker, NULL);
+    uv_close((uv_handle_t *)&raw_listener, NULL);
+    if (raw.open && !uv_is_closing((uv_handle_t *)&raw.tcp))
+        uv_close((uv_handle_t *)&raw.tcp, raw_closed);
+    sb_ws_reader_cleanup(&raw.rd);
     close(silent_fd);
     close(closed_fd);
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -569,6 +789,10 @@ int main(void)
     RUN(bound_before_open);
     RUN(bound_slow_reader);
     RUN(message_too_big);
+    RUN(bad_answers);
+    RUN(frames_with_the_answer);
+    RUN(masked_from_server);
+    RUN(wss_unavailable);
     RUN(ctx_free_cancels);
     RUN(teardown);
     return tap_done();
