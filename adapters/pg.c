@@ -9,6 +9,7 @@
 #include "adapters/deadline.h"
 
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "proto/err.h"
 #include "proto/mem.h"
 #include "proto/redact.h"
@@ -28,6 +29,7 @@ enum state { DOWN, CONNECTING, UP };
 typedef struct query {
     struct query *next;
     uint64_t seg;          /* the segment (transaction) it was sent in */
+    uint64_t synced_ns;    /* the last query of a segment: uv_hrtime() when its Sync was sent (0: not timed) */
     int flags;
     int prepares;          /* internal: the result of preparing statement [prepares - 1]; no callback */
     bool sql_static;       /* sql is the caller's static string (SB_PG_PREPARED), not a copy */
@@ -70,6 +72,7 @@ struct sb_pg {
         size_t head, n, cap;
     } batches[MAX_BATCHES]; /* in the order their kinds were first added */
     int nbatches;
+    sb_hist_t *hist;          /* segment round trips (sb_pg_set_histogram); NULL: not timed */
     sb_pg_stats_t stats;
 };
 
@@ -185,7 +188,9 @@ static void finish_segment(sb_pg_t *pg)
     }
     uint64_t seg = pg->q_head->seg;
     bool failed = false;
+    const query_t *last = NULL;
     for (query_t *q = pg->q_head; q && q->seg == seg; q = q->next) {
+        last = q;
         failed |= q->err != 0;
         if (q->prepares && q->err == SB_EINVAL && q->next && q->next->seg == seg) {
             /* the statement could not be prepared: that is its user's error (the one right after it), not a
@@ -198,6 +203,8 @@ static void finish_segment(sb_pg_t *pg)
             memcpy(u->detail, q->detail, sizeof u->detail);
         }
     }
+    if (pg->hist && last && last->synced_ns) /* before the callbacks: the round trip, not what they cost */
+        sb_hist_observe(pg->hist, uv_hrtime() - last->synced_ns);
     while (pg->q_head && pg->q_head->seg == seg) {
         query_t *q = pg->q_head;
         pg->q_head = q->next;
@@ -251,6 +258,8 @@ static void close_segment(sb_pg_t *pg)
     pg->seg++;
     pg->inflight++;
     pg->stats.segments++;
+    if (pg->q_tail) /* seg_open: the tail is this segment's last query */
+        pg->q_tail->synced_ns = pg->hist ? uv_hrtime() : 0;
     if (!PQpipelineSync(pg->conn))
         sb_log_warn("postgres: cannot send Sync: %s", PQerrorMessage(pg->conn));
     flush(pg);
@@ -679,6 +688,11 @@ void sb_pg_close(sb_pg_t *pg)
 bool sb_pg_connected(const sb_pg_t *pg)
 {
     return pg && pg->state == UP;
+}
+
+void sb_pg_set_histogram(sb_pg_t *pg, sb_hist_t *h)
+{
+    pg->hist = h;
 }
 
 void sb_pg_get_stats(const sb_pg_t *pg, sb_pg_stats_t *out)

@@ -107,6 +107,17 @@ typedef void (*sb_pg_ping_cb)(void *arg, int err, const char *detail);
  * when not connected (cb never called). */
 int sb_pg_ping(sb_pg_t *pg, uint64_t timeout_ms, sb_pg_ping_cb cb, void *arg);
 
+/* Times every transaction of pg into h (borrowed: it must outlive pg; NULL stops): from the moment a segment's Sync
+ * is sent (its statements were queued during the loop turn and leave with it, in the same flush) until the Sync's
+ * result is read back, before any of the segment's callbacks run. That is the server executing the segment's
+ * statements and committing them (its fsync, or a group commit's share of one), the network both ways, and the wait
+ * behind a segment still in flight before it (SB_PG_ALONE queries can have several out). Not counted: the time
+ * queries were held back while the previous segment committed (group commit), nor connecting. One observation per
+ * segment, whatever it held, and a rolled-back segment counts too; a segment lost with its connection does not. One
+ * monotonic clock read (uv_hrtime) at each end; h is written from the loop's thread only. */
+struct sb_hist;
+void sb_pg_set_histogram(sb_pg_t *pg, struct sb_hist *h);
+
 /* Figures for tests and metrics. */
 typedef struct sb_pg_stats {
     uint64_t queries;   /* queries completed (any outcome) */

@@ -7,6 +7,7 @@
 #include "adapters/deadline.h"
 
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "proto/codec.h"
 #include "proto/err.h"
 #include "proto/mem.h"
@@ -36,6 +37,7 @@ struct sb_redis {
     uint64_t backoff_ms;
     bool closing;
     bool logged_down; /* log the first failure of a streak only */
+    sb_hist_t *hist;  /* round trips of the commands (sb_redis_set_histogram); NULL: not timed */
     sb_redis_stats_t stats;
 };
 
@@ -288,6 +290,7 @@ typedef struct cmd {
     sb_redis_reply_cb cb;
     void *arg;
     const sb_redis_script_t *script; /* EVALSHA not yet resent; NULL otherwise */
+    uint64_t sent_ns;                /* uv_hrtime() when handed to hiredis (0: not timed) */
     int argc;
     const char **argv;
     size_t *argvlen;
@@ -313,8 +316,11 @@ static void cmd_reply(redisAsyncContext *ac, void *reply, void *privdata)
     cmd_t *c = privdata;
     redisReply *rep = reply;
     sb_redis_t *r = ac->data;
-    if (rep && r)
+    if (rep && r) {
         r->stats.replies++;
+        if (c->sent_ns && r->hist)
+            sb_hist_observe(r->hist, uv_hrtime() - c->sent_ns);
+    }
     if (c->script && is_noscript(rep) && r && !r->closing && r->ac == ac) {
         /* The server lost (or never had) the script: the same call as EVAL. Replies come in order, so this one
          * takes its turn behind whatever was pipelined after the EVALSHA - fine, callers do not rely on ordering
@@ -324,6 +330,7 @@ static void cmd_reply(redisAsyncContext *ac, void *reply, void *privdata)
         c->argv[1] = c->script->text;
         c->argvlen[1] = strlen(c->script->text);
         c->script = NULL;
+        c->sent_ns = r->hist ? uv_hrtime() : 0;
         if (redisAsyncCommandArgv(ac, cmd_reply, c, c->argc, c->argv, c->argvlen) == REDIS_OK) {
             r->stats.commands++;
             r->stats.noscript++;
@@ -354,6 +361,7 @@ static cmd_t *cmd_new(int argc, size_t extra, sb_redis_reply_cb cb, void *arg)
 
 static int cmd_send(sb_redis_t *r, cmd_t *c, int argc, const char **argv, const size_t *argvlen)
 {
+    c->sent_ns = r->hist ? uv_hrtime() : 0;
     if (redisAsyncCommandArgv(r->ac, cmd_reply, c, argc, argv, argvlen) != REDIS_OK) {
         free(c);
         return SB_EUNAVAIL;
@@ -415,6 +423,11 @@ int sb_redis_evalsha(sb_redis_t *r, const sb_redis_script_t *s, int nkeys, int n
         p += lens[i];
     }
     return cmd_send(r, c, c->argc, c->argv, c->argvlen);
+}
+
+void sb_redis_set_histogram(sb_redis_t *r, sb_hist_t *h)
+{
+    r->hist = h;
 }
 
 void sb_redis_get_stats(const sb_redis_t *r, sb_redis_stats_t *out)

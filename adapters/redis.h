@@ -62,6 +62,14 @@ void sb_redis_script_init(sb_redis_script_t *s, const char *text);
 int sb_redis_evalsha(sb_redis_t *r, const sb_redis_script_t *s, int nkeys, int nargs, const char **keys_and_args,
                      const size_t *lens, sb_redis_reply_cb cb, void *arg);
 
+/* Times every command of sb_redis_command_argv and sb_redis_evalsha into h (borrowed: it must outlive r; NULL
+ * stops): from the moment the command is handed to hiredis (it leaves in the loop turn's one write, behind what was
+ * queued before it) until its reply is read back, so pipelining, the network and Redis's own queue all count. An
+ * EVALSHA resent as EVAL is two round trips, two observations. PING and SELECT are not timed. One monotonic clock
+ * read (uv_hrtime) at each end; h is written from the loop's thread only. */
+struct sb_hist;
+void sb_redis_set_histogram(sb_redis_t *r, struct sb_hist *h);
+
 /* What this connection did since it was created (the counters of its one owner thread). */
 typedef struct sb_redis_stats {
     uint64_t commands; /* commands written to Redis (PING, SELECT, EVAL fallbacks included): round trips, pipelined */

@@ -110,6 +110,23 @@ static unsigned long long sum(_Atomic uint64_t *first, unsigned shards)
     return n;
 }
 
+/* A histogram summed over the shards' rows (given its place in row 0), in seconds: cumulative `le` buckets, _sum and
+ * _count. The bounds' text is sb_hist_bucket's, written once here so that the labels never depend on %g. */
+static void render_hist(sb_buf_t *out, const char *name, const char *help, sb_hist_t *first, unsigned shards)
+{
+    static const char *const le[SB_HIST_BUCKETS] = {"0.0001", "0.00025", "0.0005", "0.001", "0.0025",
+                                                     "0.005",  "0.01",    "0.025",  "0.05",  "0.1",
+                                                     "0.25",   "0.5",     "1",      "2.5",   "+Inf"};
+    family(out, name, "histogram", help);
+    unsigned long long cum = 0;
+    for (int b = 0; b < SB_HIST_BUCKETS; b++) {
+        cum += sum(&first->buckets[b], shards);
+        sb_buf_printf(out, "%s_bucket{le=\"%s\"} %llu\n", name, le[b], cum);
+    }
+    sb_buf_printf(out, "%s_sum %.6f\n", name, (double)sum(&first->sum_ns, shards) / 1e9);
+    sb_buf_printf(out, "%s_count %llu\n", name, cum);
+}
+
 /* The labelled families of sends, provider errors, breakers, webhooks and connections; the process's own figures. */
 static void render_labelled(sb_buf_t *out, unsigned shards)
 {
@@ -151,6 +168,22 @@ static void render_labelled(sb_buf_t *out, unsigned shards)
     for (unsigned i = 0; i < shards; i++)
         sb_buf_printf(out, "sb_postgres_up{shard=\"%u\"} %lld\n", i,
                       (long long)sb_gauge_get(&rows[i].postgres_up));
+    render_hist(out, "sb_redis_seconds",
+                "Redis round trips: a counters or call-cap command written to the connection until its reply is read.",
+                &rows[0].redis_seconds, shards);
+    render_hist(out, "sb_postgres_seconds",
+                "PostgreSQL transactions of the shards' connections: a pipeline segment's Sync sent until its result "
+                "(the COMMIT) is read.",
+                &rows[0].postgres_seconds, shards);
+
+    /* The database's queues, as shard 0 last counted them (every gateway on one database reports the same). */
+    family(out, "sb_outbox_waiting", "gauge", "Outbound messages not finished (rows of outbox).");
+    sb_buf_printf(out, "sb_outbox_waiting %lld\n", (long long)sb_gauge_get(&rows[0].outbox_waiting));
+    family(out, "sb_outbox_oldest_seconds", "gauge", "Age of the oldest outbound message not finished (0: none).");
+    sb_buf_printf(out, "sb_outbox_oldest_seconds %.3f\n", (double)sb_gauge_get(&rows[0].outbox_oldest_ms) / 1e3);
+    family(out, "sb_webhook_dead_letters", "gauge",
+           "Tenant webhook deliveries that ran out of attempts (rows of webhook_dead_letters).");
+    sb_buf_printf(out, "sb_webhook_dead_letters %lld\n", (long long)sb_gauge_get(&rows[0].webhook_dead_letters));
 
     /* The process: resident memory (statm, cheap) and the descriptor limit accepting stops short of. Open
      * descriptors are not counted here (a million entries of /proc/self/fd on a shard's loop): sb_connections is

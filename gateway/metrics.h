@@ -15,6 +15,15 @@
 #define SB_METRICS_CH_TYPES 8 /* sb_channel_type_t values, SB_CH_NONE included */
 #define SB_SEND_RESULTS 4     /* sent, retry, failed, unknown (actors/ports.h's sb_send_result_t minus one) */
 #define SB_PROVIDER_ERRS 9    /* "400" "401" "403" "404" "429" "4xx" "5xx" "timeout" "transport" */
+#define SB_HIST_BUCKETS 15    /* 14 upper bounds, 100 us .. 2.5 s, and +Inf */
+
+/* A latency histogram with fixed bounds (sb_hist_bucket), written by one thread. buckets[i] counts the observations
+ * that fell in bucket i alone (not cumulative: one store an observation); the rendering sums them up into
+ * Prometheus's cumulative `le` buckets and derives _count from them, so _count always equals the +Inf bucket. */
+typedef struct sb_hist {
+    _Atomic uint64_t buckets[SB_HIST_BUCKETS];
+    _Atomic uint64_t sum_ns;
+} sb_hist_t;
 
 typedef struct sb_metrics {
     _Atomic uint64_t http_requests;       /* requests answered (any status) */
@@ -43,6 +52,12 @@ typedef struct sb_metrics {
     _Atomic uint64_t webhooks[2][6];      /* provider webhook requests by provider ([0] Twilio, [1] Meta) and class */
     _Atomic uint64_t webhook_events[SB_METRICS_CH_TYPES][2]; /* new receipts by channel type: messages, statuses */
     _Atomic int64_t redis_up, postgres_up; /* the shard's connections (postgres: both of its own), set per tick */
+    sb_hist_t redis_seconds;              /* command written to Redis -> its reply read (adapters/redis.c) */
+    sb_hist_t postgres_seconds;           /* a segment's Sync sent -> its Sync result (adapters/pg.c) */
+    /* Node-wide figures of the database, refreshed by shard 0 every few seconds (shards/domain.c); row 0 only. */
+    _Atomic int64_t outbox_waiting;       /* rows of outbox: outbound messages not finished */
+    _Atomic int64_t outbox_oldest_ms;     /* age of the oldest of them (0: none) */
+    _Atomic int64_t webhook_dead_letters; /* rows of webhook_dead_letters */
     _Alignas(64) char pad_;               /* keep shards' rows on separate cache lines */
 } sb_metrics_t;
 
@@ -59,8 +74,35 @@ static inline void sb_gauge_add(_Atomic int64_t *g, int64_t n)
 {
     atomic_store_explicit(g, atomic_load_explicit(g, memory_order_relaxed) + n, memory_order_relaxed);
 }
+static inline void sb_gauge_set(_Atomic int64_t *g, int64_t v)
+{
+    atomic_store_explicit(g, v, memory_order_relaxed);
+}
 static inline uint64_t sb_metric_get(_Atomic uint64_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
 static inline int64_t sb_gauge_get(_Atomic int64_t *g) { return atomic_load_explicit(g, memory_order_relaxed); }
+
+/* The bucket of a latency of ns nanoseconds: the first i whose upper bound (100 us, 250 us, 500 us, 1 ms, 2.5 ms,
+ * 5 ms, 10 ms, 25 ms, 50 ms, 100 ms, 250 ms, 500 ms, 1 s, 2.5 s) is >= ns, or SB_HIST_BUCKETS - 1 (+Inf) when none
+ * is. Bounds are inclusive, as Prometheus's `le`. Pure; at most 14 compares. */
+static inline unsigned sb_hist_bucket(uint64_t ns)
+{
+    static const uint64_t bound[SB_HIST_BUCKETS - 1] = {
+        100000,   250000,    500000,    1000000,   2500000,   5000000,    10000000,
+        25000000, 50000000,  100000000, 250000000, 500000000, 1000000000, 2500000000};
+    unsigned i = 0;
+    while (i < SB_HIST_BUCKETS - 1 && ns > bound[i])
+        i++;
+    return i;
+}
+
+/* Records one latency of ns nanoseconds in h (h's one writer only). h may be NULL: nothing is recorded. */
+static inline void sb_hist_observe(sb_hist_t *h, uint64_t ns)
+{
+    if (!h)
+        return;
+    sb_metric_add(&h->buckets[sb_hist_bucket(ns)], 1);
+    sb_metric_add(&h->sum_ns, ns);
+}
 
 /* The provider error bucket of an answer that was not a success: its HTTP status (0: none came) and our error
  * code ("timeout", ...). 401 and 403 have buckets of their own: a revoked or expired credential. */

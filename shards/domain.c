@@ -9,6 +9,7 @@
 #include "adapters/pg.h"
 #include "adapters/provider.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "proto/err.h"
 #include "proto/mem.h"
 #include "shards/placement.h"
@@ -23,6 +24,7 @@
 #define SWEEP_BACKLOG_MS 500  /* a full page: the next one soon */
 #define SWEEP_OLDER_MS 3000   /* younger receipts are most likely on their way through a session right now */
 #define SWEEP_PAGE 1000
+#define QUEUES_EVERY_MS 5000  /* the outbox and the dead letters counted for /metrics */
 
 typedef struct domain {
     sb_shard_t *s;
@@ -32,8 +34,8 @@ typedef struct domain {
     sb_domain_config_t config;
     sb_ports_t ports;
     uv_timer_t *tick;
-    uint64_t next_sweep;
-    bool sweeping, backlog_done, backlog_asked;
+    uint64_t next_sweep, next_queues;
+    bool sweeping, backlog_done, backlog_asked, counting;
 } domain_t;
 
 static const sb_shard_module_t *self_module(void);
@@ -246,6 +248,19 @@ static void backlog_read(void *arg, int err, const int64_t *channel_tenants, con
                     nt);
 }
 
+/* The database's queues into row 0's gauges; a failed count leaves the last figures (sb_postgres_up says why). */
+static void queues_counted(void *arg, int err, const sb_store_queues_t *q)
+{
+    domain_t *d = arg;
+    d->counting = false;
+    if (err)
+        return;
+    sb_metrics_t *m = sb_metrics_shard(0);
+    sb_gauge_set(&m->outbox_waiting, q->outbox_waiting);
+    sb_gauge_set(&m->outbox_oldest_ms, q->outbox_oldest_ms);
+    sb_gauge_set(&m->webhook_dead_letters, q->dead_letters);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     domain_t *d = t->data;
@@ -262,6 +277,11 @@ static void on_tick(uv_timer_t *t)
         d->next_sweep = now + SWEEP_EVERY_MS;
         if (sb_store_sweep(d->store, SWEEP_OLDER_MS, SWEEP_PAGE, swept, d) == 0)
             d->sweeping = true;
+    }
+    if (!d->counting && now >= d->next_queues) {
+        d->next_queues = now + QUEUES_EVERY_MS;
+        if (sb_store_queues(d->store, queues_counted, d) == 0)
+            d->counting = true;
     }
 }
 

@@ -320,7 +320,12 @@ static void shard_main(void *arg)
         s->ingest = sb_pg_create(&s->loop, g_opts.pg_conninfo, app);
         if (s->idx == 0)
             s->sweeper = sb_pg_create(&s->loop, g_opts.pg_conninfo, "switchboard sweeper");
+        /* the connections requests wait on; the sweeper's background scans would only blur them */
+        sb_pg_set_histogram(s->pg, &sb_metrics_shard(s->idx)->postgres_seconds);
+        sb_pg_set_histogram(s->ingest, &sb_metrics_shard(s->idx)->postgres_seconds);
     }
+    if (s->redis)
+        sb_redis_set_histogram(s->redis, &sb_metrics_shard(s->idx)->redis_seconds);
     for (unsigned i = 0; i < s->nmods && s->start_rc == 0; i++) {
         s->start_rc = s->mods[i]->start(s, &s->states[i]);
         if (s->start_rc == 0)

@@ -85,6 +85,24 @@ int sb_store_backlog(sb_store_t *st,
                                 size_t nchannels, const int64_t *tenants, size_t ntenants),
                      void *arg);
 
+/* The database's queues, for /metrics: outbound messages not finished (rows of outbox), the age of the oldest of
+ * them, and tenant webhook deliveries that ran out of attempts (rows of webhook_dead_letters). */
+typedef struct sb_store_queues {
+    int64_t outbox_waiting;
+    int64_t outbox_oldest_ms; /* 0: the outbox is empty */
+    int64_t dead_letters;
+} sb_store_queues_t;
+
+/* Counts them, on the sweeper's connection, at a bounded cost whatever the tables hold: rows are counted exactly up
+ * to a cap (SB_STORE_COUNT_CAP outbox rows, SB_STORE_DEAD_CAP dead letters) and past it the figure is PostgreSQL's
+ * estimate (pg_class, scaled to the table's size now as the planner does), never below the cap; the oldest message
+ * is found per channel (the first entry of each channel's outbox, through its primary key) among at most
+ * SB_STORE_OLDEST_CHANNELS channels, by its created_at. q is borrowed for the call; NULL when err. */
+#define SB_STORE_COUNT_CAP 100000
+#define SB_STORE_DEAD_CAP 10000
+#define SB_STORE_OLDEST_CHANNELS 10000
+int sb_store_queues(sb_store_t *st, void (*cb)(void *arg, int err, const sb_store_queues_t *q), void *arg);
+
 /* ---- the event log, for clients ------------------------------------------------------------------------------------ */
 
 /* Events of tenant after cursor `after`, at most limit, in cursor order (the same as the port's events_after). */

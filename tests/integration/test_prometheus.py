@@ -1,6 +1,6 @@
 """tests/integration/test_prometheus.py — the operations kit: ops/prometheus/alerts.yml passes `promtool check rules`
-and its unit tests (`promtool test rules ops/prometheus/alerts_test.yml`: credential health, silent channel and
-others fire when they should and not before); every alert has its runbook ops/runbooks/<alert>.md (meaning, first
+and its unit tests (`promtool test rules ops/prometheus/alerts_test.yml`: credential health, silent channel, the
+outbox backlog, calls refused at capacity and others fire when they should and not before); every alert has its runbook ops/runbooks/<alert>.md (meaning, first
 checks, fixes) and its runbook_url points to it; ops/grafana/switchboard.json is valid JSON with panels and
 queries; and every metric the alerts and the dashboard name is one a running gateway exports on /metrics.
 Run: SB_BIN=build/release/switchboard python3 tests/integration/test_prometheus.py"""
@@ -48,8 +48,10 @@ def test_promtool():
          p.stdout + p.stderr)
     with open(ALERTS_TEST) as f:
         tested = set(re.findall(r"alertname:\s*(\w+)", f.read()))
-    h.ok({"SwitchboardCredentialRejected", "SwitchboardSilentChannel"} <= tested,
-         "the unit tests exercise credential health and silent channel", sorted(tested))
+    h.ok({"SwitchboardCredentialRejected", "SwitchboardSilentChannel", "SwitchboardOutboxBacklog",
+          "SwitchboardCallsRejected"} <= tested,
+         "the unit tests exercise credential health, silent channel, the outbox backlog and calls rejected",
+         sorted(tested))
 
 
 def test_runbooks():
@@ -59,7 +61,9 @@ def test_runbooks():
          names)
     for want in ("SwitchboardDown", "SwitchboardNotReady", "SwitchboardLoopLag", "SwitchboardConnectionsRefused",
                  "SwitchboardWebhook5xx", "SwitchboardSendFailures", "SwitchboardBreakerOpen",
-                 "SwitchboardReceiptBacklog", "SwitchboardCredentialRejected", "SwitchboardSilentChannel"):
+                 "SwitchboardReceiptBacklog", "SwitchboardCredentialRejected", "SwitchboardSilentChannel",
+                 "SwitchboardOutboxBacklog", "SwitchboardWebhookDeadLetters", "SwitchboardRedisSlow",
+                 "SwitchboardPostgresSlow", "SwitchboardCallsRejected", "SwitchboardMediaDropped"):
         h.ok(want in names, "alert %s is defined" % want)
     for name, url in rules:
         path = os.path.join(RUNBOOKS, name + ".md")
@@ -88,7 +92,8 @@ def test_dashboard():
     h.ok(d.get("title") and len(panels) >= 10 and all(exprs), "the dashboard has %d panels, each with queries" %
          len(panels))
     titles = " ".join(p["title"].lower() for p in panels)
-    for what in ("requests", "sends", "webhooks", "connections", "loop lag", "memory"):
+    for what in ("requests", "sends", "webhooks", "connections", "loop lag", "memory", "redis round trip",
+                 "postgresql transaction", "outbox", "dead letters", "calls", "media"):
         h.ok(what in titles, "the dashboard shows %s" % what)
 
 
@@ -100,6 +105,8 @@ def test_metric_names():
     with h.Gateway() as gw:
         page = h.get(gw.port, "/metrics").body.decode()
         exported = set(re.findall(r"^# TYPE (\S+) ", page, re.M))
+        exported |= {n + suffix for n in re.findall(r"^# TYPE (\S+) histogram$", page, re.M)
+                     for suffix in ("_bucket", "_sum", "_count")}  # a histogram's series
         missing = sorted(used - exported)
         h.ok(not missing and len(used) > 10,
              "every metric the alerts and the dashboard name (%d) is exported by the gateway" % len(used), missing)

@@ -8,6 +8,7 @@
  * the shared Redis is never stopped. */
 #include "adapters/counters.h"
 #include "adapters/redis.h"
+#include "gateway/metrics.h"
 #include "proto/err.h"
 #include "tests/tap.h"
 
@@ -244,6 +245,42 @@ TEST(redis_commands)
     sb_redis_get_stats(r1, &s1);
     is_int(s1.commands - s0.commands, 5, "five commands counted");
     is_int(s1.replies - s0.replies, 5, "five replies counted");
+}
+
+/* Observations in h at or past bucket `from`. */
+static long long hist_count(sb_hist_t *h, unsigned from)
+{
+    long long n = 0;
+    for (unsigned b = from; b < SB_HIST_BUCKETS; b++)
+        n += (long long)sb_metric_get(&h->buckets[b]);
+    return n;
+}
+
+/* sb_redis_set_histogram: one observation per reply, from the command's sending to its reply; a BLPOP that waits
+ * 60 ms on an empty list shows up past 50 ms, quick commands well below. */
+TEST(timed)
+{
+    static sb_hist_t h;
+    memset(&h, 0, sizeof h);
+    sb_redis_set_histogram(r1, &h);
+    sb_redis_stats_t s0, s1;
+    sb_redis_get_stats(r1, &s0);
+    uint64_t t0 = uv_hrtime();
+    answer_t a = cmd(r1, "BLPOP", "sb:{t0}:never", "0.06", NULL);
+    uint64_t waited = uv_hrtime() - t0;
+    ok(a.calls == 1 && a.err == 0, "BLPOP timed out on the empty list (reply type %d)", a.type);
+    for (int i = 0; i < 5; i++)
+        cmd(r1, "PING", NULL);
+    sb_redis_get_stats(r1, &s1);
+    is_int(hist_count(&h, 0), 6, "six replies, six observations");
+    is_int((long long)(s1.replies - s0.replies), 6, "as many as the replies counted");
+    is_int(hist_count(&h, sb_hist_bucket(50000001)), 1, "the BLPOP alone took more than 50 ms");
+    uint64_t sum = sb_metric_get(&h.sum_ns);
+    ok(sum >= 60000000 && sum <= waited + 5 * 50000000ull, "the sum is the BLPOP's wait and a little (%.1f ms)",
+       (double)sum / 1e6);
+    sb_redis_set_histogram(r1, NULL);
+    cmd(r1, "PING", NULL);
+    is_int(hist_count(&h, 0), 6, "histogram unset: nothing more recorded");
 }
 
 TEST(evalsha_fallback)
@@ -1016,6 +1053,7 @@ int main(void)
     r2 = sb_redis_create(&loop, "127.0.0.1", port, TEST_DB);
     RUN(connect_db2);
     RUN(redis_commands);
+    RUN(timed);
     RUN(evalsha_fallback);
     RUN(invalid);
     RUN(gcra_math);

@@ -5,6 +5,7 @@
  * turn's items in statements of at most max elements, in order, each item answered once with its own rows; items
  * added while a segment commits leave with what was held; a refused batch is sent again item by item; cancel. */
 #include "adapters/pg.h"
+#include "gateway/metrics.h"
 #include "proto/err.h"
 #include "tests/tap.h"
 
@@ -380,6 +381,37 @@ TEST(alone_isolates)
     is_str(count.value, "1", "the row is there");
 }
 
+/* sb_pg_set_histogram: one observation per segment (transaction), from its Sync to its result — a lone
+ * pg_sleep(0.06) past 50 ms, a segment of ten quick queries one observation, a rolled-back one too. */
+TEST(timed)
+{
+    static sb_hist_t h;
+    memset(&h, 0, sizeof h);
+    sb_pg_set_histogram(pg, &h);
+    sb_pg_stats_t before, after;
+    sb_pg_get_stats(pg, &before);
+    outcome_t slow = {0}, quick[10] = {{0}}, bad = {0};
+    query1("SELECT pg_sleep(0.06)", NULL, SB_PG_ALONE, &slow);
+    ok(wait_all(&slow, 1) && slow.err == 0, "pg_sleep(0.06) alone (%s)", slow.detail);
+    for (int i = 0; i < 10; i++)
+        query1("SELECT 1", NULL, 0, &quick[i]);
+    ok(wait_all(quick, 10), "ten quick queries, one turn");
+    query1("SELECT 1 / 0", NULL, SB_PG_ALONE, &bad);
+    ok(wait_all(&bad, 1) && bad.err == SB_EINVAL, "a failing one, alone");
+    sb_pg_get_stats(pg, &after);
+    sb_pg_set_histogram(pg, NULL);
+    long long n = 0, past50 = 0;
+    for (unsigned b = 0; b < SB_HIST_BUCKETS; b++) {
+        n += (long long)sb_metric_get(&h.buckets[b]);
+        past50 += b >= sb_hist_bucket(50000001) ? (long long)sb_metric_get(&h.buckets[b]) : 0;
+    }
+    is_int(n, (long long)(after.segments - before.segments), "one observation per segment (%lld)", n);
+    is_int(n, 3, "three segments: the sleep, the ten, the failure");
+    is_int(past50, 1, "the sleep alone took more than 50 ms");
+    ok(sb_metric_get(&h.sum_ns) >= 60000000, "the sum holds its 60 ms (%.1f ms)",
+       (double)sb_metric_get(&h.sum_ns) / 1e6);
+}
+
 TEST(params)
 {
     outcome_t u = {0}, n = {0};
@@ -474,6 +506,7 @@ int main(void)
     RUN(prepared_survives_rollback);
     RUN(rollback_together);
     RUN(alone_isolates);
+    RUN(timed);
     RUN(params);
     RUN(array_items);
     RUN(ping_and_close);
