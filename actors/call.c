@@ -288,11 +288,17 @@ static int write_row(call_t *c, const char *type)
 
 /* ---- the slot ------------------------------------------------------------------------------------------------- */
 
+static void live_gauge(call_t *c, int64_t d)
+{
+    sb_gauge_add(&sb_metrics_shard(sb_rt_shard(c->rt))->calls_live, d);
+}
+
 static void release(call_t *c)
 {
     if (!c->slot)
         return;
     c->slot = false;
+    live_gauge(c, -1);
     c->ports->counters.call_release(c->ports->counters.ctx, c->tenant, c->channel, c->call_key);
     if (c->renew_timer)
         sb_actor_timer_stop(c->a, c->renew_timer);
@@ -304,6 +310,8 @@ static void release(call_t *c)
 static void hold(call_t *c)
 {
     const sb_domain_config_t *cfg = c->ports->config;
+    if (!c->slot)
+        live_gauge(c, 1);
     c->slot = true;
     uint64_t every = (uint64_t)cfg->call_lease_ttl_ms / 3;
     c->renew_timer = sb_actor_timer_start(c->a, every ? every : 1, every ? every : 1, TIMER_RENEW);
@@ -1041,6 +1049,8 @@ static void call_stop(sb_actor_t *a, void *state)
 {
     call_t *c = state;
     (void)a;
+    if (c->slot) /* its lease runs on in Redis (call.h): this node no longer holds it */
+        live_gauge(c, -1);
     if (c->cur)
         answer(c->cur, 503, "unavailable", "the call's actor stopped; retry");
     while (!sb_list_empty(&c->waiting)) {

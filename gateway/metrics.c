@@ -54,6 +54,8 @@ static const struct figure {
      offsetof(sb_metrics_t, calls_admitted)},
     {"sb_calls_rejected_total", "counter", "Calls refused because a call cap was full.", ROW_COUNTER,
      offsetof(sb_metrics_t, calls_rejected)},
+    {"sb_calls_live", "gauge", "Calls holding a slot of the call caps (on this node's actors).", ROW_GAUGE,
+     offsetof(sb_metrics_t, calls_live)},
     {"sb_media_streams", "gauge", "Media Streams being relayed to voice apps.", ROW_GAUGE,
      offsetof(sb_metrics_t, media_streams)},
     {"sb_media_frames_total", "counter", "Media Streams frames relayed, both ways.", ROW_COUNTER,

@@ -39,6 +39,7 @@ typedef struct sb_metrics {
     _Atomic uint64_t receipts_applied;    /* receipts marked processed by their session's write */
     _Atomic uint64_t calls_admitted;      /* calls given a slot (incoming and placed) */
     _Atomic uint64_t calls_rejected;      /* calls refused at capacity */
+    _Atomic int64_t calls_live;           /* calls holding a slot, counted on the shard of their actor */
     _Atomic int64_t media_streams;        /* Media Streams being relayed */
     _Atomic uint64_t media_frames;        /* Media Streams frames relayed, both ways */
     _Atomic uint64_t media_dropped;       /* audio frames dropped toward a voice app that fell behind */

@@ -167,7 +167,7 @@ int sb_query_tenant_create(sb_store_t *st, const char *name, tenant_cb_t cb, voi
 }
 
 static const char tenant_list_sql[] =
-    "SELECT id::text AS id, name, created_at::text AS created_at FROM tenants ORDER BY id LIMIT 1000";
+    "SELECT id::text AS id, name, created_at::text AS created_at FROM tenants ORDER BY id DESC LIMIT 1000";
 
 int sb_query_tenant_list(sb_store_t *st, sb_query_rows_cb cb, void *arg)
 {

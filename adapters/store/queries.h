@@ -34,7 +34,7 @@ typedef void (*sb_query_json_cb)(void *arg, int err, const sb_str_t *docs, size_
 /* A new tenant called name: its id and its name as stored. */
 int sb_query_tenant_create(sb_store_t *st, const char *name,
                            void (*cb)(void *arg, int err, int64_t id, const char *name), void *arg);
-/* The first 1000 tenants by id; columns id, name, created_at, all text. */
+/* The newest 1000 tenants, newest first; columns id, name, created_at, all text. */
 int sb_query_tenant_list(sb_store_t *st, sb_query_rows_cb cb, void *arg);
 /* Sets (url, secret_sealed) or clears (both NULL) where tenant's events are delivered; delivery starts from the
  * tenant's newest cursor. SB_ENOENT: no such tenant. */

@@ -223,6 +223,25 @@ def test_live_inbox(gw, mock):
     ws.shutdown()
 
 
+def metric(gw, name):
+    """The sum over shards of a per-shard figure on /metrics."""
+    text = h.get(gw.port, "/metrics").body.decode()
+    return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(name + "{") or l.startswith(name + " "))
+
+
+def test_live_gauge(gw, mock):
+    t = Tenant(gw, {"voice_mode": "forward", "forward_to": "+14155550100"})
+    before = metric(gw, "sb_calls_live")
+    sids = [new_sid() for _ in range(3)]
+    for sid in sids:
+        t.voice(gw, sid)
+    h.ok(metric(gw, "sb_calls_live") == before + 3, "sb_calls_live counts three more live calls",
+         (before, metric(gw, "sb_calls_live")))
+    for sid in sids:
+        t.status(gw, sid, "completed", 1, duration=1)
+    h.ok(metric(gw, "sb_calls_live") == before, "and is back where it was when they ended")
+
+
 def test_lease_lost(gw, mock):
     """A live call whose lease Redis lost (a restart without persistence) is admitted again at its next renewal, so
     it keeps counting against the caps."""
@@ -578,7 +597,7 @@ def test_file():
         gw.config["public_url"] = "http://127.0.0.1:%d" % gw.port  # Twilio's URLs name the port
         with gw:
             for t in (test_incoming_stream, test_refusals, test_relay, test_simulated_calls, test_app_unreachable,
-                      test_outgoing, test_slow_app, test_live_inbox, test_lease_lost):
+                      test_outgoing, test_slow_app, test_live_inbox, test_lease_lost, test_live_gauge):
                 h.subtest(t, gw, mock)
             h.subtest(test_modes_and_caps, gw)
             h.subtest(test_twiml_url, gw)
