@@ -7,6 +7,7 @@
 
 #include "adapters/crypto.h"
 #include "adapters/store/queries.h"
+#include "gateway/answers.h"
 #include "gateway/authguard.h"
 #include "gateway/keys.h"
 #include "gateway/ratelimit.h"
@@ -49,28 +50,6 @@ static void respond_json(sb_http_req_t *req, int status, json_t *j)
     free(s);
     sb_http_respond(req, status, "application/json", b.p, b.len);
     sb_buf_cleanup(&b);
-}
-
-/* Answers a failed store call: 404 for a missing tenant, 409 for a duplicate, 500 for a statement the database
- * refused otherwise (the store logged its SQLSTATE), 503 for the database being away. */
-static void respond_db_error(sb_http_req_t *req, int err, const char *what_missing, const char *what_conflicts)
-{
-    if (err == SB_ENOENT)
-        sb_http_respond_error(req, 404, "not_found", what_missing);
-    else if (err == SB_EEXIST)
-        sb_http_respond_error(req, 409, "conflict", what_conflicts);
-    else if (err == SB_EINVAL)
-        sb_http_respond_error(req, 500, "internal", "the database refused the statement");
-    else
-        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; try again");
-}
-
-/* An id as the API shows it: a JSON string (ids are 64-bit; not every client's numbers are). */
-static json_t *id_json(int64_t id)
-{
-    char t[24];
-    snprintf(t, sizeof t, "%lld", (long long)id);
-    return json_string(t);
 }
 
 /* ---- request checks ------------------------------------------------------------------------------------------- */
@@ -198,9 +177,9 @@ static void tenant_created(void *arg, int err, int64_t id, const char *name)
 {
     sb_http_req_t *req = arg;
     if (err)
-        respond_db_error(req, err, "", "");
+        sb_answer_db_error(req, err, "", "");
     else
-        respond_json(req, 201, json_pack("{s:o,s:s}", "id", id_json(id), "name", name));
+        respond_json(req, 201, json_pack("{s:o,s:s}", "id", sb_answer_id(id), "name", name));
 }
 
 static void create_tenant(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
@@ -211,7 +190,7 @@ static void create_tenant(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
         return;
     const char *name = want_string(req, j, "name", NAME_MAX_LEN);
     if (name && sb_query_tenant_create(sb_domain_store(s), name, tenant_created, req) < 0)
-        respond_db_error(req, SB_EUNAVAIL, "", "");
+        sb_answer_db_error(req, SB_EUNAVAIL, "", "");
     json_decref(j);
 }
 
@@ -219,7 +198,7 @@ static void create_tenant(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 static void respond_rows(sb_http_req_t *req, int err, const char *key, const sb_rows_t *rows)
 {
     if (err) {
-        respond_db_error(req, err, "", "");
+        sb_answer_db_error(req, err, "", "");
         return;
     }
     json_t *list = json_array();
@@ -244,7 +223,7 @@ static void list_tenants(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 {
     (void)tenant; /* no tenant in its path */
     if (sb_query_tenant_list(sb_domain_store(s), tenants_listed, req) < 0)
-        respond_db_error(req, SB_EUNAVAIL, "", "");
+        sb_answer_db_error(req, SB_EUNAVAIL, "", "");
 }
 
 /* ---- API keys: gateway/keys ------------------------------------------------------------------------------------ */
@@ -347,7 +326,7 @@ static void channel_created(void *arg, int err, int64_t channel, int64_t tenant,
 {
     channel_op_t *op = arg;
     if (err) {
-        respond_db_error(op->req, err, "no such tenant (or meta_app_id)",
+        sb_answer_db_error(op->req, err, "no such tenant (or meta_app_id)",
                          "a channel with this type and address exists");
     } else {
         char id[24];
@@ -355,7 +334,7 @@ static void channel_created(void *arg, int err, int64_t channel, int64_t tenant,
         sb_buf_t url;
         sb_buf_init(&url);
         base_url(op->req, &url);
-        json_t *j = json_pack("{s:s,s:o,s:s,s:s}", "id", id, "tenant_id", id_json(tenant), "type",
+        json_t *j = json_pack("{s:s,s:o,s:s,s:s}", "id", id, "tenant_id", sb_answer_id(tenant), "type",
                               sb_channel_type_name(op->type), "address", address);
         size_t base_len = url.len;
         if (op->type == SB_CH_TWILIO_VOICE) {
@@ -512,7 +491,7 @@ static void create_channel(sb_shard_t *s, sb_http_req_t *req, const char *tenant
     if (sb_query_channel_create(sb_domain_store(s), &c, channel_created, op) < 0) {
         free(op->meta_app_id);
         free(op);
-        respond_db_error(req, SB_EUNAVAIL, "", "");
+        sb_answer_db_error(req, SB_EUNAVAIL, "", "");
     }
 out:
     if (creds_text) {
@@ -533,7 +512,7 @@ static void channels_listed(void *arg, int err, const char *detail, const sb_row
 static void list_channels(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 {
     if (sb_query_channel_list(sb_domain_store(s), strtoll(tenant, NULL, 10), channels_listed, req) < 0)
-        respond_db_error(req, SB_EUNAVAIL, "", "");
+        sb_answer_db_error(req, SB_EUNAVAIL, "", "");
 }
 
 /* ---- Meta apps ------------------------------------------------------------------------------------------------ */
@@ -547,7 +526,7 @@ static void app_created(void *arg, int err)
 {
     app_op_t *op = arg;
     if (err) {
-        respond_db_error(op->req, err, "", "this Meta app is registered already");
+        sb_answer_db_error(op->req, err, "", "this Meta app is registered already");
     } else {
         sb_buf_t url;
         sb_buf_init(&url);
@@ -591,7 +570,7 @@ static void create_meta_app(sb_shard_t *s, sb_http_req_t *req, const char *tenan
     snprintf(op->app_id, sizeof op->app_id, "%s", app);
     if (sb_query_meta_app_create(sb_domain_store(s), app, sb_buf_cstr(&sealed), verify_hash, app_created, op) < 0) {
         free(op);
-        respond_db_error(req, SB_EUNAVAIL, "", "");
+        sb_answer_db_error(req, SB_EUNAVAIL, "", "");
     }
 out:
     sb_crypto_buf_wipe(&sealed);
@@ -636,7 +615,7 @@ static void hook_set(void *arg, int err)
 {
     hook_op_t *op = arg;
     if (err) {
-        respond_db_error(op->req, err, "no such tenant", "");
+        sb_answer_db_error(op->req, err, "no such tenant", "");
     } else {
         json_t *j = op->url ? json_pack("{s:s, s:s}", "url", op->url, "secret", op->secret)
                             : json_pack("{s:n}", "url");
@@ -704,7 +683,7 @@ static void tenant_patched(void *arg, int err, const char *rate_limits)
 {
     sb_http_req_t *req = arg;
     if (err) {
-        respond_db_error(req, err, "no such tenant", "");
+        sb_answer_db_error(req, err, "no such tenant", "");
         return;
     }
     sb_rl_limits_t l;
@@ -739,7 +718,7 @@ static void patch_tenant(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
     }
     if (sb_query_tenant_patch(sb_domain_store(s), strtoll(tenant, NULL, 10), max != NULL, v, limits, tenant_patched,
                               req) < 0)
-        respond_db_error(req, SB_EUNAVAIL, "", "");
+        sb_answer_db_error(req, SB_EUNAVAIL, "", "");
     free(limits);
 }
 

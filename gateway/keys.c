@@ -3,6 +3,7 @@
 
 #include "adapters/crypto.h"
 #include "adapters/store/queries.h"
+#include "gateway/answers.h"
 #include "gateway/api.h"
 #include "gateway/live.h"
 #include "proto/err.h"
@@ -29,23 +30,6 @@ static void respond_json(sb_http_req_t *req, int status, json_t *j)
     free(text);
     sb_http_respond(req, status, "application/json", b.p, b.len);
     sb_buf_cleanup(&b);
-}
-
-static void respond_db_error(sb_http_req_t *req, int err, const char *what_missing)
-{
-    if (err == SB_ENOENT)
-        sb_http_respond_error(req, 404, "not_found", what_missing);
-    else if (err == SB_EINVAL)
-        sb_http_respond_error(req, 500, "internal", "the database refused the statement");
-    else
-        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; try again");
-}
-
-static json_t *id_json(int64_t id)
-{
-    char t[24];
-    snprintf(t, sizeof t, "%lld", (long long)id);
-    return json_string(t);
 }
 
 /* The body as a JSON object; an empty body is an empty object. Answers 400/415 and returns NULL otherwise. */
@@ -98,7 +82,7 @@ static key_op_t *key_op_new(sb_http_req_t *req, int64_t tenant)
 
 static json_t *key_json(const key_op_t *op, int64_t id, const char *role)
 {
-    return json_pack("{s:o,s:s,s:s,s:s}", "id", id_json(id), "key", op->key.key, "prefix", op->key.prefix, "role",
+    return json_pack("{s:o,s:s,s:s,s:s}", "id", sb_answer_id(id), "key", op->key.key, "prefix", op->key.prefix, "role",
                      role);
 }
 
@@ -106,7 +90,7 @@ static void key_created(void *arg, int err, int64_t id)
 {
     key_op_t *op = arg;
     if (err)
-        respond_db_error(op->req, err, "no such tenant");
+        sb_answer_db_error(op->req, err, "no such tenant", NULL);
     else
         respond_json(op->req, 201, key_json(op, id, sb_role_name(op->role)));
     key_op_free(op);
@@ -135,7 +119,7 @@ static void create_key(sb_shard_t *s, sb_http_req_t *req, int64_t tenant)
     if (sb_query_api_key_create(sb_domain_store(s), tenant, op->key.prefix, op->key.hash, sb_role_name(role),
                                 key_created, op) < 0) {
         key_op_free(op);
-        respond_db_error(req, SB_EUNAVAIL, "");
+        sb_answer_db_error(req, SB_EUNAVAIL, "", NULL);
     }
 }
 
@@ -146,7 +130,7 @@ static void keys_listed(void *arg, int err, const char *detail, const sb_rows_t 
     sb_http_req_t *req = arg;
     (void)detail;
     if (err) {
-        respond_db_error(req, err, "no such tenant");
+        sb_answer_db_error(req, err, "no such tenant", NULL);
         return;
     }
     json_t *list = json_array();
@@ -164,7 +148,7 @@ static void keys_listed(void *arg, int err, const char *detail, const sb_rows_t 
 static void list_keys(sb_shard_t *s, sb_http_req_t *req, int64_t tenant)
 {
     if (sb_query_api_key_list(sb_domain_store(s), tenant, keys_listed, req) < 0)
-        respond_db_error(req, SB_EUNAVAIL, "");
+        sb_answer_db_error(req, SB_EUNAVAIL, "", NULL);
 }
 
 /* ---- revoke ----------------------------------------------------------------------------------------------------- */
@@ -178,10 +162,10 @@ static void key_revoked(void *arg, int err)
 {
     revoke_op_t *op = arg;
     if (err) {
-        respond_db_error(op->req, err, "no such key (or it was revoked already)");
+        sb_answer_db_error(op->req, err, "no such key (or it was revoked already)", NULL);
     } else {
         sb_live_key_ended(op->tenant, op->key, 0); /* committed: the live inbox clients of the key go too */
-        respond_json(op->req, 200, json_pack("{s:o,s:b}", "id", id_json(op->key), "revoked", 1));
+        respond_json(op->req, 200, json_pack("{s:o,s:b}", "id", sb_answer_id(op->key), "revoked", 1));
     }
     free(op);
 }
@@ -192,7 +176,7 @@ static void revoke_key(sb_shard_t *s, sb_http_req_t *req, int64_t tenant, int64_
     *op = (revoke_op_t){req, tenant, key};
     if (sb_query_api_key_revoke(sb_domain_store(s), tenant, key, key_revoked, op) < 0) {
         free(op);
-        respond_db_error(req, SB_EUNAVAIL, "");
+        sb_answer_db_error(req, SB_EUNAVAIL, "", NULL);
     }
 }
 
@@ -202,7 +186,7 @@ static void key_rotated(void *arg, int err, int64_t id, const char *role, int64_
 {
     key_op_t *op = arg;
     if (err) {
-        respond_db_error(op->req, err, "no such key (or it was revoked already)");
+        sb_answer_db_error(op->req, err, "no such key (or it was revoked already)", NULL);
     } else {
         sb_live_key_ended(op->tenant, op->old_id, old_expires);
         char when[32];
@@ -211,7 +195,7 @@ static void key_rotated(void *arg, int err, int64_t id, const char *role, int64_
         gmtime_r(&t, &tm);
         strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
         json_t *j = key_json(op, id, role);
-        json_object_set_new(j, "replaces", id_json(op->old_id));
+        json_object_set_new(j, "replaces", sb_answer_id(op->old_id));
         json_object_set_new(j, "old_expires_at", json_string(when));
         respond_json(op->req, 201, j);
     }
@@ -240,7 +224,7 @@ static void rotate_key(sb_shard_t *s, sb_http_req_t *req, int64_t tenant, int64_
     if (sb_query_api_key_rotate(sb_domain_store(s), tenant, key, overlap, op->key.prefix, op->key.hash, key_rotated,
                                 op) < 0) {
         key_op_free(op);
-        respond_db_error(req, SB_EUNAVAIL, "");
+        sb_answer_db_error(req, SB_EUNAVAIL, "", NULL);
     }
 }
 
