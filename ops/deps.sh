@@ -13,7 +13,7 @@ PACKAGES=(
     redis-server postgresql postgresql-client
     python3 python3-websockets curl wrk nginx-light netcat-openbsd procps openssl
     prometheus systemd
-    chromium
+    chromium fonts-dejavu-core
 )
 # Node.js and npm (the browser test drives Chromium with playwright-core from npm): any install will do, so they are
 # asked for only when the commands are missing (a machine may carry another distribution's nodejs package, which
