@@ -146,6 +146,10 @@ def test_stuck_becomes_unknown(mock):
         mock.behaviour(sender=t["address"], delay_ms=9000)
         mid = send(gw, t, "stuck")
         h.ok(h.wait_for(lambda: message(gw, t, mid).get("status") == "sending", 5), "claimed: sending")
+        # the claim commits before the request leaves: kill only once the provider holds it (a slower build can
+        # otherwise die in between, and then nothing was asked, which the end of this test would call a miss)
+        h.ok(h.wait_for(lambda: mock.received(sender=t["address"]).get("count") == 1, 5),
+             "the provider holds the request")
     finally:
         gw.kill()
         gw.finish()
