@@ -35,23 +35,6 @@ void sb_admin_init(const sb_config_t *c)
 }
 
 
-/* ---- answers -------------------------------------------------------------------------------------------------- */
-
-/* Answers status with the JSON value j (takes ownership of j). */
-static void respond_json(sb_http_req_t *req, int status, json_t *j)
-{
-    char *s = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    size_t n = strlen(s);
-    sb_buf_t b;
-    sb_buf_init(&b);
-    sb_buf_append(&b, s, n);
-    sb_buf_puts(&b, "\n");
-    free(s);
-    sb_http_respond(req, status, "application/json", b.p, b.len);
-    sb_buf_cleanup(&b);
-}
-
 /* ---- request checks ------------------------------------------------------------------------------------------- */
 
 /* Refuses an address that used up its failure budget: 429 with Retry-After, and the connection closed. */
@@ -179,7 +162,7 @@ static void tenant_created(void *arg, int err, int64_t id, const char *name)
     if (err)
         sb_answer_db_error(req, err, "", "");
     else
-        respond_json(req, 201, json_pack("{s:o,s:s}", "id", sb_answer_id(id), "name", name));
+        sb_answer_json(req, 201, json_pack("{s:o,s:s}", "id", sb_answer_id(id), "name", name));
 }
 
 static void create_tenant(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
@@ -194,29 +177,10 @@ static void create_tenant(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
     json_decref(j);
 }
 
-/* Answers {key: [rows as objects]}, a member a column (all strings, or null). */
-static void respond_rows(sb_http_req_t *req, int err, const char *key, const sb_rows_t *rows)
-{
-    if (err) {
-        sb_answer_db_error(req, err, "", "");
-        return;
-    }
-    json_t *list = json_array();
-    for (size_t r = 0; r < rows->nrows; r++) {
-        json_t *o = json_object();
-        for (size_t c = 0; c < rows->ncols; c++) {
-            const char *v = sb_rows_cell(rows, r, c);
-            json_object_set_new(o, rows->names[c], v ? json_string(v) : json_null());
-        }
-        json_array_append_new(list, o);
-    }
-    respond_json(req, 200, json_pack("{s:o}", key, list));
-}
-
 static void tenants_listed(void *arg, int err, const char *detail, const sb_rows_t *rows)
 {
     (void)detail;
-    respond_rows(arg, err, "tenants", rows);
+    sb_answer_rows(arg, err, "tenants", rows, "");
 }
 
 static void list_tenants(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
@@ -356,7 +320,7 @@ static void channel_created(void *arg, int err, int64_t channel, int64_t tenant,
             json_object_set_new(j, "webhook_url", json_null());
         }
         sb_buf_cleanup(&url);
-        respond_json(op->req, 201, j);
+        sb_answer_json(op->req, 201, j);
     }
     free(op->meta_app_id);
     free(op);
@@ -506,7 +470,7 @@ out:
 static void channels_listed(void *arg, int err, const char *detail, const sb_rows_t *rows)
 {
     (void)detail;
-    respond_rows(arg, err, "channels", rows);
+    sb_answer_rows(arg, err, "channels", rows, "");
 }
 
 static void list_channels(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
@@ -532,7 +496,7 @@ static void app_created(void *arg, int err)
         sb_buf_init(&url);
         base_url(op->req, &url);
         sb_buf_printf(&url, "/webhooks/meta/%s", op->app_id);
-        respond_json(op->req, 201, json_pack("{s:s,s:s}", "app_id", op->app_id, "webhook_url", sb_buf_cstr(&url)));
+        sb_answer_json(op->req, 201, json_pack("{s:s,s:s}", "app_id", op->app_id, "webhook_url", sb_buf_cstr(&url)));
         sb_buf_cleanup(&url);
     }
     free(op);
@@ -619,7 +583,7 @@ static void hook_set(void *arg, int err)
     } else {
         json_t *j = op->url ? json_pack("{s:s, s:s}", "url", op->url, "secret", op->secret)
                             : json_pack("{s:n}", "url");
-        respond_json(op->req, 200, j);
+        sb_answer_json(op->req, 200, j);
         sb_shard_t *self = sb_shard_self(); /* the tenant actor loads the setting again */
         if (self)
             sb_rt_send_key(sb_shard_rt(self), sb_domain_owner(op->tenant), &sb_tenant_kind, (uint64_t)op->tenant,
@@ -688,7 +652,7 @@ static void tenant_patched(void *arg, int err, const char *rate_limits)
     }
     sb_rl_limits_t l;
     sb_ratelimit_parse(rate_limits, &l);
-    respond_json(req, 200, json_pack("{s:b,s:o}", "ok", 1, "rate_limits", sb_ratelimit_json(&l)));
+    sb_answer_json(req, 200, json_pack("{s:b,s:o}", "ok", 1, "rate_limits", sb_ratelimit_json(&l)));
 }
 
 /* PATCH /v1/admin/tenants/{id} {"max_concurrent_calls": N or null, "rate_limits": {...} or null} (either or both):

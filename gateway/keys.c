@@ -16,22 +16,6 @@
 #include <string.h>
 #include <time.h>
 
-/* ---- answers -------------------------------------------------------------------------------------------------- */
-
-/* Answers status with the JSON value j (takes ownership of j). */
-static void respond_json(sb_http_req_t *req, int status, json_t *j)
-{
-    char *text = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    sb_buf_t b;
-    sb_buf_init(&b);
-    sb_buf_puts(&b, text);
-    sb_buf_puts(&b, "\n");
-    free(text);
-    sb_http_respond(req, status, "application/json", b.p, b.len);
-    sb_buf_cleanup(&b);
-}
-
 /* The body as a JSON object; an empty body is an empty object. Answers 400/415 and returns NULL otherwise. */
 static json_t *body_object(sb_http_req_t *req)
 {
@@ -92,7 +76,7 @@ static void key_created(void *arg, int err, int64_t id)
     if (err)
         sb_answer_db_error(op->req, err, "no such tenant", NULL);
     else
-        respond_json(op->req, 201, key_json(op, id, sb_role_name(op->role)));
+        sb_answer_json(op->req, 201, key_json(op, id, sb_role_name(op->role)));
     key_op_free(op);
 }
 
@@ -127,22 +111,8 @@ static void create_key(sb_shard_t *s, sb_http_req_t *req, int64_t tenant)
 
 static void keys_listed(void *arg, int err, const char *detail, const sb_rows_t *rows)
 {
-    sb_http_req_t *req = arg;
     (void)detail;
-    if (err) {
-        sb_answer_db_error(req, err, "no such tenant", NULL);
-        return;
-    }
-    json_t *list = json_array();
-    for (size_t r = 0; r < rows->nrows; r++) {
-        json_t *o = json_object();
-        for (size_t c = 0; c < rows->ncols; c++) {
-            const char *v = sb_rows_cell(rows, r, c);
-            json_object_set_new(o, rows->names[c], v ? json_string(v) : json_null());
-        }
-        json_array_append_new(list, o);
-    }
-    respond_json(req, 200, json_pack("{s:o}", "keys", list));
+    sb_answer_rows(arg, err, "keys", rows, "no such tenant");
 }
 
 static void list_keys(sb_shard_t *s, sb_http_req_t *req, int64_t tenant)
@@ -165,7 +135,7 @@ static void key_revoked(void *arg, int err)
         sb_answer_db_error(op->req, err, "no such key (or it was revoked already)", NULL);
     } else {
         sb_live_key_ended(op->tenant, op->key, 0); /* committed: the live inbox clients of the key go too */
-        respond_json(op->req, 200, json_pack("{s:o,s:b}", "id", sb_answer_id(op->key), "revoked", 1));
+        sb_answer_json(op->req, 200, json_pack("{s:o,s:b}", "id", sb_answer_id(op->key), "revoked", 1));
     }
     free(op);
 }
@@ -197,7 +167,7 @@ static void key_rotated(void *arg, int err, int64_t id, const char *role, int64_
         json_t *j = key_json(op, id, role);
         json_object_set_new(j, "replaces", sb_answer_id(op->old_id));
         json_object_set_new(j, "old_expires_at", json_string(when));
-        respond_json(op->req, 201, j);
+        sb_answer_json(op->req, 201, j);
     }
     key_op_free(op);
 }
