@@ -1136,8 +1136,7 @@ static void behaviour_json(const behaviour_t *b, const char *sender)
                   b->callback_error_code);
 }
 
-/* Reads key of o as an integer in [min, max] into *dst. Returns false (with a message) for a bad value. */
-static bool get_int(json_t *o, const char *key, long min, long max, long *dst, char *err, size_t errlen)
+bool mock_json_int(json_t *o, const char *key, long min, long max, long *dst, char *err, size_t errlen)
 {
     json_t *v = json_object_get(o, key);
     if (!v)
@@ -1170,17 +1169,17 @@ static bool behaviour_update(behaviour_t *b, json_t *o, char *err, size_t errlen
         }
     }
     behaviour_t n = *b;
-    if (!get_int(o, "fail_next", 0, 1000000000, &n.fail_next, err, errlen) ||
-        !get_int(o, "fail_status", 400, 599, &n.fail_status, err, errlen) ||
-        !get_int(o, "fail_code", 0, 100000000, &n.fail_code, err, errlen) ||
-        !get_int(o, "delay_ms", 0, MAX_DELAY_MS, &n.delay_ms, err, errlen) ||
-        !get_int(o, "callback_delay_ms", 0, MAX_DELAY_MS, &n.callback_delay_ms, err, errlen) ||
-        !get_int(o, "callback_error_code", 0, 100000000, &n.callback_error_code, err, errlen))
+    if (!mock_json_int(o, "fail_next", 0, 1000000000, &n.fail_next, err, errlen) ||
+        !mock_json_int(o, "fail_status", 400, 599, &n.fail_status, err, errlen) ||
+        !mock_json_int(o, "fail_code", 0, 100000000, &n.fail_code, err, errlen) ||
+        !mock_json_int(o, "delay_ms", 0, MAX_DELAY_MS, &n.delay_ms, err, errlen) ||
+        !mock_json_int(o, "callback_delay_ms", 0, MAX_DELAY_MS, &n.callback_delay_ms, err, errlen) ||
+        !mock_json_int(o, "callback_error_code", 0, 100000000, &n.callback_error_code, err, errlen))
         return false;
     if ((v = json_object_get(o, "retry_after"))) {
         if (json_is_null(v))
             n.retry_after = -1;
-        else if (!get_int(o, "retry_after", 0, 86400, &n.retry_after, err, errlen))
+        else if (!mock_json_int(o, "retry_after", 0, 86400, &n.retry_after, err, errlen))
             return false;
     }
     if ((v = json_object_get(o, "permanent"))) {
@@ -1192,8 +1191,8 @@ static bool behaviour_update(behaviour_t *b, json_t *o, char *err, size_t errlen
         } else {
             n.perm_status = 500;
             n.perm_code = 0;
-            if (!get_int(v, "status", 400, 599, &n.perm_status, err, errlen) ||
-                !get_int(v, "code", 0, 100000000, &n.perm_code, err, errlen))
+            if (!mock_json_int(v, "status", 400, 599, &n.perm_status, err, errlen) ||
+                !mock_json_int(v, "code", 0, 100000000, &n.perm_code, err, errlen))
                 return false;
         }
     }

@@ -1483,20 +1483,6 @@ static const char *jstr(json_t *o, const char *key, const char *dflt)
     return json_is_string(v) ? json_string_value(v) : dflt;
 }
 
-/* Reads an optional integer in [min, max]; false with a message when present and wrong. */
-static bool jint(json_t *o, const char *key, long long min, long long max, long long *dst, char *err, size_t errlen)
-{
-    json_t *v = json_object_get(o, key);
-    if (!v)
-        return true;
-    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-        snprintf(err, errlen, "%s: an integer in %lld..%lld", key, min, max);
-        return false;
-    }
-    *dst = json_integer_value(v);
-    return true;
-}
-
 static bool jbool(json_t *o, const char *key, bool *dst, char *err, size_t errlen)
 {
     json_t *v = json_object_get(o, key);
@@ -1556,7 +1542,7 @@ static void control_place_calls(sb_http_req_t *req)
     const char *from = jstr(o, "from", "+15550100000"), *to = jstr(o, "to", "+15550200000");
     const char *dtmf = jstr(o, "dtmf", ""), *hangup = jstr(o, "hangup", "caller");
     const char *events_s = jstr(o, "status_events", "answered completed");
-    long long count = 1, frames = 250, linger = 1000, spread = 0;
+    long count = 1, frames = 250, linger = 1000, spread = 0;
     bool mark = false, bad_sig = false;
     unsigned events;
     if (json_object_get(o, "direct_stream_url") &&
@@ -1569,10 +1555,10 @@ static void control_place_calls(sb_http_req_t *req)
         snprintf(err, sizeof err, "webhook: an http:// or https:// URL");
     } else if (!token || !*token) {
         snprintf(err, sizeof err, "auth_token: a non-empty string");
-    } else if (!jint(o, "count", 1, 10000, &count, err, sizeof err) ||
-               !jint(o, "frames", 0, OUTBOUND_FRAMES, &frames, err, sizeof err) ||
-               !jint(o, "linger_ms", 0, 60000, &linger, err, sizeof err) ||
-               !jint(o, "spread_ms", 0, 600000, &spread, err, sizeof err) || !jbool(o, "mark", &mark, err, sizeof err) ||
+    } else if (!mock_json_int(o, "count", 1, 10000, &count, err, sizeof err) ||
+               !mock_json_int(o, "frames", 0, OUTBOUND_FRAMES, &frames, err, sizeof err) ||
+               !mock_json_int(o, "linger_ms", 0, 60000, &linger, err, sizeof err) ||
+               !mock_json_int(o, "spread_ms", 0, 600000, &spread, err, sizeof err) || !jbool(o, "mark", &mark, err, sizeof err) ||
                !jbool(o, "bad_signature", &bad_sig, err, sizeof err)) {
         /* err is set */
     } else if (strlen(dtmf) > 32 || strspn(dtmf, "0123456789*#ABCD") != strlen(dtmf)) {

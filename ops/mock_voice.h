@@ -10,6 +10,7 @@
 #include "adapters/net/http_server.h"
 #include "proto/str.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -34,6 +35,8 @@ void mock_twilio_error(sb_http_req_t *req, int status, int code, const char *mes
  * or a failure status, in which case the failure was answered already (Twilio's error shape). */
 int mock_twilio_verdict(sb_http_req_t *req, sb_str_t sender, const char *type, sb_str_t to, sb_str_t body,
                         const char *id, long *delay_ms);
+/* Reads key of o, when present, as an integer in [min, max] into *dst. False, with a message, for a bad value. */
+bool mock_json_int(json_t *o, const char *key, long min, long max, long *dst, char *err, size_t errlen);
 /* Answers req with status and body (copied) as JSON, delay_ms later when positive. */
 void mock_answer_json(sb_http_req_t *req, int status, long delay_ms, const char *body, size_t len);
 
