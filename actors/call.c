@@ -112,10 +112,7 @@ void sb_call_req_free(sb_call_req_t *r)
     free(r->idempotency_key);
     free(r->channel_address);
     free(r->credentials_sealed);
-    if (r->secret) {
-        memset(r->secret, 0, strlen(r->secret));
-        free(r->secret);
-    }
+    sb_free_secret(r->secret);
     sb_voice_settings_cleanup(&r->v);
     sb_buf_cleanup(&r->body);
     free(r);

@@ -486,9 +486,7 @@ static bool load(tenant_t *t)
 static void forget_hook(tenant_t *t)
 {
     free(t->hook_url);
-    if (t->hook_secret)
-        memset(t->hook_secret, 0, strlen(t->hook_secret));
-    free(t->hook_secret);
+    sb_free_secret(t->hook_secret);
     t->hook_url = t->hook_secret = NULL;
 }
 

@@ -553,19 +553,11 @@ int sb_outbound_build(const sb_outbound_msg_t *m, const sb_outbound_endpoints_t 
     return 0;
 }
 
-static void wipe_free(char *s)
-{
-    if (!s)
-        return;
-    sb_crypto_wipe(s, strlen(s));
-    free(s);
-}
-
 void sb_outbound_request_cleanup(sb_outbound_request_t *req)
 {
     free(req->url);
-    wipe_free(req->basic_auth);
-    wipe_free(req->authorization);
+    sb_free_secret(req->basic_auth);
+    sb_free_secret(req->authorization);
     sb_crypto_buf_wipe(&req->body);
     memset(req, 0, sizeof *req);
 }

@@ -49,20 +49,12 @@ struct sb_provider {
 typedef struct job job_t;
 static void refusals_end(sb_provider_t *p);
 
-static void wipe_free(char *s)
-{
-    if (s) {
-        sb_crypto_wipe(s, strlen(s));
-        free(s);
-    }
-}
-
 static void creds_free(creds_t *c)
 {
     free(c->sealed);
-    wipe_free(c->account_sid);
-    wipe_free(c->auth_token);
-    wipe_free(c->access_token);
+    sb_free_secret(c->account_sid);
+    sb_free_secret(c->auth_token);
+    sb_free_secret(c->access_token);
     free(c);
 }
 

@@ -48,28 +48,20 @@ typedef struct cache {
     sb_htable_t missing; /* missing_t: ids that are no channel */
 } cache_t;
 
-static void wipe_free(char *s)
-{
-    if (s) {
-        sb_crypto_wipe(s, strlen(s));
-        free(s);
-    }
-}
-
 static void voice_free(sb_voice_channel_t *vc)
 {
     if (!vc)
         return;
     free(vc->address);
     free(vc->credentials_sealed);
-    wipe_free(vc->secret);
+    sb_free_secret(vc->secret);
     sb_voice_settings_cleanup(&vc->v);
     free(vc);
 }
 
 static void entry_free(entry_t *e)
 {
-    wipe_free(e->ch.auth_token);
+    sb_free_secret(e->ch.auth_token);
     voice_free(e->ch.voice);
     free(e);
 }

@@ -57,10 +57,7 @@ static void relay_free(relay_t *r)
     free(r->call_key);
     free(r->stream_sid);
     free(r->media_url);
-    if (r->secret) {
-        memset(r->secret, 0, strlen(r->secret));
-        free(r->secret);
-    }
+    sb_free_secret(r->secret);
     free(r->connected);
     sb_buf_cleanup(&r->scratch);
     free(r);

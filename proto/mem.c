@@ -46,3 +46,11 @@ char *sb_strdup(const char *s)
 {
     return sb_strndup(s, strlen(s));
 }
+
+void sb_free_secret(char *s)
+{
+    if (!s)
+        return;
+    explicit_bzero(s, strlen(s));
+    free(s);
+}

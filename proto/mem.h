@@ -12,6 +12,10 @@ void *sb_realloc(void *p, size_t n);
 char *sb_strdup(const char *s);
 char *sb_strndup(const char *s, size_t n);
 
+/* Overwrites a secret string (a token, a key) with zeros in a way the compiler cannot drop, then frees it. NULL:
+ * nothing. */
+void sb_free_secret(char *s);
+
 /* free() and set the pointer to NULL. */
 #define sb_free(p)      \
     do {                \
