@@ -82,6 +82,16 @@ static const key_def_t keys[] = {
 #define ADMIN_TOKEN_MAX 512
 #define NODE_ID_MAX 64
 
+/* v as a C string in buf (cap bytes), for the parsers of one-word values; false when it does not fit. */
+static bool short_word(sb_str_t v, char *buf, size_t cap)
+{
+    if (v.len >= cap)
+        return false;
+    memcpy(buf, v.p, v.len);
+    buf[v.len] = '\0';
+    return true;
+}
+
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 static const char *const format_names[] = {"text", "json"};
 
@@ -478,13 +488,9 @@ static int apply(sb_config_t *c, const key_def_t *k, sb_str_t v, char *why, size
         char buf[8];
         enum sb_log_level level;
         reason = "must be error, warn, info or debug";
-        if (v.len < sizeof buf) {
-            memcpy(buf, v.p, v.len);
-            buf[v.len] = '\0';
-            if (sb_log_level_parse(buf, &level) == 0) {
-                c->log_level = level;
-                reason = NULL;
-            }
+        if (short_word(v, buf, sizeof buf) && sb_log_level_parse(buf, &level) == 0) {
+            c->log_level = level;
+            reason = NULL;
         }
         break;
     }
@@ -492,13 +498,9 @@ static int apply(sb_config_t *c, const key_def_t *k, sb_str_t v, char *why, size
         char buf[8];
         enum sb_log_format format;
         reason = "must be text or json";
-        if (v.len < sizeof buf) {
-            memcpy(buf, v.p, v.len);
-            buf[v.len] = '\0';
-            if (sb_log_format_parse(buf, &format) == 0) {
-                c->log_format = format;
-                reason = NULL;
-            }
+        if (short_word(v, buf, sizeof buf) && sb_log_format_parse(buf, &format) == 0) {
+            c->log_format = format;
+            reason = NULL;
         }
         break;
     }
