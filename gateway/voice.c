@@ -81,19 +81,26 @@ static void with_channel(sb_call_req_t *r, const sb_voice_channel_t *vc)
     sb_voice_settings_copy(&r->v, &vc->v);
 }
 
-bool sb_voice_stream_url(sb_http_req_t *req, const sb_config_t *cfg, int64_t channel, sb_buf_t *out)
+bool sb_voice_ws_base(sb_http_req_t *req, const sb_config_t *cfg, sb_buf_t *out)
 {
     sb_buf_t base;
     sb_buf_init(&base);
     bool ok = sb_http_req_base_url(req, cfg->public_url, &base) &&
               sb_str_has_prefix(sb_str(base.p, base.len), SB_STR("http"));
-    if (ok) {
+    if (ok) { /* http:// -> ws://, https:// -> wss:// */
         sb_buf_puts(out, "ws");
         sb_buf_append(out, base.p + 4, base.len - 4);
-        sb_buf_printf(out, "/webhooks/twilio/%" PRId64 "/media", channel);
     }
     sb_buf_cleanup(&base);
     return ok;
+}
+
+bool sb_voice_stream_url(sb_http_req_t *req, const sb_config_t *cfg, int64_t channel, sb_buf_t *out)
+{
+    if (!sb_voice_ws_base(req, cfg, out))
+        return false;
+    sb_buf_printf(out, "/webhooks/twilio/%" PRId64 "/media", channel);
+    return true;
 }
 
 /* ---- Twilio's webhooks ---------------------------------------------------------------------------------------- */

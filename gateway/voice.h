@@ -19,6 +19,9 @@
 
 #include <stdint.h>
 
+/* Appends the request's base URL (public_url, else the Host header) as ws:// or wss://. False when neither is
+ * known. */
+bool sb_voice_ws_base(sb_http_req_t *req, const sb_config_t *cfg, sb_buf_t *out);
 /* The ws:// or wss:// URL of the channel's Media Streams endpoint, from the request's base URL (public_url, else
  * the Host header). False when neither is known. */
 bool sb_voice_stream_url(sb_http_req_t *req, const sb_config_t *cfg, int64_t channel, sb_buf_t *out);

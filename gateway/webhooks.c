@@ -218,15 +218,10 @@ static bool signed_by_twilio(sb_http_req_t *req, const sb_chan_t *ch, const sb_f
     }
     sb_buf_t url;
     sb_buf_init(&url);
-    sb_http_req_base_url(req, cfg->public_url, &url); /* with neither, the signature cannot match */
-    if (route == TW_MEDIA && sb_str_has_prefix(sb_str(url.p, url.len), SB_STR("http"))) {
-        sb_buf_t ws;
-        sb_buf_init(&ws);
-        sb_buf_puts(&ws, "ws");
-        sb_buf_append(&ws, url.p + 4, url.len - 4); /* http:// -> ws://, https:// -> wss:// */
-        sb_buf_cleanup(&url);
-        url = ws;
-    }
+    if (route == TW_MEDIA) /* with neither public_url nor Host, the signature cannot match */
+        sb_voice_ws_base(req, cfg, &url);
+    else
+        sb_http_req_base_url(req, cfg->public_url, &url);
     sb_buf_append_str(&url, sb_http_req_target(req));
     size_t n = form ? form->n : 0;
     sb_sig_param_t *params = sb_calloc(n ? n : 1, sizeof *params);
