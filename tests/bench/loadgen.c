@@ -5,7 +5,7 @@
  * SETUP_FILE has one line per channel: "<api key> <channel id> <channel number> <auth token>" (the channel's tenant's
  * key). For SECONDS it writes signed Twilio inbound-SMS webhooks at WEBHOOKS_PER_S and POST /v1/messages at
  * SENDS_PER_S (each with an idempotency key), spread over the channels in turn and over CONNS keep-alive
- * connections, pipelined. A negative rate is a closed loop instead: that many requests of the kind kept in flight,
+ * connections, pipelined; the SECONDS start once those connections are up. A negative rate is a closed loop instead: that many requests of the kind kept in flight,
  * as fast as the gateway answers (to measure what it sustains). INBOX_CLIENTS live inbox clients come and go
  * meanwhile: each says hello, reads events for 1 to 5 s, leaves, and comes back.
  *
@@ -33,6 +33,7 @@
 #define HUNG_NS 15000000000ull
 #define RECONNECT_MS 100
 #define DRAIN_MS 20000
+#define START_MS 2000
 #define MAX_CHANNELS 4096
 
 enum { LOST = 0, HUNG = -1 };
@@ -75,7 +76,7 @@ static client_t *clients;
 static rec_t *recs;
 static size_t nrecs, caprecs;
 static uint64_t t0, wsent, ssent, next_conn, run_id;
-static bool stopping;
+static bool started, stopping;
 static uv_timer_t tick;
 static uint64_t inflight[2]; /* in flight per kind: [0] webhooks, [1] sends */
 /* answers counted per kind: 2xx, 503, other status, lost, hung; and for the whole run */
@@ -427,6 +428,15 @@ static void on_tick(uv_timer_t *t)
     if (now - last_report >= (uint64_t)every_s * 1000) {
         last_report = now;
         report(now);
+    }
+    if (!started) { /* the clock starts once every connection is up (or after 2 s): none of it is lost to dialling */
+        int up = 0;
+        for (int i = 0; i < CONNS; i++)
+            up += conns[i].state == UP;
+        if (up < CONNS && now - t0 < START_MS)
+            return;
+        started = true;
+        t0 = last_report = now;
     }
     uint64_t elapsed = now - t0;
     if (!stopping && elapsed >= (uint64_t)seconds * 1000) {
