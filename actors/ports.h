@@ -48,10 +48,14 @@ typedef struct sb_channel_info {
 typedef struct sb_pending_send {
     int64_t id, conversation_id;
     const char *to, *body, *media_json, *template_json; /* template_json NULL when none */
-    const char *status;            /* "queued", "retrying", "sending" */
+    const char *status;            /* "queued", "scheduled", "retrying", "sending" */
     unsigned attempts;
     int64_t retry_in_ms;           /* retrying: ms until it is due (<= 0: due now) */
     int64_t sending_for_ms;        /* sending: ms since it was claimed */
+    const char *priority;          /* "interactive", "normal", "bulk" */
+    int64_t send_in_ms;            /* scheduled: ms until its send_at (<= 0: due now) */
+    int64_t broadcast_id, fallback_of; /* 0 when none */
+    const char *fallback_json;     /* NULL when none */
 } sb_pending_send_t;
 
 /* A call as it is stored (a row of calls, sql/0013). Strings NULL when unknown; duration_s -1 when unknown. */
@@ -99,6 +103,11 @@ typedef struct sb_new_message {
     const char *idempotency_key, *template_json; /* NULL when none */
     const char *created_at;
     int64_t receipt_id;            /* inbound: the receipt this message applies (marked processed with it); 0 none */
+    /* outbound only (sql/0015): NULL or 0 when none */
+    const char *priority;          /* "interactive", "normal" (NULL), "bulk" */
+    const char *send_at;           /* not before this time (status "scheduled") */
+    int64_t broadcast_id, fallback_of;
+    const char *fallback_json;     /* {"channels": [id, ...], "after_s": N} */
 } sb_new_message_t;
 
 /* A status change of a stored message, kept in its history. */

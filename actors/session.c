@@ -169,6 +169,8 @@ static _Atomic uint64_t incarnations;
 
 /* ---- small helpers ------------------------------------------------------------------------------------------------ */
 
+const char *const sb_priority_names[SB_PRIORITY_N] = {"interactive", "normal", "bulk"};
+
 static char *dup_or_null(const char *s)
 {
     return s ? sb_strdup(s) : NULL;
@@ -1079,6 +1081,10 @@ static void apply_accepts(session_t *s)
         m->status = "queued";
         m->idempotency_key = sb_tenant_work_str(w, req->idempotency_key);
         m->template_json = sb_tenant_work_str(w, req->template_json);
+        m->priority = sb_priority_names[req->priority];
+        m->fallback_json = sb_tenant_work_str(w, req->fallback_json);
+        m->broadcast_id = req->broadcast_id;
+        m->fallback_of = req->fallback_of;
         m->created_at = sb_tenant_work_str(w, c->last_message_at);
         message_event(s, m, m->media_json, &ev);
         sb_tenant_work_event(w, "message.created", sb_str(ev.p, ev.len));

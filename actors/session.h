@@ -67,6 +67,11 @@ int sb_session_receipt(sb_rt_t *rt, unsigned owner, int64_t channel, const sb_se
 int sb_session_receipt_packed(sb_rt_t *rt, unsigned owner, int64_t channel, const sb_session_receipt_t *r,
                               const void *packed, size_t len);
 
+/* The lanes of a channel's outbound messages, served in this order (bulk keeps a small guaranteed share). */
+typedef enum { SB_PRIORITY_INTERACTIVE, SB_PRIORITY_NORMAL, SB_PRIORITY_BULK, SB_PRIORITY_N } sb_priority_t;
+
+extern const char *const sb_priority_names[SB_PRIORITY_N]; /* "interactive", "normal", "bulk" */
+
 /* An outbound message to accept (already checked by the front door for what needs no channel: see
  * gateway/api). The front door allocates it; the session checks it against its channel (provider port), fills in
  * the outcome and calls answer(req) exactly once, from any thread: answer takes it back to the front door's shard,
@@ -75,6 +80,10 @@ typedef struct sb_session_send {
     int64_t tenant, channel;
     char *to, *body, *media_json, *template_json, *idempotency_key; /* heap, the request's; template and key NULL when
                                                                     * none */
+    sb_priority_t priority;
+    int64_t send_at_ms;        /* not before this time (Unix ms); 0: at once */
+    char *fallback_json;       /* heap: {"channels": [id, ...], "after_s": N}, or NULL */
+    int64_t broadcast_id, fallback_of; /* 0 when none */
     void (*answer)(struct sb_session_send *req);
     void *arg;                 /* the front door's */
     /* the outcome */

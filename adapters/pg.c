@@ -22,7 +22,7 @@
 #define CONNECT_TIMEOUT_MS 5000
 #define MAX_PREPARED 64
 #define MAX_BATCHES 8 /* batch kinds per connection */
-#define BATCH_COLS 16
+#define BATCH_COLS 24
 
 enum state { DOWN, CONNECTING, UP };
 

@@ -71,7 +71,7 @@ int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *pa
 typedef struct sb_pg_batch_def {
     const char *what;   /* the items, plural, for the log: "receipts" */
     const char *sql;    /* static storage: prepared once per connection; $1..$ncols are text arrays */
-    int ncols;          /* 1..16 */
+    int ncols;          /* 1..24 */
     size_t max;         /* elements per statement at most (an item of more than max goes alone) */
     /* How many elements item adds to each column; NULL: one. */
     size_t (*count)(const void *item);

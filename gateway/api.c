@@ -636,7 +636,7 @@ static void post_message(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t
         return;
     }
     json_t *j = json_loadb(body.p, body.len, JSON_REJECT_DUPLICATES, NULL);
-    sb_send_t send = {.tenant = strtoll(tenant, NULL, 10)};
+    sb_send_t send = {.tenant = strtoll(tenant, NULL, 10), .priority = SB_PRIORITY_NORMAL};
     const char *bad = NULL;
     char *template_text = NULL;
     json_t *ch = json_object_get(j, "channel_id"), *tpl = json_object_get(j, "template");

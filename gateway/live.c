@@ -552,7 +552,8 @@ static void send_limited(void *arg, const char *limit, uint64_t retry_ms)
                           .to = opt_str(w->to),
                           .body = opt_str(w->body),
                           .media_url = opt_str(w->media_url),
-                          .idempotency_key = opt_str(s->key)};
+                          .idempotency_key = opt_str(s->key),
+                          .priority = SB_PRIORITY_INTERACTIVE};
         sb_sends_accept(&send, sent, s);
     }
     send_wait_free(w);

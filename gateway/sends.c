@@ -96,6 +96,7 @@ static void job_free(job_t *j)
     free(j->req.media_json);
     free(j->req.template_json);
     free(j->req.idempotency_key);
+    free(j->req.fallback_json);
     free(j);
 }
 
@@ -151,6 +152,9 @@ void sb_sends_accept(const sb_send_t *send, sb_sends_fn cb, void *arg)
         send->template_json.len ? sb_strndup(send->template_json.p, send->template_json.len) : NULL;
     j->req.idempotency_key =
         send->idempotency_key.p ? sb_strndup(send->idempotency_key.p, send->idempotency_key.len) : NULL;
+    j->req.priority = send->priority;
+    j->req.send_at_ms = send->send_at_ms;
+    j->req.fallback_json = send->fallback_json.len ? sb_strndup(send->fallback_json.p, send->fallback_json.len) : NULL;
     j->req.answer = answered;
     sb_session_send(sb_shard_rt(self), sb_domain_owner(send->tenant), &j->req);
 }

@@ -6,6 +6,7 @@
 #ifndef SB_SENDS_H
 #define SB_SENDS_H
 
+#include "actors/session.h"
 #include "proto/str.h"
 #include "shards/shard.h"
 
@@ -19,6 +20,9 @@
 typedef struct sb_send {
     int64_t tenant, channel;
     sb_str_t to, body, media_url, template_json, idempotency_key; /* absent = {NULL, 0} */
+    sb_priority_t priority;   /* normal for REST, interactive for the inbox */
+    int64_t send_at_ms;       /* Unix ms; 0: at once */
+    sb_str_t fallback_json;   /* {"channels": [id, ...], "after_s": N}, or absent */
 } sb_send_t;
 
 /* The outcome, on the shard that called sb_sends_accept. status: 202 with id (decimal text, borrowed for the call)

@@ -1,7 +1,7 @@
 /* The store; see store.h.
  *
  * The hot statements are batches of the connection (adapters/pg): what the shard's actors ask in one loop turn goes
- * as one set-based statement. A tenant's write is rows of one generic shape (sixteen text columns, the first naming
+ * as one set-based statement. A tenant's write is rows of one generic shape (twenty-one text columns, the first naming
  * the kind of row) so that the writes of every tenant of a turn, whatever they hold, are one statement too: each row
  * kind is one CTE over the same unnest. Activation loads and the rare lookups are plain prepared statements. */
 #include "adapters/store/store.h"
@@ -167,11 +167,12 @@ static int64_t port_message_id(void *ctx)
 
 /* ---- the tenants' writes ----------------------------------------------------------------------------------------- */
 
-/* Sixteen text columns a row; v1 says what the row is:
+/* Twenty-one text columns a row; v1 says what the row is:
  *   m  a new message:   v2 tenant, v3 id, v4 conversation, v5 channel, v6 seq, v7 direction, v8 sender,
  *                       v9 recipient, v10 body, v11 media (JSON), v12 provider id, v13 status, v14 idempotency key,
- *                       v15 template (JSON), v16 created_at; an outbound one also enters the outbox, with its
- *                       first history entry (queued);
+ *                       v15 template (JSON), v16 created_at, and for an outbound one v17 priority, v18 send_at,
+ *                       v19 broadcast, v20 fallback of, v21 fallback (JSON); an outbound one also enters the outbox,
+ *                       with its first history entry (its status: queued or scheduled);
  *   c  a status change: v2 tenant, v3 message, v5 channel, v6 retry delay (ms), v7 flags (a: a claim, attempts + 1,
  *                       no history; f: its send is over, it leaves the outbox), v8 status, v9 provider id (NULL:
  *                       unchanged), v10 error code, v11 error message; of several changes of one message in one
@@ -184,14 +185,16 @@ static int64_t port_message_id(void *ctx)
  *                       first status that means them and kept); of several rows of one call the last wins.
  * The statement returns how many receipts it marked processed (for the figures); committed (the segment's Sync)
  * is the answer. */
-/* The pieces the statements share: the rows (an unnest of the sixteen text arrays, in order), receipts marked
+/* The pieces the statements share: the rows (an unnest of the twenty-one text arrays, in order), receipts marked
  * processed, calls written whole, the event page. */
 #define WRITE_ROWS \
     "WITH u AS MATERIALIZED (" \
     "  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]," \
     "                       $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[]," \
-    "                       $15::text[], $16::text[])" \
-    "         WITH ORDINALITY AS u(v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, ord)),"
+    "                       $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[]," \
+    "                       $21::text[])" \
+    "         WITH ORDINALITY AS u(v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17, v18," \
+    "                              v19, v20, v21, ord)),"
 
 #define WRITE_RECEIPTS \
     " r AS (" \
@@ -225,17 +228,19 @@ static const char write_sql[] =
     WRITE_ROWS
     " m AS ("
     "  INSERT INTO messages (tenant_id, id, conversation_id, channel_id, seq, direction, sender, recipient, body,"
-    "                        media, provider_id, status, idempotency_key, template, created_at, updated_at)"
+    "                        media, provider_id, status, idempotency_key, template, created_at, updated_at,"
+    "                        priority, send_at, broadcast_id, fallback_of, fallback)"
     "  OVERRIDING SYSTEM VALUE"
     "  SELECT v2::bigint, v3::bigint, v4::bigint, v5::bigint, v6::bigint, v7, v8, v9, v10, v11::jsonb, v12, v13, v14,"
-    "         v15::jsonb, v16::timestamptz, v16::timestamptz"
+    "         v15::jsonb, v16::timestamptz, v16::timestamptz, coalesce(v17, 'normal'), v18::timestamptz,"
+    "         v19::bigint, v20::bigint, v21::jsonb"
     "  FROM u WHERE v1 = 'm' ORDER BY ord),"
     " o AS ("
     "  INSERT INTO outbox (tenant_id, channel_id, message_id)"
     "  SELECT v2::bigint, v5::bigint, v3::bigint FROM u WHERE v1 = 'm' AND v7 = 'out'),"
     " q AS ("
     "  INSERT INTO message_status_history (tenant_id, message_id, status, at)"
-    "  SELECT v2::bigint, v3::bigint, 'queued', v16::timestamptz FROM u WHERE v1 = 'm' AND v7 = 'out'),"
+    "  SELECT v2::bigint, v3::bigint, v13, v16::timestamptz FROM u WHERE v1 = 'm' AND v7 = 'out'),"
     " c AS ("
     "  UPDATE messages x SET status = l.v8, provider_id = coalesce(l.v9, x.provider_id), error_code = l.v10,"
     "         error_message = l.v11, attempts = x.attempts + l.claims,"
@@ -278,7 +283,7 @@ static const char write_in_sql[] =
     WRITE_PAGE
     " SELECT count(*) FROM r";
 
-#define WCOLS 16
+#define WCOLS 21
 
 typedef struct write_item {
     sb_store_t *st;
@@ -425,6 +430,13 @@ static int port_write(void *ctx, const sb_tenant_write_t *tw, sb_done_cb cb, voi
         rb_str(&rb, 14, m->idempotency_key);
         rb_str(&rb, 15, m->template_json);
         rb_str(&rb, 16, m->created_at);
+        rb_str(&rb, 17, m->priority);
+        rb_str(&rb, 18, m->send_at);
+        if (m->broadcast_id)
+            rb_i64(&rb, 19, m->broadcast_id);
+        if (m->fallback_of)
+            rb_i64(&rb, 20, m->fallback_of);
+        rb_str(&rb, 21, m->fallback_json);
     }
     for (size_t i = 0; i < tw->ncalls; i++) {
         const sb_call_row_t *k = &tw->calls[i];
@@ -578,7 +590,12 @@ static void pending_read(void *arg, int err, const char *detail, const PGresult 
                                    .status = col_str(res, i, 6),
                                    .attempts = (unsigned)col_i64(res, i, 7),
                                    .retry_in_ms = col_i64(res, i, 8),
-                                   .sending_for_ms = col_i64(res, i, 9)};
+                                   .sending_for_ms = col_i64(res, i, 9),
+                                   .priority = col_str(res, i, 10),
+                                   .send_in_ms = col_i64(res, i, 11),
+                                   .broadcast_id = col_i64(res, i, 12),
+                                   .fallback_of = col_i64(res, i, 13),
+                                   .fallback_json = col_str(res, i, 14)};
     channel_op_end(c, 0, p, (size_t)rows);
     free(p);
 }
@@ -606,7 +623,9 @@ static void channel_read(void *arg, int err, const char *detail, const PGresult 
     if (sb_pg_query(c->op.st->pg,
                     "SELECT m.id, m.conversation_id, m.recipient, m.body, m.media::text, m.template::text, m.status,"
                     " m.attempts, coalesce((extract(epoch FROM m.next_attempt_at - now()) * 1000)::bigint, 0),"
-                    " (extract(epoch FROM now() - m.updated_at) * 1000)::bigint"
+                    " (extract(epoch FROM now() - m.updated_at) * 1000)::bigint, m.priority,"
+                    " coalesce((extract(epoch FROM m.send_at - now()) * 1000)::bigint, 0),"
+                    " coalesce(m.broadcast_id, 0), coalesce(m.fallback_of, 0), m.fallback::text"
                     " FROM outbox o JOIN messages m ON m.tenant_id = o.tenant_id AND m.id = o.message_id"
                     " WHERE o.tenant_id = $1 AND o.channel_id = $2 ORDER BY o.message_id",
                     2, p, SB_PG_PREPARED, pending_read, c) < 0)
