@@ -8,12 +8,14 @@
 --                 {"channels": [channel id, ...], "after_s": N};
 --   fallback_of   the message this one is the fallback of (that one's fallback_to names this one).
 ALTER TABLE messages
-    ADD COLUMN priority      text NOT NULL DEFAULT 'normal' CHECK (priority IN ('interactive', 'normal', 'bulk')),
+    ADD COLUMN priority      text NOT NULL DEFAULT 'normal',
     ADD COLUMN send_at       timestamptz,
     ADD COLUMN broadcast_id  bigint,
     ADD COLUMN fallback      jsonb,
     ADD COLUMN fallback_of   bigint,
     ADD COLUMN fallback_to   bigint;
+-- Every existing row has the default: the check need not scan a large table under its lock.
+ALTER TABLE messages ADD CONSTRAINT messages_priority CHECK (priority IN ('interactive', 'normal', 'bulk')) NOT VALID;
 
 -- A broadcast: one content to many recipients of one channel, each recipient a message of its own (bulk lane).
 -- status: accepting (its recipients are being written), active, canceled, done.
