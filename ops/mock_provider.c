@@ -1,4 +1,5 @@
-/* mock-provider: Twilio's Messages API, Meta's WhatsApp Cloud messages endpoint and Twilio voice (the Calls API,
+/* mock-provider: Twilio's Messages API, Meta's WhatsApp Cloud and Messenger / Instagram Send API messages endpoints,
+ * the 24-hour customer-service window (when told to keep it), and Twilio voice (the Calls API,
  * simulated incoming calls with their Media Streams, an echo voice app: ops/mock_voice.c) on one libuv loop, for
  * offline use (`make run`), the integration tests and the send and voice benchmarks (API.md "Mock provider").
  *
@@ -15,8 +16,13 @@
  * POST /2010-04-01/Accounts/{AccountSid}/Messages.json        (Twilio; form body)
  *   Basic auth AccountSid:AuthToken required, user == {AccountSid}, any non-empty token; else 401
  *   {"code":20003,"message":"Authenticate","more_info":...,"status":401}. Params: To, From or MessagingServiceSid,
- *   Body and/or MediaUrl (repeatable), StatusCallback. Missing To: 400 code 21604; missing From and
- *   MessagingServiceSid: 400 code 21603; neither Body nor MediaUrl: 400 code 21602. Success: 201 with a message
+ *   Body and/or MediaUrl (repeatable), or ContentSid ("HX" + 32 hex, else 400 code 21655) with ContentVariables (a
+ *   JSON object, else 400 code 21656) for a Content API template, StatusCallback. Missing To: 400 code 21604;
+ *   missing From and MessagingServiceSid: 400 code 21603; neither Body, MediaUrl nor ContentSid: 400 code 21602.
+ *   With the window kept (behaviour "window"), a From of "whatsapp:..." without ContentSid outside the 24 hours is
+ *   refused 400 code 63016 (Twilio reports that one in the status callback of a message it queued; the mock answers
+ *   at once, and records it). A ContentSid send is recorded with "content_sid" and "content_variables" (the JSON
+ *   text as given, or null). Success: 201 with a message
  *   resource (sid "SM" + 32 hex, account_sid, to, from, body, status "queued" — "accepted" when sent through a
  *   MessagingServiceSid without From, as Twilio does —, num_segments (GSM-7 or UCS-2), num_media, date_created,
  *   uri, ...). The sender is From (or MessagingServiceSid).
@@ -28,7 +34,23 @@
  *   "text"): text needs text.body, image needs image.link or image.id, template needs template.name; other types
  *   pass as they are. Malformed: 400 with code 100. Success: 200 {"messaging_product":"whatsapp","contacts":
  *   [{"input":to,"wa_id":to's digits}],"messages":[{"id":"wamid.<random>"}]} (plus "message_status":"accepted"
- *   for templates). The sender is {phone_number_id}.
+ *   for templates). The sender is {phone_number_id}. A template is recorded with "template" (the object as sent).
+ *   With the window kept, a message other than a template outside the 24 hours is refused 400 code 131047
+ *   "Re-engagement message" (error_data.details says why; the Cloud API reports it in a failed status webhook, the
+ *   mock answers at once, and records it).
+ *   A body with "recipient" and no "messaging_product" is the Send API of Messenger and Instagram (same path,
+ *   {id} the page or Instagram account id, the sender): recipient.id (the PSID / IGSID), messaging_type RESPONSE,
+ *   UPDATE or MESSAGE_TAG, tag (with MESSAGE_TAG only: HUMAN_AGENT, CONFIRMED_EVENT_UPDATE, POST_PURCHASE_UPDATE,
+ *   ACCOUNT_UPDATE), message.text or message.attachment {type image/video/audio/file, payload.url} (one of the two);
+ *   else 400 code 100. Success: 200 {"recipient_id","message_id":"m_<random>"}; recorded with "messaging_type" and
+ *   "tag" (type = text or the attachment's type). With the window kept, outside the 24 hours only MESSAGE_TAG goes
+ *   (HUMAN_AGENT only within 7 days of the customer's message); else 400 {"error":{"message":"(#10) This message is
+ *   sent outside of allowed window.","type":"OAuthException","code":10,"error_subcode":2018278,...}}, recorded.
+ *
+ * The 24-hour window is off unless a behaviour says "window":true (existing senders, tests and benchmarks send
+ * free-form to numbers that never wrote). The mock cannot see the customers' messages (they go from Meta or Twilio
+ * to the gateway, which the mock does not sit in front of): POST /_mock/inbound tells it, and a test that posts an
+ * inbound webhook to the gateway tells the mock the same.
  *
  * A send is "received" (recorded and counted) once it is authenticated and well-formed, whether the behaviour then
  * makes it fail or not. Validation and authentication errors are answered and not recorded.
@@ -130,6 +152,7 @@
  *      "callback_delay_ms":100,           before each callback (default 0)
  *      "callback_error_code":30008,       ErrorCode (Twilio) or errors[0].code (Meta) of failed/undelivered
  *                                         callbacks (default 30008 for Twilio, 131026 for Meta)
+ *      "window":true,                     keep the 24-hour customer-service window (above; default false)
  *      "clear":true}                      with "sender": drop that sender's own behaviour first (it then follows
  *                                         the global one); without: reset the global behaviour to the defaults
  *   A sender's own behaviour, once it has one, replaces the global behaviour for it entirely; it starts from the
@@ -146,7 +169,12 @@
  *     "max_per_second":M}},"callbacks":{"posted":N,"ok":N,"failed":N,"pending":N}}
  *   max_per_second is the largest number of sends of that sender in any sliding one-second window (pacing checks).
  *   accepted = answered 2xx, failed = answered with an injected failure.
- * POST /_mock/reset  forgets every record, count and behaviour, and drops the callbacks not yet posted. {"ok":true}
+ * POST /_mock/inbound {"sender":"..","user":"..","ago_s":0}   the customer `user` wrote to `sender` ago_s seconds ago
+ *   (0..1 year; default now): the window's start for that pair. sender: a page / IG account id, phone_number_id or
+ *   Twilio From; user: the PSID / IGSID or number. "whatsapp:" and a leading '+' are ignored on both, so
+ *   "whatsapp:+1555..." and "1555..." name the same. 200 {"ok":true}; 400 for a missing or unknown field.
+ * POST /_mock/reset  forgets every record, count, behaviour and customer message, and drops the callbacks not yet
+ *   posted. {"ok":true}
  *
  * In a query, a sender is percent-encoded ("%2B1555..."); a value starting with a space (an unencoded "+") is read
  * with "+" in its place.
@@ -482,7 +510,7 @@ static void record_extra(char *extra)
 typedef struct inbound {
     struct inbound *next;
     char *key;       /* sender '\n' user */
-    uint64_t at_us;  /* now_us() clock */
+    int64_t at_us;   /* now_us() clock (before its start for an old message: may be negative) */
 } inbound_t;
 
 static inbound_t *inbounds[SENDER_BUCKETS];
@@ -520,8 +548,8 @@ static int64_t inbound_age_us(sb_str_t sender, sb_str_t user)
     sb_buf_cleanup(&key);
     if (!in)
         return -1;
-    uint64_t now = now_us();
-    return now > in->at_us ? (int64_t)(now - in->at_us) : 0;
+    int64_t age = (int64_t)now_us() - in->at_us;
+    return age > 0 ? age : 0;
 }
 
 static void inbound_note(sb_str_t sender, sb_str_t user, uint64_t ago_us)
@@ -533,8 +561,7 @@ static void inbound_note(sb_str_t sender, sb_str_t user, uint64_t ago_us)
         *pp = sb_calloc(1, sizeof **pp);
         (*pp)->key = sb_strndup(key.p, key.len);
     }
-    uint64_t now = now_us();
-    (*pp)->at_us = now > ago_us ? now - ago_us : 0;
+    (*pp)->at_us = (int64_t)now_us() - (int64_t)ago_us;
     sb_buf_cleanup(&key);
 }
 
@@ -1777,6 +1804,7 @@ static void usage(FILE *f)
                "  Twilio:  POST /2010-04-01/Accounts/{sid}/Messages.json   Meta: POST [/vNN.N]/{id}/messages\n"
                "           POST /2010-04-01/Accounts/{sid}/Calls.json, POST .../Calls/{CallSid}.json\n"
                "  control: POST /_mock/behaviour, GET /_mock/received, GET /_mock/stats, POST /_mock/reset,\n"
+               "           POST /_mock/inbound (the 24-hour window),\n"
                "           POST|GET /_mock/calls, GET /_mock/calls/{CallSid}, GET|WS /_mock/voice-app\n"
                "  (the file header of ops/mock_provider.c documents every field)\n");
 }
