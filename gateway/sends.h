@@ -29,8 +29,9 @@ typedef struct sb_send {
 } sb_send_t;
 
 /* The outcome, on the shard that called sb_sends_accept. status: 202 with id (decimal text, borrowed for the call)
- * and created (false when the idempotency key named an earlier message), or 400 / 404 / 503 with an error code and
- * message for the client (borrowed for the call). */
+ * and created (false when the idempotency key named an earlier message), or 400 / 404 / 422 (outside_window: Meta's
+ * 24-hour customer-service window is closed for this message) / 503 with an error code and message for the client
+ * (borrowed for the call). */
 typedef void (*sb_sends_fn)(void *arg, int status, const char *code, const char *message, const char *id,
                             bool created);
 
