@@ -7,7 +7,8 @@ on the real stack against the mock provider (ops/mock_provider.c):
   inbound webhook from that customer) free-form goes; outside it (no inbound message yet, or the last one 25 hours
   old, loaded from the store by a gateway started after it) free-form is refused with 422 outside_window and
   nothing is stored, neither in our outbox nor at the provider; a WhatsApp template, a Messenger tag, Instagram's
-  HUMAN_AGENT (within 7 days) and a Twilio Content API template go;
+  HUMAN_AGENT (within 7 days) and a Twilio Content API template go; a Twilio WhatsApp customer's signed webhook opens
+  the window there too;
 - Twilio Content API templates reach the Messages API as ContentSid and ContentVariables;
 - the shapes are checked with 400s;
 - the mock itself keeps the window when told to (window: true), answering Meta's and Twilio's real errors.
@@ -21,7 +22,7 @@ import uuid
 
 import harness as h
 from test_mock_provider import Mock
-from test_webhooks import MASTER_KEY, admin
+from test_webhooks import AUTH_TOKEN, MASTER_KEY, admin, post
 
 APP_SECRET = "channels-out-secret-" + uuid.uuid4().hex
 CONTENT_SID = "HX" + "b5b62575e6e4ff6129ad7c8efe1f983e"
@@ -46,7 +47,7 @@ def setup(gw):
             body["credentials"] = {"access_token": "EAAB" + uuid.uuid4().hex}
             body["meta_app_id"] = app
         else:
-            body["credentials"] = {"account_sid": "AC" + "6" * 32, "auth_token": "e" * 32}
+            body["credentials"] = {"account_sid": "AC" + "6" * 32, "auth_token": AUTH_TOKEN}
         ch = admin(gw, "/v1/admin/tenants/%s/channels" % t["id"], body)
         ctx["ch"][kind] = {"id": ch["id"], "address": address}
     return ctx
@@ -294,6 +295,25 @@ def test_twilio_content(gw, mock):
     h.ok(len(got) == 1 and got[0]["content_sid"] == CONTENT_SID and
          json.loads(got[0]["content_variables"] or "null") == variables and got[0]["body"] == "" and
          got[0]["to"] == "whatsapp:+14155550111", "ContentSid and ContentVariables (JSON text), no Body", got)
+
+    # the customer writes (a signed Twilio WhatsApp webhook): free-form goes within 24 hours
+    sid = "SM" + uuid.uuid4().hex
+    r = post(gw, "/webhooks/twilio/%s" % ctx["ch"]["twilio_whatsapp"]["id"],
+             [("MessageSid", sid), ("AccountSid", "AC" + "6" * 32), ("From", "whatsapp:+14155550222"),
+              ("To", "whatsapp:" + wa), ("Body", "can I change my booking?"), ("NumMedia", "0"),
+              ("WaId", "14155550222")])
+    h.ok(r.status == 200, "the customer's signed Twilio WhatsApp webhook is taken", r)
+    mock.control("/_mock/inbound", {"sender": "whatsapp:" + wa, "user": "whatsapp:+14155550222"})
+    q = ("SELECT count(*) FROM messages WHERE tenant_id = %s AND direction = 'in' AND sender = '+14155550222'"
+         % ctx["tenant"])
+    h.ok(h.wait_for(lambda: h.sql(q) != "0", 10), "and applied by the channel's session")
+    mid = accepted(gw, ctx, "twilio_whatsapp", "free-form once the customer wrote", to="whatsapp:+14155550222",
+                   body="Sure: which day suits you?")
+    if mid:
+        sent(gw, ctx, mid, "Twilio WhatsApp free-form")
+    got = mock.received(sender="whatsapp:" + wa).get("requests", [])
+    h.ok(len(got) == 2 and got[1]["body"] == "Sure: which day suits you?" and got[1]["status"] == 201,
+         "it reached the Messages API (whose window, kept by the mock, is open too)", got)
 
     mid = accepted(gw, ctx, "twilio_sms", "a Content API template on SMS", to="+14155550112",
                    template={"content_sid": CONTENT_SID})
