@@ -1676,11 +1676,13 @@ static bool load(session_t *s)
     return true;
 }
 
-/* The pace and caps of the channel: its type's rate (Twilio long code 1/s, Twilio WhatsApp 10/s, Meta WhatsApp 80/s)
- * or settings.rate_per_second, 5% under. */
+/* The pace and caps of the channel: its type's rate (Twilio long code 1/s, Twilio WhatsApp 10/s, Meta WhatsApp 80/s,
+ * Messenger and Instagram 300/s: the Send API's per-page figure for text) or settings.rate_per_second, 5% under. */
 static void limits_of(session_t *s)
 {
     double rate = s->info.type == SB_CH_TWILIO_WHATSAPP ? 10 : s->info.type == SB_CH_META_WHATSAPP ? 80 : 1;
+    if (s->info.type == SB_CH_META_MESSENGER || s->info.type == SB_CH_META_INSTAGRAM)
+        rate = 300;
     if (s->info.rate_per_second > 0)
         rate = s->info.rate_per_second;
     /* 5% slower than the rate: grants exactly 1/rate apart put rate + 1 sends into a closed one-second window, and

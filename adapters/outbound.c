@@ -953,7 +953,7 @@ static bool in_codes(long long code, const long long *codes, size_t n)
 static bool transient_code(provider_t p, long long code)
 {
     static const long long twilio[] = {20429, 21611, 63017};
-    static const long long meta[] = {1, 2, 4, 80007, 130429, 131056};
+    static const long long meta[] = {1, 2, 4, 613, 80007, 130429, 131056};
     if (p == P_TWILIO)
         return in_codes(code, twilio, sizeof twilio / sizeof twilio[0]);
     if (p == P_META)

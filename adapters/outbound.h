@@ -290,7 +290,8 @@ typedef struct sb_outbound_result {
  *   other 4xx                         -> FAILED with the provider's code and message — except the codes that
  *         name a passing condition, which RETRY: Twilio 20429 (too many requests), 21611 (the sender's queue is full),
  *         63017 (account rate limit); Meta 1 (unknown, possibly temporary), 2 (service temporarily unavailable),
- *         4 (application rate limit), 80007 (WhatsApp Business Account rate limit), 130429 (throughput limit),
+ *         4 (application rate limit), 613 (the Send API's calls per second exceeded), 80007 (WhatsApp Business
+ *         Account rate limit), 130429 (throughput limit),
  *         131056 (pair rate limit). Meta answers its throttling with 400, not 429, hence the list. Meta 131048
  *         (spam rate limit) is a quality restriction that minutes of backoff do not lift: FAILED.
  *   3xx                               -> FAILED "http_3xx" (a misconfigured base URL; retrying repeats it)

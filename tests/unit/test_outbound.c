@@ -1376,6 +1376,10 @@ TEST(messenger_requests)
     sb_outbound_classify(SB_CH_META_INSTAGRAM, &res, &o);
     is_int(o.outcome, SB_OUTBOUND_FAILED, "outside the window: FAILED, not retried");
     is_str(o.error_code, "10", "Meta's code 10");
+    res = http(400, "{\"error\":{\"message\":\"(#613) Calls to this api have exceeded the rate limit.\","
+                    "\"type\":\"OAuthException\",\"code\":613}}", -1);
+    sb_outbound_classify(SB_CH_META_MESSENGER, &res, &o);
+    is_int(o.outcome, SB_OUTBOUND_RETRY, "the Send API's rate limit (613): RETRY");
 }
 
 TEST(content_templates)
