@@ -21,6 +21,7 @@ import time
 import uuid
 
 import harness as h
+from test_live import connect
 from test_mock_provider import Mock
 from test_webhooks import AUTH_TOKEN, MASTER_KEY, admin, post
 
@@ -217,9 +218,26 @@ def test_window_expired(mock):
                        tag="HUMAN_AGENT")
         if mid:
             sent(gw, ctx, mid, "HUMAN_AGENT reply")
-        got = wait_reqs(mock, ctx, kind, 1)
-        h.ok(len(got) == 1 and got[0]["tag"] == "HUMAN_AGENT" and got[0]["status"] == 200,
-             "the HUMAN_AGENT reply reached the mock (which also keeps the window)", got)
+        # an agent in the live inbox: free-form refused (an error frame), HUMAN_AGENT accepted
+        ws = connect(gw, ctx["key"])
+        ws.recv_op()
+        ws.send_op({"op": "send", "channel_id": ctx["ch"][kind]["id"], "to": psid, "body": "from the inbox"})
+        frames = [ws.recv_op() for _ in range(1)]
+        while frames[-1].get("op") == "event":
+            frames.append(ws.recv_op())
+        h.ok(frames[-1].get("op") == "error" and frames[-1].get("code") == "outside_window",
+             "inbox send without a tag: an outside_window error frame", frames)
+        ws.send_op({"op": "send", "channel_id": ctx["ch"][kind]["id"], "to": psid, "body": "an agent, from the inbox",
+                    "tag": "HUMAN_AGENT", "idempotency_key": "inbox-" + uuid.uuid4().hex})
+        frames = [ws.recv_op()]
+        while frames[-1].get("op") == "event":
+            frames.append(ws.recv_op())
+        h.ok(frames[-1].get("op") == "accepted", "inbox send with tag HUMAN_AGENT: accepted", frames)
+        ws.shutdown()
+        got = wait_reqs(mock, ctx, kind, 2)
+        h.ok(len(got) == 2 and all(x["tag"] == "HUMAN_AGENT" and x["status"] == 200 for x in got) and
+             got[1]["body"] == "an agent, from the inbox",
+             "both HUMAN_AGENT replies reached the mock (which also keeps the window)", got)
 
 
 def gateway(mock):
