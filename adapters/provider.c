@@ -274,6 +274,8 @@ static int port_check(void *ctx, sb_channel_type_t type, const sb_send_request_t
     return 0;
 }
 
+/* The 24-hour window for a send (see the port in actors/ports.h): channels without one answer 0 without parsing the
+ * request; the others parse its framing (template, content sid, tag) and ask sb_outbound_window. */
 static int port_window(void *ctx, sb_channel_type_t type, const sb_send_request_t *req, int64_t since_inbound_ms,
                        const char **code, char *message, size_t message_cap)
 {

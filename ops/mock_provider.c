@@ -515,6 +515,7 @@ typedef struct inbound {
 
 static inbound_t *inbounds[SENDER_BUCKETS];
 
+/* Appends the pair's key to b: sender '\n' user, each without "whatsapp:" and a leading '+'. */
 static void inbound_key(sb_buf_t *b, sb_str_t sender, sb_str_t user)
 {
     sb_str_t parts[2] = {sender, user};
@@ -530,6 +531,8 @@ static void inbound_key(sb_buf_t *b, sb_str_t sender, sb_str_t user)
     }
 }
 
+/* The slot of (sender, user) in its hash chain: where its entry is, or where a new one goes (*slot NULL). key
+ * (caller's, empty) receives the pair's key. */
 static inbound_t **inbound_slot(sb_str_t sender, sb_str_t user, sb_buf_t *key)
 {
     inbound_key(key, sender, user);
@@ -552,6 +555,7 @@ static int64_t inbound_age_us(sb_str_t sender, sb_str_t user)
     return age > 0 ? age : 0;
 }
 
+/* user wrote to sender ago_us ago: remembered (replacing what was known of the pair). */
 static void inbound_note(sb_str_t sender, sb_str_t user, uint64_t ago_us)
 {
     sb_buf_t key;
@@ -565,6 +569,7 @@ static void inbound_note(sb_str_t sender, sb_str_t user, uint64_t ago_us)
     sb_buf_cleanup(&key);
 }
 
+/* Forgets every customer's message (reset). */
 static void inbounds_clear(void)
 {
     for (size_t b = 0; b < SENDER_BUCKETS; b++)
@@ -1193,6 +1198,7 @@ static const char *jstr(const json_t *o, const char *key)
 static const char *const fb_tags[] = {"HUMAN_AGENT", "CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE",
                                       "ACCOUNT_UPDATE", NULL};
 
+/* Whether s (NULL: no) is one of list's strings (NULL-terminated). */
 static bool in_cstr_list(const char *s, const char *const *list)
 {
     for (; s && *list; list++)
