@@ -33,6 +33,8 @@ typedef struct sb_conv_info {
     const char *profile_name;      /* NULL when unknown */
     char created_at[SB_TIME_LEN];
     char last_message_at[SB_TIME_LEN]; /* "" when it has no message */
+    int64_t last_inbound_ms;       /* Unix ms of its newest inbound message, 0 when it has none (Meta's 24-hour
+                                    * customer-service window runs from it) */
 } sb_conv_info_t;
 
 /* A channel as its session actor needs it. */
@@ -277,6 +279,11 @@ typedef struct sb_provider_port {
     /* 0 when the channel type's provider endpoint takes requests, else the ms until it may again (its circuit is
      * open): a send then waits without being claimed or counted as an attempt. */
     uint64_t (*held_ms)(void *ctx, sb_channel_type_t type);
+    /* The 24-hour customer-service window: may req (as for check) go out on a channel of this type when its
+     * conversation's last inbound message is since_inbound_ms old (-1: none)? 0; or a negative code, with the error
+     * code ("outside_window", static) and a one-line message for the client. NULL: no window rule (test fakes). */
+    int (*window)(void *ctx, sb_channel_type_t type, const sb_send_request_t *req, int64_t since_inbound_ms,
+                  const char **code, char *message, size_t message_cap);
 } sb_provider_port_t;
 
 /* The tenant's own application (outgoing webhooks). */

@@ -59,6 +59,7 @@ typedef struct conv {
                               * again once none of its messages is in flight: memory is never behind the store) */
     unsigned inflight;       /* work items numbering its messages, not answered yet */
     int64_t id, contact_id, last_seq;
+    int64_t last_in_ms;      /* Unix ms of its newest inbound message, 0: none (the 24-hour window runs from it) */
     char *address, *profile_name;
     char created_at[SB_TIME_LEN], last_message_at[SB_TIME_LEN];
     sb_list_t lane;          /* its outbound messages, in order */
@@ -378,6 +379,8 @@ static void conv_learn(session_t *s, const sb_conv_info_t *ci)
         c->last_seq = ci->last_seq;
         snprintf(c->last_message_at, sizeof c->last_message_at, "%s", ci->last_message_at);
     }
+    if (ci->last_inbound_ms > c->last_in_ms) /* (memory may know a newer one the store has not written yet) */
+        c->last_in_ms = ci->last_inbound_ms;
     free(c->profile_name);
     c->profile_name = dup_or_null(ci->profile_name);
     snprintf(c->created_at, sizeof c->created_at, "%s", ci->created_at);
@@ -599,6 +602,7 @@ static void convs_cb(void *arg, int err, const sb_conv_info_t *convs, size_t n)
         pk_str(&b, convs[i].profile_name);
         pk_str(&b, convs[i].created_at);
         pk_str(&b, convs[i].last_message_at);
+        pk_i64(&b, convs[i].last_inbound_ms);
     }
     comp_post(c, S_CONVS, &b);
 }
@@ -792,6 +796,7 @@ static int on_convs(sb_actor_t *a, void *state, sb_msg_t *m)
         ci.address = rd_str(&r);
         ci.profile_name = rd_str(&r);
         const char *created = rd_str(&r), *last = rd_str(&r);
+        ci.last_inbound_ms = rd_i64(&r);
         if (r.bad || !ci.address)
             break;
         snprintf(ci.created_at, sizeof ci.created_at, "%s", created ? created : "");
@@ -973,6 +978,7 @@ static void apply_inbound(session_t *s)
             w = work_new(s, p);
             sb_new_message_t *m = sb_tenant_work_message(w);
             number(s, c, m, id);
+            c->last_in_ms = s->ports->now_us(s->ports->ctx) / 1000; /* the customer wrote: the window opens */
             p->conv = c;
             p->seq = m->seq;
             m->out = false;
@@ -1035,6 +1041,28 @@ static void free_accept(accept_t *a)
     free(a);
 }
 
+/* Meta's 24-hour customer-service window (and Twilio's for WhatsApp): outside it, from the conversation's last
+ * inbound message, only what the provider port lets through (a template, a message tag) may be accepted. True when
+ * req may not go (its code and message set for a 422); a conversation that never had an inbound message has no
+ * window open. */
+static bool outside_window(session_t *s, const conv_t *c, sb_session_send_t *req)
+{
+    if (!s->ports->provider.window)
+        return false;
+    int64_t now_ms = s->ports->now_us(s->ports->ctx) / 1000;
+    int64_t since = c->last_in_ms ? (now_ms > c->last_in_ms ? now_ms - c->last_in_ms : 0) : -1;
+    sb_send_request_t m = {.to = req->to,
+                           .body = req->body,
+                           .media_json = req->media_json,
+                           .template_json = req->template_json};
+    const char *code = "outside_window";
+    if (s->ports->provider.window(s->ports->provider.ctx, s->info.type, &m, since, &code, req->message,
+                                  sizeof req->message) == 0)
+        return false;
+    req->code = code;
+    return true;
+}
+
 /* Accepts the sends whose conversation and key are known, in order, each its own work item. */
 static void apply_accepts(session_t *s)
 {
@@ -1063,6 +1091,11 @@ static void apply_accepts(session_t *s)
         conv_t *c = conv_by_addr(s, req->to);
         if (!c || !c->fresh)
             break;
+        if (outside_window(s, c, req)) { /* refused before anything is stored or sent */
+            free_accept(a);
+            answer(req, 422, 0, false);
+            continue;
+        }
         int64_t id = s->ports->store.message_id(s->ports->store.ctx);
         if (!id) {
             s->inbound_waiting = true;
@@ -1643,11 +1676,13 @@ static bool load(session_t *s)
     return true;
 }
 
-/* The pace and caps of the channel: its type's rate (Twilio long code 1/s, Twilio WhatsApp 10/s, Meta WhatsApp 80/s)
- * or settings.rate_per_second, 5% under. */
+/* The pace and caps of the channel: its type's rate (Twilio long code 1/s, Twilio WhatsApp 10/s, Meta WhatsApp 80/s,
+ * Messenger and Instagram 300/s: the Send API's per-page figure for text) or settings.rate_per_second, 5% under. */
 static void limits_of(session_t *s)
 {
     double rate = s->info.type == SB_CH_TWILIO_WHATSAPP ? 10 : s->info.type == SB_CH_META_WHATSAPP ? 80 : 1;
+    if (s->info.type == SB_CH_META_MESSENGER || s->info.type == SB_CH_META_INSTAGRAM)
+        rate = 300;
     if (s->info.rate_per_second > 0)
         rate = s->info.rate_per_second;
     /* 5% slower than the rate: grants exactly 1/rate apart put rate + 1 sends into a closed one-second window, and

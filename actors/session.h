@@ -21,8 +21,10 @@
  * message, once none of its messages is in flight.
  *
  * Outbound: SB_SESSION_SEND accepts a message (already checked by the front door): an idempotency key already used
- * by the tenant answers the message it named; otherwise the message is numbered in its conversation, written with
- * its outbox entry and events, and answered 202. Each conversation's messages are sent in order, one at a time;
+ * by the tenant answers the message it named; a message that Meta's 24-hour customer-service window does not let
+ * through (from the conversation's last inbound message, which the session knows: loaded with the conversation,
+ * moved forward as inbound messages are applied) is refused 422 outside_window, nothing stored; otherwise the
+ * message is numbered in its conversation, written with its outbox entry and events, and answered 202. Each conversation's messages are sent in order, one at a time;
  * different conversations send concurrently, at most SB_SESSION_MAX_SENDING at once, within the channel's pace and
  * in-flight caps kept in Redis (counters port). A send is claimed (status sending, committed) before the provider is
  * asked, so a crash never makes a blind second send; its outcome is stored with a message.status event (sent,
@@ -87,7 +89,8 @@ typedef struct sb_session_send {
     void (*answer)(struct sb_session_send *req);
     void *arg;                 /* the front door's */
     /* the outcome */
-    int status;                /* 202 (accepted), 200 (the key named an earlier message), 400, 404, 503 */
+    int status;                /* 202 (accepted), 200 (the key named an earlier message), 400, 404, 422 (outside
+                                * the 24-hour window: refused before anything is stored), 503 */
     int64_t id;
     bool created;
     const char *code;          /* not 2xx: the error code (static) ... */

@@ -303,6 +303,12 @@ static void wa_message(ctx_t *c, const json_t *m, const char *account, const cha
     }
 
     msg.profile_name = wa_profile_name(contacts, msg.from, nmessages);
+    char e164[24];
+    size_t nd = strspn(msg.from, "0123456789");
+    if (nd >= 8 && nd <= 15 && msg.from[nd] == '\0' && msg.from[0] != '0') { /* a wa_id: the number as E.164 */
+        snprintf(e164, sizeof e164, "+%s", msg.from);
+        msg.from = e164;
+    }
     emit_message(c, &msg);
     sb_buf_cleanup(&loc);
     return;

@@ -36,10 +36,18 @@ static provider_t provider_of(sb_channel_type_t ch)
     case SB_CH_TWILIO_WHATSAPP:
         return P_TWILIO;
     case SB_CH_META_WHATSAPP:
+    case SB_CH_META_MESSENGER:
+    case SB_CH_META_INSTAGRAM:
         return P_META;
     default:
         return P_NONE;
     }
+}
+
+/* Messenger Platform channels (the Send API's shape), as opposed to WhatsApp's. */
+static bool is_fb(sb_channel_type_t ch)
+{
+    return ch == SB_CH_META_MESSENGER || ch == SB_CH_META_INSTAGRAM;
 }
 
 static int __attribute__((format(printf, 4, 5)))
@@ -69,6 +77,17 @@ static bool is_e164(sb_str_t s)
     if (s.len < 9 || s.len > 16 || s.p[0] != '+' || s.p[1] < '1' || s.p[1] > '9')
         return false;
     for (size_t i = 2; i < s.len; i++)
+        if (s.p[i] < '0' || s.p[i] > '9')
+            return false;
+    return true;
+}
+
+/* A PSID or IGSID: 1..SB_OUTBOUND_MAX_SCOPED_ID digits. */
+static bool is_scoped_id(sb_str_t s)
+{
+    if (s.len == 0 || s.len > SB_OUTBOUND_MAX_SCOPED_ID)
+        return false;
+    for (size_t i = 0; i < s.len; i++)
         if (s.p[i] < '0' || s.p[i] > '9')
             return false;
     return true;
@@ -209,6 +228,65 @@ bad:
 
 /* ---- validation ----------------------------------------------------------------------------------------------- */
 
+/* Messenger / Instagram attachment type for a media URL, from its path's extension. */
+static const char *fb_type_of_url(sb_str_t u)
+{
+    static const struct {
+        const char *ext, *type;
+    } map[] = {
+        {"jpg", "image"}, {"jpeg", "image"}, {"png", "image"}, {"gif", "image"}, {"webp", "image"},
+        {"mp4", "video"}, {"mov", "video"},  {"webm", "video"}, {"avi", "video"}, {"3gp", "video"},
+        {"aac", "audio"}, {"m4a", "audio"},  {"mp3", "audio"}, {"ogg", "audio"}, {"opus", "audio"},
+        {"wav", "audio"}, {"amr", "audio"},
+    };
+    size_t i = ieq_prefix(u, "https://") ? 8 : 7, end;
+    while (i < u.len && u.p[i] != '/' && u.p[i] != '?' && u.p[i] != '#')
+        i++;
+    for (end = i; end < u.len && u.p[end] != '?' && u.p[end] != '#'; end++)
+        ;
+    size_t dot = end;
+    while (dot > i && u.p[dot - 1] != '.' && u.p[dot - 1] != '/')
+        dot--;
+    if (dot == i || u.p[dot - 1] != '.')
+        return "file";
+    sb_str_t ext = sb_str(u.p + dot, end - dot);
+    for (size_t k = 0; k < sizeof map / sizeof map[0]; k++)
+        if (ext.len == strlen(map[k].ext) && strncasecmp(ext.p, map[k].ext, ext.len) == 0)
+            return map[k].type;
+    return "file";
+}
+
+/* "HX" and 32 hex digits. */
+static bool is_content_sid(sb_str_t s)
+{
+    if (s.len != 34 || s.p[0] != 'H' || s.p[1] != 'X')
+        return false;
+    for (size_t i = 2; i < s.len; i++)
+        if (!strchr("0123456789abcdefABCDEF", s.p[i]))
+            return false;
+    return true;
+}
+
+/* Twilio ContentVariables: a JSON object of at most SB_OUTBOUND_MAX_VARIABLES bytes, non-empty keys, string
+ * values. */
+static bool good_variables(sb_str_t s)
+{
+    if (s.len > SB_OUTBOUND_MAX_VARIABLES)
+        return false;
+    json_error_t jerr;
+    json_t *j = json_loadb(s.p, s.len, JSON_REJECT_DUPLICATES, &jerr);
+    bool ok = json_is_object(j);
+    const char *k;
+    json_t *v;
+    json_object_foreach(ok ? j : NULL, k, v) if (!*k || !json_is_string(v)) ok = false;
+    json_decref(j);
+    return ok;
+}
+
+static const char *const messenger_tags[] = {"HUMAN_AGENT", "CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE",
+                                             "ACCOUNT_UPDATE", NULL};
+static const char *const instagram_tags[] = {"HUMAN_AGENT", NULL};
+
 int sb_outbound_validate(const sb_outbound_msg_t *m, sb_outbound_valid_t *out, sb_outbound_error_t *err)
 {
     sb_outbound_valid_t v;
@@ -223,27 +301,66 @@ int sb_outbound_validate(const sb_outbound_msg_t *m, sb_outbound_valid_t *out, s
     if (p == P_NONE)
         return fail(err, -ENOTSUP, "unsupported_channel", "channel: %s channels cannot send messages",
                     chname ? chname : "this type of");
-    bool whatsapp = m->channel != SB_CH_TWILIO_SMS;
+    bool whatsapp = m->channel != SB_CH_TWILIO_SMS && !is_fb(m->channel);
+    bool fb = is_fb(m->channel);
 
     sb_str_t to = m->to;
     if (m->channel == SB_CH_TWILIO_WHATSAPP && ieq_prefix(to, "whatsapp:")) {
         to.p += 9;
         to.len -= 9;
     }
-    if (!is_e164(to))
-        return fail(err, SB_EINVAL, "invalid_recipient", "to: must be an E.164 number such as +15005550006%s",
-                    m->channel == SB_CH_TWILIO_WHATSAPP ? " (optionally prefixed with whatsapp:)" : "");
+    if (fb ? !is_scoped_id(to) : !is_e164(to))
+        return fail(err, SB_EINVAL, "invalid_recipient", fb ? "to: must be the %s (digits) the customer wrote from"
+                                                            : "to: must be an E.164 number such as +15005550006%s",
+                    fb ? (m->channel == SB_CH_META_MESSENGER ? "page-scoped id (PSID)" : "Instagram-scoped id (IGSID)")
+                    : m->channel == SB_CH_TWILIO_WHATSAPP ? " (optionally prefixed with whatsapp:)"
+                                                          : "");
     memcpy(v.to, to.p, to.len);
     v.to[to.len] = '\0';
 
     if (!utf8_chars(m->body, &v.body_chars))
         return fail(err, SB_EINVAL, "invalid_body", "body: must be valid UTF-8 without NUL characters");
 
+    if (m->tag.len) {
+        const char *const *tags = m->channel == SB_CH_META_MESSENGER   ? messenger_tags
+                                  : m->channel == SB_CH_META_INSTAGRAM ? instagram_tags
+                                                                       : NULL;
+        if (!tags)
+            return fail(err, SB_EINVAL, "invalid_tag", "tag: only Messenger and Instagram messages take a tag");
+        if (!in_list(m->tag, tags))
+            return fail(err, SB_EINVAL, "invalid_tag",
+                        m->channel == SB_CH_META_INSTAGRAM
+                            ? "tag: Instagram takes only HUMAN_AGENT"
+                            : "tag: must be HUMAN_AGENT, CONFIRMED_EVENT_UPDATE, POST_PURCHASE_UPDATE or ACCOUNT_UPDATE");
+    }
+
+    if (m->content_sid.len || m->content_variables.len) {
+        if (p != P_TWILIO)
+            return fail(err, SB_EINVAL, "invalid_template",
+                        "template.content_sid: Content API templates are Twilio's (%s channels take %s)", chname,
+                        m->channel == SB_CH_META_WHATSAPP ? "a template with name and language" : "no template");
+        if (m->body.len || m->nmedia)
+            return fail(err, SB_EINVAL, "invalid_template", "template: cannot be combined with body or media_url");
+        if (!is_content_sid(m->content_sid))
+            return fail(err, SB_EINVAL, "invalid_template",
+                        "template.content_sid: must be a Content SID, HX and 32 hex digits");
+        if (m->content_variables.len && !good_variables(m->content_variables))
+            return fail(err, SB_EINVAL, "invalid_template",
+                        "template.variables: must be an object of strings of at most %d bytes",
+                        SB_OUTBOUND_MAX_VARIABLES);
+        v.type = "template";
+        if (out)
+            *out = v;
+        return 0;
+    }
+
     bool tmpl = m->template_name.len || m->template_language.len || m->template_components.len;
     if (tmpl) {
-        if (p != P_META)
-            return fail(err, SB_EINVAL, "invalid_template",
-                        "template: not supported on %s channels (send a body instead)", chname);
+        if (m->channel != SB_CH_META_WHATSAPP)
+            return fail(err, SB_EINVAL, "invalid_template", "template: %s",
+                        p == P_TWILIO ? "Twilio channels take a Content API template {content_sid, variables}"
+                                      : "Messenger and Instagram take no templates (send a body, with a tag outside "
+                                        "the 24-hour window)");
         if (m->body.len || m->nmedia)
             return fail(err, SB_EINVAL, "invalid_template", "template: cannot be combined with body or media_url");
         if (!is_template_name(m->template_name))
@@ -270,7 +387,7 @@ int sb_outbound_validate(const sb_outbound_msg_t *m, sb_outbound_valid_t *out, s
     if (m->body.len == 0 && m->nmedia == 0)
         return fail(err, SB_EINVAL, "empty_message", "body: a body, a media_url or a template is required");
 
-    size_t max_media = whatsapp ? 1 : SB_OUTBOUND_MAX_MEDIA;
+    size_t max_media = whatsapp || fb ? 1 : SB_OUTBOUND_MAX_MEDIA;
     if (m->nmedia > max_media)
         return fail(err, SB_EINVAL, "too_many_media", "media_url: at most %zu per message on %s channels", max_media,
                     chname);
@@ -284,6 +401,36 @@ int sb_outbound_validate(const sb_outbound_msg_t *m, sb_outbound_valid_t *out, s
                     "media_type: must be image, video, audio, document or sticker");
 
     size_t limit;
+    if (fb) {
+        if (m->nmedia && m->body.len)
+            return fail(err, SB_EINVAL, "invalid_body",
+                        "body: %s sends a text or one attachment per message, not both (no captions)", chname);
+        if (m->nmedia) {
+            v.type = m->media_type.len ? NULL : fb_type_of_url(m->media[0]);
+            if (sb_str_eq_cstr(m->media_type, "image") || sb_str_eq_cstr(m->media_type, "video") ||
+                sb_str_eq_cstr(m->media_type, "audio"))
+                v.type = sb_str_eq_cstr(m->media_type, "image")   ? "image"
+                         : sb_str_eq_cstr(m->media_type, "video") ? "video"
+                                                                  : "audio";
+            else if (sb_str_eq_cstr(m->media_type, "document"))
+                v.type = "file";
+            else if (m->media_type.len)
+                return fail(err, SB_EINVAL, "invalid_media_type", "media_type: %s takes image, video, audio or "
+                                                                  "document", chname);
+            if (m->channel == SB_CH_META_INSTAGRAM && strcmp(v.type, "file") == 0)
+                return fail(err, SB_EINVAL, "invalid_media_type",
+                            "media_url: Instagram sends images, video and audio only (not files)");
+        } else {
+            v.type = "text";
+        }
+        bool ig = m->channel == SB_CH_META_INSTAGRAM;
+        if (ig ? m->body.len > SB_OUTBOUND_INSTAGRAM_MAX_TEXT : v.body_chars > SB_OUTBOUND_MESSENGER_MAX_TEXT)
+            return fail(err, SB_EINVAL, "body_too_long", "body: longer than %d %s", ig ? 1000 : 2000,
+                        ig ? "bytes (Instagram's limit)" : "characters (Messenger's limit)");
+        if (out)
+            *out = v;
+        return 0;
+    }
     if (p == P_TWILIO) {
         v.type = m->nmedia ? "media" : "text";
         limit = SB_OUTBOUND_TWILIO_MAX_BODY;
@@ -307,6 +454,44 @@ int sb_outbound_validate(const sb_outbound_msg_t *m, sb_outbound_valid_t *out, s
     if (out)
         *out = v;
     return 0;
+}
+
+int sb_outbound_window(const sb_outbound_msg_t *m, int64_t since, sb_outbound_error_t *err)
+{
+    if (err) {
+        err->code = "";
+        err->message[0] = '\0';
+    }
+    bool open = since >= 0 && since < SB_OUTBOUND_WINDOW_MS;
+    bool agent = since >= 0 && since < SB_OUTBOUND_HUMAN_AGENT_MS;
+    const char *last = since < 0 ? "the customer has not written on this channel yet"
+                                 : "the customer's last message is more than 24 hours old";
+    switch (m->channel) {
+    case SB_CH_META_WHATSAPP:
+        if (open || m->template_name.len)
+            return 0;
+        return fail(err, SB_EACCES, "outside_window", "%s: WhatsApp takes only a template (name, language)", last);
+    case SB_CH_TWILIO_WHATSAPP:
+        if (open || m->content_sid.len)
+            return 0;
+        return fail(err, SB_EACCES, "outside_window",
+                    "%s: WhatsApp takes only a Content API template (template.content_sid)", last);
+    case SB_CH_META_MESSENGER:
+        if (open || (m->tag.len && (!sb_str_eq_cstr(m->tag, "HUMAN_AGENT") || agent)))
+            return 0;
+        return fail(err, SB_EACCES, "outside_window",
+                    m->tag.len ? "%s: HUMAN_AGENT replies only within 7 days of it"
+                               : "%s: Messenger takes only a message with a tag (HUMAN_AGENT, CONFIRMED_EVENT_UPDATE, "
+                                 "POST_PURCHASE_UPDATE, ACCOUNT_UPDATE)",
+                    last);
+    case SB_CH_META_INSTAGRAM:
+        if (open || (sb_str_eq_cstr(m->tag, "HUMAN_AGENT") && agent))
+            return 0;
+        return fail(err, SB_EACCES, "outside_window", "%s: Instagram takes only a HUMAN_AGENT reply, within 7 days",
+                    last);
+    default:
+        return 0;
+    }
 }
 
 /* ---- requests ------------------------------------------------------------------------------------------------- */
@@ -451,6 +636,11 @@ static int build_twilio(const sb_outbound_msg_t *m, sb_str_t base, const sb_outb
         append_pair(&r->body, "Body", NULL, m->body);
     for (size_t i = 0; i < m->nmedia; i++)
         append_pair(&r->body, "MediaUrl", NULL, m->media[i]);
+    if (m->content_sid.len) {
+        append_pair(&r->body, "ContentSid", NULL, m->content_sid);
+        if (m->content_variables.len)
+            append_pair(&r->body, "ContentVariables", NULL, m->content_variables);
+    }
     if (m->status_callback.len)
         append_pair(&r->body, "StatusCallback", NULL, m->status_callback);
 
@@ -461,17 +651,9 @@ static int build_twilio(const sb_outbound_msg_t *m, sb_str_t base, const sb_outb
     return 0;
 }
 
-static int build_meta(const sb_outbound_msg_t *m, sb_str_t base, const sb_outbound_valid_t *v,
-                      sb_outbound_request_t *r, sb_outbound_error_t *err)
+/* The WhatsApp Cloud API's message object into root (content: the member named by its type). Takes content. */
+static void wa_message(const sb_outbound_msg_t *m, const sb_outbound_valid_t *v, json_t *root, json_t *content)
 {
-    if (m->address.len == 0 || m->address.len > MAX_SENDER || !printable_ascii(m->address) ||
-        memchr(m->address.p, ':', m->address.len))
-        return fail(err, SB_EINVAL, "invalid_sender", "address: not a phone_number_id");
-    if (!good_secret(m->access_token, MAX_META_TOKEN))
-        return fail(err, SB_EINVAL, "invalid_credentials", "credentials: access_token required");
-
-    json_t *root = json_object(), *content = json_object();
-    SB_BUG_ON(!root || !content);
     jset(root, "messaging_product", json_string("whatsapp"));
     jset(root, "recipient_type", json_string("individual"));
     jset(root, "to", json_string(v->to));
@@ -493,6 +675,49 @@ static int build_meta(const sb_outbound_msg_t *m, sb_str_t base, const sb_outbou
             jset(content, "caption", json_stringn(m->body.p, m->body.len));
     }
     jset(root, v->type, content);
+}
+
+/* The Send API's (Messenger, Instagram) message into root (content: its "message"). Takes content. */
+static void fb_message(const sb_outbound_msg_t *m, const sb_outbound_valid_t *v, json_t *root, json_t *content)
+{
+    json_t *recipient = json_object();
+    SB_BUG_ON(!recipient);
+    jset(recipient, "id", json_string(v->to));
+    jset(root, "recipient", recipient);
+    jset(root, "messaging_type", json_string(m->tag.len ? "MESSAGE_TAG" : "RESPONSE"));
+    if (m->tag.len)
+        jset(root, "tag", json_stringn(m->tag.p, m->tag.len));
+    if (strcmp(v->type, "text") == 0) {
+        jset(content, "text", json_stringn(m->body.p, m->body.len));
+    } else {
+        json_t *att = json_object(), *payload = json_object();
+        SB_BUG_ON(!att || !payload);
+        jset(att, "type", json_string(v->type));
+        jset(payload, "url", json_stringn(m->media[0].p, m->media[0].len));
+        jset(att, "payload", payload);
+        jset(content, "attachment", att);
+    }
+    jset(root, "message", content);
+}
+
+static int build_meta(const sb_outbound_msg_t *m, sb_str_t base, const sb_outbound_valid_t *v,
+                      sb_outbound_request_t *r, sb_outbound_error_t *err)
+{
+    if (m->address.len == 0 || m->address.len > MAX_SENDER || !printable_ascii(m->address) ||
+        memchr(m->address.p, ':', m->address.len))
+        return fail(err, SB_EINVAL, "invalid_sender", "address: not a %s",
+                    m->channel == SB_CH_META_MESSENGER   ? "page id"
+                    : m->channel == SB_CH_META_INSTAGRAM ? "Instagram account id"
+                                                         : "phone_number_id");
+    if (!good_secret(m->access_token, MAX_META_TOKEN))
+        return fail(err, SB_EINVAL, "invalid_credentials", "credentials: access_token required");
+
+    json_t *root = json_object(), *content = json_object();
+    SB_BUG_ON(!root || !content);
+    if (is_fb(m->channel))
+        fb_message(m, v, root, content);
+    else
+        wa_message(m, v, root, content);
     char *json = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     SB_BUG_ON(!json);
@@ -728,7 +953,7 @@ static bool in_codes(long long code, const long long *codes, size_t n)
 static bool transient_code(provider_t p, long long code)
 {
     static const long long twilio[] = {20429, 21611, 63017};
-    static const long long meta[] = {1, 2, 4, 80007, 130429, 131056};
+    static const long long meta[] = {1, 2, 4, 613, 80007, 130429, 131056};
     if (p == P_TWILIO)
         return in_codes(code, twilio, sizeof twilio / sizeof twilio[0]);
     if (p == P_META)
@@ -821,6 +1046,10 @@ static void success(provider_t p, sb_channel_type_t ch, const json_t *j, int sta
             sb_outbound_status_normalize(ch, sb_str(json_string_value(s), json_string_length(s)), &st);
         out->provider_status = st;
         out->outcome = SB_OUTBOUND_SENT;
+        return;
+    }
+    if (p == P_META && is_fb(ch) && take_id(json_object_get(j, "message_id"), out->provider_id)) {
+        out->outcome = SB_OUTBOUND_SENT; /* the Send API: {"recipient_id", "message_id"} */
         return;
     }
     out->provider_id[0] = '\0';

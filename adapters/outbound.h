@@ -7,9 +7,17 @@
  * failing must be the same for both, so they live side by side.
  *
  * Channels: twilio_sms and twilio_whatsapp (Twilio's Messages API: POST {twilio_api_base}/2010-04-01/Accounts/
- * {AccountSid}/Messages.json, a form, HTTP basic auth AccountSid:AuthToken) and meta_whatsapp (WhatsApp Cloud API:
- * POST {meta_graph_base}/{phone_number_id}/messages, JSON, "Authorization: Bearer <access token>"). Every other
- * channel type is refused with -ENOTSUP (error code "unsupported_channel").
+ * {AccountSid}/Messages.json, a form, HTTP basic auth AccountSid:AuthToken), meta_whatsapp (WhatsApp Cloud API:
+ * POST {meta_graph_base}/{phone_number_id}/messages, JSON, "Authorization: Bearer <access token>"), meta_messenger
+ * and meta_instagram (the Messenger Platform's Send API: POST {meta_graph_base}/{page id or Instagram account id}/
+ * messages, JSON, the same bearer token; the recipient is a page-scoped id, PSID, or an Instagram-scoped id, IGSID).
+ * Every other channel type is refused with -ENOTSUP (error code "unsupported_channel").
+ *
+ * The 24-hour customer-service window (sb_outbound_window): WhatsApp (Meta's and Twilio's), Messenger and Instagram
+ * take free-form messages only within 24 hours of the customer's last message; outside it WhatsApp needs a template
+ * (Meta: name/language/components; Twilio: a Content API ContentSid), Messenger a message tag, Instagram the
+ * HUMAN_AGENT tag (and that within 7 days, as on Messenger). The session actor, which knows when each conversation's
+ * last inbound message came, asks before it stores a send.
  *
  * Flow: POST /v1/messages (or the inbox "send") calls sb_outbound_validate before anything is stored and answers 400
  * with its error; the session actor later calls sb_outbound_build with the channel's decrypted credentials, sends,
@@ -46,7 +54,13 @@
 #define SB_OUTBOUND_MAX_URL 2048            /* bytes in a media or status callback URL */
 #define SB_OUTBOUND_MAX_TEMPLATE_NAME 512   /* bytes in a Meta template name */
 #define SB_OUTBOUND_MAX_COMPONENTS 16384    /* bytes of template components (JSON text) */
-#define SB_OUTBOUND_ADDR_MAX 24             /* room for a canonical recipient ("+" and 15 digits) and its NUL */
+#define SB_OUTBOUND_MAX_VARIABLES 16384     /* bytes of Twilio ContentVariables (JSON text) */
+#define SB_OUTBOUND_MESSENGER_MAX_TEXT 2000 /* code points in a Messenger text message */
+#define SB_OUTBOUND_INSTAGRAM_MAX_TEXT 1000 /* bytes (UTF-8) in an Instagram text message */
+#define SB_OUTBOUND_MAX_SCOPED_ID 32        /* digits in a PSID or IGSID */
+#define SB_OUTBOUND_ADDR_MAX 40             /* room for a canonical recipient (E.164, or a PSID / IGSID) and its NUL */
+#define SB_OUTBOUND_WINDOW_MS (24 * 3600 * 1000LL)        /* the customer-service window */
+#define SB_OUTBOUND_HUMAN_AGENT_MS (7 * 24 * 3600 * 1000LL) /* how long after it the HUMAN_AGENT tag may reply */
 
 #define SB_OUTBOUND_MAX_ID 128              /* bytes in a provider message id we accept (Twilio sid 34, wamid ~60) */
 #define SB_OUTBOUND_MAX_CODE 31             /* bytes in an error code */
@@ -57,10 +71,12 @@
 
 /* One send, as the gateway holds it. Every field is borrowed; absent fields are {NULL, 0}. */
 typedef struct sb_outbound_msg {
-    sb_channel_type_t channel;  /* SB_CH_TWILIO_SMS, SB_CH_TWILIO_WHATSAPP or SB_CH_META_WHATSAPP */
+    sb_channel_type_t channel;  /* SB_CH_TWILIO_SMS, SB_CH_TWILIO_WHATSAPP, SB_CH_META_WHATSAPP,
+                                 * SB_CH_META_MESSENGER or SB_CH_META_INSTAGRAM */
     sb_str_t address;           /* the channel's own address, the sender: E.164 for Twilio (a "whatsapp:" prefix is
                                  * accepted and not doubled; "MG" + 32 hex is a Messaging Service and is sent as
-                                 * MessagingServiceSid), phone_number_id for Meta */
+                                 * MessagingServiceSid), phone_number_id for Meta WhatsApp, the page id (Messenger)
+                                 * or Instagram account id (Instagram) */
     sb_str_t account_sid;       /* Twilio, decrypted: AccountSid (the basic-auth user and part of the URL) */
     sb_str_t auth_token;        /* Twilio, decrypted: AuthToken (the basic-auth password) */
     sb_str_t access_token;      /* Meta, decrypted: the bearer token */
@@ -73,6 +89,11 @@ typedef struct sb_outbound_msg {
     sb_str_t template_name;     /* Meta template: name; empty = no template */
     sb_str_t template_language; /* Meta template: language code ("en_US") */
     sb_str_t template_components; /* Meta template: the "components" array as JSON text; empty = none */
+    sb_str_t content_sid;       /* Twilio Content API template: "HX" + 32 hex; empty = none */
+    sb_str_t content_variables; /* Twilio Content API: ContentVariables, a JSON object of strings as text; empty =
+                                 * none */
+    sb_str_t tag;               /* Messenger / Instagram message tag (sent with messaging_type MESSAGE_TAG); empty =
+                                 * none (messaging_type RESPONSE) */
     sb_str_t status_callback;   /* Twilio: StatusCallback URL (our status webhook); empty = none. Meta: ignored
                                  * (Meta posts statuses to the app's webhook) */
 } sb_outbound_msg_t;
@@ -85,9 +106,10 @@ typedef struct sb_outbound_error {
 
 /* What validation learnt. Caller's storage. */
 typedef struct sb_outbound_valid {
-    char to[SB_OUTBOUND_ADDR_MAX]; /* the recipient to store: bare E.164, "whatsapp:" dropped */
+    char to[SB_OUTBOUND_ADDR_MAX]; /* the recipient to store: bare E.164, "whatsapp:" dropped; a PSID / IGSID */
     const char *type;              /* static: Meta's message type ("text", "image", "video", "audio", "document",
-                                    * "sticker", "template"); for Twilio "text" or "media" */
+                                    * "sticker", "template"; Messenger and Instagram: "text", "image", "video",
+                                    * "audio", "file"); for Twilio "text", "media" or "template" (ContentSid) */
     size_t body_chars;             /* code points in body */
 } sb_outbound_valid_t;
 
@@ -95,9 +117,9 @@ typedef struct sb_outbound_valid {
  * that would make the provider refuse the message for its shape. The channel's own part (address, credentials,
  * status_callback) is not looked at; sb_outbound_build checks it. out and err may be NULL.
  * Rules:
- *   - channel one of the three supported;
+ *   - channel one of the five supported;
  *   - to: E.164 ("+" then 8..15 digits, not starting with 0); twilio_whatsapp also "whatsapp:+E164" (any case of
- *     the prefix);
+ *     the prefix); meta_messenger and meta_instagram: the PSID / IGSID, 1..SB_OUTBOUND_MAX_SCOPED_ID digits;
  *   - body: valid UTF-8 without NUL; at most SB_OUTBOUND_TWILIO_MAX_BODY code points (Twilio),
  *     SB_OUTBOUND_META_MAX_TEXT (Meta text) or SB_OUTBOUND_META_MAX_CAPTION (Meta, as the caption of a media);
  *   - something to send: a body, a media URL or a template;
@@ -110,16 +132,34 @@ typedef struct sb_outbound_valid {
  *     decides: jpg/jpeg/png -> image, mp4/3gp -> video, aac/amr/mp3/m4a/ogg/opus -> audio, webp -> sticker, anything
  *     else -> document. Audio and stickers take no caption, so a body with them is refused. Twilio ignores
  *     media_type (it reads the media's Content-Type) but a non-empty one must still be one of the five;
- *   - template: Meta only (Twilio's WhatsApp templates are Content API "ContentSid"s, not supported here); name of
- *     1..SB_OUTBOUND_MAX_TEMPLATE_NAME bytes of [a-z0-9_]; language of 2..15 bytes of letters, '_' and '-';
- *     components, when given, a JSON array of objects of at most SB_OUTBOUND_MAX_COMPONENTS bytes; no body or media
- *     beside it (a template carries its own content).
+ *   - template (template_*): meta_whatsapp only; name of 1..SB_OUTBOUND_MAX_TEMPLATE_NAME bytes of [a-z0-9_];
+ *     language of 2..15 bytes of letters, '_' and '-'; components, when given, a JSON array of objects of at most
+ *     SB_OUTBOUND_MAX_COMPONENTS bytes; no body or media beside it (a template carries its own content);
+ *   - Content API template (content_sid): twilio_sms and twilio_whatsapp only; "HX" + 32 hex digits; variables,
+ *     when given, a JSON object of at most SB_OUTBOUND_MAX_VARIABLES bytes whose keys are non-empty and values
+ *     strings; no body or media beside it (Twilio refuses them together);
+ *   - Messenger and Instagram: a text (Messenger at most SB_OUTBOUND_MESSENGER_MAX_TEXT code points, Instagram
+ *     SB_OUTBOUND_INSTAGRAM_MAX_TEXT bytes) or one attachment, not both (the Send API has no captions); the
+ *     attachment's type from media_type (image, video, audio; document -> file; sticker is refused) or the URL's
+ *     extension (jpg/jpeg/png/gif/webp -> image, mp4/mov/webm/avi/3gp -> video, aac/m4a/mp3/ogg/opus/wav/amr ->
+ *     audio, else file); Instagram takes no file attachments;
+ *   - tag: meta_messenger: HUMAN_AGENT, CONFIRMED_EVENT_UPDATE, POST_PURCHASE_UPDATE or ACCOUNT_UPDATE (the tags
+ *     Meta still honours); meta_instagram: HUMAN_AGENT only; any other channel: none.
  * Returns 0 with out filled; or, with err set:
  *   -ENOTSUP   "unsupported_channel";
  *   SB_EINVAL  "invalid_recipient", "invalid_body" (not UTF-8, NUL, or a caption where none is allowed),
  *              "body_too_long", "empty_message", "too_many_media", "invalid_media_url", "invalid_media_type",
- *              "invalid_template". The first problem found is reported. */
+ *              "invalid_template", "invalid_tag". The first problem found is reported. */
 int sb_outbound_validate(const sb_outbound_msg_t *m, sb_outbound_valid_t *out, sb_outbound_error_t *err);
+
+/* The 24-hour customer-service window: may m (its channel, template, content_sid and tag; nothing else is looked
+ * at) go out when the conversation's last inbound message is since_inbound_ms old (-1: it has none)?
+ *   twilio_sms, and any channel within SB_OUTBOUND_WINDOW_MS: yes;
+ *   meta_whatsapp outside it: only a template; twilio_whatsapp: only a Content API template (content_sid);
+ *   meta_messenger: only with a tag: HUMAN_AGENT within SB_OUTBOUND_HUMAN_AGENT_MS, the other tags at any time;
+ *   meta_instagram: only with HUMAN_AGENT, within SB_OUTBOUND_HUMAN_AGENT_MS.
+ * Returns 0, or SB_EACCES with err set: "outside_window" and a message saying what would go. */
+int sb_outbound_window(const sb_outbound_msg_t *m, int64_t since_inbound_ms, sb_outbound_error_t *err);
 
 /* ---- the request -------------------------------------------------------------------------------------------- */
 
@@ -145,8 +185,8 @@ typedef struct sb_outbound_request {
  * sb_outbound_validate first, so an invalid message never becomes a request. ep may be NULL (defaults).
  * Twilio: POST {base}/2010-04-01/Accounts/{AccountSid, percent-encoded}/Messages.json; headers
  * "Content-Type: application/x-www-form-urlencoded" and "Accept: application/json"; basic_auth "sid:token"; body
- * To, From (or MessagingServiceSid), Body (when not empty), one MediaUrl per media, StatusCallback (when given), in
- * that order, encoded as the WHATWG urlencoded serializer does: A-Z a-z 0-9 * - . _ as they are, space as '+',
+ * To, From (or MessagingServiceSid), Body (when not empty), one MediaUrl per media, or instead of those two
+ * ContentSid and ContentVariables (when given) for a Content API template, StatusCallback (when given), in that order, encoded as the WHATWG urlencoded serializer does: A-Z a-z 0-9 * - . _ as they are, space as '+',
  * every other byte (UTF-8 included) as %XX in upper case — so "+14155550100" is "%2B14155550100". No idempotency
  * header: Twilio's Messages API has none (a resend after UNKNOWN is a second message; see sb_outbound_classify).
  * Meta: POST {base}/{phone_number_id, percent-encoded}/messages; headers "Content-Type: application/json",
@@ -155,6 +195,10 @@ typedef struct sb_outbound_request {
  *    "text":{"preview_url":false,"body":...}}
  *   or "type":"image" (video, audio, document, sticker) with "image":{"link":...[,"caption":...]}
  *   or "type":"template" with "template":{"name":...,"language":{"code":...}[,"components":[...]]}.
+ * Messenger and Instagram: POST {base}/{page or Instagram account id, percent-encoded}/messages, the same headers;
+ *   {"recipient":{"id":"<PSID>"},"messaging_type":"RESPONSE","message":{"text":...}}
+ *   or "message":{"attachment":{"type":"image" (video, audio, file),"payload":{"url":...}}}, and with a tag
+ *   "messaging_type":"MESSAGE_TAG","tag":"HUMAN_AGENT" in place of RESPONSE.
  * Returns 0 with req filled (the caller must call sb_outbound_request_cleanup); or, with req zeroed and err set:
  *   what sb_outbound_validate returns; or SB_EINVAL with
  *   "invalid_config"       a base URL that is not absolute http(s) of printable ASCII without query or fragment;
@@ -237,7 +281,8 @@ typedef struct sb_outbound_result {
  * HTTP answers (res->err == 0):
  *   2xx   Twilio: a JSON object with a string "sid" -> SENT, provider_status from "status"; a status that normalizes
  *         to "failed" or "undelivered" -> FAILED with the sid and "error_code"/"error_message" when present.
- *         Meta: "messages"[0]."id" a string -> SENT, provider_status from "message_status" when present.
+ *         Meta: "messages"[0]."id" a string -> SENT, provider_status from "message_status" when present;
+ *         Messenger / Instagram: "message_id" a string -> SENT.
  *         Anything else (not JSON, no id, an id that is empty, too long or not printable ASCII) -> UNKNOWN
  *         "bad_response": the provider accepted something we cannot name.
  *   429, 408                          -> RETRY, with Retry-After when present
@@ -245,7 +290,8 @@ typedef struct sb_outbound_result {
  *   other 4xx                         -> FAILED with the provider's code and message — except the codes that
  *         name a passing condition, which RETRY: Twilio 20429 (too many requests), 21611 (the sender's queue is full),
  *         63017 (account rate limit); Meta 1 (unknown, possibly temporary), 2 (service temporarily unavailable),
- *         4 (application rate limit), 80007 (WhatsApp Business Account rate limit), 130429 (throughput limit),
+ *         4 (application rate limit), 613 (the Send API's calls per second exceeded), 80007 (WhatsApp Business
+ *         Account rate limit), 130429 (throughput limit),
  *         131056 (pair rate limit). Meta answers its throttling with 400, not 429, hence the list. Meta 131048
  *         (spam rate limit) is a quality restriction that minutes of backoff do not lift: FAILED.
  *   3xx                               -> FAILED "http_3xx" (a misconfigured base URL; retrying repeats it)

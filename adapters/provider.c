@@ -175,25 +175,34 @@ struct sb_http_client *sb_provider_client(sb_provider_t *p)
     return p->client;
 }
 
+/* Whether the channel type sends through Meta's Graph API (else Twilio's). */
+static bool is_meta(sb_channel_type_t type)
+{
+    return type == SB_CH_META_WHATSAPP || type == SB_CH_META_MESSENGER || type == SB_CH_META_INSTAGRAM;
+}
+
 static sb_breaker_t *breaker_of(sb_provider_t *p, sb_channel_type_t type)
 {
-    return &p->breakers[type == SB_CH_META_WHATSAPP];
+    return &p->breakers[is_meta(type)];
 }
 
 static const char *endpoint_name(sb_channel_type_t type)
 {
-    return type == SB_CH_META_WHATSAPP ? "Meta" : "Twilio";
+    return is_meta(type) ? "Meta" : "Twilio";
 }
 
 /* ---- the message as outbound.c takes it ---------------------------------------------------------------------- */
 
-/* What a request's JSON fields hold, parsed once: the media URLs, the template's parts. */
+/* What a request's JSON fields hold, parsed once: the media URLs, the template's parts. template_json is the
+ * message's framing for the provider, as the front door stored it: a Meta template {"name","language",
+ * "components"}, a Twilio Content API template {"content_sid","variables"}, or a Messenger / Instagram message tag
+ * {"tag"}. */
 typedef struct parts {
     json_t *media, *tpl;
     sb_str_t urls[SB_OUTBOUND_MAX_MEDIA];
     size_t nurls;
-    char *components;
-    const char *name, *language;
+    char *components, *variables;
+    const char *name, *language, *content_sid, *tag;
 } parts_t;
 
 static void parts_open(parts_t *x, const sb_send_request_t *req)
@@ -210,11 +219,15 @@ static void parts_open(parts_t *x, const sb_send_request_t *req)
     if (req->template_json)
         x->tpl = json_loads(req->template_json, 0, NULL);
     json_t *lang = json_object_get(x->tpl, "language"), *comps = json_object_get(x->tpl, "components");
+    json_t *vars = json_object_get(x->tpl, "variables");
     x->components = comps ? json_dumps(comps, JSON_COMPACT) : NULL;
+    x->variables = vars ? json_dumps(vars, JSON_COMPACT) : NULL;
     x->name = json_string_value(json_object_get(x->tpl, "name"));
+    x->content_sid = json_string_value(json_object_get(x->tpl, "content_sid"));
+    x->tag = json_string_value(json_object_get(x->tpl, "tag"));
     x->language = json_is_string(lang) ? json_string_value(lang) : json_string_value(json_object_get(lang, "code"));
     if (!x->language)
-        x->language = x->tpl ? "en_US" : "";
+        x->language = x->name ? "en_US" : "";
 }
 
 static void parts_close(parts_t *x)
@@ -222,6 +235,7 @@ static void parts_close(parts_t *x)
     json_decref(x->media);
     json_decref(x->tpl);
     free(x->components);
+    free(x->variables);
 }
 
 static void msg_of(sb_outbound_msg_t *m, sb_channel_type_t type, const sb_send_request_t *req, const parts_t *x)
@@ -233,7 +247,10 @@ static void msg_of(sb_outbound_msg_t *m, sb_channel_type_t type, const sb_send_r
                              .nmedia = x->nurls,
                              .template_name = sb_str_cstr(x->name ? x->name : ""),
                              .template_language = sb_str_cstr(x->language),
-                             .template_components = sb_str_cstr(x->components ? x->components : "")};
+                             .template_components = sb_str_cstr(x->components ? x->components : ""),
+                             .content_sid = sb_str_cstr(x->content_sid ? x->content_sid : ""),
+                             .content_variables = sb_str_cstr(x->variables ? x->variables : ""),
+                             .tag = sb_str_cstr(x->tag ? x->tag : "")};
 }
 
 static int port_check(void *ctx, sb_channel_type_t type, const sb_send_request_t *req, char *to, size_t to_cap,
@@ -255,6 +272,29 @@ static int port_check(void *ctx, sb_channel_type_t type, const sb_send_request_t
     }
     snprintf(to, to_cap, "%s", valid.to);
     return 0;
+}
+
+/* The 24-hour window for a send (see the port in actors/ports.h): channels without one answer 0 without parsing the
+ * request; the others parse its framing (template, content sid, tag) and ask sb_outbound_window. */
+static int port_window(void *ctx, sb_channel_type_t type, const sb_send_request_t *req, int64_t since_inbound_ms,
+                       const char **code, char *message, size_t message_cap)
+{
+    (void)ctx;
+    if (type != SB_CH_META_WHATSAPP && type != SB_CH_TWILIO_WHATSAPP && type != SB_CH_META_MESSENGER &&
+        type != SB_CH_META_INSTAGRAM)
+        return 0; /* (no window: nothing to parse) */
+    parts_t x;
+    parts_open(&x, req);
+    sb_outbound_msg_t m;
+    msg_of(&m, type, req, &x);
+    sb_outbound_error_t err;
+    int rc = sb_outbound_window(&m, since_inbound_ms, &err);
+    parts_close(&x);
+    if (rc < 0) {
+        *code = err.code;
+        snprintf(message, message_cap, "%s", err.message);
+    }
+    return rc;
 }
 
 /* ---- a send ----------------------------------------------------------------------------------------------------- */
@@ -289,7 +329,7 @@ static void answered(void *arg, const sb_http_client_res_t *res)
         else
             sb_log_info("provider: %s endpoint answers again: circuit closed", endpoint_name(j->type));
         sb_metrics_t *m = j->p->m;
-        int e = j->type == SB_CH_META_WHATSAPP;
+        int e = is_meta(j->type);
         sb_gauge_add(&m->breaker_open[e], (b->state != SB_BREAKER_CLOSED) - sb_gauge_get(&m->breaker_open[e]));
     }
     sb_send_outcome_t o = {.retry_after_s = r.retry_after_s,
@@ -474,5 +514,6 @@ static uint64_t port_held_ms(void *ctx, sb_channel_type_t type)
 void sb_provider_port(sb_provider_t *p, sb_provider_port_t *out)
 {
     *out = (sb_provider_port_t){
-        .ctx = p, .call = port_call, .check = port_check, .send = port_send, .held_ms = port_held_ms};
+        .ctx = p, .call = port_call, .check = port_check, .send = port_send, .held_ms = port_held_ms,
+        .window = port_window};
 }

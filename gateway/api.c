@@ -626,6 +626,55 @@ static bool str_field(json_t *o, const char *name, sb_str_t *out)
     return true;
 }
 
+/* What is wrong with the shape of a send's "template", or NULL. Two kinds: a Meta template {"name", "language"
+ * (a code, or {"code"}), "components" (an array)?} for WhatsApp Cloud, and a Twilio Content API template
+ * {"content_sid", "variables" (an object of strings)?}; nothing else beside their members. The channel's rules
+ * (which kind, the name's and sid's form) are checked by its session (adapters/outbound). */
+static const char *template_problem(json_t *tpl)
+{
+    static const char *const meta_keys[] = {"name", "language", "components", NULL};
+    static const char *const twilio_keys[] = {"content_sid", "variables", NULL};
+    if (!json_is_object(tpl))
+        return "'template' must be an object: {\"name\",\"language\",\"components\"} (Meta) or "
+               "{\"content_sid\",\"variables\"} (Twilio)";
+    json_t *name = json_object_get(tpl, "name"), *sid = json_object_get(tpl, "content_sid");
+    if (name && sid)
+        return "'template' takes a 'name' (Meta) or a 'content_sid' (Twilio), not both";
+    const char *const *allowed = sid ? twilio_keys : meta_keys;
+    const char *key;
+    json_t *v;
+    json_object_foreach(tpl, key, v)
+    {
+        size_t i = 0;
+        while (allowed[i] && strcmp(allowed[i], key) != 0)
+            i++;
+        if (!allowed[i])
+            return sid ? "'template' (Content API) takes only 'content_sid' and 'variables'"
+                       : "'template' (Meta) takes only 'name', 'language' and 'components'";
+    }
+    if (sid) {
+        json_t *vars = json_object_get(tpl, "variables");
+        if (!json_is_string(sid))
+            return "'template.content_sid' must be a string";
+        if (vars && !json_is_object(vars))
+            return "'template.variables' must be an object of strings";
+        json_object_foreach(vars, key, v)
+        {
+            if (!json_is_string(v))
+                return "'template.variables' must be an object of strings";
+        }
+        return NULL;
+    }
+    json_t *lang = json_object_get(tpl, "language"), *comps = json_object_get(tpl, "components");
+    if (!json_is_string(name))
+        return "'template' must have a 'name' (Meta) or a 'content_sid' (Twilio)";
+    if (lang && !json_is_string(lang) && !(json_is_object(lang) && json_is_string(json_object_get(lang, "code"))))
+        return "'template.language' must be a language code or {\"code\"}";
+    if (comps && !json_is_array(comps))
+        return "'template.components' must be an array";
+    return NULL;
+}
+
 static void post_message(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t *p)
 {
     const char *tenant = p->tenant_s;
@@ -657,11 +706,13 @@ static void post_message(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t
         bad = "'media_url' must be a string";
     else if (!bad && !str_field(j, "idempotency_key", &send.idempotency_key))
         bad = "'idempotency_key' must be a string";
-    else if (!bad && tpl && !json_is_null(tpl) &&
-             (!json_is_object(tpl) || !json_is_string(json_object_get(tpl, "name"))))
-        bad = "'template' must be an object with a 'name'";
+    else if (!bad && !str_field(j, "tag", &send.tag))
+        bad = "'tag' must be a string";
+    const char *code = "invalid_request";
+    if (!bad && tpl && !json_is_null(tpl) && (bad = template_problem(tpl)))
+        code = "invalid_template";
     if (bad) {
-        sb_http_respond_error(req, 400, "invalid_request", bad);
+        sb_http_respond_error(req, 400, code, bad);
         json_decref(j);
         return;
     }

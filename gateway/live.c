@@ -510,7 +510,7 @@ static void sent(void *arg, int status, const char *code, const char *message, c
 typedef struct send_wait {
     client_t *c;
     int64_t channel;
-    char *to, *body, *media_url, *key;
+    char *to, *body, *media_url, *key, *tag;
 } send_wait_t;
 
 static char *dup_opt(sb_str_t v)
@@ -528,6 +528,7 @@ static void send_wait_free(send_wait_t *w)
     free(w->to);
     free(w->body);
     free(w->media_url);
+    free(w->tag);
     free(w->key);
     free(w);
 }
@@ -552,6 +553,7 @@ static void send_limited(void *arg, const char *limit, uint64_t retry_ms)
                           .to = opt_str(w->to),
                           .body = opt_str(w->body),
                           .media_url = opt_str(w->media_url),
+                          .tag = opt_str(w->tag),
                           .idempotency_key = opt_str(s->key),
                           .priority = SB_PRIORITY_INTERACTIVE};
         sb_sends_accept(&send, sent, s);
@@ -574,6 +576,7 @@ static void on_send(client_t *c, const sb_inbox_op_t *op)
                        .to = dup_opt(op->to),
                        .body = dup_opt(op->body),
                        .media_url = dup_opt(op->media_url),
+                       .tag = dup_opt(op->tag),
                        .key = dup_opt(op->idempotency_key)};
     sb_rl_ask_t ask = {.tenant = c->tenant, .key_id = c->key_id, .addr = c->addr, .families = SB_RL_SEND,
                        .limits = *c->limits};

@@ -18,9 +18,16 @@
 
 /* ---- checks that need no database ----------------------------------------------------------------------------- */
 
-/* "+" and 8 to 15 digits, the first not 0 (E.164), optionally after "whatsapp:". */
+/* "+" and 8 to 15 digits, the first not 0 (E.164), optionally after "whatsapp:"; or 1 to 32 digits (a Messenger
+ * PSID or Instagram IGSID: which one a channel takes, its session checks). */
 static bool is_recipient(sb_str_t to)
 {
+    if (to.len >= 1 && to.len <= 32 && to.p[0] >= '0' && to.p[0] <= '9') {
+        for (size_t i = 0; i < to.len; i++)
+            if (to.p[i] < '0' || to.p[i] > '9')
+                return false;
+        return true;
+    }
     if (sb_str_has_prefix(to, SB_STR("whatsapp:")))
         to = sb_str(to.p + 9, to.len - 9);
     if (to.len < 9 || to.len > 16 || to.p[0] != '+' || to.p[1] == '0')
@@ -57,7 +64,21 @@ const char *sb_sends_check(const sb_send_t *s, const char **code)
     *code = "invalid_request";
     if (!s->to.len || !is_recipient(s->to)) {
         *code = "invalid_recipient";
-        return "'to' must be an E.164 number such as +14155550100 (or whatsapp:+14155550100)";
+        return "'to' must be an E.164 number such as +14155550100 (or whatsapp:+14155550100), or the PSID / IGSID "
+               "of a Messenger or Instagram customer";
+    }
+    if (s->tag.p) {
+        bool ok = s->tag.len > 0 && s->tag.len <= 64;
+        for (size_t i = 0; ok && i < s->tag.len; i++)
+            ok = (s->tag.p[i] >= 'A' && s->tag.p[i] <= 'Z') || s->tag.p[i] == '_';
+        if (!ok) {
+            *code = "invalid_tag";
+            return "'tag' must be a Messenger message tag such as HUMAN_AGENT";
+        }
+        if (s->template_json.len) {
+            *code = "invalid_tag";
+            return "a message takes a 'template' or a 'tag', not both";
+        }
     }
     if (!s->body.len && !s->media_url.len && !s->template_json.len)
         return "a message needs 'body', 'media_url' or 'template'";
@@ -150,6 +171,11 @@ void sb_sends_accept(const sb_send_t *send, sb_sends_fn cb, void *arg)
     }
     j->req.template_json =
         send->template_json.len ? sb_strndup(send->template_json.p, send->template_json.len) : NULL;
+    if (send->tag.len) { /* (checked: no template beside it) */
+        json_t *t = json_pack("{s:s%}", "tag", send->tag.p, send->tag.len);
+        j->req.template_json = json_dumps(t, JSON_COMPACT);
+        json_decref(t);
+    }
     j->req.idempotency_key =
         send->idempotency_key.p ? sb_strndup(send->idempotency_key.p, send->idempotency_key.len) : NULL;
     j->req.priority = send->priority;

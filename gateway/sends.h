@@ -20,19 +20,25 @@
 typedef struct sb_send {
     int64_t tenant, channel;
     sb_str_t to, body, media_url, template_json, idempotency_key; /* absent = {NULL, 0} */
+    sb_str_t tag;             /* Messenger / Instagram message tag (HUMAN_AGENT, ...), or absent: carried to the
+                               * provider in template_json as {"tag": ...}, so a template and a tag exclude each
+                               * other */
     sb_priority_t priority;   /* normal for REST, interactive for the inbox */
     int64_t send_at_ms;       /* Unix ms; 0: at once */
     sb_str_t fallback_json;   /* {"channels": [id, ...], "after_s": N}, or absent */
 } sb_send_t;
 
 /* The outcome, on the shard that called sb_sends_accept. status: 202 with id (decimal text, borrowed for the call)
- * and created (false when the idempotency key named an earlier message), or 400 / 404 / 503 with an error code and
- * message for the client (borrowed for the call). */
+ * and created (false when the idempotency key named an earlier message), or 400 / 404 / 422 (outside_window: Meta's
+ * 24-hour customer-service window is closed for this message) / 503 with an error code and message for the client
+ * (borrowed for the call). */
 typedef void (*sb_sends_fn)(void *arg, int status, const char *code, const char *message, const char *id,
                             bool created);
 
-/* Checks the fields that need no database (recipient, body length and UTF-8, media URL, key length). Returns NULL,
- * or a static message naming the first bad field, with *code set to the error code. */
+/* Checks the fields that need no database (recipient, body length and UTF-8, media URL, key length, tag). The
+ * recipient is checked for its form only: an E.164 number ("whatsapp:" allowed) or the digits of a PSID / IGSID;
+ * the channel's session checks it against the channel's type. Returns NULL, or a static message naming the first bad
+ * field, with *code set to the error code. */
 const char *sb_sends_check(const sb_send_t *send, const char **code);
 
 /* From a shard thread: checks send (borrowed; copied before return) and commits it on the tenant's shard. Calls cb

@@ -1,4 +1,5 @@
-/* mock-provider: Twilio's Messages API, Meta's WhatsApp Cloud messages endpoint and Twilio voice (the Calls API,
+/* mock-provider: Twilio's Messages API, Meta's WhatsApp Cloud and Messenger / Instagram Send API messages endpoints,
+ * the 24-hour customer-service window (when told to keep it), and Twilio voice (the Calls API,
  * simulated incoming calls with their Media Streams, an echo voice app: ops/mock_voice.c) on one libuv loop, for
  * offline use (`make run`), the integration tests and the send and voice benchmarks (API.md "Mock provider").
  *
@@ -15,8 +16,13 @@
  * POST /2010-04-01/Accounts/{AccountSid}/Messages.json        (Twilio; form body)
  *   Basic auth AccountSid:AuthToken required, user == {AccountSid}, any non-empty token; else 401
  *   {"code":20003,"message":"Authenticate","more_info":...,"status":401}. Params: To, From or MessagingServiceSid,
- *   Body and/or MediaUrl (repeatable), StatusCallback. Missing To: 400 code 21604; missing From and
- *   MessagingServiceSid: 400 code 21603; neither Body nor MediaUrl: 400 code 21602. Success: 201 with a message
+ *   Body and/or MediaUrl (repeatable), or ContentSid ("HX" + 32 hex, else 400 code 21655) with ContentVariables (a
+ *   JSON object, else 400 code 21656) for a Content API template, StatusCallback. Missing To: 400 code 21604;
+ *   missing From and MessagingServiceSid: 400 code 21603; neither Body, MediaUrl nor ContentSid: 400 code 21602.
+ *   With the window kept (behaviour "window"), a From of "whatsapp:..." without ContentSid outside the 24 hours is
+ *   refused 400 code 63016 (Twilio reports that one in the status callback of a message it queued; the mock answers
+ *   at once, and records it). A ContentSid send is recorded with "content_sid" and "content_variables" (the JSON
+ *   text as given, or null). Success: 201 with a message
  *   resource (sid "SM" + 32 hex, account_sid, to, from, body, status "queued" — "accepted" when sent through a
  *   MessagingServiceSid without From, as Twilio does —, num_segments (GSM-7 or UCS-2), num_media, date_created,
  *   uri, ...). The sender is From (or MessagingServiceSid).
@@ -28,7 +34,23 @@
  *   "text"): text needs text.body, image needs image.link or image.id, template needs template.name; other types
  *   pass as they are. Malformed: 400 with code 100. Success: 200 {"messaging_product":"whatsapp","contacts":
  *   [{"input":to,"wa_id":to's digits}],"messages":[{"id":"wamid.<random>"}]} (plus "message_status":"accepted"
- *   for templates). The sender is {phone_number_id}.
+ *   for templates). The sender is {phone_number_id}. A template is recorded with "template" (the object as sent).
+ *   With the window kept, a message other than a template outside the 24 hours is refused 400 code 131047
+ *   "Re-engagement message" (error_data.details says why; the Cloud API reports it in a failed status webhook, the
+ *   mock answers at once, and records it).
+ *   A body with "recipient" and no "messaging_product" is the Send API of Messenger and Instagram (same path,
+ *   {id} the page or Instagram account id, the sender): recipient.id (the PSID / IGSID), messaging_type RESPONSE,
+ *   UPDATE or MESSAGE_TAG, tag (with MESSAGE_TAG only: HUMAN_AGENT, CONFIRMED_EVENT_UPDATE, POST_PURCHASE_UPDATE,
+ *   ACCOUNT_UPDATE), message.text or message.attachment {type image/video/audio/file, payload.url} (one of the two);
+ *   else 400 code 100. Success: 200 {"recipient_id","message_id":"m_<random>"}; recorded with "messaging_type" and
+ *   "tag" (type = text or the attachment's type). With the window kept, outside the 24 hours only MESSAGE_TAG goes
+ *   (HUMAN_AGENT only within 7 days of the customer's message); else 400 {"error":{"message":"(#10) This message is
+ *   sent outside of allowed window.","type":"OAuthException","code":10,"error_subcode":2018278,...}}, recorded.
+ *
+ * The 24-hour window is off unless a behaviour says "window":true (existing senders, tests and benchmarks send
+ * free-form to numbers that never wrote). The mock cannot see the customers' messages (they go from Meta or Twilio
+ * to the gateway, which the mock does not sit in front of): POST /_mock/inbound tells it, and a test that posts an
+ * inbound webhook to the gateway tells the mock the same.
  *
  * A send is "received" (recorded and counted) once it is authenticated and well-formed, whether the behaviour then
  * makes it fail or not. Validation and authentication errors are answered and not recorded.
@@ -130,6 +152,7 @@
  *      "callback_delay_ms":100,           before each callback (default 0)
  *      "callback_error_code":30008,       ErrorCode (Twilio) or errors[0].code (Meta) of failed/undelivered
  *                                         callbacks (default 30008 for Twilio, 131026 for Meta)
+ *      "window":true,                     keep the 24-hour customer-service window (above; default false)
  *      "clear":true}                      with "sender": drop that sender's own behaviour first (it then follows
  *                                         the global one); without: reset the global behaviour to the defaults
  *   A sender's own behaviour, once it has one, replaces the global behaviour for it entirely; it starts from the
@@ -146,7 +169,12 @@
  *     "max_per_second":M}},"callbacks":{"posted":N,"ok":N,"failed":N,"pending":N}}
  *   max_per_second is the largest number of sends of that sender in any sliding one-second window (pacing checks).
  *   accepted = answered 2xx, failed = answered with an injected failure.
- * POST /_mock/reset  forgets every record, count and behaviour, and drops the callbacks not yet posted. {"ok":true}
+ * POST /_mock/inbound {"sender":"..","user":"..","ago_s":0}   the customer `user` wrote to `sender` ago_s seconds ago
+ *   (0..1 year; default now): the window's start for that pair. sender: a page / IG account id, phone_number_id or
+ *   Twilio From; user: the PSID / IGSID or number. "whatsapp:" and a leading '+' are ignored on both, so
+ *   "whatsapp:+1555..." and "1555..." name the same. 200 {"ok":true}; 400 for a missing or unknown field.
+ * POST /_mock/reset  forgets every record, count, behaviour and customer message, and drops the callbacks not yet
+ *   posted. {"ok":true}
  *
  * In a query, a sender is percent-encoded ("%2B1555..."); a value starting with a space (an unencoded "+") is read
  * with "+" in its place.
@@ -208,6 +236,7 @@ typedef struct behaviour {
     int ncallbacks;
     long callback_delay_ms;
     long callback_error_code;               /* 0 = the provider's default */
+    bool window;                            /* enforce the 24-hour customer-service window */
 } behaviour_t;
 
 static const behaviour_t behaviour_default = {.fail_status = 500, .retry_after = -1};
@@ -229,6 +258,7 @@ typedef struct record {
     sender_t *sender;
     uint64_t t_us;
     char *to, *body, *media, *id; /* media: URLs separated by '\n', or NULL; id NULL for failures */
+    char *extra;                  /* more members of its JSON (",\"tag\":..."), or NULL */
     char type[16];
     int status;
     enum provider provider;
@@ -432,6 +462,7 @@ static void record_clear(record_t *r)
     free(r->body);
     free(r->media);
     free(r->id);
+    free(r->extra);
     memset(r, 0, sizeof *r);
 }
 
@@ -462,6 +493,96 @@ static void record_add(sender_t *s, enum provider p, const char *type, uint64_t 
                     .provider = p};
     snprintf(r->type, sizeof r->type, "%s", type);
 }
+
+/* Gives the newest record (the one record_add just kept) more members for its JSON; takes extra. */
+static void record_extra(char *extra)
+{
+    record_t *r = &ring[(ring_head + ring_len - 1) % opt.max_records];
+    free(r->extra);
+    r->extra = extra;
+}
+
+/* ---- the 24-hour customer-service window -----------------------------------------------------------------------
+ * What the mock knows of customers' messages: POST /_mock/inbound tells it (a test posts the matching webhook to the
+ * gateway itself). Keyed by (sender, user), each without "whatsapp:" and a leading '+', so that a Twilio From/To,
+ * a Meta phone_number_id and a WhatsApp number written either way name the same pair. */
+
+typedef struct inbound {
+    struct inbound *next;
+    char *key;       /* sender '\n' user */
+    int64_t at_us;   /* now_us() clock (before its start for an old message: may be negative) */
+} inbound_t;
+
+static inbound_t *inbounds[SENDER_BUCKETS];
+
+/* Appends the pair's key to b: sender '\n' user, each without "whatsapp:" and a leading '+'. */
+static void inbound_key(sb_buf_t *b, sb_str_t sender, sb_str_t user)
+{
+    sb_str_t parts[2] = {sender, user};
+    for (int i = 0; i < 2; i++) {
+        sb_str_t x = parts[i];
+        if (x.len >= 9 && strncasecmp(x.p, "whatsapp:", 9) == 0)
+            x = sb_str(x.p + 9, x.len - 9);
+        if (x.len && x.p[0] == '+')
+            x = sb_str(x.p + 1, x.len - 1);
+        if (i)
+            sb_buf_puts(b, "\n");
+        sb_buf_append_str(b, x);
+    }
+}
+
+/* The slot of (sender, user) in its hash chain: where its entry is, or where a new one goes (*slot NULL). key
+ * (caller's, empty) receives the pair's key. */
+static inbound_t **inbound_slot(sb_str_t sender, sb_str_t user, sb_buf_t *key)
+{
+    inbound_key(key, sender, user);
+    inbound_t **pp = &inbounds[hash_name(sb_str(key->p, key->len))];
+    while (*pp && strcmp((*pp)->key, sb_buf_cstr(key)) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* How long ago (µs) user last wrote to sender, or -1 when never. */
+static int64_t inbound_age_us(sb_str_t sender, sb_str_t user)
+{
+    sb_buf_t key;
+    sb_buf_init(&key);
+    inbound_t *in = *inbound_slot(sender, user, &key);
+    sb_buf_cleanup(&key);
+    if (!in)
+        return -1;
+    int64_t age = (int64_t)now_us() - in->at_us;
+    return age > 0 ? age : 0;
+}
+
+/* user wrote to sender ago_us ago: remembered (replacing what was known of the pair). */
+static void inbound_note(sb_str_t sender, sb_str_t user, uint64_t ago_us)
+{
+    sb_buf_t key;
+    sb_buf_init(&key);
+    inbound_t **pp = inbound_slot(sender, user, &key);
+    if (!*pp) {
+        *pp = sb_calloc(1, sizeof **pp);
+        (*pp)->key = sb_strndup(key.p, key.len);
+    }
+    (*pp)->at_us = (int64_t)now_us() - (int64_t)ago_us;
+    sb_buf_cleanup(&key);
+}
+
+/* Forgets every customer's message (reset). */
+static void inbounds_clear(void)
+{
+    for (size_t b = 0; b < SENDER_BUCKETS; b++)
+        while (inbounds[b]) {
+            inbound_t *in = inbounds[b];
+            inbounds[b] = in->next;
+            free(in->key);
+            free(in);
+        }
+}
+
+#define WINDOW_US (24ull * 3600 * 1000000)
+#define HUMAN_AGENT_US (7ull * 24 * 3600 * 1000000)
 
 /* ---- answers, now or later ------------------------------------------------------------------------------------ */
 
@@ -539,6 +660,26 @@ static void meta_error(int code, const char *type, const char *message)
     sb_buf_puts(&out, "{\"error\":{\"message\":\"");
     sb_buf_json_escape(&out, sb_str_cstr(message));
     sb_buf_printf(&out, "\",\"type\":\"%s\",\"code\":%d,\"fbtrace_id\":\"A%s\"}}", type, code, trace);
+}
+
+/* A Meta error with an error_subcode (0: none) and error_data.details (NULL: none), as the Graph API writes them. */
+static void meta_error_full(int code, int subcode, const char *message, const char *details)
+{
+    char trace[24];
+    random_hex(trace, 23);
+    trace[23] = '\0';
+    out.len = 0;
+    sb_buf_puts(&out, "{\"error\":{\"message\":\"");
+    sb_buf_json_escape(&out, sb_str_cstr(message));
+    sb_buf_printf(&out, "\",\"type\":\"OAuthException\",\"code\":%d", code);
+    if (subcode)
+        sb_buf_printf(&out, ",\"error_subcode\":%d", subcode);
+    if (details) {
+        sb_buf_puts(&out, ",\"error_data\":{\"messaging_product\":\"whatsapp\",\"details\":\"");
+        sb_buf_json_escape(&out, sb_str_cstr(details));
+        sb_buf_puts(&out, "\"}");
+    }
+    sb_buf_printf(&out, ",\"fbtrace_id\":\"A%s\"}}", trace);
 }
 
 static void respond_twilio_error(sb_http_req_t *req, int status, int code, const char *message)
@@ -815,7 +956,8 @@ static void handle_twilio(sb_http_req_t *req, sb_str_t path)
     }
     const sb_form_pair_t *to = sb_form_find_cstr(&f, "To"), *from = sb_form_find_cstr(&f, "From"),
                          *mss = sb_form_find_cstr(&f, "MessagingServiceSid"), *body = sb_form_find_cstr(&f, "Body"),
-                         *cb = sb_form_find_cstr(&f, "StatusCallback");
+                         *cb = sb_form_find_cstr(&f, "StatusCallback"),
+                         *csid = sb_form_find_cstr(&f, "ContentSid"), *cvars = sb_form_find_cstr(&f, "ContentVariables");
     sb_buf_t media;
     sb_buf_init(&media);
     size_t nmedia = 0;
@@ -830,12 +972,36 @@ static void handle_twilio(sb_http_req_t *req, sb_str_t path)
         from = NULL;
     if (mss && !mss->value.len)
         mss = NULL;
+    if (csid && !csid->value.len)
+        csid = NULL;
+    bool csid_ok = csid && csid->value.len == 34 && csid->value.p[0] == 'H' && csid->value.p[1] == 'X';
+    for (size_t i = 2; csid_ok && i < 34; i++)
+        csid_ok = strchr("0123456789abcdefABCDEF", csid->value.p[i]) != NULL;
+    json_t *vars = cvars ? json_loadb(cvars->value.p, cvars->value.len, 0, NULL) : NULL;
+    bool vars_ok = !cvars || json_is_object(vars);
+    json_decref(vars);
+    bool wa = from && from->value.len >= 9 && strncasecmp(from->value.p, "whatsapp:", 9) == 0;
+    int64_t age = -1;
     if (!to || !to->value.len) {
         respond_twilio_error(req, 400, 21604, "A 'To' phone number is required.");
     } else if (!from && !mss) {
         respond_twilio_error(req, 400, 21603, "A 'From' phone number is required.");
-    } else if ((!body || !body->value.len) && !nmedia) {
+    } else if ((!body || !body->value.len) && !nmedia && !csid) {
         respond_twilio_error(req, 400, 21602, "Message body is required.");
+    } else if (csid && !csid_ok) {
+        respond_twilio_error(req, 400, 21655, "The ContentSid is Invalid.");
+    } else if (!vars_ok) {
+        respond_twilio_error(req, 400, 21656, "The ContentVariables Parameter is invalid.");
+    } else if (wa && !csid && behaviour_of(sender_find(from->value, true))->window &&
+               ((age = inbound_age_us(from->value, to->value)) < 0 || (uint64_t)age >= WINDOW_US)) {
+        /* (Twilio reports 63016 in the status callback of a message it queued; the mock answers it at once) */
+        sender_t *s = sender_find(from->value, true);
+        record_add(s, P_TWILIO, "message", now_us(), dup_str(to->value),
+                   dup_str(utf8_prefix(body ? body->value : SB_STR(""), BODY_KEEP)),
+                   nmedia ? dup_str(sb_str(media.p, media.len)) : NULL, NULL, 400);
+        twilio_error(63016, "Failed to send freeform message because you are outside the allowed window. If you are "
+                            "using WhatsApp, please use a Message Template.", 400);
+        answer(req, 400, behaviour_of(s)->delay_ms, -1);
     } else {
         sb_str_t sender_name = from ? from->value : mss->value;
         sb_str_t text = body ? body->value : SB_STR("");
@@ -881,6 +1047,19 @@ static void handle_twilio(sb_http_req_t *req, sb_str_t path)
                           msid);
             record_add(s, P_TWILIO, "message", t, dup_str(to->value), dup_str(utf8_prefix(text, BODY_KEEP)),
                        nmedia ? dup_str(sb_str(media.p, media.len)) : NULL, sb_strdup(msid), 201);
+            if (csid) { /* a Content API template: its sid and variables (JSON text) as given */
+                sb_buf_t x;
+                sb_buf_init(&x);
+                sb_buf_puts(&x, ",\"content_sid\":");
+                sb_buf_json_str(&x, csid->value);
+                sb_buf_puts(&x, ",\"content_variables\":");
+                if (cvars)
+                    sb_buf_json_str(&x, cvars->value);
+                else
+                    sb_buf_puts(&x, "null");
+                record_extra(sb_strndup(x.p, x.len));
+                sb_buf_cleanup(&x);
+            }
             if (cb && cb->value.len && b->ncallbacks)
                 job_start(b, P_TWILIO, dup_str(cb->value), dup_str(token), dup_str(sid),
                           dup_str(from ? from->value : mss->value), dup_str(to->value), sb_strdup(msid));
@@ -1016,6 +1195,91 @@ static const char *jstr(const json_t *o, const char *key)
     return json_is_string(v) && json_string_length(v) ? json_string_value(v) : NULL;
 }
 
+static const char *const fb_tags[] = {"HUMAN_AGENT", "CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE",
+                                      "ACCOUNT_UPDATE", NULL};
+
+/* Whether s (NULL: no) is one of list's strings (NULL-terminated). */
+static bool in_cstr_list(const char *s, const char *const *list)
+{
+    for (; s && *list; list++)
+        if (strcmp(s, *list) == 0)
+            return true;
+    return false;
+}
+
+/* The Messenger Platform's Send API (Messenger and Instagram): POST /{page or IG account id}/messages with
+ * {"recipient":{"id"},"messaging_type","tag"?,"message":{"text"} or {"attachment":{"type","payload":{"url"}}}}. j is
+ * the parsed body (borrowed). */
+static void handle_fb(sb_http_req_t *req, sb_str_t account, json_t *j)
+{
+    const json_t *recipient = json_object_get(j, "recipient"), *msg = json_object_get(j, "message");
+    const json_t *att = json_object_get(msg, "attachment");
+    const char *rid = jstr(recipient, "id"), *mtype = jstr(j, "messaging_type"), *tag = jstr(j, "tag");
+    const char *text = jstr(msg, "text"), *atype = jstr(att, "type");
+    const char *url = jstr(json_object_get(att, "payload"), "url");
+    char problem[128] = "";
+    if (!rid)
+        snprintf(problem, sizeof problem, "(#100) The parameter recipient is required");
+    else if (!mtype || (strcmp(mtype, "RESPONSE") != 0 && strcmp(mtype, "UPDATE") != 0 &&
+                        strcmp(mtype, "MESSAGE_TAG") != 0))
+        snprintf(problem, sizeof problem, "(#100) param messaging_type must be one of {RESPONSE, UPDATE, "
+                                          "MESSAGE_TAG}");
+    else if (strcmp(mtype, "MESSAGE_TAG") == 0 ? !in_cstr_list(tag, fb_tags) : tag != NULL)
+        snprintf(problem, sizeof problem, "(#100) Param tag must be one of {HUMAN_AGENT, CONFIRMED_EVENT_UPDATE, "
+                                          "POST_PURCHASE_UPDATE, ACCOUNT_UPDATE} with MESSAGE_TAG");
+    else if (!json_is_object(msg) || (text ? att != NULL : !att))
+        snprintf(problem, sizeof problem, "(#100) Must send either message text or an attachment");
+    else if (att && (!url || !atype || (strcmp(atype, "image") != 0 && strcmp(atype, "video") != 0 &&
+                                        strcmp(atype, "audio") != 0 && strcmp(atype, "file") != 0)))
+        snprintf(problem, sizeof problem, "(#100) param message[attachment] must have a type (image, video, "
+                                          "audio, file) and payload[url]");
+    if (problem[0]) {
+        respond_meta_error(req, 400, 100, problem);
+        return;
+    }
+    uint64_t t = now_us();
+    sender_t *s = sender_find(account, true);
+    behaviour_t *b = behaviour_of(s);
+    const char *type = att ? atype : "text";
+    sb_buf_t x;
+    sb_buf_init(&x);
+    sb_buf_printf(&x, ",\"messaging_type\":\"%s\",\"tag\":", mtype);
+    sb_buf_json_cstr(&x, tag);
+    char *rec_body = dup_str(utf8_prefix(sb_str_cstr(text ? text : ""), BODY_KEEP));
+    char *rec_media = url ? sb_strdup(url) : NULL;
+    int64_t age = b->window ? inbound_age_us(account, sb_str_cstr(rid)) : 0;
+    bool open = age >= 0 && (uint64_t)age < WINDOW_US;
+    bool tagged = tag && (strcmp(tag, "HUMAN_AGENT") != 0 || (age >= 0 && (uint64_t)age < HUMAN_AGENT_US));
+    if (b->window && !open && !tagged) {
+        meta_error_full(10, 2018278, "(#10) This message is sent outside of allowed window.", NULL);
+        record_add(s, P_META, type, t, sb_strdup(rid), rec_body, rec_media, NULL, 400);
+        record_extra(sb_strndup(x.p, x.len));
+        sb_buf_cleanup(&x);
+        answer(req, 400, b->delay_ms, -1);
+        return;
+    }
+    verdict_t v = decide(b, P_META);
+    if (v.status) {
+        meta_error(v.code, "OAuthException", "Mock provider: injected failure");
+        record_add(s, P_META, type, t, sb_strdup(rid), rec_body, rec_media, NULL, v.status);
+        record_extra(sb_strndup(x.p, x.len));
+        sb_buf_cleanup(&x);
+        answer(req, v.status, v.delay_ms, v.retry_after);
+        return;
+    }
+    char mid[2 + 40 + 1] = "m_";
+    random_hex(mid + 2, 40);
+    mid[sizeof mid - 1] = '\0';
+    out.len = 0;
+    sb_buf_puts(&out, "{\"recipient_id\":");
+    sb_buf_json_str(&out, sb_str_cstr(rid));
+    sb_buf_printf(&out, ",\"message_id\":\"%s\"}", mid);
+    record_add(s, P_META, type, t, sb_strdup(rid), rec_body, rec_media, sb_strdup(mid), 200);
+    record_extra(sb_strndup(x.p, x.len));
+    sb_buf_cleanup(&x);
+    answer(req, 200, v.delay_ms, -1);
+}
+
 static void handle_meta(sb_http_req_t *req, sb_str_t pnid)
 {
     if (sb_http_req_method(req) != SB_HTTP_POST) {
@@ -1031,6 +1295,11 @@ static void handle_meta(sb_http_req_t *req, sb_str_t pnid)
     sb_str_t raw = sb_http_req_body(req);
     json_error_t jerr;
     json_t *j = json_loadb(raw.p ? raw.p : "", raw.len, 0, &jerr);
+    if (json_is_object(j) && json_object_get(j, "recipient") && !json_object_get(j, "messaging_product")) {
+        handle_fb(req, pnid, j); /* Messenger or Instagram */
+        json_decref(j);
+        return;
+    }
     const char *mp = j ? jstr(j, "messaging_product") : NULL, *to = j ? jstr(j, "to") : NULL;
     const char *type = j && jstr(j, "type") ? jstr(j, "type") : "text";
     const json_t *content = j ? json_object_get(j, type) : NULL;
@@ -1064,9 +1333,20 @@ static void handle_meta(sb_http_req_t *req, sb_str_t pnid)
     uint64_t t = now_us();
     sender_t *s = sender_find(pnid, true);
     behaviour_t *b = behaviour_of(s);
-    verdict_t v = decide(b, P_META);
     char *rec_body = dup_str(utf8_prefix(sb_str_cstr(text ? text : ""), BODY_KEEP));
     char *rec_media = media ? sb_strdup(media) : NULL;
+    int64_t age = b->window ? inbound_age_us(pnid, sb_str_cstr(to)) : 0;
+    if (b->window && strcmp(type, "template") != 0 && (age < 0 || (uint64_t)age >= WINDOW_US)) {
+        /* (the Cloud API reports this one in a failed status webhook; the mock answers it at once) */
+        meta_error_full(131047, 0, "(#131047) Re-engagement message",
+                        "Message failed to send because more than 24 hours have passed since the customer last "
+                        "replied to this number.");
+        record_add(s, P_META, type, t, sb_strdup(to), rec_body, rec_media, NULL, 400);
+        answer(req, 400, b->delay_ms, -1);
+        json_decref(j);
+        return;
+    }
+    verdict_t v = decide(b, P_META);
     if (v.status) {
         meta_error(v.code, "OAuthException", "Mock provider: injected failure");
         record_add(s, P_META, type, t, sb_strdup(to), rec_body, rec_media, NULL, v.status);
@@ -1094,6 +1374,15 @@ static void handle_meta(sb_http_req_t *req, sb_str_t pnid)
     sb_buf_printf(&out, ",\"wa_id\":\"%s\"}],\"messages\":[{\"id\":\"%s\"%s}]}", digits, wamid,
                   strcmp(type, "template") == 0 ? ",\"message_status\":\"accepted\"" : "");
     record_add(s, P_META, type, t, sb_strdup(to), rec_body, rec_media, sb_strdup(wamid), 200);
+    if (strcmp(type, "template") == 0) { /* the template as it came: name, language, components */
+        sb_buf_t x;
+        sb_buf_init(&x);
+        char *tj = json_dumps(content, JSON_COMPACT);
+        sb_buf_printf(&x, ",\"template\":%s", tj ? tj : "null");
+        free(tj);
+        record_extra(sb_strndup(x.p, x.len));
+        sb_buf_cleanup(&x);
+    }
     if (opt.meta_webhook && b->ncallbacks)
         job_start(b, P_META, sb_strdup(opt.meta_webhook), NULL, NULL, dup_str(pnid), sb_strdup(digits),
                   sb_strdup(wamid));
@@ -1132,8 +1421,8 @@ static void behaviour_json(const behaviour_t *b, const char *sender)
     sb_buf_puts(&out, ",\"callbacks\":[");
     for (int i = 0; i < b->ncallbacks; i++)
         sb_buf_printf(&out, "%s\"%s\"", i ? "," : "", b->callbacks[i]);
-    sb_buf_printf(&out, "],\"callback_delay_ms\":%ld,\"callback_error_code\":%ld}", b->callback_delay_ms,
-                  b->callback_error_code);
+    sb_buf_printf(&out, "],\"callback_delay_ms\":%ld,\"callback_error_code\":%ld,\"window\":%s}",
+                  b->callback_delay_ms, b->callback_error_code, b->window ? "true" : "false");
 }
 
 bool mock_json_int(json_t *o, const char *key, long min, long max, long *dst, char *err, size_t errlen)
@@ -1154,7 +1443,7 @@ static bool behaviour_update(behaviour_t *b, json_t *o, char *err, size_t errlen
 {
     static const char *const known[] = {"sender", "fail_next", "fail_status", "fail_code", "retry_after",
                                         "delay_ms", "permanent", "callbacks", "callback_delay_ms",
-                                        "callback_error_code", "clear"};
+                                        "callback_error_code", "clear", "window"};
     static const char *const statuses[] = {"queued", "sending", "sent", "delivered", "undelivered", "failed",
                                            "read"};
     const char *key;
@@ -1176,6 +1465,13 @@ static bool behaviour_update(behaviour_t *b, json_t *o, char *err, size_t errlen
         !mock_json_int(o, "callback_delay_ms", 0, MAX_DELAY_MS, &n.callback_delay_ms, err, errlen) ||
         !mock_json_int(o, "callback_error_code", 0, 100000000, &n.callback_error_code, err, errlen))
         return false;
+    if ((v = json_object_get(o, "window"))) {
+        if (!json_is_boolean(v)) {
+            snprintf(err, errlen, "window: true or false");
+            return false;
+        }
+        n.window = json_is_true(v);
+    }
     if ((v = json_object_get(o, "retry_after"))) {
         if (json_is_null(v))
             n.retry_after = -1;
@@ -1303,7 +1599,10 @@ static void record_json(const record_t *r)
     }
     sb_buf_puts(&out, "],\"id\":");
     sb_buf_json_cstr(&out, r->id);
-    sb_buf_printf(&out, ",\"status\":%d}", r->status);
+    sb_buf_printf(&out, ",\"status\":%d", r->status);
+    if (r->extra)
+        sb_buf_puts(&out, r->extra);
+    sb_buf_puts(&out, "}");
 }
 
 static void control_received(sb_http_req_t *req, const sb_form_t *q)
@@ -1389,6 +1688,7 @@ static void forget_all(void)
     }
     total_count = 0;
     global_beh = behaviour_default;
+    inbounds_clear();
 }
 
 static void control_reset(sb_http_req_t *req)
@@ -1401,6 +1701,40 @@ static void control_reset(sb_http_req_t *req)
     jobs_cancel();
     mock_voice_reset();
     memset(&cb_stats, 0, sizeof cb_stats);
+    out.len = 0;
+    sb_buf_puts(&out, "{\"ok\":true}");
+    respond_json_out(req, 200);
+}
+
+/* POST /_mock/inbound {"sender","user","ago_s"?}: user wrote to sender ago_s seconds ago (default 0). */
+static void control_inbound(sb_http_req_t *req)
+{
+    if (sb_http_req_method(req) != SB_HTTP_POST) {
+        control_error(req, 405, "POST");
+        return;
+    }
+    sb_str_t raw = sb_http_req_body(req);
+    json_t *o = json_loadb(raw.p ? raw.p : "", raw.len, 0, NULL);
+    const char *sender = jstr(o, "sender"), *user = jstr(o, "user");
+    long ago = 0;
+    char err[96] = "";
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v) {
+        if (strcmp(key, "sender") != 0 && strcmp(key, "user") != 0 && strcmp(key, "ago_s") != 0)
+            snprintf(err, sizeof err, "unknown field %.40s", key);
+    }
+    if (!json_is_object(o) || !sender || !user)
+        snprintf(err, sizeof err, "{\"sender\",\"user\",\"ago_s\"?} required");
+    else if (!err[0])
+        mock_json_int(o, "ago_s", 0, 365L * 86400, &ago, err, sizeof err);
+    if (err[0]) {
+        json_decref(o);
+        control_error(req, 400, err);
+        return;
+    }
+    inbound_note(sb_str_cstr(sender), sb_str_cstr(user), (uint64_t)ago * 1000000);
+    json_decref(o);
     out.len = 0;
     sb_buf_puts(&out, "{\"ok\":true}");
     respond_json_out(req, 200);
@@ -1422,6 +1756,8 @@ static void handle_control(sb_http_req_t *req, sb_str_t path)
         control_stats(req);
     else if (sb_str_eq_cstr(path, "/_mock/reset"))
         control_reset(req);
+    else if (sb_str_eq_cstr(path, "/_mock/inbound"))
+        control_inbound(req);
     else
         control_error(req, 404, "no such control endpoint");
     sb_form_cleanup(&q);
@@ -1474,6 +1810,7 @@ static void usage(FILE *f)
                "  Twilio:  POST /2010-04-01/Accounts/{sid}/Messages.json   Meta: POST [/vNN.N]/{id}/messages\n"
                "           POST /2010-04-01/Accounts/{sid}/Calls.json, POST .../Calls/{CallSid}.json\n"
                "  control: POST /_mock/behaviour, GET /_mock/received, GET /_mock/stats, POST /_mock/reset,\n"
+               "           POST /_mock/inbound (the 24-hour window),\n"
                "           POST|GET /_mock/calls, GET /_mock/calls/{CallSid}, GET|WS /_mock/voice-app\n"
                "  (the file header of ops/mock_provider.c documents every field)\n");
 }

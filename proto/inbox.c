@@ -430,7 +430,7 @@ static int decode_hello(const json_t *obj, sb_inbox_op_t *op, sb_inbox_err_t *er
 
 static int decode_send(const json_t *obj, sb_inbox_op_t *op, sb_inbox_err_t *err)
 {
-    enum { TO, BODY, MEDIA_URL, KEY, N };
+    enum { TO, BODY, MEDIA_URL, KEY, TAG, N };
     sb_str_t s[N];
     int rc;
 
@@ -442,14 +442,15 @@ static int decode_send(const json_t *obj, sb_inbox_op_t *op, sb_inbox_err_t *err
         return fail(err, SB_EINVAL, "to must not be empty");
     if ((rc = get_str(obj, "body", false, &s[BODY], err)) != 0 ||
         (rc = get_str(obj, "media_url", false, &s[MEDIA_URL], err)) != 0 ||
-        (rc = get_str(obj, "idempotency_key", false, &s[KEY], err)) != 0)
+        (rc = get_str(obj, "idempotency_key", false, &s[KEY], err)) != 0 ||
+        (rc = get_str(obj, "tag", false, &s[TAG], err)) != 0)
         return rc;
     if (s[KEY].p && (s[KEY].len == 0 || s[KEY].len > SB_INBOX_MAX_IDEMPOTENCY_KEY))
         return fail(err, SB_EINVAL, "idempotency_key must be 1 to %d bytes long", SB_INBOX_MAX_IDEMPOTENCY_KEY);
     if (s[BODY].len == 0 && s[MEDIA_URL].len == 0)
         return fail(err, SB_EINVAL, "body or media_url is required");
 
-    sb_str_t *const dst[N] = {&op->to, &op->body, &op->media_url, &op->idempotency_key};
+    sb_str_t *const dst[N] = {&op->to, &op->body, &op->media_url, &op->idempotency_key, &op->tag};
     op->mem = own_strings(s, dst, N);
     return 0;
 }

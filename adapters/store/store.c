@@ -662,7 +662,9 @@ static int port_load_channel(void *ctx, int64_t channel, channel_cb cb, void *ar
 /* $1 tenants, $2 channels, $3 contact addresses, $4 profile names (NULL: none given), one element per address asked.
  * Contacts and conversations that exist are read; the missing ones are made (an address asked twice, once); a
  * contact whose given name differs from the stored one gets it. Each conversation comes back with its newest
- * message's seq and time (the unique (tenant, conversation, seq) index: one descent). Rows by ord. */
+ * message's seq and time (the unique (tenant, conversation, seq) index: one descent) and its newest inbound message's
+ * time in Unix ms, the start of Meta's 24-hour window (messages_last_inbound, sql/0020: one descent too). Rows by
+ * ord. */
 static const char convs_sql[] =
     "WITH u AS MATERIALIZED (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[])"
     "                        WITH ORDINALITY AS u(t, ch, addr, name, ord)),"
@@ -691,12 +693,15 @@ static const char convs_sql[] =
     "  ON CONFLICT DO NOTHING RETURNING id, tenant_id, channel_id, contact_id, created_at)"
     " SELECT k.ord, coalesce(vx.id, vi.id), k.contact_id, k.addr, k.profile_name,"
     "        to_json(coalesce(vx.created_at, vi.created_at)) #>> '{}', coalesce(l.seq, 0),"
-    "        to_json(l.created_at) #>> '{}'"
+    "        to_json(l.created_at) #>> '{}', (extract(epoch FROM li.created_at) * 1000)::bigint"
     " FROM k LEFT JOIN vx USING (ord)"
     " LEFT JOIN vi ON vi.tenant_id = k.t AND vi.channel_id = k.ch AND vi.contact_id = k.contact_id"
     " LEFT JOIN LATERAL (SELECT m.seq, m.created_at FROM messages m"
     "                    WHERE m.tenant_id = k.t AND m.conversation_id = coalesce(vx.id, vi.id)"
     "                    ORDER BY m.seq DESC LIMIT 1) l ON true"
+    " LEFT JOIN LATERAL (SELECT m.created_at FROM messages m"
+    "                    WHERE m.tenant_id = k.t AND m.conversation_id = coalesce(vx.id, vi.id)"
+    "                    AND m.direction = 'in' ORDER BY m.seq DESC LIMIT 1) li ON true"
     " ORDER BY k.ord";
 
 typedef void (*convs_cb_t)(void *, int, const sb_conv_info_t *, size_t);
@@ -758,6 +763,7 @@ static void convs_done(void **items, size_t n, int err, const char *detail, cons
             snprintf(ci->created_at, sizeof ci->created_at, "%s", PQgetvalue(res, r, 5));
             ci->last_seq = col_i64(res, r, 6);
             snprintf(ci->last_message_at, sizeof ci->last_message_at, "%s", PQgetvalue(res, r, 7));
+            ci->last_inbound_ms = PQgetisnull(res, r, 8) ? 0 : col_i64(res, r, 8);
             got++;
         }
         base += c->n;

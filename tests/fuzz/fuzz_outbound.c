@@ -1,8 +1,9 @@
 /* libFuzzer target for adapters/outbound: the response classifier on provider answers (outside bytes), and the
  * accept-path validation and request builder on client messages (outside bytes too).
  *
- * Byte 0 chooses the channel (bits 0-1: twilio_sms, twilio_whatsapp, meta_whatsapp, or twilio_voice, a channel that
- * cannot send) and the mode (bit 7); in builder mode bit 2 chooses the mock's base URLs or the defaults.
+ * Byte 0 chooses the channel (bits 0-1 and 3: twilio_sms, twilio_whatsapp, meta_whatsapp, or twilio_voice, a channel
+ * that cannot send; with bit 3 set meta_messenger, meta_instagram for the first two) and the mode (bit 7); in builder
+ * mode bit 2 chooses the mock's base URLs or the defaults.
  *
  * Classifier mode (bit 7 clear): byte 1 picks the transport error (mostly none), byte 2 the sent flag (bit 0), bytes
  * 3-4 the HTTP status (0..699), byte 5 the Retry-After (255 = none); the rest is the response body, and also, cut at
@@ -15,10 +16,13 @@
  *
  * Builder mode (bit 7 set): the rest is a message, field after field, each a length byte and that many bytes: to,
  * body, media count (mod 12) then that many URLs, media_type, template name, language, components, address, account
- * sid, auth token / access token, status callback. Validation must answer 0, SB_EINVAL or -ENOTSUP with a documented
+ * sid, auth token / access token, status callback, content sid, content variables, tag, and one byte of hours since
+ * the customer's last message (255: never) for the window rule, which must answer 0 or SB_EACCES "outside_window".
+ * Validation must answer 0, SB_EINVAL or -ENOTSUP with a documented
  * code and a printable message; the builder must agree with it, leave the request zeroed on failure, and on success
  * produce a request that says what the message said: a Twilio form that parses back to the same To, From, Body and
- * media, a Meta JSON object with the same recipient, type and text. Any violation traps; LeakSanitizer sees leaks. */
+ * media (or ContentSid), a Meta JSON object with the same recipient, type and text, a Send API object with the same
+ * recipient.id, text or attachment and tag. Any violation traps; LeakSanitizer sees leaks. */
 #include "tests/fuzz/fuzz.h"
 #include "adapters/outbound.h"
 #include "proto/retry.h"
@@ -35,8 +39,9 @@
 #include <string.h>
 
 
-static const sb_channel_type_t channels[4] = {SB_CH_TWILIO_SMS, SB_CH_TWILIO_WHATSAPP, SB_CH_META_WHATSAPP,
-                                              SB_CH_TWILIO_VOICE};
+static const sb_channel_type_t channels[8] = {SB_CH_TWILIO_SMS,     SB_CH_TWILIO_WHATSAPP, SB_CH_META_WHATSAPP,
+                                              SB_CH_TWILIO_VOICE,   SB_CH_META_MESSENGER,  SB_CH_META_INSTAGRAM,
+                                              SB_CH_META_WHATSAPP,  SB_CH_TWILIO_VOICE};
 
 static bool in_set(const char *s, const char *const *set)
 {
@@ -200,7 +205,7 @@ static bool str_eq(sb_str_t a, const char *b, size_t blen)
 static const char *const validate_codes[] = {"unsupported_channel", "invalid_recipient", "invalid_body",
                                              "body_too_long",       "empty_message",     "too_many_media",
                                              "invalid_media_url",   "invalid_media_type", "invalid_template",
-                                             NULL};
+                                             "invalid_tag",         NULL};
 static const char *const build_codes[] = {"invalid_config", "invalid_sender", "invalid_credentials",
                                           "invalid_callback", NULL};
 
@@ -245,6 +250,8 @@ static void check_twilio(const sb_outbound_msg_t *m, const sb_outbound_valid_t *
         CHECK(body && sb_str_eq(body->value, m->body));
     else
         CHECK(!body);
+    const sb_form_pair_t *csid = sb_form_find_cstr(&f, "ContentSid");
+    CHECK(m->content_sid.len ? csid && sb_str_eq(csid->value, m->content_sid) && !body : !csid);
     size_t nmedia = 0;
     for (size_t i = 0; i < f.n; i++)
         if (sb_str_eq_cstr(f.pairs[i].name, "MediaUrl"))
@@ -281,6 +288,28 @@ static void check_meta(const sb_outbound_msg_t *m, const sb_outbound_valid_t *v,
     json_decref(j);
 }
 
+static void check_fb(const sb_outbound_msg_t *m, const sb_outbound_valid_t *v, const sb_outbound_request_t *r)
+{
+    CHECK(strstr(r->http.url, "/messages") && !r->http.basic_auth);
+    json_error_t jerr;
+    json_t *j = json_loadb(r->http.body.p, r->http.body.len, JSON_REJECT_DUPLICATES, &jerr);
+    CHECK(json_is_object(j) && !json_object_get(j, "messaging_product"));
+    CHECK(strcmp(json_string_value(json_object_get(json_object_get(j, "recipient"), "id")), v->to) == 0);
+    json_t *tag = json_object_get(j, "tag"), *msg = json_object_get(j, "message");
+    CHECK(strcmp(json_string_value(json_object_get(j, "messaging_type")), m->tag.len ? "MESSAGE_TAG" : "RESPONSE") ==
+          0);
+    CHECK(m->tag.len ? str_eq(m->tag, json_string_value(tag), json_string_length(tag)) : tag == NULL);
+    json_t *text = json_object_get(msg, "text"), *att = json_object_get(msg, "attachment");
+    if (strcmp(v->type, "text") == 0) {
+        CHECK(str_eq(m->body, json_string_value(text), json_string_length(text)) && !att);
+    } else {
+        json_t *u = json_object_get(json_object_get(att, "payload"), "url");
+        CHECK(!text && strcmp(json_string_value(json_object_get(att, "type")), v->type) == 0);
+        CHECK(str_eq(m->media[0], json_string_value(u), json_string_length(u)));
+    }
+    json_decref(j);
+}
+
 static void build(sb_channel_type_t ch, bool mock_base, const uint8_t *data, size_t size)
 {
     reader_t r = {data, size};
@@ -305,6 +334,15 @@ static void build(sb_channel_type_t ch, bool mock_base, const uint8_t *data, siz
     m.auth_token = field(&r);
     m.access_token = m.auth_token;
     m.status_callback = field(&r);
+    m.content_sid = field(&r);
+    m.content_variables = field(&r);
+    m.tag = field(&r);
+    int64_t since = r.n ? (r.p[0] == 255 ? -1 : (int64_t)r.p[0] * 3600 * 1000) : -1;
+    sb_outbound_error_t werr;
+    int wrc = sb_outbound_window(&m, since, &werr);
+    CHECK(wrc == 0 ? werr.code[0] == '\0' : wrc == SB_EACCES && strcmp(werr.code, "outside_window") == 0);
+    if (wrc)
+        CHECK(since < 0 || since >= SB_OUTBOUND_WINDOW_MS);
 
     sb_outbound_valid_t v;
     sb_outbound_error_t err;
@@ -316,7 +354,10 @@ static void build(sb_channel_type_t ch, bool mock_base, const uint8_t *data, siz
     } else {
         CHECK(err.code && err.code[0] == '\0');
         size_t n = terminated(v.to, sizeof v.to);
-        CHECK(n >= 9 && n <= 16 && v.to[0] == '+');
+        if (ch == SB_CH_META_MESSENGER || ch == SB_CH_META_INSTAGRAM)
+            CHECK(n >= 1 && n <= SB_OUTBOUND_MAX_SCOPED_ID && strspn(v.to, "0123456789") == n);
+        else
+            CHECK(n >= 9 && n <= 16 && v.to[0] == '+');
         CHECK(v.type != NULL);
         CHECK(v.body_chars <= SB_OUTBOUND_META_MAX_TEXT && v.body_chars <= m.body.len);
         CHECK(m.body.len == 0 || sb_utf8_valid(m.body.p, m.body.len));
@@ -345,6 +386,8 @@ static void build(sb_channel_type_t ch, bool mock_base, const uint8_t *data, siz
         CHECK(!strchr(req.headers[i], '\r') && !strchr(req.headers[i], '\n'));
     if (ch == SB_CH_META_WHATSAPP)
         check_meta(&m, &v, &req);
+    else if (ch == SB_CH_META_MESSENGER || ch == SB_CH_META_INSTAGRAM)
+        check_fb(&m, &v, &req);
     else
         check_twilio(&m, &v, &req);
     sb_outbound_request_cleanup(&req);
@@ -355,7 +398,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    sb_channel_type_t ch = channels[data[0] & 3];
+    sb_channel_type_t ch = channels[(data[0] & 3) | ((data[0] >> 1) & 4)];
     if (data[0] & 0x80)
         build(ch, data[0] & 4, data + 1, size - 1);
     else

@@ -13,6 +13,7 @@ import time
 import uuid
 
 import harness as h
+import test_channels_out as channels_out
 from test_live import connect, events
 from test_sends import burst
 from test_mock_provider import Mock
@@ -22,19 +23,21 @@ ACCOUNT = "AC" + "5" * 32
 TOKEN = "f" * 32
 
 
-def setup_channel(gw, tenant, kind="twilio_sms", address=None, settings=None):
+def setup_channel(gw, tenant, kind="twilio_sms", address=None, settings=None, meta_app_id=None):
     address = address or "+1555%07d" % (uuid.uuid4().int % 10 ** 7)
     creds = {"account_sid": ACCOUNT, "auth_token": TOKEN} if kind.startswith("twilio") else \
         {"access_token": "EAAB" + uuid.uuid4().hex}
-    ch = admin(gw, "/v1/admin/tenants/%s/channels" % tenant, {"type": kind, "address": address,
-                                                               "credentials": creds, "settings": settings or {}})
+    body = {"type": kind, "address": address, "credentials": creds, "settings": settings or {}}
+    if meta_app_id:
+        body["meta_app_id"] = meta_app_id
+    ch = admin(gw, "/v1/admin/tenants/%s/channels" % tenant, body)
     return {"channel": ch["id"], "address": address}
 
 
-def setup(gw, kind="twilio_sms", address=None, settings=None):
+def setup(gw, kind="twilio_sms", address=None, settings=None, meta_app_id=None):
     t = admin(gw, "/v1/admin/tenants", {"name": "outbound " + uuid.uuid4().hex[:6]})
     key = admin(gw, "/v1/admin/tenants/%s/keys" % t["id"], {})["key"]
-    return dict({"tenant": t["id"], "key": key}, **setup_channel(gw, t["id"], kind, address, settings))
+    return dict({"tenant": t["id"], "key": key}, **setup_channel(gw, t["id"], kind, address, settings, meta_app_id))
 
 
 def send(gw, t, body, to="+14155550123", key=None):
@@ -249,7 +252,12 @@ def test_burst(gw, mock):
 
 
 def test_meta(gw, mock):
-    t = setup(gw, "meta_whatsapp", address=str(100000000000000 + uuid.uuid4().int % 10 ** 14))
+    """Free-form WhatsApp goes within 24 hours of the customer's message (Meta's window, issue 16): the customer
+    writes first, through a signed webhook of the channel's Meta app."""
+    app = str(100000000000000 + uuid.uuid4().int % 10 ** 14)
+    admin(gw, "/v1/admin/meta-apps", {"app_id": app, "app_secret": channels_out.APP_SECRET, "verify_token": "v"})
+    t = setup(gw, "meta_whatsapp", address=str(100000000000000 + uuid.uuid4().int % 10 ** 14), meta_app_id=app)
+    channels_out.customer_writes(gw, app, "meta_whatsapp", t["address"], t["channel"], t["tenant"], "14155550123")
     ws = connect(gw, t["key"])
     ws.recv_op()
     mid = send(gw, t, "hola 🌍")

@@ -54,7 +54,10 @@ typedef struct fmsg {
     char status[16], provider_id[64], key[64], to[32], body[256], created_at[SB_TIME_LEN];
     unsigned attempts;
     bool in_outbox;
+    int64_t at_ms;       /* when it was written (the fake clock): the store's created_at */
 } fmsg_t;
+
+static int64_t clock_us = 1767225600000000; /* 2026-01-01: the fake wall clock (ports.now_us) */
 
 typedef struct fconv {
     int64_t id, contact_id, tenant, channel;
@@ -171,8 +174,13 @@ static void run_ensure(job_t *j)
             snprintf(c->address, sizeof c->address, "%s", addrs[k]);
         }
         c->asked++;
+        int64_t last_in = 0;
+        for (size_t i = 0; i < db.nmsgs; i++)
+            if (db.msgs[i].conv == c->id && !db.msgs[i].out && db.msgs[i].at_ms > last_in)
+                last_in = db.msgs[i].at_ms;
         out[k] = (sb_conv_info_t){.id = c->id, .contact_id = c->contact_id, .last_seq = conv_seq(c->id),
-                                  .address = c->address, .created_at = "2026-01-01T00:00:00.000000+00:00"};
+                                  .address = c->address, .created_at = "2026-01-01T00:00:00.000000+00:00",
+                                  .last_inbound_ms = last_in};
     }
     ((void (*)(void *, int, const sb_conv_info_t *, size_t))j->cb)(j->arg, 0, out, j->n);
     for (size_t k = 0; k < j->n; k++)
@@ -227,7 +235,8 @@ static int apply_write(const sb_tenant_write_t *w)
         fmsg_t *f = &db.msgs[db.nmsgs++];
         memset(f, 0, sizeof *f);
         *f = (fmsg_t){.id = m->id, .tenant = w->tenant, .conv = m->conversation_id, .channel = m->channel_id,
-                      .seq = m->seq, .receipt = m->receipt_id, .out = m->out, .in_outbox = m->out};
+                      .seq = m->seq, .receipt = m->receipt_id, .out = m->out, .in_outbox = m->out,
+                      .at_ms = clock_us / 1000};
         snprintf(f->status, sizeof f->status, "%s", m->status);
         snprintf(f->provider_id, sizeof f->provider_id, "%s", m->provider_id ? m->provider_id : "");
         snprintf(f->key, sizeof f->key, "%s", m->idempotency_key ? m->idempotency_key : "");
@@ -532,7 +541,6 @@ static void f_publish(void *ctx, unsigned shard, sb_inbox_batch_t *b)
     fx.published_shard[fx.npublished++] = shard;
 }
 
-static int64_t clock_us = 1767225600000000; /* 2026-01-01 */
 static int64_t f_now(void *ctx)
 {
     (void)ctx;
@@ -1045,6 +1053,68 @@ TEST(webhooks)
     teardown();
 }
 
+/* Meta's 24-hour window (the provider port's rule, faked: a template goes at any time, anything else only within
+ * 24 hours of the customer's last message): refused 422 with nothing stored or sent; opened by an inbound message;
+ * loaded with the conversation after a passivation; closed again 24 hours later. */
+static int f_window(void *ctx, sb_channel_type_t type, const sb_send_request_t *req, int64_t since, const char **code,
+                    char *message, size_t cap)
+{
+    (void)ctx, (void)type;
+    if (req->template_json || (since >= 0 && since < 24 * 3600 * 1000LL))
+        return 0;
+    *code = "outside_window";
+    snprintf(message, cap, "outside the 24-hour window");
+    return SB_EACCES;
+}
+
+TEST(window)
+{
+    setup();
+    ports.provider.window = f_window;
+    sb_rt_set_idle_timeout(rt, 5000);
+    send_msg(0, "+14155550077", "hi", NULL);
+    drive();
+    ok(answers[0].answered && answers[0].status == 422 && !strcmp(answers[0].code, "outside_window"),
+       "a customer who never wrote: 422 outside_window");
+    ok(db.nmsgs == 0 && fx.nsent == 0 && count_events("message.created") == 0, "nothing stored, nothing sent");
+
+    receipt(1, "+14155550077", "hello?");
+    drive();
+    send_msg(1, "+14155550077", "hello! how can we help?", NULL);
+    drive();
+    ok(answers[1].answered && answers[1].status == 202, "after the customer's message: 202");
+    ok(db.nmsgs == 2 && fx.nsent == 1, "stored and sent");
+
+    advance(6000);
+    sb_rt_passivate(rt);
+    sb_rt_stats_t st;
+    sb_rt_get_stats(rt, &st);
+    ok(st.actors == 0, "passivated: the session's memory is gone");
+    send_msg(2, "+14155550077", "still within the day", NULL);
+    drive();
+    ok(answers[2].answered && answers[2].status == 202, "activated again: the window is loaded with the conversation");
+
+    clock_us += 25LL * 3600 * 1000000;
+    send_msg(3, "+14155550077", "a day later", NULL);
+    drive();
+    ok(answers[3].answered && answers[3].status == 422, "25 hours after the customer's message: 422");
+    sb_session_send_t *req = sb_calloc(1, sizeof *req);
+    *req = (sb_session_send_t){.tenant = 1, .channel = 7, .to = sb_strdup("+14155550077"), .body = sb_strdup(""),
+                               .media_json = sb_strdup("[]"), .template_json = sb_strdup("{\"name\":\"x\"}"),
+                               .answer = on_answer, .arg = (void *)(uintptr_t)4};
+    answers[4].answered = false;
+    sb_session_send(rt, 0, req);
+    drive();
+    ok(answers[4].answered && answers[4].status == 202, "a template goes");
+    receipt(2, "+14155550077", "I'm back");
+    drive();
+    send_msg(5, "+14155550077", "welcome back", NULL);
+    drive();
+    ok(answers[5].answered && answers[5].status == 202, "the customer's new message opens it again");
+    ports.provider.window = NULL;
+    teardown();
+}
+
 int main(void)
 {
     RUN(inbound_numbering);
@@ -1057,5 +1127,6 @@ int main(void)
     RUN(restart);
     RUN(subscriptions);
     RUN(webhooks);
+    RUN(window);
     return tap_done();
 }

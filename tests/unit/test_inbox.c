@@ -402,6 +402,17 @@ TEST(send_json)
     is_int(op.channel_id, INT64_MAX, "int64 max");
     ok(op.body.p == NULL && op.idempotency_key.p == NULL, "nulls are absent");
     is_str(op.media_url.p, "https://e.x/a.jpg", "media_url");
+    ok(op.tag.p == NULL, "no tag");
+    sb_inbox_op_cleanup(&op);
+
+    is_int(dj("{\"op\":\"send\",\"channel_id\":7,\"to\":\"6000000000000001\",\"body\":\"an agent here\","
+              "\"tag\":\"HUMAN_AGENT\"}",
+              &op, &err),
+           0, "a Messenger reply with its tag");
+    is_str(op.tag.p, "HUMAN_AGENT", "tag");
+    sb_inbox_op_cleanup(&op);
+    is_int(dj("{\"op\":\"send\",\"channel_id\":7,\"to\":\"1\",\"body\":\"x\",\"tag\":1}", &op, &err), SB_EINVAL,
+           "a tag that is not a string");
     sb_inbox_op_cleanup(&op);
 
     is_int(dj("{\"op\":\"send\",\"channel_id\":\"9223372036854775807\",\"to\":\"x\",\"body\":\"\","

@@ -90,7 +90,7 @@ TEST(wa_text)
     is_str(e->account, "106540352242922", "account = phone_number_id");
     is_str(e->provider_id, "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=", "wamid");
     is_int(e->timestamp, 1749416383, "timestamp from a string");
-    is_str(e->from, "16505551234", "from");
+    is_str(e->from, "+16505551234", "from: the wa_id as E.164 (as sends store their recipient)");
     is_str(e->to, "15550783881", "to = display number");
     is_str(e->body, "Does it come in another color?", "body");
     is_str(e->profile_name, "Sheena Nelson", "profile name");

@@ -1,5 +1,6 @@
 /* Unit tests for adapters/outbound: the accept-path validation of a send, the exact provider requests (URL, headers,
- * basic auth, form and JSON bytes) for twilio_sms, twilio_whatsapp and meta_whatsapp, the classification of every
+ * basic auth, form and JSON bytes) for twilio_sms, twilio_whatsapp, meta_whatsapp, meta_messenger and meta_instagram
+ * (Twilio Content API templates, Messenger tags), the 24-hour window rule, the classification of every
  * kind of answer (transport failures with and without bytes sent, successes, the providers' error bodies, shaped
  * after the ones their documentation shows, with made-up ids), the status vocabularies, and the backoff. */
 #include "adapters/outbound.h"
@@ -101,8 +102,7 @@ static char *repeat(const char *c, size_t n)
 
 TEST(channels)
 {
-    static const sb_channel_type_t bad[] = {SB_CH_NONE, SB_CH_TWILIO_VOICE, SB_CH_META_MESSENGER,
-                                            SB_CH_META_INSTAGRAM, SB_CH_LINKED, (sb_channel_type_t)99};
+    static const sb_channel_type_t bad[] = {SB_CH_NONE, SB_CH_TWILIO_VOICE, SB_CH_LINKED, (sb_channel_type_t)99};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sb_outbound_msg_t m = twilio_msg(bad[i], "+14155550100", "hi");
         char what[48];
@@ -1223,7 +1223,8 @@ TEST(status_mapping)
         {SB_CH_META_WHATSAPP, "SENT", NULL, SB_EPARSE},
         {SB_CH_META_WHATSAPP, "", NULL, SB_EPARSE},
         {SB_CH_TWILIO_VOICE, "sent", NULL, -ENOTSUP},
-        {SB_CH_META_MESSENGER, "read", NULL, -ENOTSUP},
+        {SB_CH_META_MESSENGER, "read", "read", 0}, /* (Messenger and Instagram send through the Graph API too) */
+        {SB_CH_LINKED, "read", NULL, -ENOTSUP},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *out = "untouched";
@@ -1238,6 +1239,233 @@ TEST(status_mapping)
     const char *out = NULL;
     is_int(sb_outbound_status_normalize(SB_CH_META_WHATSAPP, sb_str("sent\0x", 6), &out), SB_EPARSE,
            "a NUL after the status");
+}
+
+/* ---- Messenger, Instagram, Content API templates, the window ---------------------------------------------------- */
+
+#define PAGE "109876543210987"
+#define PSID "6000000000000001"
+
+static sb_outbound_msg_t fb_msg(sb_channel_type_t ch, const char *to, const char *body)
+{
+    sb_outbound_msg_t m = {.channel = ch, .address = S(PAGE), .access_token = S(META_TOKEN), .to = S(to),
+                           .body = S(body)};
+    return m;
+}
+
+TEST(messenger_validation)
+{
+    sb_outbound_msg_t m = fb_msg(SB_CH_META_MESSENGER, PSID, "hi");
+    sb_outbound_valid_t v;
+    is_int(sb_outbound_validate(&m, &v, NULL), 0, "a Messenger text");
+    is_str(v.to, PSID, "the PSID stored as given");
+    is_str(v.type, "text", "type text");
+    m.channel = SB_CH_META_INSTAGRAM;
+    accepted(&m, "an Instagram text");
+    static const char *const bad_to[] = {"", "+14155550100", "60000000a", "123456789012345678901234567890123",
+                                         " 6000"};
+    for (size_t i = 0; i < sizeof bad_to / sizeof bad_to[0]; i++) {
+        sb_outbound_msg_t b = fb_msg(SB_CH_META_MESSENGER, bad_to[i], "hi");
+        refused(&b, SB_EINVAL, "invalid_recipient", "to", bad_to[i]);
+    }
+    sb_str_t u = S("https://cdn.example.com/p/cat.gif");
+    m = fb_msg(SB_CH_META_MESSENGER, PSID, "");
+    m.media = &u;
+    m.nmedia = 1;
+    is_int(sb_outbound_validate(&m, &v, NULL), 0, "an image attachment");
+    is_str(v.type, "image", "gif is an image");
+    u = S("https://cdn.example.com/p/terms.pdf");
+    is_int(sb_outbound_validate(&m, &v, NULL), 0, "a file attachment");
+    is_str(v.type, "file", "pdf is a file");
+    m.channel = SB_CH_META_INSTAGRAM;
+    refused(&m, SB_EINVAL, "invalid_media_type", "media_url", "a file on Instagram");
+    m.media_type = S("video");
+    is_int(sb_outbound_validate(&m, &v, NULL), 0, "media_type wins");
+    is_str(v.type, "video", "video as told");
+    m.media_type = S("sticker");
+    refused(&m, SB_EINVAL, "invalid_media_type", "media_type", "a sticker on Instagram");
+    m.media_type = S("");
+    u = S("https://cdn.example.com/p/clip.mp4");
+    m.body = S("look");
+    refused(&m, SB_EINVAL, "invalid_body", "body", "text and an attachment together");
+    m.body = S("");
+    sb_str_t two[2] = {S("https://cdn.example.com/a.png"), S("https://cdn.example.com/b.png")};
+    m.media = two;
+    m.nmedia = 2;
+    refused(&m, SB_EINVAL, "too_many_media", "media_url", "two attachments");
+
+    char *long_text = malloc(2002);
+    memset(long_text, 'a', 2001);
+    long_text[2001] = '\0';
+    m = fb_msg(SB_CH_META_MESSENGER, PSID, long_text);
+    refused(&m, SB_EINVAL, "body_too_long", "body", "2001 characters on Messenger");
+    m.body.len = 2000;
+    accepted(&m, "2000 characters on Messenger");
+    m.body.len = 1001;
+    m.channel = SB_CH_META_INSTAGRAM;
+    refused(&m, SB_EINVAL, "body_too_long", "body", "1001 bytes on Instagram");
+    m.body.len = 1000;
+    accepted(&m, "1000 bytes on Instagram");
+    free(long_text);
+
+    m = fb_msg(SB_CH_META_MESSENGER, PSID, "your order shipped");
+    m.tag = S("POST_PURCHASE_UPDATE");
+    accepted(&m, "a Messenger tag");
+    m.tag = S("PAIRING_UPDATE");
+    refused(&m, SB_EINVAL, "invalid_tag", "tag", "a retired tag");
+    m.channel = SB_CH_META_INSTAGRAM;
+    m.tag = S("POST_PURCHASE_UPDATE");
+    refused(&m, SB_EINVAL, "invalid_tag", "tag", "another tag than HUMAN_AGENT on Instagram");
+    m.tag = S("HUMAN_AGENT");
+    accepted(&m, "HUMAN_AGENT on Instagram");
+    sb_outbound_msg_t t = meta_msg("+14155550100", "hi");
+    t.tag = S("HUMAN_AGENT");
+    refused(&t, SB_EINVAL, "invalid_tag", "tag", "a tag on WhatsApp");
+    m = fb_msg(SB_CH_META_MESSENGER, PSID, "");
+    m.template_name = S("order_update");
+    m.template_language = S("en_US");
+    refused(&m, SB_EINVAL, "invalid_template", "template", "a template on Messenger");
+}
+
+TEST(messenger_requests)
+{
+    sb_outbound_msg_t m = fb_msg(SB_CH_META_MESSENGER, PSID, "Hi \"Ann\" \xf0\x9f\x98\x80");
+    sb_outbound_request_t r;
+    sb_outbound_error_t err;
+    is_int(sb_outbound_build(&m, NULL, &r, &err), 0, "text built (%s)", err.message);
+    is_str(r.http.url, "https://graph.facebook.com/v21.0/" PAGE "/messages", "POST /{page id}/messages");
+    is_headers(&r, meta_headers, "messenger");
+    is_body(&r,
+            "{\"recipient\":{\"id\":\"" PSID "\"},\"messaging_type\":\"RESPONSE\",\"message\":{\"text\":"
+            "\"Hi \\\"Ann\\\" \xf0\x9f\x98\x80\"}}",
+            "messenger text");
+    sb_outbound_request_cleanup(&r);
+
+    m.tag = S("HUMAN_AGENT");
+    is_int(sb_outbound_build(&m, NULL, &r, NULL), 0, "tagged built");
+    is_body(&r,
+            "{\"recipient\":{\"id\":\"" PSID "\"},\"messaging_type\":\"MESSAGE_TAG\",\"tag\":\"HUMAN_AGENT\","
+            "\"message\":{\"text\":\"Hi \\\"Ann\\\" \xf0\x9f\x98\x80\"}}",
+            "messenger tagged text");
+    sb_outbound_request_cleanup(&r);
+
+    sb_str_t u = S("https://cdn.example.com/v/clip.MP4");
+    m = fb_msg(SB_CH_META_INSTAGRAM, PSID, "");
+    m.media = &u;
+    m.nmedia = 1;
+    sb_outbound_endpoints_t ep = {.meta_graph_base = "http://127.0.0.1:9000/v21.0"};
+    is_int(sb_outbound_build(&m, &ep, &r, NULL), 0, "Instagram video built");
+    is_str(r.http.url, "http://127.0.0.1:9000/v21.0/" PAGE "/messages", "POST /{IG account id}/messages");
+    is_body(&r,
+            "{\"recipient\":{\"id\":\"" PSID "\"},\"messaging_type\":\"RESPONSE\",\"message\":{\"attachment\":"
+            "{\"type\":\"video\",\"payload\":{\"url\":\"https://cdn.example.com/v/clip.MP4\"}}}}",
+            "instagram attachment");
+    sb_outbound_request_cleanup(&r);
+
+    m.address = S("page:1");
+    is_int(sb_outbound_build(&m, NULL, &r, &err), SB_EINVAL, "a bad page id refused");
+    is_str(err.code, "invalid_sender", "invalid_sender");
+
+    sb_outbound_result_t o;
+    sb_http_client_res_t res = http(200, "{\"recipient_id\":\"" PSID "\",\"message_id\":\"m_AG5Hz2Uq7tuwNEhX\"}", -1);
+    sb_outbound_classify(SB_CH_META_MESSENGER, &res, &o);
+    is_int(o.outcome, SB_OUTBOUND_SENT, "the Send API's answer: SENT");
+    is_str(o.provider_id, "m_AG5Hz2Uq7tuwNEhX", "message_id is the provider id");
+    res = http(400, "{\"error\":{\"message\":\"(#10) This message is sent outside of allowed window.\","
+                    "\"type\":\"OAuthException\",\"code\":10,\"error_subcode\":2018278,\"fbtrace_id\":\"Ab\"}}", -1);
+    sb_outbound_classify(SB_CH_META_INSTAGRAM, &res, &o);
+    is_int(o.outcome, SB_OUTBOUND_FAILED, "outside the window: FAILED, not retried");
+    is_str(o.error_code, "10", "Meta's code 10");
+    res = http(400, "{\"error\":{\"message\":\"(#613) Calls to this api have exceeded the rate limit.\","
+                    "\"type\":\"OAuthException\",\"code\":613}}", -1);
+    sb_outbound_classify(SB_CH_META_MESSENGER, &res, &o);
+    is_int(o.outcome, SB_OUTBOUND_RETRY, "the Send API's rate limit (613): RETRY");
+}
+
+TEST(content_templates)
+{
+    sb_outbound_msg_t m = twilio_msg(SB_CH_TWILIO_WHATSAPP, "whatsapp:+14155550100", NULL);
+    m.content_sid = S("HXb5b62575e6e4ff6129ad7c8efe1f983e");
+    m.content_variables = S("{\"1\":\"12/1\",\"2\":\"3pm \xc3\xa9\"}");
+    sb_outbound_valid_t v;
+    is_int(sb_outbound_validate(&m, &v, NULL), 0, "a Content API template");
+    is_str(v.type, "template", "type template");
+    sb_outbound_request_t r;
+    is_int(sb_outbound_build(&m, NULL, &r, NULL), 0, "built");
+    is_body(&r,
+            "To=whatsapp%3A%2B14155550100&From=whatsapp%3A%2B14155550199&ContentSid=HXb5b62575e6e4ff6129ad7c8efe1f983e"
+            "&ContentVariables=%7B%221%22%3A%2212%2F1%22%2C%222%22%3A%223pm+%C3%A9%22%7D",
+            "ContentSid and ContentVariables in place of Body");
+    sb_outbound_request_cleanup(&r);
+    m.content_variables = S("");
+    m.channel = SB_CH_TWILIO_SMS;
+    m.to = S("+14155550100");
+    is_int(sb_outbound_build(&m, NULL, &r, NULL), 0, "on SMS too, without variables");
+    is_body(&r, "To=%2B14155550100&From=%2B14155550199&ContentSid=HXb5b62575e6e4ff6129ad7c8efe1f983e", "sid only");
+    sb_outbound_request_cleanup(&r);
+
+    static const struct {
+        const char *sid, *vars, *field, *what;
+    } bad[] = {
+        {"HX123", NULL, "template.content_sid", "a short sid"},
+        {"MGb5b62575e6e4ff6129ad7c8efe1f983e", NULL, "template.content_sid", "not HX"},
+        {"HXb5b62575e6e4ff6129ad7c8efe1f98zz", NULL, "template.content_sid", "not hex"},
+        {"HXb5b62575e6e4ff6129ad7c8efe1f983e", "[]", "template.variables", "variables an array"},
+        {"HXb5b62575e6e4ff6129ad7c8efe1f983e", "{\"1\":2}", "template.variables", "a number value"},
+        {"HXb5b62575e6e4ff6129ad7c8efe1f983e", "{\"\":\"x\"}", "template.variables", "an empty key"},
+        {"HXb5b62575e6e4ff6129ad7c8efe1f983e", "{\"1\":\"a\",\"1\":\"b\"}", "template.variables", "duplicate keys"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sb_outbound_msg_t t = twilio_msg(SB_CH_TWILIO_WHATSAPP, "+14155550100", NULL);
+        t.content_sid = S(bad[i].sid);
+        t.content_variables = S(bad[i].vars);
+        refused(&t, SB_EINVAL, "invalid_template", bad[i].field, bad[i].what);
+    }
+    m = twilio_msg(SB_CH_TWILIO_WHATSAPP, "+14155550100", "hello");
+    m.content_sid = S("HXb5b62575e6e4ff6129ad7c8efe1f983e");
+    refused(&m, SB_EINVAL, "invalid_template", "template", "a content template with a body");
+    m = meta_msg("+14155550100", NULL);
+    m.content_sid = S("HXb5b62575e6e4ff6129ad7c8efe1f983e");
+    refused(&m, SB_EINVAL, "invalid_template", "template.content_sid", "a content sid on Meta");
+}
+
+TEST(window)
+{
+    const int64_t H = 3600 * 1000LL;
+    sb_outbound_error_t err;
+    sb_outbound_msg_t sms = twilio_msg(SB_CH_TWILIO_SMS, "+14155550100", "hi");
+    is_int(sb_outbound_window(&sms, -1, &err), 0, "SMS has no window");
+    static const sb_channel_type_t windowed[] = {SB_CH_META_WHATSAPP, SB_CH_TWILIO_WHATSAPP, SB_CH_META_MESSENGER,
+                                                 SB_CH_META_INSTAGRAM};
+    for (size_t i = 0; i < 4; i++) {
+        sb_outbound_msg_t m = {.channel = windowed[i], .body = S("hi")};
+        is_int(sb_outbound_window(&m, 0, NULL), 0, "type %d: free-form just after the customer wrote", (int)windowed[i]);
+        is_int(sb_outbound_window(&m, 24 * H - 1, NULL), 0, "type %d: and 1 ms before 24 h", (int)windowed[i]);
+        is_int(sb_outbound_window(&m, 24 * H, &err), SB_EACCES, "type %d: not at 24 h", (int)windowed[i]);
+        is_str(err.code, "outside_window", "type %d: outside_window", (int)windowed[i]);
+        is_int(sb_outbound_window(&m, -1, &err), SB_EACCES, "type %d: nor when the customer never wrote",
+               (int)windowed[i]);
+        ok(strstr(err.message, "not written") != NULL, "type %d: the message says so (%s)", (int)windowed[i],
+           err.message);
+    }
+    sb_outbound_msg_t wa = {.channel = SB_CH_META_WHATSAPP, .template_name = S("order_update"),
+                            .template_language = S("en_US")};
+    is_int(sb_outbound_window(&wa, -1, NULL), 0, "a WhatsApp template goes at any time");
+    sb_outbound_msg_t tw = {.channel = SB_CH_TWILIO_WHATSAPP, .content_sid = S("HXb5b62575e6e4ff6129ad7c8efe1f983e")};
+    is_int(sb_outbound_window(&tw, 48 * H, NULL), 0, "a Twilio Content template goes at any time");
+    tw.content_sid = S("");
+    tw.template_name = S("order_update");
+    is_int(sb_outbound_window(&tw, 48 * H, NULL), SB_EACCES, "a Meta-style template does not open Twilio's");
+    sb_outbound_msg_t fb = {.channel = SB_CH_META_MESSENGER, .body = S("hi"), .tag = S("ACCOUNT_UPDATE")};
+    is_int(sb_outbound_window(&fb, -1, NULL), 0, "an ACCOUNT_UPDATE tag goes at any time");
+    fb.tag = S("HUMAN_AGENT");
+    is_int(sb_outbound_window(&fb, 6 * 24 * H, NULL), 0, "HUMAN_AGENT within 7 days");
+    is_int(sb_outbound_window(&fb, 7 * 24 * H, &err), SB_EACCES, "HUMAN_AGENT not after 7 days");
+    is_int(sb_outbound_window(&fb, -1, NULL), SB_EACCES, "nor to someone who never wrote");
+    fb.channel = SB_CH_META_INSTAGRAM;
+    is_int(sb_outbound_window(&fb, 3 * 24 * H, NULL), 0, "Instagram: HUMAN_AGENT within 7 days");
+    fb.tag = S("ACCOUNT_UPDATE");
+    is_int(sb_outbound_window(&fb, 3 * 24 * H, NULL), SB_EACCES, "Instagram: no other tag");
 }
 
 int main(void)
@@ -1261,5 +1489,9 @@ int main(void)
     RUN(classify_transport);
     RUN(outcome_names);
     RUN(status_mapping);
+    RUN(messenger_validation);
+    RUN(messenger_requests);
+    RUN(content_templates);
+    RUN(window);
     return tap_done();
 }
