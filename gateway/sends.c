@@ -81,6 +81,8 @@ const char *sb_sends_check(const sb_send_t *s, const char **code)
                                  !sb_utf8_valid(s->idempotency_key.p, s->idempotency_key.len) ||
                                  memchr(s->idempotency_key.p, '\0', s->idempotency_key.len)))
         return "'idempotency_key' must be 1 to 255 bytes of UTF-8 text";
+    if (sb_str_has_prefix(s->idempotency_key, SB_STR("sb-fallback:"))) /* the session's own (actors/session.c) */
+        return "'idempotency_key' must not start with sb-fallback: (the gateway's keys for fallback messages)";
     return NULL;
 }
 
