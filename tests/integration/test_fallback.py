@@ -212,6 +212,9 @@ def test_delivered_in_time(gw, mock):
     beh = mock.behaviour(sender=a["address"], callbacks=["sent", "delivered"], delivery_delay_ms=1000)
     h.ok(beh.get("delivery_delay_ms") == 1000 and beh.get("callback_delay_ms") == 0,
          "the mock takes a delivery delay (sent at once, delivered 1 s later)", beh)
+    bad = mock.control("/_mock/behaviour", {"sender": a["address"], "delivery_delay_ms": -5})
+    h.ok(bad.status == 400 and mock.get("/_mock/behaviour?sender=" + a["address"].replace("+", "%2B")).json().get(
+        "delivery_delay_ms") == 1000, "a negative delivery delay is refused, the behaviour unchanged", bad)
     ws = connect(gw, t["key"])
     ws.recv_op()
     mid = send(gw, t, fb(b["channel"], after=2)).json().get("id")
