@@ -60,6 +60,16 @@ typedef struct sb_pending_send {
     const char *fallback_json;     /* NULL when none */
 } sb_pending_send_t;
 
+/* A message whose fallback is watched (sql/0018), as activation finds it: what to send again and when. */
+typedef struct sb_fallback_watch {
+    int64_t id;
+    const char *to, *body, *media_json, *template_json; /* template_json NULL when none */
+    const char *fallback_json;     /* {"channels": [id, ...], "after_s": N} */
+    const char *priority;          /* "interactive", "normal", "bulk" */
+    const char *status;            /* the message's: failed, undelivered and dead mean it failed for good */
+    int64_t due_in_ms;             /* <= 0: due now */
+} sb_fallback_watch_t;
+
 /* A call as it is stored (a row of calls, sql/0013). Strings NULL when unknown; duration_s -1 when unknown. */
 typedef struct sb_call_row {
     int64_t id, tenant, channel;
@@ -122,6 +132,16 @@ typedef struct sb_status_change {
     bool finished;                 /* its send is over: it leaves the outbox */
     bool counts_attempt;           /* a claim: attempts + 1 (status "sending"; no history, no event) */
     int64_t receipt_id;            /* an inbound status callback: its receipt, marked processed with it; 0 none */
+    /* fallback (sql/0018): what the change does to the message's fallback watch */
+    enum {
+        SB_FALLBACK_KEEP = 0,      /* nothing (delivered and read clear it in any case) */
+        SB_FALLBACK_WATCH,         /* due in fallback_in_ms */
+        SB_FALLBACK_LINK,          /* it went out again as message fallback_to: recorded, no longer watched */
+        SB_FALLBACK_DROP           /* no longer watched: no channel of its list took it */
+    } fallback;
+    int64_t fallback_in_ms, fallback_to;
+    bool history_only;             /* status goes to the history (and its event) only: the message keeps its own
+                                    * status and error ("fallback", "fallback_failed") */
 } sb_status_change_t;
 
 /* Everything one tenant write holds; the store makes it one statement. */
@@ -168,6 +188,9 @@ typedef struct sb_store_port {
                             void (*cb)(void *arg, int err, const char *const *provider_ids, const int64_t *ids,
                                        const char *const *statuses, size_t n),
                             void *arg);
+    /* The channel's messages whose fallback is watched (sql/0018), in id order. NULL in a port that has none. */
+    int (*load_fallbacks)(void *ctx, int64_t tenant, int64_t channel,
+                          void (*cb)(void *arg, int err, const sb_fallback_watch_t *w, size_t n), void *arg);
     /* The message a tenant's idempotency key names, or 0. */
     int (*find_idempotent)(void *ctx, int64_t tenant, const char *key,
                            void (*cb)(void *arg, int err, int64_t id, int64_t channel), void *arg);

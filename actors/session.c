@@ -14,6 +14,7 @@
 #include "actors/tenant.h"
 #include "gateway/log.h"
 #include "proto/err.h"
+#include "proto/fallback.h"
 #include "proto/htable.h"
 #include "proto/idset.h"
 #include "proto/list.h"
@@ -44,11 +45,15 @@ enum {
     S_KEY,
     S_GRANT,
     S_OUTCOME,
+    S_FALLBACK,
+    S_FALLBACKS,
 };
 
 /* Timer tags: small numbers for the actor's own, a send's id with the high bit for a send's. */
 enum { TIMER_LOAD = 1, TIMER_INBOUND, TIMER_PUMP };
 #define TIMER_SEND (1ull << 62)
+#define TIMER_FALLBACK (1ull << 59) /* | a watched message's id; alone: load the watches again */
+#define FALLBACK_KEY "sb-fallback:" /* the idempotency key of a message's fallback: this and the message's id */
 
 typedef struct send send_t;
 
@@ -86,7 +91,31 @@ struct send {
     int64_t out_retry_ms;
     bool out_finished;
     uint64_t out_since;
+    char *fallback_json;     /* its fallback list (proto/fallback), NULL when none */
+    sb_priority_t priority;  /* (its fallback's) */
 };
+
+/* A message of this channel whose fallback is watched (sql/0018): sent and not delivered yet, or failed for good
+ * with its fallback not recorded yet. */
+enum watch_state {
+    FB_WAITING,              /* until due (its timer), or a status callback */
+    FB_ASKING,               /* its fallback was handed to the next channel's session */
+    FB_STORING               /* the link (or that no channel took it) is being written */
+};
+
+typedef struct watch {
+    sb_hnode_t node;         /* by message id */
+    int64_t id;
+    enum watch_state state;
+    bool failed;             /* it failed for good (else: it was not delivered in time) */
+    uint64_t due;            /* runtime ms */
+    char *to, *body, *media_json, *template_json;
+    sb_fallback_t list;
+    sb_priority_t priority;
+    size_t next;             /* the list's channel being tried */
+    int64_t fallback_id;     /* what that channel accepted; 0 while none */
+    char *out_code, *out_message; /* FB_STORING with no fallback_id: the last refusal */
+} watch_t;
 
 typedef struct inbound {
     sb_list_t link;
@@ -124,7 +153,7 @@ typedef struct memo_entry {
     char status[16];         /* a provider id's: its message's status */
 } memo_entry_t;
 
-enum work_kind { W_INBOUND, W_ACCEPT, W_CLAIM, W_OUTCOME };
+enum work_kind { W_INBOUND, W_ACCEPT, W_CLAIM, W_OUTCOME, W_FALLBACK };
 
 typedef struct pending {
     sb_hnode_t node;         /* by token */
@@ -136,6 +165,7 @@ typedef struct pending {
     accept_t *accept;        /* W_ACCEPT */
     send_t **sends;          /* W_CLAIM, W_OUTCOME */
     size_t nsends;
+    int64_t watch;           /* W_FALLBACK: the watched message */
 } pending_t;
 
 typedef struct session {
@@ -164,6 +194,8 @@ typedef struct session {
     sb_list_t accepts;
     sb_htable_t pendings;    /* work items at the tenant, by token */
     uint64_t next_token;
+    sb_htable_t watches;     /* messages whose fallback is watched, by id */
+    bool watches_loading;    /* at activation: the inbox waits for them (a delivered must find its watch) */
 } session_t;
 
 static _Atomic uint64_t incarnations;
@@ -902,6 +934,11 @@ static void message_event(session_t *s, const sb_new_message_t *m, const char *m
         sb_buf_puts(b, ",\"status\":");
         json_str(b, m->status);
     }
+    if (m->fallback_of) { /* the fallback of that message (it failed, or was not delivered in time) */
+        sb_buf_puts(b, ",\"fallback_of\":\"");
+        sb_buf_append_i64(b, m->fallback_of);
+        sb_buf_puts(b, "\"");
+    }
     sb_buf_puts(b, ",\"created_at\":");
     json_str(b, m->created_at);
     sb_buf_puts(b, "}");
@@ -935,6 +972,8 @@ static void number(session_t *s, conv_t *c, sb_new_message_t *m, int64_t id)
     now_text(s, c->last_message_at);
     conv_touch(s, c);
 }
+
+static void fallback_news(session_t *s, int64_t id, const char *status, sb_status_change_t *c);
 
 /* Hands a work item to the tenant; it answers with SB_SESSION_WRITTEN. */
 static void submit(session_t *s, pending_t *p, sb_tenant_work_t *w)
@@ -1020,6 +1059,7 @@ static void apply_inbound(session_t *s)
                 c->error_message = sb_tenant_work_str(w, in->ev.error_message);
                 c->receipt_id = in->receipt_id;
                 snprintf(pr->status, sizeof pr->status, "%s", in->ev.status);
+                fallback_news(s, pr->message_id, in->ev.status, c);
                 status_event(c, &ev);
                 sb_tenant_work_event(w, "message.status", sb_str(ev.p, ev.len));
             }
@@ -1188,10 +1228,14 @@ static void send_free(session_t *s, send_t *x)
     free(x->out_provider_id);
     free(x->out_code);
     free(x->out_message);
+    free(x->fallback_json);
     free(x);
 }
 
 static void pump(session_t *s);
+
+static void fallback_outcome(session_t *s, send_t *x, sb_status_change_t *c);
+static void fallback_sent(session_t *s, send_t *x);
 
 /* Stores x's outcome (its message.status event with it), as a work item of its own. */
 static void store_outcome(session_t *s, send_t *x)
@@ -1210,6 +1254,7 @@ static void store_outcome(session_t *s, send_t *x)
     c->error_message = sb_tenant_work_str(w, x->out_message);
     c->retry_in_ms = x->out_retry_ms;
     c->finished = x->out_finished;
+    fallback_outcome(s, x, c);
     sb_buf_t ev;
     sb_buf_init(&ev);
     status_event(c, &ev);
@@ -1386,6 +1431,403 @@ static int on_outcome(sb_actor_t *a, void *state, sb_msg_t *m)
     return 0;
 }
 
+/* ---- fallback: the same content on the next channel of the message's list ------------------------------------------
+ *
+ * A message accepted with a fallback list (proto/fallback) is watched once its send is over: failed or dead, its
+ * fallback is due at once; sent or unknown, it is due fallback_after seconds later unless a delivered or read
+ * status callback comes first (failed or undelivered make it due at once). The deadline is stored with the outcome
+ * (messages.fallback_due_at, sql/0018) and loaded again at activation, so a restart keeps it. When due, the content
+ * goes to the next channel's session as a new message with the idempotency key FALLBACK_KEY + the message's id,
+ * fallback_of set and the rest of the list: asked twice (a restart before the link was stored), that session
+ * answers the message it made the first time. Its id is then stored on this message (fallback_to, with a history
+ * entry "fallback" that leaves the message's own status alone) with a message.status event {"id", "status":
+ * "fallback", "fallback_to", "fallback_channel_id", "reason": "failed" | "not_delivered"}. A channel that refuses
+ * it (400, 404: gone, another type's rules) is skipped; when none takes it, "fallback_failed" is stored and sent
+ * instead, with the last refusal as its error.
+ *
+ * The recipient is the message's as stored: E.164 without a prefix, which every phone-number channel takes (Twilio
+ * WhatsApp adds its "whatsapp:" when it sends); a channel whose addresses are of another kind refuses it (skipped).
+ *
+ * Both sessions live on the tenant's shard (placement is per tenant), so the other session's answer, called on
+ * that shard's thread, posts to this actor from its own runtime. */
+
+static bool watch_eq(const sb_hnode_t *n, const void *key)
+{
+    return sb_container_of(n, watch_t, node)->id == *(const int64_t *)key;
+}
+
+static watch_t *watch_get(session_t *s, int64_t id)
+{
+    sb_hnode_t *n = sb_htable_find(&s->watches, sb_hash_u64((uint64_t)id), watch_eq, &id);
+    return n ? sb_container_of(n, watch_t, node) : NULL;
+}
+
+static void watch_release(watch_t *w)
+{
+    free(w->to);
+    free(w->body);
+    free(w->media_json);
+    free(w->template_json);
+    free(w->out_code);
+    free(w->out_message);
+    free(w);
+}
+
+static void watch_free(session_t *s, watch_t *w)
+{
+    sb_htable_remove(&s->watches, &w->node);
+    watch_release(w);
+}
+
+static bool failed_for_good(const char *status)
+{
+    return status && (strcmp(status, "failed") == 0 || strcmp(status, "undelivered") == 0 ||
+                      strcmp(status, "dead") == 0);
+}
+
+static bool delivered(const char *status)
+{
+    return status && (strcmp(status, "delivered") == 0 || strcmp(status, "read") == 0);
+}
+
+static sb_priority_t priority_of(const char *name)
+{
+    for (int i = 0; name && i < SB_PRIORITY_N; i++)
+        if (strcmp(name, sb_priority_names[i]) == 0)
+            return (sb_priority_t)i;
+    return SB_PRIORITY_NORMAL;
+}
+
+/* Starts watching message id (its content copied); NULL when it is watched already, or its list cannot be read or
+ * is empty (nothing to watch). */
+static watch_t *watch_add(session_t *s, int64_t id, const char *fallback_json, const char *to, const char *body,
+                          const char *media_json, const char *template_json, sb_priority_t priority)
+{
+    sb_fallback_t list;
+    if (!fallback_json || !to || sb_fallback_parse(fallback_json, strlen(fallback_json), &list) < 0 || !list.n ||
+        watch_get(s, id))
+        return NULL;
+    watch_t *w = sb_calloc(1, sizeof *w);
+    w->id = id;
+    w->list = list;
+    w->priority = priority;
+    w->to = sb_strdup(to);
+    w->body = sb_strdup(body ? body : "");
+    w->media_json = sb_strdup(media_json ? media_json : "[]");
+    w->template_json = dup_or_null(template_json);
+    w->node.hash = sb_hash_u64((uint64_t)id);
+    sb_htable_insert(&s->watches, &w->node);
+    return w;
+}
+
+/* w's fallback is due in ms. */
+static void watch_arm(session_t *s, watch_t *w, uint64_t ms)
+{
+    w->state = FB_WAITING;
+    w->due = sb_rt_time(s->rt) + ms;
+    sb_actor_timer_start(s->actor, ms, 0, TIMER_FALLBACK | (uint64_t)w->id);
+}
+
+/* x's final outcome is about to be stored (c): with a fallback list, the watch's deadline goes with it. */
+static void fallback_outcome(session_t *s, send_t *x, sb_status_change_t *c)
+{
+    sb_fallback_t list;
+    (void)s;
+    if (!x->fallback_json || !x->out_finished ||
+        sb_fallback_parse(x->fallback_json, strlen(x->fallback_json), &list) < 0 || !list.n)
+        return;
+    if (failed_for_good(x->out_status)) {
+        c->fallback = SB_FALLBACK_WATCH;
+        c->fallback_in_ms = 0;
+    } else if (strcmp(x->out_status, "sent") == 0 || strcmp(x->out_status, "unknown") == 0) {
+        c->fallback = SB_FALLBACK_WATCH;
+        c->fallback_in_ms = list.after_s * 1000;
+    }
+}
+
+/* x's final outcome is stored: the watch starts. A status callback applied meanwhile (the provider may call back
+ * before its answer is stored) is in the provider ids' memory: delivered ends the watch before it starts (the store
+ * cleared it), failed makes it due at once. */
+static void fallback_sent(session_t *s, send_t *x)
+{
+    bool failed = failed_for_good(x->out_status);
+    if (!x->fallback_json || (!failed && strcmp(x->out_status, "sent") != 0 && strcmp(x->out_status, "unknown") != 0))
+        return;
+    memo_entry_t *pr = x->out_provider_id ? provider_get(s, x->out_provider_id) : NULL;
+    if (pr && pr->message_id == x->id) {
+        if (delivered(pr->status))
+            return;
+        failed |= failed_for_good(pr->status);
+    }
+    watch_t *w = watch_add(s, x->id, x->fallback_json, x->to, x->body, x->media_json, x->template_json, x->priority);
+    if (!w)
+        return;
+    w->failed = failed;
+    watch_arm(s, w, failed ? 0 : (uint64_t)w->list.after_s * 1000);
+}
+
+/* A status callback moves message id to status (c, being written): delivered or read end its watch (the store
+ * clears it with the change); failed or undelivered make its fallback due now, in the store too. */
+static void fallback_news(session_t *s, int64_t id, const char *status, sb_status_change_t *c)
+{
+    watch_t *w = watch_get(s, id);
+    send_t *x = w ? NULL : send_get(s, id);
+    if (!w && !(x && x->fallback_json))
+        return; /* no fallback, or it fired already (the store keeps it so: fallback_to is set) */
+    if (w && w->state != FB_WAITING)
+        return; /* on its way: too late to call it off */
+    if (delivered(status)) {
+        if (w)
+            watch_free(s, w);
+        return;
+    }
+    if (!failed_for_good(status))
+        return;
+    c->fallback = SB_FALLBACK_WATCH;
+    c->fallback_in_ms = 0;
+    if (w) {
+        w->failed = true;
+        watch_arm(s, w, 0);
+    } /* else its outcome is being stored: fallback_sent finds the status in the provider ids' memory */
+}
+
+/* The fallback's request, handed to the next channel's session. */
+typedef struct fb_req {
+    sb_session_send_t req;   /* first: the session answers this pointer */
+    comp_t c;                /* this session, the watched message's id as ref */
+} fb_req_t;
+
+/* The other session's answer (on the tenant's shard: see above): back to this actor as S_FALLBACK. */
+static void fallback_answered(sb_session_send_t *req)
+{
+    fb_req_t *f = (fb_req_t *)req;
+    comp_t *c = sb_malloc(sizeof *c);
+    *c = f->c;
+    sb_buf_t b;
+    comp_head(c, &b, 0);
+    pk_i64(&b, req->status);
+    pk_i64(&b, req->id);
+    pk_str(&b, req->code);
+    pk_str(&b, req->code ? req->message : NULL);
+    free(req->to);
+    free(req->body);
+    free(req->media_json);
+    free(req->template_json);
+    free(req->idempotency_key);
+    free(req->fallback_json);
+    free(f);
+    comp_post(c, S_FALLBACK, &b);
+}
+
+static void fallback_store(session_t *s, watch_t *w);
+static void fallbacks_load(session_t *s);
+
+/* w is due: its content goes to the next channel of its list that takes it (or, none left, that is stored). */
+static void fallback_fire(session_t *s, watch_t *w)
+{
+    if (w->next >= w->list.n) {
+        fallback_store(s, w);
+        return;
+    }
+    fb_req_t *f = sb_calloc(1, sizeof *f);
+    sb_session_send_t *r = &f->req;
+    r->tenant = s->tenant;
+    r->channel = w->list.channels[w->next];
+    r->to = sb_strdup(w->to);
+    r->body = sb_strdup(w->body);
+    r->media_json = sb_strdup(w->media_json);
+    r->template_json = sb_fallback_keeps_template(w->template_json) ? sb_strdup(w->template_json) : NULL;
+    char key[48];
+    snprintf(key, sizeof key, FALLBACK_KEY "%" PRId64, w->id);
+    r->idempotency_key = sb_strdup(key);
+    r->priority = w->priority;
+    sb_buf_t rest;
+    sb_buf_init(&rest);
+    if (sb_fallback_format(&w->list, w->next + 1, &rest))
+        r->fallback_json = sb_strdup(sb_buf_cstr(&rest));
+    sb_buf_cleanup(&rest);
+    r->fallback_of = w->id;
+    r->answer = fallback_answered;
+    f->c = (comp_t){s->rt, s->self, s->epoch, w->id};
+    w->state = FB_ASKING;
+    sb_session_send(s->rt, s->ports->owner(s->ports->ctx, s->tenant), r); /* answered in every case */
+}
+
+/* Stores what came of w's fallback: the link to the message a channel accepted, or that none did. */
+static void fallback_store(session_t *s, watch_t *w)
+{
+    pending_t *p = pending_new(s, W_FALLBACK);
+    p->watch = w->id;
+    sb_tenant_work_t *wk = work_new(s, p);
+    sb_status_change_t *c = sb_tenant_work_change(wk);
+    c->message_id = w->id;
+    c->channel_id = s->channel;
+    c->history_only = true;
+    sb_buf_t ev;
+    sb_buf_init(&ev);
+    sb_buf_puts(&ev, "{\"id\":\"");
+    sb_buf_append_i64(&ev, w->id);
+    if (w->fallback_id) {
+        c->status = "fallback";
+        c->fallback = SB_FALLBACK_LINK;
+        c->fallback_to = w->fallback_id;
+        sb_buf_puts(&ev, "\",\"status\":\"fallback\",\"fallback_to\":\"");
+        sb_buf_append_i64(&ev, w->fallback_id);
+        sb_buf_puts(&ev, "\",\"fallback_channel_id\":\"");
+        sb_buf_append_i64(&ev, w->list.channels[w->next < w->list.n ? w->next : w->list.n - 1]);
+        sb_buf_puts(&ev, "\"");
+    } else {
+        c->status = "fallback_failed";
+        c->fallback = SB_FALLBACK_DROP;
+        c->error_code = sb_tenant_work_str(wk, w->out_code ? w->out_code : "no_fallback");
+        c->error_message =
+            sb_tenant_work_str(wk, w->out_message ? w->out_message : "no fallback channel took the message");
+        sb_buf_puts(&ev, "\",\"status\":\"fallback_failed\",\"error\":{\"code\":");
+        json_str(&ev, c->error_code);
+        sb_buf_puts(&ev, ",\"message\":");
+        json_str(&ev, c->error_message);
+        sb_buf_puts(&ev, "}");
+    }
+    sb_buf_puts(&ev, ",\"reason\":");
+    json_str(&ev, w->failed ? "failed" : "not_delivered");
+    sb_buf_puts(&ev, "}");
+    sb_tenant_work_event(wk, "message.status", sb_str(ev.p, ev.len));
+    sb_buf_cleanup(&ev);
+    w->state = FB_STORING;
+    sb_tenant_write(s->rt, s->tenant, wk); /* a refused one is answered (SB_SESSION_WRITTEN with its error) */
+}
+
+static void written_fallback(session_t *s, pending_t *p, int err)
+{
+    watch_t *w = watch_get(s, p->watch);
+    if (!w || w->state != FB_STORING)
+        return;
+    if (err) { /* stored again after a while (the link must not be lost; asking again would answer the same id) */
+        w->state = FB_WAITING;
+        w->due = sb_rt_time(s->rt) + DB_RETRY_MS;
+        sb_actor_timer_start(s->actor, DB_RETRY_MS, 0, TIMER_FALLBACK | (uint64_t)w->id);
+        return;
+    }
+    watch_free(s, w);
+}
+
+static int on_fallback(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    rd_t r;
+    int64_t ref;
+    int err;
+    (void)a;
+    if (!comp_open(s, m, &r, &ref, &err))
+        return 0;
+    int64_t status = rd_i64(&r), id = rd_i64(&r);
+    const char *code = rd_str(&r), *message = rd_str(&r);
+    watch_t *w = watch_get(s, ref);
+    if (r.bad || !w || w->state != FB_ASKING)
+        return 0;
+    if ((status == 202 || status == 200) && id) {
+        w->fallback_id = id;
+        fallback_store(s, w);
+    } else if (status == 400 || status == 404 || status == 409 || status == 422) { /* that channel will not take it */
+        sb_log_info("session %" PRId64 ": message %" PRId64 ": fallback channel %" PRId64 " refused it (%s)",
+                    s->channel, w->id, w->list.channels[w->next], code ? code : "?");
+        free(w->out_code);
+        free(w->out_message);
+        w->out_code = dup_or_null(code);
+        w->out_message = dup_or_null(message);
+        w->next++;
+        fallback_fire(s, w);
+    } else { /* that session could not store it now: again after a while */
+        watch_arm(s, w, DB_RETRY_MS);
+    }
+    return 0;
+}
+
+/* A watch's timer (id), or (id 0) the watches' load to try again. */
+static void fallback_timer(session_t *s, int64_t id)
+{
+    if (!id) {
+        fallbacks_load(s);
+        return;
+    }
+    watch_t *w = watch_get(s, id);
+    if (!w || w->state != FB_WAITING || sb_rt_time(s->rt) < w->due)
+        return; /* gone, on its way, or an earlier arming's timer */
+    if (w->fallback_id) /* its link is to be stored again */
+        fallback_store(s, w);
+    else
+        fallback_fire(s, w);
+}
+
+static void fallbacks_cb(void *arg, int err, const sb_fallback_watch_t *w, size_t n)
+{
+    comp_t *c = arg;
+    sb_buf_t b;
+    comp_head(c, &b, err);
+    pk_i64(&b, err ? 0 : (int64_t)n);
+    for (size_t i = 0; !err && i < n; i++) {
+        pk_i64(&b, w[i].id);
+        pk_str(&b, w[i].to);
+        pk_str(&b, w[i].body);
+        pk_str(&b, w[i].media_json);
+        pk_str(&b, w[i].template_json);
+        pk_str(&b, w[i].fallback_json);
+        pk_str(&b, w[i].priority);
+        pk_str(&b, w[i].status);
+        pk_i64(&b, w[i].due_in_ms);
+    }
+    comp_post(c, S_FALLBACKS, &b);
+}
+
+/* At activation: the channel's watched messages (the inbox waits for them). */
+static void fallbacks_load(session_t *s)
+{
+    s->watches_loading = false;
+    if (!s->ports->store.load_fallbacks || !s->info.address)
+        return;
+    comp_t *c = comp_new(s, 0);
+    if (s->ports->store.load_fallbacks(s->ports->store.ctx, s->tenant, s->channel, fallbacks_cb, c) < 0) {
+        free(c);
+        sb_actor_timer_start(s->actor, LOAD_RETRY_MS, 0, TIMER_FALLBACK);
+    }
+    s->watches_loading = true;
+}
+
+static int on_fallbacks(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    rd_t r;
+    int64_t ref;
+    int err;
+    if (!comp_open(s, m, &r, &ref, &err))
+        return 0;
+    if (err) {
+        sb_actor_timer_start(a, LOAD_RETRY_MS, 0, TIMER_FALLBACK);
+        return 0;
+    }
+    int64_t n = rd_i64(&r);
+    for (int64_t i = 0; !r.bad && i < n; i++) {
+        int64_t id = rd_i64(&r);
+        const char *to = rd_str(&r), *body = rd_str(&r), *media = rd_str(&r), *tpl = rd_str(&r);
+        const char *list = rd_str(&r), *priority = rd_str(&r), *status = rd_str(&r);
+        int64_t due_in = rd_i64(&r);
+        if (r.bad || delivered(status))
+            continue;
+        watch_t *w = watch_add(s, id, list, to, body, media, tpl, priority_of(priority));
+        if (!w) {
+            if (!watch_get(s, id))
+                sb_log_warn("session %" PRId64 ": message %" PRId64 ": its fallback list cannot be read", s->channel,
+                            id);
+            continue;
+        }
+        w->failed = failed_for_good(status);
+        watch_arm(s, w, due_in > 0 ? (uint64_t)due_in : 0);
+    }
+    s->watches_loading = false;
+    process(s);
+    return 0;
+}
+
 /* ---- the tenant's answers ---------------------------------------------------------------------------------------- */
 
 /* The message a work item numbered is answered: committed, or not. Memory never falls behind the store (only this
@@ -1428,7 +1870,9 @@ static void written_accept(session_t *s, pending_t *p, int err)
     if (err) {
         answer(req, 503, 0, false);
     } else {
-        send_add(s, a->conv, a->id, 0, req->to, req->body, req->media_json, req->template_json);
+        send_t *x = send_add(s, a->conv, a->id, 0, req->to, req->body, req->media_json, req->template_json);
+        x->fallback_json = dup_or_null(req->fallback_json);
+        x->priority = req->priority;
         lane_ready(s, a->conv);
         answer(req, 202, a->id, true);
     }
@@ -1476,6 +1920,8 @@ static void written_outcome(session_t *s, pending_t *p, int err)
         x->state = Q_WAITING;
         sb_actor_timer_start(s->actor, (uint64_t)x->out_retry_ms, 0, TIMER_SEND | (uint64_t)x->id);
     } else {
+        if (!err)
+            fallback_sent(s, x);
         send_free(s, x);
         lane_ready(s, c);
     }
@@ -1506,6 +1952,9 @@ static int on_written(sb_actor_t *a, void *state, sb_msg_t *m)
     case W_OUTCOME:
         written_outcome(s, p, r.err);
         break;
+    case W_FALLBACK:
+        written_fallback(s, p, r.err);
+        break;
     }
     pending_free(s, p);
     process(s);
@@ -1518,7 +1967,7 @@ static int on_written(sb_actor_t *a, void *state, sb_msg_t *m)
 static void process(session_t *s)
 {
     for (int round = 0; round < 2; round++) {
-        if (!s->ready || s->resolving || s->inbound_waiting)
+        if (!s->ready || s->resolving || s->inbound_waiting || s->watches_loading)
             return;
         if (resolve(s))
             return;
@@ -1660,6 +2109,8 @@ static void loaded_cb(void *arg, int err, const sb_channel_info_t *ci, const sb_
             pk_i64(&b, pending[i].attempts);
             pk_i64(&b, pending[i].retry_in_ms);
             pk_i64(&b, pending[i].sending_for_ms);
+            pk_str(&b, pending[i].fallback_json);
+            pk_str(&b, pending[i].priority);
         }
     }
     comp_post(c, S_LOADED, &b);
@@ -1733,12 +2184,15 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
         const char *status = rd_str(&r);
         unsigned attempts = (unsigned)rd_i64(&r);
         int64_t retry_in = rd_i64(&r), sending_for = rd_i64(&r);
+        const char *fallback_json = rd_str(&r), *priority = rd_str(&r);
         if (r.bad || !to || !status || send_get(s, id))
             continue;
         if (strcmp(status, "queued") != 0 && strcmp(status, "retrying") != 0 && strcmp(status, "sending") != 0)
             continue; /* finished already: nothing to send */
         conv_t *c = conv_get(s, conv);
         send_t *x = send_add(s, c, id, attempts, to, body, media, tpl);
+        x->fallback_json = dup_or_null(fallback_json);
+        x->priority = priority_of(priority);
         if (strcmp(status, "sending") == 0) { /* left sending by a crash: unknown once it has been for long */
             x->state = Q_WAITING;
             x->out_retry_ms = -2; /* marks "call it unknown" for the timer */
@@ -1753,6 +2207,7 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
         }
     }
     if (!s->ready) {
+        fallbacks_load(s); /* the inbox waits for them (process) */
         s->ready = true;
         inbox_admit(s);
         sb_list_foreach_safe(it, nx, &s->accepts)
@@ -1802,6 +2257,10 @@ static int on_timer(sb_actor_t *a, void *state, sb_msg_t *m)
         pump(s);
         return 0;
     }
+    if (!(tag & TIMER_SEND) && (tag & TIMER_FALLBACK)) {
+        fallback_timer(s, (int64_t)(tag & ~TIMER_FALLBACK));
+        return 0;
+    }
     if (!(tag & TIMER_SEND))
         return 0;
     send_t *x = send_get(s, (int64_t)(tag & ~TIMER_SEND));
@@ -1845,6 +2304,7 @@ static int session_init(sb_actor_t *a, void *state, const void *arg)
     sb_list_init(&s->inbox);
     sb_list_init(&s->accepts);
     sb_htable_init(&s->pendings);
+    sb_htable_init(&s->watches);
     sb_idset_init(&s->known);
     if (!load(s))
         sb_actor_timer_start(a, LOAD_RETRY_MS, 0, TIMER_LOAD);
@@ -1884,6 +2344,12 @@ static void session_stop(sb_actor_t *a, void *state)
         free(c->profile_name);
         free(c);
     }
+    pos = 0;
+    for (sb_hnode_t *n; (n = sb_htable_next(&s->watches, &pos));) {
+        sb_htable_remove_at(&s->watches, &pos);
+        watch_release(sb_container_of(n, watch_t, node));
+    }
+    sb_htable_cleanup(&s->watches);
     memo_cleanup(&s->providers);
     memo_cleanup(&s->keys);
     sb_htable_cleanup(&s->convs);
@@ -1899,14 +2365,15 @@ static bool session_can_passivate(sb_actor_t *a, void *state)
     session_t *s = state;
     (void)a;
     return s->ready && !s->loading && sb_list_empty(&s->inbox) && sb_list_empty(&s->accepts) &&
-           s->pendings.n == 0 && s->sends.n == 0 && !s->resolving;
+           s->pendings.n == 0 && s->sends.n == 0 && !s->resolving && s->watches.n == 0 && !s->watches_loading;
 }
 
 static const sb_actor_handler_fn handlers[] = {
     [SB_MSG_TIMER] = on_timer,  [SB_SESSION_RECEIPT] = on_receipt, [SB_SESSION_SEND] = on_send,
     [SB_SESSION_RESUME] = on_resume, [SB_SESSION_WRITTEN] = on_written, [S_LOADED] = on_loaded,
     [S_CONVS] = on_convs,       [S_PROVIDERS] = on_providers,      [S_KEY] = on_key,
-    [S_GRANT] = on_grant,       [S_OUTCOME] = on_outcome,
+    [S_GRANT] = on_grant,       [S_OUTCOME] = on_outcome,         [S_FALLBACK] = on_fallback,
+    [S_FALLBACKS] = on_fallbacks,
 };
 
 const sb_actor_kind_t sb_session_kind = {

@@ -32,6 +32,13 @@
  * outcome the store did not take is offered again until it is (for a few minutes): the provider's answer is not
  * lost.
  *
+ * Fallback: a message accepted with fallback channels (proto/fallback) is watched once its send is over; when it
+ * failed for good (its outcome, or a failed/undelivered status callback) or is not delivered within its
+ * fallback_after, its content is handed to the next channel's session (sb_session_send, with fallback_of and the
+ * rest of the list, under the idempotency key "sb-fallback:{id}") and the message it becomes is stored as this one's
+ * fallback_to. The watch's deadline is stored with the outcome and loaded at activation; a session watching a
+ * message is not passivated.
+ *
  * Activation loads the channel and its unfinished outbound messages (a message left sending for two minutes, by a
  * crash, becomes unknown: never a blind resend). It is passivated when idle with nothing queued, in flight or
  * waiting. */

@@ -13,6 +13,7 @@
 #include "gateway/voice.h"
 #include "proto/digest.h"
 #include "proto/err.h"
+#include "proto/fallback.h"
 #include "proto/form.h"
 #include "proto/jwt.h"
 #include "proto/mem.h"
@@ -711,6 +712,11 @@ static void post_message(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t
     const char *code = "invalid_request";
     if (!bad && tpl && !json_is_null(tpl) && (bad = template_problem(tpl)))
         code = "invalid_template";
+    sb_fallback_t fallback = {0};
+    const char *fallback_bad = NULL;
+    if (!bad && sb_fallback_from_request(json_object_get(j, "fallback"), json_object_get(j, "fallback_after"),
+                                         (int64_t)channel, &fallback, &fallback_bad) < 0)
+        bad = fallback_bad;
     if (bad) {
         sb_http_respond_error(req, 400, code, bad);
         json_decref(j);
@@ -724,7 +730,12 @@ static void post_message(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t
         send.template_json = sb_str_cstr(template_text);
     }
     send.channel = channel;
+    sb_buf_t fallback_text;
+    sb_buf_init(&fallback_text);
+    if (sb_fallback_format(&fallback, 0, &fallback_text))
+        send.fallback_json = sb_str(fallback_text.p, fallback_text.len);
     sb_sends_accept(&send, send_accepted, req);
+    sb_buf_cleanup(&fallback_text);
     free(template_text);
     json_decref(j);
 }

@@ -2,11 +2,15 @@
  *
  * The request is checked where it arrived, copied into the session's request and handed to the channel's session
  * on the tenant's shard, which checks it against its channel, numbers it in its conversation and stores it (with
- * its outbox entry and events) before it answers; the answer comes back to the shard the request came from. */
+ * its outbox entry and events) before it answers; the answer comes back to the shard the request came from. A send
+ * with fallback channels first looks each of them up (gateway/chancache, on the shard the request came from): each
+ * must be a channel of the tenant that can send messages. */
 #include "gateway/sends.h"
 
 #include "actors/session.h"
+#include "gateway/chancache.h"
 #include "proto/err.h"
+#include "proto/fallback.h"
 #include "proto/line.h"
 #include "proto/mem.h"
 #include "shards/domain.h"
@@ -98,6 +102,8 @@ const char *sb_sends_check(const sb_send_t *s, const char **code)
                                  !sb_utf8_valid(s->idempotency_key.p, s->idempotency_key.len) ||
                                  memchr(s->idempotency_key.p, '\0', s->idempotency_key.len)))
         return "'idempotency_key' must be 1 to 255 bytes of UTF-8 text";
+    if (sb_str_has_prefix(s->idempotency_key, SB_STR("sb-fallback:"))) /* the session's own (actors/session.c) */
+        return "'idempotency_key' must not start with sb-fallback: (the gateway's keys for fallback messages)";
     return NULL;
 }
 
@@ -108,6 +114,8 @@ typedef struct job {
     unsigned origin;           /* the shard to answer on */
     sb_sends_fn cb;
     void *arg;
+    sb_fallback_t fallback;    /* its fallback channels, looked up one after the other ... */
+    size_t checked;            /* ... this many so far */
 } job_t;
 
 static void job_free(job_t *j)
@@ -143,6 +151,47 @@ static void answered(sb_session_send_t *req)
         answer_on_origin(self, j);
     else if (sb_shard_exec(j->origin, answer_on_origin, j) < 0)
         job_free(j);
+}
+
+static void post(job_t *j)
+{
+    sb_shard_t *self = sb_shard_self();
+    sb_session_send(sb_shard_rt(self), sb_domain_owner(j->req.tenant), &j->req);
+}
+
+static void check_fallbacks(job_t *j);
+
+/* A fallback channel looked up: the tenant's own, and one that can send messages; else the send is answered. */
+static void fallback_found(void *arg, int err, const sb_chan_t *ch)
+{
+    job_t *j = arg;
+    int64_t id = j->fallback.channels[j->checked];
+    char msg[160];
+    if (err == SB_ENOENT || (!err && ch->tenant != j->req.tenant)) {
+        snprintf(msg, sizeof msg, "fallback channel %lld not found", (long long)id);
+        j->cb(j->arg, 404, "not_found", msg, NULL, false);
+    } else if (err) {
+        j->cb(j->arg, 503, "unavailable", "the fallback channels could not be checked now; retry", NULL, false);
+    } else if (ch->type == SB_CH_TWILIO_VOICE || ch->type == SB_CH_LINKED || ch->type == SB_CH_NONE) {
+        snprintf(msg, sizeof msg, "fallback channel %lld is a %s channel: it cannot send messages", (long long)id,
+                 sb_channel_type_name(ch->type) ? sb_channel_type_name(ch->type) : "unknown");
+        j->cb(j->arg, 400, "invalid_fallback", msg, NULL, false);
+    } else {
+        j->checked++;
+        check_fallbacks(j);
+        return;
+    }
+    job_free(j);
+}
+
+/* Looks the next fallback channel up, or (all found) hands the send to its session. */
+static void check_fallbacks(job_t *j)
+{
+    if (j->checked >= j->fallback.n) {
+        post(j);
+        return;
+    }
+    sb_chancache_get(sb_shard_self(), j->fallback.channels[j->checked], fallback_found, j);
 }
 
 void sb_sends_accept(const sb_send_t *send, sb_sends_fn cb, void *arg)
@@ -182,5 +231,11 @@ void sb_sends_accept(const sb_send_t *send, sb_sends_fn cb, void *arg)
     j->req.send_at_ms = send->send_at_ms;
     j->req.fallback_json = send->fallback_json.len ? sb_strndup(send->fallback_json.p, send->fallback_json.len) : NULL;
     j->req.answer = answered;
-    sb_session_send(sb_shard_rt(self), sb_domain_owner(send->tenant), &j->req);
+    if (j->req.fallback_json &&
+        sb_fallback_parse(j->req.fallback_json, strlen(j->req.fallback_json), &j->fallback) < 0) {
+        cb(arg, 400, "invalid_fallback", "the fallback list cannot be read", NULL, false);
+        job_free(j);
+        return;
+    }
+    check_fallbacks(j);
 }

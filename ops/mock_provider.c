@@ -150,6 +150,9 @@
  *                                         after the other (each of queued, sending, sent, delivered, undelivered,
  *                                         failed, read; at most 8); [] = none (default)
  *      "callback_delay_ms":100,           before each callback (default 0)
+ *      "delivery_delay_ms":3000,          before each final callback (delivered, undelivered, failed, read)
+ *                                         instead: a delivery that comes that much later (fallback tests: sent at
+ *                                         once, delivered after 3 s); null = callback_delay_ms (default)
  *      "callback_error_code":30008,       ErrorCode (Twilio) or errors[0].code (Meta) of failed/undelivered
  *                                         callbacks (default 30008 for Twilio, 131026 for Meta)
  *      "window":true,                     keep the 24-hour customer-service window (above; default false)
@@ -237,9 +240,10 @@ typedef struct behaviour {
     long callback_delay_ms;
     long callback_error_code;               /* 0 = the provider's default */
     bool window;                            /* enforce the 24-hour customer-service window */
+    long delivery_delay_ms;                 /* -1 = callback_delay_ms */
 } behaviour_t;
 
-static const behaviour_t behaviour_default = {.fail_status = 500, .retry_after = -1};
+static const behaviour_t behaviour_default = {.fail_status = 500, .retry_after = -1, .delivery_delay_ms = -1};
 static behaviour_t global_beh;
 
 typedef struct sender {
@@ -730,6 +734,7 @@ typedef struct job {
     char statuses[MAX_CALLBACKS][12];
     int n, at;
     long delay_ms, error_code;
+    long delivery_delay_ms;  /* -1: delay_ms */
     bool in_flight, canceled;
 } job_t;
 
@@ -765,6 +770,19 @@ static void job_close(job_t *j)
 
 static void job_fire(uv_timer_t *t);
 
+static bool is_final_status(const char *st)
+{
+    return strcmp(st, "delivered") == 0 || strcmp(st, "undelivered") == 0 || strcmp(st, "failed") == 0 ||
+           strcmp(st, "read") == 0;
+}
+
+/* How long before callback number i of j. */
+static uint64_t job_delay(const job_t *j, int i)
+{
+    return (uint64_t)(j->delivery_delay_ms >= 0 && is_final_status(j->statuses[i]) ? j->delivery_delay_ms
+                                                                                    : j->delay_ms);
+}
+
 static void job_done(void *arg, const sb_http_client_res_t *res)
 {
     job_t *j = arg;
@@ -782,7 +800,7 @@ static void job_done(void *arg, const sb_http_client_res_t *res)
         job_close(j);
         return;
     }
-    uv_timer_start(&j->timer, job_fire, (uint64_t)j->delay_ms, 0);
+    uv_timer_start(&j->timer, job_fire, job_delay(j, j->at), 0);
 }
 
 static bool is_failure_status(const char *st)
@@ -880,6 +898,7 @@ static void job_start(const behaviour_t *b, enum provider p, char *url, char *to
     memcpy(j->statuses, b->callbacks, sizeof j->statuses);
     j->n = b->ncallbacks;
     j->delay_ms = b->callback_delay_ms;
+    j->delivery_delay_ms = b->delivery_delay_ms;
     j->error_code = b->callback_error_code;
     uv_timer_init(loop, &j->timer);
     j->timer.data = j;
@@ -888,7 +907,7 @@ static void job_start(const behaviour_t *b, enum provider p, char *url, char *to
         jobs->prev = j;
     jobs = j;
     jobs_pending++;
-    uv_timer_start(&j->timer, job_fire, (uint64_t)j->delay_ms, 0);
+    uv_timer_start(&j->timer, job_fire, job_delay(j, 0), 0);
 }
 
 /* Drops every job not being posted now; the ones in flight end when their post does. */
@@ -1421,8 +1440,12 @@ static void behaviour_json(const behaviour_t *b, const char *sender)
     sb_buf_puts(&out, ",\"callbacks\":[");
     for (int i = 0; i < b->ncallbacks; i++)
         sb_buf_printf(&out, "%s\"%s\"", i ? "," : "", b->callbacks[i]);
-    sb_buf_printf(&out, "],\"callback_delay_ms\":%ld,\"callback_error_code\":%ld,\"window\":%s}",
+    sb_buf_printf(&out, "],\"callback_delay_ms\":%ld,\"callback_error_code\":%ld,\"window\":%s,\"delivery_delay_ms\":",
                   b->callback_delay_ms, b->callback_error_code, b->window ? "true" : "false");
+    if (b->delivery_delay_ms >= 0)
+        sb_buf_printf(&out, "%ld}", b->delivery_delay_ms);
+    else
+        sb_buf_puts(&out, "null}");
 }
 
 bool mock_json_int(json_t *o, const char *key, long min, long max, long *dst, char *err, size_t errlen)
@@ -1443,7 +1466,7 @@ static bool behaviour_update(behaviour_t *b, json_t *o, char *err, size_t errlen
 {
     static const char *const known[] = {"sender", "fail_next", "fail_status", "fail_code", "retry_after",
                                         "delay_ms", "permanent", "callbacks", "callback_delay_ms",
-                                        "callback_error_code", "clear", "window"};
+                                        "callback_error_code", "delivery_delay_ms", "clear", "window"};
     static const char *const statuses[] = {"queued", "sending", "sent", "delivered", "undelivered", "failed",
                                            "read"};
     const char *key;
@@ -1471,6 +1494,12 @@ static bool behaviour_update(behaviour_t *b, json_t *o, char *err, size_t errlen
             return false;
         }
         n.window = json_is_true(v);
+    }
+    if ((v = json_object_get(o, "delivery_delay_ms"))) {
+        if (json_is_null(v))
+            n.delivery_delay_ms = -1;
+        else if (!mock_json_int(o, "delivery_delay_ms", 0, MAX_DELAY_MS, &n.delivery_delay_ms, err, errlen))
+            return false;
     }
     if ((v = json_object_get(o, "retry_after"))) {
         if (json_is_null(v))

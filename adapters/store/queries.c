@@ -427,7 +427,8 @@ int sb_query_conversations(sb_store_t *st, int64_t tenant, int64_t before, int64
     "json_build_object('id', m.id::text, 'conversation_id', m.conversation_id::text, 'channel_id',"             \
     " m.channel_id::text, 'seq', m.seq, 'direction', m.direction, 'from', m.sender, 'to', m.recipient, 'body',"   \
     " m.body, 'media', m.media, 'provider_id', m.provider_id, 'status', m.status, 'error_code', m.error_code,"     \
-    " 'error_message', m.error_message, 'created_at', m.created_at, 'updated_at', m.updated_at"
+    " 'error_message', m.error_message, 'created_at', m.created_at, 'updated_at', m.updated_at,"                 \
+    " 'fallback', m.fallback, 'fallback_of', m.fallback_of::text, 'fallback_to', m.fallback_to::text"
 
 static const char conversation_exists_sql[] = "SELECT 1 FROM conversations WHERE tenant_id = $1 AND id = $2";
 

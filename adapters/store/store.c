@@ -174,9 +174,13 @@ static int64_t port_message_id(void *ctx)
  *                       v19 broadcast, v20 fallback of, v21 fallback (JSON); an outbound one also enters the outbox,
  *                       with its first history entry (its status: queued or scheduled);
  *   c  a status change: v2 tenant, v3 message, v5 channel, v6 retry delay (ms), v7 flags (a: a claim, attempts + 1,
- *                       no history; f: its send is over, it leaves the outbox), v8 status, v9 provider id (NULL:
- *                       unchanged), v10 error code, v11 error message; of several changes of one message in one
- *                       statement the last wins, every one but claims goes to the history;
+ *                       no history; f: its send is over, it leaves the outbox; k: the status goes to the history
+ *                       only, the message keeps its status and error; w: its fallback is due in v20 ms; x: its
+ *                       fallback is no longer watched), v8 status, v9 provider id (NULL: unchanged), v10 error code,
+ *                       v11 error message, v21 the message its fallback went out as (fallback_to: no longer
+ *                       watched); delivered and read end the watch too (sql/0018); of several changes of one message
+ *                       in one statement the last that is not k wins (a link found in any of them is kept), every one
+ *                       but claims goes to the history;
  *   r  a receipt applied: v2 tenant, v3 receipt id, marked processed;
  *   p  an event page:   v2 tenant, v3 first cursor, v4 last cursor, v12 the events (JSON array);
  *   k  a call, whole:   v2 tenant, v3 id, v4 channel, v5 call key, v6 call sid, v7 direction, v8 from, v9 to,
@@ -242,12 +246,21 @@ static const char write_sql[] =
     "  INSERT INTO message_status_history (tenant_id, message_id, status, at)"
     "  SELECT v2::bigint, v3::bigint, v13, v16::timestamptz FROM u WHERE v1 = 'm' AND v7 = 'out'),"
     " c AS ("
-    "  UPDATE messages x SET status = l.v8, provider_id = coalesce(l.v9, x.provider_id), error_code = l.v10,"
-    "         error_message = l.v11, attempts = x.attempts + l.claims,"
+    "  UPDATE messages x SET status = CASE WHEN l.v7 LIKE '%k%' THEN x.status ELSE l.v8 END,"
+    "         provider_id = coalesce(l.v9, x.provider_id),"
+    "         error_code = CASE WHEN l.v7 LIKE '%k%' THEN x.error_code ELSE l.v10 END,"
+    "         error_message = CASE WHEN l.v7 LIKE '%k%' THEN x.error_message ELSE l.v11 END,"
+    "         attempts = x.attempts + l.claims,"
     "         next_attempt_at = CASE WHEN l.v8 = 'retrying' THEN now() + l.v6::bigint * interval '1 millisecond' END,"
+    "         fallback_to = coalesce(l.link, x.fallback_to),"
+    "         fallback_due_at = CASE WHEN l.link IS NOT NULL OR x.fallback_to IS NOT NULL OR l.v7 LIKE '%x%' THEN NULL"
+    "                                WHEN l.v7 LIKE '%w%' THEN now() + l.v20::bigint * interval '1 millisecond'"
+    "                                WHEN l.v8 IN ('delivered', 'read') AND l.v7 NOT LIKE '%k%' THEN NULL"
+    "                                ELSE x.fallback_due_at END,"
     "         updated_at = now()"
-    "  FROM (SELECT DISTINCT ON (v2, v3) *, count(*) FILTER (WHERE v7 LIKE '%a%') OVER (PARTITION BY v2, v3) AS claims"
-    "        FROM u WHERE v1 = 'c' ORDER BY v2, v3, ord DESC) l"
+    "  FROM (SELECT DISTINCT ON (v2, v3) *, count(*) FILTER (WHERE v7 LIKE '%a%') OVER (PARTITION BY v2, v3) AS claims,"
+    "               max(v21::bigint) OVER (PARTITION BY v2, v3) AS link"
+    "        FROM u WHERE v1 = 'c' ORDER BY v2, v3, v7 LIKE '%k%', ord DESC) l"
     "  WHERE x.tenant_id = l.v2::bigint AND x.id = l.v3::bigint),"
     " h AS ("
     "  INSERT INTO message_status_history (tenant_id, message_id, status, error_code, error_message)"
@@ -463,11 +476,28 @@ static int port_write(void *ctx, const sb_tenant_write_t *tw, sb_done_cb cb, voi
         rb_i64(&rb, 3, c->message_id);
         rb_i64(&rb, 5, c->channel_id);
         rb_i64(&rb, 6, c->retry_in_ms);
-        rb_str(&rb, 7, c->counts_attempt ? (c->finished ? "af" : "a") : (c->finished ? "f" : ""));
+        char flags[8];
+        size_t nf = 0;
+        if (c->counts_attempt)
+            flags[nf++] = 'a';
+        if (c->finished)
+            flags[nf++] = 'f';
+        if (c->history_only)
+            flags[nf++] = 'k';
+        if (c->fallback == SB_FALLBACK_WATCH)
+            flags[nf++] = 'w';
+        else if (c->fallback == SB_FALLBACK_DROP)
+            flags[nf++] = 'x';
+        flags[nf] = '\0';
+        rb_str(&rb, 7, flags);
         rb_str(&rb, 8, c->status);
         rb_str(&rb, 9, c->provider_id);
         rb_str(&rb, 10, c->error_code);
         rb_str(&rb, 11, c->error_message);
+        if (c->fallback == SB_FALLBACK_WATCH)
+            rb_i64(&rb, 20, c->fallback_in_ms > 0 ? c->fallback_in_ms : 0);
+        if (c->fallback == SB_FALLBACK_LINK)
+            rb_i64(&rb, 21, c->fallback_to);
     }
     for (size_t i = 0; i < tw->nmessages; i++)
         if (tw->messages[i].receipt_id) {
@@ -884,6 +914,50 @@ static int port_find_idempotent(void *ctx, int64_t tenant, const char *key,
     return rc;
 }
 
+/* ---- fallback watches (sql/0018) --------------------------------------------------------------------------------- */
+
+typedef void (*fallbacks_cb_t)(void *, int, const sb_fallback_watch_t *, size_t);
+
+static void fallbacks_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    op_t *o = arg;
+    (void)detail;
+    int rows = err ? 0 : PQntuples(res);
+    sb_fallback_watch_t *w = sb_calloc(rows ? (size_t)rows : 1, sizeof *w);
+    for (int i = 0; i < rows; i++)
+        w[i] = (sb_fallback_watch_t){.id = col_i64(res, i, 0),
+                                     .to = col_str(res, i, 1),
+                                     .body = col_str(res, i, 2),
+                                     .media_json = col_str(res, i, 3),
+                                     .template_json = col_str(res, i, 4),
+                                     .fallback_json = col_str(res, i, 5),
+                                     .priority = col_str(res, i, 6),
+                                     .status = col_str(res, i, 7),
+                                     .due_in_ms = col_i64(res, i, 8)};
+    ((fallbacks_cb_t)o->cb)(o->arg, err, w, (size_t)rows);
+    free(w);
+    op_free(o);
+}
+
+static int port_load_fallbacks(void *ctx, int64_t tenant, int64_t channel, fallbacks_cb_t cb, void *arg)
+{
+    sb_store_t *st = ctx;
+    char t[24], ch[24];
+    i64_text(t, tenant);
+    i64_text(ch, channel);
+    const char *p[2] = {t, ch};
+    op_t *o = op_new(st, (void *)cb, arg);
+    int rc = sb_pg_query(st->pg,
+                         "SELECT id, recipient, body, media::text, template::text, fallback::text, priority, status,"
+                         " (extract(epoch FROM fallback_due_at - now()) * 1000)::bigint"
+                         " FROM messages WHERE tenant_id = $1 AND channel_id = $2 AND fallback_due_at IS NOT NULL"
+                         " AND fallback_to IS NULL AND fallback IS NOT NULL ORDER BY id",
+                         2, p, SB_PG_PREPARED, fallbacks_read, o);
+    if (rc < 0)
+        op_free(o);
+    return rc;
+}
+
 /* ---- the event log ------------------------------------------------------------------------------------------------ */
 
 typedef void (*events_cb_t)(void *, int, const sb_event_rec_t *, size_t);
@@ -1091,6 +1165,7 @@ void sb_store_port(sb_store_t *st, sb_store_port_t *out)
                              .write = port_write,
                              .find_by_provider = port_find_by_provider,
                              .find_idempotent = port_find_idempotent,
+                             .load_fallbacks = port_load_fallbacks,
                              .find_call = port_find_call,
                              .events_after = port_events_after,
                              .hook_acked = port_hook_acked,
@@ -1301,6 +1376,8 @@ int sb_store_backlog(sb_store_t *st, backlog_cb_t cb, void *arg)
     op_t *o = op_new(st, (void *)cb, arg);
     int rc = sb_pg_query(st->pg,
                          "SELECT DISTINCT tenant_id, channel_id FROM outbox"
+                         " UNION ALL"
+                         " SELECT DISTINCT tenant_id, channel_id FROM messages WHERE fallback_due_at IS NOT NULL"
                          " UNION ALL"
                          " SELECT t.id, NULL FROM tenants t WHERE t.webhook_url IS NOT NULL AND t.webhook_cursor <"
                          " coalesce((SELECT last_cursor FROM event_pages p WHERE p.tenant_id = t.id"

@@ -78,8 +78,8 @@ typedef struct sb_store_unprocessed {
 int sb_store_sweep(sb_store_t *st, int older_ms, size_t limit,
                    void (*cb)(void *arg, int err, const sb_store_unprocessed_t *r, size_t n), void *arg);
 
-/* The channels with messages in their outbox (their sessions must be active to send them), and the tenants whose
- * outgoing webhooks have events waiting. */
+/* The channels with messages in their outbox or fallbacks watched (their sessions must be active to send them or
+ * to keep the watch; a channel may be named twice), and the tenants whose outgoing webhooks have events waiting. */
 int sb_store_backlog(sb_store_t *st,
                      void (*cb)(void *arg, int err, const int64_t *channel_tenants, const int64_t *channels,
                                 size_t nchannels, const int64_t *tenants, size_t ntenants),

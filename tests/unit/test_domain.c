@@ -8,7 +8,9 @@
  * (no seq is lost or repeated); sends accepted with idempotency, sent in order per conversation and concurrently
  * across conversations, a retrying message holding up only its own conversation; status callbacks moving a status
  * forward only; activation from stored state (after passivation, and a message left sending by a crash becoming
- * unknown); the tenant's subscriptions and publishing; outgoing webhooks retried, then dead-lettered by age. */
+ * unknown); fallback channels (a message that failed for good, or was not delivered in time, accepted again by the
+ * next channel's session under its fallback key, linked both ways, each once, a delivered one left alone); the
+ * tenant's subscriptions and publishing; outgoing webhooks retried, then dead-lettered by age. */
 #include "actors/ports.h"
 #include "actors/session.h"
 #include "actors/tenant.h"
@@ -55,6 +57,9 @@ typedef struct fmsg {
     unsigned attempts;
     bool in_outbox;
     int64_t at_ms;       /* when it was written (the fake clock): the store's created_at */
+    int64_t fallback_of, fallback_to;
+    bool watched;        /* fallback_due_at is set */
+    char history_last[24]; /* the last history entry */
 } fmsg_t;
 
 static int64_t clock_us = 1767225600000000; /* 2026-01-01: the fake wall clock (ports.now_us) */
@@ -243,6 +248,7 @@ static int apply_write(const sb_tenant_write_t *w)
         snprintf(f->to, sizeof f->to, "%s", m->recipient);
         snprintf(f->body, sizeof f->body, "%s", m->body);
         snprintf(f->created_at, sizeof f->created_at, "%s", m->created_at);
+        f->fallback_of = m->fallback_of;
         if (m->receipt_id)
             db.processed[db.nprocessed++] = m->receipt_id;
     }
@@ -250,6 +256,16 @@ static int apply_write(const sb_tenant_write_t *w)
         const sb_status_change_t *c = &w->changes[i];
         fmsg_t *f = msg_by_id(c->message_id);
         if (f) {
+            if (!c->counts_attempt)
+                snprintf(f->history_last, sizeof f->history_last, "%s", c->status);
+            if (c->fallback == SB_FALLBACK_WATCH)
+                f->watched = true;
+            else if (c->fallback || !strcmp(c->status, "delivered") || !strcmp(c->status, "read"))
+                f->watched = false;
+            if (c->fallback == SB_FALLBACK_LINK)
+                f->fallback_to = c->fallback_to;
+        }
+        if (f && !c->history_only) {
             snprintf(f->status, sizeof f->status, "%s", c->status);
             if (c->provider_id)
                 snprintf(f->provider_id, sizeof f->provider_id, "%s", c->provider_id);
@@ -432,8 +448,10 @@ static void f_receipt_done(void *ctx, int64_t tenant, int64_t receipt_id)
 
 static struct {
     int64_t sent[256];     /* message ids, in the order the provider was asked */
+    int64_t sent_channel[256]; /* and their channels */
     size_t nsent;
     int retry_for;         /* message id the provider answers RETRY (while > 0) */
+    int64_t fail_channel;  /* the provider refuses every message of this channel for good */
     int retries_left;
     bool hold;             /* keep answers back (concurrency) */
     sb_list_t held;
@@ -459,6 +477,7 @@ static int f_send(void *ctx, const sb_send_request_t *req, void (*cb)(void *, co
 {
     (void)ctx;
     fx.sent[fx.nsent++] = req->message_id;
+    fx.sent_channel[fx.nsent - 1] = req->channel->channel;
     job_t *j;
     if (fx.hold) {
         j = sb_calloc(1, sizeof *j);
@@ -472,6 +491,8 @@ static int f_send(void *ctx, const sb_send_request_t *req, void (*cb)(void *, co
     }
     j->a = req->message_id;
     j->b = SB_SEND_SENT;
+    if (req->channel->channel == fx.fail_channel)
+        j->b = SB_SEND_FAILED;
     if (req->message_id == fx.retry_for && fx.retries_left > 0) {
         fx.retries_left--;
         j->b = SB_SEND_RETRY;
@@ -703,6 +724,7 @@ static void on_answer(sb_session_send_t *req)
     free(req->media_json);
     free(req->template_json);
     free(req->idempotency_key);
+    free(req->fallback_json);
     free(req);
 }
 
@@ -721,6 +743,51 @@ static void send_msg(size_t slot, const char *to, const char *body, const char *
     req->arg = (void *)(uintptr_t)slot;
     answers[slot].answered = false;
     sb_session_send(rt, 0, req);
+}
+
+static void send_fallback(size_t slot, const char *body, const char *list)
+{
+    sb_session_send_t *req = sb_calloc(1, sizeof *req);
+    req->tenant = 1;
+    req->channel = 7;
+    req->to = sb_strdup("+14155550009");
+    req->body = sb_strdup(body);
+    req->media_json = sb_strdup("[]");
+    req->fallback_json = sb_strdup(list);
+    req->answer = on_answer;
+    req->arg = (void *)(uintptr_t)slot;
+    answers[slot].answered = false;
+    sb_session_send(rt, 0, req);
+}
+
+/* The message that is the fallback of message id, or NULL. */
+static fmsg_t *fallback_of(int64_t id)
+{
+    for (size_t i = 0; i < db.nmsgs; i++)
+        if (db.msgs[i].fallback_of == id)
+            return &db.msgs[i];
+    return NULL;
+}
+
+/* The data of message id's message.status "fallback" event, or "". */
+static const char *fallback_event(int64_t id)
+{
+    char needle[64];
+    snprintf(needle, sizeof needle, "{\"id\":\"%lld\",\"status\":\"fallback\"", (long long)id);
+    for (size_t i = 0; i < db.nevents; i++)
+        if (!strcmp(db.events[i].type, "message.status") && !strncmp(db.events[i].data, needle, strlen(needle)))
+            return db.events[i].data;
+    return "";
+}
+
+static int count_status_events(const char *status)
+{
+    char needle[48];
+    snprintf(needle, sizeof needle, "\"status\":\"%s\"", status);
+    int n = 0;
+    for (size_t i = 0; i < db.nevents; i++)
+        n += !strcmp(db.events[i].type, "message.status") && strstr(db.events[i].data, needle) != NULL;
+    return n;
 }
 
 /* ---- tests -------------------------------------------------------------------------------------------------------- */
@@ -930,6 +997,56 @@ TEST(concurrency_and_retry)
     teardown();
 }
 
+TEST(fallback)
+{
+    setup();
+    /* failed for good: the next channel's session takes it at once */
+    fx.fail_channel = 7;
+    send_fallback(0, "code 1234", "{\"channels\":[8,9],\"after_s\":5}");
+    drive();
+    fmsg_t *a = msg_by_id(answers[0].id), *b = a ? fallback_of(a->id) : NULL;
+    ok(a && !strcmp(a->status, "failed") && b && b->channel == 8 && !strcmp(b->body, "code 1234") &&
+       !strcmp(b->to, "+14155550009"), "failed: the same content to the same recipient on channel 8");
+    ok(b && a->fallback_to == b->id && !a->watched && !strcmp(a->history_last, "fallback"),
+       "linked both ways, the first keeps its status (failed) and its history says fallback");
+    char key[48];
+    snprintf(key, sizeof key, "sb-fallback:%lld", a ? (long long)a->id : 0LL);
+    ok(b && !strcmp(b->key, key) && !strcmp(b->status, "sent") && b->watched,
+       "under the key sb-fallback:{id}, sent, and watched in turn (channel 9 left)");
+    is_int(count_status_events("fallback"), 1, "one message.status fallback");
+    ok(a && strstr(fallback_event(a->id), "\"reason\":\"failed\"") && strstr(fallback_event(a->id),
+       "\"fallback_channel_id\":\"8\""), "naming the reason (failed) and the channel");
+
+    /* not delivered in time: fires after after_s; delivered in time: nothing */
+    fx.fail_channel = 0;
+    send_fallback(1, "late", "{\"channels\":[8],\"after_s\":5}");
+    send_fallback(2, "on time", "{\"channels\":[8],\"after_s\":5}");
+    drive();
+    fmsg_t *l = msg_by_id(answers[1].id), *t = msg_by_id(answers[2].id);
+    ok(l && l->watched && t && t->watched && !strcmp(l->status, "sent"), "both sent and watched");
+    char pid[32];
+    snprintf(pid, sizeof pid, "P%lld", t ? (long long)t->id : 0LL);
+    status_receipt(30, pid, "delivered", 0);
+    advance(4000);
+    ok(t && !t->watched && !fallback_of(t->id), "delivered in time: no longer watched, nothing sent again");
+    ok(l && !fallback_of(l->id), "not delivered yet, 4 s in: nothing yet");
+    advance(1500);
+    fmsg_t *lb = l ? fallback_of(l->id) : NULL;
+    ok(lb && lb->channel == 8 && l->fallback_to == lb->id && !l->watched, "5 s after it was sent: on channel 8");
+    ok(l && strstr(fallback_event(l->id), "\"reason\":\"not_delivered\""), "reason not_delivered");
+    /* the first one's fallback (channel 8, never delivered) had channel 9 left: it went there at its deadline */
+    fmsg_t *c = b ? fallback_of(b->id) : NULL;
+    ok(c && c->channel == 9 && !c->watched && b->fallback_to == c->id, "a chain: channel 8's, not delivered, "
+       "went on to channel 9, the last of the list");
+    advance(8000);
+    is_int(count_status_events("fallback"), 3, "three fallbacks in all, each once");
+    int from8 = 0;
+    for (size_t i = 0; i < fx.nsent; i++)
+        from8 += fx.sent_channel[i] == 8;
+    is_int(from8, 2, "channel 8 was asked twice (once for each message that fell back to it)");
+    teardown();
+}
+
 TEST(activation)
 {
     setup();
@@ -1123,6 +1240,7 @@ int main(void)
     RUN(refused_alone);
     RUN(sends);
     RUN(concurrency_and_retry);
+    RUN(fallback);
     RUN(activation);
     RUN(restart);
     RUN(subscriptions);
