@@ -9,6 +9,9 @@ skipped; across gateway restarts a pending deadline is kept and a fallback whose
 twice (its idempotency key answers the message made the first time). Bad lists are refused with clear errors.
 Run: SB_BIN=build/release/switchboard python3 tests/integration/test_fallback.py"""
 
+import base64
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -16,8 +19,8 @@ import uuid
 import harness as h
 from test_live import connect
 from test_mock_provider import Mock
-from test_outbound import message, setup, setup_channel
-from test_webhooks import MASTER_KEY, admin
+from test_outbound import ACCOUNT, TOKEN, message, setup, setup_channel
+from test_webhooks import MASTER_KEY, admin, post
 
 TO = "+14155550142"
 
@@ -72,6 +75,20 @@ def tenant_with(gw, kinds):
         chans.append(setup_channel(gw, t["tenant"], k, address=address_for(k)))
     t["chans"] = chans
     return t
+
+
+def customer_writes(gw, t, ch):
+    """A signed Twilio WhatsApp webhook from TO to channel ch, waited for until applied: WhatsApp's 24-hour window is
+    then open, so a free-form fallback may go out there."""
+    path = "/webhooks/twilio/%s" % ch["channel"]
+    params = [("MessageSid", "SM" + uuid.uuid4().hex), ("AccountSid", ACCOUNT), ("From", "whatsapp:" + TO),
+              ("To", "whatsapp:" + ch["address"]), ("Body", "hello?"), ("NumMedia", "0")]
+    data = "http://127.0.0.1:%d%s" % (gw.port, path) + "".join(k + v for k, v in sorted(params))
+    sig = base64.b64encode(hmac.new(TOKEN.encode(), data.encode(), hashlib.sha1).digest()).decode()
+    h.ok(post(gw, path, params, signature=sig).status == 200, "the customer wrote on WhatsApp (signed webhook)")
+    q = ("SELECT count(*) FROM messages WHERE tenant_id = %s AND channel_id = %s AND direction = 'in'"
+         % (t["tenant"], ch["channel"]))
+    h.ok(h.wait_for(lambda: h.sql(q) != "0", 10), "and applied: the window is open")
 
 
 def sent_to(mock, ch):
@@ -132,6 +149,7 @@ def test_on_failure(gw, mock):
     a, b = t["chans"]
     mock.behaviour(sender=a["address"], permanent={"status": 400, "code": 21211})
     mock.behaviour(sender="whatsapp:" + b["address"], callbacks=["delivered"], callback_delay_ms=50)
+    customer_writes(gw, t, b)
     ws = connect(gw, t["key"])
     ws.recv_op()
     r = send(gw, t, dict(fb(b["channel"]), body="your code is 1234"))
