@@ -626,6 +626,20 @@ static bool str_field(json_t *o, const char *name, sb_str_t *out)
     return true;
 }
 
+/* The "priority" field (absent or null: normal, the REST default); false when it is not one of the lanes' names. */
+static bool priority_field(json_t *o, sb_priority_t *out)
+{
+    json_t *v = json_object_get(o, "priority");
+    if (!v || json_is_null(v))
+        return true;
+    for (int p = 0; json_is_string(v) && p < SB_PRIORITY_N; p++)
+        if (strcmp(json_string_value(v), sb_priority_names[p]) == 0) {
+            *out = (sb_priority_t)p;
+            return true;
+        }
+    return false;
+}
+
 static void post_message(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t *p)
 {
     const char *tenant = p->tenant_s;
@@ -660,6 +674,8 @@ static void post_message(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t
     else if (!bad && tpl && !json_is_null(tpl) &&
              (!json_is_object(tpl) || !json_is_string(json_object_get(tpl, "name"))))
         bad = "'template' must be an object with a 'name'";
+    else if (!bad && !priority_field(j, &send.priority))
+        bad = "'priority' must be one of \"interactive\", \"normal\", \"bulk\"";
     if (bad) {
         sb_http_respond_error(req, 400, "invalid_request", bad);
         json_decref(j);

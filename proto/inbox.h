@@ -57,6 +57,8 @@ typedef struct sb_inbox_op {
     sb_str_t body;             /* optional */
     sb_str_t media_url;        /* optional; at least one of body and media_url is present and non-empty */
     sb_str_t idempotency_key;  /* optional; 1..SB_INBOX_MAX_IDEMPOTENCY_KEY bytes when present */
+    int priority;              /* optional "priority": "interactive" (0, also when absent), "normal" (1) or "bulk"
+                                * (2): the order of actors/session.h's sb_priority_t */
 
     char *mem; /* the one allocation behind every string above, or NULL; freed by sb_inbox_op_cleanup */
 } sb_inbox_op_t;
