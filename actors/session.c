@@ -77,7 +77,7 @@ typedef struct conv {
     unsigned holds;          /* checked receipts waiting in the inbox that point at it */
 } conv_t;
 
-enum send_state { Q_QUEUED, Q_CLAIMING, Q_SENDING, Q_STORING, Q_WAITING };
+enum send_state { Q_QUEUED, Q_CLAIMING, Q_CLAIMED, Q_SENDING, Q_STORING, Q_WAITING };
 
 struct send {
     sb_hnode_t node;         /* by id */
@@ -169,6 +169,7 @@ typedef struct session {
     unsigned asking;         /* token requests at the counters, or waiting to ask again */
     int64_t tokens;          /* what the last answer said of the pace: tokens to spare (-1: not paced), 0: none */
     int64_t depth[SB_PRIORITY_N]; /* messages in the lanes by priority (waiting, or under way) */
+    send_t *preclaimed;      /* an interactive head claimed ahead of its token (at most one): the next grant is its */
     sb_metrics_t *metrics;   /* the shard's row: the lanes' depths are summed there */
     sb_list_t figures;       /* figure requests waiting for the channel to be loaded */
     bool pump_waiting;
@@ -1359,6 +1360,22 @@ static void ask(session_t *s)
     }
 }
 
+static void claim(session_t *s, send_t *x);
+
+/* An interactive reply that finds a token request under way (the pace's next token on its way) is claimed at once,
+ * so that its commit is not between the token and the provider: the next grant goes to it. One at a time, and only
+ * the interactive lane's: a claimed message no longer yields to a better one. */
+static void preclaim(session_t *s)
+{
+    if (s->preclaimed || !s->asking || sb_list_empty(&s->lanes[SB_PRIORITY_INTERACTIVE]))
+        return;
+    conv_t *c = sb_container_of(sb_list_pop_front(&s->lanes[SB_PRIORITY_INTERACTIVE]), conv_t, ready_link);
+    s->passed[SB_PRIORITY_NORMAL] += !sb_list_empty(&s->lanes[SB_PRIORITY_NORMAL]);
+    s->passed[SB_PRIORITY_BULK] += !sb_list_empty(&s->lanes[SB_PRIORITY_BULK]);
+    s->preclaimed = sb_container_of(sb_list_first(&c->lane), send_t, lane_link);
+    claim(s, s->preclaimed);
+}
+
 /* Asks for tokens while conversations are ready and the channel's cap has room: one request at a time while the
  * pace is the limit (the usual case: its tokens come one per interval), up to ASK_MAX while it has tokens to spare. */
 static void pump(session_t *s)
@@ -1367,7 +1384,9 @@ static void pump(session_t *s)
         return;
     unsigned cap = s->limits.channel_max ? s->limits.channel_max : UINT32_MAX;
     unsigned at_once = s->tokens < 0 ? ASK_MAX : s->tokens < ASK_MAX ? (unsigned)s->tokens + 1 : ASK_MAX;
-    while (s->asking < at_once && s->sending + s->asking < cap && ready_count(s, s->asking + 1) > s->asking) {
+    unsigned ahead = s->preclaimed != NULL; /* claimed, and waiting for a request's token */
+    while (s->asking < at_once && s->sending - ahead + s->asking < cap &&
+           ready_count(s, s->asking + 1) + ahead > s->asking) {
         uint64_t held = s->ports->provider.held_ms(s->ports->provider.ctx, s->info.type);
         if (held) { /* the provider's endpoint is failing: nothing is claimed, no attempt spent */
             s->pump_waiting = true;
@@ -1376,6 +1395,7 @@ static void pump(session_t *s)
         }
         ask(s);
     }
+    preclaim(s);
 }
 
 /* Claims x (status sending, committed before the provider is asked, so a crash never makes a blind second send):
@@ -1445,8 +1465,15 @@ static int on_grant(sb_actor_t *a, void *state, sb_msg_t *m)
     }
     s->asking--;
     s->tokens = tokens;
-    conv_t *c = lane_pick(s);
-    if (!c) {
+    conv_t *c = s->preclaimed ? NULL : lane_pick(s);
+    if (s->preclaimed) { /* claimed ahead: sent now, or once its claim is committed */
+        send_t *x = s->preclaimed;
+        s->preclaimed = NULL;
+        snprintf(x->lease, sizeof x->lease, "%s", lease ? lease : "");
+        x->leased = true;
+        if (x->state == Q_CLAIMED)
+            provider_send(s, x);
+    } else if (!c) {
         if (lease && *lease)
             s->ports->counters.release(s->ports->counters.ctx, s->tenant, s->channel, lease);
     } else {
@@ -1544,7 +1571,8 @@ static void written_accept(session_t *s, pending_t *p, int err)
     if (err) {
         answer(req, 503, 0, false);
     } else {
-        send_add(s, a->conv, a->id, 0, req->to, req->body, req->media_json, req->template_json);
+        send_t *x = send_add(s, a->conv, a->id, 0, req->to, req->body, req->media_json, req->template_json);
+        send_set_priority(s, x, req->priority);
         lane_ready(s, a->conv);
         answer(req, 202, a->id, true);
     }
@@ -1558,6 +1586,8 @@ static void written_claims(session_t *s, pending_t *p, int err)
         if (!send_get(s, x->id) || x->state != Q_CLAIMING)
             continue;
         if (err) { /* still queued: again after a while */
+            if (s->preclaimed == x)
+                s->preclaimed = NULL;
             if (x->leased) {
                 s->ports->counters.release(s->ports->counters.ctx, s->tenant, s->channel, x->lease);
                 x->leased = false;
@@ -1572,7 +1602,10 @@ static void written_claims(session_t *s, pending_t *p, int err)
             continue;
         }
         x->attempts++;
-        provider_send(s, x);
+        if (x->leased)
+            provider_send(s, x);
+        else
+            x->state = Q_CLAIMED; /* claimed ahead of its token (preclaim): sent when it is granted */
     }
 }
 
