@@ -23,8 +23,13 @@
  * Outbound: SB_SESSION_SEND accepts a message (already checked by the front door): an idempotency key already used
  * by the tenant answers the message it named; otherwise the message is numbered in its conversation, written with
  * its outbox entry and events, and answered 202. Each conversation's messages are sent in order, one at a time;
- * different conversations send concurrently, at most SB_SESSION_MAX_SENDING at once, within the channel's pace and
- * in-flight caps kept in Redis (counters port). A send is claimed (status sending, committed) before the provider is
+ * different conversations send concurrently within the channel's pace and in-flight caps kept in Redis (counters
+ * port; the caps settings.max_concurrent_sends, else SB_SESSION_MAX_SENDING, and the tenant's, else
+ * SB_SESSION_TENANT_MAX_SENDING; read again on SB_SESSION_SETTINGS). Lanes: a conversation whose head may start waits
+ * on the ready list of its lane's best priority (interactive, normal, bulk); tokens of the pace are asked for no
+ * message in particular, and each one granted goes to the best lane's oldest conversation, a lower lane passed over
+ * ten starts in a row taking the next (so bulk never starves). A send is claimed (status sending, committed) once it
+ * has its token (an interactive head may be claimed while the token is on its way) and before the provider is
  * asked, so a crash never makes a blind second send; its outcome is stored with a message.status event (sent,
  * failed, unknown, retrying, dead); a retrying message waits its backoff holding only its own conversation. An
  * outcome the store did not take is offered again until it is (for a few minutes): the provider's answer is not
