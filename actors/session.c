@@ -1486,9 +1486,8 @@ static int on_grant(sb_actor_t *a, void *state, sb_msg_t *m)
     if (tokens == 0 && iv_ms > 0) { /* the next token is one interval away: ask then, not now to hear "wait" */
         s->asking++;
         sb_actor_timer_start(s->actor, (s->limits.interval_us + 999) / 1000, 0, TIMER_ASK);
-    } else {
-        pump(s);
     }
+    pump(s); /* (asks more only if the pace has tokens to spare; an interactive head may be claimed ahead) */
     return 0;
 }
 
