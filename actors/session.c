@@ -1353,7 +1353,7 @@ static void grant_cb(void *arg, int err, const sb_grant_t *g)
 static void ask(session_t *s)
 {
     s->asking++;
-    comp_t *c = comp_new(s, 0);
+    comp_t *c = comp_new(s, s->ports->now_us(s->ports->ctx)); /* ref: when it was asked (µs) */
     if (s->ports->counters.acquire(s->ports->counters.ctx, s->tenant, s->channel, &s->limits, grant_cb, c) < 0) {
         free(c);
         sb_actor_timer_start(s->actor, DB_RETRY_MS, 0, TIMER_ASK); /* without Redis nothing goes */
@@ -1455,8 +1455,11 @@ static int on_grant(sb_actor_t *a, void *state, sb_msg_t *m)
         return 0;
     }
     if (!granted) {
-        uint64_t ms = (uint64_t)(wait_us + 999) / 1000;
-        if (busy && ms > BUSY_POLL_MS) /* the slot that frees first may be freed well before its lease expires */
+        /* the pace: asked again at the whole ms below its token (under a ms: on the loop's next turn), so that timer
+         * granularity does not slow a fast pace down; a full cap: polled, the slot that frees first may be freed well
+         * before its lease expires */
+        uint64_t ms = busy ? (uint64_t)(wait_us + 999) / 1000 : (uint64_t)wait_us / 1000;
+        if (busy && ms > BUSY_POLL_MS)
             ms = BUSY_POLL_MS;
         if (!busy)
             s->tokens = 0;
@@ -1482,10 +1485,12 @@ static int on_grant(sb_actor_t *a, void *state, sb_msg_t *m)
         x->leased = true;
         claim(s, x);
     }
-    uint64_t iv_ms = s->limits.interval_us / 1000;
-    if (tokens == 0 && iv_ms > 0) { /* the next token is one interval away: ask then, not now to hear "wait" */
+    /* the next token is one interval after this one, which was taken about when it was asked for (ref): ask then
+     * (the whole ms below it), not now to hear "wait" */
+    int64_t next_us = ref + (int64_t)s->limits.interval_us - s->ports->now_us(s->ports->ctx);
+    if (tokens == 0 && next_us >= 1000) {
         s->asking++;
-        sb_actor_timer_start(s->actor, (s->limits.interval_us + 999) / 1000, 0, TIMER_ASK);
+        sb_actor_timer_start(s->actor, (uint64_t)next_us / 1000, 0, TIMER_ASK);
     }
     pump(s); /* (asks more only if the pace has tokens to spare; an interactive head may be claimed ahead) */
     return 0;
