@@ -43,6 +43,8 @@ typedef struct sb_channel_info {
     sb_channel_type_t type;
     const char *address;
     double rate_per_second;        /* settings.rate_per_second, 0 when not set (the type's default applies) */
+    int64_t max_sending;           /* settings.max_concurrent_sends, 0 when not set (SB_SESSION_MAX_SENDING) */
+    int64_t tenant_max_sending;    /* the tenant's max_concurrent_sends, 0 when not set */
     const char *credentials_sealed;/* opened by the provider port, never by an actor */
 } sb_channel_info_t;
 
@@ -174,6 +176,10 @@ typedef struct sb_store_port {
                         void (*cb)(void *arg, int err, const sb_channel_info_t *c, const sb_pending_send_t *pending,
                                    size_t npending),
                         void *arg);
+    /* The channel's pace and caps as they are stored now: rate_per_second, max_sending and tenant_max_sending of c
+     * (its other members unset); found false when there is no such channel. May be NULL (settings never re-read). */
+    int (*load_limits)(void *ctx, int64_t channel,
+                       void (*cb)(void *arg, int err, bool found, const sb_channel_info_t *c), void *arg);
     /* The conversations with these contact addresses on the channel, made when missing (contact and conversation),
      * with the profile names given (NULL: none) stored on new contacts and on those whose name changed. Results in
      * the order of the addresses. */
@@ -224,6 +230,8 @@ typedef struct sb_grant {
     bool granted;
     uint64_t wait_us;              /* not granted: ask again after this */
     char lease[64];                /* granted: what release needs */
+    bool busy;                     /* not granted because a cap (not the pace) was full */
+    int64_t tokens;                /* granted: sends the pace still admits right now (-1: not paced) */
 } sb_grant_t;
 
 /* A call's slot of the three caps (fleet, tenant, channel): see adapters/counters.h. */

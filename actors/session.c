@@ -13,6 +13,7 @@
 
 #include "actors/tenant.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "proto/err.h"
 #include "proto/fallback.h"
 #include "proto/htable.h"
@@ -48,12 +49,19 @@ enum {
     S_FALLBACK,
     S_FALLBACKS,
 };
+#define S_LIMITS (SB_SESSION_INTERNAL + 24) /* lanes: the settings read again (apart from the enum, which others extend) */
 
 /* Timer tags: small numbers for the actor's own, a send's id with the high bit for a send's. */
 enum { TIMER_LOAD = 1, TIMER_INBOUND, TIMER_PUMP };
+#define TIMER_ASK 64 /* lanes: a token request that waits for the pace (or a cap) asks again */
 #define TIMER_SEND (1ull << 62)
 #define TIMER_FALLBACK (1ull << 59) /* | a watched message's id; alone: load the watches again */
 #define FALLBACK_KEY "sb-fallback:" /* the idempotency key of a message's fallback: this and the message's id */
+
+/* Lanes: how the channel's pace and caps are shared between conversations. */
+#define LANE_SHARE 10    /* a lower lane passed over this many starts in a row while it had work takes the next */
+#define ASK_MAX 8        /* token requests in flight at once while the pace has tokens to spare */
+#define BUSY_POLL_MS 25  /* a cap was full (the tenant's, or the channel's on another node): ask again after this */
 
 typedef struct send send_t;
 
@@ -68,12 +76,14 @@ typedef struct conv {
     char *address, *profile_name;
     char created_at[SB_TIME_LEN], last_message_at[SB_TIME_LEN];
     sb_list_t lane;          /* its outbound messages, in order */
-    sb_list_t ready_link;    /* on the session's ready list while its lane's head may start */
+    sb_list_t ready_link;    /* on a ready list of the session (ready_prio's) while its lane's head may start */
+    unsigned nprio[SB_PRIORITY_N]; /* its lane's messages by priority: the best of them is the lane's */
+    sb_priority_t ready_prio;
     sb_list_t lru;           /* on the session's conversations, the least recently used first */
     unsigned holds;          /* checked receipts waiting in the inbox that point at it */
 } conv_t;
 
-enum send_state { Q_QUEUED, Q_CLAIMING, Q_COUNTING, Q_SENDING, Q_STORING, Q_WAITING };
+enum send_state { Q_QUEUED, Q_CLAIMING, Q_CLAIMED, Q_SENDING, Q_STORING, Q_WAITING };
 
 struct send {
     sb_hnode_t node;         /* by id */
@@ -82,6 +92,7 @@ struct send {
     conv_t *conv;
     unsigned attempts;
     enum send_state state;
+    sb_priority_t prio;
     char *to, *body, *media_json, *template_json;
     char lease[64];
     bool leased;
@@ -92,7 +103,6 @@ struct send {
     bool out_finished;
     uint64_t out_since;
     char *fallback_json;     /* its fallback list (proto/fallback), NULL when none */
-    sb_priority_t priority;  /* (its fallback's) */
 };
 
 /* A message of this channel whose fallback is watched (sql/0018): sent and not delivered yet, or failed for good
@@ -181,8 +191,17 @@ typedef struct session {
     sb_htable_t convs, by_addr, sends;
     sb_list_t conv_lru;      /* every conversation, the least recently used first */
     memo_t providers, keys;
-    sb_list_t ready_lanes;
-    unsigned sending;        /* sends from their claim until their outcome is stored */
+    sb_list_t lanes[SB_PRIORITY_N]; /* conversations whose lane's head may start, by the lane's priority, oldest
+                                    * first */
+    unsigned passed[SB_PRIORITY_N]; /* starts in a row that went to a higher lane while this one had work */
+    unsigned sending;        /* sends from their claim (made when their token was granted) until their outcome is
+                              * stored: each holds a slot of the channel's and the tenant's caps */
+    unsigned asking;         /* token requests at the counters, or waiting to ask again */
+    int64_t tokens;          /* what the last answer said of the pace: tokens to spare (-1: not paced), 0: none */
+    int64_t depth[SB_PRIORITY_N]; /* messages in the lanes by priority (waiting, or under way) */
+    send_t *preclaimed;      /* an interactive head claimed ahead of its token (at most one): the next grant is its */
+    sb_metrics_t *metrics;   /* the shard's row: the lanes' depths are summed there */
+    sb_list_t figures;       /* figure requests waiting for the channel to be loaded */
     bool pump_waiting;
     sb_list_t inbox;
     sb_idset_t known;        /* receipts waiting or in flight */
@@ -1189,11 +1208,102 @@ static send_t *send_get(session_t *s, int64_t id)
     return n ? sb_container_of(n, send_t, node) : NULL;
 }
 
+/* ---- lanes: which conversation's head takes the next token ------------------------------------------------------ */
+
+/* The priority of c's lane: the best of its messages' (its head goes first whatever its own priority, so a reply
+ * queued behind a bulk message of the same conversation lifts that conversation, never overtakes inside it). */
+static sb_priority_t lane_prio(const conv_t *c)
+{
+    for (int p = 0; p < SB_PRIORITY_N; p++)
+        if (c->nprio[p])
+            return (sb_priority_t)p;
+    return SB_PRIORITY_BULK;
+}
+
+/* Puts c on the ready list of its lane's priority when its head may start (moved up if its priority rose). */
 static void lane_ready(session_t *s, conv_t *c)
 {
-    if (!sb_list_empty(&c->lane) && !sb_list_linked(&c->ready_link) &&
-        sb_container_of(sb_list_first(&c->lane), send_t, lane_link)->state == Q_QUEUED)
-        sb_list_push_back(&s->ready_lanes, &c->ready_link);
+    if (sb_list_empty(&c->lane) || sb_container_of(sb_list_first(&c->lane), send_t, lane_link)->state != Q_QUEUED)
+        return;
+    sb_priority_t p = lane_prio(c);
+    if (sb_list_linked(&c->ready_link)) {
+        if (p >= c->ready_prio)
+            return;
+        sb_list_remove(&c->ready_link);
+    }
+    c->ready_prio = p;
+    sb_list_push_back(&s->lanes[p], &c->ready_link);
+}
+
+/* Counts x in its lane's and the session's figures at priority p (x leaves them with prio_leave). */
+static void prio_enter(session_t *s, send_t *x, sb_priority_t p)
+{
+    x->prio = p;
+    x->conv->nprio[p]++;
+    s->depth[p]++;
+    sb_gauge_add(&s->metrics->lane_depth[p], 1);
+}
+
+static void prio_leave(session_t *s, send_t *x)
+{
+    x->conv->nprio[x->prio]--;
+    s->depth[x->prio]--;
+    sb_gauge_add(&s->metrics->lane_depth[x->prio], -1);
+}
+
+/* Sets a send's priority (a send is added as normal). */
+static void send_set_priority(session_t *s, send_t *x, sb_priority_t p)
+{
+    if ((unsigned)p >= SB_PRIORITY_N || p == x->prio)
+        return;
+    prio_leave(s, x);
+    prio_enter(s, x, p);
+}
+
+static sb_priority_t priority_parse(const char *name)
+{
+    for (int p = 0; name && p < SB_PRIORITY_N; p++)
+        if (strcmp(name, sb_priority_names[p]) == 0)
+            return (sb_priority_t)p;
+    return SB_PRIORITY_NORMAL;
+}
+
+/* Conversations on the ready lists, counted up to max. */
+static unsigned ready_count(const session_t *s, unsigned max)
+{
+    unsigned n = 0;
+    for (int p = 0; p < SB_PRIORITY_N && n < max; p++)
+        for (const sb_list_t *l = s->lanes[p].next; l != &s->lanes[p] && n < max; l = l->next)
+            n++;
+    return n;
+}
+
+/* The conversation whose head takes the token just granted, off its ready list, or NULL when none is ready. The
+ * best lane goes first (interactive, normal, bulk; each lane's oldest conversation first), except that a lower lane
+ * passed over LANE_SHARE starts in a row while it had work takes this one (the lowest such lane first): bulk gets at
+ * least one start in LANE_SHARE + 1 however busy the others are, and a lone interactive reply is never held back by
+ * the share (a lower lane is only owed a start once higher ones took LANE_SHARE in a row). */
+static conv_t *lane_pick(session_t *s)
+{
+    int top = -1, p;
+    for (p = 0; p < SB_PRIORITY_N && top < 0; p++)
+        if (!sb_list_empty(&s->lanes[p]))
+            top = p;
+    if (top < 0)
+        return NULL;
+    int take = top;
+    for (p = SB_PRIORITY_N - 1; p > top; p--)
+        if (!sb_list_empty(&s->lanes[p]) && s->passed[p] >= LANE_SHARE) {
+            take = p;
+            break;
+        }
+    for (p = 0; p < SB_PRIORITY_N; p++) {
+        if (sb_list_empty(&s->lanes[p]) || p == take)
+            s->passed[p] = 0;
+        else if (p > take)
+            s->passed[p]++;
+    }
+    return sb_container_of(sb_list_pop_front(&s->lanes[take]), conv_t, ready_link);
 }
 
 /* A send of conversation c, at the end of its lane. */
@@ -1212,6 +1322,7 @@ static send_t *send_add(session_t *s, conv_t *c, int64_t id, unsigned attempts, 
     x->node.hash = sb_hash_u64((uint64_t)id);
     sb_htable_insert(&s->sends, &x->node);
     sb_list_push_back(&c->lane, &x->lane_link);
+    prio_enter(s, x, SB_PRIORITY_NORMAL);
     return x;
 }
 
@@ -1219,6 +1330,7 @@ static void send_free(session_t *s, send_t *x)
 {
     if (x->leased)
         s->ports->counters.release(s->ports->counters.ctx, s->tenant, s->channel, x->lease);
+    prio_leave(s, x);
     sb_htable_remove(&s->sends, &x->node);
     sb_list_remove(&x->lane_link);
     free(x->to);
@@ -1306,79 +1418,85 @@ static void grant_cb(void *arg, int err, const sb_grant_t *g)
     pk_i64(&b, err ? 0 : g->granted);
     pk_i64(&b, err ? 0 : (int64_t)g->wait_us);
     pk_str(&b, err ? "" : g->lease);
+    pk_i64(&b, err ? 0 : g->busy);
+    pk_i64(&b, err ? 0 : g->tokens);
     comp_post(c, S_GRANT, &b);
 }
 
-/* Takes a token of the channel's pace and an in-flight slot (Redis), right before the request. */
-static void acquire(session_t *s, send_t *x)
+/* Asks the counters (Redis) for a token of the channel's pace and a slot of its and its tenant's caps. Not for a
+ * given message: the head to send is picked when the token is granted (on_grant), so a reply that arrives while
+ * bulk waits for the pace takes the next token, and no message holds a claim while it waits. Counted in asking
+ * until it is answered, and while it waits to ask again. */
+static void ask(session_t *s)
 {
-    x->state = Q_COUNTING;
-    comp_t *c = comp_new(s, x->id);
+    s->asking++;
+    comp_t *c = comp_new(s, s->ports->now_us(s->ports->ctx)); /* ref: when it was asked (µs) */
     if (s->ports->counters.acquire(s->ports->counters.ctx, s->tenant, s->channel, &s->limits, grant_cb, c) < 0) {
         free(c);
-        sb_actor_timer_start(s->actor, DB_RETRY_MS, 0, TIMER_SEND | (uint64_t)x->id); /* without Redis nothing goes */
+        sb_actor_timer_start(s->actor, DB_RETRY_MS, 0, TIMER_ASK); /* without Redis nothing goes */
     }
 }
 
-/* Starts the heads of ready lanes while there is room: claims them (status sending, committed before the provider
- * is asked), one work item for the turn's claims. */
+static void claim(session_t *s, send_t *x);
+
+/* An interactive reply that finds a token request under way (the pace's next token on its way) is claimed at once,
+ * so that its commit is not between the token and the provider: the next grant goes to it. One at a time, and only
+ * the interactive lane's: a claimed message no longer yields to a better one. */
+static void preclaim(session_t *s)
+{
+    if (s->preclaimed || !s->asking || sb_list_empty(&s->lanes[SB_PRIORITY_INTERACTIVE]))
+        return;
+    conv_t *c = sb_container_of(sb_list_pop_front(&s->lanes[SB_PRIORITY_INTERACTIVE]), conv_t, ready_link);
+    s->passed[SB_PRIORITY_NORMAL] += !sb_list_empty(&s->lanes[SB_PRIORITY_NORMAL]);
+    s->passed[SB_PRIORITY_BULK] += !sb_list_empty(&s->lanes[SB_PRIORITY_BULK]);
+    s->preclaimed = sb_container_of(sb_list_first(&c->lane), send_t, lane_link);
+    claim(s, s->preclaimed);
+}
+
+/* Asks for tokens while conversations are ready and the channel's cap has room: one request at a time while the
+ * pace is the limit (the usual case: its tokens come one per interval), up to ASK_MAX while it has tokens to spare. */
 static void pump(session_t *s)
 {
     if (!s->ready || s->pump_waiting)
         return;
-    pending_t *p = NULL;
-    sb_tenant_work_t *w = NULL;
-    while (s->sending < SB_SESSION_MAX_SENDING && !sb_list_empty(&s->ready_lanes)) {
+    unsigned cap = s->limits.channel_max ? s->limits.channel_max : UINT32_MAX;
+    unsigned at_once = s->tokens < 0 ? ASK_MAX : s->tokens < ASK_MAX ? (unsigned)s->tokens + 1 : ASK_MAX;
+    unsigned ahead = s->preclaimed != NULL; /* claimed, and waiting for a request's token */
+    while (s->asking < at_once && s->sending - ahead + s->asking < cap &&
+           ready_count(s, s->asking + 1) + ahead > s->asking) {
         uint64_t held = s->ports->provider.held_ms(s->ports->provider.ctx, s->info.type);
         if (held) { /* the provider's endpoint is failing: nothing is claimed, no attempt spent */
             s->pump_waiting = true;
             sb_actor_timer_start(s->actor, held, 0, TIMER_PUMP);
             break;
         }
-        conv_t *c = sb_container_of(sb_list_pop_front(&s->ready_lanes), conv_t, ready_link);
-        send_t *x = sb_container_of(sb_list_first(&c->lane), send_t, lane_link);
-        if (!p) {
-            p = pending_new(s, W_CLAIM);
-            w = work_new(s, p);
-        }
-        sb_status_change_t *ch = sb_tenant_work_change(w);
-        ch->message_id = x->id;
-        ch->channel_id = s->channel;
-        ch->status = "sending";
-        ch->counts_attempt = true;
-        p->sends = sb_realloc(p->sends, (p->nsends + 1) * sizeof *p->sends);
-        p->sends[p->nsends++] = x;
-        x->state = Q_CLAIMING;
-        s->sending++;
+        ask(s);
     }
-    if (w)
-        sb_tenant_write(s->rt, s->tenant, w);
+    preclaim(s);
 }
 
-static int on_grant(sb_actor_t *a, void *state, sb_msg_t *m)
+/* Claims x (status sending, committed before the provider is asked, so a crash never makes a blind second send):
+ * a work item of its own (the tenant writes a turn's items as one statement). x holds its slot from here. */
+static void claim(session_t *s, send_t *x)
 {
-    session_t *s = state;
-    rd_t r;
-    int64_t ref;
-    int err;
-    (void)a;
-    if (!comp_open(s, m, &r, &ref, &err))
-        return 0;
-    send_t *x = send_get(s, ref);
-    if (!x || x->state != Q_COUNTING)
-        return 0;
-    int64_t granted = rd_i64(&r), wait_us = rd_i64(&r);
-    const char *lease = rd_str(&r);
-    if (err || r.bad) { /* limits must hold: without Redis nothing is sent; the claim holds meanwhile */
-        sb_actor_timer_start(s->actor, DB_RETRY_MS, 0, TIMER_SEND | (uint64_t)x->id);
-        return 0;
-    }
-    if (!granted) {
-        sb_actor_timer_start(s->actor, (uint64_t)(wait_us + 999) / 1000, 0, TIMER_SEND | (uint64_t)x->id);
-        return 0;
-    }
-    snprintf(x->lease, sizeof x->lease, "%s", lease ? lease : "");
-    x->leased = true;
+    pending_t *p = pending_new(s, W_CLAIM);
+    sb_tenant_work_t *w = work_new(s, p);
+    sb_status_change_t *ch = sb_tenant_work_change(w);
+    ch->message_id = x->id;
+    ch->channel_id = s->channel;
+    ch->status = "sending";
+    ch->counts_attempt = true;
+    p->sends = sb_malloc(sizeof *p->sends);
+    p->sends[0] = x;
+    p->nsends = 1;
+    x->state = Q_CLAIMING;
+    s->sending++;
+    sb_tenant_write(s->rt, s->tenant, w);
+}
+
+/* The claim of x is committed: the provider is asked. */
+static void provider_send(session_t *s, send_t *x)
+{
     x->state = Q_SENDING;
     sb_send_request_t req = {.channel = &s->info,
                              .message_id = x->id,
@@ -1391,6 +1509,67 @@ static int on_grant(sb_actor_t *a, void *state, sb_msg_t *m)
         free(c);
         finish(s, x, "failed", NULL, "invalid_request", "the provider request could not be made", 0, true);
     }
+}
+
+/* The counters' answer to ask(). Granted: the best ready head (lane_pick) takes the token and its slot and is
+ * claimed; with none ready any more the slot goes back (the token is spent: the pace is never exceeded). Not
+ * granted: asks again when the pace has a token (or, a cap being full, a little later). */
+static int on_grant(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    rd_t r;
+    int64_t ref;
+    int err;
+    (void)a;
+    if (!comp_open(s, m, &r, &ref, &err))
+        return 0;
+    int64_t granted = rd_i64(&r), wait_us = rd_i64(&r);
+    const char *lease = rd_str(&r);
+    bool busy = rd_i64(&r) != 0;
+    int64_t tokens = rd_i64(&r);
+    if (err || r.bad) { /* limits must hold: without Redis nothing is sent */
+        sb_actor_timer_start(s->actor, DB_RETRY_MS, 0, TIMER_ASK);
+        return 0;
+    }
+    if (!granted) {
+        /* the pace: asked again at the whole ms below its token (under a ms: on the loop's next turn), so that timer
+         * granularity does not slow a fast pace down; a full cap: polled, the slot that frees first may be freed well
+         * before its lease expires */
+        uint64_t ms = busy ? (uint64_t)(wait_us + 999) / 1000 : (uint64_t)wait_us / 1000;
+        if (busy && ms > BUSY_POLL_MS)
+            ms = BUSY_POLL_MS;
+        if (!busy)
+            s->tokens = 0;
+        sb_actor_timer_start(s->actor, ms, 0, TIMER_ASK);
+        return 0;
+    }
+    s->asking--;
+    s->tokens = tokens;
+    conv_t *c = s->preclaimed ? NULL : lane_pick(s);
+    if (s->preclaimed) { /* claimed ahead: sent now, or once its claim is committed */
+        send_t *x = s->preclaimed;
+        s->preclaimed = NULL;
+        snprintf(x->lease, sizeof x->lease, "%s", lease ? lease : "");
+        x->leased = true;
+        if (x->state == Q_CLAIMED)
+            provider_send(s, x);
+    } else if (!c) {
+        if (lease && *lease)
+            s->ports->counters.release(s->ports->counters.ctx, s->tenant, s->channel, lease);
+    } else {
+        send_t *x = sb_container_of(sb_list_first(&c->lane), send_t, lane_link);
+        snprintf(x->lease, sizeof x->lease, "%s", lease ? lease : "");
+        x->leased = true;
+        claim(s, x);
+    }
+    /* the next token is one interval after this one, which was taken about when it was asked for (ref): ask then
+     * (the whole ms below it), not now to hear "wait" */
+    int64_t next_us = ref + (int64_t)s->limits.interval_us - s->ports->now_us(s->ports->ctx);
+    if (tokens == 0 && next_us >= 1000) {
+        s->asking++;
+        sb_actor_timer_start(s->actor, (uint64_t)next_us / 1000, 0, TIMER_ASK);
+    }
+    pump(s); /* (asks more only if the pace has tokens to spare; an interactive head may be claimed ahead) */
     return 0;
 }
 
@@ -1490,14 +1669,6 @@ static bool delivered(const char *status)
     return status && (strcmp(status, "delivered") == 0 || strcmp(status, "read") == 0);
 }
 
-static sb_priority_t priority_of(const char *name)
-{
-    for (int i = 0; name && i < SB_PRIORITY_N; i++)
-        if (strcmp(name, sb_priority_names[i]) == 0)
-            return (sb_priority_t)i;
-    return SB_PRIORITY_NORMAL;
-}
-
 /* Starts watching message id (its content copied); NULL when it is watched already, or its list cannot be read or
  * is empty (nothing to watch). */
 static watch_t *watch_add(session_t *s, int64_t id, const char *fallback_json, const char *to, const char *body,
@@ -1559,7 +1730,7 @@ static void fallback_sent(session_t *s, send_t *x)
             return;
         failed |= failed_for_good(pr->status);
     }
-    watch_t *w = watch_add(s, x->id, x->fallback_json, x->to, x->body, x->media_json, x->template_json, x->priority);
+    watch_t *w = watch_add(s, x->id, x->fallback_json, x->to, x->body, x->media_json, x->template_json, x->prio);
     if (!w)
         return;
     w->failed = failed;
@@ -1813,7 +1984,7 @@ static int on_fallbacks(sb_actor_t *a, void *state, sb_msg_t *m)
         int64_t due_in = rd_i64(&r);
         if (r.bad || delivered(status))
             continue;
-        watch_t *w = watch_add(s, id, list, to, body, media, tpl, priority_of(priority));
+        watch_t *w = watch_add(s, id, list, to, body, media, tpl, priority_parse(priority));
         if (!w) {
             if (!watch_get(s, id))
                 sb_log_warn("session %" PRId64 ": message %" PRId64 ": its fallback list cannot be read", s->channel,
@@ -1872,7 +2043,7 @@ static void written_accept(session_t *s, pending_t *p, int err)
     } else {
         send_t *x = send_add(s, a->conv, a->id, 0, req->to, req->body, req->media_json, req->template_json);
         x->fallback_json = dup_or_null(req->fallback_json);
-        x->priority = req->priority;
+        send_set_priority(s, x, req->priority);
         lane_ready(s, a->conv);
         answer(req, 202, a->id, true);
     }
@@ -1886,6 +2057,12 @@ static void written_claims(session_t *s, pending_t *p, int err)
         if (!send_get(s, x->id) || x->state != Q_CLAIMING)
             continue;
         if (err) { /* still queued: again after a while */
+            if (s->preclaimed == x)
+                s->preclaimed = NULL;
+            if (x->leased) {
+                s->ports->counters.release(s->ports->counters.ctx, s->tenant, s->channel, x->lease);
+                x->leased = false;
+            }
             x->state = Q_QUEUED;
             s->sending--;
             lane_ready(s, x->conv);
@@ -1896,7 +2073,10 @@ static void written_claims(session_t *s, pending_t *p, int err)
             continue;
         }
         x->attempts++;
-        acquire(s, x);
+        if (x->leased)
+            provider_send(s, x);
+        else
+            x->state = Q_CLAIMED; /* claimed ahead of its token (preclaim): sent when it is granted */
     }
 }
 
@@ -2096,6 +2276,8 @@ static void loaded_cb(void *arg, int err, const sb_channel_info_t *ci, const sb_
         pk_i64(&b, ci->type);
         pk_str(&b, ci->address);
         pk_i64(&b, (int64_t)(ci->rate_per_second * 1000));
+        pk_i64(&b, ci->max_sending);
+        pk_i64(&b, ci->tenant_max_sending);
         pk_str(&b, ci->credentials_sealed);
         pk_i64(&b, (int64_t)n);
         for (size_t i = 0; i < n; i++) {
@@ -2128,12 +2310,11 @@ static bool load(session_t *s)
 }
 
 /* The pace and caps of the channel: its type's rate (Twilio long code 1/s, Twilio WhatsApp 10/s, Meta WhatsApp 80/s,
- * Messenger and Instagram 300/s: the Send API's per-page figure for text) or settings.rate_per_second, 5% under. */
+ * Messenger and Instagram 300/s) or settings.rate_per_second, 5% under; settings.max_concurrent_sends (else SB_SESSION_MAX_SENDING) and the
+ * tenant's max_concurrent_sends (else SB_SESSION_TENANT_MAX_SENDING). */
 static void limits_of(session_t *s)
 {
-    double rate = s->info.type == SB_CH_TWILIO_WHATSAPP ? 10 : s->info.type == SB_CH_META_WHATSAPP ? 80 : 1;
-    if (s->info.type == SB_CH_META_MESSENGER || s->info.type == SB_CH_META_INSTAGRAM)
-        rate = 300;
+    double rate = sb_session_default_rate(s->info.type);
     if (s->info.rate_per_second > 0)
         rate = s->info.rate_per_second;
     /* 5% slower than the rate: grants exactly 1/rate apart put rate + 1 sends into a closed one-second window, and
@@ -2142,9 +2323,184 @@ static void limits_of(session_t *s)
     double per = 1e6 / (rate / 1.05);
     s->limits = (sb_send_limits_t){.interval_us = per < 1 ? 1 : (uint64_t)per,
                                    .burst = 1,
-                                   .channel_max = SB_SESSION_MAX_SENDING,
-                                   .tenant_max = 256,
+                                   .channel_max = s->info.max_sending > 0 ? (uint32_t)s->info.max_sending
+                                                                          : SB_SESSION_MAX_SENDING,
+                                   .tenant_max = s->info.tenant_max_sending > 0 ? (uint32_t)s->info.tenant_max_sending
+                                                                                : SB_SESSION_TENANT_MAX_SENDING,
                                    .lease_ms = 60000};
+}
+
+double sb_session_default_rate(sb_channel_type_t type)
+{
+    if (type == SB_CH_META_MESSENGER || type == SB_CH_META_INSTAGRAM)
+        return 300; /* the Send API's per-page figure for text */
+    return type == SB_CH_TWILIO_WHATSAPP ? 10 : type == SB_CH_META_WHATSAPP ? 80 : 1;
+}
+
+/* ---- settings changed, figures asked for ------------------------------------------------------------------------ */
+
+static void limits_cb(void *arg, int err, bool found, const sb_channel_info_t *ci)
+{
+    comp_t *c = arg;
+    sb_buf_t b;
+    comp_head(c, &b, err);
+    pk_i64(&b, !err && found);
+    pk_i64(&b, !err && found ? (int64_t)(ci->rate_per_second * 1000) : 0);
+    pk_i64(&b, !err && found ? ci->max_sending : 0);
+    pk_i64(&b, !err && found ? ci->tenant_max_sending : 0);
+    comp_post(c, S_LIMITS, &b);
+}
+
+/* The channel's or its tenant's settings changed (admin API): its pace and caps are read again. A payload names the
+ * tenant (int64) whose sessions are meant: another tenant's session ignores it. */
+static int on_settings(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    int64_t tenant = 0;
+    (void)a;
+    if (m->len == sizeof tenant)
+        memcpy(&tenant, m->data, sizeof tenant);
+    if (!s->ready || (tenant && tenant != s->tenant) || !s->ports->store.load_limits)
+        return 0; /* not loaded yet: activation reads them */
+    comp_t *c = comp_new(s, 0);
+    if (s->ports->store.load_limits(s->ports->store.ctx, s->channel, limits_cb, c) < 0) {
+        free(c);
+        sb_log_warn("session %" PRId64 ": settings changed but could not be read; the old ones stay in force",
+                    s->channel);
+    }
+    return 0;
+}
+
+static int on_limits(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    rd_t r;
+    int64_t ref;
+    int err;
+    (void)a;
+    if (!comp_open(s, m, &r, &ref, &err))
+        return 0;
+    bool found = rd_i64(&r) != 0;
+    int64_t rate_milli = rd_i64(&r), max_sending = rd_i64(&r), tenant_max_sending = rd_i64(&r);
+    if (err || r.bad || !found) {
+        if (err)
+            sb_log_warn("session %" PRId64 ": settings could not be read again: %s; the old ones stay in force",
+                        s->channel, sb_strerror(err));
+        return 0;
+    }
+    s->info.rate_per_second = (double)rate_milli / 1000;
+    s->info.max_sending = max_sending;
+    s->info.tenant_max_sending = tenant_max_sending;
+    limits_of(s);
+    s->tokens = 0; /* the pace may have changed: one request at a time until it says otherwise */
+    pump(s);
+    return 0;
+}
+
+static void figures_fill(session_t *s, sb_session_figures_t *f)
+{
+    f->found = s->ready && s->info.address && f->tenant == s->tenant;
+    if (!f->found)
+        return;
+    for (int p = 0; p < SB_PRIORITY_N; p++)
+        f->lanes[p] = s->depth[p];
+    f->sending = s->sending;
+    f->rate_per_second = s->info.rate_per_second > 0 ? s->info.rate_per_second
+                                                      : sb_session_default_rate(s->info.type);
+    f->rate_set = s->info.rate_per_second > 0;
+    f->interval_us = s->limits.interval_us;
+    f->channel_max = s->limits.channel_max;
+    f->tenant_max = s->limits.tenant_max;
+    f->channel_max_set = s->info.max_sending > 0;
+    f->tenant_max_set = s->info.tenant_max_sending > 0;
+}
+
+typedef struct figures_wait {
+    sb_list_t link;
+    sb_session_figures_t *f;
+} figures_wait_t;
+
+static void drop_figures(sb_msg_t *m)
+{
+    sb_session_figures_t *f;
+    memcpy(&f, m->data, sizeof f);
+    f->found = false;
+    f->answer(f);
+}
+
+typedef struct ids {
+    const char *kind;
+    sb_actor_id_t *v;
+    size_t n, cap;
+} ids_t;
+
+static bool collect_session(void *arg, const sb_actor_info_t *info)
+{
+    ids_t *ids = arg;
+    if (strcmp(info->kind, ids->kind) != 0)
+        return true;
+    if (ids->n == ids->cap) {
+        ids->cap = ids->cap ? ids->cap * 2 : 64;
+        ids->v = sb_realloc(ids->v, ids->cap * sizeof *ids->v);
+    }
+    ids->v[ids->n++] = info->id;
+    return true;
+}
+
+void sb_session_settings_changed(sb_rt_t *rt, int64_t tenant, int64_t channel)
+{
+    if (channel) {
+        sb_rt_send_key(rt, sb_rt_shard(rt), &sb_session_kind, (uint64_t)channel, SB_SESSION_SETTINGS, &tenant,
+                       sizeof tenant);
+        return;
+    }
+    ids_t ids = {.kind = sb_session_kind.name};
+    sb_rt_foreach(rt, collect_session, &ids); /* (collected first: sending does not walk the table) */
+    for (size_t i = 0; i < ids.n; i++)
+        sb_rt_send(rt, 0, ids.v[i], SB_SESSION_SETTINGS, &tenant, sizeof tenant);
+    free(ids.v);
+}
+
+void sb_session_figures(sb_rt_t *rt, unsigned owner, sb_session_figures_t *f)
+{
+    sb_msg_t *m = sb_msg_new(SB_SESSION_FIGURES, sizeof f);
+    memcpy(m->data, &f, sizeof f);
+    m->drop = drop_figures;
+    sb_rt_post_key(rt, owner, &sb_session_kind, (uint64_t)f->channel, m); /* a refused one is dropped: answered */
+}
+
+static int on_figures(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    sb_session_figures_t *f;
+    (void)a;
+    if (m->len != sizeof f)
+        return 0;
+    memcpy(&f, m->data, sizeof f);
+    m->drop = NULL;
+    if (!s->ready) { /* answered once the channel is loaded */
+        figures_wait_t *w = sb_calloc(1, sizeof *w);
+        w->f = f;
+        sb_list_push_back(&s->figures, &w->link);
+        return 0;
+    }
+    figures_fill(s, f);
+    f->answer(f);
+    return 0;
+}
+
+/* Answers the figure requests that waited for the channel (all found false when the session stops). */
+static void figures_answer(session_t *s, bool stopping)
+{
+    for (sb_list_t *l; (l = sb_list_pop_front(&s->figures));) {
+        figures_wait_t *w = sb_container_of(l, figures_wait_t, link);
+        if (stopping)
+            w->f->found = false;
+        else
+            figures_fill(s, w->f);
+        w->f->answer(w->f);
+        free(w);
+    }
 }
 
 static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
@@ -2165,7 +2521,7 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
     if (found) {
         int64_t tenant = rd_i64(&r), type = rd_i64(&r);
         const char *address = rd_str(&r);
-        int64_t rate_milli = rd_i64(&r);
+        int64_t rate_milli = rd_i64(&r), max_sending = rd_i64(&r), tenant_max_sending = rd_i64(&r);
         const char *creds = rd_str(&r);
         if (!s->ready) { /* (a reload, for RESUME, keeps what it has: only its pending messages may be new) */
             s->info.tenant = s->tenant = tenant;
@@ -2173,6 +2529,8 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
             s->info.type = (sb_channel_type_t)type;
             s->info.address = dup_or_null(address);
             s->info.rate_per_second = (double)rate_milli / 1000;
+            s->info.max_sending = max_sending;
+            s->info.tenant_max_sending = tenant_max_sending;
             s->info.credentials_sealed = dup_or_null(creds);
             limits_of(s);
         }
@@ -2192,7 +2550,7 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
         conv_t *c = conv_get(s, conv);
         send_t *x = send_add(s, c, id, attempts, to, body, media, tpl);
         x->fallback_json = dup_or_null(fallback_json);
-        x->priority = priority_of(priority);
+        send_set_priority(s, x, priority_parse(priority));
         if (strcmp(status, "sending") == 0) { /* left sending by a crash: unknown once it has been for long */
             x->state = Q_WAITING;
             x->out_retry_ms = -2; /* marks "call it unknown" for the timer */
@@ -2223,6 +2581,7 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
             }
         }
     }
+    figures_answer(s, false);
     process(s);
     pump(s);
     return 0;
@@ -2261,14 +2620,18 @@ static int on_timer(sb_actor_t *a, void *state, sb_msg_t *m)
         fallback_timer(s, (int64_t)(tag & ~TIMER_FALLBACK));
         return 0;
     }
+    if (tag == TIMER_ASK) { /* a token request's wait is over: asked again (or not, if nothing is ready now) */
+        if (s->asking)
+            s->asking--;
+        pump(s);
+        return 0;
+    }
     if (!(tag & TIMER_SEND))
         return 0;
     send_t *x = send_get(s, (int64_t)(tag & ~TIMER_SEND));
     if (!x)
         return 0;
-    if (x->state == Q_COUNTING) { /* the counters said wait, or were away */
-        acquire(s, x);
-    } else if (x->state == Q_WAITING && x->out_retry_ms == -1) { /* store the outcome again */
+    if (x->state == Q_WAITING && x->out_retry_ms == -1) { /* store the outcome again */
         store_outcome(s, x);
     } else if (x->state == Q_WAITING && x->out_retry_ms == -2) { /* sending since a crash: unknown */
         s->sending++;
@@ -2294,13 +2657,16 @@ static int session_init(sb_actor_t *a, void *state, const void *arg)
     s->self = sb_actor_self(a);
     s->channel = (int64_t)sb_actor_key(a);
     s->epoch = atomic_fetch_add(&incarnations, 1) + 1;
+    s->metrics = sb_metrics_shard(sb_rt_shard(s->rt));
     sb_htable_init(&s->convs);
     sb_list_init(&s->conv_lru);
     sb_htable_init(&s->by_addr);
     sb_htable_init(&s->sends);
     memo_init(&s->providers);
     memo_init(&s->keys);
-    sb_list_init(&s->ready_lanes);
+    for (int p = 0; p < SB_PRIORITY_N; p++)
+        sb_list_init(&s->lanes[p]);
+    sb_list_init(&s->figures);
     sb_list_init(&s->inbox);
     sb_list_init(&s->accepts);
     sb_htable_init(&s->pendings);
@@ -2330,6 +2696,7 @@ static void session_stop(sb_actor_t *a, void *state)
     }
     for (sb_list_t *l; (l = sb_list_pop_front(&s->inbox));)
         free_inbound(sb_container_of(l, inbound_t, link));
+    figures_answer(s, true);
     size_t nsends = 0, pos = 0;
     send_t **sends = sb_malloc((s->sends.n ? s->sends.n : 1) * sizeof *sends);
     for (sb_hnode_t *n; (n = sb_htable_next(&s->sends, &pos));)
@@ -2365,7 +2732,8 @@ static bool session_can_passivate(sb_actor_t *a, void *state)
     session_t *s = state;
     (void)a;
     return s->ready && !s->loading && sb_list_empty(&s->inbox) && sb_list_empty(&s->accepts) &&
-           s->pendings.n == 0 && s->sends.n == 0 && !s->resolving && s->watches.n == 0 && !s->watches_loading;
+           s->pendings.n == 0 && s->sends.n == 0 && !s->resolving && s->watches.n == 0 && !s->watches_loading &&
+           sb_list_empty(&s->figures);
 }
 
 static const sb_actor_handler_fn handlers[] = {
@@ -2374,6 +2742,7 @@ static const sb_actor_handler_fn handlers[] = {
     [S_CONVS] = on_convs,       [S_PROVIDERS] = on_providers,      [S_KEY] = on_key,
     [S_GRANT] = on_grant,       [S_OUTCOME] = on_outcome,         [S_FALLBACK] = on_fallback,
     [S_FALLBACKS] = on_fallbacks,
+    [SB_SESSION_SETTINGS] = on_settings, [SB_SESSION_FIGURES] = on_figures, [S_LIMITS] = on_limits,
 };
 
 const sb_actor_kind_t sb_session_kind = {

@@ -24,9 +24,15 @@
  * by the tenant answers the message it named; a message that Meta's 24-hour customer-service window does not let
  * through (from the conversation's last inbound message, which the session knows: loaded with the conversation,
  * moved forward as inbound messages are applied) is refused 422 outside_window, nothing stored; otherwise the
- * message is numbered in its conversation, written with its outbox entry and events, and answered 202. Each conversation's messages are sent in order, one at a time;
- * different conversations send concurrently, at most SB_SESSION_MAX_SENDING at once, within the channel's pace and
- * in-flight caps kept in Redis (counters port). A send is claimed (status sending, committed) before the provider is
+ * message is numbered in its conversation, written with its outbox entry and events, and answered 202. Each
+ * conversation's messages are sent in order, one at a time; different conversations send concurrently within the
+ * channel's pace and in-flight caps kept in Redis (counters port; the caps settings.max_concurrent_sends, else
+ * SB_SESSION_MAX_SENDING, and the tenant's, else SB_SESSION_TENANT_MAX_SENDING; read again on SB_SESSION_SETTINGS).
+ * Lanes: a conversation whose head may start waits on the ready list of its lane's best priority (interactive,
+ * normal, bulk); tokens of the pace are asked for no message in particular, and each one granted goes to the best
+ * lane's oldest conversation, a lower lane passed over ten starts in a row taking the next (so bulk never starves).
+ * A send is claimed (status sending, committed) once it has its token (an interactive head may be claimed while the
+ * token is on its way) and before the provider is
  * asked, so a crash never makes a blind second send; its outcome is stored with a message.status event (sent,
  * failed, unknown, retrying, dead); a retrying message waits its backoff holding only its own conversation. An
  * outcome the store did not take is offered again until it is (for a few minutes): the provider's answer is not
@@ -56,13 +62,21 @@ enum {
     SB_SESSION_SEND = 2,    /* payload: sb_session_send_t * (the actor takes it) */
     SB_SESSION_RESUME = 3,  /* no payload: outbound messages were queued again (console replay): load them */
     SB_SESSION_WRITTEN = 4, /* the tenant's answer to a work item: sb_tenant_written_t */
+    SB_SESSION_SETTINGS = 10, /* payload: int64 tenant: its or its channel's pace and caps changed: read them again */
+    SB_SESSION_FIGURES = 11,  /* payload: sb_session_figures_t * (answered once) */
     SB_SESSION_INTERNAL = 16
 };
 
 #define SB_SESSION_LOOKAHEAD 256 /* receipts whose conversations and provider ids are looked up at once, at most */
 #define SB_SESSION_INFLIGHT 1024 /* receipts in work items at the tenant, at most */
-#define SB_SESSION_MAX_SENDING 64 /* sends under way at once (the channel's in-flight cap): a Meta number at its 80/s with
-                                   * 200 ms answers has 16 out, a slow provider four times that */
+#define SB_SESSION_MAX_SENDING 64 /* sends under way at once (the channel's in-flight cap) unless its
+                                   * settings.max_concurrent_sends says otherwise: a Meta number at its 80/s with 200 ms
+                                   * answers has 16 out, a slow provider four times that */
+#define SB_SESSION_TENANT_MAX_SENDING 256 /* sends under way at once across a tenant's channels, unless the tenant's
+                                           * max_concurrent_sends says otherwise */
+#define SB_SESSION_MAX_CHANNEL_CAP 1000   /* the largest settings.max_concurrent_sends */
+#define SB_SESSION_MAX_TENANT_CAP 100000  /* the largest tenant max_concurrent_sends */
+#define SB_SESSION_MAX_RATE 10000         /* the largest settings.rate_per_second */
 
 typedef struct sb_session_receipt {
     int64_t receipt_id, tenant;
@@ -80,6 +94,35 @@ int sb_session_receipt_packed(sb_rt_t *rt, unsigned owner, int64_t channel, cons
 typedef enum { SB_PRIORITY_INTERACTIVE, SB_PRIORITY_NORMAL, SB_PRIORITY_BULK, SB_PRIORITY_N } sb_priority_t;
 
 extern const char *const sb_priority_names[SB_PRIORITY_N]; /* "interactive", "normal", "bulk" */
+
+/* A channel type's pace when settings.rate_per_second does not set one, in sends per second (Twilio long code 1,
+ * Twilio WhatsApp 10, Meta WhatsApp 80, others 1). */
+double sb_session_default_rate(sb_channel_type_t type);
+
+/* On the shard of the tenant's sessions (rt its runtime): tells the channel's session (channel != 0) or every
+ * session of the tenant (channel 0) that settings changed, so it reads its pace and caps again. A session not active
+ * is left alone (it reads them when activated); a channel's is activated. */
+void sb_session_settings_changed(sb_rt_t *rt, int64_t tenant, int64_t channel);
+
+/* Live figures of a channel's session, for the console: what its lanes hold and the pace and caps in force. The
+ * caller fills tenant, channel, answer and arg; the session fills the rest and calls answer(f) exactly once, on its
+ * shard (from any thread's point of view: take it home with sb_shard_exec). found false: no such channel of that
+ * tenant, or the session could not be reached. */
+typedef struct sb_session_figures {
+    int64_t tenant, channel;
+    bool found;
+    int64_t lanes[SB_PRIORITY_N];   /* messages in each lane (waiting or under way) */
+    unsigned sending;               /* claimed and not finished (each holds a slot of the caps) */
+    double rate_per_second;         /* the pace in force (settings or the type's default) */
+    bool rate_set, channel_max_set, tenant_max_set; /* set by the settings (else the defaults) */
+    uint64_t interval_us;           /* between two sends (the pace, kept 5% under) */
+    uint32_t channel_max, tenant_max; /* the concurrency caps in force */
+    void (*answer)(struct sb_session_figures *f);
+    void *arg;
+} sb_session_figures_t;
+
+/* Asks the channel's session on shard owner (activating it if needed) for its figures. Takes f until answered. */
+void sb_session_figures(sb_rt_t *rt, unsigned owner, sb_session_figures_t *f);
 
 /* An outbound message to accept (already checked by the front door for what needs no channel: see
  * gateway/api). The front door allocates it; the session checks it against its channel (provider port), fills in

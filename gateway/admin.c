@@ -11,6 +11,7 @@
 #include "gateway/authguard.h"
 #include "gateway/keys.h"
 #include "gateway/ratelimit.h"
+#include "actors/session.h"
 #include "actors/tenant.h"
 #include "shards/domain.h"
 #include "proto/codec.h"
@@ -399,6 +400,28 @@ static bool valid_voice_settings(sb_http_req_t *req, json_t *set)
     return true;
 }
 
+/* A channel's pace and cap (README "Lanes, pace and caps"): refused with a clear message, never clamped. */
+static bool valid_send_settings(sb_http_req_t *req, json_t *set)
+{
+    char why[160];
+    json_t *rate = json_object_get(set, "rate_per_second"), *max = json_object_get(set, "max_concurrent_sends");
+    if (rate && !json_is_null(rate) &&
+        (!json_is_number(rate) || !(json_number_value(rate) > 0) || json_number_value(rate) > SB_SESSION_MAX_RATE)) {
+        snprintf(why, sizeof why, "settings.rate_per_second must be a number of sends per second in (0, %d], or null "
+                 "for the provider's default", SB_SESSION_MAX_RATE);
+        sb_http_respond_error(req, 400, "bad_request", why);
+        return false;
+    }
+    if (max && !json_is_null(max) &&
+        (!json_is_integer(max) || json_integer_value(max) < 1 || json_integer_value(max) > SB_SESSION_MAX_CHANNEL_CAP)) {
+        snprintf(why, sizeof why, "settings.max_concurrent_sends must be an integer 1..%d, or null for the default "
+                 "(%d)", SB_SESSION_MAX_CHANNEL_CAP, SB_SESSION_MAX_SENDING);
+        sb_http_respond_error(req, 400, "bad_request", why);
+        return false;
+    }
+    return true;
+}
+
 static void create_channel(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 {
     json_t *j = json_body(req);
@@ -427,6 +450,8 @@ static void create_channel(sb_shard_t *s, sb_http_req_t *req, const char *tenant
         goto out;
     }
     if (settings && type == SB_CH_TWILIO_VOICE && !valid_voice_settings(req, settings))
+        goto out;
+    if (settings && !valid_send_settings(req, settings))
         goto out;
     if (json_object_get(j, "meta_app_id") && !(app = want_string(req, j, "meta_app_id", 64)))
         goto out;
@@ -541,6 +566,100 @@ out:
     json_decref(j);
 }
 
+/* ---- a channel's settings: its pace and caps --------------------------------------------------------------------- */
+
+typedef struct settings_note {
+    int64_t tenant, channel; /* channel 0: every channel of the tenant */
+} settings_note_t;
+
+static void settings_note_run(sb_shard_t *s, void *arg)
+{
+    settings_note_t *n = arg;
+    sb_session_settings_changed(sb_shard_rt(s), n->tenant, n->channel);
+    free(n);
+}
+
+/* Tells the sessions concerned (on the tenant's shard) that their pace or caps changed: they read them again, so a
+ * change takes effect within a round trip to PostgreSQL, also for messages already queued. */
+static void settings_changed(int64_t tenant, int64_t channel)
+{
+    settings_note_t *n = sb_malloc(sizeof *n);
+    *n = (settings_note_t){tenant, channel};
+    if (sb_shard_exec(sb_domain_owner(tenant), settings_note_run, n) < 0)
+        free(n); /* stopping: the sessions read their settings again when activated */
+}
+
+typedef struct chset_op {
+    sb_http_req_t *req;
+    int64_t tenant;
+    bool patched;
+} chset_op_t;
+
+static void channel_settings_done(void *arg, int err, const sb_query_channel_settings_t *cs)
+{
+    chset_op_t *op = arg;
+    if (err) {
+        sb_answer_db_error(op->req, err, "no such channel", "");
+        free(op);
+        return;
+    }
+    json_t *set = json_loads(cs->settings_json, 0, NULL);
+    if (!json_is_object(set)) {
+        json_decref(set);
+        set = json_object();
+    }
+    json_t *rate = json_object_get(set, "rate_per_second"), *max = json_object_get(set, "max_concurrent_sends");
+    double def_rate = sb_session_default_rate(cs->type);
+    json_t *limits = json_pack(
+        "{s:f,s:f,s:I,s:i,s:I,s:i}", "rate_per_second", json_is_number(rate) ? json_number_value(rate) : def_rate,
+        "rate_per_second_default", def_rate, "max_concurrent_sends",
+        (json_int_t)(json_is_integer(max) ? json_integer_value(max) : SB_SESSION_MAX_SENDING),
+        "max_concurrent_sends_default", SB_SESSION_MAX_SENDING, "tenant_max_concurrent_sends",
+        (json_int_t)(cs->tenant_max_sends > 0 ? cs->tenant_max_sends : SB_SESSION_TENANT_MAX_SENDING),
+        "tenant_max_concurrent_sends_default", SB_SESSION_TENANT_MAX_SENDING);
+    sb_answer_json(op->req, 200, json_pack("{s:o,s:s,s:o,s:o}", "id", sb_answer_id(cs->channel), "type",
+                                           sb_channel_type_name(cs->type), "settings", set, "limits", limits));
+    if (op->patched)
+        settings_changed(op->tenant, cs->channel);
+    free(op);
+}
+
+/* GET /v1/admin/tenants/{id}/channels/{channel_id}: the channel's settings and the pace and caps in force (each
+ * with its default). PATCH with {"settings": {...}}: each member replaces that setting, null removes it (back to
+ * the default); answered like GET, and the channel's session reads its pace and caps again at once. */
+static void channel_settings(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
+{
+    int64_t channel = (int64_t)(intptr_t)sb_http_req_user(req);
+    char *patch = NULL;
+    if (sb_http_req_method(req) == SB_HTTP_PATCH) {
+        json_t *j = json_body(req);
+        if (!j)
+            return;
+        json_t *set = json_object_get(j, "settings");
+        if (json_object_size(j) != 1 || !json_is_object(set)) {
+            sb_http_respond_error(req, 400, "bad_request", "the body must be {\"settings\": {...}}: each member "
+                                                           "replaces that setting, null removes it");
+            json_decref(j);
+            return;
+        }
+        if (!valid_voice_settings(req, set) || !valid_send_settings(req, set)) {
+            json_decref(j);
+            return;
+        }
+        patch = json_dumps(set, JSON_COMPACT);
+        json_decref(j);
+    }
+    chset_op_t *op = sb_calloc(1, sizeof *op);
+    op->req = req;
+    op->tenant = strtoll(tenant, NULL, 10);
+    op->patched = patch != NULL;
+    if (sb_query_channel_settings(sb_domain_store(s), op->tenant, channel, patch, channel_settings_done, op) < 0) {
+        free(op);
+        sb_answer_db_error(req, SB_EUNAVAIL, "", "");
+    }
+    free(patch);
+}
+
 /* ---- routing -------------------------------------------------------------------------------------------------- */
 
 /* Splits "/a/b/c" into segments; returns their number, or -1 if there are more than max or an empty one. */
@@ -643,46 +762,80 @@ static void set_webhook(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 
 /* ---- a tenant's settings ---------------------------------------------------------------------------------------- */
 
-static void tenant_patched(void *arg, int err, const char *rate_limits)
+typedef struct tenant_op {
+    sb_http_req_t *req;
+    int64_t tenant;
+    bool sends; /* max_concurrent_sends changed: the tenant's sessions read their caps again */
+} tenant_op_t;
+
+static void tenant_patched(void *arg, int err, const char *rate_limits, int64_t max_sends)
 {
-    sb_http_req_t *req = arg;
+    tenant_op_t *op = arg;
     if (err) {
-        sb_answer_db_error(req, err, "no such tenant", "");
+        sb_answer_db_error(op->req, err, "no such tenant", "");
+        free(op);
         return;
     }
     sb_rl_limits_t l;
     sb_ratelimit_parse(rate_limits, &l);
-    sb_answer_json(req, 200, json_pack("{s:b,s:o}", "ok", 1, "rate_limits", sb_ratelimit_json(&l)));
+    sb_answer_json(op->req, 200,
+                   json_pack("{s:b,s:o,s:I}", "ok", 1, "rate_limits", sb_ratelimit_json(&l), "max_concurrent_sends",
+                             (json_int_t)(max_sends > 0 ? max_sends : SB_SESSION_TENANT_MAX_SENDING)));
+    if (op->sends)
+        settings_changed(op->tenant, 0);
+    free(op);
 }
 
-/* PATCH /v1/admin/tenants/{id} {"max_concurrent_calls": N or null, "rate_limits": {...} or null} (either or both):
- * the tenant's cap on live calls (null: none), seen by calls admitted from the next minute on (the front doors'
- * channel cache); and its rate limits (gateway/ratelimit.h: each member replaces that limit, null puts a limit back
- * to its default, "rate_limits": null puts them all back), seen by the next request. Answers {"ok":true,
- * "rate_limits"} with every limit in force. */
+/* PATCH /v1/admin/tenants/{id} {"max_concurrent_calls": N or null, "rate_limits": {...} or null,
+ * "max_concurrent_sends": N or null} (any of them): the tenant's cap on live calls (null: none), seen by calls
+ * admitted from the next minute on (the front doors' channel cache); its rate limits (gateway/ratelimit.h: each
+ * member replaces that limit, null puts a limit back to its default, "rate_limits": null puts them all back), seen
+ * by the next request; and its cap on provider requests in flight across its channels (null: the default, 256),
+ * which its active sessions read again at once. Answers {"ok":true, "rate_limits", "max_concurrent_sends"} with
+ * every limit in force. */
 static void patch_tenant(sb_shard_t *s, sb_http_req_t *req, const char *tenant)
 {
     json_t *j = json_body(req);
     if (!j)
         return;
-    json_t *max = json_object_get(j, "max_concurrent_calls"), *rl = json_object_get(j, "rate_limits");
-    bool ok = json_object_size(j) >= 1 && json_object_size(j) == (size_t)(max != NULL) + (rl != NULL) &&
+    json_t *max = json_object_get(j, "max_concurrent_calls"), *rl = json_object_get(j, "rate_limits"),
+           *sends = json_object_get(j, "max_concurrent_sends");
+    bool ok = json_object_size(j) >= 1 &&
+              json_object_size(j) == (size_t)(max != NULL) + (rl != NULL) + (sends != NULL) &&
               (!max || json_is_null(max) || (json_is_integer(max) && json_integer_value(max) >= 0 &&
                                              json_integer_value(max) <= 10000000));
+    bool sends_ok = !sends || json_is_null(sends) ||
+                    (json_is_integer(sends) && json_integer_value(sends) >= 1 &&
+                     json_integer_value(sends) <= SB_SESSION_MAX_TENANT_CAP);
     const char *why = ok && rl ? sb_ratelimit_check(rl) : NULL;
     int64_t v = ok && json_is_integer(max) ? json_integer_value(max) : -1;
-    char *limits = ok && rl && !why ? json_dumps(rl, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    int64_t ns = sends_ok && json_is_integer(sends) ? json_integer_value(sends) : -1;
+    char *limits = ok && sends_ok && rl && !why ? json_dumps(rl, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     json_decref(j);
+    if (ok && !why && !sends_ok) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "max_concurrent_sends must be an integer 1..%d, or null for the default (%d)",
+                 SB_SESSION_MAX_TENANT_CAP, SB_SESSION_TENANT_MAX_SENDING);
+        sb_http_respond_error(req, 400, "bad_request", msg);
+        return;
+    }
     if (!ok || why) {
         sb_http_respond_error(req, 400, "bad_request",
                               why ? why
                                   : "the body must be {\"max_concurrent_calls\": an integer 0..10000000 or null, "
-                                    "\"rate_limits\": {...} or null}, either or both");
+                                    "\"rate_limits\": {...} or null, \"max_concurrent_sends\": an integer or "
+                                    "null}, any of them");
         return;
     }
-    if (sb_query_tenant_patch(sb_domain_store(s), strtoll(tenant, NULL, 10), max != NULL, v, limits, tenant_patched,
-                              req) < 0)
+    tenant_op_t *op = sb_calloc(1, sizeof *op);
+    op->req = req;
+    op->tenant = strtoll(tenant, NULL, 10);
+    op->sends = sends != NULL;
+    if (sb_query_tenant_patch(sb_domain_store(s), op->tenant, max != NULL, v, limits, sends != NULL, ns,
+                              tenant_patched, op) < 0) {
+        free(op);
         sb_answer_db_error(req, SB_EUNAVAIL, "", "");
+    }
     free(limits);
 }
 
@@ -710,7 +863,8 @@ bool sb_admin_handle(sb_shard_t *s, sb_http_req_t *req)
         return true;
     }
     bool keys = n >= 5 && n <= 7 && sb_str_eq_cstr(seg[2], "tenants") && sb_str_eq_cstr(seg[4], "keys");
-    if (((n != 4 && n != 5) && !keys) || !sb_str_eq_cstr(seg[2], "tenants"))
+    bool one_channel = n == 6 && sb_str_eq_cstr(seg[4], "channels");
+    if (((n != 4 && n != 5) && !keys && !one_channel) || !sb_str_eq_cstr(seg[2], "tenants"))
         return false;
     bool webhook = n == 5 && sb_str_eq_cstr(seg[4], "webhook");
     if (n == 5 && !webhook && !keys && !sb_str_eq_cstr(seg[4], "channels"))
@@ -731,6 +885,18 @@ bool sb_admin_handle(sb_shard_t *s, sb_http_req_t *req)
     }
     if (keys) { /* every method of the keys' routes is gateway/keys's to judge */
         authorized(s, req, keys_route, tenant);
+        return true;
+    }
+    if (one_channel) { /* a channel's settings */
+        long long cid;
+        if (!parse_id(seg[5], &cid)) {
+            sb_http_respond_error(req, 404, "not_found", "no such channel");
+        } else if (m != SB_HTTP_PATCH && !get) {
+            method_not_allowed(req);
+        } else {
+            sb_http_req_set_user(req, (void *)(intptr_t)cid);
+            authorized(s, req, channel_settings, tenant);
+        }
         return true;
     }
     admin_fn fn = webhook ? set_webhook : m == SB_HTTP_POST ? create_channel : list_channels;

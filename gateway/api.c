@@ -676,6 +676,20 @@ static const char *template_problem(json_t *tpl)
     return NULL;
 }
 
+/* The "priority" field (absent or null: normal, the REST default); false when it is not one of the lanes' names. */
+static bool priority_field(json_t *o, sb_priority_t *out)
+{
+    json_t *v = json_object_get(o, "priority");
+    if (!v || json_is_null(v))
+        return true;
+    for (int p = 0; json_is_string(v) && p < SB_PRIORITY_N; p++)
+        if (strcmp(json_string_value(v), sb_priority_names[p]) == 0) {
+            *out = (sb_priority_t)p;
+            return true;
+        }
+    return false;
+}
+
 static void post_message(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t *p)
 {
     const char *tenant = p->tenant_s;
@@ -709,6 +723,8 @@ static void post_message(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t
         bad = "'idempotency_key' must be a string";
     else if (!bad && !str_field(j, "tag", &send.tag))
         bad = "'tag' must be a string";
+    else if (!bad && !priority_field(j, &send.priority))
+        bad = "'priority' must be one of \"interactive\", \"normal\", \"bulk\"";
     const char *code = "invalid_request";
     if (!bad && tpl && !json_is_null(tpl) && (bad = template_problem(tpl)))
         code = "invalid_template";

@@ -189,7 +189,8 @@ static void answer_line(session_t *s, const char *line)
 
 /* ---- tables: one structure, two renderings -------------------------------------------------------------------- */
 
-#define MAX_COLS 8
+#define MAX_COLS 10     /* columns of a table (shards has 10) */
+#define MAX_ROW_COLS 8  /* columns of a database listing shown */
 
 typedef struct table {
     int ncols;
@@ -483,11 +484,11 @@ static void cmd_info(session_t *s, const sb_line_cmd_t *cmd)
 
 static void cmd_shards(session_t *s, const sb_line_cmd_t *cmd)
 {
-    static const char *const cols[] = {"shard", "actors", "mailbox_depth", "loop_lag_ms", "connections",
-                                       "messages", "restarts"};
-    static const bool num[] = {true, true, true, true, true, true, true};
+    static const char *const cols[] = {"shard",    "actors",   "mailbox_depth",    "loop_lag_ms", "connections",
+                                       "messages", "restarts", "lane_interactive", "lane_normal", "lane_bulk"};
+    static const bool num[] = {true, true, true, true, true, true, true, true, true, true};
     table_t t;
-    table_init(&t, 7, cols, num);
+    table_init(&t, 10, cols, num);
     for (unsigned i = 0; i < sb_shards_count(); i++) {
         sb_shard_stats_t st;
         sb_shard_get_stats(i, &st);
@@ -499,6 +500,8 @@ static void cmd_shards(session_t *s, const sb_line_cmd_t *cmd)
         table_cell(&t, "%lld", (long long)(sb_gauge_get(&m->http_connections) + sb_gauge_get(&m->console_sessions)));
         table_cell(&t, "%llu", (unsigned long long)st.processed);
         table_cell(&t, "%llu", (unsigned long long)st.restarts);
+        for (int p = 0; p < 3; p++) /* the sessions' lanes: interactive, normal, bulk */
+            table_cell(&t, "%lld", (long long)sb_gauge_get(&m->lane_depth[p]));
     }
     sb_buf_t b;
     sb_buf_init(&b);
@@ -742,7 +745,7 @@ typedef struct dbq {
 static void answer_rows(session_t *s, const sb_rows_t *rows, bool json, const char *key, const char *json_tail,
                         const char *text_tail)
 {
-    int nc = rows->ncols < MAX_COLS ? (int)rows->ncols : MAX_COLS;
+    int nc = rows->ncols < MAX_ROW_COLS ? (int)rows->ncols : MAX_ROW_COLS;
     table_t t;
     table_init(&t, nc, rows->names, rows->integer);
     for (size_t r = 0; r < rows->nrows; r++)
@@ -852,19 +855,21 @@ static void cmd_replay(session_t *s, const sb_line_cmd_t *cmd)
         db_query(s, cmd->json, "replayed", sb_query_message_replay, id, replayed);
 }
 
-/* counters <tenant_id> [<channel_id>]: the live figures the senders keep in Redis. */
+/* counters <tenant_id> [<channel_id>]: the live figures the senders keep in Redis and, for a channel, its session's
+ * (activated if it was not): the messages in each lane, the pace and the caps in force. */
 typedef struct counters_q {
     session_t *s;
     bool json, channel;
+    unsigned home;                /* the console's shard: the session's answer comes back to it */
+    sb_counters_state_t st;       /* Redis's figures */
+    sb_session_figures_t f;       /* the session's */
 } counters_q_t;
 
-static void counters_read(void *arg, int err, const sb_counters_state_t *st)
+static void counters_answer(counters_q_t *q)
 {
-    counters_q_t *q = arg;
     session_t *s = q->s;
-    if (!s->closing && err) {
-        answer_err(s, "redis: %s", sb_strerror(err));
-    } else if (!s->closing) {
+    if (!s->closing) {
+        const sb_counters_state_t *st = &q->st;
         kv_t kv;
         kv_init(&kv);
         kv_add(&kv, "tenant_inflight", true, "%lld", (long long)st->tenant_inflight);
@@ -875,7 +880,59 @@ static void counters_read(void *arg, int err, const sb_counters_state_t *st)
             kv_add(&kv, "next_free_in_ms", true, "%lld",
                    (long long)(st->next_free_us > st->now_us ? (st->next_free_us - st->now_us) / 1000 : 0));
         }
+        if (q->channel && q->f.found) {
+            const sb_session_figures_t *f = &q->f;
+            kv_add(&kv, "pace_per_second", true, "%.3f", f->rate_per_second);
+            kv_add(&kv, "pace_from", false, "%s", f->rate_set ? "settings" : "default");
+            kv_add(&kv, "channel_max", true, "%u", f->channel_max);
+            kv_add(&kv, "channel_max_from", false, "%s", f->channel_max_set ? "settings" : "default");
+            kv_add(&kv, "tenant_max", true, "%u", f->tenant_max);
+            kv_add(&kv, "tenant_max_from", false, "%s", f->tenant_max_set ? "settings" : "default");
+            kv_add(&kv, "sending", true, "%u", f->sending);
+            for (int p = 0; p < SB_PRIORITY_N; p++) {
+                char key[32];
+                snprintf(key, sizeof key, "lane_%s", sb_priority_names[p]);
+                kv_add(&kv, key, true, "%lld", (long long)f->lanes[p]);
+            }
+        }
         kv_answer(s, &kv, q->json);
+    }
+    wait_end(s);
+    free(q);
+}
+
+static void figures_home(sb_shard_t *shard, void *arg)
+{
+    (void)shard;
+    counters_answer(arg);
+}
+
+/* The session's answer, on its shard: taken home to the console's. */
+static void figures_answered(sb_session_figures_t *f)
+{
+    counters_q_t *q = f->arg;
+    sb_shard_t *self = sb_shard_self();
+    if (self && sb_shard_index(self) == q->home)
+        counters_answer(q);
+    else if (sb_shard_exec(q->home, figures_home, q) < 0)
+        sb_log_warn("console: a channel's figures could not be taken back to the console's shard");
+}
+
+static void counters_read(void *arg, int err, const sb_counters_state_t *st)
+{
+    counters_q_t *q = arg;
+    session_t *s = q->s;
+    if (!s->closing && err) {
+        answer_err(s, "redis: %s", sb_strerror(err));
+    } else if (!s->closing) {
+        q->st = *st;
+        sb_shard_t *shard = sb_shard_self();
+        if (q->channel && shard) { /* the session's own figures, then the answer */
+            sb_session_figures(sb_shard_rt(shard), sb_domain_owner(q->f.tenant), &q->f);
+            return;
+        }
+        counters_answer(q);
+        return;
     }
     wait_end(s);
     free(q);
@@ -894,6 +951,8 @@ static void cmd_counters(session_t *s, const sb_line_cmd_t *cmd)
     q->s = s;
     q->json = cmd->json;
     q->channel = cmd->argc == 3;
+    q->home = shard ? sb_shard_index(shard) : 0;
+    q->f = (sb_session_figures_t){.tenant = tid, .channel = cid, .answer = figures_answered, .arg = q};
     wait_begin(s);
     if (!shard || sb_counters_read(sb_shard_redis(shard), tid, cid, counters_read, q) < 0) {
         answer_err(s, "redis not reachable");

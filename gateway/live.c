@@ -511,6 +511,7 @@ typedef struct send_wait {
     client_t *c;
     int64_t channel;
     char *to, *body, *media_url, *key, *tag;
+    int priority;            /* the send's lane (sb_priority_t; interactive unless the op said otherwise) */
 } send_wait_t;
 
 static char *dup_opt(sb_str_t v)
@@ -555,7 +556,7 @@ static void send_limited(void *arg, const char *limit, uint64_t retry_ms)
                           .media_url = opt_str(w->media_url),
                           .tag = opt_str(w->tag),
                           .idempotency_key = opt_str(s->key),
-                          .priority = SB_PRIORITY_INTERACTIVE};
+                          .priority = (sb_priority_t)w->priority};
         sb_sends_accept(&send, sent, s);
     }
     send_wait_free(w);
@@ -577,7 +578,8 @@ static void on_send(client_t *c, const sb_inbox_op_t *op)
                        .body = dup_opt(op->body),
                        .media_url = dup_opt(op->media_url),
                        .tag = dup_opt(op->tag),
-                       .key = dup_opt(op->idempotency_key)};
+                       .key = dup_opt(op->idempotency_key),
+                       .priority = op->priority};
     sb_rl_ask_t ask = {.tenant = c->tenant, .key_id = c->key_id, .addr = c->addr, .families = SB_RL_SEND,
                        .limits = *c->limits};
     c->refs++;

@@ -163,6 +163,15 @@ static void render_labelled(sb_buf_t *out, unsigned shards)
             sb_buf_printf(out, "sb_webhook_events_total{channel_type=\"%s\",kind=\"%s\"} %llu\n",
                           sb_channel_type_name((sb_channel_type_t)t), k ? "status" : "message",
                           sum(&rows[0].webhook_events[t][k], shards));
+    family(out, "sb_outbound_lane_depth", "gauge",
+           "Outbound messages in the channels' lanes (waiting for the pace and caps, or under way), by priority.");
+    static const char *const lanes[3] = {"interactive", "normal", "bulk"};
+    for (int p = 0; p < 3; p++) {
+        long long depth = 0;
+        for (unsigned i = 0; i < shards; i++)
+            depth += sb_gauge_get(&rows[i].lane_depth[p]);
+        sb_buf_printf(out, "sb_outbound_lane_depth{priority=\"%s\"} %lld\n", lanes[p], depth);
+    }
     family(out, "sb_redis_up", "gauge", "1 while the shard's Redis connection is up.");
     for (unsigned i = 0; i < shards; i++)
         sb_buf_printf(out, "sb_redis_up{shard=\"%u\"} %lld\n", i, (long long)sb_gauge_get(&rows[i].redis_up));

@@ -53,6 +53,8 @@ typedef struct sb_metrics {
     _Atomic uint64_t webhooks[2][6];      /* provider webhook requests by provider ([0] Twilio, [1] Meta) and class */
     _Atomic uint64_t webhook_events[SB_METRICS_CH_TYPES][2]; /* new receipts by channel type: messages, statuses */
     _Atomic int64_t redis_up, postgres_up; /* the shard's connections (postgres: both of its own), set per tick */
+    _Atomic int64_t lane_depth[3];        /* outbound messages in the sessions' lanes (waiting or under way), by
+                                           * priority: [0] interactive, [1] normal, [2] bulk (actors/session.h) */
     sb_hist_t redis_seconds;              /* command written to Redis -> its reply read (adapters/redis.c) */
     sb_hist_t postgres_seconds;           /* a segment's Sync sent -> its Sync result (adapters/pg.c) */
     /* Node-wide figures of the database, refreshed by shard 0 every few seconds (shards/domain.c); row 0 only. */

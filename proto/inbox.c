@@ -449,6 +449,16 @@ static int decode_send(const json_t *obj, sb_inbox_op_t *op, sb_inbox_err_t *err
         return fail(err, SB_EINVAL, "idempotency_key must be 1 to %d bytes long", SB_INBOX_MAX_IDEMPOTENCY_KEY);
     if (s[BODY].len == 0 && s[MEDIA_URL].len == 0)
         return fail(err, SB_EINVAL, "body or media_url is required");
+    static const char *const priorities[] = {"interactive", "normal", "bulk"};
+    sb_str_t prio;
+    if ((rc = get_str(obj, "priority", false, &prio, err)) != 0)
+        return rc;
+    op->priority = -1;
+    for (int i = 0; i < 3 && op->priority < 0; i++)
+        if (!prio.p || sb_str_eq_cstr(prio, priorities[i]))
+            op->priority = prio.p ? i : 0;
+    if (op->priority < 0)
+        return fail(err, SB_EINVAL, "priority must be interactive, normal or bulk");
 
     sb_str_t *const dst[N] = {&op->to, &op->body, &op->media_url, &op->idempotency_key, &op->tag};
     op->mem = own_strings(s, dst, N);

@@ -59,6 +59,8 @@ typedef struct sb_inbox_op {
     sb_str_t idempotency_key;  /* optional; 1..SB_INBOX_MAX_IDEMPOTENCY_KEY bytes when present */
     sb_str_t tag;              /* optional; a Messenger / Instagram message tag (HUMAN_AGENT: an agent's reply
                                 * within 7 days), checked by the front door that takes the send */
+    int priority;              /* optional "priority": "interactive" (0, also when absent), "normal" (1) or "bulk"
+                                * (2): the order of actors/session.h's sb_priority_t */
 
     char *mem; /* the one allocation behind every string above, or NULL; freed by sb_inbox_op_cleanup */
 } sb_inbox_op_t;

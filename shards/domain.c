@@ -99,6 +99,8 @@ static void acquired(void *arg, int err, const sb_counters_grant_t *g)
     if (!err) {
         out.granted = g->verdict == SB_COUNTERS_OK;
         out.wait_us = g->wait_us > 0 ? (uint64_t)g->wait_us : 0;
+        out.busy = g->verdict == SB_COUNTERS_BUSY;
+        out.tokens = g->verdict == SB_COUNTERS_OK ? g->tokens : 0;
         snprintf(out.lease, sizeof out.lease, "%s", g->lease.id);
     }
     a->cb(a->arg, err, &out);

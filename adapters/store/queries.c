@@ -565,14 +565,14 @@ int sb_query_call_ref(sb_store_t *st, int64_t id, call_ref_cb_t cb, void *arg)
     return run_id(st, call_ref_sql, id, 0, call_ref_read, (void *)cb, arg);
 }
 
-typedef void (*patched_cb_t)(void *, int, const char *);
+typedef void (*patched_cb_t)(void *, int, const char *, int64_t);
 
 static void tenant_patched(void *arg, int err, const char *detail, const PGresult *res)
 {
     query_t *q = arg;
     (void)detail;
     err = one_row(err, res);
-    ((patched_cb_t)q->cb)(q->arg, err, err ? NULL : PQgetvalue(res, 0, 0));
+    ((patched_cb_t)q->cb)(q->arg, err, err ? NULL : PQgetvalue(res, 0, 0), err ? 0 : col_i64(res, 0, 1));
     free(q);
 }
 
@@ -580,17 +580,57 @@ static void tenant_patched(void *arg, int err, const char *detail, const PGresul
 static const char tenant_patch_sql[] =
     "UPDATE tenants SET max_concurrent_calls = CASE WHEN $2::int IS NULL THEN max_concurrent_calls "
     "ELSE nullif($2::int, -1) END, rate_limits = CASE WHEN $3::jsonb IS NULL THEN rate_limits "
-    "WHEN $3::jsonb = 'null'::jsonb THEN '{}'::jsonb ELSE jsonb_strip_nulls(rate_limits || $3::jsonb) END "
-    "WHERE id = $1 RETURNING rate_limits::text";
+    "WHEN $3::jsonb = 'null'::jsonb THEN '{}'::jsonb ELSE jsonb_strip_nulls(rate_limits || $3::jsonb) END, "
+    "max_concurrent_sends = CASE WHEN $4::int IS NULL THEN max_concurrent_sends ELSE nullif($4::int, -1) END "
+    "WHERE id = $1 RETURNING rate_limits::text, coalesce(max_concurrent_sends, 0)";
 
 int sb_query_tenant_patch(sb_store_t *st, int64_t tenant, bool set_max, int64_t max, const char *limits,
-                          patched_cb_t cb, void *arg)
+                          bool set_sends, int64_t sends, patched_cb_t cb, void *arg)
 {
-    char t[24], m[24];
+    char t[24], m[24], n[24];
     i64_text(t, tenant);
     i64_text(m, max);
-    const char *p[3] = {t, set_max ? m : NULL, limits};
-    return run(st, NULL, tenant_patch_sql, 3, p, 0, tenant_patched, (void *)cb, arg);
+    i64_text(n, sends);
+    const char *p[4] = {t, set_max ? m : NULL, limits, set_sends ? n : NULL};
+    return run(st, NULL, tenant_patch_sql, 4, p, 0, tenant_patched, (void *)cb, arg);
+}
+
+typedef void (*settings_cb_t)(void *, int, const sb_query_channel_settings_t *);
+
+static void channel_settings_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    query_t *q = arg;
+    (void)detail;
+    err = one_row(err, res);
+    sb_query_channel_settings_t cs = {0};
+    if (!err)
+        cs = (sb_query_channel_settings_t){.channel = col_i64(res, 0, 0),
+                                           .type = sb_channel_type_parse(PQgetvalue(res, 0, 1)),
+                                           .settings_json = PQgetvalue(res, 0, 2),
+                                           .tenant_max_sends = col_i64(res, 0, 3)};
+    ((settings_cb_t)q->cb)(q->arg, err, err ? NULL : &cs);
+    free(q);
+}
+
+/* $3: the members to merge (each null one removed). */
+static const char channel_settings_patch_sql[] =
+    "UPDATE channels c SET settings = (c.settings || $3::jsonb) - coalesce((SELECT array_agg(e.k) FROM "
+    "jsonb_each($3::jsonb) e(k, v) WHERE e.v = 'null'::jsonb), '{}'::text[]) "
+    "WHERE c.tenant_id = $1 AND c.id = $2 RETURNING c.id, c.type, c.settings::text, "
+    "coalesce((SELECT t.max_concurrent_sends FROM tenants t WHERE t.id = c.tenant_id), 0)";
+static const char channel_settings_sql[] =
+    "SELECT c.id, c.type, c.settings::text, coalesce(t.max_concurrent_sends, 0) FROM channels c "
+    "JOIN tenants t ON t.id = c.tenant_id WHERE c.tenant_id = $1 AND c.id = $2";
+
+int sb_query_channel_settings(sb_store_t *st, int64_t tenant, int64_t channel, const char *patch, settings_cb_t cb,
+                              void *arg)
+{
+    char t[24], c[24];
+    i64_text(t, tenant);
+    i64_text(c, channel);
+    const char *p[3] = {t, c, patch};
+    return run(st, NULL, patch ? channel_settings_patch_sql : channel_settings_sql, patch ? 3 : 2, p, 0,
+               channel_settings_read, (void *)cb, arg);
 }
 
 /* ---- provider webhooks ----------------------------------------------------------------------------------------- */

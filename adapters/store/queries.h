@@ -132,11 +132,26 @@ typedef struct sb_query_call_ref {
 /* Where call id lives (any tenant: the console's). SB_ENOENT: no such call. */
 int sb_query_call_ref(sb_store_t *st, int64_t id, void (*cb)(void *arg, int err, const sb_query_call_ref_t *r),
                       void *arg);
-/* Changes a tenant's settings: max_concurrent_calls when set_max (max -1: none), and its rate-limit overrides when
- * limits is not NULL: "null" clears them all, a JSON object is merged into them (a member set to null is removed).
- * cb gets the overrides as stored (a JSON object). SB_ENOENT: no such tenant. */
+/* Changes a tenant's settings: max_concurrent_calls when set_max (max -1: none), its rate-limit overrides when
+ * limits is not NULL ("null" clears them all, a JSON object is merged into them, a member set to null is removed),
+ * and max_concurrent_sends when set_sends (sends -1: back to the default). cb gets the overrides as stored (a JSON
+ * object) and max_concurrent_sends (0: the default). SB_ENOENT: no such tenant. */
 int sb_query_tenant_patch(sb_store_t *st, int64_t tenant, bool set_max, int64_t max, const char *limits,
-                          void (*cb)(void *arg, int err, const char *rate_limits), void *arg);
+                          bool set_sends, int64_t sends,
+                          void (*cb)(void *arg, int err, const char *rate_limits, int64_t max_sends), void *arg);
+
+/* A channel's settings, as stored. */
+typedef struct sb_query_channel_settings {
+    int64_t channel;
+    sb_channel_type_t type;
+    const char *settings_json;     /* a JSON object */
+    int64_t tenant_max_sends;      /* its tenant's max_concurrent_sends, 0: the default */
+} sb_query_channel_settings_t;
+
+/* A tenant's channel's settings (patch NULL), or changed first (patch: a JSON object merged into them, a member set
+ * to null removed). SB_ENOENT: no such channel of that tenant. */
+int sb_query_channel_settings(sb_store_t *st, int64_t tenant, int64_t channel, const char *patch,
+                              void (*cb)(void *arg, int err, const sb_query_channel_settings_t *cs), void *arg);
 
 /* ---- provider webhooks ----------------------------------------------------------------------------------------- */
 

@@ -645,6 +645,8 @@ static void channel_read(void *arg, int err, const char *detail, const PGresult 
     c->info.address = c->address;
     c->info.rate_per_second = strtod(PQgetvalue(res, 0, 3), NULL);
     c->creds = col_str(res, 0, 4) ? sb_strdup(PQgetvalue(res, 0, 4)) : NULL;
+    c->info.max_sending = col_i64(res, 0, 5);
+    c->info.tenant_max_sending = col_i64(res, 0, 6);
     c->info.credentials_sealed = c->creds;
     char t[24], ch[24];
     i64_text(t, c->info.tenant);
@@ -662,6 +664,19 @@ static void channel_read(void *arg, int err, const char *detail, const PGresult 
         channel_op_end(c, SB_EUNAVAIL, NULL, 0);
 }
 
+/* The channel's row with its pace and caps (settings.rate_per_second, settings.max_concurrent_sends, the tenant's
+ * max_concurrent_sends: 0 when not set). */
+static const char channel_sql[] =
+    "SELECT c.tenant_id, c.type, c.address,"
+    " CASE WHEN jsonb_typeof(c.settings->'rate_per_second') = 'number'"
+    "      THEN (c.settings->>'rate_per_second')::float8 ELSE 0 END,"
+    " c.credentials_sealed,"
+    " CASE WHEN jsonb_typeof(c.settings->'max_concurrent_sends') = 'number'"
+    "      THEN (c.settings->>'max_concurrent_sends')::float8::bigint ELSE 0 END,"
+    " coalesce((SELECT t.max_concurrent_sends FROM tenants t WHERE t.id = c.tenant_id), 0)"
+    " FROM channel_routes r JOIN channels c ON c.tenant_id = r.tenant_id AND c.id = r.channel_id"
+    " WHERE r.channel_id = $1";
+
 static int port_load_channel(void *ctx, int64_t channel, channel_cb cb, void *arg)
 {
     sb_store_t *st = ctx;
@@ -672,18 +687,44 @@ static int port_load_channel(void *ctx, int64_t channel, channel_cb cb, void *ar
     c->op = (op_t){.st = st, .cb = (void *)cb, .arg = arg};
     c->info.channel = channel;
     st->inflight++;
-    int rc = sb_pg_query(st->pg,
-                         "SELECT c.tenant_id, c.type, c.address,"
-                         " CASE WHEN jsonb_typeof(c.settings->'rate_per_second') = 'number'"
-                         "      THEN (c.settings->>'rate_per_second')::float8 ELSE 0 END,"
-                         " c.credentials_sealed"
-                         " FROM channel_routes r JOIN channels c ON c.tenant_id = r.tenant_id AND c.id = r.channel_id"
-                         " WHERE r.channel_id = $1",
-                         1, p, SB_PG_PREPARED, channel_read, c);
+    int rc = sb_pg_query(st->pg, channel_sql, 1, p, SB_PG_PREPARED, channel_read, c);
     if (rc < 0) {
         st->inflight--;
         free(c);
     }
+    return rc;
+}
+
+typedef void (*limits_cb_t)(void *, int, bool, const sb_channel_info_t *);
+
+static void limits_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    op_t *o = arg;
+    (void)detail;
+    sb_channel_info_t ci = {.channel = o->a};
+    bool found = !err && PQntuples(res) == 1;
+    if (found) {
+        ci.tenant = col_i64(res, 0, 0);
+        ci.type = sb_channel_type_parse(PQgetvalue(res, 0, 1));
+        ci.rate_per_second = strtod(PQgetvalue(res, 0, 3), NULL);
+        ci.max_sending = col_i64(res, 0, 5);
+        ci.tenant_max_sending = col_i64(res, 0, 6);
+    }
+    ((limits_cb_t)o->cb)(o->arg, err, found, &ci);
+    op_free(o);
+}
+
+static int port_load_limits(void *ctx, int64_t channel, limits_cb_t cb, void *arg)
+{
+    sb_store_t *st = ctx;
+    char ch[24];
+    i64_text(ch, channel);
+    const char *p[1] = {ch};
+    op_t *o = op_new(st, (void *)cb, arg);
+    o->a = channel;
+    int rc = sb_pg_query(st->pg, channel_sql, 1, p, SB_PG_PREPARED, limits_read, o);
+    if (rc < 0)
+        op_free(o);
     return rc;
 }
 
@@ -1161,6 +1202,7 @@ void sb_store_port(sb_store_t *st, sb_store_port_t *out)
     *out = (sb_store_port_t){.ctx = st,
                              .load_tenant = port_load_tenant,
                              .load_channel = port_load_channel,
+                             .load_limits = port_load_limits,
                              .ensure_conversations = port_ensure,
                              .write = port_write,
                              .find_by_provider = port_find_by_provider,

@@ -454,6 +454,8 @@ static struct {
     int64_t fail_channel;  /* the provider refuses every message of this channel for good */
     int retries_left;
     bool hold;             /* keep answers back (concurrency) */
+    bool hold_grants;      /* keep the counters' grants back until grant_one() (lanes) */
+    sb_list_t grants;
     sb_list_t held;
     int held_n;
     int hook_status;       /* what the webhook receiver answers */
@@ -523,7 +525,14 @@ static uint64_t f_held(void *ctx, sb_channel_type_t type)
 
 static void run_grant(job_t *j)
 {
-    sb_grant_t g = {.granted = true};
+    sb_grant_t g = {.granted = true, .tokens = -1}; /* no limits: every request granted, at once */
+    snprintf(g.lease, sizeof g.lease, "lease");
+    ((void (*)(void *, int, const sb_grant_t *))j->cb)(j->arg, 0, &g);
+}
+
+static void run_grant_held(job_t *j)
+{
+    sb_grant_t g = {.granted = true, .tokens = 1}; /* paced, a token to spare: the session keeps two requests out */
     snprintf(g.lease, sizeof g.lease, "lease");
     ((void (*)(void *, int, const sb_grant_t *))j->cb)(j->arg, 0, &g);
 }
@@ -532,6 +541,12 @@ static int f_acquire(void *ctx, int64_t tenant, int64_t channel, const sb_send_l
                      void (*cb)(void *, int, const sb_grant_t *), void *arg)
 {
     (void)ctx, (void)tenant, (void)channel, (void)lim;
+    if (fx.hold_grants) {
+        job_t *j = sb_calloc(1, sizeof *j);
+        *j = (job_t){.run = run_grant_held, .cb = (void *)cb, .arg = arg};
+        sb_list_push_back(&fx.grants, &j->link);
+        return 0;
+    }
     job_new(run_grant, (void *)cb, arg);
     return 0;
 }
@@ -639,6 +654,7 @@ static void setup(void)
         sb_inbox_batch_unref(fx.published[i]);
     memset(&fx, 0, sizeof fx);
     sb_list_init(&fx.held);
+    sb_list_init(&fx.grants);
     fx.hook_status = 200;
     rt = sb_rt_create(0, NULL);
     sb_rt_set_env(rt, &ports);
@@ -729,6 +745,7 @@ static void on_answer(sb_session_send_t *req)
 }
 
 static int64_t send_tenant = 1; /* the tenant the next sends claim to be */
+static sb_priority_t send_priority = SB_PRIORITY_INTERACTIVE; /* the next sends' */
 
 static void send_msg(size_t slot, const char *to, const char *body, const char *key)
 {
@@ -741,6 +758,7 @@ static void send_msg(size_t slot, const char *to, const char *body, const char *
     req->idempotency_key = key ? sb_strdup(key) : NULL;
     req->answer = on_answer;
     req->arg = (void *)(uintptr_t)slot;
+    req->priority = send_priority;
     answers[slot].answered = false;
     sb_session_send(rt, 0, req);
 }
@@ -788,6 +806,24 @@ static int count_status_events(const char *status)
     for (size_t i = 0; i < db.nevents; i++)
         n += !strcmp(db.events[i].type, "message.status") && strstr(db.events[i].data, needle) != NULL;
     return n;
+}
+
+static void send_prio(size_t slot, const char *to, const char *body, sb_priority_t p)
+{
+    send_priority = p;
+    send_msg(slot, to, body, NULL);
+    send_priority = SB_PRIORITY_INTERACTIVE;
+}
+
+/* Lets one token the session asked for be granted (false: none was asked for). */
+static bool grant_one(void)
+{
+    sb_list_t *l = sb_list_pop_front(&fx.grants);
+    if (!l)
+        return false;
+    sb_list_push_back(&jobs, l);
+    drive();
+    return true;
 }
 
 /* ---- tests -------------------------------------------------------------------------------------------------------- */
@@ -1047,6 +1083,77 @@ TEST(fallback)
     teardown();
 }
 
+/* The position in fx.sent of the message sent in answer slot i. */
+static int64_t sent_at(size_t i)
+{
+    return sent_index(answers[i].id);
+}
+
+TEST(lanes)
+{
+    setup();
+    fx.hold_grants = true;
+    send_prio(0, "+14155550001", "a1 bulk", SB_PRIORITY_BULK);
+    send_prio(1, "+14155550001", "a2 bulk", SB_PRIORITY_BULK);
+    send_prio(2, "+14155550002", "b1 bulk", SB_PRIORITY_BULK);
+    send_prio(3, "+14155550003", "n1 normal", SB_PRIORITY_NORMAL);
+    send_prio(4, "+14155550004", "i1 interactive", SB_PRIORITY_INTERACTIVE);
+    drive();
+    is_int((long long)fx.nsent, 0, "nothing goes before a token is granted (no claim waits for one)");
+    fmsg_t *a1 = msg_by_id(answers[0].id);
+    ok(a1 && !strcmp(a1->status, "queued"), "a bulk message waiting for the pace is still queued");
+    for (int k = 0; k < 5; k++)
+        grant_one();
+    ok(fx.nsent == 5 && sent_at(4) == 0 && sent_at(3) == 1 && sent_at(0) == 2 && sent_at(2) == 3 && sent_at(1) == 4,
+       "each token to the best head: interactive, normal, then bulk conversations oldest first (a2 after a1)");
+
+    /* a reply behind bulk messages of its own conversation lifts them, never overtakes them */
+    size_t base = fx.nsent;
+    send_prio(10, "+14155550010", "g1 bulk", SB_PRIORITY_BULK);
+    send_prio(11, "+14155550011", "g2 bulk", SB_PRIORITY_BULK);
+    send_prio(12, "+14155550005", "c1 bulk", SB_PRIORITY_BULK);
+    send_prio(13, "+14155550005", "c2 bulk", SB_PRIORITY_BULK);
+    send_prio(14, "+14155550005", "e3 reply", SB_PRIORITY_INTERACTIVE);
+    send_prio(15, "+14155550006", "f1 reply", SB_PRIORITY_INTERACTIVE);
+    drive();
+    for (int k = 0; k < 4; k++)
+        grant_one();
+    ok(fx.nsent == base + 4 && sent_at(10) < 0 && sent_at(11) < 0,
+       "the lifted conversation and the other reply go before the older bulk conversations");
+    ok(sent_at(12) >= 0 && sent_at(12) < sent_at(13) && sent_at(13) < sent_at(14) && sent_at(15) >= 0,
+       "within the conversation, its order holds (c1, c2, then the reply)");
+    while (grant_one())
+        ;
+    ok(sent_at(10) >= 0 && sent_at(11) >= 0, "then the bulk backlog");
+
+    /* normal traffic beyond the pace: bulk keeps its share */
+    base = fx.nsent;
+    for (size_t k = 0; k < 3; k++)
+        send_prio(20 + k, k == 0 ? "+14155550020" : k == 1 ? "+14155550021" : "+14155550022", "bulk share",
+                  SB_PRIORITY_BULK);
+    char to[16];
+    for (size_t k = 0; k < 24; k++) {
+        snprintf(to, sizeof to, "+141555510%02zu", k);
+        send_prio(30 + k, to, "normal flood", SB_PRIORITY_NORMAL);
+    }
+    drive();
+    for (int k = 0; k < 24; k++)
+        grant_one();
+    int first_bulk = -1, bulk = 0;
+    for (size_t k = base; k < fx.nsent; k++)
+        for (size_t b = 0; b < 3; b++)
+            if (fx.sent[k] == answers[20 + b].id) {
+                bulk++;
+                if (first_bulk < 0)
+                    first_bulk = (int)(k - base);
+            }
+    ok(first_bulk == 10 && bulk == 2, "with normal work always ready, bulk takes one start in eleven (first "
+                                      "at %d, %d in 24)", first_bulk, bulk);
+    while (grant_one())
+        ;
+    teardown();
+}
+
 TEST(activation)
 {
     setup();
@@ -1241,6 +1348,7 @@ int main(void)
     RUN(sends);
     RUN(concurrency_and_retry);
     RUN(fallback);
+    RUN(lanes);
     RUN(activation);
     RUN(restart);
     RUN(subscriptions);

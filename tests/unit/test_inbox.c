@@ -444,6 +444,23 @@ TEST(send_json)
     snprintf(text, sizeof text, "{\"op\":\"send\",\"channel_id\":1,\"to\":\"x\",\"body\":\"b\",\"idempotency_key\":\"%s\"}",
              key);
     refused_json(text, SB_EINVAL, "bad_field", "idempotency_key must be 1 to 255 bytes");
+
+    /* priority: interactive unless said otherwise (sb_priority_t's order) */
+    is_int(dj("{\"op\":\"send\",\"channel_id\":1,\"to\":\"x\",\"body\":\"b\"}", &op, &err), 0, "no priority");
+    is_int(op.priority, 0, "interactive by default");
+    sb_inbox_op_cleanup(&op);
+    is_int(dj("{\"op\":\"send\",\"channel_id\":1,\"to\":\"x\",\"body\":\"b\",\"priority\":null}", &op, &err), 0,
+           "priority null");
+    is_int(op.priority, 0, "null: interactive");
+    sb_inbox_op_cleanup(&op);
+    static const char *const names[] = {"interactive", "normal", "bulk"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(text, sizeof text, "{\"op\":\"send\",\"channel_id\":1,\"to\":\"x\",\"body\":\"b\",\"priority\":\"%s\"}",
+                 names[i]);
+        is_int(dj(text, &op, &err), 0, "priority %s", names[i]);
+        is_int(op.priority, i, "priority %s is lane %d", names[i], i);
+        sb_inbox_op_cleanup(&op);
+    }
 }
 
 TEST(send_json_refused)
@@ -484,6 +501,12 @@ TEST(send_json_refused)
     refused_json(SEND("\"channel_id\":1,\"to\":\"x\",\"body\":\"b\",\"idempotency_key\":\"\""), SB_EINVAL,
                  "bad_field", "idempotency_key must be 1 to 255 bytes");
     refused_json(SEND("\"channel_id\":1,\"to\":\"x\""), SB_EINVAL, "bad_field", "body or media_url is required");
+    refused_json(SEND("\"channel_id\":1,\"to\":\"x\",\"body\":\"b\",\"priority\":\"urgent\""), SB_EINVAL, "bad_field",
+                 "priority must be interactive, normal or bulk");
+    refused_json(SEND("\"channel_id\":1,\"to\":\"x\",\"body\":\"b\",\"priority\":\"Bulk\""), SB_EINVAL, "bad_field",
+                 "priority must be interactive, normal or bulk");
+    refused_json(SEND("\"channel_id\":1,\"to\":\"x\",\"body\":\"b\",\"priority\":2"), SB_EINVAL, "bad_field",
+                 "priority must be a string");
     refused_json(SEND("\"channel_id\":1,\"to\":\"x\",\"body\":\"\",\"media_url\":null"), SB_EINVAL, "bad_field",
                  "body or media_url is required");
     /* fields are checked in order: channel_id before to */
