@@ -34,6 +34,7 @@
 #define SENDING_STUCK_MS 120000   /* a message left sending this long by a crash is unknown */
 #define OUTCOME_KEEP_MS 300000    /* an outcome the store did not take is offered again for this long */
 #define MEMO_MAX 4096             /* provider ids (what this session sent lately) and idempotency keys remembered */
+#define BCAST_BATCH 4096          /* a broadcast's recipients a statement (the store's SB_BROADCAST_BATCH) */
 #define CONV_KEEP 1024            /* conversations kept in memory when not in use; the least recently used go beyond
                                    * (the store has them, and a lookup brings one back) */
 
@@ -44,10 +45,14 @@ enum {
     S_KEY,
     S_GRANT,
     S_OUTCOME,
+    S_BBEGIN,   /* broadcasts: the broadcast's row ... */
+    S_BROWS,    /* ... a batch of its recipients written ... */
+    S_BCANCEL,  /* ... a cancel done ... */
+    S_BCOUNTS,  /* ... its counts, for broadcast.progress */
 };
 
 /* Timer tags: small numbers for the actor's own, a send's id with the high bit for a send's. */
-enum { TIMER_LOAD = 1, TIMER_INBOUND, TIMER_PUMP };
+enum { TIMER_LOAD = 1, TIMER_INBOUND, TIMER_PUMP, TIMER_PROGRESS };
 #define TIMER_SEND (1ull << 62)
 
 typedef struct send send_t;
@@ -77,6 +82,7 @@ struct send {
     unsigned attempts;
     enum send_state state;
     char *to, *body, *media_json, *template_json;
+    int64_t bcast;           /* the broadcast it is a recipient's message of, 0 when none */
     char lease[64];
     bool leased;
     /* the outcome being stored */
@@ -123,7 +129,7 @@ typedef struct memo_entry {
     char status[16];         /* a provider id's: its message's status */
 } memo_entry_t;
 
-enum work_kind { W_INBOUND, W_ACCEPT, W_CLAIM, W_OUTCOME };
+enum work_kind { W_INBOUND, W_ACCEPT, W_CLAIM, W_OUTCOME, W_EVENT };
 
 typedef struct pending {
     sb_hnode_t node;         /* by token */
@@ -136,6 +142,24 @@ typedef struct pending {
     send_t **sends;          /* W_CLAIM, W_OUTCOME */
     size_t nsends;
 } pending_t;
+
+/* A broadcast being accepted: admitted (checked against the channel), then written (its row, then its recipients a
+ * batch at a time). Only the first of the session's list is written; while any waits, nothing is numbered. */
+typedef struct bcast {
+    sb_list_t link;
+    sb_session_broadcast_t *req;
+    bool admitted, writing;
+    size_t next;             /* recipients written */
+    int64_t arrived_us, admitted_us, begun_us; /* for the log line that says how long it took */
+} bcast_t;
+
+/* A broadcast whose progress is reported (broadcast.progress), and what was last said of it. */
+typedef struct watch {
+    sb_list_t link;
+    int64_t id;
+    bool asking;
+    char *last;              /* the last event's data, NULL before the first */
+} watch_t;
 
 typedef struct session {
     const sb_ports_t *ports;
@@ -163,6 +187,12 @@ typedef struct session {
     sb_list_t accepts;
     sb_htable_t pendings;    /* work items at the tenant, by token */
     uint64_t next_token;
+    sb_list_t bcasts;        /* broadcasts being accepted (bcast_t), in arrival order */
+    sb_list_t bcancels;      /* broadcast cancels waiting for the channel (bcancel_t) */
+    sb_list_t watches;       /* broadcasts whose progress is reported (watch_t) */
+    bool progress_armed;     /* TIMER_PROGRESS runs */
+    bool reload;             /* load the outbox again once the load under way is done */
+    sb_idset_t canceled;     /* broadcasts canceled in this incarnation: their messages are never loaded again */
 } session_t;
 
 static _Atomic uint64_t incarnations;
@@ -1473,6 +1503,8 @@ static int on_written(sb_actor_t *a, void *state, sb_msg_t *m)
     case W_OUTCOME:
         written_outcome(s, p, r.err);
         break;
+    case W_EVENT: /* a broadcast.progress: a lost one is said again (its watch compares with what was said) */
+        break;
     }
     pending_free(s, p);
     process(s);
@@ -1482,8 +1514,12 @@ static int on_written(sb_actor_t *a, void *state, sb_msg_t *m)
 
 /* ---- the flow ------------------------------------------------------------------------------------------------------ */
 
+static bool bcast_hold(session_t *s);
+
 static void process(session_t *s)
 {
+    if (bcast_hold(s)) /* a broadcast is written, or waits to be: nothing is numbered meanwhile */
+        return;
     for (int round = 0; round < 2; round++) {
         if (!s->ready || s->resolving || s->inbound_waiting)
             return;
@@ -1601,6 +1637,551 @@ static int on_send(sb_actor_t *a, void *state, sb_msg_t *m)
     return 0;
 }
 
+/* ---- broadcasts ------------------------------------------------------------------------------------------------- */
+
+typedef struct bcancel {
+    sb_list_t link;
+    sb_session_bcancel_t *req;
+    bool run;                /* asked of the store (else it waits for the channel) */
+} bcancel_t;
+
+static bool load(session_t *s);
+
+static void bcast_answer(sb_session_broadcast_t *req, int status, int64_t id)
+{
+    req->status = status;
+    req->id = id;
+    if (status == 503 && !req->code) {
+        req->code = "unavailable";
+        snprintf(req->message, sizeof req->message,
+                 "the broadcast could not be stored now; retry with the same idempotency_key");
+    }
+    req->answer(req);
+}
+
+static void bcast_refuse(sb_session_broadcast_t *req, int status, const char *code, const char *message)
+{
+    req->code = code;
+    snprintf(req->message, sizeof req->message, "%s", message);
+    bcast_answer(req, status, 0);
+}
+
+static void bcast_drop(bcast_t *b)
+{
+    sb_list_remove(&b->link);
+    free(b);
+}
+
+static void drop_bcast_req(sb_msg_t *m)
+{
+    sb_session_broadcast_t *req;
+    memcpy(&req, m->data, sizeof req);
+    bcast_answer(req, 503, 0);
+}
+
+void sb_session_broadcast(sb_rt_t *rt, unsigned owner, sb_session_broadcast_t *req)
+{
+    sb_msg_t *m = sb_msg_new(SB_SESSION_BROADCAST, sizeof req);
+    memcpy(m->data, &req, sizeof req);
+    m->drop = drop_bcast_req;
+    sb_rt_post_key(rt, owner, &sb_session_kind, (uint64_t)req->channel, m); /* a refused one is dropped: answered */
+}
+
+static void bcancel_answer(sb_session_bcancel_t *req, int status, const char *code, const char *message)
+{
+    req->status = status;
+    req->code = code;
+    if (message)
+        snprintf(req->message, sizeof req->message, "%s", message);
+    req->answer(req);
+}
+
+static void drop_bcancel_req(sb_msg_t *m)
+{
+    sb_session_bcancel_t *req;
+    memcpy(&req, m->data, sizeof req);
+    bcancel_answer(req, 503, "unavailable", "the broadcast could not be canceled now; retry");
+}
+
+void sb_session_broadcast_cancel(sb_rt_t *rt, unsigned owner, sb_session_bcancel_t *req)
+{
+    sb_msg_t *m = sb_msg_new(SB_SESSION_BROADCAST_CANCEL, sizeof req);
+    memcpy(m->data, &req, sizeof req);
+    m->drop = drop_bcancel_req;
+    sb_rt_post_key(rt, owner, &sb_session_kind, (uint64_t)req->channel, m);
+}
+
+/* Once the channel is known: the broadcast is for this tenant's channel and every recipient's message suits what its
+ * type can send (each recipient then in the form stored). False when it was refused (answered). */
+static bool bcast_admit(session_t *s, sb_session_broadcast_t *req)
+{
+    if (!s->info.address || req->tenant != s->tenant) {
+        bcast_refuse(req, 404, "not_found", "no such channel");
+        return false;
+    }
+    char to[64], message[120], full[160];
+    for (size_t i = 0; i < req->n; i++) {
+        sb_send_request_t m = {.to = req->to[i],
+                               .body = req->bodies[i],
+                               .media_json = "[]",
+                               .template_json = req->templates ? req->templates[i] : NULL};
+        const char *code = "invalid_request";
+        if (s->ports->provider.check(s->ports->provider.ctx, s->info.type, &m, to, sizeof to, &code, message,
+                                     sizeof message) < 0) {
+            snprintf(full, sizeof full, "recipients[%zu]: %s", i, message);
+            bcast_refuse(req, 400, code, full);
+            return false;
+        }
+        size_t len = strlen(to);
+        if (len > strlen(req->to[i])) { /* (the stored form is never longer: "whatsapp:" goes) */
+            snprintf(full, sizeof full, "recipients[%zu]: this recipient cannot be stored", i);
+            bcast_refuse(req, 400, "invalid_recipient", full);
+            return false;
+        }
+        memcpy(req->to[i], to, len + 1);
+    }
+    return true;
+}
+
+/* Numbering under way: work items numbering messages (receipts applied, sends accepted) or conversation lookups
+ * whose answers would set seqs. A broadcast is written only when there is none. */
+static bool numbering(const session_t *s)
+{
+    if (s->inbound_inflight || s->resolving)
+        return true;
+    sb_list_foreach(it, &s->accepts)
+    {
+        if (sb_container_of(it, accept_t, link)->conv)
+            return true;
+    }
+    return false;
+}
+
+static void bcast_rows(session_t *s, bcast_t *b);
+
+static void bcast_begin_cb(void *arg, int err, int64_t id, bool created)
+{
+    comp_t *c = arg;
+    sb_buf_t b;
+    comp_head(c, &b, err);
+    pk_i64(&b, id);
+    pk_i64(&b, created);
+    comp_post(c, S_BBEGIN, &b);
+}
+
+static void bcast_done_cb(void *arg, int err)
+{
+    comp_t *c = arg;
+    sb_buf_t b;
+    comp_head(c, &b, err);
+    comp_post(c, S_BROWS, &b);
+}
+
+/* Whether broadcasts hold the numbering (process() then does nothing else): one is being written, or waits to be.
+ * Starts the first one when nothing is numbered any more. */
+static bool bcast_hold(session_t *s)
+{
+    for (sb_list_t *l; (l = sb_list_first(&s->bcasts));) {
+        bcast_t *b = sb_container_of(l, bcast_t, link);
+        if (!s->ready)
+            return true;
+        if (!b->admitted) {
+            if (!bcast_admit(s, b->req)) {
+                bcast_drop(b);
+                continue;
+            }
+            b->admitted = true;
+            b->admitted_us = s->ports->now_us(s->ports->ctx);
+        }
+        if (b->writing || numbering(s))
+            return true;
+        sb_session_broadcast_t *req = b->req;
+        sb_broadcast_head_t h = {.tenant = s->tenant,
+                                 .channel = s->channel,
+                                 .body = req->body,
+                                 .template_json = req->template_json,
+                                 .send_at = req->send_at,
+                                 .idempotency_key = req->idempotency_key,
+                                 .recipients = req->n};
+        comp_t *c = comp_new(s, 0);
+        if (s->ports->store.broadcast_begin(s->ports->store.ctx, &h, bcast_begin_cb, c) < 0) {
+            free(c);
+            bcast_answer(req, 503, 0);
+            bcast_drop(b);
+            continue;
+        }
+        b->writing = true;
+        b->begun_us = s->ports->now_us(s->ports->ctx);
+        return true;
+    }
+    return false;
+}
+
+/* Reports the broadcast's progress from now on (TIMER_PROGRESS, once a second). */
+static void watch(session_t *s, int64_t id)
+{
+    sb_list_foreach(it, &s->watches)
+    {
+        if (sb_container_of(it, watch_t, link)->id == id)
+            return;
+    }
+    watch_t *w = sb_calloc(1, sizeof *w);
+    w->id = id;
+    sb_list_push_back(&s->watches, &w->link);
+    if (!s->progress_armed) {
+        s->progress_armed = true;
+        sb_actor_timer_start(s->actor, 1000, 0, TIMER_PROGRESS);
+    }
+}
+
+static void watch_free(watch_t *w)
+{
+    sb_list_remove(&w->link);
+    free(w->last);
+    free(w);
+}
+
+/* Loads the outbox again (the messages of a broadcast just written), or once the load under way is done. */
+static void reload(session_t *s)
+{
+    if (s->loading || !load(s))
+        s->reload = true;
+}
+
+static void bcast_abandoned(void *arg, int err, bool found, int64_t canceled)
+{
+    int64_t *what = arg;
+    (void)found;
+    if (err)
+        sb_log_warn("broadcast %" PRId64 " could not be abandoned: %s", *what, sb_strerror(err));
+    else if (canceled)
+        sb_log_info("broadcast %" PRId64 " abandoned: %" PRId64 " message(s) canceled", *what, canceled);
+    free(what);
+}
+
+/* Abandons broadcast id (0: every one of the channel left accepting), fire and forget. */
+static void bcast_abandon(session_t *s, int64_t id)
+{
+    int64_t *what = sb_malloc(sizeof *what);
+    *what = id;
+    if (s->ports->store.broadcast_cancel(s->ports->store.ctx, s->tenant, s->channel, id, true, NULL, 0,
+                                         bcast_abandoned, what) < 0)
+        free(what);
+}
+
+/* The broadcast is whole: the seqs the store took are newer than memory's, so every conversation is looked up again
+ * before its next message; its messages come into the lanes from the outbox. */
+static void bcast_finish(session_t *s, bcast_t *b)
+{
+    size_t pos = 0;
+    for (sb_hnode_t *n; (n = sb_htable_next(&s->convs, &pos));)
+        sb_container_of(n, conv_t, by_id)->fresh = false;
+    int64_t now = s->ports->now_us(s->ports->ctx);
+    sb_log_info("session %" PRId64 ": broadcast %" PRId64 ": %zu recipients checked in %" PRId64 " ms, written in %"
+                PRId64 " ms (%zu statements; %" PRId64 " ms in all)",
+                s->channel, b->req->id, b->req->n, (b->admitted_us - b->arrived_us) / 1000,
+                (now - b->begun_us) / 1000, (b->req->n + BCAST_BATCH - 1) / BCAST_BATCH,
+                (now - b->arrived_us) / 1000);
+    watch(s, b->req->id);
+    bcast_answer(b->req, 202, b->req->id);
+    bcast_drop(b);
+    reload(s);
+}
+
+static void bcast_rows(session_t *s, bcast_t *b)
+{
+    sb_session_broadcast_t *req = b->req;
+    size_t k = req->n - b->next < BCAST_BATCH ? req->n - b->next : BCAST_BATCH;
+    char now[SB_TIME_LEN];
+    now_text(s, now);
+    sb_broadcast_rows_t r = {.tenant = s->tenant,
+                             .channel = s->channel,
+                             .broadcast_id = req->id,
+                             .sender = s->info.address,
+                             .send_at = req->send_at,
+                             .status = req->scheduled ? "scheduled" : "queued",
+                             .created_at = now,
+                             .to = (const char *const *)req->to + b->next,
+                             .body = (const char *const *)req->bodies + b->next,
+                             .template_json = req->templates ? (const char *const *)req->templates + b->next : NULL,
+                             .n = k,
+                             .last = b->next + k == req->n};
+    comp_t *c = comp_new(s, (int64_t)k);
+    if (s->ports->store.broadcast_rows(s->ports->store.ctx, &r, bcast_done_cb, c) < 0) {
+        free(c);
+        bcast_abandon(s, req->id);
+        bcast_answer(req, 503, 0);
+        bcast_drop(b);
+        process(s);
+    }
+}
+
+static int on_bbegin(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    rd_t r;
+    int64_t ref;
+    int err;
+    (void)a;
+    if (!comp_open(s, m, &r, &ref, &err))
+        return 0;
+    int64_t id = rd_i64(&r);
+    bool created = rd_i64(&r) != 0;
+    sb_list_t *l = sb_list_first(&s->bcasts);
+    if (!l)
+        return 0;
+    bcast_t *b = sb_container_of(l, bcast_t, link);
+    if (err || r.bad) {
+        bcast_answer(b->req, 503, 0);
+        bcast_drop(b);
+    } else if (!created) { /* the key named an earlier broadcast */
+        bcast_answer(b->req, 200, id);
+        bcast_drop(b);
+    } else {
+        b->req->id = id;
+        bcast_rows(s, b);
+        return 0;
+    }
+    process(s);
+    pump(s);
+    return 0;
+}
+
+static int on_brows(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    rd_t r;
+    int64_t ref;
+    int err;
+    (void)a;
+    if (!comp_open(s, m, &r, &ref, &err))
+        return 0;
+    sb_list_t *l = sb_list_first(&s->bcasts);
+    if (!l)
+        return 0;
+    bcast_t *b = sb_container_of(l, bcast_t, link);
+    if (err) { /* half a broadcast is none: what was written is canceled, and the client may try again */
+        sb_log_warn("session %" PRId64 ": broadcast %" PRId64 " not written whole (%zu of %zu): %s", s->channel,
+                    b->req->id, b->next, b->req->n, sb_strerror(err));
+        bcast_abandon(s, b->req->id);
+        bcast_answer(b->req, 503, 0);
+        bcast_drop(b);
+    } else {
+        b->next += (size_t)ref;
+        if (b->next < b->req->n) {
+            bcast_rows(s, b);
+            return 0;
+        }
+        bcast_finish(s, b);
+    }
+    process(s);
+    pump(s);
+    return 0;
+}
+
+static int on_broadcast(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    sb_session_broadcast_t *req;
+    (void)a;
+    if (m->len != sizeof req)
+        return 0;
+    memcpy(&req, m->data, sizeof req);
+    m->drop = NULL;
+    bcast_t *b = sb_calloc(1, sizeof *b);
+    b->req = req;
+    b->arrived_us = s->ports->now_us(s->ports->ctx);
+    sb_list_push_back(&s->bcasts, &b->link);
+    process(s);
+    return 0;
+}
+
+/* ---- broadcasts: cancel ----------------------------------------------------------------------------------------- */
+
+static void bcancel_cb(void *arg, int err, bool found, int64_t canceled)
+{
+    comp_t *c = arg;
+    sb_buf_t b;
+    comp_head(c, &b, err);
+    pk_i64(&b, found);
+    pk_i64(&b, canceled);
+    comp_post(c, S_BCANCEL, &b);
+}
+
+/* Takes the broadcast's messages that are not under way out of memory (queued in a lane, or waiting for a retry's
+ * backoff), and has the store cancel the rest of its messages not under way. req is answered when that is done. */
+static void bcancel_run(session_t *s, bcancel_t *q)
+{
+    sb_session_bcancel_t *req = q->req;
+    if (!s->info.address || req->tenant != s->tenant) {
+        sb_list_remove(&q->link);
+        free(q);
+        bcancel_answer(req, 404, "not_found", "no such broadcast");
+        return;
+    }
+    int64_t id = req->broadcast_id;
+    sb_idset_add(&s->canceled, id);
+    size_t nsends = 0, nkeep = 0, pos = 0;
+    send_t **sends = sb_malloc((s->sends.n ? s->sends.n : 1) * sizeof *sends);
+    for (sb_hnode_t *n; (n = sb_htable_next(&s->sends, &pos));) {
+        send_t *x = sb_container_of(n, send_t, node);
+        if (x->bcast == id)
+            sends[nsends++] = x;
+    }
+    int64_t *keep = sb_malloc((nsends ? nsends : 1) * sizeof *keep);
+    for (size_t i = 0; i < nsends; i++) {
+        send_t *x = sends[i];
+        if (x->state == Q_QUEUED || (x->state == Q_WAITING && x->out_retry_ms >= 0)) {
+            conv_t *c = x->conv;
+            send_free(s, x);
+            sb_list_remove(&c->ready_link); /* its lane's head changed, or it is empty now */
+            lane_ready(s, c);
+        } else {
+            keep[nkeep++] = x->id;
+        }
+    }
+    free(sends);
+    comp_t *c = comp_new(s, 0);
+    int rc = s->ports->store.broadcast_cancel(s->ports->store.ctx, s->tenant, s->channel, id, false, keep, nkeep,
+                                              bcancel_cb, c);
+    free(keep);
+    if (rc < 0) {
+        free(c);
+        sb_list_remove(&q->link);
+        free(q);
+        bcancel_answer(req, 503, "unavailable", "the broadcast could not be canceled now; retry");
+    } else {
+        q->run = true;
+    }
+    watch(s, id);
+}
+
+static int on_bcancel_req(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    sb_session_bcancel_t *req;
+    (void)a;
+    if (m->len != sizeof req)
+        return 0;
+    memcpy(&req, m->data, sizeof req);
+    m->drop = NULL;
+    bcancel_t *q = sb_calloc(1, sizeof *q);
+    q->req = req;
+    sb_list_push_back(&s->bcancels, &q->link);
+    if (s->ready) /* (else run once the channel is known) */
+        bcancel_run(s, q);
+    return 0;
+}
+
+static int on_bcancel(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    rd_t r;
+    int64_t ref;
+    int err;
+    (void)a;
+    if (!comp_open(s, m, &r, &ref, &err))
+        return 0;
+    bool found = rd_i64(&r) != 0;
+    int64_t canceled = rd_i64(&r);
+    /* the cancels run in order, on one connection: the first one run is the one answered */
+    sb_list_foreach(it, &s->bcancels)
+    {
+        bcancel_t *q = sb_container_of(it, bcancel_t, link);
+        if (!q->run) /* (waiting for the channel) */
+            continue;
+        sb_list_remove(it);
+        if (err)
+            bcancel_answer(q->req, 503, "unavailable", "the broadcast could not be canceled now; retry");
+        else if (!found)
+            bcancel_answer(q->req, 404, "not_found", "no such broadcast");
+        else {
+            q->req->canceled = canceled;
+            bcancel_answer(q->req, 200, NULL, NULL);
+        }
+        free(q);
+        break;
+    }
+    return 0;
+}
+
+/* ---- broadcasts: progress ----------------------------------------------------------------------------------------- */
+
+static void counts_cb(void *arg, int err, sb_str_t json, bool open)
+{
+    comp_t *c = arg;
+    sb_buf_t b;
+    comp_head(c, &b, err);
+    pk_i64(&b, open);
+    char *text = err ? NULL : sb_strndup(json.p, json.len);
+    pk_str(&b, text);
+    free(text);
+    comp_post(c, S_BCOUNTS, &b);
+}
+
+static void progress_tick(session_t *s)
+{
+    s->progress_armed = false;
+    sb_list_foreach(it, &s->watches)
+    {
+        watch_t *w = sb_container_of(it, watch_t, link);
+        if (w->asking)
+            continue;
+        comp_t *c = comp_new(s, w->id);
+        if (s->ports->store.broadcast_counts(s->ports->store.ctx, s->tenant, w->id, counts_cb, c) < 0)
+            free(c);
+        else
+            w->asking = true;
+    }
+    if (!sb_list_empty(&s->watches)) {
+        s->progress_armed = true;
+        sb_actor_timer_start(s->actor, 1000, 0, TIMER_PROGRESS);
+    }
+}
+
+/* A broadcast's counts: a broadcast.progress event when they changed; it is no longer watched once nothing of it
+ * is left to go and that was said. */
+static int on_bcounts(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    rd_t r;
+    int64_t ref;
+    int err;
+    (void)a;
+    if (!comp_open(s, m, &r, &ref, &err))
+        return 0;
+    bool open = rd_i64(&r) != 0;
+    const char *json = rd_str(&r);
+    watch_t *w = NULL;
+    sb_list_foreach(it, &s->watches)
+    {
+        if (sb_container_of(it, watch_t, link)->id == ref) {
+            w = sb_container_of(it, watch_t, link);
+            break;
+        }
+    }
+    if (!w)
+        return 0;
+    w->asking = false;
+    if (err == SB_ENOENT || (!err && (r.bad || !json))) {
+        watch_free(w);
+        return 0;
+    }
+    if (err)
+        return 0; /* asked again at the next tick */
+    if (!w->last || strcmp(w->last, json) != 0) {
+        pending_t *p = pending_new(s, W_EVENT);
+        sb_tenant_work_t *wk = work_new(s, p);
+        sb_tenant_work_event(wk, "broadcast.progress", sb_str_cstr(json));
+        sb_tenant_write(s->rt, s->tenant, wk);
+        free(w->last);
+        w->last = sb_strdup(json);
+    } else if (!open) {
+        watch_free(w); /* said, and nothing will change it now but delivery reports */
+    }
+    return 0;
+}
+
 /* ---- activation ------------------------------------------------------------------------------------------------- */
 
 static void loaded_cb(void *arg, int err, const sb_channel_info_t *ci, const sb_pending_send_t *pending, size_t n)
@@ -1627,6 +2208,7 @@ static void loaded_cb(void *arg, int err, const sb_channel_info_t *ci, const sb_
             pk_i64(&b, pending[i].attempts);
             pk_i64(&b, pending[i].retry_in_ms);
             pk_i64(&b, pending[i].sending_for_ms);
+            pk_i64(&b, pending[i].broadcast_id);
         }
     }
     comp_post(c, S_LOADED, &b);
@@ -1670,6 +2252,11 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
     if (!comp_open(s, m, &r, &ref, &err))
         return 0;
     s->loading = false;
+    if (s->reload && s->ready) { /* a broadcast was written while this load ran: its messages may not be in it */
+        s->reload = false;
+        if (!load(s))
+            s->reload = true;
+    }
     if (err) {
         if (!s->ready)
             sb_actor_timer_start(a, LOAD_RETRY_MS, 0, TIMER_LOAD);
@@ -1698,12 +2285,19 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
         const char *status = rd_str(&r);
         unsigned attempts = (unsigned)rd_i64(&r);
         int64_t retry_in = rd_i64(&r), sending_for = rd_i64(&r);
+        int64_t bcast = rd_i64(&r);
         if (r.bad || !to || !status || send_get(s, id))
             continue;
+        if (bcast && sb_idset_has(&s->canceled, bcast))
+            continue; /* canceled here while this load was under way */
         if (strcmp(status, "queued") != 0 && strcmp(status, "retrying") != 0 && strcmp(status, "sending") != 0)
             continue; /* finished already: nothing to send */
         conv_t *c = conv_get(s, conv);
         send_t *x = send_add(s, c, id, attempts, to, body, media, tpl);
+        x->bcast = bcast;
+        if (bcast && (sb_list_empty(&s->watches) ||
+                      sb_container_of(sb_list_last(&s->watches), watch_t, link)->id != bcast))
+            watch(s, bcast);
         if (strcmp(status, "sending") == 0) { /* left sending by a crash: unknown once it has been for long */
             x->state = Q_WAITING;
             x->out_retry_ms = -2; /* marks "call it unknown" for the timer */
@@ -1719,6 +2313,14 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
     }
     if (!s->ready) {
         s->ready = true;
+        if (s->info.address)
+            bcast_abandon(s, 0); /* broadcasts left half-written by a stop */
+        sb_list_foreach_safe(it, nx, &s->bcancels)
+        {
+            bcancel_t *q = sb_container_of(it, bcancel_t, link);
+            if (!q->run)
+                bcancel_run(s, q);
+        }
         inbox_admit(s);
         sb_list_foreach_safe(it, nx, &s->accepts)
         {
@@ -1767,6 +2369,10 @@ static int on_timer(sb_actor_t *a, void *state, sb_msg_t *m)
         pump(s);
         return 0;
     }
+    if (tag == TIMER_PROGRESS) {
+        progress_tick(s);
+        return 0;
+    }
     if (!(tag & TIMER_SEND))
         return 0;
     send_t *x = send_get(s, (int64_t)(tag & ~TIMER_SEND));
@@ -1811,6 +2417,10 @@ static int session_init(sb_actor_t *a, void *state, const void *arg)
     sb_list_init(&s->accepts);
     sb_htable_init(&s->pendings);
     sb_idset_init(&s->known);
+    sb_list_init(&s->bcasts);
+    sb_list_init(&s->bcancels);
+    sb_list_init(&s->watches);
+    sb_idset_init(&s->canceled);
     if (!load(s))
         sb_actor_timer_start(a, LOAD_RETRY_MS, 0, TIMER_LOAD);
     return 0;
@@ -1835,6 +2445,22 @@ static void session_stop(sb_actor_t *a, void *state)
     }
     for (sb_list_t *l; (l = sb_list_pop_front(&s->inbox));)
         free_inbound(sb_container_of(l, inbound_t, link));
+    for (sb_list_t *l; (l = sb_list_first(&s->bcasts));) {
+        bcast_t *b = sb_container_of(l, bcast_t, link);
+        if (b->writing && b->req->id) /* half-written: abandoned at the next activation */
+            sb_log_warn("session %" PRId64 ": broadcast %" PRId64 " stopped while it was written", s->channel,
+                        b->req->id);
+        bcast_answer(b->req, 503, 0);
+        bcast_drop(b);
+    }
+    for (sb_list_t *l; (l = sb_list_pop_front(&s->bcancels));) {
+        bcancel_t *q = sb_container_of(l, bcancel_t, link);
+        bcancel_answer(q->req, 503, "unavailable", "the broadcast could not be canceled now; retry");
+        free(q);
+    }
+    for (sb_list_t *l; (l = sb_list_first(&s->watches));)
+        watch_free(sb_container_of(l, watch_t, link));
+    sb_idset_cleanup(&s->canceled);
     size_t nsends = 0, pos = 0;
     send_t **sends = sb_malloc((s->sends.n ? s->sends.n : 1) * sizeof *sends);
     for (sb_hnode_t *n; (n = sb_htable_next(&s->sends, &pos));)
@@ -1864,7 +2490,8 @@ static bool session_can_passivate(sb_actor_t *a, void *state)
     session_t *s = state;
     (void)a;
     return s->ready && !s->loading && sb_list_empty(&s->inbox) && sb_list_empty(&s->accepts) &&
-           s->pendings.n == 0 && s->sends.n == 0 && !s->resolving;
+           s->pendings.n == 0 && s->sends.n == 0 && !s->resolving && sb_list_empty(&s->bcasts) &&
+           sb_list_empty(&s->bcancels) && sb_list_empty(&s->watches) && !s->reload;
 }
 
 static const sb_actor_handler_fn handlers[] = {
@@ -1872,6 +2499,9 @@ static const sb_actor_handler_fn handlers[] = {
     [SB_SESSION_RESUME] = on_resume, [SB_SESSION_WRITTEN] = on_written, [S_LOADED] = on_loaded,
     [S_CONVS] = on_convs,       [S_PROVIDERS] = on_providers,      [S_KEY] = on_key,
     [S_GRANT] = on_grant,       [S_OUTCOME] = on_outcome,
+    [SB_SESSION_BROADCAST] = on_broadcast, [SB_SESSION_BROADCAST_CANCEL] = on_bcancel_req,
+    [S_BBEGIN] = on_bbegin,     [S_BROWS] = on_brows,              [S_BCANCEL] = on_bcancel,
+    [S_BCOUNTS] = on_bcounts,
 };
 
 const sb_actor_kind_t sb_session_kind = {

@@ -7,6 +7,7 @@
 #include "adapters/store/store.h"
 
 #include "adapters/pg.h"
+#include "adapters/store/broadcasts.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "proto/err.h"
@@ -627,7 +628,11 @@ static void channel_read(void *arg, int err, const char *detail, const PGresult 
                     " coalesce((extract(epoch FROM m.send_at - now()) * 1000)::bigint, 0),"
                     " coalesce(m.broadcast_id, 0), coalesce(m.fallback_of, 0), m.fallback::text"
                     " FROM outbox o JOIN messages m ON m.tenant_id = o.tenant_id AND m.id = o.message_id"
-                    " WHERE o.tenant_id = $1 AND o.channel_id = $2 ORDER BY o.message_id",
+                    " WHERE o.tenant_id = $1 AND o.channel_id = $2"
+                    /* a broadcast still being accepted is loaded once it is whole (adapters/store/broadcasts.h) */
+                    " AND (m.broadcast_id IS NULL OR NOT EXISTS (SELECT 1 FROM broadcasts b WHERE b.tenant_id ="
+                    "      m.tenant_id AND b.id = m.broadcast_id AND b.status = 'accepting'))"
+                    " ORDER BY o.message_id",
                     2, p, SB_PG_PREPARED, pending_read, c) < 0)
         channel_op_end(c, SB_EUNAVAIL, NULL, 0);
 }
@@ -1091,6 +1096,7 @@ void sb_store_port(sb_store_t *st, sb_store_port_t *out)
                              .hook_dead = port_hook_dead,
                              .message_id = port_message_id,
                              .receipt_done = port_receipt_done};
+    sb_store_broadcast_port(st, out);
 }
 
 /* ---- receipts ---------------------------------------------------------------------------------------------------- */
