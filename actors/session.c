@@ -48,11 +48,12 @@ enum {
     S_BBEGIN,   /* broadcasts: the broadcast's row ... */
     S_BROWS,    /* ... a batch of its recipients written ... */
     S_BCANCEL,  /* ... a cancel done ... */
-    S_BCOUNTS,  /* ... its counts, for broadcast.progress */
+    S_BCOUNTS,  /* ... its counts, for broadcast.progress ... */
+    S_BRESUME,  /* ... those left staged by a stop */
 };
 
 /* Timer tags: small numbers for the actor's own, a send's id with the high bit for a send's. */
-enum { TIMER_LOAD = 1, TIMER_INBOUND, TIMER_PUMP, TIMER_PROGRESS };
+enum { TIMER_LOAD = 1, TIMER_INBOUND, TIMER_PUMP, TIMER_PROGRESS, TIMER_BCAST, TIMER_BRESUME };
 #define TIMER_SEND (1ull << 62)
 
 typedef struct send send_t;
@@ -143,14 +144,19 @@ typedef struct pending {
     size_t nsends;
 } pending_t;
 
-/* A broadcast being accepted: admitted (checked against the channel), then written (its row, then its recipients a
- * batch at a time). Only the first of the session's list is written; while any waits, nothing is numbered. */
+/* A broadcast being accepted: checked against the channel, staged (its row with every recipient: then it is
+ * answered), then expanded (its recipients into messages, a batch a statement, the first staged one of the list at a
+ * time; while one is expanded or waits to be, nothing is numbered). */
 typedef struct bcast {
     sb_list_t link;
-    sb_session_broadcast_t *req;
-    bool admitted, writing;
-    size_t next;             /* recipients written */
-    int64_t arrived_us, admitted_us, begun_us; /* for the log line that says how long it took */
+    uint64_t token;          /* what its completions name it by */
+    sb_session_broadcast_t *req; /* until it is staged (answered): the request; then NULL */
+    int64_t id;              /* once staged */
+    bool writing;            /* its begin, or a batch, is under way */
+    bool resumed;            /* found staged at activation */
+    size_t written;          /* recipients expanded by this session */
+    unsigned statements;
+    int64_t arrived_us, admitted_us, begun_us; /* for the log lines that say how long it took */
 } bcast_t;
 
 /* A broadcast whose progress is reported (broadcast.progress), and what was last said of it. */
@@ -188,6 +194,8 @@ typedef struct session {
     sb_htable_t pendings;    /* work items at the tenant, by token */
     uint64_t next_token;
     sb_list_t bcasts;        /* broadcasts being accepted (bcast_t), in arrival order */
+    uint64_t bcast_tokens;
+    bool bcast_waiting;      /* a batch failed for want of the store: TIMER_BCAST tries again */
     sb_list_t bcancels;      /* broadcast cancels waiting for the channel (bcancel_t) */
     sb_list_t watches;       /* broadcasts whose progress is reported (watch_t) */
     bool progress_armed;     /* TIMER_PROGRESS runs */
@@ -387,7 +395,9 @@ static void conv_free(session_t *s, conv_t *c)
  * are whole in the store (none of their writes is in flight), so a lookup brings them back as they were. */
 static void convs_trim(session_t *s)
 {
-    size_t excess = s->convs.n > CONV_KEEP ? s->convs.n - CONV_KEEP : 0, steps = excess + 64;
+    size_t excess = s->convs.n > CONV_KEEP ? s->convs.n - CONV_KEEP : 0;
+    size_t steps = excess < 256 ? excess + 64 : 320; /* bounded: a broadcast's 100,000 conversations in use are not
+                                                      * walked on every turn */
     for (sb_list_t *l = sb_list_first(&s->conv_lru); l && excess && steps--;) {
         conv_t *c = sb_container_of(l, conv_t, lru);
         l = l->next != &s->conv_lru ? l->next : NULL;
@@ -1672,6 +1682,16 @@ static void bcast_drop(bcast_t *b)
     free(b);
 }
 
+static bcast_t *bcast_of(session_t *s, uint64_t token)
+{
+    sb_list_foreach(it, &s->bcasts)
+    {
+        if (sb_container_of(it, bcast_t, link)->token == token)
+            return sb_container_of(it, bcast_t, link);
+    }
+    return NULL;
+}
+
 static void drop_bcast_req(sb_msg_t *m)
 {
     sb_session_broadcast_t *req;
@@ -1744,7 +1764,7 @@ static bool bcast_admit(session_t *s, sb_session_broadcast_t *req)
 }
 
 /* Numbering under way: work items numbering messages (receipts applied, sends accepted) or conversation lookups
- * whose answers would set seqs. A broadcast is written only when there is none. */
+ * whose answers would set seqs. A broadcast is expanded only when there is none. */
 static bool numbering(const session_t *s)
 {
     if (s->inbound_inflight || s->resolving)
@@ -1757,8 +1777,6 @@ static bool numbering(const session_t *s)
     return false;
 }
 
-static void bcast_rows(session_t *s, bcast_t *b);
-
 static void bcast_begin_cb(void *arg, int err, int64_t id, bool created)
 {
     comp_t *c = arg;
@@ -1769,49 +1787,78 @@ static void bcast_begin_cb(void *arg, int err, int64_t id, bool created)
     comp_post(c, S_BBEGIN, &b);
 }
 
-static void bcast_done_cb(void *arg, int err)
+static void bcast_rows_cb(void *arg, int err, size_t written, bool whole)
 {
     comp_t *c = arg;
     sb_buf_t b;
     comp_head(c, &b, err);
+    pk_i64(&b, (int64_t)written);
+    pk_i64(&b, whole);
     comp_post(c, S_BROWS, &b);
 }
 
-/* Whether broadcasts hold the numbering (process() then does nothing else): one is being written, or waits to be.
- * Starts the first one when nothing is numbered any more. */
+/* A broadcast request, once the channel is known: checked, then its row with every recipient staged (one
+ * statement); the 202 goes once that committed. */
+static void bcast_start(session_t *s, bcast_t *b)
+{
+    sb_session_broadcast_t *req = b->req;
+    if (!bcast_admit(s, req)) {
+        bcast_drop(b);
+        return;
+    }
+    b->admitted_us = s->ports->now_us(s->ports->ctx);
+    sb_broadcast_head_t h = {.tenant = s->tenant,
+                             .channel = s->channel,
+                             .body = req->body,
+                             .template_json = req->template_json,
+                             .send_at = req->send_at,
+                             .idempotency_key = req->idempotency_key,
+                             .to = (const char *const *)req->to,
+                             .bodies = (const char *const *)req->bodies,
+                             .templates = (const char *const *)req->templates,
+                             .recipients = req->n};
+    comp_t *c = comp_new(s, (int64_t)b->token);
+    if (s->ports->store.broadcast_begin(s->ports->store.ctx, &h, bcast_begin_cb, c) < 0) {
+        free(c);
+        bcast_answer(req, 503, 0);
+        bcast_drop(b);
+        return;
+    }
+    b->writing = true;
+}
+
+/* Whether broadcasts hold the numbering (process() then does nothing else): the first staged broadcast is being
+ * expanded, or waits for the numbering under way to end. Issues its next batch when nothing is numbered. */
 static bool bcast_hold(session_t *s)
 {
-    for (sb_list_t *l; (l = sb_list_first(&s->bcasts));) {
-        bcast_t *b = sb_container_of(l, bcast_t, link);
-        if (!s->ready)
-            return true;
-        if (!b->admitted) {
-            if (!bcast_admit(s, b->req)) {
-                bcast_drop(b);
-                continue;
-            }
-            b->admitted = true;
-            b->admitted_us = s->ports->now_us(s->ports->ctx);
-        }
+    if (!s->ready || s->bcast_waiting)
+        return s->bcast_waiting;
+    sb_list_foreach(it, &s->bcasts)
+    {
+        bcast_t *b = sb_container_of(it, bcast_t, link);
+        if (!b->id || b->req)
+            continue; /* not staged yet: its begin is under way */
         if (b->writing || numbering(s))
             return true;
-        sb_session_broadcast_t *req = b->req;
-        sb_broadcast_head_t h = {.tenant = s->tenant,
+        if (!b->begun_us)
+            b->begun_us = s->ports->now_us(s->ports->ctx);
+        char now[SB_TIME_LEN];
+        now_text(s, now);
+        sb_broadcast_rows_t r = {.tenant = s->tenant,
                                  .channel = s->channel,
-                                 .body = req->body,
-                                 .template_json = req->template_json,
-                                 .send_at = req->send_at,
-                                 .idempotency_key = req->idempotency_key,
-                                 .recipients = req->n};
-        comp_t *c = comp_new(s, 0);
-        if (s->ports->store.broadcast_begin(s->ports->store.ctx, &h, bcast_begin_cb, c) < 0) {
-            free(c);
-            bcast_answer(req, 503, 0);
-            bcast_drop(b);
-            continue;
+                                 .broadcast_id = b->id,
+                                 .sender = s->info.address,
+                                 .created_at = now,
+                                 .max = BCAST_BATCH};
+        comp_t *c = comp_new(s, (int64_t)b->token);
+        if (s->ports->store.broadcast_rows(s->ports->store.ctx, &r, bcast_rows_cb, c) < 0) {
+            free(c); /* the store is away: again after a while (the numbering waits meanwhile) */
+            s->bcast_waiting = true;
+            sb_actor_timer_start(s->actor, DB_RETRY_MS, 0, TIMER_BCAST);
+            return true;
         }
         b->writing = true;
-        b->begun_us = s->ports->now_us(s->ports->ctx);
+        b->statements++;
         return true;
     }
     return false;
@@ -1841,7 +1888,7 @@ static void watch_free(watch_t *w)
     free(w);
 }
 
-/* Loads the outbox again (the messages of a broadcast just written), or once the load under way is done. */
+/* Loads the outbox again (the messages of a broadcast just expanded), or once the load under way is done. */
 static void reload(session_t *s)
 {
     if (s->loading || !load(s))
@@ -1854,12 +1901,12 @@ static void bcast_abandoned(void *arg, int err, bool found, int64_t canceled)
     (void)found;
     if (err)
         sb_log_warn("broadcast %" PRId64 " could not be abandoned: %s", *what, sb_strerror(err));
-    else if (canceled)
-        sb_log_info("broadcast %" PRId64 " abandoned: %" PRId64 " message(s) canceled", *what, canceled);
+    else
+        sb_log_warn("broadcast %" PRId64 " abandoned: %" PRId64 " message(s) canceled", *what, canceled);
     free(what);
 }
 
-/* Abandons broadcast id (0: every one of the channel left accepting), fire and forget. */
+/* Abandons broadcast id (its recipients cannot be written: the store refused them), fire and forget. */
 static void bcast_abandon(session_t *s, int64_t id)
 {
     int64_t *what = sb_malloc(sizeof *what);
@@ -1877,43 +1924,12 @@ static void bcast_finish(session_t *s, bcast_t *b)
     for (sb_hnode_t *n; (n = sb_htable_next(&s->convs, &pos));)
         sb_container_of(n, conv_t, by_id)->fresh = false;
     int64_t now = s->ports->now_us(s->ports->ctx);
-    sb_log_info("session %" PRId64 ": broadcast %" PRId64 ": %zu recipients checked in %" PRId64 " ms, written in %"
-                PRId64 " ms (%zu statements; %" PRId64 " ms in all)",
-                s->channel, b->req->id, b->req->n, (b->admitted_us - b->arrived_us) / 1000,
-                (now - b->begun_us) / 1000, (b->req->n + BCAST_BATCH - 1) / BCAST_BATCH,
-                (now - b->arrived_us) / 1000);
-    watch(s, b->req->id);
-    bcast_answer(b->req, 202, b->req->id);
+    sb_log_info("session %" PRId64 ": broadcast %" PRId64 ": %zu recipients written in %" PRId64 " ms (%u statements;"
+                " %" PRId64 " ms since it was %s)",
+                s->channel, b->id, b->written, (now - b->begun_us) / 1000, b->statements,
+                (now - b->arrived_us) / 1000, b->resumed ? "resumed" : "received");
     bcast_drop(b);
     reload(s);
-}
-
-static void bcast_rows(session_t *s, bcast_t *b)
-{
-    sb_session_broadcast_t *req = b->req;
-    size_t k = req->n - b->next < BCAST_BATCH ? req->n - b->next : BCAST_BATCH;
-    char now[SB_TIME_LEN];
-    now_text(s, now);
-    sb_broadcast_rows_t r = {.tenant = s->tenant,
-                             .channel = s->channel,
-                             .broadcast_id = req->id,
-                             .sender = s->info.address,
-                             .send_at = req->send_at,
-                             .status = req->scheduled ? "scheduled" : "queued",
-                             .created_at = now,
-                             .to = (const char *const *)req->to + b->next,
-                             .body = (const char *const *)req->bodies + b->next,
-                             .template_json = req->templates ? (const char *const *)req->templates + b->next : NULL,
-                             .n = k,
-                             .last = b->next + k == req->n};
-    comp_t *c = comp_new(s, (int64_t)k);
-    if (s->ports->store.broadcast_rows(s->ports->store.ctx, &r, bcast_done_cb, c) < 0) {
-        free(c);
-        bcast_abandon(s, req->id);
-        bcast_answer(req, 503, 0);
-        bcast_drop(b);
-        process(s);
-    }
 }
 
 static int on_bbegin(sb_actor_t *a, void *state, sb_msg_t *m)
@@ -1927,20 +1943,26 @@ static int on_bbegin(sb_actor_t *a, void *state, sb_msg_t *m)
         return 0;
     int64_t id = rd_i64(&r);
     bool created = rd_i64(&r) != 0;
-    sb_list_t *l = sb_list_first(&s->bcasts);
-    if (!l)
+    bcast_t *b = bcast_of(s, (uint64_t)ref);
+    if (!b || !b->req)
         return 0;
-    bcast_t *b = sb_container_of(l, bcast_t, link);
+    sb_session_broadcast_t *req = b->req;
+    b->writing = false;
     if (err || r.bad) {
-        bcast_answer(b->req, 503, 0);
+        bcast_answer(req, 503, 0);
         bcast_drop(b);
     } else if (!created) { /* the key named an earlier broadcast */
-        bcast_answer(b->req, 200, id);
+        bcast_answer(req, 200, id);
         bcast_drop(b);
-    } else {
-        b->req->id = id;
-        bcast_rows(s, b);
-        return 0;
+    } else { /* accepted (committed, staged): its recipients become messages from here on, in batches */
+        int64_t now = s->ports->now_us(s->ports->ctx);
+        sb_log_info("session %" PRId64 ": broadcast %" PRId64 ": %zu recipients checked in %" PRId64
+                    " ms, staged in %" PRId64 " ms",
+                    s->channel, id, req->n, (b->admitted_us - b->arrived_us) / 1000, (now - b->admitted_us) / 1000);
+        b->id = id;
+        b->req = NULL; /* (the front door frees it: the recipients are the store's now) */
+        bcast_answer(req, 202, id);
+        watch(s, id);
     }
     process(s);
     pump(s);
@@ -1956,26 +1978,84 @@ static int on_brows(sb_actor_t *a, void *state, sb_msg_t *m)
     (void)a;
     if (!comp_open(s, m, &r, &ref, &err))
         return 0;
-    sb_list_t *l = sb_list_first(&s->bcasts);
-    if (!l)
+    size_t written = (size_t)rd_i64(&r);
+    bool whole = rd_i64(&r) != 0;
+    bcast_t *b = bcast_of(s, (uint64_t)ref);
+    if (!b)
         return 0;
-    bcast_t *b = sb_container_of(l, bcast_t, link);
-    if (err) { /* half a broadcast is none: what was written is canceled, and the client may try again */
-        sb_log_warn("session %" PRId64 ": broadcast %" PRId64 " not written whole (%zu of %zu): %s", s->channel,
-                    b->req->id, b->next, b->req->n, sb_strerror(err));
-        bcast_abandon(s, b->req->id);
-        bcast_answer(b->req, 503, 0);
+    b->writing = false;
+    if (err == SB_EINVAL) { /* refused for good: what was written is canceled, the client may try again */
+        sb_log_warn("session %" PRId64 ": broadcast %" PRId64 " cannot be written whole (%zu written)", s->channel,
+                    b->id, b->written);
+        bcast_abandon(s, b->id);
         bcast_drop(b);
+        reload(s);
+    } else if (err) { /* the store was away: the batch again after a while (it is resumable: `expanded`) */
+        s->bcast_waiting = true;
+        sb_actor_timer_start(s->actor, DB_RETRY_MS, 0, TIMER_BCAST);
     } else {
-        b->next += (size_t)ref;
-        if (b->next < b->req->n) {
-            bcast_rows(s, b);
-            return 0;
-        }
-        bcast_finish(s, b);
+        b->written += written;
+        if (whole)
+            bcast_finish(s, b);
     }
     process(s);
     pump(s);
+    return 0;
+}
+
+static void accepting_cb(void *arg, int err, const int64_t *ids, size_t n)
+{
+    comp_t *c = arg;
+    sb_buf_t b;
+    comp_head(c, &b, err);
+    pk_i64(&b, err ? 0 : (int64_t)n);
+    for (size_t i = 0; !err && i < n; i++)
+        pk_i64(&b, ids[i]);
+    comp_post(c, S_BRESUME, &b);
+}
+
+/* At activation: the channel's broadcasts staged but not expanded whole (a stop came in between) are resumed. */
+static void bcast_resume(session_t *s)
+{
+    comp_t *c = comp_new(s, 0);
+    if (s->ports->store.broadcast_accepting(s->ports->store.ctx, s->tenant, s->channel, accepting_cb, c) < 0) {
+        free(c);
+        sb_actor_timer_start(s->actor, DB_RETRY_MS, 0, TIMER_BRESUME);
+    }
+}
+
+static int on_bresume(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    rd_t r;
+    int64_t ref;
+    int err;
+    if (!comp_open(s, m, &r, &ref, &err))
+        return 0;
+    if (err) {
+        sb_actor_timer_start(a, DB_RETRY_MS, 0, TIMER_BRESUME);
+        return 0;
+    }
+    int64_t n = rd_i64(&r);
+    for (int64_t i = 0; i < n && !r.bad; i++) {
+        int64_t id = rd_i64(&r);
+        bool known = false;
+        sb_list_foreach(it, &s->bcasts)
+        {
+            known |= sb_container_of(it, bcast_t, link)->id == id;
+        }
+        if (known || r.bad)
+            continue;
+        bcast_t *b = sb_calloc(1, sizeof *b);
+        b->token = ++s->bcast_tokens;
+        b->id = id;
+        b->resumed = true;
+        b->arrived_us = s->ports->now_us(s->ports->ctx);
+        sb_list_push_back(&s->bcasts, &b->link);
+        sb_log_info("session %" PRId64 ": broadcast %" PRId64 " resumed", s->channel, id);
+        watch(s, id);
+    }
+    process(s);
     return 0;
 }
 
@@ -1990,9 +2070,11 @@ static int on_broadcast(sb_actor_t *a, void *state, sb_msg_t *m)
     m->drop = NULL;
     bcast_t *b = sb_calloc(1, sizeof *b);
     b->req = req;
+    b->token = ++s->bcast_tokens;
     b->arrived_us = s->ports->now_us(s->ports->ctx);
     sb_list_push_back(&s->bcasts, &b->link);
-    process(s);
+    if (s->ready) /* (else started once the channel is known) */
+        bcast_start(s, b);
     return 0;
 }
 
@@ -2314,7 +2396,13 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
     if (!s->ready) {
         s->ready = true;
         if (s->info.address)
-            bcast_abandon(s, 0); /* broadcasts left half-written by a stop */
+            bcast_resume(s); /* broadcasts left staged by a stop */
+        sb_list_foreach_safe(it, nx, &s->bcasts)
+        {
+            bcast_t *b = sb_container_of(it, bcast_t, link);
+            if (b->req && !b->writing)
+                bcast_start(s, b);
+        }
         sb_list_foreach_safe(it, nx, &s->bcancels)
         {
             bcancel_t *q = sb_container_of(it, bcancel_t, link);
@@ -2371,6 +2459,15 @@ static int on_timer(sb_actor_t *a, void *state, sb_msg_t *m)
     }
     if (tag == TIMER_PROGRESS) {
         progress_tick(s);
+        return 0;
+    }
+    if (tag == TIMER_BCAST) {
+        s->bcast_waiting = false;
+        process(s);
+        return 0;
+    }
+    if (tag == TIMER_BRESUME) {
+        bcast_resume(s);
         return 0;
     }
     if (!(tag & TIMER_SEND))
@@ -2447,10 +2544,8 @@ static void session_stop(sb_actor_t *a, void *state)
         free_inbound(sb_container_of(l, inbound_t, link));
     for (sb_list_t *l; (l = sb_list_first(&s->bcasts));) {
         bcast_t *b = sb_container_of(l, bcast_t, link);
-        if (b->writing && b->req->id) /* half-written: abandoned at the next activation */
-            sb_log_warn("session %" PRId64 ": broadcast %" PRId64 " stopped while it was written", s->channel,
-                        b->req->id);
-        bcast_answer(b->req, 503, 0);
+        if (b->req) /* (a staged one is resumed at the next activation) */
+            bcast_answer(b->req, 503, 0);
         bcast_drop(b);
     }
     for (sb_list_t *l; (l = sb_list_pop_front(&s->bcancels));) {
@@ -2501,7 +2596,7 @@ static const sb_actor_handler_fn handlers[] = {
     [S_GRANT] = on_grant,       [S_OUTCOME] = on_outcome,
     [SB_SESSION_BROADCAST] = on_broadcast, [SB_SESSION_BROADCAST_CANCEL] = on_bcancel_req,
     [S_BBEGIN] = on_bbegin,     [S_BROWS] = on_brows,              [S_BCANCEL] = on_bcancel,
-    [S_BCOUNTS] = on_bcounts,
+    [S_BCOUNTS] = on_bcounts,   [S_BRESUME] = on_bresume,
 };
 
 const sb_actor_kind_t sb_session_kind = {

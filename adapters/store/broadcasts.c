@@ -58,15 +58,17 @@ static int query(sb_store_t *st, const char *sql, int n, const char *const *p, i
     return rc;
 }
 
-/* ---- begin: the broadcast's row, or the one its key names -------------------------------------------------------- */
+/* ---- begin: the broadcast's row with its recipients staged, or the one its key names ------------------------------ */
 
-/* $1 tenant, $2 channel, $3 body, $4 template, $5 send_at, $6 idempotency key (recipients count as their batches
- * are written). No row comes back only
- * when a twin with the same key committed while this one ran (its row is not in this statement's snapshot). */
+/* $1 tenant, $2 channel, $3 body, $4 template, $5 send_at, $6 idempotency key, $7 $8 $9 the recipients' addresses,
+ * bodies and templates (text arrays). No row comes back only when a twin with the same key committed while this one
+ * ran (its row is not in this statement's snapshot). */
 static const char begin_sql[] =
     "WITH i AS ("
-    "  INSERT INTO broadcasts (tenant_id, channel_id, body, template, send_at, status, recipients, idempotency_key)"
-    "  VALUES ($1, $2, $3, $4::jsonb, $5::timestamptz, 'accepting', 0, $6)"
+    "  INSERT INTO broadcasts (tenant_id, channel_id, body, template, send_at, status, recipients, idempotency_key,"
+    "                          pending_to, pending_body, pending_template)"
+    "  VALUES ($1, $2, $3, $4::jsonb, $5::timestamptz, 'accepting', cardinality($7::text[]), $6, $7::text[],"
+    "          $8::text[], $9::text[])"
     "  ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id)"
     " SELECT id, true FROM i"
     " UNION ALL SELECT id, false FROM broadcasts"
@@ -89,28 +91,53 @@ static void begin_read(void *arg, int err, const char *detail, const PGresult *r
     free(o);
 }
 
+/* A text array literal of v[0..n) (v NULL: n NULLs). */
+static void text_array(sb_buf_t *b, const char *const *v, size_t n)
+{
+    sb_buf_init(b);
+    sb_buf_reserve(b, v ? 0 : 5 * n + 2);
+    for (size_t i = 0; i < n; i++)
+        sb_pg_array_item(b, v ? v[i] : NULL);
+    sb_buf_puts(b, b->len ? "}" : "{}");
+}
+
 static int port_begin(void *ctx, const sb_broadcast_head_t *b, void (*cb)(void *, int, int64_t, bool), void *arg)
 {
     char t[24], ch[24];
     i64_text(t, b->tenant);
     i64_text(ch, b->channel);
-    const char *p[6] = {t, ch, b->body, b->template_json, b->send_at, b->idempotency_key};
-    return query(ctx, begin_sql, 6, p, SB_PG_ALONE, begin_read, bop_new((void *)cb, arg));
+    sb_buf_t to, body, tpl;
+    text_array(&to, b->to, b->recipients);
+    text_array(&body, b->bodies, b->recipients);
+    text_array(&tpl, b->templates, b->recipients);
+    const char *p[9] = {t, ch, b->body, b->template_json, b->send_at, b->idempotency_key, to.p, body.p, tpl.p};
+    int rc = query(ctx, begin_sql, 9, p, SB_PG_ALONE, begin_read, bop_new((void *)cb, arg));
+    sb_buf_cleanup(&to);
+    sb_buf_cleanup(&body);
+    sb_buf_cleanup(&tpl);
+    return rc;
 }
 
-/* ---- rows: a batch of recipients ------------------------------------------------------------------------------------
+/* ---- rows: the next batch of staged recipients into messages -------------------------------------------------------
  *
- * $1 tenant, $2 channel, $3 broadcast, $4 sender, $5 send_at, $6 status, $7 recipients' addresses, $8 bodies,
- * $9 templates (arrays, in order), $10 the last batch, $11 created_at. Contacts and conversations are found by
- * their unique keys (a scalar subquery each: an index descent a recipient, never a scan of the channel's contacts)
- * or made; an address twice in the batch is one contact and conversation, with a message per occurrence, numbered in
- * order (row_number). A known conversation's newest seq is one descent of its (tenant, conversation, seq) index.
- * Ids: one nextval of the identity (which steps by 1024, sql/0011) per 1024 rows. */
+ * $1 tenant, $2 channel, $3 broadcast, $4 sender, $5 created_at, $6 at most this many. The batch is the staged
+ * arrays' slice after `expanded` (the broadcast's row locked meanwhile); nothing when the broadcast is not accepting
+ * (canceled while it was expanded). Contacts and conversations are found by their unique keys (a scalar subquery
+ * each: an index descent a recipient, never a scan of the channel's contacts) or made; an address twice in the batch
+ * is one contact and conversation, with a message per occurrence, numbered in order (row_number). A known
+ * conversation's newest seq is one descent of its (tenant, conversation, seq) index. Ids: one nextval of the identity
+ * (which steps by 1024, sql/0011) per 1024 rows. The same statement moves `expanded` on, and the last one makes the
+ * broadcast active and drops its staged arrays. Answers how many rows it wrote and whether the broadcast is whole. */
 static const char rows_sql[] =
-    "WITH u AS MATERIALIZED ("
+    "WITH bc AS MATERIALIZED ("
+    "  SELECT b.expanded, b.recipients, b.send_at, b.pending_to[b.expanded + 1 : b.expanded + $6::int] AS a_to,"
+    "         b.pending_body[b.expanded + 1 : b.expanded + $6::int] AS a_body,"
+    "         b.pending_template[b.expanded + 1 : b.expanded + $6::int] AS a_tpl"
+    "  FROM broadcasts b WHERE b.tenant_id = $1 AND b.id = $3 AND b.status = 'accepting' FOR UPDATE),"
+    " u AS MATERIALIZED ("
     "  SELECT u.*, (SELECT c.id FROM contacts c"
     "               WHERE c.tenant_id = $1 AND c.channel_id = $2 AND c.address = u.addr) AS cid"
-    "  FROM unnest($7::text[], $8::text[], $9::text[]) WITH ORDINALITY AS u(addr, body, tpl, ord)),"
+    "  FROM bc, unnest(bc.a_to, bc.a_body, bc.a_tpl) WITH ORDINALITY AS u(addr, body, tpl, ord)),"
     " ci AS ("
     "  INSERT INTO contacts (tenant_id, channel_id, address)"
     "  SELECT DISTINCT $1::bigint, $2::bigint, addr FROM u WHERE cid IS NULL"
@@ -131,9 +158,10 @@ static const char rows_sql[] =
     "         + row_number() OVER (PARTITION BY cv.conv ORDER BY cv.ord) AS seq"
     "  FROM (SELECT k.ord, coalesce(k.vid, vi.id) AS conv, k.vid IS NOT NULL AS old"
     "        FROM k LEFT JOIN vi ON k.vid IS NULL AND vi.contact_id = k.contact_id) cv),"
+    " n AS MATERIALIZED (SELECT count(*)::int AS n FROM u),"
     " blk AS MATERIALIZED ("
     "  SELECT g - 1 AS b, nextval(pg_get_serial_sequence('messages', 'id')) AS first"
-    "  FROM generate_series(1, (cardinality($7::text[]) + 1023) / 1024) g),"
+    "  FROM n, generate_series(1, (n.n + 1023) / 1024) g),"
     " r AS MATERIALIZED ("
     "  SELECT u.ord, blk.first + (u.ord - 1) % 1024 AS id, sq.conv, sq.seq, u.addr, u.body, u.tpl"
     "  FROM u JOIN sq USING (ord) JOIN blk ON blk.b = (u.ord - 1) / 1024),"
@@ -141,52 +169,73 @@ static const char rows_sql[] =
     "  INSERT INTO messages (tenant_id, id, conversation_id, channel_id, seq, direction, sender, recipient, body,"
     "                        media, status, template, created_at, updated_at, priority, send_at, broadcast_id)"
     "  OVERRIDING SYSTEM VALUE"
-    "  SELECT $1, r.id, r.conv, $2, r.seq, 'out', $4, r.addr, r.body, '[]', $6, r.tpl::jsonb, $11::timestamptz,"
-    "         $11::timestamptz, 'bulk', $5::timestamptz, $3 FROM r),"
+    "  SELECT $1, r.id, r.conv, $2, r.seq, 'out', $4, r.addr, coalesce(r.body, ''), '[]',"
+    "         CASE WHEN bc.send_at > now() THEN 'scheduled' ELSE 'queued' END, r.tpl::jsonb, $5::timestamptz,"
+    "         $5::timestamptz, 'bulk', bc.send_at, $3 FROM r, bc),"
     " o AS (INSERT INTO outbox (tenant_id, channel_id, message_id) SELECT $1, $2, id FROM r),"
-    " b AS ("
-    "  UPDATE broadcasts SET recipients = recipients + cardinality($7::text[]),"
-    "         status = CASE WHEN $10::boolean THEN 'active' ELSE status END, updated_at = now()"
-    "  WHERE tenant_id = $1 AND id = $3)"
-    " SELECT count(*) FROM r";
+    " w AS ("
+    "  UPDATE broadcasts x SET expanded = x.expanded + n.n,"
+    "         status = CASE WHEN x.expanded + n.n >= x.recipients THEN 'active' ELSE x.status END,"
+    "         pending_to = CASE WHEN x.expanded + n.n >= x.recipients THEN NULL ELSE x.pending_to END,"
+    "         pending_body = CASE WHEN x.expanded + n.n >= x.recipients THEN NULL ELSE x.pending_body END,"
+    "         pending_template = CASE WHEN x.expanded + n.n >= x.recipients THEN NULL ELSE x.pending_template END,"
+    "         updated_at = now()"
+    "  FROM n WHERE x.tenant_id = $1 AND x.id = $3 AND x.status = 'accepting' RETURNING x.status)"
+    " SELECT n.n, coalesce((SELECT status <> 'accepting' FROM w), true) FROM n";
+
+typedef void (*rows_cb_t)(void *, int, size_t, bool);
 
 static void rows_read(void *arg, int err, const char *detail, const PGresult *res)
 {
     bop_t *o = arg;
     (void)detail;
-    ((sb_done_cb)o->cb)(o->arg, refused(err, res, "a broadcast's recipients"));
+    err = refused(err, res, "a broadcast's recipients");
+    size_t n = !err && PQntuples(res) == 1 ? (size_t)col_i64(res, 0, 0) : 0;
+    bool whole = !err && PQntuples(res) == 1 && PQgetvalue(res, 0, 1)[0] == 't';
+    ((rows_cb_t)o->cb)(o->arg, err, n, whole);
     free(o);
 }
 
-/* A text array literal of v[0..n) (NULL elements: SQL NULL). */
-static void text_array(sb_buf_t *b, const char *const *v, size_t n)
+static int port_rows(void *ctx, const sb_broadcast_rows_t *r, rows_cb_t cb, void *arg)
 {
-    sb_buf_init(b);
-    for (size_t i = 0; i < n; i++)
-        sb_pg_array_item(b, v ? v[i] : NULL);
-    sb_buf_puts(b, b->len ? "}" : "{}");
-}
-
-static int port_rows(void *ctx, const sb_broadcast_rows_t *r, sb_done_cb cb, void *arg)
-{
-    if (!r->n)
-        return SB_EINVAL;
-    char t[24], ch[24], bc[24];
+    char t[24], ch[24], bc[24], max[24];
     i64_text(t, r->tenant);
     i64_text(ch, r->channel);
     i64_text(bc, r->broadcast_id);
-    sb_buf_t to, body, tpl;
-    text_array(&to, r->to, r->n);
-    text_array(&body, r->body, r->n);
-    text_array(&tpl, r->template_json, r->n);
-    const char *p[11] = {t,        ch,        bc,        r->sender,          r->send_at,   r->status,
-                         to.p,     body.p,    tpl.p,     r->last ? "t" : "f", r->created_at};
+    i64_text(max, (int64_t)r->max);
+    const char *p[6] = {t, ch, bc, r->sender, r->created_at, max};
     /* alone: a statement of its own, so that the connection's other work goes between a broadcast's batches */
-    int rc = query(ctx, rows_sql, 11, p, SB_PG_ALONE | SB_PG_PREPARED, rows_read, bop_new((void *)cb, arg));
-    sb_buf_cleanup(&to);
-    sb_buf_cleanup(&body);
-    sb_buf_cleanup(&tpl);
-    return rc;
+    return query(ctx, rows_sql, 6, p, SB_PG_ALONE | SB_PG_PREPARED, rows_read, bop_new((void *)cb, arg));
+}
+
+/* ---- the broadcasts a session resumes ------------------------------------------------------------------------------ */
+
+typedef void (*ids_cb_t)(void *, int, const int64_t *, size_t);
+
+static void accepting_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    bop_t *o = arg;
+    (void)detail;
+    err = refused(err, res, "a channel's accepting broadcasts");
+    int n = err ? 0 : PQntuples(res);
+    int64_t *ids = sb_malloc((n ? (size_t)n : 1) * sizeof *ids);
+    for (int i = 0; i < n; i++)
+        ids[i] = col_i64(res, i, 0);
+    ((ids_cb_t)o->cb)(o->arg, err, ids, (size_t)n);
+    free(ids);
+    free(o);
+}
+
+static int port_accepting(void *ctx, int64_t tenant, int64_t channel, ids_cb_t cb, void *arg)
+{
+    char t[24], ch[24];
+    i64_text(t, tenant);
+    i64_text(ch, channel);
+    const char *p[2] = {t, ch};
+    return query(ctx,
+                 "SELECT id FROM broadcasts WHERE tenant_id = $1 AND channel_id = $2 AND status = 'accepting'"
+                 " ORDER BY id",
+                 2, p, 0, accepting_read, bop_new((void *)cb, arg));
 }
 
 /* ---- cancel ---------------------------------------------------------------------------------------------------------
@@ -196,7 +245,8 @@ static int port_rows(void *ctx, const sb_broadcast_rows_t *r, sb_done_cb cb, voi
 static const char cancel_sql[] =
     "WITH b AS ("
     "  UPDATE broadcasts SET status = CASE WHEN $4::boolean THEN 'failed' ELSE 'canceled' END,"
-    "         idempotency_key = CASE WHEN $4::boolean THEN NULL ELSE idempotency_key END, updated_at = now()"
+    "         idempotency_key = CASE WHEN $4::boolean THEN NULL ELSE idempotency_key END,"
+    "         pending_to = NULL, pending_body = NULL, pending_template = NULL, updated_at = now()"
     "  WHERE tenant_id = $1 AND channel_id = $2"
     "  AND CASE WHEN $3::bigint = 0 THEN status = 'accepting' ELSE id = $3 AND status IN ('accepting', 'active') END"
     "  RETURNING id),"
@@ -297,6 +347,7 @@ void sb_store_broadcast_port(sb_store_t *st, sb_store_port_t *out)
     (void)st;
     out->broadcast_begin = port_begin;
     out->broadcast_rows = port_rows;
+    out->broadcast_accepting = port_accepting;
     out->broadcast_cancel = port_cancel;
     out->broadcast_counts = port_counts;
 }
