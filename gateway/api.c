@@ -8,7 +8,6 @@
 #include "adapters/crypto.h"
 #include "adapters/store/queries.h"
 #include "adapters/store/store.h"
-#include "gateway/broadcasts.h"
 #include "gateway/log.h"
 #include "gateway/sends.h"
 #include "gateway/voice.h"
@@ -712,9 +711,6 @@ bool sb_api_handle(sb_shard_t *s, sb_http_req_t *req)
     sb_http_method_t m = sb_http_req_method(req);
     bool get = m == SB_HTTP_GET || m == SB_HTTP_HEAD;
     long long id;
-
-    if (sb_broadcasts_handle(s, req))
-        return true;
 
     if (sb_str_eq_cstr(path, "/v1/events")) {
         if (!get)

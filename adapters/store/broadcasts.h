@@ -1,11 +1,13 @@
 /* The store's broadcasts (issue 16, API.md `/v1/broadcasts`): one content to many recipients of a channel, each
  * recipient an outbound message of its own in the bulk lane, written set-based instead of one work item per message.
  *
- * The port half (sb_store_broadcast_port, wired into sb_store_port) serves the channel's session actor: the
- * broadcast's row, its recipients a batch a statement (contacts and conversations made in SQL, each message's seq its
- * conversation's newest + 1 taken in the same statement while the session numbers nothing, ids from blocks of the
- * messages identity, outbox entries), cancels, and the counts the broadcast.progress events carry. The front door
- * half reads a broadcast for GET /v1/broadcasts/{id} and finds the channel a DELETE must go to.
+ * The port half (sb_store_broadcast_port, filled in beside sb_store_port by shards/domain) serves the channel's
+ * session actor: the broadcast's row with every recipient staged in it (sql/0019: one statement, the broadcast is
+ * accepted once it committed), the staged recipients expanded into messages a batch a statement (contacts and
+ * conversations made in SQL, each message's seq its conversation's newest + 1 taken in the same statement while the
+ * session numbers nothing, ids from blocks of the messages identity, outbox entries, `expanded` moved on: a stop in
+ * between resumes), the channel's broadcasts to resume, cancels, and the counts the broadcast.progress events carry.
+ * The front door half reads a broadcast for GET /v1/broadcasts/{id} and finds the channel a DELETE must go to.
  *
  * The rules are store.h's: a call returns 0 and then calls cb exactly once, later, on the shard's thread; or it
  * returns a negative code and never calls cb. Values handed to cb are borrowed for the call. */
@@ -17,8 +19,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Recipients a statement: the store writes a broadcast's recipients in statements of at most this many rows (a few
- * hundred ms each at most, so the connection's other work goes between them). A multiple of the id block (1024). */
+/* Recipients a statement: the session expands a broadcast in statements of at most this many rows (a few hundred ms
+ * each at most, so the connection's other work goes between them). A multiple of the id block (1024). */
 #define SB_BROADCAST_BATCH 4096
 
 /* Fills the broadcast calls of the port (out's other members are left as they are). */

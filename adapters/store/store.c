@@ -7,7 +7,6 @@
 #include "adapters/store/store.h"
 
 #include "adapters/pg.h"
-#include "adapters/store/broadcasts.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "proto/err.h"
@@ -1096,7 +1095,6 @@ void sb_store_port(sb_store_t *st, sb_store_port_t *out)
                              .hook_dead = port_hook_dead,
                              .message_id = port_message_id,
                              .receipt_done = port_receipt_done};
-    sb_store_broadcast_port(st, out);
 }
 
 /* ---- receipts ---------------------------------------------------------------------------------------------------- */
