@@ -37,8 +37,7 @@ static bool digits(const char *p, int n, int *out)
     return true;
 }
 
-/* YYYY-MM-DDThh:mm:ss[.frac](Z|+hh:mm|-hh:mm), all of s, into Unix ms. False when it is not one. */
-static bool rfc3339_ms(sb_str_t s, int64_t *out)
+bool sb_broadcast_send_at(sb_str_t s, int64_t *out)
 {
     static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     const char *p = s.p, *end = s.p + s.len;
@@ -82,10 +81,7 @@ static bool name_char(char c)
     return isalnum((unsigned char)c) || c == '_' || c == '.' || c == '-';
 }
 
-/* Appends text with every {{ name }} replaced by vars' value of name (a string as it is, a number or boolean as
- * JSON writes it); anything else between braces stays as it is. Returns true, or false with the missing name in
- * missing (truncated to its size). */
-static bool render(sb_buf_t *out, sb_str_t text, json_t *vars, char *missing, size_t cap)
+bool sb_broadcast_render(sb_buf_t *out, sb_str_t text, json_t *vars, char *missing, size_t cap)
 {
     const char *p = text.p, *end = text.p + text.len;
     while (p < end) {
@@ -138,7 +134,7 @@ static bool render_json(json_t *j, json_t *vars, sb_buf_t *tmp, char *missing, s
 {
     if (json_is_string(j)) {
         tmp->len = 0;
-        if (!render(tmp, sb_str(json_string_value(j), json_string_length(j)), vars, missing, cap))
+        if (!sb_broadcast_render(tmp, sb_str(json_string_value(j), json_string_length(j)), vars, missing, cap))
             return false;
         json_string_setn(j, tmp->p ? tmp->p : "", tmp->len);
         return true;
@@ -248,7 +244,7 @@ static const char *build(job_t *j, json_t *recipients, sb_str_t body, json_t *tp
         sb_buf_append_str(&text, send.to);
         sb_buf_append(&text, "", 1);
         off[i][1] = text.len;
-        if (body.p && !render(&text, body, vars, missing, sizeof missing)) {
+        if (body.p && !sb_broadcast_render(&text, body, vars, missing, sizeof missing)) {
             snprintf(msg, cap, "recipients[%zu] has no variable '%s' (the body uses it)", i, missing);
             *code = "missing_variable";
             bad = msg;
@@ -341,7 +337,7 @@ static void post_broadcast(sb_shard_t *s, sb_http_req_t *req, const sb_principal
         bad = msg;
         code = "too_many_recipients";
     } else if (at && !json_is_null(at) &&
-               (!json_is_string(at) || !rfc3339_ms(sb_str(json_string_value(at), json_string_length(at)), &at_ms)))
+               (!json_is_string(at) || !sb_broadcast_send_at(sb_str(json_string_value(at), json_string_length(at)), &at_ms)))
         bad = "'send_at' must be an RFC 3339 date-time such as 2026-12-24T09:00:00Z";
     else if (at_ms && at_ms > (int64_t)time(NULL) * 1000 + (int64_t)SB_BROADCAST_MAX_AHEAD_S * 1000)
         bad = "'send_at' is at most 30 days ahead";
