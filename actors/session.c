@@ -196,6 +196,7 @@ typedef struct session {
     sb_list_t bcasts;        /* broadcasts being accepted (bcast_t), in arrival order */
     uint64_t bcast_tokens;
     bool bcast_waiting;      /* a batch failed for want of the store: TIMER_BCAST tries again */
+    bool bcast_yield;        /* between two batches: what waits to be numbered goes first (once) */
     sb_list_t bcancels;      /* broadcast cancels waiting for the channel (bcancel_t) */
     sb_list_t watches;       /* broadcasts whose progress is reported (watch_t) */
     bool progress_armed;     /* TIMER_PROGRESS runs */
@@ -1538,6 +1539,7 @@ static void process(session_t *s)
         s->again = false;
         apply_inbound(s);
         apply_accepts(s);
+        s->bcast_yield = false; /* (what waited for a broadcast's batch has been numbered: the next batch may go) */
         convs_trim(s);
         if (!s->again) /* a conversation turned out to need loading again: look it up now */
             return;
@@ -1833,6 +1835,8 @@ static bool bcast_hold(session_t *s)
 {
     if (!s->ready || s->bcast_waiting)
         return s->bcast_waiting;
+    if (s->bcast_yield) /* receipts or sends waited for this batch: they are numbered before the next one */
+        return false;
     sb_list_foreach(it, &s->bcasts)
     {
         bcast_t *b = sb_container_of(it, bcast_t, link);
@@ -1995,8 +1999,14 @@ static int on_brows(sb_actor_t *a, void *state, sb_msg_t *m)
         sb_actor_timer_start(s->actor, DB_RETRY_MS, 0, TIMER_BCAST);
     } else {
         b->written += written;
-        if (whole)
+        if (whole) {
             bcast_finish(s, b);
+        } else { /* the next batch, after what waited meanwhile (the seqs of memory are behind the store's now) */
+            size_t pos = 0;
+            for (sb_hnode_t *n; (n = sb_htable_next(&s->convs, &pos));)
+                sb_container_of(n, conv_t, by_id)->fresh = false;
+            s->bcast_yield = !sb_list_empty(&s->inbox) || !sb_list_empty(&s->accepts);
+        }
     }
     process(s);
     pump(s);
