@@ -83,6 +83,8 @@ static bool name_char(char c)
 
 bool sb_broadcast_render(sb_buf_t *out, sb_str_t text, json_t *vars, char *missing, size_t cap)
 {
+    if (!text.len) /* (text.p may be NULL then: no pointer arithmetic on it) */
+        return true;
     const char *p = text.p, *end = text.p + text.len;
     while (p < end) {
         const char *open = p + 1 < end ? memmem(p, (size_t)(end - p), "{{", 2) : NULL;

@@ -233,6 +233,28 @@ def test_scheduled(gw, mock):
     h.ok(get(gw, t, bid).json().get("counts", {}).get("canceled") == 50, "GET: 50 canceled")
 
 
+def test_cancel_while_accepting(gw, mock):
+    """A DELETE that comes while the recipients are still becoming messages: the rest are never made, those made are
+    canceled, nothing is sent."""
+    t = setup(gw, settings={"rate_per_second": 1000})
+    r = post(gw, t, {"channel_id": t["channel"], "body": "early {{name}}", "recipients": recipients(20000)})
+    bid = r.json().get("id") if r.status == 202 else None
+    h.ok(bid is not None, "a 20,000-recipient broadcast: 202", r)
+    c = delete(gw, t, bid)
+    h.ok(c.status == 200, "DELETE at once: 200 (canceled %s)" % c.json().get("canceled"), c)
+    b = whole(gw, t, bid)
+    time.sleep(1)
+    b = get(gw, t, bid).json()
+    counts = b.get("counts", {})
+    sent = mock.stats().get("senders", {}).get(t["address"], {}).get("count", 0)
+    h.ok(b.get("status") == "canceled" and counts.get("queued") == 0 and
+         counts.get("sent", 0) + counts.get("sending", 0) == sent,
+         "canceled: nothing queued, only what went before the cancel was sent (%d)" % sent, b)
+    outbox = h.sql("SELECT count(*) FROM outbox WHERE tenant_id = %s" % t["tenant"])
+    staged = h.sql("SELECT pending_to IS NULL FROM broadcasts WHERE tenant_id = %s AND id = %s" % (t["tenant"], bid))
+    h.ok(outbox == "0" and staged == "t", "its outbox is empty, its staged recipients dropped", (outbox, staged))
+
+
 def test_template(gw, mock):
     t = setup(gw, kind="meta_whatsapp", address=str(uuid.uuid4().int % 10 ** 15))
     tpl = {"name": "order_ready", "language": {"code": "en_US"},
@@ -258,6 +280,7 @@ def test_file():
             h.subtest(test_refusals, gw, mock)
             h.subtest(test_scheduled, gw, mock)
             h.subtest(test_template, gw, mock)
+            h.subtest(test_cancel_while_accepting, gw, mock)
             h.subtest(test_big, gw, mock)
 
 
