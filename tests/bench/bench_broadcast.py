@@ -37,7 +37,8 @@ def call(port, token, path, body=None, method=None, timeout=120):
         return r.status, json.load(r)
 
 
-WHO = {}  # pid -> part name, for the processes that are the bench's own
+WHO = {}  # the bench's own processes: gateway and mock pids, the database's name
+NUMBERS = [uuid.uuid4().int % 10 ** 4, 0]  # the run's series of channel numbers, the last one used
 
 
 def ticks(pid):
@@ -94,11 +95,12 @@ def setup(port, admin, channels, rate, tenants=1):
          {"rate_limits": {n: unlimited for n in ("rest_per_key", "rest_per_address", "send_per_key",
                                                  "send_per_address", "tokens_per_key", "tokens_per_address")}},
          method="PATCH")
-    run = uuid.uuid4().int % 10 ** 4
     ids = []
-    for k in range(channels):
+    for _ in range(channels):
+        NUMBERS[1] += 1  # (one series of numbers per run: channels' addresses are unique)
         _, ch = call(port, admin, "/v1/admin/tenants/%s/channels" % t["id"],
-                     {"type": "twilio_sms", "address": "+1%04d%06d" % (run, k), "settings": {"rate_per_second": rate},
+                     {"type": "twilio_sms", "address": "+1%04d%06d" % tuple(NUMBERS),
+                      "settings": {"rate_per_second": rate},
                       "credentials": {"account_sid": "AC" + "0" * 32, "auth_token": uuid.uuid4().hex}})
         ids.append(ch["id"])
     return key["key"], ids
