@@ -84,6 +84,7 @@ struct send {
     enum send_state state;
     char *to, *body, *media_json, *template_json;
     int64_t bcast;           /* the broadcast it is a recipient's message of, 0 when none */
+    bool canceled;           /* its broadcast was canceled after it was claimed: it never reaches the provider */
     char lease[64];
     bool leased;
     /* the outcome being stored */
@@ -1332,6 +1333,12 @@ static int on_grant(sb_actor_t *a, void *state, sb_msg_t *m)
         return 0;
     int64_t granted = rd_i64(&r), wait_us = rd_i64(&r);
     const char *lease = rd_str(&r);
+    if (x->canceled) { /* its broadcast was canceled while it waited for its turn: it does not go */
+        if (!err && !r.bad && granted)
+            s->ports->counters.release(s->ports->counters.ctx, s->tenant, s->channel, lease ? lease : "");
+        finish(s, x, "canceled", NULL, "canceled", "its broadcast was canceled", 0, true);
+        return 0;
+    }
     if (err || r.bad) { /* limits must hold: without Redis nothing is sent; the claim holds meanwhile */
         sb_actor_timer_start(s->actor, DB_RETRY_MS, 0, TIMER_SEND | (uint64_t)x->id);
         return 0;
@@ -1449,6 +1456,10 @@ static void written_claims(session_t *s, pending_t *p, int err)
         send_t *x = p->sends[i];
         if (!send_get(s, x->id) || x->state != Q_CLAIMING)
             continue;
+        if (err && x->canceled) { /* (its broadcast's cancel left it to us: it is stored canceled) */
+            finish(s, x, "canceled", NULL, "canceled", "its broadcast was canceled", 0, true);
+            continue;
+        }
         if (err) { /* still queued: again after a while */
             x->state = Q_QUEUED;
             s->sending--;
@@ -2101,7 +2112,8 @@ static void bcancel_cb(void *arg, int err, bool found, int64_t canceled)
 }
 
 /* Takes the broadcast's messages that are not under way out of memory (queued in a lane, or waiting for a retry's
- * backoff), and has the store cancel the rest of its messages not under way. req is answered when that is done. */
+ * backoff), stops those claimed but not at the provider yet (they are stored canceled at their grant), and has the
+ * store cancel the rest of its messages not under way. req is answered when that is done. */
 static void bcancel_run(session_t *s, bcancel_t *q)
 {
     sb_session_bcancel_t *req = q->req;
@@ -2129,6 +2141,11 @@ static void bcancel_run(session_t *s, bcancel_t *q)
             sb_list_remove(&c->ready_link); /* its lane's head changed, or it is empty now */
             lane_ready(s, c);
         } else {
+            if (x->state == Q_CLAIMING || x->state == Q_COUNTING) { /* claimed, not at the provider: stopped at its
+                                                                      * grant, and stored canceled (not counted in
+                                                                      * the answer) */
+                x->canceled = true;
+            }
             keep[nkeep++] = x->id;
         }
     }
