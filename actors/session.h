@@ -134,8 +134,9 @@ typedef struct sb_session_broadcast {
 /* Sends req to its channel's session on shard owner. Takes req: it is answered in every case. */
 void sb_session_broadcast(sb_rt_t *rt, unsigned owner, sb_session_broadcast_t *req);
 
-/* A broadcast's cancel: its messages not under way yet leave the session's lanes and become canceled (those being
- * sent finish). Answered (exactly once, any thread) with status 200 and canceled (how many), or 404 / 503. */
+/* A broadcast's cancel: its messages not under way yet leave the session's lanes and become canceled, those claimed
+ * but still waiting for their turn are stopped at it (stored canceled), those at the provider finish. Answered
+ * (exactly once, any thread) with status 200 and canceled (how many the store canceled at once), or 404 / 503. */
 typedef struct sb_session_bcancel {
     int64_t tenant, channel, broadcast_id;
     void (*answer)(struct sb_session_bcancel *req);
