@@ -161,12 +161,12 @@ typedef struct bcast {
 } bcast_t;
 
 /* A broadcast whose progress is reported (broadcast.progress), and what was last said of it. */
-typedef struct watch {
+typedef struct progress {
     sb_list_t link;
     int64_t id;
     bool asking;
     char *last;              /* the last event's data, NULL before the first */
-} watch_t;
+} progress_t;
 
 typedef struct session {
     const sb_ports_t *ports;
@@ -199,7 +199,7 @@ typedef struct session {
     bool bcast_waiting;      /* a batch failed for want of the store: TIMER_BCAST tries again */
     bool bcast_yield;        /* between two batches: what waits to be numbered goes first (once) */
     sb_list_t bcancels;      /* broadcast cancels waiting for the channel (bcancel_t) */
-    sb_list_t watches;       /* broadcasts whose progress is reported (watch_t) */
+    sb_list_t progress;      /* broadcasts whose progress is reported (progress_t) */
     bool progress_armed;     /* TIMER_PROGRESS runs */
     bool reload;             /* load the outbox again once the load under way is done */
     sb_idset_t canceled;     /* broadcasts canceled in this incarnation: their messages are never loaded again */
@@ -1880,23 +1880,23 @@ static bool bcast_hold(session_t *s)
 }
 
 /* Reports the broadcast's progress from now on (TIMER_PROGRESS, once a second). */
-static void watch(session_t *s, int64_t id)
+static void progress_watch(session_t *s, int64_t id)
 {
-    sb_list_foreach(it, &s->watches)
+    sb_list_foreach(it, &s->progress)
     {
-        if (sb_container_of(it, watch_t, link)->id == id)
+        if (sb_container_of(it, progress_t, link)->id == id)
             return;
     }
-    watch_t *w = sb_calloc(1, sizeof *w);
+    progress_t *w = sb_calloc(1, sizeof *w);
     w->id = id;
-    sb_list_push_back(&s->watches, &w->link);
+    sb_list_push_back(&s->progress, &w->link);
     if (!s->progress_armed) {
         s->progress_armed = true;
         sb_actor_timer_start(s->actor, 1000, 0, TIMER_PROGRESS);
     }
 }
 
-static void watch_free(watch_t *w)
+static void progress_free(progress_t *w)
 {
     sb_list_remove(&w->link);
     free(w->last);
@@ -1977,7 +1977,7 @@ static int on_bbegin(sb_actor_t *a, void *state, sb_msg_t *m)
         b->id = id;
         b->req = NULL; /* (the front door frees it: the recipients are the store's now) */
         bcast_answer(req, 202, id);
-        watch(s, id);
+        progress_watch(s, id);
     }
     process(s);
     pump(s);
@@ -2074,7 +2074,7 @@ static int on_bresume(sb_actor_t *a, void *state, sb_msg_t *m)
         b->arrived_us = s->ports->now_us(s->ports->ctx);
         sb_list_push_back(&s->bcasts, &b->link);
         sb_log_info("session %" PRId64 ": broadcast %" PRId64 " resumed", s->channel, id);
-        watch(s, id);
+        progress_watch(s, id);
     }
     process(s);
     return 0;
@@ -2162,7 +2162,7 @@ static void bcancel_run(session_t *s, bcancel_t *q)
     } else {
         q->run = true;
     }
-    watch(s, id);
+    progress_watch(s, id);
 }
 
 static int on_bcancel_req(sb_actor_t *a, void *state, sb_msg_t *m)
@@ -2231,9 +2231,9 @@ static void counts_cb(void *arg, int err, sb_str_t json, bool open)
 static void progress_tick(session_t *s)
 {
     s->progress_armed = false;
-    sb_list_foreach(it, &s->watches)
+    sb_list_foreach(it, &s->progress)
     {
-        watch_t *w = sb_container_of(it, watch_t, link);
+        progress_t *w = sb_container_of(it, progress_t, link);
         if (w->asking)
             continue;
         comp_t *c = comp_new(s, w->id);
@@ -2242,7 +2242,7 @@ static void progress_tick(session_t *s)
         else
             w->asking = true;
     }
-    if (!sb_list_empty(&s->watches)) {
+    if (!sb_list_empty(&s->progress)) {
         s->progress_armed = true;
         sb_actor_timer_start(s->actor, 1000, 0, TIMER_PROGRESS);
     }
@@ -2261,11 +2261,11 @@ static int on_bcounts(sb_actor_t *a, void *state, sb_msg_t *m)
         return 0;
     bool open = rd_i64(&r) != 0;
     const char *json = rd_str(&r);
-    watch_t *w = NULL;
-    sb_list_foreach(it, &s->watches)
+    progress_t *w = NULL;
+    sb_list_foreach(it, &s->progress)
     {
-        if (sb_container_of(it, watch_t, link)->id == ref) {
-            w = sb_container_of(it, watch_t, link);
+        if (sb_container_of(it, progress_t, link)->id == ref) {
+            w = sb_container_of(it, progress_t, link);
             break;
         }
     }
@@ -2273,7 +2273,7 @@ static int on_bcounts(sb_actor_t *a, void *state, sb_msg_t *m)
         return 0;
     w->asking = false;
     if (err == SB_ENOENT || (!err && (r.bad || !json))) {
-        watch_free(w);
+        progress_free(w);
         return 0;
     }
     if (err)
@@ -2286,7 +2286,7 @@ static int on_bcounts(sb_actor_t *a, void *state, sb_msg_t *m)
         free(w->last);
         w->last = sb_strdup(json);
     } else if (!open) {
-        watch_free(w); /* said, and nothing will change it now but delivery reports */
+        progress_free(w); /* said, and nothing will change it now but delivery reports */
     }
     return 0;
 }
@@ -2404,9 +2404,9 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
         conv_t *c = conv_get(s, conv);
         send_t *x = send_add(s, c, id, attempts, to, body, media, tpl);
         x->bcast = bcast;
-        if (bcast && (sb_list_empty(&s->watches) ||
-                      sb_container_of(sb_list_last(&s->watches), watch_t, link)->id != bcast))
-            watch(s, bcast);
+        if (bcast && (sb_list_empty(&s->progress) ||
+                      sb_container_of(sb_list_last(&s->progress), progress_t, link)->id != bcast))
+            progress_watch(s, bcast);
         if (strcmp(status, "sending") == 0) { /* left sending by a crash: unknown once it has been for long */
             x->state = Q_WAITING;
             x->out_retry_ms = -2; /* marks "call it unknown" for the timer */
@@ -2543,7 +2543,7 @@ static int session_init(sb_actor_t *a, void *state, const void *arg)
     sb_idset_init(&s->known);
     sb_list_init(&s->bcasts);
     sb_list_init(&s->bcancels);
-    sb_list_init(&s->watches);
+    sb_list_init(&s->progress);
     sb_idset_init(&s->canceled);
     if (!load(s))
         sb_actor_timer_start(a, LOAD_RETRY_MS, 0, TIMER_LOAD);
@@ -2580,8 +2580,8 @@ static void session_stop(sb_actor_t *a, void *state)
         bcancel_answer(q->req, 503, "unavailable", "the broadcast could not be canceled now; retry");
         free(q);
     }
-    for (sb_list_t *l; (l = sb_list_first(&s->watches));)
-        watch_free(sb_container_of(l, watch_t, link));
+    for (sb_list_t *l; (l = sb_list_first(&s->progress));)
+        progress_free(sb_container_of(l, progress_t, link));
     sb_idset_cleanup(&s->canceled);
     size_t nsends = 0, pos = 0;
     send_t **sends = sb_malloc((s->sends.n ? s->sends.n : 1) * sizeof *sends);
@@ -2613,7 +2613,7 @@ static bool session_can_passivate(sb_actor_t *a, void *state)
     (void)a;
     return s->ready && !s->loading && sb_list_empty(&s->inbox) && sb_list_empty(&s->accepts) &&
            s->pendings.n == 0 && s->sends.n == 0 && !s->resolving && sb_list_empty(&s->bcasts) &&
-           sb_list_empty(&s->bcancels) && sb_list_empty(&s->watches) && !s->reload;
+           sb_list_empty(&s->bcancels) && sb_list_empty(&s->progress) && !s->reload;
 }
 
 static const sb_actor_handler_fn handlers[] = {
