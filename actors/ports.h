@@ -163,6 +163,32 @@ typedef struct sb_tenant_write {
     sb_str_t events_json;          /* a JSON array of {"type","data"} objects, in cursor order; empty when none */
 } sb_tenant_write_t;
 
+/* ---- broadcasts (issue 16): one content to many recipients of a channel, written set-based ------------------------ */
+
+/* A broadcast being accepted, with its recipients as rendered (their messages' address, body and template).
+ * Strings and arrays borrowed for the call. */
+typedef struct sb_broadcast_head {
+    int64_t tenant, channel;
+    const char *body;              /* as given (before {{var}} substitution); NULL with a template */
+    const char *template_json;     /* as given; NULL with a body */
+    const char *send_at;           /* RFC 3339; NULL: at once */
+    const char *idempotency_key;   /* NULL: none */
+    const char *const *to, *const *bodies, *const *templates; /* recipients arrays: bodies "" with a template,
+                                                               * templates NULL (the array) with a body */
+    size_t recipients;
+} sb_broadcast_head_t;
+
+/* The next batch of a staged broadcast's recipients into messages, each one outbound message in the bulk lane: its
+ * contact and conversation made when missing, its seq the conversation's newest + 1 (taken by the store: the
+ * channel's session numbers nothing meanwhile), its id from a block of the messages identity, its outbox entry;
+ * status queued, or scheduled when the broadcast's send_at is ahead. */
+typedef struct sb_broadcast_rows {
+    int64_t tenant, channel, broadcast_id;
+    const char *sender;            /* the channel's address */
+    const char *created_at;        /* the messages' created_at */
+    size_t max;                    /* recipients at most */
+} sb_broadcast_rows_t;
+
 /* ---- the ports -------------------------------------------------------------------------------------------------- */
 
 typedef void (*sb_done_cb)(void *arg, int err);
@@ -171,7 +197,8 @@ typedef struct sb_store_port {
     void *ctx;
     int (*load_tenant)(void *ctx, int64_t tenant, void (*cb)(void *arg, int err, const sb_tenant_info_t *t),
                        void *arg);
-    /* The channel (found false: no such channel) and its unfinished outbound messages, oldest first. */
+    /* The channel (found false: no such channel) and its unfinished outbound messages, oldest first (but those of a
+     * broadcast still being accepted: they are loaded once it is whole). */
     int (*load_channel)(void *ctx, int64_t channel,
                         void (*cb)(void *arg, int err, const sb_channel_info_t *c, const sb_pending_send_t *pending,
                                    size_t npending),
@@ -218,6 +245,30 @@ typedef struct sb_store_port {
     /* A receipt that can never be applied here (its channel is gone, it names another tenant, its event cannot be
      * read): marked processed, so the sweeper stops handing it back (fire and forget; logged by the caller). */
     void (*receipt_done)(void *ctx, int64_t tenant, int64_t receipt_id);
+    /* Broadcasts (adapters/store/broadcasts.h). begin: the broadcast's row (status accepting) with its recipients
+     * staged, committed: the broadcast is accepted; or the one the tenant's idempotency key already names (created
+     * false; its channel may be another). */
+    int (*broadcast_begin)(void *ctx, const sb_broadcast_head_t *b,
+                           void (*cb)(void *arg, int err, int64_t id, bool created), void *arg);
+    /* The next batch of its staged recipients into messages (see sb_broadcast_rows_t), one statement: how many it
+     * wrote, and whether the broadcast is whole now (active; also when it is not accepting any more: canceled). */
+    int (*broadcast_rows)(void *ctx, const sb_broadcast_rows_t *r,
+                          void (*cb)(void *arg, int err, size_t written, bool whole), void *arg);
+    /* The channel's broadcasts still accepting (staged, not expanded whole): a session resumes them at activation. */
+    int (*broadcast_accepting)(void *ctx, int64_t tenant, int64_t channel,
+                               void (*cb)(void *arg, int err, const int64_t *ids, size_t n), void *arg);
+    /* Cancels what has not gone: its messages still queued, scheduled or retrying (but those of keep[0..nkeep), the
+     * session's sends already under way) become canceled and leave the outbox. abandon: a broadcast that could not
+     * be written whole (status failed, its idempotency key freed for a retry); broadcast_id 0 with abandon: every
+     * broadcast of the channel left accepting (by a stop while it was written). found false: no such broadcast of
+     * the channel. */
+    int (*broadcast_cancel)(void *ctx, int64_t tenant, int64_t channel, int64_t broadcast_id, bool abandon,
+                            const int64_t *keep, size_t nkeep,
+                            void (*cb)(void *arg, int err, bool found, int64_t canceled), void *arg);
+    /* The broadcast as GET /v1/broadcasts/{id} shows it (JSON text, borrowed for the call; counts by status), and
+     * whether any of its messages is still to go (queued, scheduled, sending or retrying). */
+    int (*broadcast_counts)(void *ctx, int64_t tenant, int64_t broadcast_id,
+                            void (*cb)(void *arg, int err, sb_str_t json, bool open), void *arg);
 } sb_store_port_t;
 
 /* The counters (Redis): a token of the channel's rate and a slot of its and its tenant's in-flight sends. */

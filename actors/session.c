@@ -36,6 +36,7 @@
 #define SENDING_STUCK_MS 120000   /* a message left sending this long by a crash is unknown */
 #define OUTCOME_KEEP_MS 300000    /* an outcome the store did not take is offered again for this long */
 #define MEMO_MAX 4096             /* provider ids (what this session sent lately) and idempotency keys remembered */
+#define BCAST_BATCH 4096          /* a broadcast's recipients a statement (the store's SB_BROADCAST_BATCH) */
 #define CONV_KEEP 1024            /* conversations kept in memory when not in use; the least recently used go beyond
                                    * (the store has them, and a lookup brings one back) */
 
@@ -48,11 +49,16 @@ enum {
     S_OUTCOME,
     S_FALLBACK,
     S_FALLBACKS,
+    S_BBEGIN,   /* broadcasts: the broadcast's row ... */
+    S_BROWS,    /* ... a batch of its recipients written ... */
+    S_BCANCEL,  /* ... a cancel done ... */
+    S_BCOUNTS,  /* ... its counts, for broadcast.progress ... */
+    S_BRESUME,  /* ... those left staged by a stop */
 };
 #define S_LIMITS (SB_SESSION_INTERNAL + 24) /* lanes: the settings read again (apart from the enum, which others extend) */
 
 /* Timer tags: small numbers for the actor's own, a send's id with the high bit for a send's. */
-enum { TIMER_LOAD = 1, TIMER_INBOUND, TIMER_PUMP };
+enum { TIMER_LOAD = 1, TIMER_INBOUND, TIMER_PUMP, TIMER_PROGRESS, TIMER_BCAST, TIMER_BRESUME };
 #define TIMER_ASK 64 /* lanes: a token request that waits for the pace (or a cap) asks again */
 #define TIMER_SEND (1ull << 62)
 #define TIMER_FALLBACK (1ull << 59) /* | a watched message's id; alone: load the watches again */
@@ -94,6 +100,8 @@ struct send {
     enum send_state state;
     sb_priority_t prio;
     char *to, *body, *media_json, *template_json;
+    int64_t bcast;           /* the broadcast it is a recipient's message of, 0 when none */
+    bool canceled;           /* its broadcast was canceled after it was claimed: it never reaches the provider */
     char lease[64];
     bool leased;
     /* the outcome being stored */
@@ -163,7 +171,7 @@ typedef struct memo_entry {
     char status[16];         /* a provider id's: its message's status */
 } memo_entry_t;
 
-enum work_kind { W_INBOUND, W_ACCEPT, W_CLAIM, W_OUTCOME, W_FALLBACK };
+enum work_kind { W_INBOUND, W_ACCEPT, W_CLAIM, W_OUTCOME, W_FALLBACK, W_EVENT };
 
 typedef struct pending {
     sb_hnode_t node;         /* by token */
@@ -177,6 +185,29 @@ typedef struct pending {
     size_t nsends;
     int64_t watch;           /* W_FALLBACK: the watched message */
 } pending_t;
+
+/* A broadcast being accepted: checked against the channel, staged (its row with every recipient: then it is
+ * answered), then expanded (its recipients into messages, a batch a statement, the first staged one of the list at a
+ * time; while one is expanded or waits to be, nothing is numbered). */
+typedef struct bcast {
+    sb_list_t link;
+    uint64_t token;          /* what its completions name it by */
+    sb_session_broadcast_t *req; /* until it is staged (answered): the request; then NULL */
+    int64_t id;              /* once staged */
+    bool writing;            /* its begin, or a batch, is under way */
+    bool resumed;            /* found staged at activation */
+    size_t written;          /* recipients expanded by this session */
+    unsigned statements;
+    int64_t arrived_us, admitted_us, begun_us; /* for the log lines that say how long it took */
+} bcast_t;
+
+/* A broadcast whose progress is reported (broadcast.progress), and what was last said of it. */
+typedef struct progress {
+    sb_list_t link;
+    int64_t id;
+    bool asking;
+    char *last;              /* the last event's data, NULL before the first */
+} progress_t;
 
 typedef struct session {
     const sb_ports_t *ports;
@@ -215,6 +246,15 @@ typedef struct session {
     uint64_t next_token;
     sb_htable_t watches;     /* messages whose fallback is watched, by id */
     bool watches_loading;    /* at activation: the inbox waits for them (a delivered must find its watch) */
+    sb_list_t bcasts;        /* broadcasts being accepted (bcast_t), in arrival order */
+    uint64_t bcast_tokens;
+    bool bcast_waiting;      /* a batch failed for want of the store: TIMER_BCAST tries again */
+    bool bcast_yield;        /* between two batches: what waits to be numbered goes first (once) */
+    sb_list_t bcancels;      /* broadcast cancels waiting for the channel (bcancel_t) */
+    sb_list_t progress;      /* broadcasts whose progress is reported (progress_t) */
+    bool progress_armed;     /* TIMER_PROGRESS runs */
+    bool reload;             /* load the outbox again once the load under way is done */
+    sb_idset_t canceled;     /* broadcasts canceled in this incarnation: their messages are never loaded again */
 } session_t;
 
 static _Atomic uint64_t incarnations;
@@ -409,7 +449,9 @@ static void conv_free(session_t *s, conv_t *c)
  * are whole in the store (none of their writes is in flight), so a lookup brings them back as they were. */
 static void convs_trim(session_t *s)
 {
-    size_t excess = s->convs.n > CONV_KEEP ? s->convs.n - CONV_KEEP : 0, steps = excess + 64;
+    size_t excess = s->convs.n > CONV_KEEP ? s->convs.n - CONV_KEEP : 0;
+    size_t steps = excess < 256 ? excess + 64 : 320; /* bounded: a broadcast's 100,000 conversations in use are not
+                                                      * walked on every turn */
     for (sb_list_t *l = sb_list_first(&s->conv_lru); l && excess && steps--;) {
         conv_t *c = sb_container_of(l, conv_t, lru);
         l = l->next != &s->conv_lru ? l->next : NULL;
@@ -1497,6 +1539,12 @@ static void claim(session_t *s, send_t *x)
 /* The claim of x is committed: the provider is asked. */
 static void provider_send(session_t *s, send_t *x)
 {
+    if (x->canceled) { /* its broadcast was canceled while it waited for its token */
+        if (s->preclaimed == x)
+            s->preclaimed = NULL;
+        finish(s, x, "canceled", NULL, "canceled", "its broadcast was canceled", 0, true);
+        return;
+    }
     x->state = Q_SENDING;
     sb_send_request_t req = {.channel = &s->info,
                              .message_id = x->id,
@@ -2056,6 +2104,12 @@ static void written_claims(session_t *s, pending_t *p, int err)
         send_t *x = p->sends[i];
         if (!send_get(s, x->id) || x->state != Q_CLAIMING)
             continue;
+        if (x->canceled) { /* its broadcast's cancel came while the claim was on its way: stored canceled */
+            if (s->preclaimed == x)
+                s->preclaimed = NULL;
+            finish(s, x, "canceled", NULL, "canceled", "its broadcast was canceled", 0, true);
+            continue;
+        }
         if (err) { /* still queued: again after a while */
             if (s->preclaimed == x)
                 s->preclaimed = NULL;
@@ -2135,6 +2189,8 @@ static int on_written(sb_actor_t *a, void *state, sb_msg_t *m)
     case W_FALLBACK:
         written_fallback(s, p, r.err);
         break;
+    case W_EVENT: /* a broadcast.progress: a lost one is said again (its watch compares with what was said) */
+        break;
     }
     pending_free(s, p);
     process(s);
@@ -2144,8 +2200,12 @@ static int on_written(sb_actor_t *a, void *state, sb_msg_t *m)
 
 /* ---- the flow ------------------------------------------------------------------------------------------------------ */
 
+static bool bcast_hold(session_t *s);
+
 static void process(session_t *s)
 {
+    if (bcast_hold(s)) /* a broadcast is written, or waits to be: nothing is numbered meanwhile */
+        return;
     for (int round = 0; round < 2; round++) {
         if (!s->ready || s->resolving || s->inbound_waiting || s->watches_loading)
             return;
@@ -2154,6 +2214,7 @@ static void process(session_t *s)
         s->again = false;
         apply_inbound(s);
         apply_accepts(s);
+        s->bcast_yield = false; /* (what waited for a broadcast's batch has been numbered: the next batch may go) */
         convs_trim(s);
         if (!s->again) /* a conversation turned out to need loading again: look it up now */
             return;
@@ -2263,6 +2324,644 @@ static int on_send(sb_actor_t *a, void *state, sb_msg_t *m)
     return 0;
 }
 
+/* ---- broadcasts ------------------------------------------------------------------------------------------------- */
+
+typedef struct bcancel {
+    sb_list_t link;
+    sb_session_bcancel_t *req;
+    bool run;                /* asked of the store (else it waits for the channel) */
+} bcancel_t;
+
+static bool load(session_t *s);
+
+static void bcast_answer(sb_session_broadcast_t *req, int status, int64_t id)
+{
+    req->status = status;
+    req->id = id;
+    if (status == 503 && !req->code) {
+        req->code = "unavailable";
+        snprintf(req->message, sizeof req->message,
+                 "the broadcast could not be stored now; retry with the same idempotency_key");
+    }
+    req->answer(req);
+}
+
+static void bcast_refuse(sb_session_broadcast_t *req, int status, const char *code, const char *message)
+{
+    req->code = code;
+    snprintf(req->message, sizeof req->message, "%s", message);
+    bcast_answer(req, status, 0);
+}
+
+static void bcast_drop(bcast_t *b)
+{
+    sb_list_remove(&b->link);
+    free(b);
+}
+
+static bcast_t *bcast_of(session_t *s, uint64_t token)
+{
+    sb_list_foreach(it, &s->bcasts)
+    {
+        if (sb_container_of(it, bcast_t, link)->token == token)
+            return sb_container_of(it, bcast_t, link);
+    }
+    return NULL;
+}
+
+static void drop_bcast_req(sb_msg_t *m)
+{
+    sb_session_broadcast_t *req;
+    memcpy(&req, m->data, sizeof req);
+    bcast_answer(req, 503, 0);
+}
+
+void sb_session_broadcast(sb_rt_t *rt, unsigned owner, sb_session_broadcast_t *req)
+{
+    sb_msg_t *m = sb_msg_new(SB_SESSION_BROADCAST, sizeof req);
+    memcpy(m->data, &req, sizeof req);
+    m->drop = drop_bcast_req;
+    sb_rt_post_key(rt, owner, &sb_session_kind, (uint64_t)req->channel, m); /* a refused one is dropped: answered */
+}
+
+static void bcancel_answer(sb_session_bcancel_t *req, int status, const char *code, const char *message)
+{
+    req->status = status;
+    req->code = code;
+    if (message)
+        snprintf(req->message, sizeof req->message, "%s", message);
+    req->answer(req);
+}
+
+static void drop_bcancel_req(sb_msg_t *m)
+{
+    sb_session_bcancel_t *req;
+    memcpy(&req, m->data, sizeof req);
+    bcancel_answer(req, 503, "unavailable", "the broadcast could not be canceled now; retry");
+}
+
+void sb_session_broadcast_cancel(sb_rt_t *rt, unsigned owner, sb_session_bcancel_t *req)
+{
+    sb_msg_t *m = sb_msg_new(SB_SESSION_BROADCAST_CANCEL, sizeof req);
+    memcpy(m->data, &req, sizeof req);
+    m->drop = drop_bcancel_req;
+    sb_rt_post_key(rt, owner, &sb_session_kind, (uint64_t)req->channel, m);
+}
+
+/* Once the channel is known: the broadcast is for this tenant's channel and every recipient's message suits what its
+ * type can send (each recipient then in the form stored). False when it was refused (answered). */
+static bool bcast_admit(session_t *s, sb_session_broadcast_t *req)
+{
+    if (!s->info.address || req->tenant != s->tenant) {
+        bcast_refuse(req, 404, "not_found", "no such channel");
+        return false;
+    }
+    char to[64], message[120], full[160];
+    for (size_t i = 0; i < req->n; i++) {
+        sb_send_request_t m = {.to = req->to[i],
+                               .body = req->bodies[i],
+                               .media_json = "[]",
+                               .template_json = req->templates ? req->templates[i] : NULL};
+        const char *code = "invalid_request";
+        if (s->ports->provider.check(s->ports->provider.ctx, s->info.type, &m, to, sizeof to, &code, message,
+                                     sizeof message) < 0) {
+            snprintf(full, sizeof full, "recipients[%zu]: %s", i, message);
+            bcast_refuse(req, 400, code, full);
+            return false;
+        }
+        size_t len = strlen(to);
+        if (len > strlen(req->to[i])) { /* (the stored form is never longer: "whatsapp:" goes) */
+            snprintf(full, sizeof full, "recipients[%zu]: this recipient cannot be stored", i);
+            bcast_refuse(req, 400, "invalid_recipient", full);
+            return false;
+        }
+        memcpy(req->to[i], to, len + 1);
+        /* The 24-hour window, as if the customer had never written (the session does not look up 100,000
+         * conversations to find who did): on WhatsApp a broadcast takes a template, on Messenger a tag. */
+        if (s->ports->provider.window &&
+            s->ports->provider.window(s->ports->provider.ctx, s->info.type, &m, -1, &code, message, sizeof message)) {
+            snprintf(full, sizeof full, "recipients[%zu]: %s", i, message);
+            bcast_refuse(req, 422, code, full);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Numbering under way: work items numbering messages (receipts applied, sends accepted) or conversation lookups
+ * whose answers would set seqs. A broadcast is expanded only when there is none. */
+static bool numbering(const session_t *s)
+{
+    if (s->inbound_inflight || s->resolving)
+        return true;
+    sb_list_foreach(it, &s->accepts)
+    {
+        if (sb_container_of(it, accept_t, link)->conv)
+            return true;
+    }
+    return false;
+}
+
+static void bcast_begin_cb(void *arg, int err, int64_t id, bool created)
+{
+    comp_t *c = arg;
+    sb_buf_t b;
+    comp_head(c, &b, err);
+    pk_i64(&b, id);
+    pk_i64(&b, created);
+    comp_post(c, S_BBEGIN, &b);
+}
+
+static void bcast_rows_cb(void *arg, int err, size_t written, bool whole)
+{
+    comp_t *c = arg;
+    sb_buf_t b;
+    comp_head(c, &b, err);
+    pk_i64(&b, (int64_t)written);
+    pk_i64(&b, whole);
+    comp_post(c, S_BROWS, &b);
+}
+
+/* A broadcast request, once the channel is known: checked, then its row with every recipient staged (one
+ * statement); the 202 goes once that committed. */
+static void bcast_start(session_t *s, bcast_t *b)
+{
+    sb_session_broadcast_t *req = b->req;
+    if (!bcast_admit(s, req)) {
+        bcast_drop(b);
+        return;
+    }
+    b->admitted_us = s->ports->now_us(s->ports->ctx);
+    sb_broadcast_head_t h = {.tenant = s->tenant,
+                             .channel = s->channel,
+                             .body = req->body,
+                             .template_json = req->template_json,
+                             .send_at = req->send_at,
+                             .idempotency_key = req->idempotency_key,
+                             .to = (const char *const *)req->to,
+                             .bodies = (const char *const *)req->bodies,
+                             .templates = (const char *const *)req->templates,
+                             .recipients = req->n};
+    comp_t *c = comp_new(s, (int64_t)b->token);
+    if (s->ports->store.broadcast_begin(s->ports->store.ctx, &h, bcast_begin_cb, c) < 0) {
+        free(c);
+        bcast_answer(req, 503, 0);
+        bcast_drop(b);
+        return;
+    }
+    b->writing = true;
+}
+
+/* Whether broadcasts hold the numbering (process() then does nothing else): the first staged broadcast is being
+ * expanded, or waits for the numbering under way to end. Issues its next batch when nothing is numbered. */
+static bool bcast_hold(session_t *s)
+{
+    if (!s->ready || s->bcast_waiting)
+        return s->bcast_waiting;
+    if (s->bcast_yield) /* receipts or sends waited for this batch: they are numbered before the next one */
+        return false;
+    sb_list_foreach(it, &s->bcasts)
+    {
+        bcast_t *b = sb_container_of(it, bcast_t, link);
+        if (!b->id || b->req)
+            continue; /* not staged yet: its begin is under way */
+        if (b->writing || numbering(s))
+            return true;
+        if (!b->begun_us)
+            b->begun_us = s->ports->now_us(s->ports->ctx);
+        char now[SB_TIME_LEN];
+        now_text(s, now);
+        sb_broadcast_rows_t r = {.tenant = s->tenant,
+                                 .channel = s->channel,
+                                 .broadcast_id = b->id,
+                                 .sender = s->info.address,
+                                 .created_at = now,
+                                 .max = BCAST_BATCH};
+        comp_t *c = comp_new(s, (int64_t)b->token);
+        if (s->ports->store.broadcast_rows(s->ports->store.ctx, &r, bcast_rows_cb, c) < 0) {
+            free(c); /* the store is away: again after a while (the numbering waits meanwhile) */
+            s->bcast_waiting = true;
+            sb_actor_timer_start(s->actor, DB_RETRY_MS, 0, TIMER_BCAST);
+            return true;
+        }
+        b->writing = true;
+        b->statements++;
+        return true;
+    }
+    return false;
+}
+
+/* Reports the broadcast's progress from now on (TIMER_PROGRESS, once a second). */
+static void progress_watch(session_t *s, int64_t id)
+{
+    sb_list_foreach(it, &s->progress)
+    {
+        if (sb_container_of(it, progress_t, link)->id == id)
+            return;
+    }
+    progress_t *w = sb_calloc(1, sizeof *w);
+    w->id = id;
+    sb_list_push_back(&s->progress, &w->link);
+    if (!s->progress_armed) {
+        s->progress_armed = true;
+        sb_actor_timer_start(s->actor, 1000, 0, TIMER_PROGRESS);
+    }
+}
+
+static void progress_free(progress_t *w)
+{
+    sb_list_remove(&w->link);
+    free(w->last);
+    free(w);
+}
+
+/* Loads the outbox again (the messages of a broadcast just expanded), or once the load under way is done. */
+static void reload(session_t *s)
+{
+    if (s->loading || !load(s))
+        s->reload = true;
+}
+
+static void bcast_abandoned(void *arg, int err, bool found, int64_t canceled)
+{
+    int64_t *what = arg;
+    (void)found;
+    if (err)
+        sb_log_warn("broadcast %" PRId64 " could not be abandoned: %s", *what, sb_strerror(err));
+    else
+        sb_log_warn("broadcast %" PRId64 " abandoned: %" PRId64 " message(s) canceled", *what, canceled);
+    free(what);
+}
+
+/* Abandons broadcast id (its recipients cannot be written: the store refused them), fire and forget. */
+static void bcast_abandon(session_t *s, int64_t id)
+{
+    int64_t *what = sb_malloc(sizeof *what);
+    *what = id;
+    if (s->ports->store.broadcast_cancel(s->ports->store.ctx, s->tenant, s->channel, id, true, NULL, 0,
+                                         bcast_abandoned, what) < 0)
+        free(what);
+}
+
+/* The broadcast is whole: the seqs the store took are newer than memory's, so every conversation is looked up again
+ * before its next message; its messages come into the lanes from the outbox. */
+static void bcast_finish(session_t *s, bcast_t *b)
+{
+    size_t pos = 0;
+    for (sb_hnode_t *n; (n = sb_htable_next(&s->convs, &pos));)
+        sb_container_of(n, conv_t, by_id)->fresh = false;
+    int64_t now = s->ports->now_us(s->ports->ctx);
+    sb_log_info("session %" PRId64 ": broadcast %" PRId64 ": %zu recipients written in %" PRId64 " ms (%u statements;"
+                " %" PRId64 " ms since it was %s)",
+                s->channel, b->id, b->written, (now - b->begun_us) / 1000, b->statements,
+                (now - b->arrived_us) / 1000, b->resumed ? "resumed" : "received");
+    bcast_drop(b);
+    reload(s);
+}
+
+static int on_bbegin(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    rd_t r;
+    int64_t ref;
+    int err;
+    (void)a;
+    if (!comp_open(s, m, &r, &ref, &err))
+        return 0;
+    int64_t id = rd_i64(&r);
+    bool created = rd_i64(&r) != 0;
+    bcast_t *b = bcast_of(s, (uint64_t)ref);
+    if (!b || !b->req)
+        return 0;
+    sb_session_broadcast_t *req = b->req;
+    b->writing = false;
+    if (err || r.bad) {
+        bcast_answer(req, 503, 0);
+        bcast_drop(b);
+    } else if (!created) { /* the key named an earlier broadcast */
+        bcast_answer(req, 200, id);
+        bcast_drop(b);
+    } else { /* accepted (committed, staged): its recipients become messages from here on, in batches */
+        int64_t now = s->ports->now_us(s->ports->ctx);
+        sb_log_info("session %" PRId64 ": broadcast %" PRId64 ": %zu recipients checked in %" PRId64
+                    " ms, staged in %" PRId64 " ms",
+                    s->channel, id, req->n, (b->admitted_us - b->arrived_us) / 1000, (now - b->admitted_us) / 1000);
+        b->id = id;
+        b->req = NULL; /* (the front door frees it: the recipients are the store's now) */
+        bcast_answer(req, 202, id);
+        progress_watch(s, id);
+    }
+    process(s);
+    pump(s);
+    return 0;
+}
+
+static int on_brows(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    rd_t r;
+    int64_t ref;
+    int err;
+    (void)a;
+    if (!comp_open(s, m, &r, &ref, &err))
+        return 0;
+    size_t written = (size_t)rd_i64(&r);
+    bool whole = rd_i64(&r) != 0;
+    bcast_t *b = bcast_of(s, (uint64_t)ref);
+    if (!b)
+        return 0;
+    b->writing = false;
+    if (err == SB_EINVAL) { /* refused for good: what was written is canceled, the client may try again */
+        sb_log_warn("session %" PRId64 ": broadcast %" PRId64 " cannot be written whole (%zu written)", s->channel,
+                    b->id, b->written);
+        bcast_abandon(s, b->id);
+        bcast_drop(b);
+        reload(s);
+    } else if (err) { /* the store was away: the batch again after a while (it is resumable: `expanded`) */
+        s->bcast_waiting = true;
+        sb_actor_timer_start(s->actor, DB_RETRY_MS, 0, TIMER_BCAST);
+    } else {
+        b->written += written;
+        if (whole) {
+            bcast_finish(s, b);
+        } else { /* the next batch, after what waited meanwhile (the seqs of memory are behind the store's now) */
+            size_t pos = 0;
+            for (sb_hnode_t *n; (n = sb_htable_next(&s->convs, &pos));)
+                sb_container_of(n, conv_t, by_id)->fresh = false;
+            s->bcast_yield = !sb_list_empty(&s->inbox) || !sb_list_empty(&s->accepts);
+        }
+    }
+    process(s);
+    pump(s);
+    return 0;
+}
+
+static void accepting_cb(void *arg, int err, const int64_t *ids, size_t n)
+{
+    comp_t *c = arg;
+    sb_buf_t b;
+    comp_head(c, &b, err);
+    pk_i64(&b, err ? 0 : (int64_t)n);
+    for (size_t i = 0; !err && i < n; i++)
+        pk_i64(&b, ids[i]);
+    comp_post(c, S_BRESUME, &b);
+}
+
+/* At activation: the channel's broadcasts staged but not expanded whole (a stop came in between) are resumed. */
+static void bcast_resume(session_t *s)
+{
+    comp_t *c = comp_new(s, 0);
+    if (s->ports->store.broadcast_accepting(s->ports->store.ctx, s->tenant, s->channel, accepting_cb, c) < 0) {
+        free(c);
+        sb_actor_timer_start(s->actor, DB_RETRY_MS, 0, TIMER_BRESUME);
+    }
+}
+
+static int on_bresume(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    rd_t r;
+    int64_t ref;
+    int err;
+    if (!comp_open(s, m, &r, &ref, &err))
+        return 0;
+    if (err) {
+        sb_actor_timer_start(a, DB_RETRY_MS, 0, TIMER_BRESUME);
+        return 0;
+    }
+    int64_t n = rd_i64(&r);
+    for (int64_t i = 0; i < n && !r.bad; i++) {
+        int64_t id = rd_i64(&r);
+        bool known = false;
+        sb_list_foreach(it, &s->bcasts)
+        {
+            known |= sb_container_of(it, bcast_t, link)->id == id;
+        }
+        if (known || r.bad)
+            continue;
+        bcast_t *b = sb_calloc(1, sizeof *b);
+        b->token = ++s->bcast_tokens;
+        b->id = id;
+        b->resumed = true;
+        b->arrived_us = s->ports->now_us(s->ports->ctx);
+        sb_list_push_back(&s->bcasts, &b->link);
+        sb_log_info("session %" PRId64 ": broadcast %" PRId64 " resumed", s->channel, id);
+        progress_watch(s, id);
+    }
+    process(s);
+    return 0;
+}
+
+static int on_broadcast(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    sb_session_broadcast_t *req;
+    (void)a;
+    if (m->len != sizeof req)
+        return 0;
+    memcpy(&req, m->data, sizeof req);
+    m->drop = NULL;
+    bcast_t *b = sb_calloc(1, sizeof *b);
+    b->req = req;
+    b->token = ++s->bcast_tokens;
+    b->arrived_us = s->ports->now_us(s->ports->ctx);
+    sb_list_push_back(&s->bcasts, &b->link);
+    if (s->ready) /* (else started once the channel is known) */
+        bcast_start(s, b);
+    return 0;
+}
+
+/* ---- broadcasts: cancel ----------------------------------------------------------------------------------------- */
+
+static void bcancel_cb(void *arg, int err, bool found, int64_t canceled)
+{
+    comp_t *c = arg;
+    sb_buf_t b;
+    comp_head(c, &b, err);
+    pk_i64(&b, found);
+    pk_i64(&b, canceled);
+    comp_post(c, S_BCANCEL, &b);
+}
+
+/* Takes the broadcast's messages that are not under way out of memory (queued in a lane, or waiting for a retry's
+ * backoff), stops those claimed but not at the provider yet (they are stored canceled at their grant), and has the
+ * store cancel the rest of its messages not under way. req is answered when that is done. */
+static void bcancel_run(session_t *s, bcancel_t *q)
+{
+    sb_session_bcancel_t *req = q->req;
+    if (!s->info.address || req->tenant != s->tenant) {
+        sb_list_remove(&q->link);
+        free(q);
+        bcancel_answer(req, 404, "not_found", "no such broadcast");
+        return;
+    }
+    int64_t id = req->broadcast_id;
+    sb_idset_add(&s->canceled, id);
+    size_t nsends = 0, nkeep = 0, pos = 0;
+    send_t **sends = sb_malloc((s->sends.n ? s->sends.n : 1) * sizeof *sends);
+    for (sb_hnode_t *n; (n = sb_htable_next(&s->sends, &pos));) {
+        send_t *x = sb_container_of(n, send_t, node);
+        if (x->bcast == id)
+            sends[nsends++] = x;
+    }
+    int64_t *keep = sb_malloc((nsends ? nsends : 1) * sizeof *keep);
+    for (size_t i = 0; i < nsends; i++) {
+        send_t *x = sends[i];
+        if (x->state == Q_QUEUED || (x->state == Q_WAITING && x->out_retry_ms >= 0)) {
+            conv_t *c = x->conv;
+            send_free(s, x);
+            sb_list_remove(&c->ready_link); /* its lane's head changed, or it is empty now */
+            lane_ready(s, c);
+        } else {
+            if (x->state == Q_CLAIMING || x->state == Q_CLAIMED) /* claimed, not at the provider: stopped when
+                                                                  * the claim is written or the token granted, and
+                                                                  * stored canceled (not counted in the answer) */
+                x->canceled = true;
+            keep[nkeep++] = x->id;
+        }
+    }
+    free(sends);
+    comp_t *c = comp_new(s, 0);
+    int rc = s->ports->store.broadcast_cancel(s->ports->store.ctx, s->tenant, s->channel, id, false, keep, nkeep,
+                                              bcancel_cb, c);
+    free(keep);
+    if (rc < 0) {
+        free(c);
+        sb_list_remove(&q->link);
+        free(q);
+        bcancel_answer(req, 503, "unavailable", "the broadcast could not be canceled now; retry");
+    } else {
+        q->run = true;
+    }
+    progress_watch(s, id);
+}
+
+static int on_bcancel_req(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    sb_session_bcancel_t *req;
+    (void)a;
+    if (m->len != sizeof req)
+        return 0;
+    memcpy(&req, m->data, sizeof req);
+    m->drop = NULL;
+    bcancel_t *q = sb_calloc(1, sizeof *q);
+    q->req = req;
+    sb_list_push_back(&s->bcancels, &q->link);
+    if (s->ready) /* (else run once the channel is known) */
+        bcancel_run(s, q);
+    return 0;
+}
+
+static int on_bcancel(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    rd_t r;
+    int64_t ref;
+    int err;
+    (void)a;
+    if (!comp_open(s, m, &r, &ref, &err))
+        return 0;
+    bool found = rd_i64(&r) != 0;
+    int64_t canceled = rd_i64(&r);
+    /* the cancels run in order, on one connection: the first one run is the one answered */
+    sb_list_foreach(it, &s->bcancels)
+    {
+        bcancel_t *q = sb_container_of(it, bcancel_t, link);
+        if (!q->run) /* (waiting for the channel) */
+            continue;
+        sb_list_remove(it);
+        if (err)
+            bcancel_answer(q->req, 503, "unavailable", "the broadcast could not be canceled now; retry");
+        else if (!found)
+            bcancel_answer(q->req, 404, "not_found", "no such broadcast");
+        else {
+            q->req->canceled = canceled;
+            bcancel_answer(q->req, 200, NULL, NULL);
+        }
+        free(q);
+        break;
+    }
+    return 0;
+}
+
+/* ---- broadcasts: progress ----------------------------------------------------------------------------------------- */
+
+static void counts_cb(void *arg, int err, sb_str_t json, bool open)
+{
+    comp_t *c = arg;
+    sb_buf_t b;
+    comp_head(c, &b, err);
+    pk_i64(&b, open);
+    char *text = err ? NULL : sb_strndup(json.p, json.len);
+    pk_str(&b, text);
+    free(text);
+    comp_post(c, S_BCOUNTS, &b);
+}
+
+static void progress_tick(session_t *s)
+{
+    s->progress_armed = false;
+    sb_list_foreach(it, &s->progress)
+    {
+        progress_t *w = sb_container_of(it, progress_t, link);
+        if (w->asking)
+            continue;
+        comp_t *c = comp_new(s, w->id);
+        if (s->ports->store.broadcast_counts(s->ports->store.ctx, s->tenant, w->id, counts_cb, c) < 0)
+            free(c);
+        else
+            w->asking = true;
+    }
+    if (!sb_list_empty(&s->progress)) {
+        s->progress_armed = true;
+        sb_actor_timer_start(s->actor, 1000, 0, TIMER_PROGRESS);
+    }
+}
+
+/* A broadcast's counts: a broadcast.progress event when they changed; it is no longer watched once nothing of it
+ * is left to go and that was said. */
+static int on_bcounts(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    rd_t r;
+    int64_t ref;
+    int err;
+    (void)a;
+    if (!comp_open(s, m, &r, &ref, &err))
+        return 0;
+    bool open = rd_i64(&r) != 0;
+    const char *json = rd_str(&r);
+    progress_t *w = NULL;
+    sb_list_foreach(it, &s->progress)
+    {
+        if (sb_container_of(it, progress_t, link)->id == ref) {
+            w = sb_container_of(it, progress_t, link);
+            break;
+        }
+    }
+    if (!w)
+        return 0;
+    w->asking = false;
+    if (err == SB_ENOENT || (!err && (r.bad || !json))) {
+        progress_free(w);
+        return 0;
+    }
+    if (err)
+        return 0; /* asked again at the next tick */
+    if (!w->last || strcmp(w->last, json) != 0) {
+        pending_t *p = pending_new(s, W_EVENT);
+        sb_tenant_work_t *wk = work_new(s, p);
+        sb_tenant_work_event(wk, "broadcast.progress", sb_str_cstr(json));
+        sb_tenant_write(s->rt, s->tenant, wk);
+        free(w->last);
+        w->last = sb_strdup(json);
+    } else if (!open) {
+        progress_free(w); /* said, and nothing will change it now but delivery reports */
+    }
+    return 0;
+}
+
 /* ---- activation ------------------------------------------------------------------------------------------------- */
 
 static void loaded_cb(void *arg, int err, const sb_channel_info_t *ci, const sb_pending_send_t *pending, size_t n)
@@ -2293,6 +2992,7 @@ static void loaded_cb(void *arg, int err, const sb_channel_info_t *ci, const sb_
             pk_i64(&b, pending[i].sending_for_ms);
             pk_str(&b, pending[i].fallback_json);
             pk_str(&b, pending[i].priority);
+            pk_i64(&b, pending[i].broadcast_id);
         }
     }
     comp_post(c, S_LOADED, &b);
@@ -2512,6 +3212,11 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
     if (!comp_open(s, m, &r, &ref, &err))
         return 0;
     s->loading = false;
+    if (s->reload && s->ready) { /* a broadcast was written while this load ran: its messages may not be in it */
+        s->reload = false;
+        if (!load(s))
+            s->reload = true;
+    }
     if (err) {
         if (!s->ready)
             sb_actor_timer_start(a, LOAD_RETRY_MS, 0, TIMER_LOAD);
@@ -2543,14 +3248,21 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
         unsigned attempts = (unsigned)rd_i64(&r);
         int64_t retry_in = rd_i64(&r), sending_for = rd_i64(&r);
         const char *fallback_json = rd_str(&r), *priority = rd_str(&r);
+        int64_t bcast = rd_i64(&r);
         if (r.bad || !to || !status || send_get(s, id))
             continue;
+        if (bcast && sb_idset_has(&s->canceled, bcast))
+            continue; /* canceled here while this load was under way */
         if (strcmp(status, "queued") != 0 && strcmp(status, "retrying") != 0 && strcmp(status, "sending") != 0)
             continue; /* finished already: nothing to send */
         conv_t *c = conv_get(s, conv);
         send_t *x = send_add(s, c, id, attempts, to, body, media, tpl);
         x->fallback_json = dup_or_null(fallback_json);
         send_set_priority(s, x, priority_parse(priority));
+        x->bcast = bcast;
+        if (bcast && (sb_list_empty(&s->progress) ||
+                      sb_container_of(sb_list_last(&s->progress), progress_t, link)->id != bcast))
+            progress_watch(s, bcast);
         if (strcmp(status, "sending") == 0) { /* left sending by a crash: unknown once it has been for long */
             x->state = Q_WAITING;
             x->out_retry_ms = -2; /* marks "call it unknown" for the timer */
@@ -2567,6 +3279,20 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
     if (!s->ready) {
         fallbacks_load(s); /* the inbox waits for them (process) */
         s->ready = true;
+        if (s->info.address)
+            bcast_resume(s); /* broadcasts left staged by a stop */
+        sb_list_foreach_safe(it, nx, &s->bcasts)
+        {
+            bcast_t *b = sb_container_of(it, bcast_t, link);
+            if (b->req && !b->writing)
+                bcast_start(s, b);
+        }
+        sb_list_foreach_safe(it, nx, &s->bcancels)
+        {
+            bcancel_t *q = sb_container_of(it, bcancel_t, link);
+            if (!q->run)
+                bcancel_run(s, q);
+        }
         inbox_admit(s);
         sb_list_foreach_safe(it, nx, &s->accepts)
         {
@@ -2626,6 +3352,19 @@ static int on_timer(sb_actor_t *a, void *state, sb_msg_t *m)
         pump(s);
         return 0;
     }
+    if (tag == TIMER_PROGRESS) {
+        progress_tick(s);
+        return 0;
+    }
+    if (tag == TIMER_BCAST) {
+        s->bcast_waiting = false;
+        process(s);
+        return 0;
+    }
+    if (tag == TIMER_BRESUME) {
+        bcast_resume(s);
+        return 0;
+    }
     if (!(tag & TIMER_SEND))
         return 0;
     send_t *x = send_get(s, (int64_t)(tag & ~TIMER_SEND));
@@ -2672,6 +3411,10 @@ static int session_init(sb_actor_t *a, void *state, const void *arg)
     sb_htable_init(&s->pendings);
     sb_htable_init(&s->watches);
     sb_idset_init(&s->known);
+    sb_list_init(&s->bcasts);
+    sb_list_init(&s->bcancels);
+    sb_list_init(&s->progress);
+    sb_idset_init(&s->canceled);
     if (!load(s))
         sb_actor_timer_start(a, LOAD_RETRY_MS, 0, TIMER_LOAD);
     return 0;
@@ -2697,6 +3440,20 @@ static void session_stop(sb_actor_t *a, void *state)
     for (sb_list_t *l; (l = sb_list_pop_front(&s->inbox));)
         free_inbound(sb_container_of(l, inbound_t, link));
     figures_answer(s, true);
+    for (sb_list_t *l; (l = sb_list_first(&s->bcasts));) {
+        bcast_t *b = sb_container_of(l, bcast_t, link);
+        if (b->req) /* (a staged one is resumed at the next activation) */
+            bcast_answer(b->req, 503, 0);
+        bcast_drop(b);
+    }
+    for (sb_list_t *l; (l = sb_list_pop_front(&s->bcancels));) {
+        bcancel_t *q = sb_container_of(l, bcancel_t, link);
+        bcancel_answer(q->req, 503, "unavailable", "the broadcast could not be canceled now; retry");
+        free(q);
+    }
+    for (sb_list_t *l; (l = sb_list_first(&s->progress));)
+        progress_free(sb_container_of(l, progress_t, link));
+    sb_idset_cleanup(&s->canceled);
     size_t nsends = 0, pos = 0;
     send_t **sends = sb_malloc((s->sends.n ? s->sends.n : 1) * sizeof *sends);
     for (sb_hnode_t *n; (n = sb_htable_next(&s->sends, &pos));)
@@ -2733,7 +3490,8 @@ static bool session_can_passivate(sb_actor_t *a, void *state)
     (void)a;
     return s->ready && !s->loading && sb_list_empty(&s->inbox) && sb_list_empty(&s->accepts) &&
            s->pendings.n == 0 && s->sends.n == 0 && !s->resolving && s->watches.n == 0 && !s->watches_loading &&
-           sb_list_empty(&s->figures);
+           sb_list_empty(&s->figures) && sb_list_empty(&s->bcasts) && sb_list_empty(&s->bcancels) &&
+           sb_list_empty(&s->progress) && !s->reload;
 }
 
 static const sb_actor_handler_fn handlers[] = {
@@ -2743,6 +3501,9 @@ static const sb_actor_handler_fn handlers[] = {
     [S_GRANT] = on_grant,       [S_OUTCOME] = on_outcome,         [S_FALLBACK] = on_fallback,
     [S_FALLBACKS] = on_fallbacks,
     [SB_SESSION_SETTINGS] = on_settings, [SB_SESSION_FIGURES] = on_figures, [S_LIMITS] = on_limits,
+    [SB_SESSION_BROADCAST] = on_broadcast, [SB_SESSION_BROADCAST_CANCEL] = on_bcancel_req,
+    [S_BBEGIN] = on_bbegin,     [S_BROWS] = on_brows,              [S_BCANCEL] = on_bcancel,
+    [S_BCOUNTS] = on_bcounts,   [S_BRESUME] = on_bresume,
 };
 
 const sb_actor_kind_t sb_session_kind = {

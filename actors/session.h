@@ -62,6 +62,8 @@ enum {
     SB_SESSION_SEND = 2,    /* payload: sb_session_send_t * (the actor takes it) */
     SB_SESSION_RESUME = 3,  /* no payload: outbound messages were queued again (console replay): load them */
     SB_SESSION_WRITTEN = 4, /* the tenant's answer to a work item: sb_tenant_written_t */
+    SB_SESSION_BROADCAST = 8, /* payload: sb_session_broadcast_t * (the actor takes it) */
+    SB_SESSION_BROADCAST_CANCEL = 9, /* payload: sb_session_bcancel_t * (the actor takes it) */
     SB_SESSION_SETTINGS = 10, /* payload: int64 tenant: its or its channel's pace and caps changed: read them again */
     SB_SESSION_FIGURES = 11,  /* payload: sb_session_figures_t * (answered once) */
     SB_SESSION_INTERNAL = 16
@@ -150,6 +152,55 @@ typedef struct sb_session_send {
 /* Sends req to its channel's session on shard owner. Takes req: it is answered in every case (503 when it cannot
  * reach the session). */
 void sb_session_send(sb_rt_t *rt, unsigned owner, sb_session_send_t *req);
+
+/* A broadcast to accept (issue 16; already checked and rendered by the front door: gateway/broadcasts). The session
+ * checks every recipient against its channel (provider port), waits until none of its conversations is being
+ * numbered, and has the store write the recipients set-based (adapters/store/broadcasts.h), a batch a statement,
+ * numbering nothing itself meanwhile (inbound and sends of the channel wait: a few seconds for 100,000 recipients);
+ * then it forgets what it knew of its conversations' seqs (looked up again when next needed), answers, and loads the
+ * new messages from the outbox into its lanes (bulk). An idempotency key the tenant used for a broadcast already
+ * answers that broadcast's id (200). A broadcast whose recipients could not all be written is abandoned (its written
+ * messages canceled, its key freed: 503, retry with the same key); one left half-written by a stop is abandoned at
+ * the channel's next activation. No message.created event is made per recipient: broadcast.progress events (the
+ * broadcast with its counts by status, at most one a second per broadcast while it changes) stand for them.
+ *
+ * The front door allocates it and answer(req) is called exactly once, from any thread. */
+typedef struct sb_session_broadcast {
+    int64_t tenant, channel;
+    char *body, *template_json;      /* heap, as given: one of the two (the other NULL) */
+    char *send_at;                   /* heap, RFC 3339 as given, or NULL */
+    bool scheduled;                  /* send_at is in the future: the messages wait as "scheduled" */
+    char *idempotency_key;           /* heap, or NULL */
+    size_t n;                        /* recipients */
+    char **to, **bodies, **templates; /* heap arrays of n (templates NULL with a body; bodies "" with a template),
+                                      * rendered per recipient; the strings point into text */
+    char *text;                      /* heap: every recipient's strings */
+    void (*answer)(struct sb_session_broadcast *req);
+    void *arg;                       /* the front door's */
+    /* the outcome */
+    int status;                      /* 202 (accepted), 200 (the key named an earlier broadcast), 400, 404, 503 */
+    int64_t id;
+    const char *code;                /* not 2xx: the error code (static) ... */
+    char message[160];               /* ... and message for the client */
+} sb_session_broadcast_t;
+
+/* Sends req to its channel's session on shard owner. Takes req: it is answered in every case. */
+void sb_session_broadcast(sb_rt_t *rt, unsigned owner, sb_session_broadcast_t *req);
+
+/* A broadcast's cancel: its messages not under way yet leave the session's lanes and become canceled, those claimed
+ * but still waiting for their turn are stopped at it (stored canceled), those at the provider finish. Answered
+ * (exactly once, any thread) with status 200 and canceled (how many the store canceled at once), or 404 / 503. */
+typedef struct sb_session_bcancel {
+    int64_t tenant, channel, broadcast_id;
+    void (*answer)(struct sb_session_bcancel *req);
+    void *arg;
+    int status;
+    int64_t canceled;
+    const char *code;
+    char message[160];
+} sb_session_bcancel_t;
+
+void sb_session_broadcast_cancel(sb_rt_t *rt, unsigned owner, sb_session_bcancel_t *req);
 
 extern const sb_actor_kind_t sb_session_kind;
 

@@ -65,6 +65,7 @@ static const key_def_t keys[] = {
     {"idle_timeout", KIND_INT, F(idle_timeout_s), 1, 86400},
     {"max_header_bytes", KIND_INT, F(max_header_bytes), 1024, 65536},
     {"max_body_bytes", KIND_INT, F(max_body_bytes), 1024, 67108864},
+    {"max_broadcast_bytes", KIND_INT, F(max_broadcast_bytes), 1024, 268435456},
     {"drain_timeout", KIND_INT, F(drain_timeout_s), 0, 3600},
     {"console_auth_timeout", KIND_INT, F(console_auth_timeout_s), 1, 3600},
     {"inbox_origins", KIND_ORIGINS, F(inbox_origins), 0, 0},
@@ -582,6 +583,7 @@ void sb_config_init(sb_config_t *c)
     c->idle_timeout_s = 60;
     c->max_header_bytes = 8192;
     c->max_body_bytes = 1048576;
+    c->max_broadcast_bytes = 33554432;
     c->drain_timeout_s = 10;
     c->console_auth_timeout_s = 10;
     c->inbox_send_buffer = 1048576;

@@ -36,6 +36,8 @@
  *   idle_timeout     60                  seconds, 1..86400: a keep-alive connection idle this long is closed
  *   max_header_bytes 8192                1024..65536: a request line plus headers larger than this is refused
  *   max_body_bytes   1048576             1024..67108864: a request body larger than this is refused
+ *   max_broadcast_bytes 33554432         1024..268435456: the same for POST /v1/broadcasts (100,000 recipients with a
+ *                                        few variables each are about 6 MB); the larger of the two applies there
  *   drain_timeout    10                  seconds, 0..3600: graceful shutdown waits at most this for connections
  *   console_auth_timeout 10              seconds, 1..3600: a console session that has not authenticated by then is
  *                                        closed
@@ -107,6 +109,7 @@ typedef struct sb_config {
     int idle_timeout_s;
     int max_header_bytes;
     int max_body_bytes;
+    int max_broadcast_bytes;
     int drain_timeout_s;
     int console_auth_timeout_s;
     char *inbox_origins; /* NULL = unset */

@@ -48,6 +48,8 @@ static int http_start(sb_shard_t *s, void **state)
         .shard = sb_shard_index(s),
         .max_header_bytes = cfg.max_header_bytes,
         .max_body_bytes = cfg.max_body_bytes,
+        .large_body_path = "/v1/broadcasts",
+        .large_body_bytes = cfg.max_broadcast_bytes,
         .header_timeout_s = cfg.header_timeout_s,
         .idle_timeout_s = cfg.idle_timeout_s,
         .trusted_proxies = cfg.trusted,

@@ -5,6 +5,7 @@
 #include "adapters/store/store.h"
 #include "gateway/admin.h"
 #include "gateway/api.h"
+#include "gateway/broadcasts.h"
 #include "gateway/keys.h"
 #include "gateway/live.h"
 #include "gateway/www.h"
@@ -199,6 +200,8 @@ void sb_routes_handle(void *arg, sb_http_req_t *req)
     else if (sb_str_eq_cstr(path, "/v1/inbox") && sb_live_handle(s, req))
         return;
     else if (sb_str_has_prefix(path, SB_STR("/v1/keys")) && sb_keys_handle(s, req))
+        return;
+    else if (sb_str_has_prefix(path, SB_STR("/v1/broadcasts")) && sb_broadcasts_handle(s, req))
         return;
     else if (sb_str_has_prefix(path, SB_STR("/v1/")) && sb_api_handle(s, req))
         return;

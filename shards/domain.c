@@ -7,6 +7,7 @@
 #include "adapters/counters.h"
 #include "adapters/crypto.h"
 #include "adapters/pg.h"
+#include "adapters/store/broadcasts.h"
 #include "adapters/provider.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
@@ -314,6 +315,7 @@ static int domain_start(sb_shard_t *s, void **state)
                                      .call_lease_ttl_ms = (int64_t)(o->call_lease_ttl_s ? o->call_lease_ttl_s : 15) * 1000,
                                      .max_call_duration_ms = (int64_t)o->max_call_duration_s * 1000};
     sb_store_port(d->store, &d->ports.store);
+    sb_store_broadcast_port(d->store, &d->ports.store);
     d->ports.counters = (sb_counters_port_t){.ctx = d,
                                              .acquire = port_acquire,
                                              .release = port_release,

@@ -67,6 +67,7 @@ struct sb_http_req {
     sb_http_method_t method;
     sb_str_t body;
     sb_buf_t body_buf;     /* the body when it is not read in place: chunked (decoded), or not whole at once */
+    size_t max_body;       /* its limit (body_limit), once its head is read */
     sb_http_req_t *next_later; /* on the server's list of answers held back (sb_http_respond_later) */
     uint64_t later_at;         /* when to send it */
     int later_status;
@@ -620,6 +621,15 @@ static sb_http_req_t *req_new(conn_t *c)
     return req;
 }
 
+/* The body limit of a request: max_body_bytes, or large_body_bytes for a POST to large_body_path. */
+static size_t body_limit(const sb_http_server_t *srv, const sb_http1_req_t *head)
+{
+    if (srv->opts.large_body_path && sb_str_eq_cstr(head->method, "POST") &&
+        sb_str_eq_cstr(head->path, srv->opts.large_body_path) && srv->opts.large_body_bytes > srv->opts.max_body_bytes)
+        return (size_t)srv->opts.large_body_bytes;
+    return (size_t)srv->opts.max_body_bytes;
+}
+
 /* Answers an error found before the request reached a handler, then closes the connection. */
 static void reject(conn_t *c, int status, const char *code, const char *message)
 {
@@ -696,7 +706,8 @@ static void process(conn_t *c)
             c->body_len = 0;
             sb_http_req_t *req = c->req;
             req->method = method_of(req->head.method);
-            if (req->head.content_length > srv->opts.max_body_bytes) {
+            req->max_body = body_limit(srv, &req->head);
+            if (req->head.content_length > (int64_t)req->max_body) {
                 /* the body is not read, so the connection cannot continue */
                 reject(c, 413, "payload_too_large", "request body exceeds max_body_bytes");
                 break;
@@ -722,7 +733,7 @@ static void process(conn_t *c)
             if (req->head.chunked) { /* decoded into body_buf; the framing it consumed leaves the input */
                 size_t used = 0;
                 int rc = sb_http1_chunked_feed(&c->chunked, c->in.p + c->head_len, avail, &req->body_buf,
-                                               (size_t)srv->opts.max_body_bytes, &used);
+                                               req->max_body, &used);
                 drop_input(c, c->head_len, used);
                 if (rc == 0)
                     break;

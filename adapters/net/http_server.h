@@ -51,6 +51,10 @@ typedef struct sb_http_server_opts {
     int port;
     unsigned shard;   /* whose metrics row to count in */
     int max_header_bytes, max_body_bytes, header_timeout_s, idle_timeout_s;
+    /* A larger body limit for POSTs to one exact path (a route that takes big requests by design: a broadcast's
+     * recipients), checked on the head as max_body_bytes is. large_body_path NULL: none. */
+    const char *large_body_path;
+    int large_body_bytes;
     /* Reverse proxies (borrowed; must outlive the server): a request whose peer is one of them has its client taken
      * from X-Forwarded-For and its base URL from X-Forwarded-Proto / X-Forwarded-Host. None: every peer is the
      * client and every header of that kind is ignored. */

@@ -659,7 +659,11 @@ static void channel_read(void *arg, int err, const char *detail, const PGresult 
                     " coalesce((extract(epoch FROM m.send_at - now()) * 1000)::bigint, 0),"
                     " coalesce(m.broadcast_id, 0), coalesce(m.fallback_of, 0), m.fallback::text"
                     " FROM outbox o JOIN messages m ON m.tenant_id = o.tenant_id AND m.id = o.message_id"
-                    " WHERE o.tenant_id = $1 AND o.channel_id = $2 ORDER BY o.message_id",
+                    " WHERE o.tenant_id = $1 AND o.channel_id = $2"
+                    /* a broadcast still being accepted is loaded once it is whole (adapters/store/broadcasts.h) */
+                    " AND (m.broadcast_id IS NULL OR NOT EXISTS (SELECT 1 FROM broadcasts b WHERE b.tenant_id ="
+                    "      m.tenant_id AND b.id = m.broadcast_id AND b.status = 'accepting'))"
+                    " ORDER BY o.message_id",
                     2, p, SB_PG_PREPARED, pending_read, c) < 0)
         channel_op_end(c, SB_EUNAVAIL, NULL, 0);
 }

@@ -44,7 +44,8 @@ sb_pg_t *sb_store_pg(sb_store_t *st);
  * connection is down; cb never called). */
 int sb_store_ping(sb_store_t *st, uint64_t timeout_ms, void (*cb)(void *arg, int err, const char *detail), void *arg);
 
-/* The port of actors/ports.h over st. */
+/* The port of actors/ports.h over st (its broadcast calls are adapters/store/broadcasts.h's
+ * sb_store_broadcast_port). */
 void sb_store_port(sb_store_t *st, sb_store_port_t *out);
 
 /* ---- receipts: provider webhooks, committed before they are acknowledged ----------------------------------------- */

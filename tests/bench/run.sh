@@ -22,6 +22,9 @@
 #      (over several processes: each may hold only so many descriptors), prints the gateway's RSS per idle
 #      connection, the time one event takes to reach all of them, and the RSS once they are idle again.
 #   5. Sends end to end: POST /v1/messages over 1,000 channels to the mock provider.
+#   5b. Broadcasts (tests/bench/bench_broadcast.py): a 100,000-recipient POST /v1/broadcasts (accept time, outbox rows/s,
+#      DELETE), then 100,000 recipients as broadcasts over 1,000 channels end to end to the mock (sends/s, CPU per send
+#      by part). BROADCAST_RECIPIENTS, BROADCAST_CHANNELS, BROADCAST_TENANTS scale it.
 #   6. Voice: VOICE_CALLS (1,000) concurrent calls of VOICE_SECONDS (20 s) placed by the mock provider over
 #      VOICE_SPREAD_MS (4000), admitted through the signed voice webhook and relayed both ways (50 frames/s each way)
 #      by a gateway with default shards between the mock and its echo app; each round beside a reference of the same
@@ -37,7 +40,7 @@
 # made anew by every run. Starts and stops its own nginx and gateway, with temp configs and dirs,
 # and leaves nothing running. WRK_DURATION=5s, ROUNDS=3 and WRK_CONNECTIONS=50 can be overridden;
 # PERF_OUT=FILE records the gateway with perf during the last c=200 webhook round, PERF_SENDS_OUT=FILE while it sends;
-# BENCH="webhooks sends" (any of actors, counters, mstream, healthz, webhooks, peer, live, idle, sends, voice) runs only
+# BENCH="webhooks sends" (any of actors, counters, mstream, healthz, webhooks, peer, live, idle, sends, broadcast, voice) runs only
 # those sections; IDLE_CLIENTS (15000) sets the idle section's clients.
 set -euo pipefail
 
@@ -596,6 +599,34 @@ if want sends; then
         "$TMP/rows0" "$TMP/rows1"
     awk -v r=$((R1 - R0)) -v s="$SENT" 'BEGIN { if (s > 0) printf "  Redis round trips per send (EVALSHA acquire + release, all shards): %.2f\n", r / s }'
     kill -TERM "$MOCK_PID" 2>/dev/null || true
+fi
+
+# --- 5b. broadcasts: one request of 100,000 recipients, then 100,000 sends over 1,000 channels ----------------------
+#
+# tests/bench/bench_broadcast.py on a fresh gateway (default shards) pointed at its own mock provider: the accept time
+# of a BROADCAST_RECIPIENTS (100,000) recipient POST /v1/broadcasts (the target: <= 3 s), the outbox rows/s of its
+# expansion, the time its DELETE takes; then as many recipients as one broadcast per channel over
+# BROADCAST_CHANNELS (1,000) channels of BROADCAST_TENANTS (100) tenants, end to end to the mock: sends/s and CPU per
+# send of the gateway, PostgreSQL (the bench database's backends), Redis and the mock.
+
+if want broadcast; then
+    BMOCK_PORT=$(free_port)
+    build/release/mock-provider --listen "127.0.0.1:$BMOCK_PORT" --max-records 1000000 >"$TMP/bmock.log" 2>&1 &
+    MOCK_PID=$!
+    wait_http "http://127.0.0.1:$BMOCK_PORT/_mock/stats" mock-provider "$TMP/bmock.log"
+    kill -TERM "$GW_PID" 2>/dev/null || true
+    wait "$GW_PID" 2>/dev/null || true
+    sed -i '/^twilio_api_base = /d; /^shards = /d' "$TMP/switchboard.conf"
+    echo "twilio_api_base = http://127.0.0.1:$BMOCK_PORT" >>"$TMP/switchboard.conf"
+    env "${unset_sb[@]}" "$GATEWAY" -c "$TMP/switchboard.conf" >"$TMP/gateway-broadcast.log" 2>&1 &
+    GW_PID=$!
+    wait_http "http://127.0.0.1:$GW_PORT/healthz" gateway "$TMP/gateway-broadcast.log"
+    python3 tests/bench/bench_broadcast.py "$GW_PORT" bench-token "$BMOCK_PORT" "$GW_PID" "$MOCK_PID" switchboard_bench \
+        "${BROADCAST_RECIPIENTS:-100000}" "${BROADCAST_CHANNELS:-1000}" "${BROADCAST_TENANTS:-100}"
+    grep -E 'broadcast [0-9]+: ' "$TMP/gateway-broadcast.log" | head -n 2 | sed 's/^/  gateway: /' || true
+    kill -TERM "$MOCK_PID" 2>/dev/null || true
+    wait "$MOCK_PID" 2>/dev/null || true
+    MOCK_PID=
 fi
 
 # --- 6. voice: Media Streams relayed between Twilio (the mock's simulated calls) and a voice app (its echo app) ---------
