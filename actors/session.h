@@ -30,9 +30,23 @@
  * outcome the store did not take is offered again until it is (for a few minutes): the provider's answer is not
  * lost.
  *
+ * Scheduled sends: a send whose send_at is ahead is stored with status scheduled (its history entry and a
+ * message.status event "scheduled" with it) and answered 202 "scheduled"; it stays out of its conversation's lane,
+ * so it holds nothing back, until its time. The session keeps its scheduled messages in a min-heap by (send_at, id)
+ * with one timer, for the earliest; at its time a message joins the end of its conversation's lane and goes as a
+ * queued one would (the channel's pace and caps, whatever its priority). So a conversation's messages go in the
+ * order they fell due: one sent at once when it was accepted, a scheduled one at its send_at; several due at the
+ * same moment (an activation after an outage) by send_at then id, after the messages already queued.
+ * SB_SESSION_CANCEL cancels a message still scheduled, queued or waiting its retry backoff: stored as canceled
+ * (finished: it leaves the outbox) with a message.status event "canceled"; one claimed or finished is refused
+ * (409), and a cancel that reaches a passivated session activates it: it decides once its outbox is loaded.
+ *
  * Activation loads the channel and its unfinished outbound messages (a message left sending for two minutes, by a
- * crash, becomes unknown: never a blind resend). It is passivated when idle with nothing queued, in flight or
- * waiting. */
+ * crash, becomes unknown: never a blind resend), scheduled ones with the time left to their send_at (those past it
+ * join their lanes at once). It is passivated when idle with nothing queued, in flight or waiting, and nothing
+ * scheduled within SB_SESSION_SCHEDULE_HORIZON_MS: shard 0 asks the store every SB_SESSION_SCHEDULE_SCAN_MS for
+ * the channels with a scheduled message due within the horizon and wakes their sessions (SB_SESSION_WAKE), so a
+ * passivated session is back, its timer armed, well before its earliest message is due. */
 #ifndef SB_SESSION_H
 #define SB_SESSION_H
 
@@ -47,6 +61,8 @@ enum {
     SB_SESSION_SEND = 2,    /* payload: sb_session_send_t * (the actor takes it) */
     SB_SESSION_RESUME = 3,  /* no payload: outbound messages were queued again (console replay): load them */
     SB_SESSION_WRITTEN = 4, /* the tenant's answer to a work item: sb_tenant_written_t */
+    SB_SESSION_CANCEL = 5,  /* payload: sb_session_cancel_t * (the actor takes it) */
+    SB_SESSION_WAKE = 6,    /* no payload: a scheduled message falls due soon: be active (activation loads it) */
     SB_SESSION_INTERNAL = 16
 };
 
@@ -54,6 +70,10 @@ enum {
 #define SB_SESSION_INFLIGHT 1024 /* receipts in work items at the tenant, at most */
 #define SB_SESSION_MAX_SENDING 64 /* sends under way at once (the channel's in-flight cap): a Meta number at its 80/s with
                                    * 200 ms answers has 16 out, a slow provider four times that */
+#define SB_SESSION_SCHEDULE_HORIZON_MS 60000 /* a session holding a message due within this is not passivated */
+#define SB_SESSION_SCHEDULE_SCAN_MS 10000    /* how often shard 0 looks for scheduled messages due within the horizon:
+                                              * a passivated session is woken at least horizon - scan (50 s) ahead */
+#define SB_SESSION_SCHEDULE_MAX_MS (30LL * 86400 * 1000) /* send_at at most this far ahead (the front door checks) */
 
 typedef struct sb_session_receipt {
     int64_t receipt_id, tenant;
@@ -81,7 +101,8 @@ typedef struct sb_session_send {
     char *to, *body, *media_json, *template_json, *idempotency_key; /* heap, the request's; template and key NULL when
                                                                     * none */
     sb_priority_t priority;
-    int64_t send_at_ms;        /* not before this time (Unix ms); 0: at once */
+    int64_t send_at_ms;        /* not before this time (Unix ms); 0 or a time not ahead when the session takes it:
+                                * at once */
     char *fallback_json;       /* heap: {"channels": [id, ...], "after_s": N}, or NULL */
     int64_t broadcast_id, fallback_of; /* 0 when none */
     void (*answer)(struct sb_session_send *req);
@@ -90,6 +111,7 @@ typedef struct sb_session_send {
     int status;                /* 202 (accepted), 200 (the key named an earlier message), 400, 404, 503 */
     int64_t id;
     bool created;
+    const char *accepted;      /* 2xx: the message's status as accepted, "queued" or "scheduled" (static) */
     const char *code;          /* not 2xx: the error code (static) ... */
     char message[160];         /* ... and message for the client */
 } sb_session_send_t;
@@ -97,6 +119,23 @@ typedef struct sb_session_send {
 /* Sends req to its channel's session on shard owner. Takes req: it is answered in every case (503 when it cannot
  * reach the session). */
 void sb_session_send(sb_rt_t *rt, unsigned owner, sb_session_send_t *req);
+
+/* A cancel of an outbound message of the channel (DELETE /v1/messages/{id}), answered like a send: the front door
+ * allocates it, the session fills in the outcome and calls answer(req) exactly once, from any thread. */
+typedef struct sb_session_cancel {
+    int64_t tenant, channel, id;
+    void (*answer)(struct sb_session_cancel *req);
+    void *arg;                 /* the front door's */
+    /* the outcome */
+    int status;                /* 200 (canceled), 404 (not this tenant's channel), 409 (claimed or finished
+                                * already), 503 (not stored now: retry) */
+    const char *code;          /* not 200: the error code (static) ... */
+    char message[160];         /* ... and message for the client */
+} sb_session_cancel_t;
+
+/* Sends req to its channel's session on shard owner (activating it if need be). Takes req: it is answered in every
+ * case (503 when it cannot reach the session). */
+void sb_session_cancel(sb_rt_t *rt, unsigned owner, sb_session_cancel_t *req);
 
 extern const sb_actor_kind_t sb_session_kind;
 
