@@ -13,6 +13,7 @@
 #include "proto/err.h"
 #include "proto/line.h"
 #include "proto/mem.h"
+#include "proto/rfc3339.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -448,6 +449,12 @@ static int decode_send(const json_t *obj, sb_inbox_op_t *op, sb_inbox_err_t *err
         return fail(err, SB_EINVAL, "idempotency_key must be 1 to %d bytes long", SB_INBOX_MAX_IDEMPOTENCY_KEY);
     if (s[BODY].len == 0 && s[MEDIA_URL].len == 0)
         return fail(err, SB_EINVAL, "body or media_url is required");
+    sb_str_t at;
+    if ((rc = get_str(obj, "send_at", false, &at, err)) != 0)
+        return rc;
+    op->send_at_ms = 0;
+    if (at.p && sb_rfc3339_parse(at, &op->send_at_ms) < 0)
+        return fail(err, SB_EINVAL, "send_at must be an RFC 3339 time with its offset, such as 2026-12-05T14:30:00Z");
 
     sb_str_t *const dst[N] = {&op->to, &op->body, &op->media_url, &op->idempotency_key};
     op->mem = own_strings(s, dst, N);

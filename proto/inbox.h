@@ -57,6 +57,7 @@ typedef struct sb_inbox_op {
     sb_str_t body;             /* optional */
     sb_str_t media_url;        /* optional; at least one of body and media_url is present and non-empty */
     sb_str_t idempotency_key;  /* optional; 1..SB_INBOX_MAX_IDEMPOTENCY_KEY bytes when present */
+    int64_t send_at_ms;        /* "send_at" (optional, RFC 3339 with its offset) in Unix ms; 0 when absent or null */
 
     char *mem; /* the one allocation behind every string above, or NULL; freed by sb_inbox_op_cleanup */
 } sb_inbox_op_t;

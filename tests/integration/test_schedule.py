@@ -13,7 +13,8 @@ mock provider (ops/mock_provider.c):
   never sent), a queued one waiting behind its conversation's message in flight, and one held by a passivated
   session; repeated it answers the message again; once the message went out it is 409, unknown 404, a readonly
   key 403;
-- a bad send_at is refused with 400 invalid_request and nothing stored; one in the past goes at once.
+- a bad send_at is refused with 400 invalid_request and nothing stored; one in the past goes at once; the inbox's
+  send op takes send_at too.
 
 Times: the mock records CLOCK_MONOTONIC (t_us); this test reads time.monotonic() (the same clock on Linux) beside
 time.time() to place the records on the wall clock that send_at speaks.
@@ -118,6 +119,32 @@ def test_scheduled(gw, mock):
     m = message(gw, t, mid)
     h.ok(m.get("status") in ("sent", "delivered") and [x["status"] for x in m.get("history", [])][:2] ==
          ["scheduled", "sent"], "stored: sent after scheduled", m)
+
+    # the inbox's send op takes send_at too
+    key = "inbox-" + uuid.uuid4().hex[:8]
+    ws.send_op({"op": "send", "channel_id": t["channel"], "to": "+14155550321", "body": "from the inbox",
+                "idempotency_key": key, "send_at": rfc3339(time.time() + 600)})
+    acc = None
+    deadline = time.monotonic() + 5
+    while acc is None and time.monotonic() < deadline:
+        op = ws.recv_op(timeout=max(0.1, deadline - time.monotonic()))
+        if op.get("op") in ("accepted", "error"):
+            acc = op
+    h.ok(acc and acc.get("op") == "accepted" and acc.get("idempotency_key") == key, "inbox send with send_at: accepted",
+         acc)
+    if acc and acc.get("id"):
+        h.ok(message(gw, t, acc["id"]).get("status") == "scheduled", "and scheduled", message(gw, t, acc["id"]))
+        h.ok(delete(gw, t, acc["id"]).status == 200, "(canceled again)")
+    ws.send_op({"op": "send", "channel_id": t["channel"], "to": "+14155550321", "body": "x",
+                "send_at": rfc3339(time.time() + 40 * 86400)})
+    err = None
+    deadline = time.monotonic() + 5
+    while err is None and time.monotonic() < deadline:
+        op = ws.recv_op(timeout=max(0.1, deadline - time.monotonic()))
+        if op.get("op") in ("accepted", "error"):
+            err = op
+    h.ok(err and err.get("op") == "error" and err.get("code") == "bad_field" and "send_at" in err.get("message", ""),
+         "inbox send with send_at 40 days ahead: an error frame naming send_at", err)
 
     # an offset other than Z, several close together on several conversations, in the order of their times (on a
     # channel paced at 20/s: 0.4 s apart must not wait for the pace, which is another promise)
