@@ -1605,7 +1605,9 @@ static void cancels_run(session_t *s)
                 cancel_done(c, 409, "conflict", "the message has gone out already: it can no longer be canceled");
             continue;
         }
-        bool waiting_retry = x->state == Q_WAITING && x->out_retry_ms == 0; /* its backoff, not an outcome's */
+        /* waiting its retry's backoff (out_retry_ms its length, or 0 after an activation); -1 and -2 mark an
+         * outcome being stored again and a send left by a crash: both went out */
+        bool waiting_retry = x->state == Q_WAITING && x->out_retry_ms >= 0;
         if (x->state == Q_SCHEDULED || x->state == Q_QUEUED || waiting_retry)
             cancel_store(s, c, x);
         else if (x->state != Q_CANCELING) /* (a twin cancel waits for the first's answer) */
@@ -1632,9 +1634,16 @@ static void written_cancel(session_t *s, pending_t *p, int err)
         cancel_done(c, 503, "unavailable", "the cancel could not be stored now; retry");
         return;
     }
+    int64_t id = x->id;
     send_free(s, x);
     lane_ready(s, conv);
     cancel_done(c, 200, NULL, NULL);
+    sb_list_foreach_safe(l, nx, &s->cancels) /* a twin DELETE that came meanwhile: the same answer */
+    {
+        cancel_t *t = sb_container_of(l, cancel_t, link);
+        if (!t->storing && t->req->id == id && t->req->tenant == s->tenant)
+            cancel_done(t, 200, NULL, NULL);
+    }
 }
 
 static int on_cancel(sb_actor_t *a, void *state, sb_msg_t *m)
@@ -1789,6 +1798,7 @@ static int on_written(sb_actor_t *a, void *state, sb_msg_t *m)
         break;
     case W_CANCEL:
         written_cancel(s, p, r.err);
+        cancels_run(s); /* (one may have waited for this one) */
         break;
     }
     pending_free(s, p);

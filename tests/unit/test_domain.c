@@ -1111,6 +1111,28 @@ TEST(scheduled)
     ok(sent_index(answers[6].id) < 0 && !strcmp(msg_by_id(answers[5].id)->status, "sent"),
        "it never goes; the first is sent");
 
+    /* one waiting its retry's backoff; two DELETEs of one scheduled message at once */
+    fx.retry_for = (int)(db.next_id + 1);
+    fx.retries_left = 1;
+    send_at(8, "+14155550006", "H retried", 0);
+    drive();
+    ok(!strcmp(msg_by_id(answers[8].id)->status, "retrying"), "H is retrying (its backoff: 999 ms)");
+    cancel_msg(7, 1, answers[8].id);
+    drive();
+    ok(cancels[7].status == 200 && !strcmp(msg_by_id(answers[8].id)->status, "canceled"),
+       "a message waiting its retry's backoff is canceled: 200");
+    size_t tries = fx.nsent;
+    advance(1500);
+    ok(fx.nsent == tries, "and not tried again");
+    wall = clock_us / 1000;
+    send_at(9, "+14155550007", "I at +5 s", wall + 5000);
+    drive();
+    cancel_msg(8, 1, answers[9].id);
+    cancel_msg(9, 1, answers[9].id);
+    drive();
+    ok(cancels[8].status == 200 && cancels[9].status == 200 && status_events(answers[9].id, "canceled") == 1,
+       "two cancels of one message at once: both 200, canceled once");
+
     /* a cancel whose write fails: the message stays scheduled and still goes at its time */
     wall = clock_us / 1000;
     send_at(7, "+14155550005", "G at +2 s", wall + 2000);
