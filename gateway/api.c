@@ -714,6 +714,8 @@ typedef struct cancel_req {
     int64_t tenant, id;
 } cancel_req_t;
 
+/* The session's answer (sb_sends_cancel_fn): an error as it is, a cancel as the message read back (committed by
+ * then); frees c. */
 static void canceled(void *arg, int status, const char *code, const char *message)
 {
     cancel_req_t *c = arg;
@@ -752,6 +754,8 @@ static void message_found(void *arg, int err, const sb_query_message_ref_t *r)
     free(c);
 }
 
+/* DELETE /v1/messages/{id} (an agent's or owner's key; the id in the request's user pointer): the message's row
+ * first, for its channel. */
 static void delete_message(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t *p)
 {
     cancel_req_t *c = sb_calloc(1, sizeof *c);

@@ -169,6 +169,7 @@ typedef struct cancel_job {
     void *arg;
 } cancel_job_t;
 
+/* On the shard the cancel came from: the outcome to the caller, and the job freed. */
 static void cancel_on_origin(sb_shard_t *s, void *arg)
 {
     cancel_job_t *j = arg;
@@ -178,6 +179,7 @@ static void cancel_on_origin(sb_shard_t *s, void *arg)
     free(j);
 }
 
+/* The session's answer, on the tenant's shard: back to the shard the request came from (as answered() does). */
 static void cancel_answered(sb_session_cancel_t *req)
 {
     cancel_job_t *j = (cancel_job_t *)req;
