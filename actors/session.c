@@ -1443,7 +1443,7 @@ static void sched_down(session_t *s, size_t i)
     sched_set(s, i, x);
 }
 
-/* Takes x out of the heap (it is in it). */
+/* Takes x out of the heap (it is in it) and lets go of its conversation's hold; the caller arms the timer again. */
 static void sched_remove(session_t *s, send_t *x)
 {
     size_t i = x->sched_i;
@@ -1615,6 +1615,8 @@ static void cancels_run(session_t *s)
     }
 }
 
+/* The tenant's answer to a cancel: canceled (x freed, its lane goes on, a twin DELETE answered alike) and 200; or
+ * not stored (x back where it was) and 503. */
 static void written_cancel(session_t *s, pending_t *p, int err)
 {
     cancel_t *c = p->cancel;
@@ -1646,6 +1648,7 @@ static void written_cancel(session_t *s, pending_t *p, int err)
     }
 }
 
+/* SB_SESSION_CANCEL: taken in arrival order, decided once the outbox is loaded. */
 static int on_cancel(sb_actor_t *a, void *state, sb_msg_t *m)
 {
     session_t *s = state;
@@ -1663,6 +1666,7 @@ static int on_cancel(sb_actor_t *a, void *state, sb_msg_t *m)
     return 0;
 }
 
+/* SB_SESSION_WAKE: nothing to do once here. */
 static int on_wake(sb_actor_t *a, void *state, sb_msg_t *m)
 {
     (void)a, (void)state, (void)m; /* being active is the point: activation loaded the schedule and armed it */
