@@ -55,8 +55,8 @@ TEST(refused)
 {
     refuses("");
     refuses("2026-12-05");
-    refuses("2026-12-05T14:30:00");       /* no offset: a local time names no instant */
-    refuses("2026-12-05 14:30:00Z");      /* the space of RFC 3339's note is not taken */
+    refuses("2026-12-05T14:30:00");  /* no offset: a local time names no instant */
+    refuses("2026-12-05 14:30:00Z"); /* the space of RFC 3339's note is not taken */
     refuses("2026-12-05T14:30Z");
     refuses("2026-12-05T14:30:00.Z");
     refuses("2026-12-05T14:30:00.1234567890Z"); /* ten digits */
