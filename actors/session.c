@@ -21,6 +21,7 @@
 #include "proto/list.h"
 #include "proto/mem.h"
 #include "proto/retry.h"
+#include "proto/rfc3339.h"
 #include "proto/str.h"
 
 #include <inttypes.h>
@@ -58,7 +59,7 @@ enum {
 #define S_LIMITS (SB_SESSION_INTERNAL + 24) /* lanes: the settings read again (apart from the enum, which others extend) */
 
 /* Timer tags: small numbers for the actor's own, a send's id with the high bit for a send's. */
-enum { TIMER_LOAD = 1, TIMER_INBOUND, TIMER_PUMP, TIMER_PROGRESS, TIMER_BCAST, TIMER_BRESUME };
+enum { TIMER_LOAD = 1, TIMER_INBOUND, TIMER_PUMP, TIMER_PROGRESS, TIMER_BCAST, TIMER_BRESUME, TIMER_SCHED };
 #define TIMER_ASK 64 /* lanes: a token request that waits for the pace (or a cap) asks again */
 #define TIMER_SEND (1ull << 62)
 #define TIMER_FALLBACK (1ull << 59) /* | a watched message's id; alone: load the watches again */
@@ -87,9 +88,12 @@ typedef struct conv {
     sb_priority_t ready_prio;
     sb_list_t lru;           /* on the session's conversations, the least recently used first */
     unsigned holds;          /* checked receipts waiting in the inbox that point at it */
+    unsigned scheduled;      /* its messages in the session's schedule (not in its lane yet) */
 } conv_t;
 
-enum send_state { Q_QUEUED, Q_CLAIMING, Q_CLAIMED, Q_SENDING, Q_STORING, Q_WAITING };
+/* Q_SCHEDULED: in the schedule (the heap), out of its lane until its time; Q_CANCELING: its cancel is being
+ * stored (it stays where it was, and nothing starts it). */
+enum send_state { Q_QUEUED, Q_CLAIMING, Q_CLAIMED, Q_SENDING, Q_STORING, Q_WAITING, Q_SCHEDULED, Q_CANCELING };
 
 struct send {
     sb_hnode_t node;         /* by id */
@@ -99,6 +103,7 @@ struct send {
     unsigned attempts;
     enum send_state state;
     sb_priority_t prio;
+    bool in_prio;            /* counted in its lane's and the session's figures (prio_enter): not while scheduled */
     char *to, *body, *media_json, *template_json;
     int64_t bcast;           /* the broadcast it is a recipient's message of, 0 when none */
     bool canceled;           /* its broadcast was canceled after it was claimed: it never reaches the provider */
@@ -111,6 +116,10 @@ struct send {
     bool out_finished;
     uint64_t out_since;
     char *fallback_json;     /* its fallback list (proto/fallback), NULL when none */
+    /* scheduled */
+    int64_t due_ms;          /* its send_at (Unix ms), while scheduled */
+    size_t sched_i;          /* its place in the heap, while scheduled */
+    enum send_state cancel_from; /* Q_CANCELING: the state it goes back to if the cancel is not stored */
 };
 
 /* A message of this channel whose fallback is watched (sql/0018): sent and not delivered yet, or failed for good
@@ -154,7 +163,15 @@ typedef struct accept {
     int64_t id;              /* once written */
     conv_t *conv;
     int64_t seq;
+    int64_t due_ms;          /* once written: its send_at (Unix ms) when it was scheduled, else 0 */
 } accept_t;
+
+/* A cancel waiting for the activation, or for its message's accept to be answered, or being stored. */
+typedef struct cancel {
+    sb_list_t link;
+    sb_session_cancel_t *req;
+    bool storing;
+} cancel_t;
 
 /* A bounded memory of strings naming messages, the least recently used forgotten first: what this session sent by
  * provider id (with the status it has), and the idempotency keys it accepted. */
@@ -171,7 +188,7 @@ typedef struct memo_entry {
     char status[16];         /* a provider id's: its message's status */
 } memo_entry_t;
 
-enum work_kind { W_INBOUND, W_ACCEPT, W_CLAIM, W_OUTCOME, W_FALLBACK, W_EVENT };
+enum work_kind { W_INBOUND, W_ACCEPT, W_CLAIM, W_OUTCOME, W_FALLBACK, W_EVENT, W_CANCEL };
 
 typedef struct pending {
     sb_hnode_t node;         /* by token */
@@ -181,7 +198,8 @@ typedef struct pending {
     conv_t *conv;            /* W_INBOUND (a message), W_ACCEPT: the conversation it numbered a message in ... */
     int64_t seq;             /* ... and that message's seq */
     accept_t *accept;        /* W_ACCEPT */
-    send_t **sends;          /* W_CLAIM, W_OUTCOME */
+    cancel_t *cancel;        /* W_CANCEL (its send: sends[0]) */
+    send_t **sends;          /* W_CLAIM, W_OUTCOME, W_CANCEL */
     size_t nsends;
     int64_t watch;           /* W_FALLBACK: the watched message */
 } pending_t;
@@ -255,6 +273,11 @@ typedef struct session {
     bool progress_armed;     /* TIMER_PROGRESS runs */
     bool reload;             /* load the outbox again once the load under way is done */
     sb_idset_t canceled;     /* broadcasts canceled in this incarnation: their messages are never loaded again */
+    send_t **sched;          /* the scheduled messages: a min-heap by (due_ms, id) */
+    size_t nsched, sched_cap;
+    uint64_t sched_timer;    /* the timer for the earliest (0: none) ... */
+    int64_t sched_timer_due; /* ... and the due time it was armed for */
+    sb_list_t cancels;       /* cancel_t, in arrival order */
 } session_t;
 
 static _Atomic uint64_t incarnations;
@@ -286,6 +309,12 @@ static void now_text(session_t *s, char out[SB_TIME_LEN])
             frac[n - 1] = '\0';
     }
     snprintf(out, SB_TIME_LEN, "%.19s%s+00:00", base, frac);
+}
+
+/* Now in Unix ms (the wall clock: what send_at means). */
+static int64_t wall_ms(session_t *s)
+{
+    return s->ports->now_us(s->ports->ctx) / 1000;
 }
 
 static void json_str(sb_buf_t *b, const char *s)
@@ -455,7 +484,7 @@ static void convs_trim(session_t *s)
     for (sb_list_t *l = sb_list_first(&s->conv_lru); l && excess && steps--;) {
         conv_t *c = sb_container_of(l, conv_t, lru);
         l = l->next != &s->conv_lru ? l->next : NULL;
-        if (c->inflight || c->holds || !sb_list_empty(&c->lane) || sb_list_linked(&c->ready_link))
+        if (c->inflight || c->holds || !sb_list_empty(&c->lane) || sb_list_linked(&c->ready_link) || c->scheduled)
             continue;
         conv_free(s, c);
         excess--;
@@ -994,6 +1023,10 @@ static void message_event(session_t *s, const sb_new_message_t *m, const char *m
     if (m->out) {
         sb_buf_puts(b, ",\"status\":");
         json_str(b, m->status);
+        if (m->send_at) {
+            sb_buf_puts(b, ",\"send_at\":");
+            json_str(b, m->send_at);
+        }
     }
     if (m->fallback_of) { /* the fallback of that message (it failed, or was not delivered in time) */
         sb_buf_puts(b, ",\"fallback_of\":\"");
@@ -1183,6 +1216,7 @@ static void apply_accepts(session_t *s)
                 if (k->message_id < 0)
                     break;
                 free_accept(a);
+                req->accepted = strcmp(k->status, "scheduled") == 0 ? "scheduled" : "queued";
                 answer(req, 200, k->message_id, false);
                 continue;
             }
@@ -1213,6 +1247,13 @@ static void apply_accepts(session_t *s)
         m->body = sb_tenant_work_str(w, req->body);
         m->media_json = sb_tenant_work_str(w, req->media_json);
         m->status = "queued";
+        a->due_ms = req->send_at_ms > wall_ms(s) ? req->send_at_ms : 0; /* scheduled: not before its time */
+        if (a->due_ms) {
+            char at[SB_RFC3339_TEXT_LEN];
+            sb_rfc3339_format(a->due_ms, at);
+            m->status = "scheduled";
+            m->send_at = sb_tenant_work_str(w, at);
+        }
         m->idempotency_key = sb_tenant_work_str(w, req->idempotency_key);
         m->template_json = sb_tenant_work_str(w, req->template_json);
         m->priority = sb_priority_names[req->priority];
@@ -1222,6 +1263,11 @@ static void apply_accepts(session_t *s)
         m->created_at = sb_tenant_work_str(w, c->last_message_at);
         message_event(s, m, m->media_json, &ev);
         sb_tenant_work_event(w, "message.created", sb_str(ev.p, ev.len));
+        if (a->due_ms) {
+            sb_status_change_t sc = {.message_id = m->id, .status = "scheduled"};
+            status_event(&sc, &ev);
+            sb_tenant_work_event(w, "message.status", sb_str(ev.p, ev.len));
+        }
         conv_event(s, c, &ev);
         sb_tenant_work_event(w, "conversation.updated", sb_str(ev.p, ev.len));
         if (req->idempotency_key)
@@ -1281,6 +1327,7 @@ static void lane_ready(session_t *s, conv_t *c)
 static void prio_enter(session_t *s, send_t *x, sb_priority_t p)
 {
     x->prio = p;
+    x->in_prio = true;
     x->conv->nprio[p]++;
     s->depth[p]++;
     sb_gauge_add(&s->metrics->lane_depth[p], 1);
@@ -1288,6 +1335,9 @@ static void prio_enter(session_t *s, send_t *x, sb_priority_t p)
 
 static void prio_leave(session_t *s, send_t *x)
 {
+    if (!x->in_prio)
+        return;
+    x->in_prio = false;
     x->conv->nprio[x->prio]--;
     s->depth[x->prio]--;
     sb_gauge_add(&s->metrics->lane_depth[x->prio], -1);
@@ -2047,6 +2097,283 @@ static int on_fallbacks(sb_actor_t *a, void *state, sb_msg_t *m)
     return 0;
 }
 
+/* ---- outbound: scheduled sends ----------------------------------------------------------------------------------- */
+
+/* Why a heap and one timer: a channel may hold many scheduled messages (a broadcast's recipients, appointment
+ * reminders for the month); what costs per message is its place in the heap (a pointer) and the send it is anyway,
+ * never a timer of its own or a walk of the rest. Times are wall-clock Unix ms (send_at is a wall-clock promise);
+ * the timer is armed for the earliest only and moved when an earlier one comes or the earliest goes. */
+
+static bool sched_before(const send_t *a, const send_t *b)
+{
+    return a->due_ms < b->due_ms || (a->due_ms == b->due_ms && a->id < b->id);
+}
+
+static void sched_set(session_t *s, size_t i, send_t *x)
+{
+    s->sched[i] = x;
+    x->sched_i = i;
+}
+
+static void sched_up(session_t *s, size_t i)
+{
+    send_t *x = s->sched[i];
+    while (i > 0 && sched_before(x, s->sched[(i - 1) / 2])) {
+        sched_set(s, i, s->sched[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    sched_set(s, i, x);
+}
+
+static void sched_down(session_t *s, size_t i)
+{
+    send_t *x = s->sched[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= s->nsched)
+            break;
+        if (c + 1 < s->nsched && sched_before(s->sched[c + 1], s->sched[c]))
+            c++;
+        if (!sched_before(s->sched[c], x))
+            break;
+        sched_set(s, i, s->sched[c]);
+        i = c;
+    }
+    sched_set(s, i, x);
+}
+
+/* Takes x out of the heap (it is in it) and lets go of its conversation's hold; the caller arms the timer again. */
+static void sched_remove(session_t *s, send_t *x)
+{
+    size_t i = x->sched_i;
+    SB_BUG_ON(i >= s->nsched || s->sched[i] != x);
+    send_t *last = s->sched[--s->nsched];
+    x->conv->scheduled--;
+    if (last == x)
+        return;
+    sched_set(s, i, last);
+    sched_up(s, i);
+    sched_down(s, last->sched_i);
+}
+
+/* Arms the one timer for the earliest scheduled message, unless it already is. */
+static void sched_arm(session_t *s)
+{
+    if (s->nsched && s->sched_timer && s->sched_timer_due == s->sched[0]->due_ms)
+        return;
+    if (s->sched_timer) {
+        sb_actor_timer_stop(s->actor, s->sched_timer);
+        s->sched_timer = 0;
+    }
+    if (!s->nsched)
+        return;
+    int64_t wait = s->sched[0]->due_ms - wall_ms(s);
+    s->sched_timer = sb_actor_timer_start(s->actor, wait > 0 ? (uint64_t)wait : 0, 0, TIMER_SCHED);
+    s->sched_timer_due = s->sched[0]->due_ms;
+}
+
+/* x (just made by send_add, at the end of its lane) waits in the schedule until due_ms instead. */
+static void sched_add(session_t *s, send_t *x, int64_t due_ms)
+{
+    sb_list_remove(&x->lane_link);
+    prio_leave(s, x); /* not in its lane until its time */
+    x->state = Q_SCHEDULED;
+    x->due_ms = due_ms;
+    x->conv->scheduled++;
+    if (s->nsched == s->sched_cap) {
+        s->sched_cap = s->sched_cap ? s->sched_cap * 2 : 16;
+        s->sched = sb_realloc(s->sched, s->sched_cap * sizeof *s->sched);
+    }
+    sched_set(s, s->nsched++, x);
+    sched_up(s, s->nsched - 1);
+    sched_arm(s);
+}
+
+/* The scheduled messages whose time has come join the ends of their lanes, earliest (then lowest id) first; the
+ * timer is armed for the next. The caller pumps. */
+static void sched_run(session_t *s)
+{
+    int64_t now = wall_ms(s);
+    while (s->nsched && s->sched[0]->due_ms <= now) {
+        send_t *x = s->sched[0];
+        sched_remove(s, x);
+        x->state = Q_QUEUED;
+        sb_list_push_back(&x->conv->lane, &x->lane_link);
+        prio_enter(s, x, x->prio);
+        lane_ready(s, x->conv);
+    }
+    sched_arm(s);
+}
+
+/* Whether nothing scheduled is due within the horizon (the session may then be passivated: the store's scan wakes
+ * it in time). */
+static bool sched_far(session_t *s)
+{
+    return !s->nsched || s->sched[0]->due_ms - wall_ms(s) > SB_SESSION_SCHEDULE_HORIZON_MS;
+}
+
+/* ---- outbound: cancels ----------------------------------------------------------------------------------------- */
+
+static void cancel_answer(sb_session_cancel_t *req, int status, const char *code, const char *message)
+{
+    req->status = status;
+    req->code = code;
+    snprintf(req->message, sizeof req->message, "%s", message ? message : "");
+    req->answer(req);
+}
+
+static void drop_cancel_req(sb_msg_t *m)
+{
+    sb_session_cancel_t *req;
+    memcpy(&req, m->data, sizeof req);
+    cancel_answer(req, 503, "unavailable", "the message's channel could not be reached now; retry");
+}
+
+void sb_session_cancel(sb_rt_t *rt, unsigned owner, sb_session_cancel_t *req)
+{
+    sb_msg_t *m = sb_msg_new(SB_SESSION_CANCEL, sizeof req);
+    memcpy(m->data, &req, sizeof req);
+    m->drop = drop_cancel_req;
+    sb_rt_post_key(rt, owner, &sb_session_kind, (uint64_t)req->channel, m); /* a refused one is dropped: answered */
+}
+
+static void cancel_done(cancel_t *c, int status, const char *code, const char *message)
+{
+    sb_list_remove(&c->link);
+    cancel_answer(c->req, status, code, message);
+    free(c);
+}
+
+/* Stores the cancel of x (its message.status event with it), as a work item of its own; x stays where it is,
+ * started by nothing, until the answer. */
+static void cancel_store(session_t *s, cancel_t *c, send_t *x)
+{
+    conv_t *conv = x->conv;
+    x->cancel_from = x->state;
+    if (x->state == Q_SCHEDULED) {
+        sched_remove(s, x);
+        conv->scheduled++; /* (still holds its conversation in memory until the answer) */
+        sched_arm(s);
+    } else if (sb_list_first(&conv->lane) == &x->lane_link && sb_list_linked(&conv->ready_link)) {
+        sb_list_remove(&conv->ready_link); /* its lane's head: the lane waits for the answer */
+    }
+    x->state = Q_CANCELING;
+    c->storing = true;
+    pending_t *p = pending_new(s, W_CANCEL);
+    p->cancel = c;
+    p->sends = sb_malloc(sizeof *p->sends);
+    p->sends[0] = x;
+    p->nsends = 1;
+    sb_tenant_work_t *w = work_new(s, p);
+    sb_status_change_t *ch = sb_tenant_work_change(w);
+    ch->message_id = x->id;
+    ch->channel_id = s->channel;
+    ch->status = "canceled";
+    ch->finished = true;
+    sb_buf_t ev;
+    sb_buf_init(&ev);
+    status_event(ch, &ev);
+    sb_tenant_work_event(w, "message.status", sb_str(ev.p, ev.len));
+    sb_buf_cleanup(&ev);
+    sb_tenant_write(s->rt, s->tenant, w); /* a refused one is answered (SB_SESSION_WRITTEN with its error) */
+}
+
+/* Decides the cancels that can be decided, in order: the session is ready (its outbox loaded). A message being
+ * accepted right now (written, not answered yet) is waited for. */
+static void cancels_run(session_t *s)
+{
+    if (!s->ready)
+        return;
+    sb_list_foreach_safe(l, nx, &s->cancels)
+    {
+        cancel_t *c = sb_container_of(l, cancel_t, link);
+        if (c->storing)
+            continue;
+        sb_session_cancel_t *req = c->req;
+        if (!s->info.address || req->tenant != s->tenant) {
+            cancel_done(c, 404, "not_found", "no such message");
+            continue;
+        }
+        send_t *x = send_get(s, req->id);
+        if (!x) {
+            bool accepting = false;
+            sb_list_foreach(it, &s->accepts)
+            {
+                accept_t *a = sb_container_of(it, accept_t, link);
+                accepting |= a->conv && a->id == req->id;
+            }
+            if (!accepting) /* not in the outbox: finished (sent, failed, canceled ...) */
+                cancel_done(c, 409, "conflict", "the message has gone out already: it can no longer be canceled");
+            continue;
+        }
+        /* waiting its retry's backoff (out_retry_ms its length, or 0 after an activation); -1 and -2 mark an
+         * outcome being stored again and a send left by a crash: both went out */
+        bool waiting_retry = x->state == Q_WAITING && x->out_retry_ms >= 0;
+        if (x->state == Q_SCHEDULED || x->state == Q_QUEUED || waiting_retry)
+            cancel_store(s, c, x);
+        else if (x->state != Q_CANCELING) /* (a twin cancel waits for the first's answer) */
+            cancel_done(c, 409, "conflict", "the message is being sent: it can no longer be canceled");
+    }
+}
+
+/* The tenant's answer to a cancel: canceled (x freed, its lane goes on, a twin DELETE answered alike) and 200; or
+ * not stored (x back where it was) and 503. */
+static void written_cancel(session_t *s, pending_t *p, int err)
+{
+    cancel_t *c = p->cancel;
+    send_t *x = p->sends[0];
+    conv_t *conv = x->conv;
+    if (x->cancel_from == Q_SCHEDULED)
+        conv->scheduled--;
+    if (err) { /* not canceled: back where it was */
+        if (x->cancel_from == Q_SCHEDULED) {
+            sched_add(s, x, x->due_ms); /* (due already: the timer comes at once) */
+        } else if (x->cancel_from == Q_WAITING) {
+            x->state = Q_WAITING; /* its backoff's timer is still to come */
+        } else {
+            x->state = Q_QUEUED;
+            lane_ready(s, conv);
+        }
+        cancel_done(c, 503, "unavailable", "the cancel could not be stored now; retry");
+        return;
+    }
+    int64_t id = x->id;
+    send_free(s, x);
+    lane_ready(s, conv);
+    cancel_done(c, 200, NULL, NULL);
+    sb_list_foreach_safe(l, nx, &s->cancels) /* a twin DELETE that came meanwhile: the same answer */
+    {
+        cancel_t *t = sb_container_of(l, cancel_t, link);
+        if (!t->storing && t->req->id == id && t->req->tenant == s->tenant)
+            cancel_done(t, 200, NULL, NULL);
+    }
+}
+
+/* SB_SESSION_CANCEL: taken in arrival order, decided once the outbox is loaded. */
+static int on_cancel(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    session_t *s = state;
+    sb_session_cancel_t *req;
+    (void)a;
+    if (m->len != sizeof req)
+        return 0;
+    memcpy(&req, m->data, sizeof req);
+    m->drop = NULL;
+    cancel_t *c = sb_calloc(1, sizeof *c);
+    c->req = req;
+    sb_list_push_back(&s->cancels, &c->link);
+    cancels_run(s);
+    pump(s);
+    return 0;
+}
+
+/* SB_SESSION_WAKE: nothing to do once here. */
+static int on_wake(sb_actor_t *a, void *state, sb_msg_t *m)
+{
+    (void)a, (void)state, (void)m; /* being active is the point: activation loaded the schedule and armed it */
+    return 0;
+}
+
 /* ---- the tenant's answers ---------------------------------------------------------------------------------------- */
 
 /* The message a work item numbered is answered: committed, or not. Memory never falls behind the store (only this
@@ -2085,6 +2412,8 @@ static void written_accept(session_t *s, pending_t *p, int err)
             memo_del(&s->keys, k);
         else if (!err)
             key_learn(s, req->idempotency_key, a->id);
+        if (!err && (k = key_get(s, req->idempotency_key)))
+            snprintf(k->status, sizeof k->status, "%s", a->due_ms ? "scheduled" : "queued");
     }
     if (err) {
         answer(req, 503, 0, false);
@@ -2092,10 +2421,15 @@ static void written_accept(session_t *s, pending_t *p, int err)
         send_t *x = send_add(s, a->conv, a->id, 0, req->to, req->body, req->media_json, req->template_json);
         x->fallback_json = dup_or_null(req->fallback_json);
         send_set_priority(s, x, req->priority);
-        lane_ready(s, a->conv);
+        if (a->due_ms)
+            sched_add(s, x, a->due_ms);
+        else
+            lane_ready(s, a->conv);
+        req->accepted = a->due_ms ? "scheduled" : "queued";
         answer(req, 202, a->id, true);
     }
     free_accept(a);
+    cancels_run(s); /* one may have waited for this accept */
 }
 
 static void written_claims(session_t *s, pending_t *p, int err)
@@ -2190,6 +2524,10 @@ static int on_written(sb_actor_t *a, void *state, sb_msg_t *m)
         written_fallback(s, p, r.err);
         break;
     case W_EVENT: /* a broadcast.progress: a lost one is said again (its watch compares with what was said) */
+        break;
+    case W_CANCEL:
+        written_cancel(s, p, r.err);
+        cancels_run(s); /* (one may have waited for this one) */
         break;
     }
     pending_free(s, p);
@@ -2710,6 +3048,8 @@ static void accepting_cb(void *arg, int err, const int64_t *ids, size_t n)
 /* At activation: the channel's broadcasts staged but not expanded whole (a stop came in between) are resumed. */
 static void bcast_resume(session_t *s)
 {
+    if (!s->ports->store.broadcast_accepting) /* (a store without broadcasts: the unit tests' fakes) */
+        return;
     comp_t *c = comp_new(s, 0);
     if (s->ports->store.broadcast_accepting(s->ports->store.ctx, s->tenant, s->channel, accepting_cb, c) < 0) {
         free(c);
@@ -2798,6 +3138,7 @@ static void bcancel_run(session_t *s, bcancel_t *q)
     int64_t id = req->broadcast_id;
     sb_idset_add(&s->canceled, id);
     size_t nsends = 0, nkeep = 0, pos = 0;
+    bool rearm = false;
     send_t **sends = sb_malloc((s->sends.n ? s->sends.n : 1) * sizeof *sends);
     for (sb_hnode_t *n; (n = sb_htable_next(&s->sends, &pos));) {
         send_t *x = sb_container_of(n, send_t, node);
@@ -2807,7 +3148,11 @@ static void bcancel_run(session_t *s, bcancel_t *q)
     int64_t *keep = sb_malloc((nsends ? nsends : 1) * sizeof *keep);
     for (size_t i = 0; i < nsends; i++) {
         send_t *x = sends[i];
-        if (x->state == Q_QUEUED || (x->state == Q_WAITING && x->out_retry_ms >= 0)) {
+        if (x->state == Q_SCHEDULED) { /* out of the schedule, canceled by the statement */
+            sched_remove(s, x);
+            send_free(s, x);
+            rearm = true;
+        } else if (x->state == Q_QUEUED || (x->state == Q_WAITING && x->out_retry_ms >= 0)) {
             conv_t *c = x->conv;
             send_free(s, x);
             sb_list_remove(&c->ready_link); /* its lane's head changed, or it is empty now */
@@ -2821,6 +3166,8 @@ static void bcancel_run(session_t *s, bcancel_t *q)
         }
     }
     free(sends);
+    if (rearm)
+        sched_arm(s);
     comp_t *c = comp_new(s, 0);
     int rc = s->ports->store.broadcast_cancel(s->ports->store.ctx, s->tenant, s->channel, id, false, keep, nkeep,
                                               bcancel_cb, c);
@@ -2993,6 +3340,7 @@ static void loaded_cb(void *arg, int err, const sb_channel_info_t *ci, const sb_
             pk_str(&b, pending[i].fallback_json);
             pk_str(&b, pending[i].priority);
             pk_i64(&b, pending[i].broadcast_id);
+            pk_i64(&b, pending[i].send_in_ms);
         }
     }
     comp_post(c, S_LOADED, &b);
@@ -3248,12 +3596,13 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
         unsigned attempts = (unsigned)rd_i64(&r);
         int64_t retry_in = rd_i64(&r), sending_for = rd_i64(&r);
         const char *fallback_json = rd_str(&r), *priority = rd_str(&r);
-        int64_t bcast = rd_i64(&r);
+        int64_t bcast = rd_i64(&r), send_in = rd_i64(&r);
         if (r.bad || !to || !status || send_get(s, id))
             continue;
         if (bcast && sb_idset_has(&s->canceled, bcast))
             continue; /* canceled here while this load was under way */
-        if (strcmp(status, "queued") != 0 && strcmp(status, "retrying") != 0 && strcmp(status, "sending") != 0)
+        if (strcmp(status, "queued") != 0 && strcmp(status, "retrying") != 0 && strcmp(status, "sending") != 0 &&
+            strcmp(status, "scheduled") != 0)
             continue; /* finished already: nothing to send */
         conv_t *c = conv_get(s, conv);
         send_t *x = send_add(s, c, id, attempts, to, body, media, tpl);
@@ -3272,10 +3621,13 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
             x->state = Q_WAITING;
             x->out_retry_ms = 0;
             sb_actor_timer_start(a, (uint64_t)retry_in, 0, TIMER_SEND | (uint64_t)id);
+        } else if (strcmp(status, "scheduled") == 0) { /* (those due already join their lanes below) */
+            sched_add(s, x, wall_ms(s) + send_in);
         } else {
             lane_ready(s, c);
         }
     }
+    sched_run(s); /* what fell due while no session held it: after the queued ones, by send_at then id */
     if (!s->ready) {
         fallbacks_load(s); /* the inbox waits for them (process) */
         s->ready = true;
@@ -3309,6 +3661,7 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
     }
     figures_answer(s, false);
     process(s);
+    cancels_run(s);
     pump(s);
     return 0;
 }
@@ -3365,6 +3718,12 @@ static int on_timer(sb_actor_t *a, void *state, sb_msg_t *m)
         bcast_resume(s);
         return 0;
     }
+    if (tag == TIMER_SCHED) {
+        s->sched_timer = 0;
+        sched_run(s);
+        pump(s);
+        return 0;
+    }
     if (!(tag & TIMER_SEND))
         return 0;
     send_t *x = send_get(s, (int64_t)(tag & ~TIMER_SEND));
@@ -3380,6 +3739,8 @@ static int on_timer(sb_actor_t *a, void *state, sb_msg_t *m)
         x->state = Q_QUEUED;
         lane_ready(s, x->conv);
         pump(s);
+    } else if (x->state == Q_CANCELING && x->cancel_from == Q_WAITING) { /* over while its cancel is stored */
+        x->cancel_from = Q_QUEUED;
     }
     return 0;
 }
@@ -3415,6 +3776,7 @@ static int session_init(sb_actor_t *a, void *state, const void *arg)
     sb_list_init(&s->bcancels);
     sb_list_init(&s->progress);
     sb_idset_init(&s->canceled);
+    sb_list_init(&s->cancels);
     if (!load(s))
         sb_actor_timer_start(a, LOAD_RETRY_MS, 0, TIMER_LOAD);
     return 0;
@@ -3424,6 +3786,10 @@ static void session_stop(sb_actor_t *a, void *state)
 {
     session_t *s = state;
     (void)a;
+    if (s->nsched)
+        sb_log_debug("session %" PRId64 ": stopped holding %zu scheduled message(s), the earliest due in %" PRId64
+                     " ms (the store keeps them; the schedule scan wakes the session in time)",
+                     s->channel, s->nsched, s->sched[0]->due_ms - wall_ms(s));
     size_t at = 0;
     for (sb_hnode_t *n; (n = sb_htable_next(&s->pendings, &at));) {
         sb_htable_remove_at(&s->pendings, &at);
@@ -3437,6 +3803,8 @@ static void session_stop(sb_actor_t *a, void *state)
         answer(x->req, 503, 0, false);
         free(x);
     }
+    for (sb_list_t *l; (l = sb_list_first(&s->cancels));) /* (those being stored too: their answer is lost) */
+        cancel_done(sb_container_of(l, cancel_t, link), 503, "unavailable", "the channel's session stopped; retry");
     for (sb_list_t *l; (l = sb_list_pop_front(&s->inbox));)
         free_inbound(sb_container_of(l, inbound_t, link));
     figures_answer(s, true);
@@ -3461,6 +3829,7 @@ static void session_stop(sb_actor_t *a, void *state)
     for (size_t i = 0; i < nsends; i++)
         send_free(s, sends[i]);
     free(sends);
+    free(s->sched);
     pos = 0;
     for (sb_hnode_t *n; (n = sb_htable_next(&s->convs, &pos));) {
         conv_t *c = sb_container_of(n, conv_t, by_id);
@@ -3489,9 +3858,10 @@ static bool session_can_passivate(sb_actor_t *a, void *state)
     session_t *s = state;
     (void)a;
     return s->ready && !s->loading && sb_list_empty(&s->inbox) && sb_list_empty(&s->accepts) &&
-           s->pendings.n == 0 && s->sends.n == 0 && !s->resolving && s->watches.n == 0 && !s->watches_loading &&
-           sb_list_empty(&s->figures) && sb_list_empty(&s->bcasts) && sb_list_empty(&s->bcancels) &&
-           sb_list_empty(&s->progress) && !s->reload;
+           s->pendings.n == 0 && s->sends.n == s->nsched && !s->resolving && s->watches.n == 0 &&
+           !s->watches_loading && sb_list_empty(&s->figures) && sb_list_empty(&s->bcasts) &&
+           sb_list_empty(&s->bcancels) && sb_list_empty(&s->progress) && !s->reload && sb_list_empty(&s->cancels) &&
+           sched_far(s); /* (the scheduled ones only, none due soon: the store's scan wakes it in time) */
 }
 
 static const sb_actor_handler_fn handlers[] = {
@@ -3504,6 +3874,7 @@ static const sb_actor_handler_fn handlers[] = {
     [SB_SESSION_BROADCAST] = on_broadcast, [SB_SESSION_BROADCAST_CANCEL] = on_bcancel_req,
     [S_BBEGIN] = on_bbegin,     [S_BROWS] = on_brows,              [S_BCANCEL] = on_bcancel,
     [S_BCOUNTS] = on_bcounts,   [S_BRESUME] = on_bresume,
+    [SB_SESSION_CANCEL] = on_cancel, [SB_SESSION_WAKE] = on_wake,
 };
 
 const sb_actor_kind_t sb_session_kind = {

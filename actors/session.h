@@ -44,10 +44,23 @@
  * rest of the list, under the idempotency key "sb-fallback:{id}") and the message it becomes is stored as this one's
  * fallback_to. The watch's deadline is stored with the outcome and loaded at activation; a session watching a
  * message is not passivated.
+ * Scheduled sends: a send whose send_at is ahead is stored with status scheduled (its history entry and a
+ * message.status event "scheduled" with it) and answered 202 "scheduled"; it stays out of its conversation's lane,
+ * so it holds nothing back, until its time. The session keeps its scheduled messages in a min-heap by (send_at, id)
+ * with one timer, for the earliest; at its time a message joins the end of its conversation's lane and goes as a
+ * queued one would (the channel's pace and caps, whatever its priority). So a conversation's messages go in the
+ * order they fell due: one sent at once when it was accepted, a scheduled one at its send_at; several due at the
+ * same moment (an activation after an outage) by send_at then id, after the messages already queued.
+ * SB_SESSION_CANCEL cancels a message still scheduled, queued or waiting its retry backoff: stored as canceled
+ * (finished: it leaves the outbox) with a message.status event "canceled"; one claimed or finished is refused
+ * (409), and a cancel that reaches a passivated session activates it: it decides once its outbox is loaded.
  *
  * Activation loads the channel and its unfinished outbound messages (a message left sending for two minutes, by a
- * crash, becomes unknown: never a blind resend). It is passivated when idle with nothing queued, in flight or
- * waiting. */
+ * crash, becomes unknown: never a blind resend), scheduled ones with the time left to their send_at (those past it
+ * join their lanes at once). It is passivated when idle with nothing queued, in flight or waiting, and nothing
+ * scheduled within SB_SESSION_SCHEDULE_HORIZON_MS: shard 0 asks the store every SB_SESSION_SCHEDULE_SCAN_MS for
+ * the channels with a scheduled message due within the horizon and wakes their sessions (SB_SESSION_WAKE), so a
+ * passivated session is back, its timer armed, well before its earliest message is due. */
 #ifndef SB_SESSION_H
 #define SB_SESSION_H
 
@@ -62,6 +75,8 @@ enum {
     SB_SESSION_SEND = 2,    /* payload: sb_session_send_t * (the actor takes it) */
     SB_SESSION_RESUME = 3,  /* no payload: outbound messages were queued again (console replay): load them */
     SB_SESSION_WRITTEN = 4, /* the tenant's answer to a work item: sb_tenant_written_t */
+    SB_SESSION_CANCEL = 5,  /* payload: sb_session_cancel_t * (the actor takes it) */
+    SB_SESSION_WAKE = 6,    /* no payload: a scheduled message falls due soon: be active (activation loads it) */
     SB_SESSION_BROADCAST = 8, /* payload: sb_session_broadcast_t * (the actor takes it) */
     SB_SESSION_BROADCAST_CANCEL = 9, /* payload: sb_session_bcancel_t * (the actor takes it) */
     SB_SESSION_SETTINGS = 10, /* payload: int64 tenant: its or its channel's pace and caps changed: read them again */
@@ -79,6 +94,10 @@ enum {
 #define SB_SESSION_MAX_CHANNEL_CAP 1000   /* the largest settings.max_concurrent_sends */
 #define SB_SESSION_MAX_TENANT_CAP 100000  /* the largest tenant max_concurrent_sends */
 #define SB_SESSION_MAX_RATE 10000         /* the largest settings.rate_per_second */
+#define SB_SESSION_SCHEDULE_HORIZON_MS 60000 /* a session holding a message due within this is not passivated */
+#define SB_SESSION_SCHEDULE_SCAN_MS 10000    /* how often shard 0 looks for scheduled messages due within the horizon:
+                                              * a passivated session is woken at least horizon - scan (50 s) ahead */
+#define SB_SESSION_SCHEDULE_MAX_MS (30LL * 86400 * 1000) /* send_at at most this far ahead (the front door checks) */
 
 typedef struct sb_session_receipt {
     int64_t receipt_id, tenant;
@@ -135,7 +154,8 @@ typedef struct sb_session_send {
     char *to, *body, *media_json, *template_json, *idempotency_key; /* heap, the request's; template and key NULL when
                                                                     * none */
     sb_priority_t priority;
-    int64_t send_at_ms;        /* not before this time (Unix ms); 0: at once */
+    int64_t send_at_ms;        /* not before this time (Unix ms); 0 or a time not ahead when the session takes it:
+                                * at once */
     char *fallback_json;       /* heap: {"channels": [id, ...], "after_s": N}, or NULL */
     int64_t broadcast_id, fallback_of; /* 0 when none */
     void (*answer)(struct sb_session_send *req);
@@ -145,6 +165,7 @@ typedef struct sb_session_send {
                                 * the 24-hour window: refused before anything is stored), 503 */
     int64_t id;
     bool created;
+    const char *accepted;      /* 2xx: the message's status as accepted, "queued" or "scheduled" (static) */
     const char *code;          /* not 2xx: the error code (static) ... */
     char message[160];         /* ... and message for the client */
 } sb_session_send_t;
@@ -201,6 +222,23 @@ typedef struct sb_session_bcancel {
 } sb_session_bcancel_t;
 
 void sb_session_broadcast_cancel(sb_rt_t *rt, unsigned owner, sb_session_bcancel_t *req);
+
+/* A cancel of an outbound message of the channel (DELETE /v1/messages/{id}), answered like a send: the front door
+ * allocates it, the session fills in the outcome and calls answer(req) exactly once, from any thread. */
+typedef struct sb_session_cancel {
+    int64_t tenant, channel, id;
+    void (*answer)(struct sb_session_cancel *req);
+    void *arg;                 /* the front door's */
+    /* the outcome */
+    int status;                /* 200 (canceled), 404 (not this tenant's channel), 409 (claimed or finished
+                                * already), 503 (not stored now: retry) */
+    const char *code;          /* not 200: the error code (static) ... */
+    char message[160];         /* ... and message for the client */
+} sb_session_cancel_t;
+
+/* Sends req to its channel's session on shard owner (activating it if need be). Takes req: it is answered in every
+ * case (503 when it cannot reach the session). */
+void sb_session_cancel(sb_rt_t *rt, unsigned owner, sb_session_cancel_t *req);
 
 extern const sb_actor_kind_t sb_session_kind;
 

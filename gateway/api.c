@@ -17,6 +17,7 @@
 #include "proto/form.h"
 #include "proto/jwt.h"
 #include "proto/mem.h"
+#include "proto/rfc3339.h"
 #include "shards/domain.h"
 
 #include <jansson.h>
@@ -610,7 +611,7 @@ static void send_accepted(void *arg, int status, const char *code, const char *m
         return;
     }
     char b[96];
-    int n = snprintf(b, sizeof b, "{\"id\":\"%s\",\"status\":\"queued\"}\n", id);
+    int n = snprintf(b, sizeof b, "{\"id\":\"%s\",\"status\":\"%s\"}\n", id, code ? code : "queued");
     sb_http_respond(req, created ? 202 : 200, "application/json", b, (size_t)n);
 }
 
@@ -690,6 +691,30 @@ static bool priority_field(json_t *o, sb_priority_t *out)
     return false;
 }
 
+/* The send's "send_at" (absent or null: at once), into *ms (0: at once). NULL, or what is wrong with it. A time not
+ * ahead means at once; more than SB_SESSION_SCHEDULE_MAX_MS ahead is refused. */
+static const char *send_at_field(json_t *o, int64_t *ms)
+{
+    sb_str_t v;
+    *ms = 0;
+    if (!str_field(o, "send_at", &v))
+        return "'send_at' must be a string: an RFC 3339 time such as 2026-12-05T14:30:00Z or "
+               "2026-12-05T15:30:00+01:00";
+    if (!v.p)
+        return NULL;
+    int64_t at;
+    if (sb_rfc3339_parse(v, &at) < 0)
+        return "'send_at' must be an RFC 3339 time with its offset, such as 2026-12-05T14:30:00Z or "
+               "2026-12-05T15:30:00+01:00";
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (at - now > SB_SESSION_SCHEDULE_MAX_MS)
+        return "'send_at' must be at most 30 days ahead";
+    *ms = at > now ? at : 0;
+    return NULL;
+}
+
 static void post_message(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t *p)
 {
     const char *tenant = p->tenant_s;
@@ -733,6 +758,8 @@ static void post_message(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t
     if (!bad && sb_fallback_from_request(json_object_get(j, "fallback"), json_object_get(j, "fallback_after"),
                                          (int64_t)channel, &fallback, &fallback_bad) < 0)
         bad = fallback_bad;
+    if (!bad)
+        bad = send_at_field(j, &send.send_at_ms);
     if (bad) {
         sb_http_respond_error(req, 400, code, bad);
         json_decref(j);
@@ -754,6 +781,67 @@ static void post_message(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t
     sb_buf_cleanup(&fallback_text);
     free(template_text);
     json_decref(j);
+}
+
+/* ---- DELETE /v1/messages/{id} ------------------------------------------------------------------------------------ */
+
+/* A cancel on its way: the request and the message, until the session answered and the message is read back. */
+typedef struct cancel_req {
+    sb_http_req_t *req;
+    sb_shard_t *shard;
+    int64_t tenant, id;
+} cancel_req_t;
+
+/* The session's answer (sb_sends_cancel_fn): an error as it is, a cancel as the message read back (committed by
+ * then); frees c. */
+static void canceled(void *arg, int status, const char *code, const char *message)
+{
+    cancel_req_t *c = arg;
+    if (status != 200)
+        sb_http_respond_error(c->req, status, code, message);
+    else if (sb_query_message(sb_domain_store(c->shard), c->tenant, c->id, message_read, c->req) < 0)
+        sb_http_respond_error(c->req, 503, "unavailable", "the message was canceled but cannot be read back now");
+    free(c);
+}
+
+/* Where the message is decides: unknown 404; inbound, or gone out already (by the store), 409; canceled already,
+ * the message again (a DELETE repeated); otherwise its channel's session decides, since only it knows whether it
+ * was claimed meanwhile. */
+static void message_found(void *arg, int err, const sb_query_message_ref_t *r)
+{
+    cancel_req_t *c = arg;
+    if (err == SB_ENOENT) {
+        sb_http_respond_error(c->req, 404, "not_found", "no such message");
+    } else if (err) {
+        sb_http_respond_error(c->req, 503, "unavailable", "the database is not reachable; retry");
+    } else if (!r->out) {
+        sb_http_respond_error(c->req, 409, "conflict", "an inbound message cannot be canceled");
+    } else if (strcmp(r->status, "canceled") == 0) {
+        canceled(c, 200, NULL, NULL);
+        return;
+    } else if (strcmp(r->status, "scheduled") != 0 && strcmp(r->status, "queued") != 0 &&
+               strcmp(r->status, "retrying") != 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the message is %.32s: only a scheduled or queued message can be canceled",
+                 r->status);
+        sb_http_respond_error(c->req, 409, "conflict", msg);
+    } else {
+        sb_sends_cancel(c->tenant, r->channel, c->id, canceled, c);
+        return;
+    }
+    free(c);
+}
+
+/* DELETE /v1/messages/{id} (an agent's or owner's key; the id in the request's user pointer): the message's row
+ * first, for its channel. */
+static void delete_message(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t *p)
+{
+    cancel_req_t *c = sb_calloc(1, sizeof *c);
+    *c = (cancel_req_t){.req = req, .shard = s, .tenant = p->tenant, .id = (int64_t)(intptr_t)sb_http_req_user(req)};
+    if (sb_query_message_ref(sb_domain_store(s), c->tenant, c->id, message_found, c) < 0) {
+        sb_http_respond_error(req, 503, "unavailable", "the database is not reachable; retry");
+        free(c);
+    }
 }
 
 /* ---- routing -------------------------------------------------------------------------------------------------- */
@@ -833,8 +921,14 @@ bool sb_api_handle(sb_shard_t *s, sb_http_req_t *req)
         sb_http_respond_error(req, 404, "not_found", conv ? "no such conversation" : "no such message");
         return true;
     }
+    if (msg && m == SB_HTTP_DELETE) { /* a cancel: an agent's, like a send */
+        sb_http_req_set_user(req, (void *)(intptr_t)id);
+        sb_api_authenticate(s, req, SB_ROLE_AGENT, SB_RL_SEND, false, delete_message);
+        return true;
+    }
     if (!get) {
-        sb_http_respond_error(req, 405, "method_not_allowed", "this route answers GET");
+        sb_http_respond_error(req, 405, "method_not_allowed",
+                              msg ? "this route answers GET and DELETE" : "this route answers GET");
         return true;
     }
     sb_http_req_set_user(req, (void *)(intptr_t)id);

@@ -512,6 +512,7 @@ typedef struct send_wait {
     int64_t channel;
     char *to, *body, *media_url, *key, *tag;
     int priority;            /* the send's lane (sb_priority_t; interactive unless the op said otherwise) */
+    int64_t send_at_ms;
 } send_wait_t;
 
 static char *dup_opt(sb_str_t v)
@@ -556,7 +557,8 @@ static void send_limited(void *arg, const char *limit, uint64_t retry_ms)
                           .media_url = opt_str(w->media_url),
                           .tag = opt_str(w->tag),
                           .idempotency_key = opt_str(s->key),
-                          .priority = (sb_priority_t)w->priority};
+                          .priority = (sb_priority_t)w->priority,
+                          .send_at_ms = w->send_at_ms};
         sb_sends_accept(&send, sent, s);
     }
     send_wait_free(w);
@@ -571,6 +573,15 @@ static void on_send(client_t *c, const sb_inbox_op_t *op)
         send_error(c, "forbidden", "a readonly key or token may not send");
         return;
     }
+    if (op->send_at_ms) { /* scheduled: the same bounds as POST /v1/messages */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        if (op->send_at_ms - now > SB_SESSION_SCHEDULE_MAX_MS) {
+            send_error(c, "bad_field", "send_at must be at most 30 days ahead");
+            return;
+        }
+    }
     send_wait_t *w = sb_calloc(1, sizeof *w);
     *w = (send_wait_t){.c = c,
                        .channel = op->channel_id,
@@ -579,7 +590,8 @@ static void on_send(client_t *c, const sb_inbox_op_t *op)
                        .media_url = dup_opt(op->media_url),
                        .tag = dup_opt(op->tag),
                        .key = dup_opt(op->idempotency_key),
-                       .priority = op->priority};
+                       .priority = op->priority,
+                       .send_at_ms = op->send_at_ms};
     sb_rl_ask_t ask = {.tenant = c->tenant, .key_id = c->key_id, .addr = c->addr, .families = SB_RL_SEND,
                        .limits = *c->limits};
     c->refs++;

@@ -137,7 +137,8 @@ static void answer_on_origin(sb_shard_t *s, void *arg)
     if (j->req.status == 202 || j->req.status == 200)
         snprintf(id, sizeof id, "%lld", (long long)j->req.id);
     bool ok = j->req.status == 202 || j->req.status == 200;
-    j->cb(j->arg, ok ? 202 : j->req.status, ok ? NULL : j->req.code, ok ? NULL : j->req.message, id, j->req.created);
+    j->cb(j->arg, ok ? 202 : j->req.status, ok ? (j->req.accepted ? j->req.accepted : "queued") : j->req.code,
+          ok ? NULL : j->req.message, id, j->req.created);
     job_free(j);
 }
 
@@ -238,4 +239,46 @@ void sb_sends_accept(const sb_send_t *send, sb_sends_fn cb, void *arg)
         return;
     }
     check_fallbacks(j);
+}
+
+/* ---- cancels -------------------------------------------------------------------------------------------------- */
+
+typedef struct cancel_job {
+    sb_session_cancel_t req;   /* first: the session hands back this pointer */
+    unsigned origin;
+    sb_sends_cancel_fn cb;
+    void *arg;
+} cancel_job_t;
+
+/* On the shard the cancel came from: the outcome to the caller, and the job freed. */
+static void cancel_on_origin(sb_shard_t *s, void *arg)
+{
+    cancel_job_t *j = arg;
+    (void)s;
+    j->cb(j->arg, j->req.status, j->req.status == 200 ? NULL : j->req.code,
+          j->req.status == 200 ? NULL : j->req.message);
+    free(j);
+}
+
+/* The session's answer, on the tenant's shard: back to the shard the request came from (as answered() does). */
+static void cancel_answered(sb_session_cancel_t *req)
+{
+    cancel_job_t *j = (cancel_job_t *)req;
+    sb_shard_t *self = sb_shard_self();
+    if (self && sb_shard_index(self) == j->origin)
+        cancel_on_origin(self, j);
+    else if (sb_shard_exec(j->origin, cancel_on_origin, j) < 0)
+        free(j);
+}
+
+void sb_sends_cancel(int64_t tenant, int64_t channel, int64_t id, sb_sends_cancel_fn cb, void *arg)
+{
+    sb_shard_t *self = sb_shard_self();
+    SB_BUG_ON(!self);
+    cancel_job_t *j = sb_calloc(1, sizeof *j);
+    j->origin = sb_shard_index(self);
+    j->cb = cb;
+    j->arg = arg;
+    j->req = (sb_session_cancel_t){.tenant = tenant, .channel = channel, .id = id, .answer = cancel_answered};
+    sb_session_cancel(sb_shard_rt(self), sb_domain_owner(tenant), &j->req);
 }

@@ -2,7 +2,7 @@
  * that need no database are checked here, then the send goes to its channel's session actor (actors/session.h) on
  * the tenant's shard, which checks it against the channel, stores it in the outbox with the client's idempotency key
  * (the same key of a tenant answers the id of the message it first created, without a second copy) and answers. Any
- * shard may take the request: the answer comes back to it. */
+ * shard may take the request: the answer comes back to it. A cancel (DELETE /v1/messages/{id}) goes the same way. */
 #ifndef SB_SENDS_H
 #define SB_SENDS_H
 
@@ -28,9 +28,10 @@ typedef struct sb_send {
     sb_str_t fallback_json;   /* {"channels": [id, ...], "after_s": N}, or absent */
 } sb_send_t;
 
-/* The outcome, on the shard that called sb_sends_accept. status: 202 with id (decimal text, borrowed for the call)
- * and created (false when the idempotency key named an earlier message), or 400 / 404 / 422 (outside_window: Meta's
- * 24-hour customer-service window is closed for this message) / 503 with an error code and message for the client
+/* The outcome, on the shard that called sb_sends_accept. status: 202 with id (decimal text, borrowed for the call),
+ * created (false when the idempotency key named an earlier message) and code the message's status as accepted
+ * ("queued", or "scheduled" for a send_at ahead); or 400 / 404 / 422 (outside_window: Meta's 24-hour
+ * customer-service window is closed for this message) / 503 with an error code and message for the client
  * (borrowed for the call). */
 typedef void (*sb_sends_fn)(void *arg, int status, const char *code, const char *message, const char *id,
                             bool created);
@@ -44,5 +45,12 @@ const char *sb_sends_check(const sb_send_t *send, const char **code);
 /* From a shard thread: checks send (borrowed; copied before return) and commits it on the tenant's shard. Calls cb
  * exactly once, on the calling shard, possibly before returning (a refused check). */
 void sb_sends_accept(const sb_send_t *send, sb_sends_fn cb, void *arg);
+
+/* Cancels tenant's outbound message id of channel (DELETE /v1/messages/{id}; the caller found its channel) through
+ * the channel's session, which owns its order. cb is called exactly once, on the calling shard: status 200 (canceled:
+ * stored, with its message.status event), or 404 / 409 (claimed or finished already) / 503 with an error code and a
+ * message for the client (borrowed for the call). */
+typedef void (*sb_sends_cancel_fn)(void *arg, int status, const char *code, const char *message);
+void sb_sends_cancel(int64_t tenant, int64_t channel, int64_t id, sb_sends_cancel_fn cb, void *arg);
 
 #endif

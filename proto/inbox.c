@@ -13,6 +13,7 @@
 #include "proto/err.h"
 #include "proto/line.h"
 #include "proto/mem.h"
+#include "proto/rfc3339.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -459,6 +460,12 @@ static int decode_send(const json_t *obj, sb_inbox_op_t *op, sb_inbox_err_t *err
             op->priority = prio.p ? i : 0;
     if (op->priority < 0)
         return fail(err, SB_EINVAL, "priority must be interactive, normal or bulk");
+    sb_str_t at;
+    if ((rc = get_str(obj, "send_at", false, &at, err)) != 0)
+        return rc;
+    op->send_at_ms = 0;
+    if (at.p && sb_rfc3339_parse(at, &op->send_at_ms) < 0)
+        return fail(err, SB_EINVAL, "send_at must be an RFC 3339 time with its offset, such as 2026-12-05T14:30:00Z");
 
     sb_str_t *const dst[N] = {&op->to, &op->body, &op->media_url, &op->idempotency_key, &op->tag};
     op->mem = own_strings(s, dst, N);

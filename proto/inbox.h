@@ -61,6 +61,7 @@ typedef struct sb_inbox_op {
                                 * within 7 days), checked by the front door that takes the send */
     int priority;              /* optional "priority": "interactive" (0, also when absent), "normal" (1) or "bulk"
                                 * (2): the order of actors/session.h's sb_priority_t */
+    int64_t send_at_ms;        /* "send_at" (optional, RFC 3339 with its offset) in Unix ms; 0 when absent or null */
 
     char *mem; /* the one allocation behind every string above, or NULL; freed by sb_inbox_op_cleanup */
 } sb_inbox_op_t;

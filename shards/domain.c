@@ -26,6 +26,8 @@
 #define SWEEP_OLDER_MS 3000   /* younger receipts are most likely on their way through a session right now */
 #define SWEEP_PAGE 1000
 #define QUEUES_EVERY_MS 5000  /* the outbox and the dead letters counted for /metrics */
+#define DUE_PAGE 10000        /* scheduled messages read per scan for the channels to wake (their sessions load all
+                               * of theirs): more due within a minute than this wakes the rest on the next scans */
 
 typedef struct domain {
     sb_shard_t *s;
@@ -35,8 +37,8 @@ typedef struct domain {
     sb_domain_config_t config;
     sb_ports_t ports;
     uv_timer_t *tick;
-    uint64_t next_sweep, next_queues;
-    bool sweeping, backlog_done, backlog_asked, counting;
+    uint64_t next_sweep, next_queues, next_due;
+    bool sweeping, backlog_done, backlog_asked, counting, scanning_due;
 } domain_t;
 
 static const sb_shard_module_t *self_module(void);
@@ -251,6 +253,22 @@ static void backlog_read(void *arg, int err, const int64_t *channel_tenants, con
                     nt);
 }
 
+/* The channels with scheduled messages due within the sessions' horizon: their sessions are woken (activated if
+ * they were passivated, which loads the schedule and arms its timer; nothing for an active one). */
+static void due_read(void *arg, int err, const int64_t *tenants, const int64_t *channels, size_t n)
+{
+    domain_t *d = arg;
+    d->scanning_due = false;
+    if (err) {
+        sb_log_debug("domain: scheduled sends scan skipped: %s", sb_strerror(err));
+        return;
+    }
+    sb_rt_t *rt = sb_shard_rt(d->s);
+    for (size_t i = 0; i < n; i++)
+        sb_rt_send_key(rt, sb_domain_owner(tenants[i]), &sb_session_kind, (uint64_t)channels[i], SB_SESSION_WAKE,
+                       NULL, 0);
+}
+
 /* The database's queues into row 0's gauges; a failed count leaves the last figures (sb_postgres_up says why). */
 static void queues_counted(void *arg, int err, const sb_store_queues_t *q)
 {
@@ -280,6 +298,11 @@ static void on_tick(uv_timer_t *t)
         d->next_sweep = now + SWEEP_EVERY_MS;
         if (sb_store_sweep(d->store, SWEEP_OLDER_MS, SWEEP_PAGE, swept, d) == 0)
             d->sweeping = true;
+    }
+    if (!d->scanning_due && now >= d->next_due) {
+        d->next_due = now + SB_SESSION_SCHEDULE_SCAN_MS;
+        if (sb_store_scheduled_due(d->store, SB_SESSION_SCHEDULE_HORIZON_MS, DUE_PAGE, due_read, d) == 0)
+            d->scanning_due = true;
     }
     if (!d->counting && now >= d->next_queues) {
         d->next_queues = now + QUEUES_EVERY_MS;

@@ -10,7 +10,9 @@
  * Shard 0 also sweeps: every few seconds it hands receipts that were committed but not applied (a crash between the
  * 200 and the apply, a write refused while the database was away) back to their sessions; and once at start it
  * activates the sessions with messages in their outbox and the tenants with webhook events waiting, so nothing
- * accepted waits for a new request to be noticed. */
+ * accepted waits for a new request to be noticed; and every SB_SESSION_SCHEDULE_SCAN_MS it wakes the sessions of
+ * the channels with a scheduled message due within their horizon (actors/session.h), which may have been
+ * passivated while their messages were far off. */
 #ifndef SB_DOMAIN_H
 #define SB_DOMAIN_H
 

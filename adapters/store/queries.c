@@ -428,7 +428,8 @@ int sb_query_conversations(sb_store_t *st, int64_t tenant, int64_t before, int64
     " m.channel_id::text, 'seq', m.seq, 'direction', m.direction, 'from', m.sender, 'to', m.recipient, 'body',"   \
     " m.body, 'media', m.media, 'provider_id', m.provider_id, 'status', m.status, 'error_code', m.error_code,"     \
     " 'error_message', m.error_message, 'created_at', m.created_at, 'updated_at', m.updated_at,"                 \
-    " 'fallback', m.fallback, 'fallback_of', m.fallback_of::text, 'fallback_to', m.fallback_to::text"
+    " 'fallback', m.fallback, 'fallback_of', m.fallback_of::text, 'fallback_to', m.fallback_to::text,"         \
+    " 'priority', m.priority, 'send_at', m.send_at"
 
 static const char conversation_exists_sql[] = "SELECT 1 FROM conversations WHERE tenant_id = $1 AND id = $2";
 
@@ -496,6 +497,34 @@ int sb_query_message(sb_store_t *st, int64_t tenant, int64_t id, message_cb_t cb
     i64_text(m, id);
     const char *p[2] = {t, m};
     return run(st, NULL, message_sql, 2, p, 0, message_read, (void *)cb, arg);
+}
+
+typedef void (*message_ref_cb_t)(void *, int, const sb_query_message_ref_t *);
+
+static void message_ref_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    query_t *q = arg;
+    (void)detail;
+    err = one_row(err, res);
+    sb_query_message_ref_t r = {0};
+    if (!err)
+        r = (sb_query_message_ref_t){.channel = col_i64(res, 0, 0),
+                                     .out = strcmp(PQgetvalue(res, 0, 1), "out") == 0,
+                                     .status = PQgetvalue(res, 0, 2)};
+    ((message_ref_cb_t)q->cb)(q->arg, err, err ? NULL : &r);
+    free(q);
+}
+
+static const char message_ref_sql[] =
+    "SELECT channel_id, direction, status FROM messages WHERE tenant_id = $1 AND id = $2";
+
+int sb_query_message_ref(sb_store_t *st, int64_t tenant, int64_t id, message_ref_cb_t cb, void *arg)
+{
+    char t[24], m[24];
+    i64_text(t, tenant);
+    i64_text(m, id);
+    const char *p[2] = {t, m};
+    return run(st, NULL, message_ref_sql, 2, p, 0, message_ref_read, (void *)cb, arg);
 }
 
 /* ---- calls ------------------------------------------------------------------------------------------------------ */

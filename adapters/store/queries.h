@@ -113,6 +113,16 @@ int sb_query_conversation_messages(sb_store_t *st, int64_t tenant, int64_t conve
 int sb_query_message(sb_store_t *st, int64_t tenant, int64_t id, void (*cb)(void *arg, int err, sb_str_t json),
                      void *arg);
 
+/* Where tenant's message id lives and how far it has got (DELETE /v1/messages/{id} finds its channel's session by
+ * it): its channel, direction and status (borrowed for the callback). SB_ENOENT: no such message. */
+typedef struct sb_query_message_ref {
+    int64_t channel;
+    bool out;
+    const char *status;
+} sb_query_message_ref_t;
+int sb_query_message_ref(sb_store_t *st, int64_t tenant, int64_t id,
+                         void (*cb)(void *arg, int err, const sb_query_message_ref_t *r), void *arg);
+
 /* ---- calls ------------------------------------------------------------------------------------------------------ */
 
 /* The tenant's calls with ids below before, newest first, at most limit, each a JSON object. */

@@ -1503,3 +1503,42 @@ int sb_store_queues(sb_store_t *st, queues_cb_t cb, void *arg)
         op_free(o);
     return rc;
 }
+
+/* ---- scheduled sends falling due ----------------------------------------------------------------------------------- */
+
+typedef void (*due_cb_t)(void *, int, const int64_t *, const int64_t *, size_t);
+
+static void scheduled_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    op_t *o = arg;
+    (void)detail;
+    int rows = err ? 0 : PQntuples(res);
+    int64_t *t = sb_malloc((rows ? (size_t)rows : 1) * sizeof *t), *ch = sb_malloc((rows ? (size_t)rows : 1) * 8);
+    for (int i = 0; i < rows; i++) {
+        t[i] = col_i64(res, i, 0);
+        ch[i] = col_i64(res, i, 1);
+    }
+    ((due_cb_t)o->cb)(o->arg, err, t, ch, (size_t)rows);
+    free(t);
+    free(ch);
+    op_free(o);
+}
+
+/* Through the partial index of scheduled messages (sql/0017, tenant and channel in it): the index's entries due
+ * within the horizon, in send_at order, at most limit of them read, and their channels once each. */
+int sb_store_scheduled_due(sb_store_t *st, int64_t horizon_ms, size_t limit, due_cb_t cb, void *arg)
+{
+    char h[24], l[24];
+    i64_text(h, horizon_ms);
+    i64_text(l, (int64_t)limit);
+    const char *p[2] = {h, l};
+    op_t *o = op_new(st, (void *)cb, arg);
+    int rc = sb_pg_query(st->sweeper ? st->sweeper : st->pg,
+                         "SELECT DISTINCT tenant_id, channel_id FROM"
+                         " (SELECT tenant_id, channel_id FROM messages WHERE status = 'scheduled'"
+                         "  AND send_at < now() + $1::bigint * interval '1 millisecond' ORDER BY send_at LIMIT $2) d",
+                         2, p, SB_PG_PREPARED, scheduled_read, o);
+    if (rc < 0)
+        op_free(o);
+    return rc;
+}

@@ -86,6 +86,13 @@ int sb_store_backlog(sb_store_t *st,
                                 size_t nchannels, const int64_t *tenants, size_t ntenants),
                      void *arg);
 
+/* The channels with a scheduled message due within horizon_ms (or overdue), of at most limit such messages, each
+ * channel once: their sessions must be active in time to send them (a session holding only messages due later may
+ * be passivated). Read on the sweeper's connection. */
+int sb_store_scheduled_due(sb_store_t *st, int64_t horizon_ms, size_t limit,
+                           void (*cb)(void *arg, int err, const int64_t *tenants, const int64_t *channels, size_t n),
+                           void *arg);
+
 /* The database's queues, for /metrics: outbound messages not finished (rows of outbox), the age of the oldest of
  * them, and tenant webhook deliveries that ran out of attempts (rows of webhook_dead_letters). */
 typedef struct sb_store_queues {

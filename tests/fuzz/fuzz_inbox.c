@@ -5,7 +5,7 @@
  *   1. decoded: the result is 0 or one of the three documented codes with its matching error code and a short
  *      ASCII message; a failure leaves the op zeroed; a success satisfies everything sb_inbox_op_t promises (strings
  *      inside the op's one allocation, NUL-terminated, valid UTF-8 without NUL, limits, cursor and id ranges, the
- *      fields of other ops zero). The op is then written again by a small client-side encoder here, in the other
+ *      fields of other ops zero, send_at as proto/rfc3339 reads it). The op is then written again by a small client-side encoder here, in the other
  *      format and in the same one, and decoding that must give an equal op;
  *   2. as event data: sb_inbox_encode_event must accept it in JSON whenever it accepts it in MessagePack; a
  *      MessagePack frame must unpack completely with msgpack-c and carry exactly what jansson reads from the text;
@@ -18,6 +18,7 @@
 
 #include "proto/err.h"
 #include "proto/line.h"
+#include "proto/rfc3339.h"
 #include "proto/str.h"
 
 #include <inttypes.h>
@@ -62,7 +63,7 @@ static void check_op(const sb_inbox_op_t *op)
         CHECK(op->has_resume_after ? op->resume_after >= 0 && op->resume_after <= SB_INBOX_MAX_CURSOR
                                    : op->resume_after == 0);
         CHECK(op->channel_id == 0 && absent(op->to) && absent(op->body) && absent(op->media_url) &&
-              absent(op->idempotency_key));
+              absent(op->idempotency_key) && op->send_at_ms == 0);
         break;
     case SB_INBOX_SEND:
         CHECK(op->channel_id >= 1);
@@ -82,7 +83,7 @@ static void check_op(const sb_inbox_op_t *op)
     case SB_INBOX_PING:
         CHECK(op->mem == NULL && absent(op->token) && !op->has_resume_after && op->resume_after == 0 &&
               op->channel_id == 0 && absent(op->to) && absent(op->body) && absent(op->media_url) &&
-              absent(op->idempotency_key));
+              absent(op->idempotency_key) && op->send_at_ms == 0);
         break;
     default:
         CHECK(0);
@@ -110,8 +111,9 @@ static void check_err(int rc, const sb_inbox_err_t *err)
 
 static void write_op(sb_inbox_fmt_t fmt, const sb_inbox_op_t *op, bool id_as_str, sb_buf_t *out)
 {
-    const char *keys[5];
-    sb_str_t vals[5];
+    const char *keys[6];
+    sb_str_t vals[6];
+    char at[SB_RFC3339_TEXT_LEN];
     size_t n = 0;
     const char *name = op->kind == SB_INBOX_HELLO ? "hello" : op->kind == SB_INBOX_SEND ? "send" : "ping";
     char id[24];
@@ -127,6 +129,8 @@ static void write_op(sb_inbox_fmt_t fmt, const sb_inbox_op_t *op, bool id_as_str
             keys[n] = "media_url", vals[n++] = op->media_url;
         if (op->idempotency_key.p)
             keys[n] = "idempotency_key", vals[n++] = op->idempotency_key;
+        if (op->send_at_ms && sb_rfc3339_format(op->send_at_ms, at) > 0)
+            keys[n] = "send_at", vals[n++] = sb_str_cstr(at);
     }
     bool has_int = op->kind == SB_INBOX_HELLO ? op->has_resume_after : op->kind == SB_INBOX_SEND;
     bool int_as_str = id_as_str && op->kind == SB_INBOX_SEND;
@@ -175,7 +179,7 @@ static bool op_same(const sb_inbox_op_t *a, const sb_inbox_op_t *b)
     return a->kind == b->kind && str_same(a->token, b->token) && a->has_resume_after == b->has_resume_after &&
            a->resume_after == b->resume_after && a->channel_id == b->channel_id && str_same(a->to, b->to) &&
            str_same(a->body, b->body) && str_same(a->media_url, b->media_url) &&
-           str_same(a->idempotency_key, b->idempotency_key);
+           str_same(a->idempotency_key, b->idempotency_key) && a->send_at_ms == b->send_at_ms;
 }
 
 /* ---- reading server frames back ------------------------------------------------------------------------------- */
@@ -361,7 +365,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(zeroed(&op));
     } else {
         check_op(&op);
-        for (int f = 0; f < 2; f++) {
+        char at[SB_RFC3339_TEXT_LEN];
+        /* (a send_at whose offset took it outside years 0001..9999 in UTC cannot be written back as UTC) */
+        bool writable = !op.send_at_ms || sb_rfc3339_format(op.send_at_ms, at) > 0;
+        for (int f = 0; writable && f < 2; f++) {
             sb_inbox_fmt_t other = f ? fmt : (fmt == SB_INBOX_JSON ? SB_INBOX_MSGPACK : SB_INBOX_JSON);
             sb_buf_t b;
             sb_buf_init(&b);

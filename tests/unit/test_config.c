@@ -681,13 +681,14 @@ TEST(dump)
     ok(contains(s, "database_url = host=127.0.0.1 port=5440 dbname=switchboard user=switchboard\n"), "database_url");
     ok(contains(s, "log_level = info\n") && contains(s, "mode = production\n"), "enums by name");
     ok(contains(s, "log_format = text\n"), "log_format by name");
-    ok(contains(s, "max_body_bytes = 1048576\n") && contains(s, "drain_timeout = 10\n"), "limits");
+    ok(contains(s, "max_body_bytes = 1048576\n") && contains(s, "drain_timeout = 10\n") &&
+       contains(s, "max_broadcast_bytes = 33554432\n"), "limits");
     int lines = 0;
     for (const char *p = s; *p; p++)
         lines += *p == '\n';
     ok(contains(s, "max_concurrent_calls = 1000\n") && contains(s, "call_lease_ttl = 15\n") &&
            contains(s, "max_call_duration = 14400\n"), "the call limits' defaults");
-    is_int(lines, 30, "one line per key");
+    is_int(lines, 31, "one line per key");
     sb_buf_cleanup(&b);
 
     set(&c, "admin_token", "TopSecretToken");

@@ -10,13 +10,16 @@
  * forward only; activation from stored state (after passivation, and a message left sending by a crash becoming
  * unknown); fallback channels (a message that failed for good, or was not delivered in time, accepted again by the
  * next channel's session under its fallback key, linked both ways, each once, a delivered one left alone); the
- * tenant's subscriptions and publishing; outgoing webhooks retried, then dead-lettered by age. */
+ * tenant's subscriptions and publishing; outgoing webhooks retried, then dead-lettered by age; scheduled sends
+ * (stored scheduled, out of their lanes until due, by time then id, kept across a passivation and woken) and
+ * cancels (scheduled, queued, refused once claimed or finished, reaching a passivated session). */
 #include "actors/ports.h"
 #include "actors/session.h"
 #include "actors/tenant.h"
 #include "proto/err.h"
 #include "proto/list.h"
 #include "proto/mem.h"
+#include "proto/rfc3339.h"
 #include "tests/tap.h"
 
 #include <stdio.h>
@@ -60,9 +63,8 @@ typedef struct fmsg {
     int64_t fallback_of, fallback_to;
     bool watched;        /* fallback_due_at is set */
     char history_last[24]; /* the last history entry */
+    int64_t send_at_ms;  /* 0: none */
 } fmsg_t;
-
-static int64_t clock_us = 1767225600000000; /* 2026-01-01: the fake wall clock (ports.now_us) */
 
 typedef struct fconv {
     int64_t id, contact_id, tenant, channel;
@@ -78,6 +80,7 @@ typedef struct fevent {
 } fevent_t;
 
 static uint64_t now_ms = 1000; /* the runtime's clock */
+static int64_t clock_us = 1767225600000000; /* the wall clock (the now_us port): 2026-01-01 */
 
 static struct {
     fmsg_t msgs[4096];
@@ -137,7 +140,8 @@ static void run_load_channel(job_t *j)
             continue;
         p[n++] = (sb_pending_send_t){.id = m->id, .conversation_id = m->conv, .to = m->to, .body = m->body,
                                      .media_json = "[]", .status = m->status, .attempts = m->attempts,
-                                     .sending_for_ms = 200000};
+                                     .sending_for_ms = 200000,
+                                     .send_in_ms = m->send_at_ms ? m->send_at_ms - clock_us / 1000 : 0};
     }
     ((void (*)(void *, int, const sb_channel_info_t *, const sb_pending_send_t *, size_t))j->cb)(j->arg, 0, &ci, p,
                                                                                                    n);
@@ -249,6 +253,8 @@ static int apply_write(const sb_tenant_write_t *w)
         snprintf(f->body, sizeof f->body, "%s", m->body);
         snprintf(f->created_at, sizeof f->created_at, "%s", m->created_at);
         f->fallback_of = m->fallback_of;
+        if (m->send_at && sb_rfc3339_parse(sb_str_cstr(m->send_at), &f->send_at_ms) < 0)
+            return SB_EINVAL; /* the database would refuse a bad timestamptz */
         if (m->receipt_id)
             db.processed[db.nprocessed++] = m->receipt_id;
     }
@@ -725,6 +731,7 @@ static struct {
     bool created;
     bool answered;
     char code[32];
+    char accepted[16];
 } answers[64];
 
 static void on_answer(sb_session_send_t *req)
@@ -735,6 +742,7 @@ static void on_answer(sb_session_send_t *req)
     answers[i].created = req->created;
     answers[i].answered = true;
     snprintf(answers[i].code, sizeof answers[i].code, "%s", req->code ? req->code : "");
+    snprintf(answers[i].accepted, sizeof answers[i].accepted, "%s", req->accepted ? req->accepted : "");
     free(req->to);
     free(req->body);
     free(req->media_json);
@@ -746,6 +754,8 @@ static void on_answer(sb_session_send_t *req)
 
 static int64_t send_tenant = 1; /* the tenant the next sends claim to be */
 static sb_priority_t send_priority = SB_PRIORITY_INTERACTIVE; /* the next sends' */
+
+static void send_at(size_t slot, const char *to, const char *body, int64_t send_at_ms);
 
 static void send_msg(size_t slot, const char *to, const char *body, const char *key)
 {
@@ -772,6 +782,22 @@ static void send_fallback(size_t slot, const char *body, const char *list)
     req->body = sb_strdup(body);
     req->media_json = sb_strdup("[]");
     req->fallback_json = sb_strdup(list);
+    req->answer = on_answer;
+    req->arg = (void *)(uintptr_t)slot;
+    answers[slot].answered = false;
+    sb_session_send(rt, 0, req);
+}
+
+/* A send with send_at (Unix ms of the wall clock; 0: none). */
+static void send_at(size_t slot, const char *to, const char *body, int64_t send_at_ms)
+{
+    sb_session_send_t *req = sb_calloc(1, sizeof *req);
+    req->tenant = send_tenant;
+    req->channel = 7;
+    req->to = sb_strdup(to);
+    req->body = sb_strdup(body);
+    req->media_json = sb_strdup("[]");
+    req->send_at_ms = send_at_ms;
     req->answer = on_answer;
     req->arg = (void *)(uintptr_t)slot;
     answers[slot].answered = false;
@@ -824,6 +850,41 @@ static bool grant_one(void)
     sb_list_push_back(&jobs, l);
     drive();
     return true;
+}
+
+static struct {
+    int status;
+    bool answered;
+    char code[32];
+} cancels[16];
+
+static void on_cancel(sb_session_cancel_t *req)
+{
+    size_t i = (size_t)(uintptr_t)req->arg;
+    cancels[i].status = req->status;
+    cancels[i].answered = true;
+    snprintf(cancels[i].code, sizeof cancels[i].code, "%s", req->code ? req->code : "");
+    free(req);
+}
+
+static void cancel_msg(size_t slot, int64_t tenant, int64_t id)
+{
+    sb_session_cancel_t *req = sb_calloc(1, sizeof *req);
+    *req = (sb_session_cancel_t){.tenant = tenant, .channel = 7, .id = id, .answer = on_cancel,
+                                 .arg = (void *)(uintptr_t)slot};
+    cancels[slot].answered = false;
+    sb_session_cancel(rt, 0, req);
+}
+
+/* The events of type about message id with this status. */
+static int status_events(int64_t id, const char *status)
+{
+    char want[96];
+    snprintf(want, sizeof want, "{\"id\":\"%lld\",\"status\":\"%s\"", (long long)id, status);
+    int n = 0;
+    for (size_t i = 0; i < db.nevents; i++)
+        n += strcmp(db.events[i].type, "message.status") == 0 && strncmp(db.events[i].data, want, strlen(want)) == 0;
+    return n;
 }
 
 /* ---- tests -------------------------------------------------------------------------------------------------------- */
@@ -1218,6 +1279,143 @@ TEST(restart)
     teardown();
 }
 
+TEST(scheduled)
+{
+    setup();
+    int64_t wall = clock_us / 1000;
+    send_at(0, "+14155550001", "A at +3 s", wall + 3000);
+    send_at(1, "+14155550001", "B at +1 s", wall + 1000);
+    send_at(2, "+14155550001", "C now", 0);
+    send_at(3, "+14155550002", "D at +1 s (another conversation, a higher id)", wall + 1000);
+    send_at(4, "+14155550003", "E in the past: at once", wall - 5000);
+    drive();
+    ok(answers[0].status == 202 && !strcmp(answers[0].accepted, "scheduled") && !strcmp(answers[1].accepted,
+       "scheduled") && !strcmp(answers[3].accepted, "scheduled"), "scheduled ones answered 202 scheduled");
+    ok(!strcmp(answers[2].accepted, "queued") && !strcmp(answers[4].accepted, "queued"),
+       "no send_at, or one in the past: queued");
+    fmsg_t *a = msg_by_id(answers[0].id), *b = msg_by_id(answers[1].id), *d = msg_by_id(answers[3].id);
+    ok(a && !strcmp(a->status, "scheduled") && a->send_at_ms == wall + 3000 && a->in_outbox,
+       "stored scheduled, with its send_at, in the outbox");
+    ok(status_events(answers[0].id, "scheduled") == 1 && status_events(answers[2].id, "scheduled") == 0,
+       "a message.status scheduled for each scheduled one only");
+    ok(sent_index(answers[2].id) >= 0 && sent_index(answers[4].id) >= 0,
+       "the queued ones went at once: C is not held back by A and B before it in its conversation");
+    ok(sent_index(answers[0].id) < 0 && sent_index(answers[1].id) < 0 && sent_index(answers[3].id) < 0,
+       "the scheduled ones not");
+    advance(900);
+    ok(sent_index(answers[1].id) < 0 && sent_index(answers[3].id) < 0, "not before their time (0.9 s)");
+    advance(200);
+    ok(sent_index(answers[1].id) >= 0 && sent_index(answers[3].id) > sent_index(answers[1].id),
+       "at their time (1 s), B then D: the same time, by id");
+    ok(b && !strcmp(b->status, "sent") && d && !strcmp(d->status, "sent") && sent_index(answers[0].id) < 0,
+       "both sent; A still waits");
+
+    /* cancels: a scheduled one, one sent, one unknown, another tenant's */
+    cancel_msg(0, 1, answers[0].id);
+    cancel_msg(1, 1, answers[2].id);
+    cancel_msg(2, 1, 999999);
+    cancel_msg(3, 2, answers[0].id);
+    drive();
+    ok(cancels[0].answered && cancels[0].status == 200, "a scheduled message is canceled: 200");
+    ok(a && !strcmp(a->status, "canceled") && !a->in_outbox && status_events(answers[0].id, "canceled") == 1,
+       "stored canceled, out of the outbox, with its message.status event");
+    ok(cancels[1].status == 409 && !strcmp(cancels[1].code, "conflict"), "one sent already: 409");
+    ok(cancels[2].status == 409, "one the outbox does not hold: 409 (the front door answered 404 for no message)");
+    ok(cancels[3].status == 404, "another tenant's: 404");
+    advance(3000);
+    ok(sent_index(answers[0].id) < 0, "the canceled one never goes");
+
+    /* a queued one behind its conversation's message with the provider */
+    fx.hold = true;
+    send_at(5, "+14155550004", "F1 held by the provider", 0);
+    send_at(6, "+14155550004", "F2 queued behind it", 0);
+    drive();
+    cancel_msg(4, 1, answers[5].id);
+    cancel_msg(5, 1, answers[6].id);
+    drive();
+    ok(cancels[4].status == 409, "the one with the provider: 409");
+    ok(cancels[5].status == 200 && !strcmp(msg_by_id(answers[6].id)->status, "canceled"), "the queued one: 200");
+    fx.hold = false;
+    for (sb_list_t *l; (l = sb_list_pop_front(&fx.held));)
+        sb_list_push_back(&jobs, l);
+    drive();
+    ok(sent_index(answers[6].id) < 0 && !strcmp(msg_by_id(answers[5].id)->status, "sent"),
+       "it never goes; the first is sent");
+
+    /* one waiting its retry's backoff; two DELETEs of one scheduled message at once */
+    fx.retry_for = (int)(db.next_id + 1);
+    fx.retries_left = 1;
+    send_at(8, "+14155550006", "H retried", 0);
+    drive();
+    ok(!strcmp(msg_by_id(answers[8].id)->status, "retrying"), "H is retrying (its backoff: 999 ms)");
+    cancel_msg(7, 1, answers[8].id);
+    drive();
+    ok(cancels[7].status == 200 && !strcmp(msg_by_id(answers[8].id)->status, "canceled"),
+       "a message waiting its retry's backoff is canceled: 200");
+    size_t tries = fx.nsent;
+    advance(1500);
+    ok(fx.nsent == tries, "and not tried again");
+    wall = clock_us / 1000;
+    send_at(9, "+14155550007", "I at +5 s", wall + 5000);
+    drive();
+    cancel_msg(8, 1, answers[9].id);
+    cancel_msg(9, 1, answers[9].id);
+    drive();
+    ok(cancels[8].status == 200 && cancels[9].status == 200 && status_events(answers[9].id, "canceled") == 1,
+       "two cancels of one message at once: both 200, canceled once");
+
+    /* a cancel whose write fails: the message stays scheduled and still goes at its time */
+    wall = clock_us / 1000;
+    send_at(7, "+14155550005", "G at +2 s", wall + 2000);
+    drive();
+    db.fail_writes = 1;
+    cancel_msg(6, 1, answers[7].id);
+    drive();
+    ok(cancels[6].status == 503 && !strcmp(msg_by_id(answers[7].id)->status, "scheduled"),
+       "a cancel not stored: 503, still scheduled");
+    advance(2100);
+    ok(sent_index(answers[7].id) >= 0, "and it goes at its time");
+    teardown();
+}
+
+TEST(scheduled_passivated)
+{
+    setup();
+    sb_rt_set_idle_timeout(rt, 5000);
+    int64_t wall = clock_us / 1000;
+    send_at(0, "+14155550001", "due in 2 min", wall + 120000);
+    send_at(1, "+14155550002", "due in 10 min, canceled while passivated", wall + 600000);
+    send_at(2, "+14155550003", "due in 5 min", wall + 300000);
+    drive();
+    advance(6000);
+    sb_rt_passivate(rt);
+    sb_rt_stats_t st;
+    sb_rt_get_stats(rt, &st);
+    ok(st.actors == 0, "only messages due beyond the horizon: the session may be passivated");
+    cancel_msg(0, 1, answers[1].id);
+    drive();
+    ok(cancels[0].status == 200 && !strcmp(msg_by_id(answers[1].id)->status, "canceled"),
+       "a cancel activates it; it loads its outbox and cancels");
+    advance(6000);
+    sb_rt_passivate(rt);
+    sb_rt_get_stats(rt, &st);
+    ok(st.actors == 0, "passivated again");
+
+    advance(120000 - 12000 - SB_SESSION_SCHEDULE_HORIZON_MS + 1000); /* 59 s before the first is due */
+    sb_rt_send_key(rt, 0, &sb_session_kind, 7, SB_SESSION_WAKE, NULL, 0); /* what shard 0's scan sends */
+    drive();
+    advance(6000);
+    sb_rt_passivate(rt);
+    sb_rt_get_stats(rt, &st);
+    ok(st.actors >= 1, "woken: with a message due within the horizon it is not passivated");
+    advance((uint64_t)(wall + 120000 - clock_us / 1000) - 100);
+    ok(sent_index(answers[0].id) < 0, "not before its time");
+    advance(200);
+    ok(sent_index(answers[0].id) >= 0, "loaded from the store, sent at its time");
+    ok(sent_index(answers[1].id) < 0 && sent_index(answers[2].id) < 0, "the canceled one and the later one not");
+    teardown();
+}
+
 static int64_t sub_cursor;
 static int sub_answers, sub_err;
 
@@ -1351,6 +1549,8 @@ int main(void)
     RUN(lanes);
     RUN(activation);
     RUN(restart);
+    RUN(scheduled);
+    RUN(scheduled_passivated);
     RUN(subscriptions);
     RUN(webhooks);
     RUN(window);

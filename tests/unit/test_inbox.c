@@ -393,7 +393,23 @@ TEST(send_json)
     ok(op.media_url.p == NULL && op.media_url.len == 0, "media_url absent");
     is_str(op.idempotency_key.p, "k-1", "idempotency_key");
     ok(op.token.p == NULL && !op.has_resume_after, "hello fields zero");
+    is_int(op.send_at_ms, 0, "no send_at: 0");
     sb_inbox_op_cleanup(&op);
+
+    is_int(dj("{\"op\":\"send\",\"channel_id\":1,\"to\":\"x\",\"body\":\"b\","
+              "\"send_at\":\"2026-12-05T15:30:00.250+01:00\"}",
+              &op, &err),
+           0, "send with send_at");
+    is_int(op.send_at_ms, 1796481000250LL, "send_at in Unix ms (its offset applied)");
+    sb_inbox_op_cleanup(&op);
+    is_int(dj("{\"op\":\"send\",\"channel_id\":1,\"to\":\"x\",\"body\":\"b\",\"send_at\":null}", &op, &err), 0,
+           "send_at null");
+    is_int(op.send_at_ms, 0, "null: at once");
+    sb_inbox_op_cleanup(&op);
+    refused_json("{\"op\":\"send\",\"channel_id\":1,\"to\":\"x\",\"body\":\"b\",\"send_at\":\"2026-12-05T15:30:00\"}",
+                 SB_EINVAL, "bad_field", "send_at must be an RFC 3339 time");
+    refused_json("{\"op\":\"send\",\"channel_id\":1,\"to\":\"x\",\"body\":\"b\",\"send_at\":1796481000}", SB_EINVAL,
+                 "bad_field", "send_at must be a string");
 
     is_int(dj("{\"op\":\"send\",\"channel_id\":9223372036854775807,\"to\":\"x\",\"media_url\":\"https://e.x/a.jpg\","
               "\"body\":null,\"idempotency_key\":null}",

@@ -3,16 +3,19 @@
  * renamed; a tenant's write all or nothing (messages, receipts marked processed, one event page) and read back as
  * events with their cursors; the outbox through claim and outcome, statuses, provider ids and keys found again;
  * activation loads (tenant, channel with its outbox); receipts committed once per dedup key, a Meta account no
- * channel claims dropped; the sweeper's low-water mark; outgoing webhooks' bookkeeping; the backlog at start. */
+ * channel claims dropped; the sweeper's low-water mark; outgoing webhooks' bookkeeping; the backlog at start; a
+ * scheduled message (its send_at written and loaded back as the time left, the scan of those due soon, canceled). */
 #include "adapters/pg.h"
 #include "adapters/store/store.h"
 #include "proto/err.h"
 #include "proto/mem.h"
+#include "proto/rfc3339.h"
 #include "tests/tap.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static uv_loop_t loop;
 static sb_pg_t *pg, *ingest;
@@ -330,6 +333,7 @@ typedef struct channel_rec {
     int64_t id[8];
     char status[8][16];
     unsigned attempts[8];
+    int64_t send_in[8];
 } channel_rec_t;
 
 static void on_channel(void *arg, int err, const sb_channel_info_t *c, const sb_pending_send_t *p, size_t n)
@@ -346,6 +350,7 @@ static void on_channel(void *arg, int err, const sb_channel_info_t *c, const sb_
         r->id[i] = p[i].id;
         snprintf(r->status[i], sizeof r->status[i], "%s", p[i].status);
         r->attempts[i] = p[i].attempts;
+        r->send_in[i] = p[i].send_in_ms;
     }
     r->done = true;
 }
@@ -440,6 +445,70 @@ TEST(outbox)
     port.find_idempotent(port.ctx, tenant, "key-none", on_key, &k2);
     wait_for(&k2.done);
     ok(k2.err == 0 && k2.id == 0, "an unknown key: 0");
+}
+
+typedef struct due_rec {
+    bool done;
+    int err;
+    bool mine;
+} due_rec_t;
+
+static void on_due(void *arg, int err, const int64_t *tenants, const int64_t *channels, size_t n)
+{
+    due_rec_t *r = arg;
+    r->err = err;
+    for (size_t i = 0; i < n; i++)
+        r->mine |= tenants[i] == tenant && channels[i] == channel;
+    r->done = true;
+}
+
+static due_rec_t due_within(int64_t horizon_ms)
+{
+    due_rec_t r = {0};
+    if (sb_store_scheduled_due(st, horizon_ms, 100000, on_due, &r) == 0)
+        wait_for(&r.done);
+    return r;
+}
+
+TEST(scheduled)
+{
+    const char *addrs[1] = {"+14155550133"};
+    convs_t c = ensure(addrs, NULL, 1);
+    int64_t id = port.message_id(port.ctx);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char at[SB_RFC3339_TEXT_LEN];
+    sb_rfc3339_format((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + 30000, at);
+    sb_new_message_t m = {.id = id, .conversation_id = c.c[0].id, .channel_id = channel, .seq = 1, .out = true,
+                          .sender = "+15550000000", .recipient = "+14155550133", .body = "later",
+                          .media_json = "[]", .status = "scheduled", .send_at = at,
+                          .created_at = "2026-12-05T11:00:00+00:00"};
+    sb_tenant_write_t w = {.tenant = tenant, .messages = &m, .nmessages = 1};
+    is_int(write_now(&w), 0, "a scheduled message accepted");
+    channel_rec_t r = load_channel();
+    ok(r.n == 1 && r.id[0] == id && !strcmp(r.status[0], "scheduled"), "its outbox holds it, scheduled");
+    ok(r.send_in[0] > 25000 && r.send_in[0] <= 30000, "loaded with the time left to its send_at (%lld ms)",
+       (long long)r.send_in[0]);
+    char q[256];
+    snprintf(q, sizeof q, "SELECT status || ' ' || (send_at = '%s'::timestamptz)::text FROM messages WHERE"
+                          " tenant_id = %" PRId64 " AND id = %" PRId64, at, tenant, id);
+    is_str(sql(q), "scheduled true", "stored with its send_at, as written");
+    snprintf(q, sizeof q, "SELECT string_agg(status, ',' ORDER BY at) FROM message_status_history WHERE tenant_id = "
+                          "%" PRId64 " AND message_id = %" PRId64, tenant, id);
+    is_str(sql(q), "scheduled", "its history starts scheduled");
+    due_rec_t d = due_within(60000);
+    ok(d.err == 0 && d.mine, "the scan finds its channel: due within 60 s");
+    d = due_within(10000);
+    ok(d.err == 0 && !d.mine, "but not within 10 s");
+
+    sb_status_change_t cancel = {.message_id = id, .channel_id = channel, .status = "canceled", .finished = true};
+    sb_tenant_write_t wc = {.tenant = tenant, .changes = &cancel, .nchanges = 1};
+    is_int(write_now(&wc), 0, "canceled");
+    r = load_channel();
+    ok(r.n == 0, "out of the outbox");
+    d = due_within(60000);
+    ok(d.err == 0 && !d.mine, "and out of the scan");
+    is_str(sql(q), "scheduled,canceled", "history: scheduled, canceled");
 }
 
 typedef struct sweep_rec {
@@ -582,6 +651,7 @@ int main(void)
     RUN(conversations);
     RUN(inbound_write);
     RUN(outbox);
+    RUN(scheduled);
     RUN(receipts_and_sweep);
     RUN(hooks_and_backlog);
     sb_pg_close(pg);
