@@ -123,7 +123,7 @@ fi
 for variant in release asan; do
     mkdir -p "$AUDIT/$variant"
     for t in tests/integration/test_*.py; do   # sorted: test_zz_log_audit.py comes last
-        run "$t [$variant]" 180 \
+        run "$t [$variant]" 300 \
             env SB_BIN="build/$variant/switchboard" SB_LOG_AUDIT_DIR="$AUDIT/$variant" PYTHONDONTWRITEBYTECODE=1 \
             python3 "$t"
     done
