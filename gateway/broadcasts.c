@@ -13,6 +13,7 @@
 #include "proto/err.h"
 #include "proto/line.h"
 #include "proto/mem.h"
+#include "proto/rfc3339.h"
 #include "shards/domain.h"
 
 #include <ctype.h>
@@ -22,57 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* ---- send_at: an RFC 3339 date-time ------------------------------------------------------------------------------- */
-
-static bool digits(const char *p, int n, int *out)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return false;
-        v = v * 10 + (p[i] - '0');
-    }
-    *out = v;
-    return true;
-}
-
-bool sb_broadcast_send_at(sb_str_t s, int64_t *out)
-{
-    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    const char *p = s.p, *end = s.p + s.len;
-    int y, mo, d, h, mi, se, oh = 0, om = 0, sign = 0;
-    if (s.len < 20 || s.len > 40 || !digits(p, 4, &y) || p[4] != '-' || !digits(p + 5, 2, &mo) || p[7] != '-' ||
-        !digits(p + 8, 2, &d) || (p[10] != 'T' && p[10] != 't') || !digits(p + 11, 2, &h) || p[13] != ':' ||
-        !digits(p + 14, 2, &mi) || p[16] != ':' || !digits(p + 17, 2, &se))
-        return false;
-    p += 19;
-    int ms = 0, scale = 100;
-    if (p < end && *p == '.') {
-        if (++p >= end || *p < '0' || *p > '9')
-            return false;
-        for (; p < end && *p >= '0' && *p <= '9'; p++, scale /= 10)
-            ms += scale * (*p - '0');
-    }
-    if (p < end && (*p == 'Z' || *p == 'z')) {
-        p++;
-    } else if (p < end && (*p == '+' || *p == '-')) {
-        sign = *p == '-' ? -1 : 1;
-        if (end - p < 6 || !digits(p + 1, 2, &oh) || p[3] != ':' || !digits(p + 4, 2, &om) || oh > 23 || om > 59)
-            return false;
-        p += 6;
-    } else {
-        return false;
-    }
-    if (p != end || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || se > 60)
-        return false;
-    if (mo == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)))
-        return false;
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi, .tm_sec = se};
-    int64_t t = (int64_t)timegm(&tm) - (int64_t)sign * (oh * 3600 + om * 60);
-    *out = t * 1000 + ms;
-    return true;
-}
 
 /* ---- {{var}} substitution ---------------------------------------------------------------------------------------- */
 
@@ -339,7 +289,8 @@ static void post_broadcast(sb_shard_t *s, sb_http_req_t *req, const sb_principal
         bad = msg;
         code = "too_many_recipients";
     } else if (at && !json_is_null(at) &&
-               (!json_is_string(at) || !sb_broadcast_send_at(sb_str(json_string_value(at), json_string_length(at)), &at_ms)))
+               (!json_is_string(at) ||
+                sb_rfc3339_parse(sb_str(json_string_value(at), json_string_length(at)), &at_ms) < 0))
         bad = "'send_at' must be an RFC 3339 date-time such as 2026-12-24T09:00:00Z";
     else if (at_ms && at_ms > (int64_t)time(NULL) * 1000 + (int64_t)SB_BROADCAST_MAX_AHEAD_S * 1000)
         bad = "'send_at' is at most 30 days ahead";

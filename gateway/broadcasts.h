@@ -28,13 +28,11 @@
 #define SB_BROADCAST_MAX_RECIPIENTS 250000 /* recipients of one broadcast, at most */
 #define SB_BROADCAST_MAX_AHEAD_S (30 * 86400) /* send_at at most this far ahead */
 
-/* The two parsers of the request's text (tests/fuzz/fuzz_broadcast.c). send_at: s, all of it, as an RFC 3339
- * date-time YYYY-MM-DDThh:mm:ss[.fraction](Z|+hh:mm|-hh:mm) from 1970 on, into Unix ms (the fraction truncated to
- * ms); false when it is not one. render: appends text with every {{ name }} (name: letters, digits, '_', '.', '-';
+/* The parser of the request's text (tests/fuzz/fuzz_broadcast.c; send_at is read by proto/rfc3339, as for a
+ * single send). render: appends text with every {{ name }} (name: letters, digits, '_', '.', '-';
  * spaces around it allowed) replaced by vars' value of name (a string as it is, a number or boolean as JSON writes
  * it; vars borrowed, NULL: none); anything else between braces stays as it is. Returns true, or false with the
  * first missing name in missing (cut to cap - 1 bytes, NUL-terminated; cap >= 1); out then holds a prefix. */
-bool sb_broadcast_send_at(sb_str_t s, int64_t *unix_ms);
 bool sb_broadcast_render(sb_buf_t *out, sb_str_t text, json_t *vars, char *missing, size_t cap);
 
 /* Handles a request whose path is /v1/broadcasts or under it: answers it and returns true; false for other paths. */

@@ -256,13 +256,15 @@ static const char cancel_sql[] =
     "  UPDATE messages m SET status = 'canceled', updated_at = now()"
     "  WHERE m.tenant_id = $1 AND m.broadcast_id = ANY (ARRAY(SELECT id FROM b))"
     "  AND m.status IN ('queued', 'scheduled', 'retrying') AND m.id <> ALL ($5::bigint[]) RETURNING m.id),"
-    /* the outbox entries by their keys: an array of x's ids, looked up in the outbox's primary key one by one (an
-     * index scan with array keys), never a join of the outbox with x or with messages, whose plan depends on
-     * statistics a table just filled does not have yet (a nested loop over 100,000 x 100,000 rows is what the
-     * planner chose when they were missing) */
+    /* the outbox entries by their own rows, each checked by its message's key (the statement's snapshot sees the
+     * messages before x changed them): never a join of the outbox with x, whose size the planner cannot know (a
+     * nested loop over 100,000 x 100,000 rows was the plan it once chose) */
     " d AS ("
     "  DELETE FROM outbox o WHERE o.tenant_id = $1 AND o.channel_id = $2"
-    "  AND o.message_id = ANY (ARRAY(SELECT id FROM x))),"
+    "  AND EXISTS (SELECT 1 FROM messages m WHERE m.tenant_id = $1 AND m.id = o.message_id"
+    "              AND m.broadcast_id = ANY (ARRAY(SELECT id FROM b))"
+    "              AND m.status IN ('queued', 'scheduled', 'retrying')"
+    "              AND m.id <> ALL ($5::bigint[]))),"
     " h AS (INSERT INTO message_status_history (tenant_id, message_id, status) SELECT $1, id, 'canceled' FROM x)"
     " SELECT (SELECT count(*) FROM broadcasts WHERE tenant_id = $1 AND channel_id = $2 AND id = $3),"
     "        (SELECT count(*) FROM x)";
