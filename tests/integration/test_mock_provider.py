@@ -604,6 +604,8 @@ def test_calls_api(m, hooks):
     h.ok(posts and dict(twilio_form(posts[0][2])).get("CallDuration", "").isdigit() and
          dict(twilio_form(posts[0][2])).get("Direction") == "outbound-api", "completed carries CallDuration",
          posts[0][2] if posts else None)
+    # (the hook has the request; the mock records its answer when the answer reaches it: wait for that)
+    h.wait_for(lambda: all(c["http_status"] for c in m.get("/_mock/calls/" + sid).json()["callbacks"]), 5, 0.05)
     d = m.get("/_mock/calls/" + sid).json()
     h.ok([c["status"] for c in d["callbacks"]] == ["initiated", "ringing", "in-progress", "completed"] and
          all(c["http_status"] == 200 and c["error"] is None for c in d["callbacks"]),
