@@ -117,7 +117,7 @@ typedef enum { SB_PRIORITY_INTERACTIVE, SB_PRIORITY_NORMAL, SB_PRIORITY_BULK, SB
 extern const char *const sb_priority_names[SB_PRIORITY_N]; /* "interactive", "normal", "bulk" */
 
 /* A channel type's pace when settings.rate_per_second does not set one, in sends per second (Twilio long code 1,
- * Twilio WhatsApp 10, Meta WhatsApp 80, others 1). */
+ * Twilio WhatsApp 10, Meta WhatsApp 80, Messenger and Instagram 300, others 1). */
 double sb_session_default_rate(sb_channel_type_t type);
 
 /* On the shard of the tenant's sessions (rt its runtime): tells the channel's session (channel != 0) or every
