@@ -1258,7 +1258,6 @@ static void apply_accepts(session_t *s)
         m->template_json = sb_tenant_work_str(w, req->template_json);
         m->priority = sb_priority_names[req->priority];
         m->fallback_json = sb_tenant_work_str(w, req->fallback_json);
-        m->broadcast_id = req->broadcast_id;
         m->fallback_of = req->fallback_of;
         m->created_at = sb_tenant_work_str(w, c->last_message_at);
         message_event(s, m, m->media_json, &ev);

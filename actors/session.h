@@ -157,7 +157,7 @@ typedef struct sb_session_send {
     int64_t send_at_ms;        /* not before this time (Unix ms); 0 or a time not ahead when the session takes it:
                                 * at once */
     char *fallback_json;       /* heap: {"channels": [id, ...], "after_s": N}, or NULL */
-    int64_t broadcast_id, fallback_of; /* 0 when none */
+    int64_t fallback_of;       /* 0 when none (a broadcast's messages are written by the store, not sent here) */
     void (*answer)(struct sb_session_send *req);
     void *arg;                 /* the front door's */
     /* the outcome */
