@@ -157,16 +157,14 @@ static bool in_list(sb_str_t s, const char *const *list)
 
 static const char *const media_types[] = {"image", "video", "audio", "document", "sticker", NULL};
 
-/* Meta's message type for a media URL, from the extension of its path's last segment. */
-static const char *media_type_of_url(sb_str_t u)
+typedef struct ext_type {
+    const char *ext, *type;
+} ext_type_t;
+
+/* The type map gives the extension of an http(s) URL's path's last segment (case aside), or fallback when it has
+ * none or one the map does not name. */
+static const char *type_by_extension(sb_str_t u, const ext_type_t *map, size_t n, const char *fallback)
 {
-    static const struct {
-        const char *ext, *type;
-    } map[] = {
-        {"jpg", "image"}, {"jpeg", "image"}, {"png", "image"},  {"mp4", "video"}, {"3gp", "video"},
-        {"aac", "audio"}, {"amr", "audio"},  {"mp3", "audio"},  {"m4a", "audio"}, {"ogg", "audio"},
-        {"opus", "audio"}, {"webp", "sticker"},
-    };
     size_t i = ieq_prefix(u, "https://") ? 8 : 7, end;
     while (i < u.len && u.p[i] != '/' && u.p[i] != '?' && u.p[i] != '#') /* past the host */
         i++;
@@ -176,12 +174,23 @@ static const char *media_type_of_url(sb_str_t u)
     while (dot > i && u.p[dot - 1] != '.' && u.p[dot - 1] != '/')
         dot--;
     if (dot == i || u.p[dot - 1] != '.')
-        return "document";
+        return fallback;
     sb_str_t ext = sb_str(u.p + dot, end - dot);
-    for (size_t k = 0; k < sizeof map / sizeof map[0]; k++)
+    for (size_t k = 0; k < n; k++)
         if (ext.len == strlen(map[k].ext) && strncasecmp(ext.p, map[k].ext, ext.len) == 0)
             return map[k].type;
-    return "document";
+    return fallback;
+}
+
+/* Meta's message type for a media URL, from the extension of its path's last segment. */
+static const char *media_type_of_url(sb_str_t u)
+{
+    static const ext_type_t map[] = {
+        {"jpg", "image"}, {"jpeg", "image"}, {"png", "image"},  {"mp4", "video"}, {"3gp", "video"},
+        {"aac", "audio"}, {"amr", "audio"},  {"mp3", "audio"},  {"m4a", "audio"}, {"ogg", "audio"},
+        {"opus", "audio"}, {"webp", "sticker"},
+    };
+    return type_by_extension(u, map, sizeof map / sizeof map[0], "document");
 }
 
 static bool is_template_name(sb_str_t s)
@@ -231,29 +240,13 @@ bad:
 /* Messenger / Instagram attachment type for a media URL, from its path's extension. */
 static const char *fb_type_of_url(sb_str_t u)
 {
-    static const struct {
-        const char *ext, *type;
-    } map[] = {
+    static const ext_type_t map[] = {
         {"jpg", "image"}, {"jpeg", "image"}, {"png", "image"}, {"gif", "image"}, {"webp", "image"},
         {"mp4", "video"}, {"mov", "video"},  {"webm", "video"}, {"avi", "video"}, {"3gp", "video"},
         {"aac", "audio"}, {"m4a", "audio"},  {"mp3", "audio"}, {"ogg", "audio"}, {"opus", "audio"},
         {"wav", "audio"}, {"amr", "audio"},
     };
-    size_t i = ieq_prefix(u, "https://") ? 8 : 7, end;
-    while (i < u.len && u.p[i] != '/' && u.p[i] != '?' && u.p[i] != '#')
-        i++;
-    for (end = i; end < u.len && u.p[end] != '?' && u.p[end] != '#'; end++)
-        ;
-    size_t dot = end;
-    while (dot > i && u.p[dot - 1] != '.' && u.p[dot - 1] != '/')
-        dot--;
-    if (dot == i || u.p[dot - 1] != '.')
-        return "file";
-    sb_str_t ext = sb_str(u.p + dot, end - dot);
-    for (size_t k = 0; k < sizeof map / sizeof map[0]; k++)
-        if (ext.len == strlen(map[k].ext) && strncasecmp(ext.p, map[k].ext, ext.len) == 0)
-            return map[k].type;
-    return "file";
+    return type_by_extension(u, map, sizeof map / sizeof map[0], "file");
 }
 
 /* "HX" and 32 hex digits. */
