@@ -32,6 +32,9 @@ typedef struct query {
     uint64_t synced_ns;    /* the last query of a segment: uv_hrtime() when its Sync was sent (0: not timed) */
     int flags;
     int prepares;          /* internal: the result of preparing statement [prepares - 1]; no callback */
+    bool fence_stmt;       /* internal: the segment's sb_fence check; no callback */
+    sb_pg_fence_t *fences; /* the slots its writer must still own when it commits (sb_pg_query_fenced) */
+    size_t nfences;
     bool sql_static;       /* sql is the caller's static string (SB_PG_PREPARED), not a copy */
     sb_pg_query_cb cb;
     void *arg;
@@ -63,6 +66,8 @@ struct sb_pg {
     query_t *cur;             /* the oldest query still waiting for its result */
     query_t *held_head, *held_tail; /* not sent yet: they wait for the segment in flight to commit */
     unsigned inflight;        /* segments synced and not yet finished */
+    sb_pg_fence_t *segf;      /* the fences of the open segment's queries, one per slot (the lowest epoch) */
+    size_t nsegf, capsegf;
     const char *prepared[MAX_PREPARED]; /* SB_PG_PREPARED statements of this connection: "s<index>" */
     int nprepared;
     int open_handles;
@@ -125,6 +130,7 @@ static void watch(sb_pg_t *pg, int events)
 static void query_free(query_t *q)
 {
     PQclear(q->res);
+    free(q->fences);
     for (int i = 0; i < q->nparams && q->params; i++)
         free(q->params[i]);
     free(q->params);
@@ -135,6 +141,10 @@ static void query_free(query_t *q)
 
 static void query_finish(sb_pg_t *pg, query_t *q)
 {
+    if (q->fence_stmt) {
+        query_free(q);
+        return;
+    }
     if (q->prepares) { /* a PREPARE that failed (or was aborted with its segment) is made again next time */
         if (q->err && pg->prepared[q->prepares - 1])
             pg->prepared[q->prepares - 1] = NULL;
@@ -160,6 +170,7 @@ static void fail_all(sb_pg_t *pg, int err, const char *detail)
         q = pg->held_head;
     pg->q_head = pg->q_tail = pg->cur = pg->held_head = pg->held_tail = NULL;
     pg->seg_open = false;
+    pg->nsegf = 0;
     pg->inflight = 0;
     if (pg->nbatches && !pg->closing) /* what waits in batches learns of the loss from their statements */
         uv_prepare_start(&pg->prepare, on_prepare);
@@ -188,10 +199,16 @@ static void finish_segment(sb_pg_t *pg)
     }
     uint64_t seg = pg->q_head->seg;
     bool failed = false;
-    const query_t *last = NULL;
+    const query_t *last = NULL, *fence = NULL;
+    query_t *only = NULL; /* the segment's one user query, if it has exactly one */
+    size_t users = 0;
     for (query_t *q = pg->q_head; q && q->seg == seg; q = q->next) {
         last = q;
         failed |= q->err != 0;
+        if (q->fence_stmt && q->err == SB_EINVAL)
+            fence = q;
+        if (!q->fence_stmt && !q->prepares && users++ == 0)
+            only = q;
         if (q->prepares && q->err == SB_EINVAL && q->next && q->next->seg == seg) {
             /* the statement could not be prepared: that is its user's error (the one right after it), not a
              * rollback; hand it the server's message and result */
@@ -202,6 +219,12 @@ static void finish_segment(sb_pg_t *pg)
             u->err = SB_EINVAL;
             memcpy(u->detail, q->detail, sizeof u->detail);
         }
+    }
+    if (fence && users == 1 && only->nfences && !only->err) {
+        /* refused alone by its fence: that is its own outcome, not a rollback to retry */
+        const char *state = fence->res ? PQresultErrorField(fence->res, PG_DIAG_SQLSTATE) : NULL;
+        only->err = state && !strcmp(state, "SBF01") ? SB_EFENCED : SB_EINVAL;
+        memcpy(only->detail, fence->detail, sizeof only->detail);
     }
     if (pg->hist && last && last->synced_ns) /* before the callbacks: the round trip, not what they cost */
         sb_hist_observe(pg->hist, uv_hrtime() - last->synced_ns);
@@ -216,7 +239,7 @@ static void finish_segment(sb_pg_t *pg)
             q->err = SB_EUNAVAIL;
             snprintf(q->detail, sizeof q->detail, "no result before the segment ended");
         }
-        if (failed && !q->err && !q->prepares) {
+        if (failed && !q->err && !q->prepares && !q->fence_stmt) {
             /* (a PREPARE that succeeded stays: the server keeps a prepared statement when the transaction around it
              * rolls back, so forgetting it would make the next PREPARE fail with "already exists") */
             q->err = SB_EAGAIN;
@@ -250,10 +273,14 @@ static void flush(sb_pg_t *pg)
     watch(pg, f == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
 }
 
+static void send_fence(sb_pg_t *pg);
+
 static void close_segment(sb_pg_t *pg)
 {
     if (!pg->seg_open)
         return;
+    if (pg->nsegf)
+        send_fence(pg);
     pg->seg_open = false;
     pg->seg++;
     pg->inflight++;
@@ -283,6 +310,62 @@ static void kick(sb_pg_t *pg)
         uv_prepare_start(&pg->prepare, on_prepare);
 }
 
+/* Adds fences to the open segment's: one per slot, the lowest epoch (a stale writer among current ones fails the
+ * check, and the retries alone find it). */
+static void seg_fences_add(sb_pg_t *pg, const sb_pg_fence_t *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t j = 0;
+        while (j < pg->nsegf && pg->segf[j].slot != f[i].slot)
+            j++;
+        if (j < pg->nsegf) {
+            if (f[i].epoch < pg->segf[j].epoch)
+                pg->segf[j].epoch = f[i].epoch;
+            continue;
+        }
+        if (pg->nsegf == pg->capsegf) {
+            pg->capsegf = pg->capsegf ? pg->capsegf * 2 : 16;
+            pg->segf = sb_realloc(pg->segf, pg->capsegf * sizeof *pg->segf);
+        }
+        pg->segf[pg->nsegf++] = f[i];
+    }
+}
+
+static const char fence_sql[] = "SELECT sb_fence($1::integer[], $2::bigint[])";
+
+/* Ends the open segment's statements with the check of its fences (sql/0022), which refuses the transaction if a
+ * newer owner took one of its slots. An internal query: no callback; its failure fails the segment. */
+static void send_fence(sb_pg_t *pg)
+{
+    sb_buf_t slots, epochs;
+    sb_buf_init(&slots);
+    sb_buf_init(&epochs);
+    for (size_t i = 0; i < pg->nsegf; i++) {
+        sb_buf_printf(&slots, "%s%d", i ? "," : "{", (int)pg->segf[i].slot);
+        sb_buf_printf(&epochs, "%s%lld", i ? "," : "{", (long long)pg->segf[i].epoch);
+    }
+    sb_buf_append_str(&slots, SB_STR("}"));
+    sb_buf_append_str(&epochs, SB_STR("}"));
+    pg->nsegf = 0;
+    const char *params[2] = {sb_buf_cstr(&slots), sb_buf_cstr(&epochs)};
+    char name[16];
+    int idx = prepared_index(pg, fence_sql, 2);
+    if (idx >= 0) {
+        snprintf(name, sizeof name, "s%d", idx);
+        if (PQsendQueryPrepared(pg->conn, name, 2, params, NULL, NULL, 0)) {
+            query_t *q = sb_calloc(1, sizeof *q);
+            q->fence_stmt = true;
+            enqueue(pg, q);
+        } else {
+            idx = -1;
+        }
+    }
+    if (idx < 0) /* the segment cannot be checked: it must not commit (a statement that fails rolls it back) */
+        sb_log_error("postgres: cannot send the fence check: %s", PQerrorMessage(pg->conn));
+    sb_buf_cleanup(&slots);
+    sb_buf_cleanup(&epochs);
+}
+
 /* Sends q's statement and queues q. Returns 0, or SB_EINVAL when libpq refuses (q is not queued). */
 static int send_query(sb_pg_t *pg, query_t *q, const char *sql, int nparams, const char *const *params, int flags)
 {
@@ -305,6 +388,7 @@ static int send_query(sb_pg_t *pg, query_t *q, const char *sql, int nparams, con
         return SB_EINVAL;
     }
     enqueue(pg, q);
+    seg_fences_add(pg, q->fences, q->nfences);
     pg->seg_open = true;
     if (flags & SB_PG_ALONE)
         close_segment(pg);
@@ -404,8 +488,17 @@ static int query_submit(sb_pg_t *pg, query_t *q)
     return rc;
 }
 
-int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *params, int flags, sb_pg_query_cb cb,
-                void *arg)
+static void keep_fences(query_t *q, const sb_pg_fence_t *fences, size_t n)
+{
+    if (!n)
+        return;
+    q->fences = sb_malloc(n * sizeof *fences);
+    memcpy(q->fences, fences, n * sizeof *fences);
+    q->nfences = n;
+}
+
+int sb_pg_query_fenced(sb_pg_t *pg, const char *sql, int nparams, const char *const *params, int flags,
+                       const sb_pg_fence_t *fences, size_t nfences, sb_pg_query_cb cb, void *arg)
 {
     if (!pg || pg->state != UP || pg->closing)
         return SB_EUNAVAIL;
@@ -414,12 +507,20 @@ int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *pa
     q->arg = arg;
     q->flags = flags;
     keep_copy(q, sql, nparams, params);
+    keep_fences(q, fences, nfences);
     return query_submit(pg, q);
+}
+
+int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *params, int flags, sb_pg_query_cb cb,
+                void *arg)
+{
+    return sb_pg_query_fenced(pg, sql, nparams, params, flags, NULL, 0, cb, arg);
 }
 
 /* sb_pg_query for a static prepared statement whose parameters are the caller's heap strings, taken over (a batch's
  * arrays, megabytes in a busy turn: copied once less). They are freed in every case. */
-static int query_owned(sb_pg_t *pg, const char *sql, int nparams, char **params, sb_pg_query_cb cb, void *arg)
+static int query_owned(sb_pg_t *pg, const char *sql, int nparams, char **params, const sb_pg_fence_t *fences,
+                       size_t nfences, sb_pg_query_cb cb, void *arg)
 {
     if (!pg || pg->state != UP || pg->closing) {
         for (int i = 0; i < nparams; i++)
@@ -435,6 +536,7 @@ static int query_owned(sb_pg_t *pg, const char *sql, int nparams, char **params,
     q->nparams = nparams;
     q->params = sb_malloc((size_t)nparams * sizeof *q->params);
     memcpy(q->params, params, (size_t)nparams * sizeof *params);
+    keep_fences(q, fences, nfences);
     return query_submit(pg, q);
 }
 
@@ -662,6 +764,7 @@ static void pg_handle_closed(uv_handle_t *h)
     if (--pg->open_handles == 0) {
         for (int i = 0; i < pg->nbatches; i++)
             free(pg->batches[i].items);
+        free(pg->segf);
         free(pg->conninfo);
         free(pg->name);
         free(pg);
@@ -719,7 +822,7 @@ static void batch_send(sb_pg_t *pg, const sb_pg_batch_def_t *def, void *const *i
 static void batch_done(void *arg, int err, const char *detail, const PGresult *res)
 {
     batch_op_t *op = arg;
-    if (err == SB_EINVAL && op->n > 1) { /* one of them is refused: each on its own, for its own outcome */
+    if ((err == SB_EINVAL || err == SB_EFENCED) && op->n > 1) { /* one of them is refused: each on its own */
         sb_log_warn("postgres: a batch of %zu %s was refused (%s); sending each alone", op->n, op->def->what, detail);
         for (size_t i = 0; i < op->n; i++)
             batch_send(op->pg, op->def, &op->items[i], 1);
@@ -761,6 +864,16 @@ static void batch_send(sb_pg_t *pg, const sb_pg_batch_def_t *def, void *const *i
             params[c] = sb_buf_cstr(&col[c]);
         }
     }
+    sb_pg_fence_t *fences = NULL;
+    size_t nf = 0;
+    for (size_t i = 0; def->fence && i < n; i++) {
+        sb_pg_fence_t f;
+        if (!def->fence(items[i], &f))
+            continue;
+        if (!fences)
+            fences = sb_malloc(n * sizeof *fences);
+        fences[nf++] = f; /* repeats are folded per segment (seg_fences_add) */
+    }
     int rc;
     if (sql == def->sql) { /* the arrays' buffers go to the query as they are */
         char *owned[BATCH_COLS];
@@ -768,10 +881,11 @@ static void batch_send(sb_pg_t *pg, const sb_pg_batch_def_t *def, void *const *i
             owned[c] = col[c].p;
             sb_buf_init(&col[c]);
         }
-        rc = query_owned(pg, sql, nc, owned, batch_done, op);
+        rc = query_owned(pg, sql, nc, owned, fences, nf, batch_done, op);
     } else {
-        rc = sb_pg_query(pg, sql, nc, params, SB_PG_PREPARED, batch_done, op);
+        rc = sb_pg_query_fenced(pg, sql, nc, params, SB_PG_PREPARED, fences, nf, batch_done, op);
     }
+    free(fences);
     if (rc < 0)
         batch_done(op, SB_EUNAVAIL, "the database is not reachable", NULL);
 }

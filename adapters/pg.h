@@ -58,6 +58,25 @@ enum { SB_PG_ALONE = 1, SB_PG_PREPARED = 4 };
 int sb_pg_query(sb_pg_t *pg, const char *sql, int nparams, const char *const *params, int flags, sb_pg_query_cb cb,
                 void *arg);
 
+/* ---- fencing: writes that commit only while their writer still owns their slots --------------------------------
+ *
+ * Several nodes share the tenants by slots (shards/cluster); a slot's owner holds it at an epoch, and a newer owner
+ * raises the slot's epoch in the database (sql/0022) before it starts. A fenced query names the (slot, epoch) pairs
+ * its writer believes it holds; the adapter ends every segment that carries one with `SELECT sb_fence(slots,
+ * epochs)` over all of them (the lowest epoch per slot), which takes the slots' locks shared until commit and refuses
+ * the transaction if any slot has a newer epoch. A segment so refused is taken apart as for any failure: its other
+ * queries are sent again alone, each with its own fence, and a query refused alone gets SB_EFENCED (or SB_EINVAL with
+ * the server's message, if the check itself could not run). So a write commits only if its slot's epoch was still
+ * its writer's when it committed, and a refused write leaves nothing behind. */
+typedef struct sb_pg_fence {
+    int32_t slot;
+    int64_t epoch;
+} sb_pg_fence_t;
+
+/* sb_pg_query with fences[0..nfences) (copied). err SB_EFENCED in the callback: refused, a slot has a newer owner. */
+int sb_pg_query_fenced(sb_pg_t *pg, const char *sql, int nparams, const char *const *params, int flags,
+                       const sb_pg_fence_t *fences, size_t nfences, sb_pg_query_cb cb, void *arg);
+
 /* ---- batches: the small requests of a loop turn, one set-based statement ----------------------------------------
  *
  * A batch kind (a def, static) names a prepared statement whose parameters are arrays, one element per request,
@@ -84,6 +103,9 @@ typedef struct sb_pg_batch_def {
     /* The outcome for items[0..n) (the array is the adapter's, freed after the call; the items are the caller's
      * again): err, detail and res as sb_pg_query_cb has them. Called exactly once per item added. */
     void (*done)(void **items, size_t n, int err, const char *detail, const PGresult *res);
+    /* Optional: the fence of item (its writer's slot and epoch) into *out, returning true; false: none. A statement
+     * carries its items' fences; one refused (SB_EFENCED) with more than one item is sent again an item at a time. */
+    bool (*fence)(const void *item, sb_pg_fence_t *out);
 } sb_pg_batch_def_t;
 
 /* Queues item (borrowed until def->done hands it back) for def's next statement on pg. Returns 0, or SB_EUNAVAIL

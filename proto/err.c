@@ -12,6 +12,7 @@ const char *sb_strerror(int err)
     case SB_EPARSE: return "malformed input";
     case SB_ECLOSED: return "closed";
     case SB_EUNAVAIL: return "backend unavailable";
+    case SB_EFENCED: return "fenced: the slot has a newer owner";
     case SB_EACCES: return "signature or credential does not match";
     default: break;
     }

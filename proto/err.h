@@ -27,6 +27,7 @@ enum {
     SB_EPARSE = -1001,  /* malformed input */
     SB_ECLOSED = -1002, /* the target (shard, actor, connection) is closed or stopping */
     SB_EUNAVAIL = -1003, /* a backend (Redis, PostgreSQL) is not reachable */
+    SB_EFENCED = -1004,  /* a write for a slot this node no longer owns (a newer owner's epoch fenced it out) */
     /* -1101 .. -1199: token errors, named in proto/jwt.h (sb_jwt_strerror describes them) */
 };
 
