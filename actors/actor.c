@@ -741,6 +741,34 @@ size_t sb_rt_passivate(sb_rt_t *rt)
     return gone;
 }
 
+size_t sb_rt_evict(sb_rt_t *rt, bool (*match)(void *arg, int64_t tenant), void *arg, bool force)
+{
+    size_t n = 0, left = 0;
+    sb_actor_t **hit = NULL;
+    sb_list_foreach_safe(it, nx, &rt->idle)
+    {
+        sb_actor_t *a = sb_container_of(it, sb_actor_t, lru);
+        int64_t t = a->kind->tenant && !(a->flags & (A_DEAD | A_NEEDS_INIT)) ? a->kind->tenant(a, a->state) : 0;
+        if (t <= 0 || !match(arg, t))
+            continue;
+        if (!force && ((a->flags & (A_QUEUED | A_RUNNING | A_SUSPENDED)) || a->mb_head ||
+                       (a->kind->can_passivate && !a->kind->can_passivate(a, a->state)))) {
+            left++;
+            continue;
+        }
+        hit = sb_realloc(hit, (n + 1) * sizeof *hit);
+        hit[n++] = a;
+    }
+    for (size_t i = 0; i < n; i++) { /* after the walk: stopping one may post to another */
+        if (hit[i]->flags & A_DEAD)
+            continue;
+        actor_finish(rt, hit[i]);
+        rt->passivations++;
+    }
+    free(hit);
+    return left;
+}
+
 void sb_rt_get_stats(const sb_rt_t *rt, sb_rt_stats_t *out)
 {
     out->actors = rt->table.n;

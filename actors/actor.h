@@ -79,6 +79,9 @@ struct sb_actor_kind {
     /* Keyed actors idle for the idle timeout: may this one be passivated now? NULL: always. An actor that says no
      * (work in flight) is asked again one idle timeout later. */
     bool (*can_passivate)(sb_actor_t *a, void *state);
+    /* The tenant this actor works for, or 0 while it does not know yet (NULL: it works for none). What lets a node
+     * that gives up a slot stop that slot's actors (sb_rt_evict). */
+    int64_t (*tenant)(sb_actor_t *a, void *state);
 };
 
 /* The port through which the runtime reaches other shards. remote_send takes ownership of msg when it returns 0;
@@ -142,6 +145,11 @@ int sb_rt_send_key(sb_rt_t *rt, unsigned shard, const sb_actor_kind_t *kind, uin
 /* Passivates the keyed actors idle for the idle timeout that may go (oldest first). Returns how many went. The
  * shard calls it about once a second. */
 size_t sb_rt_passivate(sb_rt_t *rt);
+/* Stops the keyed actors whose tenant (their kind's tenant hook) match(arg, tenant) says go: each one that may be
+ * passivated now (idle, nothing queued, its kind's can_passivate), or every one when force is set (what it had in
+ * flight is dropped; its late answers find nobody). Returns how many matching actors are left (0 with force). Not
+ * from inside an actor's handler. */
+size_t sb_rt_evict(sb_rt_t *rt, bool (*match)(void *arg, int64_t tenant), void *arg, bool force);
 
 /* Allocates a message with len payload bytes (uninitialized). */
 sb_msg_t *sb_msg_new(uint32_t type, size_t len);

@@ -1073,6 +1073,13 @@ static bool call_can_passivate(sb_actor_t *a, void *state)
 
 static const sb_actor_handler_fn handlers[] = {[SB_CALL_REQUEST] = on_request};
 
+/* Whose work this actor does (sb_rt_evict). */
+static int64_t call_tenant(sb_actor_t *a, void *state)
+{
+    (void)a;
+    return ((call_t *)state)->tenant;
+}
+
 const sb_actor_kind_t sb_call_kind = {
     .name = "call",
     .state_size = sizeof(call_t),
@@ -1082,4 +1089,5 @@ const sb_actor_kind_t sb_call_kind = {
     .unhandled = on_internal,
     .stop = call_stop,
     .can_passivate = call_can_passivate,
+    .tenant = call_tenant,
 };

@@ -3876,6 +3876,13 @@ static const sb_actor_handler_fn handlers[] = {
     [SB_SESSION_CANCEL] = on_cancel, [SB_SESSION_WAKE] = on_wake,
 };
 
+/* Whose work this actor does (sb_rt_evict). */
+static int64_t session_tenant(sb_actor_t *a, void *state)
+{
+    (void)a;
+    return ((session_t *)state)->tenant;
+}
+
 const sb_actor_kind_t sb_session_kind = {
     .name = "session",
     .state_size = sizeof(session_t),
@@ -3884,4 +3891,5 @@ const sb_actor_kind_t sb_session_kind = {
     .nhandlers = sizeof handlers / sizeof handlers[0],
     .stop = session_stop,
     .can_passivate = session_can_passivate,
+    .tenant = session_tenant,
 };

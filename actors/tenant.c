@@ -816,6 +816,13 @@ static const sb_actor_handler_fn handlers[] = {
     [T_HOOK_SAVED] = on_hook_saved,
 };
 
+/* Whose work this actor does (sb_rt_evict). */
+static int64_t tenant_tenant(sb_actor_t *a, void *state)
+{
+    (void)state;
+    return (int64_t)sb_actor_key(a);
+}
+
 const sb_actor_kind_t sb_tenant_kind = {
     .name = "tenant",
     .state_size = sizeof(tenant_t),
@@ -824,4 +831,5 @@ const sb_actor_kind_t sb_tenant_kind = {
     .nhandlers = sizeof handlers / sizeof handlers[0],
     .stop = tenant_stop,
     .can_passivate = tenant_can_passivate,
+    .tenant = tenant_tenant,
 };
