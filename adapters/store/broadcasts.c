@@ -51,6 +51,19 @@ static int refused(int err, const PGresult *res, const char *what)
     return err;
 }
 
+/* A session's write (expansion, cancel) for tenant: fenced by the store's rule (sb_store_fence). */
+static int write_query(sb_store_t *st, int64_t tenant, const char *sql, int n, const char *const *p, int flags,
+                       sb_pg_query_cb read, bop_t *o)
+{
+    sb_pg_fence_t f;
+    int fenced = st ? sb_store_fence(st, tenant, &f) : SB_EUNAVAIL;
+    int rc = fenced < 0 ? fenced
+                        : sb_pg_query_fenced(sb_store_pg(st), sql, n, p, flags, &f, fenced ? 1 : 0, read, o);
+    if (rc < 0)
+        free(o);
+    return rc;
+}
+
 static int query(sb_store_t *st, const char *sql, int n, const char *const *p, int flags, sb_pg_query_cb read,
                  bop_t *o)
 {
@@ -207,7 +220,8 @@ static int port_rows(void *ctx, const sb_broadcast_rows_t *r, rows_cb_t cb, void
     i64_text(max, (int64_t)r->max);
     const char *p[6] = {t, ch, bc, r->sender, r->created_at, max};
     /* alone: a statement of its own, so that the connection's other work goes between a broadcast's batches */
-    return query(ctx, rows_sql, 6, p, SB_PG_ALONE | SB_PG_PREPARED, rows_read, bop_new((void *)cb, arg));
+    return write_query(ctx, r->tenant, rows_sql, 6, p, SB_PG_ALONE | SB_PG_PREPARED, rows_read,
+                       bop_new((void *)cb, arg));
 }
 
 /* ---- the broadcasts a session resumes ------------------------------------------------------------------------------ */
@@ -296,7 +310,7 @@ static int port_cancel(void *ctx, int64_t tenant, int64_t channel, int64_t broad
     }
     sb_buf_puts(&k, "}");
     const char *p[5] = {t, ch, bc, abandon ? "t" : "f", k.p};
-    int rc = query(ctx, cancel_sql, 5, p, SB_PG_ALONE, cancel_read, bop_new((void *)cb, arg));
+    int rc = write_query(ctx, tenant, cancel_sql, 5, p, SB_PG_ALONE, cancel_read, bop_new((void *)cb, arg));
     sb_buf_cleanup(&k);
     return rc;
 }

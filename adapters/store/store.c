@@ -30,6 +30,8 @@ struct sb_store {
     int64_t spare;               /* the next block's first id, 0 when none is at hand */
     bool fetching;
     unsigned inflight;
+    sb_store_fence_fn fence; /* NULL: writes are not fenced (a node on its own) */
+    void *fence_ctx;
 };
 
 typedef struct op {
@@ -98,6 +100,18 @@ unsigned sb_store_inflight(const sb_store_t *st)
 bool sb_store_connected(const sb_store_t *st)
 {
     return sb_pg_connected(st->pg);
+}
+
+void sb_store_set_fence(sb_store_t *st, sb_store_fence_fn fn, void *ctx)
+{
+    st->fence = fn;
+    st->fence_ctx = ctx;
+}
+
+int sb_store_fence(sb_store_t *st, int64_t tenant, sb_pg_fence_t *out)
+{
+    *out = (sb_pg_fence_t){.slot = -1};
+    return st->fence ? st->fence(st->fence_ctx, tenant, out) : 0;
 }
 
 void sb_store_set_sweeper(sb_store_t *st, sb_pg_t *sweeper)
@@ -305,6 +319,8 @@ typedef struct write_item {
     size_t nrows;
     int32_t (*off)[WCOLS];   /* per row and column: the value's offset in text, -1 for NULL */
     sb_buf_t text;
+    sb_pg_fence_t fence;
+    bool fenced;
 } write_item_t;
 
 typedef struct row_builder {
@@ -375,6 +391,13 @@ static void writes_done(void **items, size_t n, int err, const char *detail, con
     }
 }
 
+static bool write_fence(const void *item, sb_pg_fence_t *out)
+{
+    const write_item_t *w = item;
+    *out = w->fence;
+    return w->fenced;
+}
+
 static const sb_pg_batch_def_t write_def = {
     .what = "tenant writes",
     .sql = write_sql,
@@ -383,6 +406,7 @@ static const sb_pg_batch_def_t write_def = {
     .count = write_count,
     .row = write_row,
     .done = writes_done,
+    .fence = write_fence,
 };
 
 static const sb_pg_batch_def_t write_calls_def = {
@@ -393,6 +417,7 @@ static const sb_pg_batch_def_t write_calls_def = {
     .count = write_count,
     .row = write_row,
     .done = writes_done,
+    .fence = write_fence,
 };
 
 static const sb_pg_batch_def_t write_in_def = {
@@ -403,6 +428,7 @@ static const sb_pg_batch_def_t write_in_def = {
     .count = write_count,
     .row = write_row,
     .done = writes_done,
+    .fence = write_fence,
 };
 
 static int port_write(void *ctx, const sb_tenant_write_t *tw, sb_done_cb cb, void *arg)
@@ -419,7 +445,13 @@ static int port_write(void *ctx, const sb_tenant_write_t *tw, sb_done_cb cb, voi
     if (!rows) {
         return SB_EINVAL;
     }
+    sb_pg_fence_t fence;
+    int fenced = sb_store_fence(st, tw->tenant, &fence);
+    if (fenced < 0)
+        return fenced; /* the tenant's slot is not this node's (any more) */
     write_item_t *w = sb_calloc(1, sizeof *w);
+    w->fence = fence;
+    w->fenced = fenced > 0;
     w->st = st;
     w->cb = cb;
     w->arg = arg;
@@ -1389,6 +1421,74 @@ int sb_store_sweep(sb_store_t *st, int older_ms, size_t limit, sweep_cb_t cb, vo
                          2, p, SB_PG_PREPARED, swept, o);
     if (rc < 0)
         op_free(o);
+    return rc;
+}
+
+/* ---- fencing epochs (sql/0022) --------------------------------------------------------------------------------- */
+
+static void floor_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    op_t *o = arg;
+    (void)detail;
+    int64_t floor = !err && PQntuples(res) == 1 ? col_i64(res, 0, 0) : 0;
+    ((void (*)(void *, int, int64_t))o->cb)(o->arg, err, floor);
+    op_free(o);
+}
+
+int sb_store_fence_floor(sb_store_t *st, void (*cb)(void *arg, int err, int64_t floor), void *arg)
+{
+    op_t *o = op_new(st, (void *)cb, arg);
+    int rc = sb_pg_query(st->pg, "SELECT coalesce(max(epoch), 0) FROM slot_epochs", 0, NULL, 0, floor_read, o);
+    if (rc < 0)
+        op_free(o);
+    return rc;
+}
+
+static void bump_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    op_t *o = arg;
+    (void)detail;
+    int32_t *stale = NULL;
+    size_t n = 0;
+    if (!err && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) { /* "{3,17}" */
+        const char *v = PQgetvalue(res, 0, 0);
+        stale = sb_malloc((strlen(v) / 2 + 1) * sizeof *stale);
+        for (const char *p = v; *p;) {
+            if (*p >= '0' && *p <= '9') {
+                char *end;
+                stale[n++] = (int32_t)strtol(p, &end, 10);
+                p = end;
+            } else {
+                p++;
+            }
+        }
+    }
+    ((void (*)(void *, int, const int32_t *, size_t))o->cb)(o->arg, err, stale, n);
+    free(stale);
+    op_free(o);
+}
+
+int sb_store_fence_bump(sb_store_t *st, const uint32_t *slots, const int64_t *epochs, size_t n,
+                        void (*cb)(void *arg, int err, const int32_t *stale, size_t nstale), void *arg)
+{
+    sb_buf_t a, b;
+    sb_buf_init(&a);
+    sb_buf_init(&b);
+    for (size_t i = 0; i < n; i++) {
+        sb_buf_printf(&a, "%s%u", i ? "," : "{", slots[i]);
+        sb_buf_printf(&b, "%s%lld", i ? "," : "{", (long long)epochs[i]);
+    }
+    sb_buf_puts(&a, n ? "}" : "{}");
+    sb_buf_puts(&b, n ? "}" : "{}");
+    const char *p[2] = {a.p, b.p};
+    op_t *o = op_new(st, (void *)cb, arg);
+    /* alone: its locks wait for the writes of the old epoch to commit, and nothing else should wait with them */
+    int rc = sb_pg_query(st->pg, "SELECT sb_fence_bump($1::integer[], $2::bigint[])", 2, p, SB_PG_ALONE, bump_read,
+                         o);
+    if (rc < 0)
+        op_free(o);
+    sb_buf_cleanup(&a);
+    sb_buf_cleanup(&b);
     return rc;
 }
 

@@ -17,6 +17,7 @@
 
 #include "actors/ports.h"
 #include "adapters/crypto.h"
+#include "adapters/pg.h"
 #include "proto/event.h"
 #include "proto/str.h"
 
@@ -31,6 +32,22 @@ typedef struct sb_pg sb_pg_t;
 sb_store_t *sb_store_create(sb_pg_t *pg, sb_pg_t *ingest, const unsigned char *master_key, unsigned shard);
 /* The connection the sweeper's scans (sb_store_sweep, sb_store_backlog) go on (borrowed; NULL: pg's). */
 void sb_store_set_sweeper(sb_store_t *st, sb_pg_t *sweeper);
+
+/* Fencing (adapters/pg, sql/0022): fn(ctx, tenant, out) says whether the actors' writes for tenant must carry a
+ * fence: 1 and the slot and epoch this node holds it at in *out; 0 no fence (a node on its own); SB_EFENCED this
+ * node does not own the tenant's slot (the write is refused before it is sent). Called on the shard's thread. */
+typedef int (*sb_store_fence_fn)(void *ctx, int64_t tenant, sb_pg_fence_t *out);
+void sb_store_set_fence(sb_store_t *st, sb_store_fence_fn fn, void *ctx);
+/* fn's answer for tenant (0 without fn). */
+int sb_store_fence(sb_store_t *st, int64_t tenant, sb_pg_fence_t *out);
+/* The highest epoch any slot was ever raised to (0: none): a node's lease epochs start above it, so a Redis that
+ * lost its keys cannot hand out an epoch the database already fenced past. */
+int sb_store_fence_floor(sb_store_t *st, void (*cb)(void *arg, int err, int64_t floor), void *arg);
+/* Raises slots[i] to epochs[i] (sql/0022 sb_fence_bump), in a transaction of its own that waits for the writes of
+ * older epochs already checked to commit. cb gets the slots that had a newer epoch already (someone else owns them
+ * now). Returns 0 and calls cb once, or an error (cb never called). */
+int sb_store_fence_bump(sb_store_t *st, const uint32_t *slots, const int64_t *epochs, size_t n,
+                        void (*cb)(void *arg, int err, const int32_t *stale, size_t nstale), void *arg);
 /* Frees the store, once its connections have closed (sb_pg_close hands what they held back, through the store). */
 void sb_store_destroy(sb_store_t *st);
 /* Sends what waits in the store's batches now (a stopping shard wants its last writes out). */
