@@ -392,6 +392,9 @@ typedef struct sb_publish_port {
     void *ctx;
     /* Delivers batch to the live inbox clients of its tenant on shard `shard`; takes a reference of its own. */
     void (*publish)(void *ctx, unsigned shard, sb_inbox_batch_t *batch);
+    /* Optional (several nodes): every committed batch of the tenant also goes to the live inbox clients of every
+     * node, whoever subscribed here or not (borrowed for the call). NULL: a node alone. */
+    void (*everywhere)(void *ctx, sb_inbox_batch_t *batch);
 } sb_publish_port_t;
 
 typedef struct sb_ports {

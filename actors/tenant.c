@@ -324,10 +324,10 @@ static void flush(tenant_t *t)
     sb_buf_cleanup(&json);
 }
 
-/* The committed works' events, as one batch, to every subscribed shard. */
+/* The committed works' events, as one batch, to every subscribed shard (and, with several nodes, to all of them). */
 static void publish(tenant_t *t, int64_t prev, size_t nev)
 {
-    if (!t->nshards || !nev)
+    if ((!t->nshards && !t->ports->publish.everywhere) || !nev)
         return;
     const char **types = sb_malloc(nev * sizeof *types);
     sb_str_t *data = sb_malloc(nev * sizeof *data);
@@ -344,6 +344,8 @@ static void publish(tenant_t *t, int64_t prev, size_t nev)
     for (unsigned s = 0; s < MAX_SHARDS; s++)
         if (t->shards[s / 32] & (1u << (s % 32)))
             t->ports->publish.publish(t->ports->publish.ctx, s, b);
+    if (t->ports->publish.everywhere)
+        t->ports->publish.everywhere(t->ports->publish.ctx, b);
     sb_inbox_batch_unref(b);
     free(types);
     free(data);

@@ -800,6 +800,77 @@ sb_inbox_batch_t *sb_inbox_batch_new(int64_t tenant, int64_t prev, int64_t first
     return b;
 }
 
+void sb_inbox_batch_pack(const sb_inbox_batch_t *b, sb_buf_t *out)
+{
+    sb_buf_printf(out, "SB1 %lld %lld %zu\n", (long long)b->tenant, (long long)b->prev, b->n);
+    for (size_t i = 0; i < b->n; i++) {
+        sb_buf_printf(out, "%zu %zu\n", b->ev[i].type.len, b->ev[i].data.len);
+        sb_buf_append(out, b->ev[i].type.p, b->ev[i].type.len);
+        sb_buf_append(out, b->ev[i].data.p, b->ev[i].data.len);
+    }
+}
+
+#define UNPACK_MAX_EVENTS 65536
+#define UNPACK_MAX_TYPE 64
+#define UNPACK_MAX_DATA (1024 * 1024)
+
+/* A decimal number at *p (no sign, no leading zero unless it is 0, at most 18 digits) ended by `end`. */
+static int unpack_num(const char **p, const char *lim, char end, int64_t *out)
+{
+    const char *q = *p;
+    int64_t v = 0;
+    size_t digits = 0;
+    while (q < lim && *q >= '0' && *q <= '9' && digits < 19) {
+        v = v * 10 + (*q - '0');
+        q++;
+        digits++;
+    }
+    if (!digits || digits > 18 || (digits > 1 && **p == '0') || q >= lim || *q != end)
+        return SB_EPARSE;
+    *out = v;
+    *p = q + 1;
+    return 0;
+}
+
+int sb_inbox_batch_unpack(const void *bytes, size_t len, sb_inbox_batch_t **out)
+{
+    const char *p = bytes, *lim = p + len;
+    int64_t tenant, prev, n;
+    *out = NULL;
+    if (len < 4 || memcmp(p, "SB1 ", 4) != 0)
+        return SB_EPARSE;
+    p += 4;
+    if (unpack_num(&p, lim, ' ', &tenant) || unpack_num(&p, lim, ' ', &prev) || unpack_num(&p, lim, '\n', &n) ||
+        tenant <= 0 || n < 1 || n > UNPACK_MAX_EVENTS || prev > SB_INBOX_MAX_CURSOR - n)
+        return SB_EPARSE;
+    char **types = sb_calloc((size_t)n, sizeof *types);
+    sb_str_t *data = sb_malloc((size_t)n * sizeof *data);
+    int rc = 0;
+    for (int64_t i = 0; i < n && !rc; i++) {
+        int64_t tl, dl;
+        if (unpack_num(&p, lim, ' ', &tl) || unpack_num(&p, lim, '\n', &dl) || tl < 1 || tl > UNPACK_MAX_TYPE ||
+            dl > UNPACK_MAX_DATA || (size_t)(lim - p) < (size_t)(tl + dl)) {
+            rc = SB_EPARSE;
+            break;
+        }
+        for (int64_t k = 0; k < tl; k++)
+            if (!((p[k] >= 'a' && p[k] <= 'z') || p[k] == '.' || p[k] == '_'))
+                rc = SB_EPARSE;
+        types[i] = sb_strndup(p, (size_t)tl);
+        data[i] = sb_str(p + tl, (size_t)dl);
+        p += tl + dl;
+    }
+    if (!rc && p != lim)
+        rc = SB_EPARSE;
+    if (!rc)
+        *out = sb_inbox_batch_new(tenant, prev, prev + 1, (size_t)n, (const char *const *)types, data);
+    for (int64_t i = 0; i < n; i++)
+        free(types[i]);
+    free(types);
+    free(data);
+    return rc;
+}
+
 void sb_inbox_batch_ref(sb_inbox_batch_t *b)
 {
     atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);

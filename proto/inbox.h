@@ -142,6 +142,14 @@ typedef struct sb_inbox_batch {
  * One reference, the caller's. */
 sb_inbox_batch_t *sb_inbox_batch_new(int64_t tenant, int64_t prev, int64_t first, size_t n, const char *const *types,
                                      const sb_str_t *data);
+/* A batch as bytes for another node (the live inbox across nodes, over Redis Pub/Sub), and back. The form:
+ * "SB1 <tenant> <prev> <n>\n", then for each event "<type length> <data length>\n", the type, the data; the cursors
+ * are prev + 1 ... (as every published batch has them). pack appends to out. unpack is strict (the bytes come from
+ * the network): decimal numbers without signs or leading zeros, a tenant > 0, 0 <= prev, 1 <= n <= 65536, types of
+ * 1..64 bytes of [a-z._], data up to 1 MiB each, nothing left over; *out a new batch (one reference, the caller's),
+ * or SB_EPARSE and *out NULL. */
+void sb_inbox_batch_pack(const sb_inbox_batch_t *b, sb_buf_t *out);
+int sb_inbox_batch_unpack(const void *bytes, size_t len, sb_inbox_batch_t **out);
 void sb_inbox_batch_ref(sb_inbox_batch_t *b);
 void sb_inbox_batch_unref(sb_inbox_batch_t *b);
 
