@@ -3,7 +3,7 @@
  * A link is one hiredis connection kept up by itself: DOWN (a timer will try again), CONNECTING (a timer bounds the
  * attempt), UP. hiredis frees its context after a failed connect or a disconnect callback, so `ac` is cleared there
  * and never touched afterwards. The adapter has one link (the seed) to a single Redis, or, against a cluster, one per
- * master (the seed among them), all with the same backoff; (a subscriber would have one of its own).
+ * master (the seed among them), all with the same backoff; the subscriber has one of its own.
  *
  * Cluster mode is found out after the seed connects (INFO cluster). Until the answer comes, commands go to the seed
  * with a copy of their arguments, as in cluster mode, so a MOVED can still be followed; once the server says
@@ -16,6 +16,7 @@
 #include "gateway/metrics.h"
 #include "proto/codec.h"
 #include "proto/err.h"
+#include "proto/htable.h"
 #include "proto/mem.h"
 
 #include <hiredis/async.h>
@@ -36,6 +37,7 @@
 #define NO_NODE 0xFF      /* slot_node[] of a slot whose master is not known */
 #define MAX_REDIRECTS 5   /* MOVED/ASK followed per command before the caller gets the error reply */
 #define MAX_HOST 255      /* a node's address in MOVED, ASK or CLUSTER SLOTS */
+#define MAX_CHANNEL 1024  /* a subscriber's channel name */
 
 enum state { DOWN, CONNECTING, UP };
 enum mode { MODE_UNKNOWN, MODE_SINGLE, MODE_CLUSTER };
@@ -933,3 +935,205 @@ void sb_redis_get_stats(const sb_redis_t *r, sb_redis_stats_t *out)
         out->nodes_up += link_up(r->nodes[i]);
 }
 
+/* ---- the subscriber ------------------------------------------------------------------------------------------- */
+
+typedef struct subchan {
+    sb_hnode_t node;
+    int refs; /* sb_redis_subscribe calls not yet undone */
+    size_t len;
+    char name[];
+} subchan_t;
+
+struct sb_redis_sub {
+    link_t *link;
+    sb_htable_t chans; /* subchan_t by name */
+    void (*on_message)(void *, const char *, size_t, const char *, size_t);
+    void (*on_state)(void *, bool);
+    void *arg;
+    bool closing;
+    bool up;        /* on_state(true) was the last call */
+    size_t pending; /* confirmations of the connection's first SUBSCRIBE still to come before on_state(true) */
+};
+
+static bool chan_eq(const sb_hnode_t *n, const void *key)
+{
+    const subchan_t *c = sb_container_of(n, subchan_t, node);
+    const sb_str_t *k = key;
+    return c->len == k->len && memcmp(c->name, k->p, k->len) == 0;
+}
+
+static subchan_t *chan_find(const sb_redis_sub_t *s, const char *name, size_t len)
+{
+    sb_str_t k = sb_str(name, len);
+    sb_hnode_t *n = sb_htable_find(&s->chans, sb_hash_bytes(name, len), chan_eq, &k);
+    return n ? sb_container_of(n, subchan_t, node) : NULL;
+}
+
+static void sub_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+/* Sends `verb` (SUBSCRIBE or UNSUBSCRIBE) for n channels on the subscriber's connection, which is up. Returns
+ * whether it was handed to hiredis. */
+static bool sub_send(sb_redis_sub_t *s, const char *verb, size_t n, const char **names, const size_t *lens)
+{
+    const char **argv = sb_malloc((n + 1) * sizeof *argv);
+    size_t *argvlen = sb_malloc((n + 1) * sizeof *argvlen);
+    argv[0] = verb;
+    argvlen[0] = strlen(verb);
+    memcpy(argv + 1, names, n * sizeof *names);
+    memcpy(argvlen + 1, lens, n * sizeof *lens);
+    /* hiredis keeps one callback per channel, taken from SUBSCRIBE; UNSUBSCRIBE has none of its own. */
+    bool sent = redisAsyncCommandArgv(s->link->ac, sub_reply, s, (int)n + 1, argv, argvlen) == REDIS_OK;
+    free(argv);
+    free(argvlen);
+    return sent;
+}
+
+static bool sub_send_one(sb_redis_sub_t *s, const char *verb, const char *name, size_t len)
+{
+    return sub_send(s, verb, 1, &name, &len);
+}
+
+static void sub_set_up(sb_redis_sub_t *s, bool up)
+{
+    if (s->up == up)
+        return;
+    s->up = up;
+    if (s->on_state)
+        s->on_state(s->arg, up);
+}
+
+/* Every push of the subscribed channels: ["message", channel, payload], ["subscribe", channel, count],
+ * ["unsubscribe", channel, count]. NULL (the connection went away) is handled by the link's down hook. */
+static void sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    sb_redis_sub_t *s = privdata;
+    redisReply *rep = reply;
+    (void)ac;
+    if (!rep || s->closing || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3)
+        return;
+    const redisReply *kind = rep->element[0], *ch = rep->element[1];
+    if (kind->type != REDIS_REPLY_STRING || ch->type != REDIS_REPLY_STRING)
+        return;
+    if (word_is(kind->str, kind->len, "message")) {
+        const redisReply *payload = rep->element[2];
+        if (payload->type == REDIS_REPLY_STRING && chan_find(s, ch->str, ch->len)) /* not one unsubscribed since */
+            s->on_message(s->arg, ch->str, ch->len, payload->str, payload->len);
+    } else if (word_is(kind->str, kind->len, "subscribe")) {
+        if (s->pending > 0 && --s->pending == 0)
+            sub_set_up(s, true);
+    } else if (word_is(kind->str, kind->len, "unsubscribe")) {
+        /* Subscribed again before this confirmation came: hiredis has just dropped the channel's callback, so the
+         * channel is asked for once more. */
+        if (chan_find(s, ch->str, ch->len) && link_up(s->link))
+            sub_send_one(s, "SUBSCRIBE", ch->str, ch->len);
+    }
+}
+
+/* The connection is (again) up: every channel is subscribed in one SUBSCRIBE, and the caller hears "up" once Redis
+ * has confirmed them all (at once when there are none). */
+static void sub_link_up(link_t *l)
+{
+    sb_redis_sub_t *s = l->owner;
+    size_t n = s->chans.n;
+    if (n == 0) {
+        sub_set_up(s, true);
+        return;
+    }
+    const char **names = sb_malloc(n * sizeof *names);
+    size_t *lens = sb_malloc(n * sizeof *lens);
+    size_t i = 0, pos = 0;
+    for (sb_hnode_t *h; (h = sb_htable_next(&s->chans, &pos)) != NULL && i < n; i++) {
+        subchan_t *c = sb_container_of(h, subchan_t, node);
+        names[i] = c->name;
+        lens[i] = c->len;
+    }
+    if (sub_send(s, "SUBSCRIBE", i, names, lens))
+        s->pending = i;
+    free(names);
+    free(lens);
+}
+
+static void sub_link_down(link_t *l)
+{
+    sb_redis_sub_t *s = l->owner;
+    s->pending = 0;
+    sub_set_up(s, false);
+}
+
+static void sub_link_closed(link_t *l)
+{
+    sb_redis_sub_t *s = l->owner;
+    sb_htable_cleanup(&s->chans);
+    free(s);
+}
+
+static const link_ops_t sub_ops = {sub_link_up, sub_link_down, sub_link_closed};
+
+sb_redis_sub_t *sb_redis_sub_create(uv_loop_t *loop, const char *host, int port,
+                                    void (*on_message)(void *, const char *, size_t, const char *, size_t),
+                                    void (*on_state)(void *, bool up), void *arg)
+{
+    sb_redis_sub_t *s = sb_calloc(1, sizeof *s);
+    sb_htable_init(&s->chans);
+    s->on_message = on_message;
+    s->on_state = on_state;
+    s->arg = arg;
+    s->link = link_open(loop, host, strlen(host), port, "redis subscriber", &sub_ops, s);
+    return s;
+}
+
+void sb_redis_sub_close(sb_redis_sub_t *s)
+{
+    if (!s)
+        return;
+    s->closing = true;
+    size_t pos = 0;
+    for (sb_hnode_t *h; (h = sb_htable_next(&s->chans, &pos)) != NULL;) {
+        sb_htable_remove_at(&s->chans, &pos);
+        free(sb_container_of(h, subchan_t, node));
+    }
+    link_close(s->link);
+}
+
+int sb_redis_subscribe(sb_redis_sub_t *s, const char *channel, size_t len)
+{
+    if (s->closing)
+        return SB_ECLOSED;
+    if (len == 0 || len > MAX_CHANNEL)
+        return SB_EINVAL;
+    subchan_t *c = chan_find(s, channel, len);
+    if (c) {
+        c->refs++;
+        return 0;
+    }
+    c = sb_malloc(sizeof *c + len);
+    c->refs = 1;
+    c->len = len;
+    memcpy(c->name, channel, len);
+    c->node.hash = sb_hash_bytes(channel, len);
+    sb_htable_insert(&s->chans, &c->node);
+    if (link_up(s->link))
+        sub_send_one(s, "SUBSCRIBE", c->name, c->len); /* if it fails, the connection is going down: sent on return */
+    return 0;
+}
+
+int sb_redis_unsubscribe(sb_redis_sub_t *s, const char *channel, size_t len)
+{
+    if (s->closing)
+        return SB_ECLOSED;
+    subchan_t *c = chan_find(s, channel, len);
+    if (!c)
+        return SB_ENOENT;
+    if (--c->refs > 0)
+        return 0;
+    sb_htable_remove(&s->chans, &c->node);
+    if (link_up(s->link))
+        sub_send_one(s, "UNSUBSCRIBE", c->name, c->len);
+    free(c);
+    return 0;
+}
+
+bool sb_redis_sub_up(const sb_redis_sub_t *s)
+{
+    return s && !s->closing && s->up;
+}

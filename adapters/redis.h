@@ -1,5 +1,5 @@
 /* Redis adapter: one asynchronous hiredis connection per shard, on the shard's libuv loop - or, against a Redis
- * Cluster, one per master.
+ * Cluster, one per master - and a subscriber for Pub/Sub.
  *
  * The connection is kept up by itself: when Redis goes away (refused, reset, closed) it reconnects with exponential
  * backoff from 100 ms to 5 s, forever, until sb_redis_close(). Commands issued while disconnected fail at once with
@@ -107,5 +107,31 @@ typedef struct sb_redis_stats {
 } sb_redis_stats_t;
 
 void sb_redis_get_stats(const sb_redis_t *r, sb_redis_stats_t *out);
+
+/* ---- the subscriber --------------------------------------------------------------------------------------------
+ * One dedicated connection in subscribe mode (classic SUBSCRIBE), for messages PUBLISHed by any node. In a cluster,
+ * classic Pub/Sub reaches every node, so any one master will do. It reconnects with the same backoff as above and
+ * subscribes every channel again each time. Channels are reference counted: subscribing one twice needs two
+ * unsubscribes before UNSUBSCRIBE goes out, so two users can share it. Everything on the loop's thread. */
+typedef struct sb_redis_sub sb_redis_sub_t;
+
+/* on_message(arg, channel, chlen, payload, len): a message PUBLISHed on a subscribed channel (all borrowed for the
+ * call; never for a channel unsubscribed since). on_state(arg, up): true once the connection is up and Redis has
+ * confirmed every subscription (anything published while it was down is lost, so the caller fills the gap from its
+ * store); false when it went down (only after a true). on_state may be NULL. host is copied. Never fails. */
+sb_redis_sub_t *sb_redis_sub_create(uv_loop_t *loop, const char *host, int port,
+                                    void (*on_message)(void *, const char *, size_t, const char *, size_t),
+                                    void (*on_state)(void *, bool up), void *arg);
+/* The callbacks stop at once (none from inside this call either); the subscriber is freed on a later loop
+ * iteration. NULL is ignored. */
+void sb_redis_sub_close(sb_redis_sub_t *s);
+/* Adds a reference to channel (len bytes, 1..1024, binary-safe, copied); the first one sends SUBSCRIBE if the
+ * connection is up, and it is kept across reconnects either way. Returns 0, SB_EINVAL (bad length) or SB_ECLOSED. */
+int sb_redis_subscribe(sb_redis_sub_t *s, const char *channel, size_t len);
+/* Drops a reference; the last one sends UNSUBSCRIBE (if up) and no message of the channel is delivered after this
+ * returns. Returns 0, SB_ENOENT (not subscribed) or SB_ECLOSED. */
+int sb_redis_unsubscribe(sb_redis_sub_t *s, const char *channel, size_t len);
+/* Whether on_state(true) was the last state reported. */
+bool sb_redis_sub_up(const sb_redis_sub_t *s);
 
 #endif
