@@ -37,6 +37,7 @@
 #define NO_NODE 0xFF      /* slot_node[] of a slot whose master is not known */
 #define MAX_REDIRECTS 5   /* MOVED/ASK followed per command before the caller gets the error reply */
 #define MAX_HOST 255      /* a node's address in MOVED, ASK or CLUSTER SLOTS */
+#define REFRESH_MIN_MS 1000 /* between two CLUSTER SLOTS asked for because a slot's master was down */
 #define MAX_CHANNEL 1024  /* a subscriber's channel name */
 
 enum state { DOWN, CONNECTING, UP };
@@ -363,6 +364,7 @@ struct sb_redis {
     enum mode mode;
     bool closing;
     bool refreshing;          /* a CLUSTER SLOTS is in flight */
+    uint64_t refreshed_ms;    /* uv_now() when the last one was sent */
     bool logged_full;         /* MAX_NODES reached (logged once) */
     uint8_t *slot_node;       /* cluster mode: index into nodes[] of each slot's master, NO_NODE when unknown */
     sb_hist_t *hist;          /* round trips of the commands (sb_redis_set_histogram); NULL: not timed */
@@ -510,12 +512,17 @@ static link_t *any_up(const sb_redis_t *r)
 }
 
 /* Where a command for slot (-1: no key) goes: the slot's master if known (NULL if it cannot take commands now),
- * otherwise any master that is up (it answers MOVED if it is the wrong one). */
-static link_t *route(const sb_redis_t *r, int slot)
+ * otherwise any master that is up (it answers MOVED if it is the wrong one). A master that cannot take commands may
+ * be gone for good, a replica promoted in its place: the map is asked for again, at most once a second. */
+static link_t *route(sb_redis_t *r, int slot)
 {
     if (slot >= 0 && r->slot_node && r->slot_node[slot] != NO_NODE) {
         link_t *l = r->nodes[r->slot_node[slot]];
-        return link_usable(l) ? l : NULL;
+        if (link_usable(l))
+            return l;
+        if (uv_now(r->loop) - r->refreshed_ms >= REFRESH_MIN_MS)
+            refresh_slots(r, any_up(r));
+        return NULL;
     }
     return any_up(r);
 }
@@ -587,6 +594,7 @@ static void refresh_slots(sb_redis_t *r, link_t *l)
         return;
     if (redisAsyncCommand(l->ac, slots_reply, l, "CLUSTER SLOTS") == REDIS_OK) {
         r->refreshing = true;
+        r->refreshed_ms = uv_now(r->loop);
         r->stats.commands++;
     }
 }
