@@ -2,7 +2,8 @@
 # tests/run.sh — the whole test suite, as `make test` runs it after building everything:
 #
 #   0. source shape    tests/layers.py: no include up the layers, no include cycle between modules
-#   1. unit tests      build/release/tests/test_* and build/asan/tests/test_*   (TAP)
+#   1. unit tests      build/release/tests/test_* and build/asan/tests/test_*   (TAP); test_redis_cluster needs the
+#                      private three-master Redis Cluster: ops/redis_cluster.sh up before them, down when the run ends
 #   2. fuzz corpora    build/fuzz/fuzz_X replays every file of tests/fuzz/corpus/fuzz_X/ once
 #                      (one result per target; targets without a corpus dir are skipped)
 #   3. integration     python3 tests/integration/test_*.py, once against build/release/switchboard
@@ -96,6 +97,13 @@ echo "== source shape"
 run "tests/layers.py" 60 python3 tests/layers.py
 
 echo "== unit tests"
+# The Redis Cluster of the adapter's cluster-mode test (ports 7101-7103): brought up here, taken down on exit.
+if [[ "build/release/tests/test_redis_cluster" == *"$FILTER"* || "build/asan/tests/test_redis_cluster" == *"$FILTER"* ]]
+then
+    trap 'ops/redis_cluster.sh down >/dev/null 2>&1; rm -rf "$OUT" "$AUDIT"' EXIT
+    ops/redis_cluster.sh up >"$OUT" 2>&1 ||
+        { echo "note: ops/redis_cluster.sh up failed; test_redis_cluster will fail:"; sed 's/^/    /' "$OUT"; }
+fi
 for t in build/release/tests/test_* build/asan/tests/test_*; do
     [ -x "$t" ] && [ -f "$t" ] || continue
     run "$t" 300 "$t"
