@@ -31,6 +31,7 @@ enum key_kind {
     KIND_LOG_LEVEL,
     KIND_LOG_FORMAT,
     KIND_MODE,
+    KIND_SWITCH,    /* int: on = 1, off = 0 */
     KIND_ORIGINS,   /* char *: "*" or comma-separated scheme://host[:port], stored lower case without blanks */
     KIND_CIDRS      /* trusted_proxies: char * (normalized text) plus the parsed list */
 };
@@ -58,6 +59,9 @@ static const key_def_t keys[] = {
     {"meta_graph_base", KIND_HTTP_URL, F(meta_graph_base), 0, 0},
     {"node_id", KIND_NODE_ID, F(node_id), 0, 0},
     {"slots", KIND_INT, F(slots), 1, 65536},
+    {"cluster", KIND_SWITCH, F(cluster), 0, 0},
+    {"node_lease_ttl", KIND_INT, F(node_lease_ttl_s), 1, 3600},
+    {"advertise", KIND_ADDR, F(advertise), 0, 0},
     {"log_level", KIND_LOG_LEVEL, F(log_level), 0, 0},
     {"log_format", KIND_LOG_FORMAT, F(log_format), 0, 0},
     {"mode", KIND_MODE, F(mode_dev), 0, 0},
@@ -537,6 +541,14 @@ static int apply(sb_config_t *c, const key_def_t *k, sb_str_t v, char *why, size
         }
         break;
     }
+    case KIND_SWITCH:
+        if (sb_str_eq_cstr(v, "on"))
+            *(int *)field = 1;
+        else if (sb_str_eq_cstr(v, "off"))
+            *(int *)field = 0;
+        else
+            reason = "must be on or off";
+        break;
     case KIND_MODE:
         if (sb_str_eq_cstr(v, "dev"))
             c->mode_dev = 1;
@@ -576,6 +588,7 @@ void sb_config_init(sb_config_t *c)
     host[sizeof host - 1] = '\0';
     c->node_id = sb_strdup(node_id_valid(sb_str_cstr(host)) ? host : "localhost");
     c->slots = 1024;
+    c->node_lease_ttl_s = 5;
     c->log_level = SB_LOG_INFO;
     c->log_format = SB_LOG_TEXT;
     c->mode_dev = 0;
@@ -841,7 +854,8 @@ void sb_config_dump(const sb_config_t *c, sb_buf_t *out)
         const void *field = (const char *)c + k->off;
         switch (k->kind) {
         case KIND_ADDR:
-            dump_addr(out, k->name, field);
+            /* advertise unset: the listen address, which is what it means */
+            dump_addr(out, k->name, ((const sb_addr_t *)field)->port ? field : &c->listen);
             break;
         case KIND_INT:
             sb_buf_printf(out, "%s = %d\n", k->name, *(const int *)field);
@@ -880,6 +894,9 @@ void sb_config_dump(const sb_config_t *c, sb_buf_t *out)
         }
         case KIND_MODE:
             sb_buf_printf(out, "%s = %s\n", k->name, c->mode_dev ? "dev" : "production");
+            break;
+        case KIND_SWITCH:
+            sb_buf_printf(out, "%s = %s\n", k->name, *(const int *)field ? "on" : "off");
             break;
         }
     }

@@ -29,6 +29,12 @@
  *   meta_graph_base  https://graph.facebook.com/v21.0     http(s):// URL
  *   node_id          gethostname()       1..64 bytes of [A-Za-z0-9._-]; "localhost" if the hostname does not fit
  *   slots            1024                1..65536
+ *   cluster          off                 on: this node shares the slots with the other nodes on the same Redis and
+ *                                        PostgreSQL (shards/cluster: leases, fencing, routing); off: it owns them all
+ *   node_lease_ttl   5                   seconds, 1..3600: a member without a heartbeat this long is gone (a slot's
+ *                                        lease is the shorter of this and 2 s)
+ *   advertise        listen              host:port other nodes and operators reach this node at (`nodes`); unset: the
+ *                                        listen address
  *   log_level        info                error | warn | info | debug
  *   log_format       text                text | json (one JSON object per line, for log shippers)
  *   mode             production          dev | production
@@ -102,6 +108,9 @@ typedef struct sb_config {
     char *meta_graph_base;
     char *node_id;
     int slots;
+    int cluster;          /* 1: cluster = on */
+    int node_lease_ttl_s;
+    sb_addr_t advertise;  /* port 0: unset (the listen address) */
     enum sb_log_level log_level;
     enum sb_log_format log_format;
     int mode_dev; /* 1 for mode = dev, 0 for production */

@@ -23,6 +23,7 @@
 #include "proto/line.h"
 #include "proto/mem.h"
 #include "proto/str.h"
+#include "shards/cluster.h"
 #include "shards/placement.h"
 #include "shards/shard.h"
 
@@ -986,20 +987,26 @@ static void cmd_channels(session_t *s, const sb_line_cmd_t *cmd)
 
 static void cmd_nodes(session_t *s, const sb_line_cmd_t *cmd)
 {
-    static const char *const cols[] = {"node", "self", "shards", "slots", "uptime_s"};
-    static const bool num[] = {false, false, true, true, true};
+    static const char *const cols[] = {"node", "self", "address", "shards", "slots", "heartbeat_age_ms", "draining"};
+    static const bool num[] = {false, false, false, true, true, true, false};
     if (cmd->argc != 1) {
         answer_err(s, "usage: nodes");
         return;
     }
-    /* One node: cluster membership (slot leases in Redis) is not built yet, and a lone node owns every slot. */
+    /* The live members as of the cluster's last round (a node alone: itself, with every slot). */
+    sb_cluster_node_t nodes[64];
+    size_t n = sb_cluster_nodes(nodes, sizeof nodes / sizeof nodes[0]);
     table_t t;
-    table_init(&t, 5, cols, num);
-    table_cell(&t, "%s", s->con->opts.node_id);
-    table_cell(&t, "yes");
-    table_cell(&t, "%u", sb_shards_count());
-    table_cell(&t, "%u", s->con->opts.slots);
-    table_cell(&t, "%.1f", uptime_s(s->con));
+    table_init(&t, 7, cols, num);
+    for (size_t i = 0; i < n; i++) {
+        table_cell(&t, "%s", nodes[i].id);
+        table_cell(&t, "%s", nodes[i].self ? "yes" : "no");
+        table_cell(&t, "%s", nodes[i].address);
+        table_cell(&t, "%u", nodes[i].shards);
+        table_cell(&t, "%u", nodes[i].slots);
+        table_cell(&t, "%lld", (long long)nodes[i].heartbeat_age_ms);
+        table_cell(&t, "%s", nodes[i].draining ? "yes" : "no");
+    }
     answer_table(s, &t, cmd->json, "nodes");
 }
 
@@ -1018,13 +1025,48 @@ static void cmd_slots(session_t *s, const sb_line_cmd_t *cmd)
             return;
         }
         uint32_t slot = sb_place_slot(cmd->argv[1], slots);
+        char owner[72];
+        int64_t epoch;
+        sb_cluster_slot_owner(slot, owner, &epoch);
         kv_t kv;
         kv_init(&kv);
         kv_add(&kv, "tenant", true, "%lld", tid);
         kv_add(&kv, "slot", true, "%u", slot);
+        kv_add(&kv, "node", false, "%s", owner);
         kv_add(&kv, "shard", true, "%u", sb_place_shard(slot, shards));
-        kv_add(&kv, "node", false, "%s", s->con->opts.node_id);
+        kv_add(&kv, "epoch", true, "%lld", (long long)epoch);
         kv_answer(s, &kv, cmd->json);
+        return;
+    }
+    if (sb_cluster_enabled()) { /* each node's slots, as this node last heard */
+        static const char *const ccols[] = {"node", "slots", "first"};
+        static const bool cnum[] = {false, true, false};
+        sb_cluster_node_t nodes[64];
+        size_t n = sb_cluster_nodes(nodes, sizeof nodes / sizeof nodes[0]);
+        table_t t;
+        table_init(&t, 3, ccols, cnum);
+        for (size_t i = 0; i < n; i++) {
+            sb_buf_t first;
+            sb_buf_init(&first);
+            uint32_t k = 0;
+            for (uint32_t slot = 0; slot < slots; slot++) {
+                char owner[72];
+                int64_t epoch;
+                sb_cluster_slot_owner(slot, owner, &epoch);
+                if (strcmp(owner, nodes[i].id))
+                    continue;
+                if (k < 4)
+                    sb_buf_printf(&first, "%s%u", k ? " " : "", slot);
+                k++;
+            }
+            if (k > 4)
+                sb_buf_puts(&first, " ...");
+            table_cell(&t, "%s", nodes[i].id);
+            table_cell(&t, "%u", k);
+            table_cell(&t, "%.*s", (int)first.len, first.p ? first.p : "");
+            sb_buf_cleanup(&first);
+        }
+        answer_table(s, &t, cmd->json, "slots");
         return;
     }
     static const char *const cols[] = {"shard", "node", "slots", "first"};
@@ -1051,6 +1093,44 @@ static void cmd_slots(session_t *s, const sb_line_cmd_t *cmd)
         sb_buf_cleanup(&first);
     }
     answer_table(s, &t, cmd->json, "slots");
+}
+
+/* drain node <id> | drain shard <n>: the slots handed to the other nodes (cluster = on). */
+static void cmd_drain(session_t *s, const sb_line_cmd_t *cmd)
+{
+    bool node = cmd->argc == 3 && sb_str_eq_cstr(cmd->argv[1], "node");
+    bool shard = cmd->argc == 3 && sb_str_eq_cstr(cmd->argv[1], "shard");
+    long long n = 0;
+    if ((!node && !shard) || (shard && sb_str_to_ll(cmd->argv[2], 0, SB_MAX_SHARDS - 1, &n) < 0) ||
+        (node && cmd->argv[2].len >= 72)) {
+        answer_err(s, "usage: drain node <node_id> | drain shard <n>");
+        return;
+    }
+    if (!sb_cluster_enabled()) {
+        answer_err(s, "drain needs cluster = on: a node alone has nobody to hand its slots to");
+        return;
+    }
+    char id[72];
+    snprintf(id, sizeof id, "%.*s", (int)cmd->argv[2].len, cmd->argv[2].p);
+    int rc = node ? sb_cluster_drain_node(id) : sb_cluster_drain_shard((unsigned)n);
+    if (rc == SB_ENOENT) {
+        sb_buf_t shown;
+        sb_buf_init(&shown);
+        sb_line_escape(&shown, cmd->argv[2]);
+        answer_err(s, "no such %s: %s", node ? "live node" : "shard", sb_buf_cstr(&shown));
+        sb_buf_cleanup(&shown);
+        return;
+    }
+    if (rc < 0) {
+        answer_err(s, "drain failed: %s", sb_strerror(rc));
+        return;
+    }
+    kv_t kv;
+    kv_init(&kv);
+    kv_add(&kv, "drain", false, "%s", node ? "node" : "shard");
+    kv_add(&kv, "target", false, "%s", id);
+    kv_add(&kv, "status", false, "started");
+    kv_answer(s, &kv, cmd->json);
 }
 
 static void cmd_conns(session_t *s, const sb_line_cmd_t *cmd)
@@ -1304,8 +1384,11 @@ static const command_t commands[] = {
     {"replay", "<message_id>", "queue a dead, failed or unknown outbound message again", false, cmd_replay},
     {"conns", "", "open connections per shard: HTTP (WebSockets included), live inbox clients, console", false,
      cmd_conns},
-    {"nodes", "", "the nodes of the cluster (this one: cluster membership comes later)", false, cmd_nodes},
-    {"slots", "[<tenant_id>]", "slots per shard, or the slot and shard a tenant lives on", false, cmd_slots},
+    {"nodes", "", "the live nodes of the cluster: address, shards, slots, heartbeat age", false, cmd_nodes},
+    {"slots", "[<tenant_id>]", "slots per shard (or per node), or the node, shard and epoch of a tenant's slot", false,
+     cmd_slots},
+    {"drain", "node <id> | shard <n>", "hand a node's or one of this node's shards' slots to the other nodes", false,
+     cmd_drain},
     {"trace", "<tenant_id>", "the tenant's events as they are committed, until an empty line", false, cmd_trace},
     {"calls", "[<tenant_id>]", "live calls (age, status) and the call caps in use", false, cmd_calls},
     {"hangup", "<call_id>", "hang a live call up (Twilio's call update, Status=completed)", false, cmd_hangup},
@@ -1315,7 +1398,7 @@ static const command_t commands[] = {
 };
 
 /* Commands of the contract that later issues deliver: named, so a user learns they are known but not here yet. */
-static const char *const later[] = {"drain", NULL};
+static const char *const later[] = {NULL};
 
 static void on_line(void *arg, sb_str_t line, int err)
 {

@@ -18,6 +18,7 @@
 
 #include "actors/tenant.h"
 #include "adapters/net/wsconn.h"
+#include "adapters/redis.h"
 #include "adapters/store/store.h"
 #include "gateway/api.h"
 #include "gateway/log.h"
@@ -29,6 +30,7 @@
 #include "proto/list.h"
 #include "proto/mem.h"
 #include "proto/slab.h"
+#include "shards/cluster.h"
 #include "shards/domain.h"
 
 #include <stdio.h>
@@ -97,6 +99,7 @@ struct tsub {
     unsigned nclients;
     bool on;                   /* the tenant actor answered: this shard gets its events */
     bool asking;               /* an answer is on its way */
+    bool channel;              /* several nodes: its Pub/Sub channel is subscribed (sb_cluster_live_channel) */
     int64_t newest;            /* the newest cursor this shard knows of */
 };
 
@@ -115,6 +118,7 @@ struct hub {
     sb_htable_t tenants;       /* tsub_t by tenant */
     sb_list_t hello;           /* clients before their tenant is known */
     uv_timer_t *tick;
+    sb_redis_sub_t *sub;       /* several nodes: the tenants' events from every node (NULL: a node alone) */
     uint64_t next_renew, next_keys;
     sb_buf_t frame;            /* an event's MessagePack frame, built once per delivery */
     sb_buf_t out;              /* scratch for single frames */
@@ -325,10 +329,51 @@ static void sub_answer(void *arg, int64_t cursor, int err)
         free(a);
 }
 
+/* Several nodes: the tenant's newest committed cursor, read from the store, stands for the tenant actor's answer. */
+static void newest_read(void *arg, int err, bool found, int64_t cursor)
+{
+    answer_t *a = arg;
+    a->cursor = cursor;
+    a->err = err ? err : found ? 0 : SB_ENOENT;
+    sb_shard_t *s = sb_shard_get(a->shard);
+    subscribed_here(s, a);
+}
+
+/* Several nodes: the tenant's actor may live on any node (and move), so this shard follows the tenant's Pub/Sub
+ * channel, where every batch of every node is published, and takes its newest cursor from the store; a hole in
+ * what arrives, or a renewal that finds the store ahead, sends the clients back to the store for the rest. */
+static void subscribe_everywhere(tsub_t *t, bool on)
+{
+    hub_t *h = t->hub;
+    char chan[64];
+    size_t clen = sb_cluster_live_channel(t->tenant, chan);
+    if (!on) {
+        if (t->channel && h->sub)
+            sb_redis_unsubscribe(h->sub, chan, clen);
+        t->channel = false;
+        return;
+    }
+    if (!t->channel && h->sub && sb_redis_subscribe(h->sub, chan, clen) == 0)
+        t->channel = true;
+    answer_t *a = sb_calloc(1, sizeof *a);
+    a->shard = sb_shard_index(h->shard);
+    a->tenant = t->tenant;
+    t->asking = true;
+    sb_store_t *st = sb_domain_store(h->shard);
+    if (!st || sb_store_cursor(st, t->tenant, newest_read, a) < 0) {
+        a->err = SB_EUNAVAIL;
+        subscribed_here(h->shard, a);
+    }
+}
+
 static void subscribe(tsub_t *t, bool on)
 {
     hub_t *h = t->hub;
     answer_t *a = NULL;
+    if (sb_cluster_enabled()) {
+        subscribe_everywhere(t, on);
+        return;
+    }
     if (on) {
         a = sb_calloc(1, sizeof *a);
         a->shard = sb_shard_index(h->shard);
@@ -343,7 +388,7 @@ static void tsub_release(tsub_t *t)
 {
     if (t->nclients || t->asking)
         return;
-    if (t->on)
+    if (t->on || t->channel)
         subscribe(t, false);
     sb_htable_remove(&t->hub->tenants, &t->node);
     free(t);
@@ -924,6 +969,34 @@ void sb_live_init(const sb_config_t *c)
     cfg = c;
 }
 
+/* Several nodes: a batch some node published on a tenant's channel. */
+static void channel_message(void *arg, const char *chan, size_t clen, const char *payload, size_t len)
+{
+    hub_t *h = arg;
+    sb_inbox_batch_t *b;
+    (void)chan, (void)clen;
+    if (sb_inbox_batch_unpack(payload, len, &b) < 0) {
+        sb_log_warn("inbox: a batch from another node could not be read; skipped (the store has it)");
+        return;
+    }
+    sb_live_deliver(h->shard, b);
+    sb_inbox_batch_unref(b);
+}
+
+/* The subscriber is back: whatever was published while it was away is only in the store; each tenant asks. */
+static void channel_state(void *arg, bool up)
+{
+    hub_t *h = arg;
+    if (!up)
+        return;
+    size_t pos = 0;
+    for (sb_hnode_t *n; (n = sb_htable_next(&h->tenants, &pos));) {
+        tsub_t *t = sb_container_of(n, tsub_t, node);
+        if (t->on && !t->asking)
+            subscribe(t, true);
+    }
+}
+
 static int live_start(sb_shard_t *s, void **state)
 {
     hub_t *h = sb_calloc(1, sizeof *h);
@@ -938,6 +1011,9 @@ static int live_start(sb_shard_t *s, void **state)
     h->tick->data = h;
     uv_timer_start(h->tick, on_tick, TICK_MS, TICK_MS);
     h->next_renew = uv_now(sb_shard_loop(s)) + RENEW_MS;
+    if (sb_cluster_enabled())
+        h->sub = sb_redis_sub_create(sb_shard_loop(s), cfg->redis.host, cfg->redis.port, channel_message,
+                                     channel_state, h);
     *state = h;
     return 0;
 }
@@ -955,6 +1031,8 @@ static void live_stop(sb_shard_t *s, void *state)
     (void)s;
     uv_close((uv_handle_t *)h->tick, tick_closed);
     h->tick = NULL;
+    sb_redis_sub_close(h->sub);
+    h->sub = NULL;
 }
 
 static void live_finish(sb_shard_t *s, void *state)

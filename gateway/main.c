@@ -21,6 +21,7 @@
 #include "proto/err.h"
 #include "proto/mem.h"
 #include "proto/version.h"
+#include "shards/cluster.h"
 #include "shards/domain.h"
 #include "shards/shard.h"
 
@@ -132,7 +133,7 @@ static const sb_shard_module_t console_module = {
  * hands work to; the caches and hubs the HTTP routes use exist before the server takes a request, and outlive its
  * connections. */
 static const sb_shard_module_t *const modules[] = {
-    &sb_domain_module, &sb_chancache_module, &sb_ratelimit_module, &sb_api_module, &sb_webhooks_module,
+    &sb_domain_module, &sb_cluster_module, &sb_chancache_module, &sb_ratelimit_module, &sb_api_module, &sb_webhooks_module,
     &sb_media_module,  &sb_live_module,      &http_module,         &console_module};
 
 /* ---- signals and the exit bound ------------------------------------------------------------------------------- */
@@ -282,6 +283,24 @@ int main(int argc, char **argv)
         .deliver = sb_live_deliver,
     };
     sb_domain_init(&domain);
+    char advertise[300];
+    const sb_addr_t *adv = cfg.advertise.port ? &cfg.advertise : &cfg.listen;
+    if (strchr(adv->host, ':'))
+        snprintf(advertise, sizeof advertise, "[%s]:%d", adv->host, adv->port);
+    else
+        snprintf(advertise, sizeof advertise, "%s:%d", adv->host, adv->port);
+    sb_cluster_opts_t cluster = {
+        .enabled = cfg.cluster != 0,
+        .node_id = cfg.node_id,
+        .advertise = advertise,
+        .slots = (uint32_t)cfg.slots,
+        .shards = (unsigned)cfg.shards,
+        .node_lease_ttl_s = cfg.node_lease_ttl_s,
+        .redis_host = cfg.redis.host,
+        .redis_port = cfg.redis.port,
+        .redis_db = cfg.redis_db,
+    };
+    sb_cluster_init(&cluster);
     sb_shards_opts_t so = {
         .count = (unsigned)cfg.shards,
         .redis_host = cfg.redis.host,

@@ -25,6 +25,7 @@
 #include "proto/htable.h"
 #include "proto/mem.h"
 #include "proto/sig.h"
+#include "shards/cluster.h"
 #include "shards/domain.h"
 
 #include <jansson.h>
@@ -164,6 +165,11 @@ static void receipt_route(receipt_t *x)
     if ((unsigned)x->type < SB_METRICS_CH_TYPES) /* a new one: a repeat was counted the first time */
         sb_metric_add(&sb_metrics_shard(sb_shard_index(x->s))->webhook_events[x->type][x->status], 1);
     sb_session_receipt_t r = {.receipt_id = x->r.id, .tenant = x->r.tenant, .age_ms = 0};
+    if (!sb_cluster_serves(x->r.tenant)) { /* another node's slot: handed to it through its stream */
+        if (sb_cluster_forward_receipt(x->s, &r, x->r.channel, x->packed.p, x->packed.len) < 0)
+            sb_log_debug("webhook: receipt %lld not handed to its owner node (its sweeper will)", (long long)x->r.id);
+        return;
+    }
     if (sb_session_receipt_packed(sb_shard_rt(x->s), sb_domain_owner(x->r.tenant), x->r.channel, &r, x->packed.p,
                                   x->packed.len) < 0)
         sb_log_warn("webhook: receipt %lld not handed to its session (the sweeper will)", (long long)x->r.id);

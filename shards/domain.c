@@ -13,6 +13,7 @@
 #include "gateway/metrics.h"
 #include "proto/err.h"
 #include "proto/mem.h"
+#include "shards/cluster.h"
 #include "shards/placement.h"
 
 #include <inttypes.h>
@@ -39,14 +40,27 @@ typedef struct domain {
     uv_timer_t *tick;
     uint64_t next_sweep, next_queues, next_due;
     bool sweeping, backlog_done, backlog_asked, counting, scanning_due;
+    uint64_t served_gen;    /* the cluster's generation the backlog and the sweep last looked at */
+    bool sweep_now;         /* slots were taken: their receipts are swept whatever their age */
 } domain_t;
 
 static const sb_shard_module_t *self_module(void);
 static const sb_domain_opts_t *g_opts;
 
+static void on_tick(uv_timer_t *t);
+
+/* Shard 0 started serving slots: their backlog and receipts now, not at the next tick. */
+static void slots_served(sb_shard_t *s)
+{
+    domain_t *d = sb_shard_state(s, self_module());
+    if (d)
+        on_tick(d->tick);
+}
+
 void sb_domain_init(const sb_domain_opts_t *opts)
 {
     g_opts = opts;
+    sb_cluster_set_served_hook(slots_served);
 }
 
 /* ---- placement ---------------------------------------------------------------------------------------------- */
@@ -202,6 +216,12 @@ static void deliver_on(sb_shard_t *s, void *arg)
     sb_inbox_batch_unref(b);
 }
 
+static void port_everywhere(void *ctx, sb_inbox_batch_t *b)
+{
+    domain_t *d = ctx;
+    sb_cluster_publish_live(d->s, b);
+}
+
 static void port_publish(void *ctx, unsigned shard, sb_inbox_batch_t *b)
 {
     domain_t *d = ctx;
@@ -223,12 +243,16 @@ static void swept(void *arg, int err, const sb_store_unprocessed_t *u, size_t n)
         return;
     }
     sb_rt_t *rt = sb_shard_rt(d->s);
+    size_t handed = 0;
     for (size_t i = 0; i < n; i++) {
+        if (!sb_cluster_serves(u[i].tenant))
+            continue; /* another node's slot: its own sweeper's */
+        handed++;
         sb_session_receipt_t r = {.receipt_id = u[i].id, .tenant = u[i].tenant, .age_ms = u[i].age_ms};
         sb_session_receipt(rt, sb_domain_owner(u[i].tenant), u[i].channel, &r, &u[i].ev);
     }
-    if (n)
-        sb_log_info("domain: sweeper handed %zu unprocessed receipt(s) back to their sessions", n);
+    if (handed)
+        sb_log_info("domain: sweeper handed %zu unprocessed receipt(s) back to their sessions", handed);
     if (n == SWEEP_PAGE) /* a backlog (an outage, a crash under load): the next page soon */
         d->next_sweep = uv_now(sb_shard_loop(d->s)) + SWEEP_BACKLOG_MS;
 }
@@ -242,12 +266,17 @@ static void backlog_read(void *arg, int err, const int64_t *channel_tenants, con
         return; /* asked again on the next tick */
     d->backlog_done = true;
     sb_rt_t *rt = sb_shard_rt(d->s);
+    size_t served = 0;
     for (size_t i = 0; i < nch; i++)
-        sb_rt_send_key(rt, sb_domain_owner(channel_tenants[i]), &sb_session_kind, (uint64_t)channels[i],
-                       SB_SESSION_RESUME, NULL, 0);
+        if (sb_cluster_serves(channel_tenants[i]) && ++served)
+            sb_rt_send_key(rt, sb_domain_owner(channel_tenants[i]), &sb_session_kind, (uint64_t)channels[i],
+                           SB_SESSION_RESUME, NULL, 0);
     for (size_t i = 0; i < nt; i++)
-        sb_rt_send_key(rt, sb_domain_owner(tenants[i]), &sb_tenant_kind, (uint64_t)tenants[i], SB_TENANT_HOOKS, NULL,
-                       0);
+        if (sb_cluster_serves(tenants[i]) && ++served)
+            sb_rt_send_key(rt, sb_domain_owner(tenants[i]), &sb_tenant_kind, (uint64_t)tenants[i], SB_TENANT_HOOKS,
+                           NULL, 0);
+    if (sb_cluster_enabled() && served < nch + nt)
+        sb_log_debug("domain: %zu of the backlog's channels and tenants are other nodes'", nch + nt - served);
     if (nch || nt)
         sb_log_info("domain: %zu channel(s) with messages to send and %zu tenant(s) with webhooks to deliver", nch,
                     nt);
@@ -265,8 +294,9 @@ static void due_read(void *arg, int err, const int64_t *tenants, const int64_t *
     }
     sb_rt_t *rt = sb_shard_rt(d->s);
     for (size_t i = 0; i < n; i++)
-        sb_rt_send_key(rt, sb_domain_owner(tenants[i]), &sb_session_kind, (uint64_t)channels[i], SB_SESSION_WAKE,
-                       NULL, 0);
+        if (sb_cluster_serves(tenants[i]))
+            sb_rt_send_key(rt, sb_domain_owner(tenants[i]), &sb_session_kind, (uint64_t)channels[i],
+                           SB_SESSION_WAKE, NULL, 0);
 }
 
 /* The database's queues into row 0's gauges; a failed count leaves the last figures (sb_postgres_up says why). */
@@ -291,13 +321,21 @@ static void on_tick(uv_timer_t *t)
     if (sb_shard_index(d->s) != 0 || !sb_store_connected(d->store) || sb_shard_draining(d->s) ||
         !sb_pg_connected(sb_shard_pg_sweeper(d->s)))
         return;
+    uint64_t gen = sb_cluster_generation();
+    if (gen != d->served_gen) { /* this node took slots: their backlog and their receipts, now */
+        d->served_gen = gen;
+        d->backlog_done = false;
+        d->sweep_now = true;
+    }
     if (!d->backlog_done && !d->backlog_asked && sb_store_backlog(d->store, backlog_read, d) == 0)
         d->backlog_asked = true;
     uint64_t now = uv_now(t->loop);
-    if (!d->sweeping && now >= d->next_sweep) {
+    if (!d->sweeping && (now >= d->next_sweep || d->sweep_now)) {
         d->next_sweep = now + SWEEP_EVERY_MS;
-        if (sb_store_sweep(d->store, SWEEP_OLDER_MS, SWEEP_PAGE, swept, d) == 0)
+        if (sb_store_sweep(d->store, d->sweep_now ? 0 : SWEEP_OLDER_MS, SWEEP_PAGE, swept, d) == 0) {
             d->sweeping = true;
+            d->sweep_now = false;
+        }
     }
     if (!d->scanning_due && now >= d->next_due) {
         d->next_due = now + SB_SESSION_SCHEDULE_SCAN_MS;
@@ -324,6 +362,8 @@ static int domain_start(sb_shard_t *s, void **state)
     d->opts = o;
     d->store = sb_store_create(sb_shard_pg(s), sb_shard_pg_ingest(s), o->master_key, sb_shard_index(s));
     sb_store_set_sweeper(d->store, sb_shard_pg_sweeper(s));
+    if (sb_cluster_enabled())
+        sb_store_set_fence(d->store, sb_cluster_fence, NULL);
     sb_provider_opts_t po = {.master_key = o->master_key,
                              .public_url = o->public_url,
                              .twilio_api_base = o->twilio_api_base,
@@ -351,7 +391,9 @@ static int domain_start(sb_shard_t *s, void **state)
     } else {
         sb_apphook_port(NULL, &d->ports.hooks);
     }
-    d->ports.publish = (sb_publish_port_t){.ctx = d, .publish = port_publish};
+    d->ports.publish = (sb_publish_port_t){.ctx = d,
+                                           .publish = port_publish,
+                                           .everywhere = sb_cluster_enabled() ? port_everywhere : NULL};
     d->ports.shard = sb_shard_index(s);
     d->ports.owner = port_owner;
     d->ports.now_us = port_now_us;

@@ -1,0 +1,1012 @@
+/* The cluster; see cluster.h. */
+#include "shards/cluster.h"
+
+#include "adapters/redis.h"
+#include "adapters/store/store.h"
+#include "gateway/log.h"
+#include "proto/err.h"
+#include "proto/mem.h"
+#include "shards/placement.h"
+
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_NODES 256          /* names the routing table can hold (a name once seen keeps its index) */
+#define MOVES_PER_ROUND 32     /* slots a node over its target starts giving up per round */
+#define DRAIN_MOVES 256        /* the same while draining */
+#define LEAVE_GRACE_MS 3000    /* a leaving slot's actors get this long to finish, then are stopped */
+#define LEAVE_GRACE_DRAIN_MS 1000
+#define RENEW_MARGIN_MS 300    /* a lease not renewed this long before its end is dropped locally */
+#define READ_COUNT "512"
+#define READ_BLOCK_MS "1000"
+#define STREAM_MAXLEN "1000000"
+
+enum slot_state { S_FREE, S_BUMPING, S_OWNED, S_LEAVING, S_RELEASE };
+
+typedef struct slot {
+    uint8_t st;
+    bool evicting;      /* an eviction request is out on the slot's shard */
+    int64_t epoch;
+    uint64_t deadline;  /* loop ms: the lease's end minus the margin, as far as this node knows */
+    uint64_t leave_at;  /* loop ms it started leaving */
+} slot_t;
+
+typedef struct cluster {
+    sb_shard_t *s;
+    const sb_cluster_opts_t *o;
+    sb_store_t *store;        /* shard 0's connection, for the fence's epochs */
+    sb_redis_t *reader;       /* the stream reader's own connection: XREADGROUP BLOCK holds it */
+    uv_timer_t *timer, *read_retry;
+    slot_t *slot;
+    uint64_t lease_ms, round_ms;
+    int64_t floor;
+    bool have_floor, asking_floor, in_round, bumping, reading, group_made, pending_done, draining, stopping;
+    uint64_t drained_shards;  /* bit per shard index (< 64) drained by the console */
+    char stream[96];
+    sb_cluster_node_t nodes[64];
+    size_t nnodes;
+} cluster_t;
+
+static const sb_cluster_opts_t *g_o;
+static _Atomic int64_t *g_epoch;       /* per slot: > 0 served at that epoch; < 0 leaving (owned at -epoch); 0 not */
+static _Atomic uint16_t *g_owner;      /* per slot: index + 1 into g_names of its owner; 0 unknown */
+static _Atomic int64_t *g_owner_epoch; /* per slot: its owner's epoch */
+static char g_names[MAX_NODES][72];
+static _Atomic unsigned g_nnames;
+static _Atomic uint64_t g_generation;
+static cluster_t *g_c;                 /* shard 0's, for the console (shard 0's thread only) */
+static void (*g_served_hook)(sb_shard_t *s);
+
+void sb_cluster_set_served_hook(void (*fn)(sb_shard_t *s))
+{
+    g_served_hook = fn;
+}
+
+
+void sb_cluster_init(const sb_cluster_opts_t *opts)
+{
+    g_o = opts;
+    if (!opts->enabled)
+        return;
+    g_epoch = sb_calloc(opts->slots, sizeof *g_epoch);
+    g_owner = sb_calloc(opts->slots, sizeof *g_owner);
+    g_owner_epoch = sb_calloc(opts->slots, sizeof *g_owner_epoch);
+}
+
+bool sb_cluster_enabled(void)
+{
+    return g_o && g_o->enabled;
+}
+
+uint32_t sb_cluster_slot(int64_t tenant)
+{
+    char t[24];
+    int n = snprintf(t, sizeof t, "%" PRId64, tenant);
+    return sb_place_slot(sb_str(t, (size_t)n), g_o && g_o->slots ? g_o->slots : 1);
+}
+
+bool sb_cluster_serves(int64_t tenant)
+{
+    if (!sb_cluster_enabled())
+        return true;
+    return atomic_load_explicit(&g_epoch[sb_cluster_slot(tenant)], memory_order_acquire) > 0;
+}
+
+int sb_cluster_fence(void *ctx, int64_t tenant, sb_pg_fence_t *out)
+{
+    (void)ctx;
+    if (!sb_cluster_enabled())
+        return 0;
+    uint32_t slot = sb_cluster_slot(tenant);
+    int64_t e = atomic_load_explicit(&g_epoch[slot], memory_order_acquire);
+    if (!e)
+        return SB_EFENCED;
+    *out = (sb_pg_fence_t){.slot = (int32_t)slot, .epoch = e < 0 ? -e : e};
+    return 1;
+}
+
+uint64_t sb_cluster_generation(void)
+{
+    return atomic_load_explicit(&g_generation, memory_order_acquire);
+}
+
+/* The index + 1 of node name id in the names table, adding it (shard 0 only). 0 when the table is full. */
+static uint16_t name_index(const char *id, size_t len)
+{
+    unsigned n = atomic_load_explicit(&g_nnames, memory_order_relaxed);
+    for (unsigned i = 0; i < n; i++)
+        if (strlen(g_names[i]) == len && !memcmp(g_names[i], id, len))
+            return (uint16_t)(i + 1);
+    if (n == MAX_NODES || len >= sizeof g_names[0])
+        return 0;
+    memcpy(g_names[n], id, len);
+    g_names[n][len] = '\0';
+    atomic_store_explicit(&g_nnames, n + 1, memory_order_release);
+    return (uint16_t)(n + 1);
+}
+
+/* ---- evictions: a slot's actors stopped on its shard ------------------------------------------------------------ */
+
+typedef struct evict {
+    uint32_t nslots;
+    bool force;
+    size_t left;
+    uint8_t *set;        /* a byte per slot: 1 = evict */
+} evict_t;
+
+static bool evict_match(void *arg, int64_t tenant)
+{
+    const evict_t *e = arg;
+    return e->set[sb_cluster_slot(tenant)] != 0;
+}
+
+static void evicted_home(sb_shard_t *s, void *arg);
+
+static void evict_on_shard(sb_shard_t *s, void *arg)
+{
+    evict_t *e = arg;
+    e->left = sb_rt_evict(sb_shard_rt(s), evict_match, e, e->force);
+    if (sb_shard_exec(0, evicted_home, e) < 0) {
+        free(e->set);
+        free(e);
+    }
+}
+
+/* Back on shard 0: the slots whose actors are all gone may be released. */
+static void evicted_home(sb_shard_t *s, void *arg)
+{
+    evict_t *e = arg;
+    cluster_t *c = g_c; /* NULL once the module stopped */
+    (void)s;
+    for (uint32_t i = 0; c && i < e->nslots; i++) {
+        if (!e->set[i] || c->slot[i].st != S_LEAVING)
+            continue;
+        c->slot[i].evicting = false;
+        if (!e->left)
+            c->slot[i].st = S_RELEASE;
+    }
+    free(e->set);
+    free(e);
+}
+
+/* Asks each shard to stop the actors of the slots marked in set (taken over). */
+static void evict_slots(cluster_t *c, const uint8_t *set, bool force)
+{
+    unsigned shards = sb_shards_count();
+    for (unsigned sh = 0; sh < shards; sh++) {
+        evict_t *e = sb_calloc(1, sizeof *e);
+        e->nslots = c->o->slots;
+        e->force = force;
+        e->set = sb_calloc(c->o->slots, 1);
+        bool any = false;
+        for (uint32_t i = 0; i < c->o->slots; i++)
+            if (set[i] && sb_place_shard(i, shards) == sh)
+                e->set[i] = 1, any = true;
+        if (!any) {
+            free(e->set);
+            free(e);
+        } else if (sb_shard_exec(sh, evict_on_shard, e) < 0) { /* that shard is gone, and its actors with it */
+            e->left = 0;
+            evicted_home(c->s, e);
+        }
+    }
+}
+
+/* Slots this node no longer holds (lost in Redis, its lease ran out here, refused by the database): not served any
+ * more, their actors stopped at once. */
+static void drop_slots(cluster_t *c, const uint32_t *slots, size_t n, const char *why)
+{
+    if (!n)
+        return;
+    uint8_t *set = sb_calloc(c->o->slots, 1);
+    for (size_t i = 0; i < n; i++) {
+        slot_t *sl = &c->slot[slots[i]];
+        atomic_store_explicit(&g_epoch[slots[i]], 0, memory_order_release);
+        sl->st = S_FREE;
+        sl->evicting = false;
+        set[slots[i]] = 1;
+    }
+    sb_log_warn("cluster: %zu slot(s) dropped (%s), their actors stopped", n, why);
+    evict_slots(c, set, true);
+    free(set);
+}
+
+/* ---- taking slots: their epochs raised in the database first ---------------------------------------------------- */
+
+typedef struct bump {
+    cluster_t *c;
+    size_t n;
+    uint32_t *slots;
+    int64_t *epochs;
+} bump_t;
+
+static void bumped(void *arg, int err, const int32_t *stale, size_t nstale)
+{
+    bump_t *b = arg;
+    cluster_t *c = b->c;
+    c->bumping = false;
+    if (c->stopping) {
+        goto out;
+    }
+    if (err) { /* not served: the slots go back to Redis with the next round, and are taken again later */
+        sb_log_warn("cluster: %zu slot(s) taken but their epochs not stored (%s): given back", b->n, sb_strerror(err));
+        for (size_t i = 0; i < b->n; i++)
+            if (c->slot[b->slots[i]].st == S_BUMPING && c->slot[b->slots[i]].epoch == b->epochs[i])
+                c->slot[b->slots[i]].st = S_RELEASE;
+        goto out;
+    }
+    size_t served = 0;
+    uint8_t *gained = sb_calloc(c->o->slots, 1);
+    for (size_t i = 0; i < b->n; i++) {
+        slot_t *sl = &c->slot[b->slots[i]];
+        bool is_stale = false;
+        for (size_t k = 0; k < nstale; k++)
+            is_stale |= (uint32_t)stale[k] == b->slots[i];
+        if (sl->st != S_BUMPING || sl->epoch != b->epochs[i])
+            continue; /* lost meanwhile */
+        if (is_stale) { /* the database knows a newer epoch: Redis went back in time; start above it */
+            sl->st = S_RELEASE;
+            c->have_floor = false;
+            continue;
+        }
+        sl->st = S_OWNED;
+        gained[b->slots[i]] = 1;
+        served++;
+    }
+    /* Actors of these slots activated here while another node owned them hold stale state: stopped first. The
+     * shards' queues are FIFO, so whatever is sent once the slots are served arrives after the eviction. */
+    if (served)
+        evict_slots(c, gained, true);
+    for (size_t i = 0; i < b->n; i++)
+        if (gained[b->slots[i]])
+            atomic_store_explicit(&g_epoch[b->slots[i]], c->slot[b->slots[i]].epoch, memory_order_release);
+    free(gained);
+    if (nstale)
+        sb_log_warn("cluster: %zu slot(s) had a newer epoch in the database: given back, taken again later", nstale);
+    if (served) {
+        atomic_fetch_add_explicit(&g_generation, 1, memory_order_acq_rel);
+        sb_log_info("cluster: node %s serves %zu more slot(s)", c->o->node_id, served);
+        if (g_served_hook)
+            g_served_hook(c->s);
+    }
+out:
+    free(b->slots);
+    free(b->epochs);
+    free(b);
+}
+
+static void bump_taken(cluster_t *c)
+{
+    if (c->bumping)
+        return;
+    bump_t *b = sb_calloc(1, sizeof *b);
+    b->c = c;
+    b->slots = sb_malloc(c->o->slots * sizeof *b->slots);
+    b->epochs = sb_malloc(c->o->slots * sizeof *b->epochs);
+    for (uint32_t i = 0; i < c->o->slots; i++)
+        if (c->slot[i].st == S_BUMPING) {
+            b->slots[b->n] = i;
+            b->epochs[b->n++] = c->slot[i].epoch;
+        }
+    if (!b->n || sb_store_fence_bump(c->store, b->slots, b->epochs, b->n, bumped, b) < 0) {
+        free(b->slots);
+        free(b->epochs);
+        free(b);
+        return;
+    }
+    c->bumping = true;
+}
+
+static void floor_read(void *arg, int err, int64_t floor)
+{
+    cluster_t *c = arg;
+    c->asking_floor = false;
+    if (err)
+        return;
+    c->floor = floor;
+    c->have_floor = true;
+}
+
+/* ---- the round: membership, leases, moves, in one script ------------------------------------------------------- */
+
+/* KEYS: slots, nodes, drain requests. ARGV: me, address, shards, lease ms, node ttl ms, floor, draining, held
+ * ("slot:epoch,..."), releases (same), slots, shard count, drained shards ("n,..."). Answers {taken "slot:epoch,...",
+ * lost "slot,...", count, target, owners "node:epoch," per slot, members "id|address|shards|age|draining;..."}. */
+static const char round_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local me, lease, nttl, floor = ARGV[1], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])\n"
+    "local nslots, mod = tonumber(ARGV[10]), tonumber(ARGV[11])\n"
+    "local draining = ARGV[7] == '1' or redis.call('HEXISTS', KEYS[3], me) == 1\n"
+    "redis.call('HSET', KEYS[2], me, ARGV[2] .. '|' .. ARGV[3] .. '|' .. now .. '|' .. (draining and '1' or '0'))\n"
+    "local raw = redis.call('HGETALL', KEYS[2])\n"
+    "local active, info = {}, {}\n"
+    "for i = 1, #raw, 2 do\n"
+    "  local id, v = raw[i], raw[i + 1]\n"
+    "  local addr, sh, hb, dr = string.match(v, '^(.*)|(%d+)|(%d+)|(%d)$')\n"
+    "  if not hb or now - tonumber(hb) > nttl then\n"
+    "    redis.call('HDEL', KEYS[2], id)\n"
+    "    redis.call('HDEL', KEYS[3], id)\n"
+    "  else\n"
+    "    info[#info + 1] = id .. '|' .. addr .. '|' .. sh .. '|' .. (now - tonumber(hb)) .. '|' .. dr\n"
+    "    if dr == '0' then active[#active + 1] = id end\n"
+    "  end\n"
+    "end\n"
+    "table.sort(active)\n"
+    "local target = 0\n"
+    "if not draining and #active > 0 then\n"
+    "  local rank = 0\n"
+    "  for i, id in ipairs(active) do if id == me then rank = i - 1 end end\n"
+    "  target = math.floor(nslots / #active) + ((rank < nslots % #active) and 1 or 0)\n"
+    "end\n"
+    "local rec = {}\n"
+    "local sraw = redis.call('HGETALL', KEYS[1])\n"
+    "for i = 1, #sraw, 2 do\n"
+    "  local o, e, x = string.match(sraw[i + 1], '^(.*)|(%d+)|(%d+)$')\n"
+    "  if e then rec[tonumber(sraw[i])] = {o, tonumber(e), tonumber(x)} end\n"
+    "end\n"
+    "local held, lost, count = {}, {}, 0\n"
+    "for s, e in string.gmatch(ARGV[8], '(%d+):(%d+)') do held[tonumber(s)] = tonumber(e) end\n"
+    "for s, e in pairs(held) do\n"
+    "  local r = rec[s]\n"
+    "  if r and r[1] == me and r[2] == e then\n"
+    "    r[3] = now + lease\n"
+    "    redis.call('HSET', KEYS[1], s, me .. '|' .. e .. '|' .. r[3])\n"
+    "    count = count + 1\n"
+    "  else\n"
+    "    lost[#lost + 1] = s\n"
+    "  end\n"
+    "end\n"
+    "for s, e in string.gmatch(ARGV[9], '(%d+):(%d+)') do\n"
+    "  s, e = tonumber(s), tonumber(e)\n"
+    "  local r = rec[s]\n"
+    "  if r and r[1] == me and r[2] == e and held[s] == nil then\n"
+    "    r[1], r[3] = '', 0\n"
+    "    redis.call('HSET', KEYS[1], s, '|' .. e .. '|0')\n"
+    "  end\n"
+    "end\n"
+    "local skip = {}\n"
+    "for k in string.gmatch(ARGV[12], '(%d+)') do skip[tonumber(k)] = true end\n"
+    "local taken, want = {}, target - count\n"
+    "for s = 0, nslots - 1 do\n"
+    "  local r = rec[s]\n"
+    "  local free = (not r) or r[1] == ''\n"
+    "  local orphan = r and r[1] ~= '' and r[3] < now\n"
+    "  local mine = r and r[1] == me and held[s] == nil\n"
+    "  if not draining and not skip[s % mod] and (orphan or mine or (free and want > 0)) then\n"
+    "    local e = math.max(r and r[2] or 0, floor) + 1\n"
+    "    rec[s] = {me, e, now + lease}\n"
+    "    redis.call('HSET', KEYS[1], s, me .. '|' .. e .. '|' .. (now + lease))\n"
+    "    taken[#taken + 1] = s .. ':' .. e\n"
+    "    count = count + 1\n"
+    "    if free then want = want - 1 end\n"
+    "  end\n"
+    "end\n"
+    "local owners = {}\n"
+    "for s = 0, nslots - 1 do\n"
+    "  local r = rec[s]\n"
+    "  if r and r[1] ~= '' and r[3] >= now then owners[s + 1] = r[1] .. ':' .. r[2] else owners[s + 1] = '' end\n"
+    "end\n"
+    "return {table.concat(taken, ','), table.concat(lost, ','), count, target, table.concat(owners, ','),\n"
+    "        table.concat(info, ';')}\n";
+
+static sb_redis_script_t round_script;
+
+static void held_list(cluster_t *c, sb_buf_t *held, sb_buf_t *rel)
+{
+    for (uint32_t i = 0; i < c->o->slots; i++) {
+        const slot_t *sl = &c->slot[i];
+        if (sl->st == S_BUMPING || sl->st == S_OWNED || sl->st == S_LEAVING)
+            sb_buf_printf(held, "%s%u:%" PRId64, held->len ? "," : "", i, sl->epoch);
+        else if (sl->st == S_RELEASE)
+            sb_buf_printf(rel, "%s%u:%" PRId64, rel->len ? "," : "", i, sl->epoch);
+    }
+}
+
+typedef struct round {
+    cluster_t *c;
+    uint64_t sent_at;
+    uint8_t *released; /* a byte per slot: in this round's release list */
+} round_t;
+
+static const char *element_str(const redisReply *r, size_t i, size_t *len)
+{
+    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements || r->element[i]->type != REDIS_REPLY_STRING)
+        return NULL;
+    *len = r->element[i]->len;
+    return r->element[i]->str;
+}
+
+static int64_t element_int(const redisReply *r, size_t i)
+{
+    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements || r->element[i]->type != REDIS_REPLY_INTEGER)
+        return -1;
+    return r->element[i]->integer;
+}
+
+/* The routing table and the members from the round's answer. */
+static void learn(cluster_t *c, const char *owners, size_t olen, const char *members, size_t mlen)
+{
+    const char *p = owners, *end = owners + olen;
+    for (uint32_t s = 0; s < c->o->slots && p <= end; s++) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *e = comma ? comma : end;
+        const char *colon = memchr(p, ':', (size_t)(e - p));
+        uint16_t idx = 0;
+        int64_t epoch = 0;
+        if (colon) {
+            idx = name_index(p, (size_t)(colon - p));
+            epoch = strtoll(colon + 1, NULL, 10);
+        }
+        atomic_store_explicit(&g_owner[s], idx, memory_order_release);
+        atomic_store_explicit(&g_owner_epoch[s], epoch, memory_order_release);
+        p = e + 1;
+    }
+    c->nnodes = 0;
+    p = members;
+    end = members + mlen;
+    while (p < end && c->nnodes < sizeof c->nodes / sizeof c->nodes[0]) {
+        const char *semi = memchr(p, ';', (size_t)(end - p));
+        const char *e = semi ? semi : end;
+        char one[512];
+        size_t n = (size_t)(e - p) < sizeof one - 1 ? (size_t)(e - p) : sizeof one - 1;
+        memcpy(one, p, n);
+        one[n] = '\0';
+        /* id|address|shards|age|draining: the address may hold '|' only if the operator put one there */
+        char *f[5] = {0};
+        char *q = one;
+        for (int k = 0; k < 5 && q; k++) {
+            f[k] = q;
+            char *bar = strchr(q, '|');
+            if (bar)
+                *bar = '\0';
+            q = bar ? bar + 1 : NULL;
+        }
+        if (f[4]) {
+            sb_cluster_node_t *nd = &c->nodes[c->nnodes++];
+            memset(nd, 0, sizeof *nd);
+            snprintf(nd->id, sizeof nd->id, "%s", f[0]);
+            snprintf(nd->address, sizeof nd->address, "%s", f[1]);
+            nd->shards = (unsigned)strtoul(f[2], NULL, 10);
+            nd->heartbeat_age_ms = strtoll(f[3], NULL, 10);
+            nd->draining = f[4][0] == '1';
+            nd->self = !strcmp(nd->id, c->o->node_id);
+        }
+        p = e + 1;
+    }
+    for (size_t i = 0; i < c->nnodes; i++) {
+        uint16_t idx = name_index(c->nodes[i].id, strlen(c->nodes[i].id));
+        for (uint32_t s = 0; idx && s < c->o->slots; s++)
+            c->nodes[i].slots += atomic_load_explicit(&g_owner[s], memory_order_relaxed) == idx;
+    }
+}
+
+/* Starts giving up to k owned slots (the highest numbered first, so the slots a node keeps stay put). */
+static void start_leaving(cluster_t *c, int64_t k, uint64_t now)
+{
+    for (uint32_t i = c->o->slots; i-- > 0 && k > 0;) {
+        slot_t *sl = &c->slot[i];
+        if (sl->st != S_OWNED)
+            continue;
+        sl->st = S_LEAVING;
+        sl->leave_at = now;
+        atomic_store_explicit(&g_epoch[i], -sl->epoch, memory_order_release);
+        k--;
+    }
+}
+
+/* Each round: the leaving slots' actors asked to go (stopped after the grace). */
+static void evict_leaving(cluster_t *c, uint64_t now)
+{
+    uint8_t *soft = sb_calloc(c->o->slots, 1), *hard = sb_calloc(c->o->slots, 1);
+    bool any_soft = false, any_hard = false;
+    uint64_t grace = c->draining ? LEAVE_GRACE_DRAIN_MS : LEAVE_GRACE_MS;
+    for (uint32_t i = 0; i < c->o->slots; i++) {
+        slot_t *sl = &c->slot[i];
+        if (sl->st != S_LEAVING || sl->evicting)
+            continue;
+        sl->evicting = true;
+        if (now - sl->leave_at >= grace)
+            hard[i] = 1, any_hard = true;
+        else
+            soft[i] = 1, any_soft = true;
+    }
+    if (any_soft)
+        evict_slots(c, soft, false);
+    if (any_hard)
+        evict_slots(c, hard, true);
+    free(soft);
+    free(hard);
+}
+
+static void round_done(void *arg, int err, const redisReply *rep)
+{
+    round_t *r = arg;
+    cluster_t *c = r->c;
+    c->in_round = false;
+    if (c->stopping) {
+        free(r->released);
+        free(r);
+        return;
+    }
+    size_t tlen = 0, llen = 0, olen = 0, mlen = 0;
+    const char *taken = NULL, *lost = NULL, *owners = NULL, *members = NULL;
+    if (!err && rep) {
+        taken = element_str(rep, 0, &tlen);
+        lost = element_str(rep, 1, &llen);
+        owners = element_str(rep, 4, &olen);
+        members = element_str(rep, 5, &mlen);
+    }
+    if (!taken || !lost || !owners || !members) {
+        sb_log_warn("cluster: the round failed (%s)",
+                    err ? sb_strerror(err) : rep && rep->type == REDIS_REPLY_ERROR ? rep->str : "bad answer");
+        free(r->released);
+        free(r);
+        return;
+    }
+    uint64_t deadline = r->sent_at + c->lease_ms - RENEW_MARGIN_MS;
+    /* what this round released is gone for good; what it renewed lives on */
+    for (uint32_t i = 0; i < c->o->slots; i++) {
+        slot_t *sl = &c->slot[i];
+        if (r->released[i] && sl->st == S_RELEASE)
+            sl->st = S_FREE;
+        else if (sl->st == S_BUMPING || sl->st == S_OWNED || sl->st == S_LEAVING)
+            sl->deadline = deadline;
+    }
+    uint32_t *dropped = sb_malloc(c->o->slots * sizeof *dropped);
+    size_t nd = 0;
+    for (const char *p = lost, *end = lost + llen; p < end;) {
+        char *e;
+        unsigned long s = strtoul(p, &e, 10);
+        if (e == p)
+            break;
+        if (s < c->o->slots && c->slot[s].st != S_FREE && c->slot[s].st != S_RELEASE)
+            dropped[nd++] = (uint32_t)s;
+        p = *e == ',' ? e + 1 : end;
+    }
+    drop_slots(c, dropped, nd, "taken over by another node");
+    free(dropped);
+    size_t ntaken = 0;
+    for (const char *p = taken, *end = taken + tlen; p < end;) {
+        char *e;
+        unsigned long s = strtoul(p, &e, 10);
+        if (e == p || *e != ':')
+            break;
+        long long epoch = strtoll(e + 1, &e, 10);
+        if (s < c->o->slots) {
+            c->slot[s] = (slot_t){.st = S_BUMPING, .epoch = epoch, .deadline = deadline};
+            ntaken++;
+        }
+        p = *e == ',' ? e + 1 : end;
+    }
+    learn(c, owners, olen, members, mlen);
+    int64_t count = element_int(rep, 2), target = element_int(rep, 3);
+    int64_t leaving = 0;
+    for (uint32_t i = 0; i < c->o->slots; i++)
+        leaving += c->slot[i].st == S_LEAVING;
+    int64_t surplus = count - leaving - target;
+    uint64_t now = uv_now(sb_shard_loop(c->s));
+    if (surplus > 0)
+        start_leaving(c, surplus < (c->draining ? DRAIN_MOVES : MOVES_PER_ROUND)
+                             ? surplus : (c->draining ? DRAIN_MOVES : MOVES_PER_ROUND), now);
+    if (c->drained_shards) { /* a drained shard's slots go, whatever the target */
+        for (uint32_t i = 0; i < c->o->slots; i++) {
+            unsigned sh = sb_place_shard(i, sb_shards_count());
+            if (sh < 64 && (c->drained_shards >> sh & 1) && c->slot[i].st == S_OWNED) {
+                c->slot[i].st = S_LEAVING;
+                c->slot[i].leave_at = now;
+                atomic_store_explicit(&g_epoch[i], -c->slot[i].epoch, memory_order_release);
+            }
+        }
+    }
+    if (ntaken)
+        bump_taken(c);
+    evict_leaving(c, now);
+    free(r->released);
+    free(r);
+}
+
+static void round_start(cluster_t *c)
+{
+    sb_redis_t *rd = sb_shard_redis(c->s);
+    if (c->in_round || !rd)
+        return;
+    if (!c->have_floor) { /* the database's highest epoch first: ours start above it */
+        if (!c->asking_floor && sb_store_fence_floor(c->store, floor_read, c) == 0)
+            c->asking_floor = true;
+        return;
+    }
+    sb_buf_t held, rel, drained;
+    sb_buf_init(&held);
+    sb_buf_init(&rel);
+    sb_buf_init(&drained);
+    held_list(c, &held, &rel);
+    for (unsigned sh = 0; sh < 64; sh++)
+        if (c->drained_shards >> sh & 1)
+            sb_buf_printf(&drained, "%s%u", drained.len ? "," : "", sh);
+    char shards[16], lease[24], ttl[24], floor[24], nslots[16], mod[16];
+    snprintf(shards, sizeof shards, "%u", sb_shards_count());
+    snprintf(lease, sizeof lease, "%" PRIu64, c->lease_ms);
+    snprintf(ttl, sizeof ttl, "%d", c->o->node_lease_ttl_s * 1000);
+    snprintf(floor, sizeof floor, "%" PRId64, c->floor);
+    snprintf(nslots, sizeof nslots, "%u", c->o->slots);
+    snprintf(mod, sizeof mod, "%u", sb_shards_count());
+    const char *kv[15] = {"sb:{cluster}:slots", "sb:{cluster}:nodes", "sb:{cluster}:drain",
+                          c->o->node_id, c->o->advertise, shards, lease, ttl, floor, c->draining ? "1" : "0",
+                          sb_buf_cstr(&held), sb_buf_cstr(&rel), nslots, mod, sb_buf_cstr(&drained)};
+    size_t lens[15];
+    for (int i = 0; i < 15; i++)
+        lens[i] = strlen(kv[i]);
+    round_t *r = sb_calloc(1, sizeof *r);
+    r->c = c;
+    r->sent_at = uv_now(sb_shard_loop(c->s));
+    r->released = sb_calloc(c->o->slots, 1);
+    for (uint32_t i = 0; i < c->o->slots; i++)
+        r->released[i] = c->slot[i].st == S_RELEASE;
+    if (sb_redis_evalsha(rd, &round_script, 3, 12, kv, lens, round_done, r) == 0) {
+        c->in_round = true;
+    } else {
+        free(r->released);
+        free(r);
+    }
+    sb_buf_cleanup(&held);
+    sb_buf_cleanup(&rel);
+    sb_buf_cleanup(&drained);
+}
+
+/* Leases this node could not renew in time: dropped before Redis can give them to someone else. */
+static void check_deadlines(cluster_t *c, uint64_t now)
+{
+    uint32_t *late = sb_malloc(c->o->slots * sizeof *late);
+    size_t n = 0;
+    for (uint32_t i = 0; i < c->o->slots; i++) {
+        slot_t *sl = &c->slot[i];
+        if ((sl->st == S_BUMPING || sl->st == S_OWNED || sl->st == S_LEAVING) && now >= sl->deadline)
+            late[n++] = i;
+    }
+    drop_slots(c, late, n, "lease not renewed in time");
+    free(late);
+}
+
+static void on_round(uv_timer_t *t)
+{
+    cluster_t *c = t->data;
+    check_deadlines(c, uv_now(t->loop));
+    round_start(c);
+}
+
+/* ---- the stream: receipts handed over by other nodes ------------------------------------------------------------- */
+
+int sb_cluster_forward_receipt(sb_shard_t *s, const sb_session_receipt_t *r, int64_t channel, const void *packed,
+                               size_t len)
+{
+    if (!sb_cluster_enabled())
+        return SB_EINVAL;
+    uint32_t slot = sb_cluster_slot(r->tenant);
+    uint16_t idx = atomic_load_explicit(&g_owner[slot], memory_order_acquire);
+    sb_redis_t *rd = sb_shard_redis(s);
+    if (!idx || !rd)
+        return SB_ENOENT;
+    const char *owner = g_names[idx - 1];
+    if (!strcmp(owner, g_o->node_id))
+        return SB_ENOENT; /* ours, not served yet (being taken, or given up): the sweeper's */
+    char key[96], rid[24], tid[24], cid[24];
+    snprintf(key, sizeof key, "sb:{n:%s}:in", owner);
+    snprintf(rid, sizeof rid, "%" PRId64, r->receipt_id);
+    snprintf(tid, sizeof tid, "%" PRId64, r->tenant);
+    snprintf(cid, sizeof cid, "%" PRId64, channel);
+    const char *argv[13] = {"XADD", key, "MAXLEN", "~", STREAM_MAXLEN, "*", "r", rid, "t", tid, "c", cid, "e"};
+    const char *full[14];
+    size_t lens[14];
+    memcpy(full, argv, sizeof argv);
+    full[13] = packed;
+    for (int i = 0; i < 13; i++)
+        lens[i] = strlen(full[i]);
+    lens[13] = len;
+    return sb_redis_command_argv(rd, 14, full, lens, NULL, NULL);
+}
+
+size_t sb_cluster_live_channel(int64_t tenant, char *out)
+{
+    int n = snprintf(out, 64, "sb:live:{t%" PRId64 "}", tenant);
+    return n > 0 && n < 64 ? (size_t)n : 0;
+}
+
+void sb_cluster_publish_live(sb_shard_t *s, const sb_inbox_batch_t *b)
+{
+    sb_redis_t *rd = sb_shard_redis(s);
+    char chan[64];
+    size_t clen = sb_cluster_live_channel(b->tenant, chan);
+    if (!rd || !clen)
+        return;
+    sb_buf_t payload;
+    sb_buf_init(&payload);
+    sb_inbox_batch_pack(b, &payload);
+    const char *argv[3] = {"PUBLISH", chan, payload.p};
+    size_t lens[3] = {7, clen, payload.len};
+    sb_redis_command_argv(rd, 3, argv, lens, NULL, NULL);
+    sb_buf_cleanup(&payload);
+}
+
+static void read_next(cluster_t *c);
+static void read_again(uv_timer_t *t);
+
+static const redisReply *field(const redisReply *fields, const char *name)
+{
+    for (size_t i = 0; i + 1 < fields->elements; i += 2)
+        if (fields->element[i]->type == REDIS_REPLY_STRING && !strcmp(fields->element[i]->str, name))
+            return fields->element[i + 1];
+    return NULL;
+}
+
+/* One entry: its receipt to its session when this node serves the tenant (else the owner's sweeper has it). */
+static void apply_entry(cluster_t *c, const redisReply *fields)
+{
+    const redisReply *rid = field(fields, "r"), *tid = field(fields, "t"), *cid = field(fields, "c"),
+                     *ev = field(fields, "e");
+    if (!rid || !tid || !cid || !ev || rid->type != REDIS_REPLY_STRING || tid->type != REDIS_REPLY_STRING ||
+        cid->type != REDIS_REPLY_STRING || ev->type != REDIS_REPLY_STRING)
+        return;
+    sb_session_receipt_t r = {.receipt_id = strtoll(rid->str, NULL, 10), .tenant = strtoll(tid->str, NULL, 10)};
+    int64_t channel = strtoll(cid->str, NULL, 10);
+    if (!sb_cluster_serves(r.tenant))
+        return;
+    unsigned shard = sb_place_shard(sb_cluster_slot(r.tenant), sb_shards_count());
+    if (sb_session_receipt_packed(sb_shard_rt(c->s), shard, channel, &r, ev->str, ev->len) < 0)
+        sb_log_warn("cluster: receipt %" PRId64 " not handed to its session (the sweeper will)", r.receipt_id);
+}
+
+static void read_done(void *arg, int err, const redisReply *rep)
+{
+    cluster_t *c = arg;
+    c->reading = false;
+    if (c->stopping)
+        return;
+    if (err || !rep || rep->type == REDIS_REPLY_ERROR) {
+        if (rep && rep->type == REDIS_REPLY_ERROR && strstr(rep->str, "NOGROUP"))
+            c->group_made = false;
+        uv_timer_start(c->read_retry, read_again, 500, 0);
+        return;
+    }
+    size_t n = 0;
+    sb_redis_t *ack = sb_shard_redis(c->s);
+    /* [[key, [[id, [f, v, ...]], ...]]] or nil (timed out) */
+    if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 && rep->element[0]->type == REDIS_REPLY_ARRAY &&
+        rep->element[0]->elements == 2 && rep->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
+        const redisReply *entries = rep->element[0]->element[1];
+        n = entries->elements;
+        const char **argv = sb_malloc((n + 3) * sizeof *argv);
+        size_t *lens = sb_malloc((n + 3) * sizeof *lens);
+        argv[0] = "XACK";
+        argv[1] = c->stream;
+        argv[2] = "sb";
+        size_t k = 3;
+        for (size_t i = 0; i < n; i++) {
+            const redisReply *e = entries->element[i];
+            if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING)
+                continue;
+            if (e->element[1]->type == REDIS_REPLY_ARRAY)
+                apply_entry(c, e->element[1]);
+            argv[k++] = e->element[0]->str;
+        }
+        for (size_t i = 0; i < k; i++)
+            lens[i] = strlen(argv[i]);
+        if (k > 3 && ack) /* handed over: the sessions apply idempotently, the sweeper covers a crash from here */
+            sb_redis_command_argv(ack, (int)k, argv, lens, NULL, NULL);
+        free(argv);
+        free(lens);
+    }
+    if (!c->pending_done && n == 0)
+        c->pending_done = true; /* what the last incarnation left unacknowledged is done: new entries from now */
+    read_next(c);
+}
+
+static void group_made(void *arg, int err, const redisReply *rep)
+{
+    cluster_t *c = arg;
+    c->reading = false;
+    if (c->stopping)
+        return;
+    if (!err && rep && (rep->type != REDIS_REPLY_ERROR || strstr(rep->str, "BUSYGROUP")))
+        c->group_made = true;
+    read_next(c);
+}
+
+static void read_again(uv_timer_t *t)
+{
+    read_next(t->data);
+}
+
+static void read_next(cluster_t *c)
+{
+    if (c->reading || c->stopping)
+        return;
+    int rc;
+    if (!c->group_made) {
+        const char *argv[6] = {"XGROUP", "CREATE", c->stream, "sb", "0", "MKSTREAM"};
+        size_t lens[6];
+        for (int i = 0; i < 6; i++)
+            lens[i] = strlen(argv[i]);
+        rc = sb_redis_command_argv(c->reader, 6, argv, lens, group_made, c);
+    } else {
+        const char *argv[11] = {"XREADGROUP", "GROUP", "sb", c->o->node_id, "COUNT", READ_COUNT, "BLOCK",
+                                READ_BLOCK_MS, "STREAMS", c->stream, c->pending_done ? ">" : "0"};
+        size_t lens[11];
+        for (int i = 0; i < 11; i++)
+            lens[i] = strlen(argv[i]);
+        rc = sb_redis_command_argv(c->reader, 11, argv, lens, read_done, c);
+    }
+    if (rc == 0)
+        c->reading = true;
+    else
+        uv_timer_start(c->read_retry, read_again, 500, 0);
+}
+
+/* ---- the console ------------------------------------------------------------------------------------------------- */
+
+size_t sb_cluster_nodes(sb_cluster_node_t *out, size_t max)
+{
+    cluster_t *c = g_c;
+    if (!c) {
+        if (!max)
+            return 0;
+        memset(out, 0, sizeof *out);
+        snprintf(out->id, sizeof out->id, "%s", g_o ? g_o->node_id : "");
+        snprintf(out->address, sizeof out->address, "%s", g_o && g_o->advertise ? g_o->advertise : "");
+        out->shards = sb_shards_count();
+        out->slots = g_o ? g_o->slots : 0;
+        out->self = true;
+        return 1;
+    }
+    size_t n = c->nnodes < max ? c->nnodes : max;
+    memcpy(out, c->nodes, n * sizeof *out);
+    return n;
+}
+
+void sb_cluster_slot_owner(uint32_t slot, char *owner, int64_t *epoch)
+{
+    *epoch = 0;
+    if (!sb_cluster_enabled()) {
+        snprintf(owner, 72, "%s", g_o ? g_o->node_id : "");
+        return;
+    }
+    uint16_t idx = slot < g_o->slots ? atomic_load_explicit(&g_owner[slot], memory_order_acquire) : 0;
+    snprintf(owner, 72, "%s", idx ? g_names[idx - 1] : "");
+    if (idx)
+        *epoch = atomic_load_explicit(&g_owner_epoch[slot], memory_order_acquire);
+}
+
+int sb_cluster_drain_node(const char *id)
+{
+    cluster_t *c = g_c;
+    if (!c)
+        return SB_EINVAL;
+    if (!strcmp(id, c->o->node_id)) {
+        c->draining = true;
+        round_start(c);
+        return 0;
+    }
+    bool live = false;
+    for (size_t i = 0; i < c->nnodes; i++)
+        live |= !strcmp(c->nodes[i].id, id);
+    sb_redis_t *rd = sb_shard_redis(c->s);
+    if (!live)
+        return SB_ENOENT;
+    if (!rd)
+        return SB_EUNAVAIL;
+    const char *argv[4] = {"HSET", "sb:{cluster}:drain", id, "1"};
+    size_t lens[4] = {4, strlen(argv[1]), strlen(id), 1};
+    return sb_redis_command_argv(rd, 4, argv, lens, NULL, NULL);
+}
+
+int sb_cluster_drain_shard(unsigned shard)
+{
+    cluster_t *c = g_c;
+    if (!c)
+        return SB_EINVAL;
+    if (shard >= sb_shards_count() || shard >= 64)
+        return SB_ENOENT;
+    c->drained_shards |= 1ull << shard;
+    round_start(c);
+    return 0;
+}
+
+/* ---- the module -------------------------------------------------------------------------------------------------- */
+
+static int cluster_start(sb_shard_t *s, void **state)
+{
+    if (!sb_cluster_enabled() || sb_shard_index(s) != 0)
+        return 0;
+    const sb_cluster_opts_t *o = g_o;
+    cluster_t *c = sb_calloc(1, sizeof *c);
+    *state = c;
+    g_c = c;
+    c->s = s;
+    c->o = o;
+    c->slot = sb_calloc(o->slots, sizeof *c->slot);
+    uint64_t ttl = (uint64_t)o->node_lease_ttl_s * 1000;
+    c->lease_ms = o->slot_lease_ms > 0 ? (uint64_t)o->slot_lease_ms : ttl < 2000 ? ttl : 2000;
+    if (c->lease_ms < 4 * RENEW_MARGIN_MS)
+        c->lease_ms = 4 * RENEW_MARGIN_MS;
+    c->round_ms = c->lease_ms / 4;
+    snprintf(c->stream, sizeof c->stream, "sb:{n:%s}:in", o->node_id);
+    c->store = sb_store_create(sb_shard_pg(s), NULL, NULL, 0);
+    sb_redis_script_init(&round_script, round_lua);
+    c->reader = sb_redis_create(sb_shard_loop(s), o->redis_host, o->redis_port, o->redis_db);
+    c->timer = sb_malloc(sizeof *c->timer);
+    uv_timer_init(sb_shard_loop(s), c->timer);
+    c->timer->data = c;
+    uv_timer_start(c->timer, on_round, 0, c->round_ms);
+    c->read_retry = sb_malloc(sizeof *c->read_retry);
+    uv_timer_init(sb_shard_loop(s), c->read_retry);
+    c->read_retry->data = c;
+    uv_timer_start(c->read_retry, read_again, 100, 0);
+    sb_log_info("cluster: node %s (%s), %u slots, leases of %" PRIu64 " ms", o->node_id, o->advertise, o->slots,
+                c->lease_ms);
+    return 0;
+}
+
+/* Draining (SIGTERM): every slot handed over, its actors given a short grace, the leases released. */
+static void cluster_drain(sb_shard_t *s, void *state)
+{
+    cluster_t *c = state;
+    (void)s;
+    if (!c)
+        return;
+    c->draining = true;
+    round_start(c);
+}
+
+static unsigned cluster_busy(sb_shard_t *s, void *state)
+{
+    cluster_t *c = state;
+    (void)s;
+    if (!c || !sb_shard_redis(c->s) || !sb_redis_connected(sb_shard_redis(c->s)))
+        return 0;
+    unsigned held = 0;
+    for (uint32_t i = 0; i < c->o->slots; i++)
+        held += c->slot[i].st != S_FREE;
+    return held;
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void cluster_stop(sb_shard_t *s, void *state)
+{
+    cluster_t *c = state;
+    (void)s;
+    if (!c)
+        return;
+    c->stopping = true; /* the leases stay as they are: they run out, and the next owner fences what is left */
+    g_c = NULL;
+    uv_close((uv_handle_t *)c->timer, handle_closed);
+    uv_close((uv_handle_t *)c->read_retry, handle_closed);
+    sb_redis_close(c->reader);
+}
+
+static void cluster_finish(sb_shard_t *s, void *state)
+{
+    cluster_t *c = state;
+    (void)s;
+    if (!c)
+        return;
+    sb_store_destroy(c->store);
+    free(c->slot);
+    free(c);
+}
+
+const sb_shard_module_t sb_cluster_module = {
+    .name = "cluster",
+    .start = cluster_start,
+    .drain = cluster_drain,
+    .busy = cluster_busy,
+    .stop = cluster_stop,
+    .finish = cluster_finish,
+};

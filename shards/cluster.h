@@ -1,0 +1,102 @@
+/* The cluster: several gateway nodes sharing the tenants through Redis and PostgreSQL (DESIGN.md §3, §6).
+ *
+ * Off (the default, `cluster = off`), a node is alone: it owns every slot, its writes carry no fence, and nothing
+ * here runs. On, shard 0 runs the node's part every slot_lease/4 (500 ms by default), all of it in one Lua script
+ * over two hashes under the `{cluster}` hash tag, so Redis alone orders the fleet's decisions:
+ *
+ *   Membership. The node's entry (address, shards, heartbeat) is refreshed; entries older than node_lease_ttl are
+ *   dropped. The live members, sorted by id, give each node its target: slots/N, the first slots mod N one more.
+ *
+ *   Slot leases. Each slot's field holds its owner, its epoch and when its lease ends. The node renews the leases
+ *   it holds; takes free slots while it is under its target and, whatever its target, slots whose owner let the
+ *   lease run out (a dead or stalled node); a slot taken gets an epoch one above both its last one and the
+ *   database's highest (a Redis that lost its keys cannot go back in time). The script answers what was taken, what
+ *   was lost, the node's surplus, and every slot's owner and epoch (the routing table).
+ *
+ *   Fencing. A slot taken is raised to its epoch in PostgreSQL (sb_store_fence_bump, which waits for the old
+ *   epoch's writes already checked to commit) before the node serves it; every actor write then carries the slot's
+ *   epoch (the store's fence, adapters/pg), so a node that lost a slot commits nothing more for it. A lease not
+ *   renewed by its end minus a margin is dropped locally first: its actors are stopped at once.
+ *
+ *   Moves. A node over its target gives slots up a few per round (MOVES_PER_ROUND; a drain more): it stops taking
+ *   work for them, lets their actors finish what is under way (passivated when idle, stopped after a bound), then
+ *   releases the lease with its epoch, and a node under its target takes it with the next one.
+ *
+ *   Routing. Work for a slot this node does not serve is committed here all the same (a webhook's receipt) and
+ *   handed to the owner through the owner's Redis Stream `sb:{n:<node>}:in` (consumer group `sb`): the owner's shard
+ *   0 reads it and hands each receipt to its session (applying is idempotent), then acknowledges it; on start it
+ *   reads what it had not acknowledged. A receipt nobody applies (its owner died) is the sweeper's: each node sweeps
+ *   the slots it serves, and sweeps a slot at once when it takes it.
+ *
+ * The ownership table is written by shard 0 only and read from any thread (atomics, no locks). */
+#ifndef SB_CLUSTER_H
+#define SB_CLUSTER_H
+
+#include "actors/session.h"
+#include "adapters/pg.h"
+#include "proto/inbox.h"
+#include "shards/shard.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct sb_cluster_opts {
+    bool enabled;
+    const char *node_id;     /* this node's name in the fleet */
+    const char *advertise;   /* "host:port" other nodes and operators reach it at */
+    uint32_t slots;
+    unsigned shards;
+    int node_lease_ttl_s;    /* a member without a heartbeat this long is gone */
+    int slot_lease_ms;       /* a slot's lease; 0: min(node_lease_ttl, 2 s) */
+    const char *redis_host;  /* the stream reader's own connection (it blocks) */
+    int redis_port, redis_db;
+} sb_cluster_opts_t;
+
+/* Remembers the options (borrowed: they must outlive the shards). Call once before the shards start. */
+void sb_cluster_init(const sb_cluster_opts_t *opts);
+/* A module of every shard's table, after the domain; it does its work on shard 0. */
+extern const sb_shard_module_t sb_cluster_module;
+
+bool sb_cluster_enabled(void);
+uint32_t sb_cluster_slot(int64_t tenant);
+/* Whether this node serves tenant's slot now: takes new work for it (alone: always). Any thread. */
+bool sb_cluster_serves(int64_t tenant);
+/* The store's fence for tenant's writes (sb_store_fence_fn's contract): 0 alone, 1 with this node's slot and
+ * epoch, SB_EFENCED when this node does not own the slot. Any thread. */
+int sb_cluster_fence(void *ctx, int64_t tenant, sb_pg_fence_t *out);
+/* Bumped each time this node starts serving slots (alone: never): the domain's cue to look for their backlog. */
+uint64_t sb_cluster_generation(void);
+/* fn(shard 0) runs on shard 0 right after this node starts serving slots (the domain sets it: their backlog and
+ * receipts at once rather than at its next tick). */
+void sb_cluster_set_served_hook(void (*fn)(sb_shard_t *s));
+
+/* Hands a committed receipt of a tenant this node does not serve to the slot's owner's stream, through shard s's
+ * Redis. Returns 0, or an error (no owner known, Redis away): the owner's sweeper will find it. Shard s's thread. */
+int sb_cluster_forward_receipt(sb_shard_t *s, const sb_session_receipt_t *r, int64_t channel, const void *packed,
+                               size_t len);
+
+/* The live inbox across nodes: the Pub/Sub channel of tenant's events ("sb:live:{t<id>}") into out (64 bytes),
+ * returning its length; and a committed batch published on it, through shard s's Redis (fire and forget: a
+ * subscriber that misses one sees the hole at the next and reads the store). */
+size_t sb_cluster_live_channel(int64_t tenant, char *out);
+void sb_cluster_publish_live(sb_shard_t *s, const sb_inbox_batch_t *b);
+
+/* ---- the console (shard 0's thread) ----------------------------------------------------------------------------- */
+
+typedef struct sb_cluster_node {
+    char id[72], address[272];
+    unsigned shards, slots;
+    int64_t heartbeat_age_ms;
+    bool self, draining;
+} sb_cluster_node_t;
+
+/* The live members as of the last round (alone: this node only). Returns how many, at most max into out. */
+size_t sb_cluster_nodes(sb_cluster_node_t *out, size_t max);
+/* Slot slot's owner (a node id, "" unknown) into owner (72 bytes) and its epoch (0 alone or unknown). */
+void sb_cluster_slot_owner(uint32_t slot, char *owner, int64_t *epoch);
+/* Drain: "node" and an id (this node or another: the request goes through Redis), or "shard" and a shard index of
+ * this node. Returns 0, SB_ENOENT (no such live node or shard) or SB_EINVAL (alone: nothing to hand over). */
+int sb_cluster_drain_node(const char *id);
+int sb_cluster_drain_shard(unsigned shard);
+
+#endif
