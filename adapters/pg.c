@@ -247,7 +247,7 @@ static void finish_segment(sb_pg_t *pg)
             PQclear(q->res);
             q->res = NULL;
         }
-        if (q->err == SB_EAGAIN && pg->state == UP) { /* again, alone */
+        if (q->err == SB_EAGAIN && pg->state == UP && !q->prepares && !q->fence_stmt) { /* again, alone */
             q->next = NULL;
             q->err = 0;
             q->have_result = false;

@@ -1397,8 +1397,6 @@ static const command_t commands[] = {
     {NULL, NULL, NULL, false, NULL},
 };
 
-/* Commands of the contract that later issues deliver: named, so a user learns they are known but not here yet. */
-static const char *const later[] = {NULL};
 
 static void on_line(void *arg, sb_str_t line, int err)
 {
@@ -1443,12 +1441,6 @@ static void on_line(void *arg, sb_str_t line, int err)
         }
         c->fn(s, &cmd);
         return;
-    }
-    for (const char *const *l = later; *l; l++) {
-        if (sb_str_eq_cstr(cmd.argv[0], *l)) {
-            answer_err(s, "%s is not available in this version", *l);
-            return;
-        }
     }
     /* The name is printable (the parser rejected control bytes) but bound its length in the answer. */
     int n = cmd.argv[0].len > 64 ? 64 : (int)cmd.argv[0].len;

@@ -25,7 +25,8 @@
 #define READ_BLOCK_MS "1000"
 #define STREAM_MAXLEN "1000000"
 
-enum slot_state { S_FREE, S_BUMPING, S_OWNED, S_LEAVING, S_RELEASE };
+enum slot_state { S_FREE, S_BUMPING, S_CATCHUP, S_OWNED, S_LEAVING, S_RELEASE };
+enum phase { P_NONE, P_CATCHUP, P_SERVED, P_LEAVING }; /* what other threads see of a slot (g_phase) */
 
 typedef struct slot {
     uint8_t st;
@@ -33,7 +34,20 @@ typedef struct slot {
     int64_t epoch;
     uint64_t deadline;  /* loop ms: the lease's end minus the margin, as far as this node knows */
     uint64_t leave_at;  /* loop ms it started leaving */
+    uint64_t gen;       /* catching up since this generation */
+    uint32_t nheld;     /* stream entries of the slot held by the reader */
 } slot_t;
+
+/* A stream entry held while its slot catches up (its receipts committed before are applied first). */
+typedef struct held {
+    struct held *next;
+    char id[32];
+    int64_t receipt, tenant, channel;
+    uint64_t at;        /* loop ms it was read */
+    bool transit;       /* one of this node's own receipts on its way (g_transit) */
+    size_t len;
+    char packed[];
+} held_t;
 
 typedef struct cluster {
     sb_shard_t *s;
@@ -49,10 +63,21 @@ typedef struct cluster {
     char stream[96];
     sb_cluster_node_t nodes[64];
     size_t nnodes;
+    held_t *held, **held_tail;
+    size_t nheld;
 } cluster_t;
 
+#define MAX_HELD 100000 /* entries held for slots in transit; beyond, they wait in the stream (not acknowledged) */
+#define HOLD_MS 10000   /* an entry held this long is left to the sweepers */
+
+static void read_next(cluster_t *c);
+static void read_again(uv_timer_t *t);
+static void held_review(cluster_t *c, int64_t last_id);
+
 static const sb_cluster_opts_t *g_o;
-static _Atomic int64_t *g_epoch;       /* per slot: > 0 served at that epoch; < 0 leaving (owned at -epoch); 0 not */
+static _Atomic int64_t *g_epoch;       /* per slot: this node's epoch while it owns it (any phase); 0 not */
+static _Atomic uint8_t *g_phase;       /* per slot: enum phase */
+static _Atomic uint32_t *g_transit;    /* per slot: receipts of this node's front doors in its own stream, unread */
 static _Atomic uint16_t *g_owner;      /* per slot: index + 1 into g_names of its owner; 0 unknown */
 static _Atomic int64_t *g_owner_epoch; /* per slot: its owner's epoch */
 static char g_names[MAX_NODES][72];
@@ -73,6 +98,8 @@ void sb_cluster_init(const sb_cluster_opts_t *opts)
     if (!opts->enabled)
         return;
     g_epoch = sb_calloc(opts->slots, sizeof *g_epoch);
+    g_phase = sb_calloc(opts->slots, sizeof *g_phase);
+    g_transit = sb_calloc(opts->slots, sizeof *g_transit);
     g_owner = sb_calloc(opts->slots, sizeof *g_owner);
     g_owner_epoch = sb_calloc(opts->slots, sizeof *g_owner_epoch);
 }
@@ -93,7 +120,15 @@ bool sb_cluster_serves(int64_t tenant)
 {
     if (!sb_cluster_enabled())
         return true;
-    return atomic_load_explicit(&g_epoch[sb_cluster_slot(tenant)], memory_order_acquire) > 0;
+    return atomic_load_explicit(&g_phase[sb_cluster_slot(tenant)], memory_order_acquire) == P_SERVED;
+}
+
+bool sb_cluster_owns(int64_t tenant)
+{
+    if (!sb_cluster_enabled())
+        return true;
+    uint8_t p = atomic_load_explicit(&g_phase[sb_cluster_slot(tenant)], memory_order_acquire);
+    return p == P_SERVED || p == P_CATCHUP;
 }
 
 int sb_cluster_fence(void *ctx, int64_t tenant, sb_pg_fence_t *out)
@@ -105,7 +140,7 @@ int sb_cluster_fence(void *ctx, int64_t tenant, sb_pg_fence_t *out)
     int64_t e = atomic_load_explicit(&g_epoch[slot], memory_order_acquire);
     if (!e)
         return SB_EFENCED;
-    *out = (sb_pg_fence_t){.slot = (int32_t)slot, .epoch = e < 0 ? -e : e};
+    *out = (sb_pg_fence_t){.slot = (int32_t)slot, .epoch = e};
     return 1;
 }
 
@@ -205,6 +240,7 @@ static void drop_slots(cluster_t *c, const uint32_t *slots, size_t n, const char
     uint8_t *set = sb_calloc(c->o->slots, 1);
     for (size_t i = 0; i < n; i++) {
         slot_t *sl = &c->slot[slots[i]];
+        atomic_store_explicit(&g_phase[slots[i]], P_NONE, memory_order_release);
         atomic_store_explicit(&g_epoch[slots[i]], 0, memory_order_release);
         sl->st = S_FREE;
         sl->evicting = false;
@@ -253,7 +289,7 @@ static void bumped(void *arg, int err, const int32_t *stale, size_t nstale)
             c->have_floor = false;
             continue;
         }
-        sl->st = S_OWNED;
+        sl->st = S_CATCHUP;
         gained[b->slots[i]] = 1;
         served++;
     }
@@ -261,15 +297,20 @@ static void bumped(void *arg, int err, const int32_t *stale, size_t nstale)
      * shards' queues are FIFO, so whatever is sent once the slots are served arrives after the eviction. */
     if (served)
         evict_slots(c, gained, true);
+    uint64_t gen = atomic_load_explicit(&g_generation, memory_order_acquire) + 1;
     for (size_t i = 0; i < b->n; i++)
-        if (gained[b->slots[i]])
+        if (gained[b->slots[i]]) {
+            c->slot[b->slots[i]].gen = gen;
             atomic_store_explicit(&g_epoch[b->slots[i]], c->slot[b->slots[i]].epoch, memory_order_release);
+            atomic_store_explicit(&g_phase[b->slots[i]], P_CATCHUP, memory_order_release);
+        }
     free(gained);
     if (nstale)
         sb_log_warn("cluster: %zu slot(s) had a newer epoch in the database: given back, taken again later", nstale);
     if (served) {
         atomic_fetch_add_explicit(&g_generation, 1, memory_order_acq_rel);
-        sb_log_info("cluster: node %s serves %zu more slot(s)", c->o->node_id, served);
+        sb_log_info("cluster: node %s takes %zu more slot(s); served once their receipts are caught up", c->o->node_id,
+                    served);
         if (g_served_hook)
             g_served_hook(c->s);
     }
@@ -361,12 +402,31 @@ static const char round_lua[] =
     "    lost[#lost + 1] = s\n"
     "  end\n"
     "end\n"
+    "local cnt, tgt = {}, {}\n"
+    "for s = 0, nslots - 1 do\n"
+    "  local r = rec[s]\n"
+    "  if r and r[1] ~= '' and r[3] >= now then cnt[r[1]] = (cnt[r[1]] or 0) + 1 end\n"
+    "end\n"
+    "for i, id in ipairs(active) do\n"
+    "  tgt[id] = math.floor(nslots / #active) + ((i - 1 < nslots % #active) and 1 or 0)\n"
+    "end\n"
     "for s, e in string.gmatch(ARGV[9], '(%d+):(%d+)') do\n"
     "  s, e = tonumber(s), tonumber(e)\n"
     "  local r = rec[s]\n"
     "  if r and r[1] == me and r[2] == e and held[s] == nil then\n"
-    "    r[1], r[3] = '', 0\n"
-    "    redis.call('HSET', KEYS[1], s, '|' .. e .. '|0')\n"
+    "    local best, room = nil, 0\n"
+    "    for _, id in ipairs(active) do\n"
+    "      if id ~= me and tgt[id] - (cnt[id] or 0) > room then best, room = id, tgt[id] - (cnt[id] or 0) end\n"
+    "    end\n"
+    "    if best then\n"
+    "      local ne = math.max(e, floor) + 1\n"
+    "      r[1], r[2], r[3] = best, ne, now + lease\n"
+    "      cnt[best] = (cnt[best] or 0) + 1\n"
+    "      redis.call('HSET', KEYS[1], s, best .. '|' .. ne .. '|' .. r[3])\n"
+    "    else\n"
+    "      r[1], r[3] = '', 0\n"
+    "      redis.call('HSET', KEYS[1], s, '|' .. e .. '|0')\n"
+    "    end\n"
     "  end\n"
     "end\n"
     "local skip = {}\n"
@@ -400,7 +460,7 @@ static void held_list(cluster_t *c, sb_buf_t *held, sb_buf_t *rel)
 {
     for (uint32_t i = 0; i < c->o->slots; i++) {
         const slot_t *sl = &c->slot[i];
-        if (sl->st == S_BUMPING || sl->st == S_OWNED || sl->st == S_LEAVING)
+        if (sl->st == S_BUMPING || sl->st == S_CATCHUP || sl->st == S_OWNED || sl->st == S_LEAVING)
             sb_buf_printf(held, "%s%u:%" PRId64, held->len ? "," : "", i, sl->epoch);
         else if (sl->st == S_RELEASE)
             sb_buf_printf(rel, "%s%u:%" PRId64, rel->len ? "," : "", i, sl->epoch);
@@ -490,11 +550,12 @@ static void start_leaving(cluster_t *c, int64_t k, uint64_t now)
 {
     for (uint32_t i = c->o->slots; i-- > 0 && k > 0;) {
         slot_t *sl = &c->slot[i];
-        if (sl->st != S_OWNED)
+        /* (a draining node gives up the slots it is still taking, too: they may never be caught up here) */
+        if (sl->st != S_OWNED && !(c->draining && (sl->st == S_CATCHUP || sl->st == S_BUMPING)))
             continue;
         sl->st = S_LEAVING;
         sl->leave_at = now;
-        atomic_store_explicit(&g_epoch[i], -sl->epoch, memory_order_release);
+        atomic_store_explicit(&g_phase[i], P_LEAVING, memory_order_release);
         k--;
     }
 }
@@ -554,7 +615,7 @@ static void round_done(void *arg, int err, const redisReply *rep)
         slot_t *sl = &c->slot[i];
         if (r->released[i] && sl->st == S_RELEASE)
             sl->st = S_FREE;
-        else if (sl->st == S_BUMPING || sl->st == S_OWNED || sl->st == S_LEAVING)
+        else if (sl->st == S_BUMPING || sl->st == S_CATCHUP || sl->st == S_OWNED || sl->st == S_LEAVING)
             sl->deadline = deadline;
     }
     uint32_t *dropped = sb_malloc(c->o->slots * sizeof *dropped);
@@ -584,6 +645,7 @@ static void round_done(void *arg, int err, const redisReply *rep)
         p = *e == ',' ? e + 1 : end;
     }
     learn(c, owners, olen, members, mlen);
+    held_review(c, INT64_MAX); /* slots that moved: their held receipts on to their new owners */
     int64_t count = element_int(rep, 2), target = element_int(rep, 3);
     int64_t leaving = 0;
     for (uint32_t i = 0; i < c->o->slots; i++)
@@ -599,7 +661,7 @@ static void round_done(void *arg, int err, const redisReply *rep)
             if (sh < 64 && (c->drained_shards >> sh & 1) && c->slot[i].st == S_OWNED) {
                 c->slot[i].st = S_LEAVING;
                 c->slot[i].leave_at = now;
-                atomic_store_explicit(&g_epoch[i], -c->slot[i].epoch, memory_order_release);
+                atomic_store_explicit(&g_phase[i], P_LEAVING, memory_order_release);
             }
         }
     }
@@ -665,7 +727,8 @@ static void check_deadlines(cluster_t *c, uint64_t now)
     size_t n = 0;
     for (uint32_t i = 0; i < c->o->slots; i++) {
         slot_t *sl = &c->slot[i];
-        if ((sl->st == S_BUMPING || sl->st == S_OWNED || sl->st == S_LEAVING) && now >= sl->deadline)
+        if ((sl->st == S_BUMPING || sl->st == S_CATCHUP || sl->st == S_OWNED || sl->st == S_LEAVING) &&
+            now >= sl->deadline)
             late[n++] = i;
     }
     drop_slots(c, late, n, "lease not renewed in time");
@@ -681,33 +744,104 @@ static void on_round(uv_timer_t *t)
 
 /* ---- the stream: receipts handed over by other nodes ------------------------------------------------------------- */
 
+typedef struct xadd_op {
+    uint32_t slot;
+} xadd_op_t;
+
+/* An entry of this node's own stream that went in as transit is gone (or never went in): one less in transit. */
+static void transit_done(uint32_t slot)
+{
+    atomic_fetch_sub_explicit(&g_transit[slot], 1, memory_order_acq_rel);
+}
+
+static void transit_added(void *arg, int err, const redisReply *rep)
+{
+    xadd_op_t *x = arg;
+    if (err || !rep || rep->type == REDIS_REPLY_ERROR)
+        transit_done(x->slot);
+    free(x);
+}
+
+/* XADDs the receipt to node's stream through shard s's Redis; transit marks an entry of this node's own stream that
+ * its reader passes on in order (counted in g_transit until then). */
+static int xadd_receipt(sb_shard_t *s, const char *node, const sb_session_receipt_t *r, int64_t channel,
+                        const void *packed, size_t len, bool transit)
+{
+    sb_redis_t *rd = sb_shard_redis(s);
+    if (!rd)
+        return SB_EUNAVAIL;
+    char key[96], rid[24], tid[24], cid[24];
+    snprintf(key, sizeof key, "sb:{n:%s}:in", node);
+    snprintf(rid, sizeof rid, "%" PRId64, r->receipt_id);
+    snprintf(tid, sizeof tid, "%" PRId64, r->tenant);
+    snprintf(cid, sizeof cid, "%" PRId64, channel);
+    const char *argv[16] = {"XADD", key, "MAXLEN", "~", STREAM_MAXLEN, "*", "r", rid, "t", tid, "c", cid,
+                            "x", transit ? "1" : "0", "e", packed};
+    size_t lens[16];
+    for (int i = 0; i < 15; i++)
+        lens[i] = strlen(argv[i]);
+    lens[15] = len;
+    if (!transit)
+        return sb_redis_command_argv(rd, 16, argv, lens, NULL, NULL);
+    xadd_op_t *x = sb_malloc(sizeof *x);
+    x->slot = sb_cluster_slot(r->tenant);
+    atomic_fetch_add_explicit(&g_transit[x->slot], 1, memory_order_acq_rel);
+    int rc = sb_redis_command_argv(rd, 16, argv, lens, transit_added, x);
+    if (rc < 0) {
+        transit_done(x->slot);
+        free(x);
+    }
+    return rc;
+}
+
+typedef struct fwd {
+    sb_session_receipt_t r;
+    int64_t channel;
+    size_t len;
+    char packed[];
+} fwd_t;
+
+/* On shard 0: straight to the owner, unless the slot is in transit (being taken or given up here, nobody's as far
+ * as this node knows, or with receipts of its still on their way through this node's own stream); then through that
+ * stream too, whose reader passes them on in the order they came once the slot has an owner that serves it. */
+static void forward_on_zero(sb_shard_t *s, void *arg)
+{
+    fwd_t *f = arg;
+    uint32_t slot = sb_cluster_slot(f->r.tenant);
+    uint16_t idx = atomic_load_explicit(&g_owner[slot], memory_order_acquire);
+    const char *owner = idx ? g_names[idx - 1] : NULL;
+    int rc;
+    if (owner && strcmp(owner, g_o->node_id) && !atomic_load_explicit(&g_transit[slot], memory_order_acquire))
+        rc = xadd_receipt(s, owner, &f->r, f->channel, f->packed, f->len, false);
+    else
+        rc = xadd_receipt(s, g_o->node_id, &f->r, f->channel, f->packed, f->len, true);
+    if (rc < 0)
+        sb_log_debug("cluster: receipt %" PRId64 " not handed on (%s): the sweeper will", f->r.receipt_id,
+                     sb_strerror(rc));
+    free(f);
+}
+
 int sb_cluster_forward_receipt(sb_shard_t *s, const sb_session_receipt_t *r, int64_t channel, const void *packed,
                                size_t len)
 {
     if (!sb_cluster_enabled())
         return SB_EINVAL;
-    uint32_t slot = sb_cluster_slot(r->tenant);
-    uint16_t idx = atomic_load_explicit(&g_owner[slot], memory_order_acquire);
-    sb_redis_t *rd = sb_shard_redis(s);
-    if (!idx || !rd)
-        return SB_ENOENT;
-    const char *owner = g_names[idx - 1];
-    if (!strcmp(owner, g_o->node_id))
-        return SB_ENOENT; /* ours, not served yet (being taken, or given up): the sweeper's */
-    char key[96], rid[24], tid[24], cid[24];
-    snprintf(key, sizeof key, "sb:{n:%s}:in", owner);
-    snprintf(rid, sizeof rid, "%" PRId64, r->receipt_id);
-    snprintf(tid, sizeof tid, "%" PRId64, r->tenant);
-    snprintf(cid, sizeof cid, "%" PRId64, channel);
-    const char *argv[13] = {"XADD", key, "MAXLEN", "~", STREAM_MAXLEN, "*", "r", rid, "t", tid, "c", cid, "e"};
-    const char *full[14];
-    size_t lens[14];
-    memcpy(full, argv, sizeof argv);
-    full[13] = packed;
-    for (int i = 0; i < 13; i++)
-        lens[i] = strlen(full[i]);
-    lens[13] = len;
-    return sb_redis_command_argv(rd, 14, full, lens, NULL, NULL);
+    /* Every shard's receipts leave through shard 0's one Redis connection, in the order they were committed: two
+     * connections' commands may reach Redis in either order (it serves ready sockets in its own order, after a
+     * script that held it), which would apply a customer's two messages the wrong way round. */
+    fwd_t *f = sb_malloc(sizeof *f + len);
+    f->r = *r;
+    f->channel = channel;
+    f->len = len;
+    memcpy(f->packed, packed, len);
+    if (sb_shard_index(s) == 0) {
+        forward_on_zero(s, f);
+        return 0;
+    }
+    int rc = sb_shard_exec(0, forward_on_zero, f);
+    if (rc < 0)
+        free(f);
+    return rc;
 }
 
 size_t sb_cluster_live_channel(int64_t tenant, char *out)
@@ -732,8 +866,7 @@ void sb_cluster_publish_live(sb_shard_t *s, const sb_inbox_batch_t *b)
     sb_buf_cleanup(&payload);
 }
 
-static void read_next(cluster_t *c);
-static void read_again(uv_timer_t *t);
+
 
 static const redisReply *field(const redisReply *fields, const char *name)
 {
@@ -743,21 +876,155 @@ static const redisReply *field(const redisReply *fields, const char *name)
     return NULL;
 }
 
-/* One entry: its receipt to its session when this node serves the tenant (else the owner's sweeper has it). */
-static void apply_entry(cluster_t *c, const redisReply *fields)
+static void hand_over(cluster_t *c, int64_t receipt, int64_t tenant, int64_t channel, const void *packed, size_t len)
+{
+    sb_session_receipt_t r = {.receipt_id = receipt, .tenant = tenant};
+    unsigned shard = sb_place_shard(sb_cluster_slot(tenant), sb_shards_count());
+    if (sb_session_receipt_packed(sb_shard_rt(c->s), shard, channel, &r, packed, len) < 0)
+        sb_log_warn("cluster: receipt %" PRId64 " not handed to its session (the sweeper will)", receipt);
+}
+
+/* The node another node's receipts for slot go to as this node knows it: NULL for this node itself or nobody. */
+static const char *other_owner(cluster_t *c, uint32_t slot)
+{
+    uint16_t idx = atomic_load_explicit(&g_owner[slot], memory_order_acquire);
+    return idx && strcmp(g_names[idx - 1], c->o->node_id) ? g_names[idx - 1] : NULL;
+}
+
+/* One entry (stream id `id`): its receipt to its session when this node serves the slot; passed on when the slot is
+ * another node's; else held (the slot is in transit: being taken or caught up here, given up by this node or not
+ * yet known to be this node's), in arrival order, until one of those is true (held_review, sb_cluster_caught_up):
+ * so the receipts of a slot that moves are applied in the order they came. Returns false when the entry must not
+ * be acknowledged yet. */
+static bool apply_entry(cluster_t *c, const char *id, const redisReply *fields)
 {
     const redisReply *rid = field(fields, "r"), *tid = field(fields, "t"), *cid = field(fields, "c"),
-                     *ev = field(fields, "e");
+                     *ev = field(fields, "e"), *tr = field(fields, "x");
     if (!rid || !tid || !cid || !ev || rid->type != REDIS_REPLY_STRING || tid->type != REDIS_REPLY_STRING ||
         cid->type != REDIS_REPLY_STRING || ev->type != REDIS_REPLY_STRING)
-        return;
-    sb_session_receipt_t r = {.receipt_id = strtoll(rid->str, NULL, 10), .tenant = strtoll(tid->str, NULL, 10)};
+        return true;
+    int64_t receipt = strtoll(rid->str, NULL, 10), tenant = strtoll(tid->str, NULL, 10);
     int64_t channel = strtoll(cid->str, NULL, 10);
-    if (!sb_cluster_serves(r.tenant))
+    uint32_t slot = sb_cluster_slot(tenant);
+    /* (an entry of this node's own from before a restart counts for nothing: the counter started at 0) */
+    bool transit = tr && tr->type == REDIS_REPLY_STRING && tr->str[0] == '1' && c->pending_done;
+    uint8_t st = c->slot[slot].st;
+    const char *other = other_owner(c, slot);
+    if (!c->slot[slot].nheld && (st == S_OWNED || (st == S_FREE && other))) {
+        if (st == S_OWNED) {
+            hand_over(c, receipt, tenant, channel, ev->str, ev->len);
+        } else { /* another node's: on to it */
+            sb_session_receipt_t r = {.receipt_id = receipt, .tenant = tenant};
+            xadd_receipt(c->s, other, &r, channel, ev->str, ev->len, false);
+        }
+        if (transit)
+            transit_done(slot);
+        return true;
+    }
+    {
+        if (c->nheld >= MAX_HELD)
+            return false; /* read again from the stream's pending entries at the next start; the sweeper meanwhile */
+        held_t *x = sb_malloc(sizeof *x + ev->len);
+        x->next = NULL;
+        snprintf(x->id, sizeof x->id, "%s", id);
+        x->receipt = receipt;
+        x->tenant = tenant;
+        x->channel = channel;
+        x->at = uv_now(sb_shard_loop(c->s));
+        x->transit = transit;
+        x->len = ev->len;
+        memcpy(x->packed, ev->str, ev->len);
+        *c->held_tail = x;
+        c->held_tail = &x->next;
+        c->nheld++;
+        c->slot[slot].nheld++;
+        return false;
+    }
+}
+
+static void ack(cluster_t *c, const char **ids, size_t n)
+{
+    sb_redis_t *rd = sb_shard_redis(c->s);
+    if (!n || !rd)
         return;
-    unsigned shard = sb_place_shard(sb_cluster_slot(r.tenant), sb_shards_count());
-    if (sb_session_receipt_packed(sb_shard_rt(c->s), shard, channel, &r, ev->str, ev->len) < 0)
-        sb_log_warn("cluster: receipt %" PRId64 " not handed to its session (the sweeper will)", r.receipt_id);
+    const char **argv = sb_malloc((n + 3) * sizeof *argv);
+    size_t *lens = sb_malloc((n + 3) * sizeof *lens);
+    argv[0] = "XACK";
+    argv[1] = c->stream;
+    argv[2] = "sb";
+    memcpy(argv + 3, ids, n * sizeof *ids);
+    for (size_t i = 0; i < n + 3; i++)
+        lens[i] = strlen(argv[i]);
+    sb_redis_command_argv(rd, (int)(n + 3), argv, lens, NULL, NULL);
+    free(argv);
+    free(lens);
+}
+
+/* The held entries again, in order: applied where the slot is served now (but for receipts up to last_id, which a
+ * catch-up handed over already), passed on where another node owns it, left to the sweepers once held too long. */
+static void held_review(cluster_t *c, int64_t last_id)
+{
+    if (!c->nheld)
+        return;
+    uint64_t now = uv_now(sb_shard_loop(c->s));
+    const char **ids = sb_malloc(c->nheld * sizeof *ids);
+    held_t **pp = &c->held, *done = NULL;
+    size_t n = 0;
+    while (*pp) {
+        held_t *x = *pp;
+        uint32_t slot = sb_cluster_slot(x->tenant);
+        uint8_t st = c->slot[slot].st;
+        const char *other = st == S_OWNED ? NULL : other_owner(c, slot);
+        bool here = st == S_OWNED, there = st == S_FREE && other, old = now - x->at >= HOLD_MS;
+        if (!here && !there && !old) {
+            pp = &x->next;
+            continue;
+        }
+        *pp = x->next;
+        c->nheld--;
+        c->slot[slot].nheld--;
+        if (here && x->receipt > last_id) {
+            hand_over(c, x->receipt, x->tenant, x->channel, x->packed, x->len);
+        } else if (there) {
+            sb_session_receipt_t r = {.receipt_id = x->receipt, .tenant = x->tenant};
+            xadd_receipt(c->s, other, &r, x->channel, x->packed, x->len, false);
+        }
+        if (x->transit)
+            transit_done(slot);
+        ids[n++] = x->id;
+        x->next = done;
+        done = x;
+    }
+    c->held_tail = pp;
+    while (*c->held_tail)
+        c->held_tail = &(*c->held_tail)->next;
+    ack(c, ids, n);
+    free(ids);
+    while (done) {
+        held_t *x = done;
+        done = x->next;
+        free(x);
+    }
+}
+
+void sb_cluster_caught_up(uint64_t gen, int64_t last_id)
+{
+    cluster_t *c = g_c;
+    if (!c)
+        return;
+    size_t promoted = 0;
+    for (uint32_t i = 0; i < c->o->slots; i++) {
+        slot_t *sl = &c->slot[i];
+        if (sl->st != S_CATCHUP || sl->gen > gen)
+            continue;
+        sl->st = S_OWNED;
+        atomic_store_explicit(&g_phase[i], P_SERVED, memory_order_release);
+        promoted++;
+    }
+    if (!promoted)
+        return;
+    held_review(c, last_id); /* what arrived meanwhile, in the order it came, after what the catch-up handed */
+    sb_log_info("cluster: node %s serves %zu more slot(s)", c->o->node_id, promoted);
 }
 
 static void read_done(void *arg, int err, const redisReply *rep)
@@ -773,32 +1040,23 @@ static void read_done(void *arg, int err, const redisReply *rep)
         return;
     }
     size_t n = 0;
-    sb_redis_t *ack = sb_shard_redis(c->s);
     /* [[key, [[id, [f, v, ...]], ...]]] or nil (timed out) */
     if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 1 && rep->element[0]->type == REDIS_REPLY_ARRAY &&
         rep->element[0]->elements == 2 && rep->element[0]->element[1]->type == REDIS_REPLY_ARRAY) {
         const redisReply *entries = rep->element[0]->element[1];
         n = entries->elements;
-        const char **argv = sb_malloc((n + 3) * sizeof *argv);
-        size_t *lens = sb_malloc((n + 3) * sizeof *lens);
-        argv[0] = "XACK";
-        argv[1] = c->stream;
-        argv[2] = "sb";
-        size_t k = 3;
+        const char **ids = sb_malloc((n ? n : 1) * sizeof *ids);
+        size_t k = 0;
         for (size_t i = 0; i < n; i++) {
             const redisReply *e = entries->element[i];
             if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING)
                 continue;
-            if (e->element[1]->type == REDIS_REPLY_ARRAY)
-                apply_entry(c, e->element[1]);
-            argv[k++] = e->element[0]->str;
+            /* handed over: the sessions apply idempotently, and the sweeper covers a crash from here */
+            if (e->element[1]->type != REDIS_REPLY_ARRAY || apply_entry(c, e->element[0]->str, e->element[1]))
+                ids[k++] = e->element[0]->str;
         }
-        for (size_t i = 0; i < k; i++)
-            lens[i] = strlen(argv[i]);
-        if (k > 3 && ack) /* handed over: the sessions apply idempotently, the sweeper covers a crash from here */
-            sb_redis_command_argv(ack, (int)k, argv, lens, NULL, NULL);
-        free(argv);
-        free(lens);
+        ack(c, ids, k);
+        free(ids);
     }
     if (!c->pending_done && n == 0)
         c->pending_done = true; /* what the last incarnation left unacknowledged is done: new entries from now */
@@ -928,6 +1186,7 @@ static int cluster_start(sb_shard_t *s, void **state)
     c->s = s;
     c->o = o;
     c->slot = sb_calloc(o->slots, sizeof *c->slot);
+    c->held_tail = &c->held;
     uint64_t ttl = (uint64_t)o->node_lease_ttl_s * 1000;
     c->lease_ms = o->slot_lease_ms > 0 ? (uint64_t)o->slot_lease_ms : ttl < 2000 ? ttl : 2000;
     if (c->lease_ms < 4 * RENEW_MARGIN_MS)
@@ -998,6 +1257,11 @@ static void cluster_finish(sb_shard_t *s, void *state)
     if (!c)
         return;
     sb_store_destroy(c->store);
+    while (c->held) {
+        held_t *x = c->held;
+        c->held = x->next;
+        free(x);
+    }
     free(c->slot);
     free(c);
 }

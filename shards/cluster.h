@@ -61,6 +61,13 @@ bool sb_cluster_enabled(void);
 uint32_t sb_cluster_slot(int64_t tenant);
 /* Whether this node serves tenant's slot now: takes new work for it (alone: always). Any thread. */
 bool sb_cluster_serves(int64_t tenant);
+/* Whether this node owns tenant's slot and is catching it up or serving it: its sweeper and backlog take it. */
+bool sb_cluster_owns(int64_t tenant);
+/* The domain's catch-up sweep that began at generation gen handed every receipt of the slots taken up to gen to
+ * their sessions, the last of them last_id: those slots are served from now on, and what their stream brought
+ * meanwhile follows, but for receipts up to last_id (the catch-up had them; a straggler committed late under a
+ * lower id is the periodic sweep's). Shard 0. */
+void sb_cluster_caught_up(uint64_t gen, int64_t last_id);
 /* The store's fence for tenant's writes (sb_store_fence_fn's contract): 0 alone, 1 with this node's slot and
  * epoch, SB_EFENCED when this node does not own the slot. Any thread. */
 int sb_cluster_fence(void *ctx, int64_t tenant, sb_pg_fence_t *out);

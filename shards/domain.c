@@ -42,6 +42,8 @@ typedef struct domain {
     bool sweeping, backlog_done, backlog_asked, counting, scanning_due;
     uint64_t served_gen;    /* the cluster's generation the backlog and the sweep last looked at */
     bool sweep_now;         /* slots were taken: their receipts are swept whatever their age */
+    uint64_t sweep_gen;     /* the sweep under way catches up the slots taken up to this generation (0: none) */
+    int64_t catchup_after;  /* the catch-up's pages: the last receipt id the previous page handed over */
 } domain_t;
 
 static const sb_shard_module_t *self_module(void);
@@ -237,16 +239,20 @@ static void port_publish(void *ctx, unsigned shard, sb_inbox_batch_t *b)
 static void swept(void *arg, int err, const sb_store_unprocessed_t *u, size_t n)
 {
     domain_t *d = arg;
+    uint64_t gen = d->sweep_gen;
     d->sweeping = false;
+    d->sweep_gen = 0;
     if (err) {
         sb_log_debug("domain: sweep skipped: %s", sb_strerror(err));
+        if (gen)
+            d->sweep_now = true; /* the catch-up is still owed */
         return;
     }
     sb_rt_t *rt = sb_shard_rt(d->s);
     size_t handed = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!sb_cluster_serves(u[i].tenant))
-            continue; /* another node's slot: its own sweeper's */
+        if (!sb_cluster_owns(u[i].tenant))
+            continue; /* another node's slot (or one this node is giving up): its own sweeper's */
         handed++;
         sb_session_receipt_t r = {.receipt_id = u[i].id, .tenant = u[i].tenant, .age_ms = u[i].age_ms};
         sb_session_receipt(rt, sb_domain_owner(u[i].tenant), u[i].channel, &r, &u[i].ev);
@@ -255,6 +261,16 @@ static void swept(void *arg, int err, const sb_store_unprocessed_t *u, size_t n)
         sb_log_info("domain: sweeper handed %zu unprocessed receipt(s) back to their sessions", handed);
     if (n == SWEEP_PAGE) /* a backlog (an outage, a crash under load): the next page soon */
         d->next_sweep = uv_now(sb_shard_loop(d->s)) + SWEEP_BACKLOG_MS;
+    if (gen && n == SWEEP_PAGE) {
+        d->sweep_now = true; /* the catch-up goes on: more pages first, each after the last */
+        d->catchup_after = u[n - 1].id;
+    } else if (gen) {
+        int64_t last = n ? u[n - 1].id : d->catchup_after;
+        d->catchup_after = 0;
+        sb_cluster_caught_up(gen, last); /* every receipt of the new slots is with its session: served now */
+    }
+    if (d->sweep_now) /* at once rather than at the next tick: slots wait to be served */
+        on_tick(d->tick);
 }
 
 static void backlog_read(void *arg, int err, const int64_t *channel_tenants, const int64_t *channels, size_t nch,
@@ -268,11 +284,11 @@ static void backlog_read(void *arg, int err, const int64_t *channel_tenants, con
     sb_rt_t *rt = sb_shard_rt(d->s);
     size_t served = 0;
     for (size_t i = 0; i < nch; i++)
-        if (sb_cluster_serves(channel_tenants[i]) && ++served)
+        if (sb_cluster_owns(channel_tenants[i]) && ++served)
             sb_rt_send_key(rt, sb_domain_owner(channel_tenants[i]), &sb_session_kind, (uint64_t)channels[i],
                            SB_SESSION_RESUME, NULL, 0);
     for (size_t i = 0; i < nt; i++)
-        if (sb_cluster_serves(tenants[i]) && ++served)
+        if (sb_cluster_owns(tenants[i]) && ++served)
             sb_rt_send_key(rt, sb_domain_owner(tenants[i]), &sb_tenant_kind, (uint64_t)tenants[i], SB_TENANT_HOOKS,
                            NULL, 0);
     if (sb_cluster_enabled() && served < nch + nt)
@@ -294,7 +310,7 @@ static void due_read(void *arg, int err, const int64_t *tenants, const int64_t *
     }
     sb_rt_t *rt = sb_shard_rt(d->s);
     for (size_t i = 0; i < n; i++)
-        if (sb_cluster_serves(tenants[i]))
+        if (sb_cluster_owns(tenants[i]))
             sb_rt_send_key(rt, sb_domain_owner(tenants[i]), &sb_session_kind, (uint64_t)channels[i],
                            SB_SESSION_WAKE, NULL, 0);
 }
@@ -326,14 +342,17 @@ static void on_tick(uv_timer_t *t)
         d->served_gen = gen;
         d->backlog_done = false;
         d->sweep_now = true;
+        d->catchup_after = 0; /* from the start again: the new slots' receipts may be anywhere */
     }
     if (!d->backlog_done && !d->backlog_asked && sb_store_backlog(d->store, backlog_read, d) == 0)
         d->backlog_asked = true;
     uint64_t now = uv_now(t->loop);
     if (!d->sweeping && (now >= d->next_sweep || d->sweep_now)) {
         d->next_sweep = now + SWEEP_EVERY_MS;
-        if (sb_store_sweep(d->store, d->sweep_now ? 0 : SWEEP_OLDER_MS, SWEEP_PAGE, swept, d) == 0) {
+        if (sb_store_sweep(d->store, d->sweep_now ? 0 : SWEEP_OLDER_MS, d->sweep_now ? d->catchup_after : 0,
+                           SWEEP_PAGE, swept, d) == 0) {
             d->sweeping = true;
+            d->sweep_gen = d->sweep_now ? d->served_gen : 0;
             d->sweep_now = false;
         }
     }

@@ -1399,12 +1399,13 @@ static void swept(void *arg, int err, const char *detail, const PGresult *res)
  * so a sweep reads the receipts of about the last five seconds, and the unprocessed ones from the oldest of them on.
  * (Through the BRIN index on id, which is loose here: new receipts also fill the room old ones' updates left in
  * earlier pages. Under a load of 16,000 webhooks/s a sweep took about 100 ms, once every 5 s on its own connection.) */
-int sb_store_sweep(sb_store_t *st, int older_ms, size_t limit, sweep_cb_t cb, void *arg)
+int sb_store_sweep(sb_store_t *st, int older_ms, int64_t after_id, size_t limit, sweep_cb_t cb, void *arg)
 {
-    char o_ms[24], l[24];
+    char o_ms[24], l[24], a[24];
     i64_text(o_ms, older_ms);
     i64_text(l, (int64_t)limit);
-    const char *p[2] = {o_ms, l};
+    i64_text(a, after_id);
+    const char *p[3] = {o_ms, l, a};
     op_t *o = op_new(st, (void *)cb, arg);
     int rc = sb_pg_query(st->sweeper ? st->sweeper : st->pg,
                          "WITH lo AS (SELECT low FROM sweep_marks WHERE name = 'receipts'),"
@@ -1417,8 +1418,9 @@ int sb_store_sweep(sb_store_t *st, int older_ms, size_t limit, sweep_cb_t cb, vo
                          " SELECT w.id, w.tenant_id, w.channel_id,"
                          " (extract(epoch FROM now() - w.received_at) * 1000)::bigint, w.event::text"
                          " FROM webhook_receipts w, s WHERE w.id >= s.pending AND w.processed_at IS NULL"
-                         " AND w.received_at < now() - $1 * interval '1 millisecond' ORDER BY w.id LIMIT $2",
-                         2, p, SB_PG_PREPARED, swept, o);
+                         " AND w.received_at < now() - $1 * interval '1 millisecond' AND w.id > $3"
+                         " ORDER BY w.id LIMIT $2",
+                         3, p, SB_PG_PREPARED, swept, o);
     if (rc < 0)
         op_free(o);
     return rc;

@@ -91,9 +91,11 @@ typedef struct sb_store_unprocessed {
     sb_event_t ev;
 } sb_store_unprocessed_t;
 
-/* Receipts still unprocessed older_ms after they came, oldest first, at most limit; and moves the low-water mark on
- * (every receipt below it is processed), so each sweep reads only from the oldest unprocessed one. */
-int sb_store_sweep(sb_store_t *st, int older_ms, size_t limit,
+/* Receipts still unprocessed older_ms after they came, with ids above after_id (0: all), oldest first, at most
+ * limit; and moves the low-water mark on (every receipt below it is processed), so each sweep reads only from the
+ * oldest unprocessed one. after_id pages a sweep that must not hand the same receipts twice (a node catching up the
+ * slots it took). */
+int sb_store_sweep(sb_store_t *st, int older_ms, int64_t after_id, size_t limit,
                    void (*cb)(void *arg, int err, const sb_store_unprocessed_t *r, size_t n), void *arg);
 
 /* The channels with messages in their outbox or fallbacks watched (their sessions must be active to send them or

@@ -86,6 +86,7 @@ TEST(integers)
     } ints[] = {
         {"shards", 1, 256, offsetof(sb_config_t, shards)},
         {"slots", 1, 65536, offsetof(sb_config_t, slots)},
+        {"node_lease_ttl", 1, 3600, offsetof(sb_config_t, node_lease_ttl_s)},
         {"header_timeout", 1, 3600, offsetof(sb_config_t, header_timeout_s)},
         {"idle_timeout", 1, 86400, offsetof(sb_config_t, idle_timeout_s)},
         {"max_header_bytes", 1024, 65536, offsetof(sb_config_t, max_header_bytes)},
@@ -405,6 +406,19 @@ TEST(other_keys)
     is_int(set(&c, "mode", "prod"), SB_EINVAL, "mode = prod refused");
     is_int(set(&c, "mode", ""), SB_EINVAL, "empty mode refused");
 
+    is_int(c.cluster, 0, "cluster is off by default");
+    is_int(set(&c, "cluster", "on"), 0, "cluster = on");
+    is_int(c.cluster, 1, "on stored");
+    is_int(set(&c, "cluster", "off"), 0, "cluster = off");
+    is_int(c.cluster, 0, "off stored");
+    is_int(set(&c, "cluster", "yes"), SB_EINVAL, "cluster = yes refused");
+    is_str(err, "bad value for 'cluster': must be on or off", "cluster message");
+    is_int(c.advertise.port, 0, "advertise unset by default");
+    is_int(set(&c, "advertise", "10.0.0.7:8080"), 0, "advertise host:port");
+    is_str(c.advertise.host, "10.0.0.7", "advertise host stored");
+    is_int(c.advertise.port, 8080, "advertise port stored");
+    is_int(set(&c, "advertise", "10.0.0.7"), SB_EINVAL, "advertise without a port refused");
+
     is_int(set(&c, "nope", "1"), SB_ENOENT, "unknown key");
     is_str(err, "unknown key 'nope'", "unknown key message");
     is_int(set(&c, "redis", "x"), SB_ENOENT, "derived field is not a key");
@@ -688,7 +702,9 @@ TEST(dump)
         lines += *p == '\n';
     ok(contains(s, "max_concurrent_calls = 1000\n") && contains(s, "call_lease_ttl = 15\n") &&
            contains(s, "max_call_duration = 14400\n"), "the call limits' defaults");
-    is_int(lines, 31, "one line per key");
+    is_int(lines, 34, "one line per key");
+    ok(contains(s, "cluster = off\n") && contains(s, "node_lease_ttl = 5\n") &&
+           contains(s, "advertise = 0.0.0.0:8080\n"), "cluster keys: off, 5, the listen address");
     sb_buf_cleanup(&b);
 
     set(&c, "admin_token", "TopSecretToken");

@@ -546,14 +546,14 @@ TEST(receipts_and_sweep)
     sb_store_receipt_add(st, &r.r);
     wait_for(&r.done);
     sweep_rec_t s = {0};
-    sb_store_sweep(st, 0, 1000, on_sweep, &s);
+    sb_store_sweep(st, 0, 0, 1000, on_sweep, &s);
     wait_for(&s.done);
     ok(s.err == 0 && s.n == 1 && s.ids[0] == r.r.id && s.mine_ok,
        "the sweeper finds the unprocessed receipt, its event read back");
     sb_tenant_write_t w = {.tenant = tenant, .receipts = &r.r.id, .nreceipts = 1};
     is_int(write_now(&w), 0, "marked processed (a receipt that made nothing)");
     sweep_rec_t s2 = {0};
-    sb_store_sweep(st, 0, 1000, on_sweep, &s2);
+    sb_store_sweep(st, 0, 0, 1000, on_sweep, &s2);
     wait_for(&s2.done);
     ok(s2.err == 0 && s2.n == 0, "swept: nothing left of ours");
     int64_t low = sql_i64("SELECT low FROM sweep_marks WHERE name = 'receipts'");
@@ -569,7 +569,7 @@ TEST(receipts_and_sweep)
     snprintf(q, sizeof q, "SELECT count(*) FROM webhook_receipts WHERE processed_at IS NULL AND id <= %" PRId64, old);
     bool nothing_older_pending = sql_i64(q) == 0; /* (other tests' receipts share this database) */
     sweep_rec_t s3 = {0};
-    sb_store_sweep(st, 0, 1000, on_sweep, &s3);
+    sb_store_sweep(st, 0, 0, 1000, on_sweep, &s3);
     wait_for(&s3.done);
     low = sql_i64("SELECT low FROM sweep_marks WHERE name = 'receipts'");
     if (nothing_older_pending)

@@ -1,0 +1,387 @@
+"""tests/integration/test_cluster.py — several nodes (cluster = on) on one PostgreSQL and one Redis: membership and
+the slots balanced among them, a webhook that lands on a node that does not own its tenant handed to the owner,
+a live client on any node seeing every event in cursor order, a killed owner's slots taken over within 3 s with
+nothing acknowledged lost and nothing twice, a paused (SIGSTOP) owner fenced out, a joining node taking slots while
+webhooks stream, drain, and the fence itself in SQL.
+Run: SB_BIN=build/release/switchboard python3 tests/integration/test_cluster.py"""
+
+import json
+import re
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+import harness as h
+from test_crash import Reader, Sender
+from test_live import JSON, MSGPACK, connect, events, setup, sms
+from test_webhooks import MASTER_KEY
+
+REDIS_DB = h.REDIS_URL.rsplit("/", 1)[1]
+
+
+def redis(*args):
+    return subprocess.run(["redis-cli", "-p", "6390", "-n", REDIS_DB] + list(args), capture_output=True,
+                          text=True, timeout=10).stdout
+
+
+def fresh_cluster():
+    """No lease or member left from an earlier run in the tests' Redis database."""
+    redis("DEL", "sb:{cluster}:slots", "sb:{cluster}:nodes", "sb:{cluster}:drain")
+
+
+def node(name, **kw):
+    gw = h.Gateway(master_key=MASTER_KEY, cluster="on", node_id=name, **kw)
+    gw.name = name
+    gw.start()
+    return gw
+
+
+def console(gw, line):
+    with h.Console(gw.admin_port) as c:
+        c.cmd("auth " + h.ADMIN_TOKEN)
+        r = c.cmd(line)
+    return r
+
+
+def cj(gw, line):
+    r = console(gw, line + " -j")
+    try:
+        return json.loads(r[0])
+    except (ValueError, IndexError):
+        return {"error": r}
+
+
+def members(gw):
+    return cj(gw, "nodes").get("nodes", [])
+
+
+def owner(gw, tenant):
+    return cj(gw, "slots %s" % tenant)
+
+
+def balanced(nodes, names):
+    """Every node sees exactly the live members `names`, and the slots are spread within one of each other."""
+    for gw in nodes:
+        m = members(gw)
+        if sorted(x["node"] for x in m) != sorted(names):
+            return False
+        counts = [x["slots"] for x in m]
+        if sum(counts) != 1024 or max(counts) - min(counts) > 1:
+            return False
+    return True
+
+
+def by_name(nodes, name):
+    return [gw for gw in nodes if gw.name == name][0]
+
+
+def stop_all(nodes):
+    if h.failures():
+        for gw in nodes:
+            lines = [l for l in gw.log().splitlines() if "cluster:" in l or "sweep" in l or "refused" in l]
+            h.diag("%s:\n%s" % (gw.name, "\n".join(lines[-40:])))
+    for gw in nodes:
+        if gw.proc is not None and gw.returncode is None:
+            gw.kill()
+        gw.finish()
+
+
+def check_readers(readers, acked, unacked, what):
+    for r in readers:
+        cursors = [e["cursor"] for e in r.events]
+        created = [e["data"]["provider_id"] for e in r.events if e["type"] == "message.created"]
+        h.ok(cursors == list(range(1, len(cursors) + 1)),
+             "%s: %s reader: cursors 1..%d, each once, in order" % (what, r.protocol, len(cursors)),
+             [c for i, c in enumerate(cursors) if c != i + 1][:10])
+        missing = set(acked) - set(created)
+        h.ok(not missing, "%s: %s reader: every acknowledged message arrived (%d)" % (what, r.protocol, len(acked)),
+             sorted(missing)[:5])
+        h.ok(len(created) == len(set(created)), "%s: %s reader: no message twice" % (what, r.protocol))
+        h.ok(set(created) <= set(acked) | unacked, "%s: %s reader: nothing that was never sent" % (what, r.protocol))
+
+
+def psql(query):
+    p = subprocess.run(["psql", "-X", "-At", "-v", "VERBOSITY=verbose", h.DATABASE_URL, "-c", query],
+                       capture_output=True, text=True, timeout=10)
+    return p.returncode, p.stdout.strip(), p.stderr
+
+
+def test_fence_sql():
+    """sb_fence refuses an older epoch with SQLSTATE SBF01, and sb_fence_bump never lowers one."""
+    slot = 60000 + uuid.uuid4().int % 5000  # beyond any real slot: this test's alone
+    h.ok(h.sql("SELECT sb_fence_bump(ARRAY[%d], ARRAY[5::bigint])" % slot) == "{}", "a bump to epoch 5")
+    rc, out, err = psql("SELECT sb_fence(ARRAY[%d], ARRAY[5::bigint])" % slot)
+    h.ok(rc == 0 and out == "1", "a writer at epoch 5 passes the fence", (out, err))
+    rc, out, err = psql("SELECT sb_fence(ARRAY[%d], ARRAY[4::bigint])" % slot)
+    h.ok(rc != 0 and "taken over" in err and "SBF01" in err, "a writer at epoch 4 is refused, SQLSTATE SBF01", err)
+    rc, out, err = psql("SELECT sb_fence(ARRAY[%d, %d], ARRAY[5::bigint, 4])" % (slot, slot + 1))
+    h.ok(rc == 0, "a slot never raised passes at any epoch", err)
+    h.ok(h.sql("SELECT sb_fence_bump(ARRAY[%d], ARRAY[3::bigint])" % slot) == "{%d}" % slot,
+         "a bump below the slot's epoch answers the slot as stale")
+    h.ok(h.sql("SELECT epoch FROM slot_epochs WHERE slot = %d" % slot) == "5", "and lowers nothing")
+    h.sql("DELETE FROM slot_epochs WHERE slot IN (%d, %d)" % (slot, slot + 1))
+
+
+def test_three_nodes():
+    fresh_cluster()
+    nodes = []
+    try:
+        nodes.append(node("node-a"))
+        h.ok(h.wait_for(lambda: balanced(nodes, ["node-a"]), 10), "node-a alone owns all 1024 slots",
+             members(nodes[0]))
+        nodes.append(node("node-b"))
+        nodes.append(node("node-c"))
+        t0 = time.monotonic()
+        h.ok(h.wait_for(lambda: balanced(nodes, ["node-a", "node-b", "node-c"]), 40),
+             "three nodes: each sees the three, 341-342 slots each (%.1f s)" % (time.monotonic() - t0),
+             [members(gw) for gw in nodes])
+        m = members(nodes[0])
+        h.ok(all(set(x) >= {"node", "self", "address", "shards", "slots", "heartbeat_age_ms"} for x in m)
+             and [x["self"] for x in m].count("yes") == 1
+             and all(x["heartbeat_age_ms"] < 5000 for x in m)
+             and {x["address"] for x in m} == {"127.0.0.1:%d" % gw.port for gw in nodes},
+             "nodes -j: address, shards, slots, heartbeat age; self once", m)
+
+        # A tenant, its owner, and two others: webhooks land on one non-owner, the client reads on the other.
+        t = setup(nodes[0])
+        o = owner(nodes[1], t["tenant"])
+        h.ok(o.get("node") in ("node-a", "node-b", "node-c") and o.get("epoch", 0) > 0
+             and owner(nodes[2], t["tenant"]) == o, "slots <tenant> -j: the same owner and epoch on every node", o)
+        own = by_name(nodes, o["node"])
+        others = [gw for gw in nodes if gw is not own]
+        ws = connect(others[1], t["key"], JSON)
+        h.ok(ws.recv_op().get("op") == "welcome", "a live client on a node that does not own the tenant")
+        sids, statuses = [], []
+        for i in range(20):
+            sid, r = sms(others[0], t, "routed %d" % i)
+            statuses.append(r.status)
+            sids.append(sid)
+        h.ok(statuses == [200] * 20, "20 webhooks acknowledged by a node that does not own the tenant", statuses)
+        got = []
+        deadline = time.monotonic() + 10
+        while sum(e["type"] == "message.created" for e in got) < 20 and time.monotonic() < deadline:
+            got += events(ws, 1, timeout=max(0.01, deadline - time.monotonic()))
+        created = [e["data"]["provider_id"] for e in got if e["type"] == "message.created"]
+        h.ok(created == sids, "the client sees the 20 messages, in order, though neither its node nor the one that "
+             "took them owns the tenant", (len(created), [sids.index(x) if x in sids else x for x in created]))
+        h.ok([e["cursor"] for e in got] == list(range(got[0]["cursor"], got[0]["cursor"] + len(got))) if got else False,
+             "with consecutive cursors")
+        rows = h.sql("SELECT count(*) FROM messages WHERE tenant_id = %s" % t["tenant"])
+        h.ok(rows == "20", "20 messages stored, none twice", rows)
+        ws.shutdown()
+
+        # drain: a node gives its slots to the others
+        victim = others[1]
+        r = console(nodes[0], "drain node %s" % victim.name)
+        h.ok(r and "started" in " ".join(r), "drain node <id> from another node's console", r)
+        t0 = time.monotonic()
+
+        def drained():
+            m = {x["node"]: x for x in members(nodes[0])}
+            return victim.name in m and m[victim.name]["slots"] == 0 and sum(x["slots"] for x in m.values()) == 1024
+        h.ok(h.wait_for(drained, 20), "the drained node ends with no slot, the others with all of them (%.1f s)"
+             % (time.monotonic() - t0), members(nodes[0]))
+        m = {x["node"]: x for x in members(nodes[0])}
+        h.ok(m.get(victim.name, {}).get("draining") == "yes", "nodes shows it draining", m)
+        r = console(nodes[0], "drain node nobody")
+        h.ok(r and r[0].startswith("ERR no such live node"), "drain of an unknown node: ERR", r)
+        r = console(nodes[0], "drain sideways 1")
+        h.ok(r and r[0].startswith("ERR usage"), "drain with a bad form: ERR usage", r)
+    finally:
+        for gw in nodes:  # SIGTERM drains each: its slots handed over, exit 0 within drain_timeout
+            if gw.proc is not None and gw.returncode is None:
+                gw.stop()
+        stop_all(nodes)
+
+
+def test_failover_kill9():
+    """kill -9 of the tenant's owner while webhooks stream into another node and clients read on two nodes."""
+    fresh_cluster()
+    nodes = []
+    try:
+        for n in ("node-a", "node-b", "node-c"):
+            nodes.append(node(n))
+        h.ok(h.wait_for(lambda: balanced(nodes, ["node-a", "node-b", "node-c"]), 40), "three nodes balanced")
+        t = setup(nodes[0])
+        own = by_name(nodes, owner(nodes[0], t["tenant"])["node"])
+        others = [gw for gw in nodes if gw is not own]
+        readers = [Reader(others[0], t["key"], JSON), Reader(others[1], t["key"], MSGPACK)]
+        senders = [Sender(others[0], t, "f%d" % k) for k in range(2)] + [Sender(others[1], t, "g0")]
+        for x in readers + senders:
+            x.start()
+        time.sleep(2.0)
+        epoch = owner(others[0], t["tenant"])["epoch"]
+        before = sum(len(s.acked) for s in senders)
+        own.kill()  # SIGKILL: no drain, no release
+        t0 = time.monotonic()
+        took = [None]
+
+        def reowned():
+            o = owner(others[0], t["tenant"])
+            if o.get("node") in (others[0].name, others[1].name) and o.get("epoch", 0) > epoch:
+                took[0] = time.monotonic() - t0
+                return True
+            return False
+        h.ok(h.wait_for(reowned, 10, interval=0.05), "the killed owner's slot is owned elsewhere, with a newer epoch")
+        h.diag("FAILOVER_REOWNED_S %.2f" % (took[0] or -1))
+        h.ok(took[0] is not None and took[0] <= 3.0, "re-owned within 3 s of kill -9 (%.2f s)" % (took[0] or -1))
+        # traffic flows again: a fresh webhook reaches the readers soon after
+        sid, r = sms(others[0], t, "after the kill")
+        flowed = h.wait_for(lambda: all(any(e["data"].get("provider_id") == sid for e in rd.events
+                                            if e["type"] == "message.created") for rd in readers), 10)
+        h.ok(r.status == 200 and flowed, "a webhook after the takeover reaches both readers")
+        h.diag("FAILOVER_FLOWING_S %.2f" % (time.monotonic() - t0))
+        time.sleep(1.0)
+        for s in senders:
+            s.stopping = True
+        for s in senders:
+            s.join()
+        acked = [x for s in senders for x in s.acked] + [sid]
+        unacked = {x for s in senders for x in s.unacked}
+        h.ok(before > 20 and len(acked) > before, "webhooks acknowledged before (%d) and after (%d) the kill"
+             % (before, len(acked) - before))
+
+        def complete():
+            return all({e["data"]["provider_id"] for e in r.events if e["type"] == "message.created"} >= set(acked)
+                       for r in readers)
+        h.wait_for(complete, 20)
+        time.sleep(0.5)
+        for rd in readers:
+            rd.stopping = True
+        for rd in readers:
+            rd.join()
+        check_readers(readers, acked, unacked, "kill -9 of the owner")
+        rows = h.sql("SELECT count(*), count(DISTINCT provider_id) FROM messages WHERE tenant_id = %s" % t["tenant"])
+        a, b = rows.split("|")
+        h.ok(a == b, "no message stored twice (%s)" % a, rows)
+    finally:
+        stop_all(nodes)
+
+
+def test_sigstop_fenced():
+    """An owner paused past its lease is fenced: what it does on waking is refused; nothing is lost or doubled."""
+    fresh_cluster()
+    nodes = []
+    try:
+        for n in ("node-a", "node-b"):
+            nodes.append(node(n))
+        h.ok(h.wait_for(lambda: balanced(nodes, ["node-a", "node-b"]), 40), "two nodes balanced")
+        t = setup(nodes[0])
+        own = by_name(nodes, owner(nodes[0], t["tenant"])["node"])
+        other = [gw for gw in nodes if gw is not own][0]
+        reader = Reader(other, t["key"], JSON)
+        reader.start()
+        acked = []
+        for i in range(5):
+            sid, r = sms(own, t, "before %d" % i)
+            if r.status == 200:
+                acked.append(sid)
+        h.wait_for(lambda: len(reader.events) >= 5, 10)
+        epoch = owner(other, t["tenant"])["epoch"]
+        own.send_signal(signal.SIGSTOP)
+        # webhooks sent to the paused owner wait in its sockets; it will handle them when it wakes, late
+        late = []
+
+        def post_late(i):
+            sid = "SM" + uuid.uuid4().hex
+            try:
+                _, r = sms(own, t, "late %d" % i, sid)
+                if r is not None and r.status == 200:
+                    late.append(sid)
+            except OSError:
+                pass
+        threads = [threading.Thread(target=post_late, args=(i,), daemon=True) for i in range(5)]
+        for th in threads:
+            th.start()
+        t0 = time.monotonic()
+        h.ok(h.wait_for(lambda: owner(other, t["tenant"]).get("node") == other.name
+                        and owner(other, t["tenant"]).get("epoch", 0) > epoch, 10, interval=0.05),
+             "the paused owner's slot is taken by the other node (%.2f s)" % (time.monotonic() - t0))
+        during = []
+        for i in range(5):
+            sid, r = sms(other, t, "during %d" % i)
+            if r.status == 200:
+                during.append(sid)
+        time.sleep(0.5)
+        own.send_signal(signal.SIGCONT)
+        for th in threads:
+            th.join(10)
+        acked += during + late
+        h.ok(len(late) == 5, "the woken node still acknowledges what it had received (receipts are durable: %d)"
+             % len(late))
+
+        def complete():
+            return {e["data"]["provider_id"] for e in reader.events if e["type"] == "message.created"} >= set(acked)
+        h.ok(h.wait_for(complete, 20), "every acknowledged message reaches the reader (the new owner applies the "
+             "woken node's receipts)")
+        time.sleep(0.5)
+        reader.stopping = True
+        reader.join()
+        check_readers([reader], acked, set(), "SIGSTOP")
+        rows = h.sql("SELECT count(*), count(DISTINCT provider_id) FROM messages WHERE tenant_id = %s"
+                     % t["tenant"])
+        h.ok(rows == "%d|%d" % (len(acked), len(acked)), "%d messages stored, none twice" % len(acked), rows)
+        ev = h.sql("SELECT sum(last_cursor - first_cursor + 1), max(last_cursor) FROM event_pages"
+                   " WHERE tenant_id = %s" % t["tenant"])
+        a, b = ev.split("|")
+        h.ok(a == b, "the event log has no hole and no cursor twice (%s)" % b, ev)
+        time.sleep(1.0)
+        log = own.log()
+        h.ok("dropped (lease not renewed in time)" in log or "taken over by another node" in log,
+             "the woken node dropped the slots it lost")
+        h.diag("FENCED_REFUSALS %d" % log.count("SBF01"))
+    finally:
+        stop_all(nodes)
+
+
+def test_join_while_streaming():
+    """A node joins while webhooks stream: slots move to it without losing or reordering anything."""
+    fresh_cluster()
+    nodes = []
+    try:
+        nodes.append(node("node-a"))
+        h.ok(h.wait_for(lambda: balanced(nodes, ["node-a"]), 10), "one node")
+        t = setup(nodes[0])
+        readers = [Reader(nodes[0], t["key"], JSON)]
+        senders = [Sender(nodes[0], t, "j%d" % k) for k in range(2)]
+        for x in readers + senders:
+            x.start()
+        time.sleep(1.0)
+        nodes.append(node("node-b"))
+        h.ok(h.wait_for(lambda: balanced(nodes, ["node-a", "node-b"]), 40), "node-b joined: 512 slots each")
+        time.sleep(1.0)
+        for s in senders:
+            s.stopping = True
+        for s in senders:
+            s.join()
+        acked = [x for s in senders for x in s.acked]
+        unacked = {x for s in senders for x in s.unacked}
+
+        def complete():
+            return {e["data"]["provider_id"] for e in readers[0].events
+                    if e["type"] == "message.created"} >= set(acked)
+        h.ok(h.wait_for(complete, 20), "every acknowledged message arrived (%d)" % len(acked))
+        time.sleep(0.5)
+        for r in readers:
+            r.stopping = True
+            r.join()
+        check_readers(readers, acked, unacked, "join")
+        # per-conversation order: each sender's bodies arrive in the order it sent them
+        bodies = [e["data"].get("body", "") for e in readers[0].events if e["type"] == "message.created"]
+        ordered, detail = True, []
+        for tag in ("j0", "j1"):
+            nums = [int(b.split()[1]) for b in bodies if b.startswith(tag + " ")]
+            ordered &= nums == sorted(nums)
+            detail.append([(a, b) for a, b in zip(nums, nums[1:]) if b < a][:5])
+        h.ok(ordered, "each sender's messages in the order sent", detail)
+    finally:
+        stop_all(nodes)
+
+
+if __name__ == "__main__":
+    import sys
+    only = [f for f in (test_fence_sql, test_three_nodes, test_failover_kill9, test_sigstop_fenced,
+                        test_join_while_streaming) if len(sys.argv) < 2 or f.__name__ in sys.argv[1:]]
+    h.main(*only)
