@@ -13,6 +13,7 @@
 #include "proto/fallback.h"
 #include "proto/line.h"
 #include "proto/mem.h"
+#include "shards/cluster.h"
 #include "shards/domain.h"
 
 #include <jansson.h>
@@ -157,7 +158,10 @@ static void answered(sb_session_send_t *req)
 static void post(job_t *j)
 {
     sb_shard_t *self = sb_shard_self();
-    sb_session_send(sb_shard_rt(self), sb_domain_owner(j->req.tenant), &j->req);
+    if (!sb_cluster_serves(j->req.tenant)) /* another node's tenant: to its session there */
+        sb_cluster_session_send(self, &j->req);
+    else
+        sb_session_send(sb_shard_rt(self), sb_domain_owner(j->req.tenant), &j->req);
 }
 
 static void check_fallbacks(job_t *j);

@@ -65,7 +65,18 @@ typedef struct cluster {
     size_t nnodes;
     held_t *held, **held_tail;
     size_t nheld;
+    struct remote *remote;    /* sends handed to other nodes, waiting for their answer */
+    uint64_t next_remote;
 } cluster_t;
+
+/* A send this node handed to the tenant's owner, waiting for its answer (on shard 0). */
+typedef struct remote {
+    struct remote *next;
+    uint64_t id, deadline;
+    sb_session_send_t *req;
+} remote_t;
+
+#define REMOTE_TIMEOUT_MS 10000
 
 #define MAX_HELD 100000 /* entries held for slots in transit; beyond, they wait in the stream (not acknowledged) */
 #define HOLD_MS 10000   /* an entry held this long is left to the sweepers */
@@ -735,10 +746,13 @@ static void check_deadlines(cluster_t *c, uint64_t now)
     free(late);
 }
 
+static void remote_expire(cluster_t *c, uint64_t now);
+
 static void on_round(uv_timer_t *t)
 {
     cluster_t *c = t->data;
     check_deadlines(c, uv_now(t->loop));
+    remote_expire(c, uv_now(t->loop));
     round_start(c);
 }
 
@@ -896,8 +910,20 @@ static const char *other_owner(cluster_t *c, uint32_t slot)
  * yet known to be this node's), in arrival order, until one of those is true (held_review, sb_cluster_caught_up):
  * so the receipts of a slot that moves are applied in the order they came. Returns false when the entry must not
  * be acknowledged yet. */
+static void remote_send_in(cluster_t *c, const redisReply *fields);
+static void remote_answer_in(cluster_t *c, const redisReply *fields);
+
 static bool apply_entry(cluster_t *c, const char *id, const redisReply *fields)
 {
+    const redisReply *kind = field(fields, "k");
+    if (kind && kind->type == REDIS_REPLY_STRING && !strcmp(kind->str, "s")) {
+        remote_send_in(c, fields);
+        return true;
+    }
+    if (kind && kind->type == REDIS_REPLY_STRING && !strcmp(kind->str, "a")) {
+        remote_answer_in(c, fields);
+        return true;
+    }
     const redisReply *rid = field(fields, "r"), *tid = field(fields, "t"), *cid = field(fields, "c"),
                      *ev = field(fields, "e"), *tr = field(fields, "x");
     if (!rid || !tid || !cid || !ev || rid->type != REDIS_REPLY_STRING || tid->type != REDIS_REPLY_STRING ||
@@ -1025,6 +1051,220 @@ void sb_cluster_caught_up(uint64_t gen, int64_t last_id)
         return;
     held_review(c, last_id); /* what arrived meanwhile, in the order it came, after what the catch-up handed */
     sb_log_info("cluster: node %s serves %zu more slot(s)", c->o->node_id, promoted);
+}
+
+/* ---- sends across nodes: to the owner's session through its stream, the answer back through this node's ------ */
+
+static const char *fstr(const redisReply *fields, const char *name, size_t *len)
+{
+    const redisReply *v = field(fields, name);
+    if (!v || v->type != REDIS_REPLY_STRING)
+        return NULL;
+    if (len)
+        *len = v->len;
+    return v->str;
+}
+
+static int64_t fint(const redisReply *fields, const char *name)
+{
+    const char *v = fstr(fields, name, NULL);
+    return v ? strtoll(v, NULL, 10) : 0;
+}
+
+static void xadd_fields(sb_redis_t *rd, const char *node, int n, const char **kv, const size_t *lens)
+{
+    char key[96];
+    snprintf(key, sizeof key, "sb:{n:%s}:in", node);
+    const char *argv[40] = {"XADD", key, "MAXLEN", "~", STREAM_MAXLEN, "*"};
+    size_t alen[40] = {4, strlen(key), 6, 1, strlen(STREAM_MAXLEN), 1};
+    for (int i = 0; i < n && i < 34; i++) {
+        argv[6 + i] = kv[i];
+        alen[6 + i] = lens ? lens[i] : strlen(kv[i]);
+    }
+    sb_redis_command_argv(rd, 6 + n, argv, alen, NULL, NULL);
+}
+
+static void answer_locally(sb_session_send_t *req, int status, const char *code, const char *message)
+{
+    req->status = status;
+    req->code = code;
+    snprintf(req->message, sizeof req->message, "%s", message);
+    req->answer(req);
+}
+
+typedef struct outgoing {
+    sb_session_send_t *req;
+} outgoing_t;
+
+/* On shard 0: the send to its owner's stream, remembered until the answer comes back. */
+static void send_on_zero(sb_shard_t *s, void *arg)
+{
+    outgoing_t *o = arg;
+    sb_session_send_t *req = o->req;
+    free(o);
+    cluster_t *c = g_c;
+    uint32_t slot = sb_cluster_slot(req->tenant);
+    uint16_t idx = atomic_load_explicit(&g_owner[slot], memory_order_acquire);
+    const char *owner = idx ? g_names[idx - 1] : NULL;
+    if (!c || !owner || !strcmp(owner, c->o->node_id) || !sb_shard_redis(s)) {
+        answer_locally(req, 503, "unavailable", "the tenant's slot is moving between nodes; retry in a moment");
+        return;
+    }
+    remote_t *r = sb_calloc(1, sizeof *r);
+    r->id = ++c->next_remote;
+    r->deadline = uv_now(sb_shard_loop(s)) + REMOTE_TIMEOUT_MS;
+    r->req = req;
+    r->next = c->remote;
+    c->remote = r;
+    char q[24], t[24], ch[24], pr[8], at[24];
+    snprintf(q, sizeof q, "%" PRIu64, r->id);
+    snprintf(t, sizeof t, "%" PRId64, req->tenant);
+    snprintf(ch, sizeof ch, "%" PRId64, req->channel);
+    snprintf(pr, sizeof pr, "%d", (int)req->priority);
+    snprintf(at, sizeof at, "%" PRId64, req->send_at_ms);
+    const char *kv[26] = {"k", "s", "q", q, "f", c->o->node_id, "t", t, "c", ch, "to", req->to, "b", req->body,
+                          "m", req->media_json, "p", pr, "sa", at};
+    int n = 20;
+    if (req->template_json)
+        kv[n++] = "tp", kv[n++] = req->template_json;
+    if (req->idempotency_key)
+        kv[n++] = "ik", kv[n++] = req->idempotency_key;
+    if (req->fallback_json)
+        kv[n++] = "fb", kv[n++] = req->fallback_json;
+    xadd_fields(sb_shard_redis(s), owner, n, kv, NULL);
+}
+
+void sb_cluster_session_send(sb_shard_t *s, sb_session_send_t *req)
+{
+    outgoing_t *o = sb_malloc(sizeof *o);
+    o->req = req;
+    if (sb_shard_index(s) == 0) {
+        send_on_zero(s, o);
+    } else if (sb_shard_exec(0, send_on_zero, o) < 0) {
+        free(o);
+        answer_locally(req, 503, "unavailable", "the gateway is stopping; retry");
+    }
+}
+
+/* A send another node handed here, and who waits for its answer. */
+typedef struct incoming {
+    sb_session_send_t req; /* first: the session hands back this pointer */
+    char from[72];
+    char q[24];
+} incoming_t;
+
+static void incoming_free(incoming_t *in)
+{
+    free(in->req.to);
+    free(in->req.body);
+    free(in->req.media_json);
+    free(in->req.template_json);
+    free(in->req.idempotency_key);
+    free(in->req.fallback_json);
+    free(in);
+}
+
+/* The session's answer, on the tenant's shard: back to the node that asked, through its stream. */
+static void incoming_answered(sb_session_send_t *req)
+{
+    incoming_t *in = (incoming_t *)req;
+    sb_shard_t *self = sb_shard_self();
+    sb_redis_t *rd = self ? sb_shard_redis(self) : NULL;
+    if (rd) {
+        char st[8], id[24];
+        snprintf(st, sizeof st, "%d", req->status);
+        snprintf(id, sizeof id, "%" PRId64, req->id);
+        const char *kv[16] = {"k", "a", "q", in->q, "st", st, "id", id, "cr", req->created ? "1" : "0",
+                              "ac", req->accepted ? req->accepted : "", "co", req->code ? req->code : "",
+                              "ms", req->message};
+        xadd_fields(rd, in->from, 16, kv, NULL);
+    }
+    incoming_free(in);
+}
+
+static char *fdup(const redisReply *fields, const char *name)
+{
+    size_t len;
+    const char *v = fstr(fields, name, &len);
+    return v ? sb_strndup(v, len) : NULL;
+}
+
+static void remote_send_in(cluster_t *c, const redisReply *fields)
+{
+    const char *from = fstr(fields, "f", NULL), *q = fstr(fields, "q", NULL);
+    if (!from || !q || strlen(from) >= 72 || strlen(q) >= 24)
+        return;
+    incoming_t *in = sb_calloc(1, sizeof *in);
+    snprintf(in->from, sizeof in->from, "%s", from);
+    snprintf(in->q, sizeof in->q, "%s", q);
+    in->req.tenant = fint(fields, "t");
+    in->req.channel = fint(fields, "c");
+    in->req.to = fdup(fields, "to");
+    in->req.body = fdup(fields, "b");
+    in->req.media_json = fdup(fields, "m");
+    in->req.template_json = fdup(fields, "tp");
+    in->req.idempotency_key = fdup(fields, "ik");
+    in->req.fallback_json = fdup(fields, "fb");
+    int64_t p = fint(fields, "p");
+    in->req.priority = p >= 0 && p < SB_PRIORITY_N ? (sb_priority_t)p : SB_PRIORITY_NORMAL;
+    in->req.send_at_ms = fint(fields, "sa");
+    in->req.answer = incoming_answered;
+    if (!in->req.to || !in->req.body || !in->req.media_json || in->req.tenant <= 0) {
+        answer_locally(&in->req, 400, "invalid_request", "a send from another node could not be read");
+        return;
+    }
+    if (!sb_cluster_serves(in->req.tenant)) { /* it moved meanwhile: the asking node answers 503, the client retries */
+        answer_locally(&in->req, 503, "unavailable", "the tenant's slot is moving between nodes; retry in a moment");
+        return;
+    }
+    sb_session_send(sb_shard_rt(c->s), sb_place_shard(sb_cluster_slot(in->req.tenant), sb_shards_count()), &in->req);
+}
+
+static void remote_answer_in(cluster_t *c, const redisReply *fields)
+{
+    uint64_t q = (uint64_t)fint(fields, "q");
+    remote_t **pp = &c->remote;
+    while (*pp && (*pp)->id != q)
+        pp = &(*pp)->next;
+    if (!*pp)
+        return; /* answered already (timed out) */
+    remote_t *r = *pp;
+    *pp = r->next;
+    sb_session_send_t *req = r->req;
+    free(r);
+    static const char *const accepted[] = {"queued", "scheduled"};
+    const char *ac = fstr(fields, "ac", NULL), *co = fstr(fields, "co", NULL), *ms = fstr(fields, "ms", NULL);
+    req->status = (int)fint(fields, "st");
+    req->id = fint(fields, "id");
+    req->created = fint(fields, "cr") == 1;
+    req->accepted = ac && !strcmp(ac, "scheduled") ? accepted[1] : accepted[0];
+    /* (the code must be static: the known ones are kept, anything else is a 503's) */
+    static const char *const codes[] = {"invalid_request",   "invalid_recipient", "invalid_template", "invalid_tag",
+                                        "invalid_media_url", "invalid_fallback",  "body_too_long",    "not_found",
+                                        "outside_window",    "conflict",          "unavailable",      NULL};
+    req->code = "unavailable";
+    for (int i = 0; co && codes[i]; i++)
+        if (!strcmp(co, codes[i]))
+            req->code = codes[i];
+    snprintf(req->message, sizeof req->message, "%s", ms ? ms : "");
+    req->answer(req);
+}
+
+/* Sends whose owner did not answer in time: 503 (the client retries with its idempotency key). */
+static void remote_expire(cluster_t *c, uint64_t now)
+{
+    remote_t **pp = &c->remote;
+    while (*pp) {
+        remote_t *r = *pp;
+        if (now < r->deadline) {
+            pp = &r->next;
+            continue;
+        }
+        *pp = r->next;
+        answer_locally(r->req, 503, "unavailable",
+                       "the tenant's node did not answer in time; retry with the same idempotency key");
+        free(r);
+    }
 }
 
 static void read_done(void *arg, int err, const redisReply *rep)
@@ -1244,6 +1484,7 @@ static void cluster_stop(sb_shard_t *s, void *state)
     if (!c)
         return;
     c->stopping = true; /* the leases stay as they are: they run out, and the next owner fences what is left */
+    remote_expire(c, UINT64_MAX);
     g_c = NULL;
     uv_close((uv_handle_t *)c->timer, handle_closed);
     uv_close((uv_handle_t *)c->read_retry, handle_closed);

@@ -82,6 +82,12 @@ void sb_cluster_set_served_hook(void (*fn)(sb_shard_t *s));
 int sb_cluster_forward_receipt(sb_shard_t *s, const sb_session_receipt_t *r, int64_t channel, const void *packed,
                                size_t len);
 
+/* A send (gateway/sends) for a tenant this node does not serve: through the owner's stream to the owner's session,
+ * which commits it and answers back through this node's stream; req->answer is called exactly once, from any
+ * shard (503 when no owner is known, the slot is moving, or no answer came within 10 s: the client retries with its
+ * idempotency key). Shard s's thread. */
+void sb_cluster_session_send(sb_shard_t *s, sb_session_send_t *req);
+
 /* The live inbox across nodes: the Pub/Sub channel of tenant's events ("sb:live:{t<id>}") into out (64 bytes),
  * returning its length; and a committed batch published on it, through shard s's Redis (fire and forget: a
  * subscriber that misses one sees the hole at the next and reads the store). */

@@ -380,8 +380,54 @@ def test_join_while_streaming():
         stop_all(nodes)
 
 
+def test_sends_across_nodes():
+    """Sends posted to every node reach the owner's session: one conversation's messages reach the provider in the
+    order accepted, the channel's pace holds, an idempotency key answers the first id from any node."""
+    from test_lanes import admin_req, post
+    from test_mock_provider import Mock
+    from test_outbound import setup as setup_out
+    fresh_cluster()
+    nodes = []
+    with Mock() as mock:
+        try:
+            for n in ("node-a", "node-b", "node-c"):
+                nodes.append(node(n, twilio_api_base="http://127.0.0.1:%d" % mock.port))
+            h.ok(h.wait_for(lambda: balanced(nodes, ["node-a", "node-b", "node-c"]), 40), "three nodes balanced")
+            t = setup_out(nodes[0], settings={"rate_per_second": 5})
+            unlimited = {name: {"rate": 100000, "burst": 100000} for name in
+                         ("rest_per_key", "rest_per_address", "send_per_key", "send_per_address")}
+            admin_req(nodes[0], "PATCH", "/v1/admin/tenants/%s" % t["tenant"], {"rate_limits": unlimited})
+            own = owner(nodes[0], t["tenant"])["node"]
+            ids, statuses = [], []
+            for i in range(30):
+                gw = nodes[i % 3]
+                r = post(gw, t, {"channel_id": t["channel"], "to": "+14155550123", "body": "x%d" % i,
+                                 "idempotency_key": "k%d" % i})
+                statuses.append(r.status)
+                ids.append(r.json().get("id") if r.status == 202 else None)
+            h.ok(statuses == [202] * 30, "30 sends accepted, two thirds of them by nodes that do not own the "
+                 "tenant (%s does)" % own, statuses)
+            r = post(nodes[1], t, {"channel_id": t["channel"], "to": "+14155550123", "body": "x0",
+                                   "idempotency_key": "k0"})
+            h.ok(r.status == 200 and r.json().get("id") == ids[0], "the same key from another node: 200, the first id",
+                 r)
+
+            def arrived():
+                got = mock.received(sender=t["address"]).get("requests", [])
+                return got if len(got) >= 30 else None
+            got = h.wait_for(arrived, 20) or []
+            bodies = [x["body"] for x in got]
+            h.ok(bodies == ["x%d" % i for i in range(30)], "the provider got the 30, once each, in the order accepted",
+                 bodies[:12])
+            stats = mock.stats().get("senders", {}).get(t["address"], {})
+            h.ok(0 < stats.get("max_per_second", 99) <= 5, "the pace held across nodes: never more than 5 in any "
+                 "second (max %s)" % stats.get("max_per_second"), stats)
+        finally:
+            stop_all(nodes)
+
+
 if __name__ == "__main__":
     import sys
     only = [f for f in (test_fence_sql, test_three_nodes, test_failover_kill9, test_sigstop_fenced,
-                        test_join_while_streaming) if len(sys.argv) < 2 or f.__name__ in sys.argv[1:]]
+                        test_join_while_streaming, test_sends_across_nodes) if len(sys.argv) < 2 or f.__name__ in sys.argv[1:]]
     h.main(*only)
