@@ -6,11 +6,11 @@
  *
  * The adapter is checked from outside: which node holds a key is asked of the nodes themselves (CLUSTER SLOTS,
  * CLUSTER KEYSLOT, a direct GET through a plain hiredis connection), and the adapter's stats say whether it had to
- * be redirected. The counters' scripts run here too: each one's keys must share a slot, or the cluster refuses it. */
-#include "adapters/counters.h"
+ * be redirected. (The counters' scripts on the cluster are tried by test_counters.) */
 #include "adapters/redis.h"
 #include "proto/err.h"
 #include "tests/tap.h"
+#include "tests/unit/redis_answer.h"
 
 #include <hiredis/hiredis.h>
 #include <stdarg.h>
@@ -66,32 +66,6 @@ static bool wait_nodes(int n, uint64_t ms)
 }
 
 /* ---- the adapter, synchronously ------------------------------------------------------------------------------ */
-
-typedef struct answer {
-    bool done;
-    int calls, err, type;
-    long long integer;
-    char str[512];
-    size_t len, elements;
-} answer_t;
-
-static void on_answer(void *arg, int err, const struct redisReply *rep)
-{
-    answer_t *a = arg;
-    a->done = true;
-    a->calls++;
-    a->err = err;
-    if (!rep)
-        return;
-    a->type = rep->type;
-    a->integer = rep->integer;
-    a->elements = rep->elements;
-    if (rep->type == REDIS_REPLY_STRING || rep->type == REDIS_REPLY_STATUS || rep->type == REDIS_REPLY_ERROR) {
-        a->len = rep->len < sizeof a->str - 1 ? rep->len : sizeof a->str - 1;
-        memcpy(a->str, rep->str, a->len);
-        a->str[a->len] = '\0';
-    }
-}
 
 /* Sends words (NULL-terminated) through the adapter and waits for the answer; err SB_EUNAVAIL when refused. */
 static answer_t cmd(const char *w0, ...)
@@ -477,152 +451,6 @@ TEST(redirect_loop_bounded)
     cmd("DEL", "{loop}:k", NULL);
 }
 
-/* ---- the counters' scripts on a cluster ----------------------------------------------------------------------- */
-
-typedef struct got {
-    bool done;
-    int err;
-    sb_counters_grant_t g;
-} got_t;
-
-static void on_grant(void *arg, int err, const sb_counters_grant_t *g)
-{
-    got_t *o = arg;
-    o->done = true;
-    o->err = err;
-    if (g)
-        o->g = *g;
-}
-
-typedef struct fin {
-    bool done;
-    int err;
-} fin_t;
-
-static void on_fin(void *arg, int err)
-{
-    fin_t *f = arg;
-    f->done = true;
-    f->err = err;
-}
-
-typedef struct readout {
-    bool done;
-    int err;
-    sb_counters_state_t st;
-} readout_t;
-
-static void on_read(void *arg, int err, const sb_counters_state_t *st)
-{
-    readout_t *o = arg;
-    o->done = true;
-    o->err = err;
-    if (st)
-        o->st = *st;
-}
-
-typedef struct admitted {
-    bool done;
-    int err;
-    sb_counters_call_grant_t g;
-} admitted_t;
-
-static void on_admit(void *arg, int err, const sb_counters_call_grant_t *g)
-{
-    admitted_t *o = arg;
-    o->done = true;
-    o->err = err;
-    if (g)
-        o->g = *g;
-}
-
-typedef struct calls {
-    bool done;
-    int err;
-    int64_t fleet, tenant;
-} calls_t;
-
-static void on_calls(void *arg, int err, int64_t fleet, int64_t tenant)
-{
-    calls_t *o = arg;
-    o->done = true;
-    o->err = err;
-    o->fleet = fleet;
-    o->tenant = tenant;
-}
-
-/* Every script of adapters/counters.c, for tenants on each of the three masters: a script whose keys spanned two
- * slots would be refused (CROSSSLOT) and come back as an error. */
-TEST(counters_on_cluster)
-{
-    int64_t tenants[NODES] = {0};
-    for (int64_t t = 1, found = 0; found < NODES && t < 1000; t++) {
-        char tag[32];
-        int n = snprintf(tag, sizeof tag, "sb:{t%lld}:rl:1", (long long)t);
-        int o = owner(sb_redis_key_slot(tag, (size_t)n));
-        if (o >= 0 && !tenants[o]) {
-            tenants[o] = t;
-            found++;
-        }
-    }
-    ok(tenants[0] && tenants[1] && tenants[2], "a tenant on each master: %lld %lld %lld", (long long)tenants[0],
-       (long long)tenants[1], (long long)tenants[2]);
-    sb_counters_limits_t lim = {.interval_us = 1000, .burst = 5, .channel_max = 2, .tenant_max = 3,
-                                .lease_ms = 30000};
-    int acquired = 0, read = 0, extended = 0, released = 0;
-    for (int n = 0; n < NODES; n++) {
-        got_t a = {0};
-        if (sb_counters_acquire(r, tenants[n], 7, &lim, on_grant, &a) == 0)
-            run_until(&a.done, 5000);
-        acquired += a.done && a.err == 0 && a.g.verdict == SB_COUNTERS_OK && a.g.channel_inflight == 1;
-        readout_t rd = {0};
-        if (sb_counters_read(r, tenants[n], 7, on_read, &rd) == 0)
-            run_until(&rd.done, 5000);
-        read += rd.done && rd.err == 0 && rd.st.channel_inflight == 1 && rd.st.tenant_inflight == 1;
-        fin_t e = {0};
-        if (sb_counters_extend(r, &a.g.lease, 60000, on_fin, &e) == 0)
-            run_until(&e.done, 5000);
-        extended += e.done && e.err == 0;
-        fin_t f = {0};
-        if (sb_counters_release(r, &a.g.lease, on_fin, &f) == 0)
-            run_until(&f.done, 5000);
-        released += f.done && f.err == 0;
-    }
-    is_int(acquired, NODES, "acquire on each master");
-    is_int(read, NODES, "the read-out on each master");
-    is_int(extended, NODES, "extend on each master");
-    is_int(released, NODES, "release on each master");
-    sb_counters_call_caps_t caps = {.fleet_max = 10, .tenant_max = 5, .channel_max = 2, .lease_ms = 30000,
-                                    .interval_us = 1000};
-    int admitted = 0;
-    for (int n = 0; n < NODES; n++) {
-        admitted_t a = {0};
-        char key[16];
-        snprintf(key, sizeof key, "CAcluster%d", n);
-        if (sb_counters_call_admit(r, tenants[n], 70 + n, key, &caps, on_admit, &a) == 0)
-            run_until(&a.done, 5000);
-        admitted += a.done && a.err == 0 && a.g.admitted;
-    }
-    is_int(admitted, NODES, "call admit (keys under {calls})");
-    calls_t c = {0};
-    if (sb_counters_calls_read(r, tenants[1], on_calls, &c) == 0)
-        run_until(&c.done, 5000);
-    ok(c.done && c.err == 0 && c.fleet == NODES && c.tenant == 1, "calls read: fleet %lld, tenant %lld",
-       (long long)c.fleet, (long long)c.tenant);
-    int fins = 0;
-    for (int n = 0; n < NODES; n++) {
-        fin_t e = {0}, f = {0};
-        char key[16];
-        snprintf(key, sizeof key, "CAcluster%d", n);
-        if (sb_counters_call_extend(r, tenants[n], 70 + n, key, 60000, on_fin, &e) == 0)
-            run_until(&e.done, 5000);
-        if (sb_counters_call_release(r, tenants[n], 70 + n, key, on_fin, &f) == 0)
-            run_until(&f.done, 5000);
-        fins += e.done && e.err == 0 && f.done && f.err == 0;
-    }
-    is_int(fins, NODES, "call extend and release");
-}
-
 /* ---- the subscriber ------------------------------------------------------------------------------------------- */
 
 typedef struct inbox {
@@ -859,7 +687,6 @@ int main(void)
     RUN(evalsha_per_node);
     RUN(resharding);
     RUN(redirect_loop_bounded);
-    RUN(counters_on_cluster);
     RUN(subscriber_cluster);
     RUN(subscriber_single);
     RUN(master_killed);
