@@ -12,25 +12,15 @@
 #include "gateway/metrics.h"
 #include "proto/err.h"
 #include "tests/tap.h"
-#include "tests/unit/redis_answer.h"
+#include "tests/unit/redis_test.h"
 
 #include <hiredis/hiredis.h>
 #include <stdlib.h>
 
 #define TEST_DB 2
 
-static uv_loop_t loop;
 static sb_redis_t *r1, *r2; /* two "nodes" */
 static int port = 6390;
-
-/* Runs the loop until *done is true or ms have passed; returns *done. */
-static bool run_until(const bool *done, uint64_t ms)
-{
-    uint64_t deadline = uv_hrtime() + ms * 1000000ull;
-    while (!*done && uv_hrtime() < deadline)
-        uv_run(&loop, UV_RUN_ONCE);
-    return *done;
-}
 
 static bool wait_connected(sb_redis_t *r, uint64_t ms)
 {
@@ -38,47 +28,6 @@ static bool wait_connected(sb_redis_t *r, uint64_t ms)
     while (!sb_redis_connected(r) && uv_hrtime() < deadline)
         uv_run(&loop, UV_RUN_ONCE);
     return sb_redis_connected(r);
-}
-
-static void on_timer_done(uv_timer_t *t)
-{
-    *(bool *)t->data = true;
-}
-
-/* Runs the loop for ms (lets leases expire; never an assertion about time). */
-static void pause_ms(uint64_t ms)
-{
-    bool done = false;
-    uv_timer_t t;
-    uv_timer_init(&loop, &t);
-    t.data = &done;
-    uv_timer_start(&t, on_timer_done, ms, 0);
-    run_until(&done, ms + 5000);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-}
-
-/* ---- a synchronous command helper ----------------------------------------------------------------------------- */
-
-/* Sends words (NULL-terminated) on r and waits for the answer. */
-static answer_t cmd(sb_redis_t *r, const char *w0, ...)
-{
-    answer_t a = {0};
-    const char *argv[16];
-    size_t len[16];
-    int argc = 0;
-    va_list ap;
-    va_start(ap, w0);
-    for (const char *w = w0; w && argc < 16; w = va_arg(ap, const char *)) {
-        argv[argc] = w;
-        len[argc++] = strlen(w);
-    }
-    va_end(ap);
-    if (sb_redis_command_argv(r, argc, argv, len, on_answer, &a) != 0)
-        a.err = SB_EUNAVAIL;
-    else
-        run_until(&a.done, 5000);
-    return a;
 }
 
 /* ---- acquisition helpers -------------------------------------------------------------------------------------- */

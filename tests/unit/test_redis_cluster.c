@@ -10,7 +10,7 @@
 #include "adapters/redis.h"
 #include "proto/err.h"
 #include "tests/tap.h"
-#include "tests/unit/redis_answer.h"
+#include "tests/unit/redis_test.h"
 
 #include <hiredis/hiredis.h>
 #include <stdarg.h>
@@ -18,36 +18,10 @@
 
 #define NODES 3
 
-static uv_loop_t loop;
 static int ports[NODES] = {7101, 7102, 7103};
 static redisContext *adm[NODES]; /* plain blocking connections, one per node: the test's own view */
 static char ids[NODES][41];      /* CLUSTER MYID of each node */
 static sb_redis_t *r;
-
-static bool run_until(const bool *done, uint64_t ms)
-{
-    uint64_t deadline = uv_hrtime() + ms * 1000000ull;
-    while (!*done && uv_hrtime() < deadline)
-        uv_run(&loop, UV_RUN_ONCE);
-    return *done;
-}
-
-static void on_timer_done(uv_timer_t *t)
-{
-    *(bool *)t->data = true;
-}
-
-static void pause_ms(uint64_t ms)
-{
-    bool done = false;
-    uv_timer_t t;
-    uv_timer_init(&loop, &t);
-    t.data = &done;
-    uv_timer_start(&t, on_timer_done, ms, 0);
-    run_until(&done, ms + 5000);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-}
 
 static sb_redis_stats_t stats(void)
 {
@@ -66,28 +40,6 @@ static bool wait_nodes(int n, uint64_t ms)
 }
 
 /* ---- the adapter, synchronously ------------------------------------------------------------------------------ */
-
-/* Sends words (NULL-terminated) through the adapter and waits for the answer; err SB_EUNAVAIL when refused. */
-static answer_t cmd(const char *w0, ...)
-{
-    answer_t a = {0};
-    const char *argv[16];
-    size_t len[16];
-    int argc = 0;
-    va_list ap;
-    va_start(ap, w0);
-    for (const char *w = w0; w && argc < 16; w = va_arg(ap, const char *)) {
-        argv[argc] = w;
-        len[argc++] = strlen(w);
-    }
-    va_end(ap);
-    int rc = sb_redis_command_argv(r, argc, argv, len, on_answer, &a);
-    if (rc != 0)
-        a.err = rc;
-    else
-        run_until(&a.done, 5000);
-    return a;
-}
 
 static answer_t eval1(const sb_redis_script_t *s, int nkeys, const char **kv, int n)
 {
@@ -275,9 +227,9 @@ TEST(spread)
         char key[32], val[32];
         snprintf(key, sizeof key, "spread:%d", i);
         snprintf(val, sizeof val, "v%d", i);
-        answer_t a = cmd("SET", key, val, NULL);
+        answer_t a = cmd(r, "SET", key, val, NULL);
         stored += a.err == 0 && strcmp(a.str, "OK") == 0;
-        answer_t g = cmd("GET", key, NULL);
+        answer_t g = cmd(r, "GET", key, NULL);
         read += g.err == 0 && strcmp(g.str, val) == 0;
         int o = owner(sb_redis_key_slot(key, strlen(key)));
         char direct[64];
@@ -293,9 +245,9 @@ TEST(spread)
     is_int(s1.moved - s0.moved, 0, "no MOVED: each command went to the right master at once");
     is_int(s1.asked - s0.asked, 0, "no ASK");
     is_int(s1.commands - s0.commands, 2 * N, "one command per call");
-    answer_t t = cmd("TIME", NULL);
+    answer_t t = cmd(r, "TIME", NULL);
     ok(t.err == 0 && t.type == REDIS_REPLY_ARRAY && t.elements == 2, "a keyless command (TIME) answered");
-    answer_t pub = cmd("PUBLISH", "nobody-listens", "x", NULL);
+    answer_t pub = cmd(r, "PUBLISH", "nobody-listens", "x", NULL);
     ok(pub.err == 0 && pub.type == REDIS_REPLY_INTEGER, "PUBLISH answered");
 }
 
@@ -367,12 +319,12 @@ static int ask_checks, ask_good;
 static void during_migration(void)
 {
     sb_redis_stats_t s0 = stats();
-    answer_t g = cmd("GET", "{mv}:0", NULL);
+    answer_t g = cmd(r, "GET", "{mv}:0", NULL);
     ask_checks++, ask_good += g.err == 0 && strcmp(g.str, "v0") == 0;
     ok(g.err == 0 && strcmp(g.str, "v0") == 0, "a key already migrated is read (%s)", g.str);
     is_int(stats().asked - s0.asked, 1, "through one ASK");
     is_int(stats().moved - s0.moved, 0, "and no MOVED (the slot is still the source's)");
-    answer_t g1 = cmd("GET", "{mv}:1", NULL);
+    answer_t g1 = cmd(r, "GET", "{mv}:1", NULL);
     ok(g1.err == 0 && strcmp(g1.str, "v1") == 0, "a key not yet migrated is read from the source (%s)", g1.str);
     is_int(stats().asked - s0.asked, 1, "without ASK");
     /* a script on a migrated key, on a target that does not know the script: ASKING must precede the EVAL too */
@@ -386,7 +338,7 @@ static void during_migration(void)
        "EVALSHA behind ASKING, NOSCRIPT on the target, EVAL behind ASKING again: the script ran there (%s)", e.str);
     is_int(stats().noscript - s1.noscript, 1, "one NOSCRIPT");
     is_int(stats().asked - s1.asked, 1, "one ASK");
-    answer_t set = cmd("SET", "{mv}:new", "fresh", NULL);
+    answer_t set = cmd(r, "SET", "{mv}:new", "fresh", NULL);
     ok(set.err == 0 && strcmp(set.str, "OK") == 0, "a new key in a migrating slot is written (ASK to the target)");
 }
 
@@ -400,7 +352,7 @@ TEST(resharding)
         char key[16], val[16];
         snprintf(key, sizeof key, "{mv}:%d", i);
         snprintf(val, sizeof val, "v%d", i);
-        set += strcmp(cmd("SET", key, val, NULL).str, "OK") == 0;
+        set += strcmp(cmd(r, "SET", key, val, NULL).str, "OK") == 0;
     }
     is_int(set, 8, "eight keys in slot %u on %d", mv_slot, ports[mv_from]);
     /* GETKEYSINSLOT returns keys in no promised order: the first one migrated must be {mv}:0 for the checks */
@@ -416,19 +368,19 @@ TEST(resharding)
         char key[16], val[16];
         snprintf(key, sizeof key, "{mv}:%d", i);
         snprintf(val, sizeof val, "v%d", i);
-        read += strcmp(cmd("GET", key, NULL).str, val) == 0;
+        read += strcmp(cmd(r, "GET", key, NULL).str, val) == 0;
     }
     is_int(read, 8, "every key read after the move");
     is_int(stats().moved - s0.moved, 1, "one MOVED, then the map knew");
     is_int(stats().asked - s0.asked, 0, "no ASK once the slot is stable");
-    is_str(cmd("GET", "{mv}:new", NULL).str, "fresh", "the key written during the migration is there");
+    is_str(cmd(r, "GET", "{mv}:new", NULL).str, "fresh", "the key written during the migration is there");
     char direct[64];
     node_get(mv_to, "{mv}:3", direct, sizeof direct);
     is_str(direct, "v3", "the target holds the keys now");
     /* and back, so the layout is as ops/redis_cluster.sh made it */
     s0 = stats();
     ok(move_slot(mv_slot, mv_to, mv_from, NULL), "slot %u moved back to %d", mv_slot, ports[mv_from]);
-    is_str(cmd("GET", "{mv}:5", NULL).str, "v5", "read after moving back");
+    is_str(cmd(r, "GET", "{mv}:5", NULL).str, "v5", "read after moving back");
     is_int(stats().moved - s0.moved, 1, "one MOVED again");
     is_int(owner(mv_slot), mv_from, "the layout is restored");
 }
@@ -442,13 +394,13 @@ TEST(redirect_loop_bounded)
     ok(node_ok(from, "CLUSTER SETSLOT %u MIGRATING %s", slot, ids[to]), "slot %u MIGRATING, target not importing",
        slot);
     sb_redis_stats_t s0 = stats();
-    answer_t g = cmd("GET", "{loop}:absent", NULL);
+    answer_t g = cmd(r, "GET", "{loop}:absent", NULL);
     ok(g.err == 0 && g.type == REDIS_REPLY_ERROR && (strncmp(g.str, "ASK", 3) == 0 || strncmp(g.str, "MOVED", 5) == 0),
        "the caller gets the redirection as an error reply (%s)", g.str);
     is_int((stats().asked - s0.asked) + (stats().moved - s0.moved), 5, "after five redirections");
     ok(node_ok(from, "CLUSTER SETSLOT %u STABLE", slot), "slot %u stable again", slot);
-    is_str(cmd("SET", "{loop}:k", "1", NULL).str, "OK", "and commands of that slot work");
-    cmd("DEL", "{loop}:k", NULL);
+    is_str(cmd(r, "SET", "{loop}:k", "1", NULL).str, "OK", "and commands of that slot work");
+    cmd(r, "DEL", "{loop}:k", NULL);
 }
 
 /* ---- the subscriber ------------------------------------------------------------------------------------------- */
@@ -515,7 +467,7 @@ TEST(subscriber_cluster)
     is_int(sb_redis_subscribe(s, "sb:test:b", 9), 0, "the same channel again (a second user)");
     is_int(sb_redis_subscribe(s, "", 0), SB_EINVAL, "an empty channel: SB_EINVAL");
     is_int(sb_redis_unsubscribe(s, "sb:test:zz", 10), SB_ENOENT, "unsubscribing an unknown channel: SB_ENOENT");
-    cmd("PING", NULL); /* a round trip elsewhere, so that the SUBSCRIBE has surely been read */
+    cmd(r, "PING", NULL); /* a round trip elsewhere, so that the SUBSCRIBE has surely been read */
     pause_ms(50);
     publish(adm[2], "sb:test:a", "hello\0a", 7);
     is_int(wait_messages(&b, 1, 3000), 1, "a message published on another node arrived");
@@ -632,7 +584,7 @@ TEST(master_killed)
         else if (o == 0 && !other[0])
             memcpy(other, k, sizeof k);
     }
-    is_str(cmd("SET", key, "1", NULL).str, "OK", "%s written on %d", key, ports[victim]);
+    is_str(cmd(r, "SET", key, "1", NULL).str, "OK", "%s written on %d", key, ports[victim]);
     redisReply *rep = on_node(victim, "SHUTDOWN NOSAVE");
     freeReplyObject(rep);
     uint64_t deadline = uv_hrtime() + 5000000000ull;
@@ -647,7 +599,7 @@ TEST(master_killed)
     answer_t e = eval1(&incr2, 2, kv, 2);
     is_int(e.err, SB_EUNAVAIL, "a script of its slot too");
     ok(a.calls == 0 && e.calls == 0, "and no callback");
-    answer_t o = cmd("SET", other, "1", NULL);
+    answer_t o = cmd(r, "SET", other, "1", NULL);
     ok(o.err == 0 && o.type != REDIS_REPLY_NIL, "a command of another master still answered (%s)", o.str);
     ok(sb_redis_connected(r), "the adapter still counts as connected");
     is_int(system("ops/redis_cluster.sh up >/dev/null"), 0, "the master restarted (ops/redis_cluster.sh up)");
@@ -655,7 +607,7 @@ TEST(master_killed)
     ok(wait_nodes(NODES, 15000), "the adapter reconnected to it");
     answer_t w = {0};
     for (int i = 0; i < 100; i++) { /* until the cluster says ok again everywhere */
-        w = cmd("SET", key, "2", NULL);
+        w = cmd(r, "SET", key, "2", NULL);
         if (w.err == 0 && strcmp(w.str, "OK") == 0 && cluster_ok_everywhere())
             break;
         pause_ms(100);
