@@ -464,12 +464,9 @@ void sb_redis_close(sb_redis_t *r)
 {
     if (!r)
         return;
-    r->closing = true;
-    int n = r->nnodes; /* r may be freed by the last link_close's callback: nothing of r after the loop */
-    link_t *nodes[MAX_NODES];
-    memcpy(nodes, r->nodes, (size_t)n * sizeof nodes[0]);
-    for (int i = 0; i < n; i++)
-        link_close(nodes[i]);
+    r->closing = true; /* from here no redirection is followed: the pending callbacks add no node */
+    for (int i = 0; i < r->nnodes; i++)
+        link_close(r->nodes[i]); /* r is freed when the last link's handles have closed, on a later iteration */
 }
 
 /* The link for host (hostlen bytes):port among the known nodes, or a new one (connecting) when there is room;
@@ -1037,14 +1034,24 @@ static void sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
     }
 }
 
+/* With no channel to confirm, a PING's answer says "up": from a reply callback, where hiredis lets the caller close
+ * the subscriber (not from the connect callback, where freeing the context under hiredis's feet is not safe). */
+static void sub_ping_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    sb_redis_sub_t *s = privdata;
+    (void)ac;
+    if (reply && !s->closing)
+        sub_set_up(s, true);
+}
+
 /* The connection is (again) up: every channel is subscribed in one SUBSCRIBE, and the caller hears "up" once Redis
- * has confirmed them all (at once when there are none). */
+ * has confirmed them all. */
 static void sub_link_up(link_t *l)
 {
     sb_redis_sub_t *s = l->owner;
     size_t n = s->chans.n;
     if (n == 0) {
-        sub_set_up(s, true);
+        redisAsyncCommand(l->ac, sub_ping_reply, s, "PING");
         return;
     }
     const char **names = sb_malloc(n * sizeof *names);
