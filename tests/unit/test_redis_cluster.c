@@ -509,6 +509,61 @@ TEST(subscriber_cluster)
     is_int(b.messages, 5, "no callback after close");
 }
 
+/* Closing from inside a callback: the subscriber from its on_message (the next message, already read, is not
+ * delivered), the adapter from a reply's callback (the command behind it is cancelled). ASan watches the rest. */
+static sb_redis_sub_t *closing_sub;
+static int closing_messages;
+
+static void close_on_message(void *arg, const char *ch, size_t chlen, const char *payload, size_t len)
+{
+    (void)arg, (void)ch, (void)chlen, (void)payload, (void)len;
+    closing_messages++;
+    sb_redis_sub_close(closing_sub);
+}
+
+static sb_redis_t *closing_r;
+
+static void close_on_reply(void *arg, int err, const struct redisReply *rep)
+{
+    on_answer(arg, err, rep);
+    sb_redis_close(closing_r);
+}
+
+TEST(close_inside_callbacks)
+{
+    inbox_t b = {0};
+    closing_sub = sb_redis_sub_create(&loop, "127.0.0.1", ports[1], close_on_message, on_state, &b);
+    sb_redis_subscribe(closing_sub, "sb:test:close", 13);
+    ok(wait_ups(&b, 1, 5000), "a subscriber up");
+    redisAppendCommand(adm[0], "PUBLISH sb:test:close one");
+    redisAppendCommand(adm[0], "PUBLISH sb:test:close two");
+    for (int i = 0; i < 2; i++) {
+        redisReply *rep = NULL;
+        redisGetReply(adm[0], (void **)&rep);
+        freeReplyObject(rep);
+    }
+    pause_ms(300);
+    is_int(closing_messages, 1, "closed from on_message: the second message is not delivered");
+
+    closing_r = sb_redis_create(&loop, "127.0.0.1", ports[0], 0);
+    uint64_t deadline = uv_hrtime() + 10000000000ull;
+    sb_redis_stats_t st = {0};
+    while ((st.nodes_up < NODES || st.slot_maps == 0) && uv_hrtime() < deadline) {
+        uv_run(&loop, UV_RUN_ONCE);
+        sb_redis_get_stats(closing_r, &st);
+    }
+    ok(st.nodes_up == NODES, "a second adapter up on the cluster");
+    answer_t first = {0}, second = {0};
+    const char *get[2] = {"GET", "spread:1"};
+    size_t getlen[2] = {3, 8};
+    is_int(sb_redis_command_argv(closing_r, 2, get, getlen, close_on_reply, &first), 0, "a command sent");
+    is_int(sb_redis_command_argv(closing_r, 2, get, getlen, on_answer, &second), 0, "and another behind it");
+    run_until(&second.done, 5000);
+    ok(first.calls == 1 && first.err == 0, "the first answered, and closed the adapter");
+    ok(second.calls == 1 && second.err == SB_ECANCELED, "the second cancelled (%d)", second.err);
+    pause_ms(50);
+}
+
 /* The same against a single Redis: only this subscriber's connection is killed (found by its id). */
 TEST(subscriber_single)
 {
@@ -641,6 +696,7 @@ int main(void)
     RUN(redirect_loop_bounded);
     RUN(subscriber_cluster);
     RUN(subscriber_single);
+    RUN(close_inside_callbacks);
     RUN(master_killed);
     RUN(teardown);
     return tap_done();
