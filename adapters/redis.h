@@ -55,8 +55,8 @@ unsigned sb_redis_key_slot(const char *key, size_t len);
 
 /* err is 0 when Redis answered PONG in time; otherwise an SB_E* code and a short static description. */
 typedef void (*sb_redis_ping_cb)(void *arg, int err, const char *detail);
-/* Sends PING (to the seed; in a cluster, to any master that is up). Returns 0 and then calls cb exactly once (answer, error, or timeout_ms elapsed); or returns a
- * negative code (not connected: SB_EUNAVAIL) and never calls cb. */
+/* Sends PING (to the seed; in a cluster, to any master that is up). Returns 0 and then calls cb exactly once (answer,
+ * error, or timeout_ms elapsed); or returns a negative code (not connected: SB_EUNAVAIL) and never calls cb. */
 int sb_redis_ping(sb_redis_t *r, uint64_t timeout_ms, sb_redis_ping_cb cb, void *arg);
 
 /* err 0: reply is what Redis answered, error replies (REDIS_REPLY_ERROR) included; it is borrowed for the call and

@@ -1,6 +1,7 @@
 /* What the unit tests that talk to a real Redis through adapters/redis.c share (test_counters, test_redis_cluster):
  * the test's one loop, running it until something is done or for a while, and a command's reply copied out of its
- * callback (pass on_answer and an answer_t, then run_until its done), or cmd() doing all of that. Include in one .c file per test program. */
+ * callback (pass on_answer and an answer_t, then run_until its done), or cmd() doing all of that. Include in one .c
+ * file per test program. */
 #ifndef SB_TEST_REDIS_TEST_H
 #define SB_TEST_REDIS_TEST_H
 
@@ -69,8 +70,8 @@ static inline void on_answer(void *arg, int err, const struct redisReply *rep)
     } else if (rep->type == REDIS_REPLY_ARRAY) { /* the string elements, one per line */
         size_t n = 0;
         for (size_t i = 0; i < rep->elements && rep->element[i]->type == REDIS_REPLY_STRING; i++)
-            n += (size_t)snprintf(a->str + n, n < sizeof a->str ? sizeof a->str - n : 0, "%s\n",
-                                  rep->element[i]->str);
+            n +=
+                (size_t)snprintf(a->str + n, n < sizeof a->str ? sizeof a->str - n : 0, "%s\n", rep->element[i]->str);
         a->len = n < sizeof a->str ? n : sizeof a->str - 1;
     }
 }

@@ -1020,12 +1020,12 @@ TEST(on_cluster)
             tenants[found++] = t;
         }
     }
-    is_int(found, 3, "a tenant on each master: %lld on %d, %lld on %d, %lld on %d", (long long)tenants[0],
-           masters[0], (long long)tenants[1], masters[1], (long long)tenants[2], masters[2]);
+    is_int(found, 3, "a tenant on each master: %lld on %d, %lld on %d, %lld on %d", (long long)tenants[0], masters[0],
+           (long long)tenants[1], masters[1], (long long)tenants[2], masters[2]);
     sb_redis_stats_t s0;
     sb_redis_get_stats(rc, &s0);
-    sb_counters_limits_t lim = {.interval_us = 1000, .burst = 5, .channel_max = 2, .tenant_max = 3,
-                                .lease_ms = 30000};
+    sb_counters_limits_t lim = {
+        .interval_us = 1000, .burst = 5, .channel_max = 2, .tenant_max = 3, .lease_ms = 30000};
     int acquired = 0, read = 0, extended = 0, released = 0;
     for (int i = 0; i < found; i++) {
         got_t a = acquire1(rc, tenants[i], 7, &lim);
@@ -1043,8 +1043,8 @@ TEST(on_cluster)
     is_int(read, 3, "the read-out on each master");
     is_int(extended, 3, "extend on each master");
     is_int(released, 3, "release on each master");
-    sb_counters_call_caps_t caps = {.fleet_max = 10, .tenant_max = 5, .channel_max = 2, .lease_ms = 30000,
-                                    .interval_us = 1000};
+    sb_counters_call_caps_t caps = {
+        .fleet_max = 10, .tenant_max = 5, .channel_max = 2, .lease_ms = 30000, .interval_us = 1000};
     int admitted = 0, fins = 0;
     for (int i = 0; i < found; i++) {
         char key[24];

@@ -1,8 +1,8 @@
-/* Tests of the Redis adapter's cluster mode and of its subscriber (adapters/redis.c), against the private three-master
- * cluster of ops/redis_cluster.sh (127.0.0.1:7101-7103, or $SB_RCLUSTER_PORTS), which the test brings up itself,
- * flushes, reshards and takes a master of away - and leaves as it found it: same slot layout, all three up, empty.
- * The subscriber is also tried against the local stack's single Redis (127.0.0.1:6390, or $SB_TEST_REDIS_PORT),
- * where only its own connection is killed and only channels of its own are used.
+/* Tests of the Redis adapter's cluster mode and of its subscriber (adapters/redis.c), against the private
+ * three-master cluster of ops/redis_cluster.sh (127.0.0.1:7101-7103, or $SB_RCLUSTER_PORTS), which the test brings up
+ * itself, flushes, reshards and takes a master of away - and leaves as it found it: same slot layout, all three up,
+ * empty. The subscriber is also tried against the local stack's single Redis (127.0.0.1:6390, or
+ * $SB_TEST_REDIS_PORT), where only its own connection is killed and only channels of its own are used.
  *
  * The adapter is checked from outside: which node holds a key is asked of the nodes themselves (CLUSTER SLOTS,
  * CLUSTER KEYSLOT, a direct GET through a plain hiredis connection), and the adapter's stats say whether it had to
@@ -200,9 +200,18 @@ TEST(setup)
 TEST(key_slot)
 {
     is_int(sb_redis_key_slot("123456789", 9), 0x31C3 % 16384, "CRC16/XMODEM check value");
-    static const char *keys[] = {"foo", "{user1000}.following", "{user1000}.followers", "foo{}{bar}",
-                                 "foo{{bar}}zap", "foo{bar}{zap}", "{}", "{", "}{x}", "sb:{t42}:rl:7",
-                                 "sb:{calls}:fleet", "a\xff\x01"};
+    static const char *keys[] = {"foo",
+                                 "{user1000}.following",
+                                 "{user1000}.followers",
+                                 "foo{}{bar}",
+                                 "foo{{bar}}zap",
+                                 "foo{bar}{zap}",
+                                 "{}",
+                                 "{",
+                                 "}{x}",
+                                 "sb:{t42}:rl:7",
+                                 "sb:{calls}:fleet",
+                                 "a\xff\x01"};
     int same = 0;
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         same += (long long)sb_redis_key_slot(keys[i], strlen(keys[i])) == keyslot(keys[i], strlen(keys[i]));
@@ -398,7 +407,8 @@ TEST(redirect_loop_bounded)
        slot);
     sb_redis_stats_t s0 = stats();
     answer_t g = cmd(r, "GET", "{loop}:absent", NULL);
-    ok(g.err == 0 && g.type == REDIS_REPLY_ERROR && (strncmp(g.str, "ASK", 3) == 0 || strncmp(g.str, "MOVED", 5) == 0),
+    ok(g.err == 0 && g.type == REDIS_REPLY_ERROR &&
+           (strncmp(g.str, "ASK", 3) == 0 || strncmp(g.str, "MOVED", 5) == 0),
        "the caller gets the redirection as an error reply (%s)", g.str);
     is_int((stats().asked - s0.asked) + (stats().moved - s0.moved), 5, "after five redirections");
     ok(node_ok(from, "CLUSTER SETSLOT %u STABLE", slot), "slot %u stable again", slot);
@@ -612,7 +622,8 @@ TEST(subscriber_single)
     freeReplyObject(list);
     if (candidates == 1) {
         redisReply *k = redisCommand(c, "CLIENT KILL ID %lld", id);
-        ok(k && k->type == REDIS_REPLY_INTEGER && k->integer == 1, "the subscriber's connection killed (id %lld)", id);
+        ok(k && k->type == REDIS_REPLY_INTEGER && k->integer == 1, "the subscriber's connection killed (id %lld)",
+           id);
         freeReplyObject(k);
         ok(wait_ups(&b, 2, 5000) && b.downs == 1, "down, then up again after resubscribing");
         is_int(publish(c, chan, "two", 3), 1, "published again to one receiver");
