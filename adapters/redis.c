@@ -33,12 +33,12 @@
 #define BACKOFF_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 2000
 #define NSLOTS 16384
-#define MAX_NODES 64      /* masters of one cluster this adapter connects to; more are ignored (logged) */
-#define NO_NODE 0xFF      /* slot_node[] of a slot whose master is not known */
-#define MAX_REDIRECTS 5   /* MOVED/ASK followed per command before the caller gets the error reply */
-#define MAX_HOST 255      /* a node's address in MOVED, ASK or CLUSTER SLOTS */
+#define MAX_NODES 64        /* masters of one cluster this adapter connects to; more are ignored (logged) */
+#define NO_NODE 0xFF        /* slot_node[] of a slot whose master is not known */
+#define MAX_REDIRECTS 5     /* MOVED/ASK followed per command before the caller gets the error reply */
+#define MAX_HOST 255        /* a node's address in MOVED, ASK or CLUSTER SLOTS */
 #define REFRESH_MIN_MS 1000 /* between two CLUSTER SLOTS asked for because a slot's master was down */
-#define MAX_CHANNEL 1024  /* a subscriber's channel name */
+#define MAX_CHANNEL 1024    /* a subscriber's channel name */
 
 enum state { DOWN, CONNECTING, UP };
 enum mode { MODE_UNKNOWN, MODE_SINGLE, MODE_CLUSTER };
@@ -313,10 +313,10 @@ static bool word_is(const char *p, size_t len, const char *word)
 
 /* Commands that name no key (or not in argv[1]): they go to any master. */
 static const char *const keyless[] = {
-    "PING",   "ECHO",     "INFO",      "TIME",     "SCRIPT",   "PUBLISH", "CLUSTER", "CLIENT",  "CONFIG",
-    "DBSIZE", "FLUSHDB",  "FLUSHALL",  "SELECT",   "COMMAND",  "AUTH",    "HELLO",   "ROLE",    "WAIT",
-    "SLOWLOG", "LATENCY", "DEBUG",     "LASTSAVE", "RANDOMKEY", "SCAN",   "KEYS",    "MULTI",   "EXEC",
-    "DISCARD", "FUNCTION", "READONLY", "READWRITE", "ASKING",  "MEMORY",  "OBJECT",  "MONITOR", "SHUTDOWN",
+    "PING",    "ECHO",      "INFO",       "TIME",        "SCRIPT",       "PUBLISH", "CLUSTER", "CLIENT",  "CONFIG",
+    "DBSIZE",  "FLUSHDB",   "FLUSHALL",   "SELECT",      "COMMAND",      "AUTH",    "HELLO",   "ROLE",    "WAIT",
+    "SLOWLOG", "LATENCY",   "DEBUG",      "LASTSAVE",    "RANDOMKEY",    "SCAN",    "KEYS",    "MULTI",   "EXEC",
+    "DISCARD", "FUNCTION",  "READONLY",   "READWRITE",   "ASKING",       "MEMORY",  "OBJECT",  "MONITOR", "SHUTDOWN",
     "SWAPDB",  "SUBSCRIBE", "PSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "PUBSUB",
 };
 
@@ -359,15 +359,15 @@ struct sb_redis {
     uv_loop_t *loop;
     link_t *nodes[MAX_NODES]; /* nodes[0]: the seed (host:port of sb_redis_create); the masters after it */
     int nnodes;
-    int open;                 /* links not yet freed: r itself is freed when the last one is */
+    int open; /* links not yet freed: r itself is freed when the last one is */
     int db;
     enum mode mode;
     bool closing;
-    bool refreshing;          /* a CLUSTER SLOTS is in flight */
-    uint64_t refreshed_ms;    /* uv_now() when the last one was sent */
-    bool logged_full;         /* MAX_NODES reached (logged once) */
-    uint8_t *slot_node;       /* cluster mode: index into nodes[] of each slot's master, NO_NODE when unknown */
-    sb_hist_t *hist;          /* round trips of the commands (sb_redis_set_histogram); NULL: not timed */
+    bool refreshing;       /* a CLUSTER SLOTS is in flight */
+    uint64_t refreshed_ms; /* uv_now() when the last one was sent */
+    bool logged_full;      /* MAX_NODES reached (logged once) */
+    uint8_t *slot_node;    /* cluster mode: index into nodes[] of each slot's master, NO_NODE when unknown */
+    sb_hist_t *hist;       /* round trips of the commands (sb_redis_set_histogram); NULL: not timed */
     sb_redis_stats_t stats;
 };
 
@@ -415,7 +415,8 @@ static void info_reply(redisAsyncContext *ac, void *reply, void *privdata)
     memset(r->slot_node, NO_NODE, NSLOTS);
     sb_log_info("redis %s:%d: a cluster: each command goes to its key's master", seed->host, seed->port);
     if (r->db)
-        sb_log_error("redis %s:%d: database %d ignored: a cluster has database 0 only", seed->host, seed->port, r->db);
+        sb_log_error("redis %s:%d: database %d ignored: a cluster has database 0 only", seed->host, seed->port,
+                     r->db);
     refresh_slots(r, seed);
 }
 
@@ -464,12 +465,9 @@ void sb_redis_close(sb_redis_t *r)
 {
     if (!r)
         return;
-    r->closing = true;
-    int n = r->nnodes; /* r may be freed by the last link_close's callback: nothing of r after the loop */
-    link_t *nodes[MAX_NODES];
-    memcpy(nodes, r->nodes, (size_t)n * sizeof nodes[0]);
-    for (int i = 0; i < n; i++)
-        link_close(nodes[i]);
+    r->closing = true; /* from here no redirection is followed: the pending callbacks add no node */
+    for (int i = 0; i < r->nnodes; i++)
+        link_close(r->nodes[i]); /* r is freed when the last link's handles have closed, on a later iteration */
 }
 
 /* The link for host (hostlen bytes):port among the known nodes, or a new one (connecting) when there is room;
@@ -538,8 +536,8 @@ bool sb_redis_connected(const sb_redis_t *r)
 
 static bool host_port_ok(const redisReply *h, const redisReply *p)
 {
-    return h->type == REDIS_REPLY_STRING && h->len <= MAX_HOST && p->type == REDIS_REPLY_INTEGER &&
-           p->integer > 0 && p->integer < 65536;
+    return h->type == REDIS_REPLY_STRING && h->len <= MAX_HOST && p->type == REDIS_REPLY_INTEGER && p->integer > 0 &&
+           p->integer < 65536;
 }
 
 /* CLUSTER SLOTS: [[start, end, [host, port, id...], replicas...]...]. The map is rebuilt from it (slots it does not
@@ -746,8 +744,7 @@ static bool is_noscript(const redisReply *rep)
 
 /* "MOVED <slot> <host>:<port>" or "ASK <slot> <host>:<port>" (the host may be empty: the node that answered).
  * Returns whether rep is one of them, well formed, with *ask, *slot, *host (into rep), *hostlen and *port set. */
-static bool parse_redirect(const redisReply *rep, bool *ask, int *slot, const char **host, size_t *hostlen,
-                           int *port)
+static bool parse_redirect(const redisReply *rep, bool *ask, int *slot, const char **host, size_t *hostlen, int *port)
 {
     const char *p = rep->str, *end = rep->str + rep->len;
     if (rep->len > 6 && memcmp(p, "MOVED ", 6) == 0) {
@@ -1037,14 +1034,24 @@ static void sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
     }
 }
 
+/* With no channel to confirm, a PING's answer says "up": from a reply callback, where hiredis lets the caller close
+ * the subscriber (not from the connect callback, where freeing the context under hiredis's feet is not safe). */
+static void sub_ping_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    sb_redis_sub_t *s = privdata;
+    (void)ac;
+    if (reply && !s->closing)
+        sub_set_up(s, true);
+}
+
 /* The connection is (again) up: every channel is subscribed in one SUBSCRIBE, and the caller hears "up" once Redis
- * has confirmed them all (at once when there are none). */
+ * has confirmed them all. */
 static void sub_link_up(link_t *l)
 {
     sb_redis_sub_t *s = l->owner;
     size_t n = s->chans.n;
     if (n == 0) {
-        sub_set_up(s, true);
+        redisAsyncCommand(l->ac, sub_ping_reply, s, "PING");
         return;
     }
     const char **names = sb_malloc(n * sizeof *names);

@@ -42,8 +42,8 @@ struct redisReply; /* hiredis's; only adapters look inside */
 /* Starts connecting to host:port (then SELECT db; against a cluster, db must be 0: see above). host is copied. Never
  * fails: connection errors are retried. */
 sb_redis_t *sb_redis_create(uv_loop_t *loop, const char *host, int port, int db);
-/* Closes the connection and frees the adapter once its handles have closed (on later loop iterations). Pending
- * callbacks are called with SB_ECANCELED. */
+/* Closes the connection (every master's, in a cluster) and frees the adapter once its handles have closed (on later
+ * loop iterations). Pending callbacks are called with SB_ECANCELED. */
 void sb_redis_close(sb_redis_t *r);
 /* Single Redis: the connection is up. Cluster: at least one master's connection is (others may be down: their
  * commands fail with SB_EUNAVAIL). */
@@ -55,8 +55,8 @@ unsigned sb_redis_key_slot(const char *key, size_t len);
 
 /* err is 0 when Redis answered PONG in time; otherwise an SB_E* code and a short static description. */
 typedef void (*sb_redis_ping_cb)(void *arg, int err, const char *detail);
-/* Sends PING (to the seed; in a cluster, to any master that is up). Returns 0 and then calls cb exactly once (answer, error, or timeout_ms elapsed); or returns a
- * negative code (not connected: SB_EUNAVAIL) and never calls cb. */
+/* Sends PING (to the seed; in a cluster, to any master that is up). Returns 0 and then calls cb exactly once (answer,
+ * error, or timeout_ms elapsed); or returns a negative code (not connected: SB_EUNAVAIL) and never calls cb. */
 int sb_redis_ping(sb_redis_t *r, uint64_t timeout_ms, sb_redis_ping_cb cb, void *arg);
 
 /* err 0: reply is what Redis answered, error replies (REDIS_REPLY_ERROR) included; it is borrowed for the call and
@@ -64,7 +64,8 @@ int sb_redis_ping(sb_redis_t *r, uint64_t timeout_ms, sb_redis_ping_cb cb, void 
 typedef void (*sb_redis_reply_cb)(void *arg, int err, const struct redisReply *reply);
 
 /* Sends the command argv[0..argc) (argvlen[i] bytes each; binary-safe; all borrowed for the call only). Returns 0
- * and calls cb exactly once; or SB_EUNAVAIL (not connected, or the connection is going down) and never calls cb.
+ * and calls cb exactly once; or SB_EUNAVAIL (not connected - in a cluster, the key's master - or the connection is
+ * going down) and never calls cb.
  * cb may be NULL: the reply is dropped (an error reply is logged). */
 int sb_redis_command_argv(sb_redis_t *r, int argc, const char **argv, const size_t *argvlen, sb_redis_reply_cb cb,
                           void *arg);
@@ -88,8 +89,9 @@ int sb_redis_evalsha(sb_redis_t *r, const sb_redis_script_t *s, int nkeys, int n
 /* Times every command of sb_redis_command_argv and sb_redis_evalsha into h (borrowed: it must outlive r; NULL
  * stops): from the moment the command is handed to hiredis (it leaves in the loop turn's one write, behind what was
  * queued before it) until its reply is read back, so pipelining, the network and Redis's own queue all count. An
- * EVALSHA resent as EVAL is two round trips, two observations. PING and SELECT are not timed. One monotonic clock
- * read (uv_hrtime) at each end; h is written from the loop's thread only. */
+ * EVALSHA resent as EVAL is two round trips, two observations, as is a command redirected by MOVED or ASK. PING,
+ * SELECT, INFO, CLUSTER SLOTS and ASKING are not timed. One monotonic clock read (uv_hrtime) at each end; h is
+ * written from the loop's thread only. */
 struct sb_hist;
 void sb_redis_set_histogram(sb_redis_t *r, struct sb_hist *h);
 

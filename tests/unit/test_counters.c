@@ -5,30 +5,22 @@
  * Time is Redis's: assertions compare the server times the scripts report, never this process's clock; timers only
  * decide when to ask again. "Two nodes" are two sb_redis_t connections on one loop, their calls pipelined and
  * interleaved. A lost connection is made with CLIENT KILL of our own client, an absent Redis with a closed port:
- * the shared Redis is never stopped. */
+ * the shared Redis is never stopped. Last, every script runs once more on the Redis Cluster of ops/redis_cluster.sh
+ * (which the test brings up), a tenant on each master: proof that each script's keys share one slot. */
 #include "adapters/counters.h"
 #include "adapters/redis.h"
 #include "gateway/metrics.h"
 #include "proto/err.h"
 #include "tests/tap.h"
+#include "tests/unit/redis_test.h"
 
 #include <hiredis/hiredis.h>
 #include <stdlib.h>
 
 #define TEST_DB 2
 
-static uv_loop_t loop;
 static sb_redis_t *r1, *r2; /* two "nodes" */
 static int port = 6390;
-
-/* Runs the loop until *done is true or ms have passed; returns *done. */
-static bool run_until(const bool *done, uint64_t ms)
-{
-    uint64_t deadline = uv_hrtime() + ms * 1000000ull;
-    while (!*done && uv_hrtime() < deadline)
-        uv_run(&loop, UV_RUN_ONCE);
-    return *done;
-}
 
 static bool wait_connected(sb_redis_t *r, uint64_t ms)
 {
@@ -36,79 +28,6 @@ static bool wait_connected(sb_redis_t *r, uint64_t ms)
     while (!sb_redis_connected(r) && uv_hrtime() < deadline)
         uv_run(&loop, UV_RUN_ONCE);
     return sb_redis_connected(r);
-}
-
-static void on_timer_done(uv_timer_t *t)
-{
-    *(bool *)t->data = true;
-}
-
-/* Runs the loop for ms (lets leases expire; never an assertion about time). */
-static void pause_ms(uint64_t ms)
-{
-    bool done = false;
-    uv_timer_t t;
-    uv_timer_init(&loop, &t);
-    t.data = &done;
-    uv_timer_start(&t, on_timer_done, ms, 0);
-    run_until(&done, ms + 5000);
-    uv_close((uv_handle_t *)&t, NULL);
-    uv_run(&loop, UV_RUN_NOWAIT);
-}
-
-/* ---- a synchronous command helper ----------------------------------------------------------------------------- */
-
-typedef struct answer {
-    bool done;
-    int calls, err, type;
-    long long integer;
-    char str[32768];
-    size_t len, elements;
-} answer_t;
-
-static void on_answer(void *arg, int err, const struct redisReply *rep)
-{
-    answer_t *a = arg;
-    a->done = true;
-    a->calls++;
-    a->err = err;
-    if (!rep)
-        return;
-    a->type = rep->type;
-    a->integer = rep->integer;
-    a->elements = rep->elements;
-    if (rep->type == REDIS_REPLY_STRING || rep->type == REDIS_REPLY_STATUS || rep->type == REDIS_REPLY_ERROR) {
-        a->len = rep->len < sizeof a->str - 1 ? rep->len : sizeof a->str - 1;
-        memcpy(a->str, rep->str, a->len);
-        a->str[a->len] = '\0';
-    } else if (rep->type == REDIS_REPLY_ARRAY) { /* the string elements, one per line */
-        size_t n = 0;
-        for (size_t i = 0; i < rep->elements && rep->element[i]->type == REDIS_REPLY_STRING; i++)
-            n += (size_t)snprintf(a->str + n, n < sizeof a->str ? sizeof a->str - n : 0, "%s\n",
-                                  rep->element[i]->str);
-        a->len = n < sizeof a->str ? n : sizeof a->str - 1;
-    }
-}
-
-/* Sends words (NULL-terminated) on r and waits for the answer. */
-static answer_t cmd(sb_redis_t *r, const char *w0, ...)
-{
-    answer_t a = {0};
-    const char *argv[16];
-    size_t len[16];
-    int argc = 0;
-    va_list ap;
-    va_start(ap, w0);
-    for (const char *w = w0; w && argc < 16; w = va_arg(ap, const char *)) {
-        argv[argc] = w;
-        len[argc++] = strlen(w);
-    }
-    va_end(ap);
-    if (sb_redis_command_argv(r, argc, argv, len, on_answer, &a) != 0)
-        a.err = SB_EUNAVAIL;
-    else
-        run_until(&a.done, 5000);
-    return a;
 }
 
 /* ---- acquisition helpers -------------------------------------------------------------------------------------- */
@@ -1033,6 +952,129 @@ TEST(call_pace)
     }
 }
 
+/* ---- on a Redis Cluster --------------------------------------------------------------------------------------- */
+
+static void on_calls(void *arg, int err, int64_t fleet, int64_t tenant)
+{
+    int64_t *o = arg;
+    o[0] = err == 0 ? fleet : -1;
+    o[1] = err == 0 ? tenant : -1;
+    o[2] = 1;
+}
+
+/* Which master of CLUSTER NODES (its text) serves slot: its port, or 0. A master's line reads
+ * "<id> <ip:port@cport> <flags> - <ping> <pong> <epoch> <state> <from>-<to> ...". */
+static int master_port_of(const char *nodes, unsigned slot)
+{
+    for (const char *line = nodes; *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : "") {
+        const char *end = strchr(line, '\n') ? strchr(line, '\n') : line + strlen(line);
+        const char *addr = memchr(line, ' ', (size_t)(end - line));
+        if (!addr || !strstr(line, "master") || strstr(line, "master") > end)
+            continue;
+        const char *colon = memchr(addr, ':', (size_t)(end - addr));
+        int mport = colon ? atoi(colon + 1) : 0;
+        int field = 0;
+        for (const char *q = addr; q && q < end; q = memchr(q + 1, ' ', (size_t)(end - q - 1))) {
+            if (++field < 8 || q[1] == '[') /* the first slot range is the 9th field; [migrating] ones skipped */
+                continue;
+            char *dash;
+            unsigned long from = strtoul(q + 1, &dash, 10), to = *dash == '-' ? strtoul(dash + 1, NULL, 10) : from;
+            if (from <= slot && slot <= to)
+                return mport;
+        }
+    }
+    return 0;
+}
+
+/* Every script above against the Redis Cluster of ops/redis_cluster.sh (first port of $SB_RCLUSTER_PORTS, default
+ * 7101), for a tenant on each of its three masters: a script whose keys spanned two slots would be refused
+ * (CROSSSLOT) and come back as an error; each call must also reach its master without a redirection. */
+TEST(on_cluster)
+{
+    int cport = 7101;
+    const char *p = getenv("SB_RCLUSTER_PORTS");
+    if (p)
+        cport = atoi(p);
+    is_int(system("ops/redis_cluster.sh up >/dev/null"), 0, "ops/redis_cluster.sh up");
+    sb_redis_t *rc = sb_redis_create(&loop, "127.0.0.1", cport, 0);
+    sb_redis_stats_t st = {0};
+    uint64_t deadline = uv_hrtime() + 10000000000ull;
+    while ((st.nodes_up < 3 || st.slot_maps == 0) && uv_hrtime() < deadline) {
+        uv_run(&loop, UV_RUN_ONCE);
+        sb_redis_get_stats(rc, &st);
+    }
+    ok(st.nodes_up == 3 && st.slot_maps > 0, "the adapter knows the cluster's three masters");
+    answer_t nodes = cmd(rc, "CLUSTER", "NODES", NULL);
+    int masters[3] = {0};
+    int64_t tenants[3] = {0};
+    int found = 0;
+    for (int64_t t = 100; t < 2000 && found < 3; t++) {
+        char key[40];
+        int n = snprintf(key, sizeof key, "sb:{t%lld}:rl:1", (long long)t);
+        int mport = master_port_of(nodes.str, sb_redis_key_slot(key, (size_t)n));
+        int i = 0;
+        while (i < found && masters[i] != mport)
+            i++;
+        if (mport && i == found) {
+            masters[found] = mport;
+            tenants[found++] = t;
+        }
+    }
+    is_int(found, 3, "a tenant on each master: %lld on %d, %lld on %d, %lld on %d", (long long)tenants[0], masters[0],
+           (long long)tenants[1], masters[1], (long long)tenants[2], masters[2]);
+    sb_redis_stats_t s0;
+    sb_redis_get_stats(rc, &s0);
+    sb_counters_limits_t lim = {
+        .interval_us = 1000, .burst = 5, .channel_max = 2, .tenant_max = 3, .lease_ms = 30000};
+    int acquired = 0, read = 0, extended = 0, released = 0;
+    for (int i = 0; i < found; i++) {
+        got_t a = acquire1(rc, tenants[i], 7, &lim);
+        acquired += a.err == 0 && a.g.verdict == SB_COUNTERS_OK && a.g.channel_inflight == 1;
+        readout_t rd = read1(rc, tenants[i], 7);
+        read += rd.err == 0 && rd.st.channel_inflight == 1 && rd.st.tenant_inflight == 1 && rd.st.rate_state;
+        fin_t e = {0};
+        if (sb_counters_extend(rc, &a.g.lease, 60000, on_fin, &e) == 0)
+            run_until(&e.done, 5000);
+        extended += e.done && e.err == 0;
+        fin_t f = release1(rc, &a.g.lease);
+        released += f.done && f.err == 0;
+    }
+    is_int(acquired, 3, "acquire on each master");
+    is_int(read, 3, "the read-out on each master");
+    is_int(extended, 3, "extend on each master");
+    is_int(released, 3, "release on each master");
+    sb_counters_call_caps_t caps = {
+        .fleet_max = 10, .tenant_max = 5, .channel_max = 2, .lease_ms = 30000, .interval_us = 1000};
+    int admitted = 0, fins = 0;
+    for (int i = 0; i < found; i++) {
+        char key[24];
+        snprintf(key, sizeof key, "CAcluster%d", i);
+        admitted += admit1(rc, tenants[i], 70 + i, key, &caps).g.admitted;
+    }
+    is_int(admitted, 3, "call admit for each tenant (the keys under {calls})");
+    int64_t calls[3] = {0};
+    if (sb_counters_calls_read(rc, tenants[1], on_calls, calls) == 0)
+        while (!calls[2] && uv_hrtime() < deadline + 10000000000ull)
+            uv_run(&loop, UV_RUN_ONCE);
+    ok(calls[0] == 3 && calls[1] == 1, "calls read: fleet %lld, tenant %lld", (long long)calls[0],
+       (long long)calls[1]);
+    for (int i = 0; i < found; i++) {
+        char key[24];
+        snprintf(key, sizeof key, "CAcluster%d", i);
+        fin_t e = {0}, f = {0};
+        if (sb_counters_call_extend(rc, tenants[i], 70 + i, key, 60000, on_fin, &e) == 0)
+            run_until(&e.done, 5000);
+        if (sb_counters_call_release(rc, tenants[i], 70 + i, key, on_fin, &f) == 0)
+            run_until(&f.done, 5000);
+        fins += e.done && e.err == 0 && f.done && f.err == 0;
+    }
+    is_int(fins, 3, "call extend and release for each");
+    sb_redis_stats_t s1;
+    sb_redis_get_stats(rc, &s1);
+    is_int(s1.moved - s0.moved, 0, "every script went straight to its master (no MOVED)");
+    sb_redis_close(rc);
+}
+
 TEST(teardown)
 {
     answer_t a = cmd(r1, "FLUSHDB", NULL);
@@ -1073,6 +1115,7 @@ int main(void)
     RUN(call_caps_two_nodes);
     RUN(call_lease_expiry);
     RUN(call_pace);
+    RUN(on_cluster);
     RUN(teardown);
     return tap_done();
 }
