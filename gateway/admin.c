@@ -13,6 +13,7 @@
 #include "gateway/ratelimit.h"
 #include "actors/session.h"
 #include "actors/tenant.h"
+#include "shards/cluster.h"
 #include "shards/domain.h"
 #include "proto/codec.h"
 #include "proto/err.h"
@@ -583,6 +584,10 @@ static void settings_note_run(sb_shard_t *s, void *arg)
  * change takes effect within a round trip to PostgreSQL, also for messages already queued. */
 static void settings_changed(int64_t tenant, int64_t channel)
 {
+    if (!sb_cluster_serves(tenant)) { /* another node's tenant: its sessions are there */
+        sb_cluster_settings_changed(tenant, channel);
+        return;
+    }
     settings_note_t *n = sb_malloc(sizeof *n);
     *n = (settings_note_t){tenant, channel};
     if (sb_shard_exec(sb_domain_owner(tenant), settings_note_run, n) < 0)

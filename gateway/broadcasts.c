@@ -14,6 +14,7 @@
 #include "proto/line.h"
 #include "proto/mem.h"
 #include "proto/rfc3339.h"
+#include "shards/cluster.h"
 #include "shards/domain.h"
 
 #include <ctype.h>
@@ -335,6 +336,13 @@ static void post_broadcast(sb_shard_t *s, sb_http_req_t *req, const sb_principal
     json_decref(j);
     sb_log_info("broadcasts: %zu recipients (%zu bytes) read and rendered in %llu ms", job->req.n, raw.len,
                 (unsigned long long)((uv_hrtime() - t0) / 1000000));
+    if (!sb_cluster_serves(p->tenant)) { /* (broadcasts are not handed between nodes: the owner takes them) */
+        job->req.status = 503;
+        job->req.code = "unavailable";
+        snprintf(job->req.message, sizeof job->req.message, "%s", SB_CLUSTER_NOT_HERE);
+        job->req.answer(&job->req);
+        return;
+    }
     sb_session_broadcast(sb_shard_rt(s), sb_domain_owner(p->tenant), &job->req);
 }
 
@@ -410,6 +418,13 @@ static void cancel_found(void *arg, int err, int64_t channel)
     }
     c->req.channel = channel;
     sb_shard_t *self = sb_shard_self();
+    if (!sb_cluster_serves(c->req.tenant)) {
+        c->req.status = 503;
+        c->req.code = "unavailable";
+        snprintf(c->req.message, sizeof c->req.message, "%s", SB_CLUSTER_NOT_HERE);
+        cancel_on_origin(NULL, c);
+        return;
+    }
     sb_session_broadcast_cancel(sb_shard_rt(self), sb_domain_owner(c->req.tenant), &c->req);
 }
 

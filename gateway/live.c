@@ -893,8 +893,19 @@ static void key_ended_here(sb_shard_t *s, void *arg)
     free(k);
 }
 
+#define KEYS_CHANNEL "sb:keys" /* several nodes: keys that ended, for every node's live inbox clients */
+
 void sb_live_key_ended(int64_t tenant, int64_t key, int64_t at)
 {
+    sb_shard_t *self = sb_shard_self();
+    sb_redis_t *rd = self && sb_cluster_enabled() ? sb_shard_redis(self) : NULL;
+    if (rd) { /* the other nodes' clients of the key too (this node's get it twice: harmless) */
+        char msg[80];
+        int n = snprintf(msg, sizeof msg, "%lld %lld %lld", (long long)tenant, (long long)key, (long long)at);
+        const char *argv[3] = {"PUBLISH", KEYS_CHANNEL, msg};
+        size_t lens[3] = {7, strlen(KEYS_CHANNEL), (size_t)n};
+        sb_redis_command_argv(rd, 3, argv, lens, NULL, NULL);
+    }
     for (unsigned i = 0; i < sb_shards_count(); i++) {
         key_end_t *k = sb_malloc(sizeof *k);
         *k = (key_end_t){tenant, key, at};
@@ -974,7 +985,17 @@ static void channel_message(void *arg, const char *chan, size_t clen, const char
 {
     hub_t *h = arg;
     sb_inbox_batch_t *b;
-    (void)chan, (void)clen;
+    if (clen == strlen(KEYS_CHANNEL) && !memcmp(chan, KEYS_CHANNEL, clen)) { /* a key ended on some node */
+        char text[80];
+        long long tenant, key, at;
+        snprintf(text, sizeof text, "%.*s", (int)(len < sizeof text ? len : sizeof text - 1), payload);
+        if (sscanf(text, "%lld %lld %lld", &tenant, &key, &at) == 3 && tenant > 0 && key > 0 && at >= 0) {
+            key_end_t *k = sb_malloc(sizeof *k);
+            *k = (key_end_t){tenant, key, at};
+            key_ended_here(h->shard, k);
+        }
+        return;
+    }
     if (sb_inbox_batch_unpack(payload, len, &b) < 0) {
         sb_log_warn("inbox: a batch from another node could not be read; skipped (the store has it)");
         return;
@@ -1011,9 +1032,11 @@ static int live_start(sb_shard_t *s, void **state)
     h->tick->data = h;
     uv_timer_start(h->tick, on_tick, TICK_MS, TICK_MS);
     h->next_renew = uv_now(sb_shard_loop(s)) + RENEW_MS;
-    if (sb_cluster_enabled())
+    if (sb_cluster_enabled()) {
         h->sub = sb_redis_sub_create(sb_shard_loop(s), cfg->redis.host, cfg->redis.port, channel_message,
                                      channel_state, h);
+        sb_redis_subscribe(h->sub, KEYS_CHANNEL, strlen(KEYS_CHANNEL));
+    }
     *state = h;
     return 0;
 }

@@ -14,6 +14,7 @@
 #include "proto/list.h"
 #include "proto/mem.h"
 #include "proto/mstream.h"
+#include "shards/cluster.h"
 #include "shards/domain.h"
 
 #include <inttypes.h>
@@ -78,7 +79,8 @@ static void tell(relay_t *r, sb_call_stream_news_t news)
                           .frames_in = r->frames_in,
                           .frames_out = r->frames_out,
                           .dropped = r->app ? sb_wsclient_dropped(r->app) : 0};
-    sb_call_stream(sb_shard_rt(r->s), sb_domain_owner(r->tenant), r->call_key, &n);
+    if (sb_cluster_serves(r->tenant)) /* (the call's actor is on its owner node: news for it stay there) */
+        sb_call_stream(sb_shard_rt(r->s), sb_domain_owner(r->tenant), r->call_key, &n);
 }
 
 /* The voice app is out of reach (never answered, refused, or went away): the call's actor applies the fallback. */

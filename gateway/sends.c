@@ -284,5 +284,8 @@ void sb_sends_cancel(int64_t tenant, int64_t channel, int64_t id, sb_sends_cance
     j->cb = cb;
     j->arg = arg;
     j->req = (sb_session_cancel_t){.tenant = tenant, .channel = channel, .id = id, .answer = cancel_answered};
-    sb_session_cancel(sb_shard_rt(self), sb_domain_owner(tenant), &j->req);
+    if (!sb_cluster_serves(tenant)) /* another node's tenant: to its session there */
+        sb_cluster_session_cancel(self, &j->req);
+    else
+        sb_session_cancel(sb_shard_rt(self), sb_domain_owner(tenant), &j->req);
 }

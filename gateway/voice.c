@@ -12,6 +12,7 @@
 #include "proto/err.h"
 #include "proto/form.h"
 #include "proto/mem.h"
+#include "shards/cluster.h"
 #include "shards/domain.h"
 
 #include <inttypes.h>
@@ -62,6 +63,13 @@ static void dispatch(sb_shard_t *s, sb_call_req_t *r, answered_fn fn, void *arg)
     *j = (job_t){r, sb_shard_index(s), fn, arg};
     r->answer = answered;
     r->arg = j;
+    if (!sb_cluster_serves(r->tenant)) { /* (calls are not handed between nodes: the owner takes them) */
+        r->http_status = 503;
+        r->code = "unavailable";
+        snprintf(r->message, sizeof r->message, "%s", SB_CLUSTER_NOT_HERE);
+        r->answer(r);
+        return;
+    }
     sb_call_request(sb_shard_rt(s), sb_domain_owner(r->tenant), r);
 }
 

@@ -69,11 +69,12 @@ typedef struct cluster {
     uint64_t next_remote;
 } cluster_t;
 
-/* A send this node handed to the tenant's owner, waiting for its answer (on shard 0). */
+/* A send or a cancel this node handed to the tenant's owner, waiting for its answer (on shard 0). */
 typedef struct remote {
     struct remote *next;
     uint64_t id, deadline;
-    sb_session_send_t *req;
+    sb_session_send_t *req;     /* a send, or */
+    sb_session_cancel_t *cancel; /* a cancel */
 } remote_t;
 
 #define REMOTE_TIMEOUT_MS 10000
@@ -912,6 +913,8 @@ static const char *other_owner(cluster_t *c, uint32_t slot)
  * be acknowledged yet. */
 static void remote_send_in(cluster_t *c, const redisReply *fields);
 static void remote_answer_in(cluster_t *c, const redisReply *fields);
+static void remote_cancel_in(cluster_t *c, const redisReply *fields);
+static void settings_in(cluster_t *c, const redisReply *fields);
 
 static bool apply_entry(cluster_t *c, const char *id, const redisReply *fields)
 {
@@ -922,6 +925,14 @@ static bool apply_entry(cluster_t *c, const char *id, const redisReply *fields)
     }
     if (kind && kind->type == REDIS_REPLY_STRING && !strcmp(kind->str, "a")) {
         remote_answer_in(c, fields);
+        return true;
+    }
+    if (kind && kind->type == REDIS_REPLY_STRING && !strcmp(kind->str, "x")) {
+        remote_cancel_in(c, fields);
+        return true;
+    }
+    if (kind && kind->type == REDIS_REPLY_STRING && !strcmp(kind->str, "n")) {
+        settings_in(c, fields);
         return true;
     }
     const redisReply *rid = field(fields, "r"), *tid = field(fields, "t"), *cid = field(fields, "c"),
@@ -1092,32 +1103,56 @@ static void answer_locally(sb_session_send_t *req, int status, const char *code,
     req->answer(req);
 }
 
+static void cancel_locally(sb_session_cancel_t *req, int status, const char *code, const char *message)
+{
+    req->status = status;
+    req->code = code;
+    snprintf(req->message, sizeof req->message, "%s", message);
+    req->answer(req);
+}
+
+static const char moving[] = "the tenant's slot is moving between nodes; retry in a moment";
+
 typedef struct outgoing {
     sb_session_send_t *req;
+    sb_session_cancel_t *cancel;
 } outgoing_t;
+
+/* On shard 0: the owner of tenant's slot when it is another node (else NULL), and the request remembered until the
+ * answer comes back. */
+static const char *remote_start(cluster_t *c, sb_shard_t *s, int64_t tenant, const outgoing_t *o, uint64_t *id)
+{
+    uint32_t slot = sb_cluster_slot(tenant);
+    uint16_t idx = atomic_load_explicit(&g_owner[slot], memory_order_acquire);
+    const char *owner = idx ? g_names[idx - 1] : NULL;
+    if (!c || !owner || !strcmp(owner, c->o->node_id) || !sb_shard_redis(s))
+        return NULL;
+    remote_t *r = sb_calloc(1, sizeof *r);
+    r->id = ++c->next_remote;
+    r->deadline = uv_now(sb_shard_loop(s)) + REMOTE_TIMEOUT_MS;
+    r->req = o->req;
+    r->cancel = o->cancel;
+    r->next = c->remote;
+    c->remote = r;
+    *id = r->id;
+    return owner;
+}
 
 /* On shard 0: the send to its owner's stream, remembered until the answer comes back. */
 static void send_on_zero(sb_shard_t *s, void *arg)
 {
     outgoing_t *o = arg;
     sb_session_send_t *req = o->req;
-    free(o);
     cluster_t *c = g_c;
-    uint32_t slot = sb_cluster_slot(req->tenant);
-    uint16_t idx = atomic_load_explicit(&g_owner[slot], memory_order_acquire);
-    const char *owner = idx ? g_names[idx - 1] : NULL;
-    if (!c || !owner || !strcmp(owner, c->o->node_id) || !sb_shard_redis(s)) {
-        answer_locally(req, 503, "unavailable", "the tenant's slot is moving between nodes; retry in a moment");
+    uint64_t id;
+    const char *owner = remote_start(c, s, req->tenant, o, &id);
+    free(o);
+    if (!owner) {
+        answer_locally(req, 503, "unavailable", moving);
         return;
     }
-    remote_t *r = sb_calloc(1, sizeof *r);
-    r->id = ++c->next_remote;
-    r->deadline = uv_now(sb_shard_loop(s)) + REMOTE_TIMEOUT_MS;
-    r->req = req;
-    r->next = c->remote;
-    c->remote = r;
     char q[24], t[24], ch[24], pr[8], at[24];
-    snprintf(q, sizeof q, "%" PRIu64, r->id);
+    snprintf(q, sizeof q, "%" PRIu64, id);
     snprintf(t, sizeof t, "%" PRId64, req->tenant);
     snprintf(ch, sizeof ch, "%" PRId64, req->channel);
     snprintf(pr, sizeof pr, "%d", (int)req->priority);
@@ -1136,7 +1171,7 @@ static void send_on_zero(sb_shard_t *s, void *arg)
 
 void sb_cluster_session_send(sb_shard_t *s, sb_session_send_t *req)
 {
-    outgoing_t *o = sb_malloc(sizeof *o);
+    outgoing_t *o = sb_calloc(1, sizeof *o);
     o->req = req;
     if (sb_shard_index(s) == 0) {
         send_on_zero(s, o);
@@ -1220,6 +1255,121 @@ static void remote_send_in(cluster_t *c, const redisReply *fields)
     sb_session_send(sb_shard_rt(c->s), sb_place_shard(sb_cluster_slot(in->req.tenant), sb_shards_count()), &in->req);
 }
 
+static void cancel_on_zero(sb_shard_t *s, void *arg)
+{
+    outgoing_t *o = arg;
+    sb_session_cancel_t *req = o->cancel;
+    uint64_t id;
+    const char *owner = remote_start(g_c, s, req->tenant, o, &id);
+    free(o);
+    if (!owner) {
+        cancel_locally(req, 503, "unavailable", moving);
+        return;
+    }
+    char q[24], t[24], ch[24], mid[24];
+    snprintf(q, sizeof q, "%" PRIu64, id);
+    snprintf(t, sizeof t, "%" PRId64, req->tenant);
+    snprintf(ch, sizeof ch, "%" PRId64, req->channel);
+    snprintf(mid, sizeof mid, "%" PRId64, req->id);
+    const char *kv[12] = {"k", "x", "q", q, "f", g_o->node_id, "t", t, "c", ch, "i", mid};
+    xadd_fields(sb_shard_redis(s), owner, 12, kv, NULL);
+}
+
+void sb_cluster_session_cancel(sb_shard_t *s, sb_session_cancel_t *req)
+{
+    outgoing_t *o = sb_calloc(1, sizeof *o);
+    o->cancel = req;
+    if (sb_shard_index(s) == 0) {
+        cancel_on_zero(s, o);
+    } else if (sb_shard_exec(0, cancel_on_zero, o) < 0) {
+        free(o);
+        cancel_locally(req, 503, "unavailable", "the gateway is stopping; retry");
+    }
+}
+
+typedef struct incoming_cancel {
+    sb_session_cancel_t req; /* first: the session hands back this pointer */
+    char from[72];
+    char q[24];
+} incoming_cancel_t;
+
+static void incoming_cancel_answered(sb_session_cancel_t *req)
+{
+    incoming_cancel_t *in = (incoming_cancel_t *)req;
+    sb_shard_t *self = sb_shard_self();
+    sb_redis_t *rd = self ? sb_shard_redis(self) : NULL;
+    if (rd) {
+        char st[8];
+        snprintf(st, sizeof st, "%d", req->status);
+        const char *kv[10] = {"k", "a", "q", in->q, "st", st, "co", req->code ? req->code : "", "ms", req->message};
+        xadd_fields(rd, in->from, 10, kv, NULL);
+    }
+    free(in);
+}
+
+static void remote_cancel_in(cluster_t *c, const redisReply *fields)
+{
+    const char *from = fstr(fields, "f", NULL), *q = fstr(fields, "q", NULL);
+    if (!from || !q || strlen(from) >= 72 || strlen(q) >= 24)
+        return;
+    incoming_cancel_t *in = sb_calloc(1, sizeof *in);
+    snprintf(in->from, sizeof in->from, "%s", from);
+    snprintf(in->q, sizeof in->q, "%s", q);
+    in->req = (sb_session_cancel_t){.tenant = fint(fields, "t"), .channel = fint(fields, "c"),
+                                    .id = fint(fields, "i"), .answer = incoming_cancel_answered};
+    if (in->req.tenant <= 0 || !sb_cluster_serves(in->req.tenant)) {
+        cancel_locally(&in->req, 503, "unavailable", moving);
+        return;
+    }
+    sb_session_cancel(sb_shard_rt(c->s), sb_place_shard(sb_cluster_slot(in->req.tenant), sb_shards_count()),
+                      &in->req);
+}
+
+/* ---- settings changed on another node: the owner's sessions read theirs again ------------------------------------ */
+
+typedef struct note {
+    int64_t tenant, channel;
+} note_t;
+
+static void note_on_shard(sb_shard_t *s, void *arg)
+{
+    note_t *n = arg;
+    sb_session_settings_changed(sb_shard_rt(s), n->tenant, n->channel);
+    free(n);
+}
+
+static void settings_in(cluster_t *c, const redisReply *fields)
+{
+    (void)c;
+    note_t *n = sb_malloc(sizeof *n);
+    *n = (note_t){fint(fields, "t"), fint(fields, "c")};
+    if (n->tenant <= 0 || !sb_cluster_owns(n->tenant) ||
+        sb_shard_exec(sb_place_shard(sb_cluster_slot(n->tenant), sb_shards_count()), note_on_shard, n) < 0)
+        free(n);
+}
+
+static void note_on_zero(sb_shard_t *s, void *arg)
+{
+    note_t *n = arg;
+    uint16_t idx = atomic_load_explicit(&g_owner[sb_cluster_slot(n->tenant)], memory_order_acquire);
+    if (idx && sb_shard_redis(s)) {
+        char t[24], ch[24];
+        snprintf(t, sizeof t, "%" PRId64, n->tenant);
+        snprintf(ch, sizeof ch, "%" PRId64, n->channel);
+        const char *kv[6] = {"k", "n", "t", t, "c", ch};
+        xadd_fields(sb_shard_redis(s), g_names[idx - 1], 6, kv, NULL);
+    }
+    free(n);
+}
+
+void sb_cluster_settings_changed(int64_t tenant, int64_t channel)
+{
+    note_t *n = sb_malloc(sizeof *n);
+    *n = (note_t){tenant, channel};
+    if (sb_shard_exec(0, note_on_zero, n) < 0)
+        free(n);
+}
+
 static void remote_answer_in(cluster_t *c, const redisReply *fields)
 {
     uint64_t q = (uint64_t)fint(fields, "q");
@@ -1231,21 +1381,27 @@ static void remote_answer_in(cluster_t *c, const redisReply *fields)
     remote_t *r = *pp;
     *pp = r->next;
     sb_session_send_t *req = r->req;
+    sb_session_cancel_t *cancel = r->cancel;
     free(r);
+    const char *co = fstr(fields, "co", NULL), *ms = fstr(fields, "ms", NULL);
+    static const char *const codes[] = {"invalid_request",   "invalid_recipient", "invalid_template", "invalid_tag",
+                                        "invalid_media_url", "invalid_fallback",  "body_too_long",    "not_found",
+                                        "outside_window",    "conflict",          "unavailable",      NULL};
+    const char *code = "unavailable"; /* (codes must be static: the known ones are kept, anything else a 503's) */
+    for (int i = 0; co && codes[i]; i++)
+        if (!strcmp(co, codes[i]))
+            code = codes[i];
+    if (cancel) {
+        cancel_locally(cancel, (int)fint(fields, "st"), code, ms ? ms : "");
+        return;
+    }
     static const char *const accepted[] = {"queued", "scheduled"};
-    const char *ac = fstr(fields, "ac", NULL), *co = fstr(fields, "co", NULL), *ms = fstr(fields, "ms", NULL);
+    const char *ac = fstr(fields, "ac", NULL);
     req->status = (int)fint(fields, "st");
     req->id = fint(fields, "id");
     req->created = fint(fields, "cr") == 1;
     req->accepted = ac && !strcmp(ac, "scheduled") ? accepted[1] : accepted[0];
-    /* (the code must be static: the known ones are kept, anything else is a 503's) */
-    static const char *const codes[] = {"invalid_request",   "invalid_recipient", "invalid_template", "invalid_tag",
-                                        "invalid_media_url", "invalid_fallback",  "body_too_long",    "not_found",
-                                        "outside_window",    "conflict",          "unavailable",      NULL};
-    req->code = "unavailable";
-    for (int i = 0; co && codes[i]; i++)
-        if (!strcmp(co, codes[i]))
-            req->code = codes[i];
+    req->code = code;
     snprintf(req->message, sizeof req->message, "%s", ms ? ms : "");
     req->answer(req);
 }
@@ -1261,8 +1417,11 @@ static void remote_expire(cluster_t *c, uint64_t now)
             continue;
         }
         *pp = r->next;
-        answer_locally(r->req, 503, "unavailable",
-                       "the tenant's node did not answer in time; retry with the same idempotency key");
+        if (r->cancel)
+            cancel_locally(r->cancel, 503, "unavailable", "the tenant's node did not answer in time; retry");
+        else
+            answer_locally(r->req, 503, "unavailable",
+                           "the tenant's node did not answer in time; retry with the same idempotency key");
         free(r);
     }
 }
@@ -1428,7 +1587,7 @@ static int cluster_start(sb_shard_t *s, void **state)
     c->slot = sb_calloc(o->slots, sizeof *c->slot);
     c->held_tail = &c->held;
     uint64_t ttl = (uint64_t)o->node_lease_ttl_s * 1000;
-    c->lease_ms = o->slot_lease_ms > 0 ? (uint64_t)o->slot_lease_ms : ttl < 2000 ? ttl : 2000;
+    c->lease_ms = o->slot_lease_ms > 0 ? (uint64_t)o->slot_lease_ms : ttl < 1500 ? ttl : 1500;
     if (c->lease_ms < 4 * RENEW_MARGIN_MS)
         c->lease_ms = 4 * RENEW_MARGIN_MS;
     c->round_ms = c->lease_ms / 4;

@@ -1,7 +1,7 @@
 /* The cluster: several gateway nodes sharing the tenants through Redis and PostgreSQL (DESIGN.md §3, §6).
  *
  * Off (the default, `cluster = off`), a node is alone: it owns every slot, its writes carry no fence, and nothing
- * here runs. On, shard 0 runs the node's part every slot_lease/4 (500 ms by default), all of it in one Lua script
+ * here runs. On, shard 0 runs the node's part every slot_lease/4 (375 ms by default), all of it in one Lua script
  * over two hashes under the `{cluster}` hash tag, so Redis alone orders the fleet's decisions:
  *
  *   Membership. The node's entry (address, shards, heartbeat) is refreshed; entries older than node_lease_ttl are
@@ -47,7 +47,7 @@ typedef struct sb_cluster_opts {
     uint32_t slots;
     unsigned shards;
     int node_lease_ttl_s;    /* a member without a heartbeat this long is gone */
-    int slot_lease_ms;       /* a slot's lease; 0: min(node_lease_ttl, 2 s) */
+    int slot_lease_ms;       /* a slot's lease; 0: min(node_lease_ttl, 1.5 s) */
     const char *redis_host;  /* the stream reader's own connection (it blocks) */
     int redis_port, redis_db;
 } sb_cluster_opts_t;
@@ -58,6 +58,10 @@ void sb_cluster_init(const sb_cluster_opts_t *opts);
 extern const sb_shard_module_t sb_cluster_module;
 
 bool sb_cluster_enabled(void);
+/* What a front door that is not handed between nodes (broadcasts, calls) answers with a 503 on a node that does
+ * not serve the tenant: behind a load balancer, the retry may land on the owner. */
+#define SB_CLUSTER_NOT_HERE "this node does not serve the tenant now (another node of the cluster does); retry"
+
 uint32_t sb_cluster_slot(int64_t tenant);
 /* Whether this node serves tenant's slot now: takes new work for it (alone: always). Any thread. */
 bool sb_cluster_serves(int64_t tenant);
@@ -87,6 +91,12 @@ int sb_cluster_forward_receipt(sb_shard_t *s, const sb_session_receipt_t *r, int
  * shard (503 when no owner is known, the slot is moving, or no answer came within 10 s: the client retries with its
  * idempotency key). Shard s's thread. */
 void sb_cluster_session_send(sb_shard_t *s, sb_session_send_t *req);
+
+/* A cancel (DELETE /v1/messages/{id}) for a tenant this node does not serve, the same way. */
+void sb_cluster_session_cancel(sb_shard_t *s, sb_session_cancel_t *req);
+/* A channel's (or, channel 0, a tenant's) pace or caps changed here: the owner's sessions read theirs again. Any
+ * shard; fire and forget (sessions also read them at activation). */
+void sb_cluster_settings_changed(int64_t tenant, int64_t channel);
 
 /* The live inbox across nodes: the Pub/Sub channel of tenant's events ("sb:live:{t<id>}") into out (64 bytes),
  * returning its length; and a committed batch published on it, through shard s's Redis (fire and forget: a

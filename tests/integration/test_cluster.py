@@ -21,9 +21,17 @@ from test_webhooks import MASTER_KEY
 REDIS_DB = h.REDIS_URL.rsplit("/", 1)[1]
 
 
+RCLUSTER_PORT = 7101  # ops/redis_cluster.sh: three masters on 7101-7103
+RCLUSTER_URL = "redis://127.0.0.1:%d/0" % RCLUSTER_PORT
+REDIS = {"url": h.REDIS_URL}  # what the nodes of the test under way use
+
+
 def redis(*args):
-    return subprocess.run(["redis-cli", "-p", "6390", "-n", REDIS_DB] + list(args), capture_output=True,
-                          text=True, timeout=10).stdout
+    if REDIS["url"] == RCLUSTER_URL:
+        cmd = ["redis-cli", "-c", "-p", str(RCLUSTER_PORT)]
+    else:
+        cmd = ["redis-cli", "-p", "6390", "-n", REDIS_DB]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=10).stdout
 
 
 def fresh_cluster():
@@ -32,6 +40,7 @@ def fresh_cluster():
 
 
 def node(name, **kw):
+    kw.setdefault("redis_url", REDIS["url"])
     gw = h.Gateway(master_key=MASTER_KEY, cluster="on", node_id=name, **kw)
     gw.name = name
     gw.start()
@@ -171,6 +180,16 @@ def test_three_nodes():
         rows = h.sql("SELECT count(*) FROM messages WHERE tenant_id = %s" % t["tenant"])
         h.ok(rows == "20", "20 messages stored, none twice", rows)
         ws.shutdown()
+
+        # a key revoked through one node closes its live clients on the others
+        from test_keys import admin as admin_call, closed_with, j
+        k = j(admin_call(nodes[0], "POST", "/v1/admin/tenants/%s/keys" % t["tenant"], {"role": "agent"}))
+        clients = [connect(gw, k["key"], JSON) for gw in nodes]
+        h.ok(all(c.recv_op().get("op") == "welcome" for c in clients), "a live client of the new key on each node")
+        r = admin_call(nodes[1], "DELETE", "/v1/admin/tenants/%s/keys/%s" % (t["tenant"], k["id"]))
+        h.ok(r.status == 200, "the key revoked through node-b", r)
+        got = [closed_with(c) for c in clients]
+        h.ok(got == [("key_revoked", 4401)] * 3, "its clients on all three nodes: key_revoked, close 4401", got)
 
         # drain: a node gives its slots to the others
         victim = others[1]
@@ -422,12 +441,57 @@ def test_sends_across_nodes():
             stats = mock.stats().get("senders", {}).get(t["address"], {})
             h.ok(0 < stats.get("max_per_second", 99) <= 5, "the pace held across nodes: never more than 5 in any "
                  "second (max %s)" % stats.get("max_per_second"), stats)
+
+            # a cancel posted to a node that does not own the tenant reaches the owner's session
+            others = [gw for gw in nodes if gw.name != own]
+            later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 120))
+            r = post(others[0], t, {"channel_id": t["channel"], "to": "+14155550123", "body": "later",
+                                    "send_at": later})
+            mid = r.json().get("id") if r.status == 202 else None
+            h.ok(mid and r.json().get("status") == "scheduled", "a scheduled send through a non-owner", r)
+            r = h.request(others[1].port, "DELETE", "/v1/messages/%s" % mid, {"Authorization": "Bearer " + t["key"]})
+            h.ok(r.status == 200 and r.json().get("status") == "canceled",
+                 "DELETE through the other non-owner: 200 canceled by the owner's session", r)
+            r = h.request(others[0].port, "DELETE", "/v1/messages/%s" % mid, {"Authorization": "Bearer " + t["key"]})
+            h.ok(r.status == 200 and r.json().get("status") == "canceled", "a second DELETE: canceled still", r)
+            h.ok(not [x for x in mock.received(sender=t["address"]).get("requests", []) if x["body"] == "later"],
+                 "the canceled message never reached the provider")
+
+            # a pace changed on a non-owner reaches the owner's session at once
+            r = admin_req(others[0], "PATCH", "/v1/admin/tenants/%s/channels/%s" % (t["tenant"], t["channel"]),
+                          {"settings": {"rate_per_second": 7}})
+            h.ok(r.status == 200, "the pace patched to 7/s through a non-owner", r)
+            owner_gw = by_name(nodes, own)
+
+            def paced():
+                rr = console(owner_gw, "counters %s %s -j" % (t["tenant"], t["channel"]))
+                return '"pace_per_second":7.0' in "".join(rr) and rr
+            got = h.wait_for(paced, 5)
+            h.ok(got, "the owner's session paces at 7/s now (console counters on the owner)",
+                 console(owner_gw, "counters %s %s -j" % (t["tenant"], t["channel"])))
         finally:
             stop_all(nodes)
+
+
+def test_on_redis_cluster():
+    """The same with a three-master Redis Cluster instead of one Redis: the leases' keys share the {cluster} hash
+    tag, each node's stream lives on whichever master its tag hashes to, Pub/Sub crosses the masters."""
+    p = subprocess.run([h.ROOT + "/ops/redis_cluster.sh", "up"], capture_output=True, text=True, timeout=120)
+    h.ok(p.returncode == 0, "a three-master Redis Cluster is up (ops/redis_cluster.sh)", p.stdout + p.stderr)
+    if p.returncode:
+        return
+    REDIS["url"] = RCLUSTER_URL
+    try:
+        slots = {redis("CLUSTER", "KEYSLOT", "sb:{n:node-%s}:in" % n).strip() for n in "abc"}
+        h.diag("the nodes' streams hash to cluster slots %s" % sorted(slots))
+        test_three_nodes()
+        test_failover_kill9()
+    finally:
+        REDIS["url"] = h.REDIS_URL
 
 
 if __name__ == "__main__":
     import sys
     only = [f for f in (test_fence_sql, test_three_nodes, test_failover_kill9, test_sigstop_fenced,
-                        test_join_while_streaming, test_sends_across_nodes) if len(sys.argv) < 2 or f.__name__ in sys.argv[1:]]
+                        test_join_while_streaming, test_sends_across_nodes, test_on_redis_cluster) if len(sys.argv) < 2 or f.__name__ in sys.argv[1:]]
     h.main(*only)
