@@ -820,8 +820,9 @@ static int unpack_num(const char **p, const char *lim, char end, int64_t *out)
     const char *q = *p;
     int64_t v = 0;
     size_t digits = 0;
-    while (q < lim && *q >= '0' && *q <= '9' && digits < 19) {
-        v = v * 10 + (*q - '0');
+    while (q < lim && *q >= '0' && *q <= '9' && digits < 19) { /* (a 19th digit is only looked at, to refuse it) */
+        if (digits < 18)
+            v = v * 10 + (*q - '0');
         q++;
         digits++;
     }

@@ -489,6 +489,80 @@ TEST(not_connected)
     is_int(uv_loop_close(&l2), 0, "a never-connected adapter closes cleanly");
 }
 
+/* Fences (sql/0022): a write whose slot has a newer epoch is refused alone (SB_EFENCED), leaving nothing; the other
+ * queries of its segment, fenced at current epochs or not fenced, commit on their retry; a batch whose items carry
+ * fences is split when one of them is stale. Slots 60100+ are beyond any cluster's (the tests' use 1024). */
+static bool fenced_item(const void *item, sb_pg_fence_t *out)
+{
+    const titem_t *t = item;
+    out->slot = 60101;
+    out->epoch = t->v == 1 ? 4 : 5; /* the item of value 1 writes as a node the slot has moved away from */
+    return true;
+}
+
+static const sb_pg_batch_def_t fdef = {
+    .what = "fenced test items",
+    .sql = "SELECT (100 / u.v)::text, u.ord, txid_current()::text FROM unnest($1::int[]) WITH ORDINALITY AS u(v, ord)",
+    .ncols = 1,
+    .max = 8,
+    .row = titem_row,
+    .done = titem_done,
+    .fence = fenced_item,
+};
+
+static int fenced_insert(int id, int32_t slot, int64_t epoch, outcome_t *o)
+{
+    char v[16];
+    snprintf(v, sizeof v, "%d", id);
+    const char *params[1] = {v};
+    sb_pg_fence_t f = {.slot = slot, .epoch = epoch};
+    return sb_pg_query_fenced(pg, "INSERT INTO pg_f VALUES ($1) RETURNING id", 1, params, 0, &f, 1, on_result, o);
+}
+
+TEST(fenced)
+{
+    outcome_t setup[3] = {{0}};
+    query1("CREATE TEMP TABLE IF NOT EXISTS pg_f (id int primary key)", NULL, SB_PG_ALONE, &setup[0]);
+    query1("DELETE FROM slot_epochs WHERE slot IN (60101, 60102)", NULL, SB_PG_ALONE, &setup[1]);
+    query1("SELECT sb_fence_bump(ARRAY[60101, 60102], ARRAY[5, 1]::bigint[])", NULL, SB_PG_ALONE, &setup[2]);
+    ok(wait_all(setup, 3) && !setup[0].err && !setup[1].err && !setup[2].err && !strcmp(setup[2].value, "{}"),
+       "slot 60101 at epoch 5, 60102 at 1 (%s)", setup[2].detail);
+
+    outcome_t a = {0};
+    fenced_insert(1, 60101, 5, &a);
+    ok(wait_all(&a, 1) && a.err == 0, "a write at the slot's epoch commits (%s)", a.detail);
+
+    sb_pg_stats_t before, after;
+    sb_pg_get_stats(pg, &before);
+    outcome_t stale = {0}, other = {0}, plain = {0};
+    fenced_insert(2, 60101, 4, &stale);
+    fenced_insert(3, 60102, 1, &other);
+    query1("INSERT INTO pg_f VALUES ($1) RETURNING id", "4", 0, &plain);
+    ok(wait_all(&stale, 1) && wait_all(&other, 1) && wait_all(&plain, 1), "three callbacks");
+    is_int(stale.err, SB_EFENCED, "a write at an older epoch: SB_EFENCED (%s)", stale.detail);
+    ok(strstr(stale.detail, "SBF01") != NULL, "the server's refusal, SQLSTATE SBF01 (%s)", stale.detail);
+    is_int(other.err, 0, "a write for another slot in the same segment commits on its retry (%s)", other.detail);
+    is_int(plain.err, 0, "so does an unfenced one (%s)", plain.detail);
+    sb_pg_get_stats(pg, &after);
+    ok(after.retries - before.retries >= 3, "the segment was taken apart: each sent again alone (%llu)",
+       (unsigned long long)(after.retries - before.retries));
+
+    titem_t t[3] = {{.v = 1, .n = 1}, {.v = 2, .n = 1}, {.v = 4, .n = 1}};
+    stmts = 0;
+    for (int i = 0; i < 3; i++)
+        sb_pg_batch_add(pg, &fdef, &t[i]);
+    ok(wait_all(t, 3), "a fenced batch: each item answered");
+    ok(t[0].err == SB_EFENCED && t[1].err == 0 && t[2].err == 0 && !strcmp(t[1].value, "50") &&
+           !strcmp(t[2].value, "25"),
+       "split when one item's fence is stale: only that one refused (%d %d %d)", t[0].err, t[1].err, t[2].err);
+
+    outcome_t rows = {0}, clean = {0};
+    query1("SELECT string_agg(id::text, ',' ORDER BY id) FROM pg_f", NULL, 0, &rows);
+    query1("DELETE FROM slot_epochs WHERE slot IN (60101, 60102)", NULL, SB_PG_ALONE, &clean);
+    ok(wait_all(&rows, 1) && wait_all(&clean, 1), "read back");
+    is_str(rows.value, "1,3,4", "the refused write left nothing; the others are there");
+}
+
 int main(void)
 {
     const char *url = getenv("SB_TEST_DATABASE_URL");
@@ -506,6 +580,7 @@ int main(void)
     RUN(prepared_survives_rollback);
     RUN(rollback_together);
     RUN(alone_isolates);
+    RUN(fenced);
     RUN(timed);
     RUN(params);
     RUN(array_items);
