@@ -584,7 +584,7 @@ static void settings_note_run(sb_shard_t *s, void *arg)
  * change takes effect within a round trip to PostgreSQL, also for messages already queued. */
 static void settings_changed(int64_t tenant, int64_t channel)
 {
-    if (!sb_cluster_serves(tenant)) { /* another node's tenant: its sessions are there */
+    if (!sb_cluster_owns(tenant)) { /* another node's tenant: its sessions are there */
         sb_cluster_settings_changed(tenant, channel);
         return;
     }

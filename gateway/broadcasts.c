@@ -336,7 +336,7 @@ static void post_broadcast(sb_shard_t *s, sb_http_req_t *req, const sb_principal
     json_decref(j);
     sb_log_info("broadcasts: %zu recipients (%zu bytes) read and rendered in %llu ms", job->req.n, raw.len,
                 (unsigned long long)((uv_hrtime() - t0) / 1000000));
-    if (!sb_cluster_serves(p->tenant)) { /* (broadcasts are not handed between nodes: the owner takes them) */
+    if (!sb_cluster_owns(p->tenant)) { /* (broadcasts are not handed between nodes: the owner takes them) */
         job->req.status = 503;
         job->req.code = "unavailable";
         snprintf(job->req.message, sizeof job->req.message, "%s", SB_CLUSTER_NOT_HERE);
@@ -418,7 +418,7 @@ static void cancel_found(void *arg, int err, int64_t channel)
     }
     c->req.channel = channel;
     sb_shard_t *self = sb_shard_self();
-    if (!sb_cluster_serves(c->req.tenant)) {
+    if (!sb_cluster_owns(c->req.tenant)) {
         c->req.status = 503;
         c->req.code = "unavailable";
         snprintf(c->req.message, sizeof c->req.message, "%s", SB_CLUSTER_NOT_HERE);

@@ -32,7 +32,7 @@
  *   cluster          off                 on: this node shares the slots with the other nodes on the same Redis and
  *                                        PostgreSQL (shards/cluster: leases, fencing, routing); off: it owns them all
  *   node_lease_ttl   5                   seconds, 1..3600: a member without a heartbeat this long is gone (a slot's
- *                                        lease is the shorter of this and 1.5 s)
+ *                                        lease is the shorter of this and 2 s)
  *   advertise        listen              host:port other nodes and operators reach this node at (`nodes`); unset: the
  *                                        listen address
  *   log_level        info                error | warn | info | debug

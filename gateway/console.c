@@ -842,7 +842,7 @@ static void replayed(const sb_rows_t *rows)
     for (size_t i = 0; shard && i < rows->nrows; i++) {
         int64_t tenant = strtoll(sb_rows_cell(rows, i, 1), NULL, 10);
         int64_t channel = strtoll(sb_rows_cell(rows, i, 2), NULL, 10);
-        if (sb_cluster_serves(tenant)) /* (another node's: its session loads the outbox when it next activates) */
+        if (sb_cluster_owns(tenant)) /* (another node's: its session loads the outbox when it next activates) */
             sb_rt_send_key(sb_shard_rt(shard), sb_domain_owner(tenant), &sb_session_kind, (uint64_t)channel,
                            SB_SESSION_RESUME, NULL, 0);
     }
@@ -929,7 +929,7 @@ static void counters_read(void *arg, int err, const sb_counters_state_t *st)
     } else if (!s->closing) {
         q->st = *st;
         sb_shard_t *shard = sb_shard_self();
-        if (q->channel && shard && sb_cluster_serves(q->f.tenant)) { /* the session's own figures, then the answer */
+        if (q->channel && shard && sb_cluster_owns(q->f.tenant)) { /* the session's own figures, then the answer */
             sb_session_figures(sb_shard_rt(shard), sb_domain_owner(q->f.tenant), &q->f);
             return;
         }

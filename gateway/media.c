@@ -79,7 +79,7 @@ static void tell(relay_t *r, sb_call_stream_news_t news)
                           .frames_in = r->frames_in,
                           .frames_out = r->frames_out,
                           .dropped = r->app ? sb_wsclient_dropped(r->app) : 0};
-    if (sb_cluster_serves(r->tenant)) /* (the call's actor is on its owner node: news for it stay there) */
+    if (sb_cluster_owns(r->tenant)) /* (the call's actor is on its owner node: news for it stay there) */
         sb_call_stream(sb_shard_rt(r->s), sb_domain_owner(r->tenant), r->call_key, &n);
 }
 

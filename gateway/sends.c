@@ -158,7 +158,7 @@ static void answered(sb_session_send_t *req)
 static void post(job_t *j)
 {
     sb_shard_t *self = sb_shard_self();
-    if (!sb_cluster_serves(j->req.tenant)) /* another node's tenant: to its session there */
+    if (!sb_cluster_owns(j->req.tenant)) /* another node's tenant: to its session there */
         sb_cluster_session_send(self, &j->req);
     else
         sb_session_send(sb_shard_rt(self), sb_domain_owner(j->req.tenant), &j->req);
@@ -284,7 +284,7 @@ void sb_sends_cancel(int64_t tenant, int64_t channel, int64_t id, sb_sends_cance
     j->cb = cb;
     j->arg = arg;
     j->req = (sb_session_cancel_t){.tenant = tenant, .channel = channel, .id = id, .answer = cancel_answered};
-    if (!sb_cluster_serves(tenant)) /* another node's tenant: to its session there */
+    if (!sb_cluster_owns(tenant)) /* another node's tenant: to its session there */
         sb_cluster_session_cancel(self, &j->req);
     else
         sb_session_cancel(sb_shard_rt(self), sb_domain_owner(tenant), &j->req);

@@ -63,7 +63,7 @@ static void dispatch(sb_shard_t *s, sb_call_req_t *r, answered_fn fn, void *arg)
     *j = (job_t){r, sb_shard_index(s), fn, arg};
     r->answer = answered;
     r->arg = j;
-    if (!sb_cluster_serves(r->tenant)) { /* (calls are not handed between nodes: the owner takes them) */
+    if (!sb_cluster_owns(r->tenant)) { /* (calls are not handed between nodes: the owner takes them) */
         r->http_status = 503;
         r->code = "unavailable";
         snprintf(r->message, sizeof r->message, "%s", SB_CLUSTER_NOT_HERE);

@@ -157,7 +157,25 @@ static void receipt_free(receipt_t *x)
     free(x);
 }
 
-/* Committed: the event goes to its session (a repeat, stored before, went the first time). */
+/* A receipt on its way to a session on the shard that committed it. */
+typedef struct here {
+    sb_session_receipt_t r;
+    int64_t channel;
+    size_t len;
+    char packed[];
+} here_t;
+
+static void hand_here(sb_shard_t *s, void *arg)
+{
+    here_t *h = arg;
+    if (sb_session_receipt_packed(sb_shard_rt(s), sb_shard_index(s), h->channel, &h->r, h->packed, h->len) < 0)
+        sb_log_warn("webhook: receipt %lld not handed to its session (the sweeper will)", (long long)h->r.receipt_id);
+    free(h);
+}
+
+/* Committed: the event goes to its session (a repeat, stored before, went the first time). A session on this very
+ * shard gets it through this shard's own queue, like one on another shard: straight into its mailbox, it could
+ * overtake the customer's previous message, committed on another shard and still in that queue. */
 static void receipt_route(receipt_t *x)
 {
     if (!x->r.id)
@@ -165,13 +183,23 @@ static void receipt_route(receipt_t *x)
     if ((unsigned)x->type < SB_METRICS_CH_TYPES) /* a new one: a repeat was counted the first time */
         sb_metric_add(&sb_metrics_shard(sb_shard_index(x->s))->webhook_events[x->type][x->status], 1);
     sb_session_receipt_t r = {.receipt_id = x->r.id, .tenant = x->r.tenant, .age_ms = 0};
-    if (!sb_cluster_serves(x->r.tenant)) { /* another node's slot: handed to it through its stream */
-        if (sb_cluster_forward_receipt(x->s, &r, x->r.channel, x->packed.p, x->packed.len) < 0)
-            sb_log_debug("webhook: receipt %lld not handed to its owner node (its sweeper will)", (long long)x->r.id);
+    if (sb_cluster_enabled()) { /* several nodes: shard 0 decides where it goes (shards/cluster.h) */
+        if (sb_cluster_route_receipt(x->s, &r, x->r.channel, x->packed.p, x->packed.len) < 0)
+            sb_log_warn("webhook: receipt %lld not routed (the sweeper will)", (long long)x->r.id);
         return;
     }
-    if (sb_session_receipt_packed(sb_shard_rt(x->s), sb_domain_owner(x->r.tenant), x->r.channel, &r, x->packed.p,
-                                  x->packed.len) < 0)
+    unsigned owner = sb_domain_owner(x->r.tenant);
+    if (owner == sb_shard_index(x->s)) {
+        here_t *h = sb_malloc(sizeof *h + x->packed.len);
+        *h = (here_t){.r = r, .channel = x->r.channel, .len = x->packed.len};
+        memcpy(h->packed, x->packed.p, x->packed.len);
+        if (sb_shard_exec(owner, hand_here, h) < 0) {
+            free(h);
+            sb_log_warn("webhook: receipt %lld not handed to its session (the sweeper will)", (long long)x->r.id);
+        }
+        return;
+    }
+    if (sb_session_receipt_packed(sb_shard_rt(x->s), owner, x->r.channel, &r, x->packed.p, x->packed.len) < 0)
         sb_log_warn("webhook: receipt %lld not handed to its session (the sweeper will)", (long long)x->r.id);
 }
 

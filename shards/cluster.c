@@ -65,6 +65,7 @@ typedef struct cluster {
     size_t nnodes;
     held_t *held, **held_tail;
     size_t nheld;
+    uint64_t learned_at;      /* loop ms of the last routing table learned */
     struct remote *remote;    /* sends handed to other nodes, waiting for their answer */
     uint64_t next_remote;
 } cluster_t;
@@ -84,7 +85,7 @@ typedef struct remote {
 
 static void read_next(cluster_t *c);
 static void read_again(uv_timer_t *t);
-static void held_review(cluster_t *c, int64_t last_id);
+static void held_review(cluster_t *c);
 
 static const sb_cluster_opts_t *g_o;
 static _Atomic int64_t *g_epoch;       /* per slot: this node's epoch while it owns it (any phase); 0 not */
@@ -377,50 +378,42 @@ static const char round_lua[] =
     "local draining = ARGV[7] == '1' or redis.call('HEXISTS', KEYS[3], me) == 1\n"
     "redis.call('HSET', KEYS[2], me, ARGV[2] .. '|' .. ARGV[3] .. '|' .. now .. '|' .. (draining and '1' or '0'))\n"
     "local raw = redis.call('HGETALL', KEYS[2])\n"
-    "local active, info = {}, {}\n"
+    "local active, info, hb = {}, {}, {}\n"
     "for i = 1, #raw, 2 do\n"
     "  local id, v = raw[i], raw[i + 1]\n"
-    "  local addr, sh, hb, dr = string.match(v, '^(.*)|(%d+)|(%d+)|(%d)$')\n"
-    "  if not hb or now - tonumber(hb) > nttl then\n"
+    "  local addr, sh, beat, dr = string.match(v, '^(.*)|(%d+)|(%d+)|(%d)$')\n"
+    "  if not beat or now - tonumber(beat) > nttl then\n"
     "    redis.call('HDEL', KEYS[2], id)\n"
     "    redis.call('HDEL', KEYS[3], id)\n"
     "  else\n"
-    "    info[#info + 1] = id .. '|' .. addr .. '|' .. sh .. '|' .. (now - tonumber(hb)) .. '|' .. dr\n"
+    "    hb[id] = tonumber(beat)\n"
+    "    info[#info + 1] = id .. '|' .. addr .. '|' .. sh .. '|' .. (now - hb[id]) .. '|' .. dr\n"
     "    if dr == '0' then active[#active + 1] = id end\n"
     "  end\n"
     "end\n"
+    "local function live(o) return o ~= '' and hb[o] ~= nil and now - hb[o] <= lease end\n"
     "table.sort(active)\n"
-    "local target = 0\n"
-    "if not draining and #active > 0 then\n"
-    "  local rank = 0\n"
-    "  for i, id in ipairs(active) do if id == me then rank = i - 1 end end\n"
-    "  target = math.floor(nslots / #active) + ((rank < nslots % #active) and 1 or 0)\n"
+    "local target, tgt = 0, {}\n"
+    "for i, id in ipairs(active) do\n"
+    "  tgt[id] = math.floor(nslots / #active) + ((i - 1 < nslots % #active) and 1 or 0)\n"
     "end\n"
+    "if not draining then target = tgt[me] or 0 end\n"
     "local rec = {}\n"
     "local sraw = redis.call('HGETALL', KEYS[1])\n"
     "for i = 1, #sraw, 2 do\n"
-    "  local o, e, x = string.match(sraw[i + 1], '^(.*)|(%d+)|(%d+)$')\n"
-    "  if e then rec[tonumber(sraw[i])] = {o, tonumber(e), tonumber(x)} end\n"
+    "  local o, e = string.match(sraw[i + 1], '^([^|]*)|(%d+)')\n"
+    "  if e then rec[tonumber(sraw[i])] = {o, tonumber(e)} end\n"
     "end\n"
     "local held, lost, count = {}, {}, 0\n"
     "for s, e in string.gmatch(ARGV[8], '(%d+):(%d+)') do held[tonumber(s)] = tonumber(e) end\n"
     "for s, e in pairs(held) do\n"
     "  local r = rec[s]\n"
-    "  if r and r[1] == me and r[2] == e then\n"
-    "    r[3] = now + lease\n"
-    "    redis.call('HSET', KEYS[1], s, me .. '|' .. e .. '|' .. r[3])\n"
-    "    count = count + 1\n"
-    "  else\n"
-    "    lost[#lost + 1] = s\n"
-    "  end\n"
+    "  if r and r[1] == me and r[2] == e then count = count + 1 else lost[#lost + 1] = s end\n"
     "end\n"
-    "local cnt, tgt = {}, {}\n"
+    "local cnt = {}\n"
     "for s = 0, nslots - 1 do\n"
     "  local r = rec[s]\n"
-    "  if r and r[1] ~= '' and r[3] >= now then cnt[r[1]] = (cnt[r[1]] or 0) + 1 end\n"
-    "end\n"
-    "for i, id in ipairs(active) do\n"
-    "  tgt[id] = math.floor(nslots / #active) + ((i - 1 < nslots % #active) and 1 or 0)\n"
+    "  if r and live(r[1]) then cnt[r[1]] = (cnt[r[1]] or 0) + 1 end\n"
     "end\n"
     "for s, e in string.gmatch(ARGV[9], '(%d+):(%d+)') do\n"
     "  s, e = tonumber(s), tonumber(e)\n"
@@ -432,12 +425,12 @@ static const char round_lua[] =
     "    end\n"
     "    if best then\n"
     "      local ne = math.max(e, floor) + 1\n"
-    "      r[1], r[2], r[3] = best, ne, now + lease\n"
+    "      r[1], r[2] = best, ne\n"
     "      cnt[best] = (cnt[best] or 0) + 1\n"
-    "      redis.call('HSET', KEYS[1], s, best .. '|' .. ne .. '|' .. r[3])\n"
+    "      redis.call('HSET', KEYS[1], s, best .. '|' .. ne)\n"
     "    else\n"
-    "      r[1], r[3] = '', 0\n"
-    "      redis.call('HSET', KEYS[1], s, '|' .. e .. '|0')\n"
+    "      r[1] = ''\n"
+    "      redis.call('HSET', KEYS[1], s, '|' .. e)\n"
     "    end\n"
     "  end\n"
     "end\n"
@@ -447,12 +440,12 @@ static const char round_lua[] =
     "for s = 0, nslots - 1 do\n"
     "  local r = rec[s]\n"
     "  local free = (not r) or r[1] == ''\n"
-    "  local orphan = r and r[1] ~= '' and r[3] < now\n"
+    "  local orphan = r and r[1] ~= '' and r[1] ~= me and not live(r[1])\n"
     "  local mine = r and r[1] == me and held[s] == nil\n"
     "  if not draining and not skip[s % mod] and (orphan or mine or (free and want > 0)) then\n"
     "    local e = math.max(r and r[2] or 0, floor) + 1\n"
-    "    rec[s] = {me, e, now + lease}\n"
-    "    redis.call('HSET', KEYS[1], s, me .. '|' .. e .. '|' .. (now + lease))\n"
+    "    rec[s] = {me, e}\n"
+    "    redis.call('HSET', KEYS[1], s, me .. '|' .. e)\n"
     "    taken[#taken + 1] = s .. ':' .. e\n"
     "    count = count + 1\n"
     "    if free then want = want - 1 end\n"
@@ -461,7 +454,7 @@ static const char round_lua[] =
     "local owners = {}\n"
     "for s = 0, nslots - 1 do\n"
     "  local r = rec[s]\n"
-    "  if r and r[1] ~= '' and r[3] >= now then owners[s + 1] = r[1] .. ':' .. r[2] else owners[s + 1] = '' end\n"
+    "  if r and live(r[1]) then owners[s + 1] = r[1] .. ':' .. r[2] else owners[s + 1] = '' end\n"
     "end\n"
     "return {table.concat(taken, ','), table.concat(lost, ','), count, target, table.concat(owners, ','),\n"
     "        table.concat(info, ';')}\n";
@@ -657,7 +650,8 @@ static void round_done(void *arg, int err, const redisReply *rep)
         p = *e == ',' ? e + 1 : end;
     }
     learn(c, owners, olen, members, mlen);
-    held_review(c, INT64_MAX); /* slots that moved: their held receipts on to their new owners */
+    c->learned_at = uv_now(sb_shard_loop(c->s));
+    held_review(c); /* slots that moved: their held receipts on to their new owners */
     int64_t count = element_int(rep, 2), target = element_int(rep, 3);
     int64_t leaving = 0;
     for (uint32_t i = 0; i < c->o->slots; i++)
@@ -809,6 +803,9 @@ static int xadd_receipt(sb_shard_t *s, const char *node, const sb_session_receip
     return rc;
 }
 
+static void hand_over(cluster_t *c, int64_t receipt, int64_t tenant, int64_t channel, const void *packed,
+                      size_t len);
+
 typedef struct fwd {
     sb_session_receipt_t r;
     int64_t channel;
@@ -825,8 +822,14 @@ static void forward_on_zero(sb_shard_t *s, void *arg)
     uint32_t slot = sb_cluster_slot(f->r.tenant);
     uint16_t idx = atomic_load_explicit(&g_owner[slot], memory_order_acquire);
     const char *owner = idx ? g_names[idx - 1] : NULL;
+    bool transit = atomic_load_explicit(&g_transit[slot], memory_order_acquire) != 0;
     int rc;
-    if (owner && strcmp(owner, g_o->node_id) && !atomic_load_explicit(&g_transit[slot], memory_order_acquire))
+    if (g_c && g_c->slot[slot].st == S_OWNED && !transit) { /* served here: to its session, from this thread */
+        hand_over(g_c, f->r.receipt_id, f->r.tenant, f->channel, f->packed, f->len);
+        free(f);
+        return;
+    }
+    if (owner && strcmp(owner, g_o->node_id) && !transit)
         rc = xadd_receipt(s, owner, &f->r, f->channel, f->packed, f->len, false);
     else
         rc = xadd_receipt(s, g_o->node_id, &f->r, f->channel, f->packed, f->len, true);
@@ -836,23 +839,22 @@ static void forward_on_zero(sb_shard_t *s, void *arg)
     free(f);
 }
 
-int sb_cluster_forward_receipt(sb_shard_t *s, const sb_session_receipt_t *r, int64_t channel, const void *packed,
-                               size_t len)
+int sb_cluster_route_receipt(sb_shard_t *s, const sb_session_receipt_t *r, int64_t channel, const void *packed,
+                             size_t len)
 {
     if (!sb_cluster_enabled())
         return SB_EINVAL;
-    /* Every shard's receipts leave through shard 0's one Redis connection, in the order they were committed: two
-     * connections' commands may reach Redis in either order (it serves ready sockets in its own order, after a
-     * script that held it), which would apply a customer's two messages the wrong way round. */
+    /* Every receipt goes through shard 0, in the order the shards committed them: there the slot's state is
+     * decided (served, moving, another node's) on the thread that changes it, so a receipt handed to a session is
+     * in that session's mailbox before the slot can begin to leave (its actors then finish it first); and receipts
+     * for other nodes leave through shard 0's one Redis connection (two connections' commands may reach Redis in
+     * either order, after a script held it, which would apply a customer's two messages the wrong way round). */
     fwd_t *f = sb_malloc(sizeof *f + len);
     f->r = *r;
     f->channel = channel;
     f->len = len;
     memcpy(f->packed, packed, len);
-    if (sb_shard_index(s) == 0) {
-        forward_on_zero(s, f);
-        return 0;
-    }
+    (void)s; /* (from shard 0 itself too through its queue: behind what the other shards queued before) */
     int rc = sb_shard_exec(0, forward_on_zero, f);
     if (rc < 0)
         free(f);
@@ -947,7 +949,9 @@ static bool apply_entry(cluster_t *c, const char *id, const redisReply *fields)
     bool transit = tr && tr->type == REDIS_REPLY_STRING && tr->str[0] == '1' && c->pending_done;
     uint8_t st = c->slot[slot].st;
     const char *other = other_owner(c, slot);
-    if (!c->slot[slot].nheld && (st == S_OWNED || (st == S_FREE && other))) {
+    /* (an entry another node sent here believing this node the owner waits for this node's next round before it is
+     * passed on: this node's map may be the stale one, and entries bounced between two maps lose their order) */
+    if (!c->slot[slot].nheld && (st == S_OWNED || (st == S_FREE && other && transit))) {
         if (st == S_OWNED) {
             hand_over(c, receipt, tenant, channel, ev->str, ev->len);
         } else { /* another node's: on to it */
@@ -997,9 +1001,12 @@ static void ack(cluster_t *c, const char **ids, size_t n)
     free(lens);
 }
 
-/* The held entries again, in order: applied where the slot is served now (but for receipts up to last_id, which a
- * catch-up handed over already), passed on where another node owns it, left to the sweepers once held too long. */
-static void held_review(cluster_t *c, int64_t last_id)
+/* The held entries again, in order: applied where the slot is served now (one the catch-up handed over already is
+ * a repeat its session drops: a receipt's own sender's earlier ones all committed before it, so the catch-up had a
+ * prefix of each sender's and the held entries the rest), passed on where another node owns it (entries read
+ * before the routing table was last learned: this node's own map is fresh), left to the sweepers once held too
+ * long. */
+static void held_review(cluster_t *c)
 {
     if (!c->nheld)
         return;
@@ -1012,7 +1019,8 @@ static void held_review(cluster_t *c, int64_t last_id)
         uint32_t slot = sb_cluster_slot(x->tenant);
         uint8_t st = c->slot[slot].st;
         const char *other = st == S_OWNED ? NULL : other_owner(c, slot);
-        bool here = st == S_OWNED, there = st == S_FREE && other, old = now - x->at >= HOLD_MS;
+        bool here = st == S_OWNED, there = st == S_FREE && other && x->at < c->learned_at,
+             old = now - x->at >= HOLD_MS;
         if (!here && !there && !old) {
             pp = &x->next;
             continue;
@@ -1020,7 +1028,7 @@ static void held_review(cluster_t *c, int64_t last_id)
         *pp = x->next;
         c->nheld--;
         c->slot[slot].nheld--;
-        if (here && x->receipt > last_id) {
+        if (here) {
             hand_over(c, x->receipt, x->tenant, x->channel, x->packed, x->len);
         } else if (there) {
             sb_session_receipt_t r = {.receipt_id = x->receipt, .tenant = x->tenant};
@@ -1044,7 +1052,7 @@ static void held_review(cluster_t *c, int64_t last_id)
     }
 }
 
-void sb_cluster_caught_up(uint64_t gen, int64_t last_id)
+void sb_cluster_caught_up(uint64_t gen)
 {
     cluster_t *c = g_c;
     if (!c)
@@ -1060,7 +1068,7 @@ void sb_cluster_caught_up(uint64_t gen, int64_t last_id)
     }
     if (!promoted)
         return;
-    held_review(c, last_id); /* what arrived meanwhile, in the order it came, after what the catch-up handed */
+    held_review(c); /* what arrived meanwhile, in the order it came, after what the catch-up handed */
     sb_log_info("cluster: node %s serves %zu more slot(s)", c->o->node_id, promoted);
 }
 
@@ -1248,7 +1256,7 @@ static void remote_send_in(cluster_t *c, const redisReply *fields)
         answer_locally(&in->req, 400, "invalid_request", "a send from another node could not be read");
         return;
     }
-    if (!sb_cluster_serves(in->req.tenant)) { /* it moved meanwhile: the asking node answers 503, the client retries */
+    if (!sb_cluster_owns(in->req.tenant)) { /* it moved meanwhile: the asking node answers 503, the client retries */
         answer_locally(&in->req, 503, "unavailable", "the tenant's slot is moving between nodes; retry in a moment");
         return;
     }
@@ -1317,7 +1325,7 @@ static void remote_cancel_in(cluster_t *c, const redisReply *fields)
     snprintf(in->q, sizeof in->q, "%s", q);
     in->req = (sb_session_cancel_t){.tenant = fint(fields, "t"), .channel = fint(fields, "c"),
                                     .id = fint(fields, "i"), .answer = incoming_cancel_answered};
-    if (in->req.tenant <= 0 || !sb_cluster_serves(in->req.tenant)) {
+    if (in->req.tenant <= 0 || !sb_cluster_owns(in->req.tenant)) {
         cancel_locally(&in->req, 503, "unavailable", moving);
         return;
     }
@@ -1587,10 +1595,10 @@ static int cluster_start(sb_shard_t *s, void **state)
     c->slot = sb_calloc(o->slots, sizeof *c->slot);
     c->held_tail = &c->held;
     uint64_t ttl = (uint64_t)o->node_lease_ttl_s * 1000;
-    c->lease_ms = o->slot_lease_ms > 0 ? (uint64_t)o->slot_lease_ms : ttl < 1500 ? ttl : 1500;
+    c->lease_ms = o->slot_lease_ms > 0 ? (uint64_t)o->slot_lease_ms : ttl < 2000 ? ttl : 2000;
     if (c->lease_ms < 4 * RENEW_MARGIN_MS)
         c->lease_ms = 4 * RENEW_MARGIN_MS;
-    c->round_ms = c->lease_ms / 4;
+    c->round_ms = c->lease_ms / 8;
     snprintf(c->stream, sizeof c->stream, "sb:{n:%s}:in", o->node_id);
     c->store = sb_store_create(sb_shard_pg(s), NULL, NULL, 0);
     sb_redis_script_init(&round_script, round_lua);

@@ -1,32 +1,39 @@
 /* The cluster: several gateway nodes sharing the tenants through Redis and PostgreSQL (DESIGN.md §3, §6).
  *
  * Off (the default, `cluster = off`), a node is alone: it owns every slot, its writes carry no fence, and nothing
- * here runs. On, shard 0 runs the node's part every slot_lease/4 (375 ms by default), all of it in one Lua script
- * over two hashes under the `{cluster}` hash tag, so Redis alone orders the fleet's decisions:
+ * here runs. On, shard 0 runs the node's part every slot_lease/8 (250 ms by default), all of it in one Lua script
+ * over three hashes under the `{cluster}` hash tag, so Redis alone orders the fleet's decisions:
  *
  *   Membership. The node's entry (address, shards, heartbeat) is refreshed; entries older than node_lease_ttl are
  *   dropped. The live members, sorted by id, give each node its target: slots/N, the first slots mod N one more.
  *
- *   Slot leases. Each slot's field holds its owner, its epoch and when its lease ends. The node renews the leases
- *   it holds; takes free slots while it is under its target and, whatever its target, slots whose owner let the
- *   lease run out (a dead or stalled node); a slot taken gets an epoch one above both its last one and the
- *   database's highest (a Redis that lost its keys cannot go back in time). The script answers what was taken, what
- *   was lost, the node's surplus, and every slot's owner and epoch (the routing table).
+ *   Slot leases. Each slot's field holds its owner and its epoch; a slot's lease lives as long as its owner's
+ *   heartbeat is younger than slot_lease (2 s), so renewing every lease is one write. The node checks the slots it
+ *   believes it holds (any it lost are dropped at once); takes free slots while it is under its target and,
+ *   whatever its target, slots whose owner's heartbeat is older than the lease (a dead or stalled node); a slot
+ *   taken gets an epoch one above both its last one and the database's highest (a Redis that lost its keys cannot
+ *   go back in time). The script answers what was taken, what was lost, the node's count and target, every slot's
+ *   owner and epoch (the routing table) and the members.
  *
  *   Fencing. A slot taken is raised to its epoch in PostgreSQL (sb_store_fence_bump, which waits for the old
  *   epoch's writes already checked to commit) before the node serves it; every actor write then carries the slot's
- *   epoch (the store's fence, adapters/pg), so a node that lost a slot commits nothing more for it. A lease not
- *   renewed by its end minus a margin is dropped locally first: its actors are stopped at once.
+ *   epoch (the store's fence, adapters/pg), so a node that lost a slot commits nothing more for it. A node whose
+ *   heartbeat was not written for the lease less a margin drops its slots locally first: their actors stop at once.
+ *
+ *   Catching up. A slot taken is served only once the domain's catch-up sweep has handed every unprocessed receipt
+ *   of it to its sessions, oldest first; what its stream brings meanwhile is held and follows, in order.
  *
  *   Moves. A node over its target gives slots up a few per round (MOVES_PER_ROUND; a drain more): it stops taking
  *   work for them, lets their actors finish what is under way (passivated when idle, stopped after a bound), then
- *   releases the lease with its epoch, and a node under its target takes it with the next one.
+ *   hands each, with the next epoch, straight to the node furthest below its target.
  *
  *   Routing. Work for a slot this node does not serve is committed here all the same (a webhook's receipt) and
- *   handed to the owner through the owner's Redis Stream `sb:{n:<node>}:in` (consumer group `sb`): the owner's shard
- *   0 reads it and hands each receipt to its session (applying is idempotent), then acknowledges it; on start it
- *   reads what it had not acknowledged. A receipt nobody applies (its owner died) is the sweeper's: each node sweeps
- *   the slots it serves, and sweeps a slot at once when it takes it.
+ *   handed to the owner through the owner's Redis Stream `sb:{n:<node>}:in` (consumer group `sb`), through shard
+ *   0's one connection in the order it was committed (through this node's own stream first, and on in order, while
+ *   the slot is in transit): the owner's shard 0 reads it and hands each receipt to its session (applying is
+ *   idempotent), then acknowledges it; on start it reads what it had not acknowledged. Sends, cancels and settings
+ *   changes go the same way, and a send's answer comes back through the asking node's stream. A receipt nobody
+ *   applies (its owner died) is the sweeper's: each node sweeps the slots it owns.
  *
  * The ownership table is written by shard 0 only and read from any thread (atomics, no locks). */
 #ifndef SB_CLUSTER_H
@@ -47,7 +54,7 @@ typedef struct sb_cluster_opts {
     uint32_t slots;
     unsigned shards;
     int node_lease_ttl_s;    /* a member without a heartbeat this long is gone */
-    int slot_lease_ms;       /* a slot's lease; 0: min(node_lease_ttl, 1.5 s) */
+    int slot_lease_ms;       /* a slot's lease; 0: min(node_lease_ttl, 2 s) */
     const char *redis_host;  /* the stream reader's own connection (it blocks) */
     int redis_port, redis_db;
 } sb_cluster_opts_t;
@@ -65,13 +72,12 @@ bool sb_cluster_enabled(void);
 uint32_t sb_cluster_slot(int64_t tenant);
 /* Whether this node serves tenant's slot now: takes new work for it (alone: always). Any thread. */
 bool sb_cluster_serves(int64_t tenant);
-/* Whether this node owns tenant's slot and is catching it up or serving it: its sweeper and backlog take it. */
+/* Whether this node owns tenant's slot and is catching it up or serving it: its sweeper and backlog take it, and
+ * so do the front doors that hand work to its actors (sends, cancels, calls: only receipts wait for the catch-up). */
 bool sb_cluster_owns(int64_t tenant);
 /* The domain's catch-up sweep that began at generation gen handed every receipt of the slots taken up to gen to
- * their sessions, the last of them last_id: those slots are served from now on, and what their stream brought
- * meanwhile follows, but for receipts up to last_id (the catch-up had them; a straggler committed late under a
- * lower id is the periodic sweep's). Shard 0. */
-void sb_cluster_caught_up(uint64_t gen, int64_t last_id);
+ * their sessions: those slots are served from now on, and what their stream brought meanwhile follows (shard 0). */
+void sb_cluster_caught_up(uint64_t gen);
 /* The store's fence for tenant's writes (sb_store_fence_fn's contract): 0 alone, 1 with this node's slot and
  * epoch, SB_EFENCED when this node does not own the slot. Any thread. */
 int sb_cluster_fence(void *ctx, int64_t tenant, sb_pg_fence_t *out);
@@ -81,10 +87,11 @@ uint64_t sb_cluster_generation(void);
  * receipts at once rather than at its next tick). */
 void sb_cluster_set_served_hook(void (*fn)(sb_shard_t *s));
 
-/* Hands a committed receipt of a tenant this node does not serve to the slot's owner's stream, through shard s's
- * Redis. Returns 0, or an error (no owner known, Redis away): the owner's sweeper will find it. Shard s's thread. */
-int sb_cluster_forward_receipt(sb_shard_t *s, const sb_session_receipt_t *r, int64_t channel, const void *packed,
-                               size_t len);
+/* Routes a committed receipt (cluster = on; from shard s's thread): through shard 0, to its session when this node
+ * serves its slot, else to the owner's stream (or this node's own, in order, while the slot is in transit).
+ * Returns 0, or an error (the gateway is stopping): the sweepers find it. */
+int sb_cluster_route_receipt(sb_shard_t *s, const sb_session_receipt_t *r, int64_t channel, const void *packed,
+                             size_t len);
 
 /* A send (gateway/sends) for a tenant this node does not serve: through the owner's stream to the owner's session,
  * which commits it and answers back through this node's stream; req->answer is called exactly once, from any

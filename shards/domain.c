@@ -265,9 +265,8 @@ static void swept(void *arg, int err, const sb_store_unprocessed_t *u, size_t n)
         d->sweep_now = true; /* the catch-up goes on: more pages first, each after the last */
         d->catchup_after = u[n - 1].id;
     } else if (gen) {
-        int64_t last = n ? u[n - 1].id : d->catchup_after;
         d->catchup_after = 0;
-        sb_cluster_caught_up(gen, last); /* every receipt of the new slots is with its session: served now */
+        sb_cluster_caught_up(gen); /* every receipt of the new slots is with its session: served now */
     }
     if (d->sweep_now) /* at once rather than at the next tick: slots wait to be served */
         on_tick(d->tick);
