@@ -686,6 +686,16 @@ void sb_session_send(sb_rt_t *rt, unsigned owner, sb_session_send_t *req)
     sb_rt_post_key(rt, owner, &sb_session_kind, (uint64_t)req->channel, m); /* a refused one is dropped: answered */
 }
 
+void sb_session_send_cleanup(sb_session_send_t *req)
+{
+    free(req->to);
+    free(req->body);
+    free(req->media_json);
+    free(req->template_json);
+    free(req->idempotency_key);
+    free(req->fallback_json);
+}
+
 int sb_session_receipt_packed(sb_rt_t *rt, unsigned owner, int64_t channel, const sb_session_receipt_t *r,
                               const void *packed, size_t len)
 {

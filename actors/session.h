@@ -173,6 +173,9 @@ typedef struct sb_session_send {
 /* Sends req to its channel's session on shard owner. Takes req: it is answered in every case (503 when it cannot
  * reach the session). */
 void sb_session_send(sb_rt_t *rt, unsigned owner, sb_session_send_t *req);
+/* Frees the request's heap strings (to, body, media_json, template_json, idempotency_key, fallback_json), for the
+ * front door that made them; req itself is the caller's. */
+void sb_session_send_cleanup(sb_session_send_t *req);
 
 /* A broadcast to accept (issue 16; already checked and rendered by the front door: gateway/broadcasts). The session
  * checks every recipient against its channel (provider port), waits until none of its conversations is being

@@ -121,12 +121,7 @@ typedef struct job {
 
 static void job_free(job_t *j)
 {
-    free(j->req.to);
-    free(j->req.body);
-    free(j->req.media_json);
-    free(j->req.template_json);
-    free(j->req.idempotency_key);
-    free(j->req.fallback_json);
+    sb_session_send_cleanup(&j->req);
     free(j);
 }
 

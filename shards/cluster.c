@@ -1198,12 +1198,7 @@ typedef struct incoming {
 
 static void incoming_free(incoming_t *in)
 {
-    free(in->req.to);
-    free(in->req.body);
-    free(in->req.media_json);
-    free(in->req.template_json);
-    free(in->req.idempotency_key);
-    free(in->req.fallback_json);
+    sb_session_send_cleanup(&in->req);
     free(in);
 }
 
