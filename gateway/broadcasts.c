@@ -3,6 +3,7 @@
  * A request of 100,000 recipients is a few MB of JSON: parsed once (jansson), rendered recipient by recipient into
  * one text block (to, body, template, each NUL-terminated) whose pieces the session's request points into, so the
  * whole broadcast is three allocations and a pointer array, not three hundred thousand strings. */
+#include "gateway/forward.h"
 #include "gateway/broadcasts.h"
 
 #include "actors/session.h"
@@ -255,6 +256,8 @@ static const char *build(job_t *j, json_t *recipients, sb_str_t body, json_t *tp
 
 static void post_broadcast(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t *p)
 {
+    if (sb_forward_if_elsewhere(s, req, p->tenant)) /* another node's tenant: its session takes it there */
+        return;
     sb_str_t raw = sb_http_req_body(req), ct;
     if (!sb_http_req_header(req, "content-type", &ct) || !sb_str_has_prefix(ct, SB_STR("application/json"))) {
         sb_http_respond_error(req, 415, "unsupported_media_type", "send Content-Type: application/json");
@@ -430,6 +433,8 @@ static void cancel_found(void *arg, int err, int64_t channel)
 
 static void delete_broadcast(sb_shard_t *s, sb_http_req_t *req, const sb_principal_t *p)
 {
+    if (sb_forward_if_elsewhere(s, req, p->tenant))
+        return;
     cancel_job_t *c = sb_calloc(1, sizeof *c);
     c->origin = sb_shard_index(s);
     c->http = req;

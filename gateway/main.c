@@ -6,6 +6,7 @@
  * small margin. A second signal during the drain is ignored; if the shards do not end within the bound, the
  * process exits 1. */
 #include "adapters/net/http_server.h"
+#include "gateway/forward.h"
 #include "gateway/admin.h"
 #include "gateway/api.h"
 #include "gateway/config.h"
@@ -133,7 +134,7 @@ static const sb_shard_module_t console_module = {
  * hands work to; the caches and hubs the HTTP routes use exist before the server takes a request, and outlive its
  * connections. */
 static const sb_shard_module_t *const modules[] = {
-    &sb_domain_module, &sb_cluster_module, &sb_chancache_module, &sb_ratelimit_module, &sb_api_module, &sb_webhooks_module,
+    &sb_domain_module, &sb_cluster_module, &sb_forward_module, &sb_chancache_module, &sb_ratelimit_module, &sb_api_module, &sb_webhooks_module,
     &sb_media_module,  &sb_live_module,      &http_module,         &console_module};
 
 /* ---- signals and the exit bound ------------------------------------------------------------------------------- */

@@ -2,6 +2,7 @@
  *
  * Each request becomes an sb_call_req_t for the call's actor on the tenant's shard; the actor's answer comes back to
  * the shard the request arrived on (as a send's does, gateway/sends), which answers the HTTP request. */
+#include "gateway/forward.h"
 #include "gateway/voice.h"
 
 #include "adapters/counters.h"
@@ -126,6 +127,8 @@ static void twiml_answered(sb_call_req_t *r, void *arg)
 void sb_voice_incoming(sb_shard_t *s, sb_http_req_t *req, const sb_config_t *cfg, const sb_voice_channel_t *vc,
                        const sb_twilio_call_t *call)
 {
+    if (sb_forward_if_elsewhere(s, req, vc->tenant)) /* another node's tenant: its call actor answers there */
+        return;
     sb_call_req_t *r = sb_call_req_new(SB_CALL_OP_INCOMING);
     with_channel(r, vc);
     r->call_key = sb_strdup(call->call_sid);
@@ -153,6 +156,8 @@ static void status_answered(sb_call_req_t *r, void *arg)
 
 void sb_voice_status(sb_shard_t *s, sb_http_req_t *req, const sb_voice_channel_t *vc, const sb_twilio_call_t *call)
 {
+    if (sb_forward_if_elsewhere(s, req, vc->tenant))
+        return;
     sb_call_req_t *r = sb_call_req_new(SB_CALL_OP_STATUS);
     r->tenant = vc->tenant;
     r->channel = vc->id;
@@ -263,6 +268,8 @@ static bool is_e164(const char *s)
 
 static void post_call(sb_shard_t *s, sb_http_req_t *req, const sb_config_t *cfg, int64_t tenant)
 {
+    if (sb_forward_if_elsewhere(s, req, tenant))
+        return;
     sb_str_t body = sb_http_req_body(req), ct;
     if (!sb_http_req_header(req, "content-type", &ct) || !sb_str_has_prefix(ct, SB_STR("application/json"))) {
         sb_http_respond_error(req, 415, "unsupported_media_type", "send Content-Type: application/json");

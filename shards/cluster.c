@@ -94,6 +94,8 @@ static _Atomic uint32_t *g_transit;    /* per slot: receipts of this node's fron
 static _Atomic uint16_t *g_owner;      /* per slot: index + 1 into g_names of its owner; 0 unknown */
 static _Atomic int64_t *g_owner_epoch; /* per slot: its owner's epoch */
 static char g_names[MAX_NODES][72];
+static char g_addrs[MAX_NODES][272];   /* a name's address, written once when first learned (before g_addr_set) */
+static _Atomic uint8_t g_addr_set[MAX_NODES];
 static _Atomic unsigned g_nnames;
 static _Atomic uint64_t g_generation;
 static cluster_t *g_c;                 /* shard 0's, for the console (shard 0's thread only) */
@@ -545,6 +547,10 @@ static void learn(cluster_t *c, const char *owners, size_t olen, const char *mem
     }
     for (size_t i = 0; i < c->nnodes; i++) {
         uint16_t idx = name_index(c->nodes[i].id, strlen(c->nodes[i].id));
+        if (idx && !atomic_load_explicit(&g_addr_set[idx - 1], memory_order_acquire)) {
+            snprintf(g_addrs[idx - 1], sizeof g_addrs[0], "%s", c->nodes[i].address);
+            atomic_store_explicit(&g_addr_set[idx - 1], 1, memory_order_release);
+        }
         for (uint32_t s = 0; idx && s < c->o->slots; s++)
             c->nodes[i].slots += atomic_load_explicit(&g_owner[s], memory_order_relaxed) == idx;
     }
@@ -1507,6 +1513,23 @@ static void read_next(cluster_t *c)
 }
 
 /* ---- the console ------------------------------------------------------------------------------------------------- */
+
+bool sb_cluster_owner_address(int64_t tenant, char *out, size_t size)
+{
+    if (!sb_cluster_enabled())
+        return false;
+    uint16_t idx = atomic_load_explicit(&g_owner[sb_cluster_slot(tenant)], memory_order_acquire);
+    if (!idx || !strcmp(g_names[idx - 1], g_o->node_id) ||
+        !atomic_load_explicit(&g_addr_set[idx - 1], memory_order_acquire))
+        return false;
+    snprintf(out, size, "%s", g_addrs[idx - 1]);
+    return true;
+}
+
+const char *sb_cluster_node_id(void)
+{
+    return g_o ? g_o->node_id : "";
+}
 
 size_t sb_cluster_nodes(sb_cluster_node_t *out, size_t max)
 {

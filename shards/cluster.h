@@ -111,6 +111,11 @@ void sb_cluster_settings_changed(int64_t tenant, int64_t channel);
 size_t sb_cluster_live_channel(int64_t tenant, char *out);
 void sb_cluster_publish_live(sb_shard_t *s, const sb_inbox_batch_t *b);
 
+/* The address (`advertise`, "host:port") of the node that owns tenant's slot into out, when that is another node
+ * whose address is known; false otherwise. This node's name. Any thread. */
+bool sb_cluster_owner_address(int64_t tenant, char *out, size_t size);
+const char *sb_cluster_node_id(void);
+
 /* ---- the console (shard 0's thread) ----------------------------------------------------------------------------- */
 
 typedef struct sb_cluster_node {

@@ -472,8 +472,65 @@ def test_sends_across_nodes():
             got = h.wait_for(paced, 5)
             h.ok(got, "the owner's session paces at 7/s now (console counters on the owner)",
                  console(owner_gw, "counters %s %s -j" % (t["tenant"], t["channel"])))
+
+            # a broadcast posted to a non-owner is forwarded whole to the owner; read and canceled from the other
+            auth = {"Authorization": "Bearer " + t["key"]}
+
+            def bpost(gw, t, body):
+                return h.request(gw.port, "POST", "/v1/broadcasts", dict(auth, **{"Content-Type": "application/json"}),
+                                 json.dumps(body).encode(), timeout=60)
+
+            def bget(gw, t, bid):
+                return h.request(gw.port, "GET", "/v1/broadcasts/%s" % bid, auth)
+
+            def bdelete(gw, t, bid):
+                return h.request(gw.port, "DELETE", "/v1/broadcasts/%s" % bid, auth, timeout=30)
+
+            def recipients(n):
+                return [{"to": "+1415%07d" % i, "vars": {"name": "C%d" % i}} for i in range(n)]
+            r = bpost(others[0], t, {"channel_id": t["channel"], "body": "Hi {{name}}", "recipients": recipients(50),
+                                     "send_at": later})
+            bid = r.json().get("id") if r.status == 202 else None
+            h.ok(bid and r.json().get("recipients") == 50, "POST /v1/broadcasts through a non-owner: 202 from the "
+                 "owner", r)
+            r = bget(others[1], t, bid)
+            h.ok(r.status == 200 and r.json().get("recipients") == 50, "GET from the other non-owner", r)
+            r = bdelete(others[1], t, bid)
+            h.ok(r.status == 200, "DELETE through the other non-owner: 200 from the owner's session", r)
+            counts = h.wait_for(lambda: bget(nodes[0], t, bid).json().get("counts", {}).get("canceled") == 50 and
+                                bget(nodes[0], t, bid).json(), 10)
+            h.ok(counts, "its 50 messages canceled", bget(nodes[0], t, bid).json())
         finally:
             stop_all(nodes)
+
+
+def test_voice_across_nodes():
+    """Twilio's voice webhooks for a tenant another node owns are forwarded to it whole (signature intact) and its
+    call actor's TwiML comes back; the status callback through the third node ends the call there."""
+    from test_voice import Tenant, new_sid
+    fresh_cluster()
+    nodes = []
+    try:
+        for n in ("node-a", "node-b", "node-c"):
+            nodes.append(node(n))
+        h.ok(h.wait_for(lambda: balanced(nodes, ["node-a", "node-b", "node-c"]), 40), "three nodes balanced")
+        t = Tenant(nodes[0], {"voice_mode": "forward", "forward_to": "+14155550199"})
+        own = owner(nodes[0], t.id)["node"]
+        others = [gw for gw in nodes if gw.name != own]
+        sid = new_sid()
+        r = t.voice(others[0], sid)
+        h.ok(r.status == 200 and b"<Dial>+14155550199</Dial>" in r.body,
+             "a voice webhook through a non-owner: the owner's call actor answers its TwiML", r)
+        row = h.sql("SELECT status FROM calls WHERE call_sid = '%s'" % sid)
+        h.ok(row in ("ringing", "in-progress", "live", "answered") or row, "the call is stored (%s)" % row)
+        r = t.status(others[1], sid, "completed", 1, duration=7)
+        h.ok(r.status == 200, "its status callback through the other non-owner: 200", r)
+        evs = t.wait_events(nodes[0], lambda e: e["type"] == "call.ended")
+        h.ok(len(evs) == 1 and evs[0]["data"].get("duration_s") == 7, "call.ended once, with its duration", evs)
+        r = t.api(others[0], "GET", "/v1/calls")
+        h.ok(r.status == 200 and sid in r.body.decode(), "GET /v1/calls from any node lists it", r)
+    finally:
+        stop_all(nodes)
 
 
 def test_on_redis_cluster():
@@ -496,5 +553,6 @@ def test_on_redis_cluster():
 if __name__ == "__main__":
     import sys
     only = [f for f in (test_fence_sql, test_three_nodes, test_failover_kill9, test_sigstop_fenced,
-                        test_join_while_streaming, test_sends_across_nodes, test_on_redis_cluster) if len(sys.argv) < 2 or f.__name__ in sys.argv[1:]]
+                        test_join_while_streaming, test_sends_across_nodes, test_voice_across_nodes,
+                        test_on_redis_cluster) if len(sys.argv) < 2 or f.__name__ in sys.argv[1:]]
     h.main(*only)
