@@ -1,0 +1,10 @@
+"""tests/integration/test_cluster_moves.py — several nodes (cluster = on, test_cluster.py has the tests and their
+helpers): a paused (SIGSTOP) owner fenced out, its late work refused and nothing lost or doubled; a node joining
+while webhooks stream takes its share without losing anything.
+Run: SB_BIN=build/release/switchboard python3 tests/integration/test_cluster_moves.py"""
+
+import harness as h
+from test_cluster import test_sigstop_fenced, test_join_while_streaming
+
+if __name__ == "__main__":
+    h.main(test_sigstop_fenced, test_join_while_streaming)
