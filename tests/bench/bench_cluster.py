@@ -334,7 +334,9 @@ def redis_stats():
     for ln in redis("INFO", "commandstats").splitlines():
         if ln.startswith("cmdstat_"):
             name, rest = ln[8:].split(":", 1)
-            out[name] = int(dict(kv.split("=") for kv in rest.split(","))["calls"])
+            f = dict(kv.split("=") for kv in rest.split(","))
+            out[name] = int(f["calls"])
+            out[name + ":usec"] = int(f["usec"])
     return out
 
 
@@ -366,6 +368,11 @@ def committed(nodes):
 
 def messages(db, tenant_ids):
     return int(psql(db, "SELECT count(*) FROM messages WHERE tenant_id IN (%s)" % ",".join(map(str, tenant_ids))) or 0)
+
+
+def load():
+    """The machine's load average over the last minute: the other work the figures shared the cores with."""
+    return float(open("/proc/loadavg").read().split()[0])
 
 
 def med(xs):
@@ -404,7 +411,7 @@ def scale(tmp, gateway, db):
             answered += sum(r["n"] for r in res)
             wait_drained(nodes)
             psql(db, "ANALYZE")
-            rows = []
+            rows, load0 = [], load()
             for rnd in range(ROUNDS):
                 fs = files("r%d" % rnd)
                 k0 = committed(nodes)
@@ -443,8 +450,9 @@ def scale(tmp, gateway, db):
                   % (m["gw"], " + ".join("%.0f" % e for e in each), m["pg"], m["redis"], total, m["wrk"], m["sys"],
                      m["rps"] / base["rps"] if base["rps"] else 0,
                      total / (base["gw"] + base["pg"] + base["redis"]) if base["gw"] else 0))
-            print("        messages stored for the %d tenants: %d of %d webhooks committed (wrk read %d answers)%s"
-                  % (len(ids), got, taken, answered, "" if got == taken else "  <-- NOT ALL APPLIED"))
+            print("        messages stored for the %d tenants: %d of %d webhooks committed (wrk read %d answers)%s; "
+                  "load average %.1f before the rounds, %.1f after"
+                  % (len(ids), got, taken, answered, "" if got == taken else "  <-- NOT ALL APPLIED", load0, load()))
         finally:
             stop_all(nodes)
     return tenants
@@ -457,7 +465,7 @@ def routed_rate(nodes, mine, rate, tmp):
     delay = max(1, int(round(PACED_CONNS * 1000.0 / rate)))
     count = int(rate * SECONDS * 1.5)
     print("  about %d webhooks/s offered (%d connections, %d ms between a connection's requests; the answers' time "
-          "adds to it):" % (rate, PACED_CONNS, delay))
+          "adds to it); load average %.1f:" % (rate, PACED_CONNS, delay, load()))
     runs = {"local": [], "routed": []}
     k_all, answered = committed(nodes), 0
     # round 0: the warm-up of both, not counted; with CLUSTER_PERF_OUT one more under perf, not counted either
@@ -489,7 +497,7 @@ def routed_rate(nodes, mine, rate, tmp):
                             "A": per(s0, s1, a_node.name, n), "B": per(s0, s1, b_node.name, n),
                             "pg": per(s0, s1, "postgres", n), "redis": per(s0, s1, "redis", n),
                             "sysA": calls(s0, s1, [a_node], n), "sysB": calls(s0, s1, [b_node], n),
-                            "cmds": {k: (r1[k] - r0.get(k, 0)) / n for k in r1}})
+                            "cmds": {k: (r1[k] - r0.get(k, 0)) / n for k in r1 if ":" not in k}})
     m = {}
     for v in ("local", "routed"):
         m[v] = x = {k: med([r[k] for r in runs[v]]) for k in ("rps", "p50", "p99", "A", "B", "pg", "redis", "sysA",
@@ -509,6 +517,7 @@ def routed_rate(nodes, mine, rate, tmp):
               "gateways + Redis + PostgreSQL %.2f; the target, gateways <= 1.20: %s"
               % (g_r / g_l, ", ".join("%.2f" % x for x in ratios), (g_r + ro["redis"]) / (g_l + lo["redis"]),
                  (g_r + ro["redis"] + ro["pg"]) / (g_l + lo["redis"] + lo["pg"]), "met" if g_r / g_l <= 1.2 else "NOT met"))
+    print("    load average after: %.1f" % load())
     return committed(nodes) - k_all, answered
 
 
@@ -535,9 +544,11 @@ def routed(tmp, gateway, db, tenants):
         time.sleep(3)
         s1, r1 = cpu_snap(nodes), redis_stats()
         idle = {k: (s1[k] - s0[k]) * 1e3 / TCK / 3 for k in (a_node.name, b_node.name, "redis")}
+        ev = r1.get("evalsha", 0) - r0.get("evalsha", 0)
         print("  idle, the two nodes cost per second: CPU A %.1f ms, B %.1f ms, Redis %.1f ms (with whatever else uses "
-              "it; EVALSHA %.1f/s: the leases' script)" % (idle[a_node.name], idle[b_node.name], idle["redis"],
-                                                           (r1.get("evalsha", 0) - r0.get("evalsha", 0)) / 3))
+              "it; EVALSHA, the leases' script, %.1f/s of %.2f ms each)"
+              % (idle[a_node.name], idle[b_node.name], idle["redis"], ev / 3,
+                 (r1.get("evalsha:usec", 0) - r0.get("evalsha:usec", 0)) / 1e3 / ev if ev else 0))
         before, taken, answered = messages(db, ids), 0, 0
         for rate in rates:
             k, a = routed_rate(nodes, mine, rate, tmp)
@@ -559,9 +570,13 @@ def main():
     tmp = tempfile.mkdtemp(prefix="sb-bench-cluster.")
     try:
         parts = os.environ.get("CLUSTER_PARTS", "scale routed")
+        t0 = time.monotonic()
         tenants = scale(tmp, gateway, db) if "scale" in parts else None
+        t1 = time.monotonic()
         if "routed" in parts:
             routed(tmp, gateway, db, tenants)
+        print("  (the cluster section took %.0f s: %.0f s the scale, %.0f s routed vs local)"
+              % (time.monotonic() - t0, t1 - t0, time.monotonic() - t1))
     finally:
         subprocess.run(["rm", "-rf", tmp])
         redis("DEL", "sb:{cluster}:slots", "sb:{cluster}:nodes", "sb:{cluster}:drain")
