@@ -11,7 +11,7 @@ pre-signed Twilio inbound SMS as gen_webhooks.py makes them, each a new message,
 CLUSTER_TENANTS (100) tenants of one channel each so that the tenants' slots spread over the nodes; the nodes share
 public_url, so a webhook signed once is valid on any of them. wrk (tests/bench/webhook.lua) drives them.
 
-  1. Scale: 1, 2 and 3 nodes (CLUSTER_NODES, "1 2 3"). Once `nodes -j` shows every node with 1024/N +-1 slots, a
+  1. Scale: 1, 2 and 3 nodes (CLUSTER_NODES, "off 1 2 3"; "off" first: one node with cluster = off, the reference). Once `nodes -j` shows every node with 1024/N +-1 slots, a
      warm-up, then CLUSTER_ROUNDS (ROUNDS, 3) rounds of CLUSTER_SECONDS (5) of closed-loop load: CLUSTER_CONNS (48)
      connections in all, one wrk per node with its share of them (a load balancer's even spread: of the webhooks a
      node takes, (N-1)/N belong to another node's tenants and are routed through that node's Redis Stream).
@@ -60,7 +60,8 @@ SECONDS = int(os.environ.get("CLUSTER_SECONDS", "5"))
 ROUNDS = int(os.environ.get("CLUSTER_ROUNDS", os.environ.get("ROUNDS", "3")))
 TENANTS = int(os.environ.get("CLUSTER_TENANTS", "100"))
 CONNS = int(os.environ.get("CLUSTER_CONNS", "48"))
-NODE_COUNTS = [int(x) for x in os.environ.get("CLUSTER_NODES", "1 2 3").split()]
+# "off": the reference, one node with cluster = off (no leases, no fence, no publishing to other nodes)
+NODE_COUNTS = os.environ.get("CLUSTER_NODES", "off 1 2 3").split()
 ROUTED_TENANTS = int(os.environ.get("CLUSTER_ROUTED_TENANTS", "20"))
 PACED_CONNS = 40
 CAP = int(os.environ.get("CLUSTER_CAP", "15000"))  # webhooks/s a slice is made for (beyond, wrk repeats: duplicates)
@@ -97,7 +98,7 @@ def http(port, path, body=None, method=None, token=ADMIN_TOKEN):
 
 
 class Node:
-    def __init__(self, name, tmp, gateway, db):
+    def __init__(self, name, tmp, gateway, db, cluster="on"):
         self.name, self.gateway = name, gateway
         self.port, self.admin = free_port(), free_port()
         self.conf = os.path.join(tmp, "%s.conf" % name)
@@ -105,10 +106,10 @@ class Node:
         with open(self.conf, "w") as f:
             f.write("# written by tests/bench/bench_cluster.py\n"
                     "mode = dev\nlisten = 127.0.0.1:%d\nadmin_listen = 127.0.0.1:%d\nadmin_token = %s\nshards = 1\n"
-                    "cluster = on\nnode_id = %s\npublic_url = %s\nredis_url = redis://127.0.0.1:6390/%s\n"
+                    "cluster = %s\nnode_id = %s\npublic_url = %s\nredis_url = redis://127.0.0.1:6390/%s\n"
                     "database_url = host=127.0.0.1 port=5440 dbname=%s user=switchboard\nlog_level = warn\n"
                     "master_key = 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n"
-                    % (self.port, self.admin, ADMIN_TOKEN, name, PUBLIC_URL, REDIS_DB, db))
+                    % (self.port, self.admin, ADMIN_TOKEN, cluster, name, PUBLIC_URL, REDIS_DB, db))
         self.proc = None
 
     def start(self):
@@ -183,15 +184,17 @@ def stop_all(nodes):
                 n.proc.wait()
 
 
-def start_cluster(count, tmp, gateway, db, tag):
+def start_cluster(count, tmp, gateway, db, tag, cluster="on"):
     """count nodes started together on fresh cluster keys; returns them once the slots are balanced."""
     redis("DEL", "sb:{cluster}:slots", "sb:{cluster}:nodes", "sb:{cluster}:drain")
-    nodes = [Node("%s-%d" % (tag, i + 1), tmp, gateway, db) for i in range(count)]
+    nodes = [Node("%s-%d" % (tag, i + 1), tmp, gateway, db, cluster) for i in range(count)]
     for n in nodes:
         n.start()
     for n in nodes:
         n.wait_up()
     t0 = time.monotonic()
+    if cluster == "off":
+        return nodes, 0.0
     names = sorted(n.name for n in nodes)
     while True:
         views = [(n.console("nodes") or {}).get("nodes", []) for n in nodes]
@@ -383,14 +386,17 @@ def scale(tmp, gateway, db):
     cores = os.cpu_count()
     print("== Cluster: 1, 2, 3 gateway nodes (cluster = on, shards = 1 each) on one PostgreSQL and one Redis (db %s), "
           "%d cores in all" % (REDIS_DB, cores))
+    print("   (and first, for reference, 1 node with cluster = off);")
     print("   for every part: the nodes, PostgreSQL, Redis and wrk; %d tenants, pre-signed Twilio SMS (each a new "
           "message) round-robin over them;" % TENANTS)
     print("   %d connections in all, one wrk per node with its share; %d rounds of %ds once the slots are balanced, "
           "medians" % (CONNS, ROUNDS, SECONDS))
     tenants = None
     base = None
-    for count in NODE_COUNTS:
-        nodes, took = start_cluster(count, tmp, gateway, db, "n%d" % count)
+    for conf in NODE_COUNTS:
+        off = conf == "off"
+        count = 1 if off else int(conf)
+        nodes, took = start_cluster(count, tmp, gateway, db, "n%s" % conf, "off" if off else "on")
         try:
             if tenants is None:
                 tenants = make_tenants(nodes[0], TENANTS)
@@ -435,21 +441,25 @@ def scale(tmp, gateway, db):
             m = {k: med([r[k] for r in rows]) for k in ("rps", "applied", "p50", "p99", "gw", "pg", "redis", "wrk",
                                                         "sys")}
             each = [med([r["each"][i] for r in rows]) for i in range(count)]
-            if base is None:
+            if base is None and not off:
                 base = m
             wait_drained(nodes)
             got, taken = messages(db, ids) - before, committed(nodes) - c0
             total = m["gw"] + m["pg"] + m["redis"]
-            print("  %d node%s (balanced in %.1f s; %.0f%% of webhooks routed to another node): %.0f webhooks/s, "
-                  "p50 %.2f ms, p99 %.2f ms (slowest wrk); applied %.0f/s"
-                  % (count, "s" if count > 1 else " ", took, 100.0 * (count - 1) / count, m["rps"], m["p50"], m["p99"],
-                     m["applied"]))
+            if off:
+                print("  1 node, cluster = off (the reference): %.0f webhooks/s, p50 %.2f ms, p99 %.2f ms; applied %.0f/s"
+                      % (m["rps"], m["p50"], m["p99"], m["applied"]))
+            else:
+                print("  %d node%s (balanced in %.1f s; %.0f%% of webhooks routed to another node): %.0f webhooks/s, "
+                      "p50 %.2f ms, p99 %.2f ms (slowest wrk); applied %.0f/s"
+                      % (count, "s" if count > 1 else " ", took, 100.0 * (count - 1) / count, m["rps"], m["p50"],
+                         m["p99"], m["applied"]))
             print("        CPU per webhook, in us: gateways %.0f (%s), PostgreSQL %.0f, Redis %.1f; %.0f in all "
-                  "(wrk %.0f); the gateways' read/write system calls per webhook %.1f; vs 1 node: webhooks/s x%.2f, "
-                  "CPU x%.2f"
+                  "(wrk %.0f); the gateways' read/write system calls per webhook %.1f%s"
                   % (m["gw"], " + ".join("%.0f" % e for e in each), m["pg"], m["redis"], total, m["wrk"], m["sys"],
-                     m["rps"] / base["rps"] if base["rps"] else 0,
-                     total / (base["gw"] + base["pg"] + base["redis"]) if base["gw"] else 0))
+                     "" if off or not base else "; vs 1 node: webhooks/s x%.2f, CPU x%.2f"
+                     % (m["rps"] / base["rps"] if base["rps"] else 0,
+                        total / (base["gw"] + base["pg"] + base["redis"]) if base["gw"] else 0)))
             print("        messages stored for the %d tenants: %d of %d webhooks committed (wrk read %d answers)%s; "
                   "load average %.1f before the rounds, %.1f after"
                   % (len(ids), got, taken, answered, "" if got == taken else "  <-- NOT ALL APPLIED", load0, load()))
