@@ -11,8 +11,8 @@ pre-signed Twilio inbound SMS as gen_webhooks.py makes them, each a new message,
 CLUSTER_TENANTS (100) tenants of one channel each so that the tenants' slots spread over the nodes; the nodes share
 public_url, so a webhook signed once is valid on any of them. wrk (tests/bench/webhook.lua) drives them.
 
-  1. Scale: 1, 2 and 3 nodes (CLUSTER_NODES, "off 1 2 3"; "off" first: one node with cluster = off, the reference). Once `nodes -j` shows every node with 1024/N +-1 slots, a
-     warm-up, then CLUSTER_ROUNDS (ROUNDS, 3) rounds of CLUSTER_SECONDS (5) of closed-loop load: CLUSTER_CONNS (48)
+  1. Scale: 1, 2 and 3 nodes (CLUSTER_NODES, "off 1 2 3"; "off" first: one node with cluster = off, the
+     reference). Once `nodes -j` shows every node with 1024/N +-1 slots, a warm-up, then CLUSTER_ROUNDS (ROUNDS, 3) rounds of CLUSTER_SECONDS (5) of closed-loop load: CLUSTER_CONNS (48)
      connections in all, one wrk per node with its share of them (a load balancer's even spread: of the webhooks a
      node takes, (N-1)/N belong to another node's tenants and are routed through that node's Redis Stream).
      Webhooks/s (the sum of the wrk instances), p50/p99 (of the slowest instance), the rate until the last webhook
@@ -129,7 +129,8 @@ class Node:
             except OSError:
                 pass
             time.sleep(0.1)
-        sys.stderr.write("bench_cluster: %s did not come up; its log:\n%s\n" % (self.name, open(self.log).read()[-4000:]))
+        sys.stderr.write("bench_cluster: %s did not come up; its log:\n%s\n"
+                         % (self.name, open(self.log).read()[-4000:]))
         raise SystemExit(1)
 
     def console(self, line):
@@ -447,7 +448,8 @@ def scale(tmp, gateway, db):
             got, taken = messages(db, ids) - before, committed(nodes) - c0
             total = m["gw"] + m["pg"] + m["redis"]
             if off:
-                print("  1 node, cluster = off (the reference): %.0f webhooks/s, p50 %.2f ms, p99 %.2f ms; applied %.0f/s"
+                print("  1 node, cluster = off (the reference): %.0f webhooks/s, p50 %.2f ms, p99 %.2f ms; "
+                      "applied %.0f/s"
                       % (m["rps"], m["p50"], m["p99"], m["applied"]))
             else:
                 print("  %d node%s (balanced in %.1f s; %.0f%% of webhooks routed to another node): %.0f webhooks/s, "
@@ -526,7 +528,8 @@ def routed_rate(nodes, mine, rate, tmp):
         print("    routed/local, CPU per webhook: gateways %.2f (round by round: %s), gateways + Redis %.2f, "
               "gateways + Redis + PostgreSQL %.2f; the target, gateways <= 1.20: %s"
               % (g_r / g_l, ", ".join("%.2f" % x for x in ratios), (g_r + ro["redis"]) / (g_l + lo["redis"]),
-                 (g_r + ro["redis"] + ro["pg"]) / (g_l + lo["redis"] + lo["pg"]), "met" if g_r / g_l <= 1.2 else "NOT met"))
+                 (g_r + ro["redis"] + ro["pg"]) / (g_l + lo["redis"] + lo["pg"]),
+                 "met" if g_r / g_l <= 1.2 else "NOT met"))
     print("    load average after: %.1f" % load())
     return committed(nodes) - k_all, answered
 

@@ -38,10 +38,10 @@
 #   7. Several nodes (tests/bench/bench_cluster.py): 1, 2 and 3 gateway processes with cluster = on (shards = 1 each)
 #      on this machine's one PostgreSQL and Redis (db 4), the same webhook load over 100 tenants spread over the nodes
 #      (and one node with cluster = off for reference): webhooks/s, p50/p99 and CPU per webhook of the gateways,
-#      PostgreSQL and Redis; then two nodes A and B, a paced
-#      load for tenants B owns posted to B (local) and to A (routed through B's stream): CPU per webhook of each and
-#      the ratio routed/local, every webhook counted in the database. CLUSTER_SECONDS (5), CLUSTER_ROUNDS (ROUNDS),
-#      CLUSTER_TENANTS (100), CLUSTER_CONNS (48), CLUSTER_RATE ("2000 4000"), CLUSTER_NODES ("off 1 2 3"), CLUSTER_PERF_OUT.
+#      PostgreSQL and Redis; then two nodes A and B, a paced load for tenants B owns posted to B (local) and to A
+#      (routed through B's stream): CPU per webhook of each and the ratio routed/local, every webhook counted in the
+#      database. CLUSTER_SECONDS (5), CLUSTER_ROUNDS (ROUNDS), CLUSTER_TENANTS (100), CLUSTER_CONNS (48),
+#      CLUSTER_RATE ("2000 4000"), CLUSTER_NODES ("off 1 2 3"), CLUSTER_PERF_OUT.
 #
 # Needs the local stack (ops/stack.sh up); the gateway runs on a fresh database, switchboard_bench,
 # made anew by every run. Starts and stops its own nginx and gateway, with temp configs and dirs,
