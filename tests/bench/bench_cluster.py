@@ -12,9 +12,10 @@ CLUSTER_TENANTS (100) tenants of one channel each so that the tenants' slots spr
 public_url, so a webhook signed once is valid on any of them. wrk (tests/bench/webhook.lua) drives them.
 
   1. Scale: 1, 2 and 3 nodes (CLUSTER_NODES, "off 1 2 3"; "off" first: one node with cluster = off, the
-     reference). Once `nodes -j` shows every node with 1024/N +-1 slots, a warm-up, then CLUSTER_ROUNDS (ROUNDS, 3) rounds of CLUSTER_SECONDS (5) of closed-loop load: CLUSTER_CONNS (48)
-     connections in all, one wrk per node with its share of them (a load balancer's even spread: of the webhooks a
-     node takes, (N-1)/N belong to another node's tenants and are routed through that node's Redis Stream).
+     reference). Once `nodes -j` shows every node with 1024/N +-1 slots, a warm-up, then CLUSTER_ROUNDS (ROUNDS, 3)
+     rounds of CLUSTER_SECONDS (5) of closed-loop load: CLUSTER_CONNS (48) connections in all, one wrk per node with
+     its share of them (a load balancer's even spread: of the webhooks a node takes, (N-1)/N belong to another
+     node's tenants and are routed through that node's Redis Stream).
      Webhooks/s (the sum of the wrk instances), p50/p99 (of the slowest instance), the rate until the last webhook
      was applied, and CPU per webhook by process from the first request until every receipt is applied: the gateways
      (sum), PostgreSQL (all its processes, and the backends it reaped), Redis, wrk. Medians of the rounds.
