@@ -172,6 +172,12 @@ class Node:
             self.proc.send_signal(signal.SIGTERM)
 
 
+def streams(nodes):
+    """The nodes' own streams: acknowledged entries stay in them (trimmed only at about a million), a few hundred
+    bytes each; a run leaves nothing of them in Redis."""
+    redis("DEL", *["sb:{n:%s}:in" % n.name for n in nodes])
+
+
 def stop_all(nodes):
     for n in nodes:
         n.stop()
@@ -184,12 +190,14 @@ def stop_all(nodes):
                 sys.stderr.write("  note: %s did not stop within 30 s of SIGTERM: killed\n" % n.name)
                 n.proc.kill()
                 n.proc.wait()
+    streams(nodes)
 
 
 def start_cluster(count, tmp, gateway, db, tag, cluster="on"):
     """count nodes started together on fresh cluster keys; returns them once the slots are balanced."""
     redis("DEL", "sb:{cluster}:slots", "sb:{cluster}:nodes", "sb:{cluster}:drain")
     nodes = [Node("%s-%d" % (tag, i + 1), tmp, gateway, db, cluster) for i in range(count)]
+    streams(nodes)
     for n in nodes:
         n.start()
     for n in nodes:
@@ -526,8 +534,8 @@ def routed_rate(nodes, mine, rate, tmp):
     g_l, g_r = lo["A"] + lo["B"], ro["A"] + ro["B"]
     ratios = [(r["A"] + r["B"]) / (l["A"] + l["B"]) for l, r in zip(runs["local"], runs["routed"]) if l["A"] + l["B"]]
     if g_l:
-        print("    routed/local, CPU per webhook: gateways %.2f (round by round: %s), gateways + Redis %.2f, "
-              "gateways + Redis + PostgreSQL %.2f; the target, gateways <= 1.20: %s"
+        print("    routed/local, CPU per webhook (of the medians): gateways %.2f (round by round: %s), "
+              "gateways + Redis %.2f, gateways + Redis + PostgreSQL %.2f; the target, gateways <= 1.20: %s"
               % (g_r / g_l, ", ".join("%.2f" % x for x in ratios), (g_r + ro["redis"]) / (g_l + lo["redis"]),
                  (g_r + ro["redis"] + ro["pg"]) / (g_l + lo["redis"] + lo["pg"]),
                  "met" if g_r / g_l <= 1.2 else "NOT met"))
