@@ -35,12 +35,20 @@
 #      (a frame lost, late or out of order) is reported, and the largest that does is searched for. Then
 #      VOICE_LIGHT_CALLS (100; 0: none) calls, for the relay's delay with CPU to spare. VOICE_PERF_OUT=FILE records the
 #      gateway with perf over the steady window of one more round.
+#   7. Several nodes (tests/bench/bench_cluster.py): 1, 2 and 3 gateway processes with cluster = on (shards = 1 each)
+#      on this machine's one PostgreSQL and Redis (db 4), the same webhook load over 100 tenants spread over the nodes
+#      (and one node with cluster = off for reference): webhooks/s, p50/p99 and CPU per webhook of the gateways,
+#      PostgreSQL and Redis; then two nodes A and B, a paced load for tenants B owns posted to B (local) and to A
+#      (routed through B's stream): CPU per webhook of each and the ratio routed/local, every webhook counted in the
+#      database. CLUSTER_SECONDS (5), CLUSTER_ROUNDS (ROUNDS), CLUSTER_TENANTS (100), CLUSTER_CONNS (48),
+#      CLUSTER_RATE ("2000 4000"), CLUSTER_NODES ("off 1 2 3"), CLUSTER_PERF_OUT.
 #
 # Needs the local stack (ops/stack.sh up); the gateway runs on a fresh database, switchboard_bench,
 # made anew by every run. Starts and stops its own nginx and gateway, with temp configs and dirs,
 # and leaves nothing running. WRK_DURATION=5s, ROUNDS=3 and WRK_CONNECTIONS=50 can be overridden;
 # PERF_OUT=FILE records the gateway with perf during the last c=200 webhook round, PERF_SENDS_OUT=FILE while it sends;
-# BENCH="webhooks sends" (any of actors, counters, mstream, healthz, webhooks, peer, live, idle, sends, broadcast, voice) runs only
+# BENCH="webhooks sends" (any of actors, counters, mstream, healthz, webhooks, peer, live, idle, sends, broadcast, voice,
+# cluster) runs only
 # those sections; IDLE_CLIENTS (15000) sets the idle section's clients.
 set -euo pipefail
 
@@ -958,3 +966,14 @@ for _ in $(seq 600); do
     [ "$(receipts_pending)" = 0 ] && break
     sleep 0.1
 done
+
+# --- 7. several nodes: 1, 2, 3 gateways with cluster = on; a webhook routed to its tenant's node vs one taken there ---
+# tests/bench/bench_cluster.py starts and stops its own nodes on switchboard_bench. This run's gateway stops first: a
+# node with cluster = off owns every slot, and its sweeper would apply the nodes' receipts.
+
+if want cluster; then
+    kill -TERM "$GW_PID" 2>/dev/null || true
+    wait "$GW_PID" 2>/dev/null || true
+    GW_PID=
+    python3 tests/bench/bench_cluster.py "$GATEWAY" switchboard_bench
+fi
