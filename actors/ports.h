@@ -393,8 +393,10 @@ typedef struct sb_publish_port {
     /* Delivers batch to the live inbox clients of its tenant on shard `shard`; takes a reference of its own. */
     void (*publish)(void *ctx, unsigned shard, sb_inbox_batch_t *batch);
     /* Optional (several nodes): every committed batch of the tenant also goes to the live inbox clients of every
-     * node, whoever subscribed here or not (borrowed for the call). NULL: a node alone. */
-    void (*everywhere)(void *ctx, sb_inbox_batch_t *batch);
+     * node, whoever subscribed here or not: its events' types and data (borrowed for the call), cursors prev + 1 ...
+     * (not made into a batch here: the nodes with clients encode their frames). NULL: a node alone. */
+    void (*everywhere)(void *ctx, int64_t tenant, int64_t prev, size_t n, const char *const *types,
+                       const sb_str_t *data);
 } sb_publish_port_t;
 
 typedef struct sb_ports {

@@ -340,13 +340,15 @@ static void publish(tenant_t *t, int64_t prev, size_t nev)
             data[k] = sb_str(w->ev_data.p + w->ev_off[i], w->ev_len[i]);
         }
     }
-    sb_inbox_batch_t *b = sb_inbox_batch_new(t->id, prev, prev + 1, nev, types, data);
-    for (unsigned s = 0; s < MAX_SHARDS; s++)
-        if (t->shards[s / 32] & (1u << (s % 32)))
-            t->ports->publish.publish(t->ports->publish.ctx, s, b);
     if (t->ports->publish.everywhere)
-        t->ports->publish.everywhere(t->ports->publish.ctx, b);
-    sb_inbox_batch_unref(b);
+        t->ports->publish.everywhere(t->ports->publish.ctx, t->id, prev, nev, types, data);
+    if (t->nshards) {
+        sb_inbox_batch_t *b = sb_inbox_batch_new(t->id, prev, prev + 1, nev, types, data);
+        for (unsigned s = 0; s < MAX_SHARDS; s++)
+            if (t->shards[s / 32] & (1u << (s % 32)))
+                t->ports->publish.publish(t->ports->publish.ctx, s, b);
+        sb_inbox_batch_unref(b);
+    }
     free(types);
     free(data);
 }

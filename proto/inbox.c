@@ -800,14 +800,29 @@ sb_inbox_batch_t *sb_inbox_batch_new(int64_t tenant, int64_t prev, int64_t first
     return b;
 }
 
+void sb_inbox_pack_parts(int64_t tenant, int64_t prev, size_t n, const char *const *types, const sb_str_t *data,
+                         sb_buf_t *out)
+{
+    sb_buf_printf(out, "SB1 %lld %lld %zu\n", (long long)tenant, (long long)prev, n);
+    for (size_t i = 0; i < n; i++) {
+        size_t tl = strlen(types[i]);
+        sb_buf_printf(out, "%zu %zu\n", tl, data[i].len);
+        sb_buf_append(out, types[i], tl);
+        sb_buf_append(out, data[i].p, data[i].len);
+    }
+}
+
 void sb_inbox_batch_pack(const sb_inbox_batch_t *b, sb_buf_t *out)
 {
-    sb_buf_printf(out, "SB1 %lld %lld %zu\n", (long long)b->tenant, (long long)b->prev, b->n);
+    const char **types = sb_malloc((b->n ? b->n : 1) * sizeof *types);
+    sb_str_t *data = sb_malloc((b->n ? b->n : 1) * sizeof *data);
     for (size_t i = 0; i < b->n; i++) {
-        sb_buf_printf(out, "%zu %zu\n", b->ev[i].type.len, b->ev[i].data.len);
-        sb_buf_append(out, b->ev[i].type.p, b->ev[i].type.len);
-        sb_buf_append(out, b->ev[i].data.p, b->ev[i].data.len);
+        types[i] = b->ev[i].type.p; /* (NUL-terminated: the batch keeps each type as a C string) */
+        data[i] = b->ev[i].data;
     }
+    sb_inbox_pack_parts(b->tenant, b->prev, b->n, types, data, out);
+    free(types);
+    free(data);
 }
 
 #define UNPACK_MAX_EVENTS 65536

@@ -149,6 +149,10 @@ sb_inbox_batch_t *sb_inbox_batch_new(int64_t tenant, int64_t prev, int64_t first
  * 1..64 bytes of [a-z._], data up to 1 MiB each, nothing left over; *out a new batch (one reference, the caller's),
  * or SB_EPARSE and *out NULL. */
 void sb_inbox_batch_pack(const sb_inbox_batch_t *b, sb_buf_t *out);
+/* The same bytes from the events' parts, without making the batch (no frame is encoded: the nodes that receive it
+ * and have clients do that). */
+void sb_inbox_pack_parts(int64_t tenant, int64_t prev, size_t n, const char *const *types, const sb_str_t *data,
+                         sb_buf_t *out);
 int sb_inbox_batch_unpack(const void *bytes, size_t len, sb_inbox_batch_t **out);
 void sb_inbox_batch_ref(sb_inbox_batch_t *b);
 void sb_inbox_batch_unref(sb_inbox_batch_t *b);

@@ -23,7 +23,8 @@
 #define RENEW_MARGIN_MS 300    /* a lease not renewed this long before its end is dropped locally */
 #define READ_COUNT "512"
 #define READ_BLOCK_MS "1000"
-#define STREAM_MAXLEN "1000000"
+#define STREAM_MAXLEN "100000" /* entries kept in a node's stream, acknowledged ones too (XADD MAXLEN ~): about 33 MB;
+                                * a receipt trimmed before it was read is the sweepers' */
 
 enum slot_state { S_FREE, S_BUMPING, S_CATCHUP, S_OWNED, S_LEAVING, S_RELEASE };
 enum phase { P_NONE, P_CATCHUP, P_SERVED, P_LEAVING }; /* what other threads see of a slot (g_phase) */
@@ -873,16 +874,17 @@ size_t sb_cluster_live_channel(int64_t tenant, char *out)
     return n > 0 && n < 64 ? (size_t)n : 0;
 }
 
-void sb_cluster_publish_live(sb_shard_t *s, const sb_inbox_batch_t *b)
+void sb_cluster_publish_live(sb_shard_t *s, int64_t tenant, int64_t prev, size_t n, const char *const *types,
+                             const sb_str_t *data)
 {
     sb_redis_t *rd = sb_shard_redis(s);
     char chan[64];
-    size_t clen = sb_cluster_live_channel(b->tenant, chan);
+    size_t clen = sb_cluster_live_channel(tenant, chan);
     if (!rd || !clen)
         return;
     sb_buf_t payload;
     sb_buf_init(&payload);
-    sb_inbox_batch_pack(b, &payload);
+    sb_inbox_pack_parts(tenant, prev, n, types, data, &payload);
     const char *argv[3] = {"PUBLISH", chan, payload.p};
     size_t lens[3] = {7, clen, payload.len};
     sb_redis_command_argv(rd, 3, argv, lens, NULL, NULL);

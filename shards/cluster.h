@@ -109,7 +109,8 @@ void sb_cluster_settings_changed(int64_t tenant, int64_t channel);
  * returning its length; and a committed batch published on it, through shard s's Redis (fire and forget: a
  * subscriber that misses one sees the hole at the next and reads the store). */
 size_t sb_cluster_live_channel(int64_t tenant, char *out);
-void sb_cluster_publish_live(sb_shard_t *s, const sb_inbox_batch_t *b);
+void sb_cluster_publish_live(sb_shard_t *s, int64_t tenant, int64_t prev, size_t n, const char *const *types,
+                             const sb_str_t *data);
 
 /* The address (`advertise`, "host:port") of the node that owns tenant's slot into out, when that is another node
  * whose address is known; false otherwise. This node's name. Any thread. */

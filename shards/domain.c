@@ -218,10 +218,11 @@ static void deliver_on(sb_shard_t *s, void *arg)
     sb_inbox_batch_unref(b);
 }
 
-static void port_everywhere(void *ctx, sb_inbox_batch_t *b)
+static void port_everywhere(void *ctx, int64_t tenant, int64_t prev, size_t n, const char *const *types,
+                            const sb_str_t *data)
 {
     domain_t *d = ctx;
-    sb_cluster_publish_live(d->s, b);
+    sb_cluster_publish_live(d->s, tenant, prev, n, types, data);
 }
 
 static void port_publish(void *ctx, unsigned shard, sb_inbox_batch_t *b)
