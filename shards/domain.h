@@ -12,7 +12,10 @@
  * activates the sessions with messages in their outbox and the tenants with webhook events waiting, so nothing
  * accepted waits for a new request to be noticed; and every SB_SESSION_SCHEDULE_SCAN_MS it wakes the sessions of
  * the channels with a scheduled message due within their horizon (actors/session.h), which may have been
- * passivated while their messages were far off. */
+ * passivated while their messages were far off. With several nodes (shards/cluster) all of it takes only the
+ * tenants of the slots this node owns, and the actors' writes carry the slots' fencing epochs; when the node takes
+ * slots, their backlog and a catch-up sweep (every unprocessed receipt, whatever its age, in pages by id) run at once,
+ * and the cluster serves the slots once the catch-up handed everything over (sb_cluster_caught_up). */
 #ifndef SB_DOMAIN_H
 #define SB_DOMAIN_H
 
