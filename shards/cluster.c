@@ -651,7 +651,8 @@ static void round_done(void *arg, int err, const redisReply *rep)
             break;
         long long epoch = strtoll(e + 1, &e, 10);
         if (s < c->o->slots) {
-            c->slot[s] = (slot_t){.st = S_BUMPING, .epoch = epoch, .deadline = deadline};
+            uint32_t nheld = c->slot[s].nheld; /* (entries held for it stay held, and counted) */
+            c->slot[s] = (slot_t){.st = S_BUMPING, .epoch = epoch, .deadline = deadline, .nheld = nheld};
             ntaken++;
         }
         p = *e == ',' ? e + 1 : end;
@@ -831,7 +832,7 @@ static void forward_on_zero(sb_shard_t *s, void *arg)
     const char *owner = idx ? g_names[idx - 1] : NULL;
     bool transit = atomic_load_explicit(&g_transit[slot], memory_order_acquire) != 0;
     int rc;
-    if (g_c && g_c->slot[slot].st == S_OWNED && !transit) { /* served here: to its session, from this thread */
+    if (g_c && g_c->slot[slot].st == S_OWNED && !transit && !g_c->slot[slot].nheld) { /* served here: to its session */
         hand_over(g_c, f->r.receipt_id, f->r.tenant, f->channel, f->packed, f->len);
         free(f);
         return;

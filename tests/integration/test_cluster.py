@@ -71,6 +71,15 @@ def owner(gw, tenant):
     return cj(gw, "slots %s" % tenant)
 
 
+def settled_owner(nodes, tenant, timeout=5):
+    """The tenant's owner once every node names the same one with the same epoch (a move just made may take a
+    round to reach every node's map): {"node", "epoch", ...}, or {} if they never agree."""
+    def agreed():
+        views = [owner(gw, tenant) for gw in nodes]
+        return views[0] if views[0].get("node") and all(v == views[0] for v in views) else None
+    return h.wait_for(agreed, timeout) or {}
+
+
 def balanced(nodes, names):
     """Every node sees exactly the live members `names`, and the slots are spread within one of each other."""
     for gw in nodes:
@@ -156,9 +165,10 @@ def test_three_nodes():
 
         # A tenant, its owner, and two others: webhooks land on one non-owner, the client reads on the other.
         t = setup(nodes[0])
-        o = owner(nodes[1], t["tenant"])
-        h.ok(o.get("node") in ("node-a", "node-b", "node-c") and o.get("epoch", 0) > 0
-             and owner(nodes[2], t["tenant"]) == o, "slots <tenant> -j: the same owner and epoch on every node", o)
+
+        o = settled_owner(nodes, t["tenant"])
+        h.ok(o.get("node") in ("node-a", "node-b", "node-c") and o.get("epoch", 0) > 0,
+             "slots <tenant> -j: the same owner and epoch on every node", [owner(gw, t["tenant"]) for gw in nodes])
         own = by_name(nodes, o["node"])
         others = [gw for gw in nodes if gw is not own]
         ws = connect(others[1], t["key"], JSON)
@@ -225,7 +235,7 @@ def test_failover_kill9():
             nodes.append(node(n))
         h.ok(h.wait_for(lambda: balanced(nodes, ["node-a", "node-b", "node-c"]), 40), "three nodes balanced")
         t = setup(nodes[0])
-        own = by_name(nodes, owner(nodes[0], t["tenant"])["node"])
+        own = by_name(nodes, settled_owner(nodes, t["tenant"])["node"])
         others = [gw for gw in nodes if gw is not own]
         readers = [Reader(others[0], t["key"], JSON), Reader(others[1], t["key"], MSGPACK)]
         senders = [Sender(others[0], t, "f%d" % k) for k in range(2)] + [Sender(others[1], t, "g0")]
@@ -289,7 +299,7 @@ def test_sigstop_fenced():
             nodes.append(node(n))
         h.ok(h.wait_for(lambda: balanced(nodes, ["node-a", "node-b"]), 40), "two nodes balanced")
         t = setup(nodes[0])
-        own = by_name(nodes, owner(nodes[0], t["tenant"])["node"])
+        own = by_name(nodes, settled_owner(nodes, t["tenant"])["node"])
         other = [gw for gw in nodes if gw is not own][0]
         reader = Reader(other, t["key"], JSON)
         reader.start()
@@ -420,7 +430,7 @@ def test_sends_across_nodes():
             unlimited = {name: {"rate": 100000, "burst": 100000} for name in
                          ("rest_per_key", "rest_per_address", "send_per_key", "send_per_address")}
             admin_req(nodes[0], "PATCH", "/v1/admin/tenants/%s" % t["tenant"], {"rate_limits": unlimited})
-            own = owner(nodes[0], t["tenant"])["node"]
+            own = settled_owner(nodes, t["tenant"])["node"]
             ids, statuses = [], []
             for i in range(30):
                 gw = nodes[i % 3]
@@ -516,7 +526,7 @@ def test_voice_across_nodes():
             nodes.append(node(n))
         h.ok(h.wait_for(lambda: balanced(nodes, ["node-a", "node-b", "node-c"]), 40), "three nodes balanced")
         t = Tenant(nodes[0], {"voice_mode": "forward", "forward_to": "+14155550199"})
-        own = owner(nodes[0], t.id)["node"]
+        own = settled_owner(nodes, t.id)["node"]
         others = [gw for gw in nodes if gw.name != own]
         sid = new_sid()
         r = t.voice(others[0], sid)
