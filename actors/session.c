@@ -1887,12 +1887,7 @@ static void fallback_answered(sb_session_send_t *req)
     pk_i64(&b, req->id);
     pk_str(&b, req->code);
     pk_str(&b, req->code ? req->message : NULL);
-    free(req->to);
-    free(req->body);
-    free(req->media_json);
-    free(req->template_json);
-    free(req->idempotency_key);
-    free(req->fallback_json);
+    sb_session_send_cleanup(req);
     free(f);
     comp_post(c, S_FALLBACK, &b);
 }
