@@ -157,25 +157,7 @@ static void receipt_free(receipt_t *x)
     free(x);
 }
 
-/* A receipt on its way to a session on the shard that committed it. */
-typedef struct here {
-    sb_session_receipt_t r;
-    int64_t channel;
-    size_t len;
-    char packed[];
-} here_t;
-
-static void hand_here(sb_shard_t *s, void *arg)
-{
-    here_t *h = arg;
-    if (sb_session_receipt_packed(sb_shard_rt(s), sb_shard_index(s), h->channel, &h->r, h->packed, h->len) < 0)
-        sb_log_warn("webhook: receipt %lld not handed to its session (the sweeper will)", (long long)h->r.receipt_id);
-    free(h);
-}
-
-/* Committed: the event goes to its session (a repeat, stored before, went the first time). A session on this very
- * shard gets it through this shard's own queue, like one on another shard: straight into its mailbox, it could
- * overtake the customer's previous message, committed on another shard and still in that queue. */
+/* Committed: the event goes to its session (a repeat, stored before, went the first time). */
 static void receipt_route(receipt_t *x)
 {
     if (!x->r.id)
@@ -188,18 +170,8 @@ static void receipt_route(receipt_t *x)
             sb_log_warn("webhook: receipt %lld not routed (the sweeper will)", (long long)x->r.id);
         return;
     }
-    unsigned owner = sb_domain_owner(x->r.tenant);
-    if (owner == sb_shard_index(x->s)) {
-        here_t *h = sb_malloc(sizeof *h + x->packed.len);
-        *h = (here_t){.r = r, .channel = x->r.channel, .len = x->packed.len};
-        memcpy(h->packed, x->packed.p, x->packed.len);
-        if (sb_shard_exec(owner, hand_here, h) < 0) {
-            free(h);
-            sb_log_warn("webhook: receipt %lld not handed to its session (the sweeper will)", (long long)x->r.id);
-        }
-        return;
-    }
-    if (sb_session_receipt_packed(sb_shard_rt(x->s), owner, x->r.channel, &r, x->packed.p, x->packed.len) < 0)
+    if (sb_session_receipt_packed(sb_shard_rt(x->s), sb_domain_owner(x->r.tenant), x->r.channel, &r, x->packed.p,
+                                  x->packed.len) < 0)
         sb_log_warn("webhook: receipt %lld not handed to its session (the sweeper will)", (long long)x->r.id);
 }
 
