@@ -132,13 +132,6 @@ uint32_t sb_cluster_slot(int64_t tenant)
     return sb_place_slot(sb_str(t, (size_t)n), g_o && g_o->slots ? g_o->slots : 1);
 }
 
-bool sb_cluster_serves(int64_t tenant)
-{
-    if (!sb_cluster_enabled())
-        return true;
-    return atomic_load_explicit(&g_phase[sb_cluster_slot(tenant)], memory_order_acquire) == P_SERVED;
-}
-
 bool sb_cluster_owns(int64_t tenant)
 {
     if (!sb_cluster_enabled())

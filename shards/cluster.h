@@ -70,8 +70,6 @@ bool sb_cluster_enabled(void);
 #define SB_CLUSTER_NOT_HERE "this node does not serve the tenant now (another node of the cluster does); retry"
 
 uint32_t sb_cluster_slot(int64_t tenant);
-/* Whether this node serves tenant's slot now: takes new work for it (alone: always). Any thread. */
-bool sb_cluster_serves(int64_t tenant);
 /* Whether this node owns tenant's slot and is catching it up or serving it: its sweeper and backlog take it, and
  * so do the front doors that hand work to its actors (sends, cancels, calls: only receipts wait for the catch-up). */
 bool sb_cluster_owns(int64_t tenant);
