@@ -743,12 +743,7 @@ static void on_answer(sb_session_send_t *req)
     answers[i].answered = true;
     snprintf(answers[i].code, sizeof answers[i].code, "%s", req->code ? req->code : "");
     snprintf(answers[i].accepted, sizeof answers[i].accepted, "%s", req->accepted ? req->accepted : "");
-    free(req->to);
-    free(req->body);
-    free(req->media_json);
-    free(req->template_json);
-    free(req->idempotency_key);
-    free(req->fallback_json);
+    sb_session_send_cleanup(req);
     free(req);
 }
 
