@@ -111,8 +111,9 @@ def test_big(gw, mock):
 
     time.sleep(4)  # pacing at RATE a second
     st = mock.stats().get("senders", {}).get(t["address"], {})
-    h.ok(st.get("count", 0) >= RATE and 0 < st.get("max_per_second", 999) <= RATE,
-         "paced: sends reach the mock, never more than %d in any one-second window" % RATE, st)
+    most = mock.most_per_second(t["address"])
+    h.ok(st.get("count", 0) >= RATE and 0 < most <= RATE, "paced: sends reach the mock, never more than %d in any "
+         "one-second window, give or take 50 ms of delivery (max %d)" % (RATE, most), st)
     reqs = [q for q in mock.received(sender=t["address"]).get("requests", []) if q["to"] != "+14155550199"]
     wrong = [q for q in reqs if q["body"] != "Hi Customer%d, your code is SALE%d. {{ not a var }}" %
              (int(q["to"][5:]), int(q["to"][5:]))]

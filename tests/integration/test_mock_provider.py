@@ -186,6 +186,23 @@ class Mock:
     def stats(self):
         return self.get("/_mock/stats").json()
 
+    def most_per_second(self, sender, jitter_ms=50):
+        """The most sends of sender that arrived within any (1 s - jitter_ms) window, from the retained t_us.
+
+        The gateway's pace spaces the *starts* of a sender's requests by 1/rate (GCRA, burst 1); the mock sees their
+        arrivals, and on a loaded machine each request is delayed on its way by a few ms, not all by the same. Two
+        starts exactly 1 s apart can then arrive 0.99 s apart, and an exact one-second window (the mock's own
+        max_per_second) catches a sixth send of a 5/s pace that was never early. Narrowing the window by jitter_ms
+        forgives that much delay and no more: a real excess (two tokens granted at once, two paces for one sender)
+        still puts rate + 1 arrivals well inside it."""
+        t = sorted(q["t_us"] for q in self.received(sender=sender).get("requests", []))
+        span, best, lo = 1000000 - jitter_ms * 1000, 0, 0
+        for hi in range(len(t)):
+            while t[hi] - t[lo] >= span:
+                lo += 1
+            best = max(best, hi - lo + 1)
+        return best
+
     def twilio(self, params, account=ACCOUNT, auth=(ACCOUNT, TOKEN)):
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         if auth:
