@@ -79,8 +79,10 @@ static void tell(relay_t *r, sb_call_stream_news_t news)
                           .frames_in = r->frames_in,
                           .frames_out = r->frames_out,
                           .dropped = r->app ? sb_wsclient_dropped(r->app) : 0};
-    if (sb_cluster_owns(r->tenant)) /* (the call's actor is on its owner node: news for it stay there) */
+    if (sb_cluster_owns(r->tenant))
         sb_call_stream(sb_shard_rt(r->s), sb_domain_owner(r->tenant), r->call_key, &n);
+    else /* the call's actor is on the node that owns the tenant */
+        sb_cluster_call_stream(r->tenant, r->call_key, &n);
 }
 
 /* The voice app is out of reach (never answered, refused, or went away): the call's actor applies the fallback. */

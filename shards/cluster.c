@@ -919,6 +919,7 @@ static void remote_send_in(cluster_t *c, const redisReply *fields);
 static void remote_answer_in(cluster_t *c, const redisReply *fields);
 static void remote_cancel_in(cluster_t *c, const redisReply *fields);
 static void settings_in(cluster_t *c, const redisReply *fields);
+static void media_in(cluster_t *c, const redisReply *fields);
 
 static bool apply_entry(cluster_t *c, const char *id, const redisReply *fields)
 {
@@ -937,6 +938,10 @@ static bool apply_entry(cluster_t *c, const char *id, const redisReply *fields)
     }
     if (kind && kind->type == REDIS_REPLY_STRING && !strcmp(kind->str, "n")) {
         settings_in(c, fields);
+        return true;
+    }
+    if (kind && kind->type == REDIS_REPLY_STRING && !strcmp(kind->str, "m")) {
+        media_in(c, fields);
         return true;
     }
     const redisReply *rid = field(fields, "r"), *tid = field(fields, "t"), *cid = field(fields, "c"),
@@ -1373,6 +1378,64 @@ void sb_cluster_settings_changed(int64_t tenant, int64_t channel)
     *n = (note_t){tenant, channel};
     if (sb_shard_exec(0, note_on_zero, n) < 0)
         free(n);
+}
+
+/* ---- a Media Stream's news for a call another node owns ------------------------------------------------------- */
+
+/* Twilio opens a call's Media Stream on whichever node its <Stream> URL names, often not the owner of the call's
+ * tenant (the TwiML came from the owner, through a forwarded webhook, with the front node's Host). The relay runs
+ * there; its news (the app answered, could not be reached, the stream ended) go to the owner's call actor through
+ * the owner's stream, kind "m", fire and forget like a settings note: one lost to a move costs that call its
+ * fallback, never a wrong one. */
+typedef struct media_note {
+    int64_t tenant;
+    sb_call_stream_t news;
+    char call_key[];
+} media_note_t;
+
+static void media_in(cluster_t *c, const redisReply *fields)
+{
+    int64_t tenant = fint(fields, "t");
+    const char *key = fstr(fields, "ck", NULL);
+    int64_t news = fint(fields, "w");
+    if (tenant <= 0 || !key || !key[0] || news < SB_CALL_STREAM_STARTED || news > SB_CALL_STREAM_ENDED ||
+        !sb_cluster_owns(tenant))
+        return;
+    sb_call_stream_t n = {.news = (sb_call_stream_news_t)news,
+                          .channel = fint(fields, "c"),
+                          .frames_in = (uint64_t)fint(fields, "i"),
+                          .frames_out = (uint64_t)fint(fields, "o"),
+                          .dropped = (uint64_t)fint(fields, "d")};
+    sb_call_stream(sb_shard_rt(c->s), sb_place_shard(sb_cluster_slot(tenant), sb_shards_count()), key, &n);
+}
+
+static void media_on_zero(sb_shard_t *s, void *arg)
+{
+    media_note_t *m = arg;
+    uint16_t idx = atomic_load_explicit(&g_owner[sb_cluster_slot(m->tenant)], memory_order_acquire);
+    if (idx && sb_shard_redis(s)) {
+        char t[24], w[8], ch[24], in[24], out[24], d[24];
+        snprintf(t, sizeof t, "%" PRId64, m->tenant);
+        snprintf(w, sizeof w, "%d", (int)m->news.news);
+        snprintf(ch, sizeof ch, "%" PRId64, m->news.channel);
+        snprintf(in, sizeof in, "%" PRIu64, m->news.frames_in);
+        snprintf(out, sizeof out, "%" PRIu64, m->news.frames_out);
+        snprintf(d, sizeof d, "%" PRIu64, m->news.dropped);
+        const char *kv[16] = {"k", "m", "t", t, "ck", m->call_key, "w", w, "c", ch, "i", in, "o", out, "d", d};
+        xadd_fields(sb_shard_redis(s), g_names[idx - 1], 16, kv, NULL);
+    }
+    free(m);
+}
+
+void sb_cluster_call_stream(int64_t tenant, const char *call_key, const sb_call_stream_t *news)
+{
+    size_t len = strlen(call_key);
+    media_note_t *m = sb_malloc(sizeof *m + len + 1);
+    m->tenant = tenant;
+    m->news = *news;
+    memcpy(m->call_key, call_key, len + 1);
+    if (sb_shard_exec(0, media_on_zero, m) < 0)
+        free(m);
 }
 
 static void remote_answer_in(cluster_t *c, const redisReply *fields)

@@ -31,14 +31,16 @@
  *   handed to the owner through the owner's Redis Stream `sb:{n:<node>}:in` (consumer group `sb`), through shard
  *   0's one connection in the order it was committed (through this node's own stream first, and on in order, while
  *   the slot is in transit): the owner's shard 0 reads it and hands each receipt to its session (applying is
- *   idempotent), then acknowledges it; on start it reads what it had not acknowledged. Sends, cancels and settings
- *   changes go the same way, and a send's answer comes back through the asking node's stream. A receipt nobody
+ *   idempotent), then acknowledges it; on start it reads what it had not acknowledged. Sends, cancels, settings
+ *   changes and a Media Stream's news go the same way, and a send's answer comes back through the asking node's
+ *   stream. A receipt nobody
  *   applies (its owner died) is the sweeper's: each node sweeps the slots it owns.
  *
  * The ownership table is written by shard 0 only and read from any thread (atomics, no locks). */
 #ifndef SB_CLUSTER_H
 #define SB_CLUSTER_H
 
+#include "actors/call.h"
 #include "actors/session.h"
 #include "adapters/pg.h"
 #include "proto/inbox.h"
@@ -102,6 +104,9 @@ void sb_cluster_session_cancel(sb_shard_t *s, sb_session_cancel_t *req);
 /* A channel's (or, channel 0, a tenant's) pace or caps changed here: the owner's sessions read theirs again. Any
  * shard; fire and forget (sessions also read them at activation). */
 void sb_cluster_settings_changed(int64_t tenant, int64_t channel);
+/* A Media Stream's news for a call of a tenant this node does not serve (the stream landed here): to the call's actor
+ * on the owner, through its stream. Any shard; fire and forget. */
+void sb_cluster_call_stream(int64_t tenant, const char *call_key, const sb_call_stream_t *news);
 
 /* The live inbox across nodes: the Pub/Sub channel of tenant's events ("sb:live:{t<id>}") into out (64 bytes),
  * returning its length; and a committed batch published on it, through shard s's Redis (fire and forget: a
