@@ -175,17 +175,20 @@ static void receipt_route(receipt_t *x)
         sb_log_warn("webhook: receipt %lld not handed to its session (the sweeper will)", (long long)x->r.id);
 }
 
+/* Committed: routed first, answered after. The 200 may reach the provider at once, and its next webhook for the
+ * sender land on another shard; were this one routed only after the answer, a thread preempted in between would let
+ * the later one reach the session first, and the sender's messages be numbered the wrong way round. */
 static void twilio_committed(sb_store_receipt_t *r, int err)
 {
     receipt_t *x = r->arg;
+    if (!err)
+        receipt_route(x);
     if (err == SB_ECANCELED)
         wh_error(WH_TWILIO, x->owner, 503, "unavailable", "the gateway is stopping; retry");
     else if (err)
         wh_error(WH_TWILIO, x->owner, 503, "unavailable", "the event could not be stored; retry");
     else
         wh_respond(WH_TWILIO, x->owner, 200, "text/xml", twiml_ok, sizeof twiml_ok - 1);
-    if (!err)
-        receipt_route(x);
     receipt_free(x);
 }
 
