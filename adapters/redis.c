@@ -83,37 +83,86 @@ static void on_timer(uv_timer_t *t);
 typedef struct uvev {
     redisAsyncContext *ac; /* NULL once hiredis let go (cleanup) */
     uv_poll_t poll;
-    int events;
+    uv_check_t flush_io;   /* commands queued this loop turn are written at its end: after the I/O callbacks ... */
+    uv_prepare_t flush;    /* ... or before the loop polls (those of timers and actors), whichever comes first */
+    int events;            /* what the poll handle watches */
+    bool restart;          /* libuv stopped the handle (an error): start it again at the next update */
+    bool flushing;         /* inside the flush: a write that did not finish waits for writability */
+    int open;              /* handles not yet closed */
 } uvev_t;
 
 static void ev_poll(uv_poll_t *h, int status, int events)
 {
     uvev_t *e = h->data;
-    if (status < 0) /* libuv stopped the handle: let hiredis find the error on the socket */
+    if (status < 0) { /* libuv stopped the handle: let hiredis find the error on the socket */
         events = e->events;
+        e->restart = true;
+    }
     if (e->ac && (events & UV_READABLE))
         redisAsyncHandleRead(e->ac);
     if (e->ac && (events & UV_WRITABLE))
         redisAsyncHandleWrite(e->ac);
 }
 
+/* Only a change reaches libuv: hiredis asks for reads after every write and for writes with every command, and each
+ * uv_poll_start is an epoll_ctl. */
 static void ev_update(uvev_t *e, int add, int del)
 {
-    e->events = (e->events | add) & ~del;
-    if (e->events)
-        uv_poll_start(&e->poll, e->events, ev_poll);
+    int events = (e->events | add) & ~del;
+    if (events == e->events && !e->restart)
+        return;
+    e->events = events;
+    e->restart = false;
+    if (events)
+        uv_poll_start(&e->poll, events, ev_poll);
     else
         uv_poll_stop(&e->poll);
 }
 
+/* The loop turn's commands, written in one go at the turn's end (as Redis writes its replies before it sleeps): no
+ * epoll_ctl to watch for writability and back, no extra turn, for a socket that can take them. */
+static void ev_flush(uvev_t *e)
+{
+    uv_check_stop(&e->flush_io);
+    uv_prepare_stop(&e->flush);
+    if (!e->ac)
+        return;
+    e->flushing = true;
+    redisAsyncHandleWrite(e->ac);
+    e->flushing = false;
+}
+
+static void ev_flush_io(uv_check_t *h) { ev_flush(h->data); }
+static void ev_flush_idle(uv_prepare_t *h) { ev_flush(h->data); }
+
 static void ev_add_read(void *p) { ev_update(p, UV_READABLE, 0); }
 static void ev_del_read(void *p) { ev_update(p, 0, UV_READABLE); }
-static void ev_add_write(void *p) { ev_update(p, UV_WRITABLE, 0); }
-static void ev_del_write(void *p) { ev_update(p, 0, UV_WRITABLE); }
+
+static void ev_add_write(void *p)
+{
+    uvev_t *e = p;
+    /* connecting (hiredis learns the outcome from writability), or a write the socket did not take whole: poll */
+    if (e->flushing || !(e->ac->c.flags & REDIS_CONNECTED) || (e->events & UV_WRITABLE)) {
+        ev_update(e, UV_WRITABLE, 0);
+    } else {
+        uv_check_start(&e->flush_io, ev_flush_io);
+        uv_prepare_start(&e->flush, ev_flush_idle);
+    }
+}
+
+static void ev_del_write(void *p)
+{
+    uvev_t *e = p;
+    uv_check_stop(&e->flush_io);
+    uv_prepare_stop(&e->flush);
+    ev_update(e, 0, UV_WRITABLE);
+}
 
 static void ev_closed(uv_handle_t *h)
 {
-    free(h->data);
+    uvev_t *e = h->data;
+    if (--e->open == 0)
+        free(e);
 }
 
 static void ev_cleanup(void *p)
@@ -121,6 +170,8 @@ static void ev_cleanup(void *p)
     uvev_t *e = p;
     e->ac = NULL;
     uv_close((uv_handle_t *)&e->poll, ev_closed);
+    uv_close((uv_handle_t *)&e->flush_io, ev_closed);
+    uv_close((uv_handle_t *)&e->flush, ev_closed);
 }
 
 static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
@@ -132,8 +183,13 @@ static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
         free(e);
         return REDIS_ERR;
     }
+    uv_check_init(loop, &e->flush_io);
+    uv_prepare_init(loop, &e->flush);
+    e->open = 3;
     e->ac = ac;
     e->poll.data = e;
+    e->flush_io.data = e;
+    e->flush.data = e;
     ac->ev.data = e;
     ac->ev.addRead = ev_add_read;
     ac->ev.delRead = ev_del_read;
