@@ -23,6 +23,8 @@
 #define RENEW_MARGIN_MS 300    /* a lease not renewed this long before its end is dropped locally */
 #define READ_COUNT "512"
 #define READ_BLOCK_MS "1000"
+#define READ_GATHER_MS 2       /* after a read that brought fewer than READ_GATHER_BELOW entries, the next waits this */
+#define READ_GATHER_BELOW 64
 #define STREAM_MAXLEN "100000" /* entries kept in a node's stream, acknowledged ones too (XADD MAXLEN ~): about 33 MB;
                                 * a receipt trimmed before it was read is the sweepers' */
 
@@ -1527,7 +1529,10 @@ static void read_done(void *arg, int err, const redisReply *rep)
     }
     if (!c->pending_done && n == 0)
         c->pending_done = true; /* what the last incarnation left unacknowledged is done: new entries from now */
-    read_next(c);
+    if (n && n < READ_GATHER_BELOW && c->pending_done)
+        uv_timer_start(c->read_retry, read_again, READ_GATHER_MS, 0);
+    else
+        read_next(c);
 }
 
 static void group_made(void *arg, int err, const redisReply *rep)
