@@ -23,7 +23,7 @@
 #define RENEW_MARGIN_MS 300    /* a lease not renewed this long before its end is dropped locally */
 #define READ_COUNT "512"
 #define READ_BLOCK_MS "1000"
-#define READ_GATHER_MS 2       /* after a read that brought fewer than READ_GATHER_BELOW entries, the next waits this */
+#define READ_GATHER_MS 5       /* after a read that brought fewer than READ_GATHER_BELOW entries, the next waits this */
 #define READ_GATHER_BELOW 64
 #define STREAM_MAXLEN "100000" /* entries kept in a node's stream, acknowledged ones too (XADD MAXLEN ~): about 33 MB;
                                 * a receipt trimmed before it was read is the sweepers' */
