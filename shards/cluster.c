@@ -64,6 +64,7 @@ typedef struct cluster {
     bool have_floor, asking_floor, in_round, bumping, reading, group_made, pending_done, draining, stopping;
     uint64_t drained_shards;  /* bit per shard index (< 64) drained by the console */
     char stream[96];
+    char pending_from[32];    /* at start: this node's unacknowledged entries are read again after this id */
     sb_cluster_node_t nodes[64];
     size_t nnodes;
     held_t *held, **held_tail;
@@ -71,7 +72,21 @@ typedef struct cluster {
     uint64_t learned_at;      /* loop ms of the last routing table learned */
     struct remote *remote;    /* sends handed to other nodes, waiting for their answer */
     uint64_t next_remote;
+    struct unacked *unacked;  /* entries whose receipts were handed to sessions, oldest first: acknowledged once ... */
+    size_t nunacked, capunacked; /* ... applied (acks_check) */
+    size_t checking;          /* the oldest entries whose receipts are being looked up (0: none) */
 } cluster_t;
+
+/* A stream entry whose receipt was handed to its session: acknowledged once the receipt is processed. */
+typedef struct unacked {
+    char id[32];
+    int64_t tenant, receipt;
+    uint64_t at;        /* loop ms it was handed over */
+} unacked_t;
+
+#define UNACKED_MAX 100000  /* entries waiting for their receipts to be applied; beyond, acknowledged when handed */
+#define ACK_CHECK_MAX 4096  /* receipts looked up per check (one a round) */
+#define ACK_GIVE_UP_MS 60000 /* an entry whose receipt is still unprocessed this long is acknowledged: the sweeper's */
 
 /* A send or a cancel this node handed to the tenant's owner, waiting for its answer (on shard 0). */
 typedef struct remote {
@@ -89,6 +104,7 @@ typedef struct remote {
 static void read_next(cluster_t *c);
 static void read_again(uv_timer_t *t);
 static void held_review(cluster_t *c);
+static void acks_check(cluster_t *c);
 
 static const sb_cluster_opts_t *g_o;
 static _Atomic int64_t *g_epoch;       /* per slot: this node's epoch while it owns it (any phase); 0 not */
@@ -751,6 +767,7 @@ static void on_round(uv_timer_t *t)
     cluster_t *c = t->data;
     check_deadlines(c, uv_now(t->loop));
     remote_expire(c, uv_now(t->loop));
+    acks_check(c);
     round_start(c);
 }
 
@@ -915,42 +932,44 @@ static const char *other_owner(cluster_t *c, uint32_t slot)
 /* One entry (stream id `id`): its receipt to its session when this node serves the slot; passed on when the slot is
  * another node's; else held (the slot is in transit: being taken or caught up here, given up by this node or not
  * yet known to be this node's), in arrival order, until one of those is true (held_review, sb_cluster_caught_up):
- * so the receipts of a slot that moves are applied in the order they came. Returns false when the entry must not
- * be acknowledged yet. */
+ * so the receipts of a slot that moves are applied in the order they came. Says when the entry is acknowledged:
+ * held, not yet; passed on or not a receipt, now; handed to its session, once its receipt is applied. */
 static void remote_send_in(cluster_t *c, const redisReply *fields);
 static void remote_answer_in(cluster_t *c, const redisReply *fields);
 static void remote_cancel_in(cluster_t *c, const redisReply *fields);
 static void settings_in(cluster_t *c, const redisReply *fields);
 static void media_in(cluster_t *c, const redisReply *fields);
 
-static bool apply_entry(cluster_t *c, const char *id, const redisReply *fields)
+enum entry_fate { ENTRY_WAIT, ENTRY_DONE, ENTRY_APPLYING }; /* held: not acknowledged; acknowledge now; once applied */
+
+static enum entry_fate apply_entry(cluster_t *c, const char *id, const redisReply *fields)
 {
     const redisReply *kind = field(fields, "k");
     if (kind && kind->type == REDIS_REPLY_STRING && !strcmp(kind->str, "s")) {
         remote_send_in(c, fields);
-        return true;
+        return ENTRY_DONE;
     }
     if (kind && kind->type == REDIS_REPLY_STRING && !strcmp(kind->str, "a")) {
         remote_answer_in(c, fields);
-        return true;
+        return ENTRY_DONE;
     }
     if (kind && kind->type == REDIS_REPLY_STRING && !strcmp(kind->str, "x")) {
         remote_cancel_in(c, fields);
-        return true;
+        return ENTRY_DONE;
     }
     if (kind && kind->type == REDIS_REPLY_STRING && !strcmp(kind->str, "n")) {
         settings_in(c, fields);
-        return true;
+        return ENTRY_DONE;
     }
     if (kind && kind->type == REDIS_REPLY_STRING && !strcmp(kind->str, "m")) {
         media_in(c, fields);
-        return true;
+        return ENTRY_DONE;
     }
     const redisReply *rid = field(fields, "r"), *tid = field(fields, "t"), *cid = field(fields, "c"),
                      *ev = field(fields, "e"), *tr = field(fields, "x");
     if (!rid || !tid || !cid || !ev || rid->type != REDIS_REPLY_STRING || tid->type != REDIS_REPLY_STRING ||
         cid->type != REDIS_REPLY_STRING || ev->type != REDIS_REPLY_STRING)
-        return true;
+        return ENTRY_DONE;
     int64_t receipt = strtoll(rid->str, NULL, 10), tenant = strtoll(tid->str, NULL, 10);
     int64_t channel = strtoll(cid->str, NULL, 10);
     uint32_t slot = sb_cluster_slot(tenant);
@@ -969,11 +988,11 @@ static bool apply_entry(cluster_t *c, const char *id, const redisReply *fields)
         }
         if (transit)
             transit_done(slot);
-        return true;
+        return st == S_OWNED ? ENTRY_APPLYING : ENTRY_DONE;
     }
     {
         if (c->nheld >= MAX_HELD)
-            return false; /* read again from the stream's pending entries at the next start; the sweeper meanwhile */
+            return ENTRY_WAIT; /* read again from the stream's pending entries at the next start; the sweeper meanwhile */
         held_t *x = sb_malloc(sizeof *x + ev->len);
         x->next = NULL;
         snprintf(x->id, sizeof x->id, "%s", id);
@@ -988,7 +1007,7 @@ static bool apply_entry(cluster_t *c, const char *id, const redisReply *fields)
         c->held_tail = &x->next;
         c->nheld++;
         c->slot[slot].nheld++;
-        return false;
+        return ENTRY_WAIT;
     }
 }
 
@@ -1008,6 +1027,82 @@ static void ack(cluster_t *c, const char **ids, size_t n)
     sb_redis_command_argv(rd, (int)(n + 3), argv, lens, NULL, NULL);
     free(argv);
     free(lens);
+}
+
+/* An entry whose receipt went to its session: acknowledged once the receipt is applied (acks_check), so an owner
+ * that dies between the two has it delivered again when it comes back (idempotent), besides the sweeper of
+ * whichever node takes the slot. */
+static void ack_later(cluster_t *c, const char *id, int64_t tenant, int64_t receipt)
+{
+    if (c->nunacked >= UNACKED_MAX) {
+        ack(c, &id, 1);
+        return;
+    }
+    if (c->nunacked == c->capunacked) {
+        c->capunacked = c->capunacked ? c->capunacked * 2 : 256;
+        c->unacked = sb_realloc(c->unacked, c->capunacked * sizeof *c->unacked);
+    }
+    unacked_t *u = &c->unacked[c->nunacked++];
+    snprintf(u->id, sizeof u->id, "%s", id);
+    u->tenant = tenant;
+    u->receipt = receipt;
+    u->at = uv_now(sb_shard_loop(c->s));
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The oldest entries checked (acks_check): those whose receipts are processed, or that waited too long, are
+ * acknowledged and dropped; the others wait for the next round. */
+static void acks_checked(void *arg, int err, const int64_t *pending, size_t npending)
+{
+    cluster_t *c = arg;
+    size_t n = c->checking;
+    c->checking = 0;
+    if (err || c->stopping)
+        return;
+    int64_t *left = sb_malloc((npending ? npending : 1) * sizeof *left);
+    memcpy(left, pending, npending * sizeof *left);
+    qsort(left, npending, sizeof *left, cmp_i64);
+    size_t kept = 0, k = 0;
+    uint64_t now = uv_now(sb_shard_loop(c->s));
+    const char **ids = sb_malloc((n ? n : 1) * sizeof *ids);
+    bool *keep = sb_malloc(n ? n : 1);
+    for (size_t i = 0; i < n; i++) {
+        unacked_t *u = &c->unacked[i];
+        keep[i] = bsearch(&u->receipt, left, npending, sizeof *left, cmp_i64) && now - u->at < ACK_GIVE_UP_MS;
+        if (!keep[i])
+            ids[k++] = u->id;
+    }
+    ack(c, ids, k); /* (before the kept ones move down over the ids) */
+    for (size_t i = 0; i < n; i++)
+        if (keep[i])
+            c->unacked[kept++] = c->unacked[i];
+    free(keep);
+    free(ids);
+    memmove(c->unacked + kept, c->unacked + n, (c->nunacked - n) * sizeof *c->unacked);
+    c->nunacked -= n - kept;
+    free(left);
+}
+
+/* Once a round: are the oldest handed-over entries' receipts applied yet? */
+static void acks_check(cluster_t *c)
+{
+    if (c->checking || !c->nunacked || c->stopping)
+        return;
+    size_t n = c->nunacked < ACK_CHECK_MAX ? c->nunacked : ACK_CHECK_MAX;
+    int64_t *tenants = sb_malloc(n * sizeof *tenants), *receipts = sb_malloc(n * sizeof *receipts);
+    for (size_t i = 0; i < n; i++) {
+        tenants[i] = c->unacked[i].tenant;
+        receipts[i] = c->unacked[i].receipt;
+    }
+    if (sb_store_receipts_unprocessed(c->store, tenants, receipts, n, acks_checked, c) == 0)
+        c->checking = n;
+    free(tenants);
+    free(receipts);
 }
 
 /* The held entries again, in order: applied where the slot is served now (one the catch-up handed over already is
@@ -1039,13 +1134,15 @@ static void held_review(cluster_t *c)
         c->slot[slot].nheld--;
         if (here) {
             hand_over(c, x->receipt, x->tenant, x->channel, x->packed, x->len);
+            ack_later(c, x->id, x->tenant, x->receipt);
         } else if (there) {
             sb_session_receipt_t r = {.receipt_id = x->receipt, .tenant = x->tenant};
             xadd_receipt(c->s, other, &r, x->channel, x->packed, x->len, false);
         }
         if (x->transit)
             transit_done(slot);
-        ids[n++] = x->id;
+        if (!here)
+            ids[n++] = x->id;
         x->next = done;
         done = x;
     }
@@ -1520,9 +1617,16 @@ static void read_done(void *arg, int err, const redisReply *rep)
             const redisReply *e = entries->element[i];
             if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING)
                 continue;
-            /* handed over: the sessions apply idempotently, and the sweeper covers a crash from here */
-            if (e->element[1]->type != REDIS_REPLY_ARRAY || apply_entry(c, e->element[0]->str, e->element[1]))
+            enum entry_fate f = e->element[1]->type != REDIS_REPLY_ARRAY
+                                    ? ENTRY_DONE
+                                    : apply_entry(c, e->element[0]->str, e->element[1]);
+            if (f == ENTRY_DONE)
                 ids[k++] = e->element[0]->str;
+            else if (f == ENTRY_APPLYING)
+                ack_later(c, e->element[0]->str, fint(e->element[1], "t"), fint(e->element[1], "r"));
+            /* (the pending entries are read in pages: those left unacknowledged would come back from "0") */
+            if (!c->pending_done)
+                snprintf(c->pending_from, sizeof c->pending_from, "%s", e->element[0]->str);
         }
         ack(c, ids, k);
         free(ids);
@@ -1564,7 +1668,7 @@ static void read_next(cluster_t *c)
         rc = sb_redis_command_argv(c->reader, 6, argv, lens, group_made, c);
     } else {
         const char *argv[11] = {"XREADGROUP", "GROUP", "sb", c->o->node_id, "COUNT", READ_COUNT, "BLOCK",
-                                READ_BLOCK_MS, "STREAMS", c->stream, c->pending_done ? ">" : "0"};
+                                READ_BLOCK_MS, "STREAMS", c->stream, c->pending_done ? ">" : c->pending_from};
         size_t lens[11];
         for (int i = 0; i < 11; i++)
             lens[i] = strlen(argv[i]);
@@ -1682,6 +1786,7 @@ static int cluster_start(sb_shard_t *s, void **state)
         c->lease_ms = 4 * RENEW_MARGIN_MS;
     c->round_ms = c->lease_ms / 8;
     snprintf(c->stream, sizeof c->stream, "sb:{n:%s}:in", o->node_id);
+    snprintf(c->pending_from, sizeof c->pending_from, "0");
     c->store = sb_store_create(sb_shard_pg(s), NULL, NULL, 0);
     sb_redis_script_init(&round_script, round_lua);
     c->reader = sb_redis_create(sb_shard_loop(s), o->redis_host, o->redis_port, o->redis_db);
@@ -1752,6 +1857,7 @@ static void cluster_finish(sb_shard_t *s, void *state)
         c->held = x->next;
         free(x);
     }
+    free(c->unacked);
     free(c->slot);
     free(c);
 }

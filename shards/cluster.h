@@ -31,7 +31,8 @@
  *   handed to the owner through the owner's Redis Stream `sb:{n:<node>}:in` (consumer group `sb`), through shard
  *   0's one connection in the order it was committed (through this node's own stream first, and on in order, while
  *   the slot is in transit): the owner's shard 0 reads it and hands each receipt to its session (applying is
- *   idempotent), then acknowledges it; on start it reads what it had not acknowledged. Sends, cancels, settings
+ *   idempotent), and acknowledges it once the receipt is applied (checked in PostgreSQL each round; after a minute
+ *   unapplied it is the sweepers'); on start it reads what it had not acknowledged. Sends, cancels, settings
  *   changes and a Media Stream's news go the same way, and a send's answer comes back through the asking node's
  *   stream. A receipt nobody
  *   applies (its owner died) is the sweeper's: each node sweeps the slots it owns.

@@ -1494,6 +1494,44 @@ int sb_store_fence_bump(sb_store_t *st, const uint32_t *slots, const int64_t *ep
     return rc;
 }
 
+static void unprocessed_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    op_t *o = arg;
+    (void)detail;
+    int rows = err ? 0 : PQntuples(res);
+    int64_t *ids = err ? NULL : sb_malloc((rows ? (size_t)rows : 1) * sizeof *ids);
+    for (int i = 0; i < rows; i++)
+        ids[i] = col_i64(res, i, 0);
+    ((void (*)(void *, int, const int64_t *, size_t))o->cb)(o->arg, err, ids, (size_t)rows);
+    free(ids);
+    op_free(o);
+}
+
+int sb_store_receipts_unprocessed(sb_store_t *st, const int64_t *tenants, const int64_t *ids, size_t n,
+                                  void (*cb)(void *arg, int err, const int64_t *ids, size_t n), void *arg)
+{
+    sb_buf_t a, b;
+    sb_buf_init(&a);
+    sb_buf_init(&b);
+    for (size_t i = 0; i < n; i++) {
+        sb_buf_printf(&a, "%s%lld", i ? "," : "{", (long long)tenants[i]);
+        sb_buf_printf(&b, "%s%lld", i ? "," : "{", (long long)ids[i]);
+    }
+    sb_buf_puts(&a, n ? "}" : "{}");
+    sb_buf_puts(&b, n ? "}" : "{}");
+    const char *p[2] = {a.p, b.p};
+    op_t *o = op_new(st, (void *)cb, arg);
+    int rc = sb_pg_query(st->pg,
+                         "SELECT r.id FROM unnest($1::bigint[], $2::bigint[]) AS u(t, i) "
+                         "JOIN webhook_receipts r ON r.tenant_id = u.t AND r.id = u.i WHERE r.processed_at IS NULL",
+                         2, p, 0, unprocessed_read, o);
+    if (rc < 0)
+        op_free(o);
+    sb_buf_cleanup(&a);
+    sb_buf_cleanup(&b);
+    return rc;
+}
+
 typedef void (*backlog_cb_t)(void *, int, const int64_t *, const int64_t *, size_t, const int64_t *, size_t);
 
 static void backlog_read(void *arg, int err, const char *detail, const PGresult *res)

@@ -192,6 +192,22 @@ def test_three_nodes():
         h.ok(rows == "20", "20 messages stored, none twice", rows)
         ws.shutdown()
 
+        # Acknowledged once applied: while the owner's write waits behind a lock on messages, the entries its reader
+        # handed to the session stay pending in its stream; applied, they are acknowledged.
+        h.ok(h.wait_for(lambda: stream_pending(o["node"]) == 0, 5),
+             "every entry of the owner's stream acknowledged once applied", stream_pending(o["node"]))
+        locker = lock_messages(3)
+        statuses = [sms(others[0], t, "locked %d" % i)[1].status for i in range(5)]
+        held = h.wait_for(lambda: stream_pending(o["node"]) == 5, 2)
+        h.ok(statuses == [200] * 5 and held, "5 more through the non-owner while the owner's writes wait on a lock: "
+             "handed over, not applied, still pending in the owner's stream (%d)" % stream_pending(o["node"]),
+             statuses)
+        locker.wait(15)
+        h.ok(h.wait_for(lambda: stream_pending(o["node"]) == 0, 5), "applied once the lock is gone, and acknowledged",
+             stream_pending(o["node"]))
+        rows = h.sql("SELECT count(*) FROM messages WHERE tenant_id = %s" % t["tenant"])
+        h.ok(rows == "25", "25 messages stored, none twice", rows)
+
         # a key revoked through one node closes its live clients on the others
         from test_keys import admin as admin_call, closed_with, j
         k = j(admin_call(nodes[0], "POST", "/v1/admin/tenants/%s/keys" % t["tenant"], {"role": "agent"}))
@@ -408,6 +424,63 @@ def test_join_while_streaming():
             swaps += [(a, b) for a, b in zip(nums, nums[1:]) if b < a]
         h.ok(not swaps, "each sender's messages applied in the order it sent them (%d messages)" % len(bodies),
              swaps[:10])
+    finally:
+        stop_all(nodes)
+
+
+def stream_pending(name):
+    """How many entries of node name's stream were delivered to it and not yet acknowledged (-1: no such group)."""
+    try:
+        return int(redis("XPENDING", "sb:{n:%s}:in" % name, "sb").split("\n")[0])
+    except ValueError:
+        return -1
+
+
+def lock_messages(seconds):
+    """A transaction holding messages in SHARE mode for seconds: every actor write waits; returns once it holds."""
+    p = subprocess.Popen(["psql", h.DATABASE_URL, "-c", "BEGIN; LOCK TABLE messages IN SHARE MODE; SELECT "
+                          "pg_sleep(%s); COMMIT;" % seconds], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    h.wait_for(lambda: h.sql("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE "
+                             "c.relname = 'messages' AND l.mode = 'ShareLock' AND l.granted") == "1", 2)
+    return p
+
+
+def test_redelivered_after_restart():
+    """Entries an owner was handed and had not applied when it was killed stay unacknowledged in its stream; the
+    node started again with the same id reads them again (the pending ones first, in pages), and each receipt is
+    applied once, whether by it or by the sweep of the node that took the slot meanwhile."""
+    fresh_cluster()
+    nodes = []
+    try:
+        nodes.append(node("node-a"))
+        nodes.append(node("node-b"))
+        h.ok(h.wait_for(lambda: balanced(nodes, ["node-a", "node-b"]), 40), "two nodes balanced")
+        t = setup(nodes[0])
+        o = settled_owner(nodes, t["tenant"])
+        own = by_name(nodes, o["node"])
+        front = [gw for gw in nodes if gw is not own][0]
+        h.wait_for(lambda: stream_pending(own.name) <= 0, 5)
+        locker = lock_messages(4)
+        sids = []
+        for i in range(5):
+            sid, r = sms(front, t, "redelivered %d" % i)
+            h.ok(r.status == 200, "webhook %d acknowledged by the node that does not own the tenant" % i, r)
+            sids.append(sid)
+        h.ok(h.wait_for(lambda: stream_pending(own.name) == 5, 2), "the owner holds the 5, unapplied: pending",
+             stream_pending(own.name))
+        own.kill()
+        own.start()  # (the same node id: its stream and its pending entries are its own again)
+        locker.wait(15)
+
+        def applied():
+            return h.sql("SELECT count(*), count(DISTINCT provider_id) FROM messages WHERE tenant_id = %s"
+                         % t["tenant"]) == "5|5"
+        h.ok(h.wait_for(applied, 15), "the 5 applied, each once",
+             h.sql("SELECT count(*), count(DISTINCT provider_id) FROM messages WHERE tenant_id = %s" % t["tenant"]))
+        h.ok(h.wait_for(lambda: stream_pending(own.name) == 0, 10), "and its stream has nothing left unacknowledged",
+             stream_pending(own.name))
+        stored = h.sql("SELECT provider_id FROM messages WHERE tenant_id = %s ORDER BY id" % t["tenant"]).split("\n")
+        h.ok(stored == sids, "in the order they were sent", stored)
     finally:
         stop_all(nodes)
 

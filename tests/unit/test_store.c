@@ -532,6 +532,35 @@ static void on_sweep(void *arg, int err, const sb_store_unprocessed_t *u, size_t
     r->done = true;
 }
 
+typedef struct unprocessed_rec {
+    bool done;
+    int err;
+    size_t n;
+    int64_t ids[8];
+} unprocessed_rec_t;
+
+static void on_unprocessed(void *arg, int err, const int64_t *ids, size_t n)
+{
+    unprocessed_rec_t *r = arg;
+    r->err = err;
+    r->n = n;
+    for (size_t i = 0; i < n && i < 8; i++)
+        r->ids[i] = ids[i];
+    r->done = true;
+}
+
+/* Of (tenant, ids), the unprocessed ones (the cluster's stream reader acknowledges the others). */
+static unprocessed_rec_t unprocessed(const int64_t *ids, size_t n)
+{
+    int64_t tenants[8];
+    for (size_t i = 0; i < n; i++)
+        tenants[i] = tenant;
+    unprocessed_rec_t r = {0};
+    if (sb_store_receipts_unprocessed(st, tenants, ids, n, on_unprocessed, &r) == 0)
+        wait_for(&r.done);
+    return r;
+}
+
 TEST(receipts_and_sweep)
 {
     rc_rec_t meta = {.r = {.type = "meta_whatsapp", .account = "no-such-account", .dedup_key = "msg:w1",
@@ -550,8 +579,14 @@ TEST(receipts_and_sweep)
     wait_for(&s.done);
     ok(s.err == 0 && s.n == 1 && s.ids[0] == r.r.id && s.mine_ok,
        "the sweeper finds the unprocessed receipt, its event read back");
+    int64_t asked[3] = {r.r.id, r.r.id + 1000000000, r.r.id};
+    unprocessed_rec_t u = unprocessed(asked, 3);
+    ok(u.done && u.err == 0 && u.n == 2 && u.ids[0] == r.r.id && u.ids[1] == r.r.id,
+       "receipts unprocessed: the new one (asked twice), not one that does not exist");
     sb_tenant_write_t w = {.tenant = tenant, .receipts = &r.r.id, .nreceipts = 1};
     is_int(write_now(&w), 0, "marked processed (a receipt that made nothing)");
+    u = unprocessed(asked, 1);
+    ok(u.done && u.err == 0 && u.n == 0, "no longer unprocessed once applied");
     sweep_rec_t s2 = {0};
     sb_store_sweep(st, 0, 0, 1000, on_sweep, &s2);
     wait_for(&s2.done);
