@@ -991,8 +991,9 @@ static enum entry_fate apply_entry(cluster_t *c, const char *id, const redisRepl
         return st == S_OWNED ? ENTRY_APPLYING : ENTRY_DONE;
     }
     {
-        if (c->nheld >= MAX_HELD)
-            return ENTRY_WAIT; /* read again from the stream's pending entries at the next start; the sweeper meanwhile */
+        if (c->nheld >= MAX_HELD) /* read again from the stream's pending entries at the next start; the sweeper
+                                   * meanwhile */
+            return ENTRY_WAIT;
         held_t *x = sb_malloc(sizeof *x + ev->len);
         x->next = NULL;
         snprintf(x->id, sizeof x->id, "%s", id);
