@@ -1056,25 +1056,22 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The oldest entries checked (acks_check): those whose receipts are processed, or that waited too long, are
- * acknowledged and dropped; the others wait for the next round. */
-static void acks_checked(void *arg, int err, const int64_t *pending, size_t npending)
+/* The oldest entries checked (acks_check; left: their receipts still unprocessed, ascending): those whose receipts
+ * are processed, or that waited too long, are acknowledged and dropped; the others wait for the next round. */
+static void acks_checked(void *arg, int err, const int64_t *left, size_t nleft)
 {
     cluster_t *c = arg;
     size_t n = c->checking;
     c->checking = 0;
     if (err || c->stopping)
         return;
-    int64_t *left = sb_malloc((npending ? npending : 1) * sizeof *left);
-    memcpy(left, pending, npending * sizeof *left);
-    qsort(left, npending, sizeof *left, cmp_i64);
     size_t kept = 0, k = 0;
     uint64_t now = uv_now(sb_shard_loop(c->s));
     const char **ids = sb_malloc((n ? n : 1) * sizeof *ids);
     bool *keep = sb_malloc(n ? n : 1);
     for (size_t i = 0; i < n; i++) {
         unacked_t *u = &c->unacked[i];
-        keep[i] = bsearch(&u->receipt, left, npending, sizeof *left, cmp_i64) && now - u->at < ACK_GIVE_UP_MS;
+        keep[i] = bsearch(&u->receipt, left, nleft, sizeof *left, cmp_i64) && now - u->at < ACK_GIVE_UP_MS;
         if (!keep[i])
             ids[k++] = u->id;
     }
@@ -1086,7 +1083,6 @@ static void acks_checked(void *arg, int err, const int64_t *pending, size_t npen
     free(ids);
     memmove(c->unacked + kept, c->unacked + n, (c->nunacked - n) * sizeof *c->unacked);
     c->nunacked -= n - kept;
-    free(left);
 }
 
 /* Once a round: are the oldest handed-over entries' receipts applied yet? */
@@ -1458,17 +1454,23 @@ static void settings_in(cluster_t *c, const redisReply *fields)
         free(n);
 }
 
+/* A fire-and-forget entry (fields kv, n of them) to the stream of tenant's owner as this node knows it (none known:
+ * dropped). Shard 0. */
+static void xadd_to_owner(sb_shard_t *s, int64_t tenant, int n, const char **kv)
+{
+    uint16_t idx = atomic_load_explicit(&g_owner[sb_cluster_slot(tenant)], memory_order_acquire);
+    if (idx && sb_shard_redis(s))
+        xadd_fields(sb_shard_redis(s), g_names[idx - 1], n, kv, NULL);
+}
+
 static void note_on_zero(sb_shard_t *s, void *arg)
 {
     note_t *n = arg;
-    uint16_t idx = atomic_load_explicit(&g_owner[sb_cluster_slot(n->tenant)], memory_order_acquire);
-    if (idx && sb_shard_redis(s)) {
-        char t[24], ch[24];
-        snprintf(t, sizeof t, "%" PRId64, n->tenant);
-        snprintf(ch, sizeof ch, "%" PRId64, n->channel);
-        const char *kv[6] = {"k", "n", "t", t, "c", ch};
-        xadd_fields(sb_shard_redis(s), g_names[idx - 1], 6, kv, NULL);
-    }
+    char t[24], ch[24];
+    snprintf(t, sizeof t, "%" PRId64, n->tenant);
+    snprintf(ch, sizeof ch, "%" PRId64, n->channel);
+    const char *kv[6] = {"k", "n", "t", t, "c", ch};
+    xadd_to_owner(s, n->tenant, 6, kv);
     free(n);
 }
 
@@ -1512,18 +1514,15 @@ static void media_in(cluster_t *c, const redisReply *fields)
 static void media_on_zero(sb_shard_t *s, void *arg)
 {
     media_note_t *m = arg;
-    uint16_t idx = atomic_load_explicit(&g_owner[sb_cluster_slot(m->tenant)], memory_order_acquire);
-    if (idx && sb_shard_redis(s)) {
-        char t[24], w[8], ch[24], in[24], out[24], d[24];
-        snprintf(t, sizeof t, "%" PRId64, m->tenant);
-        snprintf(w, sizeof w, "%d", (int)m->news.news);
-        snprintf(ch, sizeof ch, "%" PRId64, m->news.channel);
-        snprintf(in, sizeof in, "%" PRIu64, m->news.frames_in);
-        snprintf(out, sizeof out, "%" PRIu64, m->news.frames_out);
-        snprintf(d, sizeof d, "%" PRIu64, m->news.dropped);
-        const char *kv[16] = {"k", "m", "t", t, "ck", m->call_key, "w", w, "c", ch, "i", in, "o", out, "d", d};
-        xadd_fields(sb_shard_redis(s), g_names[idx - 1], 16, kv, NULL);
-    }
+    char t[24], w[8], ch[24], in[24], out[24], d[24];
+    snprintf(t, sizeof t, "%" PRId64, m->tenant);
+    snprintf(w, sizeof w, "%d", (int)m->news.news);
+    snprintf(ch, sizeof ch, "%" PRId64, m->news.channel);
+    snprintf(in, sizeof in, "%" PRIu64, m->news.frames_in);
+    snprintf(out, sizeof out, "%" PRIu64, m->news.frames_out);
+    snprintf(d, sizeof d, "%" PRIu64, m->news.dropped);
+    const char *kv[16] = {"k", "m", "t", t, "ck", m->call_key, "w", w, "c", ch, "i", in, "o", out, "d", d};
+    xadd_to_owner(s, m->tenant, 16, kv);
     free(m);
 }
 

@@ -1470,18 +1470,26 @@ static void bump_read(void *arg, int err, const char *detail, const PGresult *re
     op_free(o);
 }
 
+/* v[0..n) as a PostgreSQL array literal of numbers into b ("{1,2}", "{}"). */
+static void i64_array(sb_buf_t *b, const int64_t *v, size_t n)
+{
+    sb_buf_puts(b, "{");
+    for (size_t i = 0; i < n; i++)
+        sb_buf_printf(b, "%s%lld", i ? "," : "", (long long)v[i]);
+    sb_buf_puts(b, "}");
+}
+
 int sb_store_fence_bump(sb_store_t *st, const uint32_t *slots, const int64_t *epochs, size_t n,
                         void (*cb)(void *arg, int err, const int32_t *stale, size_t nstale), void *arg)
 {
     sb_buf_t a, b;
     sb_buf_init(&a);
     sb_buf_init(&b);
-    for (size_t i = 0; i < n; i++) {
-        sb_buf_printf(&a, "%s%u", i ? "," : "{", slots[i]);
-        sb_buf_printf(&b, "%s%lld", i ? "," : "{", (long long)epochs[i]);
-    }
-    sb_buf_puts(&a, n ? "}" : "{}");
-    sb_buf_puts(&b, n ? "}" : "{}");
+    sb_buf_puts(&a, "{");
+    for (size_t i = 0; i < n; i++)
+        sb_buf_printf(&a, "%s%u", i ? "," : "", slots[i]);
+    sb_buf_puts(&a, "}");
+    i64_array(&b, epochs, n);
     const char *p[2] = {a.p, b.p};
     op_t *o = op_new(st, (void *)cb, arg);
     /* alone: its locks wait for the writes of the old epoch to commit, and nothing else should wait with them */
@@ -1513,17 +1521,14 @@ int sb_store_receipts_unprocessed(sb_store_t *st, const int64_t *tenants, const 
     sb_buf_t a, b;
     sb_buf_init(&a);
     sb_buf_init(&b);
-    for (size_t i = 0; i < n; i++) {
-        sb_buf_printf(&a, "%s%lld", i ? "," : "{", (long long)tenants[i]);
-        sb_buf_printf(&b, "%s%lld", i ? "," : "{", (long long)ids[i]);
-    }
-    sb_buf_puts(&a, n ? "}" : "{}");
-    sb_buf_puts(&b, n ? "}" : "{}");
+    i64_array(&a, tenants, n);
+    i64_array(&b, ids, n);
     const char *p[2] = {a.p, b.p};
     op_t *o = op_new(st, (void *)cb, arg);
     int rc = sb_pg_query(st->pg,
                          "SELECT r.id FROM unnest($1::bigint[], $2::bigint[]) AS u(t, i) "
-                         "JOIN webhook_receipts r ON r.tenant_id = u.t AND r.id = u.i WHERE r.processed_at IS NULL",
+                         "JOIN webhook_receipts r ON r.tenant_id = u.t AND r.id = u.i WHERE r.processed_at IS NULL "
+                         "ORDER BY r.id",
                          2, p, 0, unprocessed_read, o);
     if (rc < 0)
         op_free(o);

@@ -48,9 +48,9 @@ int sb_store_fence_floor(sb_store_t *st, void (*cb)(void *arg, int err, int64_t 
  * now). Returns 0 and calls cb once, or an error (cb never called). */
 int sb_store_fence_bump(sb_store_t *st, const uint32_t *slots, const int64_t *epochs, size_t n,
                         void (*cb)(void *arg, int err, const int32_t *stale, size_t nstale), void *arg);
-/* Of the receipts (tenants[i], ids[i]), the ids of those still unprocessed (no session applied them yet; a receipt
- * gone from the table counts as processed). Returns 0 and calls cb once (ids NULL when err), or an error (cb never
- * called). */
+/* Of the receipts (tenants[i], ids[i]), the ids of those still unprocessed, ascending (no session applied them yet;
+ * a receipt gone from the table counts as processed). Returns 0 and calls cb once (ids NULL when err), or an error
+ * (cb never called). */
 int sb_store_receipts_unprocessed(sb_store_t *st, const int64_t *tenants, const int64_t *ids, size_t n,
                                   void (*cb)(void *arg, int err, const int64_t *ids, size_t n), void *arg);
 /* Frees the store, once its connections have closed (sb_pg_close hands what they held back, through the store). */
