@@ -48,6 +48,13 @@ def node(name, **kw):
     return gw
 
 
+def start_three(nodes, **kw):
+    """node-a, node-b and node-c (options kw) appended to nodes as they start, then balanced among themselves."""
+    for n in ("node-a", "node-b", "node-c"):
+        nodes.append(node(n, **kw))
+    h.ok(h.wait_for(lambda: balanced(nodes, ["node-a", "node-b", "node-c"]), 40), "three nodes balanced")
+
+
 def console(gw, line):
     with h.Console(gw.admin_port) as c:
         c.cmd("auth " + h.ADMIN_TOKEN)
@@ -247,9 +254,7 @@ def test_failover_kill9():
     fresh_cluster()
     nodes = []
     try:
-        for n in ("node-a", "node-b", "node-c"):
-            nodes.append(node(n))
-        h.ok(h.wait_for(lambda: balanced(nodes, ["node-a", "node-b", "node-c"]), 40), "three nodes balanced")
+        start_three(nodes)
         t = setup(nodes[0])
         own = by_name(nodes, settled_owner(nodes, t["tenant"])["node"])
         others = [gw for gw in nodes if gw is not own]
@@ -495,9 +500,7 @@ def test_sends_across_nodes():
     nodes = []
     with Mock() as mock:
         try:
-            for n in ("node-a", "node-b", "node-c"):
-                nodes.append(node(n, twilio_api_base="http://127.0.0.1:%d" % mock.port))
-            h.ok(h.wait_for(lambda: balanced(nodes, ["node-a", "node-b", "node-c"]), 40), "three nodes balanced")
+            start_three(nodes, twilio_api_base="http://127.0.0.1:%d" % mock.port)
             t = setup_out(nodes[0], settings={"rate_per_second": 5})
             unlimited = {name: {"rate": 100000, "burst": 100000} for name in
                          ("rest_per_key", "rest_per_address", "send_per_key", "send_per_address")}
@@ -599,9 +602,7 @@ def test_voice_across_nodes():
     nodes = []
     with Mock() as mock:
         try:
-            for n in ("node-a", "node-b", "node-c"):
-                nodes.append(node(n, twilio_api_base="http://127.0.0.1:%d" % mock.port))
-            h.ok(h.wait_for(lambda: balanced(nodes, ["node-a", "node-b", "node-c"]), 40), "three nodes balanced")
+            start_three(nodes, twilio_api_base="http://127.0.0.1:%d" % mock.port)
             t = Tenant(nodes[0], {"voice_mode": "forward", "forward_to": "+14155550199"})
             own = settled_owner(nodes, t.id)["node"]
             others = [gw for gw in nodes if gw.name != own]

@@ -175,9 +175,13 @@ static void titem_done(void **items, size_t n, int err, const char *detail, cons
     }
 }
 
+/* The test items' statement: 100 / v per item (v = 0 fails), with its position and the transaction it ran in. */
+#define TITEM_SQL                                                                                                  \
+    "SELECT (100 / u.v)::text, u.ord, txid_current()::text FROM unnest($1::int[]) WITH ORDINALITY AS u(v, ord)"
+
 static const sb_pg_batch_def_t tdef = {
     .what = "test items",
-    .sql = "SELECT (100 / u.v)::text, u.ord, txid_current()::text FROM unnest($1::int[]) WITH ORDINALITY AS u(v, ord)",
+    .sql = TITEM_SQL,
     .ncols = 1,
     .max = 4,
     .count = titem_count,
@@ -502,7 +506,7 @@ static bool fenced_item(const void *item, sb_pg_fence_t *out)
 
 static const sb_pg_batch_def_t fdef = {
     .what = "fenced test items",
-    .sql = "SELECT (100 / u.v)::text, u.ord, txid_current()::text FROM unnest($1::int[]) WITH ORDINALITY AS u(v, ord)",
+    .sql = TITEM_SQL,
     .ncols = 1,
     .max = 8,
     .row = titem_row,
