@@ -43,6 +43,16 @@ const voice = (path, params) => twilio(`/webhooks/twilio/${env.SB_VOICE_CHANNEL}
 
 // The box of a locator, or null when it is not rendered.
 const box = (loc) => loc.boundingBox();
+// A message's box: the page draws its list anew as the conversation's page and live events arrive, so a message
+// found a moment ago may be between two drawings (no box) when measured; it is measured again once drawn.
+const drawn = async (loc) => {
+  for (let i = 0; i < 50; i++) {
+    const b = await box(loc);
+    if (b) return b;
+    await page.waitForTimeout(100);
+  }
+  return null;
+};
 const visible = (sel) => page.locator(sel).isVisible();
 
 const browser = await chromium.launch({
@@ -110,8 +120,8 @@ try {
   await page.locator(".msg.in", { hasText: T.first }).waitFor({ timeout: 10000 });
   check(!(await conv.locator(".unread").isVisible()) ||
         (await conv.locator(".unread").innerText()).trim() === "", "opening it clears the unread count");
-  const b1 = await box(page.locator(".msg.in", { hasText: T.first }));
-  const b2 = await box(page.locator(".msg.in", { hasText: T.second }));
+  const b1 = await drawn(page.locator(".msg.in", { hasText: T.first }));
+  const b2 = await drawn(page.locator(".msg.in", { hasText: T.second }));
   check(b1 && b2 && b1.y + b1.height <= b2.y, "the older message is above the newer one", { b1, b2 });
 
   // ---- a reply: at the bottom, next to the reply box, with its ticks --------------------------------------------
@@ -124,8 +134,8 @@ try {
   const ticks = await out.locator(".ticks").evaluate((e) => getComputedStyle(e, "::after").content);
   check(ticks === '"✓✓"' && (await out.locator(".status").innerText()) === "delivered",
         "the reply's status changes live to delivered, drawn as two ticks", ticks);
-  const bo = await box(out), br = await box(page.locator("#reply"));
-  const b2now = await box(page.locator(".msg.in", { hasText: T.second }));
+  const bo = await drawn(out), br = await box(page.locator("#reply"));
+  const b2now = await drawn(page.locator(".msg.in", { hasText: T.second }));
   check(bo && b2now && br && bo.y >= b2now.y + b2now.height && br.y - (bo.y + bo.height) < 40,
         "the reply is below the older messages, right above the reply box", { older: b2now, reply: bo, box: br });
   check((await page.locator("#conversations li .last").first().innerText()).includes("You: " + T.reply),
@@ -138,7 +148,7 @@ try {
   await sleep(200);
   const order = await msgs.evaluateAll((els) => els.map((e) => e.getBoundingClientRect().top));
   check(order.every((y, i) => i === 0 || y > order[i - 1]), "every message is below the one before it");
-  const lb = await box(page.locator("#messages")), nb = await box(newest);
+  const lb = await box(page.locator("#messages")), nb = await drawn(newest);
   const scrolled = await page.locator("#messages").evaluate((e) => e.scrollHeight > e.clientHeight);
   check(scrolled && nb && lb && nb.y + nb.height <= lb.y + lb.height + 1 && nb.y >= lb.y,
         "the list overflows and the newest message is in view at its bottom", { list: lb, newest: nb });
