@@ -421,15 +421,17 @@ class Gateway:
         raise GatewayFailed()
 
     def _wait_connected(self, deadline):
-        """Until every shard logged its PostgreSQL and Redis connections (or the deadline): /healthz answers before
-        they are made, and a test's first query must not race them (a sanitizer build connects a few ms later)."""
-        shards = int(self.config.get("shards", "1"))
+        """Until /readyz answers 200 (or the deadline): /healthz answers before the shards' connections are made,
+        and a test's first query must not race them (a sanitizer build connects a few ms later). /readyz pings every
+        shard's Redis and both its PostgreSQL connections; counting "connected" lines in the log could not tell
+        shard 1's main connection from shard 0's sweeper, and let a first query reach a shard still connecting."""
         while time.monotonic() < deadline:
-            with open(self.log_path, "rb") as f:
-                log = f.read()
-            # two PostgreSQL connections a shard (the main one and the ingest one), one Redis
-            if log.count(b"postgres: connected") >= 2 * shards and log.count(b": connected") >= 3 * shards:
-                return
+            try:
+                r = request(self.port, "GET", "/readyz", timeout=1)
+                if r is not None and r.status == 200:
+                    return
+            except OSError:
+                pass
             time.sleep(0.02)
 
     def send_signal(self, sig):
