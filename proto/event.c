@@ -45,6 +45,11 @@ void sb_event_cleanup(sb_event_t *ev)
     free(ev->status);
     free(ev->error_code);
     free(ev->error_message);
+    free(ev->media_json);
+    free(ev->template_json);
+    free(ev->idempotency_key);
+    free(ev->fallback_json);
+    free(ev->priority);
     free(ev->raw);
     memset(ev, 0, sizeof *ev);
 }
@@ -74,10 +79,15 @@ static void put(json_t *o, const char *key, const char *v)
         json_object_set_new(o, key, json_string(v));
 }
 
+static const char *kind_name(sb_event_kind_t k)
+{
+    return k == SB_EV_STATUS ? "status" : k == SB_EV_SEND ? "send" : "message";
+}
+
 json_t *sb_event_json(const sb_event_t *ev)
 {
     json_t *o = json_object();
-    json_object_set_new(o, "kind", json_string(ev->kind == SB_EV_STATUS ? "status" : "message"));
+    json_object_set_new(o, "kind", json_string(kind_name(ev->kind)));
     put(o, "channel", sb_channel_type_name(ev->channel));
     put(o, "account", ev->account);
     put(o, "provider_id", ev->provider_id);
@@ -87,6 +97,19 @@ json_t *sb_event_json(const sb_event_t *ev)
         put(o, "status", ev->status);
         put(o, "error_code", ev->error_code);
         put(o, "error_message", ev->error_message);
+        return o;
+    }
+    if (ev->kind == SB_EV_SEND) {
+        json_object_set_new(o, "message_id", json_integer(ev->message_id));
+        if (ev->send_at_ms)
+            json_object_set_new(o, "send_at_ms", json_integer(ev->send_at_ms));
+        put(o, "to", ev->to);
+        put(o, "body", ev->body ? ev->body : "");
+        put(o, "media_json", ev->media_json);
+        put(o, "template_json", ev->template_json);
+        put(o, "idempotency_key", ev->idempotency_key);
+        put(o, "fallback_json", ev->fallback_json);
+        put(o, "priority", ev->priority);
         return o;
     }
     put(o, "from", ev->from);
@@ -117,7 +140,7 @@ int sb_event_from_json(const json_t *j, sb_event_t *ev)
     const char *kind = json_string_value(json_object_get(j, "kind"));
     if (!kind || !json_is_string(json_object_get(j, "provider_id")))
         return SB_EPARSE;
-    ev->kind = strcmp(kind, "status") == 0 ? SB_EV_STATUS : SB_EV_MESSAGE;
+    ev->kind = strcmp(kind, "status") == 0 ? SB_EV_STATUS : strcmp(kind, "send") == 0 ? SB_EV_SEND : SB_EV_MESSAGE;
     const char *ch = json_string_value(json_object_get(j, "channel"));
     ev->channel = ch ? sb_channel_type_parse(ch) : SB_CH_NONE;
     ev->account = dup_member(j, "account");
@@ -131,6 +154,24 @@ int sb_event_from_json(const json_t *j, sb_event_t *ev)
             sb_event_cleanup(ev);
             return SB_EPARSE;
         }
+        return 0;
+    }
+    if (ev->kind == SB_EV_SEND) {
+        ev->message_id = json_integer_value(json_object_get(j, "message_id"));
+        ev->send_at_ms = json_integer_value(json_object_get(j, "send_at_ms"));
+        ev->to = dup_member(j, "to");
+        ev->body = dup_member(j, "body");
+        ev->media_json = dup_member(j, "media_json");
+        ev->template_json = dup_member(j, "template_json");
+        ev->idempotency_key = dup_member(j, "idempotency_key");
+        ev->fallback_json = dup_member(j, "fallback_json");
+        ev->priority = dup_member(j, "priority");
+        if (ev->message_id <= 0 || !ev->to || !ev->media_json) {
+            sb_event_cleanup(ev);
+            return SB_EPARSE;
+        }
+        if (!ev->body)
+            ev->body = sb_strdup("");
         return 0;
     }
     ev->from = dup_member(j, "from");
@@ -175,29 +216,33 @@ void sb_event_media_json(const sb_event_t *ev, sb_buf_t *out)
     sb_buf_puts(out, "]");
 }
 
-/* ---- packing: kind, channel, nmedia (one byte each), timestamp (8), then each string as a 4-byte length (0xffffffff
- * for NULL) and its bytes, in a fixed order ---------------------------------------------------------------------- */
+/* ---- packing: kind, channel, nmedia (one byte each), timestamp, message_id and send_at_ms (8 each), then each
+ * string as a 4-byte length (0xffffffff for NULL) and its bytes, in a fixed order --------------------------------- */
 
-#define NSTR (9 + 3 * SB_EVENT_MAX_MEDIA)
+#define HEAD 27
+#define NFIXED 14
+#define NSTR (NFIXED + 3 * SB_EVENT_MAX_MEDIA)
 
 /* The event's string fields, in packing order. */
 static void string_slots(sb_event_t *ev, char **slots[NSTR])
 {
-    char **fixed[9] = {&ev->account, &ev->provider_id, &ev->from,       &ev->to,           &ev->body,
-                       &ev->profile_name, &ev->status, &ev->error_code, &ev->error_message};
+    char **fixed[NFIXED] = {&ev->account,       &ev->provider_id,  &ev->from,          &ev->to,
+                            &ev->body,          &ev->profile_name, &ev->status,        &ev->error_code,
+                            &ev->error_message, &ev->media_json,   &ev->template_json, &ev->idempotency_key,
+                            &ev->fallback_json, &ev->priority};
     memcpy(slots, fixed, sizeof fixed);
     for (size_t i = 0; i < SB_EVENT_MAX_MEDIA; i++) {
-        slots[9 + 3 * i] = &ev->media[i].url;
-        slots[10 + 3 * i] = &ev->media[i].id;
-        slots[11 + 3 * i] = &ev->media[i].content_type;
+        slots[NFIXED + 3 * i] = &ev->media[i].url;
+        slots[NFIXED + 1 + 3 * i] = &ev->media[i].id;
+        slots[NFIXED + 2 + 3 * i] = &ev->media[i].content_type;
     }
 }
 
 void sb_event_pack(const sb_event_t *ev, sb_buf_t *out)
 {
-    unsigned char head[11] = {(unsigned char)ev->kind, (unsigned char)ev->channel, (unsigned char)ev->nmedia};
-    uint64_t ts = (uint64_t)ev->timestamp;
-    memcpy(head + 3, &ts, 8);
+    unsigned char head[HEAD] = {(unsigned char)ev->kind, (unsigned char)ev->channel, (unsigned char)ev->nmedia};
+    uint64_t nums[3] = {(uint64_t)ev->timestamp, (uint64_t)ev->message_id, (uint64_t)ev->send_at_ms};
+    memcpy(head + 3, nums, sizeof nums);
     sb_buf_append(out, head, sizeof head);
     char **slots[NSTR];
     string_slots((sb_event_t *)ev, slots); /* read only */
@@ -214,15 +259,17 @@ int sb_event_unpack(const void *p, size_t len, sb_event_t *ev)
 {
     const unsigned char *b = p;
     memset(ev, 0, sizeof *ev);
-    if (len < 11 || b[2] > SB_EVENT_MAX_MEDIA)
+    if (len < HEAD || b[2] > SB_EVENT_MAX_MEDIA)
         return SB_EPARSE;
     ev->kind = (sb_event_kind_t)b[0];
     ev->channel = (sb_channel_type_t)b[1];
     ev->nmedia = b[2];
-    uint64_t ts;
-    memcpy(&ts, b + 3, 8);
-    ev->timestamp = (int64_t)ts;
-    size_t off = 11;
+    uint64_t v[3];
+    memcpy(v, b + 3, sizeof v);
+    ev->timestamp = (int64_t)v[0];
+    ev->message_id = (int64_t)v[1];
+    ev->send_at_ms = (int64_t)v[2];
+    size_t off = HEAD;
     char **slots[NSTR];
     string_slots(ev, slots);
     for (size_t i = 0; i < NSTR; i++) {
@@ -238,7 +285,7 @@ int sb_event_unpack(const void *p, size_t len, sb_event_t *ev)
         *slots[i] = sb_strndup((const char *)b + off, n);
         off += n;
     }
-    if (off != len || (ev->kind != SB_EV_MESSAGE && ev->kind != SB_EV_STATUS))
+    if (off != len || (ev->kind != SB_EV_MESSAGE && ev->kind != SB_EV_STATUS && ev->kind != SB_EV_SEND))
         goto bad;
     return 0;
 bad:

@@ -2,8 +2,9 @@
  *
  * Twilio posts forms, Meta posts JSON with three different shapes (WhatsApp Cloud, Messenger, Instagram); past the
  * adapter, the gateway sees only sb_event_t. An event is either an inbound message or a status change of a message
- * we sent. Every string is owned by the event (heap, NUL-terminated, valid UTF-8) and freed by sb_event_cleanup;
- * absent optional fields are NULL. */
+ * we sent; or, third, a send that a node of a cluster accepted for its channel's session (gateway/sends: committed
+ * as a receipt, so it travels, waits and is swept as a webhook's event does). Every string is owned by the event
+ * (heap, NUL-terminated, valid UTF-8) and freed by sb_event_cleanup; absent optional fields are NULL. */
 #ifndef SB_EVENT_H
 #define SB_EVENT_H
 
@@ -26,7 +27,7 @@ const char *sb_channel_type_name(sb_channel_type_t t);
 /* Parses a name of API.md; SB_CH_NONE if unknown. */
 sb_channel_type_t sb_channel_type_parse(const char *name);
 
-typedef enum sb_event_kind { SB_EV_MESSAGE = 1, SB_EV_STATUS = 2 } sb_event_kind_t;
+typedef enum sb_event_kind { SB_EV_MESSAGE = 1, SB_EV_STATUS = 2, SB_EV_SEND = 3 } sb_event_kind_t;
 
 typedef struct sb_media {
     char *url;          /* Twilio MediaUrlN; NULL for Meta (media arrive as ids) */
@@ -57,6 +58,13 @@ typedef struct sb_event {
     char *error_code;    /* provider error code, when failed */
     char *error_message;
 
+    /* SB_EV_SEND (with to, the recipient as its channel stores it, and body; provider_id "send:<message_id>") */
+    int64_t message_id;  /* the id the send was accepted as */
+    int64_t send_at_ms;  /* not before (Unix ms); 0: at once */
+    char *media_json, *template_json, *idempotency_key, *fallback_json; /* as sb_session_send_t holds them; media
+                                                                         * "[]" when none, the others NULL */
+    char *priority;      /* "interactive", "normal" or "bulk" */
+
     /* The provider's own bytes for this event, when the adapter keeps them apart from the request's body: a Meta
      * body is a batch, and each event keeps the JSON of the item it came from (the message, status or messaging
      * object), so that a receipt stores its own bytes, never another event's or another tenant's. NULL when the
@@ -68,13 +76,14 @@ typedef struct sb_event {
 /* Frees every string of ev and zeroes it. */
 void sb_event_cleanup(sb_event_t *ev);
 
-/* The event as a JSON object (a new reference, the caller's): kind, channel, account, provider_id, timestamp, and
- * the members of its kind; absent fields are left out. */
+/* The event as a JSON object (a new reference, the caller's): kind ("message", "status", "send"), channel, account,
+ * provider_id, timestamp, and the members of its kind; absent fields are left out. */
 typedef struct json_t json_t;
 json_t *sb_event_json(const sb_event_t *ev);
 
 /* The event read back from its JSON (as sb_event_json writes it: the receipts store that), into *ev (zeroed first;
- * its strings owned by it). Returns 0, or SB_EPARSE when j is no such object (kind and provider_id are needed). */
+ * its strings owned by it). Returns 0, or SB_EPARSE when j is no such object (kind and provider_id are needed, and
+ * what its kind cannot do without: a message's from, a status's status, a send's message_id, to and media_json). */
 int sb_event_from_json(const json_t *j, sb_event_t *ev);
 
 /* The media of a message event as the JSON array messages and their events carry: [{"url","id","content_type"}]
