@@ -253,10 +253,9 @@ static void msg_of(sb_outbound_msg_t *m, sb_channel_type_t type, const sb_send_r
                              .tag = sb_str_cstr(x->tag ? x->tag : "")};
 }
 
-static int port_check(void *ctx, sb_channel_type_t type, const sb_send_request_t *req, char *to, size_t to_cap,
-                      const char **code, char *message, size_t message_cap)
+int sb_provider_check(sb_channel_type_t type, const sb_send_request_t *req, char *to, size_t to_cap, const char **code,
+                      char *message, size_t message_cap)
 {
-    (void)ctx;
     parts_t x;
     parts_open(&x, req);
     sb_outbound_msg_t m;
@@ -276,10 +275,9 @@ static int port_check(void *ctx, sb_channel_type_t type, const sb_send_request_t
 
 /* The 24-hour window for a send (see the port in actors/ports.h): channels without one answer 0 without parsing the
  * request; the others parse its framing (template, content sid, tag) and ask sb_outbound_window. */
-static int port_window(void *ctx, sb_channel_type_t type, const sb_send_request_t *req, int64_t since_inbound_ms,
+int sb_provider_window(sb_channel_type_t type, const sb_send_request_t *req, int64_t since_inbound_ms,
                        const char **code, char *message, size_t message_cap)
 {
-    (void)ctx;
     if (type != SB_CH_META_WHATSAPP && type != SB_CH_TWILIO_WHATSAPP && type != SB_CH_META_MESSENGER &&
         type != SB_CH_META_INSTAGRAM)
         return 0; /* (no window: nothing to parse) */
@@ -295,6 +293,20 @@ static int port_window(void *ctx, sb_channel_type_t type, const sb_send_request_
         snprintf(message, message_cap, "%s", err.message);
     }
     return rc;
+}
+
+static int port_check(void *ctx, sb_channel_type_t type, const sb_send_request_t *req, char *to, size_t to_cap,
+                      const char **code, char *message, size_t message_cap)
+{
+    (void)ctx;
+    return sb_provider_check(type, req, to, to_cap, code, message, message_cap);
+}
+
+static int port_window(void *ctx, sb_channel_type_t type, const sb_send_request_t *req, int64_t since_inbound_ms,
+                       const char **code, char *message, size_t message_cap)
+{
+    (void)ctx;
+    return sb_provider_window(type, req, since_inbound_ms, code, message, message_cap);
 }
 
 /* ---- a send ----------------------------------------------------------------------------------------------------- */

@@ -41,4 +41,11 @@ void sb_provider_port(sb_provider_t *p, sb_provider_port_t *out);
 /* The shard's HTTP client, for the tenants' outgoing webhooks. */
 struct sb_http_client *sb_provider_client(sb_provider_t *p);
 
+/* The port's check and window (actors/ports.h), which need no provider: for a front door that checks a send before
+ * its session sees it (gateway/sends, on a node of a cluster). */
+int sb_provider_check(sb_channel_type_t type, const sb_send_request_t *req, char *to, size_t to_cap, const char **code,
+                      char *message, size_t message_cap);
+int sb_provider_window(sb_channel_type_t type, const sb_send_request_t *req, int64_t since_inbound_ms,
+                       const char **code, char *message, size_t message_cap);
+
 #endif

@@ -483,12 +483,29 @@ static void message_read(void *arg, int err, const char *detail, const PGresult 
     free(q);
 }
 
+/* A send still on its way to its session (a receipt of kind "send": sql/0023) reads as the message it will be, queued
+ * or scheduled, with no conversation or seq yet and its acceptance as its history. */
+#define INTAKE_STATUS "CASE WHEN (r.event->>'send_at_ms')::bigint > extract(epoch FROM now()) * 1000" \
+                      " THEN 'scheduled' ELSE 'queued' END"
+
 static const char message_sql[] =
     "SELECT (" MESSAGE_JSON ", 'history', coalesce((SELECT json_agg(json_build_object('status',"
     " h.status, 'error_code', h.error_code, 'error_message', h.error_message, 'at', h.at)"
     " ORDER BY h.at) FROM message_status_history h WHERE h.tenant_id = m.tenant_id"
     " AND h.message_id = m.id), '[]'::json)))::text"
-    " FROM messages m WHERE m.tenant_id = $1 AND m.id = $2";
+    " FROM messages m WHERE m.tenant_id = $1 AND m.id = $2"
+    " UNION ALL"
+    " SELECT json_build_object('id', r.message_id::text, 'conversation_id', NULL, 'channel_id', r.channel_id::text,"
+    " 'seq', NULL, 'direction', 'out', 'from', (SELECT c.address FROM channels c WHERE c.tenant_id = r.tenant_id"
+    " AND c.id = r.channel_id), 'to', r.event->>'to', 'body', r.event->>'body', 'media',"
+    " (r.event->>'media_json')::json, 'provider_id', NULL, 'status', " INTAKE_STATUS ", 'error_code', NULL,"
+    " 'error_message', NULL, 'created_at', r.received_at, 'updated_at', r.received_at, 'fallback',"
+    " (r.event->>'fallback_json')::json, 'fallback_of', NULL, 'fallback_to', NULL, 'priority',"
+    " coalesce(r.event->>'priority', 'normal'), 'send_at', CASE WHEN r.event ? 'send_at_ms' THEN"
+    " to_timestamp((r.event->>'send_at_ms')::bigint / 1000.0) END, 'history', json_build_array(json_build_object("
+    " 'status', " INTAKE_STATUS ", 'error_code', NULL, 'error_message', NULL, 'at', r.received_at)))::text"
+    " FROM webhook_receipts r WHERE r.tenant_id = $1 AND r.message_id = $2 AND r.processed_at IS NULL"
+    " AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.tenant_id = $1 AND m.id = $2)";
 
 int sb_query_message(sb_store_t *st, int64_t tenant, int64_t id, message_cb_t cb, void *arg)
 {
@@ -510,13 +527,18 @@ static void message_ref_read(void *arg, int err, const char *detail, const PGres
     if (!err)
         r = (sb_query_message_ref_t){.channel = col_i64(res, 0, 0),
                                      .out = strcmp(PQgetvalue(res, 0, 1), "out") == 0,
-                                     .status = PQgetvalue(res, 0, 2)};
+                                     .status = PQgetvalue(res, 0, 2),
+                                     .intake = PQgetvalue(res, 0, 3)[0] == 't'};
     ((message_ref_cb_t)q->cb)(q->arg, err, err ? NULL : &r);
     free(q);
 }
 
 static const char message_ref_sql[] =
-    "SELECT channel_id, direction, status FROM messages WHERE tenant_id = $1 AND id = $2";
+    "SELECT channel_id, direction, status, false FROM messages WHERE tenant_id = $1 AND id = $2"
+    " UNION ALL"
+    " SELECT r.channel_id, 'out', " INTAKE_STATUS ", true FROM webhook_receipts r"
+    " WHERE r.tenant_id = $1 AND r.message_id = $2 AND r.processed_at IS NULL"
+    " AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.tenant_id = $1 AND m.id = $2)";
 
 int sb_query_message_ref(sb_store_t *st, int64_t tenant, int64_t id, message_ref_cb_t cb, void *arg)
 {
@@ -525,6 +547,83 @@ int sb_query_message_ref(sb_store_t *st, int64_t tenant, int64_t id, message_ref
     i64_text(m, id);
     const char *p[2] = {t, m};
     return run(st, NULL, message_ref_sql, 2, p, 0, message_ref_read, (void *)cb, arg);
+}
+
+/* ---- sends a node of a cluster takes for its channel's session --------------------------------------------------- */
+
+typedef void (*last_inbound_cb_t)(void *, int, int64_t);
+
+static void last_inbound_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    query_t *q = arg;
+    (void)detail;
+    err = refusal(err, res);
+    ((last_inbound_cb_t)q->cb)(q->arg, err, !err && PQntuples(res) == 1 ? col_i64(res, 0, 0) : 0);
+    free(q);
+}
+
+/* As the session learns it with its conversation (convs_sql, adapters/store/store.c): messages_last_inbound. */
+static const char last_inbound_sql[] =
+    "SELECT (extract(epoch FROM m.created_at) * 1000)::bigint FROM contacts k"
+    " JOIN conversations v ON v.tenant_id = k.tenant_id AND v.channel_id = k.channel_id AND v.contact_id = k.id"
+    " JOIN LATERAL (SELECT m.created_at FROM messages m WHERE m.tenant_id = v.tenant_id AND m.conversation_id = v.id"
+    "               AND m.direction = 'in' ORDER BY m.seq DESC LIMIT 1) m ON true"
+    " WHERE k.tenant_id = $1 AND k.channel_id = $2 AND k.address = $3";
+
+int sb_query_last_inbound(sb_store_t *st, int64_t tenant, int64_t channel, const char *to, last_inbound_cb_t cb,
+                          void *arg)
+{
+    char t[24], c[24];
+    i64_text(t, tenant);
+    i64_text(c, channel);
+    const char *p[3] = {t, c, to};
+    return run(st, NULL, last_inbound_sql, 3, p, 0, last_inbound_read, (void *)cb, arg);
+}
+
+typedef void (*intake_cb_t)(void *, int, const sb_query_intake_t *);
+
+static void intake_read(void *arg, int err, const char *detail, const PGresult *res)
+{
+    query_t *q = arg;
+    (void)detail;
+    err = one_row(err, res);
+    sb_query_intake_t r = {0};
+    if (!err)
+        r = (sb_query_intake_t){.receipt = col_i64(res, 0, 0),
+                                .id = col_i64(res, 0, 1),
+                                .scheduled = !PQgetisnull(res, 0, 2) && PQgetvalue(res, 0, 2)[0] == 't'};
+    ((intake_cb_t)q->cb)(q->arg, err, err ? NULL : &r);
+    free(q);
+}
+
+/* One statement, so the key's check and the write are one unit of work: the key's message, stored or taken as a send
+ * (the unique send_key index makes two nodes taking one key at once write it once; the loser finds nothing, and its
+ * client retries); else the receipt, under the message id given or one of the sequence's. */
+static const char intake_sql[] =
+    "WITH used AS MATERIALIZED ("
+    "  (SELECT m.id, m.status = 'scheduled' AS scheduled FROM messages m"
+    "   WHERE m.tenant_id = $1 AND m.idempotency_key = $4"
+    "   UNION ALL"
+    "   SELECT r.message_id, " INTAKE_STATUS " = 'scheduled' FROM webhook_receipts r"
+    "   WHERE r.tenant_id = $1 AND r.send_key = $4) LIMIT 1),"
+    " id AS (SELECT coalesce($3::bigint, nextval(pg_get_serial_sequence('messages', 'id'))) AS v"
+    "        WHERE NOT EXISTS (SELECT 1 FROM used)),"
+    " ins AS ("
+    "  INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw, message_id, send_key)"
+    "  SELECT $1::bigint, $2::bigint, 'send:' || v, jsonb_set($5::jsonb, '{message_id}', to_jsonb(v)), '', v, $4"
+    "  FROM id ON CONFLICT DO NOTHING RETURNING id, message_id)"
+    " SELECT (SELECT id FROM ins), coalesce((SELECT message_id FROM ins), (SELECT id FROM used)),"
+    "        (SELECT scheduled FROM used)";
+
+int sb_query_intake(sb_store_t *st, int64_t tenant, int64_t channel, int64_t id, const char *key,
+                    const char *event_json, intake_cb_t cb, void *arg)
+{
+    char t[24], c[24], m[24];
+    i64_text(t, tenant);
+    i64_text(c, channel);
+    i64_text(m, id);
+    const char *p[5] = {t, c, id ? m : NULL, key, event_json};
+    return run(st, NULL, intake_sql, 5, p, 0, intake_read, (void *)cb, arg);
 }
 
 /* ---- calls ------------------------------------------------------------------------------------------------------ */

@@ -109,7 +109,9 @@ int sb_query_conversations(sb_store_t *st, int64_t tenant, int64_t before, int64
  * SB_ENOENT: the tenant has no such conversation. */
 int sb_query_conversation_messages(sb_store_t *st, int64_t tenant, int64_t conversation, int64_t before,
                                    int64_t limit, sb_query_json_cb cb, void *arg);
-/* Tenant's message id as a JSON object, with its status history. SB_ENOENT: no such message. */
+/* Tenant's message id as a JSON object, with its status history. SB_ENOENT: no such message. A send a node of a
+ * cluster took and its session has not stored yet (sb_query_intake) reads as queued or scheduled, its conversation_id
+ * and seq null. */
 int sb_query_message(sb_store_t *st, int64_t tenant, int64_t id, void (*cb)(void *arg, int err, sb_str_t json),
                      void *arg);
 
@@ -119,9 +121,29 @@ typedef struct sb_query_message_ref {
     int64_t channel;
     bool out;
     const char *status;
+    bool intake;               /* a send taken by a node of a cluster, not stored by its session yet */
 } sb_query_message_ref_t;
 int sb_query_message_ref(sb_store_t *st, int64_t tenant, int64_t id,
                          void (*cb)(void *arg, int err, const sb_query_message_ref_t *r), void *arg);
+
+/* ---- sends a node of a cluster takes for its channel's session (gateway/sends) --------------------------------- */
+
+/* The time (Unix ms) of the newest inbound message of tenant's conversation with `to` on channel (the start of Meta's
+ * 24-hour window, as its session knows it), 0 when there is none. */
+int sb_query_last_inbound(sb_store_t *st, int64_t tenant, int64_t channel, const char *to,
+                          void (*cb)(void *arg, int err, int64_t at_ms), void *arg);
+
+/* A send committed as a receipt of kind "send" (sql/0023), before it is answered: event_json is its event
+ * (sb_event_json of an SB_EV_SEND), whose message_id the statement sets to id, or (id 0) to one it takes from the
+ * messages' sequence itself. Unless key (the idempotency key, or NULL) already names a message of the tenant, stored
+ * or taken so: then nothing is written. The outcome: receipt > 0, committed as message id; receipt 0 and id > 0, the
+ * key's message (scheduled: it waits for its send_at); both 0, the key is being taken by another request right now. */
+typedef struct sb_query_intake {
+    int64_t receipt, id;
+    bool scheduled;
+} sb_query_intake_t;
+int sb_query_intake(sb_store_t *st, int64_t tenant, int64_t channel, int64_t id, const char *key,
+                    const char *event_json, void (*cb)(void *arg, int err, const sb_query_intake_t *r), void *arg);
 
 /* ---- calls ------------------------------------------------------------------------------------------------------ */
 

@@ -179,6 +179,11 @@ static int64_t port_message_id(void *ctx)
     return st->id_next < st->id_end ? st->id_next++ : 0;
 }
 
+int64_t sb_store_message_id(sb_store_t *st)
+{
+    return port_message_id(st);
+}
+
 /* ---- the tenants' writes ----------------------------------------------------------------------------------------- */
 
 /* Twenty-one text columns a row; v1 says what the row is:

@@ -66,6 +66,10 @@ sb_pg_t *sb_store_pg(sb_store_t *st);
  * connection is down; cb never called). */
 int sb_store_ping(sb_store_t *st, uint64_t timeout_ms, void (*cb)(void *arg, int err, const char *detail), void *arg);
 
+/* A message id from st's block (the port's message_id, for a front door that reserves one: gateway/sends); 0 when
+ * the block is spent and the next one is on its way (asked for by this call). */
+int64_t sb_store_message_id(sb_store_t *st);
+
 /* The port of actors/ports.h over st (its broadcast calls are adapters/store/broadcasts.h's
  * sb_store_broadcast_port). */
 void sb_store_port(sb_store_t *st, sb_store_port_t *out);
