@@ -59,7 +59,9 @@ enum {
 #define S_LIMITS (SB_SESSION_INTERNAL + 24) /* lanes: the settings read again (apart from the enum, which others extend) */
 
 /* Timer tags: small numbers for the actor's own, a send's id with the high bit for a send's. */
-enum { TIMER_LOAD = 1, TIMER_INBOUND, TIMER_PUMP, TIMER_PROGRESS, TIMER_BCAST, TIMER_BRESUME, TIMER_SCHED };
+enum {
+    TIMER_LOAD = 1, TIMER_INBOUND, TIMER_PUMP, TIMER_PROGRESS, TIMER_BCAST, TIMER_BRESUME, TIMER_SCHED, TIMER_CANCEL
+};
 #define TIMER_ASK 64 /* lanes: a token request that waits for the pace (or a cap) asks again */
 #define TIMER_SEND (1ull << 62)
 #define TIMER_FALLBACK (1ull << 59) /* | a watched message's id; alone: load the watches again */
@@ -158,6 +160,8 @@ typedef struct inbound {
 typedef struct accept {
     sb_list_t link;
     sb_session_send_t *req;
+    int64_t receipt;         /* a send taken by a node of the cluster (its receipt: intake_t), else 0 */
+    int64_t preset;          /* such a send's id, the one it was answered with */
     bool admitted;           /* checked against the channel (admit) */
     bool key_asked;          /* the store was asked about its idempotency key */
     int64_t id;              /* once written */
@@ -166,12 +170,17 @@ typedef struct accept {
     int64_t due_ms;          /* once written: its send_at (Unix ms) when it was scheduled, else 0 */
 } accept_t;
 
-/* A cancel waiting for the activation, or for its message's accept to be answered, or being stored. */
+/* A cancel waiting for the activation, or for its message's accept to be answered (or, a send another node took, to
+ * arrive: until since + INTAKE_WAIT_MS), or being stored. */
 typedef struct cancel {
     sb_list_t link;
     sb_session_cancel_t *req;
     bool storing;
+    int64_t since;           /* runtime ms it came */
 } cancel_t;
+
+#define INTAKE_WAIT_MS 10000 /* a cancel of a send taken by another node waits this long for the send to arrive */
+#define TAKEN_MAX 4096       /* sends taken by other nodes remembered (by id) as accepted here: then forgotten */
 
 /* A bounded memory of strings naming messages, the least recently used forgotten first: what this session sent by
  * provider id (with the status it has), and the idempotency keys it accepted. */
@@ -278,6 +287,8 @@ typedef struct session {
     uint64_t sched_timer;    /* the timer for the earliest (0: none) ... */
     int64_t sched_timer_due; /* ... and the due time it was armed for */
     sb_list_t cancels;       /* cancel_t, in arrival order */
+    bool cancel_timer;       /* TIMER_CANCEL runs: cancels wait for their sends to arrive */
+    sb_idset_t taken;        /* ids of the sends taken by other nodes and accepted here (TAKEN_MAX at most) */
 } session_t;
 
 static _Atomic uint64_t incarnations;
@@ -1179,9 +1190,11 @@ static void apply_inbound(session_t *s)
 
 /* ---- outbound: accepting sends -------------------------------------------------------------------------------------- */
 
-static void free_accept(accept_t *a)
+static void accept_drop(session_t *s, accept_t *a)
 {
     sb_list_remove(&a->link);
+    if (a->receipt)
+        sb_idset_del(&s->known, a->receipt); /* stored, or left for the sweeper: either way not held here */
     free(a);
 }
 
@@ -1225,7 +1238,7 @@ static void apply_accepts(session_t *s)
             if (k) { /* the key names an earlier message (or one being accepted: it waits for that one) */
                 if (k->message_id < 0)
                     break;
-                free_accept(a);
+                accept_drop(s, a);
                 req->accepted = strcmp(k->status, "scheduled") == 0 ? "scheduled" : "queued";
                 answer(req, 200, k->message_id, false);
                 continue;
@@ -1236,12 +1249,13 @@ static void apply_accepts(session_t *s)
         conv_t *c = conv_by_addr(s, req->to);
         if (!c || !c->fresh)
             break;
-        if (outside_window(s, c, req)) { /* refused before anything is stored or sent */
-            free_accept(a);
+        if (!a->receipt && outside_window(s, c, req)) { /* refused before anything is stored or sent (a send taken by
+                                                          * another node was checked there: gateway/sends) */
+            accept_drop(s, a);
             answer(req, 422, 0, false);
             continue;
         }
-        int64_t id = s->ports->store.message_id(s->ports->store.ctx);
+        int64_t id = a->preset ? a->preset : s->ports->store.message_id(s->ports->store.ctx);
         if (!id) {
             s->inbound_waiting = true;
             sb_actor_timer_start(s->actor, ID_WAIT_MS, 0, TIMER_INBOUND);
@@ -1270,6 +1284,8 @@ static void apply_accepts(session_t *s)
         m->fallback_json = sb_tenant_work_str(w, req->fallback_json);
         m->fallback_of = req->fallback_of;
         m->created_at = sb_tenant_work_str(w, c->last_message_at);
+        if (a->receipt)
+            sb_tenant_work_receipt(w, a->receipt); /* processed with the message it became */
         message_event(s, m, m->media_json, &ev);
         sb_tenant_work_event(w, "message.created", sb_str(ev.p, ev.len));
         if (a->due_ms) {
@@ -2304,10 +2320,19 @@ static void cancels_run(session_t *s)
             sb_list_foreach(it, &s->accepts)
             {
                 accept_t *a = sb_container_of(it, accept_t, link);
-                accepting |= a->conv && a->id == req->id;
+                accepting |= (a->conv && a->id == req->id) || (a->preset && a->preset == req->id);
             }
-            if (!accepting) /* not in the outbox: finished (sent, failed, canceled ...) */
-                cancel_done(c, 409, "conflict", "the message has gone out already: it can no longer be canceled");
+            if (accepting)
+                continue;
+            if (req->intake && !sb_idset_has(&s->taken, req->id)) { /* taken by a node, still on its way here */
+                if ((int64_t)sb_rt_time(s->rt) - c->since >= INTAKE_WAIT_MS)
+                    cancel_done(c, 503, "unavailable", "the message has not reached its channel's session yet; retry");
+                else if (!s->cancel_timer && (s->cancel_timer = true))
+                    sb_actor_timer_start(s->actor, 1000, 0, TIMER_CANCEL);
+                continue;
+            }
+            /* not in the outbox: finished (sent, failed, canceled ...) */
+            cancel_done(c, 409, "conflict", "the message has gone out already: it can no longer be canceled");
             continue;
         }
         /* waiting its retry's backoff (out_retry_ms its length, or 0 after an activation); -1 and -2 mark an
@@ -2365,6 +2390,7 @@ static int on_cancel(sb_actor_t *a, void *state, sb_msg_t *m)
     m->drop = NULL;
     cancel_t *c = sb_calloc(1, sizeof *c);
     c->req = req;
+    c->since = (int64_t)sb_rt_time(s->rt);
     sb_list_push_back(&s->cancels, &c->link);
     cancels_run(s);
     pump(s);
@@ -2419,6 +2445,13 @@ static void written_accept(session_t *s, pending_t *p, int err)
         if (!err && (k = key_get(s, req->idempotency_key)))
             snprintf(k->status, sizeof k->status, "%s", a->due_ms ? "scheduled" : "queued");
     }
+    if (!err && a->receipt) { /* a cancel that comes for it from now on finds it here, or knows it went */
+        if (s->taken.n >= TAKEN_MAX) {
+            sb_idset_cleanup(&s->taken);
+            sb_idset_init(&s->taken);
+        }
+        sb_idset_add(&s->taken, a->id);
+    }
     if (err) {
         answer(req, 503, 0, false);
     } else {
@@ -2432,7 +2465,7 @@ static void written_accept(session_t *s, pending_t *p, int err)
         req->accepted = a->due_ms ? "scheduled" : "queued";
         answer(req, 202, a->id, true);
     }
-    free_accept(a);
+    accept_drop(s, a);
     cancels_run(s); /* one may have waited for this accept */
 }
 
@@ -2613,6 +2646,61 @@ static void inbox_admit(session_t *s)
     }
 }
 
+/* A send that a node of the cluster took (gateway/sends) comes as a receipt of kind send: it is accepted as any send
+ * is, under the id it was answered with (its receipt marked processed with the message), and nobody waits for the
+ * answer: what its session refuses is set aside, and what it could not store now the sweeper brings back. */
+typedef struct intake {
+    sb_session_send_t req;   /* first: answer() hands back this pointer */
+    const sb_ports_t *ports;
+    int64_t channel, receipt, preset;
+} intake_t;
+
+static void intake_answered(sb_session_send_t *req)
+{
+    intake_t *in = (intake_t *)req;
+    bool refused = req->status != 202 && req->status != 200 && req->status != 503;
+    if (refused || (req->status == 200 && req->id != in->preset)) {
+        /* refused by its channel (changed since the send was taken), or its key named another message meanwhile
+         * (the same key taken by two nodes at once, one of them before this node's answer was committed) */
+        sb_log_warn("session %" PRId64 ": send %" PRId64 " (receipt %" PRId64 ") set aside unapplied: %s", in->channel,
+                    in->preset, in->receipt, refused ? req->message : "its idempotency key names another message");
+        in->ports->store.receipt_done(in->ports->store.ctx, req->tenant, in->receipt);
+    }
+    sb_session_send_cleanup(req);
+    free(in);
+}
+
+/* Takes ev's strings into a send of the tenant's on this channel, accepted like one from a front door of this node. */
+static void intake_accept(session_t *s, int64_t tenant, int64_t receipt, sb_event_t *ev)
+{
+    if (sb_idset_has(&s->taken, ev->message_id)) { /* accepted already (its stream entry delivered again) */
+        sb_idset_del(&s->known, receipt);
+        return;
+    }
+    intake_t *in = sb_calloc(1, sizeof *in);
+    in->ports = s->ports;
+    in->channel = s->channel;
+    in->receipt = receipt;
+    in->preset = ev->message_id;
+    sb_session_send_t *req = &in->req;
+    *req = (sb_session_send_t){.tenant = tenant, .channel = s->channel, .to = ev->to, .body = ev->body,
+                               .media_json = ev->media_json, .template_json = ev->template_json,
+                               .idempotency_key = ev->idempotency_key, .fallback_json = ev->fallback_json,
+                               .priority = priority_parse(ev->priority), .send_at_ms = ev->send_at_ms,
+                               .answer = intake_answered};
+    ev->to = ev->body = ev->media_json = ev->template_json = ev->idempotency_key = ev->fallback_json = NULL;
+    if (s->ready && !admit(s, req)) {
+        sb_idset_del(&s->known, receipt);
+        return;
+    }
+    accept_t *x = sb_calloc(1, sizeof *x);
+    x->req = req;
+    x->receipt = receipt;
+    x->preset = in->preset;
+    x->admitted = s->ready;
+    sb_list_push_back(&s->accepts, &x->link);
+}
+
 static int on_receipt(sb_actor_t *a, void *state, sb_msg_t *m)
 {
     session_t *s = state;
@@ -2625,10 +2713,17 @@ static int on_receipt(sb_actor_t *a, void *state, sb_msg_t *m)
         return 0; /* held already (the sweeper found it while it waited here) */
     inbound_t *in = sb_calloc(1, sizeof *in);
     if (sb_event_unpack(m->data + sizeof r, m->len - sizeof r, &in->ev) < 0 || !in->ev.provider_id ||
-        (in->ev.kind == SB_EV_MESSAGE && !in->ev.from) || (in->ev.kind == SB_EV_STATUS && !in->ev.status)) {
+        (in->ev.kind == SB_EV_MESSAGE && !in->ev.from) || (in->ev.kind == SB_EV_STATUS && !in->ev.status) ||
+        (in->ev.kind == SB_EV_SEND && (in->ev.message_id <= 0 || !in->ev.to || !in->ev.body || !in->ev.media_json))) {
         set_aside(s, r.tenant, r.receipt_id, "its event is incomplete");
         sb_idset_del(&s->known, r.receipt_id);
         free_inbound(in);
+        return 0;
+    }
+    if (in->ev.kind == SB_EV_SEND) {
+        intake_accept(s, r.tenant, r.receipt_id, &in->ev);
+        free_inbound(in);
+        process(s);
         return 0;
     }
     in->receipt_id = r.receipt_id;
@@ -3655,12 +3750,10 @@ static int on_loaded(sb_actor_t *a, void *state, sb_msg_t *m)
             accept_t *x = sb_container_of(it, accept_t, link);
             if (x->admitted)
                 continue;
-            if (admit(s, x->req)) {
+            if (admit(s, x->req))
                 x->admitted = true;
-            } else {
-                sb_list_remove(it);
-                free(x);
-            }
+            else
+                accept_drop(s, x);
         }
     }
     figures_answer(s, false);
@@ -3697,6 +3790,11 @@ static int on_timer(sb_actor_t *a, void *state, sb_msg_t *m)
     if (tag == TIMER_PUMP) {
         s->pump_waiting = false;
         pump(s);
+        return 0;
+    }
+    if (tag == TIMER_CANCEL) {
+        s->cancel_timer = false;
+        cancels_run(s);
         return 0;
     }
     if (!(tag & TIMER_SEND) && (tag & TIMER_FALLBACK)) {
@@ -3776,6 +3874,7 @@ static int session_init(sb_actor_t *a, void *state, const void *arg)
     sb_htable_init(&s->pendings);
     sb_htable_init(&s->watches);
     sb_idset_init(&s->known);
+    sb_idset_init(&s->taken);
     sb_list_init(&s->bcasts);
     sb_list_init(&s->bcancels);
     sb_list_init(&s->progress);
@@ -3853,6 +3952,7 @@ static void session_stop(sb_actor_t *a, void *state)
     sb_htable_cleanup(&s->by_addr);
     sb_htable_cleanup(&s->sends);
     sb_idset_cleanup(&s->known);
+    sb_idset_cleanup(&s->taken);
     free((char *)s->info.address);
     free((char *)s->info.credentials_sealed);
 }

@@ -24,7 +24,11 @@
  * by the tenant answers the message it named; a message that Meta's 24-hour customer-service window does not let
  * through (from the conversation's last inbound message, which the session knows: loaded with the conversation,
  * moved forward as inbound messages are applied) is refused 422 outside_window, nothing stored; otherwise the
- * message is numbered in its conversation, written with its outbox entry and events, and answered 202. Each
+ * message is numbered in its conversation, written with its outbox entry and events, and answered 202. A send that
+ * a node of a cluster took and committed itself (gateway/sends) comes as a receipt of kind send (SB_EV_SEND), in the
+ * order the owner's stream took it: it is accepted the same way among the other sends, under the id it was answered
+ * with and without the window's check (made where it was taken), its receipt marked processed with the message; one
+ * its channel now refuses is set aside, and a cancel of it that comes first waits for it (sb_session_cancel_t). Each
  * conversation's messages are sent in order, one at a time; different conversations send concurrently within the
  * channel's pace and in-flight caps kept in Redis (counters port; the caps settings.max_concurrent_sends, else
  * SB_SESSION_MAX_SENDING, and the tenant's, else SB_SESSION_TENANT_MAX_SENDING; read again on SB_SESSION_SETTINGS).
@@ -230,6 +234,8 @@ void sb_session_broadcast_cancel(sb_rt_t *rt, unsigned owner, sb_session_bcancel
  * allocates it, the session fills in the outcome and calls answer(req) exactly once, from any thread. */
 typedef struct sb_session_cancel {
     int64_t tenant, channel, id;
+    bool intake;               /* the message is a send a node of the cluster took that its session may not have
+                                * yet: the cancel waits for it (10 s at most, then 503) */
     void (*answer)(struct sb_session_cancel *req);
     void *arg;                 /* the front door's */
     /* the outcome */

@@ -236,7 +236,8 @@ static int apply_write(const sb_tenant_write_t *w)
         return SB_EINVAL; /* cursors must be dense */
     for (size_t i = 0; i < w->nmessages; i++)
         for (size_t k = 0; k < db.nmsgs; k++)
-            if ((db.msgs[k].conv == w->messages[i].conversation_id && db.msgs[k].seq == w->messages[i].seq) ||
+            if (db.msgs[k].id == w->messages[i].id ||
+                (db.msgs[k].conv == w->messages[i].conversation_id && db.msgs[k].seq == w->messages[i].seq) ||
                 (w->messages[i].provider_id && strcmp(db.msgs[k].provider_id, w->messages[i].provider_id) == 0))
                 return SB_EINVAL; /* unique violations */
     for (size_t i = 0; i < w->nmessages; i++) {
@@ -862,13 +863,29 @@ static void on_cancel(sb_session_cancel_t *req)
     free(req);
 }
 
-static void cancel_msg(size_t slot, int64_t tenant, int64_t id)
+static void cancel_of(size_t slot, int64_t tenant, int64_t id, bool intake)
 {
     sb_session_cancel_t *req = sb_calloc(1, sizeof *req);
-    *req = (sb_session_cancel_t){.tenant = tenant, .channel = 7, .id = id, .answer = on_cancel,
+    *req = (sb_session_cancel_t){.tenant = tenant, .channel = 7, .id = id, .intake = intake, .answer = on_cancel,
                                  .arg = (void *)(uintptr_t)slot};
     cancels[slot].answered = false;
     sb_session_cancel(rt, 0, req);
+}
+
+static void cancel_msg(size_t slot, int64_t tenant, int64_t id)
+{
+    cancel_of(slot, tenant, id, false);
+}
+
+/* A send another node took (gateway/sends with cluster = on): its receipt, of kind send, under message id. */
+static void send_receipt(int64_t receipt, int64_t id, const char *to, const char *body, const char *key,
+                         int64_t send_at_ms)
+{
+    sb_event_t ev = {.kind = SB_EV_SEND, .channel = SB_CH_TWILIO_SMS, .provider_id = "send", .message_id = id,
+                     .send_at_ms = send_at_ms, .to = (char *)to, .body = (char *)body, .media_json = "[]",
+                     .idempotency_key = (char *)key, .priority = "normal"};
+    sb_session_receipt_t r = {.receipt_id = receipt, .tenant = 1};
+    sb_session_receipt(rt, 0, 7, &r, &ev);
 }
 
 /* The events of type about message id with this status. */
@@ -1053,6 +1070,53 @@ TEST(sends)
     fmsg_t *c = msg_by_id(answers[22].id);
     ok(db.nmsgs == before + 1 && c && !strcmp(c->to, "+14155550001") && c->conv == a->conv,
        "only the good one is stored, its recipient in the stored form (the same conversation)");
+    teardown();
+}
+
+TEST(sends_taken_elsewhere)
+{
+    setup();
+    send_msg(0, "+14155550001", "direct", NULL);
+    drive();
+    send_receipt(30, 900001 * 1024LL, "+14155550001", "taken by another node", "kx", 0);
+    drive();
+    fmsg_t *a = msg_by_id(answers[0].id), *x = msg_by_id(900001 * 1024LL);
+    ok(x && a && x->conv == a->conv && x->seq == 2 && processed(30),
+       "a send's receipt: stored under its id, next in its conversation, its receipt processed with it");
+    ok(x && !strcmp(x->key, "kx") && sent_index(x->id) == 1, "with its key, and sent after the one before");
+    size_t n = db.nmsgs;
+    send_receipt(30, 900001 * 1024LL, "+14155550001", "taken by another node", "kx", 0);
+    send_receipt(31, 900001 * 1024LL, "+14155550001", "taken by another node", NULL, 0);
+    drive();
+    is_int((long long)db.nmsgs, (long long)n,
+           "delivered again (the same receipt, or another naming its id): nothing new");
+    send_msg(1, "+14155550001", "direct, the same key", "kx");
+    drive();
+    ok(answers[1].status == 200 && answers[1].id == 900001 * 1024LL, "its key on this node: 200, its id");
+
+    /* a cancel that comes before its send: waits for it; one whose send never comes: 503 after 10 s */
+    int64_t wall = clock_us / 1000;
+    cancel_of(0, 1, 900002 * 1024LL, true);
+    cancel_of(1, 1, 900003 * 1024LL, true);
+    drive();
+    ok(!cancels[0].answered && !cancels[1].answered, "cancels of sends not arrived yet wait");
+    send_receipt(32, 900002 * 1024LL, "+14155550002", "later", NULL, wall + 60000);
+    drive();
+    fmsg_t *y = msg_by_id(900002 * 1024LL);
+    ok(cancels[0].answered && cancels[0].status == 200 && y && !strcmp(y->status, "canceled") && processed(32),
+       "its send arrived: stored, then canceled (200)");
+    advance(10500);
+    ok(cancels[1].answered && cancels[1].status == 503, "the other waited 10 s: 503");
+    cancel_of(2, 1, 900001 * 1024LL, true);
+    drive();
+    ok(cancels[2].answered && cancels[2].status == 409, "a cancel of one taken and sent already: 409 at once");
+
+    /* one its channel refuses now: set aside */
+    int aside = db.set_aside;
+    send_receipt(33, 900004 * 1024LL, "+14155550003", "REFUSE", NULL, 0);
+    drive();
+    ok(!msg_by_id(900004 * 1024LL) && processed(33) && db.set_aside == aside + 1,
+       "a send its channel refuses: set aside (processed, nothing stored)");
     teardown();
 }
 
@@ -1539,6 +1603,7 @@ int main(void)
     RUN(failed_write);
     RUN(refused_alone);
     RUN(sends);
+    RUN(sends_taken_elsewhere);
     RUN(concurrency_and_retry);
     RUN(fallback);
     RUN(lanes);
