@@ -826,7 +826,7 @@ static void message_found(void *arg, int err, const sb_query_message_ref_t *r)
                  r->status);
         sb_http_respond_error(c->req, 409, "conflict", msg);
     } else {
-        sb_sends_cancel(c->tenant, r->channel, c->id, canceled, c);
+        sb_sends_cancel(c->tenant, r->channel, c->id, r->intake, canceled, c);
         return;
     }
     free(c);

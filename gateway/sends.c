@@ -4,11 +4,22 @@
  * on the tenant's shard, which checks it against its channel, numbers it in its conversation and stores it (with
  * its outbox entry and events) before it answers; the answer comes back to the shard the request came from. A send
  * with fallback channels first looks each of them up (gateway/chancache, on the shard the request came from): each
- * must be a channel of the tenant that can send messages. */
+ * must be a channel of the tenant that can send messages.
+ *
+ * On a node of a cluster the node that took the send commits it, whichever node owns the tenant (durability does not
+ * wait for the owner), and its session numbers it later: the checks the session would make are made here (the
+ * channel, from the channel cache; what its type can send, and Meta's 24-hour window from the conversation's last
+ * inbound message, through the provider adapter's rules), then the send is committed as a receipt of kind send
+ * under a message id reserved from the store's block, unless its idempotency key names a message already
+ * (adapters/store/queries: sb_query_intake); it goes to the owner's stream (shards/cluster) and is answered 202 once
+ * Redis has it, so that a client's next send, to any node, follows it in that stream. */
 #include "gateway/sends.h"
 
 #include "actors/session.h"
+#include "adapters/provider.h"
+#include "adapters/store/queries.h"
 #include "gateway/chancache.h"
+#include "gateway/log.h"
 #include "proto/err.h"
 #include "proto/fallback.h"
 #include "proto/line.h"
@@ -16,10 +27,12 @@
 #include "shards/cluster.h"
 #include "shards/domain.h"
 
+#include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- checks that need no database ----------------------------------------------------------------------------- */
 
@@ -117,11 +130,14 @@ typedef struct job {
     void *arg;
     sb_fallback_t fallback;    /* its fallback channels, looked up one after the other ... */
     size_t checked;            /* ... this many so far */
+    sb_channel_type_t type;    /* a node of a cluster: its channel's type, once looked up */
+    sb_buf_t packed;           /* ... and its event (SB_EV_SEND) once committed, on its way to the owner's stream */
 } job_t;
 
 static void job_free(job_t *j)
 {
     sb_session_send_cleanup(&j->req);
+    sb_buf_cleanup(&j->packed);
     free(j);
 }
 
@@ -150,11 +166,175 @@ static void answered(sb_session_send_t *req)
         job_free(j);
 }
 
+/* ---- a node of a cluster: committed here, numbered by the owner's session --------------------------------------- */
+
+/* The job answered on its shard (this one) with status, and freed. */
+static void settle(job_t *j, int status, const char *code, const char *message)
+{
+    j->req.status = status;
+    j->req.code = code;
+    snprintf(j->req.message, sizeof j->req.message, "%s", message ? message : "");
+    answer_on_origin(sb_shard_self(), j);
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Back on the job's shard: Redis has its entry (or will not: the sweeper brings it to its session then). */
+static void intake_answer(sb_shard_t *s, void *arg)
+{
+    (void)s;
+    settle(arg, 202, NULL, NULL);
+}
+
+static void intake_routed(void *arg, int err)
+{
+    job_t *j = arg;
+    if (err)
+        sb_log_debug("sends: message %" PRId64 " committed, not handed on now (%s): the sweeper will",
+                     j->req.id, sb_strerror(err));
+    if (sb_shard_exec(j->origin, intake_answer, j) < 0)
+        job_free(j); /* (that shard is gone, and its client with it) */
+}
+
+/* The send as a receipt's event: the request's strings, borrowed. */
+static json_t *intake_event(const job_t *j, int64_t id, sb_buf_t *packed)
+{
+    sb_event_t ev = {.kind = SB_EV_SEND,
+                     .channel = j->type,
+                     .provider_id = (char *)"send",
+                     .message_id = id,
+                     .send_at_ms = j->req.send_at_ms,
+                     .to = j->req.to,
+                     .body = j->req.body,
+                     .media_json = j->req.media_json,
+                     .template_json = j->req.template_json,
+                     .idempotency_key = j->req.idempotency_key,
+                     .fallback_json = j->req.fallback_json,
+                     .priority = (char *)sb_priority_names[j->req.priority]};
+    if (packed) {
+        sb_event_pack(&ev, packed);
+        return NULL;
+    }
+    return sb_event_json(&ev);
+}
+
+static void intake_committed(void *arg, int err, const sb_query_intake_t *r)
+{
+    job_t *j = arg;
+    if (err) {
+        settle(j, 503, "unavailable", "the message could not be stored now; retry with the same idempotency_key");
+        return;
+    }
+    j->req.id = r->id;
+    if (!r->receipt) {
+        if (!r->id) {
+            settle(j, 503, "unavailable", "another request with the same idempotency_key is being accepted; retry");
+        } else { /* the key's message */
+            j->req.accepted = r->scheduled ? "scheduled" : "queued";
+            settle(j, 200, NULL, NULL);
+        }
+        return;
+    }
+    j->req.created = true;
+    j->req.accepted = j->req.send_at_ms > wall_ms() ? "scheduled" : "queued";
+    intake_event(j, r->id, &j->packed);
+    sb_session_receipt_t rc = {.receipt_id = r->receipt, .tenant = j->req.tenant};
+    if (sb_cluster_route_intake(&rc, j->req.channel, j->packed.p, j->packed.len, intake_routed, j) < 0)
+        settle(j, 202, NULL, NULL); /* (stopping: the sweeper of the next start hands it on) */
+}
+
+static void intake_commit(job_t *j)
+{
+    sb_store_t *st = sb_domain_store(sb_shard_self());
+    json_t *ev = intake_event(j, 0, NULL);
+    char *text = json_dumps(ev, JSON_COMPACT);
+    json_decref(ev);
+    int rc = st ? sb_query_intake(st, j->req.tenant, j->req.channel, sb_store_message_id(st), j->req.idempotency_key,
+                                  text, intake_committed, j)
+                : SB_EUNAVAIL;
+    free(text);
+    if (rc < 0)
+        settle(j, 503, "unavailable", "the database is not reachable; retry with the same idempotency_key");
+}
+
+/* Meta's 24-hour window, as the session would apply it (actors/session.c: outside_window): since is how long ago the
+ * conversation's last inbound message came (-1: none). True when the send may go; else answered 422. */
+static bool window_open(job_t *j, int64_t since)
+{
+    sb_send_request_t m = {.to = j->req.to,
+                           .body = j->req.body,
+                           .media_json = j->req.media_json,
+                           .template_json = j->req.template_json};
+    const char *code = "outside_window";
+    char message[160];
+    if (sb_provider_window(j->type, &m, since, &code, message, sizeof message) == 0)
+        return true;
+    settle(j, 422, code, message);
+    return false;
+}
+
+static void last_inbound_read(void *arg, int err, int64_t at_ms)
+{
+    job_t *j = arg;
+    if (err) {
+        settle(j, 503, "unavailable", "the database is not reachable; retry with the same idempotency_key");
+        return;
+    }
+    int64_t now = wall_ms();
+    if (window_open(j, at_ms ? (now > at_ms ? now - at_ms : 0) : -1))
+        intake_commit(j);
+}
+
+/* The send's channel found: the tenant's own, one that can send messages, and the send something its type can
+ * send (its recipient then in the form stored); then the window, which only a free-form message on a channel with
+ * one needs the conversation for. */
+static void intake_channel_found(void *arg, int err, const sb_chan_t *ch)
+{
+    job_t *j = arg;
+    if (err == SB_ENOENT || (!err && (ch->tenant != j->req.tenant || ch->type == SB_CH_TWILIO_VOICE ||
+                                      ch->type == SB_CH_LINKED || ch->type == SB_CH_NONE))) {
+        settle(j, 404, "not_found", "no such channel");
+        return;
+    }
+    if (err) {
+        settle(j, 503, "unavailable", "the channel could not be looked up now; retry");
+        return;
+    }
+    j->type = ch->type;
+    sb_send_request_t m = {.to = j->req.to,
+                           .body = j->req.body,
+                           .media_json = j->req.media_json,
+                           .template_json = j->req.template_json};
+    char to[64], message[160];
+    const char *code = "invalid_request";
+    if (sb_provider_check(j->type, &m, to, sizeof to, &code, message, sizeof message) < 0) {
+        settle(j, 400, code, message);
+        return;
+    }
+    free(j->req.to);
+    j->req.to = sb_strdup(to);
+    const char *why;
+    char scratch[160];
+    m.to = j->req.to;
+    if (sb_provider_window(j->type, &m, -1, &why, scratch, sizeof scratch) == 0) { /* goes whatever the window */
+        intake_commit(j);
+        return;
+    }
+    if (sb_query_last_inbound(sb_domain_store(sb_shard_self()), j->req.tenant, j->req.channel, j->req.to,
+                              last_inbound_read, j) < 0)
+        settle(j, 503, "unavailable", "the database is not reachable; retry with the same idempotency_key");
+}
+
 static void post(job_t *j)
 {
     sb_shard_t *self = sb_shard_self();
-    if (!sb_cluster_owns(j->req.tenant)) /* another node's tenant: to its session there */
-        sb_cluster_session_send(self, &j->req);
+    if (sb_cluster_enabled()) /* a node of a cluster: committed here (see above) */
+        sb_chancache_get(self, j->req.channel, intake_channel_found, j);
     else
         sb_session_send(sb_shard_rt(self), sb_domain_owner(j->req.tenant), &j->req);
 }
@@ -207,6 +387,7 @@ void sb_sends_accept(const sb_send_t *send, sb_sends_fn cb, void *arg)
     j->origin = sb_shard_index(self);
     j->cb = cb;
     j->arg = arg;
+    sb_buf_init(&j->packed);
     j->req.tenant = send->tenant;
     j->req.channel = send->channel;
     j->req.to = sb_strndup(send->to.p, send->to.len);
@@ -270,7 +451,7 @@ static void cancel_answered(sb_session_cancel_t *req)
         free(j);
 }
 
-void sb_sends_cancel(int64_t tenant, int64_t channel, int64_t id, sb_sends_cancel_fn cb, void *arg)
+void sb_sends_cancel(int64_t tenant, int64_t channel, int64_t id, bool intake, sb_sends_cancel_fn cb, void *arg)
 {
     sb_shard_t *self = sb_shard_self();
     SB_BUG_ON(!self);
@@ -278,7 +459,8 @@ void sb_sends_cancel(int64_t tenant, int64_t channel, int64_t id, sb_sends_cance
     j->origin = sb_shard_index(self);
     j->cb = cb;
     j->arg = arg;
-    j->req = (sb_session_cancel_t){.tenant = tenant, .channel = channel, .id = id, .answer = cancel_answered};
+    j->req = (sb_session_cancel_t){
+        .tenant = tenant, .channel = channel, .id = id, .intake = intake, .answer = cancel_answered};
     if (!sb_cluster_owns(tenant)) /* another node's tenant: to its session there */
         sb_cluster_session_cancel(self, &j->req);
     else

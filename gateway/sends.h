@@ -2,7 +2,9 @@
  * that need no database are checked here, then the send goes to its channel's session actor (actors/session.h) on
  * the tenant's shard, which checks it against the channel, stores it in the outbox with the client's idempotency key
  * (the same key of a tenant answers the id of the message it first created, without a second copy) and answers. Any
- * shard may take the request: the answer comes back to it. A cancel (DELETE /v1/messages/{id}) goes the same way. */
+ * shard may take the request: the answer comes back to it. A cancel (DELETE /v1/messages/{id}) goes the same way.
+ * On a node of a cluster the send is checked and committed here instead, and numbered by its session on the
+ * tenant's owner once it gets there (sends.c). */
 #ifndef SB_SENDS_H
 #define SB_SENDS_H
 
@@ -47,10 +49,11 @@ const char *sb_sends_check(const sb_send_t *send, const char **code);
 void sb_sends_accept(const sb_send_t *send, sb_sends_fn cb, void *arg);
 
 /* Cancels tenant's outbound message id of channel (DELETE /v1/messages/{id}; the caller found its channel) through
- * the channel's session, which owns its order. cb is called exactly once, on the calling shard: status 200 (canceled:
- * stored, with its message.status event), or 404 / 409 (claimed or finished already) / 503 with an error code and a
- * message for the client (borrowed for the call). */
+ * the channel's session, which owns its order; intake: the caller found it as a send a node of a cluster took, which
+ * its session may not have yet (it waits for it). cb is called exactly once, on the calling shard: status 200
+ * (canceled: stored, with its message.status event), or 404 / 409 (claimed or finished already) / 503 with an error
+ * code and a message for the client (borrowed for the call). */
 typedef void (*sb_sends_cancel_fn)(void *arg, int status, const char *code, const char *message);
-void sb_sends_cancel(int64_t tenant, int64_t channel, int64_t id, sb_sends_cancel_fn cb, void *arg);
+void sb_sends_cancel(int64_t tenant, int64_t channel, int64_t id, bool intake, sb_sends_cancel_fn cb, void *arg);
 
 #endif

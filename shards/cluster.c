@@ -88,12 +88,11 @@ typedef struct unacked {
 #define ACK_CHECK_MAX 4096  /* receipts looked up per check (one a round) */
 #define ACK_GIVE_UP_MS 60000 /* an entry whose receipt is still unprocessed this long is acknowledged: the sweeper's */
 
-/* A send or a cancel this node handed to the tenant's owner, waiting for its answer (on shard 0). */
+/* A cancel this node handed to the tenant's owner, waiting for its answer (on shard 0). */
 typedef struct remote {
     struct remote *next;
     uint64_t id, deadline;
-    sb_session_send_t *req;     /* a send, or */
-    sb_session_cancel_t *cancel; /* a cancel */
+    sb_session_cancel_t *cancel;
 } remote_t;
 
 #define REMOTE_TIMEOUT_MS 10000
@@ -775,6 +774,9 @@ static void on_round(uv_timer_t *t)
 
 typedef struct xadd_op {
     uint32_t slot;
+    bool transit;
+    void (*done)(void *arg, int err); /* or NULL */
+    void *arg;
 } xadd_op_t;
 
 /* An entry of this node's own stream that went in as transit is gone (or never went in): one less in transit. */
@@ -783,18 +785,23 @@ static void transit_done(uint32_t slot)
     atomic_fetch_sub_explicit(&g_transit[slot], 1, memory_order_acq_rel);
 }
 
-static void transit_added(void *arg, int err, const redisReply *rep)
+static void xadd_answered(void *arg, int err, const redisReply *rep)
 {
     xadd_op_t *x = arg;
-    if (err || !rep || rep->type == REDIS_REPLY_ERROR)
+    if (!err && (!rep || rep->type == REDIS_REPLY_ERROR))
+        err = SB_EUNAVAIL;
+    if (err && x->transit)
         transit_done(x->slot);
+    if (x->done)
+        x->done(x->arg, err);
     free(x);
 }
 
 /* XADDs the receipt to node's stream through shard s's Redis; transit marks an entry of this node's own stream that
- * its reader passes on in order (counted in g_transit until then). */
+ * its reader passes on in order (counted in g_transit until then). done (or NULL) learns, on shard s, when Redis has
+ * the entry (err 0) or will not; it is called in every case when this returns 0, never when it fails. */
 static int xadd_receipt(sb_shard_t *s, const char *node, const sb_session_receipt_t *r, int64_t channel,
-                        const void *packed, size_t len, bool transit)
+                        const void *packed, size_t len, bool transit, void (*done)(void *arg, int err), void *arg)
 {
     sb_redis_t *rd = sb_shard_redis(s);
     if (!rd)
@@ -810,14 +817,16 @@ static int xadd_receipt(sb_shard_t *s, const char *node, const sb_session_receip
     for (int i = 0; i < 15; i++)
         lens[i] = strlen(argv[i]);
     lens[15] = len;
-    if (!transit)
+    if (!transit && !done)
         return sb_redis_command_argv(rd, 16, argv, lens, NULL, NULL);
     xadd_op_t *x = sb_malloc(sizeof *x);
-    x->slot = sb_cluster_slot(r->tenant);
-    atomic_fetch_add_explicit(&g_transit[x->slot], 1, memory_order_acq_rel);
-    int rc = sb_redis_command_argv(rd, 16, argv, lens, transit_added, x);
+    *x = (xadd_op_t){.slot = sb_cluster_slot(r->tenant), .transit = transit, .done = done, .arg = arg};
+    if (transit)
+        atomic_fetch_add_explicit(&g_transit[x->slot], 1, memory_order_acq_rel);
+    int rc = sb_redis_command_argv(rd, 16, argv, lens, xadd_answered, x);
     if (rc < 0) {
-        transit_done(x->slot);
+        if (transit)
+            transit_done(x->slot);
         free(x);
     }
     return rc;
@@ -829,13 +838,17 @@ static void hand_over(cluster_t *c, int64_t receipt, int64_t tenant, int64_t cha
 typedef struct fwd {
     sb_session_receipt_t r;
     int64_t channel;
+    void (*done)(void *arg, int err); /* an intake's: told once Redis has it (on shard 0) */
+    void *arg;
     size_t len;
     char packed[];
 } fwd_t;
 
 /* On shard 0: straight to the owner, unless the slot is in transit (being taken or given up here, nobody's as far
  * as this node knows, or with receipts of its still on their way through this node's own stream); then through that
- * stream too, whose reader passes them on in the order they came once the slot has an owner that serves it. */
+ * stream too, whose reader passes them on in the order they came once the slot has an owner that serves it. A send's
+ * receipt (done set) always goes through a stream, this node's own when it serves the slot: the owner's stream is
+ * where every node's sends for the slot meet, in the order Redis took them. */
 static void forward_on_zero(sb_shard_t *s, void *arg)
 {
     fwd_t *f = arg;
@@ -843,24 +856,29 @@ static void forward_on_zero(sb_shard_t *s, void *arg)
     uint16_t idx = atomic_load_explicit(&g_owner[slot], memory_order_acquire);
     const char *owner = idx ? g_names[idx - 1] : NULL;
     bool transit = atomic_load_explicit(&g_transit[slot], memory_order_acquire) != 0;
+    bool served = g_c && g_c->slot[slot].st == S_OWNED && !transit && !g_c->slot[slot].nheld;
     int rc;
-    if (g_c && g_c->slot[slot].st == S_OWNED && !transit && !g_c->slot[slot].nheld) { /* served here: to its session */
+    if (served && !f->done) { /* served here: to its session */
         hand_over(g_c, f->r.receipt_id, f->r.tenant, f->channel, f->packed, f->len);
         free(f);
         return;
     }
-    if (owner && strcmp(owner, g_o->node_id) && !transit)
-        rc = xadd_receipt(s, owner, &f->r, f->channel, f->packed, f->len, false);
+    if (served || (owner && strcmp(owner, g_o->node_id) && !transit))
+        rc = xadd_receipt(s, served ? g_o->node_id : owner, &f->r, f->channel, f->packed, f->len, false, f->done,
+                          f->arg);
     else
-        rc = xadd_receipt(s, g_o->node_id, &f->r, f->channel, f->packed, f->len, true);
-    if (rc < 0)
+        rc = xadd_receipt(s, g_o->node_id, &f->r, f->channel, f->packed, f->len, true, f->done, f->arg);
+    if (rc < 0) {
         sb_log_debug("cluster: receipt %" PRId64 " not handed on (%s): the sweeper will", f->r.receipt_id,
                      sb_strerror(rc));
+        if (f->done)
+            f->done(f->arg, rc);
+    }
     free(f);
 }
 
-int sb_cluster_route_receipt(sb_shard_t *s, const sb_session_receipt_t *r, int64_t channel, const void *packed,
-                             size_t len)
+static int route(const sb_session_receipt_t *r, int64_t channel, const void *packed, size_t len,
+                 void (*done)(void *arg, int err), void *arg)
 {
     if (!sb_cluster_enabled())
         return SB_EINVAL;
@@ -872,13 +890,28 @@ int sb_cluster_route_receipt(sb_shard_t *s, const sb_session_receipt_t *r, int64
     fwd_t *f = sb_malloc(sizeof *f + len);
     f->r = *r;
     f->channel = channel;
+    f->done = done;
+    f->arg = arg;
     f->len = len;
     memcpy(f->packed, packed, len);
-    (void)s; /* (from shard 0 itself too through its queue: behind what the other shards queued before) */
+    /* (from shard 0 itself too through its queue: behind what the other shards queued before) */
     int rc = sb_shard_exec(0, forward_on_zero, f);
     if (rc < 0)
         free(f);
     return rc;
+}
+
+int sb_cluster_route_receipt(sb_shard_t *s, const sb_session_receipt_t *r, int64_t channel, const void *packed,
+                             size_t len)
+{
+    (void)s;
+    return route(r, channel, packed, len, NULL, NULL);
+}
+
+int sb_cluster_route_intake(const sb_session_receipt_t *r, int64_t channel, const void *packed, size_t len,
+                            void (*done)(void *arg, int err), void *arg)
+{
+    return route(r, channel, packed, len, done, arg);
 }
 
 size_t sb_cluster_live_channel(int64_t tenant, char *out)
@@ -934,7 +967,6 @@ static const char *other_owner(cluster_t *c, uint32_t slot)
  * yet known to be this node's), in arrival order, until one of those is true (held_review, sb_cluster_caught_up):
  * so the receipts of a slot that moves are applied in the order they came. Says when the entry is acknowledged:
  * held, not yet; passed on or not a receipt, now; handed to its session, once its receipt is applied. */
-static void remote_send_in(cluster_t *c, const redisReply *fields);
 static void remote_answer_in(cluster_t *c, const redisReply *fields);
 static void remote_cancel_in(cluster_t *c, const redisReply *fields);
 static void settings_in(cluster_t *c, const redisReply *fields);
@@ -945,10 +977,6 @@ enum entry_fate { ENTRY_WAIT, ENTRY_DONE, ENTRY_APPLYING }; /* held: not acknowl
 static enum entry_fate apply_entry(cluster_t *c, const char *id, const redisReply *fields)
 {
     const redisReply *kind = field(fields, "k");
-    if (kind && kind->type == REDIS_REPLY_STRING && !strcmp(kind->str, "s")) {
-        remote_send_in(c, fields);
-        return ENTRY_DONE;
-    }
     if (kind && kind->type == REDIS_REPLY_STRING && !strcmp(kind->str, "a")) {
         remote_answer_in(c, fields);
         return ENTRY_DONE;
@@ -984,7 +1012,7 @@ static enum entry_fate apply_entry(cluster_t *c, const char *id, const redisRepl
             hand_over(c, receipt, tenant, channel, ev->str, ev->len);
         } else { /* another node's: on to it */
             sb_session_receipt_t r = {.receipt_id = receipt, .tenant = tenant};
-            xadd_receipt(c->s, other, &r, channel, ev->str, ev->len, false);
+            xadd_receipt(c->s, other, &r, channel, ev->str, ev->len, false, NULL, NULL);
         }
         if (transit)
             transit_done(slot);
@@ -1134,7 +1162,7 @@ static void held_review(cluster_t *c)
             ack_later(c, x->id, x->tenant, x->receipt);
         } else if (there) {
             sb_session_receipt_t r = {.receipt_id = x->receipt, .tenant = x->tenant};
-            xadd_receipt(c->s, other, &r, x->channel, x->packed, x->len, false);
+            xadd_receipt(c->s, other, &r, x->channel, x->packed, x->len, false, NULL, NULL);
         }
         if (x->transit)
             transit_done(slot);
@@ -1206,14 +1234,6 @@ static void xadd_fields(sb_redis_t *rd, const char *node, int n, const char **kv
     sb_redis_command_argv(rd, 6 + n, argv, alen, NULL, NULL);
 }
 
-static void answer_locally(sb_session_send_t *req, int status, const char *code, const char *message)
-{
-    req->status = status;
-    req->code = code;
-    snprintf(req->message, sizeof req->message, "%s", message);
-    req->answer(req);
-}
-
 static void cancel_locally(sb_session_cancel_t *req, int status, const char *code, const char *message)
 {
     req->status = status;
@@ -1224,14 +1244,10 @@ static void cancel_locally(sb_session_cancel_t *req, int status, const char *cod
 
 static const char moving[] = "the tenant's slot is moving between nodes; retry in a moment";
 
-typedef struct outgoing {
-    sb_session_send_t *req;
-    sb_session_cancel_t *cancel;
-} outgoing_t;
-
-/* On shard 0: the owner of tenant's slot when it is another node (else NULL), and the request remembered until the
+/* On shard 0: the owner of tenant's slot when it is another node (else NULL), and the cancel remembered until the
  * answer comes back. */
-static const char *remote_start(cluster_t *c, sb_shard_t *s, int64_t tenant, const outgoing_t *o, uint64_t *id)
+static const char *remote_start(cluster_t *c, sb_shard_t *s, int64_t tenant, sb_session_cancel_t *cancel,
+                                uint64_t *id)
 {
     uint32_t slot = sb_cluster_slot(tenant);
     uint16_t idx = atomic_load_explicit(&g_owner[slot], memory_order_acquire);
@@ -1241,133 +1257,18 @@ static const char *remote_start(cluster_t *c, sb_shard_t *s, int64_t tenant, con
     remote_t *r = sb_calloc(1, sizeof *r);
     r->id = ++c->next_remote;
     r->deadline = uv_now(sb_shard_loop(s)) + REMOTE_TIMEOUT_MS;
-    r->req = o->req;
-    r->cancel = o->cancel;
+    r->cancel = cancel;
     r->next = c->remote;
     c->remote = r;
     *id = r->id;
     return owner;
 }
 
-/* On shard 0: the send to its owner's stream, remembered until the answer comes back. */
-static void send_on_zero(sb_shard_t *s, void *arg)
-{
-    outgoing_t *o = arg;
-    sb_session_send_t *req = o->req;
-    cluster_t *c = g_c;
-    uint64_t id;
-    const char *owner = remote_start(c, s, req->tenant, o, &id);
-    free(o);
-    if (!owner) {
-        answer_locally(req, 503, "unavailable", moving);
-        return;
-    }
-    char q[24], t[24], ch[24], pr[8], at[24];
-    snprintf(q, sizeof q, "%" PRIu64, id);
-    snprintf(t, sizeof t, "%" PRId64, req->tenant);
-    snprintf(ch, sizeof ch, "%" PRId64, req->channel);
-    snprintf(pr, sizeof pr, "%d", (int)req->priority);
-    snprintf(at, sizeof at, "%" PRId64, req->send_at_ms);
-    const char *kv[26] = {"k", "s", "q", q, "f", c->o->node_id, "t", t, "c", ch, "to", req->to, "b", req->body,
-                          "m", req->media_json, "p", pr, "sa", at};
-    int n = 20;
-    if (req->template_json)
-        kv[n++] = "tp", kv[n++] = req->template_json;
-    if (req->idempotency_key)
-        kv[n++] = "ik", kv[n++] = req->idempotency_key;
-    if (req->fallback_json)
-        kv[n++] = "fb", kv[n++] = req->fallback_json;
-    xadd_fields(sb_shard_redis(s), owner, n, kv, NULL);
-}
-
-void sb_cluster_session_send(sb_shard_t *s, sb_session_send_t *req)
-{
-    outgoing_t *o = sb_calloc(1, sizeof *o);
-    o->req = req;
-    if (sb_shard_index(s) == 0) {
-        send_on_zero(s, o);
-    } else if (sb_shard_exec(0, send_on_zero, o) < 0) {
-        free(o);
-        answer_locally(req, 503, "unavailable", "the gateway is stopping; retry");
-    }
-}
-
-/* A send another node handed here, and who waits for its answer. */
-typedef struct incoming {
-    sb_session_send_t req; /* first: the session hands back this pointer */
-    char from[72];
-    char q[24];
-} incoming_t;
-
-static void incoming_free(incoming_t *in)
-{
-    sb_session_send_cleanup(&in->req);
-    free(in);
-}
-
-/* The session's answer, on the tenant's shard: back to the node that asked, through its stream. */
-static void incoming_answered(sb_session_send_t *req)
-{
-    incoming_t *in = (incoming_t *)req;
-    sb_shard_t *self = sb_shard_self();
-    sb_redis_t *rd = self ? sb_shard_redis(self) : NULL;
-    if (rd) {
-        char st[8], id[24];
-        snprintf(st, sizeof st, "%d", req->status);
-        snprintf(id, sizeof id, "%" PRId64, req->id);
-        const char *kv[16] = {"k", "a", "q", in->q, "st", st, "id", id, "cr", req->created ? "1" : "0",
-                              "ac", req->accepted ? req->accepted : "", "co", req->code ? req->code : "",
-                              "ms", req->message};
-        xadd_fields(rd, in->from, 16, kv, NULL);
-    }
-    incoming_free(in);
-}
-
-static char *fdup(const redisReply *fields, const char *name)
-{
-    size_t len;
-    const char *v = fstr(fields, name, &len);
-    return v ? sb_strndup(v, len) : NULL;
-}
-
-static void remote_send_in(cluster_t *c, const redisReply *fields)
-{
-    const char *from = fstr(fields, "f", NULL), *q = fstr(fields, "q", NULL);
-    if (!from || !q || strlen(from) >= 72 || strlen(q) >= 24)
-        return;
-    incoming_t *in = sb_calloc(1, sizeof *in);
-    snprintf(in->from, sizeof in->from, "%s", from);
-    snprintf(in->q, sizeof in->q, "%s", q);
-    in->req.tenant = fint(fields, "t");
-    in->req.channel = fint(fields, "c");
-    in->req.to = fdup(fields, "to");
-    in->req.body = fdup(fields, "b");
-    in->req.media_json = fdup(fields, "m");
-    in->req.template_json = fdup(fields, "tp");
-    in->req.idempotency_key = fdup(fields, "ik");
-    in->req.fallback_json = fdup(fields, "fb");
-    int64_t p = fint(fields, "p");
-    in->req.priority = p >= 0 && p < SB_PRIORITY_N ? (sb_priority_t)p : SB_PRIORITY_NORMAL;
-    in->req.send_at_ms = fint(fields, "sa");
-    in->req.answer = incoming_answered;
-    if (!in->req.to || !in->req.body || !in->req.media_json || in->req.tenant <= 0) {
-        answer_locally(&in->req, 400, "invalid_request", "a send from another node could not be read");
-        return;
-    }
-    if (!sb_cluster_owns(in->req.tenant)) { /* it moved meanwhile: the asking node answers 503, the client retries */
-        answer_locally(&in->req, 503, "unavailable", "the tenant's slot is moving between nodes; retry in a moment");
-        return;
-    }
-    sb_session_send(sb_shard_rt(c->s), sb_place_shard(sb_cluster_slot(in->req.tenant), sb_shards_count()), &in->req);
-}
-
 static void cancel_on_zero(sb_shard_t *s, void *arg)
 {
-    outgoing_t *o = arg;
-    sb_session_cancel_t *req = o->cancel;
+    sb_session_cancel_t *req = arg;
     uint64_t id;
-    const char *owner = remote_start(g_c, s, req->tenant, o, &id);
-    free(o);
+    const char *owner = remote_start(g_c, s, req->tenant, req, &id);
     if (!owner) {
         cancel_locally(req, 503, "unavailable", moving);
         return;
@@ -1377,20 +1278,16 @@ static void cancel_on_zero(sb_shard_t *s, void *arg)
     snprintf(t, sizeof t, "%" PRId64, req->tenant);
     snprintf(ch, sizeof ch, "%" PRId64, req->channel);
     snprintf(mid, sizeof mid, "%" PRId64, req->id);
-    const char *kv[12] = {"k", "x", "q", q, "f", g_o->node_id, "t", t, "c", ch, "i", mid};
-    xadd_fields(sb_shard_redis(s), owner, 12, kv, NULL);
+    const char *kv[14] = {"k", "x", "q", q, "f", g_o->node_id, "t", t, "c", ch, "i", mid, "w", req->intake ? "1" : "0"};
+    xadd_fields(sb_shard_redis(s), owner, 14, kv, NULL);
 }
 
 void sb_cluster_session_cancel(sb_shard_t *s, sb_session_cancel_t *req)
 {
-    outgoing_t *o = sb_calloc(1, sizeof *o);
-    o->cancel = req;
-    if (sb_shard_index(s) == 0) {
-        cancel_on_zero(s, o);
-    } else if (sb_shard_exec(0, cancel_on_zero, o) < 0) {
-        free(o);
+    if (sb_shard_index(s) == 0)
+        cancel_on_zero(s, req);
+    else if (sb_shard_exec(0, cancel_on_zero, req) < 0)
         cancel_locally(req, 503, "unavailable", "the gateway is stopping; retry");
-    }
 }
 
 typedef struct incoming_cancel {
@@ -1422,7 +1319,8 @@ static void remote_cancel_in(cluster_t *c, const redisReply *fields)
     snprintf(in->from, sizeof in->from, "%s", from);
     snprintf(in->q, sizeof in->q, "%s", q);
     in->req = (sb_session_cancel_t){.tenant = fint(fields, "t"), .channel = fint(fields, "c"),
-                                    .id = fint(fields, "i"), .answer = incoming_cancel_answered};
+                                    .id = fint(fields, "i"), .intake = fint(fields, "w") == 1,
+                                    .answer = incoming_cancel_answered};
     if (in->req.tenant <= 0 || !sb_cluster_owns(in->req.tenant)) {
         cancel_locally(&in->req, 503, "unavailable", moving);
         return;
@@ -1547,7 +1445,6 @@ static void remote_answer_in(cluster_t *c, const redisReply *fields)
         return; /* answered already (timed out) */
     remote_t *r = *pp;
     *pp = r->next;
-    sb_session_send_t *req = r->req;
     sb_session_cancel_t *cancel = r->cancel;
     free(r);
     const char *co = fstr(fields, "co", NULL), *ms = fstr(fields, "ms", NULL);
@@ -1558,22 +1455,10 @@ static void remote_answer_in(cluster_t *c, const redisReply *fields)
     for (int i = 0; co && codes[i]; i++)
         if (!strcmp(co, codes[i]))
             code = codes[i];
-    if (cancel) {
-        cancel_locally(cancel, (int)fint(fields, "st"), code, ms ? ms : "");
-        return;
-    }
-    static const char *const accepted[] = {"queued", "scheduled"};
-    const char *ac = fstr(fields, "ac", NULL);
-    req->status = (int)fint(fields, "st");
-    req->id = fint(fields, "id");
-    req->created = fint(fields, "cr") == 1;
-    req->accepted = ac && !strcmp(ac, "scheduled") ? accepted[1] : accepted[0];
-    req->code = code;
-    snprintf(req->message, sizeof req->message, "%s", ms ? ms : "");
-    req->answer(req);
+    cancel_locally(cancel, (int)fint(fields, "st"), code, ms ? ms : "");
 }
 
-/* Sends whose owner did not answer in time: 503 (the client retries with its idempotency key). */
+/* Cancels whose owner did not answer in time: 503 (the client retries). */
 static void remote_expire(cluster_t *c, uint64_t now)
 {
     remote_t **pp = &c->remote;
@@ -1584,11 +1469,7 @@ static void remote_expire(cluster_t *c, uint64_t now)
             continue;
         }
         *pp = r->next;
-        if (r->cancel)
-            cancel_locally(r->cancel, 503, "unavailable", "the tenant's node did not answer in time; retry");
-        else
-            answer_locally(r->req, 503, "unavailable",
-                           "the tenant's node did not answer in time; retry with the same idempotency key");
+        cancel_locally(r->cancel, 503, "unavailable", "the tenant's node did not answer in time; retry");
         free(r);
     }
 }

@@ -27,15 +27,17 @@
  *   work for them, lets their actors finish what is under way (passivated when idle, stopped after a bound), then
  *   hands each, with the next epoch, straight to the node furthest below its target.
  *
- *   Routing. Work for a slot this node does not serve is committed here all the same (a webhook's receipt) and
- *   handed to the owner through the owner's Redis Stream `sb:{n:<node>}:in` (consumer group `sb`), through shard
+ *   Routing. Work for a slot this node does not serve is committed here all the same (a webhook's receipt, a send
+ *   as a receipt of kind "send") and handed to the owner through the owner's Redis Stream `sb:{n:<node>}:in`
+ *   (consumer group `sb`), through shard
  *   0's one connection in the order it was committed (through this node's own stream first, and on in order, while
  *   the slot is in transit): the owner's shard 0 reads it and hands each receipt to its session (applying is
  *   idempotent), and acknowledges it once the receipt is applied (checked in PostgreSQL each round; after a minute
- *   unapplied it is the sweepers'); on start it reads what it had not acknowledged. Sends, cancels, settings
- *   changes and a Media Stream's news go the same way, and a send's answer comes back through the asking node's
- *   stream. A receipt nobody
- *   applies (its owner died) is the sweeper's: each node sweeps the slots it owns.
+ *   unapplied it is the sweepers'); on start it reads what it had not acknowledged. A send's receipt goes through a
+ *   stream even when this node serves its slot (its own), so sends taken by any node reach the session in the order
+ *   Redis took them, and its 202 waits for Redis to have it. Cancels, settings changes and a Media Stream's news go
+ *   the same way, and a cancel's answer comes back through the asking node's stream. A receipt nobody applies (its
+ *   owner died) is the sweeper's: each node sweeps the slots it owns.
  *
  * The ownership table is written by shard 0 only and read from any thread (atomics, no locks). */
 #ifndef SB_CLUSTER_H
@@ -74,7 +76,7 @@ bool sb_cluster_enabled(void);
 
 uint32_t sb_cluster_slot(int64_t tenant);
 /* Whether this node owns tenant's slot and is catching it up or serving it: its sweeper and backlog take it, and
- * so do the front doors that hand work to its actors (sends, cancels, calls: only receipts wait for the catch-up). */
+ * so do the front doors that hand work to its actors (cancels, calls: only receipts wait for the catch-up). */
 bool sb_cluster_owns(int64_t tenant);
 /* The domain's catch-up sweep that began at generation gen handed every receipt of the slots taken up to gen to
  * their sessions: those slots are served from now on, and what their stream brought meanwhile follows (shard 0). */
@@ -94,13 +96,17 @@ void sb_cluster_set_served_hook(void (*fn)(sb_shard_t *s));
 int sb_cluster_route_receipt(sb_shard_t *s, const sb_session_receipt_t *r, int64_t channel, const void *packed,
                              size_t len);
 
-/* A send (gateway/sends) for a tenant this node does not serve: through the owner's stream to the owner's session,
- * which commits it and answers back through this node's stream; req->answer is called exactly once, from any
- * shard (503 when no owner is known, the slot is moving, or no answer came within 10 s: the client retries with its
- * idempotency key). Shard s's thread. */
-void sb_cluster_session_send(sb_shard_t *s, sb_session_send_t *req);
+/* Routes a send committed as a receipt (gateway/sends; an SB_EV_SEND event, packed) from any shard: always through a
+ * stream, the owner's (this node's own when it serves the slot or the slot is in transit), so that every node's
+ * sends for a tenant meet in one stream in the order Redis took them. done(arg, err) is called exactly once, on shard
+ * 0, when Redis has the entry (err 0) or will not (the sweeper brings it then), unless this returns an error (the
+ * gateway is stopping). */
+int sb_cluster_route_intake(const sb_session_receipt_t *r, int64_t channel, const void *packed, size_t len,
+                            void (*done)(void *arg, int err), void *arg);
 
-/* A cancel (DELETE /v1/messages/{id}) for a tenant this node does not serve, the same way. */
+/* A cancel (DELETE /v1/messages/{id}) for a tenant this node does not serve: through the owner's stream to the
+ * owner's session, which answers back through this node's stream; req->answer is called exactly once, from any shard
+ * (503 when no owner is known, the slot is moving, or no answer came within 10 s). Shard s's thread. */
 void sb_cluster_session_cancel(sb_shard_t *s, sb_session_cancel_t *req);
 /* A channel's (or, channel 0, a tenant's) pace or caps changed here: the owner's sessions read theirs again. Any
  * shard; fire and forget (sessions also read them at activation). */

@@ -240,9 +240,9 @@ def test_window_expired(mock):
              "both HUMAN_AGENT replies reached the mock (which also keeps the window)", got)
 
 
-def gateway(mock):
+def gateway(mock, **kw):
     return h.Gateway(master_key=MASTER_KEY, twilio_api_base="http://127.0.0.1:%d" % mock.port,
-                     meta_graph_base="http://127.0.0.1:%d/v21.0" % mock.port)
+                     meta_graph_base="http://127.0.0.1:%d/v21.0" % mock.port, **kw)
 
 
 # ---- Instagram ---------------------------------------------------------------------------------------------------
@@ -464,6 +464,7 @@ def test_mock_window(mock):
 
 
 def test_file():
+    from test_cluster import fresh_cluster
     with Mock() as mock:
         h.subtest(test_mock_window, mock)
         with gateway(mock) as gw:
@@ -473,6 +474,15 @@ def test_file():
             h.subtest(test_twilio_content, gw, mock)
             h.subtest(test_validation, gw, mock)
         h.subtest(test_window_expired, mock)
+        # The same on a node of a cluster (of one), where the node that takes a send checks it and commits it
+        # itself, and the session numbers it later (gateway/sends): every check above must hold there too.
+        fresh_cluster()
+        with gateway(mock, cluster="on", node_id="channels-out-" + uuid.uuid4().hex[:6]) as gw:
+            h.subtest(test_messenger, gw, mock)
+            h.subtest(test_instagram, gw, mock)
+            h.subtest(test_whatsapp, gw, mock)
+            h.subtest(test_twilio_content, gw, mock)
+            h.subtest(test_validation, gw, mock)
 
 
 if __name__ == "__main__":

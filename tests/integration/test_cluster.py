@@ -591,6 +591,71 @@ def test_sends_across_nodes():
             stop_all(nodes)
 
 
+def test_sends_committed_where_taken():
+    """A send that lands on a node that does not own its tenant is committed there and answered there, whatever the
+    owner is doing (issue 15, item 4): a cancel through the owner itself right after the 202 waits for the send to
+    arrive; while the owner is SIGSTOPped a send is answered 202 at once, reads back as queued and not numbered yet,
+    and its idempotency key answers its id on the other node; after kill -9 of the owner a survivor takes the slot
+    and sends it, numbered, once."""
+    from test_lanes import post
+    from test_mock_provider import Mock
+    from test_outbound import setup as setup_out
+    fresh_cluster()
+    nodes = []
+    with Mock() as mock:
+        try:
+            start_three(nodes, twilio_api_base="http://127.0.0.1:%d" % mock.port)
+            t = setup_out(nodes[0])
+            own = settled_owner(nodes, t["tenant"])["node"]
+            owner_gw = by_name(nodes, own)
+            others = [gw for gw in nodes if gw.name != own]
+            auth = {"Authorization": "Bearer " + t["key"]}
+            to = "+14155550177"
+
+            later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 120))
+            r = post(others[0], t, {"channel_id": t["channel"], "to": to, "body": "later", "send_at": later})
+            mid = r.json().get("id") if r.status == 202 else None
+            r = h.request(owner_gw.port, "DELETE", "/v1/messages/%s" % mid, auth)
+            h.ok(mid and r.status == 200 and r.json().get("status") == "canceled",
+                 "a send taken by a non-owner, canceled at once through the owner: 200 canceled", r)
+
+            owner_gw.send_signal(signal.SIGSTOP)
+            t0 = time.monotonic()
+            r = post(others[0], t, {"channel_id": t["channel"], "to": to, "body": "while the owner sleeps",
+                                    "idempotency_key": "asleep-1"})
+            took = time.monotonic() - t0
+            mid = r.json().get("id") if r.status == 202 else None
+            h.ok(mid and took < 2, "the owner SIGSTOPped: the non-owner answers 202 in %.2f s" % took, r)
+            r = h.request(others[1].port, "GET", "/v1/messages/%s" % mid, auth)
+            m = r.json() if r.status == 200 else {}
+            h.ok(m.get("status") == "queued" and m.get("conversation_id") is None and m.get("to") == to and
+                 m.get("body") == "while the owner sleeps" and len(m.get("history", [])) == 1,
+                 "read back on the other node: queued, not numbered yet", r)
+            r = post(others[1], t, {"channel_id": t["channel"], "to": to, "body": "while the owner sleeps",
+                                    "idempotency_key": "asleep-1"})
+            h.ok(r.status == 200 and r.json().get("id") == mid, "its key on the other node: 200, the same id", r)
+            h.ok(h.sql("SELECT count(*) FROM webhook_receipts WHERE tenant_id = %s AND message_id = %s AND "
+                       "processed_at IS NULL" % (t["tenant"], mid)) == "1", "committed once, as a send's receipt")
+
+            owner_gw.kill()  # (SIGKILL reaches a stopped process)
+            t0 = time.monotonic()
+
+            def numbered():
+                rr = h.request(others[0].port, "GET", "/v1/messages/%s" % mid, auth)
+                got = rr.json() if rr.status == 200 else {}
+                return got if got.get("status") == "sent" else None
+            m = h.wait_for(numbered, 20) or {}
+            h.ok(m.get("conversation_id") and m.get("seq") == 2 and m.get("from") == t["address"],
+                 "after kill -9 of the owner a survivor numbered it (seq 2, after the canceled one) and sent it "
+                 "(%.1f s)" % (time.monotonic() - t0), m)
+            bodies = [x["body"] for x in mock.received(sender=t["address"]).get("requests", [])]
+            h.ok(bodies == ["while the owner sleeps"], "the provider got it once, and never the canceled one", bodies)
+            h.ok(h.sql("SELECT count(*) FROM messages WHERE tenant_id = %s" % t["tenant"]) == "2",
+                 "two messages stored (the canceled one and this)")
+        finally:
+            stop_all(nodes)
+
+
 def test_voice_across_nodes():
     """Twilio's voice webhooks for a tenant another node owns are forwarded to it whole (signature intact) and its
     call actor's TwiML comes back; the status callback through the third node ends the call there. A call's Media
