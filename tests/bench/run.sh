@@ -21,7 +21,9 @@
 #   4b. Idle connections: bench_idle opens IDLE_CLIENTS (15,000) inbox clients of one tenant on a fresh gateway
 #      (over several processes: each may hold only so many descriptors), prints the gateway's RSS per idle
 #      connection, the time one event takes to reach all of them, and the RSS once they are idle again.
-#   5. Sends end to end: POST /v1/messages over 1,000 channels to the mock provider.
+#   5. Sends end to end: POST /v1/messages over 1,000 channels to the mock provider. SEND_CLUSTER=on runs the
+#      gateway as a node of a cluster (of one), where every send is committed as a receipt where it is taken and
+#      numbered by its session through the node's stream (gateway/sends).
 #   5b. Broadcasts (tests/bench/bench_broadcast.py): a 100,000-recipient POST /v1/broadcasts (accept time, outbox rows/s,
 #      DELETE), then 100,000 recipients as broadcasts over 1,000 channels end to end to the mock (sends/s, CPU per send
 #      by part). BROADCAST_RECIPIENTS, BROADCAST_CHANNELS, BROADCAST_TENANTS scale it.
@@ -573,7 +575,13 @@ if want sends; then
     kill -TERM "$GW_PID" 2>/dev/null || true
     wait "$GW_PID" 2>/dev/null || true
     echo "twilio_api_base = http://127.0.0.1:$MOCK_PORT" >>"$TMP/switchboard.conf"
-    env "${unset_sb[@]}" "$GATEWAY" -c "$TMP/switchboard.conf" >"$TMP/gateway-sends.log" 2>&1 &
+    cp "$TMP/switchboard.conf" "$TMP/switchboard-sends.conf"
+    if [ "${SEND_CLUSTER:-off}" = on ]; then # a node of a cluster (of one): each send committed as a send's receipt
+        redis-cli -p 6390 -n 1 DEL "sb:{cluster}:slots" "sb:{cluster}:nodes" "sb:{cluster}:drain" >/dev/null
+        printf 'cluster = on\nnode_id = bench-sends\n' >>"$TMP/switchboard-sends.conf"
+        echo "   (cluster = on: each send committed where it is taken, then numbered through the node's stream)"
+    fi
+    env "${unset_sb[@]}" "$GATEWAY" -c "$TMP/switchboard-sends.conf" >"$TMP/gateway-sends.log" 2>&1 &
     GW_PID=$!
     wait_http "http://127.0.0.1:$GW_PORT/healthz" gateway "$TMP/gateway-sends.log"
     python3 tests/bench/setup_tenants.py "$GW_PORT" bench-token 10 100 1000 >"$TMP/channels.txt"
