@@ -11,7 +11,7 @@
  * channel, from the channel cache; what its type can send, and Meta's 24-hour window from the conversation's last
  * inbound message, through the provider adapter's rules), then the send is committed as a receipt of kind send
  * under a message id reserved from the store's block, unless its idempotency key names a message already
- * (adapters/store/queries: sb_query_intake); it goes to the owner's stream (shards/cluster) and is answered 202 once
+ * (sb_store_intake_add: the loop turn's sends one statement); it goes to the owner's stream (shards/cluster) and is answered 202 once
  * Redis has it, so that a client's next send, to any node, follows it in that stream. */
 #include "gateway/sends.h"
 
@@ -130,13 +130,15 @@ typedef struct job {
     void *arg;
     sb_fallback_t fallback;    /* its fallback channels, looked up one after the other ... */
     size_t checked;            /* ... this many so far */
-    sb_channel_type_t type;    /* a node of a cluster: its channel's type, once looked up */
+    sb_channel_type_t type;    /* a node of a cluster: its channel's type, once looked up ... */
+    sb_store_intake_t intake;  /* ... its commit (event_json heap while under way) ... */
     sb_buf_t packed;           /* ... and its event (SB_EV_SEND) once committed, on its way to the owner's stream */
 } job_t;
 
 static void job_free(job_t *j)
 {
     sb_session_send_cleanup(&j->req);
+    free((char *)j->intake.event_json);
     sb_buf_cleanup(&j->packed);
     free(j);
 }
@@ -223,9 +225,9 @@ static json_t *intake_event(const job_t *j, int64_t id, sb_buf_t *packed)
     return sb_event_json(&ev);
 }
 
-static void intake_committed(void *arg, int err, const sb_query_intake_t *r)
+static void intake_committed(sb_store_intake_t *r, int err)
 {
-    job_t *j = arg;
+    job_t *j = r->arg;
     if (err) {
         settle(j, 503, "unavailable", "the message could not be stored now; retry with the same idempotency_key");
         return;
@@ -252,13 +254,15 @@ static void intake_commit(job_t *j)
 {
     sb_store_t *st = sb_domain_store(sb_shard_self());
     json_t *ev = intake_event(j, 0, NULL);
-    char *text = json_dumps(ev, JSON_COMPACT);
+    j->intake = (sb_store_intake_t){.tenant = j->req.tenant,
+                                    .channel = j->req.channel,
+                                    .id = st ? sb_store_message_id(st) : 0,
+                                    .key = j->req.idempotency_key,
+                                    .event_json = json_dumps(ev, JSON_COMPACT),
+                                    .done = intake_committed,
+                                    .arg = j};
     json_decref(ev);
-    int rc = st ? sb_query_intake(st, j->req.tenant, j->req.channel, sb_store_message_id(st), j->req.idempotency_key,
-                                  text, intake_committed, j)
-                : SB_EUNAVAIL;
-    free(text);
-    if (rc < 0)
+    if (!st || sb_store_intake_add(st, &j->intake) < 0)
         settle(j, 503, "unavailable", "the database is not reachable; retry with the same idempotency_key");
 }
 

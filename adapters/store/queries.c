@@ -580,52 +580,6 @@ int sb_query_last_inbound(sb_store_t *st, int64_t tenant, int64_t channel, const
     return run(st, NULL, last_inbound_sql, 3, p, 0, last_inbound_read, (void *)cb, arg);
 }
 
-typedef void (*intake_cb_t)(void *, int, const sb_query_intake_t *);
-
-static void intake_read(void *arg, int err, const char *detail, const PGresult *res)
-{
-    query_t *q = arg;
-    (void)detail;
-    err = one_row(err, res);
-    sb_query_intake_t r = {0};
-    if (!err)
-        r = (sb_query_intake_t){.receipt = col_i64(res, 0, 0),
-                                .id = col_i64(res, 0, 1),
-                                .scheduled = !PQgetisnull(res, 0, 2) && PQgetvalue(res, 0, 2)[0] == 't'};
-    ((intake_cb_t)q->cb)(q->arg, err, err ? NULL : &r);
-    free(q);
-}
-
-/* One statement, so the key's check and the write are one unit of work: the key's message, stored or taken as a send
- * (the unique send_key index makes two nodes taking one key at once write it once; the loser finds nothing, and its
- * client retries); else the receipt, under the message id given or one of the sequence's. */
-static const char intake_sql[] =
-    "WITH used AS MATERIALIZED ("
-    "  (SELECT m.id, m.status = 'scheduled' AS scheduled FROM messages m"
-    "   WHERE m.tenant_id = $1 AND m.idempotency_key = $4"
-    "   UNION ALL"
-    "   SELECT r.message_id, " INTAKE_STATUS " = 'scheduled' FROM webhook_receipts r"
-    "   WHERE r.tenant_id = $1 AND r.send_key = $4) LIMIT 1),"
-    " id AS (SELECT coalesce($3::bigint, nextval(pg_get_serial_sequence('messages', 'id'))) AS v"
-    "        WHERE NOT EXISTS (SELECT 1 FROM used)),"
-    " ins AS ("
-    "  INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw, message_id, send_key)"
-    "  SELECT $1::bigint, $2::bigint, 'send:' || v, jsonb_set($5::jsonb, '{message_id}', to_jsonb(v)), '', v, $4"
-    "  FROM id ON CONFLICT DO NOTHING RETURNING id, message_id)"
-    " SELECT (SELECT id FROM ins), coalesce((SELECT message_id FROM ins), (SELECT id FROM used)),"
-    "        (SELECT scheduled FROM used)";
-
-int sb_query_intake(sb_store_t *st, int64_t tenant, int64_t channel, int64_t id, const char *key,
-                    const char *event_json, intake_cb_t cb, void *arg)
-{
-    char t[24], c[24], m[24];
-    i64_text(t, tenant);
-    i64_text(c, channel);
-    i64_text(m, id);
-    const char *p[5] = {t, c, id ? m : NULL, key, event_json};
-    return run(st, NULL, intake_sql, 5, p, 0, intake_read, (void *)cb, arg);
-}
-
 /* ---- calls ------------------------------------------------------------------------------------------------------ */
 
 #define CALL_JSON                                                                                                    \

@@ -133,18 +133,6 @@ int sb_query_message_ref(sb_store_t *st, int64_t tenant, int64_t id,
 int sb_query_last_inbound(sb_store_t *st, int64_t tenant, int64_t channel, const char *to,
                           void (*cb)(void *arg, int err, int64_t at_ms), void *arg);
 
-/* A send committed as a receipt of kind "send" (sql/0023), before it is answered: event_json is its event
- * (sb_event_json of an SB_EV_SEND), whose message_id the statement sets to id, or (id 0) to one it takes from the
- * messages' sequence itself. Unless key (the idempotency key, or NULL) already names a message of the tenant, stored
- * or taken so: then nothing is written. The outcome: receipt > 0, committed as message id; receipt 0 and id > 0, the
- * key's message (scheduled: it waits for its send_at); both 0, the key is being taken by another request right now. */
-typedef struct sb_query_intake {
-    int64_t receipt, id;
-    bool scheduled;
-} sb_query_intake_t;
-int sb_query_intake(sb_store_t *st, int64_t tenant, int64_t channel, int64_t id, const char *key,
-                    const char *event_json, void (*cb)(void *arg, int err, const sb_query_intake_t *r), void *arg);
-
 /* ---- calls ------------------------------------------------------------------------------------------------------ */
 
 /* The tenant's calls with ids below before, newest first, at most limit, each a JSON object. */

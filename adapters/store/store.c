@@ -1358,6 +1358,83 @@ int sb_store_receipt_add(sb_store_t *st, sb_store_receipt_t *r)
     return sb_pg_batch_add(st->ingest, r->type ? &meta_receipts_def : &twilio_receipts_def, r);
 }
 
+/* ---- sends a node of a cluster takes --------------------------------------------------------------------------- */
+
+/* A loop turn's sends, one statement (sb_store_intake_t): each one's key looked up (its message, stored or taken as a
+ * send: the first found), and the others written as receipts of kind send under their ids. Two of one batch with the
+ * same key: the first is written, the second finds neither (the unique send_key index skips it). Rows: (ord, receipt
+ * or NULL, message id or NULL, scheduled) for every item. */
+static const char intake_sql[] =
+    "WITH u AS MATERIALIZED ("
+    "  SELECT t, c, coalesce(i, nextval(pg_get_serial_sequence('messages', 'id'))) AS i, k, e, ord"
+    "  FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::jsonb[])"
+    "       WITH ORDINALITY AS x(t, c, i, k, e, ord)),"
+    " used AS MATERIALIZED ("
+    "  SELECT u.ord, x.id, x.scheduled FROM u CROSS JOIN LATERAL ("
+    "    SELECT m.id, m.status = 'scheduled' AS scheduled FROM messages m"
+    "    WHERE m.tenant_id = u.t AND m.idempotency_key = u.k"
+    "    UNION ALL"
+    "    SELECT r.message_id, coalesce((r.event->>'send_at_ms')::bigint > extract(epoch FROM now()) * 1000, false)"
+    "    FROM webhook_receipts r WHERE r.tenant_id = u.t AND r.send_key = u.k LIMIT 1) x),"
+    " ins AS ("
+    "  INSERT INTO webhook_receipts (tenant_id, channel_id, dedup_key, event, raw, message_id, send_key)"
+    "  SELECT t, c, 'send:' || i, jsonb_set(e, '{message_id}', to_jsonb(i)), '', i, k FROM u"
+    "  WHERE NOT EXISTS (SELECT 1 FROM used WHERE used.ord = u.ord) ORDER BY ord"
+    "  ON CONFLICT DO NOTHING RETURNING id, tenant_id, message_id)"
+    " SELECT u.ord, ins.id, coalesce(ins.message_id, used.id), used.scheduled FROM u"
+    " LEFT JOIN ins ON ins.tenant_id = u.t AND ins.message_id = u.i LEFT JOIN used ON used.ord = u.ord";
+
+static void intake_row(const void *item, size_t k, const char **v, char (*num)[24])
+{
+    const sb_store_intake_t *in = item;
+    (void)k;
+    i64_text(num[0], in->tenant);
+    i64_text(num[1], in->channel);
+    i64_text(num[2], in->id);
+    v[0] = num[0];
+    v[1] = num[1];
+    v[2] = in->id ? num[2] : NULL;
+    v[3] = in->key;
+    v[4] = in->event_json;
+}
+
+static void intake_done(void **items, size_t n, int err, const char *detail, const PGresult *res)
+{
+    if (err && err != SB_ECANCELED)
+        sb_log_warn("store: %zu send(s) not committed: %s", n, detail);
+    for (size_t i = 0; i < n; i++)
+        ((sb_store_intake_t *)items[i])->id = 0;
+    for (int i = 0; !err && i < PQntuples(res); i++) {
+        int64_t ord = col_i64(res, i, 0);
+        if (ord < 1 || (size_t)ord > n)
+            continue;
+        sb_store_intake_t *in = items[ord - 1];
+        in->receipt = col_i64(res, i, 1);
+        in->id = col_i64(res, i, 2);
+        in->scheduled = !PQgetisnull(res, i, 3) && PQgetvalue(res, i, 3)[0] == 't';
+    }
+    for (size_t i = 0; i < n; i++) {
+        sb_store_intake_t *in = items[i];
+        in->done(in, err);
+    }
+}
+
+static const sb_pg_batch_def_t intake_def = {
+    .what = "sends",
+    .sql = intake_sql,
+    .ncols = 5,
+    .max = 512,
+    .row = intake_row,
+    .done = intake_done,
+};
+
+int sb_store_intake_add(sb_store_t *st, sb_store_intake_t *in)
+{
+    in->receipt = 0;
+    in->scheduled = false;
+    return sb_pg_batch_add(st->ingest, &intake_def, in);
+}
+
 void sb_store_flush(sb_store_t *st)
 {
     sb_pg_batch_flush(st->pg, &write_def);

@@ -92,6 +92,25 @@ typedef struct sb_store_receipt {
 /* Queues r for the ingest connection's next statement (the loop turn's receipts of a kind go as one INSERT). */
 int sb_store_receipt_add(sb_store_t *st, sb_store_receipt_t *r);
 
+/* A send a node of a cluster takes (gateway/sends), committed as a receipt of kind "send" (sql/0023) before it is
+ * answered: event_json is its event (sb_event_json of an SB_EV_SEND), whose message_id the statement sets to id, or
+ * (id 0) to one it takes from the messages' sequence itself. Unless key (the idempotency key, or NULL) already names
+ * a message of the tenant, stored or taken so: then nothing is written. The caller fills the first part and keeps it
+ * alive until done(in, err) is called (once); err 0: receipt > 0, committed as message id; receipt 0 and id > 0, the
+ * key's message (scheduled: it waits for its send_at); both 0, the key was being taken by another request at the
+ * same moment. */
+typedef struct sb_store_intake {
+    int64_t tenant, channel, id;
+    const char *key, *event_json;
+    void (*done)(struct sb_store_intake *in, int err);
+    void *arg;
+    int64_t receipt;                /* out (id too) */
+    bool scheduled;
+} sb_store_intake_t;
+
+/* Queues in for the ingest connection's next statement (the loop turn's sends, one INSERT, as receipts go). */
+int sb_store_intake_add(sb_store_t *st, sb_store_intake_t *in);
+
 /* A receipt committed but still unprocessed, found by the sweeper: its event read back (a row whose event cannot be
  * read is left out, and logged). */
 typedef struct sb_store_unprocessed {
