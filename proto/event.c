@@ -37,7 +37,7 @@ void sb_event_cleanup(sb_event_t *ev)
     free(ev->to);
     free(ev->body);
     free(ev->profile_name);
-    for (size_t i = 0; i < ev->nmedia; i++) {
+    for (size_t i = 0; i < SB_EVENT_MAX_MEDIA; i++) { /* (every slot: a packed event may fill one past nmedia) */
         free(ev->media[i].url);
         free(ev->media[i].id);
         free(ev->media[i].content_type);
