@@ -110,8 +110,8 @@ int sb_query_conversations(sb_store_t *st, int64_t tenant, int64_t before, int64
 int sb_query_conversation_messages(sb_store_t *st, int64_t tenant, int64_t conversation, int64_t before,
                                    int64_t limit, sb_query_json_cb cb, void *arg);
 /* Tenant's message id as a JSON object, with its status history. SB_ENOENT: no such message. A send a node of a
- * cluster took and its session has not stored yet (sb_query_intake) reads as queued or scheduled, its conversation_id
- * and seq null. */
+ * cluster took and its session has not stored yet (sb_store_intake_add) reads as queued or scheduled, its
+ * conversation_id and seq null. */
 int sb_query_message(sb_store_t *st, int64_t tenant, int64_t id, void (*cb)(void *arg, int err, sb_str_t json),
                      void *arg);
 
