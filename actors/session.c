@@ -697,6 +697,12 @@ void sb_session_send(sb_rt_t *rt, unsigned owner, sb_session_send_t *req)
     sb_rt_post_key(rt, owner, &sb_session_kind, (uint64_t)req->channel, m); /* a refused one is dropped: answered */
 }
 
+sb_send_request_t sb_session_send_request(const sb_session_send_t *req)
+{
+    return (sb_send_request_t){
+        .to = req->to, .body = req->body, .media_json = req->media_json, .template_json = req->template_json};
+}
+
 void sb_session_send_cleanup(sb_session_send_t *req)
 {
     free(req->to);
@@ -1208,10 +1214,7 @@ static bool outside_window(session_t *s, const conv_t *c, sb_session_send_t *req
         return false;
     int64_t now_ms = s->ports->now_us(s->ports->ctx) / 1000;
     int64_t since = c->last_in_ms ? (now_ms > c->last_in_ms ? now_ms - c->last_in_ms : 0) : -1;
-    sb_send_request_t m = {.to = req->to,
-                           .body = req->body,
-                           .media_json = req->media_json,
-                           .template_json = req->template_json};
+    sb_send_request_t m = sb_session_send_request(req);
     const char *code = "outside_window";
     if (s->ports->provider.window(s->ports->provider.ctx, s->info.type, &m, since, &code, req->message,
                                   sizeof req->message) == 0)
@@ -2604,10 +2607,7 @@ static bool admit(session_t *s, sb_session_send_t *req)
         refuse(req, 404, "not_found", "no such channel");
         return false;
     }
-    sb_send_request_t m = {.to = req->to,
-                           .body = req->body,
-                           .media_json = req->media_json,
-                           .template_json = req->template_json};
+    sb_send_request_t m = sb_session_send_request(req);
     char to[64], message[160];
     const char *code = "invalid_request";
     if (s->ports->provider.check(s->ports->provider.ctx, s->info.type, &m, to, sizeof to, &code, message,
@@ -2644,6 +2644,17 @@ static void inbox_admit(session_t *s)
         set_aside(s, in->tenant, in->receipt_id, s->info.address ? "another tenant's" : "no such channel");
         inbound_drop(s, in);
     }
+}
+
+/* req joins the sends to accept, in order (receipt and preset: a send another node took, below; else 0): admitted
+ * against the channel now when it is loaded (a refusal is answered), else once it is. */
+static void accept_take(session_t *s, sb_session_send_t *req, int64_t receipt, int64_t preset)
+{
+    accept_t *x = sb_calloc(1, sizeof *x);
+    *x = (accept_t){.req = req, .receipt = receipt, .preset = preset, .admitted = s->ready};
+    sb_list_push_back(&s->accepts, &x->link);
+    if (s->ready && !admit(s, req))
+        accept_drop(s, x);
 }
 
 /* A send that a node of the cluster took (gateway/sends) comes as a receipt of kind send: it is accepted as any send
@@ -2689,16 +2700,7 @@ static void intake_accept(session_t *s, int64_t tenant, int64_t receipt, sb_even
                                .priority = priority_parse(ev->priority), .send_at_ms = ev->send_at_ms,
                                .answer = intake_answered};
     ev->to = ev->body = ev->media_json = ev->template_json = ev->idempotency_key = ev->fallback_json = NULL;
-    if (s->ready && !admit(s, req)) {
-        sb_idset_del(&s->known, receipt);
-        return;
-    }
-    accept_t *x = sb_calloc(1, sizeof *x);
-    x->req = req;
-    x->receipt = receipt;
-    x->preset = in->preset;
-    x->admitted = s->ready;
-    sb_list_push_back(&s->accepts, &x->link);
+    accept_take(s, req, receipt, in->preset);
 }
 
 static int on_receipt(sb_actor_t *a, void *state, sb_msg_t *m)
@@ -2751,12 +2753,7 @@ static int on_send(sb_actor_t *a, void *state, sb_msg_t *m)
         return 0;
     memcpy(&req, m->data, sizeof req);
     m->drop = NULL;
-    if (s->ready && !admit(s, req))
-        return 0;
-    accept_t *x = sb_calloc(1, sizeof *x);
-    x->req = req;
-    x->admitted = s->ready;
-    sb_list_push_back(&s->accepts, &x->link);
+    accept_take(s, req, 0, 0);
     process(s);
     return 0;
 }

@@ -177,6 +177,8 @@ typedef struct sb_session_send {
 /* Sends req to its channel's session on shard owner. Takes req: it is answered in every case (503 when it cannot
  * reach the session). */
 void sb_session_send(sb_rt_t *rt, unsigned owner, sb_session_send_t *req);
+/* What the provider port's check and window look at of req (to, body, media, template; its strings borrowed). */
+sb_send_request_t sb_session_send_request(const sb_session_send_t *req);
 /* Frees the request's heap strings (to, body, media_json, template_json, idempotency_key, fallback_json), for the
  * front door that made them; req itself is the caller's. */
 void sb_session_send_cleanup(sb_session_send_t *req);

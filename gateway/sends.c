@@ -131,15 +131,13 @@ typedef struct job {
     sb_fallback_t fallback;    /* its fallback channels, looked up one after the other ... */
     size_t checked;            /* ... this many so far */
     sb_channel_type_t type;    /* a node of a cluster: its channel's type, once looked up ... */
-    sb_store_intake_t intake;  /* ... its commit (event_json heap while under way) ... */
-    sb_buf_t packed;           /* ... and its event (SB_EV_SEND) once committed, on its way to the owner's stream */
+    sb_store_intake_t intake;  /* ... and its commit (event_json heap while under way) */
 } job_t;
 
 static void job_free(job_t *j)
 {
     sb_session_send_cleanup(&j->req);
     free((char *)j->intake.event_json);
-    sb_buf_cleanup(&j->packed);
     free(j);
 }
 
@@ -166,6 +164,12 @@ static void answered(sb_session_send_t *req)
         answer_on_origin(self, j);
     else if (sb_shard_exec(j->origin, answer_on_origin, j) < 0)
         job_free(j);
+}
+
+/* Whether a channel's type sends messages (a voice or linked channel does not). */
+static bool sends_messages(const sb_chan_t *ch)
+{
+    return ch->type != SB_CH_TWILIO_VOICE && ch->type != SB_CH_LINKED && ch->type != SB_CH_NONE;
 }
 
 /* ---- a node of a cluster: committed here, numbered by the owner's session --------------------------------------- */
@@ -244,9 +248,13 @@ static void intake_committed(sb_store_intake_t *r, int err)
     }
     j->req.created = true;
     j->req.accepted = j->req.send_at_ms > wall_ms() ? "scheduled" : "queued";
-    intake_event(j, r->id, &j->packed);
+    sb_buf_t packed; /* (the cluster copies it) */
+    sb_buf_init(&packed);
+    intake_event(j, r->id, &packed);
     sb_session_receipt_t rc = {.receipt_id = r->receipt, .tenant = j->req.tenant};
-    if (sb_cluster_route_intake(&rc, j->req.channel, j->packed.p, j->packed.len, intake_routed, j) < 0)
+    int routed = sb_cluster_route_intake(&rc, j->req.channel, packed.p, packed.len, intake_routed, j);
+    sb_buf_cleanup(&packed);
+    if (routed < 0)
         settle(j, 202, NULL, NULL); /* (stopping: the sweeper of the next start hands it on) */
 }
 
@@ -270,10 +278,7 @@ static void intake_commit(job_t *j)
  * conversation's last inbound message came (-1: none). True when the send may go; else answered 422. */
 static bool window_open(job_t *j, int64_t since)
 {
-    sb_send_request_t m = {.to = j->req.to,
-                           .body = j->req.body,
-                           .media_json = j->req.media_json,
-                           .template_json = j->req.template_json};
+    sb_send_request_t m = sb_session_send_request(&j->req);
     const char *code = "outside_window";
     char message[160];
     if (sb_provider_window(j->type, &m, since, &code, message, sizeof message) == 0)
@@ -300,8 +305,7 @@ static void last_inbound_read(void *arg, int err, int64_t at_ms)
 static void intake_channel_found(void *arg, int err, const sb_chan_t *ch)
 {
     job_t *j = arg;
-    if (err == SB_ENOENT || (!err && (ch->tenant != j->req.tenant || ch->type == SB_CH_TWILIO_VOICE ||
-                                      ch->type == SB_CH_LINKED || ch->type == SB_CH_NONE))) {
+    if (err == SB_ENOENT || (!err && (ch->tenant != j->req.tenant || !sends_messages(ch)))) {
         settle(j, 404, "not_found", "no such channel");
         return;
     }
@@ -310,10 +314,7 @@ static void intake_channel_found(void *arg, int err, const sb_chan_t *ch)
         return;
     }
     j->type = ch->type;
-    sb_send_request_t m = {.to = j->req.to,
-                           .body = j->req.body,
-                           .media_json = j->req.media_json,
-                           .template_json = j->req.template_json};
+    sb_send_request_t m = sb_session_send_request(&j->req);
     char to[64], message[160];
     const char *code = "invalid_request";
     if (sb_provider_check(j->type, &m, to, sizeof to, &code, message, sizeof message) < 0) {
@@ -356,7 +357,7 @@ static void fallback_found(void *arg, int err, const sb_chan_t *ch)
         j->cb(j->arg, 404, "not_found", msg, NULL, false);
     } else if (err) {
         j->cb(j->arg, 503, "unavailable", "the fallback channels could not be checked now; retry", NULL, false);
-    } else if (ch->type == SB_CH_TWILIO_VOICE || ch->type == SB_CH_LINKED || ch->type == SB_CH_NONE) {
+    } else if (!sends_messages(ch)) {
         snprintf(msg, sizeof msg, "fallback channel %lld is a %s channel: it cannot send messages", (long long)id,
                  sb_channel_type_name(ch->type) ? sb_channel_type_name(ch->type) : "unknown");
         j->cb(j->arg, 400, "invalid_fallback", msg, NULL, false);
@@ -391,7 +392,6 @@ void sb_sends_accept(const sb_send_t *send, sb_sends_fn cb, void *arg)
     j->origin = sb_shard_index(self);
     j->cb = cb;
     j->arg = arg;
-    sb_buf_init(&j->packed);
     j->req.tenant = send->tenant;
     j->req.channel = send->channel;
     j->req.to = sb_strndup(send->to.p, send->to.len);

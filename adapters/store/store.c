@@ -1402,9 +1402,7 @@ static void intake_done(void **items, size_t n, int err, const char *detail, con
 {
     if (err && err != SB_ECANCELED)
         sb_log_warn("store: %zu send(s) not committed: %s", n, detail);
-    for (size_t i = 0; i < n; i++)
-        ((sb_store_intake_t *)items[i])->id = 0;
-    for (int i = 0; !err && i < PQntuples(res); i++) {
+    for (int i = 0; !err && i < PQntuples(res); i++) { /* (a row for every item) */
         int64_t ord = col_i64(res, i, 0);
         if (ord < 1 || (size_t)ord > n)
             continue;
